@@ -1,0 +1,25 @@
+//! `agent-bom-agent`: discovers MCP client configurations on a workstation and ships the
+//! inventory to an agent-bom collector over QUIC with mutual TLS.
+//!
+//! Modules: [`discovery`] (catalog, parsers, normalization, hygiene), [`host`] (machine facts),
+//! [`state`] (identity and progress on disk), [`tls`] (pinned-CA trust), [`uplink`] (enrollment
+//! and the upload session), [`settings`] (file, env and flags), [`report`] (terminal output).
+
+#![forbid(unsafe_code)]
+
+pub mod discovery;
+pub mod host;
+pub mod report;
+pub mod settings;
+pub mod state;
+pub mod tls;
+pub mod uplink;
+
+/// Version of this agent build.
+pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Install aws-lc-rs as the process-wide rustls provider. Call once at the start of `main`; a
+/// second call is harmless.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}

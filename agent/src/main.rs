@@ -1,0 +1,272 @@
+//! `agent-bom-agent`: the endpoint binary. Parses the command line and calls the library.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use agent_bom_agent::discovery::catalog::Os;
+use agent_bom_agent::discovery::{self, Roots, ScanOptions};
+use agent_bom_agent::settings::{self, FileSettings, env};
+use agent_bom_agent::state::{StateDir, default_state_dir};
+use agent_bom_agent::uplink::{self, EnrollOptions, RunOptions};
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "agent-bom-agent", version, about = "agent-bom endpoint agent: MCP inventory for this machine, shipped to your agent-bom control plane")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Scan this machine's MCP client configs and print the inventory (local mode).
+    Scan {
+        #[command(flatten)]
+        target: Target,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List every config path the scan looks at, and whether it exists.
+    Paths {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Exchange an enrollment token for this device's identity.
+    Enroll {
+        /// Collector address, HOST:PORT.
+        #[arg(long, env = env::COLLECTOR)]
+        collector: String,
+        /// Enrollment token (prefer the environment variable or --token-file).
+        #[arg(long, env = env::ENROLL_TOKEN, hide_env_values = true, conflicts_with = "token_file")]
+        token: Option<String>,
+        /// File holding the enrollment token.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// SHA-256 of the control plane's CA certificate (its data dir's ca.pin).
+        #[arg(long, env = env::CA_PIN)]
+        ca_pin: Option<String>,
+        /// State directory for the identity.
+        #[arg(long, env = env::STATE_DIR)]
+        state_dir: Option<PathBuf>,
+        /// Replace an existing identity.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run the agent: scan, upload, stay connected.
+    Run {
+        /// Settings file (agent.toml).
+        #[arg(long, env = env::CONFIG)]
+        config: Option<PathBuf>,
+        /// State directory.
+        #[arg(long, env = env::STATE_DIR)]
+        state_dir: Option<PathBuf>,
+        #[command(flatten)]
+        target: Target,
+        /// Seconds between rescans.
+        #[arg(long, env = env::RESCAN_INTERVAL_SECS)]
+        rescan_interval: Option<u64>,
+    },
+    /// Show identity and uplink state.
+    Status {
+        /// State directory.
+        #[arg(long, env = env::STATE_DIR)]
+        state_dir: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Clone, Default)]
+struct Target {
+    /// Scan this directory as the home directory (re-roots every per-user path).
+    #[arg(long, env = env::HOME)]
+    home: Option<PathBuf>,
+    /// A project (workspace) directory whose project-level MCP files are read; repeatable.
+    #[arg(long = "project")]
+    projects: Vec<PathBuf>,
+}
+
+impl Target {
+    fn scan_options(&self) -> Result<ScanOptions> {
+        let os = Os::current();
+        let roots = match &self.home {
+            Some(home) => {
+                if !home.is_dir() {
+                    bail!("--home {}: not a directory", home.display());
+                }
+                Roots::for_home(home, os)
+            }
+            None => Roots::from_env(os).context("cannot determine the home directory; pass --home DIR")?,
+        };
+        Ok(ScanOptions {
+            roots,
+            projects: self.projects.clone(),
+            os,
+        })
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    agent_bom_agent::install_crypto_provider();
+    init_logging();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env(env::LOG)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn dispatch(command: Command) -> Result<()> {
+    match command {
+        Command::Scan { target, json } => {
+            let inventory = uplink::scan_now(target.scan_options()?).await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&inventory)?);
+            } else {
+                print!("{}", agent_bom_agent::report::table(&inventory));
+            }
+        }
+        Command::Paths { target } => {
+            for (path, loc) in discovery::candidate_paths(&target.scan_options()?) {
+                let mark = if path.exists() { "found  " } else { "missing" };
+                println!("{mark} {:<16} {}", loc.client, path.display());
+            }
+        }
+        Command::Enroll {
+            collector,
+            token,
+            token_file,
+            ca_pin,
+            state_dir,
+            force,
+        } => {
+            let token = match (token, token_file) {
+                (Some(t), _) => t,
+                (None, Some(f)) => std::fs::read_to_string(&f)
+                    .with_context(|| format!("reading token file {}", f.display()))?
+                    .trim()
+                    .to_string(),
+                (None, None) => bail!("an enrollment token is required: --token, --token-file or {}", env::ENROLL_TOKEN),
+            };
+            let state = StateDir::open(&state_dir.unwrap_or_else(default_state_dir))?;
+            let record = uplink::enroll(
+                &state,
+                &EnrollOptions {
+                    collector,
+                    token,
+                    ca_pin,
+                    force,
+                },
+            )
+            .await?;
+            println!("enrolled as {} (state in {})", record.agent_id, state.path().display());
+        }
+        Command::Run {
+            config,
+            state_dir,
+            mut target,
+            rescan_interval,
+        } => {
+            let file = match &config {
+                Some(path) => FileSettings::load(path)?,
+                None => FileSettings::default(),
+            };
+            if target.home.is_none() {
+                target.home = file.home.clone();
+            }
+            target.projects.extend(file.projects.iter().cloned());
+            let state_dir = state_dir.or(file.state_dir.clone()).unwrap_or_else(default_state_dir);
+            let rescan_interval = rescan_interval
+                .or(file.rescan_interval_secs)
+                .map(Duration::from_secs)
+                .unwrap_or(settings::DEFAULT_RESCAN_INTERVAL)
+                .max(Duration::from_secs(1));
+            let options = RunOptions {
+                scan: target.scan_options()?,
+                rescan_interval,
+                max_backoff: file
+                    .max_backoff_secs
+                    .map(Duration::from_secs)
+                    .unwrap_or(settings::DEFAULT_MAX_BACKOFF),
+            };
+            let state = StateDir::open(&state_dir)?;
+            let shutdown = CancellationToken::new();
+            let signal = shutdown.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                signal.cancel();
+            });
+            uplink::run(state, options, shutdown).await?;
+        }
+        Command::Status { state_dir, json } => {
+            let state = StateDir::open(&state_dir.unwrap_or_else(default_state_dir))?;
+            let record = state.record()?;
+            let uplink = state.uplink()?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({"identity": record, "uplink": uplink}))?
+                );
+            } else {
+                println!("agent id:     {}", record.agent_id);
+                println!("collector:    {}", record.collector);
+                println!("ca pin:       {}", record.ca_pin);
+                println!(
+                    "connection:   {}{}",
+                    if uplink.connection.is_empty() { "never connected" } else { &uplink.connection },
+                    uplink.transport.as_deref().map(|t| format!(" ({t})")).unwrap_or_default()
+                );
+                println!(
+                    "last ack:     {}",
+                    uplink.last_ack_seq.map_or("none".to_string(), |s| format!("seq {s}"))
+                );
+                if let Some(e) = &uplink.last_error {
+                    println!("last error:   {e}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

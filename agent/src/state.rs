@@ -1,0 +1,270 @@
+//! The agent's state directory: device identity and uplink progress.
+//!
+//! | file | contents | mode |
+//! |---|---|---|
+//! | `agent.json` | agent id, collector address, enrollment time | 0600 |
+//! | `identity.key` | device private key (PKCS#8 PEM); never leaves the machine | 0600 |
+//! | `identity.crt` | device certificate issued by the control plane's CA | 0600 |
+//! | `ca.crt` | the control plane's CA certificate (matched against the pin at enrollment) | 0600 |
+//! | `uplink.json` | next upload sequence, last acknowledged upload, connection state | 0600 |
+
+use std::path::{Path, PathBuf};
+
+use agent_bom_protocol::secure_file::write_private;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// Errors reading or writing agent state.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// A state file could not be read or written.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A state file is not valid.
+    #[error("{path} is corrupt: {message}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// The agent has not enrolled yet.
+    #[error(
+        "not enrolled: {dir} has no device identity; run `agent-bom-agent enroll --collector HOST:PORT --token TOKEN --ca-pin PIN` first"
+    )]
+    NotEnrolled {
+        /// The state directory.
+        dir: PathBuf,
+    },
+}
+
+/// Identity metadata written at enrollment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    /// Device id assigned by the collector.
+    pub agent_id: String,
+    /// Collector address (`HOST:PORT`).
+    pub collector: String,
+    /// Unix milliseconds.
+    pub enrolled_at_ms: i64,
+    /// Hex SHA-256 of the CA certificate.
+    pub ca_pin: String,
+}
+
+/// Uplink progress, updated after every acknowledged upload and connection change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UplinkState {
+    /// Sequence the next upload gets.
+    pub next_seq: u64,
+    /// Sequence of the last acknowledged upload.
+    #[serde(default)]
+    pub last_ack_seq: Option<u64>,
+    /// Unix milliseconds of the last acknowledgement.
+    #[serde(default)]
+    pub last_ack_at_ms: Option<i64>,
+    /// Content hash of the last acknowledged inventory (to skip unchanged uploads).
+    #[serde(default)]
+    pub last_inventory_hash: Option<String>,
+    /// An upload sent but not yet acknowledged: `(seq, content hash)`. After a crash the same
+    /// content is re-sent under the same sequence (so the collector can dedupe it), while changed
+    /// content gets a fresh sequence (so it is never mistaken for the old one).
+    #[serde(default)]
+    pub pending: Option<(u64, String)>,
+    /// `connected`, `connecting`, `backoff` or `refused`.
+    #[serde(default)]
+    pub connection: String,
+    /// Transport in use (`quic`).
+    #[serde(default)]
+    pub transport: Option<String>,
+    /// Last error, if the last attempt failed.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// Unix milliseconds of the last state change.
+    #[serde(default)]
+    pub updated_at_ms: i64,
+}
+
+/// The agent's state directory.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    dir: PathBuf,
+}
+
+const AGENT_FILE: &str = "agent.json";
+const KEY_FILE: &str = "identity.key";
+const CERT_FILE: &str = "identity.crt";
+const CA_FILE: &str = "ca.crt";
+const UPLINK_FILE: &str = "uplink.json";
+
+/// Default state directory: system-wide when running as root/SYSTEM (the service), per-user
+/// otherwise.
+pub fn default_state_dir() -> PathBuf {
+    if cfg!(windows) {
+        let base = std::env::var_os("ProgramData").map_or_else(|| PathBuf::from(r"C:\ProgramData"), PathBuf::from);
+        return base.join("agent-bom");
+    }
+    let is_root = std::env::var_os("USER").is_some_and(|u| u == "root")
+        || std::env::var_os("HOME").is_some_and(|h| h == "/root" || h == "/var/root");
+    if is_root {
+        return if cfg!(target_os = "macos") {
+            PathBuf::from("/Library/Application Support/agent-bom")
+        } else {
+            PathBuf::from("/var/lib/agent-bom")
+        };
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    if cfg!(target_os = "macos") {
+        home.join("Library/Application Support/agent-bom")
+    } else {
+        std::env::var_os("XDG_STATE_HOME")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .unwrap_or_else(|| home.join(".local/state"))
+            .join("agent-bom")
+    }
+}
+
+impl StateDir {
+    /// Open (and create, mode 0700) a state directory.
+    pub fn open(dir: &Path) -> Result<Self, StateError> {
+        std::fs::create_dir_all(dir).map_err(|source| StateError::Io {
+            action: "creating",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// True when a device identity is present.
+    pub fn is_enrolled(&self) -> bool {
+        self.dir.join(AGENT_FILE).exists() && self.dir.join(CERT_FILE).exists()
+    }
+
+    /// Store a new identity (key first, record last, so a crash never leaves a record without
+    /// its key).
+    pub fn save_identity(
+        &self,
+        record: &AgentRecord,
+        key_pem: &str,
+        cert_pem: &str,
+        ca_pem: &str,
+    ) -> Result<(), StateError> {
+        self.write(KEY_FILE, key_pem.as_bytes())?;
+        self.write(CERT_FILE, cert_pem.as_bytes())?;
+        self.write(CA_FILE, ca_pem.as_bytes())?;
+        self.save_uplink(&UplinkState::default())?;
+        self.write_json(AGENT_FILE, record)
+    }
+
+    /// The identity record, or [`StateError::NotEnrolled`].
+    pub fn record(&self) -> Result<AgentRecord, StateError> {
+        if !self.is_enrolled() {
+            return Err(StateError::NotEnrolled {
+                dir: self.dir.clone(),
+            });
+        }
+        self.read_json(AGENT_FILE)
+    }
+
+    /// PEM texts of (key, certificate, CA).
+    pub fn identity_pems(&self) -> Result<(String, String, String), StateError> {
+        Ok((
+            self.read(KEY_FILE)?,
+            self.read(CERT_FILE)?,
+            self.read(CA_FILE)?,
+        ))
+    }
+
+    /// Uplink progress (default when absent).
+    pub fn uplink(&self) -> Result<UplinkState, StateError> {
+        if !self.dir.join(UPLINK_FILE).exists() {
+            return Ok(UplinkState::default());
+        }
+        self.read_json(UPLINK_FILE)
+    }
+
+    /// Persist uplink progress atomically.
+    pub fn save_uplink(&self, state: &UplinkState) -> Result<(), StateError> {
+        self.write_json(UPLINK_FILE, state)
+    }
+
+    fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StateError> {
+        let bytes = serde_json::to_vec_pretty(value).map_err(|e| StateError::Corrupt {
+            path: self.dir.join(name),
+            message: e.to_string(),
+        })?;
+        self.write(name, &bytes)
+    }
+
+    fn read_json<T: DeserializeOwned>(&self, name: &str) -> Result<T, StateError> {
+        let text = self.read(name)?;
+        serde_json::from_str(&text).map_err(|e| StateError::Corrupt {
+            path: self.dir.join(name),
+            message: e.to_string(),
+        })
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) -> Result<(), StateError> {
+        let path = self.dir.join(name);
+        write_private(&path, bytes).map_err(|source| StateError::Io {
+            action: "writing",
+            path,
+            source,
+        })
+    }
+
+    fn read(&self, name: &str) -> Result<String, StateError> {
+        let path = self.dir.join(name);
+        std::fs::read_to_string(&path).map_err(|source| StateError::Io {
+            action: "reading",
+            path,
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_round_trips_with_private_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(&dir.path().join("s")).unwrap();
+        assert!(matches!(state.record(), Err(StateError::NotEnrolled { .. })));
+        let record = AgentRecord {
+            agent_id: "a".into(),
+            collector: "127.0.0.1:4433".into(),
+            enrolled_at_ms: 1,
+            ca_pin: "00".repeat(32),
+        };
+        state.save_identity(&record, "KEY", "CERT", "CA").unwrap();
+        assert_eq!(state.record().unwrap(), record);
+        #[cfg(unix)]
+        for f in [AGENT_FILE, KEY_FILE, CERT_FILE, CA_FILE, UPLINK_FILE] {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(state.path().join(f)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{f}");
+        }
+        std::fs::write(state.path().join(UPLINK_FILE), "{not json").unwrap();
+        assert!(matches!(state.uplink(), Err(StateError::Corrupt { .. })));
+    }
+}

@@ -1,0 +1,494 @@
+//! The uplink: enrollment and the connected session that ships inventory to the collector.
+//!
+//! Delivery is at-least-once with idempotent apply: every upload carries a per-device sequence,
+//! the sequence and content hash are persisted before sending, and progress is recorded only
+//! after the collector's `Ack`, which it sends after its database commit.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use agent_bom_protocol::{
+    AgentMessage, COLLECTOR_SERVER_NAME, CollectorMessage, ErrorCode, FrameError, Inventory,
+    PROTOCOL_VERSION, read_frame, write_frame,
+};
+use quinn::crypto::rustls::QuicClientConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_util::sync::CancellationToken;
+
+use crate::discovery::{self, ScanOptions};
+use crate::state::{AgentRecord, StateDir, StateError, UplinkState};
+use crate::tls::{self, PinnedCaVerifier};
+
+/// Time allowed for one request/response exchange.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
+/// QUIC keep-alive: keeps NAT bindings open and lets the collector see the device as online.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Idle timeout of the connection.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(45);
+/// First reconnect delay cap; doubles per failure up to the configured maximum.
+const BACKOFF_BASE: Duration = Duration::from_millis(500);
+
+/// Errors of the uplink.
+#[derive(Debug, thiserror::Error)]
+pub enum UplinkError {
+    /// State directory problem.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The collector address could not be resolved or used.
+    #[error("collector address {addr}: {message}")]
+    Address {
+        /// The address given.
+        addr: String,
+        /// Why it failed.
+        message: String,
+    },
+    /// Connecting failed (network, TLS, pin mismatch).
+    #[error("cannot connect to collector {addr}: {message}")]
+    Connect {
+        /// The collector.
+        addr: String,
+        /// Why.
+        message: String,
+    },
+    /// The collector refused the request.
+    #[error("collector refused: {code}: {message}")]
+    Refused {
+        /// The collector's code.
+        code: ErrorCode,
+        /// The collector's message.
+        message: String,
+        /// Suggested retry delay.
+        retry_after: Option<Duration>,
+    },
+    /// The exchange broke off or the collector answered nonsense.
+    #[error("uplink protocol error: {0}")]
+    Protocol(String),
+    /// Local crypto or TLS setup failed.
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    /// The device is already enrolled.
+    #[error(
+        "already enrolled as {agent_id} (state dir {dir}); pass --force to replace this identity"
+    )]
+    AlreadyEnrolled {
+        /// Existing id.
+        agent_id: String,
+        /// State dir.
+        dir: String,
+    },
+}
+
+impl From<FrameError> for UplinkError {
+    fn from(e: FrameError) -> Self {
+        Self::Protocol(e.to_string())
+    }
+}
+
+/// What `enroll` needs.
+#[derive(Debug, Clone)]
+pub struct EnrollOptions {
+    /// Collector `HOST:PORT`.
+    pub collector: String,
+    /// Enrollment token.
+    pub token: String,
+    /// Expected CA fingerprint; `None` trusts the first CA seen (demo only).
+    pub ca_pin: Option<String>,
+    /// Replace an existing identity.
+    pub force: bool,
+}
+
+/// Exchange an enrollment token for a device identity and store it in `state`.
+pub async fn enroll(state: &StateDir, options: &EnrollOptions) -> Result<AgentRecord, UplinkError> {
+    if !options.force && state.is_enrolled() {
+        let record = state.record()?;
+        return Err(UplinkError::AlreadyEnrolled {
+            agent_id: record.agent_id,
+            dir: state.path().display().to_string(),
+        });
+    }
+    let pin = match &options.ca_pin {
+        Some(p) => Some(tls::normalize_pin(p).map_err(UplinkError::Tls)?),
+        None => {
+            tracing::warn!(
+                "no --ca-pin given: trusting the CA the collector presents (trust on first use); pass --ca-pin in production"
+            );
+            None
+        }
+    };
+    let key = rcgen::KeyPair::generate().map_err(|e| UplinkError::Tls(e.to_string()))?;
+    let hostname = crate::host::hostname();
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, hostname.clone());
+    let csr_pem = params
+        .serialize_request(&key)
+        .and_then(|csr| csr.pem())
+        .map_err(|e| UplinkError::Tls(e.to_string()))?;
+
+    let verifier = Arc::new(PinnedCaVerifier::new(pin.clone()));
+    let config = tls::enrollment_config(verifier.clone());
+    let (endpoint, conn) = connect(&options.collector, config).await?;
+    let reply = exchange(
+        &conn,
+        &AgentMessage::Enroll {
+            protocol_version: PROTOCOL_VERSION,
+            token: options.token.clone(),
+            csr_pem,
+            hostname,
+        },
+    )
+    .await;
+    conn.close(0u32.into(), b"enrolled");
+    endpoint.wait_idle().await;
+    match reply? {
+        CollectorMessage::Enrolled {
+            agent_id,
+            certificate_pem,
+            ca_certificate_pem,
+        } => {
+            let ca_der = CertificateDer::from_pem_slice(ca_certificate_pem.as_bytes())
+                .map_err(|e| UplinkError::Protocol(format!("collector sent an invalid CA: {e}")))?;
+            let ca_pin = tls::fingerprint(&ca_der);
+            let handshake_ca = verifier.matched_ca().map(|c| tls::fingerprint(&c));
+            if handshake_ca.as_deref() != Some(ca_pin.as_str()) || pin.as_ref().is_some_and(|p| p != &ca_pin) {
+                return Err(UplinkError::Protocol(
+                    "the CA in the enrollment reply differs from the one verified in the handshake".into(),
+                ));
+            }
+            let record = AgentRecord {
+                agent_id,
+                collector: options.collector.clone(),
+                enrolled_at_ms: now_ms(),
+                ca_pin,
+            };
+            state.save_identity(&record, &key.serialize_pem(), &certificate_pem, &ca_certificate_pem)?;
+            Ok(record)
+        }
+        CollectorMessage::Error {
+            code,
+            message,
+            retry_after_ms,
+        } => Err(UplinkError::Refused {
+            code,
+            message,
+            retry_after: retry_after_ms.map(Duration::from_millis),
+        }),
+        other => Err(UplinkError::Protocol(format!("unexpected reply to enroll: {other:?}"))),
+    }
+}
+
+/// What `run` needs.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// What to scan.
+    pub scan: ScanOptions,
+    /// How often the inventory is rescanned (a changed inventory is uploaded).
+    pub rescan_interval: Duration,
+    /// Upper bound of the reconnect delay.
+    pub max_backoff: Duration,
+}
+
+/// Connect, upload and stay connected until `shutdown`, reconnecting with capped exponential
+/// backoff and full jitter. Returns only on shutdown or when the identity cannot be loaded.
+pub async fn run(state: StateDir, options: RunOptions, shutdown: CancellationToken) -> Result<(), UplinkError> {
+    let record = state.record()?;
+    let config = device_tls(&state)?;
+    let mut attempt: u32 = 0;
+    while !shutdown.is_cancelled() {
+        set_connection(&state, "connecting", None);
+        let result = session(&state, &record, &config, &options, &shutdown, &mut attempt).await;
+        let delay = match result {
+            Ok(()) => break,
+            Err(e) => {
+                let refused = matches!(&e, UplinkError::Refused { code: ErrorCode::Unauthorized, .. });
+                tracing::warn!(error = %e, "uplink session ended");
+                set_connection(&state, if refused { "refused" } else { "backoff" }, Some(e.to_string()));
+                match &e {
+                    UplinkError::Refused { retry_after: Some(d), .. } => *d,
+                    // A revoked or unknown device waits the longest: retrying fast cannot help.
+                    _ if refused => options.max_backoff,
+                    _ => backoff_delay(attempt, options.max_backoff),
+                }
+            }
+        };
+        attempt = attempt.saturating_add(1);
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+    set_connection(&state, "stopped", None);
+    Ok(())
+}
+
+async fn session(
+    state: &StateDir,
+    record: &AgentRecord,
+    config: &rustls::ClientConfig,
+    options: &RunOptions,
+    shutdown: &CancellationToken,
+    attempt: &mut u32,
+) -> Result<(), UplinkError> {
+    let (endpoint, conn) = tokio::select! {
+        _ = shutdown.cancelled() => return Ok(()),
+        r = connect(&record.collector, config.clone()) => r?,
+    };
+    let hello = AgentMessage::Hello {
+        protocol_version: PROTOCOL_VERSION,
+        agent_version: crate::AGENT_VERSION.to_string(),
+        capabilities: vec!["inventory.snapshot".into()],
+    };
+    let last_applied = match exchange(&conn, &hello).await? {
+        CollectorMessage::Welcome {
+            last_applied_seq, ..
+        } => last_applied_seq,
+        other => return Err(reply_error(other)),
+    };
+    *attempt = 0;
+    let mut uplink = state.uplink()?;
+    if let Some(applied) = last_applied {
+        uplink.next_seq = uplink.next_seq.max(applied + 1);
+    }
+    uplink.next_seq = uplink.next_seq.max(1);
+    uplink.connection = "connected".into();
+    uplink.transport = Some("quic".into());
+    uplink.last_error = None;
+    uplink.updated_at_ms = now_ms();
+    state.save_uplink(&uplink)?;
+    tracing::info!(agent_id = %record.agent_id, collector = %record.collector, "connected");
+
+    let result = async {
+        loop {
+            let inventory = scan_now(options.scan.clone()).await;
+            let hash = inventory_hash(&inventory);
+            if uplink.last_inventory_hash.as_deref() != Some(hash.as_str()) {
+                upload(state, &conn, &mut uplink, inventory, hash).await?;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                reason = conn.closed() => return Err(UplinkError::Connect {
+                    addr: record.collector.clone(),
+                    message: format!("connection lost: {reason}"),
+                }),
+                _ = tokio::time::sleep(options.rescan_interval) => {}
+            }
+        }
+    }
+    .await;
+    conn.close(0u32.into(), b"agent stopping");
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+    result
+}
+
+async fn upload(
+    state: &StateDir,
+    conn: &quinn::Connection,
+    uplink: &mut UplinkState,
+    inventory: Inventory,
+    hash: String,
+) -> Result<(), UplinkError> {
+    let seq = match &uplink.pending {
+        Some((seq, pending_hash)) if *pending_hash == hash => *seq,
+        _ => {
+            let seq = uplink.next_seq.max(1);
+            uplink.next_seq = seq + 1;
+            uplink.pending = Some((seq, hash.clone()));
+            state.save_uplink(uplink)?;
+            seq
+        }
+    };
+    let message = AgentMessage::InventorySnapshot {
+        seq,
+        inventory: Box::new(inventory),
+    };
+    match exchange(conn, &message).await? {
+        CollectorMessage::Ack { seq: acked } if acked == seq => {
+            uplink.pending = None;
+            uplink.last_ack_seq = Some(seq);
+            uplink.last_ack_at_ms = Some(now_ms());
+            uplink.last_inventory_hash = Some(hash);
+            uplink.updated_at_ms = now_ms();
+            state.save_uplink(uplink)?;
+            tracing::info!(seq, "inventory acknowledged");
+            Ok(())
+        }
+        other => Err(reply_error(other)),
+    }
+}
+
+fn reply_error(reply: CollectorMessage) -> UplinkError {
+    match reply {
+        CollectorMessage::Error {
+            code,
+            message,
+            retry_after_ms,
+        } => UplinkError::Refused {
+            code,
+            message,
+            retry_after: retry_after_ms.map(Duration::from_millis),
+        },
+        other => UplinkError::Protocol(format!("unexpected reply: {other:?}")),
+    }
+}
+
+/// Scan off the async runtime: discovery does blocking file I/O.
+pub async fn scan_now(options: ScanOptions) -> Inventory {
+    tokio::task::spawn_blocking(move || {
+        let mut inventory = discovery::scan(&options);
+        inventory.host = crate::host::collect();
+        inventory
+    })
+    .await
+    .unwrap_or_default()
+}
+
+/// Content hash of an inventory, ignoring facts that change on every scan (uptime).
+pub fn inventory_hash(inventory: &Inventory) -> String {
+    let mut stable = inventory.clone();
+    stable.host.uptime_secs = None;
+    let bytes = serde_json::to_vec(&stable).unwrap_or_default();
+    tls::fingerprint(&bytes)
+}
+
+fn device_tls(state: &StateDir) -> Result<rustls::ClientConfig, UplinkError> {
+    let (key_pem, cert_pem, ca_pem) = state.identity_pems()?;
+    let corrupt = |what: &str, e: &dyn std::fmt::Display| {
+        UplinkError::State(StateError::Corrupt {
+            path: state.path().join(what),
+            message: e.to_string(),
+        })
+    };
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| corrupt("identity.key", &e))?;
+    let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| corrupt("identity.crt", &e))?;
+    let ca = CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|e| corrupt("ca.crt", &e))?;
+    tls::device_config(ca, cert, key).map_err(|e| UplinkError::Tls(e.to_string()))
+}
+
+async fn connect(
+    addr: &str,
+    tls_config: rustls::ClientConfig,
+) -> Result<(quinn::Endpoint, quinn::Connection), UplinkError> {
+    let remote = resolve(addr).await?;
+    let crypto = QuicClientConfig::try_from(tls_config).map_err(|e| UplinkError::Tls(e.to_string()))?;
+    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(KEEP_ALIVE));
+    transport.max_idle_timeout(quinn::IdleTimeout::try_from(IDLE_TIMEOUT).ok());
+    client.transport_config(Arc::new(transport));
+    let bind: SocketAddr = if remote.is_ipv6() {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    };
+    let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| UplinkError::Connect {
+        addr: addr.to_string(),
+        message: format!("cannot open a UDP socket: {e}"),
+    })?;
+    endpoint.set_default_client_config(client);
+    let connecting = endpoint
+        .connect(remote, COLLECTOR_SERVER_NAME)
+        .map_err(|e| UplinkError::Connect {
+            addr: addr.to_string(),
+            message: e.to_string(),
+        })?;
+    let conn = tokio::time::timeout(EXCHANGE_TIMEOUT, connecting)
+        .await
+        .map_err(|_| UplinkError::Connect {
+            addr: addr.to_string(),
+            message: "handshake timed out (is UDP to the collector blocked?)".into(),
+        })?
+        .map_err(|e| UplinkError::Connect {
+            addr: addr.to_string(),
+            message: e.to_string(),
+        })?;
+    Ok((endpoint, conn))
+}
+
+async fn resolve(addr: &str) -> Result<SocketAddr, UplinkError> {
+    let err = |message: String| UplinkError::Address {
+        addr: addr.to_string(),
+        message,
+    };
+    let mut addrs = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| err(format!("{e} (expected HOST:PORT)")))?;
+    addrs.next().ok_or_else(|| err("resolved to no address".into()))
+}
+
+async fn exchange(conn: &quinn::Connection, message: &AgentMessage) -> Result<CollectorMessage, UplinkError> {
+    let work = async {
+        let (mut send, mut recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| UplinkError::Protocol(format!("cannot open stream: {e}")))?;
+        write_frame(&mut send, message).await?;
+        let _ = send.finish();
+        let reply: CollectorMessage = read_frame(&mut recv).await?;
+        Ok(reply)
+    };
+    tokio::time::timeout(EXCHANGE_TIMEOUT, work)
+        .await
+        .map_err(|_| UplinkError::Protocol("the collector did not answer in time".into()))?
+}
+
+/// Capped exponential backoff with full jitter: uniform in `[0, min(cap, base * 2^attempt)]`.
+pub fn backoff_delay(attempt: u32, cap: Duration) -> Duration {
+    let ceiling = BACKOFF_BASE
+        .saturating_mul(2u32.saturating_pow(attempt.min(20)))
+        .min(cap);
+    let mut bytes = [0u8; 8];
+    let _ = aws_lc_rs::rand::fill(&mut bytes);
+    let fraction = (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64;
+    ceiling.mul_f64(fraction)
+}
+
+fn set_connection(state: &StateDir, connection: &str, error: Option<String>) {
+    if let Ok(mut uplink) = state.uplink() {
+        uplink.connection = connection.to_string();
+        if error.is_some() {
+            uplink.last_error = error;
+        }
+        uplink.updated_at_ms = now_ms();
+        if let Err(e) = state.save_uplink(&uplink) {
+            tracing::warn!(error = %e, "cannot record uplink state");
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_capped_and_jittered() {
+        let cap = Duration::from_secs(60);
+        for attempt in 0..40 {
+            let d = backoff_delay(attempt, cap);
+            assert!(d <= cap);
+            assert!(d <= BACKOFF_BASE.saturating_mul(2u32.saturating_pow(attempt.min(20))));
+        }
+        let samples: std::collections::HashSet<_> = (0..20).map(|_| backoff_delay(10, cap)).collect();
+        assert!(samples.len() > 1, "no jitter");
+    }
+
+    #[test]
+    fn hash_ignores_uptime_but_not_servers() {
+        let mut a = Inventory::default();
+        a.host.uptime_secs = Some(1);
+        let mut b = a.clone();
+        b.host.uptime_secs = Some(2);
+        assert_eq!(inventory_hash(&a), inventory_hash(&b));
+        b.servers.push(Default::default());
+        assert_ne!(inventory_hash(&a), inventory_hash(&b));
+    }
+}

@@ -1,0 +1,109 @@
+//! Which devices are connected right now, kept in memory and flushed to the store in batches so
+//! that liveness costs no database write per connection event or heartbeat.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{CollectorStore, LastSeen};
+
+/// Live connections by device id.
+#[derive(Debug, Default, Clone)]
+pub struct Liveness {
+    inner: Arc<Mutex<HashMap<String, Entry>>>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    tenant_id: String,
+    connection: quinn::Connection,
+}
+
+impl Liveness {
+    /// Register a device's connection. A newer connection of the same device replaces (and
+    /// closes) the older one: one live session per device.
+    pub fn connected(&self, tenant_id: &str, agent_id: &str, connection: quinn::Connection) {
+        let previous = self.lock().insert(
+            agent_id.to_string(),
+            Entry {
+                tenant_id: tenant_id.to_string(),
+                connection,
+            },
+        );
+        if let Some(old) = previous {
+            old.connection
+                .close(quinn::VarInt::from_u32(0x11), b"superseded by a newer connection");
+        }
+    }
+
+    /// Forget a device's connection, if `connection` is still the registered one.
+    pub fn disconnected(&self, agent_id: &str, connection: &quinn::Connection) {
+        let mut map = self.lock();
+        if map
+            .get(agent_id)
+            .is_some_and(|e| e.connection.stable_id() == connection.stable_id())
+        {
+            map.remove(agent_id);
+        }
+    }
+
+    /// Number of live device connections.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True when no device is connected.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn snapshot(&self, at_ms: i64) -> Vec<LastSeen> {
+        self.lock()
+            .iter()
+            .map(|(agent_id, e)| LastSeen {
+                tenant_id: e.tenant_id.clone(),
+                agent_id: agent_id.clone(),
+                at_ms,
+            })
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        // A poisoned map only means a panic elsewhere while holding it; the data is still valid.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Flush last-seen for every connected device every `interval` until `shutdown`.
+    pub async fn flush_loop<S: CollectorStore>(
+        self,
+        store: Arc<S>,
+        interval: Duration,
+        shutdown: CancellationToken,
+    ) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            let seen = self.snapshot(now_ms());
+            if seen.is_empty() {
+                continue;
+            }
+            if let Err(e) = store.record_last_seen(&seen).await {
+                tracing::warn!(error = %e, devices = seen.len(), "could not record last-seen; will retry");
+            }
+        }
+    }
+}
+
+/// Current time in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

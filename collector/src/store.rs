@@ -1,0 +1,102 @@
+//! What the collector needs from storage. The control plane implements this trait on its
+//! database; tests can implement it in memory.
+
+use std::future::Future;
+
+use agent_bom_protocol::Inventory;
+
+/// A request to turn an enrollment token into a device.
+#[derive(Debug, Clone)]
+pub struct EnrollmentRequest {
+    /// The token as the agent presented it.
+    pub token: String,
+    /// Device id chosen by the collector (also the certificate's common name).
+    pub agent_id: String,
+    /// Hex SHA-256 of the issued certificate.
+    pub cert_fingerprint: String,
+    /// Certificate expiry, Unix seconds.
+    pub cert_not_after: i64,
+    /// Hostname the agent reported.
+    pub hostname: String,
+}
+
+/// An authenticated device on a live connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceSession {
+    /// The tenant the device belongs to.
+    pub tenant_id: String,
+    /// The device id.
+    pub agent_id: String,
+    /// Highest upload sequence already committed.
+    pub last_applied_seq: Option<u64>,
+}
+
+/// Result of applying an upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    /// Written and committed now.
+    Applied,
+    /// This sequence was committed before; nothing was written (idempotent replay).
+    AlreadyApplied,
+}
+
+/// Storage failures, classified by what the agent should do about them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// Enrollment token unknown, expired, exhausted or revoked.
+    #[error("enrollment token rejected: {0}")]
+    InvalidToken(String),
+    /// Device unknown, revoked, or certificate superseded.
+    #[error("device not authorized: {0}")]
+    Unauthorized(String),
+    /// The upload is not acceptable (permanent).
+    #[error("invalid upload: {0}")]
+    Invalid(String),
+    /// The database is unreachable or overloaded; try again later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Storage operations of the collector. Every method is tenant-scoped by the device it names.
+pub trait CollectorStore: Send + Sync + 'static {
+    /// Atomically validate and consume an enrollment token, and register the device under the
+    /// token's tenant. Returns the tenant id.
+    fn enroll_device(
+        &self,
+        request: EnrollmentRequest,
+    ) -> impl Future<Output = Result<String, StoreError>> + Send;
+
+    /// Look up a device by id and certificate fingerprint; fails if unknown or revoked.
+    fn authenticate_device(
+        &self,
+        agent_id: &str,
+        cert_fingerprint: &str,
+    ) -> impl Future<Output = Result<DeviceSession, StoreError>> + Send;
+
+    /// Replace the device's inventory with `inventory` in one transaction, unless `seq` was
+    /// already applied. Must only return `Ok` after the commit.
+    fn apply_inventory(
+        &self,
+        device: &DeviceSession,
+        agent_version: &str,
+        seq: u64,
+        inventory: &Inventory,
+    ) -> impl Future<Output = Result<ApplyOutcome, StoreError>> + Send;
+
+    /// Record last-seen times for connected devices, in one batched write.
+    fn record_last_seen(
+        &self,
+        seen: &[LastSeen],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// One device's last-seen time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastSeen {
+    /// Tenant of the device.
+    pub tenant_id: String,
+    /// Device id.
+    pub agent_id: String,
+    /// Unix milliseconds.
+    pub at_ms: i64,
+}

@@ -1,0 +1,176 @@
+//! The inventory an agent reports: host facts, MCP clients, their servers and scan errors.
+//!
+//! This is also the shape of `agent-bom-agent scan --json`. Values of environment variables and
+//! headers never appear in it: only their names (`env_keys`, `header_keys`). Arguments and URLs
+//! are sanitized by the agent before they are put here.
+
+use serde::{Deserialize, Serialize};
+
+/// Everything one scan found on one machine.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Inventory {
+    /// Facts about the machine.
+    pub host: HostFacts,
+    /// MCP clients with at least one config file found.
+    #[serde(default)]
+    pub clients: Vec<ClientInfo>,
+    /// Every configured MCP server, one entry per (client, config file, name).
+    #[serde(default)]
+    pub servers: Vec<ServerEntry>,
+    /// Files that exist but could not be read or parsed.
+    #[serde(default)]
+    pub errors: Vec<ScanError>,
+}
+
+/// Facts about the machine. The hardware UUID is an attribute, never the identity.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostFacts {
+    /// Hostname as the OS reports it.
+    pub hostname: String,
+    /// `linux`, `macos` or `windows`.
+    pub os: String,
+    /// OS release, e.g. `14.5` or `Debian 12`.
+    #[serde(default)]
+    pub os_version: Option<String>,
+    /// CPU architecture, e.g. `x86_64`, `aarch64`.
+    pub arch: String,
+    /// Kernel version.
+    #[serde(default)]
+    pub kernel_version: Option<String>,
+    /// Logical CPUs.
+    #[serde(default)]
+    pub cpu_count: Option<u32>,
+    /// Total memory in bytes.
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
+    /// Seconds since boot.
+    #[serde(default)]
+    pub uptime_secs: Option<u64>,
+    /// Version of the agent that produced this inventory.
+    #[serde(default)]
+    pub agent_version: Option<String>,
+}
+
+/// An MCP client with the config files found for it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientInfo {
+    /// Catalog name, e.g. `claude-desktop`, `cursor`.
+    pub name: String,
+    /// Config files of this client that exist on the machine.
+    pub config_files: Vec<String>,
+}
+
+/// Where a server's configuration lives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// A per-user config file.
+    #[default]
+    User,
+    /// A project or workspace file (or a per-project section of a user file).
+    Project,
+    /// A file placed by an administrator or MDM.
+    Managed,
+    /// Brought by a client plugin or extension.
+    Plugin,
+}
+
+impl Scope {
+    /// Wire and storage name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Project => "project",
+            Self::Managed => "managed",
+            Self::Plugin => "plugin",
+        }
+    }
+}
+
+/// How a client talks to a server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transport {
+    /// A local process on stdin/stdout.
+    #[default]
+    Stdio,
+    /// Legacy HTTP + server-sent events.
+    Sse,
+    /// Streamable HTTP.
+    StreamableHttp,
+    /// WebSocket.
+    Ws,
+    /// The entry names neither a command nor a URL.
+    Unknown,
+}
+
+impl Transport {
+    /// Wire and storage name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stdio => "stdio",
+            Self::Sse => "sse",
+            Self::StreamableHttp => "streamable-http",
+            Self::Ws => "ws",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// One configured MCP server.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerEntry {
+    /// Stable identity: a hash of the transport with the command and arguments, or of the URL.
+    /// The same launch configured in two clients has the same id.
+    pub id: String,
+    /// The key the client config gives the server.
+    pub name: String,
+    /// Catalog name of the client whose config declares it.
+    pub client: String,
+    /// Where it is configured.
+    pub scope: Scope,
+    /// How the client reaches it.
+    pub transport: Transport,
+    /// Executable for stdio servers.
+    #[serde(default)]
+    pub command: Option<String>,
+    /// Sanitized arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Sanitized URL for remote servers.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Names (never values) of the environment variables the config sets.
+    #[serde(default)]
+    pub env_keys: Vec<String>,
+    /// Names (never values) of the HTTP headers the config sets.
+    #[serde(default)]
+    pub header_keys: Vec<String>,
+    /// Working directory, when the config sets one.
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// False when the config disables the server.
+    #[serde(default = "enabled_default")]
+    pub enabled: bool,
+    /// For project entries inside a user file: the project directory.
+    #[serde(default)]
+    pub project: Option<String>,
+    /// Risk flags raised by discovery.
+    #[serde(default)]
+    pub risk_flags: Vec<String>,
+    /// The file that declares the server.
+    pub config_path: String,
+}
+
+fn enabled_default() -> bool {
+    true
+}
+
+/// A file that exists but could not be read or parsed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanError {
+    /// The file.
+    pub path: String,
+    /// What went wrong, with the parser's position where there is one.
+    pub message: String,
+}

@@ -1,0 +1,32 @@
+//! Wire types and framing shared by `agent-bom-agent` and the collector.
+//!
+//! Everything that crosses the uplink lives here: the message kinds ([`AgentMessage`],
+//! [`CollectorMessage`]), the inventory model the agent reports (also the shape of
+//! `agent-bom-agent scan --json`), and the length-prefixed MessagePack framing. The crate has no
+//! I/O policy and no storage: framing works over any `AsyncRead`/`AsyncWrite`, so the same frames
+//! travel over a QUIC stream or a TLS/TCP stream.
+
+#![forbid(unsafe_code)]
+
+pub mod frame;
+pub mod inventory;
+pub mod messages;
+pub mod secure_file;
+
+pub use frame::{FrameError, MAX_FRAME_LEN, decode, encode, read_frame, write_frame};
+pub use inventory::{ClientInfo, HostFacts, Inventory, ScanError, Scope, ServerEntry, Transport};
+pub use messages::{AgentMessage, CollectorMessage, ErrorCode};
+
+/// ALPN protocol id negotiated on every uplink connection (QUIC and TLS/TCP alike).
+pub const ALPN: &[u8] = b"agent-bom/1";
+
+/// Version of the message set in this crate. Sent in `Hello`; the collector refuses versions it
+/// cannot speak with [`ErrorCode::UnsupportedVersion`].
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// TLS server name every collector certificate carries and every agent verifies.
+///
+/// Agents trust only the pinned control-plane CA, so the name identifies the *role* (a collector of
+/// this control plane) rather than a DNS host: collectors behind a load balancer, on a laptop's
+/// loopback or reached by IP all present the same name.
+pub const COLLECTOR_SERVER_NAME: &str = "collector.agent-bom.internal";

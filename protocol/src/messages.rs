@@ -1,0 +1,236 @@
+//! Message kinds of the uplink.
+//!
+//! Each exchange is one request frame and one response frame on a fresh bidirectional stream,
+//! opened by the agent. The first exchange on a connection is `Hello` → `Welcome`; an agent
+//! without a device certificate may only send `Enroll`.
+//!
+//! Messages are internally tagged by `kind`. A kind this build does not know decodes as
+//! `Unknown` and is answered with [`ErrorCode::UnknownKind`], never a crash; unknown fields inside
+//! a known kind are ignored, so optional fields can be added without a version bump.
+
+use serde::{Deserialize, Serialize};
+
+use crate::inventory::Inventory;
+
+/// Agent → collector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AgentMessage {
+    /// First message on every authenticated connection.
+    Hello {
+        /// [`crate::PROTOCOL_VERSION`] of the agent.
+        protocol_version: u16,
+        /// Agent build version, shown in the fleet API.
+        agent_version: String,
+        /// Optional features the agent speaks (e.g. `inventory.snapshot`).
+        #[serde(default)]
+        capabilities: Vec<String>,
+    },
+    /// Exchange a one-time enrollment token for a device certificate. Sent on a connection
+    /// without a client certificate; the private key behind the CSR never leaves the device.
+    Enroll {
+        /// [`crate::PROTOCOL_VERSION`] of the agent.
+        protocol_version: u16,
+        /// The tenant-scoped enrollment token.
+        token: String,
+        /// PEM certificate signing request made with the device's own key pair.
+        csr_pem: String,
+        /// Hostname at enrollment, for the operator's first view of the device.
+        hostname: String,
+    },
+    /// A complete inventory. The collector acknowledges it only after its database commit.
+    InventorySnapshot {
+        /// Per-agent, strictly increasing upload sequence; apply is idempotent on it.
+        seq: u64,
+        /// The inventory itself.
+        inventory: Box<Inventory>,
+    },
+    /// A kind this build does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+/// Collector → agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CollectorMessage {
+    /// Reply to `Hello`.
+    Welcome {
+        /// [`crate::PROTOCOL_VERSION`] the collector speaks.
+        protocol_version: u16,
+        /// The device id the collector authenticated.
+        agent_id: String,
+        /// Highest upload sequence already committed for this device, so an agent that lost its
+        /// state continues above it instead of being treated as a replay.
+        #[serde(default)]
+        last_applied_seq: Option<u64>,
+    },
+    /// Reply to `Enroll`: the device identity.
+    Enrolled {
+        /// Device id, also the certificate's common name.
+        agent_id: String,
+        /// The issued client certificate (PEM).
+        certificate_pem: String,
+        /// The control plane's CA certificate (PEM), already matched against the agent's pin.
+        ca_certificate_pem: String,
+    },
+    /// The upload with this sequence is committed (or was already committed before).
+    Ack {
+        /// Sequence acknowledged.
+        seq: u64,
+    },
+    /// The request was refused or failed.
+    Error {
+        /// Machine-readable reason.
+        code: ErrorCode,
+        /// Human-readable detail; never contains secrets.
+        message: String,
+        /// Set when the agent should try again after this many milliseconds (overload, database
+        /// unavailable). Absent for permanent errors.
+        #[serde(default)]
+        retry_after_ms: Option<u64>,
+    },
+    /// A kind this build does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+/// Reasons a collector refuses a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The peer speaks a protocol version this side cannot.
+    UnsupportedVersion,
+    /// A message kind this side does not know.
+    UnknownKind,
+    /// A frame that could not be decoded.
+    MalformedFrame,
+    /// The message is not allowed in this state (e.g. an upload before `Hello`).
+    UnexpectedMessage,
+    /// Enrollment token unknown, expired, exhausted or revoked.
+    InvalidToken,
+    /// The certificate signing request is invalid.
+    InvalidCsr,
+    /// The device is unknown or revoked.
+    Unauthorized,
+    /// Try again later (overload, database unavailable).
+    Unavailable,
+    /// The upload is invalid.
+    InvalidUpload,
+    /// An error on the collector side.
+    Internal,
+    /// An error code this build does not know.
+    #[serde(other)]
+    Other,
+}
+
+impl ErrorCode {
+    /// The wire name of this code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UnsupportedVersion => "unsupported_version",
+            Self::UnknownKind => "unknown_kind",
+            Self::MalformedFrame => "malformed_frame",
+            Self::UnexpectedMessage => "unexpected_message",
+            Self::InvalidToken => "invalid_token",
+            Self::InvalidCsr => "invalid_csr",
+            Self::Unauthorized => "unauthorized",
+            Self::Unavailable => "unavailable",
+            Self::InvalidUpload => "invalid_upload",
+            Self::Internal => "internal",
+            Self::Other => "other",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{decode, encode};
+
+    #[test]
+    fn unknown_kinds_decode_as_unknown() {
+        #[derive(Serialize)]
+        struct Future {
+            kind: &'static str,
+            payload: u32,
+        }
+        let frame = encode(&Future {
+            kind: "telemetry_v9",
+            payload: 7,
+        })
+        .unwrap();
+        assert_eq!(decode::<AgentMessage>(&frame).unwrap(), AgentMessage::Unknown);
+        assert_eq!(
+            decode::<CollectorMessage>(&frame).unwrap(),
+            CollectorMessage::Unknown
+        );
+    }
+
+    #[test]
+    fn unknown_optional_fields_are_ignored() {
+        #[derive(Serialize)]
+        struct NewerAck {
+            kind: &'static str,
+            seq: u64,
+            compressed: bool,
+        }
+        let frame = encode(&NewerAck {
+            kind: "ack",
+            seq: 9,
+            compressed: true,
+        })
+        .unwrap();
+        assert_eq!(
+            decode::<CollectorMessage>(&frame).unwrap(),
+            CollectorMessage::Ack { seq: 9 }
+        );
+    }
+
+    #[test]
+    fn mistyped_fields_are_decode_errors() {
+        #[derive(Serialize)]
+        struct BadAck {
+            kind: &'static str,
+            seq: &'static str,
+        }
+        let frame = encode(&BadAck {
+            kind: "ack",
+            seq: "nine",
+        })
+        .unwrap();
+        assert!(decode::<CollectorMessage>(&frame).is_err());
+    }
+
+    #[test]
+    fn error_codes_round_trip_and_unknown_codes_survive() {
+        let msg = CollectorMessage::Error {
+            code: ErrorCode::Unavailable,
+            message: "database unavailable".into(),
+            retry_after_ms: Some(2000),
+        };
+        assert_eq!(decode::<CollectorMessage>(&encode(&msg).unwrap()).unwrap(), msg);
+        #[derive(Serialize)]
+        struct FutureError {
+            kind: &'static str,
+            code: &'static str,
+            message: &'static str,
+        }
+        let frame = encode(&FutureError {
+            kind: "error",
+            code: "quota_exceeded",
+            message: "x",
+        })
+        .unwrap();
+        match decode::<CollectorMessage>(&frame).unwrap() {
+            CollectorMessage::Error { code, .. } => assert_eq!(code, ErrorCode::Other),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! Writing credentials to disk: owner-only permissions from the first byte, atomically.
+//!
+//! Shared by both ends of the uplink: the agent stores its device key and certificate with it,
+//! the control plane its CA key and bootstrap secrets.
+
+use std::io::Write;
+use std::path::Path;
+
+/// Write `contents` to `path` with mode 0600 (owner only), via a temporary file in the same
+/// directory, fsync and rename, so a crash leaves either the old file or the new one.
+pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let result = (|| {
+        let mut file = options.open(&tmp)?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
