@@ -184,6 +184,16 @@ impl StateDir {
         self.read_json(AGENT_FILE)
     }
 
+    /// Point an existing identity at another collector address (same control plane).
+    pub fn set_collector(&self, collector: &str) -> Result<(), StateError> {
+        let mut record = self.record()?;
+        if record.collector != collector {
+            record.collector = collector.to_string();
+            self.write_json(AGENT_FILE, &record)?;
+        }
+        Ok(())
+    }
+
     /// PEM texts of (key, certificate, CA).
     pub fn identity_pems(&self) -> Result<(String, String, String), StateError> {
         Ok((

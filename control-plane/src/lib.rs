@@ -1,1 +1,19 @@
+//! The agent-bom control plane: store (SQLite or Postgres), HTTP API, CA, bootstrap, and the
+//! server that runs them with the collector embedded.
 
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod bootstrap;
+pub mod secrets;
+pub mod server;
+pub mod store;
+pub mod up;
+
+/// Version of this build.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Install aws-lc-rs as the process-wide rustls provider (first thing in `main` and in tests).
+pub fn install_crypto_provider() {
+    agent_bom_agent::install_crypto_provider();
+}

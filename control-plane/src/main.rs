@@ -1,1 +1,376 @@
-fn main() {}
+//! `agent-bom`: the server binary (serve, collector, up, admin). Parses the command line and calls
+//! the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use agent_bom_collector::CollectorConfig;
+use agent_bom_control_plane::bootstrap::{self, BOOTSTRAP_ADMIN_KEY_ENV};
+use agent_bom_control_plane::server::{self, Listeners, ServeConfig, Server};
+use agent_bom_control_plane::store::{Role, Store};
+use agent_bom_control_plane::up::{self, UpConfig};
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "agent-bom", version, about = "agent-bom: self-hosted control plane for AI and MCP security (fleet system)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct DataArgs {
+    /// Data directory: SQLite database, CA, bootstrap files.
+    #[arg(long, env = "AGENT_BOM_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+impl DataArgs {
+    fn dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(default_data_dir)
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Control plane (API) with the collector embedded.
+    Serve {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Postgres URL (postgres://...); SQLite in the data dir when absent.
+        #[arg(long, env = "AGENT_BOM_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
+        /// API listen address.
+        #[arg(long, env = "AGENT_BOM_API_LISTEN", default_value = server::DEFAULT_API_LISTEN)]
+        api_listen: SocketAddr,
+        /// Collector listen address (UDP).
+        #[arg(long, env = "AGENT_BOM_COLLECTOR_LISTEN", default_value = server::DEFAULT_COLLECTOR_LISTEN)]
+        collector_listen: SocketAddr,
+    },
+    /// A collector alone on a shared Postgres store (cluster mode).
+    Collector {
+        /// Postgres URL.
+        #[arg(long, env = "AGENT_BOM_DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+        /// Listen address (UDP).
+        #[arg(long, env = "AGENT_BOM_COLLECTOR_LISTEN", default_value = server::DEFAULT_COLLECTOR_LISTEN)]
+        listen: SocketAddr,
+        /// Directory holding the control plane's ca.crt and ca.key.
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Local demo: serve plus an agent for this machine.
+    Up {
+        #[command(flatten)]
+        data: DataArgs,
+        /// API listen address.
+        #[arg(long, default_value = server::DEFAULT_API_LISTEN)]
+        api_listen: SocketAddr,
+        /// Collector listen address (UDP).
+        #[arg(long, default_value = server::DEFAULT_COLLECTOR_LISTEN)]
+        collector_listen: SocketAddr,
+        /// Home directory the local agent scans.
+        #[arg(long)]
+        home: Option<PathBuf>,
+        /// Seconds between the local agent's rescans.
+        #[arg(long, default_value_t = 10)]
+        rescan_interval: u64,
+    },
+    /// Work on the store directly.
+    Admin {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Postgres URL; SQLite in the data dir when absent.
+        #[arg(long, env = "AGENT_BOM_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Tenants.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// API keys.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Enrollment tokens.
+    EnrollToken {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant.
+    Create { name: String },
+    /// List tenants.
+    List,
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Create an API key and print it (shown once).
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        role: Role,
+        #[arg(long, default_value = "api key")]
+        name: String,
+        /// Days until the key expires.
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+    },
+    /// List a tenant's keys (metadata only).
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Revoke a key by id or prefix.
+    Revoke {
+        #[arg(long)]
+        tenant: String,
+        key: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create an enrollment token and print it (shown once).
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, default_value = "enrollment")]
+        name: String,
+        /// Maximum number of devices that may enroll with it.
+        #[arg(long)]
+        max_uses: Option<u32>,
+        /// Hours until it expires.
+        #[arg(long)]
+        expires_in_hours: Option<u32>,
+    },
+    /// List a tenant's tokens (metadata only).
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Revoke a token by id or prefix.
+    Revoke {
+        #[arg(long)]
+        tenant: String,
+        token: String,
+    },
+}
+
+fn default_data_dir() -> PathBuf {
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").map(PathBuf::from).filter(|p| p.is_absolute()) {
+        return xdg.join("agent-bom");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/share/agent-bom"),
+        None => PathBuf::from("agent-bom-data"),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    agent_bom_control_plane::install_crypto_provider();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AGENT_BOM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            if let Ok(mut term) = signal(SignalKind::terminate()) {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                t.cancel();
+                return;
+            }
+        }
+        let _ = tokio::signal::ctrl_c().await;
+        t.cancel();
+    });
+    token
+}
+
+async fn dispatch(command: Command) -> Result<()> {
+    match command {
+        Command::Serve {
+            data,
+            database_url,
+            api_listen,
+            collector_listen,
+        } => {
+            let data_dir = data.dir();
+            let server = Server::open(ServeConfig {
+                data_dir: data_dir.clone(),
+                database_url,
+                collector: CollectorConfig::default(),
+            })
+            .await?;
+            let listeners = Listeners::bind(api_listen, collector_listen).await?;
+            if let Some(b) = &server.bootstrap {
+                println!("First start: created tenant `default`.");
+                println!("  admin API key:     {}", b.admin_key);
+                println!("  enrollment token:  {}", b.enrollment_token);
+                println!("  CA pin:            {}", server.ca.pin());
+                println!(
+                    "These are shown once; copies (mode 0600) are in {}: {}, {}, {}.",
+                    data_dir.display(),
+                    bootstrap::ADMIN_KEY_FILE,
+                    bootstrap::ENROLLMENT_TOKEN_FILE,
+                    bootstrap::CA_PIN_FILE
+                );
+                if std::env::var_os(BOOTSTRAP_ADMIN_KEY_ENV).is_some() {
+                    println!("(the admin key was taken from {BOOTSTRAP_ADMIN_KEY_ENV})");
+                }
+            }
+            println!(
+                "agent-bom serving: API http://{}  collector {} (QUIC)",
+                listeners.api.local_addr()?,
+                listeners.collector.local_addr()?
+            );
+            server.run(listeners, shutdown_on_signal()).await?;
+        }
+        Command::Collector {
+            database_url,
+            listen,
+            data,
+        } => {
+            let socket = std::net::UdpSocket::bind(listen)
+                .with_context(|| format!("cannot listen on {listen} (UDP)"))?;
+            server::run_collector(&database_url, &data.dir(), socket, CollectorConfig::default(), shutdown_on_signal())
+                .await?;
+        }
+        Command::Up {
+            data,
+            api_listen,
+            collector_listen,
+            home,
+            rescan_interval,
+        } => {
+            up::run(
+                UpConfig {
+                    data_dir: data.dir(),
+                    api_listen,
+                    collector_listen,
+                    home,
+                    rescan_interval: Duration::from_secs(rescan_interval.max(1)),
+                },
+                shutdown_on_signal(),
+            )
+            .await?;
+        }
+        Command::Admin {
+            data,
+            database_url,
+            command,
+        } => {
+            let dir = data.dir();
+            server::prepare_data_dir(&dir)?;
+            let store = server::open_store(&dir, database_url.as_deref()).await?;
+            admin(&store, command).await?;
+            store.close().await;
+        }
+    }
+    Ok(())
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+async fn admin(store: &Store, command: AdminCommand) -> Result<()> {
+    let now = agent_bom_control_plane::store::now_ms();
+    match command {
+        AdminCommand::Tenant { command } => match command {
+            TenantCommand::Create { name } => {
+                let t = store.create_tenant(&name).await?;
+                println!("created tenant {} ({})", t.name, t.id);
+            }
+            TenantCommand::List => print_json(&store.list_tenants().await?)?,
+        },
+        AdminCommand::Key { command } => match command {
+            KeyCommand::Create {
+                tenant,
+                role,
+                name,
+                expires_in_days,
+            } => {
+                let t = store.tenant_by_name(&tenant).await?;
+                let expires = expires_in_days.map(|d| now + i64::from(d) * 86_400_000);
+                let (_, key) = store.create_api_key(&t.id, &name, role, expires, None).await?;
+                println!("{key}");
+            }
+            KeyCommand::List { tenant } => {
+                let t = store.tenant_by_name(&tenant).await?;
+                print_json(&store.list_api_keys(&t.id).await?)?;
+            }
+            KeyCommand::Revoke { tenant, key } => {
+                let t = store.tenant_by_name(&tenant).await?;
+                store.revoke_api_key(&t.id, &key).await?;
+                println!("revoked");
+            }
+        },
+        AdminCommand::EnrollToken { command } => match command {
+            TokenCommand::Create {
+                tenant,
+                name,
+                max_uses,
+                expires_in_hours,
+            } => {
+                let t = store.tenant_by_name(&tenant).await?;
+                let expires = expires_in_hours.map(|h| now + i64::from(h) * 3_600_000);
+                let (_, token) = store
+                    .create_enrollment_token(&t.id, &name, expires, max_uses.map(i64::from))
+                    .await?;
+                println!("{token}");
+            }
+            TokenCommand::List { tenant } => {
+                let t = store.tenant_by_name(&tenant).await?;
+                print_json(&store.list_enrollment_tokens(&t.id).await?)?;
+            }
+            TokenCommand::Revoke { tenant, token } => {
+                let t = store.tenant_by_name(&tenant).await?;
+                store.revoke_enrollment_token(&t.id, &token).await?;
+                println!("revoked");
+            }
+        },
+    }
+    Ok(())
+}

@@ -1,0 +1,63 @@
+//! First start: on an empty store, create tenant `default`, an admin API key and an enrollment
+//! token, print them once and keep them (mode 0600) in the data directory.
+
+use std::path::Path;
+
+use crate::server::ServeError;
+use crate::store::{Role, Store};
+
+/// Name of the first tenant.
+pub const DEFAULT_TENANT: &str = "default";
+/// Bootstrap admin key file in the data directory.
+pub const ADMIN_KEY_FILE: &str = "bootstrap-admin.key";
+/// Bootstrap enrollment token file in the data directory.
+pub const ENROLLMENT_TOKEN_FILE: &str = "enrollment.token";
+/// CA pin file in the data directory (hex SHA-256 of the CA certificate).
+pub const CA_PIN_FILE: &str = "ca.pin";
+/// Environment variable that sets the first admin key (used only on an empty store).
+pub const BOOTSTRAP_ADMIN_KEY_ENV: &str = "AGENT_BOM_BOOTSTRAP_ADMIN_KEY";
+
+/// What bootstrap created.
+#[derive(Debug, Clone)]
+pub struct BootstrapOutcome {
+    /// Tenant id of `default`.
+    pub tenant_id: String,
+    /// The admin key (plaintext, show once).
+    pub admin_key: String,
+    /// The enrollment token (plaintext, show once).
+    pub enrollment_token: String,
+}
+
+/// Write a secret file (0600) in the data directory.
+pub fn write_file(dir: &Path, name: &str, contents: &str) -> Result<(), ServeError> {
+    let path = dir.join(name);
+    agent_bom_protocol::secure_file::write_private(&path, format!("{contents}\n").as_bytes())
+        .map_err(|e| ServeError::Io(format!("cannot write {}: {e}", path.display())))
+}
+
+/// Bootstrap an empty store; `None` if it already has tenants.
+pub async fn bootstrap_if_empty(store: &Store, data_dir: &Path) -> Result<Option<BootstrapOutcome>, ServeError> {
+    if store.tenant_count().await? > 0 {
+        return Ok(None);
+    }
+    let tenant = match store.create_tenant(DEFAULT_TENANT).await {
+        Ok(t) => t,
+        // Another replica bootstrapped at the same moment: it owns the secrets.
+        Err(crate::store::StoreError::Conflict(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let chosen = std::env::var(BOOTSTRAP_ADMIN_KEY_ENV).ok().filter(|k| !k.is_empty());
+    let (_, admin_key) = store
+        .create_api_key(&tenant.id, "bootstrap admin", Role::Admin, None, chosen.as_deref())
+        .await?;
+    let (_, enrollment_token) = store
+        .create_enrollment_token(&tenant.id, "bootstrap", None, None)
+        .await?;
+    write_file(data_dir, ADMIN_KEY_FILE, &admin_key)?;
+    write_file(data_dir, ENROLLMENT_TOKEN_FILE, &enrollment_token)?;
+    Ok(Some(BootstrapOutcome {
+        tenant_id: tenant.id,
+        admin_key,
+        enrollment_token,
+    }))
+}

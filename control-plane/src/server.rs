@@ -1,0 +1,167 @@
+//! `agent-bom serve`: the control plane (API) with the collector embedded, on one store.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use agent_bom_collector::{CertificateAuthority, Collector, CollectorConfig};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState};
+use crate::bootstrap::{self, BootstrapOutcome};
+use crate::store::{Store, StoreError};
+
+/// Default API listen address.
+pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:8422";
+/// Default collector listen address (UDP for QUIC).
+pub const DEFAULT_COLLECTOR_LISTEN: &str = "127.0.0.1:4433";
+
+/// Errors starting or running the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Store problem.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// CA problem.
+    #[error(transparent)]
+    Pki(#[from] agent_bom_collector::pki::PkiError),
+    /// Collector problem.
+    #[error(transparent)]
+    Collector(#[from] agent_bom_collector::CollectorError),
+    /// Data directory or listener problem.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// What `serve` needs to start.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Data directory: SQLite database (unless `database_url`), CA, bootstrap files.
+    pub data_dir: PathBuf,
+    /// Postgres (or explicit SQLite) URL; SQLite in `data_dir` when absent.
+    pub database_url: Option<String>,
+    /// Collector tunables.
+    pub collector: CollectorConfig,
+}
+
+/// The sockets a server runs on, bound by the caller (port 0 in tests).
+#[derive(Debug)]
+pub struct Listeners {
+    /// HTTP API.
+    pub api: tokio::net::TcpListener,
+    /// QUIC collector.
+    pub collector: UdpSocket,
+}
+
+impl Listeners {
+    /// Bind both listeners.
+    pub async fn bind(api: SocketAddr, collector: SocketAddr) -> Result<Self, ServeError> {
+        let api_listener = tokio::net::TcpListener::bind(api)
+            .await
+            .map_err(|e| ServeError::Io(format!("cannot listen for the API on {api}: {e}")))?;
+        let collector_socket = UdpSocket::bind(collector)
+            .map_err(|e| ServeError::Io(format!("cannot listen for agents on {collector} (UDP): {e}")))?;
+        Ok(Self {
+            api: api_listener,
+            collector: collector_socket,
+        })
+    }
+}
+
+/// An opened control plane, ready to run.
+#[derive(Debug)]
+pub struct Server {
+    /// The store.
+    pub store: Store,
+    /// The CA.
+    pub ca: Arc<CertificateAuthority>,
+    /// What first start created (secrets to show once), if this was the first start.
+    pub bootstrap: Option<BootstrapOutcome>,
+    config: ServeConfig,
+}
+
+/// Create the data directory with owner-only access.
+pub fn prepare_data_dir(dir: &Path) -> Result<(), ServeError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| ServeError::Io(format!("cannot create data directory {}: {e}", dir.display())))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| ServeError::Io(format!("cannot restrict {}: {e}", dir.display())))?;
+    }
+    Ok(())
+}
+
+/// Open the store named by a config: the URL if given, else SQLite in the data directory.
+pub async fn open_store(data_dir: &Path, database_url: Option<&str>) -> Result<Store, ServeError> {
+    Ok(match database_url {
+        Some(url) => Store::connect(url).await?,
+        None => Store::open_sqlite(data_dir).await?,
+    })
+}
+
+impl Server {
+    /// Open the store (migrating it), load or create the CA, bootstrap an empty store.
+    pub async fn open(config: ServeConfig) -> Result<Self, ServeError> {
+        prepare_data_dir(&config.data_dir)?;
+        let store = open_store(&config.data_dir, config.database_url.as_deref()).await?;
+        let (ca, created) = CertificateAuthority::load_or_create(&config.data_dir)?;
+        if created {
+            tracing::info!(pin = %ca.pin(), "created the control-plane CA");
+        }
+        bootstrap::write_file(&config.data_dir, bootstrap::CA_PIN_FILE, &ca.pin())?;
+        let outcome = bootstrap::bootstrap_if_empty(&store, &config.data_dir).await?;
+        Ok(Self {
+            store,
+            ca: Arc::new(ca),
+            bootstrap: outcome,
+            config,
+        })
+    }
+
+    /// Serve the API and the collector until `shutdown`.
+    pub async fn run(self, listeners: Listeners, shutdown: CancellationToken) -> Result<(), ServeError> {
+        let collector = Collector::new(
+            Arc::new(self.store.clone()),
+            self.ca.clone(),
+            self.config.collector.clone(),
+        );
+        let collector_task = tokio::spawn(collector.run(listeners.collector, shutdown.clone()));
+        let app = api::router(AppState {
+            store: self.store.clone(),
+        });
+        let api_addr = listeners.api.local_addr().ok();
+        tracing::info!(addr = ?api_addr, "API listening");
+        let api_shutdown = shutdown.clone();
+        let api_result = axum::serve(listeners.api, app)
+            .with_graceful_shutdown(async move { api_shutdown.cancelled().await })
+            .await;
+        shutdown.cancel();
+        let collector_result = collector_task
+            .await
+            .map_err(|e| ServeError::Io(format!("collector task failed: {e}")))?;
+        self.store.close().await;
+        api_result.map_err(|e| ServeError::Io(format!("API server failed: {e}")))?;
+        collector_result?;
+        Ok(())
+    }
+}
+
+/// `agent-bom collector`: a collector alone on a shared store (cluster mode). The CA must already
+/// exist in `data_dir` (mounted from the control plane's secret).
+pub async fn run_collector(
+    database_url: &str,
+    data_dir: &Path,
+    socket: UdpSocket,
+    config: CollectorConfig,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let store = Store::connect(database_url).await?;
+    let ca = CertificateAuthority::load(data_dir)?;
+    Collector::new(Arc::new(store.clone()), Arc::new(ca), config)
+        .run(socket, shutdown)
+        .await?;
+    store.close().await;
+    Ok(())
+}

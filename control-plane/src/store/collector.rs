@@ -1,0 +1,317 @@
+//! The collector's storage contract, implemented on the control-plane database.
+
+use agent_bom_collector::store::{
+    ApplyOutcome, CollectorStore, DeviceSession, EnrollmentRequest, LastSeen,
+    StoreError as CollectorStoreError,
+};
+use agent_bom_protocol::Inventory;
+use sqlx::Row;
+
+use super::{Store, StoreError, now_ms};
+use crate::secrets::{self, ENROLL_TOKEN_KIND};
+
+/// Devices per `last_seen` statement.
+const LAST_SEEN_CHUNK: usize = 500;
+
+fn classify(e: StoreError) -> CollectorStoreError {
+    if e.is_unavailable() {
+        CollectorStoreError::Unavailable(e.to_string())
+    } else {
+        match e {
+            StoreError::Invalid(m) => CollectorStoreError::Invalid(m),
+            // Anything else is unexpected on our side; the agent retries later.
+            other => CollectorStoreError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// Failure inside the collector operations: a database error (classified at the boundary) or a
+/// decision to refuse.
+enum Failure {
+    Db(sqlx::Error),
+    Refuse(CollectorStoreError),
+}
+
+impl From<sqlx::Error> for Failure {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Db(e)
+    }
+}
+
+impl From<CollectorStoreError> for Failure {
+    fn from(e: CollectorStoreError) -> Self {
+        Self::Refuse(e)
+    }
+}
+
+impl From<Failure> for CollectorStoreError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Db(e) => classify(StoreError::Query(e)),
+            Failure::Refuse(e) => e,
+        }
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
+}
+
+impl Store {
+    async fn enroll_device_inner(&self, request: EnrollmentRequest) -> Result<String, Failure> {
+        let invalid = |m: &str| CollectorStoreError::InvalidToken(m.to_string());
+        let Some(prefix) = secrets::prefix_of(ENROLL_TOKEN_KIND, &request.token) else {
+            return Err(Failure::Refuse(invalid("malformed enrollment token")));
+        };
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "SELECT id, tenant_id, secret_hash, expires_at, max_uses, uses, revoked_at \
+             FROM enrollment_tokens WHERE prefix = $1",
+        )
+        .bind(prefix)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| invalid("unknown enrollment token"))
+        .map_err(Failure::Refuse)?;
+        let token_id: String = row.try_get("id")?;
+        let tenant_id: String = row.try_get("tenant_id")?;
+        let stored_hash: String = row.try_get("secret_hash")?;
+        let expires_at: Option<i64> = row.try_get("expires_at")?;
+        let revoked_at: Option<i64> = row.try_get("revoked_at")?;
+        let now = now_ms();
+        if !secrets::hashes_equal(&secrets::hash(&request.token), &stored_hash) {
+            return Err(Failure::Refuse(invalid("unknown enrollment token")));
+        }
+        if revoked_at.is_some() {
+            return Err(Failure::Refuse(invalid("enrollment token was revoked")));
+        }
+        if expires_at.is_some_and(|e| e <= now) {
+            return Err(Failure::Refuse(invalid("enrollment token expired")));
+        }
+        // The conditional update is the use counter and the race guard in one statement.
+        let used = sqlx::query(
+            "UPDATE enrollment_tokens SET uses = uses + 1 \
+             WHERE id = $1 AND tenant_id = $2 AND (max_uses IS NULL OR uses < max_uses)",
+        )
+        .bind(&token_id)
+        .bind(&tenant_id)
+        .execute(&mut *tx)
+        .await?;
+        if used.rows_affected() != 1 {
+            return Err(Failure::Refuse(invalid("enrollment token has no uses left")));
+        }
+        sqlx::query(
+            "INSERT INTO endpoints (id, tenant_id, hostname, cert_fingerprint, cert_not_after, enrollment_token_id, enrolled_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&request.agent_id)
+        .bind(&tenant_id)
+        .bind(&request.hostname)
+        .bind(&request.cert_fingerprint)
+        .bind(request.cert_not_after.saturating_mul(1000))
+        .bind(&token_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(tenant_id)
+    }
+
+    async fn authenticate_device_inner(
+        &self,
+        agent_id: &str,
+        cert_fingerprint: &str,
+    ) -> Result<DeviceSession, Failure> {
+        let row = sqlx::query(
+            "SELECT tenant_id, cert_fingerprint, revoked_at, last_seq FROM endpoints WHERE id = $1",
+        )
+        .bind(agent_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| Failure::Refuse(CollectorStoreError::Unauthorized("unknown device".into())))?;
+        let stored: String = row.try_get("cert_fingerprint")?;
+        let revoked_at: Option<i64> = row.try_get("revoked_at")?;
+        if revoked_at.is_some() {
+            return Err(CollectorStoreError::Unauthorized("device was revoked".into()).into());
+        }
+        if !secrets::hashes_equal(&stored, cert_fingerprint) {
+            return Err(CollectorStoreError::Unauthorized(
+                "certificate does not match the device's current certificate".into(),
+            )
+            .into());
+        }
+        let last_seq: Option<i64> = row.try_get("last_seq")?;
+        Ok(DeviceSession {
+            tenant_id: row.try_get("tenant_id")?,
+            agent_id: agent_id.to_string(),
+            last_applied_seq: last_seq.and_then(|s| u64::try_from(s).ok()),
+        })
+    }
+
+    async fn apply_inventory_inner(
+        &self,
+        device: &DeviceSession,
+        agent_version: &str,
+        seq: u64,
+        inventory: &Inventory,
+    ) -> Result<ApplyOutcome, Failure> {
+        let seq = i64::try_from(seq)
+            .map_err(|_| Failure::Refuse(CollectorStoreError::Invalid("sequence out of range".into())))?;
+        let (tenant, agent) = (&device.tenant_id, &device.agent_id);
+        let host = &inventory.host;
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        // Advancing last_seq is both the idempotency check and the row lock that serializes
+        // concurrent uploads of one device.
+        let advanced = sqlx::query(
+            "UPDATE endpoints SET last_seq = $1, hostname = $2, os = $3, os_version = $4, arch = $5, \
+             kernel_version = $6, cpu_count = $7, memory_bytes = $8, uptime_secs = $9, agent_version = $10, \
+             last_inventory_at = $11, last_seen = $11, server_count = $12 \
+             WHERE id = $13 AND tenant_id = $14 AND revoked_at IS NULL AND (last_seq IS NULL OR last_seq < $1)",
+        )
+        .bind(seq)
+        .bind(truncate(&host.hostname, 255))
+        .bind(truncate(&host.os, 32))
+        .bind(host.os_version.as_deref().map(|v| truncate(v, 255)))
+        .bind(truncate(&host.arch, 32))
+        .bind(host.kernel_version.as_deref().map(|v| truncate(v, 255)))
+        .bind(host.cpu_count.map(i64::from))
+        .bind(host.memory_bytes.and_then(|m| i64::try_from(m).ok()))
+        .bind(host.uptime_secs.and_then(|m| i64::try_from(m).ok()))
+        .bind(truncate(agent_version, 64))
+        .bind(now)
+        .bind(i64::try_from(inventory.servers.len()).unwrap_or(i64::MAX))
+        .bind(agent)
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await?;
+        if advanced.rows_affected() == 0 {
+            let row = sqlx::query("SELECT revoked_at FROM endpoints WHERE id = $1 AND tenant_id = $2")
+                .bind(agent)
+                .bind(tenant)
+                .fetch_optional(&mut *tx)
+                .await?;
+            return match row {
+                None => Err(CollectorStoreError::Unauthorized("unknown device".into()).into()),
+                Some(r) if r.try_get::<Option<i64>, _>("revoked_at")?.is_some() => {
+                    Err(CollectorStoreError::Unauthorized("device was revoked".into()).into())
+                }
+                Some(_) => Ok(ApplyOutcome::AlreadyApplied),
+            };
+        }
+        for table in ["endpoint_clients", "endpoint_servers", "endpoint_scan_errors"] {
+            let sql = sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE endpoint_id = $1 AND tenant_id = $2"
+            ));
+            sqlx::query(sql).bind(agent).bind(tenant).execute(&mut *tx).await?;
+        }
+        for client in &inventory.clients {
+            sqlx::query(
+                "INSERT INTO endpoint_clients (tenant_id, endpoint_id, name, config_files) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (endpoint_id, name) DO UPDATE SET config_files = excluded.config_files",
+            )
+            .bind(tenant)
+            .bind(agent)
+            .bind(&client.name)
+            .bind(json(&client.config_files))
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (ordinal, s) in inventory.servers.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO endpoint_servers (tenant_id, endpoint_id, ordinal, server_id, name, client, scope, transport, \
+                 command, args, url, env_keys, header_keys, cwd, enabled, project, risk_flags, config_path) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+            )
+            .bind(tenant)
+            .bind(agent)
+            .bind(i64::try_from(ordinal).unwrap_or(i64::MAX))
+            .bind(&s.id)
+            .bind(&s.name)
+            .bind(&s.client)
+            .bind(s.scope.as_str())
+            .bind(s.transport.as_str())
+            .bind(s.command.as_deref())
+            .bind(json(&s.args))
+            .bind(s.url.as_deref())
+            .bind(json(&s.env_keys))
+            .bind(json(&s.header_keys))
+            .bind(s.cwd.as_deref())
+            .bind(i64::from(s.enabled))
+            .bind(s.project.as_deref())
+            .bind(json(&s.risk_flags))
+            .bind(&s.config_path)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (ordinal, e) in inventory.errors.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO endpoint_scan_errors (tenant_id, endpoint_id, ordinal, path, message) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(tenant)
+            .bind(agent)
+            .bind(i64::try_from(ordinal).unwrap_or(i64::MAX))
+            .bind(&e.path)
+            .bind(&e.message)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(ApplyOutcome::Applied)
+    }
+
+    async fn record_last_seen_inner(&self, seen: &[LastSeen]) -> Result<(), Failure> {
+        let mut by_tenant: std::collections::BTreeMap<&str, Vec<&LastSeen>> = Default::default();
+        for s in seen {
+            by_tenant.entry(&s.tenant_id).or_default().push(s);
+        }
+        for (tenant, devices) in by_tenant {
+            for chunk in devices.chunks(LAST_SEEN_CHUNK) {
+                let at = chunk.iter().map(|s| s.at_ms).max().unwrap_or_else(now_ms);
+                let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 3)).collect();
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "UPDATE endpoints SET last_seen = $1 WHERE tenant_id = $2 AND id IN ({})",
+                    placeholders.join(", ")
+                ));
+                let mut query = sqlx::query(sql).bind(at).bind(tenant);
+                for s in chunk {
+                    query = query.bind(&s.agent_id);
+                }
+                query.execute(&self.pool).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl CollectorStore for Store {
+    async fn enroll_device(&self, request: EnrollmentRequest) -> Result<String, CollectorStoreError> {
+        Ok(self.enroll_device_inner(request).await?)
+    }
+
+    async fn authenticate_device(
+        &self,
+        agent_id: &str,
+        cert_fingerprint: &str,
+    ) -> Result<DeviceSession, CollectorStoreError> {
+        Ok(self.authenticate_device_inner(agent_id, cert_fingerprint).await?)
+    }
+
+    async fn apply_inventory(
+        &self,
+        device: &DeviceSession,
+        agent_version: &str,
+        seq: u64,
+        inventory: &Inventory,
+    ) -> Result<ApplyOutcome, CollectorStoreError> {
+        Ok(self.apply_inventory_inner(device, agent_version, seq, inventory).await?)
+    }
+
+    async fn record_last_seen(&self, seen: &[LastSeen]) -> Result<(), CollectorStoreError> {
+        Ok(self.record_last_seen_inner(seen).await?)
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}

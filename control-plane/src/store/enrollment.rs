@@ -1,0 +1,114 @@
+//! Enrollment tokens: tenant-scoped, optionally expiring and use-limited, revocable.
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{Store, StoreError, new_id, now_ms};
+use crate::secrets::{self, ENROLL_TOKEN_KIND};
+
+/// Metadata of an enrollment token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EnrollmentToken {
+    /// Id.
+    pub id: String,
+    /// Tenant.
+    pub tenant_id: String,
+    /// Lookup prefix.
+    pub prefix: String,
+    /// Name.
+    pub name: String,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms.
+    pub expires_at: Option<i64>,
+    /// Maximum number of enrollments.
+    pub max_uses: Option<i64>,
+    /// Enrollments so far.
+    pub uses: i64,
+    /// Unix ms.
+    pub revoked_at: Option<i64>,
+}
+
+const TOKEN_COLUMNS: &str =
+    "id, tenant_id, prefix, name, created_at, expires_at, max_uses, uses, revoked_at";
+
+fn token_from_row(row: &sqlx::any::AnyRow) -> Result<EnrollmentToken, StoreError> {
+    Ok(EnrollmentToken {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        prefix: row.try_get("prefix")?,
+        name: row.try_get("name")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        max_uses: row.try_get("max_uses")?,
+        uses: row.try_get("uses")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+impl Store {
+    /// Create an enrollment token; returns its metadata and the plaintext (shown once).
+    pub async fn create_enrollment_token(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        expires_at: Option<i64>,
+        max_uses: Option<i64>,
+    ) -> Result<(EnrollmentToken, String), StoreError> {
+        if max_uses.is_some_and(|m| m < 1) {
+            return Err(StoreError::Invalid("max uses must be at least 1".into()));
+        }
+        let secret = secrets::generate(ENROLL_TOKEN_KIND);
+        let token = EnrollmentToken {
+            id: new_id(),
+            tenant_id: tenant_id.to_string(),
+            prefix: secret.prefix.clone(),
+            name: name.to_string(),
+            created_at: now_ms(),
+            expires_at,
+            max_uses,
+            uses: 0,
+            revoked_at: None,
+        };
+        sqlx::query(
+            "INSERT INTO enrollment_tokens (id, tenant_id, prefix, secret_hash, name, created_at, expires_at, max_uses) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&token.id)
+        .bind(&token.tenant_id)
+        .bind(&token.prefix)
+        .bind(&secret.hash)
+        .bind(&token.name)
+        .bind(token.created_at)
+        .bind(token.expires_at)
+        .bind(token.max_uses)
+        .execute(&self.pool)
+        .await?;
+        Ok((token, secret.plaintext))
+    }
+
+    /// Tokens of a tenant.
+    pub async fn list_enrollment_tokens(&self, tenant_id: &str) -> Result<Vec<EnrollmentToken>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {TOKEN_COLUMNS} FROM enrollment_tokens WHERE tenant_id = $1 ORDER BY created_at, id"
+        ));
+        let rows = sqlx::query(sql).bind(tenant_id).fetch_all(&self.pool).await?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    /// Revoke a token of a tenant.
+    pub async fn revoke_enrollment_token(&self, tenant_id: &str, id_or_prefix: &str) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE enrollment_tokens SET revoked_at = $1 WHERE tenant_id = $2 AND (id = $3 OR prefix = $3) AND revoked_at IS NULL",
+        )
+        .bind(now_ms())
+        .bind(tenant_id)
+        .bind(id_or_prefix)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("active enrollment token {id_or_prefix:?}")));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,200 @@
+//! The control-plane store: one interface over SQLite (embedded default) and Postgres.
+//!
+//! Queries are written once in the SQL both backends accept (`$n` parameters, `ON CONFLICT`,
+//! BIGINT millisecond times, JSON as TEXT) and run through sqlx's `Any` driver. Every query that
+//! reads or writes tenant data takes the tenant id as a parameter: there is no unscoped read.
+
+mod api_keys;
+mod collector;
+mod enrollment;
+pub mod fleet;
+pub mod tenants;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyPool, SqlStr};
+
+pub use api_keys::{ApiKey, Role};
+pub use enrollment::EnrollmentToken;
+pub use fleet::{MAX_PAGE as FLEET_MAX_PAGE, EndpointDetail, EndpointPage, EndpointQuery, EndpointStatus, EndpointSummary};
+pub use tenants::Tenant;
+
+/// Which database is behind the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite file.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// Store errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database URL is not one this build supports.
+    #[error("unsupported database URL (expected sqlite:// or postgres://): {0}")]
+    UnsupportedUrl(String),
+    /// Connecting failed.
+    #[error("cannot connect to the database: {0}")]
+    Connect(sqlx::Error),
+    /// A migration failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A query failed.
+    #[error("database error: {0}")]
+    Query(#[from] sqlx::Error),
+    /// A named thing does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The request conflicts with existing data.
+    #[error("{0}")]
+    Conflict(String),
+    /// Input rejected.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl StoreError {
+    /// True when the database is unreachable or overloaded, so the caller should retry later.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Self::Connect(_)
+                | Self::Query(
+                    sqlx::Error::PoolTimedOut
+                        | sqlx::Error::PoolClosed
+                        | sqlx::Error::Io(_)
+                        | sqlx::Error::Tls(_)
+                        | sqlx::Error::WorkerCrashed
+                )
+        )
+    }
+}
+
+/// Handle to the database. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// The file name of the embedded database inside a data directory.
+pub const SQLITE_FILE: &str = "agent-bom.db";
+
+impl Store {
+    /// Open the embedded SQLite database in `data_dir` (created with mode 0600) and migrate it.
+    pub async fn open_sqlite(data_dir: &Path) -> Result<Self, StoreError> {
+        let path = data_dir.join(SQLITE_FILE);
+        if !path.exists() {
+            agent_bom_protocol::secure_file::write_private(&path, b"").map_err(|e| {
+                StoreError::Connect(sqlx::Error::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("creating {}: {e}", path.display()),
+                )))
+            })?;
+        }
+        Self::connect(&format!("sqlite://{}", path.display())).await
+    }
+
+    /// Connect to `url` (`sqlite://PATH` or `postgres://...`) and run pending migrations.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::UnsupportedUrl(redact_url(url)));
+        };
+        let mut options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
+        let url = match backend {
+            Backend::Sqlite => {
+                // One writer at a time is SQLite's model; WAL lets readers run beside it.
+                options = options.max_connections(8);
+                let sep = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{sep}mode=rwc")
+            }
+            Backend::Postgres => {
+                options = options.max_connections(16);
+                url.to_string()
+            }
+        };
+        let options = if backend == Backend::Sqlite {
+            options.after_connect(|conn, _| {
+                Box::pin(async move {
+                    for pragma in [
+                        "PRAGMA journal_mode = WAL",
+                        "PRAGMA synchronous = NORMAL",
+                        "PRAGMA foreign_keys = ON",
+                        "PRAGMA busy_timeout = 10000",
+                    ] {
+                        sqlx::query(pragma).execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            })
+        } else {
+            options
+        };
+        let pool = options.connect(&url).await.map_err(StoreError::Connect)?;
+        let store = Self { pool, backend };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let migrations = vec![Migration::new(
+            1,
+            "init".into(),
+            MigrationType::Simple,
+            SqlStr::from_static(include_str!("../../migrations/0001_init.sql")),
+            false,
+        )];
+        Migrator::with_migrations(migrations).run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The connection pool (for tests and maintenance commands).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Close the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Current time in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    agent_bom_collector::liveness::now_ms()
+}
+
+fn redact_url(url: &str) -> String {
+    agent_bom_agent::discovery::sanitize::sanitize_url(url)
+}
+
+/// A new random id.
+pub(crate) fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+impl FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "sqlite" => Ok(Self::Sqlite),
+            "postgres" => Ok(Self::Postgres),
+            other => Err(format!("unknown backend {other}")),
+        }
+    }
+}
