@@ -98,13 +98,20 @@ impl Target {
                 if !home.is_dir() {
                     bail!("--home {}: not a directory", home.display());
                 }
-                Roots::for_home(home, os)
+                let home = std::path::absolute(home)
+                    .with_context(|| format!("--home {}", home.display()))?;
+                Roots::for_home(&home, os)
             }
             None => Roots::from_env(os).context("cannot determine the home directory; pass --home DIR")?,
         };
+        let projects = self
+            .projects
+            .iter()
+            .map(|p| std::path::absolute(p).with_context(|| format!("--project {}", p.display())))
+            .collect::<Result<Vec<_>>>()?;
         Ok(ScanOptions {
             roots,
-            projects: self.projects.clone(),
+            projects,
             os,
         })
     }

@@ -1,0 +1,192 @@
+//! In-process control plane and agents on loopback, driven through their public libraries.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use agent_bom_agent::discovery::catalog::Os;
+use agent_bom_agent::discovery::{Roots, ScanOptions};
+use agent_bom_agent::state::StateDir;
+use agent_bom_agent::uplink::{self, EnrollOptions, RunOptions, UplinkError};
+use agent_bom_control_plane::server::{Listeners, ServeConfig, Server};
+use agent_bom_control_plane::store::Store;
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How long `eventually` waits by default; generous because CI machines are shared.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A control plane with its embedded collector, on loopback port 0.
+pub struct TestServer {
+    /// API address.
+    pub api: SocketAddr,
+    /// Collector address (UDP).
+    pub collector: SocketAddr,
+    /// Bootstrap admin key of tenant `default`.
+    pub admin_key: String,
+    /// Bootstrap enrollment token of tenant `default`.
+    pub enrollment_token: String,
+    /// CA pin.
+    pub ca_pin: String,
+    /// The store (for setup that has no API yet).
+    pub store: Store,
+    /// Data directory.
+    pub data_dir: tempfile::TempDir,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+    http: reqwest::Client,
+}
+
+/// An HTTP response: status, parsed JSON (Null if not JSON) and the raw body.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Parsed body.
+    pub json: Value,
+    /// Raw body.
+    pub text: String,
+}
+
+impl TestServer {
+    /// Start a server on SQLite (`None`) or the given database URL.
+    pub async fn start(database_url: Option<String>) -> Self {
+        agent_bom_control_plane::install_crypto_provider();
+        let data_dir = tempfile::tempdir().expect("temp data dir");
+        let mut collector = agent_bom_collector::CollectorConfig::default();
+        collector.liveness_flush = Duration::from_millis(200);
+        let server = Server::open(ServeConfig {
+            data_dir: data_dir.path().to_path_buf(),
+            database_url,
+            collector,
+        })
+        .await
+        .expect("open server");
+        let bootstrap = server.bootstrap.clone().expect("fresh store bootstraps");
+        let listeners = Listeners::bind(
+            "127.0.0.1:0".parse().expect("addr"),
+            "127.0.0.1:0".parse().expect("addr"),
+        )
+        .await
+        .expect("bind listeners");
+        let api = listeners.api.local_addr().expect("api addr");
+        let collector = listeners.collector.local_addr().expect("collector addr");
+        let ca_pin = server.ca.pin();
+        let store = server.store.clone();
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let task = tokio::spawn(async move {
+            if let Err(e) = server.run(listeners, token).await {
+                panic!("server failed: {e}");
+            }
+        });
+        Self {
+            api,
+            collector,
+            admin_key: bootstrap.admin_key,
+            enrollment_token: bootstrap.enrollment_token,
+            ca_pin,
+            store,
+            data_dir,
+            shutdown,
+            task,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// GET a path with an optional bearer key.
+    pub async fn get(&self, path: &str, key: Option<&str>) -> Reply {
+        let mut req = self.http.get(format!("http://{}{path}", self.api));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        let resp = req.send().await.expect("HTTP request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("HTTP body");
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply { status, json, text }
+    }
+
+    /// Stop the server and wait for it.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(20), self.task).await;
+    }
+}
+
+/// An enrolled agent running its uplink in-process.
+pub struct TestAgent {
+    /// Device id.
+    pub agent_id: String,
+    /// State directory.
+    pub state_dir: tempfile::TempDir,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), UplinkError>>,
+}
+
+/// Scan options for a fixture home on Linux conventions.
+pub fn scan_options(home: &Path, projects: &[PathBuf]) -> ScanOptions {
+    ScanOptions {
+        roots: Roots::for_home(home, Os::Linux),
+        projects: projects.to_vec(),
+        os: Os::Linux,
+    }
+}
+
+impl TestAgent {
+    /// Enroll with the server's bootstrap token and start the uplink.
+    pub async fn start(server: &TestServer, home: &Path, projects: &[PathBuf], rescan: Duration) -> Self {
+        let state_dir = tempfile::tempdir().expect("temp state dir");
+        let state = StateDir::open(state_dir.path()).expect("state dir");
+        let record = uplink::enroll(
+            &state,
+            &EnrollOptions {
+                collector: server.collector.to_string(),
+                token: server.enrollment_token.clone(),
+                ca_pin: Some(server.ca_pin.clone()),
+                force: false,
+            },
+        )
+        .await
+        .expect("enroll");
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(uplink::run(
+            state,
+            RunOptions {
+                scan: scan_options(home, projects),
+                rescan_interval: rescan,
+                max_backoff: Duration::from_secs(2),
+            },
+            shutdown.clone(),
+        ));
+        Self {
+            agent_id: record.agent_id,
+            state_dir,
+            shutdown,
+            task,
+        }
+    }
+
+    /// Stop the agent and wait for it.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(20), self.task).await;
+    }
+}
+
+/// Poll `check` until it returns `Some`, or panic after `patience` with `what`.
+pub async fn eventually<T, F, Fut>(patience: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
