@@ -13,7 +13,11 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "agent-bom-agent", version, about = "agent-bom endpoint agent: MCP inventory for this machine, shipped to your agent-bom control plane")]
+#[command(
+    name = "agent-bom-agent",
+    version,
+    about = "agent-bom endpoint agent: MCP inventory for this machine, shipped to your agent-bom control plane"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -102,7 +106,8 @@ impl Target {
                     .with_context(|| format!("--home {}", home.display()))?;
                 Roots::for_home(&home, os)
             }
-            None => Roots::from_env(os).context("cannot determine the home directory; pass --home DIR")?,
+            None => Roots::from_env(os)
+                .context("cannot determine the home directory; pass --home DIR")?,
         };
         let projects = self
             .projects
@@ -180,7 +185,10 @@ async fn dispatch(command: Command) -> Result<()> {
                     .with_context(|| format!("reading token file {}", f.display()))?
                     .trim()
                     .to_string(),
-                (None, None) => bail!("an enrollment token is required: --token, --token-file or {}", env::ENROLL_TOKEN),
+                (None, None) => bail!(
+                    "an enrollment token is required: --token, --token-file or {}",
+                    env::ENROLL_TOKEN
+                ),
             };
             let state = StateDir::open(&state_dir.unwrap_or_else(default_state_dir))?;
             let record = uplink::enroll(
@@ -193,7 +201,11 @@ async fn dispatch(command: Command) -> Result<()> {
                 },
             )
             .await?;
-            println!("enrolled as {} (state in {})", record.agent_id, state.path().display());
+            println!(
+                "enrolled as {} (state in {})",
+                record.agent_id,
+                state.path().display()
+            );
         }
         Command::Run {
             config,
@@ -209,7 +221,9 @@ async fn dispatch(command: Command) -> Result<()> {
                 target.home = file.home.clone();
             }
             target.projects.extend(file.projects.iter().cloned());
-            let state_dir = state_dir.or(file.state_dir.clone()).unwrap_or_else(default_state_dir);
+            let state_dir = state_dir
+                .or(file.state_dir.clone())
+                .unwrap_or_else(default_state_dir);
             let rescan_interval = rescan_interval
                 .or(file.rescan_interval_secs)
                 .map(Duration::from_secs)
@@ -239,7 +253,9 @@ async fn dispatch(command: Command) -> Result<()> {
             if json {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({"identity": record, "uplink": uplink}))?
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"identity": record, "uplink": uplink})
+                    )?
                 );
             } else {
                 println!("agent id:     {}", record.agent_id);
@@ -247,12 +263,22 @@ async fn dispatch(command: Command) -> Result<()> {
                 println!("ca pin:       {}", record.ca_pin);
                 println!(
                     "connection:   {}{}",
-                    if uplink.connection.is_empty() { "never connected" } else { &uplink.connection },
-                    uplink.transport.as_deref().map(|t| format!(" ({t})")).unwrap_or_default()
+                    if uplink.connection.is_empty() {
+                        "never connected"
+                    } else {
+                        &uplink.connection
+                    },
+                    uplink
+                        .transport
+                        .as_deref()
+                        .map(|t| format!(" ({t})"))
+                        .unwrap_or_default()
                 );
                 println!(
                     "last ack:     {}",
-                    uplink.last_ack_seq.map_or("none".to_string(), |s| format!("seq {s}"))
+                    uplink
+                        .last_ack_seq
+                        .map_or("none".to_string(), |s| format!("seq {s}"))
                 );
                 if let Some(e) = &uplink.last_error {
                     println!("last error:   {e}");

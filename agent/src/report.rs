@@ -14,7 +14,10 @@ pub fn table(inventory: &Inventory) -> String {
         h.hostname,
         h.os,
         h.arch,
-        h.os_version.as_deref().map(|v| format!(", {v}")).unwrap_or_default()
+        h.os_version
+            .as_deref()
+            .map(|v| format!(", {v}"))
+            .unwrap_or_default()
     );
     let _ = writeln!(out, "\nclients ({}):", inventory.clients.len());
     for c in &inventory.clients {
@@ -50,7 +53,13 @@ pub fn table(inventory: &Inventory) -> String {
             .collect();
         let headers = ["NAME", "CLIENT", "SCOPE", "TRANSPORT", "LAUNCH"];
         let widths: Vec<usize> = (0..4)
-            .map(|i| rows.iter().map(|r| r[i].chars().count()).chain([headers[i].len()]).max().unwrap_or(0))
+            .map(|i| {
+                rows.iter()
+                    .map(|r| r[i].chars().count())
+                    .chain([headers[i].len()])
+                    .max()
+                    .unwrap_or(0)
+            })
             .collect();
         let line = |cells: [&str; 5]| {
             format!(

@@ -106,7 +106,8 @@ const UPLINK_FILE: &str = "uplink.json";
 /// otherwise.
 pub fn default_state_dir() -> PathBuf {
     if cfg!(windows) {
-        let base = std::env::var_os("ProgramData").map_or_else(|| PathBuf::from(r"C:\ProgramData"), PathBuf::from);
+        let base = std::env::var_os("ProgramData")
+            .map_or_else(|| PathBuf::from(r"C:\ProgramData"), PathBuf::from);
         return base.join("agent-bom");
     }
     let is_root = std::env::var_os("USER").is_some_and(|u| u == "root")
@@ -259,7 +260,10 @@ mod tests {
     fn identity_round_trips_with_private_modes() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::open(&dir.path().join("s")).unwrap();
-        assert!(matches!(state.record(), Err(StateError::NotEnrolled { .. })));
+        assert!(matches!(
+            state.record(),
+            Err(StateError::NotEnrolled { .. })
+        ));
         let record = AgentRecord {
             agent_id: "a".into(),
             collector: "127.0.0.1:4433".into(),
@@ -271,7 +275,10 @@ mod tests {
         #[cfg(unix)]
         for f in [AGENT_FILE, KEY_FILE, CERT_FILE, CA_FILE, UPLINK_FILE] {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(state.path().join(f)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(state.path().join(f))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600, "{f}");
         }
         std::fs::write(state.path().join(UPLINK_FILE), "{not json").unwrap();

@@ -8,8 +8,8 @@
 use std::sync::Arc;
 
 use rustls::DigitallySignedStruct;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{RootCertStore, SignatureScheme};
 
@@ -21,7 +21,11 @@ pub fn fingerprint(der: &[u8]) -> String {
 /// Normalize a pin as users paste it: hex, any case, optional `sha256:` prefix and colons.
 pub fn normalize_pin(pin: &str) -> Result<String, String> {
     let p = pin.trim();
-    let p = p.strip_prefix("sha256:").unwrap_or(p).replace(':', "").to_ascii_lowercase();
+    let p = p
+        .strip_prefix("sha256:")
+        .unwrap_or(p)
+        .replace(':', "")
+        .to_ascii_lowercase();
     if p.len() == 64 && p.chars().all(|c| c.is_ascii_hexdigit()) {
         Ok(p)
     } else {
@@ -82,10 +86,12 @@ impl ServerCertVerifier for PinnedCaVerifier {
         };
         let mut roots = RootCertStore::empty();
         roots.add(ca.clone().into_owned())?;
-        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
-            .build()
-            .map_err(|e| rustls::Error::General(e.to_string()))?;
-        let verified = inner.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)?;
+        let inner =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let verified =
+            inner.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)?;
         if let Ok(mut seen) = self.seen_ca.lock() {
             *seen = Some(ca.clone().into_owned());
         }
@@ -129,10 +135,11 @@ impl ServerCertVerifier for PinnedCaVerifier {
 
 /// TLS config for enrollment: pinned CA, no client certificate.
 pub fn enrollment_config(verifier: Arc<PinnedCaVerifier>) -> rustls::ClientConfig {
-    let mut config = rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
+    let mut config =
+        rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
     config.alpn_protocols = vec![agent_bom_protocol::ALPN.to_vec()];
     config
 }
@@ -146,9 +153,10 @@ pub fn device_config(
 ) -> Result<rustls::ClientConfig, rustls::Error> {
     let mut roots = RootCertStore::empty();
     roots.add(ca.clone())?;
-    let mut config = rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
-        .with_root_certificates(roots)
-        .with_client_auth_cert(vec![cert, ca], key)?;
+    let mut config =
+        rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
+            .with_root_certificates(roots)
+            .with_client_auth_cert(vec![cert, ca], key)?;
     config.alpn_protocols = vec![agent_bom_protocol::ALPN.to_vec()];
     Ok(config)
 }

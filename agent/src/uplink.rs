@@ -153,9 +153,12 @@ pub async fn enroll(state: &StateDir, options: &EnrollOptions) -> Result<AgentRe
                 .map_err(|e| UplinkError::Protocol(format!("collector sent an invalid CA: {e}")))?;
             let ca_pin = tls::fingerprint(&ca_der);
             let handshake_ca = verifier.matched_ca().map(|c| tls::fingerprint(&c));
-            if handshake_ca.as_deref() != Some(ca_pin.as_str()) || pin.as_ref().is_some_and(|p| p != &ca_pin) {
+            if handshake_ca.as_deref() != Some(ca_pin.as_str())
+                || pin.as_ref().is_some_and(|p| p != &ca_pin)
+            {
                 return Err(UplinkError::Protocol(
-                    "the CA in the enrollment reply differs from the one verified in the handshake".into(),
+                    "the CA in the enrollment reply differs from the one verified in the handshake"
+                        .into(),
                 ));
             }
             let record = AgentRecord {
@@ -164,7 +167,12 @@ pub async fn enroll(state: &StateDir, options: &EnrollOptions) -> Result<AgentRe
                 enrolled_at_ms: now_ms(),
                 ca_pin,
             };
-            state.save_identity(&record, &key.serialize_pem(), &certificate_pem, &ca_certificate_pem)?;
+            state.save_identity(
+                &record,
+                &key.serialize_pem(),
+                &certificate_pem,
+                &ca_certificate_pem,
+            )?;
             Ok(record)
         }
         CollectorMessage::Error {
@@ -176,7 +184,9 @@ pub async fn enroll(state: &StateDir, options: &EnrollOptions) -> Result<AgentRe
             message,
             retry_after: retry_after_ms.map(Duration::from_millis),
         }),
-        other => Err(UplinkError::Protocol(format!("unexpected reply to enroll: {other:?}"))),
+        other => Err(UplinkError::Protocol(format!(
+            "unexpected reply to enroll: {other:?}"
+        ))),
     }
 }
 
@@ -193,7 +203,11 @@ pub struct RunOptions {
 
 /// Connect, upload and stay connected until `shutdown`, reconnecting with capped exponential
 /// backoff and full jitter. Returns only on shutdown or when the identity cannot be loaded.
-pub async fn run(state: StateDir, options: RunOptions, shutdown: CancellationToken) -> Result<(), UplinkError> {
+pub async fn run(
+    state: StateDir,
+    options: RunOptions,
+    shutdown: CancellationToken,
+) -> Result<(), UplinkError> {
     let record = state.record()?;
     let config = device_tls(&state)?;
     let mut attempt: u32 = 0;
@@ -203,11 +217,24 @@ pub async fn run(state: StateDir, options: RunOptions, shutdown: CancellationTok
         let delay = match result {
             Ok(()) => break,
             Err(e) => {
-                let refused = matches!(&e, UplinkError::Refused { code: ErrorCode::Unauthorized, .. });
+                let refused = matches!(
+                    &e,
+                    UplinkError::Refused {
+                        code: ErrorCode::Unauthorized,
+                        ..
+                    }
+                );
                 tracing::warn!(error = %e, "uplink session ended");
-                set_connection(&state, if refused { "refused" } else { "backoff" }, Some(e.to_string()));
+                set_connection(
+                    &state,
+                    if refused { "refused" } else { "backoff" },
+                    Some(e.to_string()),
+                );
                 match &e {
-                    UplinkError::Refused { retry_after: Some(d), .. } => *d,
+                    UplinkError::Refused {
+                        retry_after: Some(d),
+                        ..
+                    } => *d,
                     // A revoked or unknown device waits the longest: retrying fast cannot help.
                     _ if refused => options.max_backoff,
                     _ => backoff_delay(attempt, options.max_backoff),
@@ -361,9 +388,12 @@ fn device_tls(state: &StateDir) -> Result<rustls::ClientConfig, UplinkError> {
             message: e.to_string(),
         })
     };
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| corrupt("identity.key", &e))?;
-    let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| corrupt("identity.crt", &e))?;
-    let ca = CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|e| corrupt("ca.crt", &e))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| corrupt("identity.key", &e))?;
+    let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+        .map_err(|e| corrupt("identity.crt", &e))?;
+    let ca =
+        CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|e| corrupt("ca.crt", &e))?;
     tls::device_config(ca, cert, key).map_err(|e| UplinkError::Tls(e.to_string()))
 }
 
@@ -372,7 +402,8 @@ async fn connect(
     tls_config: rustls::ClientConfig,
 ) -> Result<(quinn::Endpoint, quinn::Connection), UplinkError> {
     let remote = resolve(addr).await?;
-    let crypto = QuicClientConfig::try_from(tls_config).map_err(|e| UplinkError::Tls(e.to_string()))?;
+    let crypto =
+        QuicClientConfig::try_from(tls_config).map_err(|e| UplinkError::Tls(e.to_string()))?;
     let mut client = quinn::ClientConfig::new(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
     transport.keep_alive_interval(Some(KEEP_ALIVE));
@@ -415,10 +446,15 @@ async fn resolve(addr: &str) -> Result<SocketAddr, UplinkError> {
     let mut addrs = tokio::net::lookup_host(addr)
         .await
         .map_err(|e| err(format!("{e} (expected HOST:PORT)")))?;
-    addrs.next().ok_or_else(|| err("resolved to no address".into()))
+    addrs
+        .next()
+        .ok_or_else(|| err("resolved to no address".into()))
 }
 
-async fn exchange(conn: &quinn::Connection, message: &AgentMessage) -> Result<CollectorMessage, UplinkError> {
+async fn exchange(
+    conn: &quinn::Connection,
+    message: &AgentMessage,
+) -> Result<CollectorMessage, UplinkError> {
     let work = async {
         let (mut send, mut recv) = conn
             .open_bi()
@@ -477,7 +513,8 @@ mod tests {
             assert!(d <= cap);
             assert!(d <= BACKOFF_BASE.saturating_mul(2u32.saturating_pow(attempt.min(20))));
         }
-        let samples: std::collections::HashSet<_> = (0..20).map(|_| backoff_delay(10, cap)).collect();
+        let samples: std::collections::HashSet<_> =
+            (0..20).map(|_| backoff_delay(10, cap)).collect();
         assert!(samples.len() > 1, "no jitter");
     }
 

@@ -33,8 +33,10 @@ impl Liveness {
             },
         );
         if let Some(old) = previous {
-            old.connection
-                .close(quinn::VarInt::from_u32(0x11), b"superseded by a newer connection");
+            old.connection.close(
+                quinn::VarInt::from_u32(0x11),
+                b"superseded by a newer connection",
+            );
         }
     }
 

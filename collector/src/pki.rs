@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
-    SerialNumber,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::OffsetDateTime;
@@ -126,19 +125,21 @@ impl CertificateAuthority {
             }
             (false, false) => {
                 let ca = Self::generate(&dir.display().to_string())?;
-                agent_bom_protocol::secure_file::write_private(&key_path, ca.issuer.key().serialize_pem().as_bytes())
+                agent_bom_protocol::secure_file::write_private(
+                    &key_path,
+                    ca.issuer.key().serialize_pem().as_bytes(),
+                )
+                .map_err(|source| PkiError::Io {
+                    action: "writing",
+                    path: key_path.clone(),
+                    source,
+                })?;
+                agent_bom_protocol::secure_file::write_private(&cert_path, ca.cert_pem.as_bytes())
                     .map_err(|source| PkiError::Io {
-                        action: "writing",
-                        path: key_path.clone(),
-                        source,
-                    })?;
-                agent_bom_protocol::secure_file::write_private(&cert_path, ca.cert_pem.as_bytes()).map_err(
-                    |source| PkiError::Io {
                         action: "writing",
                         path: cert_path.clone(),
                         source,
-                    },
-                )?;
+                    })?;
                 Ok((ca, true))
             }
             _ => Err(PkiError::Incomplete {
@@ -171,14 +172,20 @@ impl CertificateAuthority {
 
     /// Issue a server certificate for a collector, named [`agent_bom_protocol::COLLECTOR_SERVER_NAME`]
     /// plus any extra DNS names or IPs given.
-    pub fn issue_collector_identity(&self, extra_names: &[String]) -> Result<IssuedIdentity, PkiError> {
+    pub fn issue_collector_identity(
+        &self,
+        extra_names: &[String],
+    ) -> Result<IssuedIdentity, PkiError> {
         let key = KeyPair::generate()?;
         let mut names = vec![agent_bom_protocol::COLLECTOR_SERVER_NAME.to_string()];
         names.extend(extra_names.iter().cloned());
         let mut params = CertificateParams::new(names)?;
         params.distinguished_name = {
             let mut dn = DistinguishedName::new();
-            dn.push(DnType::CommonName, agent_bom_protocol::COLLECTOR_SERVER_NAME);
+            dn.push(
+                DnType::CommonName,
+                agent_bom_protocol::COLLECTOR_SERVER_NAME,
+            );
             dn
         };
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -198,7 +205,11 @@ impl CertificateAuthority {
     /// Sign a device certificate for `agent_id` from a CSR. Only the CSR's public key is used
     /// (after its signature is verified); every other field is set here, so a device cannot ask
     /// for a CA bit, a server EKU or another device's name.
-    pub fn sign_device_csr(&self, csr_pem: &str, agent_id: &str) -> Result<DeviceCertificate, PkiError> {
+    pub fn sign_device_csr(
+        &self,
+        csr_pem: &str,
+        agent_id: &str,
+    ) -> Result<DeviceCertificate, PkiError> {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(|e| PkiError::InvalidCsr(e.to_string()))?;
         let mut params = CertificateParams::default();
@@ -246,7 +257,9 @@ fn random_serial() -> SerialNumber {
     let mut bytes = [0u8; 16];
     // aws-lc's CSPRNG; failure here means the OS has no entropy source, which is fatal anyway.
     if aws_lc_rs::rand::fill(&mut bytes).is_err() {
-        bytes = OffsetDateTime::now_utc().unix_timestamp_nanos().to_be_bytes();
+        bytes = OffsetDateTime::now_utc()
+            .unix_timestamp_nanos()
+            .to_be_bytes();
     }
     bytes[0] &= 0x7f; // positive INTEGER
     SerialNumber::from_slice(&bytes)
@@ -281,7 +294,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join(CA_KEY_FILE)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.path().join(CA_KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         std::fs::remove_file(dir.path().join(CA_KEY_FILE)).unwrap();
@@ -302,7 +318,13 @@ mod tests {
         let der = rustls::pki_types::CertificateDer::from_pem_slice(cert.pem.as_bytes()).unwrap();
         let (_, parsed) = x509_parser::parse_x509_certificate(&der).unwrap();
         assert!(!parsed.is_ca());
-        let cn = parsed.subject().iter_common_name().next().unwrap().as_str().unwrap();
+        let cn = parsed
+            .subject()
+            .iter_common_name()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap();
         assert_eq!(cn, "dev-1");
         assert!(ca.sign_device_csr("not a csr", "x").is_err());
     }

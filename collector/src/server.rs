@@ -103,15 +103,12 @@ impl<S: CollectorStore> Collector<S> {
     /// Build the QUIC endpoint on an already bound UDP socket.
     pub fn endpoint(&self, socket: UdpSocket) -> Result<quinn::Endpoint, CollectorError> {
         let tls = server_config(&self.ca, &self.config.server_names)?;
-        let crypto =
-            QuicServerConfig::try_from(tls).map_err(|e| CollectorError::QuicCrypto(e.to_string()))?;
+        let crypto = QuicServerConfig::try_from(tls)
+            .map_err(|e| CollectorError::QuicCrypto(e.to_string()))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         let mut transport = quinn::TransportConfig::default();
         transport.keep_alive_interval(Some(self.config.keep_alive));
-        transport.max_idle_timeout(
-            quinn::IdleTimeout::try_from(self.config.idle_timeout)
-                .ok(),
-        );
+        transport.max_idle_timeout(quinn::IdleTimeout::try_from(self.config.idle_timeout).ok());
         transport.max_concurrent_uni_streams(0u8.into());
         transport.max_concurrent_bidi_streams(16u8.into());
         server.transport_config(Arc::new(transport));
@@ -126,7 +123,11 @@ impl<S: CollectorStore> Collector<S> {
     }
 
     /// Serve on `socket` until `shutdown` is cancelled, then close connections and return.
-    pub async fn run(self, socket: UdpSocket, shutdown: CancellationToken) -> Result<(), CollectorError> {
+    pub async fn run(
+        self,
+        socket: UdpSocket,
+        shutdown: CancellationToken,
+    ) -> Result<(), CollectorError> {
         let endpoint = self.endpoint(socket)?;
         let local: Option<SocketAddr> = endpoint.local_addr().ok();
         tracing::info!(addr = ?local, "collector listening (QUIC, ALPN agent-bom/1)");
@@ -163,14 +164,21 @@ impl<S: CollectorStore> Collector<S> {
                 }
             });
         }
-        endpoint.close(quinn::VarInt::from_u32(close::SHUTDOWN), b"collector shutting down");
+        endpoint.close(
+            quinn::VarInt::from_u32(close::SHUTDOWN),
+            b"collector shutting down",
+        );
         tasks.close();
         tasks.wait().await;
         endpoint.wait_idle().await;
         Ok(())
     }
 
-    async fn serve_connection(self: Arc<Self>, conn: quinn::Connection, shutdown: CancellationToken) {
+    async fn serve_connection(
+        self: Arc<Self>,
+        conn: quinn::Connection,
+        shutdown: CancellationToken,
+    ) {
         let certs = conn
             .peer_identity()
             .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok());
@@ -249,7 +257,10 @@ impl<S: CollectorStore> Collector<S> {
         shutdown: CancellationToken,
     ) {
         let Some(agent_id) = common_name(leaf) else {
-            conn.close(quinn::VarInt::from_u32(close::UNAUTHORIZED), b"certificate has no device id");
+            conn.close(
+                quinn::VarInt::from_u32(close::UNAUTHORIZED),
+                b"certificate has no device id",
+            );
             return;
         };
         let Ok(Ok((mut send, mut recv))) =
@@ -268,11 +279,17 @@ impl<S: CollectorStore> Collector<S> {
             }) => {
                 let _ = write_frame(&mut send, &unsupported_version(protocol_version)).await;
                 let _ = send.finish();
-                conn.close(quinn::VarInt::from_u32(close::PROTOCOL), b"unsupported protocol version");
+                conn.close(
+                    quinn::VarInt::from_u32(close::PROTOCOL),
+                    b"unsupported protocol version",
+                );
                 return;
             }
             Ok(_) => {
-                let reply = error(ErrorCode::UnexpectedMessage, "the first message must be hello");
+                let reply = error(
+                    ErrorCode::UnexpectedMessage,
+                    "the first message must be hello",
+                );
                 let _ = write_frame(&mut send, &reply).await;
                 let _ = send.finish();
                 conn.close(quinn::VarInt::from_u32(close::PROTOCOL), b"expected hello");
@@ -295,7 +312,10 @@ impl<S: CollectorStore> Collector<S> {
                 let _ = write_frame(&mut send, &store_error(&e)).await;
                 let _ = send.finish();
                 let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
-                conn.close(quinn::VarInt::from_u32(close::UNAUTHORIZED), b"device not authorized");
+                conn.close(
+                    quinn::VarInt::from_u32(close::UNAUTHORIZED),
+                    b"device not authorized",
+                );
                 return;
             }
         };
@@ -326,7 +346,8 @@ impl<S: CollectorStore> Collector<S> {
             let session = session.clone();
             let agent_version = agent_version.clone();
             streams.spawn(async move {
-                this.serve_upload(send, recv, &session, &agent_version).await;
+                this.serve_upload(send, recv, &session, &agent_version)
+                    .await;
             });
         }
         streams.close();
@@ -369,7 +390,10 @@ impl<S: CollectorStore> Collector<S> {
     }
 
     /// Read one request frame, mapping every failure to the reply the agent should get.
-    async fn read_request(&self, recv: &mut quinn::RecvStream) -> Result<AgentMessage, CollectorMessage> {
+    async fn read_request(
+        &self,
+        recv: &mut quinn::RecvStream,
+    ) -> Result<AgentMessage, CollectorMessage> {
         match tokio::time::timeout(self.config.request_timeout, read_frame(recv)).await {
             Ok(Ok(msg)) => Ok(msg),
             Ok(Err(FrameError::Decode(e))) => Err(error(
@@ -377,7 +401,10 @@ impl<S: CollectorStore> Collector<S> {
                 &format!("malformed frame: {e}"),
             )),
             Ok(Err(e)) => Err(error(ErrorCode::MalformedFrame, &e.to_string())),
-            Err(_) => Err(error(ErrorCode::MalformedFrame, "timed out waiting for a request frame")),
+            Err(_) => Err(error(
+                ErrorCode::MalformedFrame,
+                "timed out waiting for a request frame",
+            )),
         }
     }
 }

@@ -34,9 +34,10 @@ pub fn server_config(
     let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
         .allow_unauthenticated()
         .build()?;
-    let mut config = rustls::ServerConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(identity.chain, identity.key)?;
+    let mut config =
+        rustls::ServerConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(identity.chain, identity.key)?;
     config.alpn_protocols = vec![agent_bom_protocol::ALPN.to_vec()];
     Ok(config)
 }

@@ -36,7 +36,10 @@ pub fn write_file(dir: &Path, name: &str, contents: &str) -> Result<(), ServeErr
 }
 
 /// Bootstrap an empty store; `None` if it already has tenants.
-pub async fn bootstrap_if_empty(store: &Store, data_dir: &Path) -> Result<Option<BootstrapOutcome>, ServeError> {
+pub async fn bootstrap_if_empty(
+    store: &Store,
+    data_dir: &Path,
+) -> Result<Option<BootstrapOutcome>, ServeError> {
     if store.tenant_count().await? > 0 {
         return Ok(None);
     }
@@ -46,9 +49,17 @@ pub async fn bootstrap_if_empty(store: &Store, data_dir: &Path) -> Result<Option
         Err(crate::store::StoreError::Conflict(_)) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let chosen = std::env::var(BOOTSTRAP_ADMIN_KEY_ENV).ok().filter(|k| !k.is_empty());
+    let chosen = std::env::var(BOOTSTRAP_ADMIN_KEY_ENV)
+        .ok()
+        .filter(|k| !k.is_empty());
     let (_, admin_key) = store
-        .create_api_key(&tenant.id, "bootstrap admin", Role::Admin, None, chosen.as_deref())
+        .create_api_key(
+            &tenant.id,
+            "bootstrap admin",
+            Role::Admin,
+            None,
+            chosen.as_deref(),
+        )
         .await?;
     let (_, enrollment_token) = store
         .create_enrollment_token(&tenant.id, "bootstrap", None, None)

@@ -15,7 +15,11 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "agent-bom", version, about = "agent-bom: self-hosted control plane for AI and MCP security (fleet system)")]
+#[command(
+    name = "agent-bom",
+    version,
+    about = "agent-bom: self-hosted control plane for AI and MCP security (fleet system)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -174,7 +178,10 @@ enum TokenCommand {
 }
 
 fn default_data_dir() -> PathBuf {
-    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").map(PathBuf::from).filter(|p| p.is_absolute()) {
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+    {
         return xdg.join("agent-bom");
     }
     match std::env::var_os("HOME") {
@@ -187,9 +194,15 @@ fn main() -> std::process::ExitCode {
     agent_bom_control_plane::install_crypto_provider();
     let filter = tracing_subscriber::EnvFilter::try_from_env("AGENT_BOM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -273,8 +286,14 @@ async fn dispatch(command: Command) -> Result<()> {
         } => {
             let socket = std::net::UdpSocket::bind(listen)
                 .with_context(|| format!("cannot listen on {listen} (UDP)"))?;
-            server::run_collector(&database_url, &data.dir(), socket, CollectorConfig::default(), shutdown_on_signal())
-                .await?;
+            server::run_collector(
+                &database_url,
+                &data.dir(),
+                socket,
+                CollectorConfig::default(),
+                shutdown_on_signal(),
+            )
+            .await?;
         }
         Command::Up {
             data,
@@ -334,7 +353,9 @@ async fn admin(store: &Store, command: AdminCommand) -> Result<()> {
             } => {
                 let t = store.tenant_by_name(&tenant).await?;
                 let expires = expires_in_days.map(|d| now + i64::from(d) * 86_400_000);
-                let (_, key) = store.create_api_key(&t.id, &name, role, expires, None).await?;
+                let (_, key) = store
+                    .create_api_key(&t.id, &name, role, expires, None)
+                    .await?;
                 println!("{key}");
             }
             KeyCommand::List { tenant } => {

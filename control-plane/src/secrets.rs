@@ -48,7 +48,9 @@ pub fn prefix_of<'a>(kind: &str, presented: &'a str) -> Option<&'a str> {
 
 /// Hex SHA-256 of a secret.
 pub fn hash(plaintext: &str) -> String {
-    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, plaintext.as_bytes()).as_ref())
+    hex::encode(
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, plaintext.as_bytes()).as_ref(),
+    )
 }
 
 /// Compare two hashes without an early exit.
@@ -76,7 +78,10 @@ mod tests {
     #[test]
     fn generated_secrets_parse_and_hash() {
         let s = generate(API_KEY_KIND);
-        assert_eq!(prefix_of(API_KEY_KIND, &s.plaintext), Some(s.prefix.as_str()));
+        assert_eq!(
+            prefix_of(API_KEY_KIND, &s.plaintext),
+            Some(s.prefix.as_str())
+        );
         assert!(hashes_equal(&hash(&s.plaintext), &s.hash));
         assert_eq!(prefix_of(ENROLL_TOKEN_KIND, &s.plaintext), None);
         assert_ne!(generate(API_KEY_KIND).plaintext, s.plaintext);
@@ -84,7 +89,16 @@ mod tests {
 
     #[test]
     fn malformed_secrets_are_refused() {
-        for bad in ["", "abk", "abk_", "abk__x", "abk_short_", "abk_0123456789ab_tooshort", "Bearer abk_x_y", "abk_0123456789ab_!!!!!!!!!!!!!!!!!!!!!!!!!!!!"] {
+        for bad in [
+            "",
+            "abk",
+            "abk_",
+            "abk__x",
+            "abk_short_",
+            "abk_0123456789ab_tooshort",
+            "Bearer abk_x_y",
+            "abk_0123456789ab_!!!!!!!!!!!!!!!!!!!!!!!!!!!!",
+        ] {
             assert_eq!(prefix_of(API_KEY_KIND, bad), None, "{bad}");
         }
         assert!(!hashes_equal("ab", "abc"));

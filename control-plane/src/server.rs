@@ -59,8 +59,11 @@ impl Listeners {
         let api_listener = tokio::net::TcpListener::bind(api)
             .await
             .map_err(|e| ServeError::Io(format!("cannot listen for the API on {api}: {e}")))?;
-        let collector_socket = UdpSocket::bind(collector)
-            .map_err(|e| ServeError::Io(format!("cannot listen for agents on {collector} (UDP): {e}")))?;
+        let collector_socket = UdpSocket::bind(collector).map_err(|e| {
+            ServeError::Io(format!(
+                "cannot listen for agents on {collector} (UDP): {e}"
+            ))
+        })?;
         Ok(Self {
             api: api_listener,
             collector: collector_socket,
@@ -82,8 +85,12 @@ pub struct Server {
 
 /// Create the data directory with owner-only access.
 pub fn prepare_data_dir(dir: &Path) -> Result<(), ServeError> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| ServeError::Io(format!("cannot create data directory {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir).map_err(|e| {
+        ServeError::Io(format!(
+            "cannot create data directory {}: {e}",
+            dir.display()
+        ))
+    })?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -121,7 +128,11 @@ impl Server {
     }
 
     /// Serve the API and the collector until `shutdown`.
-    pub async fn run(self, listeners: Listeners, shutdown: CancellationToken) -> Result<(), ServeError> {
+    pub async fn run(
+        self,
+        listeners: Listeners,
+        shutdown: CancellationToken,
+    ) -> Result<(), ServeError> {
         let collector = Collector::new(
             Arc::new(self.store.clone()),
             self.ca.clone(),

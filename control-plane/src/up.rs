@@ -57,8 +57,14 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), Up
     })
     .await?;
     let listeners = Listeners::bind(config.api_listen, config.collector_listen).await?;
-    let api_addr = listeners.api.local_addr().map_err(|e| ServeError::Io(e.to_string()))?;
-    let collector_addr = listeners.collector.local_addr().map_err(|e| ServeError::Io(e.to_string()))?;
+    let api_addr = listeners
+        .api
+        .local_addr()
+        .map_err(|e| ServeError::Io(e.to_string()))?;
+    let collector_addr = listeners
+        .collector
+        .local_addr()
+        .map_err(|e| ServeError::Io(e.to_string()))?;
     let store = server.store.clone();
     let ca_pin = server.ca.pin();
     let tenant = store.tenant_by_name(DEFAULT_TENANT).await?;
@@ -72,9 +78,13 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), Up
     let server_task = tokio::spawn(server.run(listeners, shutdown.clone()));
 
     // Enroll the local agent unless it already has an identity this store knows.
-    let state = StateDir::open(&config.data_dir.join("agent")).map_err(|e| UpError::Agent(e.to_string()))?;
+    let state = StateDir::open(&config.data_dir.join("agent"))
+        .map_err(|e| UpError::Agent(e.to_string()))?;
     let known = match state.record() {
-        Ok(record) => store.endpoint_detail(&tenant.id, &record.agent_id).await.is_ok(),
+        Ok(record) => store
+            .endpoint_detail(&tenant.id, &record.agent_id)
+            .await
+            .is_ok(),
         Err(_) => false,
     };
     let collector = collector_addr.to_string();
@@ -85,7 +95,12 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), Up
     } else {
         let expires = crate::store::now_ms() + 10 * 60 * 1000;
         let (_, token) = store
-            .create_enrollment_token(&tenant.id, "agent-bom up (local agent)", Some(expires), Some(1))
+            .create_enrollment_token(
+                &tenant.id,
+                "agent-bom up (local agent)",
+                Some(expires),
+                Some(1),
+            )
             .await?;
         uplink::enroll(
             &state,
@@ -102,7 +117,9 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), Up
     let os = Os::current();
     let roots = match &config.home {
         Some(home) => Roots::for_home(home, os),
-        None => Roots::from_env(os).ok_or_else(|| UpError::Agent("cannot determine the home directory; pass --home".into()))?,
+        None => Roots::from_env(os).ok_or_else(|| {
+            UpError::Agent("cannot determine the home directory; pass --home".into())
+        })?,
     };
     let agent_task = tokio::spawn(uplink::run(
         state,

@@ -78,10 +78,12 @@ pub fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<T, FrameError> {
         });
     }
     if body.len() > len as usize {
-        return Err(FrameError::Decode(rmp_serde::decode::Error::Syntax(format!(
-            "{} unexpected bytes after the frame body",
-            body.len() - len as usize
-        ))));
+        return Err(FrameError::Decode(rmp_serde::decode::Error::Syntax(
+            format!(
+                "{} unexpected bytes after the frame body",
+                body.len() - len as usize
+            ),
+        )));
     }
     Ok(rmp_serde::from_slice(body)?)
 }
@@ -110,7 +112,10 @@ where
     check_len(len)?;
     let len = len as usize;
     let mut body = Vec::with_capacity(len);
-    let read = (&mut *reader).take(len as u64).read_to_end(&mut body).await?;
+    let read = (&mut *reader)
+        .take(len as u64)
+        .read_to_end(&mut body)
+        .await?;
     if read < len {
         return Err(FrameError::Truncated {
             got: read,
@@ -192,7 +197,10 @@ mod tests {
     fn mistyped_body_is_a_decode_error() {
         // A collector message read as an agent message is an unknown kind, not a crash.
         let frame = encode(&CollectorMessage::Ack { seq: 3 }).unwrap();
-        assert_eq!(decode::<AgentMessage>(&frame).unwrap(), AgentMessage::Unknown);
+        assert_eq!(
+            decode::<AgentMessage>(&frame).unwrap(),
+            AgentMessage::Unknown
+        );
 
         // A body that is a MessagePack string, not a map.
         let mut body = Vec::new();
@@ -232,7 +240,9 @@ mod tests {
         ));
         let mut partial: &[u8] = &frame[..frame.len() - 1];
         assert!(matches!(
-            read_frame::<_, AgentMessage>(&mut partial).await.unwrap_err(),
+            read_frame::<_, AgentMessage>(&mut partial)
+                .await
+                .unwrap_err(),
             FrameError::Truncated { .. }
         ));
         let mut two = frame.clone();
@@ -249,7 +259,9 @@ mod tests {
         let header = u32::MAX.to_be_bytes();
         let mut reader: &[u8] = &header;
         assert!(matches!(
-            read_frame::<_, AgentMessage>(&mut reader).await.unwrap_err(),
+            read_frame::<_, AgentMessage>(&mut reader)
+                .await
+                .unwrap_err(),
             FrameError::TooLarge { .. }
         ));
     }

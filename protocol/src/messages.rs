@@ -166,7 +166,10 @@ mod tests {
             payload: 7,
         })
         .unwrap();
-        assert_eq!(decode::<AgentMessage>(&frame).unwrap(), AgentMessage::Unknown);
+        assert_eq!(
+            decode::<AgentMessage>(&frame).unwrap(),
+            AgentMessage::Unknown
+        );
         assert_eq!(
             decode::<CollectorMessage>(&frame).unwrap(),
             CollectorMessage::Unknown
@@ -215,7 +218,10 @@ mod tests {
             message: "database unavailable".into(),
             retry_after_ms: Some(2000),
         };
-        assert_eq!(decode::<CollectorMessage>(&encode(&msg).unwrap()).unwrap(), msg);
+        assert_eq!(
+            decode::<CollectorMessage>(&encode(&msg).unwrap()).unwrap(),
+            msg
+        );
         #[derive(Serialize)]
         struct FutureError {
             kind: &'static str,

@@ -54,8 +54,10 @@ impl TestServer {
     pub async fn start(database_url: Option<String>) -> Self {
         agent_bom_control_plane::install_crypto_provider();
         let data_dir = tempfile::tempdir().expect("temp data dir");
-        let mut collector = agent_bom_collector::CollectorConfig::default();
-        collector.liveness_flush = Duration::from_millis(200);
+        let collector = agent_bom_collector::CollectorConfig {
+            liveness_flush: Duration::from_millis(200),
+            ..Default::default()
+        };
         let server = Server::open(ServeConfig {
             data_dir: data_dir.path().to_path_buf(),
             database_url,
@@ -136,7 +138,12 @@ pub fn scan_options(home: &Path, projects: &[PathBuf]) -> ScanOptions {
 
 impl TestAgent {
     /// Enroll with the server's bootstrap token and start the uplink.
-    pub async fn start(server: &TestServer, home: &Path, projects: &[PathBuf], rescan: Duration) -> Self {
+    pub async fn start(
+        server: &TestServer,
+        home: &Path,
+        projects: &[PathBuf],
+        rescan: Duration,
+    ) -> Self {
         let state_dir = tempfile::tempdir().expect("temp state dir");
         let state = StateDir::open(state_dir.path()).expect("state dir");
         let record = uplink::enroll(
@@ -186,7 +193,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -54,7 +54,10 @@ impl TestDatabase {
     /// Drop the database (call at the end of the test).
     pub async fn drop_database(self) {
         if let Ok(mut conn) = PgConnection::connect(&self.admin_url).await {
-            let drop = sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+            let drop = sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
             let _ = sqlx::query(drop).execute(&mut conn).await;
             let _ = conn.close().await;
         }

@@ -1,6 +1,9 @@
 //! The whole path: fixture home → agent scan → QUIC uplink → collector → store → API.
 //! Run once on the embedded SQLite store and once on a fresh Postgres database.
 
+// Integration tests report failure by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use agent_bom_control_plane::store::Role;
@@ -34,7 +37,7 @@ async fn full_path(database_url: Option<String>) {
     assert_eq!(items.len(), 1, "{}", list.text);
     let item = &items[0];
     assert_eq!(item["id"], agent.agent_id.as_str());
-    assert_eq!(item["os"], std::env::consts::OS.replace("macos", "macos"));
+    assert_eq!(item["os"], agent_bom_agent::discovery::catalog::Os::current().as_str());
     assert_eq!(item["status"], "online");
     assert_eq!(item["agent_version"], agent_bom_agent::AGENT_VERSION);
     assert!(item["last_seen"].is_string());
@@ -44,7 +47,10 @@ async fn full_path(database_url: Option<String>) {
 
     // The detail has exactly the fixture's servers, clients and errors, and no secret values.
     let detail = server
-        .get(&format!("/v1/fleet/endpoints/{}", agent.agent_id), Some(&key))
+        .get(
+            &format!("/v1/fleet/endpoints/{}", agent.agent_id),
+            Some(&key),
+        )
         .await;
     assert_eq!(detail.status, 200, "{}", detail.text);
     assert_no_secrets(&detail.text, "endpoint detail");
@@ -59,19 +65,43 @@ async fn full_path(database_url: Option<String>) {
     let errors = detail.json["errors"].as_array().unwrap();
     assert_eq!(errors.len(), 1, "{}", detail.text);
     assert!(errors[0]["path"].as_str().unwrap().ends_with(".mcp.json"));
-    assert!(errors[0]["message"].as_str().unwrap().contains("invalid JSON"));
+    assert!(
+        errors[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid JSON")
+    );
     let servers = detail.json["servers"].as_array().unwrap();
     for s in servers {
-        for field in ["id", "name", "client", "scope", "transport", "command", "args", "url", "env_keys", "risk_flags", "config_path", "wrapped"] {
+        for field in [
+            "id",
+            "name",
+            "client",
+            "scope",
+            "transport",
+            "command",
+            "args",
+            "url",
+            "env_keys",
+            "risk_flags",
+            "config_path",
+            "wrapped",
+        ] {
             assert!(s.get(field).is_some(), "server lacks {field}: {s}");
         }
         assert_eq!(s["wrapped"], false);
     }
     let by_name = |n: &str| servers.iter().find(|s| s["name"] == n).unwrap();
-    assert_eq!(by_name("github")["env_keys"], serde_json::json!(["GITHUB_PERSONAL_ACCESS_TOKEN"]));
+    assert_eq!(
+        by_name("github")["env_keys"],
+        serde_json::json!(["GITHUB_PERSONAL_ACCESS_TOKEN"])
+    );
     assert_eq!(by_name("postgres")["project"], "/home/alice/src/webapp");
     assert_eq!(by_name("postgres")["args"][2], "<redacted>");
-    assert_eq!(by_name("remote-docs")["header_keys"], serde_json::json!(["X-Api-Key"]));
+    assert_eq!(
+        by_name("remote-docs")["header_keys"],
+        serde_json::json!(["X-Api-Key"])
+    );
     assert_eq!(by_name("filesystem")["command"], "npx");
 
     // A changed config is shipped again.
@@ -96,7 +126,11 @@ async fn full_path(database_url: Option<String>) {
         .create_api_key(&tenant.id, "to revoke", Role::Viewer, None, None)
         .await
         .unwrap();
-    server.store.revoke_api_key(&tenant.id, &revoked_meta.id).await.unwrap();
+    server
+        .store
+        .revoke_api_key(&tenant.id, &revoked_meta.id)
+        .await
+        .unwrap();
     let (_, expired) = server
         .store
         .create_api_key(&tenant.id, "expired", Role::Viewer, Some(1), None)
@@ -111,11 +145,18 @@ async fn full_path(database_url: Option<String>) {
         ("expired", Some(&expired)),
         ("wrong secret", Some(&wrong_secret)),
     ] {
-        for path in ["/v1/fleet/endpoints".to_string(), format!("/v1/fleet/endpoints/{}", agent.agent_id)] {
+        for path in [
+            "/v1/fleet/endpoints".to_string(),
+            format!("/v1/fleet/endpoints/{}", agent.agent_id),
+        ] {
             let r = server.get(&path, k.map(String::as_str)).await;
             assert_eq!(r.status, 401, "{label} key on {path}: {}", r.text);
             assert_eq!(r.json["error"]["code"], "unauthorized", "{label}");
-            assert!(r.json["error"]["request_id"].as_str().is_some_and(|s| !s.is_empty()));
+            assert!(
+                r.json["error"]["request_id"]
+                    .as_str()
+                    .is_some_and(|s| !s.is_empty())
+            );
             assert_no_secrets(&r.text, label);
         }
     }
@@ -131,7 +172,10 @@ async fn full_path(database_url: Option<String>) {
     assert_eq!(r.status, 200);
     assert_eq!(r.json["items"], serde_json::json!([]), "{}", r.text);
     let r = server
-        .get(&format!("/v1/fleet/endpoints/{}", agent.agent_id), Some(&other_key))
+        .get(
+            &format!("/v1/fleet/endpoints/{}", agent.agent_id),
+            Some(&other_key),
+        )
         .await;
     assert_eq!(r.status, 404, "{}", r.text);
     assert_eq!(r.json["error"]["code"], "not_found");
@@ -145,7 +189,9 @@ async fn full_path(database_url: Option<String>) {
     assert_eq!(r.status, 400);
     let r = server.get("/v1/fleet/endpoints?bogus=1", Some(&key)).await;
     assert_eq!(r.status, 400, "{}", r.text);
-    let r = server.get("/v1/fleet/endpoints?cursor=zz", Some(&key)).await;
+    let r = server
+        .get("/v1/fleet/endpoints?cursor=zz", Some(&key))
+        .await;
     assert_eq!(r.status, 400, "{}", r.text);
 
     agent.stop().await;

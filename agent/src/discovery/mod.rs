@@ -116,7 +116,8 @@ pub fn candidate_paths(options: &ScanOptions) -> Vec<(PathBuf, &'static Location
 }
 
 fn join_rel(base: &Path, rel: &str) -> PathBuf {
-    rel.split('/').fold(base.to_path_buf(), |p, part| p.join(part))
+    rel.split('/')
+        .fold(base.to_path_buf(), |p, part| p.join(part))
 }
 
 /// Scan the configured locations. Host facts are left empty; see [`crate::host`].
@@ -212,7 +213,9 @@ pub fn read_config(path: &Path) -> Result<Option<String>, String> {
 
 fn io_message(e: &std::io::Error) -> String {
     match e.kind() {
-        std::io::ErrorKind::PermissionDenied => "permission_denied: the agent may not read this file".into(),
+        std::io::ErrorKind::PermissionDenied => {
+            "permission_denied: the agent may not read this file".into()
+        }
         _ => format!("cannot read: {e}"),
     }
 }
@@ -230,7 +233,13 @@ mod tests {
         };
         candidate_paths(&options)
             .into_iter()
-            .map(|(p, l)| format!("{} {}", l.client, p.display().to_string().replace('\\', "/")))
+            .map(|(p, l)| {
+                format!(
+                    "{} {}",
+                    l.client,
+                    p.display().to_string().replace('\\', "/")
+                )
+            })
             .collect()
     }
 
@@ -304,7 +313,10 @@ mod tests {
         let cursor = home.path().join(".cursor");
         std::fs::create_dir_all(cursor.join("mcp.json")).unwrap();
         let fifo = home.path().join(".claude.json");
-        let status = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
         assert!(status.success());
         let inv = scan(&ScanOptions {
             roots: Roots::for_home(home.path(), Os::Linux),

@@ -163,7 +163,9 @@ mod tests {
         let e = normalize(
             "cursor",
             "/h/.cursor/mcp.json",
-            &raw(json!({"command": "npx", "args": ["-y", "pkg"], "env": {"B_TOKEN": "secret-value", "A": "1"}})),
+            &raw(
+                json!({"command": "npx", "args": ["-y", "pkg"], "env": {"B_TOKEN": "secret-value", "A": "1"}}),
+            ),
         );
         assert_eq!(e.transport, Transport::Stdio);
         assert_eq!(e.env_keys, vec!["A", "B_TOKEN"]);
@@ -173,11 +175,20 @@ mod tests {
     #[test]
     fn transports_are_inferred_as_clients_do() {
         let t = |b: Value| normalize("c", "p", &raw(b)).transport;
-        assert_eq!(t(json!({"type": "http", "url": "https://a/mcp"})), Transport::StreamableHttp);
+        assert_eq!(
+            t(json!({"type": "http", "url": "https://a/mcp"})),
+            Transport::StreamableHttp
+        );
         assert_eq!(t(json!({"url": "https://a/sse"})), Transport::Sse);
-        assert_eq!(t(json!({"url": "https://a/mcp"})), Transport::StreamableHttp);
+        assert_eq!(
+            t(json!({"url": "https://a/mcp"})),
+            Transport::StreamableHttp
+        );
         assert_eq!(t(json!({"serverUrl": "wss://a/"})), Transport::Ws);
-        assert_eq!(t(json!({"type": "sse", "url": "https://a/x"})), Transport::Sse);
+        assert_eq!(
+            t(json!({"type": "sse", "url": "https://a/x"})),
+            Transport::Sse
+        );
         assert_eq!(t(json!({"command": "a"})), Transport::Stdio);
         assert_eq!(t(json!({})), Transport::Unknown);
     }
@@ -187,25 +198,48 @@ mod tests {
         let e = normalize(
             "vscode",
             "p",
-            &raw(json!({"type": "http", "url": "https://u:p@h/mcp?key=abc", "headers": {"Authorization": "Bearer zzz"}})),
+            &raw(
+                json!({"type": "http", "url": "https://u:p@h/mcp?key=abc", "headers": {"Authorization": "Bearer zzz"}}),
+            ),
         );
         assert_eq!(e.header_keys, vec!["Authorization"]);
         let s = serde_json::to_string(&e).unwrap();
-        assert!(!s.contains("zzz") && !s.contains("u:p") && !s.contains("abc"), "{s}");
+        assert!(
+            !s.contains("zzz") && !s.contains("u:p") && !s.contains("abc"),
+            "{s}"
+        );
     }
 
     #[test]
     fn identity_follows_the_launch() {
-        let a = normalize("cursor", "p1", &raw(json!({"command": "npx", "args": ["x"]})));
-        let b = normalize("vscode", "p2", &raw(json!({"type": "stdio", "command": "npx", "args": ["x"]})));
-        let c = normalize("cursor", "p1", &raw(json!({"command": "npx", "args": ["y"]})));
+        let a = normalize(
+            "cursor",
+            "p1",
+            &raw(json!({"command": "npx", "args": ["x"]})),
+        );
+        let b = normalize(
+            "vscode",
+            "p2",
+            &raw(json!({"type": "stdio", "command": "npx", "args": ["x"]})),
+        );
+        let c = normalize(
+            "cursor",
+            "p1",
+            &raw(json!({"command": "npx", "args": ["y"]})),
+        );
         assert_eq!(a.id, b.id);
         assert_ne!(a.id, c.id);
     }
 
     #[test]
     fn disabled_and_nested_command_forms() {
-        let e = normalize("zed", "p", &raw(json!({"command": {"path": "node", "args": ["s.js"], "env": {"K": "v"}}, "disabled": true})));
+        let e = normalize(
+            "zed",
+            "p",
+            &raw(
+                json!({"command": {"path": "node", "args": ["s.js"], "env": {"K": "v"}}, "disabled": true}),
+            ),
+        );
         assert_eq!(e.command.as_deref(), Some("node"));
         assert_eq!(e.args, vec!["s.js"]);
         assert_eq!(e.env_keys, vec!["K"]);

@@ -142,7 +142,8 @@ mod tests {
             },
         }"#;
         let doc = parse_document(text, Format::Jsonc).unwrap();
-        let (entries, problems) = extract_entries(&doc, Layout::Map("servers"), Scope::User).unwrap();
+        let (entries, problems) =
+            extract_entries(&doc, Layout::Map("servers"), Scope::User).unwrap();
         assert!(problems.is_empty());
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].name, "a");
@@ -153,7 +154,10 @@ mod tests {
         let err = parse_document("{\"mcpServers\": {\"a\": }", Format::Jsonc).unwrap_err();
         let msg = err.to_string();
         assert!(msg.starts_with("invalid JSON"), "{msg}");
-        assert!(msg.chars().any(|c| c.is_ascii_digit()), "no position in {msg}");
+        assert!(
+            msg.chars().any(|c| c.is_ascii_digit()),
+            "no position in {msg}"
+        );
     }
 
     #[test]
@@ -203,12 +207,16 @@ mod tests {
 
     #[test]
     fn parser_never_panics_on_arbitrary_text() {
-        let seeds = ["{", "}", "[", "\"", "/*", "//", ",", ":", "\\u", "nul", "1e999", "\u{0}"];
+        let seeds = [
+            "{", "}", "[", "\"", "/*", "//", ",", ":", "\\u", "nul", "1e999", "\u{0}",
+        ];
         let mut state: u64 = 42;
         for _ in 0..5_000 {
             let mut text = String::new();
             for _ in 0..(state % 12) {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 text.push_str(seeds[(state >> 33) as usize % seeds.len()]);
             }
             state = state.wrapping_add(1);

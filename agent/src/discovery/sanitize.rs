@@ -9,8 +9,26 @@ pub const REDACTED: &str = "<redacted>";
 /// Known credential prefixes (GitHub, GitLab, Slack, OpenAI/Anthropic-style, AWS, Stripe, npm,
 /// Hugging Face, Google).
 const TOKEN_PREFIXES: &[&str] = &[
-    "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat-", "xoxb-", "xoxp-", "xoxa-",
-    "xoxs-", "sk-", "sk_live_", "sk_test_", "rk_live_", "AKIA", "ASIA", "npm_", "hf_", "AIza",
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    "github_pat_",
+    "glpat-",
+    "xoxb-",
+    "xoxp-",
+    "xoxa-",
+    "xoxs-",
+    "sk-",
+    "sk_live_",
+    "sk_test_",
+    "rk_live_",
+    "AKIA",
+    "ASIA",
+    "npm_",
+    "hf_",
+    "AIza",
 ];
 
 /// True when a flag, env, header or query parameter *name* suggests its value is a credential.
@@ -210,7 +228,10 @@ mod tests {
 
     #[test]
     fn literal_tokens_are_redacted() {
-        let args = s(&["ghp_abcdefghijklmnopqrstuvwxyz0123456789", "Zx9Qm2Lr8Tv4Wb6Yc1Nd5Hf7Kj3Pg0Sa"]);
+        let args = s(&[
+            "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+            "Zx9Qm2Lr8Tv4Wb6Yc1Nd5Hf7Kj3Pg0Sa",
+        ]);
         assert_eq!(sanitize_args(&args), s(&[REDACTED, REDACTED]));
     }
 
@@ -232,7 +253,15 @@ mod tests {
 
     #[test]
     fn never_panics_on_odd_input() {
-        for input in ["://", "a://@", "x://h?&&=&a=", "é://ü@ß?ö=ä#", "?#://", "-", "="] {
+        for input in [
+            "://",
+            "a://@",
+            "x://h?&&=&a=",
+            "é://ü@ß?ö=ä#",
+            "?#://",
+            "-",
+            "=",
+        ] {
             let _ = sanitize_url(input);
             let _ = sanitize_args(&s(&[input, input]));
         }

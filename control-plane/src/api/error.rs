@@ -101,7 +101,9 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NotFound(what) => Self::new(ErrorCode::NotFound, &format!("{what} not found")),
+            StoreError::NotFound(what) => {
+                Self::new(ErrorCode::NotFound, &format!("{what} not found"))
+            }
             StoreError::Conflict(m) => Self::new(ErrorCode::Conflict, &m),
             StoreError::Invalid(m) => Self::invalid(&m),
             e if e.is_unavailable() => {
@@ -137,10 +139,9 @@ pub(super) fn stamp_request_id(mut response: Response, request_id: &str) -> Resp
             ErrorCode::PayloadTooLarge,
             "request body too large".to_string(),
         ),
-        None if response.status().is_client_error() && is_plain_text(&response) => (
-            ErrorCode::InvalidRequest,
-            "invalid request".to_string(),
-        ),
+        None if response.status().is_client_error() && is_plain_text(&response) => {
+            (ErrorCode::InvalidRequest, "invalid request".to_string())
+        }
         None => return response,
     };
     let status = response.status();

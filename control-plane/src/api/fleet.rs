@@ -25,7 +25,10 @@ pub(super) async fn list_endpoints(
     if params.limit == Some(0) {
         return Err(ApiError::invalid("limit must be between 1 and 1000"));
     }
-    if params.limit.is_some_and(|l| l > crate::store::FLEET_MAX_PAGE) {
+    if params
+        .limit
+        .is_some_and(|l| l > crate::store::FLEET_MAX_PAGE)
+    {
         return Err(ApiError::invalid("limit must be between 1 and 1000"));
     }
     let status = match params.status.as_deref() {
@@ -59,7 +62,9 @@ pub(super) async fn get_endpoint(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<EndpointDetail>, ApiError> {
-    Ok(Json(state.store.endpoint_detail(caller.tenant_id(), &id).await?))
+    Ok(Json(
+        state.store.endpoint_detail(caller.tenant_id(), &id).await?,
+    ))
 }
 
 fn serde_urlencoded_query<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, ApiError> {

@@ -36,7 +36,9 @@ impl std::str::FromStr for Role {
             "admin" => Ok(Self::Admin),
             "analyst" => Ok(Self::Analyst),
             "viewer" => Ok(Self::Viewer),
-            other => Err(format!("unknown role {other:?} (expected admin, analyst or viewer)")),
+            other => Err(format!(
+                "unknown role {other:?} (expected admin, analyst or viewer)"
+            )),
         }
     }
 }
@@ -67,8 +69,7 @@ pub struct ApiKey {
 /// How often `last_used_at` is written, at most.
 const LAST_USED_RESOLUTION_MS: i64 = 60_000;
 
-const KEY_COLUMNS: &str =
-    "id, tenant_id, prefix, secret_hash, name, role, created_at, expires_at, revoked_at, last_used_at";
+const KEY_COLUMNS: &str = "id, tenant_id, prefix, secret_hash, name, role, created_at, expires_at, revoked_at, last_used_at";
 
 fn key_from_row(row: &sqlx::any::AnyRow) -> Result<(ApiKey, String), StoreError> {
     let role: String = row.try_get("role")?;
@@ -145,12 +146,21 @@ impl Store {
 
     /// Authenticate a presented API key. `None` for unknown, malformed, revoked or expired keys
     /// (the caller answers all of them the same way).
-    pub async fn authenticate_api_key(&self, presented: &str) -> Result<Option<ApiKey>, StoreError> {
+    pub async fn authenticate_api_key(
+        &self,
+        presented: &str,
+    ) -> Result<Option<ApiKey>, StoreError> {
         let Some(prefix) = secrets::prefix_of(API_KEY_KIND, presented) else {
             return Ok(None);
         };
-        let sql = sqlx::AssertSqlSafe(format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE prefix = $1"));
-        let Some(row) = sqlx::query(sql).bind(prefix).fetch_optional(&self.pool).await? else {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE prefix = $1"
+        ));
+        let Some(row) = sqlx::query(sql)
+            .bind(prefix)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
             return Ok(None);
         };
         let (key, stored_hash) = key_from_row(&row)?;
@@ -161,7 +171,10 @@ impl Store {
         {
             return Ok(None);
         }
-        if key.last_used_at.is_none_or(|t| now - t >= LAST_USED_RESOLUTION_MS) {
+        if key
+            .last_used_at
+            .is_none_or(|t| now - t >= LAST_USED_RESOLUTION_MS)
+        {
             sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2 AND tenant_id = $3")
                 .bind(now)
                 .bind(&key.id)
@@ -177,12 +190,21 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY created_at, id"
         ));
-        let rows = sqlx::query(sql).bind(tenant_id).fetch_all(&self.pool).await?;
-        rows.iter().map(|r| key_from_row(r).map(|(k, _)| k)).collect()
+        let rows = sqlx::query(sql)
+            .bind(tenant_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| key_from_row(r).map(|(k, _)| k))
+            .collect()
     }
 
     /// Revoke a key of a tenant, effective immediately.
-    pub async fn revoke_api_key(&self, tenant_id: &str, key_id_or_prefix: &str) -> Result<(), StoreError> {
+    pub async fn revoke_api_key(
+        &self,
+        tenant_id: &str,
+        key_id_or_prefix: &str,
+    ) -> Result<(), StoreError> {
         let done = sqlx::query(
             "UPDATE api_keys SET revoked_at = $1 WHERE tenant_id = $2 AND (id = $3 OR prefix = $3) AND revoked_at IS NULL",
         )
@@ -192,7 +214,9 @@ impl Store {
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!("active API key {key_id_or_prefix:?}")));
+            return Err(StoreError::NotFound(format!(
+                "active API key {key_id_or_prefix:?}"
+            )));
         }
         Ok(())
     }

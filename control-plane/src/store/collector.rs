@@ -98,7 +98,9 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if used.rows_affected() != 1 {
-            return Err(Failure::Refuse(invalid("enrollment token has no uses left")));
+            return Err(Failure::Refuse(invalid(
+                "enrollment token has no uses left",
+            )));
         }
         sqlx::query(
             "INSERT INTO endpoints (id, tenant_id, hostname, cert_fingerprint, cert_not_after, enrollment_token_id, enrolled_at) \
@@ -128,7 +130,9 @@ impl Store {
         .bind(agent_id)
         .fetch_optional(&self.pool)
         .await?
-        .ok_or_else(|| Failure::Refuse(CollectorStoreError::Unauthorized("unknown device".into())))?;
+        .ok_or_else(|| {
+            Failure::Refuse(CollectorStoreError::Unauthorized("unknown device".into()))
+        })?;
         let stored: String = row.try_get("cert_fingerprint")?;
         let revoked_at: Option<i64> = row.try_get("revoked_at")?;
         if revoked_at.is_some() {
@@ -155,8 +159,9 @@ impl Store {
         seq: u64,
         inventory: &Inventory,
     ) -> Result<ApplyOutcome, Failure> {
-        let seq = i64::try_from(seq)
-            .map_err(|_| Failure::Refuse(CollectorStoreError::Invalid("sequence out of range".into())))?;
+        let seq = i64::try_from(seq).map_err(|_| {
+            Failure::Refuse(CollectorStoreError::Invalid("sequence out of range".into()))
+        })?;
         let (tenant, agent) = (&device.tenant_id, &device.agent_id);
         let host = &inventory.host;
         let now = now_ms();
@@ -186,11 +191,12 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if advanced.rows_affected() == 0 {
-            let row = sqlx::query("SELECT revoked_at FROM endpoints WHERE id = $1 AND tenant_id = $2")
-                .bind(agent)
-                .bind(tenant)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let row =
+                sqlx::query("SELECT revoked_at FROM endpoints WHERE id = $1 AND tenant_id = $2")
+                    .bind(agent)
+                    .bind(tenant)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             return match row {
                 None => Err(CollectorStoreError::Unauthorized("unknown device".into()).into()),
                 Some(r) if r.try_get::<Option<i64>, _>("revoked_at")?.is_some() => {
@@ -199,11 +205,19 @@ impl Store {
                 Some(_) => Ok(ApplyOutcome::AlreadyApplied),
             };
         }
-        for table in ["endpoint_clients", "endpoint_servers", "endpoint_scan_errors"] {
+        for table in [
+            "endpoint_clients",
+            "endpoint_servers",
+            "endpoint_scan_errors",
+        ] {
             let sql = sqlx::AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE endpoint_id = $1 AND tenant_id = $2"
             ));
-            sqlx::query(sql).bind(agent).bind(tenant).execute(&mut *tx).await?;
+            sqlx::query(sql)
+                .bind(agent)
+                .bind(tenant)
+                .execute(&mut *tx)
+                .await?;
         }
         for client in &inventory.clients {
             sqlx::query(
@@ -268,7 +282,8 @@ impl Store {
         for (tenant, devices) in by_tenant {
             for chunk in devices.chunks(LAST_SEEN_CHUNK) {
                 let at = chunk.iter().map(|s| s.at_ms).max().unwrap_or_else(now_ms);
-                let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 3)).collect();
+                let placeholders: Vec<String> =
+                    (0..chunk.len()).map(|i| format!("${}", i + 3)).collect();
                 let sql = sqlx::AssertSqlSafe(format!(
                     "UPDATE endpoints SET last_seen = $1 WHERE tenant_id = $2 AND id IN ({})",
                     placeholders.join(", ")
@@ -285,7 +300,10 @@ impl Store {
 }
 
 impl CollectorStore for Store {
-    async fn enroll_device(&self, request: EnrollmentRequest) -> Result<String, CollectorStoreError> {
+    async fn enroll_device(
+        &self,
+        request: EnrollmentRequest,
+    ) -> Result<String, CollectorStoreError> {
         Ok(self.enroll_device_inner(request).await?)
     }
 
@@ -294,7 +312,9 @@ impl CollectorStore for Store {
         agent_id: &str,
         cert_fingerprint: &str,
     ) -> Result<DeviceSession, CollectorStoreError> {
-        Ok(self.authenticate_device_inner(agent_id, cert_fingerprint).await?)
+        Ok(self
+            .authenticate_device_inner(agent_id, cert_fingerprint)
+            .await?)
     }
 
     async fn apply_inventory(
@@ -304,7 +324,9 @@ impl CollectorStore for Store {
         seq: u64,
         inventory: &Inventory,
     ) -> Result<ApplyOutcome, CollectorStoreError> {
-        Ok(self.apply_inventory_inner(device, agent_version, seq, inventory).await?)
+        Ok(self
+            .apply_inventory_inner(device, agent_version, seq, inventory)
+            .await?)
     }
 
     async fn record_last_seen(&self, seen: &[LastSeen]) -> Result<(), CollectorStoreError> {

@@ -88,16 +88,26 @@ impl Store {
     }
 
     /// Tokens of a tenant.
-    pub async fn list_enrollment_tokens(&self, tenant_id: &str) -> Result<Vec<EnrollmentToken>, StoreError> {
+    pub async fn list_enrollment_tokens(
+        &self,
+        tenant_id: &str,
+    ) -> Result<Vec<EnrollmentToken>, StoreError> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {TOKEN_COLUMNS} FROM enrollment_tokens WHERE tenant_id = $1 ORDER BY created_at, id"
         ));
-        let rows = sqlx::query(sql).bind(tenant_id).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(sql)
+            .bind(tenant_id)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(token_from_row).collect()
     }
 
     /// Revoke a token of a tenant.
-    pub async fn revoke_enrollment_token(&self, tenant_id: &str, id_or_prefix: &str) -> Result<(), StoreError> {
+    pub async fn revoke_enrollment_token(
+        &self,
+        tenant_id: &str,
+        id_or_prefix: &str,
+    ) -> Result<(), StoreError> {
         let done = sqlx::query(
             "UPDATE enrollment_tokens SET revoked_at = $1 WHERE tenant_id = $2 AND (id = $3 OR prefix = $3) AND revoked_at IS NULL",
         )
@@ -107,7 +117,9 @@ impl Store {
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!("active enrollment token {id_or_prefix:?}")));
+            return Err(StoreError::NotFound(format!(
+                "active enrollment token {id_or_prefix:?}"
+            )));
         }
         Ok(())
     }

@@ -111,7 +111,10 @@ const SUMMARY_COLUMNS: &str = "id, hostname, os, os_version, arch, agent_version
 pub fn rfc3339(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }
 
@@ -139,7 +142,8 @@ fn encode_cursor(hostname: &str, id: &str) -> String {
 }
 
 fn decode_cursor(cursor: &str) -> Result<(String, String), StoreError> {
-    let bad = || StoreError::Invalid("invalid cursor: pass next_cursor from a previous page".into());
+    let bad =
+        || StoreError::Invalid("invalid cursor: pass next_cursor from a previous page".into());
     let bytes = hex::decode(cursor).map_err(|_| bad())?;
     let text = String::from_utf8(bytes).map_err(|_| bad())?;
     let (h, i) = text.split_once('\u{1f}').ok_or_else(bad)?;
@@ -153,7 +157,11 @@ fn parse_list(row: &sqlx::any::AnyRow, column: &str) -> Result<Value, StoreError
 
 impl Store {
     /// A page of a tenant's endpoints, ordered by hostname then id.
-    pub async fn list_endpoints(&self, tenant_id: &str, query: &EndpointQuery) -> Result<EndpointPage, StoreError> {
+    pub async fn list_endpoints(
+        &self,
+        tenant_id: &str,
+        query: &EndpointQuery,
+    ) -> Result<EndpointPage, StoreError> {
         let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
         let now = now_ms();
         let mut sql = format!("SELECT {SUMMARY_COLUMNS} FROM endpoints WHERE tenant_id = $1");
@@ -207,7 +215,11 @@ impl Store {
     }
 
     /// One endpoint of a tenant with its clients, servers and scan errors.
-    pub async fn endpoint_detail(&self, tenant_id: &str, id: &str) -> Result<EndpointDetail, StoreError> {
+    pub async fn endpoint_detail(
+        &self,
+        tenant_id: &str,
+        id: &str,
+    ) -> Result<EndpointDetail, StoreError> {
         let now = now_ms();
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {SUMMARY_COLUMNS}, kernel_version, cpu_count, memory_bytes, uptime_secs \
@@ -308,10 +320,22 @@ mod tests {
     #[test]
     fn status_thresholds() {
         let now = 10 * STALE_AFTER_MS;
-        assert_eq!(EndpointStatus::derive(Some(now - 1_000), 0, now), EndpointStatus::Online);
-        assert_eq!(EndpointStatus::derive(Some(now - ONLINE_WINDOW_MS - 1), 0, now), EndpointStatus::Offline);
-        assert_eq!(EndpointStatus::derive(Some(now - STALE_AFTER_MS - 1), 0, now), EndpointStatus::Stale);
-        assert_eq!(EndpointStatus::derive(None, now - 5, now), EndpointStatus::Offline);
+        assert_eq!(
+            EndpointStatus::derive(Some(now - 1_000), 0, now),
+            EndpointStatus::Online
+        );
+        assert_eq!(
+            EndpointStatus::derive(Some(now - ONLINE_WINDOW_MS - 1), 0, now),
+            EndpointStatus::Offline
+        );
+        assert_eq!(
+            EndpointStatus::derive(Some(now - STALE_AFTER_MS - 1), 0, now),
+            EndpointStatus::Stale
+        );
+        assert_eq!(
+            EndpointStatus::derive(None, now - 5, now),
+            EndpointStatus::Offline
+        );
         assert_eq!(EndpointStatus::derive(None, 0, now), EndpointStatus::Stale);
     }
 

@@ -20,7 +20,10 @@ use sqlx::{AnyPool, SqlStr};
 
 pub use api_keys::{ApiKey, Role};
 pub use enrollment::EnrollmentToken;
-pub use fleet::{MAX_PAGE as FLEET_MAX_PAGE, EndpointDetail, EndpointPage, EndpointQuery, EndpointStatus, EndpointSummary};
+pub use fleet::{
+    EndpointDetail, EndpointPage, EndpointQuery, EndpointStatus, EndpointSummary,
+    MAX_PAGE as FLEET_MAX_PAGE,
+};
 pub use tenants::Tenant;
 
 /// Which database is behind the store.
@@ -154,7 +157,9 @@ impl Store {
             SqlStr::from_static(include_str!("../../migrations/0001_init.sql")),
             false,
         )];
-        Migrator::with_migrations(migrations).run(&self.pool).await?;
+        Migrator::with_migrations(migrations)
+            .run(&self.pool)
+            .await?;
         Ok(())
     }
 

@@ -20,7 +20,9 @@ pub struct Tenant {
 pub fn validate_tenant_name(name: &str) -> Result<(), StoreError> {
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !name.starts_with('-');
     if ok {
         Ok(())
@@ -49,7 +51,9 @@ impl Store {
         .execute(&self.pool)
         .await?;
         if inserted.rows_affected() == 0 {
-            return Err(StoreError::Conflict(format!("tenant {name:?} already exists")));
+            return Err(StoreError::Conflict(format!(
+                "tenant {name:?} already exists"
+            )));
         }
         Ok(tenant)
     }

@@ -1,0 +1,283 @@
+//! The real binaries: `agent-bom serve` on port 0, `agent-bom-agent enroll/run/status` against
+//! it, `agent-bom admin`, first-start files and restart behaviour.
+
+// Integration tests report failure by panicking; children are reaped by `KillOnDrop`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::zombie_processes)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ADMIN_KEY: &str = "abk_c1c2c3c4c5c6_0123456789abcdef0123456789abcdef0123456789abcdef";
+
+fn server_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_agent-bom"))
+}
+
+fn agent_bin() -> PathBuf {
+    let path =
+        server_bin().with_file_name(format!("agent-bom-agent{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (cargo test --workspace builds it)",
+        path.display()
+    );
+    path
+}
+
+fn fixture_home() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/home-linux")
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Start `serve` on port 0; return the child, the full stdout up to the listening line, and
+/// the API and collector addresses it printed.
+fn serve(data_dir: &Path) -> (KillOnDrop, String, String, String) {
+    let mut child = Command::new(server_bin())
+        .args([
+            "serve",
+            "--api-listen",
+            "127.0.0.1:0",
+            "--collector-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .env("AGENT_BOM_BOOTSTRAP_ADMIN_KEY", ADMIN_KEY)
+        .env("AGENT_BOM_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut reader = BufReader::new(stdout);
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "serve exited early; output:\n{seen}"
+        );
+        seen.push_str(&line);
+        if let Some(rest) = line.strip_prefix("agent-bom serving: API http://") {
+            let mut parts = rest.split_whitespace();
+            let api = parts.next().unwrap().to_string();
+            assert_eq!(parts.next(), Some("collector"));
+            let collector = parts.next().unwrap().to_string();
+            // Keep draining stdout so the server never blocks on a full pipe.
+            std::thread::spawn(move || {
+                let mut sink = String::new();
+                let _ = reader.read_to_string(&mut sink);
+            });
+            return (KillOnDrop(child), seen, api, collector);
+        }
+    }
+}
+
+fn http_get(api: &str, path: &str, key: &str) -> (u16, serde_json::Value) {
+    let mut stream = TcpStream::connect(api).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status: u16 = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or("");
+    // Bodies are small; hyper may use chunked encoding, so take the JSON object out of it.
+    let start = body.find('{').unwrap_or(0);
+    let end = body.rfind('}').map_or(body.len(), |e| e + 1);
+    (
+        status,
+        serde_json::from_str(&body[start..end]).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn serve_enroll_run_status_admin_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let (server, output, api, collector) = serve(data.path());
+    assert!(output.contains("First start"), "{output}");
+    assert!(output.contains(ADMIN_KEY), "bootstrap key not printed once");
+    for file in [
+        "bootstrap-admin.key",
+        "enrollment.token",
+        "ca.pin",
+        "ca.key",
+        "agent-bom.db",
+    ] {
+        assert_eq!(mode(&data.path().join(file)), 0o600, "{file}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(data.path().join("bootstrap-admin.key"))
+            .unwrap()
+            .trim(),
+        ADMIN_KEY
+    );
+    let pin = std::fs::read_to_string(data.path().join("ca.pin"))
+        .unwrap()
+        .trim()
+        .to_string();
+
+    // Wrong and missing keys are refused.
+    let (status, body) = http_get(
+        &api,
+        "/v1/fleet/endpoints",
+        "abk_000000000000_000000000000000000000000000000",
+    );
+    assert_eq!(status, 401);
+    assert_eq!(body["error"]["code"], "unauthorized");
+
+    // A wrong pin is refused before any token is sent.
+    let state = tempfile::tempdir().unwrap();
+    let out = Command::new(agent_bin())
+        .args([
+            "enroll",
+            "--collector",
+            &collector,
+            "--ca-pin",
+            &"0".repeat(64),
+            "--token-file",
+        ])
+        .arg(data.path().join("enrollment.token"))
+        .arg("--state-dir")
+        .arg(state.path())
+        .env("AGENT_BOM_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pinned"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The right pin enrolls.
+    let out = Command::new(agent_bin())
+        .args([
+            "enroll",
+            "--collector",
+            &collector,
+            "--ca-pin",
+            &pin,
+            "--token-file",
+        ])
+        .arg(data.path().join("enrollment.token"))
+        .arg("--state-dir")
+        .arg(state.path())
+        .env("AGENT_BOM_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(mode(&state.path().join("identity.key")), 0o600);
+
+    let _agent = KillOnDrop(
+        Command::new(agent_bin())
+            .args(["run", "--rescan-interval", "1", "--home"])
+            .arg(fixture_home())
+            .arg("--state-dir")
+            .arg(state.path())
+            .env("AGENT_BOM_LOG", "warn")
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = http_get(&api, "/v1/fleet/endpoints", ADMIN_KEY);
+        assert_eq!(status, 200);
+        if body["items"][0]["server_count"] == 7 {
+            assert_eq!(body["items"][0]["status"], "online");
+            break;
+        }
+        assert!(Instant::now() < deadline, "inventory never arrived: {body}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = Command::new(agent_bin())
+        .args(["status", "--json", "--state-dir"])
+        .arg(state.path())
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["uplink"]["connection"], "connected");
+    assert_eq!(status["uplink"]["transport"], "quic");
+    assert!(status["uplink"]["last_ack_seq"].as_u64().is_some());
+
+    // admin works on the same store while the server runs.
+    let admin = |args: &[&str]| {
+        let out = Command::new(server_bin())
+            .arg("admin")
+            .arg("--data-dir")
+            .arg(data.path())
+            .args(args)
+            .env("AGENT_BOM_LOG", "off")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "admin {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    admin(&["tenant", "create", "acme"]);
+    let acme_key = admin(&["key", "create", "--tenant", "acme", "--role", "viewer"])
+        .trim()
+        .to_string();
+    let (status, body) = http_get(&api, "/v1/fleet/endpoints", &acme_key);
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["items"],
+        serde_json::json!([]),
+        "another tenant must not see the endpoint"
+    );
+    let listed = admin(&["key", "list", "--tenant", "acme"]);
+    assert!(
+        !listed.contains(&acme_key),
+        "key list must not print secrets"
+    );
+    admin(&[
+        "key",
+        "revoke",
+        "--tenant",
+        "acme",
+        acme_key.split('_').nth(1).unwrap(),
+    ]);
+    assert_eq!(http_get(&api, "/v1/fleet/endpoints", &acme_key).0, 401);
+
+    // A restart on the same data dir does not bootstrap again and keeps the CA.
+    drop(server);
+    let (_server, output, _, _) = serve(data.path());
+    assert!(!output.contains("First start"), "{output}");
+    assert_eq!(
+        std::fs::read_to_string(data.path().join("ca.pin"))
+            .unwrap()
+            .trim(),
+        pin
+    );
+}
