@@ -37,7 +37,10 @@ async fn full_path(database_url: Option<String>) {
     assert_eq!(items.len(), 1, "{}", list.text);
     let item = &items[0];
     assert_eq!(item["id"], agent.agent_id.as_str());
-    assert_eq!(item["os"], agent_bom_agent::discovery::catalog::Os::current().as_str());
+    assert_eq!(
+        item["os"],
+        agent_bom_agent::discovery::catalog::Os::current().as_str()
+    );
     assert_eq!(item["status"], "online");
     assert_eq!(item["agent_version"], agent_bom_agent::AGENT_VERSION);
     assert!(item["last_seen"].is_string());
