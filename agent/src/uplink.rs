@@ -380,7 +380,8 @@ pub fn inventory_hash(inventory: &Inventory) -> String {
     tls::fingerprint(&bytes)
 }
 
-fn device_tls(state: &StateDir) -> Result<rustls::ClientConfig, UplinkError> {
+/// TLS client config of an enrolled device from its state directory.
+pub fn device_tls(state: &StateDir) -> Result<rustls::ClientConfig, UplinkError> {
     let (key_pem, cert_pem, ca_pem) = state.identity_pems()?;
     let corrupt = |what: &str, e: &dyn std::fmt::Display| {
         UplinkError::State(StateError::Corrupt {
@@ -397,7 +398,9 @@ fn device_tls(state: &StateDir) -> Result<rustls::ClientConfig, UplinkError> {
     tls::device_config(ca, cert, key).map_err(|e| UplinkError::Tls(e.to_string()))
 }
 
-async fn connect(
+/// Open a QUIC connection to `addr` with the given TLS config (server name
+/// [`COLLECTOR_SERVER_NAME`]). The endpoint must outlive the connection.
+pub async fn connect(
     addr: &str,
     tls_config: rustls::ClientConfig,
 ) -> Result<(quinn::Endpoint, quinn::Connection), UplinkError> {
@@ -451,7 +454,8 @@ async fn resolve(addr: &str) -> Result<SocketAddr, UplinkError> {
         .ok_or_else(|| err("resolved to no address".into()))
 }
 
-async fn exchange(
+/// One request/response exchange on a new bidirectional stream.
+pub async fn exchange(
     conn: &quinn::Connection,
     message: &AgentMessage,
 ) -> Result<CollectorMessage, UplinkError> {

@@ -193,7 +193,7 @@ impl<S: CollectorStore> Collector<S> {
 
     /// One `Enroll` exchange on a connection without a client certificate.
     async fn serve_enrollment(&self, conn: quinn::Connection) {
-        let Ok(Ok((mut send, mut recv))) =
+        let Ok(Ok((send, mut recv))) =
             tokio::time::timeout(self.config.request_timeout, conn.accept_bi()).await
         else {
             return;
@@ -218,10 +218,7 @@ impl<S: CollectorStore> Collector<S> {
             ),
             Err(reply) => reply,
         };
-        let _ = write_frame(&mut send, &reply).await;
-        let _ = send.finish();
-        // Give the agent the time to read the reply and close the connection itself.
-        let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
+        reply_and_close(&conn, send, &reply, close::DONE, b"").await;
     }
 
     async fn enroll(&self, token: String, csr_pem: &str, hostname: String) -> CollectorMessage {
@@ -277,12 +274,8 @@ impl<S: CollectorStore> Collector<S> {
             Ok(AgentMessage::Hello {
                 protocol_version, ..
             }) => {
-                let _ = write_frame(&mut send, &unsupported_version(protocol_version)).await;
-                let _ = send.finish();
-                conn.close(
-                    quinn::VarInt::from_u32(close::PROTOCOL),
-                    b"unsupported protocol version",
-                );
+                let reply = unsupported_version(protocol_version);
+                reply_and_close(&conn, send, &reply, close::PROTOCOL, b"unsupported version").await;
                 return;
             }
             Ok(_) => {
@@ -290,14 +283,11 @@ impl<S: CollectorStore> Collector<S> {
                     ErrorCode::UnexpectedMessage,
                     "the first message must be hello",
                 );
-                let _ = write_frame(&mut send, &reply).await;
-                let _ = send.finish();
-                conn.close(quinn::VarInt::from_u32(close::PROTOCOL), b"expected hello");
+                reply_and_close(&conn, send, &reply, close::PROTOCOL, b"expected hello").await;
                 return;
             }
             Err(reply) => {
-                let _ = write_frame(&mut send, &reply).await;
-                let _ = send.finish();
+                reply_and_close(&conn, send, &reply, close::PROTOCOL, b"malformed hello").await;
                 return;
             }
         };
@@ -309,13 +299,8 @@ impl<S: CollectorStore> Collector<S> {
             Ok(s) => s,
             Err(e) => {
                 tracing::info!(%agent_id, error = %e, "device refused");
-                let _ = write_frame(&mut send, &store_error(&e)).await;
-                let _ = send.finish();
-                let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
-                conn.close(
-                    quinn::VarInt::from_u32(close::UNAUTHORIZED),
-                    b"device not authorized",
-                );
+                let reply = store_error(&e);
+                reply_and_close(&conn, send, &reply, close::UNAUTHORIZED, b"not authorized").await;
                 return;
             }
         };
@@ -409,6 +394,22 @@ impl<S: CollectorStore> Collector<S> {
     }
 }
 
+/// Send a final reply, let the peer read it and hang up, then close the connection.
+/// Closing at once would turn the peer's pending read into "connection lost": a closed
+/// connection loses even data the peer already received but has not read yet.
+async fn reply_and_close(
+    conn: &quinn::Connection,
+    mut send: quinn::SendStream,
+    reply: &CollectorMessage,
+    code: u32,
+    reason: &[u8],
+) {
+    let _ = write_frame(&mut send, reply).await;
+    let _ = send.finish();
+    let _ = tokio::time::timeout(FINAL_REPLY_GRACE, conn.closed()).await;
+    conn.close(quinn::VarInt::from_u32(code), reason);
+}
+
 struct ActiveGuard(Arc<AtomicUsize>);
 
 impl ActiveGuard {
@@ -440,6 +441,9 @@ fn unsupported_version(got: u16) -> CollectorMessage {
         ),
     )
 }
+
+/// How long a final reply waits for the peer to read it and close before the collector closes.
+const FINAL_REPLY_GRACE: Duration = Duration::from_secs(5);
 
 /// Retry delay suggested when the store is unavailable.
 const UNAVAILABLE_RETRY_MS: u64 = 5_000;

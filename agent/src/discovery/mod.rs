@@ -61,11 +61,12 @@ impl Roots {
     /// Roots of the current user, honouring `XDG_CONFIG_HOME`, `APPDATA` and `CLAUDE_CONFIG_DIR`
     /// as the clients themselves do. `None` when no home directory can be determined.
     pub fn from_env(os: Os) -> Option<Self> {
-        let var = |name: &str| {
-            std::env::var_os(name)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        };
+        Self::from_vars(os, |name| std::env::var_os(name))
+    }
+
+    /// [`Roots::from_env`] over any variable lookup (tests pass a map).
+    pub fn from_vars(os: Os, lookup: impl Fn(&str) -> Option<std::ffi::OsString>) -> Option<Self> {
+        let var = |name: &str| lookup(name).filter(|v| !v.is_empty()).map(PathBuf::from);
         let home = match os {
             Os::Windows => var("USERPROFILE").or_else(|| var("HOME")),
             _ => var("HOME"),
@@ -283,6 +284,132 @@ mod tests {
         ] {
             assert!(p.contains(&want.to_string()), "missing {want} in {p:#?}");
         }
+    }
+
+    /// Each client's user file at the real per-OS location, parsed into the right entries.
+    #[test]
+    fn every_client_is_found_at_its_os_path() {
+        let cases: &[(Os, &[(&str, &str)])] = &[
+            (
+                Os::Linux,
+                &[
+                    (
+                        "claude-desktop",
+                        ".config/Claude/claude_desktop_config.json",
+                    ),
+                    ("cursor", ".cursor/mcp.json"),
+                    ("vscode", ".config/Code/User/mcp.json"),
+                ],
+            ),
+            (
+                Os::Macos,
+                &[
+                    (
+                        "claude-desktop",
+                        "Library/Application Support/Claude/claude_desktop_config.json",
+                    ),
+                    ("cursor", ".cursor/mcp.json"),
+                    ("vscode", "Library/Application Support/Code/User/mcp.json"),
+                ],
+            ),
+            (
+                Os::Windows,
+                &[
+                    (
+                        "claude-desktop",
+                        "AppData/Roaming/Claude/claude_desktop_config.json",
+                    ),
+                    ("cursor", ".cursor/mcp.json"),
+                    ("vscode", "AppData/Roaming/Code/User/mcp.json"),
+                ],
+            ),
+        ];
+        for (os, files) in cases {
+            let home = tempfile::tempdir().unwrap();
+            for (client, rel) in files.iter() {
+                let path = join_rel(home.path(), rel);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                let key = if *client == "vscode" {
+                    "servers"
+                } else {
+                    "mcpServers"
+                };
+                let text = format!(
+                    "{{ // {client}\n \"{key}\": {{ \"{client}-srv\": {{ \"command\": \"x\", \"env\": {{\"K\": \"v\"}} }}, }}, }}"
+                );
+                std::fs::write(path, text).unwrap();
+            }
+            std::fs::write(
+                home.path().join(".claude.json"),
+                r#"{"mcpServers": {"cc-user": {"command": "a"}}, "projects": {"/p": {"mcpServers": {"cc-proj": {"url": "https://h/mcp"}}}}}"#,
+            )
+            .unwrap();
+            let inv = scan(&ScanOptions {
+                roots: Roots::for_home(home.path(), *os),
+                projects: vec![],
+                os: *os,
+            });
+            assert!(inv.errors.is_empty(), "{os:?}: {:?}", inv.errors);
+            let mut found: Vec<(String, String)> = inv
+                .servers
+                .iter()
+                .map(|s| (s.client.clone(), s.name.clone()))
+                .collect();
+            found.sort();
+            let mut want: Vec<(String, String)> = files
+                .iter()
+                .map(|(c, _)| (c.to_string(), format!("{c}-srv")))
+                .chain([
+                    ("claude-code".to_string(), "cc-proj".to_string()),
+                    ("claude-code".to_string(), "cc-user".to_string()),
+                ])
+                .collect();
+            want.sort();
+            assert_eq!(found, want, "{os:?}");
+            assert!(
+                inv.servers
+                    .iter()
+                    .all(|s| s.env_keys.iter().all(|k| k == "K"))
+            );
+        }
+    }
+
+    #[test]
+    fn environment_overrides_are_honoured() {
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        };
+        let linux = Roots::from_vars(
+            Os::Linux,
+            vars(&[
+                ("HOME", "/h"),
+                ("XDG_CONFIG_HOME", "/x"),
+                ("CLAUDE_CONFIG_DIR", "/c"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(linux.app_config, PathBuf::from("/x"));
+        assert_eq!(linux.claude_config, PathBuf::from("/c"));
+        // A relative XDG_CONFIG_HOME is invalid per the spec and ignored.
+        let relative = Roots::from_vars(
+            Os::Linux,
+            vars(&[("HOME", "/h"), ("XDG_CONFIG_HOME", "rel")]),
+        )
+        .unwrap();
+        assert_eq!(relative.app_config, PathBuf::from("/h/.config"));
+        let windows = Roots::from_vars(
+            Os::Windows,
+            vars(&[("USERPROFILE", "C:/Users/a"), ("APPDATA", "D:/roaming")]),
+        )
+        .unwrap();
+        assert_eq!(windows.home, PathBuf::from("C:/Users/a"));
+        assert_eq!(windows.app_config, PathBuf::from("D:/roaming"));
+        assert!(Roots::from_vars(Os::Linux, vars(&[])).is_none());
     }
 
     #[test]
