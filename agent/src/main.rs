@@ -87,36 +87,72 @@ enum Command {
 #[derive(Args, Clone, Default)]
 struct Target {
     /// Scan this directory as the home directory (re-roots every per-user path).
-    #[arg(long, env = env::HOME)]
+    #[arg(long, env = env::HOME, conflicts_with = "all_users")]
     home: Option<PathBuf>,
+    /// Scan every user's home (/home/*, /Users/*, C:\Users\*) and their usual code folders, as
+    /// the system service does.
+    #[arg(long)]
+    all_users: bool,
     /// A project (workspace) directory whose project-level MCP files are read; repeatable.
     #[arg(long = "project")]
     projects: Vec<PathBuf>,
+    /// A directory walked (bounded) for projects; repeatable.
+    #[arg(long = "workspace")]
+    workspaces: Vec<PathBuf>,
+    /// Resolve managed (system-wide) files and user homes under this root instead of `/`.
+    #[arg(long, hide = true)]
+    system_root: Option<PathBuf>,
 }
 
 impl Target {
     fn scan_options(&self) -> Result<ScanOptions> {
         let os = Os::current();
-        let roots = match &self.home {
-            Some(home) => {
-                if !home.is_dir() {
-                    bail!("--home {}: not a directory", home.display());
-                }
-                let home = std::path::absolute(home)
-                    .with_context(|| format!("--home {}", home.display()))?;
-                Roots::for_home(&home, os)
+        let absolute = |p: &PathBuf, what: &str| {
+            std::path::absolute(p).with_context(|| format!("{what} {}", p.display()))
+        };
+        let system_root = match &self.system_root {
+            Some(root) => absolute(root, "--system-root")?,
+            None => discovery::default_system_root(os),
+        };
+        let mut workspace_roots = self
+            .workspaces
+            .iter()
+            .map(|w| absolute(w, "--workspace"))
+            .collect::<Result<Vec<_>>>()?;
+        let users = if self.all_users {
+            let homes = discovery::all_homes(os, &system_root);
+            for home in &homes {
+                workspace_roots.extend(
+                    discovery::USUAL_CODE_DIRS
+                        .iter()
+                        .map(|d| home.join(d))
+                        .filter(|d| d.is_dir()),
+                );
             }
-            None => Roots::from_env(os)
-                .context("cannot determine the home directory; pass --home DIR")?,
+            homes.iter().map(|h| Roots::for_home(h, os)).collect()
+        } else {
+            vec![match &self.home {
+                Some(home) => {
+                    if !home.is_dir() {
+                        bail!("--home {}: not a directory", home.display());
+                    }
+                    Roots::for_home(&absolute(home, "--home")?, os)
+                }
+                None => Roots::from_env(os)
+                    .context("cannot determine the home directory; pass --home DIR")?,
+            }]
         };
         let projects = self
             .projects
             .iter()
-            .map(|p| std::path::absolute(p).with_context(|| format!("--project {}", p.display())))
+            .map(|p| absolute(p, "--project"))
             .collect::<Result<Vec<_>>>()?;
         Ok(ScanOptions {
-            roots,
+            users,
             projects,
+            workspace_roots,
+            system_root: Some(system_root),
+            limits: discovery::WalkLimits::default(),
             os,
         })
     }
@@ -166,9 +202,15 @@ async fn dispatch(command: Command) -> Result<()> {
             }
         }
         Command::Paths { target } => {
-            for (path, loc) in discovery::candidate_paths(&target.scan_options()?) {
-                let mark = if path.exists() { "found  " } else { "missing" };
-                println!("{mark} {:<16} {}", loc.client, path.display());
+            for c in discovery::candidates(&target.scan_options()?) {
+                let mark = if !c.concrete {
+                    "pattern"
+                } else if std::fs::symlink_metadata(&c.path).is_ok() {
+                    "found  "
+                } else {
+                    "missing"
+                };
+                println!("{mark} {:<16} {}", c.location.client, c.path.display());
             }
         }
         Command::Enroll {

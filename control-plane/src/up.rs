@@ -124,11 +124,7 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), Up
     let agent_task = tokio::spawn(uplink::run(
         state,
         RunOptions {
-            scan: ScanOptions {
-                roots,
-                projects: Vec::new(),
-                os,
-            },
+            scan: ScanOptions::for_user(roots, Vec::new(), os),
             rescan_interval: config.rescan_interval,
             max_backoff: Duration::from_secs(10),
         },

@@ -49,6 +49,13 @@ pub struct HostFacts {
     /// Version of the agent that produced this inventory.
     #[serde(default)]
     pub agent_version: Option<String>,
+    /// Local user accounts with a home directory (names only).
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// Hardware (platform) UUID. An attribute for the operator: cloned machines can share it,
+    /// so it is never used as the device identity.
+    #[serde(default)]
+    pub hardware_uuid: Option<String>,
 }
 
 /// An MCP client with the config files found for it.
@@ -155,9 +162,22 @@ pub struct ServerEntry {
     /// For project entries inside a user file: the project directory.
     #[serde(default)]
     pub project: Option<String>,
+    /// Tool names the config lets the client call without asking (`*` for all).
+    #[serde(default)]
+    pub auto_approve: Vec<String>,
+    /// Names of environment variables and headers that carry credentials.
+    #[serde(default)]
+    pub credential_names: Vec<String>,
     /// Risk flags raised by discovery.
     #[serde(default)]
     pub risk_flags: Vec<String>,
+    /// Hash of everything that decides what runs (transport, command, arguments, URL, env and
+    /// header names, cwd): any change to the launch is a new launch hash.
+    #[serde(default)]
+    pub launch_hash: String,
+    /// Account that owns the config file (from the file, not the path).
+    #[serde(default)]
+    pub user: Option<String>,
     /// The file that declares the server.
     pub config_path: String,
 }

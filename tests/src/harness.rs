@@ -130,8 +130,11 @@ pub struct TestAgent {
 /// Scan options for a fixture home on Linux conventions.
 pub fn scan_options(home: &Path, projects: &[PathBuf]) -> ScanOptions {
     ScanOptions {
-        roots: Roots::for_home(home, Os::Linux),
+        users: vec![Roots::for_home(home, Os::Linux)],
         projects: projects.to_vec(),
+        workspace_roots: Vec::new(),
+        system_root: None,
+        limits: Default::default(),
         os: Os::Linux,
     }
 }
