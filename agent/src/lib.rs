@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod delta;
 pub mod discovery;
 pub mod host;
 pub mod report;
@@ -14,6 +15,7 @@ pub mod settings;
 pub mod state;
 pub mod tls;
 pub mod uplink;
+pub mod watch;
 
 /// Version of this agent build.
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");

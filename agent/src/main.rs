@@ -8,6 +8,7 @@ use agent_bom_agent::discovery::{self, Roots, ScanOptions};
 use agent_bom_agent::settings::{self, FileSettings, env};
 use agent_bom_agent::state::{StateDir, default_state_dir};
 use agent_bom_agent::uplink::{self, EnrollOptions, RunOptions};
+use agent_bom_agent::watch::{self, ConfigWatcher};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -37,6 +38,17 @@ enum Command {
     Paths {
         #[command(flatten)]
         target: Target,
+    },
+    /// Watch every config location and print changes as they happen.
+    Watch {
+        #[command(flatten)]
+        target: Target,
+        /// Print one JSON object per change.
+        #[arg(long)]
+        json: bool,
+        /// Seconds between full rescans (the safety net beside file events).
+        #[arg(long, env = env::RESCAN_INTERVAL_SECS, default_value_t = settings::DEFAULT_RESCAN_INTERVAL.as_secs())]
+        rescan_interval: u64,
     },
     /// Exchange an enrollment token for this device's identity.
     Enroll {
@@ -213,6 +225,46 @@ async fn dispatch(command: Command) -> Result<()> {
                 println!("{mark} {:<16} {}", c.location.client, c.path.display());
             }
         }
+        Command::Watch {
+            target,
+            json,
+            rescan_interval,
+        } => {
+            let options = target.scan_options()?;
+            let mut watcher = tokio::task::spawn_blocking(move || {
+                ConfigWatcher::start(options, watch::DEFAULT_DEBOUNCE)
+            })
+            .await??;
+            eprintln!(
+                "watching {} directories for {} servers; Ctrl-C to stop",
+                watcher.watched_dirs(),
+                watcher.inventory().servers.len()
+            );
+            let shutdown = CancellationToken::new();
+            let signal = shutdown.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                signal.cancel();
+            });
+            let interval = Duration::from_secs(rescan_interval.max(1));
+            loop {
+                let deltas = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    d = watcher.next_change() => match d {
+                        Some(d) => d,
+                        None => break,
+                    },
+                    _ = tokio::time::sleep(interval) => watcher.rescan().await,
+                };
+                for d in deltas {
+                    if json {
+                        println!("{}", serde_json::to_string(&d)?);
+                    } else {
+                        println!("{d}");
+                    }
+                }
+            }
+        }
         Command::Enroll {
             collector,
             token,
@@ -271,21 +323,32 @@ async fn dispatch(command: Command) -> Result<()> {
                 .map(Duration::from_secs)
                 .unwrap_or(settings::DEFAULT_RESCAN_INTERVAL)
                 .max(Duration::from_secs(1));
-            let options = RunOptions {
-                scan: target.scan_options()?,
-                rescan_interval,
-                max_backoff: file
-                    .max_backoff_secs
-                    .map(Duration::from_secs)
-                    .unwrap_or(settings::DEFAULT_MAX_BACKOFF),
-            };
-            let state = StateDir::open(&state_dir)?;
+            let scan = target.scan_options()?;
             let shutdown = CancellationToken::new();
             let signal = shutdown.clone();
             tokio::spawn(async move {
                 shutdown_signal().await;
                 signal.cancel();
             });
+            // The watcher wakes the uplink on every config change; without it (no inotify
+            // watches left, say) the periodic rescan still ships changes.
+            let changes = match watch::spawn_change_notifier(scan.clone(), shutdown.clone()).await {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    tracing::warn!(error = %e, "file watching unavailable; relying on periodic rescans");
+                    None
+                }
+            };
+            let options = RunOptions {
+                scan,
+                rescan_interval,
+                max_backoff: file
+                    .max_backoff_secs
+                    .map(Duration::from_secs)
+                    .unwrap_or(settings::DEFAULT_MAX_BACKOFF),
+                changes,
+            };
+            let state = StateDir::open(&state_dir)?;
             uplink::run(state, options, shutdown).await?;
         }
         Command::Status { state_dir, json } => {

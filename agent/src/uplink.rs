@@ -199,6 +199,9 @@ pub struct RunOptions {
     pub rescan_interval: Duration,
     /// Upper bound of the reconnect delay.
     pub max_backoff: Duration,
+    /// Woken by the file watcher when a config changed, so the change ships at once instead of
+    /// at the next periodic rescan.
+    pub changes: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// Connect, upload and stay connected until `shutdown`, reconnecting with capped exponential
@@ -294,6 +297,12 @@ async fn session(
             if uplink.last_inventory_hash.as_deref() != Some(hash.as_str()) {
                 upload(state, &conn, &mut uplink, inventory, hash).await?;
             }
+            let changed = async {
+                match &options.changes {
+                    Some(n) => n.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 reason = conn.closed() => return Err(UplinkError::Connect {
@@ -301,6 +310,7 @@ async fn session(
                     message: format!("connection lost: {reason}"),
                 }),
                 _ = tokio::time::sleep(options.rescan_interval) => {}
+                _ = changed => {}
             }
         }
     }

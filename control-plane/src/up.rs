@@ -121,12 +121,18 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), Up
             UpError::Agent("cannot determine the home directory; pass --home".into())
         })?,
     };
+    let scan = ScanOptions::for_user(roots, Vec::new(), os);
+    let changes = agent_bom_agent::watch::spawn_change_notifier(scan.clone(), shutdown.clone())
+        .await
+        .map_err(|e| tracing::warn!(error = %e, "file watching unavailable; relying on rescans"))
+        .ok();
     let agent_task = tokio::spawn(uplink::run(
         state,
         RunOptions {
-            scan: ScanOptions::for_user(roots, Vec::new(), os),
+            scan,
             rescan_interval: config.rescan_interval,
             max_backoff: Duration::from_secs(10),
+            changes,
         },
         shutdown.clone(),
     ));

@@ -167,6 +167,7 @@ impl TestAgent {
                 scan: scan_options(home, projects),
                 rescan_interval: rescan,
                 max_backoff: Duration::from_secs(2),
+                changes: None,
             },
             shutdown.clone(),
         ));

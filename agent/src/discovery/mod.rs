@@ -230,6 +230,11 @@ pub struct Candidate {
     pub confine_to: Vec<PathBuf>,
     /// False for an unmatched glob pattern (listed by `paths`, never read).
     pub concrete: bool,
+    /// Directory a watcher must observe to see this file change, appear or vanish, and
+    /// whether recursively (for glob patterns).
+    pub watch_dir: PathBuf,
+    /// Watch `watch_dir` recursively.
+    pub watch_recursive: bool,
 }
 
 /// Every file a scan looks at: per user, managed, and per project (found by the walk).
@@ -270,6 +275,13 @@ fn push_expanded(
     limits: &WalkLimits,
 ) {
     if walk::is_pattern(loc.path) {
+        // Watch the fixed prefix of the pattern recursively: new matches appear anywhere below.
+        let prefix: Vec<&str> = loc
+            .path
+            .split('/')
+            .take_while(|seg| !seg.contains('*'))
+            .collect();
+        let watch_dir = walk::join_rel(base, &prefix.join("/"));
         let matches = walk::expand(base, loc.path, limits);
         if matches.is_empty() {
             out.push(Candidate {
@@ -277,6 +289,8 @@ fn push_expanded(
                 location: loc,
                 confine_to: confine.clone(),
                 concrete: false,
+                watch_dir: watch_dir.clone(),
+                watch_recursive: true,
             });
         }
         for path in matches {
@@ -285,14 +299,22 @@ fn push_expanded(
                 location: loc,
                 confine_to: confine.clone(),
                 concrete: true,
+                watch_dir: watch_dir.clone(),
+                watch_recursive: true,
             });
         }
     } else {
+        let path = walk::join_rel(base, loc.path);
+        let watch_dir = path
+            .parent()
+            .map_or_else(|| base.to_path_buf(), Path::to_path_buf);
         out.push(Candidate {
-            path: walk::join_rel(base, loc.path),
+            path,
             location: loc,
             confine_to: confine,
             concrete: true,
+            watch_dir,
+            watch_recursive: false,
         });
     }
 }
