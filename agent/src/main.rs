@@ -112,13 +112,21 @@ struct Target {
     #[arg(long = "workspace")]
     workspaces: Vec<PathBuf>,
     /// Resolve managed (system-wide) files and user homes under this root instead of `/`.
-    #[arg(long, hide = true)]
+    #[arg(long)]
     system_root: Option<PathBuf>,
+    /// Apply another OS's path conventions (to inspect a copied home offline).
+    #[arg(long, value_parser = ["linux", "macos", "windows"])]
+    os: Option<String>,
 }
 
 impl Target {
     fn scan_options(&self) -> Result<ScanOptions> {
-        let os = Os::current();
+        let os = match self.os.as_deref() {
+            Some("macos") => Os::Macos,
+            Some("windows") => Os::Windows,
+            Some(_) => Os::Linux,
+            None => Os::current(),
+        };
         let absolute = |p: &PathBuf, what: &str| {
             std::path::absolute(p).with_context(|| format!("{what} {}", p.display()))
         };

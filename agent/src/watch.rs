@@ -58,6 +58,7 @@ pub struct ConfigWatcher {
     relevance: Arc<RwLock<Relevance>>,
     events: mpsc::UnboundedReceiver<()>,
     current: Inventory,
+    scans: u64,
 }
 
 impl ConfigWatcher {
@@ -68,6 +69,9 @@ impl ConfigWatcher {
         let filter = relevance.clone();
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             let relevant = match &res {
+                // Opens and reads (our own rescans among them) change nothing; reacting to them
+                // would turn every rescan into the trigger of the next.
+                Ok(event) if matches!(event.kind, notify::EventKind::Access(_)) => false,
                 Ok(event) => filter
                     .read()
                     .map(|r| event.paths.iter().any(|p| r.matches(p)))
@@ -88,6 +92,7 @@ impl ConfigWatcher {
             relevance,
             events,
             current,
+            scans: 1,
         };
         this.rearm();
         // Files created while the first watches were being armed.
@@ -98,6 +103,11 @@ impl ConfigWatcher {
     /// The inventory as of the last scan.
     pub fn inventory(&self) -> &Inventory {
         &self.current
+    }
+
+    /// Full scans done so far (for tests and metrics).
+    pub fn scans(&self) -> u64 {
+        self.scans
     }
 
     /// Number of directories under watch.
@@ -130,6 +140,7 @@ impl ConfigWatcher {
 
     /// Rescan now (the periodic safety net) and return what changed.
     pub async fn rescan(&mut self) -> Vec<Delta> {
+        self.scans += 1;
         let options = self.options.clone();
         let next = tokio::task::spawn_blocking(move || discovery::scan(&options))
             .await

@@ -149,6 +149,16 @@ async fn file_and_directory_lifecycle() {
     )
     .await;
 
+    // Idle means idle: the watcher's own reads must not trigger further rescans.
+    let before = w.scans();
+    let _ = tokio::time::timeout(Duration::from_secs(1), w.next_change()).await;
+    assert!(
+        w.scans() <= before + 1,
+        "rescans while idle: {} -> {}",
+        before,
+        w.scans()
+    );
+
     // Secrets never reach a delta.
     let text = serde_json::to_string(&w.inventory()).unwrap();
     assert!(!text.contains("FIXTURE-SECRET"), "{text}");
