@@ -90,6 +90,8 @@ fn bench_home() -> (tempfile::TempDir, Vec<std::path::PathBuf>) {
         let base = match loc.base {
             Base::AppConfig => roots.app_config.clone(),
             Base::XdgConfig => roots.xdg_config.clone(),
+            Base::CodexHome => roots.codex_home.clone(),
+            Base::CopilotHome => roots.copilot_home.clone(),
             _ => home.path().to_path_buf(),
         };
         write_location(&base, loc, i);

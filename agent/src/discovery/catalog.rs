@@ -862,6 +862,71 @@ pub const LOCATIONS: &[Location] = &[
         Layout::DockerMcpRegistry,
         User
     ),
+    // Forks and newer clients with their own locations.
+    loc!(
+        "kilo-code",
+        ALL,
+        AppConfig,
+        "Code/User/globalStorage/kilocode.kilo-code/settings/mcp_settings.json",
+        Jsonc,
+        MCP_SERVERS,
+        User
+    ),
+    loc!(
+        "kilo-code",
+        ALL,
+        Project,
+        ".kilocode/mcp.json",
+        Jsonc,
+        MCP_SERVERS,
+        ProjectScope
+    ),
+    loc!(
+        "qwen-code",
+        ALL,
+        Home,
+        ".qwen/settings.json",
+        Jsonc,
+        MCP_SERVERS,
+        User
+    ),
+    loc!(
+        "qwen-code",
+        ALL,
+        Project,
+        ".qwen/settings.json",
+        Jsonc,
+        MCP_SERVERS,
+        ProjectScope
+    ),
+    loc!(
+        "augment",
+        ALL,
+        AppConfig,
+        "Code/User/settings.json",
+        Jsonc,
+        Layout::At(&[&["augment.advanced", "mcpServers"]]),
+        User
+    ),
+    loc!(
+        "mcphub-nvim",
+        UNIX,
+        XdgConfig,
+        "mcphub/servers.json",
+        Jsonc,
+        MCP_SERVERS,
+        User
+    ),
+    loc!(
+        "mistral-vibe",
+        ALL,
+        Home,
+        ".vibe/config.toml",
+        Toml,
+        Layout::At(&[&["mcp_servers"]]),
+        User
+    ),
+    loc!("aider", ALL, Home, ".aider/mcp.json", Jsonc, EITHER, User),
     // Further clients from agent-bom's list.
     loc!(
         "openclaw",
