@@ -41,15 +41,28 @@ fn write_location(home: &Path, loc: &catalog::Location, salt: usize) {
     let text = match loc.format {
         Format::Toml => toml_text(&doc),
         // YAML is a superset of JSON: the JSON text is valid YAML for every YAML client.
-        Format::Yaml => serde_json::to_string_pretty(&doc).unwrap(),
-        _ => serde_json::to_string_pretty(&doc).unwrap(),
+        Format::Yaml | Format::Jsonc | Format::ByExtension => {
+            serde_json::to_string_pretty(&doc).unwrap()
+        }
     };
-    let path = loc
-        .path
-        .split('/')
-        .fold(home.to_path_buf(), |p, s| p.join(s));
+    let path = concrete_path(home, loc.path);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, text).unwrap();
+}
+
+/// A concrete file for a catalog path: `**` matches zero levels, `*` a directory or file named
+/// `bench` (`bench.json` for a file).
+fn concrete_path(base: &Path, pattern: &str) -> std::path::PathBuf {
+    let segments: Vec<&str> = pattern.split('/').filter(|s| *s != "**").collect();
+    let last = segments.len() - 1;
+    segments
+        .iter()
+        .enumerate()
+        .fold(base.to_path_buf(), |p, (i, s)| match *s {
+            "*" if i == last => p.join("bench.json"),
+            "*" => p.join("bench"),
+            other => p.join(other),
+        })
 }
 
 fn toml_text(doc: &serde_json::Value) -> String {
@@ -68,21 +81,28 @@ fn toml_text(doc: &serde_json::Value) -> String {
 
 fn bench_home() -> (tempfile::TempDir, Vec<std::path::PathBuf>) {
     let home = tempfile::tempdir().unwrap();
+    // One file per client, in catalog order, so the fixture has as many clients as files.
+    let mut seen_clients = std::collections::HashSet::new();
     let locations: Vec<&catalog::Location> = catalog::locations_for(Os::Linux)
         .filter(|l| {
             matches!(
                 l.base,
-                Base::Home | Base::AppConfig | Base::XdgConfig | Base::ClaudeConfig
+                Base::Home
+                    | Base::AppConfig
+                    | Base::XdgConfig
+                    | Base::ClaudeConfig
+                    | Base::CodexHome
+                    | Base::CopilotHome
             )
         })
-        .filter(|l| !l.path.contains('*'))
         .filter(|l| !matches!(l.layout, Layout::DockerMcpRegistry))
+        .filter(|l| seen_clients.insert(l.client))
         .take(CLIENT_FILES)
         .collect();
     assert_eq!(
         locations.len(),
         CLIENT_FILES,
-        "catalog has fewer plain locations than the benchmark needs"
+        "catalog has fewer clients than the benchmark needs"
     );
     let roots = Roots::for_home(home.path(), Os::Linux);
     let mut files = Vec::new();
@@ -95,7 +115,7 @@ fn bench_home() -> (tempfile::TempDir, Vec<std::path::PathBuf>) {
             _ => home.path().to_path_buf(),
         };
         write_location(&base, loc, i);
-        files.push(loc.path.split('/').fold(base, |p, s| p.join(s)));
+        files.push(concrete_path(&base, loc.path));
     }
     (home, files)
 }

@@ -10,6 +10,7 @@
 pub mod delta;
 pub mod discovery;
 pub mod host;
+pub mod link;
 pub mod report;
 pub mod settings;
 pub mod state;

@@ -355,6 +355,7 @@ async fn dispatch(command: Command) -> Result<()> {
                     .map(Duration::from_secs)
                     .unwrap_or(settings::DEFAULT_MAX_BACKOFF),
                 changes,
+                quic_attempt: agent_bom_agent::link::DEFAULT_QUIC_ATTEMPT,
             };
             let state = StateDir::open(&state_dir)?;
             uplink::run(state, options, shutdown).await?;

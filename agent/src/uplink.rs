@@ -4,29 +4,21 @@
 //! the sequence and content hash are persisted before sending, and progress is recorded only
 //! after the collector's `Ack`, which it sends after its database commit.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use agent_bom_protocol::{
-    AgentMessage, COLLECTOR_SERVER_NAME, CollectorMessage, ErrorCode, FrameError, Inventory,
-    PROTOCOL_VERSION, read_frame, write_frame,
+    AgentMessage, CollectorMessage, ErrorCode, FrameError, Inventory, PROTOCOL_VERSION,
 };
-use quinn::crypto::rustls::QuicClientConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_util::sync::CancellationToken;
 
 use crate::discovery::{self, ScanOptions};
+use crate::link::{self, Link};
 use crate::state::{AgentRecord, StateDir, StateError, UplinkState};
 use crate::tls::{self, PinnedCaVerifier};
 
-/// Time allowed for one request/response exchange.
-const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
-/// QUIC keep-alive: keeps NAT bindings open and lets the collector see the device as online.
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
-/// Idle timeout of the connection.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(45);
 /// First reconnect delay cap; doubles per failure up to the configured maximum.
 const BACKOFF_BASE: Duration = Duration::from_millis(500);
 
@@ -68,6 +60,9 @@ pub enum UplinkError {
     /// Local crypto or TLS setup failed.
     #[error("TLS setup: {0}")]
     Tls(String),
+    /// The session ran on the TLS/TCP fallback long enough; reconnect to try QUIC again.
+    #[error("reconnecting to try QUIC again")]
+    RetryQuic,
     /// The device is already enrolled.
     #[error(
         "already enrolled as {agent_id} (state dir {dir}); pass --force to replace this identity"
@@ -130,19 +125,16 @@ pub async fn enroll(state: &StateDir, options: &EnrollOptions) -> Result<AgentRe
 
     let verifier = Arc::new(PinnedCaVerifier::new(pin.clone()));
     let config = tls::enrollment_config(verifier.clone());
-    let (endpoint, conn) = connect(&options.collector, config).await?;
-    let reply = exchange(
-        &conn,
-        &AgentMessage::Enroll {
+    let link = Link::open(&options.collector, config, link::DEFAULT_QUIC_ATTEMPT).await?;
+    let reply = link
+        .exchange(&AgentMessage::Enroll {
             protocol_version: PROTOCOL_VERSION,
             token: options.token.clone(),
             csr_pem,
             hostname,
-        },
-    )
-    .await;
-    conn.close(0u32.into(), b"enrolled");
-    endpoint.wait_idle().await;
+        })
+        .await;
+    link.close().await;
     match reply? {
         CollectorMessage::Enrolled {
             agent_id,
@@ -199,6 +191,8 @@ pub struct RunOptions {
     pub rescan_interval: Duration,
     /// Upper bound of the reconnect delay.
     pub max_backoff: Duration,
+    /// How long a QUIC handshake may take before falling back to TLS over TCP.
+    pub quic_attempt: Duration,
     /// Woken by the file watcher when a config changed, so the change ships at once instead of
     /// at the next periodic rescan.
     pub changes: Option<Arc<tokio::sync::Notify>>,
@@ -262,16 +256,16 @@ async fn session(
     shutdown: &CancellationToken,
     attempt: &mut u32,
 ) -> Result<(), UplinkError> {
-    let (endpoint, conn) = tokio::select! {
+    let link = tokio::select! {
         _ = shutdown.cancelled() => return Ok(()),
-        r = connect(&record.collector, config.clone()) => r?,
+        r = Link::open(&record.collector, config.clone(), options.quic_attempt) => r?,
     };
     let hello = AgentMessage::Hello {
         protocol_version: PROTOCOL_VERSION,
         agent_version: crate::AGENT_VERSION.to_string(),
         capabilities: vec!["inventory.snapshot".into()],
     };
-    let last_applied = match exchange(&conn, &hello).await? {
+    let last_applied = match link.exchange(&hello).await? {
         CollectorMessage::Welcome {
             last_applied_seq, ..
         } => last_applied_seq,
@@ -284,18 +278,24 @@ async fn session(
     }
     uplink.next_seq = uplink.next_seq.max(1);
     uplink.connection = "connected".into();
-    uplink.transport = Some("quic".into());
+    uplink.transport = Some(link.transport().into());
     uplink.last_error = None;
     uplink.updated_at_ms = now_ms();
     state.save_uplink(&uplink)?;
-    tracing::info!(agent_id = %record.agent_id, collector = %record.collector, "connected");
+    tracing::info!(agent_id = %record.agent_id, collector = %record.collector, transport = link.transport(), "connected");
+    let on_tcp = matches!(link, Link::Tcp { .. });
+    let retry_quic_at = tokio::time::Instant::now() + link::QUIC_RETRY_AFTER;
 
     let result = async {
+        let mut next_rescan = tokio::time::Instant::now();
         loop {
-            let inventory = scan_now(options.scan.clone()).await;
-            let hash = inventory_hash(&inventory);
-            if uplink.last_inventory_hash.as_deref() != Some(hash.as_str()) {
-                upload(state, &conn, &mut uplink, inventory, hash).await?;
+            if tokio::time::Instant::now() >= next_rescan {
+                let inventory = scan_now(options.scan.clone()).await;
+                let hash = inventory_hash(&inventory);
+                if uplink.last_inventory_hash.as_deref() != Some(hash.as_str()) {
+                    upload(state, &link, &mut uplink, inventory, hash).await?;
+                }
+                next_rescan = tokio::time::Instant::now() + options.rescan_interval;
             }
             let changed = async {
                 match &options.changes {
@@ -303,26 +303,42 @@ async fn session(
                     None => std::future::pending().await,
                 }
             };
+            // TLS over TCP has no transport keep-alive: ping, and go back to QUIC after a while.
+            let ping = async {
+                if on_tcp {
+                    tokio::time::sleep(link::TCP_PING_INTERVAL).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                reason = conn.closed() => return Err(UplinkError::Connect {
+                reason = link.closed() => return Err(UplinkError::Connect {
                     addr: record.collector.clone(),
                     message: format!("connection lost: {reason}"),
                 }),
-                _ = tokio::time::sleep(options.rescan_interval) => {}
-                _ = changed => {}
+                _ = tokio::time::sleep_until(next_rescan) => {}
+                _ = changed => next_rescan = tokio::time::Instant::now(),
+                _ = ping => {
+                    match link.exchange(&AgentMessage::Ping).await? {
+                        CollectorMessage::Pong => {}
+                        other => return Err(reply_error(other)),
+                    }
+                    if tokio::time::Instant::now() >= retry_quic_at {
+                        return Err(UplinkError::RetryQuic);
+                    }
+                }
             }
         }
     }
     .await;
-    conn.close(0u32.into(), b"agent stopping");
-    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+    link.close().await;
     result
 }
 
 async fn upload(
     state: &StateDir,
-    conn: &quinn::Connection,
+    link: &Link,
     uplink: &mut UplinkState,
     inventory: Inventory,
     hash: String,
@@ -341,7 +357,7 @@ async fn upload(
         seq,
         inventory: Box::new(inventory),
     };
-    match exchange(conn, &message).await? {
+    match link.exchange(&message).await? {
         CollectorMessage::Ack { seq: acked } if acked == seq => {
             uplink.pending = None;
             uplink.last_ack_seq = Some(seq);
@@ -414,74 +430,15 @@ pub async fn connect(
     addr: &str,
     tls_config: rustls::ClientConfig,
 ) -> Result<(quinn::Endpoint, quinn::Connection), UplinkError> {
-    let remote = resolve(addr).await?;
-    let crypto =
-        QuicClientConfig::try_from(tls_config).map_err(|e| UplinkError::Tls(e.to_string()))?;
-    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
-    let mut transport = quinn::TransportConfig::default();
-    transport.keep_alive_interval(Some(KEEP_ALIVE));
-    transport.max_idle_timeout(quinn::IdleTimeout::try_from(IDLE_TIMEOUT).ok());
-    client.transport_config(Arc::new(transport));
-    let bind: SocketAddr = if remote.is_ipv6() {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    } else {
-        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-    };
-    let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| UplinkError::Connect {
-        addr: addr.to_string(),
-        message: format!("cannot open a UDP socket: {e}"),
-    })?;
-    endpoint.set_default_client_config(client);
-    let connecting = endpoint
-        .connect(remote, COLLECTOR_SERVER_NAME)
-        .map_err(|e| UplinkError::Connect {
-            addr: addr.to_string(),
-            message: e.to_string(),
-        })?;
-    let conn = tokio::time::timeout(EXCHANGE_TIMEOUT, connecting)
-        .await
-        .map_err(|_| UplinkError::Connect {
-            addr: addr.to_string(),
-            message: "handshake timed out (is UDP to the collector blocked?)".into(),
-        })?
-        .map_err(|e| UplinkError::Connect {
-            addr: addr.to_string(),
-            message: e.to_string(),
-        })?;
-    Ok((endpoint, conn))
+    link::connect_quic(addr, tls_config, link::EXCHANGE_TIMEOUT).await
 }
 
-async fn resolve(addr: &str) -> Result<SocketAddr, UplinkError> {
-    let err = |message: String| UplinkError::Address {
-        addr: addr.to_string(),
-        message,
-    };
-    let mut addrs = tokio::net::lookup_host(addr)
-        .await
-        .map_err(|e| err(format!("{e} (expected HOST:PORT)")))?;
-    addrs
-        .next()
-        .ok_or_else(|| err("resolved to no address".into()))
-}
-
-/// One request/response exchange on a new bidirectional stream.
+/// One request/response exchange on a new bidirectional QUIC stream.
 pub async fn exchange(
     conn: &quinn::Connection,
     message: &AgentMessage,
 ) -> Result<CollectorMessage, UplinkError> {
-    let work = async {
-        let (mut send, mut recv) = conn
-            .open_bi()
-            .await
-            .map_err(|e| UplinkError::Protocol(format!("cannot open stream: {e}")))?;
-        write_frame(&mut send, message).await?;
-        let _ = send.finish();
-        let reply: CollectorMessage = read_frame(&mut recv).await?;
-        Ok(reply)
-    };
-    tokio::time::timeout(EXCHANGE_TIMEOUT, work)
-        .await
-        .map_err(|_| UplinkError::Protocol("the collector did not answer in time".into()))?
+    link::exchange_quic(conn, message).await
 }
 
 /// Capped exponential backoff with full jitter: uniform in `[0, min(cap, base * 2^attempt)]`.

@@ -13,7 +13,7 @@ pub mod store;
 pub mod tls;
 
 pub use pki::CertificateAuthority;
-pub use server::{Collector, CollectorConfig, CollectorError};
+pub use server::{Collector, CollectorConfig, CollectorError, CollectorSockets};
 pub use store::{
     ApplyOutcome, CollectorStore, DeviceSession, EnrollmentRequest, LastSeen, StoreError,
 };

@@ -18,35 +18,47 @@ pub struct Liveness {
 #[derive(Debug)]
 struct Entry {
     tenant_id: String,
-    connection: quinn::Connection,
+    session: u64,
+    close: CancellationToken,
 }
 
+/// A registered live session. Dropping it does not unregister (call
+/// [`Liveness::disconnected`]), so the registry never loses a session by accident.
+#[derive(Debug, Clone)]
+pub struct SessionHandle {
+    id: u64,
+    /// Cancelled when the session must end (superseded by a newer connection of the device).
+    pub close: CancellationToken,
+}
+
+static NEXT_SESSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 impl Liveness {
-    /// Register a device's connection. A newer connection of the same device replaces (and
-    /// closes) the older one: one live session per device.
-    pub fn connected(&self, tenant_id: &str, agent_id: &str, connection: quinn::Connection) {
+    /// Register a device's session, on any transport. A newer session of the same device
+    /// replaces the older one, whose `close` token is cancelled: one live session per device.
+    pub fn connected(&self, tenant_id: &str, agent_id: &str) -> SessionHandle {
+        let handle = SessionHandle {
+            id: NEXT_SESSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            close: CancellationToken::new(),
+        };
         let previous = self.lock().insert(
             agent_id.to_string(),
             Entry {
                 tenant_id: tenant_id.to_string(),
-                connection,
+                session: handle.id,
+                close: handle.close.clone(),
             },
         );
         if let Some(old) = previous {
-            old.connection.close(
-                quinn::VarInt::from_u32(0x11),
-                b"superseded by a newer connection",
-            );
+            old.close.cancel();
         }
+        handle
     }
 
-    /// Forget a device's connection, if `connection` is still the registered one.
-    pub fn disconnected(&self, agent_id: &str, connection: &quinn::Connection) {
+    /// Forget a device's session, if `handle` is still the registered one.
+    pub fn disconnected(&self, agent_id: &str, handle: &SessionHandle) {
         let mut map = self.lock();
-        if map
-            .get(agent_id)
-            .is_some_and(|e| e.connection.stable_id() == connection.stable_id())
-        {
+        if map.get(agent_id).is_some_and(|e| e.session == handle.id) {
             map.remove(agent_id);
         }
     }

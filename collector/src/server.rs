@@ -5,7 +5,7 @@
 //! certificate against the store, answers `Welcome`, then serves uploads, each on its own
 //! bidirectional stream, acknowledging only after the store committed.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -16,6 +16,7 @@ use agent_bom_protocol::{
 };
 use quinn::crypto::rustls::QuicServerConfig;
 use rustls::pki_types::CertificateDer;
+use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -73,6 +74,7 @@ mod close {
     pub(super) const DONE: u32 = 0;
     pub(super) const UNAUTHORIZED: u32 = 0x10;
     pub(super) const PROTOCOL: u32 = 0x12;
+    pub(super) const SUPERSEDED: u32 = 0x11;
     pub(super) const SHUTDOWN: u32 = 0x13;
 }
 
@@ -82,6 +84,29 @@ pub struct Collector<S> {
     ca: Arc<CertificateAuthority>,
     config: CollectorConfig,
     liveness: Liveness,
+}
+
+/// The sockets a collector serves: QUIC on UDP, and the same frames over TLS on TCP for networks
+/// that drop UDP.
+#[derive(Debug)]
+pub struct CollectorSockets {
+    /// UDP socket for QUIC.
+    pub udp: UdpSocket,
+    /// TCP listener for the TLS fallback (usually the same port number).
+    pub tcp: Option<tokio::net::TcpListener>,
+}
+
+/// How the first exchange of an authenticated session ended.
+enum HelloOutcome {
+    Accepted {
+        session: DeviceSession,
+        agent_version: String,
+        welcome: CollectorMessage,
+    },
+    Refused {
+        reply: CollectorMessage,
+        close_code: u32,
+    },
 }
 
 impl<S: CollectorStore> Collector<S> {
@@ -95,14 +120,16 @@ impl<S: CollectorStore> Collector<S> {
         }
     }
 
-    /// The live-connection registry (for status and tests).
+    /// The live-session registry (for status and tests).
     pub fn liveness(&self) -> Liveness {
         self.liveness.clone()
     }
 
-    /// Build the QUIC endpoint on an already bound UDP socket.
-    pub fn endpoint(&self, socket: UdpSocket) -> Result<quinn::Endpoint, CollectorError> {
-        let tls = server_config(&self.ca, &self.config.server_names)?;
+    fn quic_endpoint(
+        &self,
+        tls: rustls::ServerConfig,
+        socket: UdpSocket,
+    ) -> Result<quinn::Endpoint, CollectorError> {
         let crypto = QuicServerConfig::try_from(tls)
             .map_err(|e| CollectorError::QuicCrypto(e.to_string()))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
@@ -122,15 +149,20 @@ impl<S: CollectorStore> Collector<S> {
         Ok(endpoint)
     }
 
-    /// Serve on `socket` until `shutdown` is cancelled, then close connections and return.
+    /// Serve until `shutdown` is cancelled, then close connections and return.
     pub async fn run(
         self,
-        socket: UdpSocket,
+        sockets: CollectorSockets,
         shutdown: CancellationToken,
     ) -> Result<(), CollectorError> {
-        let endpoint = self.endpoint(socket)?;
-        let local: Option<SocketAddr> = endpoint.local_addr().ok();
-        tracing::info!(addr = ?local, "collector listening (QUIC, ALPN agent-bom/1)");
+        let tls = server_config(&self.ca, &self.config.server_names)?;
+        let endpoint = self.quic_endpoint(tls.clone(), sockets.udp)?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        tracing::info!(
+            quic = ?endpoint.local_addr().ok(),
+            tcp = ?sockets.tcp.as_ref().and_then(|t| t.local_addr().ok()),
+            "collector listening (ALPN agent-bom/1)"
+        );
         let tasks = TaskTracker::new();
         tasks.spawn(self.liveness.clone().flush_loop(
             self.store.clone(),
@@ -139,6 +171,15 @@ impl<S: CollectorStore> Collector<S> {
         ));
         let active = Arc::new(AtomicUsize::new(0));
         let shared = Arc::new(self);
+        if let Some(listener) = sockets.tcp {
+            tasks.spawn(shared.clone().accept_tcp(
+                listener,
+                acceptor,
+                active.clone(),
+                tasks.clone(),
+                shutdown.clone(),
+            ));
+        }
         loop {
             let incoming = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -153,14 +194,13 @@ impl<S: CollectorStore> Collector<S> {
                 continue;
             }
             let guard = ActiveGuard::new(active.clone());
-            let shared = shared.clone();
-            let shutdown = shutdown.clone();
+            let (this, stop) = (shared.clone(), shutdown.clone());
             tasks.spawn(async move {
                 let _guard = guard;
                 let remote = incoming.remote_address();
                 match incoming.await {
-                    Ok(conn) => shared.serve_connection(conn, shutdown).await,
-                    Err(e) => tracing::debug!(%remote, error = %e, "handshake failed"),
+                    Ok(conn) => this.serve_quic(conn, stop).await,
+                    Err(e) => tracing::debug!(%remote, error = %e, "QUIC handshake failed"),
                 }
             });
         }
@@ -174,31 +214,189 @@ impl<S: CollectorStore> Collector<S> {
         Ok(())
     }
 
-    async fn serve_connection(
-        self: Arc<Self>,
-        conn: quinn::Connection,
-        shutdown: CancellationToken,
-    ) {
-        let certs = conn
-            .peer_identity()
-            .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok());
-        match certs.as_deref().and_then(|c| c.first()) {
-            None => self.serve_enrollment(conn).await,
-            Some(leaf) => {
-                let leaf = leaf.clone();
-                self.serve_device(conn, &leaf, shutdown).await;
-            }
-        }
-    }
+    // === QUIC: one exchange per bidirectional stream ===
 
-    /// One `Enroll` exchange on a connection without a client certificate.
-    async fn serve_enrollment(&self, conn: quinn::Connection) {
-        let Ok(Ok((send, mut recv))) =
+    async fn serve_quic(self: Arc<Self>, conn: quinn::Connection, shutdown: CancellationToken) {
+        let leaf = conn
+            .peer_identity()
+            .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
+            .and_then(|certs| certs.first().cloned());
+        let Ok(Ok((mut send, mut recv))) =
             tokio::time::timeout(self.config.request_timeout, conn.accept_bi()).await
         else {
             return;
         };
-        let reply = match self.read_request(&mut recv).await {
+        let request = self.read_request(&mut recv).await;
+        let Some(leaf) = leaf else {
+            let reply = self.answer_enroll(request).await;
+            reply_and_close(&conn, send, &reply, close::DONE, b"").await;
+            return;
+        };
+        let (session, agent_version) = match self.answer_hello(request, &leaf).await {
+            HelloOutcome::Refused { reply, close_code } => {
+                reply_and_close(&conn, send, &reply, close_code, b"refused").await;
+                return;
+            }
+            HelloOutcome::Accepted {
+                session,
+                agent_version,
+                welcome,
+            } => {
+                if write_frame(&mut send, &welcome).await.is_err() {
+                    return;
+                }
+                let _ = send.finish();
+                (session, agent_version)
+            }
+        };
+        let handle = self
+            .liveness
+            .connected(&session.tenant_id, &session.agent_id);
+        tracing::debug!(agent_id = %session.agent_id, remote = %conn.remote_address(), "device connected (QUIC)");
+        let session = Arc::new(session);
+        let agent_version: Arc<str> = agent_version.into();
+        let streams = TaskTracker::new();
+        loop {
+            let (mut send, mut recv) = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = handle.close.cancelled() => {
+                    conn.close(quinn::VarInt::from_u32(close::SUPERSEDED), b"superseded by a newer connection");
+                    break;
+                }
+                stream = conn.accept_bi() => match stream {
+                    Ok(s) => s,
+                    Err(_) => break,
+                },
+            };
+            let (this, session, agent_version) =
+                (self.clone(), session.clone(), agent_version.clone());
+            streams.spawn(async move {
+                let request = this.read_request(&mut recv).await;
+                let reply = this.answer(request, &session, &agent_version).await;
+                let _ = write_frame(&mut send, &reply).await;
+                let _ = send.finish();
+            });
+        }
+        streams.close();
+        streams.wait().await;
+        self.liveness.disconnected(&session.agent_id, &handle);
+        conn.close(quinn::VarInt::from_u32(close::DONE), b"");
+        tracing::debug!(agent_id = %session.agent_id, "device disconnected");
+    }
+
+    // === TLS over TCP: the same exchanges, one after another on one stream ===
+
+    async fn accept_tcp(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        acceptor: tokio_rustls::TlsAcceptor,
+        active: Arc<AtomicUsize>,
+        tasks: TaskTracker,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let (stream, remote) = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "TCP accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            if active.load(Ordering::Relaxed) >= self.config.max_connections {
+                tracing::warn!(%remote, "connection budget exhausted; refusing");
+                continue;
+            }
+            let guard = ActiveGuard::new(active.clone());
+            let (this, stop, acceptor) = (self.clone(), shutdown.clone(), acceptor.clone());
+            tasks.spawn(async move {
+                let _guard = guard;
+                this.serve_tcp(stream, acceptor, stop).await;
+            });
+        }
+    }
+
+    async fn serve_tcp(
+        self: Arc<Self>,
+        stream: tokio::net::TcpStream,
+        acceptor: tokio_rustls::TlsAcceptor,
+        shutdown: CancellationToken,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let Ok(Ok(tls)) =
+            tokio::time::timeout(self.config.request_timeout, acceptor.accept(stream)).await
+        else {
+            return;
+        };
+        let leaf = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first().cloned());
+        let (mut reader, mut writer) = tokio::io::split(tls);
+        let request = self.read_request(&mut reader).await;
+        let Some(leaf) = leaf else {
+            let reply = self.answer_enroll(request).await;
+            let _ = write_frame(&mut writer, &reply).await;
+            let _ = writer.shutdown().await;
+            return;
+        };
+        let (session, agent_version) = match self.answer_hello(request, &leaf).await {
+            HelloOutcome::Refused { reply, .. } => {
+                let _ = write_frame(&mut writer, &reply).await;
+                let _ = writer.shutdown().await;
+                return;
+            }
+            HelloOutcome::Accepted {
+                session,
+                agent_version,
+                welcome,
+            } => {
+                if write_frame(&mut writer, &welcome).await.is_err() {
+                    return;
+                }
+                (session, agent_version)
+            }
+        };
+        let handle = self
+            .liveness
+            .connected(&session.tenant_id, &session.agent_id);
+        tracing::debug!(agent_id = %session.agent_id, "device connected (TLS/TCP)");
+        loop {
+            // No transport keep-alive on TCP: an agent pings; silence beyond the idle timeout
+            // means the path is gone.
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = handle.close.cancelled() => break,
+                next = tokio::time::timeout(self.config.idle_timeout, read_frame::<_, AgentMessage>(&mut reader)) => next,
+            };
+            let request = match next {
+                Err(_) | Ok(Err(FrameError::Closed)) | Ok(Err(FrameError::Io(_))) => break,
+                Ok(Err(e)) => Err(error(ErrorCode::MalformedFrame, &e.to_string())),
+                Ok(Ok(msg)) => Ok(msg),
+            };
+            let reply = self.answer(request, &session, &agent_version).await;
+            if write_frame(&mut writer, &reply).await.is_err() {
+                break;
+            }
+        }
+        let _ = writer.shutdown().await;
+        self.liveness.disconnected(&session.agent_id, &handle);
+        tracing::debug!(agent_id = %session.agent_id, "device disconnected (TLS/TCP)");
+    }
+
+    // === Answers, independent of the transport ===
+
+    /// The only exchange allowed without a client certificate.
+    async fn answer_enroll(
+        &self,
+        request: Result<AgentMessage, CollectorMessage>,
+    ) -> CollectorMessage {
+        match request {
             Ok(AgentMessage::Enroll {
                 protocol_version,
                 token,
@@ -217,8 +415,7 @@ impl<S: CollectorStore> Collector<S> {
                 "this connection has no device certificate: only enrollment is allowed; run `agent-bom-agent enroll` first",
             ),
             Err(reply) => reply,
-        };
-        reply_and_close(&conn, send, &reply, close::DONE, b"").await;
+        }
     }
 
     async fn enroll(&self, token: String, csr_pem: &str, hostname: String) -> CollectorMessage {
@@ -247,25 +444,20 @@ impl<S: CollectorStore> Collector<S> {
         }
     }
 
-    async fn serve_device(
-        self: Arc<Self>,
-        conn: quinn::Connection,
+    /// The first exchange of a session with a device certificate: `Hello`, then authentication.
+    async fn answer_hello(
+        &self,
+        request: Result<AgentMessage, CollectorMessage>,
         leaf: &CertificateDer<'static>,
-        shutdown: CancellationToken,
-    ) {
+    ) -> HelloOutcome {
+        let refuse = |reply, close_code| HelloOutcome::Refused { reply, close_code };
         let Some(agent_id) = common_name(leaf) else {
-            conn.close(
-                quinn::VarInt::from_u32(close::UNAUTHORIZED),
-                b"certificate has no device id",
+            return refuse(
+                error(ErrorCode::Unauthorized, "certificate has no device id"),
+                close::UNAUTHORIZED,
             );
-            return;
         };
-        let Ok(Ok((mut send, mut recv))) =
-            tokio::time::timeout(self.config.request_timeout, conn.accept_bi()).await
-        else {
-            return;
-        };
-        let agent_version = match self.read_request(&mut recv).await {
+        let agent_version = match request {
             Ok(AgentMessage::Hello {
                 protocol_version,
                 agent_version,
@@ -274,82 +466,53 @@ impl<S: CollectorStore> Collector<S> {
             Ok(AgentMessage::Hello {
                 protocol_version, ..
             }) => {
-                let reply = unsupported_version(protocol_version);
-                reply_and_close(&conn, send, &reply, close::PROTOCOL, b"unsupported version").await;
-                return;
+                return refuse(unsupported_version(protocol_version), close::PROTOCOL);
             }
             Ok(_) => {
-                let reply = error(
-                    ErrorCode::UnexpectedMessage,
-                    "the first message must be hello",
+                return refuse(
+                    error(
+                        ErrorCode::UnexpectedMessage,
+                        "the first message must be hello",
+                    ),
+                    close::PROTOCOL,
                 );
-                reply_and_close(&conn, send, &reply, close::PROTOCOL, b"expected hello").await;
-                return;
             }
-            Err(reply) => {
-                reply_and_close(&conn, send, &reply, close::PROTOCOL, b"malformed hello").await;
-                return;
-            }
+            Err(reply) => return refuse(reply, close::PROTOCOL),
         };
-        let session = match self
+        match self
             .store
             .authenticate_device(&agent_id, &fingerprint(leaf))
             .await
         {
-            Ok(s) => s,
+            Ok(session) => HelloOutcome::Accepted {
+                welcome: CollectorMessage::Welcome {
+                    protocol_version: PROTOCOL_VERSION,
+                    agent_id: agent_id.clone(),
+                    last_applied_seq: session.last_applied_seq,
+                },
+                session,
+                agent_version,
+            },
             Err(e) => {
                 tracing::info!(%agent_id, error = %e, "device refused");
-                let reply = store_error(&e);
-                reply_and_close(&conn, send, &reply, close::UNAUTHORIZED, b"not authorized").await;
-                return;
+                let code = if matches!(e, StoreError::Unavailable(_)) {
+                    close::DONE
+                } else {
+                    close::UNAUTHORIZED
+                };
+                refuse(store_error(&e), code)
             }
-        };
-        let welcome = CollectorMessage::Welcome {
-            protocol_version: PROTOCOL_VERSION,
-            agent_id: agent_id.clone(),
-            last_applied_seq: session.last_applied_seq,
-        };
-        if write_frame(&mut send, &welcome).await.is_err() {
-            return;
         }
-        let _ = send.finish();
-        self.liveness
-            .connected(&session.tenant_id, &agent_id, conn.clone());
-        tracing::debug!(%agent_id, remote = %conn.remote_address(), "device connected");
-        let session = Arc::new(session);
-        let agent_version: Arc<str> = agent_version.into();
-        let streams = TaskTracker::new();
-        loop {
-            let (send, recv) = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                stream = conn.accept_bi() => match stream {
-                    Ok(s) => s,
-                    Err(_) => break,
-                },
-            };
-            let this = self.clone();
-            let session = session.clone();
-            let agent_version = agent_version.clone();
-            streams.spawn(async move {
-                this.serve_upload(send, recv, &session, &agent_version)
-                    .await;
-            });
-        }
-        streams.close();
-        streams.wait().await;
-        self.liveness.disconnected(&agent_id, &conn);
-        conn.close(quinn::VarInt::from_u32(close::DONE), b"");
-        tracing::debug!(%agent_id, "device disconnected");
     }
 
-    async fn serve_upload(
+    /// Every later exchange of an authenticated session.
+    async fn answer(
         &self,
-        mut send: quinn::SendStream,
-        mut recv: quinn::RecvStream,
+        request: Result<AgentMessage, CollectorMessage>,
         session: &DeviceSession,
         agent_version: &str,
-    ) {
-        let reply = match self.read_request(&mut recv).await {
+    ) -> CollectorMessage {
+        match request {
             Ok(AgentMessage::InventorySnapshot { seq, inventory }) => {
                 match self
                     .store
@@ -363,21 +526,20 @@ impl<S: CollectorStore> Collector<S> {
                     Err(e) => store_error(&e),
                 }
             }
+            Ok(AgentMessage::Ping) => CollectorMessage::Pong,
             Ok(AgentMessage::Unknown) => error(ErrorCode::UnknownKind, "unknown message kind"),
-            Ok(AgentMessage::Hello { .. }) | Ok(AgentMessage::Enroll { .. }) => error(
+            Ok(AgentMessage::Hello { .. } | AgentMessage::Enroll { .. }) => error(
                 ErrorCode::UnexpectedMessage,
                 "hello and enroll are only valid as the first exchange",
             ),
             Err(reply) => reply,
-        };
-        let _ = write_frame(&mut send, &reply).await;
-        let _ = send.finish();
+        }
     }
 
     /// Read one request frame, mapping every failure to the reply the agent should get.
-    async fn read_request(
+    async fn read_request<R: tokio::io::AsyncRead + Unpin>(
         &self,
-        recv: &mut quinn::RecvStream,
+        recv: &mut R,
     ) -> Result<AgentMessage, CollectorMessage> {
         match tokio::time::timeout(self.config.request_timeout, read_frame(recv)).await {
             Ok(Ok(msg)) => Ok(msg),

@@ -10,7 +10,7 @@ use agent_bom_control_plane::bootstrap::{self, BOOTSTRAP_ADMIN_KEY_ENV};
 use agent_bom_control_plane::server::{self, Listeners, ServeConfig, Server};
 use agent_bom_control_plane::store::{Role, Store};
 use agent_bom_control_plane::up::{self, UpConfig};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
@@ -273,9 +273,9 @@ async fn dispatch(command: Command) -> Result<()> {
                 }
             }
             println!(
-                "agent-bom serving: API http://{}  collector {} (QUIC)",
+                "agent-bom serving: API http://{}  collector {} (QUIC, TLS/TCP fallback)",
                 listeners.api.local_addr()?,
-                listeners.collector.local_addr()?
+                listeners.collector.udp.local_addr()?
             );
             server.run(listeners, shutdown_on_signal()).await?;
         }
@@ -284,12 +284,11 @@ async fn dispatch(command: Command) -> Result<()> {
             listen,
             data,
         } => {
-            let socket = std::net::UdpSocket::bind(listen)
-                .with_context(|| format!("cannot listen on {listen} (UDP)"))?;
+            let sockets = server::bind_collector(listen).await?;
             server::run_collector(
                 &database_url,
                 &data.dir(),
-                socket,
+                sockets,
                 CollectorConfig::default(),
                 shutdown_on_signal(),
             )

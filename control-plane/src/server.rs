@@ -4,7 +4,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use agent_bom_collector::{CertificateAuthority, Collector, CollectorConfig};
+use agent_bom_collector::{CertificateAuthority, Collector, CollectorConfig, CollectorSockets};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
@@ -13,7 +13,7 @@ use crate::store::{Store, StoreError};
 
 /// Default API listen address.
 pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:8422";
-/// Default collector listen address (UDP for QUIC).
+/// Default collector listen address (UDP for QUIC, TCP for the TLS fallback).
 pub const DEFAULT_COLLECTOR_LISTEN: &str = "127.0.0.1:4433";
 
 /// Errors starting or running the server.
@@ -49,8 +49,40 @@ pub struct ServeConfig {
 pub struct Listeners {
     /// HTTP API.
     pub api: tokio::net::TcpListener,
-    /// QUIC collector.
-    pub collector: UdpSocket,
+    /// Collector: QUIC on UDP and the TLS fallback on TCP, same port.
+    pub collector: CollectorSockets,
+}
+
+/// Bind the collector's UDP socket and, on the same port, its TCP listener. With port 0 the
+/// port comes from the UDP bind and is retried if TCP finds it taken.
+pub async fn bind_collector(addr: SocketAddr) -> Result<CollectorSockets, ServeError> {
+    let mut last_error = None;
+    for _ in 0..16 {
+        let udp = UdpSocket::bind(addr).map_err(|e| {
+            ServeError::Io(format!("cannot listen for agents on {addr} (UDP): {e}"))
+        })?;
+        let bound = udp
+            .local_addr()
+            .map_err(|e| ServeError::Io(format!("collector socket: {e}")))?;
+        match tokio::net::TcpListener::bind(bound).await {
+            Ok(tcp) => {
+                return Ok(CollectorSockets {
+                    udp,
+                    tcp: Some(tcp),
+                });
+            }
+            Err(e) if addr.port() == 0 => last_error = Some(e),
+            Err(e) => {
+                return Err(ServeError::Io(format!(
+                    "cannot listen for agents on {bound} (TCP fallback): {e}"
+                )));
+            }
+        }
+    }
+    Err(ServeError::Io(format!(
+        "cannot find a port free for both UDP and TCP near {addr}: {}",
+        last_error.map(|e| e.to_string()).unwrap_or_default()
+    )))
 }
 
 impl Listeners {
@@ -59,14 +91,9 @@ impl Listeners {
         let api_listener = tokio::net::TcpListener::bind(api)
             .await
             .map_err(|e| ServeError::Io(format!("cannot listen for the API on {api}: {e}")))?;
-        let collector_socket = UdpSocket::bind(collector).map_err(|e| {
-            ServeError::Io(format!(
-                "cannot listen for agents on {collector} (UDP): {e}"
-            ))
-        })?;
         Ok(Self {
             api: api_listener,
-            collector: collector_socket,
+            collector: bind_collector(collector).await?,
         })
     }
 }
@@ -164,14 +191,14 @@ impl Server {
 pub async fn run_collector(
     database_url: &str,
     data_dir: &Path,
-    socket: UdpSocket,
+    sockets: CollectorSockets,
     config: CollectorConfig,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let store = Store::connect(database_url).await?;
     let ca = CertificateAuthority::load(data_dir)?;
     Collector::new(Arc::new(store.clone()), Arc::new(ca), config)
-        .run(socket, shutdown)
+        .run(sockets, shutdown)
         .await?;
     store.close().await;
     Ok(())

@@ -63,6 +63,7 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), Up
         .map_err(|e| ServeError::Io(e.to_string()))?;
     let collector_addr = listeners
         .collector
+        .udp
         .local_addr()
         .map_err(|e| ServeError::Io(e.to_string()))?;
     let store = server.store.clone();
@@ -133,6 +134,7 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), Up
             rescan_interval: config.rescan_interval,
             max_backoff: Duration::from_secs(10),
             changes,
+            quic_attempt: agent_bom_agent::link::DEFAULT_QUIC_ATTEMPT,
         },
         shutdown.clone(),
     ));

@@ -171,6 +171,10 @@ pub struct ServerEntry {
     /// Risk flags raised by discovery.
     #[serde(default)]
     pub risk_flags: Vec<String>,
+    /// True when the launch runs through the agent-bom proxy (`agent-bom-agent wrap`); the
+    /// other fields then describe the wrapped server itself.
+    #[serde(default)]
+    pub wrapped: bool,
     /// Hash of everything that decides what runs (transport, command, arguments, URL, env and
     /// header names, cwd): any change to the launch is a new launch hash.
     #[serde(default)]

@@ -45,6 +45,8 @@ pub enum AgentMessage {
         /// The inventory itself.
         inventory: Box<Inventory>,
     },
+    /// Liveness probe on transports without their own keep-alive (TLS over TCP).
+    Ping,
     /// A kind this build does not know.
     #[serde(other)]
     Unknown,
@@ -79,6 +81,8 @@ pub enum CollectorMessage {
         /// Sequence acknowledged.
         seq: u64,
     },
+    /// Reply to `Ping`.
+    Pong,
     /// The request was refused or failed.
     Error {
         /// Machine-readable reason.

@@ -73,7 +73,11 @@ impl TestServer {
         .await
         .expect("bind listeners");
         let api = listeners.api.local_addr().expect("api addr");
-        let collector = listeners.collector.local_addr().expect("collector addr");
+        let collector = listeners
+            .collector
+            .udp
+            .local_addr()
+            .expect("collector addr");
         let ca_pin = server.ca.pin();
         let store = server.store.clone();
         let shutdown = CancellationToken::new();
@@ -168,6 +172,7 @@ impl TestAgent {
                 rescan_interval: rescan,
                 max_backoff: Duration::from_secs(2),
                 changes: None,
+                quic_attempt: agent_bom_agent::link::DEFAULT_QUIC_ATTEMPT,
             },
             shutdown.clone(),
         ));

@@ -146,6 +146,7 @@ pub fn normalize(client: &str, file: &FileFacts, raw: &RawEntry) -> ServerEntry 
         credential_names,
         risk_flags,
         launch_hash,
+        wrapped: false,
         user: file.owner.clone(),
         config_path: file.path.clone(),
     }
