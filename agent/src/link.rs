@@ -23,13 +23,13 @@ use crate::uplink::UplinkError;
 /// Time allowed for one request/response exchange.
 pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 /// QUIC keep-alive: keeps NAT bindings open and lets the collector see the device as online.
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
+const KEEP_ALIVE: Duration = Duration::from_secs(10);
 /// Idle timeout of a QUIC connection.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(45);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a QUIC handshake may take before the TLS/TCP fallback is tried.
 pub const DEFAULT_QUIC_ATTEMPT: Duration = Duration::from_secs(5);
 /// Ping interval on TLS/TCP (below the collector's idle timeout).
-pub const TCP_PING_INTERVAL: Duration = Duration::from_secs(15);
+pub const TCP_PING_INTERVAL: Duration = Duration::from_secs(10);
 /// A session on the fallback ends after this long, so QUIC is tried again.
 pub const QUIC_RETRY_AFTER: Duration = Duration::from_secs(600);
 

@@ -46,8 +46,8 @@ impl Default for CollectorConfig {
     fn default() -> Self {
         Self {
             max_connections: 100_000,
-            keep_alive: Duration::from_secs(15),
-            idle_timeout: Duration::from_secs(45),
+            keep_alive: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
             liveness_flush: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
             server_names: vec!["localhost".into()],
