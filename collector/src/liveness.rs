@@ -73,6 +73,49 @@ impl Liveness {
         self.len() == 0
     }
 
+    /// End the live session of `agent_id`, if any (revocation).
+    pub fn close(&self, agent_id: &str) -> bool {
+        match self.lock().remove(agent_id) {
+            Some(entry) => {
+                entry.close.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Every `interval`, ask the store which connected devices were revoked and close their
+    /// sessions, until `shutdown`. One query per sweep, whatever the number of devices.
+    pub async fn revocation_loop<S: CollectorStore>(
+        self,
+        store: Arc<S>,
+        interval: Duration,
+        shutdown: CancellationToken,
+    ) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            let connected = self.snapshot(0);
+            if connected.is_empty() {
+                continue;
+            }
+            match store.revoked_among(&connected).await {
+                Ok(revoked) => {
+                    for agent_id in revoked {
+                        if self.close(&agent_id) {
+                            tracing::info!(%agent_id, "closed the session of a revoked device");
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "revocation check failed; will retry"),
+            }
+        }
+    }
+
     fn snapshot(&self, at_ms: i64) -> Vec<LastSeen> {
         self.lock()
             .iter()

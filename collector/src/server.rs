@@ -36,6 +36,9 @@ pub struct CollectorConfig {
     pub idle_timeout: Duration,
     /// How often last-seen of connected devices is written to the store.
     pub liveness_flush: Duration,
+    /// How often connected devices are checked for revocation (a revoked device's live
+    /// session is closed within this interval).
+    pub revocation_sweep: Duration,
     /// Time allowed to receive one request frame.
     pub request_timeout: Duration,
     /// Extra DNS names or IPs for the collector certificate, beside the fixed role name.
@@ -49,6 +52,7 @@ impl Default for CollectorConfig {
             keep_alive: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
             liveness_flush: Duration::from_secs(5),
+            revocation_sweep: Duration::from_secs(2),
             request_timeout: Duration::from_secs(30),
             server_names: vec!["localhost".into()],
         }
@@ -169,6 +173,11 @@ impl<S: CollectorStore> Collector<S> {
             self.config.liveness_flush,
             shutdown.clone(),
         ));
+        tasks.spawn(self.liveness.clone().revocation_loop(
+            self.store.clone(),
+            self.config.revocation_sweep,
+            shutdown.clone(),
+        ));
         let active = Arc::new(AtomicUsize::new(0));
         let shared = Arc::new(self);
         if let Some(listener) = sockets.tcp {
@@ -260,7 +269,7 @@ impl<S: CollectorStore> Collector<S> {
             let (mut send, mut recv) = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = handle.close.cancelled() => {
-                    conn.close(quinn::VarInt::from_u32(close::SUPERSEDED), b"superseded by a newer connection");
+                    conn.close(quinn::VarInt::from_u32(close::SUPERSEDED), b"session ended: superseded or revoked");
                     break;
                 }
                 stream = conn.accept_bi() => match stream {

@@ -88,6 +88,13 @@ pub trait CollectorStore: Send + Sync + 'static {
         &self,
         seen: &[LastSeen],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Of the given connected devices, the ids that are revoked (or no longer exist), in one
+    /// query. The collector closes their live sessions.
+    fn revoked_among(
+        &self,
+        connected: &[LastSeen],
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
 }
 
 /// One device's last-seen time.

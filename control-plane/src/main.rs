@@ -112,6 +112,22 @@ enum AdminCommand {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Enrolled devices.
+    Device {
+        #[command(subcommand)]
+        command: DeviceCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeviceCommand {
+    /// Revoke a device: its live connection is closed within seconds and it cannot reconnect.
+    Revoke {
+        #[arg(long)]
+        tenant: String,
+        /// Device (endpoint) id.
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -364,6 +380,13 @@ async fn admin(store: &Store, command: AdminCommand) -> Result<()> {
             KeyCommand::Revoke { tenant, key } => {
                 let t = store.tenant_by_name(&tenant).await?;
                 store.revoke_api_key(&t.id, &key).await?;
+                println!("revoked");
+            }
+        },
+        AdminCommand::Device { command } => match command {
+            DeviceCommand::Revoke { tenant, id } => {
+                let t = store.tenant_by_name(&tenant).await?;
+                store.revoke_device(&t.id, &id).await?;
                 println!("revoked");
             }
         },

@@ -332,6 +332,68 @@ impl CollectorStore for Store {
     async fn record_last_seen(&self, seen: &[LastSeen]) -> Result<(), CollectorStoreError> {
         Ok(self.record_last_seen_inner(seen).await?)
     }
+
+    async fn revoked_among(
+        &self,
+        connected: &[LastSeen],
+    ) -> Result<Vec<String>, CollectorStoreError> {
+        Ok(self.revoked_among_inner(connected).await?)
+    }
+}
+
+impl Store {
+    /// Connected devices (per tenant) that are revoked or gone. Chunked like `last_seen`.
+    async fn revoked_among_inner(&self, connected: &[LastSeen]) -> Result<Vec<String>, Failure> {
+        let mut by_tenant: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+        for s in connected {
+            by_tenant.entry(&s.tenant_id).or_default().push(&s.agent_id);
+        }
+        let mut out = Vec::new();
+        for (tenant, ids) in by_tenant {
+            for chunk in ids.chunks(LAST_SEEN_CHUNK) {
+                let placeholders: Vec<String> =
+                    (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT id FROM endpoints WHERE tenant_id = $1 AND revoked_at IS NULL AND id IN ({})",
+                    placeholders.join(", ")
+                ));
+                let mut query = sqlx::query(sql).bind(tenant);
+                for id in chunk {
+                    query = query.bind(*id);
+                }
+                let live: std::collections::HashSet<String> = query
+                    .fetch_all(&self.pool)
+                    .await?
+                    .iter()
+                    .map(|r| r.try_get::<String, _>("id"))
+                    .collect::<Result<_, _>>()?;
+                out.extend(
+                    chunk
+                        .iter()
+                        .filter(|id| !live.contains(**id))
+                        .map(|id| id.to_string()),
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Revoke a device of a tenant: its next handshake is refused and its live session is
+    /// closed by the collector's next revocation sweep.
+    pub async fn revoke_device(&self, tenant_id: &str, agent_id: &str) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE endpoints SET revoked_at = $1 WHERE tenant_id = $2 AND id = $3 AND revoked_at IS NULL",
+        )
+        .bind(now_ms())
+        .bind(tenant_id)
+        .bind(agent_id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("active device {agent_id:?}")));
+        }
+        Ok(())
+    }
 }
 
 fn truncate(s: &str, max: usize) -> String {
