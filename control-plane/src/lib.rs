@@ -7,6 +7,7 @@ pub mod api;
 pub mod bootstrap;
 pub mod secrets;
 pub mod server;
+pub mod signing;
 pub mod store;
 pub mod up;
 

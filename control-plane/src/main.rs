@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use agent_bom_collector::CollectorConfig;
+use agent_bom_control_plane::api::Permission;
 use agent_bom_control_plane::bootstrap::{self, BOOTSTRAP_ADMIN_KEY_ENV};
 use agent_bom_control_plane::server::{self, Listeners, ServeConfig, Server};
-use agent_bom_control_plane::store::{Role, Store};
+use agent_bom_control_plane::store::{NewApiKey, Role, Store};
 use agent_bom_control_plane::up::{self, UpConfig};
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -112,6 +113,20 @@ enum AdminCommand {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify a tenant's audit hash chain; exits non-zero when it was tampered with.
+    Verify {
+        #[arg(long)]
+        tenant: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -120,6 +135,18 @@ enum TenantCommand {
     Create { name: String },
     /// List tenants.
     List,
+    /// Show or set a tenant's quotas and rate limits (unset values keep the default).
+    Quota {
+        name: String,
+        #[arg(long)]
+        max_endpoints: Option<i64>,
+        #[arg(long)]
+        max_api_keys: Option<i64>,
+        #[arg(long)]
+        rate_per_key_per_min: Option<i64>,
+        #[arg(long)]
+        rate_per_tenant_per_min: Option<i64>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -135,6 +162,24 @@ enum KeyCommand {
         /// Days until the key expires.
         #[arg(long)]
         expires_in_days: Option<u32>,
+        /// Limit the key to these permissions (repeatable), e.g. fleet:read.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// Who the key belongs to.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Allow tenant management (create/list tenants, quotas).
+        #[arg(long)]
+        super_admin: bool,
+    },
+    /// Rotate a key: print the replacement; the old key works for the overlap.
+    Rotate {
+        #[arg(long)]
+        tenant: String,
+        key: String,
+        /// Hours the old key keeps working.
+        #[arg(long, default_value_t = 24)]
+        overlap_hours: u32,
     },
     /// List a tenant's keys (metadata only).
     List {
@@ -343,6 +388,37 @@ async fn admin(store: &Store, command: AdminCommand) -> Result<()> {
                 println!("created tenant {} ({})", t.name, t.id);
             }
             TenantCommand::List => print_json(&store.list_tenants().await?)?,
+            TenantCommand::Quota {
+                name,
+                max_endpoints,
+                max_api_keys,
+                rate_per_key_per_min,
+                rate_per_tenant_per_min,
+            } => {
+                let t = store.tenant_by_name(&name).await?;
+                let mut q = store.tenant_quotas(&t.id).await?;
+                let changed = max_endpoints.is_some()
+                    || max_api_keys.is_some()
+                    || rate_per_key_per_min.is_some()
+                    || rate_per_tenant_per_min.is_some();
+                q.max_endpoints = max_endpoints.or(q.max_endpoints);
+                q.max_api_keys = max_api_keys.or(q.max_api_keys);
+                q.rate_per_key_per_min = rate_per_key_per_min.or(q.rate_per_key_per_min);
+                q.rate_per_tenant_per_min = rate_per_tenant_per_min.or(q.rate_per_tenant_per_min);
+                if changed {
+                    store.set_tenant_quotas(&t.id, &q).await?;
+                    store
+                        .audit(
+                            &t.id,
+                            "cli",
+                            "tenant.quotas",
+                            &t.id,
+                            serde_json::to_value(&q)?,
+                        )
+                        .await?;
+                }
+                print_json(&q)?;
+            }
         },
         AdminCommand::Key { command } => match command {
             KeyCommand::Create {
@@ -350,13 +426,55 @@ async fn admin(store: &Store, command: AdminCommand) -> Result<()> {
                 role,
                 name,
                 expires_in_days,
+                scopes,
+                owner,
+                super_admin,
             } => {
                 let t = store.tenant_by_name(&tenant).await?;
-                let expires = expires_in_days.map(|d| now + i64::from(d) * 86_400_000);
-                let (_, key) = store
-                    .create_api_key(&t.id, &name, role, expires, None)
+                for s in &scopes {
+                    if Permission::parse(s).is_none() {
+                        anyhow::bail!("unknown scope {s:?}");
+                    }
+                }
+                let new = NewApiKey {
+                    name,
+                    role,
+                    scopes,
+                    owner,
+                    expires_at: expires_in_days.map(|d| now + i64::from(d) * 86_400_000),
+                    super_admin,
+                };
+                let (k, key) = store.create_api_key_with(&t.id, &new, None).await?;
+                store
+                    .audit(
+                        &t.id,
+                        "cli",
+                        "api_key.create",
+                        &k.id,
+                        serde_json::json!({"prefix": k.prefix, "role": k.role}),
+                    )
                     .await?;
                 println!("{key}");
+            }
+            KeyCommand::Rotate {
+                tenant,
+                key,
+                overlap_hours,
+            } => {
+                let t = store.tenant_by_name(&tenant).await?;
+                let (k, plaintext) = store
+                    .rotate_api_key(&t.id, &key, i64::from(overlap_hours) * 3_600_000)
+                    .await?;
+                store
+                    .audit(
+                        &t.id,
+                        "cli",
+                        "api_key.rotate",
+                        &key,
+                        serde_json::json!({"new_prefix": k.prefix}),
+                    )
+                    .await?;
+                println!("{plaintext}");
             }
             KeyCommand::List { tenant } => {
                 let t = store.tenant_by_name(&tenant).await?;
@@ -365,7 +483,24 @@ async fn admin(store: &Store, command: AdminCommand) -> Result<()> {
             KeyCommand::Revoke { tenant, key } => {
                 let t = store.tenant_by_name(&tenant).await?;
                 store.revoke_api_key(&t.id, &key).await?;
+                store
+                    .audit(&t.id, "cli", "api_key.revoke", &key, serde_json::json!({}))
+                    .await?;
                 println!("revoked");
+            }
+        },
+        AdminCommand::Audit { command } => match command {
+            AuditCommand::Verify { tenant } => {
+                let t = store.tenant_by_name(&tenant).await?;
+                let v = store.verify_audit(&t.id).await?;
+                print_json(&v)?;
+                if !v.ok {
+                    anyhow::bail!(
+                        "audit chain of tenant {tenant} is broken at entry {}: {}",
+                        v.first_bad_seq.unwrap_or_default(),
+                        v.problem.unwrap_or_default()
+                    );
+                }
             }
         },
         AdminCommand::EnrollToken { command } => match command {

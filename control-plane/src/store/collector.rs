@@ -88,6 +88,13 @@ impl Store {
         if expires_at.is_some_and(|e| e <= now) {
             return Err(Failure::Refuse(invalid("enrollment token expired")));
         }
+        if let Err(e) = self.check_endpoint_quota(&tenant_id, 1).await {
+            return Err(match e {
+                StoreError::QuotaExceeded(m) => Failure::Refuse(CollectorStoreError::Invalid(m)),
+                StoreError::Query(q) => Failure::Db(q),
+                other => Failure::Refuse(classify(other)),
+            });
+        }
         // The conditional update is the use counter and the race guard in one statement.
         let used = sqlx::query(
             "UPDATE enrollment_tokens SET uses = uses + 1 \
@@ -270,6 +277,8 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        let identities = inventory.servers.iter().map(|s| s.id.clone()).collect();
+        Store::touch_server_identities(&mut tx, tenant, &identities, now).await?;
         tx.commit().await?;
         Ok(ApplyOutcome::Applied)
     }

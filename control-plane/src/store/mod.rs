@@ -4,10 +4,14 @@
 //! BIGINT millisecond times, JSON as TEXT) and run through sqlx's `Any` driver. Every query that
 //! reads or writes tenant data takes the tenant id as a parameter: there is no unscoped read.
 
-mod api_keys;
+pub mod api_keys;
+pub mod audit;
 mod collector;
 mod enrollment;
 pub mod fleet;
+pub mod fleet_ops;
+pub mod posture;
+pub mod sync;
 pub mod tenants;
 
 use std::path::Path;
@@ -18,11 +22,11 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, SqlStr};
 
-pub use api_keys::{ApiKey, Role};
+pub use api_keys::{ApiKey, NewApiKey, Role};
 pub use enrollment::EnrollmentToken;
 pub use fleet::{
-    EndpointDetail, EndpointPage, EndpointQuery, EndpointStatus, EndpointSummary,
-    MAX_PAGE as FLEET_MAX_PAGE,
+    EndpointDetail, EndpointPage, EndpointQuery, EndpointSort, EndpointStatus, EndpointSummary,
+    LifecycleState, MAX_PAGE as FLEET_MAX_PAGE, MetadataUpdate, ServerGroup, ServerGroupPage,
 };
 pub use tenants::Tenant;
 
@@ -59,6 +63,12 @@ pub enum StoreError {
     /// Input rejected.
     #[error("{0}")]
     Invalid(String),
+    /// A per-tenant quota would be exceeded.
+    #[error("{0}")]
+    QuotaExceeded(String),
+    /// The transition is not allowed from the current state.
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 impl StoreError {
@@ -150,13 +160,22 @@ impl Store {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        let migrations = vec![Migration::new(
-            1,
-            "init".into(),
-            MigrationType::Simple,
-            SqlStr::from_static(include_str!("../../migrations/0001_init.sql")),
-            false,
-        )];
+        let migrations = vec![
+            Migration::new(
+                1,
+                "init".into(),
+                MigrationType::Simple,
+                SqlStr::from_static(include_str!("../../migrations/0001_init.sql")),
+                false,
+            ),
+            Migration::new(
+                2,
+                "control plane".into(),
+                MigrationType::Simple,
+                SqlStr::from_static(include_str!("../../migrations/0002_control_plane.sql")),
+                false,
+            ),
+        ];
         Migrator::with_migrations(migrations)
             .run(&self.pool)
             .await?;
@@ -191,6 +210,21 @@ fn redact_url(url: &str) -> String {
 /// A new random id.
 pub(crate) fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
+}
+
+/// JSON text of a value (lists stored as TEXT).
+pub(crate) fn to_json_text<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
+}
+
+/// A JSON list of strings stored as TEXT; garbage reads as empty.
+pub(crate) fn string_list(text: &str) -> Vec<String> {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
+/// Hex SHA-256.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref())
 }
 
 impl FromStr for Backend {
