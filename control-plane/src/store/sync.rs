@@ -136,10 +136,11 @@ fn parse_payload(body: &Value, header_source: Option<&str>) -> Result<SyncPayloa
         .iter()
         .find_map(|a| a.get("source_id").and_then(Value::as_str))
         .filter(|s| !s.is_empty());
-    let source_id = opt_str(root, "source_id")?
-        .filter(|s| !s.is_empty())
+    // agent-bom puts the configured `--source-id` on every agent and a hash of the hostname on
+    // the root; the configured one is the stable endpoint identity, so it wins.
+    let source_id = first_agent_source
+        .or(opt_str(root, "source_id")?.filter(|s| !s.is_empty()))
         .or(header_source.filter(|s| !s.is_empty()))
-        .or(first_agent_source)
         .ok_or_else(|| {
             invalid("source_id is required (in the body or the X-Agent-Bom-Source-Id header)")
         })?;
@@ -484,7 +485,7 @@ mod tests {
         let text = include_str!("../../../tests/fixtures/agent-bom-fleet-sync-payload.json");
         let body: Value = serde_json::from_str(text).unwrap();
         let p = parse_payload(&body, None).unwrap();
-        assert_eq!(p.source_id, "5bce98f73f3e");
+        assert_eq!(p.source_id, "compat-laptop-01");
         assert!(p.clients.iter().any(|(n, _)| n == "claude-desktop"));
         assert!(!p.servers.is_empty());
         let json =
