@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod bootstrap;
+pub mod oidc;
 pub mod secrets;
 pub mod server;
 pub mod signing;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use agent_bom_collector::CollectorConfig;
 use agent_bom_control_plane::api::Permission;
 use agent_bom_control_plane::bootstrap::{self, BOOTSTRAP_ADMIN_KEY_ENV};
+use agent_bom_control_plane::oidc::OidcConfig;
 use agent_bom_control_plane::server::{self, Listeners, ServeConfig, Server};
 use agent_bom_control_plane::store::{NewApiKey, Role, Store};
 use agent_bom_control_plane::up::{self, UpConfig};
@@ -54,6 +55,8 @@ enum Command {
         /// Collector listen address (UDP).
         #[arg(long, env = "AGENT_BOM_COLLECTOR_LISTEN", default_value = server::DEFAULT_COLLECTOR_LISTEN)]
         collector_listen: SocketAddr,
+        #[command(flatten)]
+        oidc: OidcArgs,
     },
     /// A collector alone on a shared Postgres store (cluster mode).
     Collector {
@@ -94,6 +97,40 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+}
+
+/// Operator login with OIDC bearer tokens (all three of issuer, audience and JWKS URL).
+#[derive(Args, Clone)]
+struct OidcArgs {
+    /// Expected token issuer (`iss`).
+    #[arg(long, env = "AGENT_BOM_OIDC_ISSUER", requires_all = ["oidc_audience", "oidc_jwks_url"])]
+    oidc_issuer: Option<String>,
+    /// Expected audience (`aud`).
+    #[arg(long, env = "AGENT_BOM_OIDC_AUDIENCE")]
+    oidc_audience: Option<String>,
+    /// URL of the issuer's JWKS.
+    #[arg(long, env = "AGENT_BOM_OIDC_JWKS_URL")]
+    oidc_jwks_url: Option<String>,
+    /// Claim holding the role.
+    #[arg(long, env = "AGENT_BOM_OIDC_ROLE_CLAIM", default_value = agent_bom_control_plane::oidc::DEFAULT_ROLE_CLAIM)]
+    oidc_role_claim: String,
+    /// Claim holding the tenant name.
+    #[arg(long, env = "AGENT_BOM_OIDC_TENANT_CLAIM", default_value = agent_bom_control_plane::oidc::DEFAULT_TENANT_CLAIM)]
+    oidc_tenant_claim: String,
+}
+
+impl OidcArgs {
+    fn config(&self) -> Option<OidcConfig> {
+        let (Some(i), Some(a), Some(j)) =
+            (&self.oidc_issuer, &self.oidc_audience, &self.oidc_jwks_url)
+        else {
+            return None;
+        };
+        let mut c = OidcConfig::new(i, a, j);
+        c.role_claim = self.oidc_role_claim.clone();
+        c.tenant_claim = self.oidc_tenant_claim.clone();
+        Some(c)
+    }
 }
 
 #[derive(Subcommand)]
@@ -292,12 +329,14 @@ async fn dispatch(command: Command) -> Result<()> {
             database_url,
             api_listen,
             collector_listen,
+            oidc,
         } => {
             let data_dir = data.dir();
             let server = Server::open(ServeConfig {
                 data_dir: data_dir.clone(),
                 database_url,
                 collector: CollectorConfig::default(),
+                oidc: oidc.config(),
             })
             .await?;
             let listeners = Listeners::bind(api_listen, collector_listen).await?;

@@ -42,6 +42,8 @@ pub struct ServeConfig {
     pub database_url: Option<String>,
     /// Collector tunables.
     pub collector: CollectorConfig,
+    /// OIDC login for operators (API keys work regardless).
+    pub oidc: Option<crate::oidc::OidcConfig>,
 }
 
 /// The sockets a server runs on, bound by the caller (port 0 in tests).
@@ -144,7 +146,13 @@ impl Server {
             self.config.collector.clone(),
         );
         let collector_task = tokio::spawn(collector.run(listeners.collector, shutdown.clone()));
-        let app = api::router(AppState::new(self.store.clone(), self.signer.clone()));
+        let mut state = AppState::new(self.store.clone(), self.signer.clone());
+        state.oidc = self
+            .config
+            .oidc
+            .clone()
+            .map(|c| Arc::new(crate::oidc::OidcVerifier::new(c)));
+        let app = api::router(state);
         let api_addr = listeners.api.local_addr().ok();
         tracing::info!(addr = ?api_addr, "API listening");
         let api_shutdown = shutdown.clone();

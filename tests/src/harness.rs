@@ -56,6 +56,14 @@ pub struct Reply {
 impl TestServer {
     /// Start a server on SQLite (`None`) or the given database URL.
     pub async fn start(database_url: Option<String>) -> Self {
+        Self::start_with_oidc(database_url, None).await
+    }
+
+    /// Start a server that also accepts OIDC bearer tokens.
+    pub async fn start_with_oidc(
+        database_url: Option<String>,
+        oidc: Option<agent_bom_control_plane::oidc::OidcConfig>,
+    ) -> Self {
         agent_bom_control_plane::install_crypto_provider();
         let data_dir = tempfile::tempdir().expect("temp data dir");
         let collector = agent_bom_collector::CollectorConfig {
@@ -66,6 +74,7 @@ impl TestServer {
             data_dir: data_dir.path().to_path_buf(),
             database_url,
             collector,
+            oidc,
         })
         .await
         .expect("open server");

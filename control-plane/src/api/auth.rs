@@ -12,7 +12,7 @@ use axum::http::header;
 use axum::http::request::Parts;
 
 use super::{ApiError, AppState, ErrorCode};
-use crate::store::{ApiKey, Role, now_ms};
+use crate::store::{Role, now_ms};
 
 /// What a request may need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -312,31 +312,38 @@ pub fn permissions_markdown() -> String {
     out
 }
 
-/// The authenticated caller: a tenant, a role, optional scopes.
+/// The authenticated caller (an API key or an OIDC token): a tenant, a role, optional scopes.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    /// The API key used.
-    pub key: ApiKey,
+    /// Tenant id: every query of the request is scoped to it.
+    tenant: String,
+    /// Role.
+    pub role: Role,
+    /// Scopes (empty = the whole role).
+    pub scopes: Vec<String>,
+    /// Tenant management across the installation.
+    pub super_admin: bool,
+    /// Audit actor: `key:<prefix>` or `oidc:<subject>`.
+    actor: String,
 }
 
 impl Caller {
     /// The caller's tenant: every query of the request is scoped to it.
     pub fn tenant_id(&self) -> &str {
-        &self.key.tenant_id
+        &self.tenant
     }
 
     /// Audit actor name (never the secret).
     pub fn actor(&self) -> String {
-        format!("key:{}", self.key.prefix)
+        self.actor.clone()
     }
 
-    /// Whether the caller has `permission`: the role allows it, the key's scopes (if any)
-    /// include it, and for tenant management the key is a super-admin key.
+    /// Whether the caller has `permission`: the role allows it, the scopes (if any) include it,
+    /// and for tenant management the caller is a super-admin.
     pub fn can(&self, permission: Permission) -> bool {
-        role_allows(self.key.role, permission)
-            && (self.key.scopes.is_empty()
-                || self.key.scopes.iter().any(|s| s == permission.name()))
-            && (permission != Permission::TenantsAdmin || self.key.super_admin)
+        role_allows(self.role, permission)
+            && (self.scopes.is_empty() || self.scopes.iter().any(|s| s == permission.name()))
+            && (permission != Permission::TenantsAdmin || self.super_admin)
     }
 
     /// 403 unless the caller has `permission`.
@@ -347,8 +354,8 @@ impl Caller {
             Err(ApiError::new(
                 ErrorCode::Forbidden,
                 &format!(
-                    "this key (role {}) lacks permission {}",
-                    self.key.role.as_str(),
+                    "this caller (role {}) lacks permission {}",
+                    self.role.as_str(),
                     permission.name()
                 ),
             ))
@@ -377,14 +384,51 @@ impl FromRequestParts<AppState> for Caller {
             })
             .map(str::trim)
             .ok_or_else(|| ApiError::unauthorized("Authorization must use the Bearer scheme"))?;
+        if let Some(oidc) = &state.oidc
+            && crate::oidc::looks_like_jwt(presented)
+        {
+            let identity = oidc.verify(presented).await.map_err(|e| {
+                tracing::debug!(error = %e, "OIDC token refused");
+                ApiError::unauthorized("invalid or expired bearer token")
+            })?;
+            let role: Role = identity
+                .role
+                .parse()
+                .map_err(|_| ApiError::unauthorized("invalid or expired bearer token"))?;
+            let tenant = match state.store.tenant_by_name(&identity.tenant).await {
+                Ok(t) => t,
+                Err(crate::store::StoreError::NotFound(_)) => {
+                    return Err(ApiError::unauthorized("invalid or expired bearer token"));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let principal = format!("oidc:{}", identity.subject);
+            state.limiter.check(state, &tenant.id, &principal).await?;
+            return Ok(Self {
+                tenant: tenant.id,
+                role,
+                scopes: Vec::new(),
+                super_admin: false,
+                actor: principal,
+            });
+        }
         let key = state
             .store
             .authenticate_api_key(presented)
             .await
             .map_err(ApiError::from)?
             .ok_or_else(|| ApiError::unauthorized("invalid, expired or revoked API key"))?;
-        state.limiter.check(state, &key).await?;
-        Ok(Self { key })
+        state
+            .limiter
+            .check(state, &key.tenant_id, &format!("key:{}", key.id))
+            .await?;
+        Ok(Self {
+            actor: format!("key:{}", key.prefix),
+            tenant: key.tenant_id,
+            role: key.role,
+            scopes: key.scopes,
+            super_admin: key.super_admin,
+        })
     }
 }
 
@@ -442,10 +486,16 @@ impl RateLimiter {
         }
     }
 
-    /// Count a request of `key`; 429 with Retry-After when the key or its tenant is over.
-    pub async fn check(&self, state: &AppState, key: &ApiKey) -> Result<(), ApiError> {
+    /// Count a request of `principal` (a key or an OIDC subject) in `tenant`; 429 with
+    /// Retry-After when the principal or its tenant is over its rate.
+    pub async fn check(
+        &self,
+        state: &AppState,
+        tenant: &str,
+        principal: &str,
+    ) -> Result<(), ApiError> {
         let now = now_ms();
-        let (per_key, per_tenant) = self.limits(state, &key.tenant_id, now).await?;
+        let (per_key, per_tenant) = self.limits(state, tenant, now).await?;
         let window = now - now.rem_euclid(WINDOW_MS);
         let retry_after = ((window + WINDOW_MS - now) + 999) / 1000;
         let mut c = self
@@ -456,8 +506,8 @@ impl RateLimiter {
             c.windows.retain(|_, (w, _)| *w == window);
         }
         for (id, limit, what) in [
-            (format!("k:{}", key.id), per_key, "this API key"),
-            (format!("t:{}", key.tenant_id), per_tenant, "this tenant"),
+            (format!("p:{principal}"), per_key, "this API key"),
+            (format!("t:{tenant}"), per_tenant, "this tenant"),
         ] {
             let entry = c.windows.entry(id).or_insert((window, 0));
             if entry.0 != window {
@@ -470,7 +520,7 @@ impl RateLimiter {
                 ));
             }
         }
-        for id in [format!("k:{}", key.id), format!("t:{}", key.tenant_id)] {
+        for id in [format!("p:{principal}"), format!("t:{tenant}")] {
             if let Some(e) = c.windows.get_mut(&id) {
                 e.1 += 1;
             }

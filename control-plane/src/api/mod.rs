@@ -39,6 +39,8 @@ pub struct AppState {
     pub limiter: RateLimiter,
     /// Signs exports.
     pub signer: Arc<ExportSigner>,
+    /// OIDC bearer-token verifier, when configured.
+    pub oidc: Option<Arc<crate::oidc::OidcVerifier>>,
 }
 
 impl AppState {
@@ -48,6 +50,7 @@ impl AppState {
             store,
             limiter: RateLimiter::default(),
             signer,
+            oidc: None,
         }
     }
 }
