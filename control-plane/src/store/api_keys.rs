@@ -200,7 +200,7 @@ impl Store {
             .await?
             .max_api_keys
             .unwrap_or(DEFAULT_MAX_API_KEYS);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let active: i64 = sqlx::query(
             "SELECT COUNT(*) AS n FROM api_keys WHERE tenant_id = $1 AND revoked_at IS NULL \
              AND (expires_at IS NULL OR expires_at > $2)",

@@ -63,7 +63,7 @@ impl Store {
         let Some(prefix) = secrets::prefix_of(ENROLL_TOKEN_KIND, &request.token) else {
             return Err(Failure::Refuse(invalid("malformed enrollment token")));
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(
             "SELECT id, tenant_id, secret_hash, expires_at, max_uses, uses, revoked_at \
              FROM enrollment_tokens WHERE prefix = $1",
@@ -172,7 +172,7 @@ impl Store {
         let (tenant, agent) = (&device.tenant_id, &device.agent_id);
         let host = &inventory.host;
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         // Advancing last_seq is both the idempotency check and the row lock that serializes
         // concurrent uploads of one device.
         let advanced = sqlx::query(

@@ -89,7 +89,7 @@ impl Store {
         to: LifecycleState,
         reason: &str,
     ) -> Result<LifecycleState, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row =
             sqlx::query("SELECT lifecycle_state FROM endpoints WHERE tenant_id = $1 AND id = $2")
                 .bind(tenant_id)
@@ -202,7 +202,7 @@ impl Store {
         tenant_id: &str,
         endpoint_id: &str,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for table in [
             "endpoint_commands",
             "endpoint_clients",

@@ -301,7 +301,7 @@ impl Store {
         if existing.is_none() {
             self.check_endpoint_quota(tenant_id, 1).await?;
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let endpoint_id = match existing {
             Some(id) => id,
             None => {
