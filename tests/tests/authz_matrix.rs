@@ -258,3 +258,11 @@ async fn every_route_every_principal_postgres() {
     matrix(Some(db.url.clone())).await;
     db.drop_database().await;
 }
+
+/// The same matrix as an application role under Postgres row-level security.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_every_principal_postgres_rls() {
+    let db = TestDatabase::create_with_app_role().await;
+    matrix(Some(db.url.clone())).await;
+    db.drop_database().await;
+}

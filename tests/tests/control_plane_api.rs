@@ -345,6 +345,13 @@ async fn fleet_api_postgres() {
     db.drop_database().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_api_postgres_rls() {
+    let db = TestDatabase::create_with_app_role().await;
+    fleet_api(Some(db.url.clone())).await;
+    db.drop_database().await;
+}
+
 async fn ingest_keys_limits_audit(database_url: Option<String>) {
     let server = TestServer::start(database_url).await;
     let admin = server.admin_key.clone();

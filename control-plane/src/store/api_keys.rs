@@ -200,7 +200,7 @@ impl Store {
             .await?
             .max_api_keys
             .unwrap_or(DEFAULT_MAX_API_KEYS);
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.scope_write(tenant_id).await?;
         let active: i64 = sqlx::query(
             "SELECT COUNT(*) AS n FROM api_keys WHERE tenant_id = $1 AND revoked_at IS NULL \
              AND (expires_at IS NULL OR expires_at > $2)",
@@ -245,12 +245,14 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 AND (id = $2 OR prefix = $2)"
         ));
+        let mut tx = self.scope(tenant_id).await?;
         let row = sqlx::query(sql)
             .bind(tenant_id)
             .bind(key_id_or_prefix)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("API key {key_id_or_prefix:?}")))?;
+        tx.commit().await?;
         Ok(key_from_row(&row)?.0)
     }
 
@@ -295,6 +297,7 @@ impl Store {
         let old_expiry = old
             .expires_at
             .map_or(now + overlap_ms, |e| e.min(now + overlap_ms));
+        let mut tx = self.scope_write(tenant_id).await?;
         sqlx::query(
             "UPDATE api_keys SET expires_at = $1, replaced_by = $2 WHERE id = $3 AND tenant_id = $4",
         )
@@ -302,8 +305,9 @@ impl Store {
         .bind(&created.0.id)
         .bind(&old.id)
         .bind(tenant_id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(created)
     }
 
@@ -319,11 +323,13 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {KEY_COLUMNS} FROM api_keys WHERE prefix = $1"
         ));
-        let Some(row) = sqlx::query(sql)
+        let mut tx = self.scope(super::CREDENTIAL_LOOKUP_SCOPE).await?;
+        let found = sqlx::query(sql)
             .bind(prefix)
-            .fetch_optional(&self.pool)
-            .await?
-        else {
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let Some(row) = found else {
             return Ok(None);
         };
         let (key, stored_hash) = key_from_row(&row)?;
@@ -338,12 +344,14 @@ impl Store {
             .last_used_at
             .is_none_or(|t| now - t >= LAST_USED_RESOLUTION_MS)
         {
+            let mut tx = self.scope(&key.tenant_id).await?;
             sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2 AND tenant_id = $3")
                 .bind(now)
                 .bind(&key.id)
                 .bind(&key.tenant_id)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
+            tx.commit().await?;
         }
         Ok(Some(key))
     }
@@ -353,10 +361,9 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY created_at, id"
         ));
-        let rows = sqlx::query(sql)
-            .bind(tenant_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let mut tx = self.scope(tenant_id).await?;
+        let rows = sqlx::query(sql).bind(tenant_id).fetch_all(&mut *tx).await?;
+        tx.commit().await?;
         rows.iter()
             .map(|r| key_from_row(r).map(|(k, _)| k))
             .collect()
@@ -368,14 +375,16 @@ impl Store {
         tenant_id: &str,
         key_id_or_prefix: &str,
     ) -> Result<(), StoreError> {
+        let mut tx = self.scope_write(tenant_id).await?;
         let done = sqlx::query(
             "UPDATE api_keys SET revoked_at = $1 WHERE tenant_id = $2 AND (id = $3 OR prefix = $3) AND revoked_at IS NULL",
         )
         .bind(now_ms())
         .bind(tenant_id)
         .bind(key_id_or_prefix)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!(
                 "active API key {key_id_or_prefix:?}"

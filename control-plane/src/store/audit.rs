@@ -97,11 +97,12 @@ impl Store {
     ) -> Result<(), StoreError> {
         let detail = detail.to_string();
         for _ in 0..20 {
+            let mut tx = self.scope_write(tenant_id).await?;
             let head = sqlx::query(
                 "SELECT seq, hash FROM audit_log WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1",
             )
             .bind(tenant_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?;
             let (seq, prev) = match head {
                 Some(r) => (
@@ -125,8 +126,9 @@ impl Store {
             .bind(&detail)
             .bind(&prev)
             .bind(&hash)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+            tx.commit().await?;
             if inserted.rows_affected() == 1 {
                 return Ok(());
             }
@@ -144,6 +146,7 @@ impl Store {
         limit: u32,
         action: Option<&str>,
     ) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut tx = self.scope(tenant_id).await?;
         let limit = i64::from(limit.clamp(1, MAX_AUDIT_PAGE));
         let rows = sqlx::query(
             "SELECT seq, at, actor, action, target, detail, prev_hash, hash FROM audit_log \
@@ -153,8 +156,9 @@ impl Store {
         .bind(after_seq)
         .bind(action.unwrap_or(""))
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         rows.iter()
             .map(|r| entry_from_row(r).map(|(e, _)| e))
             .collect()
@@ -162,13 +166,15 @@ impl Store {
 
     /// Walk the tenant's whole chain and report the first broken link.
     pub async fn verify_audit(&self, tenant_id: &str) -> Result<AuditVerification, StoreError> {
+        let mut tx = self.scope(tenant_id).await?;
         let rows = sqlx::query(
             "SELECT seq, at, actor, action, target, detail, prev_hash, hash FROM audit_log \
              WHERE tenant_id = $1 ORDER BY seq",
         )
         .bind(tenant_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         let mut prev = GENESIS_HASH.to_string();
         for (expected_seq, r) in (1_i64..).zip(rows.iter()) {
             let (e, detail) = entry_from_row(r)?;

@@ -63,7 +63,7 @@ impl Store {
         let Some(prefix) = secrets::prefix_of(ENROLL_TOKEN_KIND, &request.token) else {
             return Err(Failure::Refuse(invalid("malformed enrollment token")));
         };
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.scope_write(super::CREDENTIAL_LOOKUP_SCOPE).await?;
         let row = sqlx::query(
             "SELECT id, tenant_id, secret_hash, expires_at, max_uses, uses, revoked_at \
              FROM enrollment_tokens WHERE prefix = $1",
@@ -95,6 +95,8 @@ impl Store {
                 other => Failure::Refuse(classify(other)),
             });
         }
+        // From here on the transaction works inside the token's tenant only.
+        self.set_scope(&mut tx, &tenant_id).await?;
         // The conditional update is the use counter and the race guard in one statement.
         let used = sqlx::query(
             "UPDATE enrollment_tokens SET uses = uses + 1 \
@@ -131,11 +133,12 @@ impl Store {
         agent_id: &str,
         cert_fingerprint: &str,
     ) -> Result<DeviceSession, Failure> {
+        let mut tx = self.scope(super::CREDENTIAL_LOOKUP_SCOPE).await?;
         let row = sqlx::query(
             "SELECT tenant_id, cert_fingerprint, revoked_at, last_seq FROM endpoints WHERE id = $1",
         )
         .bind(agent_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| {
             Failure::Refuse(CollectorStoreError::Unauthorized("unknown device".into()))
@@ -172,7 +175,7 @@ impl Store {
         let (tenant, agent) = (&device.tenant_id, &device.agent_id);
         let host = &inventory.host;
         let now = now_ms();
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.scope_write(tenant).await?;
         // Advancing last_seq is both the idempotency check and the row lock that serializes
         // concurrent uploads of one device.
         let advanced = sqlx::query(
@@ -301,7 +304,9 @@ impl Store {
                 for s in chunk {
                     query = query.bind(&s.agent_id);
                 }
-                query.execute(&self.pool).await?;
+                let mut tx = self.scope(tenant).await?;
+                query.execute(&mut *tx).await?;
+                tx.commit().await?;
             }
         }
         Ok(())

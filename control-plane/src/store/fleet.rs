@@ -441,6 +441,7 @@ impl Store {
         tenant_id: &str,
         query: &EndpointQuery,
     ) -> Result<EndpointPage, StoreError> {
+        let mut tx = self.scope(tenant_id).await?;
         let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
         let now = now_ms();
         let mut w = Sql::default();
@@ -541,7 +542,8 @@ impl Store {
                 Param::Int(i) => q.bind(i),
             };
         }
-        let rows = q.fetch_all(&self.pool).await?;
+        let rows = q.fetch_all(&mut *tx).await?;
+        tx.commit().await?;
         let mut last_values = Vec::with_capacity(rows.len());
         let mut items = Vec::with_capacity(rows.len());
         for r in &rows {
@@ -578,6 +580,7 @@ impl Store {
         tenant_id: &str,
         id: &str,
     ) -> Result<EndpointDetail, StoreError> {
+        let mut tx = self.scope(tenant_id).await?;
         let now = now_ms();
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {SUMMARY_COLUMNS}, kernel_version, cpu_count, memory_bytes, uptime_secs \
@@ -586,7 +589,7 @@ impl Store {
         let row = sqlx::query(sql)
             .bind(tenant_id)
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("endpoint {id:?}")))?;
         let summary = summary_from_row(&row, now)?;
@@ -605,7 +608,7 @@ impl Store {
         )
         .bind(tenant_id)
         .bind(id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?
         .iter()
         .map(|r| {
@@ -622,7 +625,7 @@ impl Store {
         )
         .bind(tenant_id)
         .bind(id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?
         .iter()
         .map(|r| {
@@ -651,7 +654,7 @@ impl Store {
         )
         .bind(tenant_id)
         .bind(id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?
         .iter()
         .map(|r| {
@@ -666,9 +669,10 @@ impl Store {
         )
         .bind(tenant_id)
         .bind(id)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?
         .try_get("applied_policy_revision")?;
+        tx.commit().await?;
         let pending_commands = self.pending_commands(tenant_id, id).await?;
         Ok(EndpointDetail {
             summary,

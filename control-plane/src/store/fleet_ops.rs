@@ -58,13 +58,14 @@ impl Store {
         tenant_id: &str,
         endpoint_id: &str,
     ) -> Result<Vec<Value>, StoreError> {
+        let mut tx = self.scope(tenant_id).await?;
         sqlx::query(
             "SELECT id, kind, payload, created_at FROM endpoint_commands \
              WHERE tenant_id = $1 AND endpoint_id = $2 AND status = 'pending' ORDER BY created_at, id",
         )
         .bind(tenant_id)
         .bind(endpoint_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?
         .iter()
         .map(|r| {
@@ -89,7 +90,7 @@ impl Store {
         to: LifecycleState,
         reason: &str,
     ) -> Result<LifecycleState, StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.scope_write(tenant_id).await?;
         let row =
             sqlx::query("SELECT lifecycle_state FROM endpoints WHERE tenant_id = $1 AND id = $2")
                 .bind(tenant_id)
@@ -164,6 +165,7 @@ impl Store {
         endpoint_id: &str,
         update: &MetadataUpdate,
     ) -> Result<(), StoreError> {
+        let mut tx = self.scope_write(tenant_id).await?;
         for (field, v) in [
             ("owner", &update.owner),
             ("environment", &update.environment),
@@ -187,8 +189,9 @@ impl Store {
         .bind(tags.as_ref().map(to_json_text))
         .bind(tenant_id)
         .bind(endpoint_id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("endpoint {endpoint_id:?}")));
         }
@@ -202,7 +205,7 @@ impl Store {
         tenant_id: &str,
         endpoint_id: &str,
     ) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.scope_write(tenant_id).await?;
         for table in [
             "endpoint_commands",
             "endpoint_clients",
@@ -258,6 +261,7 @@ impl Store {
         limit: Option<u32>,
         cursor: Option<&str>,
     ) -> Result<ServerGroupPage, StoreError> {
+        let mut tx = self.scope(tenant_id).await?;
         let limit = limit.unwrap_or(100).clamp(1, MAX_SERVER_PAGE) as usize;
         let after = match cursor {
             Some(c) => Some(
@@ -281,8 +285,9 @@ impl Store {
         )
         .bind(tenant_id)
         .bind(after.unwrap_or_default())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         #[derive(Default)]
         struct Acc {
             names: BTreeSet<String>,

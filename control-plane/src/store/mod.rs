@@ -95,6 +95,10 @@ pub struct Store {
     backend: Backend,
 }
 
+/// Row-level-security scope of the few lookups that find a tenant from a credential (API key
+/// or enrollment token prefix, device id) before the tenant is known. Nothing else uses it.
+pub(crate) const CREDENTIAL_LOOKUP_SCOPE: &str = "*";
+
 /// The file name of the embedded database inside a data directory.
 pub const SQLITE_FILE: &str = "agent-bom.db";
 
@@ -176,6 +180,16 @@ impl Store {
                 false,
             ),
         ];
+        let mut migrations = migrations;
+        if self.backend == Backend::Postgres {
+            migrations.push(Migration::new(
+                3,
+                "row level security".into(),
+                MigrationType::Simple,
+                SqlStr::from_static(include_str!("../../migrations/0003_rls_postgres.sql")),
+                false,
+            ));
+        }
         Migrator::with_migrations(migrations)
             .run(&self.pool)
             .await?;
@@ -185,13 +199,47 @@ impl Store {
     /// Begin a transaction that will write. On SQLite it takes the write lock up front
     /// (`BEGIN IMMEDIATE`), so a transaction that reads before it writes waits for other writers
     /// (busy timeout) instead of failing with "database is locked" when it upgrades its lock.
-    pub(crate) async fn begin_write(
-        &self,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
         match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
             Backend::Postgres => self.pool.begin().await,
         }
+    }
+
+    /// Set the row-level-security tenant of a Postgres transaction (a no-op on SQLite).
+    pub(crate) async fn set_scope(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        tenant_id: &str,
+    ) -> Result<(), sqlx::Error> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+                .bind(tenant_id)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// A read transaction scoped to one tenant: on Postgres, row-level security lets it see
+    /// only that tenant's rows (the second wall behind the `tenant_id` in every query).
+    pub(crate) async fn scope(
+        &self,
+        tenant_id: &str,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        self.set_scope(&mut tx, tenant_id).await?;
+        Ok(tx)
+    }
+
+    /// A write transaction scoped to one tenant (see [`Self::scope`] and `begin_write`).
+    pub(crate) async fn scope_write(
+        &self,
+        tenant_id: &str,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        let mut tx = self.begin_write().await?;
+        self.set_scope(&mut tx, tenant_id).await?;
+        Ok(tx)
     }
 
     /// The backend in use.

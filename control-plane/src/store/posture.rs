@@ -67,10 +67,14 @@ pub struct PostureCounts {
     pub has_registry: bool,
 }
 
-async fn count(store: &Store, sql: &'static str, tenant: &str) -> Result<i64, StoreError> {
+async fn count(
+    conn: &mut sqlx::AnyConnection,
+    sql: &'static str,
+    tenant: &str,
+) -> Result<i64, StoreError> {
     Ok(sqlx::query(sql)
         .bind(tenant)
-        .fetch_one(&store.pool)
+        .fetch_one(conn)
         .await?
         .try_get("n")?)
 }
@@ -78,10 +82,11 @@ async fn count(store: &Store, sql: &'static str, tenant: &str) -> Result<i64, St
 impl Store {
     /// Counts and derived mode of a tenant.
     pub async fn posture_counts(&self, tenant_id: &str) -> Result<PostureCounts, StoreError> {
+        let mut tx = self.scope(tenant_id).await?;
         let t = tenant_id;
         let now = now_ms();
         let endpoints = count(
-            self,
+            &mut tx,
             "SELECT COUNT(*) AS n FROM endpoints WHERE tenant_id = $1",
             t,
         )
@@ -91,65 +96,65 @@ impl Store {
         )
         .bind(t)
         .bind(now - ONLINE_WINDOW_MS)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?
         .try_get("n")?;
         let agent_endpoints = count(
-            self,
+            &mut tx,
             "SELECT COUNT(*) AS n FROM endpoints WHERE tenant_id = $1 AND origin = 'agent'",
             t,
         )
         .await?;
         let synced_sources = count(
-            self,
+            &mut tx,
             "SELECT COUNT(*) AS n FROM endpoints WHERE tenant_id = $1 AND origin = 'fleet_sync'",
             t,
         )
         .await?;
         let quarantined = count(
-            self,
+            &mut tx,
             "SELECT COUNT(*) AS n FROM endpoints WHERE tenant_id = $1 AND lifecycle_state = 'quarantined'",
             t,
         )
         .await?;
         let cluster = count(
-            self,
+            &mut tx,
             "SELECT COUNT(*) AS n FROM endpoints WHERE tenant_id = $1 AND (environment = 'kubernetes' OR tags LIKE '%\"cluster\"%')",
             t,
         )
         .await?;
         let clients = count(
-            self,
+            &mut tx,
             "SELECT COUNT(DISTINCT name) AS n FROM endpoint_clients WHERE tenant_id = $1",
             t,
         )
         .await?;
         let server_entries = count(
-            self,
+            &mut tx,
             "SELECT COUNT(*) AS n FROM endpoint_servers WHERE tenant_id = $1",
             t,
         )
         .await?;
         let servers = count(
-            self,
+            &mut tx,
             "SELECT COUNT(DISTINCT server_id) AS n FROM endpoint_servers WHERE tenant_id = $1",
             t,
         )
         .await?;
         let wrapped_servers = count(
-            self,
+            &mut tx,
             "SELECT COUNT(*) AS n FROM endpoint_servers WHERE tenant_id = $1 AND wrapped <> 0",
             t,
         )
         .await?;
         let risky_servers = count(
-            self,
+            &mut tx,
             "SELECT COUNT(*) AS n FROM endpoint_servers WHERE tenant_id = $1 AND risk_flags <> '[]'",
             t,
         )
         .await?;
         let remote = count(
-            self,
+            &mut tx,
             "SELECT COUNT(*) AS n FROM endpoint_servers WHERE tenant_id = $1 AND transport IN ('sse', 'streamable-http', 'ws')",
             t,
         )
@@ -160,21 +165,22 @@ impl Store {
         )
         .bind(t)
         .bind(now)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?
         .try_get("n")?;
         let audit_events = count(
-            self,
+            &mut tx,
             "SELECT COUNT(*) AS n FROM audit_log WHERE tenant_id = $1",
             t,
         )
         .await?;
         let traces = count(
-            self,
+            &mut tx,
             "SELECT COUNT(*) AS n FROM audit_log WHERE tenant_id = $1 AND action LIKE 'proxy.%'",
             t,
         )
         .await?;
+        tx.commit().await?;
         let has_fleet_ingest = agent_endpoints > 0;
         let has_cluster_scan = cluster > 0;
         let deployment_mode = match (has_fleet_ingest, has_cluster_scan) {

@@ -290,18 +290,20 @@ impl Store {
         }
         let payload = parse_payload(&body, header_source)?;
         let now = now_ms();
+        let mut read = self.scope(tenant_id).await?;
         let existing =
             sqlx::query("SELECT id FROM endpoints WHERE tenant_id = $1 AND source_id = $2")
                 .bind(tenant_id)
                 .bind(&payload.source_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *read)
                 .await?
                 .map(|r| r.try_get::<String, _>("id"))
                 .transpose()?;
+        read.commit().await?;
         if existing.is_none() {
             self.check_endpoint_quota(tenant_id, 1).await?;
         }
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.scope_write(tenant_id).await?;
         let endpoint_id = match existing {
             Some(id) => id,
             None => {
@@ -451,13 +453,14 @@ impl Store {
         key: &str,
         body_hash: &str,
     ) -> Result<Option<SyncResult>, StoreError> {
+        let mut tx = self.scope(tenant_id).await?;
         let Some(row) = sqlx::query(
             "SELECT body_hash, response FROM idempotency_keys WHERE tenant_id = $1 AND route = $2 AND key = $3",
         )
         .bind(tenant_id)
         .bind(SYNC_ROUTE)
         .bind(key)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?
         else {
             return Ok(None);

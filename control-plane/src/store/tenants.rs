@@ -200,11 +200,13 @@ impl Store {
             .await?
             .max_endpoints
             .unwrap_or(DEFAULT_MAX_ENDPOINTS);
+        let mut tx = self.scope(tenant_id).await?;
         let current: i64 = sqlx::query("SELECT COUNT(*) AS n FROM endpoints WHERE tenant_id = $1")
             .bind(tenant_id)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *tx)
             .await?
             .try_get("n")?;
+        tx.commit().await?;
         if current + adding > limit {
             return Err(StoreError::QuotaExceeded(format!(
                 "tenant quota exceeded for endpoints: limit={limit}, current={current}, attempted={adding}"
