@@ -424,6 +424,15 @@ async fn admin(store: &Store, command: AdminCommand) -> Result<()> {
         AdminCommand::Tenant { command } => match command {
             TenantCommand::Create { name } => {
                 let t = store.create_tenant(&name).await?;
+                store
+                    .audit(
+                        &t.id,
+                        "cli",
+                        "tenant.create",
+                        &t.id,
+                        serde_json::json!({"name": t.name}),
+                    )
+                    .await?;
                 println!("created tenant {} ({})", t.name, t.id);
             }
             TenantCommand::List => print_json(&store.list_tenants().await?)?,
@@ -551,8 +560,17 @@ async fn admin(store: &Store, command: AdminCommand) -> Result<()> {
             } => {
                 let t = store.tenant_by_name(&tenant).await?;
                 let expires = expires_in_hours.map(|h| now + i64::from(h) * 3_600_000);
-                let (_, token) = store
+                let (created, token) = store
                     .create_enrollment_token(&t.id, &name, expires, max_uses.map(i64::from))
+                    .await?;
+                store
+                    .audit(
+                        &t.id,
+                        "cli",
+                        "enroll_token.create",
+                        &created.id,
+                        serde_json::json!({"prefix": created.prefix, "max_uses": max_uses}),
+                    )
                     .await?;
                 println!("{token}");
             }
@@ -563,6 +581,15 @@ async fn admin(store: &Store, command: AdminCommand) -> Result<()> {
             TokenCommand::Revoke { tenant, token } => {
                 let t = store.tenant_by_name(&tenant).await?;
                 store.revoke_enrollment_token(&t.id, &token).await?;
+                store
+                    .audit(
+                        &t.id,
+                        "cli",
+                        "enroll_token.revoke",
+                        &token,
+                        serde_json::json!({}),
+                    )
+                    .await?;
                 println!("revoked");
             }
         },

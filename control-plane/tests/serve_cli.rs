@@ -355,7 +355,7 @@ fn admin_key_lifecycle_quota_and_audit_verify_detects_tampering() {
     let verified: serde_json::Value =
         serde_json::from_str(&ok(&["audit", "verify", "--tenant", "acme"])).unwrap();
     assert_eq!(verified["ok"], true);
-    assert_eq!(verified["entries"], 3);
+    assert_eq!(verified["entries"], 4);
 
     // Tamper with the stored log: the verify command notices and fails.
     let db = data.path().join("agent-bom.db");

@@ -24,6 +24,8 @@ pub const SYNC_ROUTE: &str = "/v1/fleet/sync";
 pub const MAX_SOURCE_ID: usize = 200;
 /// Most agents (clients) in one push.
 pub const MAX_AGENTS: usize = 1_000;
+/// How long an Idempotency-Key is remembered.
+pub const IDEMPOTENCY_TTL_MS: i64 = 24 * 3_600_000;
 /// Most servers in one push.
 pub const MAX_SERVERS: usize = 10_000;
 
@@ -422,6 +424,15 @@ impl Store {
             idempotent_replay: false,
         };
         if let Some(k) = &key {
+            // Keys are remembered for a day: enough for any client's retries.
+            sqlx::query(
+                "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND route = $2 AND created_at < $3",
+            )
+            .bind(tenant_id)
+            .bind(SYNC_ROUTE)
+            .bind(now - IDEMPOTENCY_TTL_MS)
+            .execute(&mut *tx)
+            .await?;
             let stored = sqlx::query(
                 "INSERT INTO idempotency_keys (tenant_id, route, key, body_hash, response, created_at) \
                  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, route, key) DO NOTHING",
