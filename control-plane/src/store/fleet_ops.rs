@@ -1,7 +1,7 @@
 //! Fleet writes: lifecycle transitions, metadata, commands, deletion, and the fleet-wide server
 //! view. Every statement is scoped to the caller's tenant.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde_json::Value;
 use sqlx::Row;
@@ -276,66 +276,55 @@ impl Store {
             ),
             None => None,
         };
-        let rows = sqlx::query(
-            "SELECT s.server_id, s.endpoint_id, s.name, s.client, s.transport, s.command, s.url, s.risk_flags, \
-             i.first_seen, i.last_seen \
+        // One page of identities with their per-identity aggregates, then the distinct
+        // (name, client, flags) combinations of just those identities: the work is bounded by
+        // the page, not by the size of the fleet.
+        let heads = sqlx::query(
+            "SELECT s.server_id, COUNT(DISTINCT s.endpoint_id) AS endpoints, MIN(s.transport) AS transport, \
+             MIN(s.command) AS command, MIN(s.url) AS url, MIN(i.first_seen) AS first_seen, MAX(i.last_seen) AS last_seen \
              FROM endpoint_servers s LEFT JOIN server_identities i \
              ON i.tenant_id = s.tenant_id AND i.identity = s.server_id \
-             WHERE s.tenant_id = $1 AND s.server_id > $2 ORDER BY s.server_id",
+             WHERE s.tenant_id = $1 AND s.server_id > $2 \
+             GROUP BY s.server_id ORDER BY s.server_id LIMIT $3",
         )
         .bind(tenant_id)
         .bind(after.unwrap_or_default())
+        .bind(i64::try_from(limit + 1).unwrap_or(i64::MAX))
         .fetch_all(&mut *tx)
         .await?;
-        tx.commit().await?;
-        #[derive(Default)]
-        struct Acc {
-            names: BTreeSet<String>,
-            transport: String,
-            command: Option<String>,
-            url: Option<String>,
-            endpoints: BTreeSet<String>,
-            clients: BTreeSet<String>,
-            flags: BTreeSet<String>,
-            first: Option<i64>,
-            last: Option<i64>,
-        }
-        let mut groups: BTreeMap<String, Acc> = BTreeMap::new();
-        for r in &rows {
-            let id: String = r.try_get("server_id")?;
-            if groups.len() > limit && !groups.contains_key(&id) {
-                break;
+        let more = heads.len() > limit;
+        let mut items = Vec::with_capacity(limit);
+        for h in heads.iter().take(limit) {
+            let identity: String = h.try_get("server_id")?;
+            let details = sqlx::query(
+                "SELECT DISTINCT name, client, risk_flags FROM endpoint_servers \
+                 WHERE tenant_id = $1 AND server_id = $2",
+            )
+            .bind(tenant_id)
+            .bind(&identity)
+            .fetch_all(&mut *tx)
+            .await?;
+            let (mut names, mut clients, mut flags) =
+                (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+            for d in &details {
+                names.insert(d.try_get::<String, _>("name")?);
+                clients.insert(d.try_get::<String, _>("client")?);
+                flags.extend(string_list(&d.try_get::<String, _>("risk_flags")?));
             }
-            let acc = groups.entry(id).or_default();
-            acc.names.insert(r.try_get("name")?);
-            acc.transport = r.try_get("transport")?;
-            acc.command = r.try_get("command")?;
-            acc.url = r.try_get("url")?;
-            acc.endpoints.insert(r.try_get("endpoint_id")?);
-            acc.clients.insert(r.try_get("client")?);
-            acc.flags
-                .extend(string_list(&r.try_get::<String, _>("risk_flags")?));
-            acc.first = r.try_get("first_seen")?;
-            acc.last = r.try_get("last_seen")?;
-        }
-        let more = groups.len() > limit;
-        let mut items: Vec<ServerGroup> = groups
-            .into_iter()
-            .take(limit)
-            .map(|(identity, a)| ServerGroup {
+            items.push(ServerGroup {
                 identity,
-                names: a.names.into_iter().collect(),
-                transport: a.transport,
-                command: a.command,
-                url: a.url,
-                endpoint_count: i64::try_from(a.endpoints.len()).unwrap_or(i64::MAX),
-                clients: a.clients.into_iter().collect(),
-                risk_flags: a.flags.into_iter().collect(),
-                first_seen: a.first.map(rfc3339),
-                last_seen: a.last.map(rfc3339),
-            })
-            .collect();
-        items.shrink_to_fit();
+                names: names.into_iter().collect(),
+                transport: h.try_get("transport")?,
+                command: h.try_get("command")?,
+                url: h.try_get("url")?,
+                endpoint_count: h.try_get("endpoints")?,
+                clients: clients.into_iter().collect(),
+                risk_flags: flags.into_iter().collect(),
+                first_seen: h.try_get::<Option<i64>, _>("first_seen")?.map(rfc3339),
+                last_seen: h.try_get::<Option<i64>, _>("last_seen")?.map(rfc3339),
+            });
+        }
+        tx.commit().await?;
         let next_cursor = if more {
             items.last().map(|g| hex::encode(&g.identity))
         } else {
