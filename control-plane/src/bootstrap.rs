@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::server::ServeError;
-use crate::store::{Role, Store};
+use crate::store::{NewApiKey, Role, Store};
 
 /// Name of the first tenant.
 pub const DEFAULT_TENANT: &str = "default";
@@ -52,17 +52,24 @@ pub async fn bootstrap_if_empty(
     let chosen = std::env::var(BOOTSTRAP_ADMIN_KEY_ENV)
         .ok()
         .filter(|k| !k.is_empty());
-    let (_, admin_key) = store
-        .create_api_key(
-            &tenant.id,
-            "bootstrap admin",
-            Role::Admin,
-            None,
-            chosen.as_deref(),
-        )
+    // The first key manages tenants too (super-admin).
+    let mut first = NewApiKey::new("bootstrap admin", Role::Admin);
+    first.super_admin = true;
+    first.owner = Some("bootstrap".into());
+    let (admin_meta, admin_key) = store
+        .create_api_key_with(&tenant.id, &first, chosen.as_deref())
         .await?;
-    let (_, enrollment_token) = store
+    let (token_meta, enrollment_token) = store
         .create_enrollment_token(&tenant.id, "bootstrap", None, None)
+        .await?;
+    store
+        .audit(
+            &tenant.id,
+            "bootstrap",
+            "tenant.bootstrap",
+            &tenant.id,
+            serde_json::json!({"tenant": DEFAULT_TENANT, "admin_key_prefix": admin_meta.prefix, "enrollment_token_prefix": token_meta.prefix}),
+        )
         .await?;
     write_file(data_dir, ADMIN_KEY_FILE, &admin_key)?;
     write_file(data_dir, ENROLLMENT_TOKEN_FILE, &enrollment_token)?;

@@ -5,8 +5,10 @@
 
 pub mod api;
 pub mod bootstrap;
+pub mod oidc;
 pub mod secrets;
 pub mod server;
+pub mod signing;
 pub mod store;
 pub mod up;
 

@@ -6,9 +6,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use agent_bom_collector::CollectorConfig;
+use agent_bom_control_plane::api::Permission;
 use agent_bom_control_plane::bootstrap::{self, BOOTSTRAP_ADMIN_KEY_ENV};
+use agent_bom_control_plane::oidc::OidcConfig;
 use agent_bom_control_plane::server::{self, Listeners, ServeConfig, Server};
-use agent_bom_control_plane::store::{Role, Store};
+use agent_bom_control_plane::store::{NewApiKey, Role, Store};
 use agent_bom_control_plane::up::{self, UpConfig};
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -53,6 +55,8 @@ enum Command {
         /// Collector listen address (UDP).
         #[arg(long, env = "AGENT_BOM_COLLECTOR_LISTEN", default_value = server::DEFAULT_COLLECTOR_LISTEN)]
         collector_listen: SocketAddr,
+        #[command(flatten)]
+        oidc: OidcArgs,
     },
     /// A collector alone on a shared Postgres store (cluster mode).
     Collector {
@@ -95,6 +99,40 @@ enum Command {
     },
 }
 
+/// Operator login with OIDC bearer tokens (all three of issuer, audience and JWKS URL).
+#[derive(Args, Clone)]
+struct OidcArgs {
+    /// Expected token issuer (`iss`).
+    #[arg(long, env = "AGENT_BOM_OIDC_ISSUER", requires_all = ["oidc_audience", "oidc_jwks_url"])]
+    oidc_issuer: Option<String>,
+    /// Expected audience (`aud`).
+    #[arg(long, env = "AGENT_BOM_OIDC_AUDIENCE")]
+    oidc_audience: Option<String>,
+    /// URL of the issuer's JWKS.
+    #[arg(long, env = "AGENT_BOM_OIDC_JWKS_URL")]
+    oidc_jwks_url: Option<String>,
+    /// Claim holding the role.
+    #[arg(long, env = "AGENT_BOM_OIDC_ROLE_CLAIM", default_value = agent_bom_control_plane::oidc::DEFAULT_ROLE_CLAIM)]
+    oidc_role_claim: String,
+    /// Claim holding the tenant name.
+    #[arg(long, env = "AGENT_BOM_OIDC_TENANT_CLAIM", default_value = agent_bom_control_plane::oidc::DEFAULT_TENANT_CLAIM)]
+    oidc_tenant_claim: String,
+}
+
+impl OidcArgs {
+    fn config(&self) -> Option<OidcConfig> {
+        let (Some(i), Some(a), Some(j)) =
+            (&self.oidc_issuer, &self.oidc_audience, &self.oidc_jwks_url)
+        else {
+            return None;
+        };
+        let mut c = OidcConfig::new(i, a, j);
+        c.role_claim = self.oidc_role_claim.clone();
+        c.tenant_claim = self.oidc_tenant_claim.clone();
+        Some(c)
+    }
+}
+
 #[derive(Subcommand)]
 enum AdminCommand {
     /// Tenants.
@@ -117,6 +155,11 @@ enum AdminCommand {
         #[command(subcommand)]
         command: DeviceCommand,
     },
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -131,11 +174,32 @@ enum DeviceCommand {
 }
 
 #[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify a tenant's audit hash chain; exits non-zero when it was tampered with.
+    Verify {
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum TenantCommand {
     /// Create a tenant.
     Create { name: String },
     /// List tenants.
     List,
+    /// Show or set a tenant's quotas and rate limits (unset values keep the default).
+    Quota {
+        name: String,
+        #[arg(long)]
+        max_endpoints: Option<i64>,
+        #[arg(long)]
+        max_api_keys: Option<i64>,
+        #[arg(long)]
+        rate_per_key_per_min: Option<i64>,
+        #[arg(long)]
+        rate_per_tenant_per_min: Option<i64>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -151,6 +215,24 @@ enum KeyCommand {
         /// Days until the key expires.
         #[arg(long)]
         expires_in_days: Option<u32>,
+        /// Limit the key to these permissions (repeatable), e.g. fleet:read.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// Who the key belongs to.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Allow tenant management (create/list tenants, quotas).
+        #[arg(long)]
+        super_admin: bool,
+    },
+    /// Rotate a key: print the replacement; the old key works for the overlap.
+    Rotate {
+        #[arg(long)]
+        tenant: String,
+        key: String,
+        /// Hours the old key keeps working.
+        #[arg(long, default_value_t = 24)]
+        overlap_hours: u32,
     },
     /// List a tenant's keys (metadata only).
     List {
@@ -263,12 +345,14 @@ async fn dispatch(command: Command) -> Result<()> {
             database_url,
             api_listen,
             collector_listen,
+            oidc,
         } => {
             let data_dir = data.dir();
             let server = Server::open(ServeConfig {
                 data_dir: data_dir.clone(),
                 database_url,
                 collector: CollectorConfig::default(),
+                oidc: oidc.config(),
             })
             .await?;
             let listeners = Listeners::bind(api_listen, collector_listen).await?;
@@ -355,9 +439,49 @@ async fn admin(store: &Store, command: AdminCommand) -> Result<()> {
         AdminCommand::Tenant { command } => match command {
             TenantCommand::Create { name } => {
                 let t = store.create_tenant(&name).await?;
+                store
+                    .audit(
+                        &t.id,
+                        "cli",
+                        "tenant.create",
+                        &t.id,
+                        serde_json::json!({"name": t.name}),
+                    )
+                    .await?;
                 println!("created tenant {} ({})", t.name, t.id);
             }
             TenantCommand::List => print_json(&store.list_tenants().await?)?,
+            TenantCommand::Quota {
+                name,
+                max_endpoints,
+                max_api_keys,
+                rate_per_key_per_min,
+                rate_per_tenant_per_min,
+            } => {
+                let t = store.tenant_by_name(&name).await?;
+                let mut q = store.tenant_quotas(&t.id).await?;
+                let changed = max_endpoints.is_some()
+                    || max_api_keys.is_some()
+                    || rate_per_key_per_min.is_some()
+                    || rate_per_tenant_per_min.is_some();
+                q.max_endpoints = max_endpoints.or(q.max_endpoints);
+                q.max_api_keys = max_api_keys.or(q.max_api_keys);
+                q.rate_per_key_per_min = rate_per_key_per_min.or(q.rate_per_key_per_min);
+                q.rate_per_tenant_per_min = rate_per_tenant_per_min.or(q.rate_per_tenant_per_min);
+                if changed {
+                    store.set_tenant_quotas(&t.id, &q).await?;
+                    store
+                        .audit(
+                            &t.id,
+                            "cli",
+                            "tenant.quotas",
+                            &t.id,
+                            serde_json::to_value(&q)?,
+                        )
+                        .await?;
+                }
+                print_json(&q)?;
+            }
         },
         AdminCommand::Key { command } => match command {
             KeyCommand::Create {
@@ -365,13 +489,55 @@ async fn admin(store: &Store, command: AdminCommand) -> Result<()> {
                 role,
                 name,
                 expires_in_days,
+                scopes,
+                owner,
+                super_admin,
             } => {
                 let t = store.tenant_by_name(&tenant).await?;
-                let expires = expires_in_days.map(|d| now + i64::from(d) * 86_400_000);
-                let (_, key) = store
-                    .create_api_key(&t.id, &name, role, expires, None)
+                for s in &scopes {
+                    if Permission::parse(s).is_none() {
+                        anyhow::bail!("unknown scope {s:?}");
+                    }
+                }
+                let new = NewApiKey {
+                    name,
+                    role,
+                    scopes,
+                    owner,
+                    expires_at: expires_in_days.map(|d| now + i64::from(d) * 86_400_000),
+                    super_admin,
+                };
+                let (k, key) = store.create_api_key_with(&t.id, &new, None).await?;
+                store
+                    .audit(
+                        &t.id,
+                        "cli",
+                        "api_key.create",
+                        &k.id,
+                        serde_json::json!({"prefix": k.prefix, "role": k.role}),
+                    )
                     .await?;
                 println!("{key}");
+            }
+            KeyCommand::Rotate {
+                tenant,
+                key,
+                overlap_hours,
+            } => {
+                let t = store.tenant_by_name(&tenant).await?;
+                let (k, plaintext) = store
+                    .rotate_api_key(&t.id, &key, i64::from(overlap_hours) * 3_600_000)
+                    .await?;
+                store
+                    .audit(
+                        &t.id,
+                        "cli",
+                        "api_key.rotate",
+                        &key,
+                        serde_json::json!({"new_prefix": k.prefix}),
+                    )
+                    .await?;
+                println!("{plaintext}");
             }
             KeyCommand::List { tenant } => {
                 let t = store.tenant_by_name(&tenant).await?;
@@ -380,6 +546,9 @@ async fn admin(store: &Store, command: AdminCommand) -> Result<()> {
             KeyCommand::Revoke { tenant, key } => {
                 let t = store.tenant_by_name(&tenant).await?;
                 store.revoke_api_key(&t.id, &key).await?;
+                store
+                    .audit(&t.id, "cli", "api_key.revoke", &key, serde_json::json!({}))
+                    .await?;
                 println!("revoked");
             }
         },
@@ -388,6 +557,20 @@ async fn admin(store: &Store, command: AdminCommand) -> Result<()> {
                 let t = store.tenant_by_name(&tenant).await?;
                 store.revoke_device(&t.id, &id).await?;
                 println!("revoked");
+            }
+        },
+        AdminCommand::Audit { command } => match command {
+            AuditCommand::Verify { tenant } => {
+                let t = store.tenant_by_name(&tenant).await?;
+                let v = store.verify_audit(&t.id).await?;
+                print_json(&v)?;
+                if !v.ok {
+                    anyhow::bail!(
+                        "audit chain of tenant {tenant} is broken at entry {}: {}",
+                        v.first_bad_seq.unwrap_or_default(),
+                        v.problem.unwrap_or_default()
+                    );
+                }
             }
         },
         AdminCommand::EnrollToken { command } => match command {
@@ -399,8 +582,17 @@ async fn admin(store: &Store, command: AdminCommand) -> Result<()> {
             } => {
                 let t = store.tenant_by_name(&tenant).await?;
                 let expires = expires_in_hours.map(|h| now + i64::from(h) * 3_600_000);
-                let (_, token) = store
+                let (created, token) = store
                     .create_enrollment_token(&t.id, &name, expires, max_uses.map(i64::from))
+                    .await?;
+                store
+                    .audit(
+                        &t.id,
+                        "cli",
+                        "enroll_token.create",
+                        &created.id,
+                        serde_json::json!({"prefix": created.prefix, "max_uses": max_uses}),
+                    )
                     .await?;
                 println!("{token}");
             }
@@ -411,6 +603,15 @@ async fn admin(store: &Store, command: AdminCommand) -> Result<()> {
             TokenCommand::Revoke { tenant, token } => {
                 let t = store.tenant_by_name(&tenant).await?;
                 store.revoke_enrollment_token(&t.id, &token).await?;
+                store
+                    .audit(
+                        &t.id,
+                        "cli",
+                        "enroll_token.revoke",
+                        &token,
+                        serde_json::json!({}),
+                    )
+                    .await?;
                 println!("revoked");
             }
         },

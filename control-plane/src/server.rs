@@ -42,6 +42,8 @@ pub struct ServeConfig {
     pub database_url: Option<String>,
     /// Collector tunables.
     pub collector: CollectorConfig,
+    /// OIDC login for operators (API keys work regardless).
+    pub oidc: Option<crate::oidc::OidcConfig>,
 }
 
 /// The sockets a server runs on, bound by the caller (port 0 in tests).
@@ -107,6 +109,8 @@ pub struct Server {
     pub ca: Arc<CertificateAuthority>,
     /// What first start created (secrets to show once), if this was the first start.
     pub bootstrap: Option<BootstrapOutcome>,
+    /// Export signing key.
+    pub signer: Arc<crate::signing::ExportSigner>,
     config: ServeConfig,
 }
 
@@ -146,7 +150,10 @@ impl Server {
         }
         bootstrap::write_file(&config.data_dir, bootstrap::CA_PIN_FILE, &ca.pin())?;
         let outcome = bootstrap::bootstrap_if_empty(&store, &config.data_dir).await?;
+        let signer = crate::signing::ExportSigner::load_or_create(&config.data_dir)
+            .map_err(|e| ServeError::Io(e.to_string()))?;
         Ok(Self {
+            signer: Arc::new(signer),
             store,
             ca: Arc::new(ca),
             bootstrap: outcome,
@@ -166,9 +173,13 @@ impl Server {
             self.config.collector.clone(),
         );
         let collector_task = tokio::spawn(collector.run(listeners.collector, shutdown.clone()));
-        let app = api::router(AppState {
-            store: self.store.clone(),
-        });
+        let mut state = AppState::new(self.store.clone(), self.signer.clone());
+        state.oidc = self
+            .config
+            .oidc
+            .clone()
+            .map(|c| Arc::new(crate::oidc::OidcVerifier::new(c)));
+        let app = api::router(state);
         let api_addr = listeners.api.local_addr().ok();
         tracing::info!(addr = ?api_addr, "API listening");
         let api_shutdown = shutdown.clone();

@@ -54,6 +54,7 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), Up
         data_dir: config.data_dir.clone(),
         database_url: None,
         collector: CollectorConfig::default(),
+        oidc: None,
     })
     .await?;
     let listeners = Listeners::bind(config.api_listen, config.collector_listen).await?;

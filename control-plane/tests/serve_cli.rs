@@ -281,3 +281,98 @@ fn serve_enroll_run_status_admin_restart() {
         pin
     );
 }
+
+fn admin_cmd(data: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(server_bin())
+        .arg("admin")
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env("AGENT_BOM_LOG", "off")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn admin_key_lifecycle_quota_and_audit_verify_detects_tampering() {
+    let data = tempfile::tempdir().unwrap();
+    let ok = |args: &[&str]| {
+        let out = admin_cmd(data.path(), args);
+        assert!(
+            out.status.success(),
+            "admin {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    ok(&["tenant", "create", "acme"]);
+    let key = ok(&[
+        "key",
+        "create",
+        "--tenant",
+        "acme",
+        "--role",
+        "analyst",
+        "--scope",
+        "fleet:read",
+        "--owner",
+        "ops@example.com",
+    ])
+    .trim()
+    .to_string();
+    let prefix = key.split('_').nth(1).unwrap().to_string();
+    let bad = admin_cmd(
+        data.path(),
+        &[
+            "key", "create", "--tenant", "acme", "--role", "viewer", "--scope", "root",
+        ],
+    );
+    assert!(!bad.status.success(), "unknown scopes are refused");
+    let rotated = ok(&[
+        "key",
+        "rotate",
+        "--tenant",
+        "acme",
+        &prefix,
+        "--overlap-hours",
+        "1",
+    ]);
+    assert!(rotated.trim().starts_with("abk_") && rotated.trim() != key);
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(&["key", "list", "--tenant", "acme"])).unwrap();
+    let old = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["prefix"] == prefix.as_str())
+        .unwrap();
+    assert!(old["replaced_by"].is_string() && old["expires_at"].is_i64());
+    assert_eq!(old["scopes"], serde_json::json!(["fleet:read"]));
+    assert_eq!(old["owner"], "ops@example.com");
+    let quotas: serde_json::Value =
+        serde_json::from_str(&ok(&["tenant", "quota", "acme", "--max-endpoints", "10"])).unwrap();
+    assert_eq!(quotas["max_endpoints"], 10);
+    let verified: serde_json::Value =
+        serde_json::from_str(&ok(&["audit", "verify", "--tenant", "acme"])).unwrap();
+    assert_eq!(verified["ok"], true);
+    assert_eq!(verified["entries"], 4);
+
+    // Tamper with the stored log: the verify command notices and fails.
+    let db = data.path().join("agent-bom.db");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        sqlx::query("UPDATE audit_log SET detail = '{}' WHERE seq = 2")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    });
+    let out = admin_cmd(data.path(), &["audit", "verify", "--tenant", "acme"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("broken at entry 2"), "{stderr}");
+}

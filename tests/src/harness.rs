@@ -47,11 +47,23 @@ pub struct Reply {
     pub json: Value,
     /// Raw body.
     pub text: String,
+    /// `Retry-After` header, if any.
+    pub retry_after: Option<String>,
+    /// `X-Agent-Bom-Signature` header, if any.
+    pub signature: Option<String>,
 }
 
 impl TestServer {
     /// Start a server on SQLite (`None`) or the given database URL.
     pub async fn start(database_url: Option<String>) -> Self {
+        Self::start_with_oidc(database_url, None).await
+    }
+
+    /// Start a server that also accepts OIDC bearer tokens.
+    pub async fn start_with_oidc(
+        database_url: Option<String>,
+        oidc: Option<agent_bom_control_plane::oidc::OidcConfig>,
+    ) -> Self {
         agent_bom_control_plane::install_crypto_provider();
         let data_dir = tempfile::tempdir().expect("temp data dir");
         let collector = agent_bom_collector::CollectorConfig {
@@ -62,6 +74,7 @@ impl TestServer {
             data_dir: data_dir.path().to_path_buf(),
             database_url,
             collector,
+            oidc,
         })
         .await
         .expect("open server");
@@ -103,15 +116,59 @@ impl TestServer {
 
     /// GET a path with an optional bearer key.
     pub async fn get(&self, path: &str, key: Option<&str>) -> Reply {
-        let mut req = self.http.get(format!("http://{}{path}", self.api));
+        self.request("GET", path, key, None, &[]).await
+    }
+
+    /// Any request with an optional bearer key, optional JSON body and extra headers.
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self
+            .http
+            .request(method, format!("http://{}{path}", self.api));
         if let Some(k) = key {
             req = req.bearer_auth(k);
         }
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
         let resp = req.send().await.expect("HTTP request");
         let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let signature = resp
+            .headers()
+            .get("x-agent-bom-signature")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let text = resp.text().await.expect("HTTP body");
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply { status, json, text }
+        Reply {
+            status,
+            json,
+            text,
+            retry_after,
+            signature,
+        }
+    }
+
+    /// POST a JSON body.
+    pub async fn post(&self, path: &str, key: Option<&str>, body: &Value) -> Reply {
+        self.request("POST", path, key, Some(body), &[]).await
     }
 
     /// Stop the server and wait for it.

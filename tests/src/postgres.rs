@@ -16,6 +16,7 @@ const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 pub struct TestDatabase {
     admin_url: String,
     name: String,
+    role: Option<String>,
     /// URL of the new database.
     pub url: String,
 }
@@ -48,7 +49,33 @@ impl TestDatabase {
             url: format!("{base}/{name}"),
             admin_url,
             name,
+            role: None,
         }
+    }
+
+    /// Create a fresh database owned by a new application role that is neither a superuser
+    /// nor allowed to bypass row-level security; `url` connects as that role, so the store's
+    /// RLS policies apply to everything it does.
+    pub async fn create_with_app_role() -> Self {
+        let mut db = Self::create().await;
+        let role = format!("{}_app", db.name);
+        let mut conn = PgConnection::connect(&db.admin_url).await.expect("connect");
+        for sql in [
+            format!("CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE"),
+            format!("ALTER DATABASE {} OWNER TO {role}", db.name),
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                .execute(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+        let _ = conn.close().await;
+        // Same server and database, connecting as the application role.
+        let (scheme, rest) = db.url.split_once("://").expect("url scheme");
+        let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+        db.url = format!("{scheme}://{role}@{host}");
+        db.role = Some(role);
+        db
     }
 
     /// Drop the database (call at the end of the test).
@@ -59,6 +86,10 @@ impl TestDatabase {
                 self.name
             ));
             let _ = sqlx::query(drop).execute(&mut conn).await;
+            if let Some(role) = &self.role {
+                let drop = sqlx::AssertSqlSafe(format!("DROP ROLE IF EXISTS {role}"));
+                let _ = sqlx::query(drop).execute(&mut conn).await;
+            }
             let _ = conn.close().await;
         }
     }

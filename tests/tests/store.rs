@@ -230,7 +230,7 @@ async fn contract(store: Store) {
                 &EndpointQuery {
                     limit: Some(3),
                     cursor: cursor.clone(),
-                    status: None,
+                    ..Default::default()
                 },
             )
             .await

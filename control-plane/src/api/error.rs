@@ -25,6 +25,10 @@ pub enum ErrorCode {
     Conflict,
     /// Body too large.
     PayloadTooLarge,
+    /// Too many requests for the key or the tenant (see `Retry-After`).
+    RateLimited,
+    /// A per-tenant quota would be exceeded.
+    QuotaExceeded,
     /// Database unavailable.
     Unavailable,
     /// A bug on our side.
@@ -41,6 +45,7 @@ impl ErrorCode {
             Self::InvalidRequest => StatusCode::BAD_REQUEST,
             Self::Conflict => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RateLimited | Self::QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -52,6 +57,7 @@ impl ErrorCode {
 pub struct ApiError {
     code: ErrorCode,
     message: String,
+    retry_after: Option<u64>,
 }
 
 /// Marker put into error responses so the request-id middleware can fill the envelope in.
@@ -79,7 +85,22 @@ impl ApiError {
         Self {
             code,
             message: message.to_string(),
+            retry_after: None,
         }
+    }
+
+    /// 429 with `Retry-After: secs`.
+    pub fn rate_limited(message: &str, secs: u64) -> Self {
+        Self {
+            code: ErrorCode::RateLimited,
+            message: message.to_string(),
+            retry_after: Some(secs.max(1)),
+        }
+    }
+
+    /// 403.
+    pub fn forbidden(message: &str) -> Self {
+        Self::new(ErrorCode::Forbidden, message)
     }
 
     /// 401.
@@ -106,6 +127,12 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Conflict(m) => Self::new(ErrorCode::Conflict, &m),
             StoreError::Invalid(m) => Self::invalid(&m),
+            StoreError::Forbidden(m) => Self::forbidden(&m),
+            StoreError::QuotaExceeded(m) => Self {
+                code: ErrorCode::QuotaExceeded,
+                message: m,
+                retry_after: Some(3600),
+            },
             e if e.is_unavailable() => {
                 tracing::warn!(error = %e, "database unavailable");
                 Self::unavailable("the database is unavailable; retry later")
@@ -121,6 +148,13 @@ impl From<StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = self.code.status().into_response();
+        if let Some(secs) = self.retry_after
+            && let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string())
+        {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, v);
+        }
         response.extensions_mut().insert(PendingEnvelope {
             code: self.code,
             message: self.message,
@@ -145,6 +179,10 @@ pub(super) fn stamp_request_id(mut response: Response, request_id: &str) -> Resp
         None => return response,
     };
     let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(axum::http::header::RETRY_AFTER)
+        .cloned();
     let body = Envelope {
         error: Body {
             code,
@@ -152,7 +190,11 @@ pub(super) fn stamp_request_id(mut response: Response, request_id: &str) -> Resp
             request_id,
         },
     };
-    (status, Json(body)).into_response()
+    let mut out = (status, Json(body)).into_response();
+    if let Some(v) = retry_after {
+        out.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+    }
+    out
 }
 
 fn is_plain_text(response: &Response) -> bool {

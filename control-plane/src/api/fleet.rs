@@ -1,11 +1,19 @@
 //! `/v1/fleet/*` handlers.
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
+use serde_json::{Value, json};
 
-use super::{ApiError, AppState, Caller};
-use crate::store::{EndpointDetail, EndpointPage, EndpointQuery, EndpointStatus};
+use super::{ApiError, AppState, Caller, Permission, json_body, parse_query};
+use crate::store::fleet_ops::validate_tag;
+use crate::store::sync::SyncResult;
+use crate::store::{
+    EndpointDetail, EndpointPage, EndpointQuery, EndpointSort, EndpointStatus, LifecycleState,
+    MetadataUpdate, ServerGroupPage,
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -13,6 +21,26 @@ struct ListParams {
     limit: Option<u32>,
     cursor: Option<String>,
     status: Option<String>,
+    state: Option<String>,
+    os: Option<String>,
+    tag: Option<String>,
+    owner: Option<String>,
+    environment: Option<String>,
+    agent_version: Option<String>,
+    client: Option<String>,
+    server: Option<String>,
+    risk_flag: Option<String>,
+    q: Option<String>,
+    sort: Option<String>,
+}
+
+fn filter_text(name: &str, v: Option<String>) -> Result<Option<String>, ApiError> {
+    match v {
+        Some(v) if v.is_empty() || v.len() > 200 => Err(ApiError::invalid(&format!(
+            "{name} must be 1-200 characters"
+        ))),
+        other => Ok(other),
+    }
 }
 
 /// `GET /v1/fleet/endpoints`
@@ -21,13 +49,11 @@ pub(super) async fn list_endpoints(
     caller: Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Json<EndpointPage>, ApiError> {
-    let params: ListParams = serde_urlencoded_query(query.as_deref().unwrap_or(""))?;
-    if params.limit == Some(0) {
-        return Err(ApiError::invalid("limit must be between 1 and 1000"));
-    }
+    caller.require(Permission::FleetRead)?;
+    let params: ListParams = parse_query(query.as_deref())?;
     if params
         .limit
-        .is_some_and(|l| l > crate::store::FLEET_MAX_PAGE)
+        .is_some_and(|l| l == 0 || l > crate::store::FLEET_MAX_PAGE)
     {
         return Err(ApiError::invalid("limit must be between 1 and 1000"));
     }
@@ -42,6 +68,32 @@ pub(super) async fn list_endpoints(
             )));
         }
     };
+    let lifecycle_state = params
+        .state
+        .as_deref()
+        .map(|s| {
+            LifecycleState::parse(s).ok_or_else(|| {
+                ApiError::invalid(&format!(
+                    "unknown state {s:?} (expected discovered, approved, quarantined or decommissioned)"
+                ))
+            })
+        })
+        .transpose()?;
+    let sort = params
+        .sort
+        .as_deref()
+        .map(|s| {
+            EndpointSort::parse(s).ok_or_else(|| {
+                ApiError::invalid(&format!(
+                    "unknown sort {s:?} (expected hostname, last_seen, enrolled_at or server_count, optionally prefixed with -)"
+                ))
+            })
+        })
+        .transpose()?
+        .unwrap_or_default();
+    if let Some(t) = &params.tag {
+        validate_tag(t).map_err(ApiError::from)?;
+    }
     let page = state
         .store
         .list_endpoints(
@@ -50,6 +102,17 @@ pub(super) async fn list_endpoints(
                 limit: params.limit,
                 cursor: params.cursor,
                 status,
+                lifecycle_state,
+                os: filter_text("os", params.os)?,
+                tag: params.tag,
+                owner: filter_text("owner", params.owner)?,
+                environment: filter_text("environment", params.environment)?,
+                agent_version: filter_text("agent_version", params.agent_version)?,
+                client: filter_text("client", params.client)?,
+                server: filter_text("server", params.server)?,
+                risk_flag: filter_text("risk_flag", params.risk_flag)?,
+                q: filter_text("q", params.q)?,
+                sort,
             },
         )
         .await?;
@@ -62,17 +125,176 @@ pub(super) async fn get_endpoint(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<EndpointDetail>, ApiError> {
+    caller.require(Permission::FleetRead)?;
     Ok(Json(
         state.store.endpoint_detail(caller.tenant_id(), &id).await?,
     ))
 }
 
-fn serde_urlencoded_query<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, ApiError> {
-    axum::extract::Query::<T>::try_from_uri(
-        &format!("/?{query}")
-            .parse()
-            .map_err(|_| ApiError::invalid("malformed query string"))?,
-    )
-    .map(|q| q.0)
-    .map_err(|e| ApiError::invalid(&format!("invalid query parameters: {}", e.body_text())))
+/// `PATCH /v1/fleet/endpoints/{id}`
+pub(super) async fn update_metadata(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<EndpointDetail>, ApiError> {
+    caller.require(Permission::FleetWrite)?;
+    let update: MetadataUpdate = json_body(&body)?;
+    state
+        .store
+        .update_endpoint_metadata(caller.tenant_id(), &id, &update)
+        .await?;
+    state
+        .store
+        .audit(
+            caller.tenant_id(),
+            &caller.actor(),
+            "fleet.metadata",
+            &id,
+            json!({ "owner": update.owner, "environment": update.environment, "tags": update.tags }),
+        )
+        .await?;
+    Ok(Json(
+        state.store.endpoint_detail(caller.tenant_id(), &id).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateChange {
+    state: LifecycleState,
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /v1/fleet/endpoints/{id}/state`
+pub(super) async fn transition(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Permission::FleetWrite)?;
+    let change: StateChange = json_body(&body)?;
+    if change.reason.len() > 1000 {
+        return Err(ApiError::invalid("reason must be at most 1000 characters"));
+    }
+    let from = state
+        .store
+        .transition_endpoint(caller.tenant_id(), &id, change.state, &change.reason)
+        .await?;
+    state
+        .store
+        .audit(
+            caller.tenant_id(),
+            &caller.actor(),
+            "fleet.state",
+            &id,
+            json!({ "from": from, "to": change.state, "reason": change.reason }),
+        )
+        .await?;
+    let pending = state
+        .store
+        .pending_commands(caller.tenant_id(), &id)
+        .await?;
+    Ok(Json(json!({
+        "id": id,
+        "previous_state": from,
+        "lifecycle_state": change.state,
+        "pending_commands": pending,
+    })))
+}
+
+/// `DELETE /v1/fleet/endpoints/{id}`
+pub(super) async fn delete_endpoint(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Permission::FleetWrite)?;
+    state.store.delete_endpoint(caller.tenant_id(), &id).await?;
+    state
+        .store
+        .audit(
+            caller.tenant_id(),
+            &caller.actor(),
+            "fleet.delete",
+            &id,
+            json!({}),
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerParams {
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// `GET /v1/fleet/servers`
+pub(super) async fn list_servers(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(query): RawQuery,
+) -> Result<Json<ServerGroupPage>, ApiError> {
+    caller.require(Permission::FleetRead)?;
+    let params: ServerParams = parse_query(query.as_deref())?;
+    if params.limit.is_some_and(|l| l == 0 || l > 1000) {
+        return Err(ApiError::invalid("limit must be between 1 and 1000"));
+    }
+    Ok(Json(
+        state
+            .store
+            .list_server_groups(caller.tenant_id(), params.limit, params.cursor.as_deref())
+            .await?,
+    ))
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
+    headers
+        .get(name)
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| ApiError::invalid(&format!("{name} must be ASCII")))
+        })
+        .transpose()
+}
+
+/// `POST /v1/fleet/sync`: agent-bom's push payload.
+pub(super) async fn sync(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<SyncResult>, ApiError> {
+    caller.require(Permission::FleetSync)?;
+    if body.is_empty() {
+        return Err(ApiError::invalid(
+            "a push payload is required (server-side discovery is not offered here)",
+        ));
+    }
+    let result = state
+        .store
+        .fleet_sync(
+            caller.tenant_id(),
+            &body,
+            header(&headers, "x-agent-bom-source-id")?,
+            header(&headers, "idempotency-key")?,
+        )
+        .await?;
+    if !result.idempotent_replay {
+        state
+            .store
+            .audit(
+                caller.tenant_id(),
+                &caller.actor(),
+                "fleet.sync",
+                &result.endpoint_id,
+                json!({ "synced": result.synced, "new": result.new, "updated": result.updated, "source_id": result.source_id }),
+            )
+            .await?;
+    }
+    Ok(Json(result))
 }

@@ -1,87 +1,117 @@
 //! The HTTP API under `/v1`: authentication, the error envelope, request ids, limits.
 
+mod audit;
+pub mod auth;
 mod error;
 mod fleet;
+mod keys;
+pub mod openapi;
+mod posture;
+mod tenants;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{FromRequestParts, Request, State};
-use axum::http::request::Parts;
-use axum::http::{HeaderValue, header};
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 
+pub use auth::{Caller, Permission, RateLimiter};
 pub use error::{ApiError, ErrorCode};
 
-use crate::store::{ApiKey, Store};
+use crate::signing::ExportSigner;
+use crate::store::Store;
 
-/// Largest request body accepted anywhere in the API.
+/// Largest request body accepted anywhere in the API, except the sync route.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Largest body of `POST /v1/fleet/sync` (agent-bom pushes whole machines).
+pub const MAX_SYNC_BODY_BYTES: usize = 8 * 1024 * 1024;
 
 /// Shared state of the API handlers.
 #[derive(Debug, Clone)]
 pub struct AppState {
     /// The store.
     pub store: Store,
+    /// Rate limits per key and tenant.
+    pub limiter: RateLimiter,
+    /// Signs exports.
+    pub signer: Arc<ExportSigner>,
+    /// OIDC bearer-token verifier, when configured.
+    pub oidc: Option<Arc<crate::oidc::OidcVerifier>>,
+}
+
+impl AppState {
+    /// State over a store and a signer, with fresh rate-limit counters.
+    pub fn new(store: Store, signer: Arc<ExportSigner>) -> Self {
+        Self {
+            store,
+            limiter: RateLimiter::default(),
+            signer,
+            oidc: None,
+        }
+    }
 }
 
 /// The request id of the current request (from a valid `X-Request-Id` or generated).
 #[derive(Debug, Clone)]
 pub struct RequestId(pub Arc<str>);
 
-/// The authenticated caller: an API key, and through it a tenant and a role.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    /// The key used.
-    pub key: ApiKey,
+/// Parse a JSON body strictly (the target types deny unknown fields) into an envelope error.
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::invalid("a JSON body is required"));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::invalid(&format!("invalid JSON body: {e}")))
 }
 
-impl Caller {
-    /// The caller's tenant: every query of the request is scoped to it.
-    pub fn tenant_id(&self) -> &str {
-        &self.key.tenant_id
-    }
-}
-
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
-            ApiError::unauthorized(
-                "missing Authorization header: send `Authorization: Bearer <API key>`",
-            )
-        })?;
-        let presented = header
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .ok_or_else(|| ApiError::unauthorized("Authorization must use the Bearer scheme"))?;
-        let key = state
-            .store
-            .authenticate_api_key(presented)
-            .await
-            .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::unauthorized("invalid, expired or revoked API key"))?;
-        Ok(Self { key })
-    }
+/// Parse a query string strictly into an envelope error.
+pub(crate) fn parse_query<T: serde::de::DeserializeOwned>(
+    query: Option<&str>,
+) -> Result<T, ApiError> {
+    axum::extract::Query::<T>::try_from_uri(
+        &format!("/?{}", query.unwrap_or(""))
+            .parse()
+            .map_err(|_| ApiError::invalid("malformed query string"))?,
+    )
+    .map(|q| q.0)
+    .map_err(|e| ApiError::invalid(&format!("invalid query parameters: {}", e.body_text())))
 }
 
 /// Build the router.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/openapi.json", get(openapi::document))
+        .route("/v1/audit/export-key", get(audit::export_key))
+        .route("/v1/tenants", get(tenants::list).post(tenants::create))
+        .route(
+            "/v1/tenants/{name}/quotas",
+            get(tenants::get_quotas).put(tenants::set_quotas),
+        )
+        .route("/v1/keys", get(keys::list).post(keys::create))
+        .route("/v1/keys/{id}", get(keys::get).delete(keys::revoke))
+        .route("/v1/keys/{id}/rotate", post(keys::rotate))
         .route("/v1/fleet/endpoints", get(fleet::list_endpoints))
-        .route("/v1/fleet/endpoints/{id}", get(fleet::get_endpoint))
+        .route(
+            "/v1/fleet/endpoints/{id}",
+            get(fleet::get_endpoint)
+                .patch(fleet::update_metadata)
+                .delete(fleet::delete_endpoint),
+        )
+        .route("/v1/fleet/endpoints/{id}/state", post(fleet::transition))
+        .route("/v1/fleet/servers", get(fleet::list_servers))
+        .route(
+            "/v1/fleet/sync",
+            post(fleet::sync).layer(axum::extract::DefaultBodyLimit::max(MAX_SYNC_BODY_BYTES)),
+        )
+        .route("/v1/fleet/export", get(audit::export_fleet))
+        .route("/v1/posture/counts", get(posture::counts))
+        .route("/v1/audit", get(audit::list))
+        .route("/v1/audit/verify", get(audit::verify))
+        .route("/v1/audit/export", get(audit::export_audit))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -3,11 +3,11 @@
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{Store, StoreError, new_id, now_ms};
+use super::{Store, StoreError, new_id, now_ms, string_list, to_json_text};
 use crate::secrets::{self, API_KEY_KIND, NewSecret};
 
 /// Operator roles.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Everything within the tenant.
@@ -64,12 +64,57 @@ pub struct ApiKey {
     pub revoked_at: Option<i64>,
     /// Unix ms of the last authenticated use (updated at most once a minute).
     pub last_used_at: Option<i64>,
+    /// Permission names this key is limited to; empty means everything its role allows.
+    pub scopes: Vec<String>,
+    /// Who the key belongs to (free text, e.g. an e-mail or a service name).
+    pub owner: Option<String>,
+    /// May manage tenants (create, list, set quotas) across the installation.
+    pub super_admin: bool,
+    /// Id of the key that replaced this one by rotation.
+    pub replaced_by: Option<String>,
 }
+
+/// What a new key carries.
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    /// Display name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Scopes (permission names); empty means the whole role.
+    pub scopes: Vec<String>,
+    /// Owner.
+    pub owner: Option<String>,
+    /// Unix ms expiry.
+    pub expires_at: Option<i64>,
+    /// Tenant management across the installation.
+    pub super_admin: bool,
+}
+
+impl NewApiKey {
+    /// A key with a name and a role and nothing else.
+    pub fn new(name: &str, role: Role) -> Self {
+        Self {
+            name: name.to_string(),
+            role,
+            scopes: Vec::new(),
+            owner: None,
+            expires_at: None,
+            super_admin: false,
+        }
+    }
+}
+
+/// Default maximum of active keys per tenant (overridable per tenant).
+pub const DEFAULT_MAX_API_KEYS: i64 = 1_000;
+/// Longest overlap a rotation may grant the old key.
+pub const MAX_ROTATION_OVERLAP_MS: i64 = 30 * 24 * 3_600_000;
 
 /// How often `last_used_at` is written, at most.
 const LAST_USED_RESOLUTION_MS: i64 = 60_000;
 
-const KEY_COLUMNS: &str = "id, tenant_id, prefix, secret_hash, name, role, created_at, expires_at, revoked_at, last_used_at";
+const KEY_COLUMNS: &str = "id, tenant_id, prefix, secret_hash, name, role, created_at, expires_at, revoked_at, last_used_at, \
+     scopes, owner, super_admin, replaced_by";
 
 fn key_from_row(row: &sqlx::any::AnyRow) -> Result<(ApiKey, String), StoreError> {
     let role: String = row.try_get("role")?;
@@ -84,14 +129,17 @@ fn key_from_row(row: &sqlx::any::AnyRow) -> Result<(ApiKey, String), StoreError>
             expires_at: row.try_get("expires_at")?,
             revoked_at: row.try_get("revoked_at")?,
             last_used_at: row.try_get("last_used_at")?,
+            scopes: string_list(&row.try_get::<String, _>("scopes")?),
+            owner: row.try_get("owner")?,
+            super_admin: row.try_get::<i64, _>("super_admin")? != 0,
+            replaced_by: row.try_get("replaced_by")?,
         },
         row.try_get("secret_hash")?,
     ))
 }
 
 impl Store {
-    /// Create an API key. Returns the metadata and the plaintext key, to be shown once.
-    /// `plaintext` lets bootstrap automation choose the key; it must have the `abk_` format.
+    /// Create an API key with a name, a role and an optional expiry (see [`Self::create_api_key_with`]).
     pub async fn create_api_key(
         &self,
         tenant_id: &str,
@@ -100,6 +148,21 @@ impl Store {
         expires_at: Option<i64>,
         plaintext: Option<&str>,
     ) -> Result<(ApiKey, String), StoreError> {
+        let mut new = NewApiKey::new(name, role);
+        new.expires_at = expires_at;
+        self.create_api_key_with(tenant_id, &new, plaintext).await
+    }
+
+    /// Create an API key. Returns the metadata and the plaintext key, to be shown once.
+    /// `plaintext` lets bootstrap automation choose the key; it must have the `abk_` format.
+    /// Fails with `QuotaExceeded` when the tenant already has its maximum of active keys.
+    pub async fn create_api_key_with(
+        &self,
+        tenant_id: &str,
+        new: &NewApiKey,
+        plaintext: Option<&str>,
+    ) -> Result<(ApiKey, String), StoreError> {
+        validate_key_fields(new)?;
         let secret = match plaintext {
             Some(p) => {
                 let prefix = secrets::prefix_of(API_KEY_KIND, p).ok_or_else(|| {
@@ -116,32 +179,136 @@ impl Store {
             }
             None => secrets::generate(API_KEY_KIND),
         };
+        let now = now_ms();
         let key = ApiKey {
             id: new_id(),
             tenant_id: tenant_id.to_string(),
             prefix: secret.prefix.clone(),
-            name: name.to_string(),
-            role,
-            created_at: now_ms(),
-            expires_at,
+            name: new.name.clone(),
+            role: new.role,
+            created_at: now,
+            expires_at: new.expires_at,
             revoked_at: None,
             last_used_at: None,
+            scopes: new.scopes.clone(),
+            owner: new.owner.clone(),
+            super_admin: new.super_admin,
+            replaced_by: None,
         };
+        let limit = self
+            .tenant_quotas(tenant_id)
+            .await?
+            .max_api_keys
+            .unwrap_or(DEFAULT_MAX_API_KEYS);
+        let mut tx = self.scope_write(tenant_id).await?;
+        let active: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM api_keys WHERE tenant_id = $1 AND revoked_at IS NULL \
+             AND (expires_at IS NULL OR expires_at > $2)",
+        )
+        .bind(tenant_id)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("n")?;
+        if active >= limit {
+            return Err(StoreError::QuotaExceeded(format!(
+                "tenant quota exceeded for api_keys: limit={limit}, current={active}"
+            )));
+        }
         sqlx::query(
-            "INSERT INTO api_keys (id, tenant_id, prefix, secret_hash, name, role, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO api_keys (id, tenant_id, prefix, secret_hash, name, role, created_at, expires_at, \
+             scopes, owner, super_admin) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&key.id)
         .bind(&key.tenant_id)
         .bind(&key.prefix)
         .bind(&secret.hash)
         .bind(&key.name)
-        .bind(role.as_str())
+        .bind(key.role.as_str())
         .bind(key.created_at)
         .bind(key.expires_at)
-        .execute(&self.pool)
+        .bind(to_json_text(&key.scopes))
+        .bind(key.owner.as_deref())
+        .bind(i64::from(key.super_admin))
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok((key, secret.plaintext))
+    }
+
+    /// One key of a tenant by id or prefix.
+    pub async fn get_api_key(
+        &self,
+        tenant_id: &str,
+        key_id_or_prefix: &str,
+    ) -> Result<ApiKey, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 AND (id = $2 OR prefix = $2)"
+        ));
+        let mut tx = self.scope(tenant_id).await?;
+        let row = sqlx::query(sql)
+            .bind(tenant_id)
+            .bind(key_id_or_prefix)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("API key {key_id_or_prefix:?}")))?;
+        tx.commit().await?;
+        Ok(key_from_row(&row)?.0)
+    }
+
+    /// Rotate a key: issue a replacement with the same name, role, scopes and owner (and the
+    /// same lifetime, if the old key had one), and let the old key work for `overlap_ms` more
+    /// (never longer than it would have anyway). Returns the new key and its plaintext.
+    pub async fn rotate_api_key(
+        &self,
+        tenant_id: &str,
+        key_id_or_prefix: &str,
+        overlap_ms: i64,
+    ) -> Result<(ApiKey, String), StoreError> {
+        if !(0..=MAX_ROTATION_OVERLAP_MS).contains(&overlap_ms) {
+            return Err(StoreError::Invalid(format!(
+                "overlap must be between 0 and {} seconds",
+                MAX_ROTATION_OVERLAP_MS / 1000
+            )));
+        }
+        let old = self.get_api_key(tenant_id, key_id_or_prefix).await?;
+        let now = now_ms();
+        if old.revoked_at.is_some() || old.expires_at.is_some_and(|e| e <= now) {
+            return Err(StoreError::Conflict(
+                "a revoked or expired key cannot be rotated; create a new one".into(),
+            ));
+        }
+        if old.replaced_by.is_some() {
+            return Err(StoreError::Conflict(
+                "this key was already rotated; rotate its replacement".into(),
+            ));
+        }
+        let new = NewApiKey {
+            name: old.name.clone(),
+            role: old.role,
+            scopes: old.scopes.clone(),
+            owner: old.owner.clone(),
+            expires_at: old
+                .expires_at
+                .map(|e| now.saturating_add(e.saturating_sub(old.created_at))),
+            super_admin: old.super_admin,
+        };
+        let created = self.create_api_key_with(tenant_id, &new, None).await?;
+        let old_expiry = old
+            .expires_at
+            .map_or(now + overlap_ms, |e| e.min(now + overlap_ms));
+        let mut tx = self.scope_write(tenant_id).await?;
+        sqlx::query(
+            "UPDATE api_keys SET expires_at = $1, replaced_by = $2 WHERE id = $3 AND tenant_id = $4",
+        )
+        .bind(old_expiry)
+        .bind(&created.0.id)
+        .bind(&old.id)
+        .bind(tenant_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(created)
     }
 
     /// Authenticate a presented API key. `None` for unknown, malformed, revoked or expired keys
@@ -156,11 +323,13 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {KEY_COLUMNS} FROM api_keys WHERE prefix = $1"
         ));
-        let Some(row) = sqlx::query(sql)
+        let mut tx = self.scope(super::CREDENTIAL_LOOKUP_SCOPE).await?;
+        let found = sqlx::query(sql)
             .bind(prefix)
-            .fetch_optional(&self.pool)
-            .await?
-        else {
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let Some(row) = found else {
             return Ok(None);
         };
         let (key, stored_hash) = key_from_row(&row)?;
@@ -175,12 +344,14 @@ impl Store {
             .last_used_at
             .is_none_or(|t| now - t >= LAST_USED_RESOLUTION_MS)
         {
+            let mut tx = self.scope(&key.tenant_id).await?;
             sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2 AND tenant_id = $3")
                 .bind(now)
                 .bind(&key.id)
                 .bind(&key.tenant_id)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
+            tx.commit().await?;
         }
         Ok(Some(key))
     }
@@ -190,29 +361,30 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY created_at, id"
         ));
-        let rows = sqlx::query(sql)
-            .bind(tenant_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let mut tx = self.scope(tenant_id).await?;
+        let rows = sqlx::query(sql).bind(tenant_id).fetch_all(&mut *tx).await?;
+        tx.commit().await?;
         rows.iter()
             .map(|r| key_from_row(r).map(|(k, _)| k))
             .collect()
     }
 
-    /// Revoke a key of a tenant, effective immediately.
+    /// Revoke a key of a tenant, effective immediately (the next request with it is refused).
     pub async fn revoke_api_key(
         &self,
         tenant_id: &str,
         key_id_or_prefix: &str,
     ) -> Result<(), StoreError> {
+        let mut tx = self.scope_write(tenant_id).await?;
         let done = sqlx::query(
             "UPDATE api_keys SET revoked_at = $1 WHERE tenant_id = $2 AND (id = $3 OR prefix = $3) AND revoked_at IS NULL",
         )
         .bind(now_ms())
         .bind(tenant_id)
         .bind(key_id_or_prefix)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!(
                 "active API key {key_id_or_prefix:?}"
@@ -220,4 +392,32 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Scope names a key may be limited to (checked by the API against the permission list).
+fn validate_key_fields(new: &NewApiKey) -> Result<(), StoreError> {
+    if new.name.trim().is_empty() || new.name.len() > 200 {
+        return Err(StoreError::Invalid(
+            "key name must be 1-200 characters".into(),
+        ));
+    }
+    if new.owner.as_ref().is_some_and(|o| o.len() > 200) {
+        return Err(StoreError::Invalid(
+            "key owner must be at most 200 characters".into(),
+        ));
+    }
+    if new.scopes.len() > 64
+        || new.scopes.iter().any(|s| {
+            s.is_empty()
+                || s.len() > 64
+                || !s
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c == ':' || c == '_' || c == '-')
+        })
+    {
+        return Err(StoreError::Invalid(
+            "scopes must be up to 64 permission names such as fleet:read".into(),
+        ));
+    }
+    Ok(())
 }

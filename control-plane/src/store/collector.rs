@@ -63,7 +63,7 @@ impl Store {
         let Some(prefix) = secrets::prefix_of(ENROLL_TOKEN_KIND, &request.token) else {
             return Err(Failure::Refuse(invalid("malformed enrollment token")));
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.scope_write(super::CREDENTIAL_LOOKUP_SCOPE).await?;
         let row = sqlx::query(
             "SELECT id, tenant_id, secret_hash, expires_at, max_uses, uses, revoked_at \
              FROM enrollment_tokens WHERE prefix = $1",
@@ -88,6 +88,15 @@ impl Store {
         if expires_at.is_some_and(|e| e <= now) {
             return Err(Failure::Refuse(invalid("enrollment token expired")));
         }
+        if let Err(e) = self.check_endpoint_quota(&tenant_id, 1).await {
+            return Err(match e {
+                StoreError::QuotaExceeded(m) => Failure::Refuse(CollectorStoreError::Invalid(m)),
+                StoreError::Query(q) => Failure::Db(q),
+                other => Failure::Refuse(classify(other)),
+            });
+        }
+        // From here on the transaction works inside the token's tenant only.
+        self.set_scope(&mut tx, &tenant_id).await?;
         // The conditional update is the use counter and the race guard in one statement.
         let used = sqlx::query(
             "UPDATE enrollment_tokens SET uses = uses + 1 \
@@ -124,11 +133,12 @@ impl Store {
         agent_id: &str,
         cert_fingerprint: &str,
     ) -> Result<DeviceSession, Failure> {
+        let mut tx = self.scope(super::CREDENTIAL_LOOKUP_SCOPE).await?;
         let row = sqlx::query(
             "SELECT tenant_id, cert_fingerprint, revoked_at, last_seq FROM endpoints WHERE id = $1",
         )
         .bind(agent_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| {
             Failure::Refuse(CollectorStoreError::Unauthorized("unknown device".into()))
@@ -165,7 +175,7 @@ impl Store {
         let (tenant, agent) = (&device.tenant_id, &device.agent_id);
         let host = &inventory.host;
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.scope_write(tenant).await?;
         // Advancing last_seq is both the idempotency check and the row lock that serializes
         // concurrent uploads of one device.
         let advanced = sqlx::query(
@@ -270,6 +280,8 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        let identities = inventory.servers.iter().map(|s| s.id.clone()).collect();
+        Store::touch_server_identities(&mut tx, tenant, &identities, now).await?;
         tx.commit().await?;
         Ok(ApplyOutcome::Applied)
     }
@@ -292,7 +304,9 @@ impl Store {
                 for s in chunk {
                     query = query.bind(&s.agent_id);
                 }
-                query.execute(&self.pool).await?;
+                let mut tx = self.scope(tenant).await?;
+                query.execute(&mut *tx).await?;
+                tx.commit().await?;
             }
         }
         Ok(())
@@ -361,9 +375,12 @@ impl Store {
                 for id in chunk {
                     query = query.bind(*id);
                 }
-                let live: std::collections::HashSet<String> = query
-                    .fetch_all(&self.pool)
-                    .await?
+                // Scoped like every tenant read: under row-level security an unscoped read would
+                // see no rows and report every connected device as revoked.
+                let mut tx = self.scope(tenant).await?;
+                let rows = query.fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                let live: std::collections::HashSet<String> = rows
                     .iter()
                     .map(|r| r.try_get::<String, _>("id"))
                     .collect::<Result<_, _>>()?;
@@ -381,14 +398,16 @@ impl Store {
     /// Revoke a device of a tenant: its next handshake is refused and its live session is
     /// closed by the collector's next revocation sweep.
     pub async fn revoke_device(&self, tenant_id: &str, agent_id: &str) -> Result<(), StoreError> {
+        let mut tx = self.scope_write(tenant_id).await?;
         let done = sqlx::query(
             "UPDATE endpoints SET revoked_at = $1 WHERE tenant_id = $2 AND id = $3 AND revoked_at IS NULL",
         )
         .bind(now_ms())
         .bind(tenant_id)
         .bind(agent_id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("active device {agent_id:?}")));
         }

@@ -70,6 +70,7 @@ impl Store {
             uses: 0,
             revoked_at: None,
         };
+        let mut tx = self.scope_write(tenant_id).await?;
         sqlx::query(
             "INSERT INTO enrollment_tokens (id, tenant_id, prefix, secret_hash, name, created_at, expires_at, max_uses) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -82,8 +83,9 @@ impl Store {
         .bind(token.created_at)
         .bind(token.expires_at)
         .bind(token.max_uses)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok((token, secret.plaintext))
     }
 
@@ -95,10 +97,9 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {TOKEN_COLUMNS} FROM enrollment_tokens WHERE tenant_id = $1 ORDER BY created_at, id"
         ));
-        let rows = sqlx::query(sql)
-            .bind(tenant_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let mut tx = self.scope(tenant_id).await?;
+        let rows = sqlx::query(sql).bind(tenant_id).fetch_all(&mut *tx).await?;
+        tx.commit().await?;
         rows.iter().map(token_from_row).collect()
     }
 
@@ -108,14 +109,16 @@ impl Store {
         tenant_id: &str,
         id_or_prefix: &str,
     ) -> Result<(), StoreError> {
+        let mut tx = self.scope_write(tenant_id).await?;
         let done = sqlx::query(
             "UPDATE enrollment_tokens SET revoked_at = $1 WHERE tenant_id = $2 AND (id = $3 OR prefix = $3) AND revoked_at IS NULL",
         )
         .bind(now_ms())
         .bind(tenant_id)
         .bind(id_or_prefix)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!(
                 "active enrollment token {id_or_prefix:?}"

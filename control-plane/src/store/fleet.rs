@@ -67,6 +67,18 @@ pub struct EndpointSummary {
     pub enrolled_at: String,
     /// RFC 3339 of the last inventory.
     pub last_inventory_at: Option<String>,
+    /// Lifecycle state.
+    pub lifecycle_state: LifecycleState,
+    /// Owner metadata.
+    pub owner: Option<String>,
+    /// Environment metadata.
+    pub environment: Option<String>,
+    /// Tags metadata.
+    pub tags: Vec<String>,
+    /// `agent` (enrolled agent-bom-agent) or `fleet_sync` (pushed by `agent-bom fleet sync`).
+    pub origin: String,
+    /// The push's `source_id` for `fleet_sync` endpoints, null for enrolled agents.
+    pub source_id: Option<String>,
 }
 
 /// An endpoint with its inventory.
@@ -83,6 +95,13 @@ pub struct EndpointDetail {
     pub servers: Vec<Value>,
     /// Config files that could not be read or parsed.
     pub errors: Vec<Value>,
+    /// Tools seen by proxies on this endpoint (`name`, `server_id`). Empty until the proxy's
+    /// audit stream reaches the control plane (a later issue); never fabricated.
+    pub tools: Vec<Value>,
+    /// Revision of the policy the agent acknowledged as applied; null until it acknowledges one.
+    pub applied_policy_revision: Option<i64>,
+    /// Commands queued for the agent and not yet acknowledged (`id`, `kind`, `created_at`).
+    pub pending_commands: Vec<Value>,
 }
 
 /// Filters and paging for the endpoint list.
@@ -94,6 +113,204 @@ pub struct EndpointQuery {
     pub cursor: Option<String>,
     /// Only endpoints with this status.
     pub status: Option<EndpointStatus>,
+    /// Only endpoints in this lifecycle state.
+    pub lifecycle_state: Option<LifecycleState>,
+    /// Exact OS.
+    pub os: Option<String>,
+    /// Endpoints carrying this tag.
+    pub tag: Option<String>,
+    /// Exact owner.
+    pub owner: Option<String>,
+    /// Exact environment.
+    pub environment: Option<String>,
+    /// Exact agent version.
+    pub agent_version: Option<String>,
+    /// Endpoints with this MCP client.
+    pub client: Option<String>,
+    /// Endpoints with a server of this name or identity.
+    pub server: Option<String>,
+    /// Endpoints with a server raising this risk flag.
+    pub risk_flag: Option<String>,
+    /// Case-insensitive substring of hostname, owner, environment, source id or a server name.
+    pub q: Option<String>,
+    /// Order.
+    pub sort: EndpointSort,
+}
+
+/// Sort orders of the endpoint list (all tie-broken by id).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EndpointSort {
+    /// Hostname ascending (default).
+    #[default]
+    Hostname,
+    /// Hostname descending.
+    HostnameDesc,
+    /// Most recently seen first (never seen last).
+    LastSeenDesc,
+    /// Least recently seen first.
+    LastSeen,
+    /// Newest enrollment first.
+    EnrolledAtDesc,
+    /// Oldest enrollment first.
+    EnrolledAt,
+    /// Most servers first.
+    ServerCountDesc,
+    /// Fewest servers first.
+    ServerCount,
+}
+
+impl EndpointSort {
+    /// Parse the `sort` query value (`field` or `-field`).
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "hostname" => Self::Hostname,
+            "-hostname" => Self::HostnameDesc,
+            "last_seen" => Self::LastSeen,
+            "-last_seen" => Self::LastSeenDesc,
+            "enrolled_at" => Self::EnrolledAt,
+            "-enrolled_at" => Self::EnrolledAtDesc,
+            "server_count" => Self::ServerCount,
+            "-server_count" => Self::ServerCountDesc,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Hostname => "hostname",
+            Self::HostnameDesc => "-hostname",
+            Self::LastSeen => "last_seen",
+            Self::LastSeenDesc => "-last_seen",
+            Self::EnrolledAt => "enrolled_at",
+            Self::EnrolledAtDesc => "-enrolled_at",
+            Self::ServerCount => "server_count",
+            Self::ServerCountDesc => "-server_count",
+        }
+    }
+
+    /// SQL expression, whether it is text, and whether descending.
+    fn column(self) -> (&'static str, bool, bool) {
+        match self {
+            Self::Hostname => ("hostname", true, false),
+            Self::HostnameDesc => ("hostname", true, true),
+            Self::LastSeen => ("COALESCE(last_seen, 0)", false, false),
+            Self::LastSeenDesc => ("COALESCE(last_seen, 0)", false, true),
+            Self::EnrolledAt => ("enrolled_at", false, false),
+            Self::EnrolledAtDesc => ("enrolled_at", false, true),
+            Self::ServerCount => ("server_count", false, false),
+            Self::ServerCountDesc => ("server_count", false, true),
+        }
+    }
+}
+
+/// Lifecycle of an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LifecycleState {
+    /// Reported, not yet reviewed.
+    Discovered,
+    /// Reviewed and accepted.
+    Approved,
+    /// Isolated: the agent is told to block its MCP servers.
+    Quarantined,
+    /// Retired: its device credential is revoked; terminal.
+    Decommissioned,
+}
+
+impl LifecycleState {
+    /// Storage name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Discovered => "discovered",
+            Self::Approved => "approved",
+            Self::Quarantined => "quarantined",
+            Self::Decommissioned => "decommissioned",
+        }
+    }
+
+    /// Parse a storage name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "discovered" => Self::Discovered,
+            "approved" => Self::Approved,
+            "quarantined" => Self::Quarantined,
+            "decommissioned" => Self::Decommissioned,
+            _ => return None,
+        })
+    }
+
+    /// The allowed transitions, as (from, to) pairs. The single source for code and docs.
+    pub const TRANSITIONS: &'static [(LifecycleState, LifecycleState)] = &[
+        (Self::Discovered, Self::Approved),
+        (Self::Discovered, Self::Quarantined),
+        (Self::Discovered, Self::Decommissioned),
+        (Self::Approved, Self::Quarantined),
+        (Self::Approved, Self::Decommissioned),
+        (Self::Quarantined, Self::Approved),
+        (Self::Quarantined, Self::Decommissioned),
+    ];
+
+    /// Whether `self → to` is allowed.
+    pub fn can_become(self, to: Self) -> bool {
+        Self::TRANSITIONS.contains(&(self, to))
+    }
+}
+
+/// Metadata update: a field absent leaves the value alone; `owner`/`environment` null clears.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetadataUpdate {
+    /// Owner.
+    #[serde(default, with = "double_option")]
+    pub owner: Option<Option<String>>,
+    /// Environment.
+    #[serde(default, with = "double_option")]
+    pub environment: Option<Option<String>>,
+    /// Tags (replaces the list).
+    pub tags: Option<Vec<String>>,
+}
+
+mod double_option {
+    use serde::{Deserialize, Deserializer};
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Option<String>>, D::Error> {
+        Option::<String>::deserialize(d).map(Some)
+    }
+}
+
+/// One MCP server identity across the tenant's fleet.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServerGroup {
+    /// Identity (the agent's launch hash).
+    pub identity: String,
+    /// Names it is configured under.
+    pub names: Vec<String>,
+    /// Transport.
+    pub transport: String,
+    /// Command (stdio) or null.
+    pub command: Option<String>,
+    /// URL (remote) or null.
+    pub url: Option<String>,
+    /// Endpoints configuring it.
+    pub endpoint_count: i64,
+    /// Clients configuring it.
+    pub clients: Vec<String>,
+    /// Union of risk flags.
+    pub risk_flags: Vec<String>,
+    /// RFC 3339 of the first report.
+    pub first_seen: Option<String>,
+    /// RFC 3339 of the last report.
+    pub last_seen: Option<String>,
+}
+
+/// A page of server groups.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServerGroupPage {
+    /// The groups, ordered by identity.
+    pub items: Vec<ServerGroup>,
+    /// Cursor of the next page.
+    pub next_cursor: Option<String>,
 }
 
 /// A page of endpoints.
@@ -106,7 +323,7 @@ pub struct EndpointPage {
 }
 
 const SUMMARY_COLUMNS: &str = "id, hostname, os, os_version, arch, agent_version, server_count, \
-     enrolled_at, last_seen, last_inventory_at";
+     enrolled_at, last_seen, last_inventory_at, lifecycle_state, owner, environment, tags, origin, source_id";
 
 /// RFC 3339 (UTC) of Unix milliseconds.
 pub fn rfc3339(ms: i64) -> String {
@@ -135,20 +352,82 @@ fn summary_from_row(row: &sqlx::any::AnyRow, now: i64) -> Result<EndpointSummary
         server_count: row.try_get("server_count")?,
         enrolled_at: rfc3339(enrolled_at),
         last_inventory_at: last_inventory_at.map(rfc3339),
+        lifecycle_state: LifecycleState::parse(&row.try_get::<String, _>("lifecycle_state")?)
+            .unwrap_or(LifecycleState::Discovered),
+        owner: row.try_get("owner")?,
+        environment: row.try_get("environment")?,
+        tags: super::string_list(&row.try_get::<String, _>("tags")?),
+        origin: row.try_get("origin")?,
+        source_id: row.try_get("source_id")?,
     })
 }
 
-fn encode_cursor(hostname: &str, id: &str) -> String {
-    hex::encode(format!("{hostname}\u{1f}{id}"))
+/// A bound SQL parameter.
+#[derive(Debug, Clone)]
+enum Param {
+    Text(String),
+    Int(i64),
 }
 
-fn decode_cursor(cursor: &str) -> Result<(String, String), StoreError> {
-    let bad =
-        || StoreError::Invalid("invalid cursor: pass next_cursor from a previous page".into());
+/// Builds a WHERE clause with numbered parameters.
+#[derive(Debug, Default)]
+struct Sql {
+    text: String,
+    params: Vec<Param>,
+}
+
+impl Sql {
+    fn p(&mut self, v: Param) -> String {
+        self.params.push(v);
+        format!("${}", self.params.len())
+    }
+}
+
+/// `LIKE` pattern matching `needle` literally inside a JSON string list (`"needle"`).
+fn json_member_pattern(needle: &str) -> String {
+    format!("%{}%", like_escape(&format!("\"{needle}\"")))
+}
+
+fn like_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn encode_cursor(sort: EndpointSort, value: &Param, id: &str) -> String {
+    let v = match value {
+        Param::Text(t) => serde_json::json!(t),
+        Param::Int(i) => serde_json::json!(i),
+    };
+    hex::encode(serde_json::json!([sort.name(), v, id]).to_string())
+}
+
+fn decode_cursor(cursor: &str, sort: EndpointSort) -> Result<(Param, String), StoreError> {
+    let bad = || {
+        StoreError::Invalid(
+            "invalid cursor: pass next_cursor from a previous page with the same sort".into(),
+        )
+    };
     let bytes = hex::decode(cursor).map_err(|_| bad())?;
-    let text = String::from_utf8(bytes).map_err(|_| bad())?;
-    let (h, i) = text.split_once('\u{1f}').ok_or_else(bad)?;
-    Ok((h.to_string(), i.to_string()))
+    let v: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    let (Some(s), Some(id)) = (v[0].as_str(), v[2].as_str()) else {
+        return Err(bad());
+    };
+    if s != sort.name() {
+        return Err(bad());
+    }
+    let (_, text, _) = sort.column();
+    let value = if text {
+        Param::Text(v[1].as_str().ok_or_else(bad)?.to_string())
+    } else {
+        Param::Int(v[1].as_i64().ok_or_else(bad)?)
+    };
+    Ok((value, id.to_string()))
 }
 
 fn parse_list(row: &sqlx::any::AnyRow, column: &str) -> Result<Value, StoreError> {
@@ -157,58 +436,139 @@ fn parse_list(row: &sqlx::any::AnyRow, column: &str) -> Result<Value, StoreError
 }
 
 impl Store {
-    /// A page of a tenant's endpoints, ordered by hostname then id.
+    /// A page of a tenant's endpoints, filtered and sorted (ties broken by id).
     pub async fn list_endpoints(
         &self,
         tenant_id: &str,
         query: &EndpointQuery,
     ) -> Result<EndpointPage, StoreError> {
+        let mut tx = self.scope(tenant_id).await?;
         let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
         let now = now_ms();
-        let mut sql = format!("SELECT {SUMMARY_COLUMNS} FROM endpoints WHERE tenant_id = $1");
-        let cursor = query.cursor.as_deref().map(decode_cursor).transpose()?;
-        if cursor.is_some() {
-            sql.push_str(" AND (hostname > $2 OR (hostname = $2 AND id > $3))");
+        let mut w = Sql::default();
+        let t = w.p(Param::Text(tenant_id.to_string()));
+        w.text = format!("SELECT {SUMMARY_COLUMNS} FROM endpoints e WHERE tenant_id = {t}");
+        let (column, is_text, desc) = query.sort.column();
+        if let Some(cursor) = query.cursor.as_deref() {
+            let (value, id) = decode_cursor(cursor, query.sort)?;
+            let _ = is_text;
+            let v = w.p(value);
+            let i = w.p(Param::Text(id));
+            let op = if desc { "<" } else { ">" };
+            w.text.push_str(&format!(
+                " AND ({column} {op} {v} OR ({column} = {v} AND id {op} {i}))"
+            ));
         }
         // Status is derived from last_seen; filter in SQL with the same thresholds.
-        let p = if cursor.is_some() { 4 } else { 2 };
         let online_since = now - ONLINE_WINDOW_MS;
         let stale_before = now - STALE_AFTER_MS;
-        let thresholds: Vec<i64> = match query.status {
+        match query.status {
             Some(EndpointStatus::Online) => {
-                sql.push_str(&format!(" AND last_seen >= ${p}"));
-                vec![online_since]
+                let a = w.p(Param::Int(online_since));
+                w.text.push_str(&format!(" AND last_seen >= {a}"));
             }
             Some(EndpointStatus::Offline) => {
-                sql.push_str(&format!(
-                    " AND (last_seen IS NULL OR last_seen < ${p}) AND COALESCE(last_seen, enrolled_at) >= ${}",
-                    p + 1
+                let a = w.p(Param::Int(online_since));
+                let b = w.p(Param::Int(stale_before));
+                w.text.push_str(&format!(
+                    " AND (last_seen IS NULL OR last_seen < {a}) AND COALESCE(last_seen, enrolled_at) >= {b}"
                 ));
-                vec![online_since, stale_before]
             }
             Some(EndpointStatus::Stale) => {
-                sql.push_str(&format!(" AND COALESCE(last_seen, enrolled_at) < ${p}"));
-                vec![stale_before]
+                let a = w.p(Param::Int(stale_before));
+                w.text
+                    .push_str(&format!(" AND COALESCE(last_seen, enrolled_at) < {a}"));
             }
-            None => vec![],
-        };
-        sql.push_str(&format!(" ORDER BY hostname, id LIMIT {}", limit + 1));
-        let sql = sqlx::AssertSqlSafe(sql);
-        let mut q = sqlx::query(sql).bind(tenant_id);
-        if let Some((h, i)) = &cursor {
-            q = q.bind(h.clone()).bind(i.clone());
+            None => {}
         }
-        for t in thresholds {
-            q = q.bind(t);
+        for (column, value) in [
+            ("os", &query.os),
+            ("owner", &query.owner),
+            ("environment", &query.environment),
+            ("agent_version", &query.agent_version),
+        ] {
+            if let Some(v) = value {
+                let a = w.p(Param::Text(v.clone()));
+                w.text.push_str(&format!(" AND {column} = {a}"));
+            }
         }
-        let rows = q.fetch_all(&self.pool).await?;
-        let mut items = rows
-            .iter()
-            .map(|r| summary_from_row(r, now))
-            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(state) = query.lifecycle_state {
+            let a = w.p(Param::Text(state.as_str().to_string()));
+            w.text.push_str(&format!(" AND lifecycle_state = {a}"));
+        }
+        if let Some(tag) = &query.tag {
+            let a = w.p(Param::Text(json_member_pattern(tag)));
+            w.text.push_str(&format!(" AND tags LIKE {a} ESCAPE '\\'"));
+        }
+        if let Some(client) = &query.client {
+            let a = w.p(Param::Text(client.clone()));
+            w.text.push_str(&format!(
+                " AND (EXISTS (SELECT 1 FROM endpoint_clients c WHERE c.tenant_id = {t} AND c.endpoint_id = e.id AND c.name = {a}) \
+                 OR EXISTS (SELECT 1 FROM endpoint_servers s WHERE s.tenant_id = {t} AND s.endpoint_id = e.id AND s.client = {a}))"
+            ));
+        }
+        if let Some(server) = &query.server {
+            let a = w.p(Param::Text(server.clone()));
+            w.text.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM endpoint_servers s WHERE s.tenant_id = {t} AND s.endpoint_id = e.id \
+                 AND (s.name = {a} OR s.server_id = {a}))"
+            ));
+        }
+        if let Some(flag) = &query.risk_flag {
+            let a = w.p(Param::Text(json_member_pattern(flag)));
+            w.text.push_str(&format!(
+                " AND EXISTS (SELECT 1 FROM endpoint_servers s WHERE s.tenant_id = {t} AND s.endpoint_id = e.id \
+                 AND s.risk_flags LIKE {a} ESCAPE '\\')"
+            ));
+        }
+        if let Some(q) = &query.q {
+            let a = w.p(Param::Text(format!("%{}%", like_escape(&q.to_lowercase()))));
+            w.text.push_str(&format!(
+                " AND (LOWER(hostname) LIKE {a} ESCAPE '\\' OR LOWER(COALESCE(owner, '')) LIKE {a} ESCAPE '\\' \
+                 OR LOWER(COALESCE(environment, '')) LIKE {a} ESCAPE '\\' OR LOWER(COALESCE(source_id, '')) LIKE {a} ESCAPE '\\' \
+                 OR EXISTS (SELECT 1 FROM endpoint_servers s WHERE s.tenant_id = {t} AND s.endpoint_id = e.id \
+                 AND LOWER(s.name) LIKE {a} ESCAPE '\\'))"
+            ));
+        }
+        let dir = if desc { "DESC" } else { "ASC" };
+        w.text.push_str(&format!(
+            " ORDER BY {column} {dir}, id {dir} LIMIT {}",
+            limit + 1
+        ));
+        let sql = sqlx::AssertSqlSafe(w.text);
+        let mut q = sqlx::query(sql);
+        for p in w.params {
+            q = match p {
+                Param::Text(s) => q.bind(s),
+                Param::Int(i) => q.bind(i),
+            };
+        }
+        let rows = q.fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        let mut last_values = Vec::with_capacity(rows.len());
+        let mut items = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let e = summary_from_row(r, now)?;
+            let v = match query.sort.column() {
+                (_, true, _) => Param::Text(e.hostname.clone()),
+                _ => Param::Int(match query.sort {
+                    EndpointSort::LastSeen | EndpointSort::LastSeenDesc => {
+                        r.try_get::<Option<i64>, _>("last_seen")?.unwrap_or(0)
+                    }
+                    EndpointSort::EnrolledAt | EndpointSort::EnrolledAtDesc => {
+                        r.try_get("enrolled_at")?
+                    }
+                    _ => e.server_count,
+                }),
+            };
+            last_values.push(v);
+            items.push(e);
+        }
         let next_cursor = if items.len() > limit as usize {
             items.truncate(limit as usize);
-            items.last().map(|e| encode_cursor(&e.hostname, &e.id))
+            items
+                .last()
+                .map(|e| encode_cursor(query.sort, &last_values[limit as usize - 1], &e.id))
         } else {
             None
         };
@@ -221,6 +581,7 @@ impl Store {
         tenant_id: &str,
         id: &str,
     ) -> Result<EndpointDetail, StoreError> {
+        let mut tx = self.scope(tenant_id).await?;
         let now = now_ms();
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {SUMMARY_COLUMNS}, kernel_version, cpu_count, memory_bytes, uptime_secs \
@@ -229,7 +590,7 @@ impl Store {
         let row = sqlx::query(sql)
             .bind(tenant_id)
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("endpoint {id:?}")))?;
         let summary = summary_from_row(&row, now)?;
@@ -248,7 +609,7 @@ impl Store {
         )
         .bind(tenant_id)
         .bind(id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?
         .iter()
         .map(|r| {
@@ -265,7 +626,7 @@ impl Store {
         )
         .bind(tenant_id)
         .bind(id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?
         .iter()
         .map(|r| {
@@ -294,7 +655,7 @@ impl Store {
         )
         .bind(tenant_id)
         .bind(id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?
         .iter()
         .map(|r| {
@@ -304,12 +665,25 @@ impl Store {
             }))
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
+        let applied_policy_revision: Option<i64> = sqlx::query(
+            "SELECT applied_policy_revision FROM endpoints WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("applied_policy_revision")?;
+        tx.commit().await?;
+        let pending_commands = self.pending_commands(tenant_id, id).await?;
         Ok(EndpointDetail {
             summary,
             host,
             clients,
             servers,
             errors,
+            tools: Vec::new(),
+            applied_policy_revision,
+            pending_commands,
         })
     }
 }
@@ -317,6 +691,22 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lifecycle_transitions() {
+        use LifecycleState::*;
+        assert!(Discovered.can_become(Approved));
+        assert!(Approved.can_become(Quarantined));
+        assert!(Quarantined.can_become(Approved));
+        assert!(!Decommissioned.can_become(Approved));
+        assert!(!Approved.can_become(Discovered));
+        assert!(!Approved.can_become(Approved));
+    }
+
+    #[test]
+    fn like_patterns_escape_wildcards() {
+        assert_eq!(json_member_pattern("a_b%"), "%\"a\\_b\\%\"%");
+    }
 
     #[test]
     fn status_thresholds() {
@@ -342,9 +732,19 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_reject_garbage() {
-        let c = encode_cursor("host-a", "id-1");
-        assert_eq!(decode_cursor(&c).unwrap(), ("host-a".into(), "id-1".into()));
-        assert!(decode_cursor("zz").is_err());
-        assert!(decode_cursor(&hex::encode("no-separator")).is_err());
+        let c = encode_cursor(
+            EndpointSort::Hostname,
+            &Param::Text("host-a".into()),
+            "id-1",
+        );
+        let (v, id) = decode_cursor(&c, EndpointSort::Hostname).unwrap();
+        assert!(matches!(v, Param::Text(t) if t == "host-a"));
+        assert_eq!(id, "id-1");
+        assert!(decode_cursor(&c, EndpointSort::LastSeen).is_err());
+        assert!(decode_cursor("zz", EndpointSort::Hostname).is_err());
+        assert!(decode_cursor(&hex::encode("no-separator"), EndpointSort::Hostname).is_err());
+        let c = encode_cursor(EndpointSort::LastSeenDesc, &Param::Int(42), "id-2");
+        let (v, _) = decode_cursor(&c, EndpointSort::LastSeenDesc).unwrap();
+        assert!(matches!(v, Param::Int(42)));
     }
 }

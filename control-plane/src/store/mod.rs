@@ -4,10 +4,14 @@
 //! BIGINT millisecond times, JSON as TEXT) and run through sqlx's `Any` driver. Every query that
 //! reads or writes tenant data takes the tenant id as a parameter: there is no unscoped read.
 
-mod api_keys;
+pub mod api_keys;
+pub mod audit;
 mod collector;
 mod enrollment;
 pub mod fleet;
+pub mod fleet_ops;
+pub mod posture;
+pub mod sync;
 pub mod tenants;
 
 use std::path::Path;
@@ -18,11 +22,11 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, SqlStr};
 
-pub use api_keys::{ApiKey, Role};
+pub use api_keys::{ApiKey, NewApiKey, Role};
 pub use enrollment::EnrollmentToken;
 pub use fleet::{
-    EndpointDetail, EndpointPage, EndpointQuery, EndpointStatus, EndpointSummary,
-    MAX_PAGE as FLEET_MAX_PAGE,
+    EndpointDetail, EndpointPage, EndpointQuery, EndpointSort, EndpointStatus, EndpointSummary,
+    LifecycleState, MAX_PAGE as FLEET_MAX_PAGE, MetadataUpdate, ServerGroup, ServerGroupPage,
 };
 pub use tenants::Tenant;
 
@@ -59,6 +63,12 @@ pub enum StoreError {
     /// Input rejected.
     #[error("{0}")]
     Invalid(String),
+    /// A per-tenant quota would be exceeded.
+    #[error("{0}")]
+    QuotaExceeded(String),
+    /// The transition is not allowed from the current state.
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 impl StoreError {
@@ -84,6 +94,10 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
 }
+
+/// Row-level-security scope of the few lookups that find a tenant from a credential (API key
+/// or enrollment token prefix, device id) before the tenant is known. Nothing else uses it.
+pub(crate) const CREDENTIAL_LOOKUP_SCOPE: &str = "*";
 
 /// The file name of the embedded database inside a data directory.
 pub const SQLITE_FILE: &str = "agent-bom.db";
@@ -150,17 +164,82 @@ impl Store {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        let migrations = vec![Migration::new(
-            1,
-            "init".into(),
-            MigrationType::Simple,
-            SqlStr::from_static(include_str!("../../migrations/0001_init.sql")),
-            false,
-        )];
+        let migrations = vec![
+            Migration::new(
+                1,
+                "init".into(),
+                MigrationType::Simple,
+                SqlStr::from_static(include_str!("../../migrations/0001_init.sql")),
+                false,
+            ),
+            Migration::new(
+                2,
+                "control plane".into(),
+                MigrationType::Simple,
+                SqlStr::from_static(include_str!("../../migrations/0002_control_plane.sql")),
+                false,
+            ),
+        ];
+        let mut migrations = migrations;
+        if self.backend == Backend::Postgres {
+            migrations.push(Migration::new(
+                3,
+                "row level security".into(),
+                MigrationType::Simple,
+                SqlStr::from_static(include_str!("../../migrations/0003_rls_postgres.sql")),
+                false,
+            ));
+        }
         Migrator::with_migrations(migrations)
             .run(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// Begin a transaction that will write. On SQLite it takes the write lock up front
+    /// (`BEGIN IMMEDIATE`), so a transaction that reads before it writes waits for other writers
+    /// (busy timeout) instead of failing with "database is locked" when it upgrades its lock.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
+    /// Set the row-level-security tenant of a Postgres transaction (a no-op on SQLite).
+    pub(crate) async fn set_scope(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        tenant_id: &str,
+    ) -> Result<(), sqlx::Error> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+                .bind(tenant_id)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// A read transaction scoped to one tenant: on Postgres, row-level security lets it see
+    /// only that tenant's rows (the second wall behind the `tenant_id` in every query).
+    pub(crate) async fn scope(
+        &self,
+        tenant_id: &str,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        self.set_scope(&mut tx, tenant_id).await?;
+        Ok(tx)
+    }
+
+    /// A write transaction scoped to one tenant (see [`Self::scope`] and `begin_write`).
+    pub(crate) async fn scope_write(
+        &self,
+        tenant_id: &str,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        let mut tx = self.begin_write().await?;
+        self.set_scope(&mut tx, tenant_id).await?;
+        Ok(tx)
     }
 
     /// The backend in use.
@@ -191,6 +270,21 @@ fn redact_url(url: &str) -> String {
 /// A new random id.
 pub(crate) fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
+}
+
+/// JSON text of a value (lists stored as TEXT).
+pub(crate) fn to_json_text<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
+}
+
+/// A JSON list of strings stored as TEXT; garbage reads as empty.
+pub(crate) fn string_list(text: &str) -> Vec<String> {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
+/// Hex SHA-256.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref())
 }
 
 impl FromStr for Backend {

@@ -96,3 +96,122 @@ impl Store {
             .try_get("n")?)
     }
 }
+
+/// Per-tenant quotas and rate limits; `None` means the built-in default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantQuotas {
+    /// Maximum endpoints (enrolled agents plus pushed sources).
+    pub max_endpoints: Option<i64>,
+    /// Maximum active API keys.
+    pub max_api_keys: Option<i64>,
+    /// Requests per minute allowed for one API key.
+    pub rate_per_key_per_min: Option<i64>,
+    /// Requests per minute allowed for the whole tenant.
+    pub rate_per_tenant_per_min: Option<i64>,
+}
+
+/// Default maximum of endpoints per tenant.
+pub const DEFAULT_MAX_ENDPOINTS: i64 = 100_000;
+
+impl TenantQuotas {
+    fn validate(&self) -> Result<(), StoreError> {
+        for (name, v) in [
+            ("max_endpoints", self.max_endpoints),
+            ("max_api_keys", self.max_api_keys),
+            ("rate_per_key_per_min", self.rate_per_key_per_min),
+            ("rate_per_tenant_per_min", self.rate_per_tenant_per_min),
+        ] {
+            if v.is_some_and(|v| !(0..=1_000_000_000).contains(&v)) {
+                return Err(StoreError::Invalid(format!(
+                    "{name} must be between 0 and 1000000000"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    /// A tenant by id.
+    pub async fn tenant_by_id(&self, id: &str) -> Result<Tenant, StoreError> {
+        let row = sqlx::query("SELECT id, name, created_at FROM tenants WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("tenant {id:?}")))?;
+        Ok(Tenant {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+
+    /// The quotas of a tenant.
+    pub async fn tenant_quotas(&self, tenant_id: &str) -> Result<TenantQuotas, StoreError> {
+        let row = sqlx::query(
+            "SELECT max_endpoints, max_api_keys, rate_per_key_per_min, rate_per_tenant_per_min \
+             FROM tenants WHERE id = $1",
+        )
+        .bind(tenant_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("tenant {tenant_id:?}")))?;
+        Ok(TenantQuotas {
+            max_endpoints: row.try_get("max_endpoints")?,
+            max_api_keys: row.try_get("max_api_keys")?,
+            rate_per_key_per_min: row.try_get("rate_per_key_per_min")?,
+            rate_per_tenant_per_min: row.try_get("rate_per_tenant_per_min")?,
+        })
+    }
+
+    /// Replace the quotas of a tenant.
+    pub async fn set_tenant_quotas(
+        &self,
+        tenant_id: &str,
+        quotas: &TenantQuotas,
+    ) -> Result<(), StoreError> {
+        quotas.validate()?;
+        let done = sqlx::query(
+            "UPDATE tenants SET max_endpoints = $1, max_api_keys = $2, rate_per_key_per_min = $3, \
+             rate_per_tenant_per_min = $4 WHERE id = $5",
+        )
+        .bind(quotas.max_endpoints)
+        .bind(quotas.max_api_keys)
+        .bind(quotas.rate_per_key_per_min)
+        .bind(quotas.rate_per_tenant_per_min)
+        .bind(tenant_id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("tenant {tenant_id:?}")));
+        }
+        Ok(())
+    }
+
+    /// Fail with `QuotaExceeded` if the tenant cannot take `adding` more endpoints.
+    pub(crate) async fn check_endpoint_quota(
+        &self,
+        tenant_id: &str,
+        adding: i64,
+    ) -> Result<(), StoreError> {
+        let limit = self
+            .tenant_quotas(tenant_id)
+            .await?
+            .max_endpoints
+            .unwrap_or(DEFAULT_MAX_ENDPOINTS);
+        let mut tx = self.scope(tenant_id).await?;
+        let current: i64 = sqlx::query("SELECT COUNT(*) AS n FROM endpoints WHERE tenant_id = $1")
+            .bind(tenant_id)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("n")?;
+        tx.commit().await?;
+        if current + adding > limit {
+            return Err(StoreError::QuotaExceeded(format!(
+                "tenant quota exceeded for endpoints: limit={limit}, current={current}, attempted={adding}"
+            )));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,168 @@
+//! `/v1/audit*` and signed exports.
+
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState, Caller, Permission, parse_query};
+use crate::store::audit::{AuditVerification, MAX_AUDIT_PAGE};
+use crate::store::{EndpointQuery, FLEET_MAX_PAGE};
+
+/// Header carrying the hex ed25519 signature of an export body.
+pub(super) const SIGNATURE_HEADER: &str = "x-agent-bom-signature";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditParams {
+    after: Option<i64>,
+    limit: Option<u32>,
+    action: Option<String>,
+}
+
+/// `GET /v1/audit`
+pub(super) async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Permission::AuditRead)?;
+    let p: AuditParams = parse_query(query.as_deref())?;
+    let limit = p.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_AUDIT_PAGE || p.after.is_some_and(|a| a < 0) {
+        return Err(ApiError::invalid(
+            "limit must be 1-1000 and after a non-negative sequence number",
+        ));
+    }
+    if p.action
+        .as_ref()
+        .is_some_and(|a| a.is_empty() || a.len() > 100)
+    {
+        return Err(ApiError::invalid("action must be 1-100 characters"));
+    }
+    let items = state
+        .store
+        .list_audit(
+            caller.tenant_id(),
+            p.after.unwrap_or(0),
+            limit,
+            p.action.as_deref(),
+        )
+        .await?;
+    let next = (items.len() == limit as usize)
+        .then(|| items.last().map(|e| e.seq))
+        .flatten();
+    Ok(Json(json!({ "items": items, "next_after": next })))
+}
+
+/// `GET /v1/audit/verify`
+pub(super) async fn verify(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<AuditVerification>, ApiError> {
+    caller.require(Permission::AuditRead)?;
+    Ok(Json(state.store.verify_audit(caller.tenant_id()).await?))
+}
+
+/// `GET /v1/audit/export-key`: the public key verifying signed exports.
+pub(super) async fn export_key(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({
+        "algorithm": "ed25519",
+        "public_key_hex": state.signer.public_hex(),
+        "signature_header": SIGNATURE_HEADER,
+    }))
+}
+
+fn signed_ndjson(state: &AppState, lines: Vec<Value>) -> Response {
+    let mut body = String::new();
+    for l in lines {
+        body.push_str(&l.to_string());
+        body.push('\n');
+    }
+    let signature = state.signer.sign_hex(body.as_bytes());
+    let mut response = body.into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&signature) {
+        h.insert(SIGNATURE_HEADER, v);
+    }
+    response
+}
+
+/// `GET /v1/audit/export`: the whole audit log as signed NDJSON.
+pub(super) async fn export_audit(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    caller.require(Permission::AuditExport)?;
+    let mut lines = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = state
+            .store
+            .list_audit(caller.tenant_id(), after, MAX_AUDIT_PAGE, None)
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        let full = page.len() == MAX_AUDIT_PAGE as usize;
+        lines.extend(page.into_iter().map(|e| json!(e)));
+        if !full {
+            break;
+        }
+    }
+    let _ = state
+        .store
+        .audit(
+            caller.tenant_id(),
+            &caller.actor(),
+            "audit.export",
+            "audit",
+            json!({ "entries": lines.len() }),
+        )
+        .await;
+    Ok(signed_ndjson(&state, lines))
+}
+
+/// `GET /v1/fleet/export`: every endpoint (list fields) as signed NDJSON.
+pub(super) async fn export_fleet(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    caller.require(Permission::AuditExport)?;
+    let mut lines = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = state
+            .store
+            .list_endpoints(
+                caller.tenant_id(),
+                &EndpointQuery {
+                    limit: Some(FLEET_MAX_PAGE),
+                    cursor: cursor.take(),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        lines.extend(page.items.into_iter().map(|e| json!(e)));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    state
+        .store
+        .audit(
+            caller.tenant_id(),
+            &caller.actor(),
+            "fleet.export",
+            "fleet",
+            json!({ "endpoints": lines.len() }),
+        )
+        .await?;
+    Ok(signed_ndjson(&state, lines))
+}

@@ -1,0 +1,577 @@
+//! Who may do what: the one permission matrix, the route table, the authenticated caller, and
+//! per-key / per-tenant rate limits.
+//!
+//! `docs/roles.md` is generated from [`ROLE_MATRIX`] and [`ROUTES`] by [`permissions_markdown`]; a
+//! test keeps the two in step.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::FromRequestParts;
+use axum::http::header;
+use axum::http::request::Parts;
+
+use super::{ApiError, AppState, ErrorCode};
+use crate::store::{Role, now_ms};
+
+/// What a request may need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Permission {
+    /// Read endpoints, their inventory and the server view.
+    FleetRead,
+    /// Change endpoint lifecycle and metadata; delete endpoints.
+    FleetWrite,
+    /// Push inventory through the agent-bom compatible `/v1/fleet/sync`.
+    FleetSync,
+    /// Read posture counts.
+    PostureRead,
+    /// List the tenant's API keys (metadata only).
+    KeysRead,
+    /// Create, rotate and revoke the tenant's API keys.
+    KeysWrite,
+    /// Read and verify the audit log.
+    AuditRead,
+    /// Download signed exports of the audit log and the fleet.
+    AuditExport,
+    /// Create and list tenants, set quotas (super-admin keys only).
+    TenantsAdmin,
+}
+
+impl Permission {
+    /// Every permission, in documentation order.
+    pub const ALL: [Permission; 9] = [
+        Self::FleetRead,
+        Self::FleetWrite,
+        Self::FleetSync,
+        Self::PostureRead,
+        Self::KeysRead,
+        Self::KeysWrite,
+        Self::AuditRead,
+        Self::AuditExport,
+        Self::TenantsAdmin,
+    ];
+
+    /// The scope name (also what a key's `scopes` list contains).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::FleetRead => "fleet:read",
+            Self::FleetWrite => "fleet:write",
+            Self::FleetSync => "fleet:sync",
+            Self::PostureRead => "posture:read",
+            Self::KeysRead => "keys:read",
+            Self::KeysWrite => "keys:write",
+            Self::AuditRead => "audit:read",
+            Self::AuditExport => "audit:export",
+            Self::TenantsAdmin => "tenants:admin",
+        }
+    }
+
+    /// Parse a scope name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == s)
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Self::FleetRead => "read endpoints, their inventory and the fleet-wide server view",
+            Self::FleetWrite => "change endpoint lifecycle state and metadata; delete endpoints",
+            Self::FleetSync => "push inventory with `agent-bom fleet sync` (`POST /v1/fleet/sync`)",
+            Self::PostureRead => "read posture counts and the deployment mode",
+            Self::KeysRead => "list the tenant's API keys (metadata only)",
+            Self::KeysWrite => "create, rotate and revoke the tenant's API keys",
+            Self::AuditRead => "query and verify the audit log",
+            Self::AuditExport => "download signed NDJSON exports of the audit log and the fleet",
+            Self::TenantsAdmin => {
+                "create and list tenants, set quotas (admin keys with the super-admin flag)"
+            }
+        }
+    }
+}
+
+/// The permission matrix: for each permission, whether admin, analyst and viewer have it.
+pub const ROLE_MATRIX: [(Permission, [bool; 3]); 9] = [
+    (Permission::FleetRead, [true, true, true]),
+    (Permission::FleetWrite, [true, false, false]),
+    (Permission::FleetSync, [true, true, false]),
+    (Permission::PostureRead, [true, true, true]),
+    (Permission::KeysRead, [true, true, false]),
+    (Permission::KeysWrite, [true, false, false]),
+    (Permission::AuditRead, [true, true, false]),
+    (Permission::AuditExport, [true, true, false]),
+    // Also needs the key's super-admin flag.
+    (Permission::TenantsAdmin, [true, false, false]),
+];
+
+/// Whether `role` has `permission` (before scopes and the super-admin flag).
+pub fn role_allows(role: Role, permission: Permission) -> bool {
+    let column = match role {
+        Role::Admin => 0,
+        Role::Analyst => 1,
+        Role::Viewer => 2,
+    };
+    ROLE_MATRIX
+        .iter()
+        .find(|(p, _)| *p == permission)
+        .is_some_and(|(_, roles)| roles[column])
+}
+
+/// One API route: method, path (axum syntax), what it needs, and a summary.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteSpec {
+    /// HTTP method.
+    pub method: &'static str,
+    /// Path with `{param}` placeholders.
+    pub path: &'static str,
+    /// Needed permission; `None` for public routes.
+    pub permission: Option<Permission>,
+    /// One line.
+    pub summary: &'static str,
+}
+
+const fn route(
+    method: &'static str,
+    path: &'static str,
+    permission: Option<Permission>,
+    summary: &'static str,
+) -> RouteSpec {
+    RouteSpec {
+        method,
+        path,
+        permission,
+        summary,
+    }
+}
+
+/// Every route of the API (the router, the docs, the OpenAPI document and the authorization
+/// test matrix all read this table).
+pub const ROUTES: &[RouteSpec] = &[
+    route("GET", "/healthz", None, "Liveness and database check"),
+    route("GET", "/openapi.json", None, "This API's OpenAPI document"),
+    route(
+        "GET",
+        "/v1/audit/export-key",
+        None,
+        "Public key that verifies signed exports",
+    ),
+    route(
+        "GET",
+        "/v1/tenants",
+        Some(Permission::TenantsAdmin),
+        "List tenants",
+    ),
+    route(
+        "POST",
+        "/v1/tenants",
+        Some(Permission::TenantsAdmin),
+        "Create a tenant",
+    ),
+    route(
+        "GET",
+        "/v1/tenants/{name}/quotas",
+        Some(Permission::TenantsAdmin),
+        "Read a tenant's quotas",
+    ),
+    route(
+        "PUT",
+        "/v1/tenants/{name}/quotas",
+        Some(Permission::TenantsAdmin),
+        "Set a tenant's quotas",
+    ),
+    route(
+        "GET",
+        "/v1/keys",
+        Some(Permission::KeysRead),
+        "List API keys",
+    ),
+    route(
+        "POST",
+        "/v1/keys",
+        Some(Permission::KeysWrite),
+        "Create an API key (shown once)",
+    ),
+    route(
+        "GET",
+        "/v1/keys/{id}",
+        Some(Permission::KeysRead),
+        "One API key",
+    ),
+    route(
+        "DELETE",
+        "/v1/keys/{id}",
+        Some(Permission::KeysWrite),
+        "Revoke an API key now",
+    ),
+    route(
+        "POST",
+        "/v1/keys/{id}/rotate",
+        Some(Permission::KeysWrite),
+        "Rotate: new key, old one valid for the overlap",
+    ),
+    route(
+        "GET",
+        "/v1/fleet/endpoints",
+        Some(Permission::FleetRead),
+        "List endpoints (filters, sort, cursor)",
+    ),
+    route(
+        "GET",
+        "/v1/fleet/endpoints/{id}",
+        Some(Permission::FleetRead),
+        "Endpoint detail",
+    ),
+    route(
+        "PATCH",
+        "/v1/fleet/endpoints/{id}",
+        Some(Permission::FleetWrite),
+        "Set owner, environment, tags",
+    ),
+    route(
+        "DELETE",
+        "/v1/fleet/endpoints/{id}",
+        Some(Permission::FleetWrite),
+        "Delete an endpoint",
+    ),
+    route(
+        "POST",
+        "/v1/fleet/endpoints/{id}/state",
+        Some(Permission::FleetWrite),
+        "Lifecycle transition",
+    ),
+    route(
+        "GET",
+        "/v1/fleet/servers",
+        Some(Permission::FleetRead),
+        "MCP servers grouped by identity",
+    ),
+    route(
+        "POST",
+        "/v1/fleet/sync",
+        Some(Permission::FleetSync),
+        "agent-bom compatible push",
+    ),
+    route(
+        "GET",
+        "/v1/fleet/export",
+        Some(Permission::AuditExport),
+        "Signed NDJSON export of the fleet",
+    ),
+    route(
+        "GET",
+        "/v1/posture/counts",
+        Some(Permission::PostureRead),
+        "Counts and deployment mode",
+    ),
+    route(
+        "GET",
+        "/v1/audit",
+        Some(Permission::AuditRead),
+        "Query the audit log",
+    ),
+    route(
+        "GET",
+        "/v1/audit/verify",
+        Some(Permission::AuditRead),
+        "Verify the audit hash chain",
+    ),
+    route(
+        "GET",
+        "/v1/audit/export",
+        Some(Permission::AuditExport),
+        "Signed NDJSON export of the audit log",
+    ),
+];
+
+/// The generated part of `docs/roles.md`.
+pub fn permissions_markdown() -> String {
+    let mut out = String::from(
+        "<!-- generated from control-plane/src/api/auth.rs; a test keeps it in step -->\n\n\
+         | Permission | admin | analyst | viewer | Grants |\n|---|---|---|---|---|\n",
+    );
+    let mark = |b: bool| if b { "yes" } else { "no" };
+    for (p, roles) in ROLE_MATRIX {
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} | {} |\n",
+            p.name(),
+            mark(roles[0]),
+            mark(roles[1]),
+            mark(roles[2]),
+            p.describe()
+        ));
+    }
+    out.push_str("\n| Method | Path | Needs | Summary |\n|---|---|---|---|\n");
+    for r in ROUTES {
+        out.push_str(&format!(
+            "| {} | `{}` | {} | {} |\n",
+            r.method,
+            r.path,
+            r.permission
+                .map_or("public".to_string(), |p| format!("`{}`", p.name())),
+            r.summary
+        ));
+    }
+    out
+}
+
+/// The authenticated caller (an API key or an OIDC token): a tenant, a role, optional scopes.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Tenant id: every query of the request is scoped to it.
+    tenant: String,
+    /// Role.
+    pub role: Role,
+    /// Scopes (empty = the whole role).
+    pub scopes: Vec<String>,
+    /// Tenant management across the installation.
+    pub super_admin: bool,
+    /// Audit actor: `key:<prefix>` or `oidc:<subject>`.
+    actor: String,
+}
+
+impl Caller {
+    /// The caller's tenant: every query of the request is scoped to it.
+    pub fn tenant_id(&self) -> &str {
+        &self.tenant
+    }
+
+    /// Audit actor name (never the secret).
+    pub fn actor(&self) -> String {
+        self.actor.clone()
+    }
+
+    /// Whether the caller has `permission`: the role allows it, the scopes (if any) include it,
+    /// and for tenant management the caller is a super-admin.
+    pub fn can(&self, permission: Permission) -> bool {
+        role_allows(self.role, permission)
+            && (self.scopes.is_empty() || self.scopes.iter().any(|s| s == permission.name()))
+            && (permission != Permission::TenantsAdmin || self.super_admin)
+    }
+
+    /// 403 unless the caller has `permission`.
+    pub fn require(&self, permission: Permission) -> Result<(), ApiError> {
+        if self.can(permission) {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                ErrorCode::Forbidden,
+                &format!(
+                    "this caller (role {}) lacks permission {}",
+                    self.role.as_str(),
+                    permission.name()
+                ),
+            ))
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+            ApiError::unauthorized(
+                "missing Authorization header: send `Authorization: Bearer <API key>`",
+            )
+        })?;
+        let presented = header
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .ok_or_else(|| ApiError::unauthorized("Authorization must use the Bearer scheme"))?;
+        if let Some(oidc) = &state.oidc
+            && crate::oidc::looks_like_jwt(presented)
+        {
+            let identity = oidc.verify(presented).await.map_err(|e| {
+                tracing::debug!(error = %e, "OIDC token refused");
+                ApiError::unauthorized("invalid or expired bearer token")
+            })?;
+            let role: Role = identity
+                .role
+                .parse()
+                .map_err(|_| ApiError::unauthorized("invalid or expired bearer token"))?;
+            let tenant = match state.store.tenant_by_name(&identity.tenant).await {
+                Ok(t) => t,
+                Err(crate::store::StoreError::NotFound(_)) => {
+                    return Err(ApiError::unauthorized("invalid or expired bearer token"));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let principal = format!("oidc:{}", identity.subject);
+            state.limiter.check(state, &tenant.id, &principal).await?;
+            return Ok(Self {
+                tenant: tenant.id,
+                role,
+                scopes: Vec::new(),
+                super_admin: false,
+                actor: principal,
+            });
+        }
+        let key = state
+            .store
+            .authenticate_api_key(presented)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::unauthorized("invalid, expired or revoked API key"))?;
+        state
+            .limiter
+            .check(state, &key.tenant_id, &format!("key:{}", key.id))
+            .await?;
+        Ok(Self {
+            actor: format!("key:{}", key.prefix),
+            tenant: key.tenant_id,
+            role: key.role,
+            scopes: key.scopes,
+            super_admin: key.super_admin,
+        })
+    }
+}
+
+/// Default requests per minute for one key.
+pub const DEFAULT_RATE_PER_KEY_PER_MIN: i64 = 1_200;
+/// Default requests per minute for a tenant.
+pub const DEFAULT_RATE_PER_TENANT_PER_MIN: i64 = 12_000;
+const WINDOW_MS: i64 = 60_000;
+const LIMITS_TTL_MS: i64 = 5_000;
+
+#[derive(Debug, Default)]
+struct Counters {
+    /// (window start, count) per key id and per tenant id.
+    windows: HashMap<String, (i64, i64)>,
+    /// Cached (fetched at, per key, per tenant) limits of a tenant.
+    limits: HashMap<String, (i64, i64, i64)>,
+}
+
+/// Fixed one-minute windows per key and per tenant, in memory (per replica).
+#[derive(Debug, Clone, Default)]
+pub struct RateLimiter {
+    inner: Arc<Mutex<Counters>>,
+}
+
+impl RateLimiter {
+    async fn limits(
+        &self,
+        state: &AppState,
+        tenant: &str,
+        now: i64,
+    ) -> Result<(i64, i64), ApiError> {
+        if let Ok(c) = self.inner.lock()
+            && let Some((at, k, t)) = c.limits.get(tenant)
+            && now - at < LIMITS_TTL_MS
+        {
+            return Ok((*k, *t));
+        }
+        let q = state.store.tenant_quotas(tenant).await?;
+        let k = q
+            .rate_per_key_per_min
+            .unwrap_or(DEFAULT_RATE_PER_KEY_PER_MIN);
+        let t = q
+            .rate_per_tenant_per_min
+            .unwrap_or(DEFAULT_RATE_PER_TENANT_PER_MIN);
+        if let Ok(mut c) = self.inner.lock() {
+            c.limits.insert(tenant.to_string(), (now, k, t));
+        }
+        Ok((k, t))
+    }
+
+    /// Drop the cached limits of a tenant (after its quotas changed).
+    pub fn forget(&self, tenant: &str) {
+        if let Ok(mut c) = self.inner.lock() {
+            c.limits.remove(tenant);
+        }
+    }
+
+    /// Count a request of `principal` (a key or an OIDC subject) in `tenant`; 429 with
+    /// Retry-After when the principal or its tenant is over its rate.
+    pub async fn check(
+        &self,
+        state: &AppState,
+        tenant: &str,
+        principal: &str,
+    ) -> Result<(), ApiError> {
+        let now = now_ms();
+        let (per_key, per_tenant) = self.limits(state, tenant, now).await?;
+        let window = now - now.rem_euclid(WINDOW_MS);
+        let retry_after = ((window + WINDOW_MS - now) + 999) / 1000;
+        let mut c = self
+            .inner
+            .lock()
+            .map_err(|_| ApiError::new(ErrorCode::Internal, "rate limiter poisoned"))?;
+        if c.windows.len() > 100_000 {
+            c.windows.retain(|_, (w, _)| *w == window);
+        }
+        for (id, limit, what) in [
+            (format!("p:{principal}"), per_key, "this API key"),
+            (format!("t:{tenant}"), per_tenant, "this tenant"),
+        ] {
+            let entry = c.windows.entry(id).or_insert((window, 0));
+            if entry.0 != window {
+                *entry = (window, 0);
+            }
+            if entry.1 >= limit {
+                return Err(ApiError::rate_limited(
+                    &format!("rate limit of {limit} requests per minute exceeded for {what}"),
+                    u64::try_from(retry_after).unwrap_or(60),
+                ));
+            }
+        }
+        for id in [format!("p:{principal}"), format!("t:{tenant}")] {
+            if let Some(e) = c.windows.get_mut(&id) {
+                e.1 += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matrix_is_complete_and_ordered() {
+        for (i, p) in Permission::ALL.iter().enumerate() {
+            assert_eq!(ROLE_MATRIX[i].0, *p);
+            assert_eq!(Permission::parse(p.name()), Some(*p));
+        }
+        assert!(role_allows(Role::Viewer, Permission::FleetRead));
+        assert!(!role_allows(Role::Viewer, Permission::KeysRead));
+        assert!(!role_allows(Role::Analyst, Permission::FleetWrite));
+        assert!(role_allows(Role::Admin, Permission::KeysWrite));
+    }
+
+    #[test]
+    fn docs_are_generated_from_the_matrix() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/roles.md");
+        let generated = permissions_markdown();
+        let begin = "<!-- BEGIN GENERATED -->\n";
+        let end = "<!-- END GENERATED -->";
+        let doc = std::fs::read_to_string(path).unwrap_or_default();
+        let current = doc
+            .split_once(begin)
+            .and_then(|(_, rest)| rest.split_once(end))
+            .map(|(g, _)| g.to_string());
+        if current.as_deref() != Some(generated.as_str()) {
+            if std::env::var_os("AGENT_BOM_UPDATE_DOCS").is_some() {
+                let (head, tail) = match doc.split_once(begin) {
+                    Some((h, rest)) => (
+                        h.to_string(),
+                        rest.split_once(end)
+                            .map_or(String::new(), |(_, t)| t.to_string()),
+                    ),
+                    None => (doc.clone(), "\n".to_string()),
+                };
+                std::fs::write(path, format!("{head}{begin}{generated}{end}{tail}")).unwrap();
+            } else {
+                panic!(
+                    "docs/roles.md is out of date with the permission matrix; rerun this test with AGENT_BOM_UPDATE_DOCS=1"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! The audit log: every administrative action, one hash chain per tenant.
+//!
+//! Entry `n` stores `hash_n = SHA-256(hash_{n-1} || canonical JSON of the entry)`, with
+//! `hash_0` = 64 zeros. Changing, removing or reordering any entry breaks every later hash, which
+//! [`Store::verify_audit`] detects.
+
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::Row;
+
+use super::fleet::rfc3339;
+use super::{Store, StoreError, now_ms, sha256_hex};
+
+/// The hash before the first entry of a chain.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// Largest page of the audit query.
+pub const MAX_AUDIT_PAGE: u32 = 1000;
+
+/// One audit entry.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEntry {
+    /// Position in the tenant's chain, from 1.
+    pub seq: i64,
+    /// Unix ms.
+    pub at_ms: i64,
+    /// RFC 3339.
+    pub at: String,
+    /// Who: `key:<prefix>`, `oidc:<subject>`, `cli`.
+    pub actor: String,
+    /// What, e.g. `api_key.create`, `fleet.state`, `fleet.sync`.
+    pub action: String,
+    /// On what (an id).
+    pub target: String,
+    /// Details (never secrets).
+    pub detail: Value,
+    /// Hash of the previous entry.
+    pub prev_hash: String,
+    /// This entry's hash.
+    pub hash: String,
+}
+
+/// Outcome of a verification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditVerification {
+    /// Entries checked.
+    pub entries: i64,
+    /// True when the chain is intact.
+    pub ok: bool,
+    /// The first broken entry, if any.
+    pub first_bad_seq: Option<i64>,
+    /// Why it is broken.
+    pub problem: Option<String>,
+}
+
+fn entry_hash(
+    prev: &str,
+    seq: i64,
+    at: i64,
+    actor: &str,
+    action: &str,
+    target: &str,
+    detail: &str,
+) -> String {
+    let canonical = serde_json::json!([seq, at, actor, action, target, detail]).to_string();
+    sha256_hex(format!("{prev}{canonical}").as_bytes())
+}
+
+fn entry_from_row(r: &sqlx::any::AnyRow) -> Result<(AuditEntry, String), StoreError> {
+    let detail_text: String = r.try_get("detail")?;
+    let at: i64 = r.try_get("at")?;
+    Ok((
+        AuditEntry {
+            seq: r.try_get("seq")?,
+            at_ms: at,
+            at: rfc3339(at),
+            actor: r.try_get("actor")?,
+            action: r.try_get("action")?,
+            target: r.try_get("target")?,
+            detail: serde_json::from_str(&detail_text).unwrap_or(Value::Null),
+            prev_hash: r.try_get("prev_hash")?,
+            hash: r.try_get("hash")?,
+        },
+        detail_text,
+    ))
+}
+
+impl Store {
+    /// Append an entry to the tenant's chain. Concurrent appends race on the primary key
+    /// `(tenant_id, seq)`; the loser retries on the new head.
+    pub async fn audit(
+        &self,
+        tenant_id: &str,
+        actor: &str,
+        action: &str,
+        target: &str,
+        detail: Value,
+    ) -> Result<(), StoreError> {
+        let detail = detail.to_string();
+        for _ in 0..20 {
+            let mut tx = self.scope_write(tenant_id).await?;
+            let head = sqlx::query(
+                "SELECT seq, hash FROM audit_log WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1",
+            )
+            .bind(tenant_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let (seq, prev) = match head {
+                Some(r) => (
+                    r.try_get::<i64, _>("seq")? + 1,
+                    r.try_get::<String, _>("hash")?,
+                ),
+                None => (1, GENESIS_HASH.to_string()),
+            };
+            let at = now_ms();
+            let hash = entry_hash(&prev, seq, at, actor, action, target, &detail);
+            let inserted = sqlx::query(
+                "INSERT INTO audit_log (tenant_id, seq, at, actor, action, target, detail, prev_hash, hash) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (tenant_id, seq) DO NOTHING",
+            )
+            .bind(tenant_id)
+            .bind(seq)
+            .bind(at)
+            .bind(actor)
+            .bind(action)
+            .bind(target)
+            .bind(&detail)
+            .bind(&prev)
+            .bind(&hash)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            if inserted.rows_affected() == 1 {
+                return Ok(());
+            }
+        }
+        Err(StoreError::Conflict(
+            "audit log is too busy; retry the action".into(),
+        ))
+    }
+
+    /// A page of the tenant's audit log after `after_seq`, oldest first, optionally one action.
+    pub async fn list_audit(
+        &self,
+        tenant_id: &str,
+        after_seq: i64,
+        limit: u32,
+        action: Option<&str>,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut tx = self.scope(tenant_id).await?;
+        let limit = i64::from(limit.clamp(1, MAX_AUDIT_PAGE));
+        let rows = sqlx::query(
+            "SELECT seq, at, actor, action, target, detail, prev_hash, hash FROM audit_log \
+             WHERE tenant_id = $1 AND seq > $2 AND ($3 = '' OR action = $3) ORDER BY seq LIMIT $4",
+        )
+        .bind(tenant_id)
+        .bind(after_seq)
+        .bind(action.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|r| entry_from_row(r).map(|(e, _)| e))
+            .collect()
+    }
+
+    /// Walk the tenant's whole chain and report the first broken link.
+    pub async fn verify_audit(&self, tenant_id: &str) -> Result<AuditVerification, StoreError> {
+        let mut tx = self.scope(tenant_id).await?;
+        let rows = sqlx::query(
+            "SELECT seq, at, actor, action, target, detail, prev_hash, hash FROM audit_log \
+             WHERE tenant_id = $1 ORDER BY seq",
+        )
+        .bind(tenant_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut prev = GENESIS_HASH.to_string();
+        for (expected_seq, r) in (1_i64..).zip(rows.iter()) {
+            let (e, detail) = entry_from_row(r)?;
+            let bad = |problem: &str| AuditVerification {
+                entries: i64::try_from(rows.len()).unwrap_or(i64::MAX),
+                ok: false,
+                first_bad_seq: Some(e.seq),
+                problem: Some(problem.to_string()),
+            };
+            if e.seq != expected_seq {
+                return Ok(bad("a sequence number is missing (entry removed)"));
+            }
+            if e.prev_hash != prev {
+                return Ok(bad("prev_hash does not match the previous entry"));
+            }
+            let h = entry_hash(
+                &prev, e.seq, e.at_ms, &e.actor, &e.action, &e.target, &detail,
+            );
+            if h != e.hash {
+                return Ok(bad("the entry's contents do not match its hash (modified)"));
+            }
+            prev = e.hash;
+        }
+        Ok(AuditVerification {
+            entries: i64::try_from(rows.len()).unwrap_or(i64::MAX),
+            ok: true,
+            first_bad_seq: None,
+            problem: None,
+        })
+    }
+}

@@ -1,0 +1,335 @@
+//! Fleet writes: lifecycle transitions, metadata, commands, deletion, and the fleet-wide server
+//! view. Every statement is scoped to the caller's tenant.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+use sqlx::Row;
+
+use super::fleet::{LifecycleState, MetadataUpdate, ServerGroup, ServerGroupPage, rfc3339};
+use super::{Store, StoreError, new_id, now_ms, string_list, to_json_text};
+
+/// Largest page of the server view.
+pub const MAX_SERVER_PAGE: u32 = 1000;
+
+/// Validate a tag: 1–64 characters of letters, digits and `-_.:=/`.
+pub fn validate_tag(tag: &str) -> Result<(), StoreError> {
+    let ok = !tag.is_empty()
+        && tag.len() <= 64
+        && tag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:=/".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "invalid tag {tag:?}: use 1-64 letters, digits and -_.:=/"
+        )))
+    }
+}
+
+/// Normalize a tag list: validated, deduplicated, sorted, at most 64 tags.
+pub fn normalize_tags(tags: &[String]) -> Result<Vec<String>, StoreError> {
+    if tags.len() > 64 {
+        return Err(StoreError::Invalid("at most 64 tags".into()));
+    }
+    let mut set = BTreeSet::new();
+    for t in tags {
+        let t = t.trim();
+        validate_tag(t)?;
+        set.insert(t.to_string());
+    }
+    Ok(set.into_iter().collect())
+}
+
+fn validate_text(field: &str, v: &str) -> Result<(), StoreError> {
+    if v.is_empty() || v.len() > 200 || v.chars().any(char::is_control) {
+        return Err(StoreError::Invalid(format!(
+            "{field} must be 1-200 printable characters"
+        )));
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Commands queued for an endpoint and not yet acknowledged, oldest first.
+    pub async fn pending_commands(
+        &self,
+        tenant_id: &str,
+        endpoint_id: &str,
+    ) -> Result<Vec<Value>, StoreError> {
+        let mut tx = self.scope(tenant_id).await?;
+        sqlx::query(
+            "SELECT id, kind, payload, created_at FROM endpoint_commands \
+             WHERE tenant_id = $1 AND endpoint_id = $2 AND status = 'pending' ORDER BY created_at, id",
+        )
+        .bind(tenant_id)
+        .bind(endpoint_id)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| {
+            let payload: String = r.try_get("payload")?;
+            Ok(serde_json::json!({
+                "id": r.try_get::<String, _>("id")?,
+                "kind": r.try_get::<String, _>("kind")?,
+                "payload": serde_json::from_str::<Value>(&payload).unwrap_or(Value::Null),
+                "created_at": rfc3339(r.try_get("created_at")?),
+            }))
+        })
+        .collect()
+    }
+
+    /// Move an endpoint to `to` if the transition is allowed. Quarantine queues a `quarantine`
+    /// command for the agent, leaving quarantine queues `release`, and decommissioning revokes
+    /// the device credential. Returns the previous state.
+    pub async fn transition_endpoint(
+        &self,
+        tenant_id: &str,
+        endpoint_id: &str,
+        to: LifecycleState,
+        reason: &str,
+    ) -> Result<LifecycleState, StoreError> {
+        let mut tx = self.scope_write(tenant_id).await?;
+        let row =
+            sqlx::query("SELECT lifecycle_state FROM endpoints WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant_id)
+                .bind(endpoint_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("endpoint {endpoint_id:?}")))?;
+        let from = LifecycleState::parse(&row.try_get::<String, _>("lifecycle_state")?)
+            .unwrap_or(LifecycleState::Discovered);
+        if !from.can_become(to) {
+            return Err(StoreError::Conflict(format!(
+                "transition {} -> {} is not allowed",
+                from.as_str(),
+                to.as_str()
+            )));
+        }
+        let now = now_ms();
+        let updated = sqlx::query(
+            "UPDATE endpoints SET lifecycle_state = $1, \
+             revoked_at = CASE WHEN $1 = 'decommissioned' THEN COALESCE(revoked_at, $2) ELSE revoked_at END \
+             WHERE tenant_id = $3 AND id = $4 AND lifecycle_state = $5",
+        )
+        .bind(to.as_str())
+        .bind(now)
+        .bind(tenant_id)
+        .bind(endpoint_id)
+        .bind(from.as_str())
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() != 1 {
+            return Err(StoreError::Conflict(
+                "the endpoint changed state concurrently; retry".into(),
+            ));
+        }
+        let command = match (from, to) {
+            (_, LifecycleState::Quarantined) => Some("quarantine"),
+            (LifecycleState::Quarantined, LifecycleState::Approved) => Some("release"),
+            _ => None,
+        };
+        if let Some(kind) = command {
+            sqlx::query(
+                "INSERT INTO endpoint_commands (id, tenant_id, endpoint_id, kind, payload, status, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, 'pending', $6)",
+            )
+            .bind(new_id())
+            .bind(tenant_id)
+            .bind(endpoint_id)
+            .bind(kind)
+            .bind(serde_json::json!({ "reason": reason }).to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if to == LifecycleState::Decommissioned {
+            // A retired device gets no more commands.
+            sqlx::query(
+                "UPDATE endpoint_commands SET status = 'cancelled' WHERE tenant_id = $1 AND endpoint_id = $2 AND status = 'pending'",
+            )
+            .bind(tenant_id)
+            .bind(endpoint_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(from)
+    }
+
+    /// Update owner / environment / tags of an endpoint.
+    pub async fn update_endpoint_metadata(
+        &self,
+        tenant_id: &str,
+        endpoint_id: &str,
+        update: &MetadataUpdate,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.scope_write(tenant_id).await?;
+        for (field, v) in [
+            ("owner", &update.owner),
+            ("environment", &update.environment),
+        ] {
+            if let Some(Some(v)) = v {
+                validate_text(field, v)?;
+            }
+        }
+        let tags = update.tags.as_deref().map(normalize_tags).transpose()?;
+        let done = sqlx::query(
+            "UPDATE endpoints SET \
+             owner = CASE WHEN $1 = 1 THEN $2 ELSE owner END, \
+             environment = CASE WHEN $3 = 1 THEN $4 ELSE environment END, \
+             tags = COALESCE($5, tags) \
+             WHERE tenant_id = $6 AND id = $7",
+        )
+        .bind(i64::from(update.owner.is_some()))
+        .bind(update.owner.clone().flatten())
+        .bind(i64::from(update.environment.is_some()))
+        .bind(update.environment.clone().flatten())
+        .bind(tags.as_ref().map(to_json_text))
+        .bind(tenant_id)
+        .bind(endpoint_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("endpoint {endpoint_id:?}")));
+        }
+        Ok(())
+    }
+
+    /// Delete an endpoint and its inventory. Its device credential stops working at once (the
+    /// row it is checked against is gone).
+    pub async fn delete_endpoint(
+        &self,
+        tenant_id: &str,
+        endpoint_id: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.scope_write(tenant_id).await?;
+        for table in [
+            "endpoint_commands",
+            "endpoint_clients",
+            "endpoint_servers",
+            "endpoint_scan_errors",
+        ] {
+            let sql = sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE tenant_id = $1 AND endpoint_id = $2"
+            ));
+            sqlx::query(sql)
+                .bind(tenant_id)
+                .bind(endpoint_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let done = sqlx::query("DELETE FROM endpoints WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(endpoint_id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("endpoint {endpoint_id:?}")));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Record that server identities were reported now (first/last seen of the server view).
+    pub(crate) async fn touch_server_identities(
+        conn: &mut sqlx::AnyConnection,
+        tenant_id: &str,
+        identities: &BTreeSet<String>,
+        now: i64,
+    ) -> Result<(), sqlx::Error> {
+        for identity in identities {
+            sqlx::query(
+                "INSERT INTO server_identities (tenant_id, identity, first_seen, last_seen) VALUES ($1, $2, $3, $3) \
+                 ON CONFLICT (tenant_id, identity) DO UPDATE SET last_seen = excluded.last_seen",
+            )
+            .bind(tenant_id)
+            .bind(identity)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The tenant's MCP servers grouped by identity, ordered by identity, paged.
+    pub async fn list_server_groups(
+        &self,
+        tenant_id: &str,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> Result<ServerGroupPage, StoreError> {
+        let mut tx = self.scope(tenant_id).await?;
+        let limit = limit.unwrap_or(100).clamp(1, MAX_SERVER_PAGE) as usize;
+        let after = match cursor {
+            Some(c) => Some(
+                hex::decode(c)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or_else(|| {
+                        StoreError::Invalid(
+                            "invalid cursor: pass next_cursor from a previous page".into(),
+                        )
+                    })?,
+            ),
+            None => None,
+        };
+        // One page of identities with their per-identity aggregates, then the distinct
+        // (name, client, flags) combinations of just those identities: the work is bounded by
+        // the page, not by the size of the fleet.
+        let heads = sqlx::query(
+            "SELECT s.server_id, COUNT(DISTINCT s.endpoint_id) AS endpoints, MIN(s.transport) AS transport, \
+             MIN(s.command) AS command, MIN(s.url) AS url, MIN(i.first_seen) AS first_seen, MAX(i.last_seen) AS last_seen \
+             FROM endpoint_servers s LEFT JOIN server_identities i \
+             ON i.tenant_id = s.tenant_id AND i.identity = s.server_id \
+             WHERE s.tenant_id = $1 AND s.server_id > $2 \
+             GROUP BY s.server_id ORDER BY s.server_id LIMIT $3",
+        )
+        .bind(tenant_id)
+        .bind(after.unwrap_or_default())
+        .bind(i64::try_from(limit + 1).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await?;
+        let more = heads.len() > limit;
+        let mut items = Vec::with_capacity(limit);
+        for h in heads.iter().take(limit) {
+            let identity: String = h.try_get("server_id")?;
+            let details = sqlx::query(
+                "SELECT DISTINCT name, client, risk_flags FROM endpoint_servers \
+                 WHERE tenant_id = $1 AND server_id = $2",
+            )
+            .bind(tenant_id)
+            .bind(&identity)
+            .fetch_all(&mut *tx)
+            .await?;
+            let (mut names, mut clients, mut flags) =
+                (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+            for d in &details {
+                names.insert(d.try_get::<String, _>("name")?);
+                clients.insert(d.try_get::<String, _>("client")?);
+                flags.extend(string_list(&d.try_get::<String, _>("risk_flags")?));
+            }
+            items.push(ServerGroup {
+                identity,
+                names: names.into_iter().collect(),
+                transport: h.try_get("transport")?,
+                command: h.try_get("command")?,
+                url: h.try_get("url")?,
+                endpoint_count: h.try_get("endpoints")?,
+                clients: clients.into_iter().collect(),
+                risk_flags: flags.into_iter().collect(),
+                first_seen: h.try_get::<Option<i64>, _>("first_seen")?.map(rfc3339),
+                last_seen: h.try_get::<Option<i64>, _>("last_seen")?.map(rfc3339),
+            });
+        }
+        tx.commit().await?;
+        let next_cursor = if more {
+            items.last().map(|g| hex::encode(&g.identity))
+        } else {
+            None
+        };
+        Ok(ServerGroupPage { items, next_cursor })
+    }
+}

@@ -1,0 +1,519 @@
+//! Compatibility ingest: agent-bom's `fleet sync` push payload (`POST /v1/fleet/sync`).
+//!
+//! One push describes one machine (its `source_id`) and the MCP clients ("agents") found on it,
+//! each with its `mcp_servers`. The machine becomes one endpoint of origin `fleet_sync`, keyed by
+//! `(tenant, source_id)`; its clients and servers replace the previous push's. Only names of
+//! environment variables and headers are kept (agent-bom already redacts values; we never read
+//! them), and arguments and URLs are sanitized like the agent's own.
+
+use std::collections::BTreeSet;
+
+use agent_bom_agent::discovery::normalize::server_id;
+use agent_bom_agent::discovery::sanitize::{sanitize_args, sanitize_url};
+use agent_bom_protocol::Transport;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sqlx::Row;
+
+use super::fleet_ops::normalize_tags;
+use super::{Store, StoreError, new_id, now_ms, sha256_hex, to_json_text};
+
+/// Route name used in idempotency records.
+pub const SYNC_ROUTE: &str = "/v1/fleet/sync";
+/// Longest accepted `source_id` (agent-bom's own limit).
+pub const MAX_SOURCE_ID: usize = 200;
+/// Most agents (clients) in one push.
+pub const MAX_AGENTS: usize = 1_000;
+/// How long an Idempotency-Key is remembered.
+pub const IDEMPOTENCY_TTL_MS: i64 = 24 * 3_600_000;
+/// Most servers in one push.
+pub const MAX_SERVERS: usize = 10_000;
+
+/// The answer to a sync (agent-bom's shape plus our endpoint id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct SyncResult {
+    /// Agents (clients) in the push.
+    pub synced: i64,
+    /// Clients not seen for this source before.
+    pub new: i64,
+    /// Clients seen before.
+    pub updated: i64,
+    /// The push's source id.
+    pub source_id: String,
+    /// The endpoint the push is stored as.
+    pub endpoint_id: String,
+    /// True when this answer replays an earlier request with the same Idempotency-Key.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub idempotent_replay: bool,
+}
+
+/// One parsed server of a push.
+#[derive(Debug, Clone)]
+struct SyncServer {
+    id: String,
+    name: String,
+    client: String,
+    transport: Transport,
+    command: Option<String>,
+    args: Vec<String>,
+    url: Option<String>,
+    env_keys: Vec<String>,
+    header_keys: Vec<String>,
+    risk_flags: Vec<String>,
+    config_path: String,
+}
+
+/// A validated push.
+#[derive(Debug, Clone)]
+struct SyncPayload {
+    source_id: String,
+    hostname: String,
+    owner: Option<String>,
+    environment: Option<String>,
+    tags: Vec<String>,
+    clients: Vec<(String, Vec<String>)>,
+    servers: Vec<SyncServer>,
+}
+
+fn invalid(m: impl Into<String>) -> StoreError {
+    StoreError::Invalid(m.into())
+}
+
+fn opt_str<'a>(o: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, StoreError> {
+    match o.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.as_str())),
+        Some(_) => Err(invalid(format!("{key} must be a string"))),
+    }
+}
+
+fn str_list(o: &Map<String, Value>, key: &str) -> Result<Vec<String>, StoreError> {
+    match o.get(key) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| invalid(format!("{key} must be a list of strings")))
+            })
+            .collect(),
+        Some(_) => Err(invalid(format!("{key} must be a list of strings"))),
+    }
+}
+
+fn bounded(field: &str, v: &str, max: usize) -> Result<String, StoreError> {
+    if v.len() > max || v.chars().any(char::is_control) {
+        return Err(invalid(format!(
+            "{field} must be at most {max} printable characters"
+        )));
+    }
+    Ok(v.to_string())
+}
+
+fn transport_of(s: Option<&str>, url: Option<&str>) -> Transport {
+    match s {
+        Some("stdio") => Transport::Stdio,
+        Some("sse") => Transport::Sse,
+        Some("streamable-http" | "http" | "streamable_http") => Transport::StreamableHttp,
+        Some("ws" | "websocket") => Transport::Ws,
+        _ if url.is_some() => Transport::StreamableHttp,
+        _ => Transport::Unknown,
+    }
+}
+
+fn parse_payload(body: &Value, header_source: Option<&str>) -> Result<SyncPayload, StoreError> {
+    let root = body
+        .as_object()
+        .ok_or_else(|| invalid("the body must be a JSON object"))?;
+    let agents = match root.get("agents") {
+        Some(Value::Array(a)) => a.as_slice(),
+        None | Some(Value::Null) => &[],
+        Some(_) => return Err(invalid("agents must be a list")),
+    };
+    if agents.len() > MAX_AGENTS {
+        return Err(invalid(format!("at most {MAX_AGENTS} agents per push")));
+    }
+    let first_agent_source = agents
+        .iter()
+        .find_map(|a| a.get("source_id").and_then(Value::as_str))
+        .filter(|s| !s.is_empty());
+    // agent-bom puts the configured `--source-id` on every agent and a hash of the hostname on
+    // the root; the configured one is the stable endpoint identity, so it wins.
+    let source_id = first_agent_source
+        .or(opt_str(root, "source_id")?.filter(|s| !s.is_empty()))
+        .or(header_source.filter(|s| !s.is_empty()))
+        .ok_or_else(|| {
+            invalid("source_id is required (in the body or the X-Agent-Bom-Source-Id header)")
+        })?;
+    let source_id = bounded("source_id", source_id, MAX_SOURCE_ID)?;
+    let mut hostname = None;
+    let (mut owner, mut environment, mut tags) = (None, None, BTreeSet::new());
+    let mut clients = Vec::new();
+    let mut servers = Vec::new();
+    for agent in agents {
+        let a = agent
+            .as_object()
+            .ok_or_else(|| invalid("each agent must be an object"))?;
+        let name = opt_str(a, "name")?
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| invalid("each agent needs a non-empty name"))?;
+        let name = bounded("agent name", name, 200)?;
+        if hostname.is_none() {
+            hostname = opt_str(a, "enrollment_name")?
+                .filter(|s| !s.is_empty())
+                .map(|s| bounded("enrollment_name", s, 255))
+                .transpose()?;
+        }
+        if owner.is_none() {
+            owner = opt_str(a, "owner")?
+                .filter(|s| !s.is_empty())
+                .map(|s| bounded("owner", s, 200))
+                .transpose()?;
+        }
+        if environment.is_none() {
+            environment = opt_str(a, "environment")?
+                .filter(|s| !s.is_empty())
+                .map(|s| bounded("environment", s, 200))
+                .transpose()?;
+        }
+        tags.extend(str_list(a, "tags")?);
+        let list = match a.get("mcp_servers") {
+            Some(Value::Array(s)) => s.as_slice(),
+            None | Some(Value::Null) => &[],
+            Some(_) => return Err(invalid("mcp_servers must be a list")),
+        };
+        let mut files = BTreeSet::new();
+        for server in list {
+            let s = server
+                .as_object()
+                .ok_or_else(|| invalid("each MCP server must be an object"))?;
+            let sname = opt_str(s, "name")?
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| invalid("each MCP server needs a non-empty name"))?;
+            let command = opt_str(s, "command")?
+                .filter(|c| !c.is_empty())
+                .map(|c| bounded("command", c, 4096))
+                .transpose()?;
+            let url = opt_str(s, "url")?
+                .filter(|u| !u.is_empty())
+                .map(|u| bounded("url", u, 4096).map(|u| sanitize_url(&u)))
+                .transpose()?;
+            let args = sanitize_args(&str_list(s, "args")?);
+            let transport = transport_of(opt_str(s, "transport")?, url.as_deref());
+            let mut env_keys: BTreeSet<String> =
+                str_list(s, "credential_names")?.into_iter().collect();
+            if let Some(Value::Object(env)) = s.get("env") {
+                // Names only: values never leave this function.
+                env_keys.extend(env.keys().cloned());
+            }
+            let header_keys = match s.get("connection_metadata") {
+                Some(Value::Object(m)) => str_list(m, "header_names")?,
+                _ => Vec::new(),
+            };
+            let sources = str_list(s, "discovery_sources")?;
+            let config_path = sources
+                .first()
+                .map(|d| d.split_once(':').map_or(d.as_str(), |(_, p)| p).to_string())
+                .unwrap_or_default();
+            if !config_path.is_empty() {
+                files.insert(config_path.clone());
+            }
+            let mut risk_flags = Vec::new();
+            if s.get("security_blocked").and_then(Value::as_bool) == Some(true) {
+                risk_flags.push("security-blocked".to_string());
+            }
+            if s.get("security_warnings")
+                .and_then(Value::as_array)
+                .is_some_and(|w| !w.is_empty())
+            {
+                risk_flags.push("security-warnings".to_string());
+            }
+            if !env_keys.is_empty() {
+                risk_flags.push("credential-env".to_string());
+            }
+            servers.push(SyncServer {
+                id: server_id(transport, command.as_deref(), &args, url.as_deref()),
+                name: bounded("server name", sname, 200)?,
+                client: name.clone(),
+                transport,
+                command,
+                args,
+                url,
+                env_keys: env_keys.into_iter().collect(),
+                header_keys,
+                risk_flags,
+                config_path,
+            });
+            if servers.len() > MAX_SERVERS {
+                return Err(invalid(format!("at most {MAX_SERVERS} servers per push")));
+            }
+        }
+        clients.push((name, files.into_iter().collect()));
+    }
+    let tags: Vec<String> = tags.into_iter().collect();
+    Ok(SyncPayload {
+        hostname: hostname.unwrap_or_else(|| source_id.clone()),
+        source_id,
+        owner,
+        environment,
+        tags: normalize_tags(&tags)?,
+        clients,
+        servers,
+    })
+}
+
+impl Store {
+    /// Apply an agent-bom push for a tenant. `idempotency_key` (header, or the body's
+    /// `idempotency_key`) makes retries safe: the same body replays the first answer, a
+    /// different body under the same key is a `Conflict`.
+    pub async fn fleet_sync(
+        &self,
+        tenant_id: &str,
+        raw_body: &[u8],
+        header_source: Option<&str>,
+        idempotency_key: Option<&str>,
+    ) -> Result<SyncResult, StoreError> {
+        let body: Value = serde_json::from_slice(raw_body)
+            .map_err(|e| invalid(format!("the body is not valid JSON: {e}")))?;
+        let body_key = body
+            .get("idempotency_key")
+            .and_then(Value::as_str)
+            .filter(|k| !k.is_empty());
+        let key = idempotency_key
+            .or(body_key)
+            .map(|k| bounded("Idempotency-Key", k, 200))
+            .transpose()?;
+        let body_hash = sha256_hex(raw_body);
+        if let Some(k) = &key
+            && let Some(replay) = self.idempotent_replay(tenant_id, k, &body_hash).await?
+        {
+            return Ok(replay);
+        }
+        let payload = parse_payload(&body, header_source)?;
+        let now = now_ms();
+        let mut read = self.scope(tenant_id).await?;
+        let existing =
+            sqlx::query("SELECT id FROM endpoints WHERE tenant_id = $1 AND source_id = $2")
+                .bind(tenant_id)
+                .bind(&payload.source_id)
+                .fetch_optional(&mut *read)
+                .await?
+                .map(|r| r.try_get::<String, _>("id"))
+                .transpose()?;
+        read.commit().await?;
+        if existing.is_none() {
+            self.check_endpoint_quota(tenant_id, 1).await?;
+        }
+        let mut tx = self.scope_write(tenant_id).await?;
+        let endpoint_id = match existing {
+            Some(id) => id,
+            None => {
+                let id = new_id();
+                sqlx::query(
+                    "INSERT INTO endpoints (id, tenant_id, hostname, cert_fingerprint, enrolled_at, origin, source_id) \
+                     VALUES ($1, $2, $3, '', $4, 'fleet_sync', $5) ON CONFLICT (tenant_id, source_id) DO NOTHING",
+                )
+                .bind(&id)
+                .bind(tenant_id)
+                .bind(&payload.hostname)
+                .bind(now)
+                .bind(&payload.source_id)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("SELECT id FROM endpoints WHERE tenant_id = $1 AND source_id = $2")
+                    .bind(tenant_id)
+                    .bind(&payload.source_id)
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get("id")?
+            }
+        };
+        let known: BTreeSet<String> = sqlx::query(
+            "SELECT name FROM endpoint_clients WHERE tenant_id = $1 AND endpoint_id = $2",
+        )
+        .bind(tenant_id)
+        .bind(&endpoint_id)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| r.try_get("name"))
+        .collect::<Result<_, _>>()?;
+        sqlx::query(
+            "UPDATE endpoints SET hostname = $1, last_seen = $2, last_inventory_at = $2, server_count = $3, \
+             agent_version = 'agent-bom fleet sync', \
+             owner = COALESCE($4, owner), environment = COALESCE($5, environment), \
+             tags = CASE WHEN $6 = '[]' THEN tags ELSE $6 END \
+             WHERE tenant_id = $7 AND id = $8",
+        )
+        .bind(&payload.hostname)
+        .bind(now)
+        .bind(i64::try_from(payload.servers.len()).unwrap_or(i64::MAX))
+        .bind(payload.owner.as_deref())
+        .bind(payload.environment.as_deref())
+        .bind(to_json_text(&payload.tags))
+        .bind(tenant_id)
+        .bind(&endpoint_id)
+        .execute(&mut *tx)
+        .await?;
+        for table in [
+            "endpoint_clients",
+            "endpoint_servers",
+            "endpoint_scan_errors",
+        ] {
+            let sql = sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE tenant_id = $1 AND endpoint_id = $2"
+            ));
+            sqlx::query(sql)
+                .bind(tenant_id)
+                .bind(&endpoint_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let mut new = 0;
+        let mut seen_clients = BTreeSet::new();
+        for (name, files) in &payload.clients {
+            if !seen_clients.insert(name.clone()) {
+                continue;
+            }
+            if !known.contains(name) {
+                new += 1;
+            }
+            sqlx::query(
+                "INSERT INTO endpoint_clients (tenant_id, endpoint_id, name, config_files) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(tenant_id)
+            .bind(&endpoint_id)
+            .bind(name)
+            .bind(to_json_text(files))
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (ordinal, s) in payload.servers.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO endpoint_servers (tenant_id, endpoint_id, ordinal, server_id, name, client, scope, transport, \
+                 command, args, url, env_keys, header_keys, cwd, enabled, project, risk_flags, config_path) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'user', $7, $8, $9, $10, $11, $12, NULL, 1, NULL, $13, $14)",
+            )
+            .bind(tenant_id)
+            .bind(&endpoint_id)
+            .bind(i64::try_from(ordinal).unwrap_or(i64::MAX))
+            .bind(&s.id)
+            .bind(&s.name)
+            .bind(&s.client)
+            .bind(s.transport.as_str())
+            .bind(s.command.as_deref())
+            .bind(to_json_text(&s.args))
+            .bind(s.url.as_deref())
+            .bind(to_json_text(&s.env_keys))
+            .bind(to_json_text(&s.header_keys))
+            .bind(to_json_text(&s.risk_flags))
+            .bind(&s.config_path)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let identities = payload.servers.iter().map(|s| s.id.clone()).collect();
+        Store::touch_server_identities(&mut tx, tenant_id, &identities, now).await?;
+        let synced = i64::try_from(seen_clients.len()).unwrap_or(i64::MAX);
+        let result = SyncResult {
+            synced,
+            new,
+            updated: synced - new,
+            source_id: payload.source_id.clone(),
+            endpoint_id,
+            idempotent_replay: false,
+        };
+        if let Some(k) = &key {
+            // Keys are remembered for a day: enough for any client's retries.
+            sqlx::query(
+                "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND route = $2 AND created_at < $3",
+            )
+            .bind(tenant_id)
+            .bind(SYNC_ROUTE)
+            .bind(now - IDEMPOTENCY_TTL_MS)
+            .execute(&mut *tx)
+            .await?;
+            let stored = sqlx::query(
+                "INSERT INTO idempotency_keys (tenant_id, route, key, body_hash, response, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, route, key) DO NOTHING",
+            )
+            .bind(tenant_id)
+            .bind(SYNC_ROUTE)
+            .bind(k)
+            .bind(&body_hash)
+            .bind(to_json_text(&result))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if stored.rows_affected() == 0 {
+                // A concurrent request with the same key won; answer as it would have.
+                drop(tx);
+                return self
+                    .idempotent_replay(tenant_id, k, &body_hash)
+                    .await?
+                    .ok_or_else(|| StoreError::Conflict("Idempotency-Key race; retry".into()));
+            }
+        }
+        tx.commit().await?;
+        Ok(result)
+    }
+
+    async fn idempotent_replay(
+        &self,
+        tenant_id: &str,
+        key: &str,
+        body_hash: &str,
+    ) -> Result<Option<SyncResult>, StoreError> {
+        let mut tx = self.scope(tenant_id).await?;
+        let Some(row) = sqlx::query(
+            "SELECT body_hash, response FROM idempotency_keys WHERE tenant_id = $1 AND route = $2 AND key = $3",
+        )
+        .bind(tenant_id)
+        .bind(SYNC_ROUTE)
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let stored_hash: String = row.try_get("body_hash")?;
+        if stored_hash != body_hash {
+            return Err(StoreError::Conflict(
+                "Idempotency-Key was already used with a different body".into(),
+            ));
+        }
+        let response: String = row.try_get("response")?;
+        let mut result: SyncResult = serde_json::from_str(&response)
+            .map_err(|e| invalid(format!("stored idempotent response is unreadable: {e}")))?;
+        result.idempotent_replay = true;
+        Ok(Some(result))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_recorded_agent_bom_payload() {
+        let text = include_str!("../../../tests/fixtures/agent-bom-fleet-sync-payload.json");
+        let body: Value = serde_json::from_str(text).unwrap();
+        let p = parse_payload(&body, None).unwrap();
+        assert_eq!(p.source_id, "compat-laptop-01");
+        assert!(p.clients.iter().any(|(n, _)| n == "claude-desktop"));
+        assert!(!p.servers.is_empty());
+        let json =
+            serde_json::to_string(&p.servers.iter().map(|s| &s.env_keys).collect::<Vec<_>>())
+                .unwrap();
+        assert!(!json.contains("REDACTED"));
+    }
+
+    #[test]
+    fn rejects_bad_shapes() {
+        assert!(parse_payload(&serde_json::json!([]), None).is_err());
+        assert!(parse_payload(&serde_json::json!({"agents": []}), None).is_err());
+        assert!(parse_payload(&serde_json::json!({"source_id": "x", "agents": 3}), None).is_err());
+        assert!(parse_payload(&serde_json::json!({"source_id": "x".repeat(201)}), None).is_err());
+        assert!(parse_payload(&serde_json::json!({"agents": []}), Some("hdr")).is_ok());
+    }
+}

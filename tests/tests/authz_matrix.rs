@@ -1,0 +1,268 @@
+//! Every route × {no key, revoked key, expired key, each role, super-admin, an admin key of
+//! another tenant}: the status follows the permission matrix, and no principal of tenant B reads
+//! or changes anything of tenant A. Runs on SQLite and on Postgres.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use agent_bom_control_plane::api::Permission;
+use agent_bom_control_plane::api::auth::{ROUTES, RouteSpec, role_allows};
+use agent_bom_control_plane::store::{NewApiKey, Role, now_ms};
+use agent_bom_tests::harness::TestServer;
+use agent_bom_tests::postgres::TestDatabase;
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Who {
+    NoKey,
+    Revoked,
+    Expired,
+    Viewer,
+    Analyst,
+    Admin,
+    SuperAdmin,
+    OtherTenantAdmin,
+}
+
+const EVERYONE: [Who; 8] = [
+    Who::NoKey,
+    Who::Revoked,
+    Who::Expired,
+    Who::Viewer,
+    Who::Analyst,
+    Who::Admin,
+    Who::SuperAdmin,
+    Who::OtherTenantAdmin,
+];
+
+struct Keys {
+    revoked: String,
+    expired: String,
+    viewer: String,
+    analyst: String,
+    admin: String,
+    super_admin: String,
+    other: String,
+}
+
+fn push_body(source: &str) -> Value {
+    json!({"source_id": source, "agents": [{"name": "cursor", "source_id": source, "mcp_servers": [
+        {"name": "fs", "command": "npx", "args": ["-y", "@mcp/fs"], "transport": "stdio"}
+    ]}]})
+}
+
+/// A fresh endpoint and key of tenant A for one request.
+struct Target {
+    endpoint_id: String,
+    source_id: String,
+    key_id: String,
+}
+
+async fn fresh_target(server: &TestServer, tenant_a: &str, n: usize) -> Target {
+    let source_id = format!("victim-{n}");
+    let body = push_body(&source_id).to_string();
+    let r = server
+        .store
+        .fleet_sync(tenant_a, body.as_bytes(), None, None)
+        .await
+        .unwrap();
+    let (key, _) = server
+        .store
+        .create_api_key_with(tenant_a, &NewApiKey::new("target", Role::Viewer), None)
+        .await
+        .unwrap();
+    Target {
+        endpoint_id: r.endpoint_id,
+        source_id,
+        key_id: key.id,
+    }
+}
+
+fn request_for(route: &RouteSpec, t: &Target, n: usize) -> (String, Option<Value>) {
+    let id = if route.path.starts_with("/v1/keys") {
+        &t.key_id
+    } else {
+        &t.endpoint_id
+    };
+    let path = route.path.replace("{id}", id).replace("{name}", "default");
+    let body = match (route.method, route.path) {
+        ("POST", "/v1/tenants") => Some(json!({"name": format!("t-{n}")})),
+        ("PUT", "/v1/tenants/{name}/quotas") => Some(json!({})),
+        ("POST", "/v1/keys") => Some(json!({"name": "m", "role": "viewer"})),
+        ("POST", "/v1/keys/{id}/rotate") => Some(json!({"overlap_secs": 60})),
+        ("PATCH", "/v1/fleet/endpoints/{id}") => Some(json!({"owner": "intruder", "tags": ["x"]})),
+        ("POST", "/v1/fleet/endpoints/{id}/state") => Some(json!({"state": "quarantined"})),
+        ("POST", "/v1/fleet/sync") => Some(push_body(&t.source_id)),
+        _ => None,
+    };
+    (path, body)
+}
+
+fn key_of(keys: &Keys, who: Who) -> Option<&str> {
+    Some(match who {
+        Who::NoKey => return None,
+        Who::Revoked => &keys.revoked,
+        Who::Expired => &keys.expired,
+        Who::Viewer => &keys.viewer,
+        Who::Analyst => &keys.analyst,
+        Who::Admin => &keys.admin,
+        Who::SuperAdmin => &keys.super_admin,
+        Who::OtherTenantAdmin => &keys.other,
+    })
+}
+
+fn allowed(who: Who, p: Permission) -> bool {
+    let role = match who {
+        Who::Viewer => Role::Viewer,
+        Who::Analyst => Role::Analyst,
+        Who::Admin | Who::SuperAdmin | Who::OtherTenantAdmin => Role::Admin,
+        _ => return false,
+    };
+    role_allows(role, p) && (p != Permission::TenantsAdmin || who == Who::SuperAdmin)
+}
+
+async fn snapshot(server: &TestServer, keys: &Keys, t: &Target) -> (Value, Value) {
+    let e = server
+        .get(
+            &format!("/v1/fleet/endpoints/{}", t.endpoint_id),
+            Some(&keys.super_admin),
+        )
+        .await;
+    let k = server
+        .get(&format!("/v1/keys/{}", t.key_id), Some(&keys.super_admin))
+        .await;
+    let mut e = e.json;
+    // Liveness fields move on their own; the rest must not.
+    for f in ["status", "last_seen", "last_inventory_at"] {
+        e.as_object_mut().map(|o| o.remove(f));
+    }
+    let mut k = k.json;
+    k.as_object_mut().map(|o| o.remove("last_used_at"));
+    (e, k)
+}
+
+async fn matrix(database_url: Option<String>) {
+    let server = TestServer::start(database_url).await;
+    let a = server.store.tenant_by_name("default").await.unwrap();
+    let b = server.store.create_tenant("other").await.unwrap();
+    let mk = |tenant: String, role: Role, expires: Option<i64>| {
+        let store = server.store.clone();
+        async move {
+            let mut n = NewApiKey::new("matrix", role);
+            n.expires_at = expires;
+            store.create_api_key_with(&tenant, &n, None).await.unwrap()
+        }
+    };
+    let (revoked_key, revoked) = mk(a.id.clone(), Role::Admin, None).await;
+    server
+        .store
+        .revoke_api_key(&a.id, &revoked_key.id)
+        .await
+        .unwrap();
+    let keys = Keys {
+        revoked,
+        expired: mk(a.id.clone(), Role::Admin, Some(now_ms() - 1_000))
+            .await
+            .1,
+        viewer: mk(a.id.clone(), Role::Viewer, None).await.1,
+        analyst: mk(a.id.clone(), Role::Analyst, None).await.1,
+        admin: mk(a.id.clone(), Role::Admin, None).await.1,
+        super_admin: server.admin_key.clone(),
+        other: mk(b.id.clone(), Role::Admin, None).await.1,
+    };
+    let mut n = 0;
+    for route in ROUTES {
+        for who in EVERYONE {
+            n += 1;
+            let target = fresh_target(&server, &a.id, n).await;
+            let before = snapshot(&server, &keys, &target).await;
+            let (path, body) = request_for(route, &target, n);
+            let r = server
+                .request(route.method, &path, key_of(&keys, who), body.as_ref(), &[])
+                .await;
+            let ctx = format!(
+                "{} {} as {who:?}: {} {}",
+                route.method, path, r.status, r.text
+            );
+            assert!(r.status < 500, "{ctx}");
+            if r.status >= 400 {
+                assert!(r.json["error"]["request_id"].is_string(), "envelope: {ctx}");
+            }
+            let Some(p) = route.permission else {
+                assert_eq!(r.status, 200, "public route: {ctx}");
+                continue;
+            };
+            match who {
+                Who::NoKey | Who::Revoked | Who::Expired => {
+                    assert_eq!(r.status, 401, "{ctx}");
+                    assert_eq!(r.json["error"]["code"], "unauthorized", "{ctx}");
+                }
+                Who::OtherTenantAdmin => {
+                    if !allowed(who, p) {
+                        assert_eq!(r.status, 403, "{ctx}");
+                    } else if route.path.contains("{id}") {
+                        assert_eq!(r.status, 404, "another tenant's resource: {ctx}");
+                    } else {
+                        assert!((200..300).contains(&r.status), "{ctx}");
+                    }
+                    // Nothing of tenant A leaks into B's answers (errors only echo the path)...
+                    if r.status < 400 {
+                        for secret in [&target.endpoint_id, &target.key_id, &a.id] {
+                            assert!(!r.text.contains(secret.as_str()), "leak of {secret}: {ctx}");
+                        }
+                    }
+                    // ...and nothing of tenant A changed.
+                    let after = snapshot(&server, &keys, &target).await;
+                    assert_eq!(before, after, "tenant A changed by tenant B: {ctx}");
+                }
+                _ => {
+                    if allowed(who, p) {
+                        assert!((200..300).contains(&r.status), "{ctx}");
+                    } else {
+                        assert_eq!(r.status, 403, "{ctx}");
+                        assert_eq!(r.json["error"]["code"], "forbidden", "{ctx}");
+                        let after = snapshot(&server, &keys, &target).await;
+                        assert_eq!(before, after, "a refused request changed data: {ctx}");
+                    }
+                }
+            }
+        }
+    }
+    // B's pushes under A's source ids created B's own endpoints, never A's.
+    let r = server
+        .get("/v1/fleet/endpoints?limit=1000", Some(&keys.other))
+        .await;
+    for item in r.json["items"].as_array().unwrap() {
+        let detail = server
+            .get(
+                &format!("/v1/fleet/endpoints/{}", item["id"].as_str().unwrap()),
+                Some(&keys.super_admin),
+            )
+            .await;
+        assert_eq!(
+            detail.status, 404,
+            "B's endpoint is not visible to A: {}",
+            detail.text
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_every_principal_sqlite() {
+    matrix(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_every_principal_postgres() {
+    let db = TestDatabase::create().await;
+    matrix(Some(db.url.clone())).await;
+    db.drop_database().await;
+}
+
+/// The same matrix as an application role under Postgres row-level security.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_every_principal_postgres_rls() {
+    let db = TestDatabase::create_with_app_role().await;
+    matrix(Some(db.url.clone())).await;
+    db.drop_database().await;
+}
