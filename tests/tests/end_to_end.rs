@@ -106,6 +106,25 @@ async fn full_path(database_url: Option<String>) {
         serde_json::json!(["X-Api-Key"])
     );
     assert_eq!(by_name("filesystem")["command"], "npx");
+    // The fuller model travels too: credential names, flags, launch hash, the file's owner.
+    assert_eq!(
+        by_name("github")["credential_names"],
+        serde_json::json!(["GITHUB_PERSONAL_ACCESS_TOKEN"])
+    );
+    let flags = by_name("github")["risk_flags"].as_array().unwrap().clone();
+    assert!(
+        flags.contains(&serde_json::json!("plaintext_secret")),
+        "{flags:?}"
+    );
+    assert!(
+        by_name("filesystem")["risk_flags"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("remote_fetch_exec"))
+    );
+    assert_eq!(by_name("memory")["launch_hash"].as_str().unwrap().len(), 32);
+    assert!(by_name("memory")["user"].is_string());
+    assert!(detail.json["host"]["users"].is_array());
 
     // A changed config is shipped again.
     let cursor = home.path().join(".cursor/mcp.json");

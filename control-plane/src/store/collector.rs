@@ -181,7 +181,7 @@ impl Store {
         let advanced = sqlx::query(
             "UPDATE endpoints SET last_seq = $1, hostname = $2, os = $3, os_version = $4, arch = $5, \
              kernel_version = $6, cpu_count = $7, memory_bytes = $8, uptime_secs = $9, agent_version = $10, \
-             last_inventory_at = $11, last_seen = $11, server_count = $12 \
+             last_inventory_at = $11, last_seen = $11, server_count = $12, users = $15, hardware_uuid = $16 \
              WHERE id = $13 AND tenant_id = $14 AND revoked_at IS NULL AND (last_seq IS NULL OR last_seq < $1)",
         )
         .bind(seq)
@@ -198,6 +198,8 @@ impl Store {
         .bind(i64::try_from(inventory.servers.len()).unwrap_or(i64::MAX))
         .bind(agent)
         .bind(tenant)
+        .bind(json(&host.users))
+        .bind(host.hardware_uuid.as_deref().map(|v| truncate(v, 64)))
         .execute(&mut *tx)
         .await?;
         if advanced.rows_affected() == 0 {
@@ -244,8 +246,9 @@ impl Store {
         for (ordinal, s) in inventory.servers.iter().enumerate() {
             sqlx::query(
                 "INSERT INTO endpoint_servers (tenant_id, endpoint_id, ordinal, server_id, name, client, scope, transport, \
-                 command, args, url, env_keys, header_keys, cwd, enabled, project, risk_flags, config_path) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+                 command, args, url, env_keys, header_keys, cwd, enabled, project, risk_flags, config_path, \
+                 wrapped, auto_approve, credential_names, launch_hash, owner) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)",
             )
             .bind(tenant)
             .bind(agent)
@@ -265,6 +268,11 @@ impl Store {
             .bind(s.project.as_deref())
             .bind(json(&s.risk_flags))
             .bind(&s.config_path)
+            .bind(i64::from(s.wrapped))
+            .bind(json(&s.auto_approve))
+            .bind(json(&s.credential_names))
+            .bind(&s.launch_hash)
+            .bind(s.user.as_deref())
             .execute(&mut *tx)
             .await?;
         }

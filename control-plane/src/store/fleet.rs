@@ -584,7 +584,7 @@ impl Store {
         let mut tx = self.scope(tenant_id).await?;
         let now = now_ms();
         let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {SUMMARY_COLUMNS}, kernel_version, cpu_count, memory_bytes, uptime_secs \
+            "SELECT {SUMMARY_COLUMNS}, kernel_version, cpu_count, memory_bytes, uptime_secs, users, hardware_uuid \
              FROM endpoints WHERE tenant_id = $1 AND id = $2"
         ));
         let row = sqlx::query(sql)
@@ -603,6 +603,8 @@ impl Store {
             "cpu_count": row.try_get::<Option<i64>, _>("cpu_count")?,
             "memory_bytes": row.try_get::<Option<i64>, _>("memory_bytes")?,
             "uptime_secs": row.try_get::<Option<i64>, _>("uptime_secs")?,
+            "users": parse_list(&row, "users")?,
+            "hardware_uuid": row.try_get::<Option<String>, _>("hardware_uuid")?,
         });
         let clients = sqlx::query(
             "SELECT name, config_files FROM endpoint_clients WHERE tenant_id = $1 AND endpoint_id = $2 ORDER BY name",
@@ -621,7 +623,7 @@ impl Store {
         .collect::<Result<Vec<_>, StoreError>>()?;
         let servers = sqlx::query(
             "SELECT server_id, name, client, scope, transport, command, args, url, env_keys, header_keys, cwd, \
-             enabled, project, risk_flags, config_path, wrapped \
+             enabled, project, risk_flags, config_path, wrapped, auto_approve, credential_names, launch_hash, owner \
              FROM endpoint_servers WHERE tenant_id = $1 AND endpoint_id = $2 ORDER BY ordinal",
         )
         .bind(tenant_id)
@@ -647,6 +649,10 @@ impl Store {
                 "risk_flags": parse_list(r, "risk_flags")?,
                 "config_path": r.try_get::<String, _>("config_path")?,
                 "wrapped": r.try_get::<i64, _>("wrapped")? != 0,
+                "auto_approve": parse_list(r, "auto_approve")?,
+                "credential_names": parse_list(r, "credential_names")?,
+                "launch_hash": r.try_get::<String, _>("launch_hash")?,
+                "user": r.try_get::<Option<String>, _>("owner")?,
             }))
         })
         .collect::<Result<Vec<_>, StoreError>>()?;

@@ -181,6 +181,14 @@ impl Store {
             ),
         ];
         let mut migrations = migrations;
+        // Version 3 is Postgres-only (row-level security); later shared migrations continue at 4.
+        migrations.push(Migration::new(
+            4,
+            "inventory model".into(),
+            MigrationType::Simple,
+            SqlStr::from_static(include_str!("../../migrations/0004_inventory_model.sql")),
+            false,
+        ));
         if self.backend == Backend::Postgres {
             migrations.push(Migration::new(
                 3,
