@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod commands;
 pub mod delta;
 pub mod discovery;
 pub mod host;

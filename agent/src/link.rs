@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agent_bom_protocol::{
-    AgentMessage, COLLECTOR_SERVER_NAME, CollectorMessage, read_frame, write_frame,
+    AgentMessage, COLLECTOR_SERVER_NAME, CollectorMessage, Command, read_frame, write_frame,
 };
 use quinn::crypto::rustls::QuicClientConfig;
 use rustls::pki_types::ServerName;
@@ -111,6 +111,28 @@ impl Link {
                 }
                 result
             }
+        }
+    }
+
+    /// Wait for a command the collector pushes on a stream it opened (QUIC only; on TLS/TCP
+    /// commands arrive with `pong` and this never resolves). Returns the command and the stream
+    /// to answer on.
+    pub async fn next_command(&self) -> Option<(Command, quinn::SendStream, quinn::RecvStream)> {
+        match self {
+            Self::Quic { conn, .. } => loop {
+                let (send, mut recv) = conn.accept_bi().await.ok()?;
+                match tokio::time::timeout(
+                    EXCHANGE_TIMEOUT,
+                    read_frame::<_, CollectorMessage>(&mut recv),
+                )
+                .await
+                {
+                    Ok(Ok(CollectorMessage::Command(c))) => return Some((c, send, recv)),
+                    // Anything else on a server stream is ignored; the stream is dropped.
+                    _ => continue,
+                }
+            },
+            Self::Tcp { .. } => std::future::pending().await,
         }
     }
 

@@ -8,12 +8,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use agent_bom_protocol::{
-    AgentMessage, CollectorMessage, ErrorCode, FrameError, Inventory, PROTOCOL_VERSION,
+    AgentMessage, CollectorMessage, ErrorCode, FrameError, Inventory, PROTOCOL_VERSION, read_frame,
+    write_frame,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_util::sync::CancellationToken;
 
+use crate::commands;
 use crate::discovery::{self, ScanOptions};
 use crate::link::{self, Link};
 use crate::state::{AgentRecord, StateDir, StateError, UplinkState};
@@ -288,6 +290,8 @@ async fn session(
 
     let result = async {
         let mut next_rescan = tokio::time::Instant::now();
+        // A deadline, not a per-iteration timer: rescans and file events must not postpone it.
+        let mut next_ping = tokio::time::Instant::now() + link::TCP_PING_INTERVAL;
         loop {
             if tokio::time::Instant::now() >= next_rescan {
                 let inventory = scan_now(options.scan.clone()).await;
@@ -306,7 +310,7 @@ async fn session(
             // TLS over TCP has no transport keep-alive: ping, and go back to QUIC after a while.
             let ping = async {
                 if on_tcp {
-                    tokio::time::sleep(link::TCP_PING_INTERVAL).await;
+                    tokio::time::sleep_until(next_ping).await;
                 } else {
                     std::future::pending::<()>().await;
                 }
@@ -319,10 +323,34 @@ async fn session(
                 }),
                 _ = tokio::time::sleep_until(next_rescan) => {}
                 _ = changed => next_rescan = tokio::time::Instant::now(),
+                pushed = link.next_command() => {
+                    if let Some((command, mut send, mut recv)) = pushed {
+                        let (status, detail, rescan) = commands::apply(state, &command);
+                        if rescan {
+                            next_rescan = tokio::time::Instant::now();
+                        }
+                        let result = AgentMessage::CommandResult { command_id: command.command_id, status, detail };
+                        write_frame(&mut send, &result).await?;
+                        let _ = send.finish();
+                        let _: Result<CollectorMessage, _> = read_frame(&mut recv).await;
+                    }
+                }
                 _ = ping => {
-                    match link.exchange(&AgentMessage::Ping).await? {
-                        CollectorMessage::Pong => {}
+                    next_ping = tokio::time::Instant::now() + link::TCP_PING_INTERVAL;
+                    let commands = match link.exchange(&AgentMessage::Ping).await? {
+                        CollectorMessage::Pong { commands } => commands,
                         other => return Err(reply_error(other)),
+                    };
+                    for command in commands {
+                        let (status, detail, rescan) = commands::apply(state, &command);
+                        if rescan {
+                            next_rescan = tokio::time::Instant::now();
+                        }
+                        let result = AgentMessage::CommandResult { command_id: command.command_id, status, detail };
+                        match link.exchange(&result).await? {
+                            CollectorMessage::CommandRecorded { .. } => {}
+                            other => return Err(reply_error(other)),
+                        }
                     }
                     if tokio::time::Instant::now() >= retry_quic_at {
                         return Err(UplinkError::RetryQuic);

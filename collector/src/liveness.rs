@@ -20,6 +20,7 @@ struct Entry {
     tenant_id: String,
     session: u64,
     close: CancellationToken,
+    commands: tokio::sync::mpsc::UnboundedSender<agent_bom_protocol::Command>,
 }
 
 /// A registered live session. Dropping it does not unregister (call
@@ -36,23 +37,40 @@ static NEXT_SESSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64
 impl Liveness {
     /// Register a device's session, on any transport. A newer session of the same device
     /// replaces the older one, whose `close` token is cancelled: one live session per device.
-    pub fn connected(&self, tenant_id: &str, agent_id: &str) -> SessionHandle {
+    /// The receiver gets the commands the sweep finds for this device while it is connected.
+    pub fn connected(
+        &self,
+        tenant_id: &str,
+        agent_id: &str,
+    ) -> (
+        SessionHandle,
+        tokio::sync::mpsc::UnboundedReceiver<agent_bom_protocol::Command>,
+    ) {
         let handle = SessionHandle {
             id: NEXT_SESSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             close: CancellationToken::new(),
         };
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let previous = self.lock().insert(
             agent_id.to_string(),
             Entry {
                 tenant_id: tenant_id.to_string(),
                 session: handle.id,
                 close: handle.close.clone(),
+                commands: tx,
             },
         );
         if let Some(old) = previous {
             old.close.cancel();
         }
-        handle
+        (handle, rx)
+    }
+
+    /// Hand a command to the live session of `agent_id`; false if it is not connected here.
+    pub fn deliver(&self, agent_id: &str, command: agent_bom_protocol::Command) -> bool {
+        self.lock()
+            .get(agent_id)
+            .is_some_and(|e| e.commands.send(command).is_ok())
     }
 
     /// Forget a device's session, if `handle` is still the registered one.
@@ -84,9 +102,10 @@ impl Liveness {
         }
     }
 
-    /// Every `interval`, ask the store which connected devices were revoked and close their
-    /// sessions, until `shutdown`. One query per sweep, whatever the number of devices.
-    pub async fn revocation_loop<S: CollectorStore>(
+    /// Every `interval`, ask the store which connected devices were revoked (and close their
+    /// sessions) and which have newly queued commands (and hand them to their sessions), until
+    /// `shutdown`. Two queries per tenant per sweep, whatever the number of devices.
+    pub async fn control_loop<S: CollectorStore>(
         self,
         store: Arc<S>,
         interval: Duration,
@@ -112,6 +131,14 @@ impl Liveness {
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "revocation check failed; will retry"),
+            }
+            match store.queued_commands(&connected).await {
+                Ok(queued) => {
+                    for (agent_id, command) in queued {
+                        self.deliver(&agent_id, command);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "command catch-up failed; will retry"),
             }
         }
     }

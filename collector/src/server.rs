@@ -173,7 +173,7 @@ impl<S: CollectorStore> Collector<S> {
             self.config.liveness_flush,
             shutdown.clone(),
         ));
-        tasks.spawn(self.liveness.clone().revocation_loop(
+        tasks.spawn(self.liveness.clone().control_loop(
             self.store.clone(),
             self.config.revocation_sweep,
             shutdown.clone(),
@@ -258,19 +258,50 @@ impl<S: CollectorStore> Collector<S> {
                 (session, agent_version)
             }
         };
-        let handle = self
+        let (handle, mut commands) = self
             .liveness
             .connected(&session.tenant_id, &session.agent_id);
         tracing::debug!(agent_id = %session.agent_id, remote = %conn.remote_address(), "device connected (QUIC)");
         let session = Arc::new(session);
         let agent_version: Arc<str> = agent_version.into();
         let streams = TaskTracker::new();
+        // Commands left from earlier sessions go first; the sweep adds new ones as they appear.
+        let in_flight: Arc<std::sync::Mutex<std::collections::HashSet<String>>> = Arc::default();
+        match self.store.session_commands(&session).await {
+            Ok(left) => {
+                for c in left {
+                    self.liveness.deliver(&session.agent_id, c);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot load pending commands; the sweep will retry")
+            }
+        }
         loop {
             let (mut send, mut recv) = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = handle.close.cancelled() => {
                     conn.close(quinn::VarInt::from_u32(close::SUPERSEDED), b"session ended: superseded or revoked");
                     break;
+                }
+                command = commands.recv() => {
+                    let Some(command) = command else { continue };
+                    let fresh = in_flight
+                        .lock()
+                        .map(|mut f| f.insert(command.command_id.clone()))
+                        .unwrap_or(false);
+                    if fresh {
+                        let (this, conn, session, in_flight) =
+                            (self.clone(), conn.clone(), session.clone(), in_flight.clone());
+                        streams.spawn(async move {
+                            let id = command.command_id.clone();
+                            this.push_command(&conn, &session, command).await;
+                            if let Ok(mut f) = in_flight.lock() {
+                                f.remove(&id);
+                            }
+                        });
+                    }
+                    continue;
                 }
                 stream = conn.accept_bi() => match stream {
                     Ok(s) => s,
@@ -291,6 +322,37 @@ impl<S: CollectorStore> Collector<S> {
         self.liveness.disconnected(&session.agent_id, &handle);
         conn.close(quinn::VarInt::from_u32(close::DONE), b"");
         tracing::debug!(agent_id = %session.agent_id, "device disconnected");
+    }
+
+    /// Deliver one command on a stream the collector opens, and record the agent's answer.
+    async fn push_command(
+        &self,
+        conn: &quinn::Connection,
+        session: &DeviceSession,
+        command: agent_bom_protocol::Command,
+    ) {
+        let id = command.command_id.clone();
+        if let Err(e) = self.store.mark_delivered(session, &id).await {
+            tracing::warn!(command_id = %id, error = %e, "cannot mark command delivered");
+        }
+        let work = async {
+            let (mut send, mut recv) = conn.open_bi().await.ok()?;
+            write_frame(&mut send, &CollectorMessage::Command(command))
+                .await
+                .ok()?;
+            let reply: AgentMessage = read_frame(&mut recv).await.ok()?;
+            let recorded = self.answer(Ok(reply), session, "").await;
+            let _ = write_frame(&mut send, &recorded).await;
+            let _ = send.finish();
+            Some(())
+        };
+        let answered = tokio::time::timeout(self.config.request_timeout, work)
+            .await
+            .ok()
+            .flatten();
+        if answered.is_none() {
+            tracing::info!(command_id = %id, agent_id = %session.agent_id, "command not answered; sent again on the next session");
+        }
     }
 
     // === TLS over TCP: the same exchanges, one after another on one stream ===
@@ -371,7 +433,8 @@ impl<S: CollectorStore> Collector<S> {
                 (session, agent_version)
             }
         };
-        let handle = self
+        // On TCP the collector cannot open streams: commands ride on the replies to pings.
+        let (handle, _commands) = self
             .liveness
             .connected(&session.tenant_id, &session.agent_id);
         tracing::debug!(agent_id = %session.agent_id, "device connected (TLS/TCP)");
@@ -535,7 +598,38 @@ impl<S: CollectorStore> Collector<S> {
                     Err(e) => store_error(&e),
                 }
             }
-            Ok(AgentMessage::Ping) => CollectorMessage::Pong,
+            Ok(AgentMessage::Ping) => {
+                let commands = match self.store.session_commands(session).await {
+                    Ok(c) => c,
+                    Err(e) => return store_error(&e),
+                };
+                for c in &commands {
+                    if let Err(e) = self.store.mark_delivered(session, &c.command_id).await {
+                        return store_error(&e);
+                    }
+                }
+                CollectorMessage::Pong { commands }
+            }
+            Ok(AgentMessage::CommandResult {
+                command_id,
+                status,
+                detail,
+            }) => {
+                let detail = detail.map(|d| truncate(&d, 1024));
+                match self
+                    .store
+                    .record_command_result(
+                        session,
+                        &command_id,
+                        &truncate(&status, 32),
+                        detail.as_deref(),
+                    )
+                    .await
+                {
+                    Ok(()) => CollectorMessage::CommandRecorded { command_id },
+                    Err(e) => store_error(&e),
+                }
+            }
             Ok(AgentMessage::Unknown) => error(ErrorCode::UnknownKind, "unknown message kind"),
             Ok(AgentMessage::Hello { .. } | AgentMessage::Enroll { .. }) => error(
                 ErrorCode::UnexpectedMessage,

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 
-use agent_bom_protocol::Inventory;
+use agent_bom_protocol::{Command, Inventory};
 
 /// A request to turn an enrollment token into a device.
 #[derive(Debug, Clone)]
@@ -87,6 +87,37 @@ pub trait CollectorStore: Send + Sync + 'static {
     fn record_last_seen(
         &self,
         seen: &[LastSeen],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Commands of a device not yet answered (queued or delivered without a result), oldest
+    /// first: sent when its session starts.
+    fn session_commands(
+        &self,
+        device: &DeviceSession,
+    ) -> impl Future<Output = Result<Vec<Command>, StoreError>> + Send;
+
+    /// Commands queued (not yet delivered) for any of the connected devices, in one query per
+    /// tenant: the catch-up that makes a command created on any control-plane replica reach the
+    /// collector holding the device's connection.
+    fn queued_commands(
+        &self,
+        connected: &[LastSeen],
+    ) -> impl Future<Output = Result<Vec<(String, Command)>, StoreError>> + Send;
+
+    /// Record that a command was handed to the device.
+    fn mark_delivered(
+        &self,
+        device: &DeviceSession,
+        command_id: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Record a device's answer to a command.
+    fn record_command_result(
+        &self,
+        device: &DeviceSession,
+        command_id: &str,
+        status: &str,
+        detail: Option<&str>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Of the given connected devices, the ids that are revoked (or no longer exist), in one

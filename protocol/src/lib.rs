@@ -15,7 +15,7 @@ pub mod secure_file;
 
 pub use frame::{FrameError, MAX_FRAME_LEN, decode, encode, read_frame, write_frame};
 pub use inventory::{ClientInfo, HostFacts, Inventory, ScanError, Scope, ServerEntry, Transport};
-pub use messages::{AgentMessage, CollectorMessage, ErrorCode};
+pub use messages::{AgentMessage, CollectorMessage, Command, ErrorCode};
 
 /// ALPN protocol id negotiated on every uplink connection (QUIC and TLS/TCP alike).
 pub const ALPN: &[u8] = b"agent-bom/1";

@@ -47,6 +47,16 @@ pub enum AgentMessage {
     },
     /// Liveness probe on transports without their own keep-alive (TLS over TCP).
     Ping,
+    /// The outcome of a command the collector delivered.
+    CommandResult {
+        /// The command.
+        command_id: String,
+        /// `applied`, `failed` or `unsupported`.
+        status: String,
+        /// What went wrong, or what was applied; never secrets.
+        #[serde(default)]
+        detail: Option<String>,
+    },
     /// A kind this build does not know.
     #[serde(other)]
     Unknown,
@@ -81,8 +91,21 @@ pub enum CollectorMessage {
         /// Sequence acknowledged.
         seq: u64,
     },
-    /// Reply to `Ping`.
-    Pong,
+    /// Reply to `Ping`. On TLS/TCP, where the collector cannot open streams, it carries the
+    /// device's undelivered commands.
+    Pong {
+        /// Commands for the agent to apply and answer with `command_result`.
+        #[serde(default)]
+        commands: Vec<Command>,
+    },
+    /// A command for the agent, on a stream the collector opened (QUIC). The agent answers on
+    /// the same stream with `command_result`.
+    Command(Command),
+    /// The collector stored a `command_result`.
+    CommandRecorded {
+        /// The command.
+        command_id: String,
+    },
     /// The request was refused or failed.
     Error {
         /// Machine-readable reason.
@@ -97,6 +120,19 @@ pub enum CollectorMessage {
     /// A kind this build does not know.
     #[serde(other)]
     Unknown,
+}
+
+/// A command from the control plane to one device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    /// Id, echoed in the result.
+    pub command_id: String,
+    /// What to do: `rescan`, `quarantine`, `release`, ... An agent answers kinds it does not
+    /// know with `unsupported`.
+    pub command: String,
+    /// Arguments as JSON text.
+    #[serde(default)]
+    pub payload: String,
 }
 
 /// Reasons a collector refuses a request.

@@ -171,6 +171,17 @@ impl TestServer {
         self.request("POST", path, key, Some(body), &[]).await
     }
 
+    /// Status of a command as the store has it.
+    pub async fn command_status(&self, command_id: &str) -> Option<String> {
+        use sqlx::Row;
+        sqlx::query("SELECT status FROM endpoint_commands WHERE id = $1")
+            .bind(command_id)
+            .fetch_optional(self.store.pool())
+            .await
+            .expect("command lookup")
+            .map(|r| r.try_get::<String, _>("status").expect("status column"))
+    }
+
     /// Stop the server and wait for it.
     pub async fn stop(self) {
         self.shutdown.cancel();

@@ -92,6 +92,25 @@ async fn udp_blocked_falls_back_to_tls_over_tcp() {
     })
     .await;
 
+    // Commands ride on the ping replies over TLS/TCP.
+    let r = server
+        .post(
+            &format!("/v1/fleet/endpoints/{}/state", record.agent_id),
+            Some(&key),
+            &serde_json::json!({"state": "quarantined", "reason": "test"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let command_id = r.json["pending_commands"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eventually(PATIENCE, "quarantine applied over TLS/TCP", || async {
+        (server.command_status(&command_id).await.as_deref() == Some("applied")).then_some(())
+    })
+    .await;
+    assert!(agent_bom_agent::commands::is_quarantined(state_dir.path()));
+
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
     server.stop().await;

@@ -4,7 +4,7 @@ use agent_bom_collector::store::{
     ApplyOutcome, CollectorStore, DeviceSession, EnrollmentRequest, LastSeen,
     StoreError as CollectorStoreError,
 };
-use agent_bom_protocol::Inventory;
+use agent_bom_protocol::{Command, Inventory};
 use sqlx::Row;
 
 use super::{Store, StoreError, now_ms};
@@ -355,6 +355,53 @@ impl CollectorStore for Store {
         Ok(self.record_last_seen_inner(seen).await?)
     }
 
+    async fn session_commands(
+        &self,
+        device: &DeviceSession,
+    ) -> Result<Vec<Command>, CollectorStoreError> {
+        Ok(self.session_commands_inner(device).await?)
+    }
+
+    async fn queued_commands(
+        &self,
+        connected: &[LastSeen],
+    ) -> Result<Vec<(String, Command)>, CollectorStoreError> {
+        Ok(self.queued_commands_inner(connected).await?)
+    }
+
+    async fn mark_delivered(
+        &self,
+        device: &DeviceSession,
+        command_id: &str,
+    ) -> Result<(), CollectorStoreError> {
+        Ok(self
+            .set_command_status(device, command_id, "delivered", None, "status = 'pending'")
+            .await?)
+    }
+
+    async fn record_command_result(
+        &self,
+        device: &DeviceSession,
+        command_id: &str,
+        status: &str,
+        detail: Option<&str>,
+    ) -> Result<(), CollectorStoreError> {
+        // Only the documented outcomes are stored; anything else from an agent is a failure.
+        let status = match status {
+            "applied" | "failed" | "unsupported" => status,
+            _ => "failed",
+        };
+        Ok(self
+            .set_command_status(
+                device,
+                command_id,
+                status,
+                detail,
+                "status IN ('pending', 'delivered')",
+            )
+            .await?)
+    }
+
     async fn revoked_among(
         &self,
         connected: &[LastSeen],
@@ -403,6 +450,86 @@ impl Store {
         Ok(out)
     }
 
+    async fn session_commands_inner(
+        &self,
+        device: &DeviceSession,
+    ) -> Result<Vec<Command>, Failure> {
+        let mut tx = self.scope(&device.tenant_id).await?;
+        let rows = sqlx::query(
+            "SELECT id, kind, payload FROM endpoint_commands \
+             WHERE tenant_id = $1 AND endpoint_id = $2 AND status IN ('pending', 'delivered') ORDER BY created_at, id",
+        )
+        .bind(&device.tenant_id)
+        .bind(&device.agent_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(rows
+            .iter()
+            .map(command_from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    async fn queued_commands_inner(
+        &self,
+        connected: &[LastSeen],
+    ) -> Result<Vec<(String, Command)>, Failure> {
+        let mut by_tenant: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+        for s in connected {
+            by_tenant.entry(&s.tenant_id).or_default().push(&s.agent_id);
+        }
+        let mut out = Vec::new();
+        for (tenant, ids) in by_tenant {
+            for chunk in ids.chunks(LAST_SEEN_CHUNK) {
+                let placeholders: Vec<String> =
+                    (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT id, endpoint_id, kind, payload FROM endpoint_commands \
+                     WHERE tenant_id = $1 AND status = 'pending' AND endpoint_id IN ({}) ORDER BY created_at, id",
+                    placeholders.join(", ")
+                ));
+                let mut query = sqlx::query(sql).bind(tenant);
+                for id in chunk {
+                    query = query.bind(*id);
+                }
+                let mut tx = self.scope(tenant).await?;
+                let rows = query.fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                for r in &rows {
+                    out.push((r.try_get::<String, _>("endpoint_id")?, command_from_row(r)?));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn set_command_status(
+        &self,
+        device: &DeviceSession,
+        command_id: &str,
+        status: &str,
+        detail: Option<&str>,
+        only_when: &'static str,
+    ) -> Result<(), Failure> {
+        let mut tx = self.scope_write(&device.tenant_id).await?;
+        let sql = sqlx::AssertSqlSafe(format!(
+            "UPDATE endpoint_commands SET status = $1, acked_at = $2, result_detail = $3 \
+             WHERE tenant_id = $4 AND endpoint_id = $5 AND id = $6 AND {only_when}"
+        ));
+        let acked = (status != "delivered").then(now_ms);
+        sqlx::query(sql)
+            .bind(status)
+            .bind(acked)
+            .bind(detail)
+            .bind(&device.tenant_id)
+            .bind(&device.agent_id)
+            .bind(command_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Revoke a device of a tenant: its next handshake is refused and its live session is
     /// closed by the collector's next revocation sweep.
     pub async fn revoke_device(&self, tenant_id: &str, agent_id: &str) -> Result<(), StoreError> {
@@ -421,6 +548,14 @@ impl Store {
         }
         Ok(())
     }
+}
+
+fn command_from_row(r: &sqlx::any::AnyRow) -> Result<Command, sqlx::Error> {
+    Ok(Command {
+        command_id: r.try_get("id")?,
+        command: r.try_get("kind")?,
+        payload: r.try_get("payload")?,
+    })
 }
 
 fn truncate(s: &str, max: usize) -> String {

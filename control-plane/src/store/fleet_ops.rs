@@ -52,7 +52,8 @@ fn validate_text(field: &str, v: &str) -> Result<(), StoreError> {
 }
 
 impl Store {
-    /// Commands queued for an endpoint and not yet acknowledged, oldest first.
+    /// Commands of an endpoint not yet answered (`pending`, or `delivered` and awaiting the
+    /// agent's result), oldest first.
     pub async fn pending_commands(
         &self,
         tenant_id: &str,
@@ -60,8 +61,8 @@ impl Store {
     ) -> Result<Vec<Value>, StoreError> {
         let mut tx = self.scope(tenant_id).await?;
         sqlx::query(
-            "SELECT id, kind, payload, created_at FROM endpoint_commands \
-             WHERE tenant_id = $1 AND endpoint_id = $2 AND status = 'pending' ORDER BY created_at, id",
+            "SELECT id, kind, payload, status, created_at FROM endpoint_commands \
+             WHERE tenant_id = $1 AND endpoint_id = $2 AND status IN ('pending', 'delivered') ORDER BY created_at, id",
         )
         .bind(tenant_id)
         .bind(endpoint_id)
@@ -73,6 +74,7 @@ impl Store {
             Ok(serde_json::json!({
                 "id": r.try_get::<String, _>("id")?,
                 "kind": r.try_get::<String, _>("kind")?,
+                "status": r.try_get::<String, _>("status")?,
                 "payload": serde_json::from_str::<Value>(&payload).unwrap_or(Value::Null),
                 "created_at": rfc3339(r.try_get("created_at")?),
             }))
