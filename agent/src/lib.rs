@@ -3,12 +3,14 @@
 //!
 //! Modules: [`discovery`] (catalog, parsers, normalization, hygiene), [`host`] (machine facts),
 //! [`state`] (identity and progress on disk), [`tls`] (pinned-CA trust), [`uplink`] (enrollment
-//! and the upload session), [`settings`] (file, env and flags), [`report`] (terminal output).
+//! and the upload session), [`settings`] (file, env and flags), [`report`] (terminal output), [`proxy`] (the
+//! inspecting stdio MCP proxy).
 
 #![forbid(unsafe_code)]
 
 pub mod discovery;
 pub mod host;
+pub mod proxy;
 pub mod report;
 pub mod settings;
 pub mod state;
