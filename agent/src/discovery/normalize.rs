@@ -23,6 +23,16 @@ pub fn normalize(client: &str, config_path: &str, raw: &RawEntry) -> ServerEntry
         ),
         _ => (command, raw_args, body.get("env")),
     };
+    // A launch wrapped by `agent-bom-agent wrap` is reported as the server it runs, so the
+    // inventory id stays the same before and after wrapping, with a `wrapped` flag.
+    let (command, raw_args, wrapped) = match command
+        .as_deref()
+        .filter(|c| crate::wrap::edit::is_wrapped(c, &raw_args))
+        .and_then(|_| crate::wrap::edit::unwrapped_launch(&raw_args))
+    {
+        Some((inner, inner_args)) => (Some(inner), inner_args, true),
+        None => (command, raw_args, false),
+    };
     let url = str_field(body, &["url", "serverUrl", "httpUrl", "uri"]);
     let transport = infer_transport(
         str_field(body, &["type", "transport"]).as_deref(),
@@ -50,7 +60,11 @@ pub fn normalize(client: &str, config_path: &str, raw: &RawEntry) -> ServerEntry
         cwd: str_field(body, &["cwd"]),
         enabled,
         project: raw.project.clone(),
-        risk_flags: Vec::new(),
+        risk_flags: if wrapped {
+            vec!["wrapped".to_string()]
+        } else {
+            Vec::new()
+        },
         config_path: config_path.to_string(),
     }
 }
