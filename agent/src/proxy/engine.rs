@@ -278,6 +278,11 @@ impl Engine {
 
     /// Judge a line from the server.
     pub fn on_server(&mut self, line: &[u8], now: Instant) -> (Verdict, Vec<AuditEvent>) {
+        // Only responses to requests the engine waits for are judged; with none pending there is
+        // nothing to pair a line with, so it is not even parsed.
+        if self.pending.is_empty() {
+            return (Verdict::Forward, Vec::new());
+        }
         // Server output we cannot parse goes to the client untouched: the client judges it, and
         // nothing in it can reach a tool.
         let Some(msg) = Message::parse(line) else {

@@ -9,6 +9,8 @@ use crate::discovery::sanitize::{REDACTED, looks_like_secret};
 /// Longest token considered for the entropy heuristic: credentials are short, while base64
 /// images and file contents are long and would otherwise all look "random".
 const MAX_ENTROPY_TOKEN: usize = 256;
+/// Shortest token judged at all (the shortest known-format token is longer).
+const MIN_TOKEN: usize = 16;
 
 /// What was found: kinds only, never the value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -98,23 +100,43 @@ fn tokens(
     findings: &mut Findings,
     on_range: &mut dyn FnMut((usize, usize)),
 ) {
-    let is_sep = |c: char| {
-        c.is_whitespace()
+    // Separators are ASCII, and ASCII bytes never occur inside a multi-byte UTF-8 sequence, so
+    // walking bytes (much faster than chars on large results) still cuts at char boundaries.
+    let is_sep = |b: u8| {
+        b.is_ascii_whitespace()
             || matches!(
-                c,
-                '"' | '\'' | ',' | ';' | '(' | ')' | '<' | '>' | '`' | '[' | ']' | '{' | '}'
+                b,
+                b'"' | b'\''
+                    | b','
+                    | b';'
+                    | b'('
+                    | b')'
+                    | b'<'
+                    | b'>'
+                    | b'`'
+                    | b'['
+                    | b']'
+                    | b'{'
+                    | b'}'
             )
     };
     let mut start = None;
-    for (i, c) in s.char_indices().chain(std::iter::once((s.len(), ' '))) {
-        match (start, is_sep(c)) {
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        match (start, is_sep(b)) {
             (None, false) => start = Some(i),
             (Some(st), true) => {
-                check_token(&s[st..i], offset + st, findings, on_range);
+                if i - st >= MIN_TOKEN {
+                    check_token(&s[st..i], offset + st, findings, on_range);
+                }
                 start = None;
             }
             _ => {}
         }
+    }
+    if let Some(st) = start
+        && s.len() - st >= MIN_TOKEN
+    {
+        check_token(&s[st..], offset + st, findings, on_range);
     }
 }
 
@@ -129,7 +151,7 @@ fn check_token(
         Some(i) if i + 1 < token.len() && !token.ends_with('=') => (&token[i + 1..], at + i + 1),
         _ => (token, at),
     };
-    if token.len() < 16 || token.len() > MAX_ENTROPY_TOKEN * 4 {
+    if token.len() < MIN_TOKEN || token.len() > MAX_ENTROPY_TOKEN * 4 {
         return;
     }
     if token.len() > MAX_ENTROPY_TOKEN && !has_known_prefix(token) {
