@@ -6,6 +6,8 @@
 //! The packages are installed once, idempotently, into a cache directory
 //! (`AGENT_BOM_TEST_CACHE`, default `~/.cache/agent-bom-ci/mcp`), at pinned versions.
 
+// Unix process semantics (process groups, signals, /proc) are part of what is tested.
+#![cfg(unix)]
 // Integration tests report failure by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -589,4 +591,67 @@ fn a_wrapped_config_entry_runs_the_server_through_the_proxy() {
             .iter()
             .any(|e| e["kind"] == "call" && e["server_id"] == id)
     );
+}
+
+#[test]
+fn signals_reach_the_server_and_its_exit_code_comes_back() {
+    let state = tempfile::tempdir().unwrap();
+    let mut child = Command::new(agent())
+        .args(["proxy", "--state-dir", state.path().to_str().unwrap(), "--"])
+        .args([
+            "sh",
+            "-c",
+            "trap 'exit 42' TERM; while :; do sleep 0.1; done",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = wait_bounded(&mut child, Duration::from_secs(20));
+    assert_eq!(status.code(), Some(42), "{status}");
+}
+
+#[test]
+fn audit_events_reach_the_daemon_socket() {
+    use agent_bom_agent::proxy::audit::{AuditListener, SOCKET_FILE, SPOOL_FILE};
+    let t = tools();
+    let state = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let listener = runtime
+        .block_on(async { AuditListener::bind(&state.path().join(SOCKET_FILE)) })
+        .unwrap();
+    let server = runtime.spawn(listener.run(tx, stop.clone()));
+    let py = t.python.to_str().unwrap().to_string();
+    let server_py = fixture("server.py").to_str().unwrap().to_string();
+    let (_, r) = client(
+        "auto",
+        json!([{"op": "list"}, {"op": "call", "tool": "add", "args": {"a": 1, "b": 2}}]),
+        &proxied(
+            state.path().to_str().unwrap(),
+            &[],
+            &[py.as_str(), server_py.as_str()],
+        ),
+        &[],
+    );
+    assert_eq!(r[1]["text"], "3");
+    let event = runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(10), rx.recv()).await })
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (event.kind.as_str(), event.tool.as_deref()),
+        ("call", Some("add"))
+    );
+    assert_eq!(event.era, "stateless");
+    assert!(
+        !state.path().join(SPOOL_FILE).exists(),
+        "nothing spooled while the daemon listens"
+    );
+    stop.cancel();
+    runtime.block_on(server).unwrap();
 }
