@@ -13,6 +13,12 @@ use super::pins::{self, PinStore, ServerPins};
 use super::policy::{Action, PinAction, Policy};
 use super::{poison, secrets};
 
+/// Most requests awaiting a response. A server that never answers (or a client that cancels a
+/// lot) must not grow the map without bound; past this, the bookkeeping is dropped and late
+/// responses to those requests are forwarded as unpaired lines (their calls already passed the
+/// request-side checks; only result scanning is lost).
+const MAX_PENDING: usize = 16 * 1024;
+
 /// What to do with a line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -146,6 +152,10 @@ impl Engine {
         let Some(id) = msg.id().cloned() else {
             return (Verdict::Forward, Vec::new());
         };
+        if self.pending.len() >= MAX_PENDING {
+            tracing::warn!("{MAX_PENDING} requests without a response; forgetting them");
+            self.pending.clear();
+        }
         match msg.method() {
             Some("tools/list") => {
                 let first_page = msg
