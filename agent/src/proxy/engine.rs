@@ -15,8 +15,9 @@ use super::{poison, secrets};
 
 /// Most requests awaiting a response. A server that never answers (or a client that cancels a
 /// lot) must not grow the map without bound; past this, the bookkeeping is dropped and late
-/// responses to those requests are forwarded as unpaired lines (their calls already passed the
-/// request-side checks; only result scanning is lost).
+/// responses to those requests are forwarded as unpaired lines: their calls already passed the
+/// request-side checks, but their results (or listings) go unscanned. Only the client can cause
+/// this (it alone sends requests), and it would need 16k unanswered ones.
 const MAX_PENDING: usize = 16 * 1024;
 
 /// What to do with a line.
