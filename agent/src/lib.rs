@@ -3,7 +3,8 @@
 //!
 //! Modules: [`discovery`] (catalog, parsers, normalization, hygiene), [`host`] (machine facts),
 //! [`state`] (identity and progress on disk), [`tls`] (pinned-CA trust), [`uplink`] (enrollment
-//! and the upload session), [`settings`] (file, env and flags), [`report`] (terminal output).
+//! and the upload session), [`settings`] (file, env and flags), [`report`] (terminal output), [`proxy`] (the
+//! inspecting stdio MCP proxy) and [`wrap`] (reversible rewriting of client configs).
 
 #![forbid(unsafe_code)]
 
@@ -12,12 +13,14 @@ pub mod delta;
 pub mod discovery;
 pub mod host;
 pub mod link;
+pub mod proxy;
 pub mod report;
 pub mod settings;
 pub mod state;
 pub mod tls;
 pub mod uplink;
 pub mod watch;
+pub mod wrap;
 
 /// Version of this agent build.
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,14 +1,17 @@
 //! `agent-bom-agent`: the endpoint binary. Parses the command line and calls the library.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use agent_bom_agent::discovery::catalog::Os;
 use agent_bom_agent::discovery::{self, Roots, ScanOptions};
+use agent_bom_agent::proxy::{self, ProxyOptions, policy::FailMode};
 use agent_bom_agent::settings::{self, FileSettings, env};
 use agent_bom_agent::state::{StateDir, default_state_dir};
 use agent_bom_agent::uplink::{self, EnrollOptions, RunOptions};
 use agent_bom_agent::watch::{self, ConfigWatcher};
+use agent_bom_agent::wrap::{self, WrapOptions};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -85,6 +88,35 @@ enum Command {
         #[arg(long, env = env::RESCAN_INTERVAL_SECS)]
         rescan_interval: Option<u64>,
     },
+    /// Relay an MCP stdio server through the inspecting proxy (what `wrap` puts in configs).
+    Proxy {
+        /// Server identity for pins, policy and audit (default: the inventory id of CMD ARGS).
+        #[arg(long)]
+        server_id: Option<String>,
+        /// Policy file (default: policy.toml in the state directory).
+        #[arg(long, env = env::PROXY_POLICY)]
+        policy: Option<PathBuf>,
+        /// Without a valid policy: relay with detections only (open) or refuse every tool call
+        /// (closed).
+        #[arg(long, env = env::PROXY_FAIL_MODE, value_enum, default_value = "open")]
+        fail_mode: FailMode,
+        /// State directory (pins, cached policy, audit socket and spool).
+        #[arg(long, env = env::STATE_DIR)]
+        state_dir: Option<PathBuf>,
+        /// The server command and its arguments, after `--`.
+        #[arg(last = true, required = true, num_args = 1..)]
+        command: Vec<OsString>,
+    },
+    /// Rewrite the stdio servers of client configs to run through the proxy.
+    Wrap {
+        #[command(flatten)]
+        edit: EditArgs,
+    },
+    /// Undo `wrap`: restore the original server commands.
+    Unwrap {
+        #[command(flatten)]
+        edit: EditArgs,
+    },
     /// Show identity and uplink state.
     Status {
         /// State directory.
@@ -94,6 +126,36 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Args, Clone)]
+struct EditArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Only this client (catalog name, e.g. claude-desktop, cursor, vscode, claude-code).
+    #[arg(long)]
+    client: Option<String>,
+    /// Print the diff instead of writing.
+    #[arg(long)]
+    dry_run: bool,
+    /// State directory (records of the originals).
+    #[arg(long, env = env::STATE_DIR)]
+    state_dir: Option<PathBuf>,
+}
+
+impl EditArgs {
+    fn options(&self) -> Result<WrapOptions> {
+        let proxy_exe = std::env::current_exe()
+            .and_then(|p| std::fs::canonicalize(&p).or(Ok(p)))
+            .context("cannot locate this agent binary for the proxy command")?;
+        Ok(WrapOptions {
+            scan: self.target.scan_options()?,
+            client: self.client.clone(),
+            dry_run: self.dry_run,
+            proxy_exe,
+            state_dir: self.state_dir.clone().unwrap_or_else(default_state_dir),
+        })
+    }
 }
 
 #[derive(Args, Clone, Default)]
@@ -182,6 +244,16 @@ fn main() -> std::process::ExitCode {
     agent_bom_agent::install_crypto_provider();
     init_logging();
     let cli = Cli::parse();
+    if let Command::Proxy {
+        server_id,
+        policy,
+        fail_mode,
+        state_dir,
+        command,
+    } = cli.command
+    {
+        return run_proxy(server_id, policy, fail_mode, state_dir, command);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -202,11 +274,90 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// The proxy runs on a current-thread runtime: its pumps are their own threads, the runtime only
+/// supervises (signals, timers, audit), so one more worker thread would be idle memory.
+fn run_proxy(
+    server_id: Option<String>,
+    policy: Option<PathBuf>,
+    fail: FailMode,
+    state_dir: Option<PathBuf>,
+    mut command: Vec<OsString>,
+) -> std::process::ExitCode {
+    if command.is_empty() {
+        eprintln!("error: proxy needs the server command after `--`");
+        return std::process::ExitCode::from(2);
+    }
+    let program = command.remove(0);
+    let options = ProxyOptions {
+        server_id,
+        command: program,
+        args: command,
+        state_dir: state_dir.unwrap_or_else(default_state_dir),
+        policy,
+        fail,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(proxy::run(options)) {
+        Ok(code) => std::process::ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("error: {e}");
+            // 127: the shell's "command not found", which is what a client would have seen.
+            std::process::ExitCode::from(127)
+        }
+    }
+}
+
+fn print_changes(
+    changes: Vec<Result<wrap::FileChange, wrap::WrapError>>,
+    verb: &str,
+) -> Result<()> {
+    let mut failed = 0;
+    if changes.is_empty() {
+        println!("nothing to {verb}");
+    }
+    for change in changes {
+        match change {
+            Ok(c) if !c.written => print!("{}", c.diff),
+            Ok(c) => println!(
+                "{verb}ped {} server(s) in {} ({}){}: {}",
+                c.servers.len(),
+                c.path.display(),
+                c.client,
+                if c.exact {
+                    ", original bytes restored"
+                } else {
+                    ""
+                },
+                c.servers.join(", ")
+            ),
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} file(s) could not be {verb}ped");
+    }
+    Ok(())
+}
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env(env::LOG)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colour only on a terminal: the proxy's stderr lands in MCP clients' log files.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
 }
@@ -360,6 +511,9 @@ async fn dispatch(command: Command) -> Result<()> {
             let state = StateDir::open(&state_dir)?;
             uplink::run(state, options, shutdown).await?;
         }
+        Command::Proxy { .. } => bail!("proxy runs outside the shared runtime"),
+        Command::Wrap { edit } => print_changes(wrap::wrap(&edit.options()?), "wrap")?,
+        Command::Unwrap { edit } => print_changes(wrap::unwrap(&edit.options()?), "unwrap")?,
         Command::Status { state_dir, json } => {
             let state = StateDir::open(&state_dir.unwrap_or_else(default_state_dir))?;
             let record = state.record()?;

@@ -24,6 +24,10 @@ pub mod env {
     pub const COLLECTOR: &str = "AGENT_BOM_COLLECTOR";
     /// Seconds between inventory rescans.
     pub const RESCAN_INTERVAL_SECS: &str = "AGENT_BOM_RESCAN_INTERVAL_SECS";
+    /// Policy file of the proxy (default: `policy.toml` in the state directory).
+    pub const PROXY_POLICY: &str = "AGENT_BOM_PROXY_POLICY";
+    /// What the proxy does without a valid policy: `open` or `closed`.
+    pub const PROXY_FAIL_MODE: &str = "AGENT_BOM_PROXY_FAIL_MODE";
     /// Log filter (`info`, `debug`, `agent_bom_agent=trace`, ...).
     pub const LOG: &str = "AGENT_BOM_LOG";
 }

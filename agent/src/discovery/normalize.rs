@@ -108,7 +108,22 @@ pub fn launch(body: &Value) -> Launch<'_> {
 /// Normalize one raw entry of `client` found in the file described by `file`.
 pub fn normalize(client: &str, file: &FileFacts, raw: &RawEntry) -> ServerEntry {
     let body = &raw.body;
-    let l = launch(body);
+    let mut l = launch(body);
+    // A launch wrapped by `agent-bom-agent wrap` is reported as the server it runs, so the id
+    // stays the same before and after wrapping, with `wrapped` set.
+    let inner = l
+        .command
+        .as_deref()
+        .filter(|c| crate::wrap::edit::is_wrapped(c, &l.args))
+        .and_then(|_| crate::wrap::edit::unwrapped_launch(&l.args));
+    let wrapped = match inner {
+        Some((command, args)) => {
+            l.command = Some(command);
+            l.args = args;
+            true
+        }
+        None => false,
+    };
     let args = sanitize_args(&l.args);
     let url = l.url.as_deref().map(sanitize_url);
     let mut env_keys = keys(l.env);
@@ -146,7 +161,7 @@ pub fn normalize(client: &str, file: &FileFacts, raw: &RawEntry) -> ServerEntry 
         credential_names,
         risk_flags,
         launch_hash,
-        wrapped: false,
+        wrapped,
         user: file.owner.clone(),
         config_path: file.path.clone(),
     }

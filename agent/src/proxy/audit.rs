@@ -1,0 +1,430 @@
+//! Audit events: one per tool call (and per listing, pin change and refused message), handed to
+//! the daemon over a local Unix socket in the state directory, or appended to the proxy's own
+//! bounded spool file when the daemon is not listening.
+//!
+//! Events never carry argument or result values: only sizes, decisions, reasons and the kinds of
+//! secrets found. The socket is created mode 0600 inside the 0700 state directory and the
+//! listener also checks the peer's uid, so only the same user (or root) can hand in events.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+/// Socket file name in the state directory.
+pub const SOCKET_FILE: &str = "audit.sock";
+/// Fallback spool file name in the state directory.
+pub const SPOOL_FILE: &str = "proxy-audit.ndjson";
+/// Default cap of the fallback spool, in bytes; events beyond it are counted, not stored.
+pub const DEFAULT_SPOOL_CAP: u64 = 8 * 1024 * 1024;
+/// Events queued in memory between the relay and the writer; a full queue drops (and counts)
+/// rather than slowing the relay down (4096 events is 200 ms at 20k calls per second).
+const QUEUE: usize = 4096;
+/// Pause after a batch (see the writer loop).
+const BATCH_PAUSE: Duration = Duration::from_millis(10);
+/// Longest event line the listener accepts.
+const MAX_EVENT_BYTES: usize = 64 * 1024;
+
+/// One audit event.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// Unix milliseconds.
+    pub ts_ms: i64,
+    /// `call`, `list`, `pin`, `policy`, `message`.
+    pub kind: String,
+    /// Server identity.
+    pub server_id: String,
+    /// Client name (from `initialize` or `_meta`), when known.
+    #[serde(default)]
+    pub client: Option<String>,
+    /// MCP era (`handshake`, `stateless`, `unknown`).
+    #[serde(default)]
+    pub era: String,
+    /// JSON-RPC method.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Tool name, for calls.
+    #[serde(default)]
+    pub tool: Option<String>,
+    /// `forward`, `alert`, `redact` or `block`.
+    pub decision: String,
+    /// Why (policy rule, detection), without values.
+    #[serde(default)]
+    pub reasons: Vec<String>,
+    /// Round trip through the server, microseconds (calls that were forwarded).
+    #[serde(default)]
+    pub latency_us: Option<u64>,
+    /// Request size in bytes.
+    #[serde(default)]
+    pub request_bytes: u64,
+    /// Response size in bytes.
+    #[serde(default)]
+    pub response_bytes: u64,
+    /// Revision of the policy that decided.
+    #[serde(default)]
+    pub policy_revision: u64,
+    /// Events this proxy dropped before this one (queue or spool full).
+    #[serde(default)]
+    pub dropped_before: u64,
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The relay's handle to the audit writer. Cloning is cheap; emitting never blocks.
+#[derive(Debug, Clone)]
+pub struct AuditHandle {
+    tx: mpsc::Sender<AuditEvent>,
+    dropped: Arc<AtomicU64>,
+    queued: Arc<AtomicU64>,
+    written: Arc<AtomicU64>,
+}
+
+impl AuditHandle {
+    /// Queue an event; counted as dropped when the queue is full.
+    pub fn emit(&self, mut event: AuditEvent) {
+        event.dropped_before = self.dropped.load(Ordering::Relaxed);
+        if self.tx.try_send(event).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.queued.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Wait (at most `timeout`) until every queued event was handed on (socket or spool), so a
+    /// proxy that exits does not lose the last events.
+    pub async fn flush(&self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.written.load(Ordering::Relaxed) < self.queued.load(Ordering::Relaxed)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// Where events go.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// The daemon's socket.
+    pub socket: PathBuf,
+    /// The fallback spool file.
+    pub spool: PathBuf,
+    /// The spool's byte cap.
+    pub spool_cap: u64,
+}
+
+impl AuditConfig {
+    /// Socket and spool in `state_dir`.
+    pub fn in_state_dir(state_dir: &Path) -> Self {
+        Self {
+            socket: state_dir.join(SOCKET_FILE),
+            spool: state_dir.join(SPOOL_FILE),
+            spool_cap: DEFAULT_SPOOL_CAP,
+        }
+    }
+}
+
+/// Start the writer task. Await the returned join handle after dropping every handle to flush.
+pub fn spawn_writer(config: AuditConfig) -> (AuditHandle, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<AuditEvent>(QUEUE);
+    let dropped = Arc::new(AtomicU64::new(0));
+    let queued = Arc::new(AtomicU64::new(0));
+    let written = Arc::new(AtomicU64::new(0));
+    let counter = dropped.clone();
+    let done = written.clone();
+    let task = tokio::spawn(async move {
+        let mut writer = Writer {
+            config,
+            stream: None,
+            last_attempt: None,
+            dropped: counter,
+        };
+        // Idle: one wake-up per event. Busy: drain what queued up, then pause, so a burst of
+        // calls costs the relay one wake-up of this task per BATCH_PAUSE, not one per event.
+        while let Some(event) = rx.recv().await {
+            writer.write(&event).await;
+            done.fetch_add(1, Ordering::Relaxed);
+            let mut batch = 0usize;
+            while let Ok(event) = rx.try_recv() {
+                writer.write(&event).await;
+                done.fetch_add(1, Ordering::Relaxed);
+                batch += 1;
+            }
+            if batch > 0 {
+                tokio::time::sleep(BATCH_PAUSE).await;
+            }
+        }
+    });
+    (
+        AuditHandle {
+            tx,
+            dropped,
+            queued,
+            written,
+        },
+        task,
+    )
+}
+
+struct Writer {
+    config: AuditConfig,
+    #[cfg(unix)]
+    stream: Option<tokio::net::UnixStream>,
+    #[cfg(not(unix))]
+    stream: Option<()>,
+    last_attempt: Option<std::time::Instant>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Writer {
+    async fn write(&mut self, event: &AuditEvent) {
+        let Ok(mut line) = serde_json::to_vec(event) else {
+            return;
+        };
+        line.push(b'\n');
+        if self.send_socket(&line).await {
+            return;
+        }
+        if !append_spool(&self.config.spool, &line, self.config.spool_cap) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[cfg(unix)]
+    async fn send_socket(&mut self, line: &[u8]) -> bool {
+        if self.stream.is_none() {
+            // Retry a missing daemon at most once a second, not once per event.
+            if self
+                .last_attempt
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+            {
+                return false;
+            }
+            self.last_attempt = Some(std::time::Instant::now());
+            let connect = tokio::net::UnixStream::connect(&self.config.socket);
+            match tokio::time::timeout(Duration::from_millis(200), connect).await {
+                Ok(Ok(s)) => self.stream = Some(s),
+                _ => return false,
+            }
+        }
+        let Some(stream) = self.stream.as_mut() else {
+            return false;
+        };
+        match tokio::time::timeout(Duration::from_secs(1), stream.write_all(line)).await {
+            Ok(Ok(())) => true,
+            _ => {
+                self.stream = None;
+                false
+            }
+        }
+    }
+
+    #[cfg(not(unix))]
+    async fn send_socket(&mut self, _line: &[u8]) -> bool {
+        let _ = (&self.stream, &self.last_attempt);
+        false
+    }
+}
+
+/// Append one line to the spool unless that would exceed `cap`. Several proxies share the file;
+/// each line is one `O_APPEND` write, so lines do not interleave.
+fn append_spool(path: &Path, line: &[u8], cap: u64) -> bool {
+    let size = std::fs::metadata(path).map_or(0, |m| m.len());
+    if size.saturating_add(line.len() as u64) > cap {
+        return false;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.append(true).create(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    use std::io::Write;
+    options
+        .open(path)
+        .and_then(|mut f| f.write_all(line))
+        .is_ok()
+}
+
+/// Take every event out of a spool file (the daemon calls this when it starts listening). The
+/// file is renamed first, so proxies appending at the same moment start a new file instead of
+/// losing lines.
+pub fn drain_spool(path: &Path) -> std::io::Result<Vec<AuditEvent>> {
+    let taken = path.with_extension(format!("draining-{}", std::process::id()));
+    match std::fs::rename(path, &taken) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    }
+    let text = std::fs::read(&taken)?;
+    let events = text
+        .split(|&b| b == b'\n')
+        .filter_map(|l| serde_json::from_slice(l).ok())
+        .collect();
+    std::fs::remove_file(&taken)?;
+    Ok(events)
+}
+
+/// The daemon's end of the audit socket.
+#[cfg(unix)]
+#[derive(Debug)]
+pub struct AuditListener {
+    listener: tokio::net::UnixListener,
+    path: PathBuf,
+}
+
+#[cfg(unix)]
+impl AuditListener {
+    /// Bind the socket at `path` (replacing a stale one) with mode 0600.
+    pub fn bind(path: &Path) -> std::io::Result<Self> {
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+        if let Ok(meta) = std::fs::symlink_metadata(path)
+            && meta.file_type().is_socket()
+        {
+            std::fs::remove_file(path)?;
+        }
+        let listener = tokio::net::UnixListener::bind(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        Ok(Self {
+            listener,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Accept proxies until `shutdown`, delivering their events to `tx`. Connections from
+    /// another user (other than root) are closed unread.
+    pub async fn run(
+        self,
+        tx: mpsc::Sender<AuditEvent>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        let me = nix::unistd::getuid().as_raw();
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                a = self.listener.accept() => a,
+            };
+            let Ok((stream, _)) = accepted else {
+                continue;
+            };
+            let allowed = stream
+                .peer_cred()
+                .is_ok_and(|c| c.uid() == me || c.uid() == 0);
+            if !allowed {
+                tracing::warn!("audit socket: refused a connection from another user");
+                continue;
+            }
+            let tx = tx.clone();
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                let mut reader = tokio::io::BufReader::new(stream);
+                let mut buf = Vec::new();
+                loop {
+                    let frame = tokio::select! {
+                        _ = stop.cancelled() => break,
+                        f = super::framing::read_frame(&mut reader, &mut buf, MAX_EVENT_BYTES) => f,
+                    };
+                    match frame {
+                        Ok(super::framing::Frame::Line) => {
+                            if let Ok(event) = serde_json::from_slice::<AuditEvent>(&buf)
+                                && tx.send(event).await.is_err()
+                            {
+                                break;
+                            }
+                        }
+                        Ok(super::framing::Frame::Oversized(_)) => {}
+                        Ok(super::framing::Frame::Eof) | Err(_) => break,
+                    }
+                }
+            });
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    fn event(tool: &str) -> AuditEvent {
+        AuditEvent {
+            kind: "call".into(),
+            server_id: "s".into(),
+            tool: Some(tool.into()),
+            decision: "forward".into(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn events_reach_the_listener_and_fall_back_to_the_spool() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let config = AuditConfig::in_state_dir(dir.path());
+
+        // Daemon down: the proxy spools.
+        let (handle, task) = spawn_writer(config.clone());
+        handle.emit(event("spooled"));
+        drop(handle);
+        task.await.unwrap();
+        let spooled = drain_spool(&config.spool).unwrap();
+        assert_eq!(spooled.len(), 1);
+        assert_eq!(spooled[0].tool.as_deref(), Some("spooled"));
+        assert!(drain_spool(&config.spool).unwrap().is_empty());
+
+        // Daemon up: events arrive over the socket, which only the owner can open.
+        let listener = AuditListener::bind(&config.socket).unwrap();
+        let mode = std::fs::metadata(&config.socket)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let (tx, mut rx) = mpsc::channel(8);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let server = tokio::spawn(listener.run(tx, stop.clone()));
+        let (handle, task) = spawn_writer(config.clone());
+        handle.emit(event("a"));
+        handle.emit(event("b"));
+        drop(handle);
+        task.await.unwrap();
+        let a = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let b = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (a.tool.as_deref(), b.tool.as_deref()),
+            (Some("a"), Some("b"))
+        );
+        assert!(!config.spool.exists());
+        stop.cancel();
+        server.await.unwrap();
+    }
+
+    #[test]
+    fn spool_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(SPOOL_FILE);
+        assert!(append_spool(&path, b"0123456789\n", 20));
+        assert!(!append_spool(&path, b"0123456789\n", 20));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 11);
+    }
+}

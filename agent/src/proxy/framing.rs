@@ -1,0 +1,197 @@
+//! Newline-delimited framing for the stdio relay.
+//!
+//! A frame is everything up to and including the next `\n`, kept as raw bytes so a line that is
+//! not blocked goes out exactly as it came in (a `\r` before the `\n`, invalid UTF-8 and odd
+//! number formats included). Lines longer than the cap are consumed and reported by length only,
+//! so one oversized message can never shift the framing of the messages after it.
+
+use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+
+/// One frame read from a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frame {
+    /// A complete line is in the caller's buffer (with its `\n`, or without one when the stream
+    /// ended in the middle of a line).
+    Line,
+    /// A line longer than the cap was skipped; its length in bytes.
+    Oversized(usize),
+    /// The stream ended.
+    Eof,
+}
+
+/// Read the next frame into `buf` (cleared first). At most `max` bytes are buffered.
+pub async fn read_frame<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Frame> {
+    buf.clear();
+    let mut total = 0usize;
+    let mut oversized = false;
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(match (total, oversized) {
+                (0, _) => Frame::Eof,
+                (n, true) => Frame::Oversized(n),
+                (_, false) => Frame::Line,
+            });
+        }
+        let (take, complete) = match memchr::memchr(b'\n', available) {
+            Some(i) => (i + 1, true),
+            None => (available.len(), false),
+        };
+        total = total.saturating_add(take);
+        if !oversized {
+            if total > max {
+                oversized = true;
+                // Free the partial line now: the point of the cap is bounded memory.
+                *buf = Vec::new();
+            } else {
+                buf.extend_from_slice(&available[..take]);
+            }
+        }
+        reader.consume(take);
+        if complete {
+            return Ok(if oversized {
+                Frame::Oversized(total)
+            } else {
+                Frame::Line
+            });
+        }
+    }
+}
+
+/// [`read_frame`] over a blocking reader (the relay pumps run on their own threads, where plain
+/// blocking pipe I/O has the lowest latency).
+pub fn read_frame_blocking<R: std::io::BufRead>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Frame> {
+    buf.clear();
+    let mut total = 0usize;
+    let mut oversized = false;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(a) => a,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            return Ok(match (total, oversized) {
+                (0, _) => Frame::Eof,
+                (n, true) => Frame::Oversized(n),
+                (_, false) => Frame::Line,
+            });
+        }
+        let (take, complete) = match memchr::memchr(b'\n', available) {
+            Some(i) => (i + 1, true),
+            None => (available.len(), false),
+        };
+        total = total.saturating_add(take);
+        if !oversized {
+            if total > max {
+                oversized = true;
+                *buf = Vec::new();
+            } else {
+                buf.extend_from_slice(&available[..take]);
+            }
+        }
+        reader.consume(take);
+        if complete {
+            return Ok(if oversized {
+                Frame::Oversized(total)
+            } else {
+                Frame::Line
+            });
+        }
+    }
+}
+
+/// The line terminator a line ends with (`\r\n`, `\n` or nothing), so a reply the proxy
+/// synthesizes uses the same convention as the message it answers.
+pub fn line_ending(line: &[u8]) -> &'static [u8] {
+    if line.ends_with(b"\r\n") {
+        b"\r\n"
+    } else if line.ends_with(b"\n") {
+        b"\n"
+    } else {
+        b""
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn frames(input: &[u8], max: usize) -> Vec<(Frame, Vec<u8>)> {
+        // A tiny buffer makes every line arrive in several partial reads.
+        let mut reader = tokio::io::BufReader::with_capacity(3, input);
+        let mut out = Vec::new();
+        let mut buf = Vec::new();
+        loop {
+            let f = read_frame(&mut reader, &mut buf, max).await.unwrap();
+            if f == Frame::Eof {
+                return out;
+            }
+            out.push((f, buf.clone()));
+        }
+    }
+
+    #[tokio::test]
+    async fn lines_keep_their_bytes() {
+        let got = frames(b"{\"a\":1}\r\n\xff\xfe\n\nlast", 1024).await;
+        assert_eq!(
+            got,
+            vec![
+                (Frame::Line, b"{\"a\":1}\r\n".to_vec()),
+                (Frame::Line, b"\xff\xfe\n".to_vec()),
+                (Frame::Line, b"\n".to_vec()),
+                (Frame::Line, b"last".to_vec()),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn oversized_lines_do_not_shift_the_next_frame() {
+        let got = frames(b"0123456789\nok\n", 5).await;
+        assert_eq!(
+            got,
+            vec![
+                (Frame::Oversized(11), vec![]),
+                (Frame::Line, b"ok\n".to_vec())
+            ]
+        );
+    }
+
+    #[test]
+    fn blocking_reader_matches_async() {
+        let input: &[u8] = b"0123456789\nok\r\n\xffend";
+        let mut reader = std::io::BufReader::with_capacity(2, input);
+        let mut buf = Vec::new();
+        let mut got = Vec::new();
+        loop {
+            let f = read_frame_blocking(&mut reader, &mut buf, 5).unwrap();
+            if f == Frame::Eof {
+                break;
+            }
+            got.push((f, buf.clone()));
+        }
+        assert_eq!(
+            got,
+            vec![
+                (Frame::Oversized(11), vec![]),
+                (Frame::Line, b"ok\r\n".to_vec()),
+                (Frame::Line, b"\xffend".to_vec())
+            ]
+        );
+    }
+
+    #[test]
+    fn endings() {
+        assert_eq!(line_ending(b"x\r\n"), b"\r\n");
+        assert_eq!(line_ending(b"x\n"), b"\n");
+        assert_eq!(line_ending(b"x"), b"");
+    }
+}

@@ -1,0 +1,65 @@
+//! Atomic replacement of a config file that its client may rewrite at any moment.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The file a path finally names (a dotfile manager's symlink is followed, so the link stays a
+/// link and the target gets the edit).
+pub fn resolve(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Replace `path` with `new` if it still holds `expected`: the new content goes to a temporary
+/// file in the same directory (same permissions, fsynced), the file is read again, and only if
+/// it is unchanged is the temporary renamed over it. `Ok(false)`: it changed; re-read and retry.
+///
+/// The window between the last comparison and the rename is a few system calls; a client that
+/// writes inside it loses that write, exactly as when two editors save the same file. Clients
+/// that rewrite their file (Claude Code) do so with the same rename pattern, so the file is
+/// never torn.
+pub fn replace_if_unchanged(path: &Path, expected: &[u8], new: &[u8]) -> std::io::Result<bool> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.agent-bom-{}", std::process::id()));
+    let permissions = std::fs::metadata(path)?.permissions();
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.set_permissions(permissions)?;
+        file.write_all(new)?;
+        file.sync_all()?;
+        drop(file);
+        if std::fs::read(path)? != expected {
+            return Ok(false);
+        }
+        std::fs::rename(&tmp, path)?;
+        Ok(true)
+    })();
+    if !matches!(result, Ok(true)) {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_only_an_unchanged_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
+        std::fs::write(&path, "a").unwrap();
+        assert!(!replace_if_unchanged(&path, b"other", b"b").unwrap());
+        assert_eq!(std::fs::read(&path).unwrap(), b"a");
+        assert!(replace_if_unchanged(&path, b"a", b"b").unwrap());
+        assert_eq!(std::fs::read(&path).unwrap(), b"b");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp left"
+        );
+    }
+}
