@@ -498,6 +498,16 @@ async fn dispatch(command: Command) -> Result<()> {
                     None
                 }
             };
+            let state = StateDir::open(&state_dir)?;
+            // Proxy audit events: the socket proxies write to, spooled durably, shipped by the
+            // uplink. Without it the proxies keep their own fallback spool.
+            let events = match agent_bom_agent::intake::start(state.path(), shutdown.clone()) {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, "proxy audit intake unavailable");
+                    None
+                }
+            };
             let options = RunOptions {
                 scan,
                 rescan_interval,
@@ -507,8 +517,8 @@ async fn dispatch(command: Command) -> Result<()> {
                     .unwrap_or(settings::DEFAULT_MAX_BACKOFF),
                 changes,
                 quic_attempt: agent_bom_agent::link::DEFAULT_QUIC_ATTEMPT,
+                events,
             };
-            let state = StateDir::open(&state_dir)?;
             uplink::run(state, options, shutdown).await?;
         }
         Command::Proxy { .. } => bail!("proxy runs outside the shared runtime"),

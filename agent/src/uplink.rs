@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::commands;
 use crate::discovery::{self, ScanOptions};
 use crate::link::{self, Link};
+use crate::spool::EventSpool;
 use crate::state::{AgentRecord, StateDir, StateError, UplinkState};
 use crate::tls::{self, PinnedCaVerifier};
 
@@ -195,6 +196,8 @@ pub struct RunOptions {
     pub max_backoff: Duration,
     /// How long a QUIC handshake may take before falling back to TLS over TCP.
     pub quic_attempt: Duration,
+    /// Proxy audit events to ship, and the signal that new ones were spooled.
+    pub events: Option<(Arc<EventSpool>, Arc<tokio::sync::Notify>)>,
     /// Woken by the file watcher when a config changed, so the change ships at once instead of
     /// at the next periodic rescan.
     pub changes: Option<Arc<tokio::sync::Notify>>,
@@ -290,6 +293,7 @@ async fn session(
 
     let result = async {
         let mut next_rescan = tokio::time::Instant::now();
+        let mut ship_events = options.events.is_some();
         // A deadline, not a per-iteration timer: rescans and file events must not postpone it.
         let mut next_ping = tokio::time::Instant::now() + link::TCP_PING_INTERVAL;
         loop {
@@ -301,6 +305,18 @@ async fn session(
                 }
                 next_rescan = tokio::time::Instant::now() + options.rescan_interval;
             }
+            if ship_events {
+                if let Some((spool, _)) = &options.events {
+                    ship(&link, spool).await?;
+                }
+                ship_events = false;
+            }
+            let events_ready = async {
+                match &options.events {
+                    Some((_, ready)) => ready.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             let changed = async {
                 match &options.changes {
                     Some(n) => n.notified().await,
@@ -323,6 +339,7 @@ async fn session(
                 }),
                 _ = tokio::time::sleep_until(next_rescan) => {}
                 _ = changed => next_rescan = tokio::time::Instant::now(),
+                _ = events_ready => ship_events = true,
                 pushed = link.next_command() => {
                     if let Some((command, mut send, mut recv)) = pushed {
                         let (status, detail, rescan) = commands::apply(state, &command);
@@ -397,6 +414,35 @@ async fn upload(
             Ok(())
         }
         other => Err(reply_error(other)),
+    }
+}
+
+/// Ship every spooled event batch; each leaves the spool only after its acknowledgement.
+async fn ship(link: &Link, spool: &Arc<EventSpool>) -> Result<(), UplinkError> {
+    loop {
+        let s = spool.clone();
+        let batch = tokio::task::spawn_blocking(move || s.next_batch())
+            .await
+            .map_err(|e| UplinkError::Protocol(e.to_string()))?
+            .map_err(|e| UplinkError::Protocol(format!("event spool: {e}")))?;
+        let Some(batch) = batch else { return Ok(()) };
+        let seq = batch.seq;
+        let message = AgentMessage::ProxyEvents {
+            seq,
+            events: batch.events,
+            dropped: batch.dropped,
+        };
+        match link.exchange(&message).await? {
+            CollectorMessage::Ack { seq: acked } if acked == seq => {
+                let s = spool.clone();
+                tokio::task::spawn_blocking(move || s.acked(seq))
+                    .await
+                    .map_err(|e| UplinkError::Protocol(e.to_string()))?
+                    .map_err(|e| UplinkError::Protocol(format!("event spool: {e}")))?;
+                tracing::debug!(seq, "proxy events acknowledged");
+            }
+            other => return Err(reply_error(other)),
+        }
     }
 }
 

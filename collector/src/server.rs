@@ -598,6 +598,21 @@ impl<S: CollectorStore> Collector<S> {
                     Err(e) => store_error(&e),
                 }
             }
+            Ok(AgentMessage::ProxyEvents {
+                seq,
+                events,
+                dropped,
+            }) => match self
+                .store
+                .apply_proxy_events(session, seq, &events, dropped)
+                .await
+            {
+                Ok(outcome) => {
+                    tracing::debug!(agent_id = %session.agent_id, seq, events = events.len(), ?outcome, "proxy events committed");
+                    CollectorMessage::Ack { seq }
+                }
+                Err(e) => store_error(&e),
+            },
             Ok(AgentMessage::Ping) => {
                 let commands = match self.store.session_commands(session).await {
                     Ok(c) => c,

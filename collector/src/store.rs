@@ -3,7 +3,7 @@
 
 use std::future::Future;
 
-use agent_bom_protocol::{Command, Inventory};
+use agent_bom_protocol::{Command, Inventory, ProxyEvent};
 
 /// A request to turn an enrollment token into a device.
 #[derive(Debug, Clone)]
@@ -81,6 +81,16 @@ pub trait CollectorStore: Send + Sync + 'static {
         agent_version: &str,
         seq: u64,
         inventory: &Inventory,
+    ) -> impl Future<Output = Result<ApplyOutcome, StoreError>> + Send;
+
+    /// Store a batch of proxy audit events in one transaction, unless `seq` was already applied
+    /// (event batches have their own sequence). Must only return `Ok` after the commit.
+    fn apply_proxy_events(
+        &self,
+        device: &DeviceSession,
+        seq: u64,
+        events: &[ProxyEvent],
+        dropped: u64,
     ) -> impl Future<Output = Result<ApplyOutcome, StoreError>> + Send;
 
     /// Record last-seen times for connected devices, in one batched write.

@@ -128,6 +128,9 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), Up
         .await
         .map_err(|e| tracing::warn!(error = %e, "file watching unavailable; relying on rescans"))
         .ok();
+    let events = agent_bom_agent::intake::start(state.path(), shutdown.clone())
+        .map_err(|e| tracing::warn!(error = %e, "proxy audit intake unavailable"))
+        .ok();
     let agent_task = tokio::spawn(uplink::run(
         state,
         RunOptions {
@@ -136,6 +139,7 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), Up
             max_backoff: Duration::from_secs(10),
             changes,
             quic_attempt: agent_bom_agent::link::DEFAULT_QUIC_ATTEMPT,
+            events,
         },
         shutdown.clone(),
     ));

@@ -8,11 +8,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod frame;
 pub mod inventory;
 pub mod messages;
 pub mod secure_file;
 
+pub use audit::ProxyEvent;
 pub use frame::{FrameError, MAX_FRAME_LEN, decode, encode, read_frame, write_frame};
 pub use inventory::{ClientInfo, HostFacts, Inventory, ScanError, Scope, ServerEntry, Transport};
 pub use messages::{AgentMessage, CollectorMessage, Command, ErrorCode};

@@ -45,6 +45,18 @@ pub enum AgentMessage {
         /// The inventory itself.
         inventory: Box<Inventory>,
     },
+    /// Audit events of the device's MCP proxies, oldest first. Acknowledged with `ack{seq}`
+    /// after the commit; apply is idempotent on `seq` (a sequence of its own, separate from
+    /// inventory uploads).
+    ProxyEvents {
+        /// Per-device, strictly increasing event-batch sequence.
+        seq: u64,
+        /// The events.
+        events: Vec<crate::audit::ProxyEvent>,
+        /// Events the device had to drop (spool full) since the last batch.
+        #[serde(default)]
+        dropped: u64,
+    },
     /// Liveness probe on transports without their own keep-alive (TLS over TCP).
     Ping,
     /// The outcome of a command the collector delivered.

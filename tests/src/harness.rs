@@ -233,6 +233,8 @@ impl TestAgent {
         .await
         .expect("enroll");
         let shutdown = CancellationToken::new();
+        // Proxy audit intake, as the daemon runs it: the socket in the state dir and its spool.
+        let events = agent_bom_agent::intake::start(state_dir.path(), shutdown.clone()).ok();
         let task = tokio::spawn(uplink::run(
             state,
             RunOptions {
@@ -241,6 +243,7 @@ impl TestAgent {
                 max_backoff: Duration::from_secs(2),
                 changes: None,
                 quic_attempt: agent_bom_agent::link::DEFAULT_QUIC_ATTEMPT,
+                events,
             },
             shutdown.clone(),
         ));

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
@@ -29,48 +28,8 @@ const BATCH_PAUSE: Duration = Duration::from_millis(10);
 /// Longest event line the listener accepts.
 const MAX_EVENT_BYTES: usize = 64 * 1024;
 
-/// One audit event.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct AuditEvent {
-    /// Unix milliseconds.
-    pub ts_ms: i64,
-    /// `call`, `list`, `pin`, `policy`, `message`.
-    pub kind: String,
-    /// Server identity.
-    pub server_id: String,
-    /// Client name (from `initialize` or `_meta`), when known.
-    #[serde(default)]
-    pub client: Option<String>,
-    /// MCP era (`handshake`, `stateless`, `unknown`).
-    #[serde(default)]
-    pub era: String,
-    /// JSON-RPC method.
-    #[serde(default)]
-    pub method: Option<String>,
-    /// Tool name, for calls.
-    #[serde(default)]
-    pub tool: Option<String>,
-    /// `forward`, `alert`, `redact` or `block`.
-    pub decision: String,
-    /// Why (policy rule, detection), without values.
-    #[serde(default)]
-    pub reasons: Vec<String>,
-    /// Round trip through the server, microseconds (calls that were forwarded).
-    #[serde(default)]
-    pub latency_us: Option<u64>,
-    /// Request size in bytes.
-    #[serde(default)]
-    pub request_bytes: u64,
-    /// Response size in bytes.
-    #[serde(default)]
-    pub response_bytes: u64,
-    /// Revision of the policy that decided.
-    #[serde(default)]
-    pub policy_revision: u64,
-    /// Events this proxy dropped before this one (queue or spool full).
-    #[serde(default)]
-    pub dropped_before: u64,
-}
+/// One audit event (the wire type, so the daemon ships what proxies write unchanged).
+pub use agent_bom_protocol::ProxyEvent as AuditEvent;
 
 /// Unix milliseconds now.
 pub fn now_ms() -> i64 {

@@ -4,7 +4,7 @@ use agent_bom_collector::store::{
     ApplyOutcome, CollectorStore, DeviceSession, EnrollmentRequest, LastSeen,
     StoreError as CollectorStoreError,
 };
-use agent_bom_protocol::{Command, Inventory};
+use agent_bom_protocol::{Command, Inventory, ProxyEvent};
 use sqlx::Row;
 
 use super::{Store, StoreError, now_ms};
@@ -355,6 +355,46 @@ impl CollectorStore for Store {
         Ok(self.record_last_seen_inner(seen).await?)
     }
 
+    async fn apply_proxy_events(
+        &self,
+        device: &DeviceSession,
+        seq: u64,
+        events: &[ProxyEvent],
+        dropped: u64,
+    ) -> Result<ApplyOutcome, CollectorStoreError> {
+        let outcome = self
+            .apply_proxy_events_inner(device, seq, events, dropped)
+            .await?;
+        if outcome == ApplyOutcome::Applied {
+            // Detections go into the tenant's hash-chained audit log too. After the commit: a
+            // failure here is logged and the events themselves are already stored.
+            for e in events.iter().filter(|e| e.decision != "forward") {
+                let detail = serde_json::json!({
+                    "endpoint_id": device.agent_id,
+                    "tool": e.tool,
+                    "client": e.client,
+                    "decision": e.decision,
+                    "reasons": e.reasons,
+                    "at_ms": e.ts_ms,
+                });
+                let actor = format!("agent:{}", device.agent_id);
+                if let Err(err) = self
+                    .audit(
+                        &device.tenant_id,
+                        &actor,
+                        "proxy.detection",
+                        &e.server_id,
+                        detail,
+                    )
+                    .await
+                {
+                    tracing::warn!(error = %err, "cannot append a proxy detection to the audit log");
+                }
+            }
+        }
+        Ok(outcome)
+    }
+
     async fn session_commands(
         &self,
         device: &DeviceSession,
@@ -448,6 +488,90 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    async fn apply_proxy_events_inner(
+        &self,
+        device: &DeviceSession,
+        seq: u64,
+        events: &[ProxyEvent],
+        dropped: u64,
+    ) -> Result<ApplyOutcome, Failure> {
+        let seq = i64::try_from(seq).map_err(|_| {
+            Failure::Refuse(CollectorStoreError::Invalid("sequence out of range".into()))
+        })?;
+        let (tenant, agent) = (&device.tenant_id, &device.agent_id);
+        let mut tx = self.scope_write(tenant).await?;
+        let advanced = sqlx::query(
+            "UPDATE endpoints SET last_event_seq = $1, events_dropped = events_dropped + $2 \
+             WHERE id = $3 AND tenant_id = $4 AND revoked_at IS NULL AND (last_event_seq IS NULL OR last_event_seq < $1)",
+        )
+        .bind(seq)
+        .bind(i64::try_from(dropped).unwrap_or(i64::MAX))
+        .bind(agent)
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await?;
+        if advanced.rows_affected() == 0 {
+            let known =
+                sqlx::query("SELECT revoked_at FROM endpoints WHERE id = $1 AND tenant_id = $2")
+                    .bind(agent)
+                    .bind(tenant)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            return match known {
+                Some(r) if r.try_get::<Option<i64>, _>("revoked_at")?.is_none() => {
+                    Ok(ApplyOutcome::AlreadyApplied)
+                }
+                _ => Err(
+                    CollectorStoreError::Unauthorized("unknown or revoked device".into()).into(),
+                ),
+            };
+        }
+        let now = now_ms();
+        for e in events {
+            let clip = |v: &str, n: usize| v.chars().take(n).collect::<String>();
+            sqlx::query(
+                "INSERT INTO proxy_events (tenant_id, endpoint_id, ts, kind, server_id, client, method, tool, decision, \
+                 reasons, latency_us, request_bytes, response_bytes) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            )
+            .bind(tenant)
+            .bind(agent)
+            .bind(e.ts_ms)
+            .bind(clip(&e.kind, 32))
+            .bind(clip(&e.server_id, 128))
+            .bind(e.client.as_deref().map(|c| clip(c, 128)))
+            .bind(e.method.as_deref().map(|m| clip(m, 128)))
+            .bind(e.tool.as_deref().map(|t| clip(t, 256)))
+            .bind(clip(&e.decision, 16))
+            .bind(json(&e.reasons))
+            .bind(e.latency_us.and_then(|l| i64::try_from(l).ok()))
+            .bind(i64::try_from(e.request_bytes).unwrap_or(i64::MAX))
+            .bind(i64::try_from(e.response_bytes).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await?;
+            if let (Some(tool), true) = (&e.tool, e.kind == "call") {
+                let blocked = i64::from(e.decision == "block");
+                sqlx::query(
+                    "INSERT INTO endpoint_tools (tenant_id, endpoint_id, server_id, tool, first_seen, last_seen, calls, blocked) \
+                     VALUES ($1, $2, $3, $4, $5, $5, 1, $6) \
+                     ON CONFLICT (endpoint_id, server_id, tool) DO UPDATE SET \
+                     last_seen = CASE WHEN excluded.last_seen > endpoint_tools.last_seen THEN excluded.last_seen ELSE endpoint_tools.last_seen END, \
+                     calls = endpoint_tools.calls + 1, blocked = endpoint_tools.blocked + excluded.blocked",
+                )
+                .bind(tenant)
+                .bind(agent)
+                .bind(clip(&e.server_id, 128))
+                .bind(clip(tool, 256))
+                .bind(if e.ts_ms > 0 { e.ts_ms } else { now })
+                .bind(blocked)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(ApplyOutcome::Applied)
     }
 
     async fn session_commands_inner(

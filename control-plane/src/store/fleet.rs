@@ -95,8 +95,8 @@ pub struct EndpointDetail {
     pub servers: Vec<Value>,
     /// Config files that could not be read or parsed.
     pub errors: Vec<Value>,
-    /// Tools seen by proxies on this endpoint (`name`, `server_id`). Empty until the proxy's
-    /// audit stream reaches the control plane (a later issue); never fabricated.
+    /// Tools seen by the endpoint's MCP proxies (`server_id`, `name`, `first_seen`, `last_seen`,
+    /// `calls`, `blocked`), from their audit events.
     pub tools: Vec<Value>,
     /// Revision of the policy the agent acknowledged as applied; null until it acknowledges one.
     pub applied_policy_revision: Option<i64>,
@@ -679,6 +679,26 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?
         .try_get("applied_policy_revision")?;
+        let tools = sqlx::query(
+            "SELECT server_id, tool, first_seen, last_seen, calls, blocked FROM endpoint_tools \
+             WHERE tenant_id = $1 AND endpoint_id = $2 ORDER BY server_id, tool",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(serde_json::json!({
+                "server_id": r.try_get::<String, _>("server_id")?,
+                "name": r.try_get::<String, _>("tool")?,
+                "first_seen": rfc3339(r.try_get("first_seen")?),
+                "last_seen": rfc3339(r.try_get("last_seen")?),
+                "calls": r.try_get::<i64, _>("calls")?,
+                "blocked": r.try_get::<i64, _>("blocked")?,
+            }))
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
         tx.commit().await?;
         let pending_commands = self.pending_commands(tenant_id, id).await?;
         Ok(EndpointDetail {
@@ -687,7 +707,7 @@ impl Store {
             clients,
             servers,
             errors,
-            tools: Vec::new(),
+            tools,
             applied_policy_revision,
             pending_commands,
         })

@@ -189,6 +189,13 @@ impl Store {
             SqlStr::from_static(include_str!("../../migrations/0004_inventory_model.sql")),
             false,
         ));
+        migrations.push(Migration::new(
+            5,
+            "proxy events".into(),
+            MigrationType::Simple,
+            SqlStr::from_static(include_str!("../../migrations/0005_proxy_events.sql")),
+            false,
+        ));
         if self.backend == Backend::Postgres {
             migrations.push(Migration::new(
                 3,
@@ -197,7 +204,17 @@ impl Store {
                 SqlStr::from_static(include_str!("../../migrations/0003_rls_postgres.sql")),
                 false,
             ));
+            migrations.push(Migration::new(
+                6,
+                "proxy events row level security".into(),
+                MigrationType::Simple,
+                SqlStr::from_static(include_str!(
+                    "../../migrations/0006_proxy_events_rls_postgres.sql"
+                )),
+                false,
+            ));
         }
+        migrations.sort_by_key(|m| m.version);
         Migrator::with_migrations(migrations)
             .run(&self.pool)
             .await?;

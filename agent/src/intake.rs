@@ -1,0 +1,90 @@
+//! The daemon's intake of proxy audit events: the proxies' Unix socket in the state directory,
+//! and their fallback spool file (written while no daemon listened), both appended to the
+//! durable [`EventSpool`] that the uplink ships.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agent_bom_protocol::ProxyEvent;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::proxy::audit;
+use crate::spool::EventSpool;
+
+/// How often the proxies' fallback spool file is drained.
+const DRAIN_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Open the event spool in `state_dir` and start the intake into it: what
+/// [`crate::uplink::RunOptions::events`] takes.
+pub fn start(
+    state_dir: &Path,
+    shutdown: CancellationToken,
+) -> std::io::Result<(Arc<EventSpool>, Arc<Notify>)> {
+    let spool = Arc::new(EventSpool::open(
+        state_dir,
+        crate::spool::DEFAULT_EVENT_CAP,
+    )?);
+    let ready = Arc::new(Notify::new());
+    spawn(state_dir, spool.clone(), ready.clone(), shutdown)?;
+    Ok((spool, ready))
+}
+
+/// Start the intake; `ready` is signalled whenever events were spooled.
+pub fn spawn(
+    state_dir: &Path,
+    spool: Arc<EventSpool>,
+    ready: Arc<Notify>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<ProxyEvent>(4096);
+    #[cfg(unix)]
+    {
+        let listener = audit::AuditListener::bind(&state_dir.join(audit::SOCKET_FILE))?;
+        tokio::spawn(listener.run(tx.clone(), shutdown.clone()));
+    }
+    let fallback = state_dir.join(audit::SPOOL_FILE);
+    let drain_tx = tx;
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            let path = fallback.clone();
+            if let Ok(Ok(events)) =
+                tokio::task::spawn_blocking(move || audit::drain_spool(&path)).await
+            {
+                for e in events {
+                    if drain_tx.send(e).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(DRAIN_INTERVAL) => {}
+            }
+        }
+    });
+    tokio::spawn(async move {
+        loop {
+            let first = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                e = rx.recv() => match e { Some(e) => e, None => return },
+            };
+            let mut batch = vec![first];
+            while batch.len() < crate::spool::BATCH_EVENTS {
+                match rx.try_recv() {
+                    Ok(e) => batch.push(e),
+                    Err(_) => break,
+                }
+            }
+            let spool = spool.clone();
+            match tokio::task::spawn_blocking(move || spool.append(&batch)).await {
+                Ok(Ok(())) => ready.notify_one(),
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot spool proxy events"),
+                Err(e) => tracing::warn!(error = %e, "event spool task failed"),
+            }
+        }
+    });
+    Ok(())
+}
