@@ -528,12 +528,23 @@ async fn dispatch(command: Command) -> Result<()> {
             let state = StateDir::open(&state_dir.unwrap_or_else(default_state_dir))?;
             let record = state.record()?;
             let uplink = state.uplink()?;
+            let cert_not_after = state.certificate_not_after();
+            let spool = agent_bom_agent::spool::EventSpool::open(
+                state.path(),
+                agent_bom_agent::spool::DEFAULT_EVENT_CAP,
+            )?;
+            let (spool_bytes, dropped) = (spool.size(), spool.dropped());
+            let quarantined = agent_bom_agent::commands::is_quarantined(state.path());
             if json {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(
-                        &serde_json::json!({"identity": record, "uplink": uplink})
-                    )?
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "identity": record,
+                        "uplink": uplink,
+                        "certificate_not_after": cert_not_after,
+                        "event_spool": {"bytes": spool_bytes, "dropped": dropped},
+                        "quarantined": quarantined,
+                    }))?
                 );
             } else {
                 println!("agent id:     {}", record.agent_id);
@@ -561,10 +572,31 @@ async fn dispatch(command: Command) -> Result<()> {
                 if let Some(e) = &uplink.last_error {
                     println!("last error:   {e}");
                 }
+                println!("event spool:  {spool_bytes} bytes waiting, {dropped} dropped");
+                println!(
+                    "certificate:  {}",
+                    cert_not_after.map_or("unreadable".to_string(), |t| format!(
+                        "valid until {}",
+                        time_rfc3339(t)
+                    ))
+                );
+                if quarantined {
+                    println!("quarantined:  yes (MCP proxies block every call)");
+                }
             }
         }
     }
     Ok(())
+}
+
+fn time_rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
 }
 
 async fn shutdown_signal() {

@@ -204,6 +204,15 @@ impl StateDir {
         ))
     }
 
+    /// Expiry of the device certificate, Unix seconds (`None` if it cannot be read).
+    pub fn certificate_not_after(&self) -> Option<i64> {
+        use rustls::pki_types::pem::PemObject;
+        let (_, cert_pem, _) = self.identity_pems().ok()?;
+        let der = rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes()).ok()?;
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+        Some(cert.validity().not_after.timestamp())
+    }
+
     /// Uplink progress (default when absent).
     pub fn uplink(&self) -> Result<UplinkState, StateError> {
         if !self.dir.join(UPLINK_FILE).exists() {

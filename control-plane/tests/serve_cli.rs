@@ -227,6 +227,13 @@ fn serve_enroll_run_status_admin_restart() {
     assert_eq!(status["uplink"]["connection"], "connected");
     assert_eq!(status["uplink"]["transport"], "quic");
     assert!(status["uplink"]["last_ack_seq"].as_u64().is_some());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(status["certificate_not_after"].as_i64().unwrap() > now + 30 * 86_400);
+    assert_eq!(status["event_spool"]["dropped"], 0);
+    assert_eq!(status["quarantined"], false);
 
     // admin works on the same store while the server runs.
     let admin = |args: &[&str]| {

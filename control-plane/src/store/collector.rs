@@ -295,27 +295,19 @@ impl Store {
     }
 
     async fn record_last_seen_inner(&self, seen: &[LastSeen]) -> Result<(), Failure> {
-        let mut by_tenant: std::collections::BTreeMap<&str, Vec<&LastSeen>> = Default::default();
-        for s in seen {
-            by_tenant.entry(&s.tenant_id).or_default().push(s);
-        }
-        for (tenant, devices) in by_tenant {
-            for chunk in devices.chunks(LAST_SEEN_CHUNK) {
-                let at = chunk.iter().map(|s| s.at_ms).max().unwrap_or_else(now_ms);
-                let placeholders: Vec<String> =
-                    (0..chunk.len()).map(|i| format!("${}", i + 3)).collect();
-                let sql = sqlx::AssertSqlSafe(format!(
-                    "UPDATE endpoints SET last_seen = $1 WHERE tenant_id = $2 AND id IN ({})",
-                    placeholders.join(", ")
-                ));
-                let mut query = sqlx::query(sql).bind(at).bind(tenant);
-                for s in chunk {
-                    query = query.bind(&s.agent_id);
-                }
-                let mut tx = self.scope(tenant).await?;
-                query.execute(&mut *tx).await?;
-                tx.commit().await?;
+        for (tenant, chunk) in tenant_chunks(seen) {
+            let at = chunk.iter().map(|s| s.at_ms).max().unwrap_or_else(now_ms);
+            let sql = sqlx::AssertSqlSafe(format!(
+                "UPDATE endpoints SET last_seen = $1 WHERE tenant_id = $2 AND id IN ({})",
+                placeholders(3, chunk.len())
+            ));
+            let mut query = sqlx::query(sql).bind(at).bind(tenant);
+            for s in &chunk {
+                query = query.bind(&s.agent_id);
             }
+            let mut tx = self.scope(tenant).await?;
+            query.execute(&mut *tx).await?;
+            tx.commit().await?;
         }
         Ok(())
     }
@@ -453,39 +445,31 @@ impl CollectorStore for Store {
 impl Store {
     /// Connected devices (per tenant) that are revoked or gone. Chunked like `last_seen`.
     async fn revoked_among_inner(&self, connected: &[LastSeen]) -> Result<Vec<String>, Failure> {
-        let mut by_tenant: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
-        for s in connected {
-            by_tenant.entry(&s.tenant_id).or_default().push(&s.agent_id);
-        }
         let mut out = Vec::new();
-        for (tenant, ids) in by_tenant {
-            for chunk in ids.chunks(LAST_SEEN_CHUNK) {
-                let placeholders: Vec<String> =
-                    (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
-                let sql = sqlx::AssertSqlSafe(format!(
-                    "SELECT id FROM endpoints WHERE tenant_id = $1 AND revoked_at IS NULL AND id IN ({})",
-                    placeholders.join(", ")
-                ));
-                let mut query = sqlx::query(sql).bind(tenant);
-                for id in chunk {
-                    query = query.bind(*id);
-                }
-                // Scoped like every tenant read: under row-level security an unscoped read would
-                // see no rows and report every connected device as revoked.
-                let mut tx = self.scope(tenant).await?;
-                let rows = query.fetch_all(&mut *tx).await?;
-                tx.commit().await?;
-                let live: std::collections::HashSet<String> = rows
-                    .iter()
-                    .map(|r| r.try_get::<String, _>("id"))
-                    .collect::<Result<_, _>>()?;
-                out.extend(
-                    chunk
-                        .iter()
-                        .filter(|id| !live.contains(**id))
-                        .map(|id| id.to_string()),
-                );
+        for (tenant, chunk) in tenant_chunks(connected) {
+            let sql = sqlx::AssertSqlSafe(format!(
+                "SELECT id FROM endpoints WHERE tenant_id = $1 AND revoked_at IS NULL AND id IN ({})",
+                placeholders(2, chunk.len())
+            ));
+            let mut query = sqlx::query(sql).bind(tenant);
+            for s in &chunk {
+                query = query.bind(&s.agent_id);
             }
+            // Scoped like every tenant read: under row-level security an unscoped read would
+            // see no rows and report every connected device as revoked.
+            let mut tx = self.scope(tenant).await?;
+            let rows = query.fetch_all(&mut *tx).await?;
+            tx.commit().await?;
+            let live: std::collections::HashSet<String> = rows
+                .iter()
+                .map(|r| r.try_get::<String, _>("id"))
+                .collect::<Result<_, _>>()?;
+            out.extend(
+                chunk
+                    .iter()
+                    .filter(|s| !live.contains(&s.agent_id))
+                    .map(|s| s.agent_id.clone()),
+            );
         }
         Ok(out)
     }
@@ -598,30 +582,22 @@ impl Store {
         &self,
         connected: &[LastSeen],
     ) -> Result<Vec<(String, Command)>, Failure> {
-        let mut by_tenant: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
-        for s in connected {
-            by_tenant.entry(&s.tenant_id).or_default().push(&s.agent_id);
-        }
         let mut out = Vec::new();
-        for (tenant, ids) in by_tenant {
-            for chunk in ids.chunks(LAST_SEEN_CHUNK) {
-                let placeholders: Vec<String> =
-                    (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
-                let sql = sqlx::AssertSqlSafe(format!(
-                    "SELECT id, endpoint_id, kind, payload FROM endpoint_commands \
+        for (tenant, chunk) in tenant_chunks(connected) {
+            let sql = sqlx::AssertSqlSafe(format!(
+                "SELECT id, endpoint_id, kind, payload FROM endpoint_commands \
                      WHERE tenant_id = $1 AND status = 'pending' AND endpoint_id IN ({}) ORDER BY created_at, id",
-                    placeholders.join(", ")
-                ));
-                let mut query = sqlx::query(sql).bind(tenant);
-                for id in chunk {
-                    query = query.bind(*id);
-                }
-                let mut tx = self.scope(tenant).await?;
-                let rows = query.fetch_all(&mut *tx).await?;
-                tx.commit().await?;
-                for r in &rows {
-                    out.push((r.try_get::<String, _>("endpoint_id")?, command_from_row(r)?));
-                }
+                placeholders(2, chunk.len())
+            ));
+            let mut query = sqlx::query(sql).bind(tenant);
+            for s in &chunk {
+                query = query.bind(&s.agent_id);
+            }
+            let mut tx = self.scope(tenant).await?;
+            let rows = query.fetch_all(&mut *tx).await?;
+            tx.commit().await?;
+            for r in &rows {
+                out.push((r.try_get::<String, _>("endpoint_id")?, command_from_row(r)?));
             }
         }
         Ok(out)
@@ -672,6 +648,31 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Devices grouped by tenant (every statement is scoped to one), in chunks of at most
+/// [`LAST_SEEN_CHUNK`] so an `IN (...)` list stays bounded.
+fn tenant_chunks(devices: &[LastSeen]) -> Vec<(&str, Vec<&LastSeen>)> {
+    let mut by_tenant: std::collections::BTreeMap<&str, Vec<&LastSeen>> = Default::default();
+    for d in devices {
+        by_tenant.entry(&d.tenant_id).or_default().push(d);
+    }
+    by_tenant
+        .into_iter()
+        .flat_map(|(tenant, list)| {
+            list.chunks(LAST_SEEN_CHUNK)
+                .map(|c| (tenant, c.to_vec()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// `$first, $first+1, ...` for `n` parameters.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn command_from_row(r: &sqlx::any::AnyRow) -> Result<Command, sqlx::Error> {
