@@ -36,6 +36,8 @@ pub struct TestServer {
     shutdown: CancellationToken,
     task: JoinHandle<()>,
     http: reqwest::Client,
+    database_url: Option<String>,
+    oidc: Option<agent_bom_control_plane::oidc::OidcConfig>,
 }
 
 /// An HTTP response: status, parsed JSON (Null if not JSON) and the raw body.
@@ -72,9 +74,9 @@ impl TestServer {
         };
         let server = Server::open(ServeConfig {
             data_dir: data_dir.path().to_path_buf(),
-            database_url,
+            database_url: database_url.clone(),
             collector,
-            oidc,
+            oidc: oidc.clone(),
         })
         .await
         .expect("open server");
@@ -111,6 +113,78 @@ impl TestServer {
             shutdown,
             task,
             http: reqwest::Client::new(),
+            database_url,
+            oidc,
+        }
+    }
+
+    /// Stop the server, then start it again on the same data directory, store and addresses,
+    /// as an operator restarting a collector would (agents reconnect on their own).
+    pub async fn restart(self) -> Self {
+        let Self {
+            api,
+            collector,
+            admin_key,
+            enrollment_token,
+            ca_pin,
+            data_dir,
+            shutdown,
+            task,
+            http,
+            database_url,
+            oidc,
+            ..
+        } = self;
+        shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
+        let server = Server::open(ServeConfig {
+            data_dir: data_dir.path().to_path_buf(),
+            database_url: database_url.clone(),
+            collector: agent_bom_collector::CollectorConfig {
+                liveness_flush: Duration::from_millis(200),
+                ..Default::default()
+            },
+            oidc: oidc.clone(),
+        })
+        .await
+        .expect("reopen server");
+        assert!(
+            server.bootstrap.is_none(),
+            "a restart must not bootstrap again"
+        );
+        // The old sockets may linger for a moment; retry the same ports.
+        let mut listeners = None;
+        for _ in 0..50 {
+            match Listeners::bind(api, collector).await {
+                Ok(l) => {
+                    listeners = Some(l);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        let listeners = listeners.expect("rebind the same ports");
+        let store = server.store.clone();
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let task = tokio::spawn(async move {
+            if let Err(e) = server.run(listeners, token).await {
+                panic!("server failed: {e}");
+            }
+        });
+        Self {
+            api,
+            collector,
+            admin_key,
+            enrollment_token,
+            ca_pin,
+            store,
+            data_dir,
+            shutdown,
+            task,
+            http,
+            database_url,
+            oidc,
         }
     }
 
