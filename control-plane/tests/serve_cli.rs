@@ -383,3 +383,120 @@ fn admin_key_lifecycle_quota_and_audit_verify_detects_tampering() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("broken at entry 2"), "{stderr}");
 }
+
+/// `kill -9` of the agent while proxy events are being spooled and shipped, three times over:
+/// every event reaches the control plane exactly once, and the spool is never left corrupt.
+#[cfg(unix)]
+#[test]
+fn agent_kill_9_loses_and_duplicates_nothing() {
+    use std::os::unix::net::UnixStream;
+
+    let data = tempfile::tempdir().unwrap();
+    let (_server, _, api, collector) = serve(data.path());
+    let pin = std::fs::read_to_string(data.path().join("ca.pin"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let state = tempfile::tempdir().unwrap();
+    let out = Command::new(agent_bin())
+        .args([
+            "enroll",
+            "--collector",
+            &collector,
+            "--ca-pin",
+            &pin,
+            "--token-file",
+        ])
+        .arg(data.path().join("enrollment.token"))
+        .arg("--state-dir")
+        .arg(state.path())
+        .env("AGENT_BOM_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let agent_id = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .to_string();
+    let start_agent = || {
+        Command::new(agent_bin())
+            .args(["run", "--rescan-interval", "1", "--home"])
+            .arg(fixture_home())
+            .arg("--state-dir")
+            .arg(state.path())
+            .env("AGENT_BOM_LOG", "warn")
+            .spawn()
+            .unwrap()
+    };
+    let socket = state.path().join("audit.sock");
+    let event = r#"{"ts_ms":1800000000000,"kind":"call","server_id":"srv","tool":"t","decision":"forward","era":"handshake"}"#;
+    let mut sent = 0;
+    for round in 0..3u64 {
+        let mut agent = start_agent();
+        // Wait for the daemon's socket, then write a burst as proxies would.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut stream = loop {
+            if let Ok(s) = UnixStream::connect(&socket) {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent never opened its audit socket"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        for _ in 0..40 {
+            writeln!(stream, "{event}").unwrap();
+        }
+        drop(stream);
+        sent += 40;
+        // The socket has no acknowledgement: wait until the daemon has taken the burst (spooled
+        // or already shipped), then kill at a different point of spool → ship → ack each round.
+        let spool = state.path().join("events.ndjson");
+        let taken = Instant::now() + Duration::from_secs(10);
+        while std::fs::metadata(&spool).map(|m| m.len()).unwrap_or(0) == 0 && Instant::now() < taken
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(round * 40));
+        agent.kill().unwrap();
+        let _ = agent.wait();
+    }
+    // A final run ships whatever is left.
+    let _agent = KillOnDrop(start_agent());
+    let path = format!("/v1/fleet/endpoints/{agent_id}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, body) = http_get(&api, &path, ADMIN_KEY);
+        let calls = body["tools"]
+            .as_array()
+            .and_then(|t| t.iter().find(|t| t["name"] == "t"))
+            .and_then(|t| t["calls"].as_i64());
+        if calls == Some(sent) {
+            break;
+        }
+        assert!(
+            calls.is_none_or(|c| c < sent),
+            "duplicates: {calls:?} calls recorded for {sent} sent"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "lost events: {calls:?} of {sent}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The spool is readable and empty once everything was acknowledged.
+    std::thread::sleep(Duration::from_millis(500));
+    let out = Command::new(agent_bin())
+        .args(["status", "--json", "--state-dir"])
+        .arg(state.path())
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["event_spool"]["bytes"], 0, "{status}");
+}
