@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod liveness;
 pub mod pki;
 pub mod server;

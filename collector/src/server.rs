@@ -20,6 +20,7 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::EnrollThrottle;
 use crate::liveness::Liveness;
 use crate::pki::{CertificateAuthority, fingerprint};
 use crate::store::{CollectorStore, DeviceSession, EnrollmentRequest, StoreError};
@@ -43,6 +44,9 @@ pub struct CollectorConfig {
     pub request_timeout: Duration,
     /// Extra DNS names or IPs for the collector certificate, beside the fixed role name.
     pub server_names: Vec<String>,
+    /// Invalid enrollment tokens a source address may present per minute before it is told to
+    /// retry later.
+    pub enroll_failures_per_minute: u32,
 }
 
 impl Default for CollectorConfig {
@@ -55,6 +59,7 @@ impl Default for CollectorConfig {
             revocation_sweep: Duration::from_secs(2),
             request_timeout: Duration::from_secs(30),
             server_names: vec!["localhost".into()],
+            enroll_failures_per_minute: 20,
         }
     }
 }
@@ -88,6 +93,7 @@ pub struct Collector<S> {
     ca: Arc<CertificateAuthority>,
     config: CollectorConfig,
     liveness: Liveness,
+    throttle: EnrollThrottle,
 }
 
 /// The sockets a collector serves: QUIC on UDP, and the same frames over TLS on TCP for networks
@@ -119,6 +125,7 @@ impl<S: CollectorStore> Collector<S> {
         Self {
             store,
             ca,
+            throttle: EnrollThrottle::new(config.enroll_failures_per_minute),
             config,
             liveness: Liveness::default(),
         }
@@ -237,7 +244,9 @@ impl<S: CollectorStore> Collector<S> {
         };
         let request = self.read_request(&mut recv).await;
         let Some(leaf) = leaf else {
-            let reply = self.answer_enroll(request).await;
+            let reply = self
+                .answer_enroll(request, conn.remote_address().ip())
+                .await;
             reply_and_close(&conn, send, &reply, close::DONE, b"").await;
             return;
         };
@@ -386,7 +395,7 @@ impl<S: CollectorStore> Collector<S> {
             let (this, stop, acceptor) = (self.clone(), shutdown.clone(), acceptor.clone());
             tasks.spawn(async move {
                 let _guard = guard;
-                this.serve_tcp(stream, acceptor, stop).await;
+                this.serve_tcp(stream, remote.ip(), acceptor, stop).await;
             });
         }
     }
@@ -394,6 +403,7 @@ impl<S: CollectorStore> Collector<S> {
     async fn serve_tcp(
         self: Arc<Self>,
         stream: tokio::net::TcpStream,
+        remote: std::net::IpAddr,
         acceptor: tokio_rustls::TlsAcceptor,
         shutdown: CancellationToken,
     ) {
@@ -411,7 +421,7 @@ impl<S: CollectorStore> Collector<S> {
         let (mut reader, mut writer) = tokio::io::split(tls);
         let request = self.read_request(&mut reader).await;
         let Some(leaf) = leaf else {
-            let reply = self.answer_enroll(request).await;
+            let reply = self.answer_enroll(request, remote).await;
             let _ = write_frame(&mut writer, &reply).await;
             let _ = writer.shutdown().await;
             return;
@@ -465,6 +475,34 @@ impl<S: CollectorStore> Collector<S> {
 
     /// The only exchange allowed without a client certificate.
     async fn answer_enroll(
+        &self,
+        request: Result<AgentMessage, CollectorMessage>,
+        remote: std::net::IpAddr,
+    ) -> CollectorMessage {
+        let now = std::time::Instant::now();
+        if let Some(wait) = self.throttle.blocked(remote, now) {
+            tracing::warn!(%remote, "too many invalid enrollment tokens from this address; throttled");
+            return CollectorMessage::Error {
+                code: ErrorCode::Unavailable,
+                message: "too many invalid enrollment attempts from this address; retry later"
+                    .into(),
+                retry_after_ms: Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)),
+            };
+        }
+        let reply = self.answer_enroll_checked(request).await;
+        if matches!(
+            reply,
+            CollectorMessage::Error {
+                code: ErrorCode::InvalidToken | ErrorCode::InvalidCsr,
+                ..
+            }
+        ) {
+            self.throttle.failed(remote, now);
+        }
+        reply
+    }
+
+    async fn answer_enroll_checked(
         &self,
         request: Result<AgentMessage, CollectorMessage>,
     ) -> CollectorMessage {

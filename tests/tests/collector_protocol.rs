@@ -162,3 +162,63 @@ async fn misbehaving_peers_get_clear_errors() {
 fn serde_json_kind(kind: &str) -> std::collections::BTreeMap<&'static str, String> {
     std::collections::BTreeMap::from([("kind", kind.to_string())])
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_guessing_is_throttled_per_address() {
+    let server = TestServer::start(None).await;
+    let attempt = |token: String| {
+        let server_addr = server.collector.to_string();
+        let pin = server.ca_pin.clone();
+        async move {
+            let dir = tempfile::tempdir().unwrap();
+            uplink::enroll(
+                &StateDir::open(dir.path()).unwrap(),
+                &EnrollOptions {
+                    collector: server_addr,
+                    token,
+                    ca_pin: Some(pin),
+                    force: false,
+                },
+            )
+            .await
+        }
+    };
+    let guess = || {
+        format!(
+            "abe_{:012x}_{}",
+            rand_u64() & 0xffff_ffff_ffff,
+            "0".repeat(48)
+        )
+    };
+    for _ in 0..20 {
+        let err = attempt(guess()).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                uplink::UplinkError::Refused {
+                    code: ErrorCode::InvalidToken,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+    // Past the limit even a valid token waits: the address is told when to come back.
+    let err = attempt(server.enrollment_token.clone()).await.unwrap_err();
+    match err {
+        uplink::UplinkError::Refused {
+            code: ErrorCode::Unavailable,
+            retry_after: Some(wait),
+            ..
+        } => assert!(wait > Duration::from_secs(1) && wait <= Duration::from_secs(60)),
+        other => panic!("expected a throttled refusal, got {other}"),
+    }
+    server.stop().await;
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0);
+    h.finish()
+}
