@@ -517,6 +517,7 @@ async fn dispatch(command: Command) -> Result<()> {
                     .unwrap_or(settings::DEFAULT_MAX_BACKOFF),
                 changes,
                 quic_attempt: agent_bom_agent::link::DEFAULT_QUIC_ATTEMPT,
+                renew_before: agent_bom_agent::uplink::DEFAULT_RENEW_BEFORE,
                 events,
             };
             uplink::run(state, options, shutdown).await?;

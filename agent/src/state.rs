@@ -101,6 +101,8 @@ const KEY_FILE: &str = "identity.key";
 const CERT_FILE: &str = "identity.crt";
 const CA_FILE: &str = "ca.crt";
 const UPLINK_FILE: &str = "uplink.json";
+const NEXT_KEY_FILE: &str = "identity.key.next";
+const NEXT_CERT_FILE: &str = "identity.crt.next";
 
 /// Default state directory: system-wide when running as root/SYSTEM (the service), per-user
 /// otherwise.
@@ -195,8 +197,34 @@ impl StateDir {
         Ok(())
     }
 
+    /// Install a renewed key and certificate. Both are written beside the current ones first,
+    /// then moved in place key first; a crash in between is completed on the next load.
+    pub fn replace_certificate(&self, key_pem: &str, cert_pem: &str) -> Result<(), StateError> {
+        self.write(NEXT_KEY_FILE, key_pem.as_bytes())?;
+        self.write(NEXT_CERT_FILE, cert_pem.as_bytes())?;
+        self.complete_renewal()
+    }
+
+    /// Move a staged key and certificate in place (key, then certificate).
+    fn complete_renewal(&self) -> Result<(), StateError> {
+        for (next, current) in [(NEXT_KEY_FILE, KEY_FILE), (NEXT_CERT_FILE, CERT_FILE)] {
+            let from = self.dir.join(next);
+            if from.exists() {
+                std::fs::rename(&from, self.dir.join(current)).map_err(|source| {
+                    StateError::Io {
+                        action: "installing",
+                        path: from,
+                        source,
+                    }
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     /// PEM texts of (key, certificate, CA).
     pub fn identity_pems(&self) -> Result<(String, String, String), StateError> {
+        self.complete_renewal()?;
         Ok((
             self.read(KEY_FILE)?,
             self.read(CERT_FILE)?,

@@ -196,6 +196,8 @@ pub struct RunOptions {
     pub max_backoff: Duration,
     /// How long a QUIC handshake may take before falling back to TLS over TCP.
     pub quic_attempt: Duration,
+    /// Renew the device certificate when it expires sooner than this.
+    pub renew_before: Duration,
     /// Proxy audit events to ship, and the signal that new ones were spooled.
     pub events: Option<(Arc<EventSpool>, Arc<tokio::sync::Notify>)>,
     /// Woken by the file watcher when a config changed, so the change ships at once instead of
@@ -211,11 +213,17 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), UplinkError> {
     let record = state.record()?;
-    let config = device_tls(&state)?;
+    // Fail early on a broken identity; each session reloads it (a renewal replaces it).
+    device_tls(&state)?;
     let mut attempt: u32 = 0;
     while !shutdown.is_cancelled() {
         set_connection(&state, "connecting", None);
-        let result = session(&state, &record, &config, &options, &shutdown, &mut attempt).await;
+        let result = match device_tls(&state) {
+            Ok(config) => {
+                session(&state, &record, &config, &options, &shutdown, &mut attempt).await
+            }
+            Err(e) => Err(e),
+        };
         let delay = match result {
             Ok(()) => break,
             Err(e) => {
@@ -277,6 +285,7 @@ async fn session(
         other => return Err(reply_error(other)),
     };
     *attempt = 0;
+    renew_if_due(state, &link, options.renew_before).await;
     let mut uplink = state.uplink()?;
     if let Some(applied) = last_applied {
         uplink.next_seq = uplink.next_seq.max(applied + 1);
@@ -414,6 +423,55 @@ async fn upload(
             Ok(())
         }
         other => Err(reply_error(other)),
+    }
+}
+
+/// Default of [`RunOptions::renew_before`]: a third of the 90-day device certificate.
+pub const DEFAULT_RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Renew the device certificate over the connection when it is due. Failures are logged and
+/// retried on the next session; the current certificate stays valid meanwhile.
+async fn renew_if_due(state: &StateDir, link: &Link, renew_before: Duration) {
+    let due = state.certificate_not_after().is_none_or(|not_after| {
+        let now = now_ms() / 1000;
+        not_after - now < i64::try_from(renew_before.as_secs()).unwrap_or(i64::MAX)
+    });
+    if !due {
+        return;
+    }
+    let request = (|| {
+        let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+        let mut params = rcgen::CertificateParams::default();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, crate::host::hostname());
+        let csr = params
+            .serialize_request(&key)
+            .and_then(|c| c.pem())
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>((key.serialize_pem(), csr))
+    })();
+    let (key_pem, csr_pem) = match request {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot prepare a certificate renewal");
+            return;
+        }
+    };
+    match link
+        .exchange(&AgentMessage::RenewCertificate { csr_pem })
+        .await
+    {
+        Ok(CollectorMessage::CertificateRenewed { certificate_pem }) => {
+            match state.replace_certificate(&key_pem, &certificate_pem) {
+                Ok(()) => {
+                    tracing::info!("device certificate renewed; used from the next connection")
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot store the renewed certificate"),
+            }
+        }
+        Ok(other) => tracing::warn!(reply = ?other, "certificate renewal refused"),
+        Err(e) => tracing::warn!(error = %e, "certificate renewal failed"),
     }
 }
 

@@ -651,6 +651,25 @@ impl<S: CollectorStore> Collector<S> {
                 }
                 Err(e) => store_error(&e),
             },
+            Ok(AgentMessage::RenewCertificate { csr_pem }) => {
+                let cert = match self.ca.sign_device_csr(&csr_pem, &session.agent_id) {
+                    Ok(c) => c,
+                    Err(e) => return error(ErrorCode::InvalidCsr, &e.to_string()),
+                };
+                match self
+                    .store
+                    .stage_certificate(session, &cert.fingerprint, cert.not_after_unix)
+                    .await
+                {
+                    Ok(()) => {
+                        tracing::info!(agent_id = %session.agent_id, "device certificate renewed");
+                        CollectorMessage::CertificateRenewed {
+                            certificate_pem: cert.pem,
+                        }
+                    }
+                    Err(e) => store_error(&e),
+                }
+            }
             Ok(AgentMessage::Ping) => {
                 let commands = match self.store.session_commands(session).await {
                     Ok(c) => c,

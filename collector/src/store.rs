@@ -93,6 +93,16 @@ pub trait CollectorStore: Send + Sync + 'static {
         dropped: u64,
     ) -> impl Future<Output = Result<ApplyOutcome, StoreError>> + Send;
 
+    /// Stage a renewed certificate for a device: accepted from its next handshake on, when it
+    /// replaces the current one (until then the current one stays valid, so a lost reply
+    /// cannot lock the device out).
+    fn stage_certificate(
+        &self,
+        device: &DeviceSession,
+        cert_fingerprint: &str,
+        cert_not_after: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// Record last-seen times for connected devices, in one batched write.
     fn record_last_seen(
         &self,

@@ -139,6 +139,7 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), Up
             max_backoff: Duration::from_secs(10),
             changes,
             quic_attempt: agent_bom_agent::link::DEFAULT_QUIC_ATTEMPT,
+            renew_before: agent_bom_agent::uplink::DEFAULT_RENEW_BEFORE,
             events,
         },
         shutdown.clone(),

@@ -57,6 +57,12 @@ pub enum AgentMessage {
         #[serde(default)]
         dropped: u64,
     },
+    /// Ask for a new device certificate before the current one expires; the CSR is made with a
+    /// new key pair that never leaves the device.
+    RenewCertificate {
+        /// PEM certificate signing request.
+        csr_pem: String,
+    },
     /// Liveness probe on transports without their own keep-alive (TLS over TCP).
     Ping,
     /// The outcome of a command the collector delivered.
@@ -113,6 +119,12 @@ pub enum CollectorMessage {
     /// A command for the agent, on a stream the collector opened (QUIC). The agent answers on
     /// the same stream with `command_result`.
     Command(Command),
+    /// Reply to `renew_certificate`. The new certificate is accepted from the next connection
+    /// on; the current one stays valid until the new one is first used.
+    CertificateRenewed {
+        /// The new certificate (PEM).
+        certificate_pem: String,
+    },
     /// The collector stored a `command_result`.
     CommandRecorded {
         /// The command.

@@ -240,6 +240,36 @@ impl TestServer {
         }
     }
 
+    /// POST an oversized body, which the server refuses before reading it all: it may answer and
+    /// close while the client is still sending, which the client sees either as the answer or
+    /// as a broken connection. Retries until it gets the answer.
+    pub async fn post_oversized(&self, path: &str, key: Option<&str>, body: &Value) -> Reply {
+        let text = body.to_string();
+        for _ in 0..20 {
+            let mut req = self
+                .http
+                .post(format!("http://{}{path}", self.api))
+                .header("content-type", "application/json")
+                .body(text.clone());
+            if let Some(k) = key {
+                req = req.bearer_auth(k);
+            }
+            if let Ok(resp) = req.send().await {
+                let status = resp.status().as_u16();
+                let text = resp.text().await.unwrap_or_default();
+                let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+                return Reply {
+                    status,
+                    json,
+                    text,
+                    retry_after: None,
+                    signature: None,
+                };
+            }
+        }
+        panic!("no answer to an oversized POST {path} in 20 attempts");
+    }
+
     /// POST a JSON body.
     pub async fn post(&self, path: &str, key: Option<&str>, body: &Value) -> Reply {
         self.request("POST", path, key, Some(body), &[]).await
@@ -317,6 +347,7 @@ impl TestAgent {
                 max_backoff: Duration::from_secs(2),
                 changes: None,
                 quic_attempt: agent_bom_agent::link::DEFAULT_QUIC_ATTEMPT,
+                renew_before: agent_bom_agent::uplink::DEFAULT_RENEW_BEFORE,
                 events,
             },
             shutdown.clone(),

@@ -406,11 +406,13 @@ async fn ingest_keys_limits_audit(database_url: Option<String>) {
     assert_eq!(r.json["source_id"], "hdr-src");
     // Body limits: 8 MiB on the sync route, 1 MiB elsewhere, as envelopes.
     let big = json!({"source_id": "big", "padding": "x".repeat(9 * 1024 * 1024)});
-    let r = server.post("/v1/fleet/sync", Some(&admin), &big).await;
+    let r = server
+        .post_oversized("/v1/fleet/sync", Some(&admin), &big)
+        .await;
     assert_eq!(r.status, 413, "{}", &r.text[..r.text.len().min(200)]);
     assert_eq!(r.json["error"]["code"], "payload_too_large");
     let big = json!({"name": "x".repeat(2 * 1024 * 1024), "role": "viewer"});
-    let r = server.post("/v1/keys", Some(&admin), &big).await;
+    let r = server.post_oversized("/v1/keys", Some(&admin), &big).await;
     assert_eq!(r.status, 413);
     let r = server
         .request("POST", "/v1/fleet/sync", Some(&admin), None, &[])

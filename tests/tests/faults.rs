@@ -196,6 +196,7 @@ async fn relayed_agent() -> RelayedAgent {
             max_backoff: Duration::from_secs(2),
             changes: None,
             quic_attempt: Duration::from_secs(5),
+            renew_before: agent_bom_agent::uplink::DEFAULT_RENEW_BEFORE,
             events: Some(events),
         },
         shutdown.clone(),

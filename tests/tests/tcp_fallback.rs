@@ -57,6 +57,7 @@ async fn udp_blocked_falls_back_to_tls_over_tcp() {
             max_backoff: Duration::from_secs(2),
             changes: None,
             quic_attempt: Duration::from_millis(500),
+            renew_before: agent_bom_agent::uplink::DEFAULT_RENEW_BEFORE,
             events: None,
         },
         shutdown.clone(),

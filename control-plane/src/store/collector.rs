@@ -135,7 +135,7 @@ impl Store {
     ) -> Result<DeviceSession, Failure> {
         let mut tx = self.scope(super::CREDENTIAL_LOOKUP_SCOPE).await?;
         let row = sqlx::query(
-            "SELECT tenant_id, cert_fingerprint, revoked_at, last_seq FROM endpoints WHERE id = $1",
+            "SELECT tenant_id, cert_fingerprint, next_cert_fingerprint, revoked_at, last_seq FROM endpoints WHERE id = $1",
         )
         .bind(agent_id)
         .fetch_optional(&mut *tx)
@@ -148,7 +148,28 @@ impl Store {
         if revoked_at.is_some() {
             return Err(CollectorStoreError::Unauthorized("device was revoked".into()).into());
         }
-        if !secrets::hashes_equal(&stored, cert_fingerprint) {
+        let staged: Option<String> = row.try_get("next_cert_fingerprint")?;
+        let tenant_id: String = row.try_get("tenant_id")?;
+        if staged
+            .as_deref()
+            .is_some_and(|next| secrets::hashes_equal(next, cert_fingerprint))
+        {
+            // First use of a renewed certificate: it becomes the current one, and the old one
+            // stops working.
+            tx.commit().await?;
+            let mut tx = self.scope_write(&tenant_id).await?;
+            sqlx::query(
+                "UPDATE endpoints SET cert_fingerprint = next_cert_fingerprint, cert_not_after = next_cert_not_after, \
+                 next_cert_fingerprint = NULL, next_cert_not_after = NULL \
+                 WHERE id = $1 AND tenant_id = $2 AND next_cert_fingerprint = $3",
+            )
+            .bind(agent_id)
+            .bind(&tenant_id)
+            .bind(cert_fingerprint)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        } else if !secrets::hashes_equal(&stored, cert_fingerprint) {
             return Err(CollectorStoreError::Unauthorized(
                 "certificate does not match the device's current certificate".into(),
             )
@@ -156,7 +177,7 @@ impl Store {
         }
         let last_seq: Option<i64> = row.try_get("last_seq")?;
         Ok(DeviceSession {
-            tenant_id: row.try_get("tenant_id")?,
+            tenant_id,
             agent_id: agent_id.to_string(),
             last_applied_seq: last_seq.and_then(|s| u64::try_from(s).ok()),
         })
@@ -432,6 +453,30 @@ impl CollectorStore for Store {
                 "status IN ('pending', 'delivered')",
             )
             .await?)
+    }
+
+    async fn stage_certificate(
+        &self,
+        device: &DeviceSession,
+        cert_fingerprint: &str,
+        cert_not_after: i64,
+    ) -> Result<(), CollectorStoreError> {
+        let stage = async {
+            let mut tx = self.scope_write(&device.tenant_id).await?;
+            sqlx::query(
+                "UPDATE endpoints SET next_cert_fingerprint = $1, next_cert_not_after = $2 \
+                 WHERE id = $3 AND tenant_id = $4 AND revoked_at IS NULL",
+            )
+            .bind(cert_fingerprint)
+            .bind(cert_not_after.saturating_mul(1000))
+            .bind(&device.agent_id)
+            .bind(&device.tenant_id)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok::<(), Failure>(())
+        };
+        Ok(stage.await?)
     }
 
     async fn revoked_among(

@@ -196,6 +196,15 @@ impl Store {
             SqlStr::from_static(include_str!("../../migrations/0005_proxy_events.sql")),
             false,
         ));
+        migrations.push(Migration::new(
+            7,
+            "certificate renewal".into(),
+            MigrationType::Simple,
+            SqlStr::from_static(include_str!(
+                "../../migrations/0007_certificate_renewal.sql"
+            )),
+            false,
+        ));
         if self.backend == Backend::Postgres {
             migrations.push(Migration::new(
                 3,
