@@ -110,6 +110,25 @@ fn http_get(api: &str, path: &str, key: &str) -> (u16, serde_json::Value) {
     )
 }
 
+/// `agent-bom-agent enroll` with the token `serve` wrote to its data dir.
+fn enroll(collector: &str, pin: &str, data: &Path, state: &Path) -> std::process::Output {
+    Command::new(agent_bin())
+        .args([
+            "enroll",
+            "--collector",
+            collector,
+            "--ca-pin",
+            pin,
+            "--token-file",
+        ])
+        .arg(data.join("enrollment.token"))
+        .arg("--state-dir")
+        .arg(state)
+        .env("AGENT_BOM_LOG", "off")
+        .output()
+        .unwrap()
+}
+
 fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
@@ -152,21 +171,7 @@ fn serve_enroll_run_status_admin_restart() {
 
     // A wrong pin is refused before any token is sent.
     let state = tempfile::tempdir().unwrap();
-    let out = Command::new(agent_bin())
-        .args([
-            "enroll",
-            "--collector",
-            &collector,
-            "--ca-pin",
-            &"0".repeat(64),
-            "--token-file",
-        ])
-        .arg(data.path().join("enrollment.token"))
-        .arg("--state-dir")
-        .arg(state.path())
-        .env("AGENT_BOM_LOG", "off")
-        .output()
-        .unwrap();
+    let out = enroll(&collector, &"0".repeat(64), data.path(), state.path());
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("pinned"),
@@ -175,21 +180,7 @@ fn serve_enroll_run_status_admin_restart() {
     );
 
     // The right pin enrolls.
-    let out = Command::new(agent_bin())
-        .args([
-            "enroll",
-            "--collector",
-            &collector,
-            "--ca-pin",
-            &pin,
-            "--token-file",
-        ])
-        .arg(data.path().join("enrollment.token"))
-        .arg("--state-dir")
-        .arg(state.path())
-        .env("AGENT_BOM_LOG", "off")
-        .output()
-        .unwrap();
+    let out = enroll(&collector, &pin, data.path(), state.path());
     assert!(
         out.status.success(),
         "{}",
@@ -398,21 +389,7 @@ fn agent_kill_9_loses_and_duplicates_nothing() {
         .trim()
         .to_string();
     let state = tempfile::tempdir().unwrap();
-    let out = Command::new(agent_bin())
-        .args([
-            "enroll",
-            "--collector",
-            &collector,
-            "--ca-pin",
-            &pin,
-            "--token-file",
-        ])
-        .arg(data.path().join("enrollment.token"))
-        .arg("--state-dir")
-        .arg(state.path())
-        .env("AGENT_BOM_LOG", "off")
-        .output()
-        .unwrap();
+    let out = enroll(&collector, &pin, data.path(), state.path());
     assert!(
         out.status.success(),
         "{}",
