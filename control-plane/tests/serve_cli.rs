@@ -432,12 +432,25 @@ fn agent_kill_9_loses_and_duplicates_nothing() {
         }
         drop(stream);
         sent += 40;
-        // The socket has no acknowledgement: wait until the daemon has taken the burst (spooled
-        // or already shipped), then kill at a different point of spool → ship → ack each round.
+        // The socket has no acknowledgement (events still in the socket buffer die with the
+        // daemon), so wait until the daemon has taken the whole burst, spooled or already
+        // shipped, then kill at a different point of spool → ship → ack each round.
         let spool = state.path().join("events.ndjson");
-        let taken = Instant::now() + Duration::from_secs(10);
-        while std::fs::metadata(&spool).map(|m| m.len()).unwrap_or(0) == 0 && Instant::now() < taken
-        {
+        let taken = Instant::now() + Duration::from_secs(30);
+        loop {
+            let spooled = std::fs::read_to_string(&spool)
+                .map(|t| t.lines().count() as i64)
+                .unwrap_or(0);
+            let (_, body) = http_get(&api, &format!("/v1/fleet/endpoints/{agent_id}"), ADMIN_KEY);
+            let shipped = body["tools"]
+                .as_array()
+                .and_then(|t| t.iter().find(|t| t["name"] == "t"))
+                .and_then(|t| t["calls"].as_i64())
+                .unwrap_or(0);
+            if spooled + shipped >= sent {
+                break;
+            }
+            assert!(Instant::now() < taken, "the daemon never took the burst");
             std::thread::sleep(Duration::from_millis(5));
         }
         std::thread::sleep(Duration::from_millis(round * 40));
