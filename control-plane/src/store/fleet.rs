@@ -584,8 +584,8 @@ impl Store {
         let mut tx = self.scope(tenant_id).await?;
         let now = now_ms();
         let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {SUMMARY_COLUMNS}, kernel_version, cpu_count, memory_bytes, uptime_secs, users, hardware_uuid \
-             FROM endpoints WHERE tenant_id = $1 AND id = $2"
+            "SELECT {SUMMARY_COLUMNS}, kernel_version, cpu_count, memory_bytes, uptime_secs, users, hardware_uuid, \
+             applied_policy_revision FROM endpoints WHERE tenant_id = $1 AND id = $2"
         ));
         let row = sqlx::query(sql)
             .bind(tenant_id)
@@ -606,99 +606,84 @@ impl Store {
             "users": parse_list(&row, "users")?,
             "hardware_uuid": row.try_get::<Option<String>, _>("hardware_uuid")?,
         });
-        let clients = sqlx::query(
+        let applied_policy_revision: Option<i64> = row.try_get("applied_policy_revision")?;
+        let clients = endpoint_rows(
+            &mut tx,
             "SELECT name, config_files FROM endpoint_clients WHERE tenant_id = $1 AND endpoint_id = $2 ORDER BY name",
+            tenant_id,
+            id,
+            |r| {
+                Ok(serde_json::json!({
+                    "name": r.try_get::<String, _>("name")?,
+                    "config_files": parse_list(r, "config_files")?,
+                }))
+            },
         )
-        .bind(tenant_id)
-        .bind(id)
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(serde_json::json!({
-                "name": r.try_get::<String, _>("name")?,
-                "config_files": parse_list(r, "config_files")?,
-            }))
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-        let servers = sqlx::query(
+        .await?;
+        let servers = endpoint_rows(
+            &mut tx,
             "SELECT server_id, name, client, scope, transport, command, args, url, env_keys, header_keys, cwd, \
              enabled, project, risk_flags, config_path, wrapped, auto_approve, credential_names, launch_hash, owner \
              FROM endpoint_servers WHERE tenant_id = $1 AND endpoint_id = $2 ORDER BY ordinal",
+            tenant_id,
+            id,
+            |r| {
+                Ok(serde_json::json!({
+                    "id": r.try_get::<String, _>("server_id")?,
+                    "name": r.try_get::<String, _>("name")?,
+                    "client": r.try_get::<String, _>("client")?,
+                    "scope": r.try_get::<String, _>("scope")?,
+                    "transport": r.try_get::<String, _>("transport")?,
+                    "command": r.try_get::<Option<String>, _>("command")?,
+                    "args": parse_list(r, "args")?,
+                    "url": r.try_get::<Option<String>, _>("url")?,
+                    "env_keys": parse_list(r, "env_keys")?,
+                    "header_keys": parse_list(r, "header_keys")?,
+                    "cwd": r.try_get::<Option<String>, _>("cwd")?,
+                    "enabled": r.try_get::<i64, _>("enabled")? != 0,
+                    "project": r.try_get::<Option<String>, _>("project")?,
+                    "risk_flags": parse_list(r, "risk_flags")?,
+                    "config_path": r.try_get::<String, _>("config_path")?,
+                    "wrapped": r.try_get::<i64, _>("wrapped")? != 0,
+                    "auto_approve": parse_list(r, "auto_approve")?,
+                    "credential_names": parse_list(r, "credential_names")?,
+                    "launch_hash": r.try_get::<String, _>("launch_hash")?,
+                    "user": r.try_get::<Option<String>, _>("owner")?,
+                }))
+            },
         )
-        .bind(tenant_id)
-        .bind(id)
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(serde_json::json!({
-                "id": r.try_get::<String, _>("server_id")?,
-                "name": r.try_get::<String, _>("name")?,
-                "client": r.try_get::<String, _>("client")?,
-                "scope": r.try_get::<String, _>("scope")?,
-                "transport": r.try_get::<String, _>("transport")?,
-                "command": r.try_get::<Option<String>, _>("command")?,
-                "args": parse_list(r, "args")?,
-                "url": r.try_get::<Option<String>, _>("url")?,
-                "env_keys": parse_list(r, "env_keys")?,
-                "header_keys": parse_list(r, "header_keys")?,
-                "cwd": r.try_get::<Option<String>, _>("cwd")?,
-                "enabled": r.try_get::<i64, _>("enabled")? != 0,
-                "project": r.try_get::<Option<String>, _>("project")?,
-                "risk_flags": parse_list(r, "risk_flags")?,
-                "config_path": r.try_get::<String, _>("config_path")?,
-                "wrapped": r.try_get::<i64, _>("wrapped")? != 0,
-                "auto_approve": parse_list(r, "auto_approve")?,
-                "credential_names": parse_list(r, "credential_names")?,
-                "launch_hash": r.try_get::<String, _>("launch_hash")?,
-                "user": r.try_get::<Option<String>, _>("owner")?,
-            }))
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-        let errors = sqlx::query(
+        .await?;
+        let errors = endpoint_rows(
+            &mut tx,
             "SELECT path, message FROM endpoint_scan_errors WHERE tenant_id = $1 AND endpoint_id = $2 ORDER BY ordinal",
+            tenant_id,
+            id,
+            |r| {
+                Ok(serde_json::json!({
+                    "path": r.try_get::<String, _>("path")?,
+                    "message": r.try_get::<String, _>("message")?,
+                }))
+            },
         )
-        .bind(tenant_id)
-        .bind(id)
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(serde_json::json!({
-                "path": r.try_get::<String, _>("path")?,
-                "message": r.try_get::<String, _>("message")?,
-            }))
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-        let applied_policy_revision: Option<i64> = sqlx::query(
-            "SELECT applied_policy_revision FROM endpoints WHERE tenant_id = $1 AND id = $2",
-        )
-        .bind(tenant_id)
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get("applied_policy_revision")?;
-        let tools = sqlx::query(
+        .await?;
+        let tools = endpoint_rows(
+            &mut tx,
             "SELECT server_id, tool, first_seen, last_seen, calls, blocked FROM endpoint_tools \
              WHERE tenant_id = $1 AND endpoint_id = $2 ORDER BY server_id, tool",
+            tenant_id,
+            id,
+            |r| {
+                Ok(serde_json::json!({
+                    "server_id": r.try_get::<String, _>("server_id")?,
+                    "name": r.try_get::<String, _>("tool")?,
+                    "first_seen": rfc3339(r.try_get("first_seen")?),
+                    "last_seen": rfc3339(r.try_get("last_seen")?),
+                    "calls": r.try_get::<i64, _>("calls")?,
+                    "blocked": r.try_get::<i64, _>("blocked")?,
+                }))
+            },
         )
-        .bind(tenant_id)
-        .bind(id)
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(serde_json::json!({
-                "server_id": r.try_get::<String, _>("server_id")?,
-                "name": r.try_get::<String, _>("tool")?,
-                "first_seen": rfc3339(r.try_get("first_seen")?),
-                "last_seen": rfc3339(r.try_get("last_seen")?),
-                "calls": r.try_get::<i64, _>("calls")?,
-                "blocked": r.try_get::<i64, _>("blocked")?,
-            }))
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
+        .await?;
         tx.commit().await?;
         let pending_commands = self.pending_commands(tenant_id, id).await?;
         Ok(EndpointDetail {
@@ -712,6 +697,24 @@ impl Store {
             pending_commands,
         })
     }
+}
+
+/// Rows of one endpoint's child table (`$1` tenant, `$2` endpoint), each mapped to JSON.
+async fn endpoint_rows(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    sql: &'static str,
+    tenant_id: &str,
+    endpoint_id: &str,
+    map: impl Fn(&sqlx::any::AnyRow) -> Result<Value, StoreError>,
+) -> Result<Vec<Value>, StoreError> {
+    sqlx::query(sql)
+        .bind(tenant_id)
+        .bind(endpoint_id)
+        .fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(map)
+        .collect()
 }
 
 #[cfg(test)]
