@@ -19,45 +19,80 @@ pub enum Frame {
     Eof,
 }
 
+/// The state of one frame being read, shared by the async and the blocking reader so both frame
+/// identically.
+struct Assembly<'a> {
+    buf: &'a mut Vec<u8>,
+    max: usize,
+    total: usize,
+    oversized: bool,
+}
+
+impl<'a> Assembly<'a> {
+    fn new(buf: &'a mut Vec<u8>, max: usize) -> Self {
+        buf.clear();
+        Self {
+            buf,
+            max,
+            total: 0,
+            oversized: false,
+        }
+    }
+
+    /// Take bytes from `available` (never empty): how many to consume, and the frame when the
+    /// line is complete.
+    fn feed(&mut self, available: &[u8]) -> (usize, Option<Frame>) {
+        let (take, complete) = match memchr::memchr(b'\n', available) {
+            Some(i) => (i + 1, true),
+            None => (available.len(), false),
+        };
+        self.total = self.total.saturating_add(take);
+        if !self.oversized {
+            if self.total > self.max {
+                self.oversized = true;
+                // Free the partial line now: the point of the cap is bounded memory.
+                *self.buf = Vec::new();
+            } else {
+                self.buf.extend_from_slice(&available[..take]);
+            }
+        }
+        (take, complete.then(|| self.finished()))
+    }
+
+    /// The frame when the stream ended here.
+    fn at_eof(&self) -> Frame {
+        if self.total == 0 {
+            Frame::Eof
+        } else {
+            self.finished()
+        }
+    }
+
+    fn finished(&self) -> Frame {
+        if self.oversized {
+            Frame::Oversized(self.total)
+        } else {
+            Frame::Line
+        }
+    }
+}
+
 /// Read the next frame into `buf` (cleared first). At most `max` bytes are buffered.
 pub async fn read_frame<R: AsyncBufRead + Unpin>(
     reader: &mut R,
     buf: &mut Vec<u8>,
     max: usize,
 ) -> std::io::Result<Frame> {
-    buf.clear();
-    let mut total = 0usize;
-    let mut oversized = false;
+    let mut frame = Assembly::new(buf, max);
     loop {
         let available = reader.fill_buf().await?;
         if available.is_empty() {
-            return Ok(match (total, oversized) {
-                (0, _) => Frame::Eof,
-                (n, true) => Frame::Oversized(n),
-                (_, false) => Frame::Line,
-            });
+            return Ok(frame.at_eof());
         }
-        let (take, complete) = match memchr::memchr(b'\n', available) {
-            Some(i) => (i + 1, true),
-            None => (available.len(), false),
-        };
-        total = total.saturating_add(take);
-        if !oversized {
-            if total > max {
-                oversized = true;
-                // Free the partial line now: the point of the cap is bounded memory.
-                *buf = Vec::new();
-            } else {
-                buf.extend_from_slice(&available[..take]);
-            }
-        }
+        let (take, done) = frame.feed(available);
         reader.consume(take);
-        if complete {
-            return Ok(if oversized {
-                Frame::Oversized(total)
-            } else {
-                Frame::Line
-            });
+        if let Some(f) = done {
+            return Ok(f);
         }
     }
 }
@@ -69,9 +104,7 @@ pub fn read_frame_blocking<R: std::io::BufRead>(
     buf: &mut Vec<u8>,
     max: usize,
 ) -> std::io::Result<Frame> {
-    buf.clear();
-    let mut total = 0usize;
-    let mut oversized = false;
+    let mut frame = Assembly::new(buf, max);
     loop {
         let available = match reader.fill_buf() {
             Ok(a) => a,
@@ -79,32 +112,12 @@ pub fn read_frame_blocking<R: std::io::BufRead>(
             Err(e) => return Err(e),
         };
         if available.is_empty() {
-            return Ok(match (total, oversized) {
-                (0, _) => Frame::Eof,
-                (n, true) => Frame::Oversized(n),
-                (_, false) => Frame::Line,
-            });
+            return Ok(frame.at_eof());
         }
-        let (take, complete) = match memchr::memchr(b'\n', available) {
-            Some(i) => (i + 1, true),
-            None => (available.len(), false),
-        };
-        total = total.saturating_add(take);
-        if !oversized {
-            if total > max {
-                oversized = true;
-                *buf = Vec::new();
-            } else {
-                buf.extend_from_slice(&available[..take]);
-            }
-        }
+        let (take, done) = frame.feed(available);
         reader.consume(take);
-        if complete {
-            return Ok(if oversized {
-                Frame::Oversized(total)
-            } else {
-                Frame::Line
-            });
+        if let Some(f) = done {
+            return Ok(f);
         }
     }
 }
