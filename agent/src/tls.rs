@@ -14,9 +14,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{RootCertStore, SignatureScheme};
 
 /// Hex SHA-256 of a DER certificate.
-pub fn fingerprint(der: &[u8]) -> String {
-    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der).as_ref())
-}
+pub use agent_bom_protocol::digest::sha256_hex as fingerprint;
 
 /// Normalize a pin as users paste it: hex, any case, optional `sha256:` prefix and colons.
 pub fn normalize_pin(pin: &str) -> Result<String, String> {

@@ -5,8 +5,9 @@
 //! after the collector's `Ack`, which it sends after its database commit.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use agent_bom_protocol::clock::now_ms;
 use agent_bom_protocol::{
     AgentMessage, CollectorMessage, ErrorCode, FrameError, Inventory, PROTOCOL_VERSION, read_frame,
     write_frame,
@@ -595,13 +596,6 @@ fn set_connection(state: &StateDir, connection: &str, error: Option<String>) {
             tracing::warn!(error = %e, "cannot record uplink state");
         }
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -249,9 +249,7 @@ pub struct DeviceCertificate {
 }
 
 /// Hex SHA-256 of a DER certificate.
-pub fn fingerprint(der: &[u8]) -> String {
-    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der).as_ref())
-}
+pub use agent_bom_protocol::digest::sha256_hex as fingerprint;
 
 fn random_serial() -> SerialNumber {
     let mut bytes = [0u8; 16];

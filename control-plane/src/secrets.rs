@@ -48,9 +48,7 @@ pub fn prefix_of<'a>(kind: &str, presented: &'a str) -> Option<&'a str> {
 
 /// Hex SHA-256 of a secret.
 pub fn hash(plaintext: &str) -> String {
-    hex::encode(
-        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, plaintext.as_bytes()).as_ref(),
-    )
+    agent_bom_protocol::digest::sha256_hex(plaintext.as_bytes())
 }
 
 /// Compare two hashes without an early exit.

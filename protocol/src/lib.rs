@@ -9,6 +9,8 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod clock;
+pub mod digest;
 pub mod frame;
 pub mod inventory;
 pub mod messages;

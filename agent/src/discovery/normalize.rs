@@ -251,9 +251,11 @@ fn launch_hash(
     short_hash(&material.to_string())
 }
 
+/// The first 128 bits of the SHA-256, in hex.
 fn short_hash(material: &str) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, material.as_bytes());
-    hex::encode(&digest.as_ref()[..16])
+    let mut full = agent_bom_protocol::digest::sha256_hex(material.as_bytes());
+    full.truncate(32);
+    full
 }
 
 /// Tool names a config auto-approves (`autoApprove`, `alwaysAllow`, `auto_approve`), or `*` when

@@ -31,12 +31,7 @@ const MAX_EVENT_BYTES: usize = 64 * 1024;
 /// One audit event (the wire type, so the daemon ships what proxies write unchanged).
 pub use agent_bom_protocol::ProxyEvent as AuditEvent;
 
-/// Unix milliseconds now.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+pub use agent_bom_protocol::clock::now_ms;
 
 /// The relay's handle to the audit writer. Cloning is cheap; emitting never blocks.
 #[derive(Debug, Clone)]

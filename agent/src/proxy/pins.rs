@@ -88,9 +88,7 @@ fn write_canonical(value: &Value, out: &mut String) {
 }
 
 /// Hex SHA-256.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref())
-}
+pub use agent_bom_protocol::digest::sha256_hex;
 
 /// The pins of one server, as stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -292,10 +292,7 @@ impl Store {
     }
 }
 
-/// Current time in Unix milliseconds.
-pub fn now_ms() -> i64 {
-    agent_bom_collector::liveness::now_ms()
-}
+pub use agent_bom_protocol::clock::now_ms;
 
 fn redact_url(url: &str) -> String {
     agent_bom_agent::discovery::sanitize::sanitize_url(url)
@@ -317,9 +314,7 @@ pub(crate) fn string_list(text: &str) -> Vec<String> {
 }
 
 /// Hex SHA-256.
-pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref())
-}
+pub(crate) use agent_bom_protocol::digest::sha256_hex;
 
 impl FromStr for Backend {
     type Err = String;
