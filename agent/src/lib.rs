@@ -8,12 +8,14 @@
 
 #![forbid(unsafe_code)]
 
+pub mod command_auth;
 pub mod commands;
 pub mod delta;
 pub mod discovery;
 pub mod host;
 pub mod intake;
 pub mod link;
+pub mod policy_cache;
 pub mod proxy;
 pub mod report;
 pub mod settings;

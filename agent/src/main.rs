@@ -536,6 +536,14 @@ async fn dispatch(command: Command) -> Result<()> {
             )?;
             let (spool_bytes, dropped) = (spool.size(), spool.dropped());
             let quarantined = agent_bom_agent::commands::is_quarantined(state.path());
+            // The policy is reported as the proxies would load it: verified, or why not.
+            let (policy_revision, policy_problem) =
+                match agent_bom_agent::policy_cache::load_verified(state.path()) {
+                    Ok(v) => (v.map(|v| v.revision), None),
+                    Err(e) => (None, Some(e)),
+                };
+            let update = agent_bom_agent::commands::update_notice_version(state.path());
+            let remote = agent_bom_agent::settings::RemoteSettings::load(state.path());
             if json {
                 println!(
                     "{}",
@@ -545,6 +553,9 @@ async fn dispatch(command: Command) -> Result<()> {
                         "certificate_not_after": cert_not_after,
                         "event_spool": {"bytes": spool_bytes, "dropped": dropped},
                         "quarantined": quarantined,
+                        "policy": {"applied_revision": policy_revision, "problem": policy_problem},
+                        "update_available": update,
+                        "control_plane_settings": remote,
                     }))?
                 );
             } else {
@@ -581,8 +592,23 @@ async fn dispatch(command: Command) -> Result<()> {
                         time_rfc3339(t)
                     ))
                 );
+                println!(
+                    "policy:       {}",
+                    match (&policy_revision, &policy_problem) {
+                        (Some(r), _) => format!("revision {r} from the control plane"),
+                        (None, Some(p)) => format!("cached policy refused: {p}"),
+                        (None, None) =>
+                            "none from the control plane (local policy.toml or defaults)".into(),
+                    }
+                );
                 if quarantined {
                     println!("quarantined:  yes (MCP proxies block every call)");
+                }
+                if let Some(v) = &update {
+                    println!("update:       {v} available (install it through your MDM)");
+                }
+                if remote != agent_bom_agent::settings::RemoteSettings::default() {
+                    println!("settings:     {}", serde_json::to_string(&remote)?);
                 }
             }
         }

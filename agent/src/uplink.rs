@@ -16,9 +16,10 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_util::sync::CancellationToken;
 
-use crate::commands;
+use crate::commands::{self, FollowUp};
 use crate::discovery::{self, ScanOptions};
 use crate::link::{self, Link};
+use crate::settings::RemoteSettings;
 use crate::spool::EventSpool;
 use crate::state::{AgentRecord, StateDir, StateError, UplinkState};
 use crate::tls::{self, PinnedCaVerifier};
@@ -67,6 +68,9 @@ pub enum UplinkError {
     /// The session ran on the TLS/TCP fallback long enough; reconnect to try QUIC again.
     #[error("reconnecting to try QUIC again")]
     RetryQuic,
+    /// The session must start over (e.g. to use a rotated credential).
+    #[error("reconnecting: {0}")]
+    Reconnect(&'static str),
     /// The device is already enrolled.
     #[error(
         "already enrolled as {agent_id} (state dir {dir}); pass --force to replace this identity"
@@ -303,17 +307,21 @@ async fn session(
 
     let result = async {
         let mut next_rescan = tokio::time::Instant::now();
+        let mut reconnect = false;
         let mut ship_events = options.events.is_some();
         // A deadline, not a per-iteration timer: rescans and file events must not postpone it.
         let mut next_ping = tokio::time::Instant::now() + link::TCP_PING_INTERVAL;
         loop {
+            if reconnect {
+                return Err(UplinkError::Reconnect("the device credential was rotated"));
+            }
             if tokio::time::Instant::now() >= next_rescan {
                 let inventory = scan_now(options.scan.clone()).await;
                 let hash = inventory_hash(&inventory);
                 if uplink.last_inventory_hash.as_deref() != Some(hash.as_str()) {
                     upload(state, &link, &mut uplink, inventory, hash).await?;
                 }
-                next_rescan = tokio::time::Instant::now() + options.rescan_interval;
+                next_rescan = tokio::time::Instant::now() + rescan_interval(state, options);
             }
             if ship_events {
                 if let Some((spool, _)) = &options.events {
@@ -352,11 +360,7 @@ async fn session(
                 _ = events_ready => ship_events = true,
                 pushed = link.next_command() => {
                     if let Some((command, mut send, mut recv)) = pushed {
-                        let (status, detail, rescan) = commands::apply(state, &command);
-                        if rescan {
-                            next_rescan = tokio::time::Instant::now();
-                        }
-                        let result = AgentMessage::CommandResult { command_id: command.command_id, status, detail };
+                        let result = run_command(state, record, &link, options, command, &mut next_rescan, &mut reconnect).await;
                         write_frame(&mut send, &result).await?;
                         let _ = send.finish();
                         let _: Result<CollectorMessage, _> = read_frame(&mut recv).await;
@@ -369,11 +373,7 @@ async fn session(
                         other => return Err(reply_error(other)),
                     };
                     for command in commands {
-                        let (status, detail, rescan) = commands::apply(state, &command);
-                        if rescan {
-                            next_rescan = tokio::time::Instant::now();
-                        }
-                        let result = AgentMessage::CommandResult { command_id: command.command_id, status, detail };
+                        let result = run_command(state, record, &link, options, command, &mut next_rescan, &mut reconnect).await;
                         match link.exchange(&result).await? {
                             CollectorMessage::CommandRecorded { .. } => {}
                             other => return Err(reply_error(other)),
@@ -440,40 +440,82 @@ async fn renew_if_due(state: &StateDir, link: &Link, renew_before: Duration) {
     if !due {
         return;
     }
-    let request = (|| {
-        let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
-        let mut params = rcgen::CertificateParams::default();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, crate::host::hostname());
-        let csr = params
-            .serialize_request(&key)
-            .and_then(|c| c.pem())
-            .map_err(|e| e.to_string())?;
-        Ok::<_, String>((key.serialize_pem(), csr))
-    })();
-    let (key_pem, csr_pem) = match request {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot prepare a certificate renewal");
-            return;
-        }
-    };
+    match renew(state, link).await {
+        Ok(()) => tracing::info!("device certificate renewed; used from the next connection"),
+        Err(e) => tracing::warn!(error = %e, "certificate renewal failed"),
+    }
+}
+
+/// Get a certificate for a new key pair over the connection and stage both; the next
+/// connection uses them, after which the collector refuses the old certificate.
+async fn renew(state: &StateDir, link: &Link) -> Result<(), String> {
+    let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, crate::host::hostname());
+    let csr_pem = params
+        .serialize_request(&key)
+        .and_then(|c| c.pem())
+        .map_err(|e| e.to_string())?;
     match link
         .exchange(&AgentMessage::RenewCertificate { csr_pem })
         .await
     {
-        Ok(CollectorMessage::CertificateRenewed { certificate_pem }) => {
-            match state.replace_certificate(&key_pem, &certificate_pem) {
-                Ok(()) => {
-                    tracing::info!("device certificate renewed; used from the next connection")
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot store the renewed certificate"),
-            }
-        }
-        Ok(other) => tracing::warn!(reply = ?other, "certificate renewal refused"),
-        Err(e) => tracing::warn!(error = %e, "certificate renewal failed"),
+        Ok(CollectorMessage::CertificateRenewed { certificate_pem }) => state
+            .replace_certificate(&key.serialize_pem(), &certificate_pem)
+            .map_err(|e| format!("cannot store the renewed certificate: {e}")),
+        Ok(other) => Err(format!("renewal refused: {other:?}")),
+        Err(e) => Err(e.to_string()),
     }
+}
+
+/// Apply one command and carry out its follow-up; returns the result to send back. Sets
+/// `reconnect` when the session must end after the answer (a rotated credential).
+async fn run_command(
+    state: &StateDir,
+    record: &AgentRecord,
+    link: &Link,
+    options: &RunOptions,
+    command: agent_bom_protocol::Command,
+    next_rescan: &mut tokio::time::Instant,
+    reconnect: &mut bool,
+) -> AgentMessage {
+    let ctx = commands::Context {
+        state,
+        agent_id: &record.agent_id,
+        scan: &options.scan,
+    };
+    let mut outcome = commands::apply(ctx, &command);
+    match outcome.follow_up {
+        FollowUp::None => {}
+        FollowUp::Rescan => *next_rescan = tokio::time::Instant::now(),
+        FollowUp::Settings => {
+            *next_rescan = tokio::time::Instant::now() + rescan_interval(state, options);
+        }
+        FollowUp::RotateCredential => match renew(state, link).await {
+            Ok(()) => {
+                tracing::info!("device credential rotated; reconnecting with it");
+                outcome.detail =
+                    "new key pair and certificate; in use from the reconnect that follows".into();
+                *reconnect = true;
+            }
+            Err(e) => {
+                outcome.status = "failed";
+                outcome.detail = format!("rotation failed, the current credential stays: {e}");
+            }
+        },
+    }
+    AgentMessage::CommandResult {
+        command_id: command.command_id,
+        status: outcome.status.to_string(),
+        detail: Some(outcome.detail),
+    }
+}
+
+/// The rescan interval in force: the control plane's setting, else the local one.
+fn rescan_interval(state: &StateDir, options: &RunOptions) -> Duration {
+    RemoteSettings::load(state.path()).rescan_interval(options.rescan_interval)
 }
 
 /// Ship every spooled event batch; each leaves the spool only after its acknowledgement.

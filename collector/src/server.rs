@@ -341,6 +341,13 @@ impl<S: CollectorStore> Collector<S> {
         command: agent_bom_protocol::Command,
     ) {
         let id = command.command_id.clone();
+        let command = match self.ca.sign_command(&session.agent_id, command) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(command_id = %id, error = %e, "cannot sign command; not delivered");
+                return;
+            }
+        };
         if let Err(e) = self.store.mark_delivered(session, &id).await {
             tracing::warn!(command_id = %id, error = %e, "cannot mark command delivered");
         }
@@ -675,12 +682,26 @@ impl<S: CollectorStore> Collector<S> {
                     Ok(c) => c,
                     Err(e) => return store_error(&e),
                 };
-                for c in &commands {
+                let mut signed = Vec::with_capacity(commands.len());
+                for c in commands {
+                    match self.ca.sign_command(&session.agent_id, c) {
+                        Ok(c) => signed.push(c),
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot sign command");
+                            return CollectorMessage::Error {
+                                code: ErrorCode::Internal,
+                                message: "cannot sign commands".into(),
+                                retry_after_ms: Some(UNAVAILABLE_RETRY_MS),
+                            };
+                        }
+                    }
+                }
+                for c in &signed {
                     if let Err(e) = self.store.mark_delivered(session, &c.command_id).await {
                         return store_error(&e);
                     }
                 }
-                CollectorMessage::Pong { commands }
+                CollectorMessage::Pong { commands: signed }
             }
             Ok(AgentMessage::CommandResult {
                 command_id,

@@ -157,6 +157,36 @@ pub struct Command {
     /// Arguments as JSON text.
     #[serde(default)]
     pub payload: String,
+    /// Hex ECDSA P-256 / SHA-256 signature (ASN.1 DER) by the control plane's CA key over
+    /// [`Command::signing_message`]. The collector signs at delivery; the agent refuses an
+    /// unsigned or badly signed command, and keeps the signature with what it persists (a
+    /// policy) so that local readers can check it again.
+    #[serde(default)]
+    pub signature: Option<String>,
+}
+
+impl Command {
+    /// Domain separation for command signatures, so no other signed object of the CA can be
+    /// replayed as a command.
+    pub const SIGNING_CONTEXT: &'static [u8] = b"agent-bom command v1";
+
+    /// The bytes a signature covers: the context, the device the command is for, the id, the
+    /// kind and the payload, each length-prefixed so no field can bleed into the next. Binding
+    /// the device id means a command signed for one device is refused by every other.
+    pub fn signing_message(&self, agent_id: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.payload.len());
+        for part in [
+            Self::SIGNING_CONTEXT,
+            agent_id.as_bytes(),
+            self.command_id.as_bytes(),
+            self.command.as_bytes(),
+            self.payload.as_bytes(),
+        ] {
+            out.extend_from_slice(&(part.len() as u64).to_be_bytes());
+            out.extend_from_slice(part);
+        }
+        out
+    }
 }
 
 /// Reasons a collector refuses a request.

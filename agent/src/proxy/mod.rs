@@ -5,6 +5,7 @@
 //! its loader), [`secrets`] and [`poison`] (detections), [`audit`] (events, socket, spool),
 //! [`relay`] (process and pumps). See `docs/proxy.md`.
 
+pub mod approvals;
 pub mod audit;
 pub mod engine;
 pub mod framing;
@@ -112,7 +113,7 @@ pub async fn run(options: ProxyOptions) -> Result<i32, ProxyError> {
         explicit: options.policy.is_some(),
         fail: options.fail,
     };
-    let loaded = source.load(&Unsigned);
+    let loaded = load_policy(&source, &options.state_dir);
     let (audit, _audit_task) = audit::spawn_writer(AuditConfig::in_state_dir(&options.state_dir));
     if let Some(problem) = &loaded.problem {
         tracing::warn!("{problem}; using the {} policy", loaded.origin);
@@ -170,6 +171,25 @@ pub async fn run(options: ProxyOptions) -> Result<i32, ProxyError> {
     relay::signal_tree(pid, nix::sys::signal::Signal::SIGKILL);
     audit.flush(Duration::from_millis(500)).await;
     Ok(status.map_or(1, relay::exit_code))
+}
+
+/// The policy in force, by precedence: an explicit `--policy` file; else the control plane's
+/// signed policy cached by the daemon (its signature checked against the pinned CA: a cached
+/// policy that does not verify is not silently replaced by a weaker local one, the fail mode
+/// decides); else a local `policy.toml`; else the fail mode.
+fn load_policy(source: &PolicySource, state_dir: &std::path::Path) -> policy::Loaded {
+    if source.explicit || !crate::policy_cache::is_cached(state_dir) {
+        return source.load(&Unsigned);
+    }
+    match crate::policy_cache::load_verified(state_dir) {
+        Ok(Some(verified)) => policy::Loaded {
+            policy: verified.policy,
+            origin: "control_plane",
+            problem: None,
+        },
+        Ok(None) => source.load(&Unsigned),
+        Err(problem) => source.fallback(Some(problem)),
+    }
 }
 
 /// Wait for the server to exit, forwarding signals and ending it when the client goes away.

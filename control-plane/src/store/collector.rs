@@ -725,6 +725,8 @@ fn command_from_row(r: &sqlx::any::AnyRow) -> Result<Command, sqlx::Error> {
         command_id: r.try_get("id")?,
         command: r.try_get("kind")?,
         payload: r.try_get("payload")?,
+        // The collector signs at delivery; nothing signed is stored.
+        signature: None,
     })
 }
 
