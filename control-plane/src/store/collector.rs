@@ -124,6 +124,7 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        super::policies::queue_current_policy(&mut tx, &tenant_id, &request.agent_id).await?;
         tx.commit().await?;
         Ok(tenant_id)
     }
@@ -662,7 +663,7 @@ impl Store {
              WHERE tenant_id = $4 AND endpoint_id = $5 AND id = $6 AND {only_when}"
         ));
         let acked = (status != "delivered").then(now_ms);
-        sqlx::query(sql)
+        let updated = sqlx::query(sql)
             .bind(status)
             .bind(acked)
             .bind(detail)
@@ -671,7 +672,48 @@ impl Store {
             .bind(command_id)
             .execute(&mut *tx)
             .await?;
+        if status == "applied" && updated.rows_affected() == 1 {
+            self.record_applied_policy(&mut tx, device, command_id)
+                .await?;
+        }
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// When the applied command was a policy, remember its revision on the endpoint (never
+    /// moving backwards: answers can arrive out of order).
+    async fn record_applied_policy(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        device: &DeviceSession,
+        command_id: &str,
+    ) -> Result<(), sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT kind, payload FROM endpoint_commands WHERE tenant_id = $1 AND endpoint_id = $2 AND id = $3",
+        )
+        .bind(&device.tenant_id)
+        .bind(&device.agent_id)
+        .bind(command_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+        let Some(row) = row else { return Ok(()) };
+        if row.try_get::<String, _>("kind")? != "policy" {
+            return Ok(());
+        }
+        let Some(revision) =
+            super::policies::payload_revision(&row.try_get::<String, _>("payload")?)
+        else {
+            return Ok(());
+        };
+        sqlx::query(
+            "UPDATE endpoints SET applied_policy_revision = $1 WHERE tenant_id = $2 AND id = $3 \
+             AND (applied_policy_revision IS NULL OR applied_policy_revision < $1)",
+        )
+        .bind(revision)
+        .bind(&device.tenant_id)
+        .bind(&device.agent_id)
+        .execute(&mut **tx)
+        .await?;
         Ok(())
     }
 

@@ -10,6 +10,7 @@ mod collector;
 mod enrollment;
 pub mod fleet;
 pub mod fleet_ops;
+pub mod policies;
 pub mod posture;
 pub mod sync;
 pub mod tenants;
@@ -205,7 +206,23 @@ impl Store {
             )),
             false,
         ));
+        migrations.push(Migration::new(
+            10,
+            "policies".into(),
+            MigrationType::Simple,
+            SqlStr::from_static(include_str!("../../migrations/0010_policies.sql")),
+            false,
+        ));
         if self.backend == Backend::Postgres {
+            migrations.push(Migration::new(
+                11,
+                "policies row level security".into(),
+                MigrationType::Simple,
+                SqlStr::from_static(include_str!(
+                    "../../migrations/0011_policies_rls_postgres.sql"
+                )),
+                false,
+            ));
             migrations.push(Migration::new(
                 3,
                 "row level security".into(),
