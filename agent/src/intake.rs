@@ -1,6 +1,7 @@
 //! The daemon's intake of proxy audit events: the proxies' Unix socket in the state directory,
 //! and their fallback spool file (written while no daemon listened), both appended to the
-//! durable [`EventSpool`] that the uplink ships.
+//! durable [`EventSpool`] that the uplink ships. A proxy's batch is acknowledged only after
+//! that fsynced append; a drained fallback batch that cannot be stored is put back.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use agent_bom_protocol::ProxyEvent;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::proxy::audit;
+use crate::proxy::audit::{self, Handoff};
 use crate::spool::EventSpool;
 
 /// How often the proxies' fallback spool file is drained.
@@ -38,7 +39,7 @@ pub fn spawn(
     ready: Arc<Notify>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<ProxyEvent>(4096);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Handoff>(1024);
     #[cfg(unix)]
     {
         let listener = audit::AuditListener::bind(&state_dir.join(audit::SOCKET_FILE))?;
@@ -52,11 +53,19 @@ pub fn spawn(
             let path = fallback.clone();
             if let Ok(Ok(events)) =
                 tokio::task::spawn_blocking(move || audit::drain_spool(&path)).await
+                && !events.is_empty()
             {
-                for e in events {
-                    if drain_tx.send(e).await.is_err() {
-                        return;
-                    }
+                let (persisted, answer) = tokio::sync::oneshot::channel();
+                let handoff = Handoff {
+                    events: events.clone(),
+                    persisted,
+                };
+                if drain_tx.send(handoff).await.is_err() {
+                    return;
+                }
+                if !answer.await.unwrap_or(false) {
+                    // Not stored: put them back for the next drain.
+                    audit::respool(&fallback, &events);
                 }
             }
             tokio::select! {
@@ -69,20 +78,37 @@ pub fn spawn(
         loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                e = rx.recv() => match e { Some(e) => e, None => return },
+                h = rx.recv() => match h { Some(h) => h, None => return },
             };
-            let mut batch = vec![first];
-            while batch.len() < crate::spool::BATCH_EVENTS {
+            let mut events: Vec<ProxyEvent> = first.events;
+            let mut answers = vec![first.persisted];
+            while events.len() < crate::spool::BATCH_EVENTS {
                 match rx.try_recv() {
-                    Ok(e) => batch.push(e),
+                    Ok(h) => {
+                        events.extend(h.events);
+                        answers.push(h.persisted);
+                    }
                     Err(_) => break,
                 }
             }
             let spool = spool.clone();
-            match tokio::task::spawn_blocking(move || spool.append(&batch)).await {
-                Ok(Ok(())) => ready.notify_one(),
-                Ok(Err(e)) => tracing::warn!(error = %e, "cannot spool proxy events"),
-                Err(e) => tracing::warn!(error = %e, "event spool task failed"),
+            // Proxies get their acknowledgement only after this fsynced append.
+            let stored = match tokio::task::spawn_blocking(move || spool.append(&events)).await {
+                Ok(Ok(())) => {
+                    ready.notify_one();
+                    true
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot spool proxy events");
+                    false
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "event spool task failed");
+                    false
+                }
+            };
+            for a in answers {
+                let _ = a.send(stored);
             }
         }
     });

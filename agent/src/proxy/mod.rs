@@ -169,7 +169,9 @@ pub async fn run(options: ProxyOptions) -> Result<i32, ProxyError> {
     .await;
     #[cfg(unix)]
     relay::signal_tree(pid, nix::sys::signal::Signal::SIGKILL);
-    audit.flush(Duration::from_millis(500)).await;
+    // Bounded: a daemon that does not answer within its acknowledgement timeout makes the
+    // writer spool the batch itself, well inside this.
+    audit.flush(Duration::from_secs(3)).await;
     Ok(status.map_or(1, relay::exit_code))
 }
 
