@@ -3,41 +3,8 @@
 
 use jsonc_parser::cst::{CstInputValue, CstObject, CstRootNode};
 
+use super::{Edited, is_wrapped, unwrapped_launch, wrapped_args};
 use crate::discovery::catalog::Layout;
-use crate::discovery::normalize::server_id;
-use crate::discovery::sanitize::sanitize_args;
-use agent_bom_protocol::Transport;
-
-/// The subcommand that marks a wrapped entry: `<agent> proxy ... -- CMD ARGS`.
-pub const PROXY_SUBCOMMAND: &str = "proxy";
-
-/// True when a launch already runs through the proxy: the command is an `agent-bom-agent`
-/// binary and the first argument is `proxy`. This is the idempotency marker.
-pub fn is_wrapped(command: &str, args: &[String]) -> bool {
-    let file = command.rsplit(['/', '\\']).next().unwrap_or(command);
-    file.starts_with("agent-bom-agent") && args.first().is_some_and(|a| a == PROXY_SUBCOMMAND)
-}
-
-/// The original launch inside a wrapped one: what follows `--`.
-pub fn unwrapped_launch(args: &[String]) -> Option<(String, Vec<String>)> {
-    let sep = args.iter().position(|a| a == "--")?;
-    let command = args.get(sep + 1)?.clone();
-    Some((command, args[sep + 2..].to_vec()))
-}
-
-/// The arguments that run `command args` through the proxy at `proxy_exe`.
-pub fn wrapped_args(command: &str, args: &[String]) -> Vec<String> {
-    let id = server_id(Transport::Stdio, Some(command), &sanitize_args(args), None);
-    let mut out = vec![
-        PROXY_SUBCOMMAND.to_string(),
-        "--server-id".to_string(),
-        id,
-        "--".to_string(),
-        command.to_string(),
-    ];
-    out.extend(args.iter().cloned());
-    out
-}
 
 /// Parse options matching the scanner's (comments and trailing commas accepted).
 fn parse(text: &str) -> Result<CstRootNode, String> {
@@ -141,15 +108,6 @@ fn set_launch(entry: &CstObject, command: &str, args: &[String]) {
     }
 }
 
-/// Result of an edit: the new text and the names of the entries changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Edited {
-    /// The new file text.
-    pub text: String,
-    /// Server names whose launch changed.
-    pub servers: Vec<String>,
-}
-
 /// Rewrite every unwrapped stdio entry of `text` to run through `proxy_exe`. `None` when
 /// nothing needs wrapping.
 pub fn wrap_text(text: &str, layout: Layout, proxy_exe: &str) -> Result<Option<Edited>, String> {
@@ -173,6 +131,7 @@ pub fn wrap_text(text: &str, layout: Layout, proxy_exe: &str) -> Result<Option<E
     Ok((!servers.is_empty()).then(|| Edited {
         text: root.to_string(),
         servers,
+        skipped: Vec::new(),
     }))
 }
 
@@ -201,6 +160,7 @@ pub fn unwrap_text(text: &str, layout: Layout) -> Result<Option<Edited>, String>
     Ok((!servers.is_empty()).then(|| Edited {
         text: root.to_string(),
         servers,
+        skipped: Vec::new(),
     }))
 }
 
