@@ -511,6 +511,13 @@ async fn dispatch(command: Command) -> Result<()> {
                     None
                 }
             };
+            // Managed wrapping (`settings.json`): a pass now and after every config change,
+            // before the uplink is woken to ship it.
+            let changes = wrap::managed::spawn(
+                WrapOptions::daemon(scan.clone(), state_dir.clone())?,
+                changes,
+                shutdown.clone(),
+            );
             let state = StateDir::open(&state_dir)?;
             // Proxy audit events: the socket proxies write to, spooled durably, shipped by the
             // uplink. Without it the proxies keep their own fallback spool.

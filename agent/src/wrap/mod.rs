@@ -8,10 +8,12 @@
 //! what `wrap` wrote, and falls back to a structural unwrap (the same edit in reverse) when the
 //! client or the user changed it since. Writes are atomic, re-check the file right before the
 //! rename and keep its owner and mode ([`write`]), because clients such as Claude Code rewrite
-//! their own file at any moment and the daemon edits users' files as root.
+//! their own file at any moment and the daemon edits users' files as root. [`managed`] is the
+//! daemon's side: wrap by policy and re-wrap what a client reverted.
 
 pub mod diff;
 pub mod edit;
+pub mod managed;
 pub mod plan;
 pub mod record;
 pub mod write;
@@ -85,6 +87,20 @@ pub struct WrapOptions {
     pub proxy_exe: PathBuf,
     /// The agent state directory (records of originals).
     pub state_dir: PathBuf,
+}
+
+impl WrapOptions {
+    /// The daemon's options: every client of `scan`, records in `state_dir`, this binary as
+    /// the proxy.
+    pub fn daemon(scan: ScanOptions, state_dir: PathBuf) -> std::io::Result<Self> {
+        Ok(Self {
+            scan,
+            client: None,
+            dry_run: false,
+            proxy_exe: this_exe()?,
+            state_dir,
+        })
+    }
 }
 
 /// The absolute path of this agent binary, which wrapped entries launch as the proxy.

@@ -1,0 +1,126 @@
+//! Managed wrapping: the daemon wraps every stdio server by policy and wraps again whatever a
+//! client reverted (a client that rewrites its config from its own copy drops the proxy).
+//!
+//! The switch is `"managed_wrapping": true` in `<state dir>/settings.json` (written by the
+//! `settings` command from the control plane); it is read on every pass, so turning it on or off
+//! needs no restart. A missing or unreadable file means off. A pass is [`super::wrap`] itself:
+//! when everything is wrapped it reads and parses the few config files and writes nothing, so
+//! running it after each debounced file event costs milliseconds and cannot loop (its own
+//! writes trigger one more pass that finds nothing to do).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::{FileChange, WrapError, WrapOptions};
+
+/// The daemon settings file in the state directory.
+pub const SETTINGS_FILE: &str = "settings.json";
+/// Its key that turns managed wrapping on.
+pub const MANAGED_WRAPPING_KEY: &str = "managed_wrapping";
+
+/// True when `<state_dir>/settings.json` has `"managed_wrapping": true`.
+pub fn managed_wrapping_enabled(state_dir: &Path) -> bool {
+    std::fs::read(state_dir.join(SETTINGS_FILE))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .and_then(|v| v.get(MANAGED_WRAPPING_KEY)?.as_bool())
+        .unwrap_or(false)
+}
+
+/// Wrap whatever is not wrapped, if managed wrapping is on; nothing otherwise.
+pub fn rewrap_if_managed(options: &WrapOptions) -> Vec<Result<FileChange, WrapError>> {
+    if !managed_wrapping_enabled(&options.state_dir) {
+        return Vec::new();
+    }
+    let options = WrapOptions {
+        dry_run: false,
+        ..options.clone()
+    };
+    super::wrap(&options)
+}
+
+/// One pass off the async threads, logged (server names and paths only: records and diffs hold
+/// env values).
+async fn pass(options: &WrapOptions) {
+    let options = options.clone();
+    let results = tokio::task::spawn_blocking(move || rewrap_if_managed(&options))
+        .await
+        .unwrap_or_default();
+    for result in results {
+        match result {
+            Ok(change) => {
+                if change.written {
+                    tracing::info!(
+                        path = %change.path.display(),
+                        client = change.client,
+                        servers = %change.servers.join(", "),
+                        "managed wrapping: wrapped"
+                    );
+                }
+                for s in &change.skipped {
+                    tracing::warn!(
+                        path = %change.path.display(),
+                        server = %s.server,
+                        reason = %s.reason,
+                        "managed wrapping: server left unwrapped"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "managed wrapping failed"),
+        }
+    }
+}
+
+/// Run a pass now and after every change `changes` signals, until `shutdown`. Returns the
+/// notifier to hand on (to the uplink): it fires after each pass, so what is shipped already
+/// includes the re-wrap. Without a watcher (`None`) only the startup pass runs.
+pub fn spawn(
+    options: WrapOptions,
+    changes: Option<Arc<Notify>>,
+    shutdown: CancellationToken,
+) -> Option<Arc<Notify>> {
+    let forward = changes.as_ref().map(|_| Arc::new(Notify::new()));
+    let out = forward.clone();
+    tokio::spawn(async move {
+        pass(&options).await;
+        let (Some(changes), Some(forward)) = (changes, forward) else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = changes.notified() => {
+                    pass(&options).await;
+                    forward.notify_one();
+                }
+            }
+        }
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_switch_tolerates_missing_and_broken_files() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!managed_wrapping_enabled(dir.path()));
+        let file = dir.path().join(SETTINGS_FILE);
+        for (body, on) in [
+            ("{\"managed_wrapping\": true, \"other\": 1}", true),
+            ("{\"managed_wrapping\": false}", false),
+            ("{\"managed_wrapping\": \"yes\"}", false),
+            ("[true]", false),
+            ("{ broken", false),
+            ("", false),
+        ] {
+            std::fs::write(&file, body).unwrap();
+            assert_eq!(managed_wrapping_enabled(dir.path()), on, "{body}");
+        }
+    }
+}
