@@ -23,7 +23,7 @@ pub fn apply(text: &str, change: &Change) -> Result<String, String> {
     let doc = Doc::new(body);
     let mut edits = doc.edits(change)?;
     // Later spans first, so earlier offsets stay valid.
-    edits.sort_by(|a, b| b.0.start.cmp(&a.0.start));
+    edits.sort_by_key(|e| std::cmp::Reverse(e.0.start));
     let mut out = body.to_string();
     for (range, with) in edits {
         out.replace_range(range, &with);
@@ -141,10 +141,13 @@ impl<'a> Doc<'a> {
             .iter()
             .find(|k| k.key == change.command_key)
             .ok_or("its command is not written as a plain `key: value` line")?;
-        let command_span = match (&command.inline, command.children.is_empty()) {
-            (Some(span), true) if self.inline(span.clone())?.is_scalar() => span.clone(),
-            _ => return Err("its command is not a single-line scalar".into()),
-        };
+        let command_span = command
+            .inline
+            .clone()
+            .ok_or("its command is not written on the key's line")?;
+        if !self.inline(command_span.clone())?.is_scalar() || !command.children.is_empty() {
+            return Err("its command is not a single-line scalar".into());
+        }
         // The original command moves between `command` and `args` as the text it was written
         // as (quotes and all), so a structural unwrap gives back the same bytes.
         let raw_command = &self.text[command_span.clone()];
@@ -524,7 +527,7 @@ impl<'a> Doc<'a> {
             at += len;
             let rest = &body[at..];
             at += rest.len() - rest.trim_start().len();
-            match body[at..].as_bytes().first() {
+            match body.as_bytes().get(at) {
                 Some(b',') => at += 1,
                 None => break,
                 Some(_) => {
@@ -585,8 +588,7 @@ fn key_at(text: &str, at: usize, end: usize) -> Option<(String, usize)> {
             let colon = s
                 .char_indices()
                 .find(|&(i, c)| {
-                    c == ':' && s[i + 1..].is_empty()
-                        || c == ':' && s[i + 1..].starts_with([' ', '\t'])
+                    c == ':' && (s[i + 1..].is_empty() || s[i + 1..].starts_with([' ', '\t']))
                 })?
                 .0;
             (s[..colon].trim_end().to_string(), colon)
@@ -754,7 +756,7 @@ mod tests {
         let text = "GOOSE_PROVIDER: openai # provider\nextensions:\n  developer:\n    bundled: true\n    enabled: true\n    name: developer\n    type: builtin\n  fetch:\n    args:\n    - mcp-server-fetch\n    - --ignore-robots-txt\n    cmd: uvx # runner\n    enabled: true\n    envs:\n      TOKEN: secret\n    name: fetch\n    timeout: 300\n    type: stdio\n  web:\n    enabled: true\n    type: sse\n    uri: http://localhost:8080/sse\n";
         let w = round_trip(text, GOOSE);
         assert!(
-            w.contains(&format!("    args:\n    - proxy\n    - --server-id\n")),
+            w.contains("    args:\n    - proxy\n    - --server-id\n"),
             "{w}"
         );
         assert!(
