@@ -900,6 +900,100 @@ mod tests {
         }
     }
 
+    /// Drop `args: []` everywhere: an entry wrapped without `args` comes back with an empty one.
+    fn without_empty_args(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                if map
+                    .get("args")
+                    .and_then(|a| a.as_array())
+                    .is_some_and(Vec::is_empty)
+                {
+                    map.remove("args");
+                }
+                map.values_mut().for_each(without_empty_args);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(without_empty_args),
+            _ => {}
+        }
+    }
+
+    /// Random edits of real configs (structure characters, quotes, anchors, tabs, non-ASCII,
+    /// deleted and duplicated lines): whatever still parses is wrapped and unwrapped without a
+    /// panic, every server wrapped reads back wrapped, and unwrapping gives back the document.
+    #[test]
+    fn randomized_configs_never_panic_nor_change_other_nodes() {
+        let bases = [
+            (
+                "extensions:\n  fetch:\n    args:\n    - mcp-server-fetch\n    - --x # c\n    cmd: uvx\n    envs: {}\n    type: stdio\n  gh:\n    cmd: 'npx'\n    args: [-y, \"gh\"]\n",
+                GOOSE,
+            ),
+            (
+                "mcpServers:\n  # db\n  - name: a\n    command: npx\n    args:\n      - -y\n      - \"pkg\"\n    env:\n      K: v\n  - name: b\n    command: uvx\n    args: []\n",
+                CONTINUE,
+            ),
+        ];
+        let pieces = [
+            " ", "  ", "\n", "-", "- ", ":", ": ", "#", " #", "'", "\"", "[", "]", ",", "&a ",
+            "*a", "{", "}", "|", ">", "\t", "é", "!!str ", "<<: ", "\r\n", "- x\n", "k: v\n",
+            "---\n",
+        ];
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let mut wrapped_some = 0;
+        for _ in 0..4000 {
+            let (base, layout) = bases[next(bases.len())];
+            let mut text = base.to_string();
+            for _ in 0..1 + next(3) {
+                let bounds: Vec<usize> = (0..=text.len())
+                    .filter(|&i| text.is_char_boundary(i))
+                    .collect();
+                let at = bounds[next(bounds.len())];
+                match next(3) {
+                    0 => text.insert_str(at, pieces[next(pieces.len())]),
+                    1 => {
+                        let end = bounds
+                            .iter()
+                            .copied()
+                            .find(|&b| b > at + next(3))
+                            .unwrap_or(at);
+                        text.replace_range(at..end, "");
+                    }
+                    _ => {
+                        let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+                        let end = text[at..].find('\n').map_or(text.len(), |i| at + i + 1);
+                        let line = text[start..end].to_string();
+                        text.insert_str(start, &line);
+                    }
+                }
+            }
+            let Ok(Some(w)) = wrap_text(&text, Format::Yaml, layout, EXE) else {
+                continue;
+            };
+            if w.servers.is_empty() {
+                assert_eq!(w.text, text);
+                continue;
+            }
+            wrapped_some += 1;
+            let u = unwrap_text(&w.text, Format::Yaml, layout).unwrap().unwrap();
+            if u.skipped.is_empty() {
+                let (mut a, mut b) = (doc(&text), doc(&u.text));
+                without_empty_args(&mut a);
+                without_empty_args(&mut b);
+                assert_eq!(a, b, "{text:?}\n{:?}", u.text);
+            }
+        }
+        assert!(
+            wrapped_some > 500,
+            "the mutations leave most files editable: {wrapped_some}"
+        );
+    }
+
     #[test]
     fn invalid_yaml_is_an_error() {
         assert!(wrap_text("extensions: [\n", Format::Yaml, GOOSE, EXE).is_err());
