@@ -2,8 +2,8 @@
 //! client reverted (a client that rewrites its config from its own copy drops the proxy).
 //!
 //! The switch is `"managed_wrapping": true` in `<state dir>/settings.json` (written by the
-//! `settings` command from the control plane); it is read on every pass, so turning it on or off
-//! needs no restart. A missing or unreadable file means off. A pass is [`super::wrap`] itself:
+//! `settings` command from the control plane, read through [`RemoteSettings`]); it is read on
+//! every pass, so turning it on or off needs no restart. A missing or broken file means off. A pass is [`super::wrap`] itself:
 //! when everything is wrapped it reads and parses the few config files and writes nothing, so
 //! running it after each debounced file event costs milliseconds and cannot loop (its own
 //! writes trigger one more pass that finds nothing to do).
@@ -15,19 +15,11 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{FileChange, WrapError, WrapOptions};
-
-/// The daemon settings file in the state directory.
-pub const SETTINGS_FILE: &str = "settings.json";
-/// Its key that turns managed wrapping on.
-pub const MANAGED_WRAPPING_KEY: &str = "managed_wrapping";
+use crate::settings::RemoteSettings;
 
 /// True when `<state_dir>/settings.json` has `"managed_wrapping": true`.
 pub fn managed_wrapping_enabled(state_dir: &Path) -> bool {
-    std::fs::read(state_dir.join(SETTINGS_FILE))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-        .and_then(|v| v.get(MANAGED_WRAPPING_KEY)?.as_bool())
-        .unwrap_or(false)
+    RemoteSettings::load(state_dir).managed_wrapping == Some(true)
 }
 
 /// Wrap whatever is not wrapped, if managed wrapping is on; nothing otherwise.
@@ -110,9 +102,12 @@ mod tests {
     fn the_switch_tolerates_missing_and_broken_files() {
         let dir = tempfile::tempdir().unwrap();
         assert!(!managed_wrapping_enabled(dir.path()));
-        let file = dir.path().join(SETTINGS_FILE);
+        let file = dir.path().join(crate::settings::REMOTE_SETTINGS_FILE);
         for (body, on) in [
-            ("{\"managed_wrapping\": true, \"other\": 1}", true),
+            (
+                "{\"managed_wrapping\": true, \"rescan_interval_secs\": 60}",
+                true,
+            ),
             ("{\"managed_wrapping\": false}", false),
             ("{\"managed_wrapping\": \"yes\"}", false),
             ("[true]", false),
