@@ -294,6 +294,38 @@ fn unwrap_after_the_file_changed_reverses_the_edit_and_keeps_the_change() {
     assert!(env.servers().iter().all(|s| !s.5));
 }
 
+/// The daemon runs as root and edits users' files: after wrap and unwrap a user's config still
+/// belongs to the user, with its mode (checked where the tests run as root, as CI does).
+#[cfg(unix)]
+#[test]
+fn wrap_and_unwrap_keep_owner_group_and_mode() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let env = Env::new();
+    let goose = env.path("home/.config/goose/config.yaml");
+    let codex = env.path("home/.codex/config.toml");
+    let root = nix::unistd::Uid::effective().is_root();
+    for path in [&goose, &codex] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        if root {
+            std::os::unix::fs::chown(path, Some(1234), Some(1235)).unwrap();
+        }
+    }
+    let owner = |p: &Path| {
+        let m = std::fs::metadata(p).unwrap();
+        (m.uid(), m.gid(), m.permissions().mode() & 0o7777)
+    };
+    let expected = owner(&goose);
+    if root {
+        assert_eq!(expected, (1234, 1235, 0o640));
+    }
+    for verb in ["wrap", "unwrap"] {
+        run(&mut env.cmd(verb));
+        assert_eq!(owner(&goose), expected, "{verb}");
+        assert_eq!(owner(&codex), expected, "{verb}");
+    }
+    assert_eq!(env.read("home/.codex/config.toml"), CODEX);
+}
+
 #[test]
 fn unsupported_yaml_forms_are_skipped_with_a_message_and_left_alone() {
     let env = Env::new();
