@@ -99,6 +99,58 @@ mod tests {
     use super::*;
 
     #[test]
+    fn rewrap_only_when_on_and_only_what_was_reverted() {
+        use crate::discovery::{Roots, ScanOptions, WalkLimits, catalog::Os};
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        let config = home.join(".codex/config.toml");
+        std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+        let original = "[mcp_servers.docs]\ncommand = \"npx\"\nargs = [\"-y\", \"docs\"]\n";
+        std::fs::write(&config, original).unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        let options = WrapOptions {
+            scan: ScanOptions {
+                users: vec![Roots::for_home(&home, Os::Linux)],
+                projects: Vec::new(),
+                workspace_roots: Vec::new(),
+                system_root: Some(dir.path().join("system")),
+                limits: WalkLimits::default(),
+                os: Os::Linux,
+            },
+            client: None,
+            dry_run: true,
+            proxy_exe: "/opt/agent-bom/agent-bom-agent".into(),
+            state_dir: state.clone(),
+        };
+        assert!(rewrap_if_managed(&options).is_empty(), "off by default");
+        assert_eq!(std::fs::read_to_string(&config).unwrap(), original);
+
+        let settings = state.join(crate::settings::REMOTE_SETTINGS_FILE);
+        std::fs::write(&settings, "{\"managed_wrapping\": true}").unwrap();
+        for _ in 0..2 {
+            // Written even though the options say dry run: managed passes always write.
+            let changes = rewrap_if_managed(&options);
+            assert_eq!(changes.len(), 1);
+            assert!(changes[0].as_ref().unwrap().written);
+            assert!(
+                std::fs::read_to_string(&config)
+                    .unwrap()
+                    .contains("\"proxy\"")
+            );
+            assert!(
+                rewrap_if_managed(&options).is_empty(),
+                "nothing left to wrap"
+            );
+            // The client reverts.
+            std::fs::write(&config, original).unwrap();
+        }
+        std::fs::write(&settings, "{\"managed_wrapping\": false}").unwrap();
+        assert!(rewrap_if_managed(&options).is_empty());
+        assert_eq!(std::fs::read_to_string(&config).unwrap(), original);
+    }
+
+    #[test]
     fn the_switch_tolerates_missing_and_broken_files() {
         let dir = tempfile::tempdir().unwrap();
         assert!(!managed_wrapping_enabled(dir.path()));
