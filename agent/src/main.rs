@@ -145,14 +145,12 @@ struct EditArgs {
 
 impl EditArgs {
     fn options(&self) -> Result<WrapOptions> {
-        let proxy_exe = std::env::current_exe()
-            .and_then(|p| std::fs::canonicalize(&p).or(Ok(p)))
-            .context("cannot locate this agent binary for the proxy command")?;
         Ok(WrapOptions {
             scan: self.target.scan_options()?,
             client: self.client.clone(),
             dry_run: self.dry_run,
-            proxy_exe,
+            proxy_exe: wrap::this_exe()
+                .context("cannot locate this agent binary for the proxy command")?,
             state_dir: self.state_dir.clone().unwrap_or_else(default_state_dir),
         })
     }
@@ -321,11 +319,26 @@ fn print_changes(
     verb: &str,
 ) -> Result<()> {
     let mut failed = 0;
-    if changes.is_empty() {
+    if !changes
+        .iter()
+        .any(|c| c.as_ref().is_ok_and(|c| !c.servers.is_empty()))
+    {
         println!("nothing to {verb}");
     }
     for change in changes {
+        if let Ok(c) = &change {
+            for s in &c.skipped {
+                println!(
+                    "skipped {} in {} ({}): {}",
+                    s.server,
+                    c.path.display(),
+                    c.client,
+                    s.reason
+                );
+            }
+        }
         match change {
+            Ok(c) if c.servers.is_empty() => {}
             Ok(c) if !c.written => print!("{}", c.diff),
             Ok(c) => println!(
                 "{verb}ped {} server(s) in {} ({}){}: {}",
@@ -498,6 +511,13 @@ async fn dispatch(command: Command) -> Result<()> {
                     None
                 }
             };
+            // Managed wrapping (`settings.json`): a pass now and after every config change,
+            // before the uplink is woken to ship it.
+            let changes = wrap::managed::spawn(
+                WrapOptions::daemon(scan.clone(), state_dir.clone())?,
+                changes,
+                shutdown.clone(),
+            );
             let state = StateDir::open(&state_dir)?;
             // Proxy audit events: the socket proxies write to, spooled durably, shipped by the
             // uplink. Without it the proxies keep their own fallback spool.
