@@ -205,6 +205,13 @@ impl Store {
             )),
             false,
         ));
+        migrations.push(Migration::new(
+            8,
+            "inventory base".into(),
+            MigrationType::Simple,
+            SqlStr::from_static(include_str!("../../migrations/0008_inventory_base.sql")),
+            false,
+        ));
         if self.backend == Backend::Postgres {
             migrations.push(Migration::new(
                 3,
