@@ -13,6 +13,7 @@ pub mod delta;
 pub mod discovery;
 pub mod host;
 pub mod intake;
+pub mod inventory_upload;
 pub mod link;
 pub mod proxy;
 pub mod report;
