@@ -4,10 +4,10 @@
 //! A delta is sent only when the collector announced `inventory.delta` in its `Welcome` (an
 //! older collector never gets one), when there is an acknowledged base, and when the delta is
 //! smaller on the wire than the snapshot. A collector that does not hold the base answers
-//! `snapshot_required` and gets the snapshot under the same sequence. If it refuses a delta
-//! against an inventory it acknowledged in this very session, it cannot apply deltas for this
-//! device (e.g. it drops fields this agent sends), and the session stops sending them instead
-//! of paying for two uploads each time.
+//! `snapshot_required` and gets the snapshot under the same sequence. One refusal is normal
+//! (first delta after a restore from backup); two in a row, with the snapshot acknowledged in
+//! between, mean the collector cannot apply deltas for this device (e.g. it drops fields this
+//! agent sends), and the session stops sending them instead of paying for two uploads each time.
 
 use agent_bom_protocol::{AgentMessage, Inventory, capability, encode, inventory_delta};
 
@@ -17,7 +17,7 @@ use crate::state::AckedInventory;
 #[derive(Debug, Clone, Default)]
 pub struct DeltaSession {
     enabled: bool,
-    acked_here: Option<u64>,
+    refusals_in_a_row: u32,
 }
 
 impl DeltaSession {
@@ -27,7 +27,7 @@ impl DeltaSession {
             enabled: capabilities
                 .iter()
                 .any(|c| c == capability::INVENTORY_DELTA),
-            acked_here: None,
+            refusals_in_a_row: 0,
         }
     }
 
@@ -36,15 +36,16 @@ impl DeltaSession {
         self.enabled
     }
 
-    /// An upload with this sequence was acknowledged in this session.
-    pub fn acknowledged(&mut self, seq: u64) {
-        self.acked_here = Some(seq);
+    /// The collector applied a delta.
+    pub fn delta_acknowledged(&mut self) {
+        self.refusals_in_a_row = 0;
     }
 
-    /// The collector refused a delta against `base_seq`. Returns true when that disables deltas
-    /// for the rest of the session (the base was acknowledged in this session).
-    pub fn refused(&mut self, base_seq: u64) -> bool {
-        if self.acked_here == Some(base_seq) {
+    /// The collector refused a delta with `snapshot_required`. Returns true when that disables
+    /// deltas for the rest of the session (the second refusal without an applied delta between).
+    pub fn refused(&mut self) -> bool {
+        self.refusals_in_a_row += 1;
+        if self.refusals_in_a_row >= 2 {
             self.enabled = false;
         }
         !self.enabled
@@ -156,12 +157,13 @@ mod tests {
         let mut session =
             DeltaSession::from_welcome(&["inventory.snapshot".into(), "inventory.delta".into()]);
         assert!(session.enabled());
-        // A refused base from an earlier session (restored collector) keeps deltas on...
-        assert!(!session.refused(7));
+        // One refusal (a collector restored from a backup) keeps deltas on...
+        assert!(!session.refused());
+        session.delta_acknowledged();
+        assert!(!session.refused());
         assert!(session.enabled());
-        // ...one acknowledged in this session turns them off.
-        session.acknowledged(8);
-        assert!(session.refused(8));
+        // ...a second one in a row turns them off for the session.
+        assert!(session.refused());
         assert!(!session.enabled());
     }
 }

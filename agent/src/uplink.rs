@@ -432,10 +432,10 @@ async fn upload(
             } => {
                 // The collector does not hold our base: the same sequence, in full, at once.
                 uplink.snapshots_required += 1;
-                if deltas.refused(base_seq) {
+                if deltas.refused() {
                     tracing::warn!(
                         base_seq,
-                        "collector refused a delta against an inventory it acknowledged in this session; sending snapshots until the next connection"
+                        "collector refused deltas twice in a row; sending snapshots until the next connection"
                     );
                 }
                 tracing::info!(seq, base_seq, reason = %message, "collector asked for a full snapshot");
@@ -452,7 +452,6 @@ async fn upload(
     };
     match reply {
         CollectorMessage::Ack { seq: acked } if acked == seq => {
-            deltas.acknowledged(seq);
             // The new base first: if the agent dies before uplink.json records the ack, the
             // base is still the collector's state and the next delta applies.
             let acked_inventory = AckedInventory {
@@ -465,6 +464,7 @@ async fn upload(
                 tracing::warn!(error = %e, "cannot record the acknowledged inventory");
             }
             if as_delta {
+                deltas.delta_acknowledged();
                 uplink.deltas_acked += 1;
             } else {
                 uplink.snapshots_acked += 1;
