@@ -205,6 +205,8 @@ fn wrap(ctx: Context<'_>, command: &Command) -> Outcome {
     let mut errors = Vec::new();
     for r in results {
         match r {
+            // A file whose every server was skipped changed nothing.
+            Ok(c) if c.servers.is_empty() => {}
             Ok(c) => changed.push(format!(
                 "{} ({} server(s))",
                 c.path.display(),

@@ -14,6 +14,7 @@ pub mod delta;
 pub mod discovery;
 pub mod host;
 pub mod intake;
+pub mod inventory_upload;
 pub mod link;
 pub mod policy_cache;
 pub mod proxy;

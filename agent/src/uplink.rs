@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use agent_bom_protocol::clock::now_ms;
 use agent_bom_protocol::{
-    AgentMessage, CollectorMessage, ErrorCode, FrameError, Inventory, PROTOCOL_VERSION, read_frame,
-    write_frame,
+    AgentMessage, CollectorMessage, ErrorCode, FrameError, Inventory, PROTOCOL_VERSION, capability,
+    read_frame, write_frame,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -18,10 +18,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::commands::{self, FollowUp};
 use crate::discovery::{self, ScanOptions};
+use crate::inventory_upload::{self, DeltaSession};
 use crate::link::{self, Link};
 use crate::settings::RemoteSettings;
 use crate::spool::EventSpool;
-use crate::state::{AgentRecord, StateDir, StateError, UplinkState};
+use crate::state::{AckedInventory, AgentRecord, StateDir, StateError, UplinkState};
 use crate::tls::{self, PinnedCaVerifier};
 
 /// First reconnect delay cap; doubles per failure up to the configured maximum.
@@ -281,12 +282,17 @@ async fn session(
     let hello = AgentMessage::Hello {
         protocol_version: PROTOCOL_VERSION,
         agent_version: crate::AGENT_VERSION.to_string(),
-        capabilities: vec!["inventory.snapshot".into()],
+        capabilities: vec![
+            capability::INVENTORY_SNAPSHOT.into(),
+            capability::INVENTORY_DELTA.into(),
+        ],
     };
-    let last_applied = match link.exchange(&hello).await? {
+    let (last_applied, mut deltas) = match link.exchange(&hello).await? {
         CollectorMessage::Welcome {
-            last_applied_seq, ..
-        } => last_applied_seq,
+            last_applied_seq,
+            capabilities,
+            ..
+        } => (last_applied_seq, DeltaSession::from_welcome(&capabilities)),
         other => return Err(reply_error(other)),
     };
     *attempt = 0;
@@ -319,7 +325,7 @@ async fn session(
                 let inventory = scan_now(options.scan.clone()).await;
                 let hash = inventory_hash(&inventory);
                 if uplink.last_inventory_hash.as_deref() != Some(hash.as_str()) {
-                    upload(state, &link, &mut uplink, inventory, hash).await?;
+                    upload(state, &link, &mut uplink, inventory, hash, &mut deltas).await?;
                 }
                 next_rescan = tokio::time::Instant::now() + rescan_interval(state, options);
             }
@@ -397,6 +403,7 @@ async fn upload(
     uplink: &mut UplinkState,
     inventory: Inventory,
     hash: String,
+    deltas: &mut DeltaSession,
 ) -> Result<(), UplinkError> {
     let seq = match &uplink.pending {
         Some((seq, pending_hash)) if *pending_hash == hash => *seq,
@@ -408,22 +415,82 @@ async fn upload(
             seq
         }
     };
-    let message = AgentMessage::InventorySnapshot {
-        seq,
-        inventory: Box::new(inventory),
+    let base = if deltas.enabled() {
+        delta_base(state)
+    } else {
+        None
     };
-    match link.exchange(&message).await? {
+    let delta = base
+        .as_ref()
+        .and_then(|b| inventory_upload::delta(seq, &inventory, b).map(|m| (m, b.seq)));
+    let (reply, as_delta) = match delta {
+        Some((message, base_seq)) => match link.exchange(&message).await? {
+            CollectorMessage::Error {
+                code: ErrorCode::SnapshotRequired,
+                message,
+                ..
+            } => {
+                // The collector does not hold our base: the same sequence, in full, at once.
+                uplink.snapshots_required += 1;
+                if deltas.refused() {
+                    tracing::warn!(
+                        base_seq,
+                        "collector refused deltas twice in a row; sending snapshots until the next connection"
+                    );
+                }
+                tracing::info!(seq, base_seq, reason = %message, "collector asked for a full snapshot");
+                let snapshot = inventory_upload::snapshot(seq, &inventory);
+                (link.exchange(&snapshot).await?, false)
+            }
+            other => (other, true),
+        },
+        None => (
+            link.exchange(&inventory_upload::snapshot(seq, &inventory))
+                .await?,
+            false,
+        ),
+    };
+    match reply {
         CollectorMessage::Ack { seq: acked } if acked == seq => {
+            // The new base first: if the agent dies before uplink.json records the ack, the
+            // base is still the collector's state and the next delta applies.
+            let acked_inventory = AckedInventory {
+                seq,
+                hash: inventory.content_hash(),
+                inventory,
+            };
+            if let Err(e) = state.save_acked_inventory(&acked_inventory) {
+                // The older base stays; the collector will ask for a snapshot.
+                tracing::warn!(error = %e, "cannot record the acknowledged inventory");
+            }
+            if as_delta {
+                deltas.delta_acknowledged();
+                uplink.deltas_acked += 1;
+            } else {
+                uplink.snapshots_acked += 1;
+            }
             uplink.pending = None;
             uplink.last_ack_seq = Some(seq);
             uplink.last_ack_at_ms = Some(now_ms());
             uplink.last_inventory_hash = Some(hash);
             uplink.updated_at_ms = now_ms();
             state.save_uplink(uplink)?;
-            tracing::info!(seq, "inventory acknowledged");
+            tracing::info!(seq, delta = as_delta, "inventory acknowledged");
             Ok(())
         }
         other => Err(reply_error(other)),
+    }
+}
+
+/// The last acknowledged inventory, if it can be read; a missing or unreadable one means the
+/// next upload is a full snapshot.
+fn delta_base(state: &StateDir) -> Option<AckedInventory> {
+    match state.acked_inventory() {
+        Ok(base) => base,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the last acknowledged inventory; sending a snapshot");
+            None
+        }
     }
 }
 

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use agent_bom_protocol::{
-    AgentMessage, CollectorMessage, ErrorCode, FrameError, PROTOCOL_VERSION, read_frame,
-    write_frame,
+    AgentMessage, CollectorMessage, ErrorCode, FrameError, PROTOCOL_VERSION, capability,
+    read_frame, write_frame,
 };
 use quinn::crypto::rustls::QuicServerConfig;
 use rustls::pki_types::CertificateDer;
@@ -23,7 +23,9 @@ use tokio_util::task::TaskTracker;
 use crate::admission::EnrollThrottle;
 use crate::liveness::Liveness;
 use crate::pki::{CertificateAuthority, fingerprint};
-use crate::store::{CollectorStore, DeviceSession, EnrollmentRequest, StoreError};
+use crate::store::{
+    CollectorStore, DeltaOutcome, DeltaUpload, DeviceSession, EnrollmentRequest, StoreError,
+};
 use crate::tls::{TlsError, server_config};
 
 /// Tunables of a collector. Defaults are the production values.
@@ -606,6 +608,7 @@ impl<S: CollectorStore> Collector<S> {
                     protocol_version: PROTOCOL_VERSION,
                     agent_id: agent_id.clone(),
                     last_applied_seq: session.last_applied_seq,
+                    capabilities: self.capabilities(),
                 },
                 session,
                 agent_version,
@@ -619,6 +622,47 @@ impl<S: CollectorStore> Collector<S> {
                 };
                 refuse(store_error(&e), code)
             }
+        }
+    }
+
+    /// Optional features announced in `Welcome`: deltas only when the store can apply them.
+    fn capabilities(&self) -> Vec<String> {
+        let mut out = vec![capability::INVENTORY_SNAPSHOT.to_string()];
+        if self.store.inventory_deltas() {
+            out.push(capability::INVENTORY_DELTA.to_string());
+        }
+        out
+    }
+
+    /// An `inventory_delta`: acknowledged when applied (or applied before), `snapshot_required`
+    /// when the stored inventory is not its base.
+    async fn answer_delta(
+        &self,
+        session: &DeviceSession,
+        agent_version: &str,
+        upload: DeltaUpload<'_>,
+    ) -> CollectorMessage {
+        let seq = upload.seq;
+        match self
+            .store
+            .apply_inventory_delta(session, agent_version, upload)
+            .await
+        {
+            Ok(outcome @ (DeltaOutcome::Applied | DeltaOutcome::AlreadyApplied)) => {
+                tracing::debug!(agent_id = %session.agent_id, seq, ?outcome, "inventory delta committed");
+                CollectorMessage::Ack { seq }
+            }
+            Ok(DeltaOutcome::SnapshotRequired) => {
+                tracing::info!(agent_id = %session.agent_id, seq, base_seq = upload.base_seq, "inventory delta against an unknown base; asking for a snapshot");
+                error(
+                    ErrorCode::SnapshotRequired,
+                    &format!(
+                        "the stored inventory is not base {}; send sequence {seq} as a full inventory_snapshot",
+                        upload.base_seq
+                    ),
+                )
+            }
+            Err(e) => store_error(&e),
         }
     }
 
@@ -642,6 +686,22 @@ impl<S: CollectorStore> Collector<S> {
                     }
                     Err(e) => store_error(&e),
                 }
+            }
+            Ok(AgentMessage::InventoryDelta {
+                seq,
+                base_seq,
+                base_hash,
+                hash,
+                changes,
+            }) => {
+                let upload = DeltaUpload {
+                    seq,
+                    base_seq,
+                    base_hash: &base_hash,
+                    hash: &hash,
+                    changes: &changes,
+                };
+                self.answer_delta(session, agent_version, upload).await
             }
             Ok(AgentMessage::ProxyEvents {
                 seq,

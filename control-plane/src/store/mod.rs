@@ -207,6 +207,13 @@ impl Store {
             false,
         ));
         migrations.push(Migration::new(
+            8,
+            "inventory base".into(),
+            MigrationType::Simple,
+            SqlStr::from_static(include_str!("../../migrations/0008_inventory_base.sql")),
+            false,
+        ));
+        migrations.push(Migration::new(
             10,
             "policies".into(),
             MigrationType::Simple,
