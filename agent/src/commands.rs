@@ -91,8 +91,22 @@ impl Outcome {
     }
 }
 
-/// Verify and apply `command`.
+/// Verify and apply `command`; what it changed that proxies read is republished to the
+/// users' link directories ([`crate::user_link`]).
 pub fn apply(ctx: Context<'_>, command: &Command) -> Outcome {
+    let outcome = apply_here(ctx, command);
+    if outcome.status == "applied"
+        && matches!(
+            command.command.as_str(),
+            "policy" | "quarantine" | "release" | "approve_pins"
+        )
+    {
+        crate::user_link::publish(ctx.state.path());
+    }
+    outcome
+}
+
+fn apply_here(ctx: Context<'_>, command: &Command) -> Outcome {
     tracing::info!(command = %command.command, id = %command.command_id, "command received");
     let verified = ctx
         .state

@@ -3,16 +3,18 @@
 //! durable [`EventSpool`] that the uplink ships. A proxy's batch is acknowledged only after
 //! that fsynced append; a drained fallback batch that cannot be stored is put back.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use agent_bom_protocol::ProxyEvent;
 use tokio::sync::Notify;
+use tokio::sync::mpsc::Sender;
 use tokio_util::sync::CancellationToken;
 
 use crate::proxy::audit::{self, Handoff};
 use crate::spool::EventSpool;
+use crate::user_link::LinkedUser;
 
 /// How often the proxies' fallback spool file is drained.
 const DRAIN_INTERVAL: Duration = Duration::from_secs(30);
@@ -23,18 +25,29 @@ pub fn start(
     state_dir: &Path,
     shutdown: CancellationToken,
 ) -> std::io::Result<(Arc<EventSpool>, Arc<Notify>)> {
+    start_linked(state_dir, &[], shutdown)
+}
+
+/// [`start`], plus a socket and a fallback-spool drain in the link directory of each user in
+/// `links` (see [`crate::user_link`]), all feeding the one durable spool.
+pub fn start_linked(
+    state_dir: &Path,
+    links: &[LinkedUser],
+    shutdown: CancellationToken,
+) -> std::io::Result<(Arc<EventSpool>, Arc<Notify>)> {
     let spool = Arc::new(EventSpool::open(
         state_dir,
         crate::spool::DEFAULT_EVENT_CAP,
     )?);
     let ready = Arc::new(Notify::new());
-    spawn(state_dir, spool.clone(), ready.clone(), shutdown)?;
+    spawn(state_dir, links, spool.clone(), ready.clone(), shutdown)?;
     Ok((spool, ready))
 }
 
 /// Start the intake; `ready` is signalled whenever events were spooled.
 pub fn spawn(
     state_dir: &Path,
+    links: &[LinkedUser],
     spool: Arc<EventSpool>,
     ready: Arc<Notify>,
     shutdown: CancellationToken,
@@ -44,36 +57,29 @@ pub fn spawn(
     {
         let listener = audit::AuditListener::bind(&state_dir.join(audit::SOCKET_FILE))?;
         tokio::spawn(listener.run(tx.clone(), shutdown.clone()));
-    }
-    let fallback = state_dir.join(audit::SPOOL_FILE);
-    let drain_tx = tx;
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
-        loop {
-            let path = fallback.clone();
-            if let Ok(Ok(events)) =
-                tokio::task::spawn_blocking(move || audit::drain_spool(&path)).await
-                && !events.is_empty()
-            {
-                let (persisted, answer) = tokio::sync::oneshot::channel();
-                let handoff = Handoff {
-                    events: events.clone(),
-                    persisted,
-                };
-                if drain_tx.send(handoff).await.is_err() {
-                    return;
+        for user in links {
+            // One user's socket failing must not cost the others theirs.
+            match audit::AuditListener::bind_for_user(
+                &user.dir.join(audit::SOCKET_FILE),
+                user.uid,
+                user.gid,
+            ) {
+                Ok(l) => {
+                    tokio::spawn(l.run(tx.clone(), shutdown.clone()));
                 }
-                if !answer.await.unwrap_or(false) {
-                    // Not stored: put them back for the next drain.
-                    audit::respool(&fallback, &events);
+                Err(e) => {
+                    tracing::warn!(dir = %user.dir.display(), error = %e, "cannot open a user's audit socket")
                 }
-            }
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(DRAIN_INTERVAL) => {}
             }
         }
-    });
+    }
+    let fallbacks: Vec<_> = std::iter::once(state_dir.join(audit::SPOOL_FILE))
+        .chain(links.iter().map(|u| u.dir.join(audit::SPOOL_FILE)))
+        .collect();
+    for fallback in fallbacks {
+        spawn_drain(fallback, tx.clone(), shutdown.clone());
+    }
+    drop(tx);
     tokio::spawn(async move {
         loop {
             let first = tokio::select! {
@@ -113,4 +119,34 @@ pub fn spawn(
         }
     });
     Ok(())
+}
+
+/// Drain one fallback spool file into the intake every [`DRAIN_INTERVAL`].
+fn spawn_drain(fallback: PathBuf, drain_tx: Sender<Handoff>, stop: CancellationToken) {
+    tokio::spawn(async move {
+        loop {
+            let path = fallback.clone();
+            if let Ok(Ok(events)) =
+                tokio::task::spawn_blocking(move || audit::drain_spool(&path)).await
+                && !events.is_empty()
+            {
+                let (persisted, answer) = tokio::sync::oneshot::channel();
+                let handoff = Handoff {
+                    events: events.clone(),
+                    persisted,
+                };
+                if drain_tx.send(handoff).await.is_err() {
+                    return;
+                }
+                if !answer.await.unwrap_or(false) {
+                    // Not stored: put them back for the next drain.
+                    audit::respool(&fallback, &events);
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(DRAIN_INTERVAL) => {}
+            }
+        }
+    });
 }

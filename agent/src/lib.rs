@@ -24,6 +24,7 @@ pub mod spool;
 pub mod state;
 pub mod tls;
 pub mod uplink;
+pub mod user_link;
 pub mod watch;
 pub mod wrap;
 

@@ -103,6 +103,10 @@ enum Command {
         /// State directory (pins, cached policy, audit socket and spool).
         #[arg(long, env = env::STATE_DIR)]
         state_dir: Option<PathBuf>,
+        /// The link directory a root daemon keeps for this user (policy, quarantine, approvals,
+        /// audit socket). Default: found by uid when no --state-dir is given.
+        #[arg(long, env = env::LINK_DIR)]
+        link_dir: Option<PathBuf>,
         /// The server command and its arguments, after `--`.
         #[arg(last = true, required = true, num_args = 1..)]
         command: Vec<OsString>,
@@ -247,10 +251,19 @@ fn main() -> std::process::ExitCode {
         policy,
         fail_mode,
         state_dir,
+        link_dir,
         command,
     } = cli.command
     {
-        return run_proxy(server_id, policy, fail_mode, state_dir, command);
+        // An explicit state dir means "everything here"; otherwise a root daemon's link
+        // directory for this user, when there is one.
+        let link_dir = link_dir.or_else(|| {
+            state_dir
+                .is_none()
+                .then(agent_bom_agent::user_link::current_user_link)
+                .flatten()
+        });
+        return run_proxy(server_id, policy, fail_mode, state_dir, link_dir, command);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -279,6 +292,7 @@ fn run_proxy(
     policy: Option<PathBuf>,
     fail: FailMode,
     state_dir: Option<PathBuf>,
+    link_dir: Option<PathBuf>,
     mut command: Vec<OsString>,
 ) -> std::process::ExitCode {
     if command.is_empty() {
@@ -291,6 +305,7 @@ fn run_proxy(
         command: program,
         args: command,
         state_dir: state_dir.unwrap_or_else(default_state_dir),
+        link_dir,
         policy,
         fail,
     };
@@ -519,15 +534,26 @@ async fn dispatch(command: Command) -> Result<()> {
                 shutdown.clone(),
             );
             let state = StateDir::open(&state_dir)?;
-            // Proxy audit events: the socket proxies write to, spooled durably, shipped by the
-            // uplink. Without it the proxies keep their own fallback spool.
-            let events = match agent_bom_agent::intake::start(state.path(), shutdown.clone()) {
-                Ok(e) => Some(e),
-                Err(e) => {
-                    tracing::warn!(error = %e, "proxy audit intake unavailable");
-                    None
-                }
-            };
+            // A root daemon links the people of the machine, whose proxies run as themselves
+            // (see agent/src/user_link.rs); as a user, nothing to do.
+            let homes: Vec<PathBuf> = scan.users.iter().map(|r| r.home.clone()).collect();
+            let links =
+                agent_bom_agent::user_link::prepare(state.path(), &homes).unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "cannot prepare the users' link directories");
+                    Vec::new()
+                });
+            agent_bom_agent::user_link::publish(state.path());
+            // Proxy audit events: the sockets proxies write to, spooled durably, shipped by the
+            // uplink. Without them the proxies keep their own fallback spool.
+            let events =
+                match agent_bom_agent::intake::start_linked(state.path(), &links, shutdown.clone())
+                {
+                    Ok(e) => Some(e),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "proxy audit intake unavailable");
+                        None
+                    }
+                };
             let options = RunOptions {
                 scan,
                 rescan_interval,

@@ -29,6 +29,8 @@ pub mod env {
     pub const RESCAN_INTERVAL_SECS: &str = "AGENT_BOM_RESCAN_INTERVAL_SECS";
     /// Policy file of the proxy (default: `policy.toml` in the state directory).
     pub const PROXY_POLICY: &str = "AGENT_BOM_PROXY_POLICY";
+    /// The proxy's link directory from a root daemon (default: found by uid).
+    pub const LINK_DIR: &str = "AGENT_BOM_LINK_DIR";
     /// What the proxy does without a valid policy: `open` or `closed`.
     pub const PROXY_FAIL_MODE: &str = "AGENT_BOM_PROXY_FAIL_MODE";
     /// Log filter (`info`, `debug`, `agent_bom_agent=trace`, ...).

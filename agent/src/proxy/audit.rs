@@ -284,7 +284,27 @@ pub fn drain_spool(path: &Path) -> std::io::Result<Vec<AuditEvent>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     }
-    let text = std::fs::read(&taken)?;
+    // The file may sit in a directory its user controls (a link directory read by a root
+    // daemon): never follow a symlink, accept only a regular file, read a bounded amount.
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(nix::libc::O_NOFOLLOW);
+    }
+    let opened = options.open(&taken).and_then(|f| {
+        if f.metadata()?.is_file() {
+            Ok(f)
+        } else {
+            Err(std::io::Error::other("not a regular file"))
+        }
+    });
+    let mut text = Vec::new();
+    if let Ok(file) = opened {
+        use std::io::Read;
+        file.take(DEFAULT_SPOOL_CAP * 2).read_to_end(&mut text)?;
+    }
     let events = text
         .split(|&b| b == b'\n')
         .filter_map(|l| serde_json::from_slice(l).ok())
@@ -299,10 +319,21 @@ pub fn drain_spool(path: &Path) -> std::io::Result<Vec<AuditEvent>> {
 pub struct AuditListener {
     listener: tokio::net::UnixListener,
     path: PathBuf,
+    /// The other user this socket serves (besides the daemon's own uid and root).
+    peer: Option<u32>,
 }
 
 #[cfg(unix)]
 impl AuditListener {
+    /// Bind a socket for the proxies of another user (`uid`, `gid`): owned by them, mode 0600,
+    /// accepting that uid and root only. How a root daemon serves a user's link directory.
+    pub fn bind_for_user(path: &Path, uid: u32, gid: u32) -> std::io::Result<Self> {
+        let mut listener = Self::bind(path)?;
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
+        listener.peer = Some(uid);
+        Ok(listener)
+    }
+
     /// Bind the socket at `path` (replacing a stale one) with mode 0600.
     pub fn bind(path: &Path) -> std::io::Result<Self> {
         use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -316,6 +347,7 @@ impl AuditListener {
         Ok(Self {
             listener,
             path: path.to_path_buf(),
+            peer: None,
         })
     }
 
@@ -343,7 +375,7 @@ impl AuditListener {
             };
             let allowed = stream
                 .peer_cred()
-                .is_ok_and(|c| c.uid() == me || c.uid() == 0);
+                .is_ok_and(|c| c.uid() == me || c.uid() == 0 || Some(c.uid()) == self.peer);
             if !allowed {
                 tracing::warn!("audit socket: refused a connection from another user");
                 continue;

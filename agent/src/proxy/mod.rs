@@ -57,8 +57,11 @@ pub struct ProxyOptions {
     pub command: OsString,
     /// Its arguments.
     pub args: Vec<OsString>,
-    /// The agent state directory (pins, cached policy, audit socket and spool).
+    /// The agent state directory (pins; and, without a link directory, everything else).
     pub state_dir: PathBuf,
+    /// A root daemon's link directory for this user ([`crate::user_link`]): the control
+    /// plane's policy, quarantine flag, pin approvals, audit socket and fallback spool.
+    pub link_dir: Option<PathBuf>,
     /// An explicit policy file (default: `policy.toml` in the state directory).
     pub policy: Option<PathBuf>,
     /// What to do without a valid policy.
@@ -113,8 +116,10 @@ pub async fn run(options: ProxyOptions) -> Result<i32, ProxyError> {
         explicit: options.policy.is_some(),
         fail: options.fail,
     };
-    let loaded = load_policy(&source, &options.state_dir);
-    let (audit, _audit_task) = audit::spawn_writer(AuditConfig::in_state_dir(&options.state_dir));
+    // What the daemon publishes: its link directory for this user, or the state dir itself.
+    let shared = options.link_dir.as_deref().unwrap_or(&options.state_dir);
+    let loaded = load_policy(&source, shared);
+    let (audit, _audit_task) = audit::spawn_writer(AuditConfig::in_state_dir(shared));
     if let Some(problem) = &loaded.problem {
         tracing::warn!("{problem}; using the {} policy", loaded.origin);
         audit.emit(AuditEvent {
@@ -134,9 +139,9 @@ pub async fn run(options: ProxyOptions) -> Result<i32, ProxyError> {
     let engine = Engine::new(
         &server_id,
         loaded.policy,
-        state.map(|s| PinStore::new(s.path())),
+        state.map(|s| PinStore::new(s.path()).with_approvals_in(shared)),
     )
-    .with_quarantine_flag(options.state_dir.join(crate::commands::QUARANTINE_FILE));
+    .with_quarantine_flag(shared.join(crate::commands::QUARANTINE_FILE));
     let max = engine.max_message_bytes();
 
     let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();

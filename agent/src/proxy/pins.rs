@@ -137,7 +137,13 @@ impl PinStore {
         }
     }
 
-    /// The operator approvals of the same state directory.
+    /// Read operator approvals from `dir` instead (a daemon's link directory).
+    pub fn with_approvals_in(mut self, dir: &Path) -> Self {
+        self.approvals = super::approvals::Approvals::new(dir);
+        self
+    }
+
+    /// The operator approvals this store applies.
     pub fn approvals(&self) -> &super::approvals::Approvals {
         &self.approvals
     }
