@@ -214,19 +214,19 @@ impl Store {
             false,
         ));
         migrations.push(Migration::new(
-            10,
+            11,
             "policies".into(),
             MigrationType::Simple,
-            SqlStr::from_static(include_str!("../../migrations/0010_policies.sql")),
+            SqlStr::from_static(include_str!("../../migrations/0011_policies.sql")),
             false,
         ));
         if self.backend == Backend::Postgres {
             migrations.push(Migration::new(
-                11,
+                12,
                 "policies row level security".into(),
                 MigrationType::Simple,
                 SqlStr::from_static(include_str!(
-                    "../../migrations/0011_policies_rls_postgres.sql"
+                    "../../migrations/0012_policies_rls_postgres.sql"
                 )),
                 false,
             ));
