@@ -485,6 +485,10 @@ impl CollectorStore for Store {
     ) -> Result<Vec<String>, CollectorStoreError> {
         Ok(self.revoked_among_inner(connected).await?)
     }
+
+    fn notices(&self) -> Option<tokio::sync::mpsc::Receiver<agent_bom_collector::StoreNotice>> {
+        self.notice_feed()
+    }
 }
 
 impl Store {
@@ -675,8 +679,8 @@ impl Store {
         Ok(())
     }
 
-    /// Revoke a device of a tenant: its next handshake is refused and its live session is
-    /// closed by the collector's next revocation sweep.
+    /// Revoke a device of a tenant: its next handshake is refused and the collector holding
+    /// its live session closes it at once (notice) or at its next sweep.
     pub async fn revoke_device(&self, tenant_id: &str, agent_id: &str) -> Result<(), StoreError> {
         let mut tx = self.scope_write(tenant_id).await?;
         let done = sqlx::query(
@@ -691,6 +695,7 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("active device {agent_id:?}")));
         }
+        self.announce_revoked(tenant_id, agent_id);
         Ok(())
     }
 }

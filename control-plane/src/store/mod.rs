@@ -10,6 +10,7 @@ mod collector;
 mod enrollment;
 pub mod fleet;
 pub mod fleet_ops;
+pub mod notify;
 pub mod posture;
 pub mod sync;
 pub mod tenants;
@@ -93,6 +94,10 @@ impl StoreError {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// In-process notices to this process's collector (SQLite; see `notify`).
+    local_notices: tokio::sync::broadcast::Sender<agent_bom_collector::StoreNotice>,
+    /// Postgres only: where the collector's LISTEN connection goes.
+    listen_url: Option<notify::ListenUrl>,
 }
 
 /// Row-level-security scope of the few lookups that find a tenant from a credential (API key
@@ -158,7 +163,12 @@ impl Store {
             options
         };
         let pool = options.connect(&url).await.map_err(StoreError::Connect)?;
-        let store = Self { pool, backend };
+        let store = Self {
+            pool,
+            backend,
+            local_notices: notify::local_channel(),
+            listen_url: (backend == Backend::Postgres).then(|| notify::ListenUrl(url.clone())),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -219,6 +229,15 @@ impl Store {
                 MigrationType::Simple,
                 SqlStr::from_static(include_str!(
                     "../../migrations/0006_proxy_events_rls_postgres.sql"
+                )),
+                false,
+            ));
+            migrations.push(Migration::new(
+                9,
+                "command and revocation notifications".into(),
+                MigrationType::Simple,
+                SqlStr::from_static(include_str!(
+                    "../../migrations/0009_notify_postgres.sql"
                 )),
                 false,
             ));
