@@ -9,3 +9,4 @@ pub mod cluster;
 pub mod fixture;
 pub mod harness;
 pub mod postgres;
+pub mod private_postgres;
