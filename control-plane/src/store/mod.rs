@@ -98,6 +98,8 @@ pub struct Store {
     local_notices: tokio::sync::broadcast::Sender<agent_bom_collector::StoreNotice>,
     /// Postgres only: where the collector's LISTEN connection goes.
     listen_url: Option<notify::ListenUrl>,
+    /// Endpoints not seen for this long are `stale` (milliseconds).
+    stale_after_ms: i64,
 }
 
 /// Row-level-security scope of the few lookups that find a tenant from a credential (API key
@@ -168,6 +170,7 @@ impl Store {
             backend,
             local_notices: notify::local_channel(),
             listen_url: (backend == Backend::Postgres).then(|| notify::ListenUrl(url.clone())),
+            stale_after_ms: fleet::STALE_AFTER_MS,
         };
         store.migrate().await?;
         Ok(store)
@@ -293,6 +296,17 @@ impl Store {
         let mut tx = self.begin_write().await?;
         self.set_scope(&mut tx, tenant_id).await?;
         Ok(tx)
+    }
+
+    /// Set the period after which an endpoint not seen is `stale` (default 7 days), for the
+    /// list, its `status` filter and the detail. Applies to this handle and later clones.
+    pub fn set_stale_after(&mut self, period: Duration) {
+        self.stale_after_ms = i64::try_from(period.as_millis()).unwrap_or(i64::MAX);
+    }
+
+    /// The stale period in milliseconds.
+    pub fn stale_after_ms(&self) -> i64 {
+        self.stale_after_ms
     }
 
     /// The backend in use.
