@@ -359,9 +359,17 @@ impl CollectorStore for Store {
         seq: u64,
         inventory: &Inventory,
     ) -> Result<ApplyOutcome, CollectorStoreError> {
-        Ok(self
+        let outcome = self
             .apply_inventory_inner(device, agent_version, seq, inventory)
-            .await?)
+            .await?;
+        if outcome == ApplyOutcome::Applied {
+            // After the commit, like the audit of detections: a failure here leaves the
+            // inventory stored and is retried with the device's next inventory.
+            if let Err(e) = self.reconcile_identity(device).await {
+                tracing::warn!(error = %e, "cannot reconcile the device's hardware identity");
+            }
+        }
+        Ok(outcome)
     }
 
     async fn record_last_seen(&self, seen: &[LastSeen]) -> Result<(), CollectorStoreError> {

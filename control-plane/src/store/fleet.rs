@@ -91,6 +91,15 @@ pub struct EndpointSummary {
     pub origin: String,
     /// The push's `source_id` for `fleet_sync` endpoints, null for enrolled agents.
     pub source_id: Option<String>,
+    /// The earlier endpoint of the same machine (same hardware UUID) this one replaced.
+    pub replaces: Option<String>,
+    /// The later endpoint of the same machine that replaced this one (which is revoked).
+    pub replaced_by: Option<String>,
+    /// Another live endpoint reports the same hardware UUID (a cloned machine or image).
+    pub duplicate_hardware_uuid: bool,
+    /// This identity reported another hardware UUID than at first: its state directory was
+    /// copied to another machine.
+    pub cloned_identity: bool,
 }
 
 /// An endpoint with its inventory.
@@ -335,7 +344,8 @@ pub struct EndpointPage {
 }
 
 const SUMMARY_COLUMNS: &str = "id, hostname, os, os_version, arch, agent_version, server_count, \
-     enrolled_at, last_seen, last_inventory_at, lifecycle_state, owner, environment, tags, origin, source_id";
+     enrolled_at, last_seen, last_inventory_at, lifecycle_state, owner, environment, tags, origin, source_id, \
+     replaces, replaced_by, duplicate_hardware_uuid, cloned_identity";
 
 /// RFC 3339 (UTC) of Unix milliseconds.
 pub fn rfc3339(ms: i64) -> String {
@@ -375,6 +385,10 @@ fn summary_from_row(
         tags: super::string_list(&row.try_get::<String, _>("tags")?),
         origin: row.try_get("origin")?,
         source_id: row.try_get("source_id")?,
+        replaces: row.try_get("replaces")?,
+        replaced_by: row.try_get("replaced_by")?,
+        duplicate_hardware_uuid: row.try_get::<i64, _>("duplicate_hardware_uuid")? != 0,
+        cloned_identity: row.try_get::<i64, _>("cloned_identity")? != 0,
     })
 }
 

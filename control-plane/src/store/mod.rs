@@ -10,6 +10,7 @@ mod collector;
 mod enrollment;
 pub mod fleet;
 pub mod fleet_ops;
+mod identity;
 pub mod notify;
 pub mod posture;
 pub mod sync;
@@ -216,6 +217,13 @@ impl Store {
             SqlStr::from_static(include_str!(
                 "../../migrations/0007_certificate_renewal.sql"
             )),
+            false,
+        ));
+        migrations.push(Migration::new(
+            10,
+            "device identity".into(),
+            MigrationType::Simple,
+            SqlStr::from_static(include_str!("../../migrations/0010_device_identity.sql")),
             false,
         ));
         if self.backend == Backend::Postgres {
