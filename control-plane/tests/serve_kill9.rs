@@ -48,7 +48,13 @@ impl Drop for KillOnDrop {
 /// addresses it printed.
 fn serve(data_dir: &Path, api: &str, collector: &str) -> (KillOnDrop, String, String) {
     let mut child = Command::new(server_bin())
-        .args(["serve", "--api-listen", api, "--collector-listen", collector])
+        .args([
+            "serve",
+            "--api-listen",
+            api,
+            "--collector-listen",
+            collector,
+        ])
         .arg("--data-dir")
         .arg(data_dir)
         .env("AGENT_BOM_BOOTSTRAP_ADMIN_KEY", ADMIN_KEY)
@@ -85,7 +91,13 @@ fn serve_again(data_dir: &Path, api: &str, collector: &str) -> KillOnDrop {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let mut child = Command::new(server_bin())
-            .args(["serve", "--api-listen", api, "--collector-listen", collector])
+            .args([
+                "serve",
+                "--api-listen",
+                api,
+                "--collector-listen",
+                collector,
+            ])
             .arg("--data-dir")
             .arg(data_dir)
             .env("AGENT_BOM_LOG", "warn")
@@ -119,7 +131,9 @@ fn serve_again(data_dir: &Path, api: &str, collector: &str) -> KillOnDrop {
 /// GET a JSON document; `None` while the server is down or answers garbage.
 fn http_get(api: &str, path: &str) -> Option<serde_json::Value> {
     let mut stream = TcpStream::connect(api).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer {ADMIN_KEY}\r\nConnection: close\r\n\r\n"
@@ -189,7 +203,11 @@ fn serve_kill_9_mid_batch_loses_and_duplicates_nothing() {
         .env("AGENT_BOM_LOG", "off")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let agent_id = String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .nth(2)
@@ -228,7 +246,10 @@ fn serve_kill_9_mid_batch_loses_and_duplicates_nothing() {
                 if let Ok(s) = UnixStream::connect(&socket) {
                     break s;
                 }
-                assert!(Instant::now() < deadline, "the agent never opened its audit socket");
+                assert!(
+                    Instant::now() < deadline,
+                    "the agent never opened its audit socket"
+                );
                 std::thread::sleep(Duration::from_millis(50));
             };
             while !stop.load(Ordering::Relaxed) {
@@ -289,7 +310,10 @@ fn serve_kill_9_mid_batch_loses_and_duplicates_nothing() {
             .and_then(|t| t.iter().find(|t| t["name"] == "t"))
             .and_then(|t| t["calls"].as_i64())
             .unwrap_or(0);
-        assert!(got <= total, "duplicates: {got} calls recorded for {total} sent (seed {seed})");
+        assert!(
+            got <= total,
+            "duplicates: {got} calls recorded for {total} sent (seed {seed})"
+        );
         if got == total && body["server_count"] == 9 {
             break;
         }

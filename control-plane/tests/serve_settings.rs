@@ -48,7 +48,10 @@ fn serve(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> (KillOnDrop, 
     let mut reader = BufReader::new(child.stdout.take().unwrap());
     loop {
         let mut line = String::new();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "serve exited early");
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "serve exited early"
+        );
         if let Some(rest) = line.strip_prefix("agent-bom serving: API http://") {
             let mut parts = rest.split_whitespace();
             let api = parts.next().unwrap().to_string();
@@ -95,7 +98,11 @@ fn enroll(data: &Path, collector: &str) {
         .env("AGENT_BOM_LOG", "off")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -162,7 +162,14 @@ impl PrivatePostgres {
     pub fn stop_immediate(&self) {
         self.run(
             "pg_ctl",
-            &["stop", "-m", "immediate", "-w", "-D", path_str(&self.data_dir())],
+            &[
+                "stop",
+                "-m",
+                "immediate",
+                "-w",
+                "-D",
+                path_str(&self.data_dir()),
+            ],
         );
     }
 

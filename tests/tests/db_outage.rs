@@ -67,11 +67,15 @@ async fn database_outage_loses_and_duplicates_nothing() {
     let agent = TestAgent::start(&server, home.path(), &[], Duration::from_millis(300)).await;
     let id = agent.agent_id.clone();
     emit(agent.state_dir.path(), "before", 5).await;
-    eventually(RECOVERY, "events and inventory before the outage", || async {
-        (tool_calls(&server, &id, "before").await == Some(5)
-            && server_count(&server, &id).await == Some(7))
-        .then_some(())
-    })
+    eventually(
+        RECOVERY,
+        "events and inventory before the outage",
+        || async {
+            (tool_calls(&server, &id, "before").await == Some(5)
+                && server_count(&server, &id).await == Some(7))
+            .then_some(())
+        },
+    )
     .await;
 
     pg.stop_immediate();
@@ -113,17 +117,24 @@ async fn database_outage_loses_and_duplicates_nothing() {
     eventually(RECOVERY, "agent backing off on unavailable", || async {
         let u = state.uplink().unwrap();
         (u.connection != "connected"
-            && u.last_error.as_deref().unwrap_or("").contains("unavailable"))
+            && u.last_error
+                .as_deref()
+                .unwrap_or("")
+                .contains("unavailable"))
         .then_some(())
     })
     .await;
 
     pg.start_again();
-    eventually(RECOVERY, "events and inventory after the outage", || async {
-        (tool_calls(&server, &id, "during").await == Some(7)
-            && server_count(&server, &id).await == Some(9))
-        .then_some(())
-    })
+    eventually(
+        RECOVERY,
+        "events and inventory after the outage",
+        || async {
+            (tool_calls(&server, &id, "during").await == Some(7)
+                && server_count(&server, &id).await == Some(9))
+            .then_some(())
+        },
+    )
     .await;
     // Exactly once: the counts stay exact once the agent's spool is empty.
     eventually(RECOVERY, "spool drained", || async {
@@ -142,7 +153,9 @@ async fn database_outage_loses_and_duplicates_nothing() {
     assert_eq!(tool_calls(&server, &id, "during").await, Some(7));
     assert_eq!(server_count(&server, &id).await, Some(9));
     // The API is served by the same process that lived through the outage.
-    let r = server.get("/v1/fleet/endpoints", Some(&server.admin_key)).await;
+    let r = server
+        .get("/v1/fleet/endpoints", Some(&server.admin_key))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text);
     agent.stop().await;
     server.stop().await;

@@ -92,8 +92,8 @@ async fn report(server: &TestServer, device: &Device, hardware_uuid: &str) {
             inventory: Box::new(inventory),
         },
     )
-        .await
-        .unwrap();
+    .await
+    .unwrap();
     assert_eq!(reply, CollectorMessage::Ack { seq });
     conn.close(0u32.into(), b"done");
 }
@@ -111,7 +111,10 @@ async fn refused(server: &TestServer, device: &Device) -> bool {
 
 async fn endpoint(server: &TestServer, id: &str) -> Value {
     let r = server
-        .get(&format!("/v1/fleet/endpoints/{id}"), Some(&server.admin_key))
+        .get(
+            &format!("/v1/fleet/endpoints/{id}"),
+            Some(&server.admin_key),
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     r.json
@@ -145,14 +148,20 @@ async fn reinstalled_machine_replaces_its_old_record() {
     assert_ne!(new.id, old.id, "every enrollment is a new identity");
     report(&server, &new, "uuid-reinstalled").await;
 
-    let (o, n) = (endpoint(&server, &old.id).await, endpoint(&server, &new.id).await);
+    let (o, n) = (
+        endpoint(&server, &old.id).await,
+        endpoint(&server, &new.id).await,
+    );
     assert_eq!(o["replaced_by"], new.id.as_str(), "{o}");
     assert_eq!(n["replaces"], old.id.as_str(), "{n}");
     assert_eq!(o["duplicate_hardware_uuid"], false);
     assert_eq!(n["duplicate_hardware_uuid"], false);
     // The old record's history stays; its certificate no longer works; the new one does.
     assert_eq!(o["host"]["hardware_uuid"], "uuid-reinstalled");
-    assert!(refused(&server, &old).await, "the replaced identity is revoked");
+    assert!(
+        refused(&server, &old).await,
+        "the replaced identity is revoked"
+    );
     assert!(!refused(&server, &new).await);
     server.stop().await;
 }
@@ -175,7 +184,10 @@ async fn cloned_machines_are_both_kept_and_flagged() {
         assert_eq!(e["replaces"], Value::Null);
         assert_eq!(e["replaced_by"], Value::Null);
     }
-    assert!(!refused(&server, &first).await, "both identities keep working");
+    assert!(
+        !refused(&server, &first).await,
+        "both identities keep working"
+    );
     assert!(!refused(&server, &clone).await);
     // The list shows the flag too.
     let list = server
@@ -197,17 +209,27 @@ async fn revoked_device_re_enrolls_as_a_new_identity() {
     let tenant = server.store.tenant_by_name("default").await.unwrap();
     let old = enroll(&server).await;
     report(&server, &old, "uuid-revoked").await;
-    server.store.revoke_device(&tenant.id, &old.id).await.unwrap();
+    server
+        .store
+        .revoke_device(&tenant.id, &old.id)
+        .await
+        .unwrap();
     assert!(refused(&server, &old).await);
 
     // A valid token enrolls the same machine again: revocation is per identity.
     let new = enroll(&server).await;
     assert_ne!(new.id, old.id);
     report(&server, &new, "uuid-revoked").await;
-    let (o, n) = (endpoint(&server, &old.id).await, endpoint(&server, &new.id).await);
+    let (o, n) = (
+        endpoint(&server, &old.id).await,
+        endpoint(&server, &new.id).await,
+    );
     assert_eq!(o["replaced_by"], new.id.as_str(), "{o}");
     assert_eq!(n["replaces"], old.id.as_str(), "{n}");
-    assert!(refused(&server, &old).await, "the old identity stays revoked");
+    assert!(
+        refused(&server, &old).await,
+        "the old identity stays revoked"
+    );
     assert!(!refused(&server, &new).await);
     server.stop().await;
 }
@@ -235,7 +257,10 @@ async fn copied_identity_newest_connection_wins_and_is_flagged() {
     newer.close(0u32.into(), b"done");
 
     // The copy reports its own machine's hardware UUID under the shared identity: flagged.
-    assert_eq!(endpoint(&server, &device.id).await["cloned_identity"], false);
+    assert_eq!(
+        endpoint(&server, &device.id).await["cloned_identity"],
+        false
+    );
     report(&server, &device, "uuid-other-machine").await;
     let e = endpoint(&server, &device.id).await;
     assert_eq!(e["cloned_identity"], true, "{e}");

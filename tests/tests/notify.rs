@@ -53,12 +53,16 @@ async fn command_and_revocation_arrive_at_once(server: &TestServer, agent: &Test
     assert_eq!(r.json["pending_commands"][0]["kind"], "quarantine");
     // Applied on the device and answered (the store no longer lists it as pending). Read
     // through the API: on Postgres the test connects as a role under row-level security.
-    eventually(WITHIN, "quarantine applied well before the sweep", || async {
-        let r = server.get(&detail, Some(&key)).await;
-        (is_quarantined(agent.state_dir.path())
-            && r.json["pending_commands"] == serde_json::json!([]))
-        .then_some(())
-    })
+    eventually(
+        WITHIN,
+        "quarantine applied well before the sweep",
+        || async {
+            let r = server.get(&detail, Some(&key)).await;
+            (is_quarantined(agent.state_dir.path())
+                && r.json["pending_commands"] == serde_json::json!([]))
+            .then_some(())
+        },
+    )
     .await;
 
     let tenant = server.store.tenant_by_name("default").await.unwrap();
@@ -67,10 +71,14 @@ async fn command_and_revocation_arrive_at_once(server: &TestServer, agent: &Test
         .revoke_device(&tenant.id, &agent.agent_id)
         .await
         .unwrap();
-    let uplink = eventually(WITHIN, "revoked session closed before the sweep", || async {
-        let u = state.uplink().unwrap();
-        (u.connection == "refused").then_some(u)
-    })
+    let uplink = eventually(
+        WITHIN,
+        "revoked session closed before the sweep",
+        || async {
+            let u = state.uplink().unwrap();
+            (u.connection == "refused").then_some(u)
+        },
+    )
     .await;
     assert!(uplink.last_error.unwrap_or_default().contains("revoked"));
 }
@@ -82,7 +90,8 @@ async fn postgres_notify_reaches_the_collector_holding_the_connection() {
     let server = TestServer::start_with_collector(Some(db.url.clone()), slow_sweep()).await;
     let b = TestCollector::start(&server, &db.url, slow_sweep()).await;
     let home = fixture::copy_to_temp(&fixture::home_linux());
-    let agent = TestAgent::start_at(&server, b.addr, home.path(), &[], Duration::from_secs(300)).await;
+    let agent =
+        TestAgent::start_at(&server, b.addr, home.path(), &[], Duration::from_secs(300)).await;
     command_and_revocation_arrive_at_once(&server, &agent).await;
     agent.stop().await;
     b.stop().await;

@@ -35,7 +35,14 @@ async fn check(mut store: Store) {
     }
     let status_of = |store: Store, id: &'static str| {
         let tenant = tenant.id.clone();
-        async move { store.endpoint_detail(&tenant, id).await.unwrap().summary.status }
+        async move {
+            store
+                .endpoint_detail(&tenant, id)
+                .await
+                .unwrap()
+                .summary
+                .status
+        }
     };
     let ids = |store: Store, status: EndpointStatus| {
         let tenant = tenant.id.clone();

@@ -247,9 +247,7 @@ impl Store {
                 9,
                 "command and revocation notifications".into(),
                 MigrationType::Simple,
-                SqlStr::from_static(include_str!(
-                    "../../migrations/0009_notify_postgres.sql"
-                )),
+                SqlStr::from_static(include_str!("../../migrations/0009_notify_postgres.sql")),
                 false,
             ));
         }

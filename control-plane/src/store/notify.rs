@@ -108,10 +108,7 @@ impl Store {
     }
 }
 
-async fn forward_local(
-    mut local: broadcast::Receiver<StoreNotice>,
-    tx: mpsc::Sender<StoreNotice>,
-) {
+async fn forward_local(mut local: broadcast::Receiver<StoreNotice>, tx: mpsc::Sender<StoreNotice>) {
     loop {
         let notice = tokio::select! {
             _ = tx.closed() => return,
@@ -171,9 +168,7 @@ async fn listen_once(
         // `None`: the connection dropped (PgListener would reconnect silently on the next call,
         // losing what was sent meanwhile); reconnect here so the Resync is sent.
         let Some(notification) = next else {
-            return Err(sqlx::Error::Protocol(
-                "listening connection closed".into(),
-            ));
+            return Err(sqlx::Error::Protocol("listening connection closed".into()));
         };
         if let Some(notice) = parse(notification.channel(), notification.payload())
             && tx.send(notice).await.is_err()
