@@ -10,10 +10,12 @@ use std::time::Duration;
 
 use agent_bom_agent::state::StateDir;
 use agent_bom_agent::uplink::{self, EnrollOptions};
+use agent_bom_control_plane::store::Backend;
 use agent_bom_protocol::{
     AgentMessage, CollectorMessage, ErrorCode, HostFacts, Inventory, PROTOCOL_VERSION,
 };
 use agent_bom_tests::harness::{TestServer, eventually};
+use agent_bom_tests::postgres::TestDatabase;
 use serde_json::Value;
 
 /// A device enrolled into the server's tenant, not running the uplink.
@@ -122,14 +124,25 @@ async fn endpoint(server: &TestServer, id: &str) -> Value {
 
 /// Make `device` look gone for a minute (the machine was off while being reinstalled). Waits
 /// first until the collector dropped the device's session, so a last-seen flush cannot undo it.
+/// (A direct write: the store has no API to age a device.)
 async fn went_offline(server: &TestServer, device: &Device) {
     tokio::time::sleep(Duration::from_secs(1)).await;
-    sqlx::query("UPDATE endpoints SET last_seen = $1 WHERE id = $2")
+    let mut tx = server.store.pool().begin().await.unwrap();
+    if server.store.backend() == Backend::Postgres {
+        // Row-level security: only a scoped transaction sees the row.
+        sqlx::query("SELECT set_config('app.tenant_id', '*', true)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    let aged = sqlx::query("UPDATE endpoints SET last_seen = $1 WHERE id = $2")
         .bind(agent_bom_control_plane::store::now_ms() - 60_000)
         .bind(&device.id)
-        .execute(server.store.pool())
+        .execute(&mut *tx)
         .await
         .unwrap();
+    assert_eq!(aged.rows_affected(), 1);
+    tx.commit().await.unwrap();
     eventually(Duration::from_secs(10), "device offline", || async {
         (endpoint(server, &device.id).await["status"] == "offline").then_some(())
     })
@@ -138,7 +151,17 @@ async fn went_offline(server: &TestServer, device: &Device) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reinstalled_machine_replaces_its_old_record() {
-    let server = TestServer::start(None).await;
+    reinstall(TestServer::start(None).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reinstalled_machine_replaces_its_old_record_on_postgres() {
+    let db = TestDatabase::create_with_app_role().await;
+    reinstall(TestServer::start(Some(db.url.clone())).await).await;
+    db.drop_database().await;
+}
+
+async fn reinstall(server: TestServer) {
     let old = enroll(&server).await;
     report(&server, &old, "uuid-reinstalled").await;
     went_offline(&server, &old).await;
@@ -168,7 +191,17 @@ async fn reinstalled_machine_replaces_its_old_record() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cloned_machines_are_both_kept_and_flagged() {
-    let server = TestServer::start(None).await;
+    clone(TestServer::start(None).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloned_machines_are_both_kept_and_flagged_on_postgres() {
+    let db = TestDatabase::create_with_app_role().await;
+    clone(TestServer::start(Some(db.url.clone())).await).await;
+    db.drop_database().await;
+}
+
+async fn clone(server: TestServer) {
     let first = enroll(&server).await;
     report(&server, &first, "uuid-cloned").await;
     // The clone enrolls and reports while the first machine is live (seen seconds ago).
