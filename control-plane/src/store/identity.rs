@@ -2,7 +2,8 @@
 //!
 //! Device identity is per enrollment (a key pair and certificate); a machine is recognised by
 //! its hardware UUID. When a device reports a hardware UUID for the first time, the other
-//! endpoints of the tenant with the same UUID are examined once:
+//! enrolled endpoints of the tenant with the same UUID (not `fleet_sync` pushes) are examined
+//! once:
 //!
 //! - an older one that is offline and not revoked was this machine before a reinstall (or a
 //!   re-enrollment with `--force`): it is revoked (its certificate stops working) and linked,
@@ -75,7 +76,8 @@ impl Store {
         }
         let siblings = sqlx::query(
             "SELECT id, enrolled_at, last_seen, revoked_at, replaced_by FROM endpoints \
-             WHERE tenant_id = $1 AND hardware_uuid = $2 AND id <> $3 ORDER BY enrolled_at, id",
+             WHERE tenant_id = $1 AND hardware_uuid = $2 AND id <> $3 AND origin = 'agent' \
+             ORDER BY enrolled_at, id",
         )
         .bind(tenant)
         .bind(&uuid)
