@@ -39,8 +39,8 @@ pub struct CollectorConfig {
     pub idle_timeout: Duration,
     /// How often last-seen of connected devices is written to the store.
     pub liveness_flush: Duration,
-    /// How often connected devices are checked for revocation (a revoked device's live
-    /// session is closed within this interval).
+    /// How often connected devices are checked for revocation and queued commands: the
+    /// catch-up behind the store's notices, which act at once (see `Liveness::control_loop`).
     pub revocation_sweep: Duration,
     /// Time allowed to receive one request frame.
     pub request_timeout: Duration,

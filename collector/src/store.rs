@@ -194,6 +194,38 @@ pub trait CollectorStore: Send + Sync + 'static {
         &self,
         connected: &[LastSeen],
     ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+
+    /// Changes the store announces as they are committed (queued commands, revoked devices),
+    /// so the collector holding a device's connection acts at once instead of at its next
+    /// sweep. `None` (the default) when the store has no such feed: the periodic sweep alone
+    /// then delivers. Called once per running collector, inside the async runtime.
+    fn notices(&self) -> Option<tokio::sync::mpsc::Receiver<StoreNotice>> {
+        None
+    }
+}
+
+/// A change announced by the store. Only a hint to look now: the collector re-reads the store
+/// before it delivers or closes anything, so a lost, duplicated or forged notice can delay an
+/// action (until the sweep) but never cause one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreNotice {
+    /// Commands were queued for a device.
+    Commands {
+        /// Tenant of the device.
+        tenant_id: String,
+        /// Device id.
+        agent_id: String,
+    },
+    /// A device was revoked or deleted.
+    Revoked {
+        /// Tenant of the device.
+        tenant_id: String,
+        /// Device id.
+        agent_id: String,
+    },
+    /// Notices may have been missed (the feed reconnected or fell behind): check every
+    /// connected device now.
+    Resync,
 }
 
 /// One device's last-seen time.

@@ -336,9 +336,17 @@ impl CollectorStore for Store {
         seq: u64,
         inventory: &Inventory,
     ) -> Result<ApplyOutcome, CollectorStoreError> {
-        Ok(self
+        let outcome = self
             .apply_inventory_inner(device, agent_version, seq, inventory)
-            .await?)
+            .await?;
+        if outcome == ApplyOutcome::Applied {
+            // After the commit, like the audit of detections: a failure here leaves the
+            // inventory stored and is retried with the device's next inventory.
+            if let Err(e) = self.reconcile_identity(device).await {
+                tracing::warn!(error = %e, "cannot reconcile the device's hardware identity");
+            }
+        }
+        Ok(outcome)
     }
 
     fn inventory_deltas(&self) -> bool {
@@ -351,9 +359,16 @@ impl CollectorStore for Store {
         agent_version: &str,
         upload: DeltaUpload<'_>,
     ) -> Result<DeltaOutcome, CollectorStoreError> {
-        Ok(self
+        let outcome = self
             .apply_inventory_delta_inner(device, agent_version, upload)
-            .await?)
+            .await?;
+        if outcome == DeltaOutcome::Applied {
+            // As for snapshots: a copied identity shows up as a hardware UUID that changed.
+            if let Err(e) = self.reconcile_identity(device).await {
+                tracing::warn!(error = %e, "cannot reconcile the device's hardware identity");
+            }
+        }
+        Ok(outcome)
     }
 
     async fn record_last_seen(&self, seen: &[LastSeen]) -> Result<(), CollectorStoreError> {
@@ -476,6 +491,10 @@ impl CollectorStore for Store {
         connected: &[LastSeen],
     ) -> Result<Vec<String>, CollectorStoreError> {
         Ok(self.revoked_among_inner(connected).await?)
+    }
+
+    fn notices(&self) -> Option<tokio::sync::mpsc::Receiver<agent_bom_collector::StoreNotice>> {
+        self.notice_feed()
     }
 }
 
@@ -708,8 +727,8 @@ impl Store {
         Ok(())
     }
 
-    /// Revoke a device of a tenant: its next handshake is refused and its live session is
-    /// closed by the collector's next revocation sweep.
+    /// Revoke a device of a tenant: its next handshake is refused and the collector holding
+    /// its live session closes it at once (notice) or at its next sweep.
     pub async fn revoke_device(&self, tenant_id: &str, agent_id: &str) -> Result<(), StoreError> {
         let mut tx = self.scope_write(tenant_id).await?;
         let done = sqlx::query(
@@ -724,6 +743,7 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("active device {agent_id:?}")));
         }
+        self.announce_revoked(tenant_id, agent_id);
         Ok(())
     }
 }

@@ -148,7 +148,26 @@ impl Store {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        // Who got it, for the in-process notice on SQLite (Postgres notifies by trigger).
+        let targets: Vec<String> = if self.backend == super::Backend::Sqlite {
+            sqlx::query(
+                "SELECT endpoint_id FROM endpoint_commands WHERE tenant_id = $1 AND kind = 'policy' \
+                 AND status = 'pending' AND id LIKE $2",
+            )
+            .bind(tenant_id)
+            .bind(format!("policy-{revision}-%"))
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.try_get("endpoint_id"))
+            .collect::<Result<_, _>>()?
+        } else {
+            Vec::new()
+        };
         tx.commit().await?;
+        for endpoint_id in &targets {
+            self.announce_commands(tenant_id, endpoint_id);
+        }
         Ok(Published { revision, queued })
     }
 
@@ -268,6 +287,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.announce_commands(tenant_id, endpoint_id);
         Ok(serde_json::json!({
             "id": id,
             "kind": kind,
