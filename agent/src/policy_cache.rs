@@ -58,14 +58,16 @@ pub fn parse_payload(payload: &str) -> Result<(PolicyPayload, Policy), String> {
 /// now in force; re-installing the revision in force is a no-op, an older one is refused.
 pub fn install(state_dir: &Path, agent_id: &str, command: &Command) -> Result<u64, String> {
     let (payload, _) = parse_payload(&command.payload)?;
-    if let Ok(Some(current)) = load_verified(state_dir) {
-        if payload.revision == current.revision {
-            return Ok(current.revision);
+    // The revision in force for this identity, even when the cached file no longer verifies
+    // (a rollback check that failed open would let an old signed policy back in).
+    if let Some(current) = cached_revision(state_dir, agent_id) {
+        if payload.revision == current {
+            return Ok(current);
         }
-        if payload.revision < current.revision {
+        if payload.revision < current {
             return Err(format!(
-                "revision {} is older than the applied revision {}",
-                payload.revision, current.revision
+                "revision {} is older than the applied revision {current}",
+                payload.revision
             ));
         }
     }
@@ -77,6 +79,18 @@ pub fn install(state_dir: &Path, agent_id: &str, command: &Command) -> Result<u6
     write_private(&state_dir.join(SIGNED_POLICY_FILE), &bytes)
         .map_err(|e| format!("cannot write {SIGNED_POLICY_FILE}: {e}"))?;
     Ok(payload.revision)
+}
+
+/// The revision of the cached policy of `agent_id`, read without verifying it (for the
+/// rollback check only; a policy of another identity does not count).
+fn cached_revision(state_dir: &Path, agent_id: &str) -> Option<u64> {
+    let bytes = std::fs::read(state_dir.join(SIGNED_POLICY_FILE)).ok()?;
+    let cached: CachedPolicy = serde_json::from_slice(&bytes).ok()?;
+    if cached.agent_id != agent_id {
+        return None;
+    }
+    let payload: PolicyPayload = serde_json::from_str(&cached.command.payload).ok()?;
+    Some(payload.revision)
 }
 
 /// True when a control-plane policy is cached (valid or not).
@@ -144,6 +158,12 @@ mod tests {
                 .unwrap_err()
                 .contains("older")
         );
+
+        // Another identity (a re-enrollment) starts its own revision history.
+        let other = sign(&key, "dev-2", policy_command(1, "version = 1\n"));
+        assert_eq!(install(dir.path(), "dev-2", &other), Ok(1));
+        let c3 = sign(&key, "dev", policy_command(3, body));
+        assert_eq!(install(dir.path(), "dev", &c3), Ok(3));
 
         // Editing the cached file on disk breaks the signature.
         let path = dir.path().join(SIGNED_POLICY_FILE);

@@ -125,7 +125,30 @@ const CA_FILE: &str = "ca.crt";
 const UPLINK_FILE: &str = "uplink.json";
 const ACKED_INVENTORY_FILE: &str = "inventory.acked.json";
 const NEXT_KEY_FILE: &str = "identity.key.next";
+/// What commands of the previous identity left behind (cleared by a new enrollment).
+const COMMAND_STATE_FILES: [&str; 5] = [
+    "policy.signed.json",
+    "quarantine.json",
+    "pin-approvals.json",
+    "settings.json",
+    "update.json",
+];
 const NEXT_CERT_FILE: &str = "identity.crt.next";
+
+/// True when the certificate (PEM) was issued for the key pair (PEM).
+fn key_matches_certificate(key_pem: &str, cert_pem: &str) -> bool {
+    use rustls::pki_types::pem::PemObject;
+    let Ok(key) = rcgen::KeyPair::from_pem(key_pem) else {
+        return false;
+    };
+    let Ok(der) = rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes()) else {
+        return false;
+    };
+    use rcgen::PublicKeyData;
+    x509_parser::parse_x509_certificate(&der).is_ok_and(|(_, cert)| {
+        cert.public_key().subject_public_key.data.as_ref() == key.der_bytes()
+    })
+}
 
 /// Default state directory: system-wide when running as root/SYSTEM (the service), per-user
 /// otherwise.
@@ -197,8 +220,22 @@ impl StateDir {
         self.write(CERT_FILE, cert_pem.as_bytes())?;
         self.write(CA_FILE, ca_pem.as_bytes())?;
         self.save_uplink(&UplinkState::default())?;
-        // A new identity is a new device to the collector: the old base means nothing there.
+        // A new identity is a new device to the collector: the old base means nothing there,
+        // and what the old identity's control plane (or tenant) commanded does not carry over.
         self.forget_acked_inventory()?;
+        for name in COMMAND_STATE_FILES {
+            match std::fs::remove_file(self.dir.join(name)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(StateError::Io {
+                        action: "removing",
+                        path: self.dir.join(name),
+                        source,
+                    });
+                }
+            }
+        }
         self.write_json(AGENT_FILE, record)
     }
 
@@ -222,29 +259,54 @@ impl StateDir {
         Ok(())
     }
 
-    /// Install a renewed key and certificate. Both are written beside the current ones first,
-    /// then moved in place key first; a crash in between is completed on the next load.
+    /// Install a renewed key and certificate. Both are staged beside the current ones
+    /// (certificate first), then moved in place key first; whatever a crash leaves half done
+    /// is completed or discarded on the next load, never leaving a key and certificate that
+    /// do not belong together.
     pub fn replace_certificate(&self, key_pem: &str, cert_pem: &str) -> Result<(), StateError> {
-        self.write(NEXT_KEY_FILE, key_pem.as_bytes())?;
         self.write(NEXT_CERT_FILE, cert_pem.as_bytes())?;
+        self.write(NEXT_KEY_FILE, key_pem.as_bytes())?;
         self.complete_renewal()
     }
 
-    /// Move a staged key and certificate in place (key, then certificate).
+    /// Move a staged key and certificate in place (key, then certificate). A staged
+    /// certificate alone is either the second half of an interrupted move (the key in place
+    /// already matches it: move it too) or left over from a crash before its key was staged
+    /// (discard it); a staged key alone cannot be used and is discarded.
     fn complete_renewal(&self) -> Result<(), StateError> {
-        for (next, current) in [(NEXT_KEY_FILE, KEY_FILE), (NEXT_CERT_FILE, CERT_FILE)] {
-            let from = self.dir.join(next);
-            if from.exists() {
-                std::fs::rename(&from, self.dir.join(current)).map_err(|source| {
-                    StateError::Io {
-                        action: "installing",
-                        path: from,
-                        source,
-                    }
-                })?;
+        let next_key = self.dir.join(NEXT_KEY_FILE);
+        let next_cert = self.dir.join(NEXT_CERT_FILE);
+        let install = |from: &Path, to: &str| {
+            std::fs::rename(from, self.dir.join(to)).map_err(|source| StateError::Io {
+                action: "installing",
+                path: from.to_path_buf(),
+                source,
+            })
+        };
+        let discard = |path: &Path| {
+            std::fs::remove_file(path).map_err(|source| StateError::Io {
+                action: "removing",
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        match (next_key.exists(), next_cert.exists()) {
+            (true, true) => {
+                install(&next_key, KEY_FILE)?;
+                install(&next_cert, CERT_FILE)
             }
+            (false, true) => {
+                let key = self.read(KEY_FILE)?;
+                let cert = self.read(NEXT_CERT_FILE)?;
+                if key_matches_certificate(&key, &cert) {
+                    install(&next_cert, CERT_FILE)
+                } else {
+                    discard(&next_cert)
+                }
+            }
+            (true, false) => discard(&next_key),
+            (false, false) => Ok(()),
         }
-        Ok(())
     }
 
     /// PEM texts of (key, certificate, CA).
@@ -378,6 +440,79 @@ mod tests {
         }
         std::fs::write(state.path().join(UPLINK_FILE), "{not json").unwrap();
         assert!(matches!(state.uplink(), Err(StateError::Corrupt { .. })));
+    }
+
+    /// A key pair and a certificate for it (PEM).
+    fn key_and_cert() -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::default()
+            .self_signed(&key)
+            .unwrap();
+        (key.serialize_pem(), cert.pem())
+    }
+
+    #[test]
+    fn an_interrupted_renewal_never_mismatches_key_and_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let (old_key, old_cert) = key_and_cert();
+        let record = AgentRecord {
+            agent_id: "a".into(),
+            collector: "127.0.0.1:4433".into(),
+            enrolled_at_ms: 1,
+            ca_pin: "00".repeat(32),
+        };
+        state
+            .save_identity(&record, &old_key, &old_cert, "CA")
+            .unwrap();
+        let (new_key, new_cert) = key_and_cert();
+        let path = |n: &str| state.path().join(n);
+
+        // Crash after staging the certificate only: the old identity stays.
+        std::fs::write(path(NEXT_CERT_FILE), &new_cert).unwrap();
+        let (k, c, _) = state.identity_pems().unwrap();
+        assert_eq!(
+            (k.as_str(), c.as_str()),
+            (old_key.as_str(), old_cert.as_str())
+        );
+        assert!(!path(NEXT_CERT_FILE).exists());
+
+        // Crash after moving the key: the staged certificate follows it.
+        std::fs::write(path(KEY_FILE), &new_key).unwrap();
+        std::fs::write(path(NEXT_CERT_FILE), &new_cert).unwrap();
+        let (k, c, _) = state.identity_pems().unwrap();
+        assert_eq!(
+            (k.as_str(), c.as_str()),
+            (new_key.as_str(), new_cert.as_str())
+        );
+        assert!(key_matches_certificate(&k, &c));
+
+        // A full staging is completed; a lone staged key is discarded.
+        let (k3, c3) = key_and_cert();
+        state.replace_certificate(&k3, &c3).unwrap();
+        assert_eq!(state.identity_pems().unwrap().0, k3);
+        std::fs::write(path(NEXT_KEY_FILE), &new_key).unwrap();
+        assert_eq!(state.identity_pems().unwrap().0, k3);
+        assert!(!path(NEXT_KEY_FILE).exists());
+    }
+
+    #[test]
+    fn a_new_identity_drops_what_the_old_one_was_commanded() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        for f in COMMAND_STATE_FILES {
+            std::fs::write(state.path().join(f), "{}").unwrap();
+        }
+        let record = AgentRecord {
+            agent_id: "b".into(),
+            collector: "127.0.0.1:4433".into(),
+            enrolled_at_ms: 1,
+            ca_pin: "00".repeat(32),
+        };
+        state.save_identity(&record, "KEY", "CERT", "CA").unwrap();
+        for f in COMMAND_STATE_FILES {
+            assert!(!state.path().join(f).exists(), "{f}");
+        }
     }
 
     #[test]

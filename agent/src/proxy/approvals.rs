@@ -24,8 +24,27 @@ pub struct Approval {
     pub id: String,
     /// The server identity the tools belong to.
     pub server_id: String,
-    /// Tool name → expected hash (`None`: whatever the next listing shows, once).
+    /// Tool name → expected hash (`None`: whatever the next listing shows, once, within
+    /// [`OPEN_APPROVAL_TTL_MS`]).
     pub tools: BTreeMap<String, Option<String>>,
+    /// When the daemon recorded it (Unix milliseconds).
+    #[serde(default)]
+    pub approved_at_ms: i64,
+}
+
+/// How long an approval without a hash stays usable: it is meant for the change the operator
+/// just saw, not for one that comes months later.
+pub const OPEN_APPROVAL_TTL_MS: i64 = 24 * 3600 * 1000;
+
+impl Approval {
+    /// Whether this approval accepts `hash` (the tool's new definition) at `now_ms`.
+    pub fn accepts(&self, tool: &str, hash: Option<&str>, now_ms: i64) -> bool {
+        match (self.tools.get(tool), hash) {
+            (Some(Some(want)), Some(have)) => want == have,
+            (Some(None), _) => now_ms - self.approved_at_ms <= OPEN_APPROVAL_TTL_MS,
+            _ => false,
+        }
+    }
 }
 
 /// Payload of an `approve_pins` command.
@@ -105,7 +124,13 @@ pub fn parse_command(id: &str, payload: &str) -> Result<Approval, String> {
     Ok(Approval {
         id: id.to_string(),
         server_id: p.server_id,
-        tools: p.tools,
+        // Tool hashes are lowercase hex.
+        tools: p
+            .tools
+            .into_iter()
+            .map(|(name, hash)| (name, hash.map(|h| h.to_ascii_lowercase())))
+            .collect(),
+        approved_at_ms: agent_bom_protocol::clock::now_ms(),
     })
 }
 

@@ -153,11 +153,7 @@ impl Engine {
                     continue;
                 }
                 let listed = listing.get(tool);
-                let matches = match (expected, listed) {
-                    (Some(want), Some(have)) => want == have,
-                    (None, _) => true,
-                    (Some(_), None) => false,
-                };
+                let matches = approval.accepts(tool, listed.map(String::as_str), now_ms());
                 let pending = diff.changed.contains(tool) || diff.added.contains(tool);
                 let gone = diff.removed.contains(tool);
                 if !matches || !(pending || gone && expected.is_none()) {

@@ -124,6 +124,7 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        super::policies::lock_tenant_policy(&mut tx, self.backend, &tenant_id).await?;
         super::policies::queue_current_policy(&mut tx, &tenant_id, &request.agent_id).await?;
         tx.commit().await?;
         Ok(tenant_id)

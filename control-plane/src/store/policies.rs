@@ -110,6 +110,7 @@ impl Store {
     ) -> Result<Published, StoreError> {
         validate_policy(body)?;
         let mut tx = self.scope_write(tenant_id).await?;
+        lock_tenant_policy(&mut tx, self.backend, tenant_id).await?;
         let revision: i64 = sqlx::query(
             "SELECT COALESCE(MAX(revision), 0) + 1 AS next FROM policies WHERE tenant_id = $1",
         )
@@ -351,6 +352,24 @@ impl Store {
 /// The payload of a `policy` command (what `agent_bom_agent::policy_cache` reads).
 pub(crate) fn policy_payload(revision: i64, body: &str) -> String {
     serde_json::json!({ "revision": revision, "policy": body }).to_string()
+}
+
+/// Serialize publishing and enrolling per tenant on Postgres (SQLite's write transactions are
+/// serialized already): otherwise an enrollment racing a publish can read revision N while the
+/// publish's `INSERT ... SELECT FROM endpoints` cannot see the new device, which would then run
+/// N until the next publish; two publishes would also compute the same next revision.
+pub(crate) async fn lock_tenant_policy(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    backend: super::Backend,
+    tenant_id: &str,
+) -> Result<(), sqlx::Error> {
+    if backend == super::Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('agent-bom policy ' || $1)::bigint)")
+            .bind(tenant_id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Queue the tenant's policy in force for a newly enrolled device, inside the enrollment
