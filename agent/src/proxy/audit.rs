@@ -34,6 +34,8 @@ const QUEUE: usize = 4096;
 const BATCH_PAUSE: Duration = Duration::from_millis(10);
 /// Longest event line the listener accepts.
 const MAX_EVENT_BYTES: usize = 64 * 1024;
+/// Proxies one listener serves at once (each MCP server a client starts is one proxy).
+const MAX_CONNECTIONS: usize = 256;
 /// Most events in one acknowledged batch.
 const BATCH_EVENTS: usize = 256;
 /// How long a proxy waits for the daemon's acknowledgement before it spools the batch itself.
@@ -380,6 +382,7 @@ impl AuditListener {
         shutdown: tokio_util::sync::CancellationToken,
     ) {
         let me = nix::unistd::getuid().as_raw();
+        let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -397,6 +400,12 @@ impl AuditListener {
                 tracing::warn!("audit socket: refused a connection from another user");
                 continue;
             }
+            // Bounded: a local process opening connections without end must not exhaust the
+            // daemon's descriptors. Past the cap a proxy gets no answer and spools.
+            let Ok(permit) = connections.clone().try_acquire_owned() else {
+                tracing::warn!("audit socket: too many connections; refusing one");
+                continue;
+            };
             let tx = tx.clone();
             let stop = shutdown.clone();
             tokio::spawn(async move {
@@ -404,6 +413,7 @@ impl AuditListener {
                     _ = stop.cancelled() => {}
                     _ = serve_proxy(stream, tx) => {}
                 }
+                drop(permit);
             });
         }
         let _ = std::fs::remove_file(&self.path);
