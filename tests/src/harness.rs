@@ -66,12 +66,18 @@ impl TestServer {
         database_url: Option<String>,
         oidc: Option<agent_bom_control_plane::oidc::OidcConfig>,
     ) -> Self {
+        Self::start_with_collector(database_url, oidc, test_collector_config()).await
+    }
+
+    /// Start a server whose collector runs with `collector` (for example with tiny admission
+    /// budgets). A [`Self::restart`] goes back to [`test_collector_config`].
+    pub async fn start_with_collector(
+        database_url: Option<String>,
+        oidc: Option<agent_bom_control_plane::oidc::OidcConfig>,
+        collector: agent_bom_collector::CollectorConfig,
+    ) -> Self {
         agent_bom_control_plane::install_crypto_provider();
         let data_dir = tempfile::tempdir().expect("temp data dir");
-        let collector = agent_bom_collector::CollectorConfig {
-            liveness_flush: Duration::from_millis(200),
-            ..Default::default()
-        };
         let server = Server::open(ServeConfig {
             data_dir: data_dir.path().to_path_buf(),
             database_url: database_url.clone(),
@@ -140,10 +146,7 @@ impl TestServer {
         let server = Server::open(ServeConfig {
             data_dir: data_dir.path().to_path_buf(),
             database_url: database_url.clone(),
-            collector: agent_bom_collector::CollectorConfig {
-                liveness_flush: Duration::from_millis(200),
-                ..Default::default()
-            },
+            collector: test_collector_config(),
             oidc: oidc.clone(),
         })
         .await
@@ -290,6 +293,15 @@ impl TestServer {
     pub async fn stop(self) {
         self.shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(20), self.task).await;
+    }
+}
+
+/// The collector configuration of test servers: production defaults, but last-seen flushed
+/// every 200 ms so tests see status changes quickly.
+pub fn test_collector_config() -> agent_bom_collector::CollectorConfig {
+    agent_bom_collector::CollectorConfig {
+        liveness_flush: Duration::from_millis(200),
+        ..Default::default()
     }
 }
 
