@@ -435,3 +435,52 @@ async fn futures_join_all<T: Send + 'static>(
     }
     out
 }
+
+/// More enrollments at once than the store has pool connections (SQLite: 8). Each holds a write
+/// transaction; if any needed a second connection meanwhile (the endpoint quota check once did),
+/// the pool would deadlock until its 10 s acquire timeout and the burst would fail with
+/// `unavailable`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enrollment_burst_beyond_the_pool_size_does_not_deadlock_the_store() {
+    use agent_bom_collector::store::{CollectorStore, EnrollmentRequest};
+    let server = TestServer::start(None).await;
+    let ca =
+        Arc::new(agent_bom_collector::CertificateAuthority::load(server.data_dir.path()).unwrap());
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr = rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap();
+    let tasks: Vec<_> = (0..32)
+        .map(|i| {
+            let (store, ca, csr, token) = (
+                server.store.clone(),
+                ca.clone(),
+                csr.clone(),
+                server.enrollment_token.clone(),
+            );
+            tokio::spawn(async move {
+                let agent_id = format!("burst-{i}");
+                let cert = ca.sign_device_csr(&csr, &agent_id).unwrap();
+                let request = EnrollmentRequest {
+                    token,
+                    agent_id,
+                    cert_fingerprint: cert.fingerprint,
+                    cert_not_after: cert.not_after_unix,
+                    hostname: "burst".into(),
+                };
+                // Below the pool's acquire timeout: a deadlock shows up here, not as a pool error.
+                tokio::time::timeout(Duration::from_secs(8), store.enroll_device(request)).await
+            })
+        })
+        .collect();
+    for t in tasks {
+        let result = t.await.unwrap();
+        assert!(
+            matches!(result, Ok(Ok(_))),
+            "enrollment in a burst: {result:?}"
+        );
+    }
+    server.stop().await;
+}
