@@ -484,3 +484,44 @@ async fn an_enrollment_burst_beyond_the_pool_size_does_not_deadlock_the_store() 
     }
     server.stop().await;
 }
+
+/// The endpoint quota still holds at enrollment (checked inside the enrollment transaction).
+async fn enrollment_respects_the_endpoint_quota(database_url: Option<String>) {
+    use agent_bom_collector::store::{CollectorStore, EnrollmentRequest, StoreError};
+    let server = TestServer::start(database_url).await;
+    let tenant = server.store.tenant_by_name("default").await.unwrap();
+    let mut quotas = server.store.tenant_quotas(&tenant.id).await.unwrap();
+    quotas.max_endpoints = Some(1);
+    server
+        .store
+        .set_tenant_quotas(&tenant.id, &quotas)
+        .await
+        .unwrap();
+    let enroll = |agent_id: &str| EnrollmentRequest {
+        token: server.enrollment_token.clone(),
+        agent_id: agent_id.to_string(),
+        cert_fingerprint: format!("fp-{agent_id}"),
+        cert_not_after: 4_000_000_000,
+        hostname: "quota".into(),
+    };
+    server.store.enroll_device(enroll("quota-1")).await.unwrap();
+    let refused = server.store.enroll_device(enroll("quota-2")).await;
+    assert!(
+        matches!(&refused, Err(StoreError::Invalid(m)) if m.contains("quota")),
+        "{refused:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrollment_respects_the_endpoint_quota_sqlite() {
+    enrollment_respects_the_endpoint_quota(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrollment_respects_the_endpoint_quota_postgres() {
+    // The application role is subject to row-level security, as in production.
+    let db = agent_bom_tests::postgres::TestDatabase::create_with_app_role().await;
+    enrollment_respects_the_endpoint_quota(Some(db.url.clone())).await;
+    db.drop_database().await;
+}
