@@ -94,7 +94,7 @@ async fn enroll_with_retry(
                 ..
             }) => {
                 let cap = Duration::from_secs(2);
-                let wait = retry_after.map_or_else(|| uplink::overload_delay(attempt, cap), |d| d);
+                let wait = retry_after.unwrap_or_else(|| uplink::overload_delay(attempt, cap));
                 tokio::time::sleep(wait.min(cap)).await;
             }
             Err(e) => panic!("enrollment failed: {e}"),
