@@ -43,8 +43,10 @@ const CHILD_URL_ENV: &str = "AGENT_BOM_LOAD_CHILD_URL";
 const CHILD_DIR_ENV: &str = "AGENT_BOM_LOAD_CHILD_DIR";
 
 /// Client connections sharing one UDP socket (one quinn endpoint).
-const CONNECTIONS_PER_ENDPOINT: usize = 1_000;
-/// Handshakes the load generator keeps in flight.
+const CONNECTIONS_PER_ENDPOINT: usize = 500;
+/// Receive buffer of each load-generator socket: handshake replies arrive in bursts.
+const CLIENT_RECEIVE_BUFFER: usize = 4 * 1024 * 1024;
+/// Handshakes the load generator keeps in flight (default of `--connect-concurrency`).
 const CONNECT_CONCURRENCY: usize = 128;
 /// Events per `proxy_events` batch (the agent's maximum).
 const EVENTS_PER_BATCH: usize = 500;
@@ -54,6 +56,7 @@ struct Options {
     connections: usize,
     enrollments: usize,
     ingest_agents: usize,
+    connect_concurrency: usize,
     ingest_seconds: u64,
     idle_cpu_seconds: u64,
     backends: Vec<String>,
@@ -69,6 +72,7 @@ impl Options {
             connections: 50_000,
             enrollments: 2_000,
             ingest_agents: 64,
+            connect_concurrency: CONNECT_CONCURRENCY,
             ingest_seconds: 10,
             idle_cpu_seconds: 20,
             backends: vec!["sqlite".into(), "postgres".into()],
@@ -86,6 +90,7 @@ impl Options {
                 "--connections" => o.connections = num(),
                 "--enrollments" => o.enrollments = num(),
                 "--ingest-agents" => o.ingest_agents = num(),
+                "--connect-concurrency" => o.connect_concurrency = num(),
                 "--ingest-seconds" => o.ingest_seconds = num() as u64,
                 "--idle-cpu-seconds" => o.idle_cpu_seconds = num() as u64,
                 "--backends" => {
@@ -144,15 +149,17 @@ fn child_main() {
             while std::io::stdin().read_line(&mut sink).is_ok_and(|n| n > 0) {}
             stop.cancel();
         });
-        agent_bom_control_plane::server::run_collector(
-            &url,
-            &dir,
-            sockets,
-            CollectorConfig::default(),
-            shutdown,
-        )
-        .await
-        .unwrap();
+        let mut config = CollectorConfig::default();
+        // For experiments: the collector's own keep-alive interval.
+        if let Some(secs) = std::env::var("AGENT_BOM_LOAD_SERVER_KEEPALIVE_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            config.keep_alive = Duration::from_secs(secs);
+        }
+        agent_bom_control_plane::server::run_collector(&url, &dir, sockets, config, shutdown)
+            .await
+            .unwrap();
     });
 }
 
@@ -259,6 +266,20 @@ struct Device {
     config: quinn::ClientConfig,
 }
 
+fn client_endpoint() -> quinn::Endpoint {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let state = quinn::udp::UdpSocketState::new((&socket).into()).unwrap();
+    let _ = state.set_recv_buffer_size((&socket).into(), CLIENT_RECEIVE_BUFFER);
+    socket.set_nonblocking(true).unwrap();
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .unwrap()
+}
+
 fn client_config(tls: rustls::ClientConfig) -> quinn::ClientConfig {
     let mut config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
     let mut transport = quinn::TransportConfig::default();
@@ -277,9 +298,7 @@ impl Fleet {
             .distinguished_name
             .push(rcgen::DnType::CommonName, "load-generator");
         let csr_pem = params.serialize_request(&key).unwrap().pem().unwrap();
-        let endpoints = (0..endpoints.max(1))
-            .map(|_| quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap())
-            .collect();
+        let endpoints = (0..endpoints.max(1)).map(|_| client_endpoint()).collect();
         Self {
             ca_der: ca.cert_der().clone(),
             pin: ca.pin(),
@@ -322,6 +341,68 @@ impl Fleet {
             .await
             .unwrap();
         self.device(agent_id, &cert.pem)
+    }
+
+    /// Register `n` devices with bulk inserts (setup for the idle-connection phase: going through
+    /// the enrollment transaction would measure the per-enrollment quota count instead, which
+    /// the enrollment phase does).
+    async fn provision_bulk(
+        self: &Arc<Self>,
+        store: &Store,
+        tenant_id: &str,
+        n: usize,
+    ) -> Vec<Device> {
+        const ROWS: usize = 500;
+        let mut devices = Vec::with_capacity(n);
+        let mut done = 0;
+        while done < n {
+            let rows = ROWS.min(n - done);
+            let fleet = self.clone();
+            // Signing is CPU work: off the async workers.
+            let signed = tokio::task::spawn_blocking(move || {
+                (0..rows)
+                    .map(|_| {
+                        let agent_id = uuid::Uuid::new_v4().to_string();
+                        let cert = fleet.ca.sign_device_csr(&fleet.csr_pem, &agent_id).unwrap();
+                        (agent_id, cert)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap();
+            let values: Vec<String> = (0..rows)
+                .map(|i| {
+                    let b = i * 5;
+                    format!(
+                        "(${}, ${}, ${}, ${}, ${}, 0)",
+                        b + 1,
+                        b + 2,
+                        b + 3,
+                        b + 4,
+                        b + 5
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO endpoints (id, tenant_id, hostname, cert_fingerprint, cert_not_after, enrolled_at) VALUES {}",
+                values.join(", ")
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (agent_id, cert) in &signed {
+                query = query
+                    .bind(agent_id.clone())
+                    .bind(tenant_id.to_string())
+                    .bind(format!("load-{agent_id}"))
+                    .bind(cert.fingerprint.clone())
+                    .bind(cert.not_after_unix * 1000);
+            }
+            query.execute(store.pool()).await.unwrap();
+            for (agent_id, cert) in signed {
+                devices.push(self.device(agent_id, &cert.pem));
+            }
+            done += rows;
+        }
+        devices
     }
 
     /// Enroll over QUIC as an agent does, retrying when turned away for load.
@@ -530,22 +611,10 @@ async fn idle_connections(b: &Backend, options: &Options) {
         options.connections.div_ceil(CONNECTIONS_PER_ENDPOINT),
     ));
     let started = Instant::now();
-    let devices = {
-        let permits = Arc::new(Semaphore::new(16));
-        let mut tasks = Vec::with_capacity(options.connections);
-        for _ in 0..options.connections {
-            let (fleet, store, permits) = (fleet.clone(), store.clone(), permits.clone());
-            tasks.push(tokio::spawn(async move {
-                let _p = permits.acquire_owned().await.unwrap();
-                fleet.provision(&store).await
-            }));
-        }
-        let mut devices = Vec::with_capacity(tasks.len());
-        for t in tasks {
-            devices.push(t.await.unwrap());
-        }
-        devices
-    };
+    let tenant_id = b.server.bootstrap.as_ref().unwrap().tenant_id.clone();
+    let devices = fleet
+        .provision_bulk(&store, &tenant_id, options.connections)
+        .await;
     eprintln!(
         "[{}] provisioned {} devices in the store in {:.1?}",
         b.name,
@@ -557,16 +626,21 @@ async fn idle_connections(b: &Backend, options: &Options) {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_start = status_kb(pid, "VmRSS:");
     let stats = Arc::new(PhaseStats::default());
-    let permits = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
+    let permits = Arc::new(Semaphore::new(options.connect_concurrency));
     let checkpoints = 10usize;
     let step = options.connections.div_ceil(checkpoints);
     let mut held: Vec<quinn::Connection> = Vec::with_capacity(options.connections);
     let mut samples = vec![(0usize, rss_start, Duration::ZERO)];
     let connect_started = Instant::now();
+    // Time spent connecting, without the pauses for RSS readings.
+    let mut connecting = Duration::ZERO;
+    let self_pid = std::process::id();
+    let (collector_cpu_start, generator_cpu_start) = (cpu_ticks(pid), cpu_ticks(self_pid));
     let devices = Arc::new(devices);
     for chunk in 0..checkpoints {
         let range = (chunk * step)..((chunk + 1) * step).min(devices.len());
         let mut tasks = Vec::with_capacity(range.len());
+        let chunk_started = Instant::now();
         for i in range {
             let (fleet, devices, stats, permits) = (
                 fleet.clone(),
@@ -583,6 +657,7 @@ async fn idle_connections(b: &Backend, options: &Options) {
         for t in tasks {
             held.push(t.await.unwrap());
         }
+        connecting += chunk_started.elapsed();
         // Let the collector settle (handshake buffers freed) before reading its RSS.
         tokio::time::sleep(Duration::from_millis(500)).await;
         samples.push((
@@ -597,9 +672,11 @@ async fn idle_connections(b: &Backend, options: &Options) {
             samples.last().unwrap().1
         );
     }
-    let connect_secs = connect_started.elapsed().as_secs_f64();
-    // Idle: nothing but keep-alives. CPU over a window, and RSS once more at the end.
+    let connect_secs = connecting.as_secs_f64();
     let ticks = clock_ticks_per_second() as f64;
+    let collector_cpu = (cpu_ticks(pid) - collector_cpu_start) as f64 / ticks;
+    let generator_cpu = (cpu_ticks(self_pid) - generator_cpu_start) as f64 / ticks;
+    // Idle: nothing but keep-alives. CPU over a window, and RSS once more at the end.
     let cpu_before = cpu_ticks(pid);
     let idle_started = Instant::now();
     tokio::time::sleep(Duration::from_secs(options.idle_cpu_seconds)).await;
@@ -621,8 +698,14 @@ async fn idle_connections(b: &Backend, options: &Options) {
         "| connections held (hello → welcome) | {n} ({alive} still open after the idle window) |"
     );
     println!(
-        "| connect rate (handshake + hello, {CONNECT_CONCURRENCY} in flight) | {:.0} /s ({connect_secs:.1} s) |",
+        "| connect rate (handshake + hello, {} in flight) | {:.0} /s ({connect_secs:.1} s) |",
+        options.connect_concurrency,
         n as f64 / connect_secs
+    );
+    println!(
+        "| CPU per connection set up: collector / load generator | {:.2} ms / {:.2} ms |",
+        collector_cpu * 1000.0 / n.max(1) as f64,
+        generator_cpu * 1000.0 / n.max(1) as f64
     );
     println!(
         "| refused / shed while connecting | {} / {} |",
@@ -664,7 +747,7 @@ async fn enrollment_burst(b: &Backend, options: &Options, collector: &CollectorP
         .clone();
     let fleet = Arc::new(Fleet::new(b.server.ca.clone(), token, 8));
     let stats = Arc::new(PhaseStats::default());
-    let permits = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
+    let permits = Arc::new(Semaphore::new(options.connect_concurrency));
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(options.enrollments);
     for _ in 0..options.enrollments {
@@ -681,7 +764,7 @@ async fn enrollment_burst(b: &Backend, options: &Options, collector: &CollectorP
     let quic = started.elapsed().as_secs_f64();
     // Baseline: CSR signing plus the store's enrollment transaction, no network, same concurrency.
     let store = b.server.store.clone();
-    let permits = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
+    let permits = Arc::new(Semaphore::new(options.connect_concurrency));
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(options.enrollments);
     for _ in 0..options.enrollments {
@@ -699,8 +782,9 @@ async fn enrollment_burst(b: &Backend, options: &Options, collector: &CollectorP
     println!("\n### {} — enrollment burst\n", b.name);
     println!("| measurement | result |\n|---|---|");
     println!(
-        "| {} enrollments over QUIC ({CONNECT_CONCURRENCY} at once) | {:.0} /s ({quic:.1} s); refused {}, shed {} |",
+        "| {} enrollments over QUIC ({} at once) | {:.0} /s ({quic:.1} s); refused {}, shed {} |",
         options.enrollments,
+        options.connect_concurrency,
         n / quic,
         stats.refused.load(Ordering::Relaxed),
         stats.shed.load(Ordering::Relaxed)
