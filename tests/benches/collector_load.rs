@@ -150,12 +150,22 @@ fn child_main() {
             stop.cancel();
         });
         let mut config = CollectorConfig::default();
-        // For experiments: the collector's own keep-alive interval.
-        if let Some(secs) = std::env::var("AGENT_BOM_LOAD_SERVER_KEEPALIVE_SECS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-        {
-            config.keep_alive = Duration::from_secs(secs);
+        // For experiments (which part of the idle cost is what): the collector's keep-alive,
+        // last-seen flush and revocation/command sweep intervals, in seconds.
+        let secs = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map(Duration::from_secs)
+        };
+        if let Some(d) = secs("AGENT_BOM_LOAD_KEEPALIVE_SECS") {
+            config.keep_alive = d;
+        }
+        if let Some(d) = secs("AGENT_BOM_LOAD_FLUSH_SECS") {
+            config.liveness_flush = d;
+        }
+        if let Some(d) = secs("AGENT_BOM_LOAD_SWEEP_SECS") {
+            config.revocation_sweep = d;
         }
         agent_bom_control_plane::server::run_collector(&url, &dir, sockets, config, shutdown)
             .await
