@@ -90,7 +90,8 @@ fn changed_fields(a: &ServerEntry, b: &ServerEntry) -> Vec<&'static str> {
         credential_names,
         risk_flags,
         scope,
-        user
+        user,
+        wrapped
     );
     out
 }

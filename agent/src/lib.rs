@@ -8,12 +8,15 @@
 
 #![forbid(unsafe_code)]
 
+pub mod command_auth;
 pub mod commands;
 pub mod delta;
 pub mod discovery;
 pub mod host;
 pub mod intake;
+pub mod inventory_upload;
 pub mod link;
+pub mod policy_cache;
 pub mod proxy;
 pub mod report;
 pub mod settings;
@@ -21,6 +24,7 @@ pub mod spool;
 pub mod state;
 pub mod tls;
 pub mod uplink;
+pub mod user_link;
 pub mod watch;
 pub mod wrap;
 

@@ -103,6 +103,10 @@ enum Command {
         /// State directory (pins, cached policy, audit socket and spool).
         #[arg(long, env = env::STATE_DIR)]
         state_dir: Option<PathBuf>,
+        /// The link directory a root daemon keeps for this user (policy, quarantine, approvals,
+        /// audit socket). Default: found by uid when no --state-dir is given.
+        #[arg(long, env = env::LINK_DIR)]
+        link_dir: Option<PathBuf>,
         /// The server command and its arguments, after `--`.
         #[arg(last = true, required = true, num_args = 1..)]
         command: Vec<OsString>,
@@ -145,14 +149,12 @@ struct EditArgs {
 
 impl EditArgs {
     fn options(&self) -> Result<WrapOptions> {
-        let proxy_exe = std::env::current_exe()
-            .and_then(|p| std::fs::canonicalize(&p).or(Ok(p)))
-            .context("cannot locate this agent binary for the proxy command")?;
         Ok(WrapOptions {
             scan: self.target.scan_options()?,
             client: self.client.clone(),
             dry_run: self.dry_run,
-            proxy_exe,
+            proxy_exe: wrap::this_exe()
+                .context("cannot locate this agent binary for the proxy command")?,
             state_dir: self.state_dir.clone().unwrap_or_else(default_state_dir),
         })
     }
@@ -249,10 +251,19 @@ fn main() -> std::process::ExitCode {
         policy,
         fail_mode,
         state_dir,
+        link_dir,
         command,
     } = cli.command
     {
-        return run_proxy(server_id, policy, fail_mode, state_dir, command);
+        // An explicit state dir means "everything here"; otherwise a root daemon's link
+        // directory for this user, when there is one.
+        let link_dir = link_dir.or_else(|| {
+            state_dir
+                .is_none()
+                .then(agent_bom_agent::user_link::current_user_link)
+                .flatten()
+        });
+        return run_proxy(server_id, policy, fail_mode, state_dir, link_dir, command);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -281,6 +292,7 @@ fn run_proxy(
     policy: Option<PathBuf>,
     fail: FailMode,
     state_dir: Option<PathBuf>,
+    link_dir: Option<PathBuf>,
     mut command: Vec<OsString>,
 ) -> std::process::ExitCode {
     if command.is_empty() {
@@ -293,6 +305,7 @@ fn run_proxy(
         command: program,
         args: command,
         state_dir: state_dir.unwrap_or_else(default_state_dir),
+        link_dir,
         policy,
         fail,
     };
@@ -321,11 +334,26 @@ fn print_changes(
     verb: &str,
 ) -> Result<()> {
     let mut failed = 0;
-    if changes.is_empty() {
+    if !changes
+        .iter()
+        .any(|c| c.as_ref().is_ok_and(|c| !c.servers.is_empty()))
+    {
         println!("nothing to {verb}");
     }
     for change in changes {
+        if let Ok(c) = &change {
+            for s in &c.skipped {
+                println!(
+                    "skipped {} in {} ({}): {}",
+                    s.server,
+                    c.path.display(),
+                    c.client,
+                    s.reason
+                );
+            }
+        }
         match change {
+            Ok(c) if c.servers.is_empty() => {}
             Ok(c) if !c.written => print!("{}", c.diff),
             Ok(c) => println!(
                 "{verb}ped {} server(s) in {} ({}){}: {}",
@@ -498,16 +526,34 @@ async fn dispatch(command: Command) -> Result<()> {
                     None
                 }
             };
+            // Managed wrapping (`settings.json`): a pass now and after every config change,
+            // before the uplink is woken to ship it.
+            let changes = wrap::managed::spawn(
+                WrapOptions::daemon(scan.clone(), state_dir.clone())?,
+                changes,
+                shutdown.clone(),
+            );
             let state = StateDir::open(&state_dir)?;
-            // Proxy audit events: the socket proxies write to, spooled durably, shipped by the
-            // uplink. Without it the proxies keep their own fallback spool.
-            let events = match agent_bom_agent::intake::start(state.path(), shutdown.clone()) {
-                Ok(e) => Some(e),
-                Err(e) => {
-                    tracing::warn!(error = %e, "proxy audit intake unavailable");
-                    None
-                }
-            };
+            // A root daemon links the people of the machine, whose proxies run as themselves
+            // (see agent/src/user_link.rs); as a user, nothing to do.
+            let homes: Vec<PathBuf> = scan.users.iter().map(|r| r.home.clone()).collect();
+            let links =
+                agent_bom_agent::user_link::prepare(state.path(), &homes).unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "cannot prepare the users' link directories");
+                    Vec::new()
+                });
+            agent_bom_agent::user_link::publish(state.path());
+            // Proxy audit events: the sockets proxies write to, spooled durably, shipped by the
+            // uplink. Without them the proxies keep their own fallback spool.
+            let events =
+                match agent_bom_agent::intake::start_linked(state.path(), &links, shutdown.clone())
+                {
+                    Ok(e) => Some(e),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "proxy audit intake unavailable");
+                        None
+                    }
+                };
             let options = RunOptions {
                 scan,
                 rescan_interval,
@@ -536,6 +582,14 @@ async fn dispatch(command: Command) -> Result<()> {
             )?;
             let (spool_bytes, dropped) = (spool.size(), spool.dropped());
             let quarantined = agent_bom_agent::commands::is_quarantined(state.path());
+            // The policy is reported as the proxies would load it: verified, or why not.
+            let (policy_revision, policy_problem) =
+                match agent_bom_agent::policy_cache::load_verified(state.path()) {
+                    Ok(v) => (v.map(|v| v.revision), None),
+                    Err(e) => (None, Some(e)),
+                };
+            let update = agent_bom_agent::commands::update_notice_version(state.path());
+            let remote = agent_bom_agent::settings::RemoteSettings::load(state.path());
             if json {
                 println!(
                     "{}",
@@ -545,6 +599,9 @@ async fn dispatch(command: Command) -> Result<()> {
                         "certificate_not_after": cert_not_after,
                         "event_spool": {"bytes": spool_bytes, "dropped": dropped},
                         "quarantined": quarantined,
+                        "policy": {"applied_revision": policy_revision, "problem": policy_problem},
+                        "update_available": update,
+                        "control_plane_settings": remote,
                     }))?
                 );
             } else {
@@ -581,8 +638,23 @@ async fn dispatch(command: Command) -> Result<()> {
                         time_rfc3339(t)
                     ))
                 );
+                println!(
+                    "policy:       {}",
+                    match (&policy_revision, &policy_problem) {
+                        (Some(r), _) => format!("revision {r} from the control plane"),
+                        (None, Some(p)) => format!("cached policy refused: {p}"),
+                        (None, None) =>
+                            "none from the control plane (local policy.toml or defaults)".into(),
+                    }
+                );
                 if quarantined {
                     println!("quarantined:  yes (MCP proxies block every call)");
+                }
+                if let Some(v) = &update {
+                    println!("update:       {v} available (install it through your MDM)");
+                }
+                if remote != agent_bom_agent::settings::RemoteSettings::default() {
+                    println!("settings:     {}", serde_json::to_string(&remote)?);
                 }
             }
         }

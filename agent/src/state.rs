@@ -7,9 +7,11 @@
 //! | `identity.crt` | device certificate issued by the control plane's CA | 0600 |
 //! | `ca.crt` | the control plane's CA certificate (matched against the pin at enrollment) | 0600 |
 //! | `uplink.json` | next upload sequence, last acknowledged upload, connection state | 0600 |
+//! | `inventory.acked.json` | the inventory the collector last acknowledged, the base of deltas | 0600 |
 
 use std::path::{Path, PathBuf};
 
+use agent_bom_protocol::Inventory;
 use agent_bom_protocol::secure_file::write_private;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
@@ -76,6 +78,15 @@ pub struct UplinkState {
     /// content gets a fresh sequence (so it is never mistaken for the old one).
     #[serde(default)]
     pub pending: Option<(u64, String)>,
+    /// Inventory uploads acknowledged as deltas.
+    #[serde(default)]
+    pub deltas_acked: u64,
+    /// Inventory uploads acknowledged as full snapshots.
+    #[serde(default)]
+    pub snapshots_acked: u64,
+    /// Deltas the collector refused with `snapshot_required` (each followed by a snapshot).
+    #[serde(default)]
+    pub snapshots_required: u64,
     /// `connected`, `connecting`, `backoff` or `refused`.
     #[serde(default)]
     pub connection: String,
@@ -90,6 +101,17 @@ pub struct UplinkState {
     pub updated_at_ms: i64,
 }
 
+/// The inventory the collector last acknowledged, kept as the base of the next delta.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AckedInventory {
+    /// Sequence it was acknowledged under.
+    pub seq: u64,
+    /// Its [`Inventory::content_hash`], as the collector recorded it.
+    pub hash: String,
+    /// The inventory exactly as sent.
+    pub inventory: Inventory,
+}
+
 /// The agent's state directory.
 #[derive(Debug, Clone)]
 pub struct StateDir {
@@ -101,6 +123,7 @@ const KEY_FILE: &str = "identity.key";
 const CERT_FILE: &str = "identity.crt";
 const CA_FILE: &str = "ca.crt";
 const UPLINK_FILE: &str = "uplink.json";
+const ACKED_INVENTORY_FILE: &str = "inventory.acked.json";
 const NEXT_KEY_FILE: &str = "identity.key.next";
 const NEXT_CERT_FILE: &str = "identity.crt.next";
 
@@ -174,6 +197,8 @@ impl StateDir {
         self.write(CERT_FILE, cert_pem.as_bytes())?;
         self.write(CA_FILE, ca_pem.as_bytes())?;
         self.save_uplink(&UplinkState::default())?;
+        // A new identity is a new device to the collector: the old base means nothing there.
+        self.forget_acked_inventory()?;
         self.write_json(AGENT_FILE, record)
     }
 
@@ -254,6 +279,39 @@ impl StateDir {
         self.write_json(UPLINK_FILE, state)
     }
 
+    /// The last acknowledged inventory; `None` when there is none, or when the file does not
+    /// match its own hash (then the next upload is a full snapshot, which rewrites it).
+    pub fn acked_inventory(&self) -> Result<Option<AckedInventory>, StateError> {
+        if !self.dir.join(ACKED_INVENTORY_FILE).exists() {
+            return Ok(None);
+        }
+        let acked: AckedInventory = self.read_json(ACKED_INVENTORY_FILE)?;
+        Ok((acked.inventory.content_hash() == acked.hash).then_some(acked))
+    }
+
+    /// Record the inventory the collector just acknowledged (mode 0600, atomically). Compact
+    /// JSON: it is rewritten on every acknowledged upload.
+    pub fn save_acked_inventory(&self, acked: &AckedInventory) -> Result<(), StateError> {
+        let bytes = serde_json::to_vec(acked).map_err(|e| StateError::Corrupt {
+            path: self.dir.join(ACKED_INVENTORY_FILE),
+            message: e.to_string(),
+        })?;
+        self.write(ACKED_INVENTORY_FILE, &bytes)
+    }
+
+    /// Drop the delta base, so the next upload is a full snapshot.
+    pub fn forget_acked_inventory(&self) -> Result<(), StateError> {
+        let path = self.dir.join(ACKED_INVENTORY_FILE);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StateError::Io {
+                action: "removing",
+                path,
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StateError> {
         let bytes = serde_json::to_vec_pretty(value).map_err(|e| StateError::Corrupt {
             path: self.dir.join(name),
@@ -320,5 +378,38 @@ mod tests {
         }
         std::fs::write(state.path().join(UPLINK_FILE), "{not json").unwrap();
         assert!(matches!(state.uplink(), Err(StateError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn acked_inventory_is_private_and_checked_against_its_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        assert_eq!(state.acked_inventory().unwrap(), None);
+        let mut inventory = Inventory::default();
+        inventory.host.hostname = "h".into();
+        let acked = AckedInventory {
+            seq: 3,
+            hash: inventory.content_hash(),
+            inventory,
+        };
+        state.save_acked_inventory(&acked).unwrap();
+        assert_eq!(state.acked_inventory().unwrap(), Some(acked.clone()));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(state.path().join(ACKED_INVENTORY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        // Content that no longer matches its hash is no base.
+        let mut tampered = acked;
+        tampered.inventory.host.hostname = "other".into();
+        state.save_acked_inventory(&tampered).unwrap();
+        assert_eq!(state.acked_inventory().unwrap(), None);
+        state.forget_acked_inventory().unwrap();
+        state.forget_acked_inventory().unwrap();
+        assert!(!state.path().join(ACKED_INVENTORY_FILE).exists());
     }
 }

@@ -9,18 +9,20 @@ use std::time::Duration;
 
 use agent_bom_protocol::clock::now_ms;
 use agent_bom_protocol::{
-    AgentMessage, CollectorMessage, ErrorCode, FrameError, Inventory, PROTOCOL_VERSION, read_frame,
-    write_frame,
+    AgentMessage, CollectorMessage, ErrorCode, FrameError, Inventory, PROTOCOL_VERSION, capability,
+    read_frame, write_frame,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_util::sync::CancellationToken;
 
-use crate::commands;
+use crate::commands::{self, FollowUp};
 use crate::discovery::{self, ScanOptions};
+use crate::inventory_upload::{self, DeltaSession};
 use crate::link::{self, Link};
+use crate::settings::RemoteSettings;
 use crate::spool::EventSpool;
-use crate::state::{AgentRecord, StateDir, StateError, UplinkState};
+use crate::state::{AckedInventory, AgentRecord, StateDir, StateError, UplinkState};
 use crate::tls::{self, PinnedCaVerifier};
 
 /// First reconnect delay cap; doubles per failure up to the configured maximum.
@@ -70,6 +72,9 @@ pub enum UplinkError {
     /// The session ran on the TLS/TCP fallback long enough; reconnect to try QUIC again.
     #[error("reconnecting to try QUIC again")]
     RetryQuic,
+    /// The session must start over (e.g. to use a rotated credential).
+    #[error("reconnecting: {0}")]
+    Reconnect(&'static str),
     /// The device is already enrolled.
     #[error(
         "already enrolled as {agent_id} (state dir {dir}); pass --force to replace this identity"
@@ -288,12 +293,17 @@ async fn session(
     let hello = AgentMessage::Hello {
         protocol_version: PROTOCOL_VERSION,
         agent_version: crate::AGENT_VERSION.to_string(),
-        capabilities: vec!["inventory.snapshot".into()],
+        capabilities: vec![
+            capability::INVENTORY_SNAPSHOT.into(),
+            capability::INVENTORY_DELTA.into(),
+        ],
     };
-    let last_applied = match link.exchange(&hello).await? {
+    let (last_applied, mut deltas) = match link.exchange(&hello).await? {
         CollectorMessage::Welcome {
-            last_applied_seq, ..
-        } => last_applied_seq,
+            last_applied_seq,
+            capabilities,
+            ..
+        } => (last_applied_seq, DeltaSession::from_welcome(&capabilities)),
         other => return Err(reply_error(other)),
     };
     *attempt = 0;
@@ -314,17 +324,21 @@ async fn session(
 
     let result = async {
         let mut next_rescan = tokio::time::Instant::now();
+        let mut reconnect = false;
         let mut ship_events = options.events.is_some();
         // A deadline, not a per-iteration timer: rescans and file events must not postpone it.
         let mut next_ping = tokio::time::Instant::now() + link::TCP_PING_INTERVAL;
         loop {
+            if reconnect {
+                return Err(UplinkError::Reconnect("the device credential was rotated"));
+            }
             if tokio::time::Instant::now() >= next_rescan {
                 let inventory = scan_now(options.scan.clone()).await;
                 let hash = inventory_hash(&inventory);
                 if uplink.last_inventory_hash.as_deref() != Some(hash.as_str()) {
-                    upload(state, &link, &mut uplink, inventory, hash).await?;
+                    upload(state, &link, &mut uplink, inventory, hash, &mut deltas).await?;
                 }
-                next_rescan = tokio::time::Instant::now() + options.rescan_interval;
+                next_rescan = tokio::time::Instant::now() + rescan_interval(state, options);
             }
             if ship_events {
                 if let Some((spool, _)) = &options.events {
@@ -363,11 +377,7 @@ async fn session(
                 _ = events_ready => ship_events = true,
                 pushed = link.next_command() => {
                     if let Some((command, mut send, mut recv)) = pushed {
-                        let (status, detail, rescan) = commands::apply(state, &command);
-                        if rescan {
-                            next_rescan = tokio::time::Instant::now();
-                        }
-                        let result = AgentMessage::CommandResult { command_id: command.command_id, status, detail };
+                        let result = run_command(state, record, &link, options, command, &mut next_rescan, &mut reconnect).await;
                         write_frame(&mut send, &result).await?;
                         let _ = send.finish();
                         let _: Result<CollectorMessage, _> = read_frame(&mut recv).await;
@@ -380,11 +390,7 @@ async fn session(
                         other => return Err(reply_error(other)),
                     };
                     for command in commands {
-                        let (status, detail, rescan) = commands::apply(state, &command);
-                        if rescan {
-                            next_rescan = tokio::time::Instant::now();
-                        }
-                        let result = AgentMessage::CommandResult { command_id: command.command_id, status, detail };
+                        let result = run_command(state, record, &link, options, command, &mut next_rescan, &mut reconnect).await;
                         match link.exchange(&result).await? {
                             CollectorMessage::CommandRecorded { .. } => {}
                             other => return Err(reply_error(other)),
@@ -409,6 +415,7 @@ async fn upload(
     uplink: &mut UplinkState,
     inventory: Inventory,
     hash: String,
+    deltas: &mut DeltaSession,
 ) -> Result<(), UplinkError> {
     let seq = match &uplink.pending {
         Some((seq, pending_hash)) if *pending_hash == hash => *seq,
@@ -420,22 +427,82 @@ async fn upload(
             seq
         }
     };
-    let message = AgentMessage::InventorySnapshot {
-        seq,
-        inventory: Box::new(inventory),
+    let base = if deltas.enabled() {
+        delta_base(state)
+    } else {
+        None
     };
-    match link.exchange(&message).await? {
+    let delta = base
+        .as_ref()
+        .and_then(|b| inventory_upload::delta(seq, &inventory, b).map(|m| (m, b.seq)));
+    let (reply, as_delta) = match delta {
+        Some((message, base_seq)) => match link.exchange(&message).await? {
+            CollectorMessage::Error {
+                code: ErrorCode::SnapshotRequired,
+                message,
+                ..
+            } => {
+                // The collector does not hold our base: the same sequence, in full, at once.
+                uplink.snapshots_required += 1;
+                if deltas.refused() {
+                    tracing::warn!(
+                        base_seq,
+                        "collector refused deltas twice in a row; sending snapshots until the next connection"
+                    );
+                }
+                tracing::info!(seq, base_seq, reason = %message, "collector asked for a full snapshot");
+                let snapshot = inventory_upload::snapshot(seq, &inventory);
+                (link.exchange(&snapshot).await?, false)
+            }
+            other => (other, true),
+        },
+        None => (
+            link.exchange(&inventory_upload::snapshot(seq, &inventory))
+                .await?,
+            false,
+        ),
+    };
+    match reply {
         CollectorMessage::Ack { seq: acked } if acked == seq => {
+            // The new base first: if the agent dies before uplink.json records the ack, the
+            // base is still the collector's state and the next delta applies.
+            let acked_inventory = AckedInventory {
+                seq,
+                hash: inventory.content_hash(),
+                inventory,
+            };
+            if let Err(e) = state.save_acked_inventory(&acked_inventory) {
+                // The older base stays; the collector will ask for a snapshot.
+                tracing::warn!(error = %e, "cannot record the acknowledged inventory");
+            }
+            if as_delta {
+                deltas.delta_acknowledged();
+                uplink.deltas_acked += 1;
+            } else {
+                uplink.snapshots_acked += 1;
+            }
             uplink.pending = None;
             uplink.last_ack_seq = Some(seq);
             uplink.last_ack_at_ms = Some(now_ms());
             uplink.last_inventory_hash = Some(hash);
             uplink.updated_at_ms = now_ms();
             state.save_uplink(uplink)?;
-            tracing::info!(seq, "inventory acknowledged");
+            tracing::info!(seq, delta = as_delta, "inventory acknowledged");
             Ok(())
         }
         other => Err(reply_error(other)),
+    }
+}
+
+/// The last acknowledged inventory, if it can be read; a missing or unreadable one means the
+/// next upload is a full snapshot.
+fn delta_base(state: &StateDir) -> Option<AckedInventory> {
+    match state.acked_inventory() {
+        Ok(base) => base,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the last acknowledged inventory; sending a snapshot");
+            None
+        }
     }
 }
 
@@ -452,40 +519,82 @@ async fn renew_if_due(state: &StateDir, link: &Link, renew_before: Duration) {
     if !due {
         return;
     }
-    let request = (|| {
-        let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
-        let mut params = rcgen::CertificateParams::default();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, crate::host::hostname());
-        let csr = params
-            .serialize_request(&key)
-            .and_then(|c| c.pem())
-            .map_err(|e| e.to_string())?;
-        Ok::<_, String>((key.serialize_pem(), csr))
-    })();
-    let (key_pem, csr_pem) = match request {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot prepare a certificate renewal");
-            return;
-        }
-    };
+    match renew(state, link).await {
+        Ok(()) => tracing::info!("device certificate renewed; used from the next connection"),
+        Err(e) => tracing::warn!(error = %e, "certificate renewal failed"),
+    }
+}
+
+/// Get a certificate for a new key pair over the connection and stage both; the next
+/// connection uses them, after which the collector refuses the old certificate.
+async fn renew(state: &StateDir, link: &Link) -> Result<(), String> {
+    let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, crate::host::hostname());
+    let csr_pem = params
+        .serialize_request(&key)
+        .and_then(|c| c.pem())
+        .map_err(|e| e.to_string())?;
     match link
         .exchange(&AgentMessage::RenewCertificate { csr_pem })
         .await
     {
-        Ok(CollectorMessage::CertificateRenewed { certificate_pem }) => {
-            match state.replace_certificate(&key_pem, &certificate_pem) {
-                Ok(()) => {
-                    tracing::info!("device certificate renewed; used from the next connection")
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot store the renewed certificate"),
-            }
-        }
-        Ok(other) => tracing::warn!(reply = ?other, "certificate renewal refused"),
-        Err(e) => tracing::warn!(error = %e, "certificate renewal failed"),
+        Ok(CollectorMessage::CertificateRenewed { certificate_pem }) => state
+            .replace_certificate(&key.serialize_pem(), &certificate_pem)
+            .map_err(|e| format!("cannot store the renewed certificate: {e}")),
+        Ok(other) => Err(format!("renewal refused: {other:?}")),
+        Err(e) => Err(e.to_string()),
     }
+}
+
+/// Apply one command and carry out its follow-up; returns the result to send back. Sets
+/// `reconnect` when the session must end after the answer (a rotated credential).
+async fn run_command(
+    state: &StateDir,
+    record: &AgentRecord,
+    link: &Link,
+    options: &RunOptions,
+    command: agent_bom_protocol::Command,
+    next_rescan: &mut tokio::time::Instant,
+    reconnect: &mut bool,
+) -> AgentMessage {
+    let ctx = commands::Context {
+        state,
+        agent_id: &record.agent_id,
+        scan: &options.scan,
+    };
+    let mut outcome = commands::apply(ctx, &command);
+    match outcome.follow_up {
+        FollowUp::None => {}
+        FollowUp::Rescan => *next_rescan = tokio::time::Instant::now(),
+        FollowUp::Settings => {
+            *next_rescan = tokio::time::Instant::now() + rescan_interval(state, options);
+        }
+        FollowUp::RotateCredential => match renew(state, link).await {
+            Ok(()) => {
+                tracing::info!("device credential rotated; reconnecting with it");
+                outcome.detail =
+                    "new key pair and certificate; in use from the reconnect that follows".into();
+                *reconnect = true;
+            }
+            Err(e) => {
+                outcome.status = "failed";
+                outcome.detail = format!("rotation failed, the current credential stays: {e}");
+            }
+        },
+    }
+    AgentMessage::CommandResult {
+        command_id: command.command_id,
+        status: outcome.status.to_string(),
+        detail: Some(outcome.detail),
+    }
+}
+
+/// The rescan interval in force: the control plane's setting, else the local one.
+fn rescan_interval(state: &StateDir, options: &RunOptions) -> Duration {
+    RemoteSettings::load(state.path()).rescan_interval(options.rescan_interval)
 }
 
 /// Ship every spooled event batch; each leaves the spool only after its acknowledgement.

@@ -620,12 +620,23 @@ fn audit_events_reach_the_daemon_socket() {
     let t = tools();
     let state = tempfile::tempdir().unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let (tx, mut handoffs) =
+        tokio::sync::mpsc::channel::<agent_bom_agent::proxy::audit::Handoff>(64);
     let stop = tokio_util::sync::CancellationToken::new();
     let listener = runtime
         .block_on(async { AuditListener::bind(&state.path().join(SOCKET_FILE)) })
         .unwrap();
     let server = runtime.spawn(listener.run(tx, stop.clone()));
+    // The daemon's side: take each batch and acknowledge it.
+    let (events_tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    runtime.spawn(async move {
+        while let Some(h) = handoffs.recv().await {
+            for e in h.events {
+                let _ = events_tx.send(e);
+            }
+            let _ = h.persisted.send(true);
+        }
+    });
     let py = t.python.to_str().unwrap().to_string();
     let server_py = fixture("server.py").to_str().unwrap().to_string();
     let (_, r) = client(

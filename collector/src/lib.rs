@@ -17,4 +17,5 @@ pub use pki::CertificateAuthority;
 pub use server::{Collector, CollectorConfig, CollectorError, CollectorSockets};
 pub use store::{
     ApplyOutcome, CollectorStore, DeviceSession, EnrollmentRequest, LastSeen, StoreError,
+    StoreNotice,
 };

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{CollectorStore, LastSeen};
+use crate::store::{CollectorStore, LastSeen, StoreNotice};
 
 /// Live connections by device id.
 #[derive(Debug, Default, Clone)]
@@ -104,43 +104,99 @@ impl Liveness {
 
     /// Every `interval`, ask the store which connected devices were revoked (and close their
     /// sessions) and which have newly queued commands (and hand them to their sessions), until
-    /// `shutdown`. Two queries per tenant per sweep, whatever the number of devices.
+    /// `shutdown`. Two queries per tenant per sweep, whatever the number of devices. Between
+    /// sweeps, the store's notices (Postgres LISTEN/NOTIFY) trigger the same check for just the
+    /// device named, if it is connected here; the sweep remains the catch-up for anything a
+    /// notice missed.
     pub async fn control_loop<S: CollectorStore>(
         self,
         store: Arc<S>,
         interval: Duration,
         shutdown: CancellationToken,
     ) {
+        let mut notices = store.notices();
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
+            let notice = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = ticker.tick() => {}
-            }
-            let connected = self.snapshot(0);
-            if connected.is_empty() {
-                continue;
-            }
-            match store.revoked_among(&connected).await {
-                Ok(revoked) => {
-                    for agent_id in revoked {
-                        if self.close(&agent_id) {
-                            tracing::info!(%agent_id, "closed the session of a revoked device");
-                        }
+                _ = ticker.tick() => None,
+                notice = next_notice(&mut notices) => match notice {
+                    Some(n) => Some(n),
+                    None => {
+                        // The feed ended for good; the sweep carries on alone.
+                        notices = None;
+                        continue;
+                    }
+                },
+            };
+            match notice {
+                None | Some(StoreNotice::Resync) => self.sweep(&*store).await,
+                Some(StoreNotice::Commands {
+                    tenant_id,
+                    agent_id,
+                }) => {
+                    if let Some(device) = self.connected_device(&tenant_id, &agent_id) {
+                        self.deliver_queued(&*store, &[device]).await;
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "revocation check failed; will retry"),
-            }
-            match store.queued_commands(&connected).await {
-                Ok(queued) => {
-                    for (agent_id, command) in queued {
-                        self.deliver(&agent_id, command);
+                Some(StoreNotice::Revoked {
+                    tenant_id,
+                    agent_id,
+                }) => {
+                    if let Some(device) = self.connected_device(&tenant_id, &agent_id) {
+                        self.close_revoked(&*store, &[device]).await;
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "command catch-up failed; will retry"),
             }
         }
+    }
+
+    /// One check of every connected device: revocations, then queued commands.
+    async fn sweep<S: CollectorStore>(&self, store: &S) {
+        let connected = self.snapshot(0);
+        if connected.is_empty() {
+            return;
+        }
+        self.close_revoked(store, &connected).await;
+        self.deliver_queued(store, &connected).await;
+    }
+
+    async fn close_revoked<S: CollectorStore>(&self, store: &S, devices: &[LastSeen]) {
+        match store.revoked_among(devices).await {
+            Ok(revoked) => {
+                for agent_id in revoked {
+                    if self.close(&agent_id) {
+                        tracing::info!(%agent_id, "closed the session of a revoked device");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "revocation check failed; will retry"),
+        }
+    }
+
+    async fn deliver_queued<S: CollectorStore>(&self, store: &S, devices: &[LastSeen]) {
+        match store.queued_commands(devices).await {
+            Ok(queued) => {
+                for (agent_id, command) in queued {
+                    self.deliver(&agent_id, command);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "command catch-up failed; will retry"),
+        }
+    }
+
+    /// The device, if it is connected here under that tenant (a notice names both; a device
+    /// id from another tenant must not match).
+    fn connected_device(&self, tenant_id: &str, agent_id: &str) -> Option<LastSeen> {
+        self.lock()
+            .get(agent_id)
+            .filter(|e| e.tenant_id == tenant_id)
+            .map(|e| LastSeen {
+                tenant_id: e.tenant_id.clone(),
+                agent_id: agent_id.to_string(),
+                at_ms: 0,
+            })
     }
 
     fn snapshot(&self, at_ms: i64) -> Vec<LastSeen> {
@@ -181,6 +237,16 @@ impl Liveness {
                 tracing::warn!(error = %e, devices = seen.len(), "could not record last-seen; will retry");
             }
         }
+    }
+}
+
+/// The next notice of the store's feed; never resolves without a feed.
+async fn next_notice(
+    notices: &mut Option<tokio::sync::mpsc::Receiver<StoreNotice>>,
+) -> Option<StoreNotice> {
+    match notices {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

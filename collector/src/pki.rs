@@ -170,6 +170,21 @@ impl CertificateAuthority {
         fingerprint(&self.cert_der)
     }
 
+    /// Sign a command for one device ([`agent_bom_protocol::Command::signing_message`]) with the
+    /// CA key, so the agent, which pins this CA, can check that the command (and a policy it
+    /// carries, long after delivery) comes from this control plane.
+    pub fn sign_command(
+        &self,
+        agent_id: &str,
+        mut command: agent_bom_protocol::Command,
+    ) -> Result<agent_bom_protocol::Command, PkiError> {
+        use rcgen::SigningKey;
+        command.signature = None;
+        let signature = self.issuer.key().sign(&command.signing_message(agent_id))?;
+        command.signature = Some(hex::encode(signature));
+        Ok(command)
+    }
+
     /// Issue a server certificate for a collector, named [`agent_bom_protocol::COLLECTOR_SERVER_NAME`]
     /// plus any extra DNS names or IPs given.
     pub fn issue_collector_identity(

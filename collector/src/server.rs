@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agent_bom_protocol::{
-    AgentMessage, CollectorMessage, ErrorCode, FrameError, PROTOCOL_VERSION, close, read_frame,
-    write_frame,
+    AgentMessage, CollectorMessage, ErrorCode, FrameError, PROTOCOL_VERSION, capability, close,
+    read_frame, write_frame,
 };
 use quinn::crypto::rustls::QuicServerConfig;
 use rustls::pki_types::CertificateDer;
@@ -22,7 +22,9 @@ use tokio_util::task::TaskTracker;
 use crate::admission::{ConnectionBudget, EnrollThrottle, WorkBudget, jittered};
 use crate::liveness::Liveness;
 use crate::pki::{CertificateAuthority, fingerprint};
-use crate::store::{CollectorStore, DeviceSession, EnrollmentRequest, StoreError};
+use crate::store::{
+    CollectorStore, DeltaOutcome, DeltaUpload, DeviceSession, EnrollmentRequest, StoreError,
+};
 use crate::tls::{TlsError, server_config};
 
 /// Tunables of a collector. Defaults are the production values.
@@ -47,8 +49,8 @@ pub struct CollectorConfig {
     pub idle_timeout: Duration,
     /// How often last-seen of connected devices is written to the store.
     pub liveness_flush: Duration,
-    /// How often connected devices are checked for revocation (a revoked device's live
-    /// session is closed within this interval).
+    /// How often connected devices are checked for revocation and queued commands: the
+    /// catch-up behind the store's notices, which act at once (see `Liveness::control_loop`).
     pub revocation_sweep: Duration,
     /// Time allowed to receive one request frame.
     pub request_timeout: Duration,
@@ -387,6 +389,13 @@ impl<S: CollectorStore> Collector<S> {
         command: agent_bom_protocol::Command,
     ) {
         let id = command.command_id.clone();
+        let command = match self.ca.sign_command(&session.agent_id, command) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(command_id = %id, error = %e, "cannot sign command; not delivered");
+                return;
+            }
+        };
         if let Err(e) = self.store.mark_delivered(session, &id).await {
             tracing::warn!(command_id = %id, error = %e, "cannot mark command delivered");
         }
@@ -691,6 +700,7 @@ impl<S: CollectorStore> Collector<S> {
                     protocol_version: PROTOCOL_VERSION,
                     agent_id: agent_id.clone(),
                     last_applied_seq: session.last_applied_seq,
+                    capabilities: self.capabilities(),
                 },
                 session,
                 agent_version,
@@ -727,6 +737,47 @@ impl<S: CollectorStore> Collector<S> {
         self.answer(request, session, agent_version).await
     }
 
+    /// Optional features announced in `Welcome`: deltas only when the store can apply them.
+    fn capabilities(&self) -> Vec<String> {
+        let mut out = vec![capability::INVENTORY_SNAPSHOT.to_string()];
+        if self.store.inventory_deltas() {
+            out.push(capability::INVENTORY_DELTA.to_string());
+        }
+        out
+    }
+
+    /// An `inventory_delta`: acknowledged when applied (or applied before), `snapshot_required`
+    /// when the stored inventory is not its base.
+    async fn answer_delta(
+        &self,
+        session: &DeviceSession,
+        agent_version: &str,
+        upload: DeltaUpload<'_>,
+    ) -> CollectorMessage {
+        let seq = upload.seq;
+        match self
+            .store
+            .apply_inventory_delta(session, agent_version, upload)
+            .await
+        {
+            Ok(outcome @ (DeltaOutcome::Applied | DeltaOutcome::AlreadyApplied)) => {
+                tracing::debug!(agent_id = %session.agent_id, seq, ?outcome, "inventory delta committed");
+                CollectorMessage::Ack { seq }
+            }
+            Ok(DeltaOutcome::SnapshotRequired) => {
+                tracing::info!(agent_id = %session.agent_id, seq, base_seq = upload.base_seq, "inventory delta against an unknown base; asking for a snapshot");
+                error(
+                    ErrorCode::SnapshotRequired,
+                    &format!(
+                        "the stored inventory is not base {}; send sequence {seq} as a full inventory_snapshot",
+                        upload.base_seq
+                    ),
+                )
+            }
+            Err(e) => store_error(&e),
+        }
+    }
+
     /// Every later exchange of an authenticated session.
     async fn answer(
         &self,
@@ -747,6 +798,22 @@ impl<S: CollectorStore> Collector<S> {
                     }
                     Err(e) => store_error(&e),
                 }
+            }
+            Ok(AgentMessage::InventoryDelta {
+                seq,
+                base_seq,
+                base_hash,
+                hash,
+                changes,
+            }) => {
+                let upload = DeltaUpload {
+                    seq,
+                    base_seq,
+                    base_hash: &base_hash,
+                    hash: &hash,
+                    changes: &changes,
+                };
+                self.answer_delta(session, agent_version, upload).await
             }
             Ok(AgentMessage::ProxyEvents {
                 seq,
@@ -787,12 +854,29 @@ impl<S: CollectorStore> Collector<S> {
                     Ok(c) => c,
                     Err(e) => return store_error(&e),
                 };
-                for c in &commands {
+                let mut signed = Vec::with_capacity(commands.len());
+                for c in commands {
+                    match self.ca.sign_command(&session.agent_id, c) {
+                        Ok(c) => signed.push(c),
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot sign command");
+                            return CollectorMessage::Error {
+                                code: ErrorCode::Internal,
+                                message: "cannot sign commands".into(),
+                                retry_after_ms: Some(
+                                    u64::try_from(jittered(UNAVAILABLE_RETRY).as_millis())
+                                        .unwrap_or(u64::MAX),
+                                ),
+                            };
+                        }
+                    }
+                }
+                for c in &signed {
                     if let Err(e) = self.store.mark_delivered(session, &c.command_id).await {
                         return store_error(&e);
                     }
                 }
-                CollectorMessage::Pong { commands }
+                CollectorMessage::Pong { commands: signed }
             }
             Ok(AgentMessage::CommandResult {
                 command_id,

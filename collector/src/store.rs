@@ -3,7 +3,7 @@
 
 use std::future::Future;
 
-use agent_bom_protocol::{Command, Inventory, ProxyEvent};
+use agent_bom_protocol::{Command, Inventory, InventoryChanges, ProxyEvent};
 
 /// A request to turn an enrollment token into a device.
 #[derive(Debug, Clone)]
@@ -38,6 +38,33 @@ pub enum ApplyOutcome {
     Applied,
     /// This sequence was committed before; nothing was written (idempotent replay).
     AlreadyApplied,
+}
+
+/// An `inventory_delta` upload, as the store needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct DeltaUpload<'a> {
+    /// Sequence of this upload.
+    pub seq: u64,
+    /// Sequence of the acknowledged upload the changes are relative to.
+    pub base_seq: u64,
+    /// Content hash of that base ([`Inventory::content_hash`]).
+    pub base_hash: &'a str,
+    /// Content hash the inventory must have after the changes are applied.
+    pub hash: &'a str,
+    /// The changes.
+    pub changes: &'a InventoryChanges,
+}
+
+/// Result of applying an inventory delta.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeltaOutcome {
+    /// Applied to the stored base and committed now.
+    Applied,
+    /// This sequence was committed before; nothing was written (idempotent replay).
+    AlreadyApplied,
+    /// The stored inventory is not the delta's base (unknown, older after a restore, or
+    /// different): nothing was written and the agent must send a full snapshot.
+    SnapshotRequired,
 }
 
 /// Storage failures, classified by what the agent should do about them.
@@ -82,6 +109,27 @@ pub trait CollectorStore: Send + Sync + 'static {
         seq: u64,
         inventory: &Inventory,
     ) -> impl Future<Output = Result<ApplyOutcome, StoreError>> + Send;
+
+    /// True when [`Self::apply_inventory_delta`] is implemented: the collector then offers the
+    /// `inventory.delta` capability in `Welcome`.
+    fn inventory_deltas(&self) -> bool {
+        false
+    }
+
+    /// Apply an inventory delta in one transaction: acknowledged without writing when `seq` was
+    /// already applied; applied only when the stored inventory is exactly the delta's base
+    /// (sequence and content hash) and the result has the announced hash; otherwise
+    /// [`DeltaOutcome::SnapshotRequired`]. Must only return `Ok(Applied)` after the commit. A
+    /// store without deltas keeps the default, which always asks for a snapshot.
+    fn apply_inventory_delta(
+        &self,
+        device: &DeviceSession,
+        agent_version: &str,
+        upload: DeltaUpload<'_>,
+    ) -> impl Future<Output = Result<DeltaOutcome, StoreError>> + Send {
+        let _ = (device, agent_version, upload);
+        std::future::ready(Ok(DeltaOutcome::SnapshotRequired))
+    }
 
     /// Store a batch of proxy audit events in one transaction, unless `seq` was already applied
     /// (event batches have their own sequence). Must only return `Ok` after the commit.
@@ -146,6 +194,38 @@ pub trait CollectorStore: Send + Sync + 'static {
         &self,
         connected: &[LastSeen],
     ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+
+    /// Changes the store announces as they are committed (queued commands, revoked devices),
+    /// so the collector holding a device's connection acts at once instead of at its next
+    /// sweep. `None` (the default) when the store has no such feed: the periodic sweep alone
+    /// then delivers. Called once per running collector, inside the async runtime.
+    fn notices(&self) -> Option<tokio::sync::mpsc::Receiver<StoreNotice>> {
+        None
+    }
+}
+
+/// A change announced by the store. Only a hint to look now: the collector re-reads the store
+/// before it delivers or closes anything, so a lost, duplicated or forged notice can delay an
+/// action (until the sweep) but never cause one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreNotice {
+    /// Commands were queued for a device.
+    Commands {
+        /// Tenant of the device.
+        tenant_id: String,
+        /// Device id.
+        agent_id: String,
+    },
+    /// A device was revoked or deleted.
+    Revoked {
+        /// Tenant of the device.
+        tenant_id: String,
+        /// Device id.
+        agent_id: String,
+    },
+    /// Notices may have been missed (the feed reconnected or fell behind): check every
+    /// connected device now.
+    Resync,
 }
 
 /// One device's last-seen time.

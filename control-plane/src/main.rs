@@ -55,6 +55,9 @@ enum Command {
         /// Collector listen address (UDP).
         #[arg(long, env = "AGENT_BOM_COLLECTOR_LISTEN", default_value = server::DEFAULT_COLLECTOR_LISTEN)]
         collector_listen: SocketAddr,
+        /// An endpoint not seen for this long is `stale` (e.g. 7d, 36h, 90m).
+        #[arg(long, env = "AGENT_BOM_STALE_AFTER", default_value = server::DEFAULT_STALE_AFTER, value_parser = server::parse_duration)]
+        stale_after: Duration,
         #[command(flatten)]
         oidc: OidcArgs,
         #[command(flatten)]
@@ -393,17 +396,19 @@ async fn dispatch(command: Command) -> Result<()> {
             database_url,
             api_listen,
             collector_listen,
+            stale_after,
             oidc,
             limits,
         } => {
             let data_dir = data.dir();
-            let server = Server::open(ServeConfig {
+            let mut server = Server::open(ServeConfig {
                 data_dir: data_dir.clone(),
                 database_url,
                 collector: limits.config(),
                 oidc: oidc.config(),
             })
             .await?;
+            server.store.set_stale_after(stale_after);
             let listeners = Listeners::bind(api_listen, collector_listen).await?;
             if let Some(b) = &server.bootstrap {
                 println!("First start: created tenant `default`.");

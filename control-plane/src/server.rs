@@ -15,6 +15,40 @@ use crate::store::{Store, StoreError};
 pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:8422";
 /// Default collector listen address (UDP for QUIC, TCP for the TLS fallback).
 pub const DEFAULT_COLLECTOR_LISTEN: &str = "127.0.0.1:4433";
+/// Default of `--stale-after` (matches `store::fleet::STALE_AFTER_MS`).
+pub const DEFAULT_STALE_AFTER: &str = "7d";
+
+/// Parse a duration such as `7d`, `12h`, `30m`, `45s` or `1500ms` (a bare number is seconds).
+/// Zero is refused: every endpoint would be stale the moment it went offline.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: use e.g. 7d, 12h, 30m, 45s"))?;
+    let ms_per_unit: u64 = match unit.trim() {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        other => {
+            return Err(format!(
+                "invalid duration unit {other:?} in {text:?}: use ms, s, m, h or d"
+            ));
+        }
+    };
+    let ms = n
+        .checked_mul(ms_per_unit)
+        .ok_or_else(|| format!("duration {text:?} is too long"))?;
+    if ms == 0 {
+        return Err("the duration must be positive".into());
+    }
+    Ok(std::time::Duration::from_millis(ms))
+}
 
 /// Errors starting or running the server.
 #[derive(Debug, thiserror::Error)]
@@ -213,4 +247,23 @@ pub async fn run_collector(
         .await?;
     store.close().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_duration("12h"), Ok(Duration::from_secs(12 * 3_600)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1_800)));
+        assert_eq!(parse_duration("45s"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1_500)));
+        for bad in ["", "d", "0s", "7w", "-1d", "1.5h", "99999999999999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
 }

@@ -432,9 +432,9 @@ fn agent_kill_9_loses_and_duplicates_nothing() {
         }
         drop(stream);
         sent += 40;
-        // The socket has no acknowledgement (events still in the socket buffer die with the
-        // daemon), so wait until the daemon has taken the whole burst, spooled or already
-        // shipped, then kill at a different point of spool → ship → ack each round.
+        // This raw writer does not read the daemon's acknowledgements (a real proxy does, and
+        // spools what is not acknowledged), so wait until the daemon has taken the whole burst,
+        // spooled or already shipped, then kill at a different point of spool → ship → ack.
         let spool = state.path().join("events.ndjson");
         let taken = Instant::now() + Duration::from_secs(30);
         loop {

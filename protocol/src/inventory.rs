@@ -22,6 +22,17 @@ pub struct Inventory {
     pub errors: Vec<ScanError>,
 }
 
+impl Inventory {
+    /// Hex SHA-256 of the whole inventory (host facts included) in its wire encoding: the
+    /// identity of a delta's base, computed the same way by the agent and the collector.
+    pub fn content_hash(&self) -> String {
+        // Encoding these plain types cannot fail; if it ever did, the empty input gives a hash
+        // no real base has, so the collector asks for a full snapshot instead of guessing.
+        let bytes = rmp_serde::to_vec_named(self).unwrap_or_default();
+        crate::digest::sha256_hex(&bytes)
+    }
+}
+
 /// Facts about the machine. The hardware UUID is an attribute, never the identity.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HostFacts {
@@ -191,7 +202,7 @@ fn enabled_default() -> bool {
 }
 
 /// A file that exists but could not be read or parsed.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ScanError {
     /// The file.
     pub path: String,

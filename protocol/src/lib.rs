@@ -14,13 +14,15 @@ pub mod close;
 pub mod digest;
 pub mod frame;
 pub mod inventory;
+pub mod inventory_delta;
 pub mod messages;
 pub mod secure_file;
 
 pub use audit::ProxyEvent;
 pub use frame::{FrameError, MAX_FRAME_LEN, decode, encode, read_frame, write_frame};
 pub use inventory::{ClientInfo, HostFacts, Inventory, ScanError, Scope, ServerEntry, Transport};
-pub use messages::{AgentMessage, CollectorMessage, Command, ErrorCode};
+pub use inventory_delta::{DeltaError, InventoryChanges, ListChange, ServerKey};
+pub use messages::{AgentMessage, CollectorMessage, Command, ErrorCode, capability};
 
 /// ALPN protocol id negotiated on every uplink connection (QUIC and TLS/TCP alike).
 pub const ALPN: &[u8] = b"agent-bom/1";

@@ -11,6 +11,17 @@
 use serde::{Deserialize, Serialize};
 
 use crate::inventory::Inventory;
+use crate::inventory_delta::InventoryChanges;
+
+/// Names of optional features, announced in `Hello` (what the agent sends) and `Welcome` (what
+/// the collector accepts).
+pub mod capability {
+    /// Full inventories (`inventory_snapshot`); every peer speaks it.
+    pub const INVENTORY_SNAPSHOT: &str = "inventory.snapshot";
+    /// Inventory deltas (`inventory_delta`) against the last acknowledged inventory. An agent
+    /// sends them only to a collector whose `Welcome` lists this capability.
+    pub const INVENTORY_DELTA: &str = "inventory.delta";
+}
 
 /// Agent → collector.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,6 +55,23 @@ pub enum AgentMessage {
         seq: u64,
         /// The inventory itself.
         inventory: Box<Inventory>,
+    },
+    /// The changes since an inventory the collector acknowledged (`base_seq`), sent only to a
+    /// collector that announced [`capability::INVENTORY_DELTA`]. The collector applies them only
+    /// when its stored inventory of the device is exactly that base (sequence and content hash);
+    /// otherwise it answers `error{code: snapshot_required}` and the agent sends the same
+    /// sequence as an `InventorySnapshot`. Idempotent on `seq` like a snapshot.
+    InventoryDelta {
+        /// Per-agent upload sequence, shared with snapshots.
+        seq: u64,
+        /// Sequence of the acknowledged upload the changes are relative to.
+        base_seq: u64,
+        /// [`Inventory::content_hash`] of that base.
+        base_hash: String,
+        /// [`Inventory::content_hash`] of the result, checked by the collector after applying.
+        hash: String,
+        /// The changes.
+        changes: Box<InventoryChanges>,
     },
     /// Audit events of the device's MCP proxies, oldest first. Acknowledged with `ack{seq}`
     /// after the commit; apply is idempotent on `seq` (a sequence of its own, separate from
@@ -94,6 +122,10 @@ pub enum CollectorMessage {
         /// state continues above it instead of being treated as a replay.
         #[serde(default)]
         last_applied_seq: Option<u64>,
+        /// Optional features this collector accepts (see [`capability`]). Absent from older
+        /// collectors, which then get full snapshots only.
+        #[serde(default)]
+        capabilities: Vec<String>,
     },
     /// Reply to `Enroll`: the device identity.
     Enrolled {
@@ -157,6 +189,36 @@ pub struct Command {
     /// Arguments as JSON text.
     #[serde(default)]
     pub payload: String,
+    /// Hex ECDSA P-256 / SHA-256 signature (ASN.1 DER) by the control plane's CA key over
+    /// [`Command::signing_message`]. The collector signs at delivery; the agent refuses an
+    /// unsigned or badly signed command, and keeps the signature with what it persists (a
+    /// policy) so that local readers can check it again.
+    #[serde(default)]
+    pub signature: Option<String>,
+}
+
+impl Command {
+    /// Domain separation for command signatures, so no other signed object of the CA can be
+    /// replayed as a command.
+    pub const SIGNING_CONTEXT: &'static [u8] = b"agent-bom command v1";
+
+    /// The bytes a signature covers: the context, the device the command is for, the id, the
+    /// kind and the payload, each length-prefixed so no field can bleed into the next. Binding
+    /// the device id means a command signed for one device is refused by every other.
+    pub fn signing_message(&self, agent_id: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.payload.len());
+        for part in [
+            Self::SIGNING_CONTEXT,
+            agent_id.as_bytes(),
+            self.command_id.as_bytes(),
+            self.command.as_bytes(),
+            self.payload.as_bytes(),
+        ] {
+            out.extend_from_slice(&(part.len() as u64).to_be_bytes());
+            out.extend_from_slice(part);
+        }
+        out
+    }
 }
 
 /// Reasons a collector refuses a request.
@@ -183,6 +245,10 @@ pub enum ErrorCode {
     InvalidUpload,
     /// An error on the collector side.
     Internal,
+    /// An `inventory_delta` whose base is not the inventory the collector holds for the device
+    /// (unknown base, or the store was restored from an older backup): send the same sequence
+    /// again as a full `inventory_snapshot`. Older agents never send deltas, so never see it.
+    SnapshotRequired,
     /// An error code this build does not know.
     #[serde(other)]
     Other,
@@ -202,6 +268,7 @@ impl ErrorCode {
             Self::Unavailable => "unavailable",
             Self::InvalidUpload => "invalid_upload",
             Self::Internal => "internal",
+            Self::SnapshotRequired => "snapshot_required",
             Self::Other => "other",
         }
     }
@@ -258,6 +325,52 @@ mod tests {
             decode::<CollectorMessage>(&frame).unwrap(),
             CollectorMessage::Ack { seq: 9 }
         );
+    }
+
+    #[test]
+    fn a_welcome_without_capabilities_offers_no_deltas() {
+        #[derive(Serialize)]
+        struct OldWelcome {
+            kind: &'static str,
+            protocol_version: u16,
+            agent_id: &'static str,
+        }
+        let frame = encode(&OldWelcome {
+            kind: "welcome",
+            protocol_version: 1,
+            agent_id: "a",
+        })
+        .unwrap();
+        match decode::<CollectorMessage>(&frame).unwrap() {
+            CollectorMessage::Welcome { capabilities, .. } => assert!(capabilities.is_empty()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn snapshot_required_reaches_an_older_agent_as_other() {
+        let msg = CollectorMessage::Error {
+            code: ErrorCode::SnapshotRequired,
+            message: "send a full snapshot".into(),
+            retry_after_ms: None,
+        };
+        let frame = encode(&msg).unwrap();
+        assert_eq!(decode::<CollectorMessage>(&frame).unwrap(), msg);
+        // What a build without the code sees: an error it does not know, not a decode failure.
+        #[derive(Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        enum OldCode {
+            Unavailable,
+            #[serde(other)]
+            Other,
+        }
+        #[derive(Deserialize)]
+        struct OldError {
+            code: OldCode,
+        }
+        let body: OldError = rmp_serde::from_slice(&frame[4..]).unwrap();
+        assert!(matches!(body.code, OldCode::Other));
+        let _ = OldCode::Unavailable;
     }
 
     #[test]

@@ -66,12 +66,19 @@ impl TestServer {
         database_url: Option<String>,
         oidc: Option<agent_bom_control_plane::oidc::OidcConfig>,
     ) -> Self {
-        Self::start_with_collector(database_url, oidc, test_collector_config()).await
+        Self::start_full(database_url, oidc, test_collector_config()).await
     }
 
-    /// Start a server whose collector runs with `collector` (for example with tiny admission
-    /// budgets). A [`Self::restart`] goes back to [`test_collector_config`].
+    /// Start a server whose embedded collector uses `collector` (e.g. a sweep period so long
+    /// that only notices can deliver within a test).
     pub async fn start_with_collector(
+        database_url: Option<String>,
+        collector: agent_bom_collector::CollectorConfig,
+    ) -> Self {
+        Self::start_full(database_url, None, collector).await
+    }
+
+    async fn start_full(
         database_url: Option<String>,
         oidc: Option<agent_bom_control_plane::oidc::OidcConfig>,
         collector: agent_bom_collector::CollectorConfig,
@@ -296,15 +303,6 @@ impl TestServer {
     }
 }
 
-/// The collector configuration of test servers: production defaults, but last-seen flushed
-/// every 200 ms so tests see status changes quickly.
-pub fn test_collector_config() -> agent_bom_collector::CollectorConfig {
-    agent_bom_collector::CollectorConfig {
-        liveness_flush: Duration::from_millis(200),
-        ..Default::default()
-    }
-}
-
 /// An enrolled agent running its uplink in-process.
 pub struct TestAgent {
     /// Device id.
@@ -335,12 +333,24 @@ impl TestAgent {
         projects: &[PathBuf],
         rescan: Duration,
     ) -> Self {
+        Self::start_at(server, server.collector, home, projects, rescan).await
+    }
+
+    /// Like [`Self::start`], but enrolled at and connected to `collector` (another collector
+    /// on the server's store).
+    pub async fn start_at(
+        server: &TestServer,
+        collector: SocketAddr,
+        home: &Path,
+        projects: &[PathBuf],
+        rescan: Duration,
+    ) -> Self {
         let state_dir = tempfile::tempdir().expect("temp state dir");
         let state = StateDir::open(state_dir.path()).expect("state dir");
         let record = uplink::enroll(
             &state,
             &EnrollOptions {
-                collector: server.collector.to_string(),
+                collector: collector.to_string(),
                 token: server.enrollment_token.clone(),
                 ca_pin: Some(server.ca_pin.clone()),
                 force: false,
@@ -376,6 +386,14 @@ impl TestAgent {
     pub async fn stop(self) {
         self.shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(20), self.task).await;
+    }
+}
+
+/// The collector settings of test servers: production values, but last-seen flushed often.
+pub fn test_collector_config() -> agent_bom_collector::CollectorConfig {
+    agent_bom_collector::CollectorConfig {
+        liveness_flush: Duration::from_millis(200),
+        ..Default::default()
     }
 }
 

@@ -5,6 +5,8 @@
 // Test support: a panic with a clear message is how a harness reports a broken setup.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+pub mod cluster;
 pub mod fixture;
 pub mod harness;
 pub mod postgres;
+pub mod private_postgres;

@@ -92,6 +92,8 @@ fn request_for(route: &RouteSpec, t: &Target, n: usize) -> (String, Option<Value
         ("PATCH", "/v1/fleet/endpoints/{id}") => Some(json!({"owner": "intruder", "tags": ["x"]})),
         ("POST", "/v1/fleet/endpoints/{id}/state") => Some(json!({"state": "quarantined"})),
         ("POST", "/v1/fleet/sync") => Some(push_body(&t.source_id)),
+        ("POST", "/v1/fleet/endpoints/{id}/commands") => Some(json!({"kind": "rescan"})),
+        ("PUT", "/v1/policy") => Some(json!({"policy": format!("version = 1\n# {n}\n")})),
         _ => None,
     };
     (path, body)
@@ -215,7 +217,15 @@ async fn matrix(database_url: Option<String>) {
                     assert_eq!(before, after, "tenant A changed by tenant B: {ctx}");
                 }
                 _ => {
-                    if allowed(who, p) {
+                    if allowed(who, p)
+                        && route.path.ends_with("/commands")
+                        && route.method == "POST"
+                    {
+                        // The target is a `fleet sync` endpoint: authorized, but it has no
+                        // agent to command.
+                        assert_eq!(r.status, 409, "{ctx}");
+                        assert_eq!(r.json["error"]["code"], "conflict", "{ctx}");
+                    } else if allowed(who, p) {
                         assert!((200..300).contains(&r.status), "{ctx}");
                     } else {
                         assert_eq!(r.status, 403, "{ctx}");

@@ -192,7 +192,7 @@ fn tiny_budget() -> CollectorConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_is_shed_with_retry_after_and_every_inventory_lands_once() {
     const AGENTS: usize = 10;
-    let server = TestServer::start_with_collector(None, None, tiny_budget()).await;
+    let server = TestServer::start_with_collector(None, tiny_budget()).await;
     let relay = counting_relay(server.collector).await;
     let collector = relay.addr.to_string();
 
@@ -318,7 +318,6 @@ async fn a_burst_is_shed_with_retry_after_and_every_inventory_lands_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_budget_are_refused_until_a_slot_frees() {
     let server = TestServer::start_with_collector(
-        None,
         None,
         CollectorConfig {
             max_connections: 2,

@@ -1,5 +1,6 @@
-//! Revoking a device closes its live connection (the collector's revocation sweep runs every
-//! 2 s) and its next handshake is refused; the agent then waits instead of hammering.
+//! Revoking a device closes its live connection (at once through the store's notice, or at the
+//! collector's 2 s sweep) and its next handshake is refused; the agent then waits instead of
+//! hammering.
 
 // Integration tests report failure by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used)]

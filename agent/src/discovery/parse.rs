@@ -28,6 +28,19 @@ pub enum ParseError {
     Shape(String),
 }
 
+/// The syntax of the file at `path`: [`Format::ByExtension`] decided by its extension
+/// (`.yaml`/`.yml` YAML, `.toml` TOML, else JSONC), other formats as they are.
+pub fn resolve_format(format: Format, path: &std::path::Path) -> Format {
+    match format {
+        Format::ByExtension => match path.extension().and_then(|e| e.to_str()) {
+            Some("yaml" | "yml") => Format::Yaml,
+            Some("toml") => Format::Toml,
+            _ => Format::Jsonc,
+        },
+        f => f,
+    }
+}
+
 /// Parse file text into a document. `path` decides the syntax for [`Format::ByExtension`].
 pub fn parse_document(
     text: &str,
@@ -39,15 +52,7 @@ pub fn parse_document(
     if text.trim().is_empty() {
         return Ok(Value::Object(Map::new()));
     }
-    let format = match format {
-        Format::ByExtension => match path.extension().and_then(|e| e.to_str()) {
-            Some("yaml" | "yml") => Format::Yaml,
-            Some("toml") => Format::Toml,
-            _ => Format::Jsonc,
-        },
-        f => f,
-    };
-    match format {
+    match resolve_format(format, path) {
         Format::Jsonc | Format::ByExtension => {
             let options = jsonc_parser::ParseOptions {
                 allow_comments: true,

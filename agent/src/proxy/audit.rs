@@ -2,6 +2,13 @@
 //! the daemon over a local Unix socket in the state directory, or appended to the proxy's own
 //! bounded spool file when the daemon is not listening.
 //!
+//! The socket hand-off is acknowledged: the proxy writes a batch of NDJSON lines, the daemon
+//! appends them to its durable (fsynced) event spool and only then answers `ok N\n` for the N
+//! lines it stored. A batch
+//! without an answer (daemon killed, stuck or gone) goes to the proxy's fallback spool, which the
+//! daemon drains later, so an event is lost only when both are impossible; the price is that a
+//! daemon dying between its fsync and its answer makes that batch arrive twice.
+//!
 //! Events never carry argument or result values: only sizes, decisions, reasons and the kinds of
 //! secrets found. The socket is created mode 0600 inside the 0700 state directory and the
 //! listener also checks the peer's uid, so only the same user (or root) can hand in events.
@@ -11,8 +18,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
 
 /// Socket file name in the state directory.
 pub const SOCKET_FILE: &str = "audit.sock";
@@ -27,6 +34,20 @@ const QUEUE: usize = 4096;
 const BATCH_PAUSE: Duration = Duration::from_millis(10);
 /// Longest event line the listener accepts.
 const MAX_EVENT_BYTES: usize = 64 * 1024;
+/// Most events in one acknowledged batch.
+const BATCH_EVENTS: usize = 256;
+/// How long a proxy waits for the daemon's acknowledgement before it spools the batch itself.
+const ACK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Events the listener received on one connection, and the channel on which the daemon says
+/// whether they are durable (`true`) or not (`false`: the proxy keeps them).
+#[derive(Debug)]
+pub struct Handoff {
+    /// The events, in order.
+    pub events: Vec<AuditEvent>,
+    /// Answered once the events are in the durable spool (or could not be stored).
+    pub persisted: oneshot::Sender<bool>,
+}
 
 /// One audit event (the wire type, so the daemon ships what proxies write unchanged).
 pub use agent_bom_protocol::ProxyEvent as AuditEvent;
@@ -105,15 +126,17 @@ pub fn spawn_writer(config: AuditConfig) -> (AuditHandle, tokio::task::JoinHandl
         // Idle: one wake-up per event. Busy: drain what queued up, then pause, so a burst of
         // calls costs the relay one wake-up of this task per BATCH_PAUSE, not one per event.
         while let Some(event) = rx.recv().await {
-            writer.write(&event).await;
-            done.fetch_add(1, Ordering::Relaxed);
-            let mut batch = 0usize;
-            while let Ok(event) = rx.try_recv() {
-                writer.write(&event).await;
-                done.fetch_add(1, Ordering::Relaxed);
-                batch += 1;
+            let mut batch = vec![event];
+            while batch.len() < BATCH_EVENTS {
+                match rx.try_recv() {
+                    Ok(e) => batch.push(e),
+                    Err(_) => break,
+                }
             }
-            if batch > 0 {
+            let n = batch.len() as u64;
+            writer.write(&batch).await;
+            done.fetch_add(n, Ordering::Relaxed);
+            if n > 1 {
                 tokio::time::sleep(BATCH_PAUSE).await;
             }
         }
@@ -132,7 +155,7 @@ pub fn spawn_writer(config: AuditConfig) -> (AuditHandle, tokio::task::JoinHandl
 struct Writer {
     config: AuditConfig,
     #[cfg(unix)]
-    stream: Option<tokio::net::UnixStream>,
+    stream: Option<tokio::io::BufReader<tokio::net::UnixStream>>,
     #[cfg(not(unix))]
     stream: Option<()>,
     last_attempt: Option<std::time::Instant>,
@@ -140,21 +163,29 @@ struct Writer {
 }
 
 impl Writer {
-    async fn write(&mut self, event: &AuditEvent) {
-        let Ok(mut line) = serde_json::to_vec(event) else {
-            return;
-        };
-        line.push(b'\n');
-        if self.send_socket(&line).await {
+    /// Hand a batch to the daemon; what it does not acknowledge goes to the fallback spool.
+    async fn write(&mut self, events: &[AuditEvent]) {
+        let lines: Vec<Vec<u8>> = events
+            .iter()
+            .filter_map(|e| serde_json::to_vec(e).ok())
+            .map(|mut l| {
+                l.push(b'\n');
+                l
+            })
+            .collect();
+        if self.send_socket(&lines.concat(), lines.len()).await {
             return;
         }
-        if !append_spool(&self.config.spool, &line, self.config.spool_cap) {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+        for line in &lines {
+            if !append_spool(&self.config.spool, line, self.config.spool_cap) {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
+    /// Write `bytes` (`lines` whole lines) and wait until the daemon acknowledged every line.
     #[cfg(unix)]
-    async fn send_socket(&mut self, line: &[u8]) -> bool {
+    async fn send_socket(&mut self, bytes: &[u8], lines: usize) -> bool {
         if self.stream.is_none() {
             // Retry a missing daemon at most once a second, not once per event.
             if self
@@ -166,16 +197,38 @@ impl Writer {
             self.last_attempt = Some(std::time::Instant::now());
             let connect = tokio::net::UnixStream::connect(&self.config.socket);
             match tokio::time::timeout(Duration::from_millis(200), connect).await {
-                Ok(Ok(s)) => self.stream = Some(s),
+                Ok(Ok(s)) => self.stream = Some(tokio::io::BufReader::new(s)),
                 _ => return false,
             }
         }
         let Some(stream) = self.stream.as_mut() else {
             return false;
         };
-        match tokio::time::timeout(Duration::from_secs(1), stream.write_all(line)).await {
-            Ok(Ok(())) => true,
+        let exchange = async {
+            stream.get_mut().write_all(bytes).await?;
+            // The daemon may read the batch in pieces and answer each: `ok N` per piece.
+            let mut acked = 0usize;
+            let mut answer = String::new();
+            while acked < lines {
+                answer.clear();
+                if stream.read_line(&mut answer).await? == 0 {
+                    return Ok(false);
+                }
+                match answer
+                    .trim_end()
+                    .strip_prefix("ok ")
+                    .and_then(|n| n.parse::<usize>().ok())
+                {
+                    Some(n) => acked += n,
+                    None => return Ok(false),
+                }
+            }
+            Ok::<bool, std::io::Error>(acked == lines)
+        };
+        match tokio::time::timeout(ACK_TIMEOUT, exchange).await {
+            Ok(Ok(true)) => true,
             _ => {
+                // No answer, or a refusal: the connection's state is unknown, start afresh.
                 self.stream = None;
                 false
             }
@@ -183,7 +236,7 @@ impl Writer {
     }
 
     #[cfg(not(unix))]
-    async fn send_socket(&mut self, _line: &[u8]) -> bool {
+    async fn send_socket(&mut self, _bytes: &[u8], _lines: usize) -> bool {
         let _ = (&self.stream, &self.last_attempt);
         false
     }
@@ -210,6 +263,17 @@ fn append_spool(path: &Path, line: &[u8], cap: u64) -> bool {
         .is_ok()
 }
 
+/// Put events back into a fallback spool file (the daemon could not store what it drained).
+pub fn respool(path: &Path, events: &[AuditEvent]) {
+    for e in events {
+        if let Ok(mut line) = serde_json::to_vec(e) {
+            line.push(b'\n');
+            // Uncapped: these were accepted once already.
+            let _ = append_spool(path, &line, u64::MAX);
+        }
+    }
+}
+
 /// Take every event out of a spool file (the daemon calls this when it starts listening). The
 /// file is renamed first, so proxies appending at the same moment start a new file instead of
 /// losing lines.
@@ -220,7 +284,27 @@ pub fn drain_spool(path: &Path) -> std::io::Result<Vec<AuditEvent>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     }
-    let text = std::fs::read(&taken)?;
+    // The file may sit in a directory its user controls (a link directory read by a root
+    // daemon): never follow a symlink, accept only a regular file, read a bounded amount.
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(nix::libc::O_NOFOLLOW);
+    }
+    let opened = options.open(&taken).and_then(|f| {
+        if f.metadata()?.is_file() {
+            Ok(f)
+        } else {
+            Err(std::io::Error::other("not a regular file"))
+        }
+    });
+    let mut text = Vec::new();
+    if let Ok(file) = opened {
+        use std::io::Read;
+        file.take(DEFAULT_SPOOL_CAP * 2).read_to_end(&mut text)?;
+    }
     let events = text
         .split(|&b| b == b'\n')
         .filter_map(|l| serde_json::from_slice(l).ok())
@@ -235,10 +319,21 @@ pub fn drain_spool(path: &Path) -> std::io::Result<Vec<AuditEvent>> {
 pub struct AuditListener {
     listener: tokio::net::UnixListener,
     path: PathBuf,
+    /// The other user this socket serves (besides the daemon's own uid and root).
+    peer: Option<u32>,
 }
 
 #[cfg(unix)]
 impl AuditListener {
+    /// Bind a socket for the proxies of another user (`uid`, `gid`): owned by them, mode 0600,
+    /// accepting that uid and root only. How a root daemon serves a user's link directory.
+    pub fn bind_for_user(path: &Path, uid: u32, gid: u32) -> std::io::Result<Self> {
+        let mut listener = Self::bind(path)?;
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
+        listener.peer = Some(uid);
+        Ok(listener)
+    }
+
     /// Bind the socket at `path` (replacing a stale one) with mode 0600.
     pub fn bind(path: &Path) -> std::io::Result<Self> {
         use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -252,6 +347,7 @@ impl AuditListener {
         Ok(Self {
             listener,
             path: path.to_path_buf(),
+            peer: None,
         })
     }
 
@@ -260,11 +356,12 @@ impl AuditListener {
         &self.path
     }
 
-    /// Accept proxies until `shutdown`, delivering their events to `tx`. Connections from
-    /// another user (other than root) are closed unread.
+    /// Accept proxies until `shutdown`, handing their events to `tx` in batches and answering
+    /// each batch once the receiver reports it durable. Connections from another user (other
+    /// than root) are closed unread.
     pub async fn run(
         self,
-        tx: mpsc::Sender<AuditEvent>,
+        tx: mpsc::Sender<Handoff>,
         shutdown: tokio_util::sync::CancellationToken,
     ) {
         let me = nix::unistd::getuid().as_raw();
@@ -278,7 +375,7 @@ impl AuditListener {
             };
             let allowed = stream
                 .peer_cred()
-                .is_ok_and(|c| c.uid() == me || c.uid() == 0);
+                .is_ok_and(|c| c.uid() == me || c.uid() == 0 || Some(c.uid()) == self.peer);
             if !allowed {
                 tracing::warn!("audit socket: refused a connection from another user");
                 continue;
@@ -286,28 +383,59 @@ impl AuditListener {
             let tx = tx.clone();
             let stop = shutdown.clone();
             tokio::spawn(async move {
-                let mut reader = tokio::io::BufReader::new(stream);
-                let mut buf = Vec::new();
-                loop {
-                    let frame = tokio::select! {
-                        _ = stop.cancelled() => break,
-                        f = super::framing::read_frame(&mut reader, &mut buf, MAX_EVENT_BYTES) => f,
-                    };
-                    match frame {
-                        Ok(super::framing::Frame::Line) => {
-                            if let Ok(event) = serde_json::from_slice::<AuditEvent>(&buf)
-                                && tx.send(event).await.is_err()
-                            {
-                                break;
-                            }
-                        }
-                        Ok(super::framing::Frame::Oversized(_)) => {}
-                        Ok(super::framing::Frame::Eof) | Err(_) => break,
-                    }
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = serve_proxy(stream, tx) => {}
                 }
             });
         }
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// One proxy connection: read the lines that arrived together as a batch, hand them on, answer
+/// `ok` once they are durable. Without an answer the proxy spools the batch itself.
+#[cfg(unix)]
+async fn serve_proxy(stream: tokio::net::UnixStream, tx: mpsc::Sender<Handoff>) {
+    use super::framing::{Frame, read_frame};
+    let mut reader = tokio::io::BufReader::new(stream);
+    let mut buf = Vec::new();
+    loop {
+        let mut events = Vec::new();
+        let mut lines = 0usize;
+        // Block for the first line, then take what is already buffered (one write of the
+        // proxy's batch), so one fsync and one answer cover it.
+        loop {
+            match read_frame(&mut reader, &mut buf, MAX_EVENT_BYTES).await {
+                Ok(Frame::Line) => {
+                    lines += 1;
+                    if let Ok(event) = serde_json::from_slice::<AuditEvent>(&buf) {
+                        events.push(event);
+                    }
+                }
+                Ok(Frame::Oversized(_)) => lines += 1,
+                Ok(Frame::Eof) | Err(_) => return,
+            }
+            if reader.buffer().is_empty() || lines >= BATCH_EVENTS {
+                break;
+            }
+        }
+        // Lines that did not parse are acknowledged too: resending them cannot help.
+        let count = lines;
+        let durable = if events.is_empty() {
+            true
+        } else {
+            let (persisted, answer) = oneshot::channel();
+            if tx.send(Handoff { events, persisted }).await.is_err() {
+                return;
+            }
+            answer.await.unwrap_or(false)
+        };
+        let ack = format!("ok {count}\n");
+        if !durable || reader.get_mut().write_all(ack.as_bytes()).await.is_err() {
+            // Not stored: close without an answer so the proxy keeps the batch.
+            return;
+        }
     }
 }
 
@@ -348,29 +476,60 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        let (tx, mut rx) = mpsc::channel(8);
+        let (tx, mut rx) = mpsc::channel::<Handoff>(8);
         let stop = tokio_util::sync::CancellationToken::new();
         let server = tokio::spawn(listener.run(tx, stop.clone()));
+        // A daemon that stores what it gets and acknowledges it.
+        let (got_tx, mut got) = mpsc::unbounded_channel();
+        let daemon = tokio::spawn(async move {
+            while let Some(h) = rx.recv().await {
+                for e in h.events {
+                    got_tx.send(e).unwrap();
+                }
+                h.persisted.send(true).unwrap();
+            }
+        });
         let (handle, task) = spawn_writer(config.clone());
         handle.emit(event("a"));
         handle.emit(event("b"));
         drop(handle);
         task.await.unwrap();
-        let a = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        let b = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
+        let a = got.recv().await.unwrap();
+        let b = got.recv().await.unwrap();
         assert_eq!(
             (a.tool.as_deref(), b.tool.as_deref()),
             (Some("a"), Some("b"))
         );
-        assert!(!config.spool.exists());
+        assert!(!config.spool.exists(), "acknowledged, so not spooled");
         stop.cancel();
         server.await.unwrap();
+        daemon.abort();
+    }
+
+    #[tokio::test]
+    async fn an_unacknowledged_batch_is_spooled_by_the_proxy() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = AuditConfig::in_state_dir(dir.path());
+        let listener = AuditListener::bind(&config.socket).unwrap();
+        let (tx, mut rx) = mpsc::channel::<Handoff>(8);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let server = tokio::spawn(listener.run(tx, stop.clone()));
+        // A daemon that takes the events but cannot store them (full disk, crash before fsync).
+        let daemon = tokio::spawn(async move {
+            while let Some(h) = rx.recv().await {
+                h.persisted.send(false).unwrap();
+            }
+        });
+        let (handle, task) = spawn_writer(config.clone());
+        handle.emit(event("kept"));
+        drop(handle);
+        task.await.unwrap();
+        let spooled = drain_spool(&config.spool).unwrap();
+        assert_eq!(spooled.len(), 1, "nothing is lost");
+        assert_eq!(spooled[0].tool.as_deref(), Some("kept"));
+        stop.cancel();
+        server.await.unwrap();
+        daemon.abort();
     }
 
     #[test]

@@ -120,7 +120,7 @@ impl Engine {
             first_sight: loaded.is_none(),
             pins: loaded.unwrap_or_else(|| ServerPins {
                 server_id: server_id.to_string(),
-                tools: BTreeMap::new(),
+                ..ServerPins::default()
             }),
             store,
             other_tools,
@@ -133,6 +133,53 @@ impl Engine {
             calls: HashMap::new(),
             device_quarantine: None,
         }
+    }
+
+    /// Accept the changes of `diff` that an operator approved (see [`approvals`]): re-pin them,
+    /// unblock them, and take them out of `diff`. Returns the tool names accepted.
+    fn apply_approvals(
+        &mut self,
+        diff: &mut pins::Diff,
+        listing: &BTreeMap<String, String>,
+    ) -> Vec<String> {
+        let Some(store) = &self.store else {
+            return Vec::new();
+        };
+        let mut accepted = Vec::new();
+        for approval in store.approvals().for_server(&self.server_id) {
+            for (tool, expected) in &approval.tools {
+                let used = format!("{}/{tool}", approval.id);
+                if self.pins.approvals_applied.contains(&used) {
+                    continue;
+                }
+                let listed = listing.get(tool);
+                let matches = match (expected, listed) {
+                    (Some(want), Some(have)) => want == have,
+                    (None, _) => true,
+                    (Some(_), None) => false,
+                };
+                let pending = diff.changed.contains(tool) || diff.added.contains(tool);
+                let gone = diff.removed.contains(tool);
+                if !matches || !(pending || gone && expected.is_none()) {
+                    continue;
+                }
+                match listed {
+                    Some(hash) => {
+                        self.pins.tools.insert(tool.clone(), hash.clone());
+                    }
+                    None => {
+                        self.pins.tools.remove(tool);
+                    }
+                }
+                diff.changed.retain(|n| n != tool);
+                diff.added.retain(|n| n != tool);
+                diff.removed.retain(|n| n != tool);
+                self.blocked_tools.remove(tool);
+                self.pins.approvals_applied.insert(used);
+                accepted.push(tool.clone());
+            }
+        }
+        accepted
     }
 
     /// The largest message the policy lets through.
@@ -461,7 +508,28 @@ impl Engine {
             self.pins.tools.extend(listing.clone());
         } else {
             // `removed` needs the whole listing; pages after the first are compared alone.
-            let diff = pins::diff(&self.pins, &listing, complete && first_page);
+            let mut diff = pins::diff(&self.pins, &listing, complete && first_page);
+            if !diff.is_empty() {
+                let accepted = self.apply_approvals(&mut diff, &listing);
+                if !accepted.is_empty() {
+                    pins_changed = true;
+                    let mut e = self.event("pin", "allow");
+                    e.method = Some("tools/list".into());
+                    e.reasons = accepted
+                        .iter()
+                        .map(|n| {
+                            format!(
+                                "change to tool `{n}` approved from the control plane; re-pinned"
+                            )
+                        })
+                        .collect();
+                    events.push(e);
+                    if diff.is_empty() {
+                        // Everything that blocked the server was approved.
+                        self.server_blocked = None;
+                    }
+                }
+            }
             if !diff.is_empty() {
                 let mut e = self.event("pin", "alert");
                 e.method = Some("tools/list".into());
@@ -661,6 +729,66 @@ mod tests {
         assert_eq!(
             e.on_client(&call(3, "echo", json!({})), now).0,
             Verdict::Forward
+        );
+    }
+
+    #[test]
+    fn an_approved_change_is_re_pinned_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PinStore::new(dir.path());
+        let mut policy = Policy::default();
+        policy.pinning.on_change = PinAction::BlockTool;
+        let now = Instant::now();
+        {
+            let mut e = Engine::new("s", policy.clone(), Some(store.clone()));
+            e.on_client(&list_req(1), now);
+            e.on_server(&list_res(1, "Adds."), now);
+        }
+        let pulled = "Adds. Version two.";
+        // A blocked change, then the operator approves `add` (no hash: the next listing).
+        let mut e = Engine::new("s", policy.clone(), Some(store.clone()));
+        e.on_client(&list_req(1), now);
+        assert!(matches!(
+            e.on_server(&list_res(1, pulled), now).0,
+            Verdict::Rewrite(_)
+        ));
+        assert_eq!(
+            error_code(&e.on_client(&call(2, "add", json!({})), now).0),
+            Some(POLICY_ERROR)
+        );
+        store
+            .approvals()
+            .add(
+                super::super::approvals::parse_command(
+                    "cmd-1",
+                    r#"{"server_id":"s","tools":{"add":null}}"#,
+                )
+                .unwrap(),
+            )
+            .unwrap();
+        // The next listing in the same session re-pins and unblocks it.
+        e.on_client(&list_req(3), now);
+        let (v, events) = e.on_server(&list_res(3, pulled), now);
+        assert_eq!(v, Verdict::Forward, "nothing filtered any more");
+        assert!(
+            events
+                .iter()
+                .any(|e| e.kind == "pin" && e.decision == "allow")
+        );
+        assert_eq!(
+            e.on_client(&call(4, "add", json!({})), now).0,
+            Verdict::Forward
+        );
+        // The approval was used: a further change of `add` is blocked again.
+        let mut e = Engine::new("s", policy, Some(store));
+        e.on_client(&list_req(1), now);
+        assert!(matches!(
+            e.on_server(&list_res(1, "Adds. Version three."), now).0,
+            Verdict::Rewrite(_)
+        ));
+        assert_eq!(
+            error_code(&e.on_client(&call(2, "add", json!({})), now).0),
+            Some(POLICY_ERROR)
         );
     }
 

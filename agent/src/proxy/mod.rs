@@ -5,6 +5,7 @@
 //! its loader), [`secrets`] and [`poison`] (detections), [`audit`] (events, socket, spool),
 //! [`relay`] (process and pumps). See `docs/proxy.md`.
 
+pub mod approvals;
 pub mod audit;
 pub mod engine;
 pub mod framing;
@@ -56,8 +57,11 @@ pub struct ProxyOptions {
     pub command: OsString,
     /// Its arguments.
     pub args: Vec<OsString>,
-    /// The agent state directory (pins, cached policy, audit socket and spool).
+    /// The agent state directory (pins; and, without a link directory, everything else).
     pub state_dir: PathBuf,
+    /// A root daemon's link directory for this user ([`crate::user_link`]): the control
+    /// plane's policy, quarantine flag, pin approvals, audit socket and fallback spool.
+    pub link_dir: Option<PathBuf>,
     /// An explicit policy file (default: `policy.toml` in the state directory).
     pub policy: Option<PathBuf>,
     /// What to do without a valid policy.
@@ -112,8 +116,10 @@ pub async fn run(options: ProxyOptions) -> Result<i32, ProxyError> {
         explicit: options.policy.is_some(),
         fail: options.fail,
     };
-    let loaded = source.load(&Unsigned);
-    let (audit, _audit_task) = audit::spawn_writer(AuditConfig::in_state_dir(&options.state_dir));
+    // What the daemon publishes: its link directory for this user, or the state dir itself.
+    let shared = options.link_dir.as_deref().unwrap_or(&options.state_dir);
+    let loaded = load_policy(&source, shared);
+    let (audit, _audit_task) = audit::spawn_writer(AuditConfig::in_state_dir(shared));
     if let Some(problem) = &loaded.problem {
         tracing::warn!("{problem}; using the {} policy", loaded.origin);
         audit.emit(AuditEvent {
@@ -133,9 +139,9 @@ pub async fn run(options: ProxyOptions) -> Result<i32, ProxyError> {
     let engine = Engine::new(
         &server_id,
         loaded.policy,
-        state.map(|s| PinStore::new(s.path())),
+        state.map(|s| PinStore::new(s.path()).with_approvals_in(shared)),
     )
-    .with_quarantine_flag(options.state_dir.join(crate::commands::QUARANTINE_FILE));
+    .with_quarantine_flag(shared.join(crate::commands::QUARANTINE_FILE));
     let max = engine.max_message_bytes();
 
     let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
@@ -168,8 +174,29 @@ pub async fn run(options: ProxyOptions) -> Result<i32, ProxyError> {
     .await;
     #[cfg(unix)]
     relay::signal_tree(pid, nix::sys::signal::Signal::SIGKILL);
-    audit.flush(Duration::from_millis(500)).await;
+    // Bounded: a daemon that does not answer within its acknowledgement timeout makes the
+    // writer spool the batch itself, well inside this.
+    audit.flush(Duration::from_secs(3)).await;
     Ok(status.map_or(1, relay::exit_code))
+}
+
+/// The policy in force, by precedence: an explicit `--policy` file; else the control plane's
+/// signed policy cached by the daemon (its signature checked against the pinned CA: a cached
+/// policy that does not verify is not silently replaced by a weaker local one, the fail mode
+/// decides); else a local `policy.toml`; else the fail mode.
+fn load_policy(source: &PolicySource, state_dir: &std::path::Path) -> policy::Loaded {
+    if source.explicit || !crate::policy_cache::is_cached(state_dir) {
+        return source.load(&Unsigned);
+    }
+    match crate::policy_cache::load_verified(state_dir) {
+        Ok(Some(verified)) => policy::Loaded {
+            policy: verified.policy,
+            origin: "control_plane",
+            problem: None,
+        },
+        Ok(None) => source.load(&Unsigned),
+        Err(problem) => source.fallback(Some(problem)),
+    }
 }
 
 /// Wait for the server to exit, forwarding signals and ending it when the client goes away.

@@ -97,6 +97,9 @@ pub struct ServerPins {
     pub server_id: String,
     /// Tool name → hash.
     pub tools: BTreeMap<String, String>,
+    /// Control-plane approvals already used, as `approval-id/tool` (each is used once).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub approvals_applied: std::collections::BTreeSet<String>,
 }
 
 /// How a listing differs from the pins.
@@ -122,6 +125,7 @@ impl Diff {
 #[derive(Debug, Clone)]
 pub struct PinStore {
     dir: PathBuf,
+    approvals: super::approvals::Approvals,
 }
 
 impl PinStore {
@@ -129,7 +133,19 @@ impl PinStore {
     pub fn new(state_dir: &Path) -> Self {
         Self {
             dir: state_dir.join("pins"),
+            approvals: super::approvals::Approvals::new(state_dir),
         }
+    }
+
+    /// Read operator approvals from `dir` instead (a daemon's link directory).
+    pub fn with_approvals_in(mut self, dir: &Path) -> Self {
+        self.approvals = super::approvals::Approvals::new(dir);
+        self
+    }
+
+    /// The operator approvals this store applies.
+    pub fn approvals(&self) -> &super::approvals::Approvals {
+        &self.approvals
     }
 
     fn file(&self, server_id: &str) -> PathBuf {
@@ -228,7 +244,7 @@ mod tests {
         assert!(store.load("srv").is_none());
         let mut pins = ServerPins {
             server_id: "srv".into(),
-            tools: BTreeMap::new(),
+            ..ServerPins::default()
         };
         pins.tools.insert("a".into(), "1".into());
         pins.tools.insert("b".into(), "2".into());

@@ -1,11 +1,11 @@
 //! The proxy's policy: a declarative, versioned TOML (or JSON) document.
 //!
-//! Loading is split in two steps so a signature check can sit between them: [`PolicySource`]
-//! yields the raw bytes (today a file: `--policy FILE`, else `policy.toml` in the state dir, the
-//! copy the daemon caches), a [`Verifier`] accepts or rejects those bytes, and only then are they
-//! parsed and validated. When the control plane starts signing policies, the daemon will cache
-//! the signature beside the file and a verifier that checks it against the pinned control-plane
-//! key replaces [`Unsigned`]; nothing else changes.
+//! Loading is split in two steps so a check can sit between them: [`PolicySource`] yields the
+//! raw bytes of a local file (`--policy FILE`, else `policy.toml` in the state dir), a
+//! [`Verifier`] accepts or rejects those bytes, and only then are they parsed and validated.
+//! The control plane's policy does not come through here: it is a signed command cached by the
+//! daemon (`crate::policy_cache`), verified against the pinned CA on every load, and preferred
+//! over a local `policy.toml` (see `proxy::run`).
 
 use std::path::{Path, PathBuf};
 
@@ -313,7 +313,8 @@ pub struct PolicySource {
 pub struct Loaded {
     /// The policy.
     pub policy: Policy,
-    /// `file`, `default` (no policy configured, fail-open), or `fail_closed`.
+    /// `file`, `control_plane` (the signed cached policy), `default` (no policy configured,
+    /// fail-open), or `fail_closed`.
     pub origin: &'static str,
     /// The problem that made the loader fall back, if any.
     pub problem: Option<String>,
@@ -334,7 +335,8 @@ impl PolicySource {
         }
     }
 
-    fn fallback(&self, problem: Option<String>) -> Loaded {
+    /// The policy of the fail mode, with the problem that led to it.
+    pub fn fallback(&self, problem: Option<String>) -> Loaded {
         match self.fail {
             FailMode::Open => Loaded {
                 policy: Policy::default(),

@@ -1,10 +1,23 @@
-//! Comment- and format-preserving edits of JSON/JSONC client configs (jsonc-parser's CST): only
-//! the `command` and `args` values of stdio entries change; every other byte stays.
+//! Format-preserving edits of client configs: only the command and args of stdio entries change;
+//! every other byte stays.
+//!
+//! One editor per syntax: JSON/JSONC through jsonc-parser's CST ([`jsonc`]), TOML through
+//! `toml_edit` ([`toml_doc`]), YAML through a span editor restricted to the block forms it can
+//! locate exactly ([`yaml_doc`]). TOML and YAML share the decision of what to change, made on the
+//! document as the scanner parses it ([`super::plan`]), and every TOML/YAML result is parsed again
+//! and compared with the intended document before it is accepted ([`verify`]): an editor mistake
+//! becomes a skipped server, never a corrupted file.
 
-use jsonc_parser::cst::{CstInputValue, CstObject, CstRootNode};
+pub mod jsonc;
+pub mod toml_doc;
+pub mod yaml_doc;
 
-use crate::discovery::catalog::Layout;
+use serde_json::Value;
+
+use super::plan::{self, Change, Seg};
+use crate::discovery::catalog::{Format, Layout};
 use crate::discovery::normalize::server_id;
+use crate::discovery::parse::parse_document;
 use crate::discovery::sanitize::sanitize_args;
 use agent_bom_protocol::Transport;
 
@@ -39,269 +52,142 @@ pub fn wrapped_args(command: &str, args: &[String]) -> Vec<String> {
     out
 }
 
-/// Parse options matching the scanner's (comments and trailing commas accepted).
-fn parse(text: &str) -> Result<CstRootNode, String> {
-    let options = jsonc_parser::ParseOptions {
-        allow_comments: true,
-        allow_trailing_commas: true,
-        allow_loose_object_property_names: false,
-        allow_missing_commas: false,
-        allow_single_quoted_strings: false,
-        allow_hexadecimal_numbers: false,
-        ..Default::default()
-    };
-    CstRootNode::parse(text, &options).map_err(|e| format!("invalid JSON: {e}"))
-}
-
-/// Every server-map object a layout describes.
-fn server_maps(root: &CstRootNode, layout: Layout) -> Vec<CstObject> {
-    let Some(top) = root.object_value() else {
-        return Vec::new();
-    };
-    match layout {
-        // The first key path that exists, as discovery reads it; lists of servers (Continue's
-        // legacy JSON) are not rewritten.
-        Layout::At(paths) => paths
-            .iter()
-            .find_map(|path| {
-                let (first, rest) = path.split_first()?;
-                let mut obj = top.object_value(first)?;
-                for key in rest {
-                    obj = obj.object_value(key)?;
-                }
-                Some(obj)
-            })
-            .into_iter()
-            .collect(),
-        Layout::AtOrRoot(key) => vec![top.object_value(key).unwrap_or(top)],
-        Layout::DockerMcpRegistry => Vec::new(),
-        Layout::ClaudeCodeUserFile => {
-            let mut maps: Vec<CstObject> = top.object_value("mcpServers").into_iter().collect();
-            if let Some(projects) = top.object_value("projects") {
-                for project in projects.properties() {
-                    if let Some(m) = project
-                        .object_value()
-                        .and_then(|p| p.object_value("mcpServers"))
-                    {
-                        maps.push(m);
-                    }
-                }
-            }
-            maps
-        }
-    }
-}
-
-/// A stdio entry's launch: `(command, args)`, when both are plain strings.
-fn launch(entry: &CstObject) -> Option<(String, Vec<String>)> {
-    let command = entry
-        .get("command")?
-        .value()?
-        .as_string_lit()?
-        .decoded_value()
-        .ok()?;
-    let args = match entry.get("args") {
-        None => Vec::new(),
-        Some(prop) => {
-            let array = prop.value()?.as_array()?;
-            let mut out = Vec::new();
-            for el in array.elements() {
-                out.push(el.as_string_lit()?.decoded_value().ok()?);
-            }
-            out
-        }
-    };
-    Some((command, args))
-}
-
-fn is_stdio(entry: &CstObject) -> bool {
-    let declared = entry
-        .get("type")
-        .and_then(|p| p.value())
-        .and_then(|v| v.as_string_lit())
-        .and_then(|s| s.decoded_value().ok());
-    declared.is_none_or(|t| t.eq_ignore_ascii_case("stdio"))
-}
-
-fn set_launch(entry: &CstObject, command: &str, args: &[String]) {
-    if let Some(prop) = entry.get("command") {
-        prop.set_value(CstInputValue::String(command.to_string()));
-    }
-    let value = CstInputValue::Array(
-        args.iter()
-            .map(|a| CstInputValue::String(a.clone()))
-            .collect(),
-    );
-    match entry.get("args") {
-        Some(prop) => prop.set_value(value),
-        None => {
-            let at = entry.get("command").map_or(0, |p| p.property_index() + 1);
-            entry.insert(at, "args", value);
-        }
-    }
+/// A server left as it was, and why (a YAML form the editor cannot change safely, say).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// The server's name in the config.
+    pub server: String,
+    /// Why it was not changed.
+    pub reason: String,
 }
 
 /// Result of an edit: the new text and the names of the entries changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Edited {
-    /// The new file text.
+    /// The new file text (the old one when only skips are reported).
     pub text: String,
     /// Server names whose launch changed.
     pub servers: Vec<String>,
+    /// Servers that needed a change but were left alone.
+    pub skipped: Vec<Skipped>,
 }
 
-/// Rewrite every unwrapped stdio entry of `text` to run through `proxy_exe`. `None` when
-/// nothing needs wrapping.
-pub fn wrap_text(text: &str, layout: Layout, proxy_exe: &str) -> Result<Option<Edited>, String> {
-    let root = parse(text)?;
-    let mut servers = Vec::new();
-    for map in server_maps(&root, layout) {
-        for prop in map.properties() {
-            let Some(entry) = prop.object_value() else {
-                continue;
-            };
-            let Some((command, args)) = launch(&entry) else {
-                continue;
-            };
-            if !is_stdio(&entry) || is_wrapped(&command, &args) {
-                continue;
-            }
-            set_launch(&entry, proxy_exe, &wrapped_args(&command, &args));
-            servers.push(prop.decoded_name().unwrap_or_default());
+/// Rewrite every unwrapped stdio entry of `text` (syntax `format`, already resolved from
+/// [`Format::ByExtension`]) to run through `proxy_exe`. `None` when nothing needs wrapping.
+pub fn wrap_text(
+    text: &str,
+    format: Format,
+    layout: Layout,
+    proxy_exe: &str,
+) -> Result<Option<Edited>, String> {
+    match format {
+        Format::Toml | Format::Yaml => {
+            let doc = parse(text, format)?;
+            edit_planned(
+                text,
+                format,
+                &doc,
+                plan::wrap_changes(&doc, layout, proxy_exe),
+            )
         }
+        Format::Jsonc | Format::ByExtension => jsonc::wrap_text(text, layout, proxy_exe),
     }
-    Ok((!servers.is_empty()).then(|| Edited {
-        text: root.to_string(),
-        servers,
-    }))
 }
 
 /// Restore the original launch of every wrapped entry of `text`. `None` when nothing is wrapped.
-pub fn unwrap_text(text: &str, layout: Layout) -> Result<Option<Edited>, String> {
-    let root = parse(text)?;
+pub fn unwrap_text(text: &str, format: Format, layout: Layout) -> Result<Option<Edited>, String> {
+    match format {
+        Format::Toml | Format::Yaml => {
+            let doc = parse(text, format)?;
+            edit_planned(text, format, &doc, plan::unwrap_changes(&doc, layout))
+        }
+        Format::Jsonc | Format::ByExtension => jsonc::unwrap_text(text, layout),
+    }
+}
+
+fn parse(text: &str, format: Format) -> Result<Value, String> {
+    parse_document(text, format, std::path::Path::new("")).map_err(|e| e.to_string())
+}
+
+/// Apply planned changes with the format's editor, one server at a time, so a server the
+/// editor cannot change (or whose result does not verify) is skipped and the others proceed.
+fn edit_planned(
+    text: &str,
+    format: Format,
+    doc: &Value,
+    changes: Vec<Change>,
+) -> Result<Option<Edited>, String> {
+    if changes.is_empty() {
+        return Ok(None);
+    }
+    let apply = |text: &str, change: &Change| -> Result<String, String> {
+        match format {
+            Format::Toml => toml_doc::apply(text, change),
+            _ => yaml_doc::apply(text, change),
+        }
+    };
+    let mut current = text.to_string();
+    let mut expected = doc.clone();
     let mut servers = Vec::new();
-    for map in server_maps(&root, layout) {
-        for prop in map.properties() {
-            let Some(entry) = prop.object_value() else {
-                continue;
-            };
-            let Some((command, args)) = launch(&entry) else {
-                continue;
-            };
-            if !is_wrapped(&command, &args) {
-                continue;
+    let mut skipped = Vec::new();
+    for change in changes {
+        let mut want = expected.clone();
+        change.apply_to(&mut want);
+        let result = apply(&current, &change).and_then(|next| {
+            verify(&next, format, &want)?;
+            Ok(next)
+        });
+        match result {
+            Ok(next) => {
+                current = next;
+                expected = want;
+                servers.push(change.name);
             }
-            let Some((orig_cmd, orig_args)) = unwrapped_launch(&args) else {
-                continue;
-            };
-            set_launch(&entry, &orig_cmd, &orig_args);
-            servers.push(prop.decoded_name().unwrap_or_default());
+            Err(reason) => skipped.push(Skipped {
+                server: change.name,
+                reason,
+            }),
         }
     }
-    Ok((!servers.is_empty()).then(|| Edited {
-        text: root.to_string(),
+    Ok(Some(Edited {
+        text: current,
         servers,
+        skipped,
     }))
+}
+
+/// The edited text must parse, as the scanner parses it, to exactly the intended document.
+fn verify(text: &str, format: Format, want: &Value) -> Result<(), String> {
+    let got = parse(text, format)
+        .map_err(|e| format!("the edited file would not parse ({e}); left unchanged"))?;
+    if &got != want {
+        return Err(
+            "the edit would change more than this server's command and args; left unchanged".into(),
+        );
+    }
+    Ok(())
+}
+
+/// The value at `path` inside `doc`.
+pub(crate) fn at_path<'a>(doc: &'a Value, path: &[Seg]) -> Option<&'a Value> {
+    path.iter().try_fold(doc, |v, seg| match seg {
+        Seg::Key(k) => v.get(k.as_str()),
+        Seg::Index(i) => v.get(*i),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const EXE: &str = "/opt/agent-bom/agent-bom-agent";
-    const FILE: &str = r#"{
-  // my servers
-  "mcpServers": {
-    "fs": {
-      "command": "npx", /* inline */
-      "args": ["-y", "@modelcontextprotocol/server-filesystem", "/tmp"],
-      "env": {"TOKEN": "x"},
-      "cwd": "/work",
-    },
-    "bare": { "command": "my-server" },
-    "remote": { "url": "https://example.com/mcp" },
-    "typed": { "type": "sse", "command": "weird", "url": "http://x" },
-  },
-  "other": [1, 2, 3]
-}
-"#;
-
     #[test]
-    fn wrap_keeps_everything_else_and_is_idempotent() {
-        let edited = wrap_text(FILE, Layout::At(&[&["mcpServers"]]), EXE)
-            .unwrap()
-            .unwrap();
-        assert_eq!(edited.servers, vec!["fs", "bare"]);
-        let t = &edited.text;
-        for kept in [
-            "// my servers",
-            "/* inline */",
-            "\"env\": {\"TOKEN\": \"x\"}",
-            "\"cwd\": \"/work\",",
-            "\"other\": [1, 2, 3]",
-            "https://example.com/mcp",
-        ] {
-            assert!(t.contains(kept), "{kept} missing from:\n{t}");
-        }
-        let doc = crate::discovery::parse::parse_document(
-            t,
-            crate::discovery::catalog::Format::Jsonc,
-            std::path::Path::new("mcp.json"),
-        )
-        .unwrap();
-        let fs = &doc["mcpServers"]["fs"];
-        assert_eq!(fs["command"], EXE);
-        let args: Vec<String> = serde_json::from_value(fs["args"].clone()).unwrap();
-        assert!(is_wrapped(EXE, &args));
+    fn marker_and_launch_round_trip() {
+        let args = wrapped_args("npx", &["-y".to_string(), "pkg".to_string()]);
+        assert!(is_wrapped("/opt/agent-bom-agent", &args));
+        assert!(!is_wrapped("npx", &args));
         assert_eq!(
             unwrapped_launch(&args),
-            Some((
-                "npx".to_string(),
-                vec![
-                    "-y".to_string(),
-                    "@modelcontextprotocol/server-filesystem".to_string(),
-                    "/tmp".to_string()
-                ]
-            ))
-        );
-        assert_eq!(doc["mcpServers"]["bare"]["args"][4], "my-server");
-        assert!(
-            wrap_text(t, Layout::At(&[&["mcpServers"]]), EXE)
-                .unwrap()
-                .is_none()
-        );
-
-        let back = unwrap_text(t, Layout::At(&[&["mcpServers"]]))
-            .unwrap()
-            .unwrap();
-        let doc2 = crate::discovery::parse::parse_document(
-            &back.text,
-            crate::discovery::catalog::Format::Jsonc,
-            std::path::Path::new("mcp.json"),
-        )
-        .unwrap();
-        assert_eq!(doc2["mcpServers"]["fs"]["command"], "npx");
-        assert_eq!(doc2["mcpServers"]["fs"]["args"][2], "/tmp");
-        assert!(back.text.contains("/* inline */"));
-    }
-
-    #[test]
-    fn claude_code_project_sections() {
-        let text = r#"{"numStartups": 3, "projects": {"/p": {"mcpServers": {"a": {"type": "stdio", "command": "x", "args": []}}}}, "mcpServers": {"b": {"command": "y"}}}"#;
-        let e = wrap_text(text, Layout::ClaudeCodeUserFile, EXE)
-            .unwrap()
-            .unwrap();
-        assert_eq!(e.servers.len(), 2);
-        assert!(e.text.contains("\"numStartups\": 3"));
-    }
-
-    #[test]
-    fn invalid_files_are_errors() {
-        assert!(wrap_text("{ nope", Layout::At(&[&["mcpServers"]]), EXE).is_err());
-        assert!(
-            wrap_text("", Layout::At(&[&["mcpServers"]]), EXE)
-                .unwrap()
-                .is_none()
+            Some(("npx".to_string(), vec!["-y".to_string(), "pkg".to_string()]))
         );
     }
 }

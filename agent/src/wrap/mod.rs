@@ -1,21 +1,29 @@
 //! `wrap` / `unwrap`: rewrite the stdio servers of client configs to run through the proxy, and
 //! back.
 //!
-//! Files come from the discovery catalog. Edits keep every other byte ([`edit`]); the text
-//! before wrapping is recorded in the state directory ([`record`]) so `unwrap` writes back the
-//! exact original bytes when the file is still exactly what `wrap` wrote, and falls back to a
-//! structural unwrap (same CST edit in reverse) when the client or the user changed it since.
-//! Writes are atomic and re-check the file right before the rename ([`write`]), because clients
-//! such as Claude Code rewrite their own file at any moment.
+//! Files come from the discovery catalog, in every syntax it has: JSON/JSONC, TOML and YAML.
+//! Edits keep every other byte ([`edit`]; TOML and YAML changes are planned on the parsed
+//! document by [`plan`]); the text before wrapping is recorded in the state directory
+//! ([`record`]) so `unwrap` writes back the exact original bytes when the file is still exactly
+//! what `wrap` wrote, and falls back to a structural unwrap (the same edit in reverse) when the
+//! client or the user changed it since. Writes are atomic, re-check the file right before the
+//! rename and keep its owner and mode ([`write`]), because clients such as Claude Code rewrite
+//! their own file at any moment and the daemon edits users' files as root. [`managed`] is the
+//! daemon's side: wrap by policy and re-wrap what a client reverted.
 
 pub mod diff;
 pub mod edit;
+pub mod managed;
+pub mod plan;
 pub mod record;
 pub mod write;
 
 use std::path::{Path, PathBuf};
 
-use crate::discovery::catalog::{Format, Location};
+pub use edit::Skipped;
+
+use crate::discovery::catalog::{Format, Layout, Location};
+use crate::discovery::parse::{extract_entries, parse_document, resolve_format};
 use crate::discovery::{self, ScanOptions};
 
 /// Attempts at an edit when the file keeps changing under us.
@@ -32,7 +40,7 @@ pub enum WrapError {
         /// Why.
         message: String,
     },
-    /// The file is not valid JSON/JSONC.
+    /// The file does not parse, or an edit would make it unparsable.
     #[error("{path}: {message}; fix the file or edit it by hand")]
     Parse {
         /// The file.
@@ -81,6 +89,25 @@ pub struct WrapOptions {
     pub state_dir: PathBuf,
 }
 
+impl WrapOptions {
+    /// The daemon's options: every client of `scan`, records in `state_dir`, this binary as
+    /// the proxy.
+    pub fn daemon(scan: ScanOptions, state_dir: PathBuf) -> std::io::Result<Self> {
+        Ok(Self {
+            scan,
+            client: None,
+            dry_run: false,
+            proxy_exe: this_exe()?,
+            state_dir,
+        })
+    }
+}
+
+/// The absolute path of this agent binary, which wrapped entries launch as the proxy.
+pub fn this_exe() -> std::io::Result<PathBuf> {
+    std::env::current_exe().and_then(|p| std::fs::canonicalize(&p).or(Ok(p)))
+}
+
 /// The outcome for one file that needed a change.
 #[derive(Debug, Clone)]
 pub struct FileChange {
@@ -96,9 +123,18 @@ pub struct FileChange {
     pub written: bool,
     /// For unwrap: true when the recorded original bytes were restored exactly.
     pub exact: bool,
+    /// Servers that needed a change but were left alone, with the reason.
+    pub skipped: Vec<Skipped>,
 }
 
-fn targets(options: &WrapOptions) -> Vec<(PathBuf, &'static Location)> {
+/// A config file to edit: its path, catalog row and resolved syntax.
+struct Target {
+    path: PathBuf,
+    loc: &'static Location,
+    format: Format,
+}
+
+fn targets(options: &WrapOptions) -> Vec<Target> {
     let mut seen = std::collections::HashSet::new();
     discovery::candidates(&options.scan)
         .into_iter()
@@ -109,12 +145,18 @@ fn targets(options: &WrapOptions) -> Vec<(PathBuf, &'static Location)> {
                 .as_deref()
                 .is_none_or(|name| name == c.location.client)
         })
-        .filter(|c| c.location.format == Format::Jsonc && c.path.is_file())
+        // The Docker MCP Toolkit's registry names servers the gateway runs; there is no launch
+        // to rewrite.
+        .filter(|c| c.location.layout != Layout::DockerMcpRegistry && c.path.is_file())
         // The same safe-read rules as discovery: never edit through a symlink that leads out
         // of the directory the file belongs to.
         .filter(|c| matches!(discovery::read_config(&c.path, &c.confine_to), Ok(Some(_))))
         .filter(|c| seen.insert(c.path.clone()))
-        .map(|c| (c.path, c.location))
+        .map(|c| Target {
+            format: resolve_format(c.location.format, &c.path),
+            path: c.path,
+            loc: c.location,
+        })
         .collect()
 }
 
@@ -124,29 +166,30 @@ pub fn wrap(options: &WrapOptions) -> Vec<Result<FileChange, WrapError>> {
     let exe = options.proxy_exe.to_string_lossy().into_owned();
     targets(options)
         .into_iter()
-        .filter_map(|(path, loc)| wrap_file(options, &path, loc, &exe).transpose())
+        .filter_map(|t| wrap_file(options, &t, &exe).transpose())
         .collect()
 }
 
 fn wrap_file(
     options: &WrapOptions,
-    path: &Path,
-    loc: &'static Location,
+    target: &Target,
     exe: &str,
 ) -> Result<Option<FileChange>, WrapError> {
-    let path = write::resolve(path);
+    let Target { loc, format, .. } = *target;
+    let path = write::resolve(&target.path);
     for _ in 0..ATTEMPTS {
         let before = read(&path)?;
+        let parse_error = |message| WrapError::Parse {
+            path: path.clone(),
+            message,
+        };
         let Some(edited) =
-            edit::wrap_text(&before, loc.layout, exe).map_err(|message| WrapError::Parse {
-                path: path.clone(),
-                message,
-            })?
+            edit::wrap_text(&before, format, loc.layout, exe).map_err(parse_error)?
         else {
             return Ok(None);
         };
         let diff = diff::unified(&path, &before, &edited.text);
-        if options.dry_run {
+        if options.dry_run || edited.servers.is_empty() {
             return Ok(Some(FileChange {
                 path,
                 client: loc.client,
@@ -154,12 +197,14 @@ fn wrap_file(
                 diff,
                 written: false,
                 exact: false,
+                skipped: edited.skipped,
             }));
         }
+        scanner_accepts(&edited.text, target).map_err(parse_error)?;
         // The original to record is the file without any wrapping: the file itself when it has
         // none yet (exact bytes), else its structural unwrap.
-        let original = match edit::unwrap_text(&before, loc.layout) {
-            Ok(Some(unwrapped)) => unwrapped.text,
+        let original = match edit::unwrap_text(&before, format, loc.layout) {
+            Ok(Some(unwrapped)) if unwrapped.skipped.is_empty() => unwrapped.text,
             _ => before.clone(),
         };
         let store = record::Records::new(&options.state_dir);
@@ -178,6 +223,7 @@ fn wrap_file(
                     diff,
                     written: true,
                     exact: false,
+                    skipped: edited.skipped,
                 }));
             }
             Ok(false) => continue,
@@ -193,36 +239,44 @@ fn wrap_file(
 pub fn unwrap(options: &WrapOptions) -> Vec<Result<FileChange, WrapError>> {
     targets(options)
         .into_iter()
-        .filter_map(|(path, loc)| unwrap_file(options, &path, loc).transpose())
+        .filter_map(|t| unwrap_file(options, &t).transpose())
         .collect()
 }
 
-fn unwrap_file(
-    options: &WrapOptions,
-    path: &Path,
-    loc: &'static Location,
-) -> Result<Option<FileChange>, WrapError> {
-    let path = write::resolve(path);
+fn unwrap_file(options: &WrapOptions, target: &Target) -> Result<Option<FileChange>, WrapError> {
+    let Target { loc, format, .. } = *target;
+    let path = write::resolve(&target.path);
     let store = record::Records::new(&options.state_dir);
     for _ in 0..ATTEMPTS {
         let before = read(&path)?;
         let recorded = store.load(&path);
-        let (after, servers, exact) = match &recorded {
+        let (after, servers, exact, skipped) = match &recorded {
             Some(r) if r.matches_wrapped(&before) => {
-                let servers = edit::unwrap_text(&before, loc.layout)
+                let servers = edit::unwrap_text(&before, format, loc.layout)
                     .ok()
                     .flatten()
                     .map(|e| e.servers)
                     .unwrap_or_default();
-                (r.original.clone(), servers, true)
+                (r.original.clone(), servers, true, Vec::new())
             }
-            _ => match edit::unwrap_text(&before, loc.layout).map_err(|message| {
+            _ => match edit::unwrap_text(&before, format, loc.layout).map_err(|message| {
                 WrapError::Parse {
                     path: path.clone(),
                     message,
                 }
             })? {
-                Some(e) => (e.text, e.servers, false),
+                Some(e) if e.servers.is_empty() => {
+                    return Ok(Some(FileChange {
+                        path,
+                        client: loc.client,
+                        servers: e.servers,
+                        diff: String::new(),
+                        written: false,
+                        exact: false,
+                        skipped: e.skipped,
+                    }));
+                }
+                Some(e) => (e.text, e.servers, false, e.skipped),
                 None => {
                     if !options.dry_run {
                         store.remove(&path);
@@ -240,11 +294,19 @@ fn unwrap_file(
                 diff,
                 written: false,
                 exact,
+                skipped,
             }));
         }
+        scanner_accepts(&after, target).map_err(|message| WrapError::Parse {
+            path: path.clone(),
+            message,
+        })?;
         match write::replace_if_unchanged(&path, before.as_bytes(), after.as_bytes()) {
             Ok(true) => {
-                store.remove(&path);
+                // A record stays while some server is still wrapped (skipped ones).
+                if skipped.is_empty() {
+                    store.remove(&path);
+                }
                 return Ok(Some(FileChange {
                     path,
                     client: loc.client,
@@ -252,6 +314,7 @@ fn unwrap_file(
                     diff,
                     written: true,
                     exact,
+                    skipped,
                 }));
             }
             Ok(false) => continue,
@@ -259,6 +322,16 @@ fn unwrap_file(
         }
     }
     Err(WrapError::Busy { path })
+}
+
+/// The last gate before writing: the new text must read, as our own scanner reads this file, as
+/// a config with its server section intact (a broken file would hide every server).
+fn scanner_accepts(text: &str, target: &Target) -> Result<(), String> {
+    let doc = parse_document(text, target.format, &target.path)
+        .map_err(|e| format!("the edit would leave an unparsable file ({e}); nothing written"))?;
+    extract_entries(&doc, target.loc.layout, target.loc.scope)
+        .map(|_| ())
+        .map_err(|e| format!("the edit would break the server section ({e}); nothing written"))
 }
 
 fn read(path: &Path) -> Result<String, WrapError> {

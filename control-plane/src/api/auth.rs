@@ -35,11 +35,15 @@ pub enum Permission {
     AuditExport,
     /// Create and list tenants, set quotas (super-admin keys only).
     TenantsAdmin,
+    /// Read the proxy policy and its revisions.
+    PolicyRead,
+    /// Publish a new proxy policy revision to the fleet.
+    PolicyWrite,
 }
 
 impl Permission {
     /// Every permission, in documentation order.
-    pub const ALL: [Permission; 9] = [
+    pub const ALL: [Permission; 11] = [
         Self::FleetRead,
         Self::FleetWrite,
         Self::FleetSync,
@@ -49,6 +53,8 @@ impl Permission {
         Self::AuditRead,
         Self::AuditExport,
         Self::TenantsAdmin,
+        Self::PolicyRead,
+        Self::PolicyWrite,
     ];
 
     /// The scope name (also what a key's `scopes` list contains).
@@ -63,6 +69,8 @@ impl Permission {
             Self::AuditRead => "audit:read",
             Self::AuditExport => "audit:export",
             Self::TenantsAdmin => "tenants:admin",
+            Self::PolicyRead => "policy:read",
+            Self::PolicyWrite => "policy:write",
         }
     }
 
@@ -84,12 +92,14 @@ impl Permission {
             Self::TenantsAdmin => {
                 "create and list tenants, set quotas (admin keys with the super-admin flag)"
             }
+            Self::PolicyRead => "read the MCP proxy policy, its revisions and its rollout",
+            Self::PolicyWrite => "publish a new MCP proxy policy revision to every agent",
         }
     }
 }
 
 /// The permission matrix: for each permission, whether admin, analyst and viewer have it.
-pub const ROLE_MATRIX: [(Permission, [bool; 3]); 9] = [
+pub const ROLE_MATRIX: [(Permission, [bool; 3]); 11] = [
     (Permission::FleetRead, [true, true, true]),
     (Permission::FleetWrite, [true, false, false]),
     (Permission::FleetSync, [true, true, false]),
@@ -100,6 +110,8 @@ pub const ROLE_MATRIX: [(Permission, [bool; 3]); 9] = [
     (Permission::AuditExport, [true, true, false]),
     // Also needs the key's super-admin flag.
     (Permission::TenantsAdmin, [true, false, false]),
+    (Permission::PolicyRead, [true, true, true]),
+    (Permission::PolicyWrite, [true, false, false]),
 ];
 
 /// Whether `role` has `permission` (before scopes and the super-admin flag).
@@ -236,6 +248,36 @@ pub const ROUTES: &[RouteSpec] = &[
         "/v1/fleet/endpoints/{id}/state",
         Some(Permission::FleetWrite),
         "Lifecycle transition",
+    ),
+    route(
+        "GET",
+        "/v1/fleet/endpoints/{id}/commands",
+        Some(Permission::FleetRead),
+        "Commands of an endpoint with state and answers",
+    ),
+    route(
+        "POST",
+        "/v1/fleet/endpoints/{id}/commands",
+        Some(Permission::FleetWrite),
+        "Queue a command for the endpoint's agent",
+    ),
+    route(
+        "GET",
+        "/v1/policy",
+        Some(Permission::PolicyRead),
+        "The proxy policy in force and its rollout",
+    ),
+    route(
+        "PUT",
+        "/v1/policy",
+        Some(Permission::PolicyWrite),
+        "Publish the next proxy policy revision",
+    ),
+    route(
+        "GET",
+        "/v1/policy/revisions",
+        Some(Permission::PolicyRead),
+        "Proxy policy revisions, newest first",
     ),
     route(
         "GET",

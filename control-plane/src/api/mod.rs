@@ -6,6 +6,7 @@ mod error;
 mod fleet;
 mod keys;
 pub mod openapi;
+mod policy;
 mod posture;
 mod tenants;
 
@@ -102,6 +103,12 @@ pub fn router(state: AppState) -> Router {
                 .delete(fleet::delete_endpoint),
         )
         .route("/v1/fleet/endpoints/{id}/state", post(fleet::transition))
+        .route(
+            "/v1/fleet/endpoints/{id}/commands",
+            get(policy::list_commands).post(policy::queue_command),
+        )
+        .route("/v1/policy", get(policy::current).put(policy::publish))
+        .route("/v1/policy/revisions", get(policy::revisions))
         .route("/v1/fleet/servers", get(fleet::list_servers))
         .route(
             "/v1/fleet/sync",

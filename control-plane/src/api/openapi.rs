@@ -110,6 +110,25 @@ fn extras(method: &str, path: &str) -> (Vec<Value>, Option<Value>) {
                 "tags": {"type": "array", "maxItems": 64, "items": {"type": "string", "pattern": "^[A-Za-z0-9._:=/-]{1,64}$"}}}}),
             ),
         ),
+        ("GET", "/v1/fleet/endpoints/{id}/commands") | ("GET", "/v1/policy/revisions") => {
+            (vec![q("limit", limit())], None)
+        }
+        ("POST", "/v1/fleet/endpoints/{id}/commands") => (
+            vec![],
+            Some(
+                json!({"type": "object", "additionalProperties": false, "required": ["kind"],
+                "properties": {
+                    "kind": {"type": "string", "enum": crate::store::policies::OPERATOR_COMMANDS},
+                    "payload": {"type": "object"}}}),
+            ),
+        ),
+        ("PUT", "/v1/policy") => (
+            vec![],
+            Some(
+                json!({"type": "object", "additionalProperties": false, "required": ["policy"],
+                "properties": {"policy": {"type": "string", "maxLength": crate::store::policies::MAX_POLICY_BYTES}}}),
+            ),
+        ),
         ("POST", "/v1/fleet/endpoints/{id}/state") => (
             vec![],
             Some(
@@ -162,10 +181,18 @@ pub fn openapi() -> Value {
             {
                 "201"
             }
+            "PUT" if r.path == "/v1/policy" => "201",
+            "POST" if r.path.ends_with("/commands") => "202",
             "DELETE" => "204",
             _ => "200",
         };
         responses.insert(ok.into(), json!({"description": "success"}));
+        if r.method == "POST" && r.path.ends_with("/commands") {
+            responses.insert(
+                "409".into(),
+                json!({"description": "the endpoint has no agent, or it is revoked or decommissioned"}),
+            );
+        }
         if r.path.contains('{') {
             responses.insert(
                 "404".into(),

@@ -1,10 +1,10 @@
 //! The collector's storage contract, implemented on the control-plane database.
 
 use agent_bom_collector::store::{
-    ApplyOutcome, CollectorStore, DeviceSession, EnrollmentRequest, LastSeen,
-    StoreError as CollectorStoreError,
+    ApplyOutcome, CollectorStore, DeltaOutcome, DeltaUpload, DeviceSession, EnrollmentRequest,
+    LastSeen, StoreError as CollectorStoreError,
 };
-use agent_bom_protocol::{Command, Inventory, ProxyEvent};
+use agent_bom_protocol::{Command, Inventory, ProxyEvent, inventory_delta};
 use sqlx::Row;
 
 use super::{Store, StoreError, now_ms};
@@ -125,6 +125,7 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        super::policies::queue_current_policy(&mut tx, &tenant_id, &request.agent_id).await?;
         tx.commit().await?;
         Ok(tenant_id)
     }
@@ -191,129 +192,105 @@ impl Store {
         seq: u64,
         inventory: &Inventory,
     ) -> Result<ApplyOutcome, Failure> {
-        let seq = i64::try_from(seq).map_err(|_| {
-            Failure::Refuse(CollectorStoreError::Invalid("sequence out of range".into()))
-        })?;
+        let seq = sequence(seq)?;
         let (tenant, agent) = (&device.tenant_id, &device.agent_id);
-        let host = &inventory.host;
-        let now = now_ms();
         let mut tx = self.scope_write(tenant).await?;
-        // Advancing last_seq is both the idempotency check and the row lock that serializes
-        // concurrent uploads of one device.
-        let advanced = sqlx::query(
-            "UPDATE endpoints SET last_seq = $1, hostname = $2, os = $3, os_version = $4, arch = $5, \
-             kernel_version = $6, cpu_count = $7, memory_bytes = $8, uptime_secs = $9, agent_version = $10, \
-             last_inventory_at = $11, last_seen = $11, server_count = $12, users = $15, hardware_uuid = $16 \
-             WHERE id = $13 AND tenant_id = $14 AND revoked_at IS NULL AND (last_seq IS NULL OR last_seq < $1)",
+        let write = InventoryWrite {
+            device,
+            agent_version,
+            seq,
+            inventory,
+            requires: Requires::Older,
+        };
+        if write.run(&mut tx).await? {
+            tx.commit().await?;
+            return Ok(ApplyOutcome::Applied);
+        }
+        let row = sqlx::query("SELECT revoked_at FROM endpoints WHERE id = $1 AND tenant_id = $2")
+            .bind(agent)
+            .bind(tenant)
+            .fetch_optional(&mut *tx)
+            .await?;
+        match row {
+            None => Err(CollectorStoreError::Unauthorized("unknown device".into()).into()),
+            Some(r) if r.try_get::<Option<i64>, _>("revoked_at")?.is_some() => {
+                Err(CollectorStoreError::Unauthorized("device was revoked".into()).into())
+            }
+            Some(_) => Ok(ApplyOutcome::AlreadyApplied),
+        }
+    }
+
+    /// A delta is applied to the stored copy of its base and the result written like a
+    /// snapshot: the database ends up exactly as a snapshot of the same inventory would leave
+    /// it, and only the uplink carries less.
+    async fn apply_inventory_delta_inner(
+        &self,
+        device: &DeviceSession,
+        agent_version: &str,
+        upload: DeltaUpload<'_>,
+    ) -> Result<DeltaOutcome, Failure> {
+        let (seq, base_seq) = (sequence(upload.seq)?, sequence(upload.base_seq)?);
+        if seq <= base_seq {
+            return Err(CollectorStoreError::Invalid(
+                "a delta's sequence must be above its base sequence".into(),
+            )
+            .into());
+        }
+        let (tenant, agent) = (&device.tenant_id, &device.agent_id);
+        let mut tx = self.scope_write(tenant).await?;
+        let row = sqlx::query(
+            "SELECT last_seq, revoked_at, inventory_hash, inventory_doc FROM endpoints WHERE id = $1 AND tenant_id = $2",
         )
-        .bind(seq)
-        .bind(truncate(&host.hostname, 255))
-        .bind(truncate(&host.os, 32))
-        .bind(host.os_version.as_deref().map(|v| truncate(v, 255)))
-        .bind(truncate(&host.arch, 32))
-        .bind(host.kernel_version.as_deref().map(|v| truncate(v, 255)))
-        .bind(host.cpu_count.map(i64::from))
-        .bind(host.memory_bytes.and_then(|m| i64::try_from(m).ok()))
-        .bind(host.uptime_secs.and_then(|m| i64::try_from(m).ok()))
-        .bind(truncate(agent_version, 64))
-        .bind(now)
-        .bind(i64::try_from(inventory.servers.len()).unwrap_or(i64::MAX))
         .bind(agent)
         .bind(tenant)
-        .bind(json(&host.users))
-        .bind(host.hardware_uuid.as_deref().map(|v| truncate(v, 64)))
-        .execute(&mut *tx)
-        .await?;
-        if advanced.rows_affected() == 0 {
-            let row =
-                sqlx::query("SELECT revoked_at FROM endpoints WHERE id = $1 AND tenant_id = $2")
-                    .bind(agent)
-                    .bind(tenant)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            return match row {
-                None => Err(CollectorStoreError::Unauthorized("unknown device".into()).into()),
-                Some(r) if r.try_get::<Option<i64>, _>("revoked_at")?.is_some() => {
-                    Err(CollectorStoreError::Unauthorized("device was revoked".into()).into())
-                }
-                Some(_) => Ok(ApplyOutcome::AlreadyApplied),
-            };
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| CollectorStoreError::Unauthorized("unknown device".into()))?;
+        if row.try_get::<Option<i64>, _>("revoked_at")?.is_some() {
+            return Err(CollectorStoreError::Unauthorized("device was revoked".into()).into());
         }
-        for table in [
-            "endpoint_clients",
-            "endpoint_servers",
-            "endpoint_scan_errors",
-        ] {
-            let sql = sqlx::AssertSqlSafe(format!(
-                "DELETE FROM {table} WHERE endpoint_id = $1 AND tenant_id = $2"
-            ));
-            sqlx::query(sql)
-                .bind(agent)
-                .bind(tenant)
-                .execute(&mut *tx)
-                .await?;
+        let last_seq: Option<i64> = row.try_get("last_seq")?;
+        // A replay of an applied upload is acknowledged before the base is looked at: by then
+        // the stored state is past the base, and the agent only needs the ack it lost.
+        if last_seq.is_some_and(|last| last >= seq) {
+            return Ok(DeltaOutcome::AlreadyApplied);
         }
-        for client in &inventory.clients {
-            sqlx::query(
-                "INSERT INTO endpoint_clients (tenant_id, endpoint_id, name, config_files) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (endpoint_id, name) DO UPDATE SET config_files = excluded.config_files",
-            )
-            .bind(tenant)
-            .bind(agent)
-            .bind(&client.name)
-            .bind(json(&client.config_files))
-            .execute(&mut *tx)
-            .await?;
+        let stored_hash: Option<String> = row.try_get("inventory_hash")?;
+        if last_seq != Some(base_seq) || stored_hash.as_deref() != Some(upload.base_hash) {
+            // Behind the base (restored from a backup), ahead of it (the agent lost an ack),
+            // or never recorded (stored before deltas existed).
+            return Ok(DeltaOutcome::SnapshotRequired);
         }
-        for (ordinal, s) in inventory.servers.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO endpoint_servers (tenant_id, endpoint_id, ordinal, server_id, name, client, scope, transport, \
-                 command, args, url, env_keys, header_keys, cwd, enabled, project, risk_flags, config_path, \
-                 wrapped, auto_approve, credential_names, launch_hash, owner) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)",
-            )
-            .bind(tenant)
-            .bind(agent)
-            .bind(i64::try_from(ordinal).unwrap_or(i64::MAX))
-            .bind(&s.id)
-            .bind(&s.name)
-            .bind(&s.client)
-            .bind(s.scope.as_str())
-            .bind(s.transport.as_str())
-            .bind(s.command.as_deref())
-            .bind(json(&s.args))
-            .bind(s.url.as_deref())
-            .bind(json(&s.env_keys))
-            .bind(json(&s.header_keys))
-            .bind(s.cwd.as_deref())
-            .bind(i64::from(s.enabled))
-            .bind(s.project.as_deref())
-            .bind(json(&s.risk_flags))
-            .bind(&s.config_path)
-            .bind(i64::from(s.wrapped))
-            .bind(json(&s.auto_approve))
-            .bind(json(&s.credential_names))
-            .bind(&s.launch_hash)
-            .bind(s.user.as_deref())
-            .execute(&mut *tx)
-            .await?;
+        let doc: Option<String> = row.try_get("inventory_doc")?;
+        let base = doc
+            .and_then(|d| serde_json::from_str::<Inventory>(&d).ok())
+            .filter(|b| b.content_hash() == upload.base_hash);
+        let Some(base) = base else {
+            tracing::warn!(agent_id = %agent, "stored inventory does not match its recorded hash");
+            return Ok(DeltaOutcome::SnapshotRequired);
+        };
+        let inventory = match inventory_delta::apply(&base, upload.changes) {
+            Ok(i) if i.content_hash() == upload.hash => i,
+            // Changes that do not fit, or a result other than the agent's: the base differs
+            // in a way the hash did not show. A snapshot settles it.
+            Ok(_) | Err(_) => return Ok(DeltaOutcome::SnapshotRequired),
+        };
+        let write = InventoryWrite {
+            device,
+            agent_version,
+            seq,
+            inventory: &inventory,
+            requires: Requires::Base {
+                seq: base_seq,
+                hash: upload.base_hash,
+            },
+        };
+        if !write.run(&mut tx).await? {
+            // Another writer moved the row between the read and the write.
+            return Ok(DeltaOutcome::SnapshotRequired);
         }
-        for (ordinal, e) in inventory.errors.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO endpoint_scan_errors (tenant_id, endpoint_id, ordinal, path, message) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(tenant)
-            .bind(agent)
-            .bind(i64::try_from(ordinal).unwrap_or(i64::MAX))
-            .bind(&e.path)
-            .bind(&e.message)
-            .execute(&mut *tx)
-            .await?;
-        }
-        let identities = inventory.servers.iter().map(|s| s.id.clone()).collect();
-        Store::touch_server_identities(&mut tx, tenant, &identities, now).await?;
         tx.commit().await?;
-        Ok(ApplyOutcome::Applied)
+        Ok(DeltaOutcome::Applied)
     }
 
     async fn record_last_seen_inner(&self, seen: &[LastSeen]) -> Result<(), Failure> {
@@ -360,9 +337,39 @@ impl CollectorStore for Store {
         seq: u64,
         inventory: &Inventory,
     ) -> Result<ApplyOutcome, CollectorStoreError> {
-        Ok(self
+        let outcome = self
             .apply_inventory_inner(device, agent_version, seq, inventory)
-            .await?)
+            .await?;
+        if outcome == ApplyOutcome::Applied {
+            // After the commit, like the audit of detections: a failure here leaves the
+            // inventory stored and is retried with the device's next inventory.
+            if let Err(e) = self.reconcile_identity(device).await {
+                tracing::warn!(error = %e, "cannot reconcile the device's hardware identity");
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn inventory_deltas(&self) -> bool {
+        true
+    }
+
+    async fn apply_inventory_delta(
+        &self,
+        device: &DeviceSession,
+        agent_version: &str,
+        upload: DeltaUpload<'_>,
+    ) -> Result<DeltaOutcome, CollectorStoreError> {
+        let outcome = self
+            .apply_inventory_delta_inner(device, agent_version, upload)
+            .await?;
+        if outcome == DeltaOutcome::Applied {
+            // As for snapshots: a copied identity shows up as a hardware UUID that changed.
+            if let Err(e) = self.reconcile_identity(device).await {
+                tracing::warn!(error = %e, "cannot reconcile the device's hardware identity");
+            }
+        }
+        Ok(outcome)
     }
 
     async fn record_last_seen(&self, seen: &[LastSeen]) -> Result<(), CollectorStoreError> {
@@ -485,6 +492,10 @@ impl CollectorStore for Store {
         connected: &[LastSeen],
     ) -> Result<Vec<String>, CollectorStoreError> {
         Ok(self.revoked_among_inner(connected).await?)
+    }
+
+    fn notices(&self) -> Option<tokio::sync::mpsc::Receiver<agent_bom_collector::StoreNotice>> {
+        self.notice_feed()
     }
 }
 
@@ -663,7 +674,7 @@ impl Store {
              WHERE tenant_id = $4 AND endpoint_id = $5 AND id = $6 AND {only_when}"
         ));
         let acked = (status != "delivered").then(now_ms);
-        sqlx::query(sql)
+        let updated = sqlx::query(sql)
             .bind(status)
             .bind(acked)
             .bind(detail)
@@ -672,12 +683,53 @@ impl Store {
             .bind(command_id)
             .execute(&mut *tx)
             .await?;
+        if status == "applied" && updated.rows_affected() == 1 {
+            self.record_applied_policy(&mut tx, device, command_id)
+                .await?;
+        }
         tx.commit().await?;
         Ok(())
     }
 
-    /// Revoke a device of a tenant: its next handshake is refused and its live session is
-    /// closed by the collector's next revocation sweep.
+    /// When the applied command was a policy, remember its revision on the endpoint (never
+    /// moving backwards: answers can arrive out of order).
+    async fn record_applied_policy(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        device: &DeviceSession,
+        command_id: &str,
+    ) -> Result<(), sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT kind, payload FROM endpoint_commands WHERE tenant_id = $1 AND endpoint_id = $2 AND id = $3",
+        )
+        .bind(&device.tenant_id)
+        .bind(&device.agent_id)
+        .bind(command_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+        let Some(row) = row else { return Ok(()) };
+        if row.try_get::<String, _>("kind")? != "policy" {
+            return Ok(());
+        }
+        let Some(revision) =
+            super::policies::payload_revision(&row.try_get::<String, _>("payload")?)
+        else {
+            return Ok(());
+        };
+        sqlx::query(
+            "UPDATE endpoints SET applied_policy_revision = $1 WHERE tenant_id = $2 AND id = $3 \
+             AND (applied_policy_revision IS NULL OR applied_policy_revision < $1)",
+        )
+        .bind(revision)
+        .bind(&device.tenant_id)
+        .bind(&device.agent_id)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Revoke a device of a tenant: its next handshake is refused and the collector holding
+    /// its live session closes it at once (notice) or at its next sweep.
     pub async fn revoke_device(&self, tenant_id: &str, agent_id: &str) -> Result<(), StoreError> {
         let mut tx = self.scope_write(tenant_id).await?;
         let done = sqlx::query(
@@ -692,8 +744,158 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("active device {agent_id:?}")));
         }
+        self.announce_revoked(tenant_id, agent_id);
         Ok(())
     }
+}
+
+/// The stored state an inventory write requires, checked by the conditional `UPDATE` that is
+/// also the row lock serializing uploads of one device.
+enum Requires<'a> {
+    /// Anything older than this upload (a snapshot).
+    Older,
+    /// Exactly this base (a delta): its sequence and content hash.
+    Base { seq: i64, hash: &'a str },
+}
+
+/// One device's inventory written in full: the endpoint row (host facts, sequence, content hash
+/// and document) and its clients, servers and scan errors.
+struct InventoryWrite<'a> {
+    device: &'a DeviceSession,
+    agent_version: &'a str,
+    seq: i64,
+    inventory: &'a Inventory,
+    requires: Requires<'a>,
+}
+
+impl InventoryWrite<'_> {
+    /// Write inside `tx` when the precondition holds; `false` (nothing written) otherwise.
+    async fn run(&self, tx: &mut sqlx::AnyConnection) -> Result<bool, Failure> {
+        let (tenant, agent) = (&self.device.tenant_id, &self.device.agent_id);
+        let (inventory, seq) = (self.inventory, self.seq);
+        let host = &inventory.host;
+        let now = now_ms();
+        let condition = match self.requires {
+            Requires::Older => "(last_seq IS NULL OR last_seq < $1)",
+            Requires::Base { .. } => "last_seq = $19 AND inventory_hash = $20 AND last_seq < $1",
+        };
+        let sql = sqlx::AssertSqlSafe(format!(
+            "UPDATE endpoints SET last_seq = $1, hostname = $2, os = $3, os_version = $4, arch = $5, \
+             kernel_version = $6, cpu_count = $7, memory_bytes = $8, uptime_secs = $9, agent_version = $10, \
+             last_inventory_at = $11, last_seen = $11, server_count = $12, users = $15, hardware_uuid = $16, \
+             inventory_hash = $17, inventory_doc = $18 \
+             WHERE id = $13 AND tenant_id = $14 AND revoked_at IS NULL AND {condition}"
+        ));
+        let mut update = sqlx::query(sql)
+            .bind(seq)
+            .bind(truncate(&host.hostname, 255))
+            .bind(truncate(&host.os, 32))
+            .bind(host.os_version.as_deref().map(|v| truncate(v, 255)))
+            .bind(truncate(&host.arch, 32))
+            .bind(host.kernel_version.as_deref().map(|v| truncate(v, 255)))
+            .bind(host.cpu_count.map(i64::from))
+            .bind(host.memory_bytes.and_then(|m| i64::try_from(m).ok()))
+            .bind(host.uptime_secs.and_then(|m| i64::try_from(m).ok()))
+            .bind(truncate(self.agent_version, 64))
+            .bind(now)
+            .bind(i64::try_from(inventory.servers.len()).unwrap_or(i64::MAX))
+            .bind(agent)
+            .bind(tenant)
+            .bind(json(&host.users))
+            .bind(host.hardware_uuid.as_deref().map(|v| truncate(v, 64)))
+            .bind(inventory.content_hash())
+            .bind(serde_json::to_string(inventory).map_err(|e| {
+                Failure::Refuse(CollectorStoreError::Invalid(format!(
+                    "inventory cannot be stored: {e}"
+                )))
+            })?);
+        if let Requires::Base { seq, hash } = self.requires {
+            update = update.bind(seq).bind(hash);
+        }
+        if update.execute(&mut *tx).await?.rows_affected() == 0 {
+            return Ok(false);
+        }
+        for table in [
+            "endpoint_clients",
+            "endpoint_servers",
+            "endpoint_scan_errors",
+        ] {
+            let sql = sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE endpoint_id = $1 AND tenant_id = $2"
+            ));
+            sqlx::query(sql)
+                .bind(agent)
+                .bind(tenant)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for client in &inventory.clients {
+            sqlx::query(
+                "INSERT INTO endpoint_clients (tenant_id, endpoint_id, name, config_files) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (endpoint_id, name) DO UPDATE SET config_files = excluded.config_files",
+            )
+            .bind(tenant)
+            .bind(agent)
+            .bind(&client.name)
+            .bind(json(&client.config_files))
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (ordinal, s) in inventory.servers.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO endpoint_servers (tenant_id, endpoint_id, ordinal, server_id, name, client, scope, transport, \
+                 command, args, url, env_keys, header_keys, cwd, enabled, project, risk_flags, config_path, \
+                 wrapped, auto_approve, credential_names, launch_hash, owner) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)",
+            )
+            .bind(tenant)
+            .bind(agent)
+            .bind(i64::try_from(ordinal).unwrap_or(i64::MAX))
+            .bind(&s.id)
+            .bind(&s.name)
+            .bind(&s.client)
+            .bind(s.scope.as_str())
+            .bind(s.transport.as_str())
+            .bind(s.command.as_deref())
+            .bind(json(&s.args))
+            .bind(s.url.as_deref())
+            .bind(json(&s.env_keys))
+            .bind(json(&s.header_keys))
+            .bind(s.cwd.as_deref())
+            .bind(i64::from(s.enabled))
+            .bind(s.project.as_deref())
+            .bind(json(&s.risk_flags))
+            .bind(&s.config_path)
+            .bind(i64::from(s.wrapped))
+            .bind(json(&s.auto_approve))
+            .bind(json(&s.credential_names))
+            .bind(&s.launch_hash)
+            .bind(s.user.as_deref())
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (ordinal, e) in inventory.errors.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO endpoint_scan_errors (tenant_id, endpoint_id, ordinal, path, message) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(tenant)
+            .bind(agent)
+            .bind(i64::try_from(ordinal).unwrap_or(i64::MAX))
+            .bind(&e.path)
+            .bind(&e.message)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let identities = inventory.servers.iter().map(|s| s.id.clone()).collect();
+        Store::touch_server_identities(tx, tenant, &identities, now).await?;
+        Ok(true)
+    }
+}
+
+/// A wire sequence as the database stores it.
+fn sequence(seq: u64) -> Result<i64, Failure> {
+    i64::try_from(seq)
+        .map_err(|_| Failure::Refuse(CollectorStoreError::Invalid("sequence out of range".into())))
 }
 
 /// Devices grouped by tenant (every statement is scoped to one), in chunks of at most
@@ -726,6 +928,8 @@ fn command_from_row(r: &sqlx::any::AnyRow) -> Result<Command, sqlx::Error> {
         command_id: r.try_get("id")?,
         command: r.try_get("kind")?,
         payload: r.try_get("payload")?,
+        // The collector signs at delivery; nothing signed is stored.
+        signature: None,
     })
 }
 

@@ -11,7 +11,8 @@ use super::{Store, StoreError, now_ms};
 /// lost agent is dropped at the 30 s idle timeout (QUIC keep-alive or TCP ping every 10 s), so
 /// it shows offline within 30 + 25 = 55 s of losing its path.
 pub const ONLINE_WINDOW_MS: i64 = 25_000;
-/// An endpoint not seen for this long is `stale`.
+/// An endpoint not seen for this long is `stale`, unless the store was given another period
+/// (`agent-bom serve --stale-after`, [`Store::set_stale_after`]).
 pub const STALE_AFTER_MS: i64 = 7 * 24 * 3600 * 1000;
 /// Default and maximum page sizes.
 pub const DEFAULT_PAGE: u32 = 100;
@@ -24,19 +25,30 @@ pub const MAX_PAGE: u32 = 1000;
 pub enum EndpointStatus {
     /// Seen within [`ONLINE_WINDOW_MS`].
     Online,
-    /// Not online, seen within [`STALE_AFTER_MS`].
+    /// Not online, seen within the stale period ([`STALE_AFTER_MS`] by default).
     Offline,
-    /// Not seen for [`STALE_AFTER_MS`].
+    /// Not seen for the stale period (never seen: not since enrollment).
     Stale,
 }
 
 impl EndpointStatus {
-    /// Status of an endpoint last seen at `last_seen` (or never), enrolled at `enrolled_at`.
+    /// Status of an endpoint last seen at `last_seen` (or never), enrolled at `enrolled_at`,
+    /// with the default stale period.
     pub fn derive(last_seen: Option<i64>, enrolled_at: i64, now: i64) -> Self {
+        Self::derive_with(last_seen, enrolled_at, now, STALE_AFTER_MS)
+    }
+
+    /// [`Self::derive`] with a stale period of `stale_after_ms`.
+    pub fn derive_with(
+        last_seen: Option<i64>,
+        enrolled_at: i64,
+        now: i64,
+        stale_after_ms: i64,
+    ) -> Self {
         let reference = last_seen.unwrap_or(enrolled_at);
         match last_seen {
             Some(t) if now - t <= ONLINE_WINDOW_MS => Self::Online,
-            _ if now - reference > STALE_AFTER_MS => Self::Stale,
+            _ if now - reference > stale_after_ms => Self::Stale,
             _ => Self::Offline,
         }
     }
@@ -79,6 +91,15 @@ pub struct EndpointSummary {
     pub origin: String,
     /// The push's `source_id` for `fleet_sync` endpoints, null for enrolled agents.
     pub source_id: Option<String>,
+    /// The earlier endpoint of the same machine (same hardware UUID) this one replaced.
+    pub replaces: Option<String>,
+    /// The later endpoint of the same machine that replaced this one (which is revoked).
+    pub replaced_by: Option<String>,
+    /// Another live endpoint reports the same hardware UUID (a cloned machine or image).
+    pub duplicate_hardware_uuid: bool,
+    /// This identity reported another hardware UUID than at first: its state directory was
+    /// copied to another machine.
+    pub cloned_identity: bool,
 }
 
 /// An endpoint with its inventory.
@@ -323,7 +344,8 @@ pub struct EndpointPage {
 }
 
 const SUMMARY_COLUMNS: &str = "id, hostname, os, os_version, arch, agent_version, server_count, \
-     enrolled_at, last_seen, last_inventory_at, lifecycle_state, owner, environment, tags, origin, source_id";
+     enrolled_at, last_seen, last_inventory_at, lifecycle_state, owner, environment, tags, origin, source_id, \
+     replaces, replaced_by, duplicate_hardware_uuid, cloned_identity";
 
 /// RFC 3339 (UTC) of Unix milliseconds.
 pub fn rfc3339(ms: i64) -> String {
@@ -336,7 +358,11 @@ pub fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-fn summary_from_row(row: &sqlx::any::AnyRow, now: i64) -> Result<EndpointSummary, StoreError> {
+fn summary_from_row(
+    row: &sqlx::any::AnyRow,
+    now: i64,
+    stale_after_ms: i64,
+) -> Result<EndpointSummary, StoreError> {
     let last_seen: Option<i64> = row.try_get("last_seen")?;
     let enrolled_at: i64 = row.try_get("enrolled_at")?;
     let last_inventory_at: Option<i64> = row.try_get("last_inventory_at")?;
@@ -346,7 +372,7 @@ fn summary_from_row(row: &sqlx::any::AnyRow, now: i64) -> Result<EndpointSummary
         os: row.try_get("os")?,
         os_version: row.try_get("os_version")?,
         arch: row.try_get("arch")?,
-        status: EndpointStatus::derive(last_seen, enrolled_at, now),
+        status: EndpointStatus::derive_with(last_seen, enrolled_at, now, stale_after_ms),
         last_seen: last_seen.map(rfc3339),
         agent_version: row.try_get("agent_version")?,
         server_count: row.try_get("server_count")?,
@@ -359,6 +385,10 @@ fn summary_from_row(row: &sqlx::any::AnyRow, now: i64) -> Result<EndpointSummary
         tags: super::string_list(&row.try_get::<String, _>("tags")?),
         origin: row.try_get("origin")?,
         source_id: row.try_get("source_id")?,
+        replaces: row.try_get("replaces")?,
+        replaced_by: row.try_get("replaced_by")?,
+        duplicate_hardware_uuid: row.try_get::<i64, _>("duplicate_hardware_uuid")? != 0,
+        cloned_identity: row.try_get::<i64, _>("cloned_identity")? != 0,
     })
 }
 
@@ -461,7 +491,7 @@ impl Store {
         }
         // Status is derived from last_seen; filter in SQL with the same thresholds.
         let online_since = now - ONLINE_WINDOW_MS;
-        let stale_before = now - STALE_AFTER_MS;
+        let stale_before = now - self.stale_after_ms();
         match query.status {
             Some(EndpointStatus::Online) => {
                 let a = w.p(Param::Int(online_since));
@@ -548,7 +578,7 @@ impl Store {
         let mut last_values = Vec::with_capacity(rows.len());
         let mut items = Vec::with_capacity(rows.len());
         for r in &rows {
-            let e = summary_from_row(r, now)?;
+            let e = summary_from_row(r, now, self.stale_after_ms())?;
             let v = match query.sort.column() {
                 (_, true, _) => Param::Text(e.hostname.clone()),
                 _ => Param::Int(match query.sort {
@@ -593,7 +623,7 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("endpoint {id:?}")))?;
-        let summary = summary_from_row(&row, now)?;
+        let summary = summary_from_row(&row, now, self.stale_after_ms())?;
         let host = serde_json::json!({
             "hostname": summary.hostname,
             "os": summary.os,
@@ -757,6 +787,16 @@ mod tests {
             EndpointStatus::Offline
         );
         assert_eq!(EndpointStatus::derive(None, 0, now), EndpointStatus::Stale);
+    }
+
+    #[test]
+    fn stale_period_is_configurable() {
+        let hour = 3_600_000;
+        let now = 1_000 * hour;
+        let derive = |seen| EndpointStatus::derive_with(Some(now - seen), 0, now, hour);
+        assert_eq!(derive(hour + 1), EndpointStatus::Stale);
+        assert_eq!(derive(hour - 1), EndpointStatus::Offline);
+        assert_eq!(derive(1_000), EndpointStatus::Online);
     }
 
     #[test]

@@ -157,6 +157,12 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
+        if command.is_some() {
+            self.announce_commands(tenant_id, endpoint_id);
+        }
+        if to == LifecycleState::Decommissioned {
+            self.announce_revoked(tenant_id, endpoint_id);
+        }
         Ok(from)
     }
 
@@ -232,6 +238,7 @@ impl Store {
             return Err(StoreError::NotFound(format!("endpoint {endpoint_id:?}")));
         }
         tx.commit().await?;
+        self.announce_revoked(tenant_id, endpoint_id);
         Ok(())
     }
 

@@ -10,6 +10,9 @@ mod collector;
 mod enrollment;
 pub mod fleet;
 pub mod fleet_ops;
+mod identity;
+pub mod notify;
+pub mod policies;
 pub mod posture;
 pub mod sync;
 pub mod tenants;
@@ -93,6 +96,12 @@ impl StoreError {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// In-process notices to this process's collector (SQLite; see `notify`).
+    local_notices: tokio::sync::broadcast::Sender<agent_bom_collector::StoreNotice>,
+    /// Postgres only: where the collector's LISTEN connection goes.
+    listen_url: Option<notify::ListenUrl>,
+    /// Endpoints not seen for this long are `stale` (milliseconds).
+    stale_after_ms: i64,
 }
 
 /// Row-level-security scope of the few lookups that find a tenant from a credential (API key
@@ -158,7 +167,13 @@ impl Store {
             options
         };
         let pool = options.connect(&url).await.map_err(StoreError::Connect)?;
-        let store = Self { pool, backend };
+        let store = Self {
+            pool,
+            backend,
+            local_notices: notify::local_channel(),
+            listen_url: (backend == Backend::Postgres).then(|| notify::ListenUrl(url.clone())),
+            stale_after_ms: fleet::STALE_AFTER_MS,
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -205,7 +220,37 @@ impl Store {
             )),
             false,
         ));
+        migrations.push(Migration::new(
+            8,
+            "inventory base".into(),
+            MigrationType::Simple,
+            SqlStr::from_static(include_str!("../../migrations/0008_inventory_base.sql")),
+            false,
+        ));
+        migrations.push(Migration::new(
+            10,
+            "device identity".into(),
+            MigrationType::Simple,
+            SqlStr::from_static(include_str!("../../migrations/0010_device_identity.sql")),
+            false,
+        ));
+        migrations.push(Migration::new(
+            11,
+            "policies".into(),
+            MigrationType::Simple,
+            SqlStr::from_static(include_str!("../../migrations/0011_policies.sql")),
+            false,
+        ));
         if self.backend == Backend::Postgres {
+            migrations.push(Migration::new(
+                12,
+                "policies row level security".into(),
+                MigrationType::Simple,
+                SqlStr::from_static(include_str!(
+                    "../../migrations/0012_policies_rls_postgres.sql"
+                )),
+                false,
+            ));
             migrations.push(Migration::new(
                 3,
                 "row level security".into(),
@@ -220,6 +265,13 @@ impl Store {
                 SqlStr::from_static(include_str!(
                     "../../migrations/0006_proxy_events_rls_postgres.sql"
                 )),
+                false,
+            ));
+            migrations.push(Migration::new(
+                9,
+                "command and revocation notifications".into(),
+                MigrationType::Simple,
+                SqlStr::from_static(include_str!("../../migrations/0009_notify_postgres.sql")),
                 false,
             ));
         }
@@ -274,6 +326,17 @@ impl Store {
         let mut tx = self.begin_write().await?;
         self.set_scope(&mut tx, tenant_id).await?;
         Ok(tx)
+    }
+
+    /// Set the period after which an endpoint not seen is `stale` (default 7 days), for the
+    /// list, its `status` filter and the detail. Applies to this handle and later clones.
+    pub fn set_stale_after(&mut self, period: Duration) {
+        self.stale_after_ms = i64::try_from(period.as_millis()).unwrap_or(i64::MAX);
+    }
+
+    /// The stale period in milliseconds.
+    pub fn stale_after_ms(&self) -> i64 {
+        self.stale_after_ms
     }
 
     /// The backend in use.

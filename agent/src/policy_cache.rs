@@ -1,0 +1,166 @@
+//! The control plane's policy as cached on the device: `policy.signed.json` in the state
+//! directory.
+//!
+//! A policy arrives as a `policy` command whose payload is `{"revision": N, "policy": "<TOML>"}`.
+//! The whole signed command is kept (mode 0600), so every reader (the MCP proxies, `status`)
+//! verifies the signature against the pinned CA again instead of trusting the file: a policy
+//! edited on disk is refused and the proxy falls back to its fail mode. Revisions only move
+//! forward; an older revision is refused (no rollback by replaying an old command).
+
+use std::path::Path;
+
+use agent_bom_protocol::Command;
+use agent_bom_protocol::secure_file::write_private;
+use serde::{Deserialize, Serialize};
+
+use crate::command_auth;
+use crate::proxy::policy::Policy;
+
+/// File name of the cached signed policy in the state directory.
+pub const SIGNED_POLICY_FILE: &str = "policy.signed.json";
+/// The pinned CA certificate in the state directory (written at enrollment).
+const CA_FILE: &str = "ca.crt";
+
+/// Payload of a `policy` command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyPayload {
+    /// The control plane's revision counter for the tenant.
+    pub revision: u64,
+    /// The policy document (TOML, see `docs/proxy.md`).
+    pub policy: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CachedPolicy {
+    agent_id: String,
+    command: Command,
+}
+
+/// A verified policy from the cache.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// Its revision.
+    pub revision: u64,
+    /// The parsed policy, with `revision` set to the control plane's.
+    pub policy: Policy,
+}
+
+/// Parse and validate a `policy` payload.
+pub fn parse_payload(payload: &str) -> Result<(PolicyPayload, Policy), String> {
+    let p: PolicyPayload =
+        serde_json::from_str(payload).map_err(|e| format!("invalid policy payload: {e}"))?;
+    let mut policy = Policy::parse(&p.policy)?;
+    policy.revision = p.revision;
+    Ok((p, policy))
+}
+
+/// Install a verified `policy` command (the caller checked its signature). Returns the revision
+/// now in force; re-installing the revision in force is a no-op, an older one is refused.
+pub fn install(state_dir: &Path, agent_id: &str, command: &Command) -> Result<u64, String> {
+    let (payload, _) = parse_payload(&command.payload)?;
+    if let Ok(Some(current)) = load_verified(state_dir) {
+        if payload.revision == current.revision {
+            return Ok(current.revision);
+        }
+        if payload.revision < current.revision {
+            return Err(format!(
+                "revision {} is older than the applied revision {}",
+                payload.revision, current.revision
+            ));
+        }
+    }
+    let cached = CachedPolicy {
+        agent_id: agent_id.to_string(),
+        command: command.clone(),
+    };
+    let bytes = serde_json::to_vec_pretty(&cached).map_err(|e| e.to_string())?;
+    write_private(&state_dir.join(SIGNED_POLICY_FILE), &bytes)
+        .map_err(|e| format!("cannot write {SIGNED_POLICY_FILE}: {e}"))?;
+    Ok(payload.revision)
+}
+
+/// True when a control-plane policy is cached (valid or not).
+pub fn is_cached(state_dir: &Path) -> bool {
+    state_dir.join(SIGNED_POLICY_FILE).exists()
+}
+
+/// The cached policy, its signature checked against the pinned CA. `Ok(None)` when none is
+/// cached; `Err` when one is cached but cannot be trusted or parsed.
+pub fn load_verified(state_dir: &Path) -> Result<Option<Verified>, String> {
+    let path = state_dir.join(SIGNED_POLICY_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let cached: CachedPolicy = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("{} is corrupt: {e}", path.display()))?;
+    if cached.command.command != "policy" {
+        return Err(format!("{} does not hold a policy", path.display()));
+    }
+    let ca = std::fs::read_to_string(state_dir.join(CA_FILE))
+        .map_err(|e| format!("cannot read the pinned CA to check the policy: {e}"))?;
+    command_auth::verify(&ca, &cached.agent_id, &cached.command)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let (payload, policy) = parse_payload(&cached.command.payload)?;
+    Ok(Some(Verified {
+        revision: payload.revision,
+        policy,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command_auth::tests::{sign, test_ca};
+
+    fn policy_command(revision: u64, body: &str) -> Command {
+        Command {
+            command_id: format!("c{revision}"),
+            command: "policy".into(),
+            payload: serde_json::json!({"revision": revision, "policy": body}).to_string(),
+            signature: None,
+        }
+    }
+
+    #[test]
+    fn install_verify_rollback_and_tamper() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, key) = test_ca();
+        std::fs::write(dir.path().join(CA_FILE), &ca).unwrap();
+        assert!(load_verified(dir.path()).unwrap().is_none());
+
+        let body = "version = 1\nblock_undeclared = true\n";
+        let c2 = sign(&key, "dev", policy_command(2, body));
+        assert_eq!(install(dir.path(), "dev", &c2), Ok(2));
+        let v = load_verified(dir.path()).unwrap().unwrap();
+        assert_eq!(v.revision, 2);
+        assert_eq!(v.policy.revision, 2);
+        assert!(v.policy.block_undeclared);
+        assert_eq!(install(dir.path(), "dev", &c2), Ok(2), "idempotent");
+        let c1 = sign(&key, "dev", policy_command(1, "version = 1\n"));
+        assert!(
+            install(dir.path(), "dev", &c1)
+                .unwrap_err()
+                .contains("older")
+        );
+
+        // Editing the cached file on disk breaks the signature.
+        let path = dir.path().join(SIGNED_POLICY_FILE);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(
+            &path,
+            text.replace("block_undeclared = true", "block_undeclared = false"),
+        )
+        .unwrap();
+        assert!(load_verified(dir.path()).is_err());
+    }
+
+    #[test]
+    fn invalid_policies_are_refused_before_install() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = policy_command(3, "version = 99\n");
+        assert!(install(dir.path(), "dev", &bad).is_err());
+        assert!(!is_cached(dir.path()));
+    }
+}

@@ -1,0 +1,248 @@
+//! Pairing a system daemon (root) with the per-user MCP proxies of the machine's people.
+//!
+//! Wrapped servers run as the user who started the MCP client, so their proxy cannot reach the
+//! daemon's state directory (root, 0700). The daemon therefore keeps one **link directory** per
+//! user, `<state dir>-users/<uid>/` (the root `<state dir>-users` is root-owned 0711: it can
+//! be traversed but not listed). Each link directory is owned by its user with mode 0700, so
+//! only that user and root can open it. In it the daemon keeps:
+//!
+//! | file | what |
+//! |---|---|
+//! | `audit.sock` | a listener of the daemon that accepts only this uid (and root) |
+//! | `proxy-audit.ndjson` | the proxies' fallback spool, drained by the daemon |
+//! | `policy.signed.json`, `ca.crt` | copies of the control plane's signed policy and the pinned CA that verifies it |
+//! | `quarantine.json` | present while the device is quarantined |
+//! | `pin-approvals.json` | the operator's tool-change approvals |
+//!
+//! The daemon republishes the copies at start and after every command that changes them. A
+//! proxy running as a non-root user with no explicit `--state-dir` finds its link directory by
+//! uid and takes everything above from it; its tool pins stay in the user's own state
+//! directory. Editing the copies gains a user nothing: the policy is verified against the CA,
+//! and the user controls their own client configs anyway.
+
+use std::path::{Path, PathBuf};
+
+use crate::proxy::approvals::APPROVALS_FILE;
+
+/// Files copied from the daemon's state directory into every link directory.
+const PUBLISHED: [&str; 4] = [
+    crate::policy_cache::SIGNED_POLICY_FILE,
+    "ca.crt",
+    crate::commands::QUARANTINE_FILE,
+    APPROVALS_FILE,
+];
+
+/// A user the daemon links.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkedUser {
+    /// The user's uid.
+    pub uid: u32,
+    /// The user's primary gid (from their home directory).
+    pub gid: u32,
+    /// The link directory.
+    pub dir: PathBuf,
+}
+
+/// The root of the link directories beside `state_dir`: `/var/lib/agent-bom-users` for
+/// `/var/lib/agent-bom`.
+pub fn link_root(state_dir: &Path) -> PathBuf {
+    let name = state_dir
+        .file_name()
+        .map_or_else(|| "agent-bom".into(), |n| n.to_string_lossy().into_owned());
+    state_dir.with_file_name(format!("{name}-users"))
+}
+
+/// The system daemon's state directory (what `default_state_dir` gives root).
+pub fn system_state_dir() -> PathBuf {
+    if cfg!(windows) {
+        let base = std::env::var_os("ProgramData")
+            .map_or_else(|| PathBuf::from(r"C:\ProgramData"), PathBuf::from);
+        base.join("agent-bom")
+    } else if cfg!(target_os = "macos") {
+        PathBuf::from("/Library/Application Support/agent-bom")
+    } else {
+        PathBuf::from("/var/lib/agent-bom")
+    }
+}
+
+/// The link directory of the calling user, when a system daemon set one up (Unix, not root).
+pub fn current_user_link() -> Option<PathBuf> {
+    #[cfg(unix)]
+    {
+        let uid = nix::unistd::getuid().as_raw();
+        if uid == 0 {
+            return None;
+        }
+        let dir = link_root(&system_state_dir()).join(uid.to_string());
+        dir.is_dir().then_some(dir)
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+/// Create (or repair) the link directories of the owners of `homes`, skipping root. Returns
+/// the users linked. Needs root; on other platforms or without root it links nobody.
+pub fn prepare(state_dir: &Path, homes: &[PathBuf]) -> std::io::Result<Vec<LinkedUser>> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        if !nix::unistd::getuid().is_root() {
+            return Ok(Vec::new());
+        }
+        let root = link_root(state_dir);
+        std::fs::create_dir_all(&root)?;
+        refuse_symlink(&root)?;
+        std::os::unix::fs::chown(&root, Some(0), Some(0))?;
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o711))?;
+        let mut users = Vec::new();
+        for home in homes {
+            let Ok(meta) = std::fs::metadata(home) else {
+                continue;
+            };
+            let (uid, gid) = (meta.uid(), meta.gid());
+            if uid == 0 || users.iter().any(|u: &LinkedUser| u.uid == uid) {
+                continue;
+            }
+            let dir = root.join(uid.to_string());
+            match std::fs::create_dir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+            refuse_symlink(&dir)?;
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid))?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+            users.push(LinkedUser { uid, gid, dir });
+        }
+        Ok(users)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (state_dir, homes);
+        Ok(Vec::new())
+    }
+}
+
+/// Copy the published files of `state_dir` into every link directory (removing those that are
+/// gone, e.g. `quarantine.json` after a release). Best effort per user: a failure is logged and
+/// the others still get their copies.
+pub fn publish(state_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(link_root(state_dir)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        if let Err(e) = publish_into(state_dir, &dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot publish to a user link directory");
+        }
+    }
+}
+
+fn publish_into(state_dir: &Path, dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    let owner = {
+        use std::os::unix::fs::MetadataExt;
+        refuse_symlink(dir)?;
+        let meta = std::fs::metadata(dir)?;
+        (meta.uid(), meta.gid())
+    };
+    for name in PUBLISHED {
+        let target = dir.join(name);
+        match std::fs::read(state_dir.join(name)) {
+            Ok(bytes) => {
+                if std::fs::read(&target).ok().as_deref() == Some(bytes.as_slice()) {
+                    continue;
+                }
+                // `write_private` writes a temporary file and renames it over the target, so
+                // a symlink planted in the user's directory is replaced, never followed.
+                agent_bom_protocol::secure_file::write_private(&target, &bytes)?;
+                #[cfg(unix)]
+                std::os::unix::fs::chown(&target, Some(owner.0), Some(owner.1))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                match std::fs::remove_file(&target) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn refuse_symlink(path: &Path) -> std::io::Result<()> {
+    if std::fs::symlink_metadata(path)?.file_type().is_symlink() {
+        return Err(std::io::Error::other(format!(
+            "{} is a symlink; refusing to use it",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    #[test]
+    fn link_root_is_a_sibling() {
+        assert_eq!(
+            link_root(Path::new("/var/lib/agent-bom")),
+            PathBuf::from("/var/lib/agent-bom-users")
+        );
+    }
+
+    #[test]
+    fn prepare_and_publish_as_root() {
+        if !nix::unistd::getuid().is_root() {
+            eprintln!("skipped: needs root (CI runs as root)");
+            return;
+        }
+        let top = tempfile::tempdir().unwrap();
+        let state = top.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        let home = top.path().join("alice");
+        std::fs::create_dir(&home).unwrap();
+        std::os::unix::fs::chown(&home, Some(4242), Some(4243)).unwrap();
+        let root_home = top.path().join("root");
+        std::fs::create_dir(&root_home).unwrap();
+
+        let users = prepare(&state, &[home.clone(), root_home, home.clone()]).unwrap();
+        assert_eq!(users.len(), 1, "root and duplicates are skipped");
+        let dir = &users[0].dir;
+        let meta = std::fs::metadata(dir).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid(), meta.permissions().mode() & 0o777),
+            (4242, 4243, 0o700)
+        );
+        let root_meta = std::fs::metadata(link_root(&state)).unwrap();
+        assert_eq!(root_meta.permissions().mode() & 0o777, 0o711);
+
+        std::fs::write(state.join("ca.crt"), "CA").unwrap();
+        std::fs::write(state.join(crate::commands::QUARANTINE_FILE), "{}").unwrap();
+        publish(&state);
+        let ca = dir.join("ca.crt");
+        assert_eq!(std::fs::read_to_string(&ca).unwrap(), "CA");
+        assert_eq!(std::fs::metadata(&ca).unwrap().uid(), 4242);
+        assert!(dir.join(crate::commands::QUARANTINE_FILE).exists());
+        // A release removes the copy.
+        std::fs::remove_file(state.join(crate::commands::QUARANTINE_FILE)).unwrap();
+        publish(&state);
+        assert!(!dir.join(crate::commands::QUARANTINE_FILE).exists());
+        // A symlink planted by the user is replaced, not followed.
+        let outside = top.path().join("outside");
+        std::fs::write(&outside, "untouched").unwrap();
+        std::fs::remove_file(&ca).unwrap();
+        std::os::unix::fs::symlink(&outside, &ca).unwrap();
+        std::fs::write(state.join("ca.crt"), "CA2").unwrap();
+        publish(&state);
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "untouched");
+        assert_eq!(std::fs::read_to_string(&ca).unwrap(), "CA2");
+    }
+}

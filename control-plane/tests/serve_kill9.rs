@@ -1,0 +1,331 @@
+//! `kill -9` of the real `agent-bom serve` (API and collector, SQLite store) at random points
+//! while an agent ships a continuous stream of proxy events and changes its inventory; each time
+//! the server is restarted on the same data directory and ports. At the end the store holds
+//! every event exactly once and the agent's latest inventory.
+
+// Integration tests report failure by panicking; children are reaped by `KillOnDrop`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::zombie_processes)]
+#![cfg(unix)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+const ADMIN_KEY: &str = "abk_d1d2d3d4d5d6_0123456789abcdef0123456789abcdef0123456789abcdef";
+/// Kills of the server.
+const ROUNDS: u64 = 4;
+
+fn server_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_agent-bom"))
+}
+
+fn agent_bin() -> PathBuf {
+    let path =
+        server_bin().with_file_name(format!("agent-bom-agent{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (cargo test --workspace builds it)",
+        path.display()
+    );
+    path
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Start `serve` and wait for its listening line; returns the child and the API and collector
+/// addresses it printed.
+fn serve(data_dir: &Path, api: &str, collector: &str) -> (KillOnDrop, String, String) {
+    let mut child = Command::new(server_bin())
+        .args([
+            "serve",
+            "--api-listen",
+            api,
+            "--collector-listen",
+            collector,
+        ])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("AGENT_BOM_BOOTSTRAP_ADMIN_KEY", ADMIN_KEY)
+        .env("AGENT_BOM_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "serve exited early; output:\n{seen}"
+        );
+        seen.push_str(&line);
+        if let Some(rest) = line.strip_prefix("agent-bom serving: API http://") {
+            let mut parts = rest.split_whitespace();
+            let api = parts.next().unwrap().to_string();
+            assert_eq!(parts.next(), Some("collector"));
+            let collector = parts.next().unwrap().to_string();
+            std::thread::spawn(move || {
+                let mut sink = String::new();
+                let _ = reader.read_to_string(&mut sink);
+            });
+            return (KillOnDrop(child), api, collector);
+        }
+    }
+}
+
+/// Restart on fixed ports; the killed process's sockets are gone at once, but retry briefly.
+fn serve_again(data_dir: &Path, api: &str, collector: &str) -> KillOnDrop {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut child = Command::new(server_bin())
+            .args([
+                "serve",
+                "--api-listen",
+                api,
+                "--collector-listen",
+                collector,
+            ])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("AGENT_BOM_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut reader = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        let mut up = false;
+        while reader.read_line(&mut line).unwrap_or(0) > 0 {
+            if line.starts_with("agent-bom serving:") {
+                up = true;
+                break;
+            }
+            line.clear();
+        }
+        if up {
+            std::thread::spawn(move || {
+                let mut sink = String::new();
+                let _ = reader.read_to_string(&mut sink);
+            });
+            return KillOnDrop(child);
+        }
+        let _ = child.wait();
+        assert!(Instant::now() < deadline, "serve never came back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// GET a JSON document; `None` while the server is down or answers garbage.
+fn http_get(api: &str, path: &str) -> Option<serde_json::Value> {
+    let mut stream = TcpStream::connect(api).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer {ADMIN_KEY}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    if response.get(9..12) != Some("200") {
+        return None;
+    }
+    let body = response.split_once("\r\n\r\n")?.1;
+    let (start, end) = (body.find('{')?, body.rfind('}')? + 1);
+    serde_json::from_str(&body[start..end]).ok()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// xorshift64: the kill points vary per run; the seed is printed so a failure can be replayed
+/// with `AGENT_BOM_KILL9_SEED`.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+#[test]
+fn serve_kill_9_mid_batch_loses_and_duplicates_nothing() {
+    let seed = std::env::var("AGENT_BOM_KILL9_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    eprintln!("kill -9 points from AGENT_BOM_KILL9_SEED={seed}");
+    let mut rng = Rng(seed);
+
+    let data = tempfile::tempdir().unwrap();
+    let (mut server, api, collector) = serve(data.path(), "127.0.0.1:0", "127.0.0.1:0");
+    let pin = std::fs::read_to_string(data.path().join("ca.pin")).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let out = Command::new(agent_bin())
+        .args(["enroll", "--collector", &collector, "--ca-pin", pin.trim()])
+        .arg("--token-file")
+        .arg(data.path().join("enrollment.token"))
+        .arg("--state-dir")
+        .arg(state.path())
+        .env("AGENT_BOM_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let agent_id = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .to_string();
+    let home = tempfile::tempdir().unwrap();
+    copy_dir(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/home-linux"),
+        home.path(),
+    );
+    // A short backoff cap so the agent comes back quickly after each kill.
+    std::fs::write(state.path().join("agent.toml"), "max_backoff_secs = 2\n").unwrap();
+    let _agent = KillOnDrop(
+        Command::new(agent_bin())
+            .args(["run", "--rescan-interval", "1", "--home"])
+            .arg(home.path())
+            .arg("--state-dir")
+            .arg(state.path())
+            .arg("--config")
+            .arg(state.path().join("agent.toml"))
+            .env("AGENT_BOM_LOG", "warn")
+            .spawn()
+            .unwrap(),
+    );
+
+    // A continuous stream of proxy events into the agent, as MCP proxies write them.
+    let socket = state.path().join("audit.sock");
+    let sent = Arc::new(AtomicI64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (sent, stop, socket) = (sent.clone(), stop.clone(), socket.clone());
+        std::thread::spawn(move || {
+            let event = r#"{"ts_ms":1800000000000,"kind":"call","server_id":"srv","tool":"t","decision":"forward"}"#;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mut stream = loop {
+                if let Ok(s) = UnixStream::connect(&socket) {
+                    break s;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the agent never opened its audit socket"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            while !stop.load(Ordering::Relaxed) {
+                for _ in 0..5 {
+                    writeln!(stream, "{event}").unwrap();
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+
+    let path = format!("/v1/fleet/endpoints/{agent_id}");
+    let calls = || {
+        http_get(&api, &path).map(|body| {
+            body["tools"]
+                .as_array()
+                .and_then(|t| t.iter().find(|t| t["name"] == "t"))
+                .and_then(|t| t["calls"].as_i64())
+                .unwrap_or(0)
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while calls().unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "no events before the first kill");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for round in 0..ROUNDS {
+        // Kill at a random point of the stream: mid-batch, mid-commit, between batches.
+        std::thread::sleep(Duration::from_millis(100 + rng.below(1500)));
+        server.0.kill().unwrap();
+        let _ = server.0.wait();
+        if round == 1 {
+            // A config change while the server is down: the latest inventory must win.
+            std::fs::write(
+                home.path().join(".cursor/mcp.json"),
+                r#"{"mcpServers": {"a": {"command": "x"}, "b": {"command": "y"}, "c": {"command": "z"}}}"#,
+            )
+            .unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(rng.below(500)));
+        server = serve_again(data.path(), &api, &collector);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while calls().is_none() {
+            assert!(Instant::now() < deadline, "the API never came back");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let total = sent.load(Ordering::Relaxed);
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let body = http_get(&api, &path).unwrap_or_default();
+        let got = body["tools"]
+            .as_array()
+            .and_then(|t| t.iter().find(|t| t["name"] == "t"))
+            .and_then(|t| t["calls"].as_i64())
+            .unwrap_or(0);
+        assert!(
+            got <= total,
+            "duplicates: {got} calls recorded for {total} sent (seed {seed})"
+        );
+        if got == total && body["server_count"] == 9 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lost: {got} of {total} events, server_count {} (seed {seed})",
+            body["server_count"]
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Stable: nothing arrives twice after the spool drained.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(calls(), Some(total), "seed {seed}");
+    drop(server);
+}

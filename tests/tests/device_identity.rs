@@ -1,0 +1,301 @@
+//! Reinstalled and cloned machines and revoked devices (docs/security-model.md, "Machines and
+//! identities"): a device reports its hardware UUID with its inventory, and the store links or
+//! flags endpoints of the same machine. Devices here speak the protocol directly, so the test
+//! chooses the hardware UUID each one reports.
+
+// Integration tests report failure by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use agent_bom_agent::state::StateDir;
+use agent_bom_agent::uplink::{self, EnrollOptions};
+use agent_bom_control_plane::store::Backend;
+use agent_bom_protocol::{
+    AgentMessage, CollectorMessage, ErrorCode, HostFacts, Inventory, PROTOCOL_VERSION,
+};
+use agent_bom_tests::harness::{TestServer, eventually};
+use agent_bom_tests::postgres::TestDatabase;
+use serde_json::Value;
+
+/// A device enrolled into the server's tenant, not running the uplink.
+struct Device {
+    id: String,
+    state: StateDir,
+    _dir: tempfile::TempDir,
+}
+
+async fn enroll(server: &TestServer) -> Device {
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateDir::open(dir.path()).unwrap();
+    let record = uplink::enroll(
+        &state,
+        &EnrollOptions {
+            collector: server.collector.to_string(),
+            token: server.enrollment_token.clone(),
+            ca_pin: Some(server.ca_pin.clone()),
+            force: false,
+        },
+    )
+    .await
+    .unwrap();
+    Device {
+        id: record.agent_id,
+        state,
+        _dir: dir,
+    }
+}
+
+fn hello() -> AgentMessage {
+    AgentMessage::Hello {
+        protocol_version: PROTOCOL_VERSION,
+        agent_version: "test".into(),
+        capabilities: vec!["inventory.snapshot".into()],
+    }
+}
+
+/// Connect with the device's certificate and say hello; the connection and the reply.
+async fn connect(
+    server: &TestServer,
+    device: &Device,
+) -> (quinn::Endpoint, quinn::Connection, CollectorMessage) {
+    let tls = uplink::device_tls(&device.state).unwrap();
+    let (endpoint, conn) = uplink::connect(&server.collector.to_string(), tls)
+        .await
+        .unwrap();
+    let reply = uplink::exchange(&conn, &hello()).await.unwrap();
+    (endpoint, conn, reply)
+}
+
+/// One session: hello, then an inventory reporting `hardware_uuid`; the session then ends.
+async fn report(server: &TestServer, device: &Device, hardware_uuid: &str) {
+    let (_endpoint, conn, welcome) = connect(server, device).await;
+    let CollectorMessage::Welcome {
+        last_applied_seq, ..
+    } = welcome
+    else {
+        panic!("expected welcome, got {welcome:?}");
+    };
+    let seq = last_applied_seq.unwrap_or(0) + 1;
+    let inventory = Inventory {
+        host: HostFacts {
+            hostname: "the-machine".into(),
+            os: "linux".into(),
+            arch: "x86_64".into(),
+            hardware_uuid: Some(hardware_uuid.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let reply = uplink::exchange(
+        &conn,
+        &AgentMessage::InventorySnapshot {
+            seq,
+            inventory: Box::new(inventory),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply, CollectorMessage::Ack { seq });
+    conn.close(0u32.into(), b"done");
+}
+
+async fn refused(server: &TestServer, device: &Device) -> bool {
+    let (_endpoint, _conn, reply) = connect(server, device).await;
+    matches!(
+        reply,
+        CollectorMessage::Error {
+            code: ErrorCode::Unauthorized,
+            ..
+        }
+    )
+}
+
+async fn endpoint(server: &TestServer, id: &str) -> Value {
+    let r = server
+        .get(
+            &format!("/v1/fleet/endpoints/{id}"),
+            Some(&server.admin_key),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.json
+}
+
+/// Make `device` look gone for a minute (the machine was off while being reinstalled). Waits
+/// first until the collector dropped the device's session, so a last-seen flush cannot undo it.
+/// (A direct write: the store has no API to age a device.)
+async fn went_offline(server: &TestServer, device: &Device) {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut tx = server.store.pool().begin().await.unwrap();
+    if server.store.backend() == Backend::Postgres {
+        // Row-level security: only a scoped transaction sees the row.
+        sqlx::query("SELECT set_config('app.tenant_id', '*', true)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    let aged = sqlx::query("UPDATE endpoints SET last_seen = $1 WHERE id = $2")
+        .bind(agent_bom_control_plane::store::now_ms() - 60_000)
+        .bind(&device.id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(aged.rows_affected(), 1);
+    tx.commit().await.unwrap();
+    eventually(Duration::from_secs(10), "device offline", || async {
+        (endpoint(server, &device.id).await["status"] == "offline").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reinstalled_machine_replaces_its_old_record() {
+    reinstall(TestServer::start(None).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reinstalled_machine_replaces_its_old_record_on_postgres() {
+    let db = TestDatabase::create_with_app_role().await;
+    reinstall(TestServer::start(Some(db.url.clone())).await).await;
+    db.drop_database().await;
+}
+
+async fn reinstall(server: TestServer) {
+    let old = enroll(&server).await;
+    report(&server, &old, "uuid-reinstalled").await;
+    went_offline(&server, &old).await;
+
+    // Reinstalled: a fresh state directory, a new enrollment, the same hardware.
+    let new = enroll(&server).await;
+    assert_ne!(new.id, old.id, "every enrollment is a new identity");
+    report(&server, &new, "uuid-reinstalled").await;
+
+    let (o, n) = (
+        endpoint(&server, &old.id).await,
+        endpoint(&server, &new.id).await,
+    );
+    assert_eq!(o["replaced_by"], new.id.as_str(), "{o}");
+    assert_eq!(n["replaces"], old.id.as_str(), "{n}");
+    assert_eq!(o["duplicate_hardware_uuid"], false);
+    assert_eq!(n["duplicate_hardware_uuid"], false);
+    // The old record's history stays; its certificate no longer works; the new one does.
+    assert_eq!(o["host"]["hardware_uuid"], "uuid-reinstalled");
+    assert!(
+        refused(&server, &old).await,
+        "the replaced identity is revoked"
+    );
+    assert!(!refused(&server, &new).await);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloned_machines_are_both_kept_and_flagged() {
+    clone(TestServer::start(None).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloned_machines_are_both_kept_and_flagged_on_postgres() {
+    let db = TestDatabase::create_with_app_role().await;
+    clone(TestServer::start(Some(db.url.clone())).await).await;
+    db.drop_database().await;
+}
+
+async fn clone(server: TestServer) {
+    let first = enroll(&server).await;
+    report(&server, &first, "uuid-cloned").await;
+    // The clone enrolls and reports while the first machine is live (seen seconds ago).
+    let clone = enroll(&server).await;
+    report(&server, &clone, "uuid-cloned").await;
+
+    let (a, b) = (
+        endpoint(&server, &first.id).await,
+        endpoint(&server, &clone.id).await,
+    );
+    for e in [&a, &b] {
+        assert_eq!(e["duplicate_hardware_uuid"], true, "{e}");
+        assert_eq!(e["replaces"], Value::Null);
+        assert_eq!(e["replaced_by"], Value::Null);
+    }
+    assert!(
+        !refused(&server, &first).await,
+        "both identities keep working"
+    );
+    assert!(!refused(&server, &clone).await);
+    // The list shows the flag too.
+    let list = server
+        .get("/v1/fleet/endpoints", Some(&server.admin_key))
+        .await;
+    let flagged = list.json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["duplicate_hardware_uuid"] == true)
+        .count();
+    assert_eq!(flagged, 2, "{}", list.text);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_device_re_enrolls_as_a_new_identity() {
+    let server = TestServer::start(None).await;
+    let tenant = server.store.tenant_by_name("default").await.unwrap();
+    let old = enroll(&server).await;
+    report(&server, &old, "uuid-revoked").await;
+    server
+        .store
+        .revoke_device(&tenant.id, &old.id)
+        .await
+        .unwrap();
+    assert!(refused(&server, &old).await);
+
+    // A valid token enrolls the same machine again: revocation is per identity.
+    let new = enroll(&server).await;
+    assert_ne!(new.id, old.id);
+    report(&server, &new, "uuid-revoked").await;
+    let (o, n) = (
+        endpoint(&server, &old.id).await,
+        endpoint(&server, &new.id).await,
+    );
+    assert_eq!(o["replaced_by"], new.id.as_str(), "{o}");
+    assert_eq!(n["replaces"], old.id.as_str(), "{n}");
+    assert!(
+        refused(&server, &old).await,
+        "the old identity stays revoked"
+    );
+    assert!(!refused(&server, &new).await);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copied_identity_newest_connection_wins_and_is_flagged() {
+    let server = TestServer::start(None).await;
+    let device = enroll(&server).await;
+    report(&server, &device, "uuid-original").await;
+
+    // Two machines with the same state directory connect at once: the newest session wins and
+    // the older connection is closed as superseded (0x11).
+    let (_e1, older, r1) = connect(&server, &device).await;
+    assert!(matches!(r1, CollectorMessage::Welcome { .. }), "{r1:?}");
+    let (_e2, newer, r2) = connect(&server, &device).await;
+    assert!(matches!(r2, CollectorMessage::Welcome { .. }), "{r2:?}");
+    let closed = tokio::time::timeout(Duration::from_secs(20), older.closed())
+        .await
+        .expect("the older session is closed");
+    assert!(
+        matches!(&closed, quinn::ConnectionError::ApplicationClosed(c) if c.error_code == 0x11u32.into()),
+        "{closed:?}"
+    );
+    assert!(newer.close_reason().is_none(), "the newest session stays");
+    newer.close(0u32.into(), b"done");
+
+    // The copy reports its own machine's hardware UUID under the shared identity: flagged.
+    assert_eq!(
+        endpoint(&server, &device.id).await["cloned_identity"],
+        false
+    );
+    report(&server, &device, "uuid-other-machine").await;
+    let e = endpoint(&server, &device.id).await;
+    assert_eq!(e["cloned_identity"], true, "{e}");
+    server.stop().await;
+}
