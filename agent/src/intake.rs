@@ -73,11 +73,18 @@ pub fn spawn(
             }
         }
     }
-    let fallbacks: Vec<_> = std::iter::once(state_dir.join(audit::SPOOL_FILE))
-        .chain(links.iter().map(|u| u.dir.join(audit::SPOOL_FILE)))
+    // Events drained but not stored go back to the daemon's own fallback spool, never into a
+    // directory a user controls.
+    let own = state_dir.join(audit::SPOOL_FILE);
+    let fallbacks: Vec<_> = std::iter::once(own.clone())
+        .chain(
+            links
+                .iter()
+                .map(|u| audit::AuditConfig::in_link_dir(&u.dir).spool),
+        )
         .collect();
     for fallback in fallbacks {
-        spawn_drain(fallback, tx.clone(), shutdown.clone());
+        spawn_drain(fallback, own.clone(), tx.clone(), shutdown.clone());
     }
     drop(tx);
     tokio::spawn(async move {
@@ -121,8 +128,14 @@ pub fn spawn(
     Ok(())
 }
 
-/// Drain one fallback spool file into the intake every [`DRAIN_INTERVAL`].
-fn spawn_drain(fallback: PathBuf, drain_tx: Sender<Handoff>, stop: CancellationToken) {
+/// Drain one fallback spool file into the intake every [`DRAIN_INTERVAL`]; what cannot be
+/// stored is put back into `respool_to`.
+fn spawn_drain(
+    fallback: PathBuf,
+    respool_to: PathBuf,
+    drain_tx: Sender<Handoff>,
+    stop: CancellationToken,
+) {
     tokio::spawn(async move {
         loop {
             let path = fallback.clone();
@@ -140,7 +153,7 @@ fn spawn_drain(fallback: PathBuf, drain_tx: Sender<Handoff>, stop: CancellationT
                 }
                 if !answer.await.unwrap_or(false) {
                     // Not stored: put them back for the next drain.
-                    audit::respool(&fallback, &events);
+                    audit::respool(&respool_to, &events);
                 }
             }
             tokio::select! {

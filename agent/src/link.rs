@@ -17,6 +17,7 @@ use quinn::crypto::rustls::QuicClientConfig;
 use rustls::pki_types::ServerName;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::uplink::UplinkError;
@@ -33,6 +34,9 @@ pub const DEFAULT_QUIC_ATTEMPT: Duration = Duration::from_secs(5);
 pub const TCP_PING_INTERVAL: Duration = Duration::from_secs(10);
 /// A session on the fallback ends after this long, so QUIC is tried again.
 pub const QUIC_RETRY_AFTER: Duration = Duration::from_secs(600);
+
+/// A command the collector pushed, with the stream to answer it on.
+pub type PushedCommand = (Command, quinn::SendStream, quinn::RecvStream);
 
 /// An open connection to a collector.
 pub enum Link {
@@ -118,26 +122,34 @@ impl Link {
         }
     }
 
-    /// Wait for a command the collector pushes on a stream it opened (QUIC only; on TLS/TCP
-    /// commands arrive with `pong` and this never resolves). Returns the command and the stream
-    /// to answer on.
-    pub async fn next_command(&self) -> Option<(Command, quinn::SendStream, quinn::RecvStream)> {
-        match self {
-            Self::Quic { conn, .. } => loop {
-                let (send, mut recv) = conn.accept_bi().await.ok()?;
-                match tokio::time::timeout(
-                    EXCHANGE_TIMEOUT,
-                    read_frame::<_, CollectorMessage>(&mut recv),
-                )
-                .await
-                {
-                    Ok(Ok(CollectorMessage::Command(c))) => return Some((c, send, recv)),
-                    // Anything else on a server stream is ignored; the stream is dropped.
-                    _ => continue,
+    /// The commands the collector pushes on streams it opens (QUIC only; on TLS/TCP commands
+    /// arrive with `pong` and the feed stays empty), each with the stream to answer on.
+    ///
+    /// A task of its own accepts and reads them, so the session loop only ever waits on the
+    /// channel: a half-read command can never be dropped by another branch of its `select!`
+    /// winning (the collector has marked it delivered by then and would not send it again
+    /// until the next session). The task ends with the connection.
+    pub fn command_feed(&self) -> mpsc::Receiver<PushedCommand> {
+        let (tx, rx) = mpsc::channel(16);
+        if let Self::Quic { conn, .. } = self {
+            let conn = conn.clone();
+            tokio::spawn(async move {
+                while let Ok((send, mut recv)) = conn.accept_bi().await {
+                    let read = tokio::time::timeout(
+                        EXCHANGE_TIMEOUT,
+                        read_frame::<_, CollectorMessage>(&mut recv),
+                    )
+                    .await;
+                    // Anything but a command on a server stream is ignored; the stream is dropped.
+                    if let Ok(Ok(CollectorMessage::Command(c))) = read
+                        && tx.send((c, send, recv)).await.is_err()
+                    {
+                        return;
+                    }
                 }
-            },
-            Self::Tcp { .. } => std::future::pending().await,
+            });
         }
+        rx
     }
 
     /// Resolves when the connection is gone, with the reason.

@@ -325,6 +325,7 @@ async fn session(
     let result = async {
         let mut next_rescan = tokio::time::Instant::now();
         let mut reconnect = false;
+        let mut commands_pushed = link.command_feed();
         let mut ship_events = options.events.is_some();
         // A deadline, not a per-iteration timer: rescans and file events must not postpone it.
         let mut next_ping = tokio::time::Instant::now() + link::TCP_PING_INTERVAL;
@@ -375,13 +376,13 @@ async fn session(
                 _ = tokio::time::sleep_until(next_rescan) => {}
                 _ = changed => next_rescan = tokio::time::Instant::now(),
                 _ = events_ready => ship_events = true,
-                pushed = link.next_command() => {
-                    if let Some((command, mut send, mut recv)) = pushed {
-                        let result = run_command(state, record, &link, options, command, &mut next_rescan, &mut reconnect).await;
-                        write_frame(&mut send, &result).await?;
-                        let _ = send.finish();
-                        let _: Result<CollectorMessage, _> = read_frame(&mut recv).await;
-                    }
+                // A closed feed (TLS/TCP, or the connection ending) disables this branch for
+                // the iteration instead of spinning on `None`.
+                Some((command, mut send, mut recv)) = commands_pushed.recv() => {
+                    let result = run_command(state, record, &link, options, command, &mut next_rescan, &mut reconnect).await;
+                    write_frame(&mut send, &result).await?;
+                    let _ = send.finish();
+                    let _: Result<CollectorMessage, _> = read_frame(&mut recv).await;
                 }
                 _ = ping => {
                     next_ping = tokio::time::Instant::now() + link::TCP_PING_INTERVAL;

@@ -2,23 +2,25 @@
 //!
 //! Wrapped servers run as the user who started the MCP client, so their proxy cannot reach the
 //! daemon's state directory (root, 0700). The daemon therefore keeps one **link directory** per
-//! user, `<state dir>-users/<uid>/` (the root `<state dir>-users` is root-owned 0711: it can
-//! be traversed but not listed). Each link directory is owned by its user with mode 0700, so
-//! only that user and root can open it. In it the daemon keeps:
+//! user, `<state dir>-users/<uid>/`. The root `<state dir>-users` is root-owned 0711 (it can be
+//! traversed, not listed); each link directory is **root-owned**, group the user's, mode 0750,
+//! so the user (and the MCP servers running as the user) can read it but never add, replace or
+//! remove anything in it:
 //!
-//! | file | what |
-//! |---|---|
-//! | `audit.sock` | a listener of the daemon that accepts only this uid (and root) |
-//! | `proxy-audit.ndjson` | the proxies' fallback spool, drained by the daemon |
-//! | `policy.signed.json`, `ca.crt` | copies of the control plane's signed policy and the pinned CA that verifies it |
-//! | `quarantine.json` | present while the device is quarantined |
-//! | `pin-approvals.json` | the operator's tool-change approvals |
+//! | entry | owner, mode | what |
+//! |---|---|---|
+//! | `audit.sock` | root:group 0660 | a listener of the daemon that accepts only this uid (and root), checked by peer credentials |
+//! | `policy.signed.json`, `ca.crt` | root 0644 | the control plane's signed policy and the pinned CA that verifies it |
+//! | `quarantine.json` | root 0644 | present while the device is quarantined |
+//! | `pin-approvals.json` | root 0644 | the operator's tool-change approvals |
+//! | `spool/` | user 0700 | the proxies' fallback spool (`proxy-audit.ndjson`), drained by the daemon |
 //!
-//! The daemon republishes the copies at start and after every command that changes them. A
-//! proxy running as a non-root user with no explicit `--state-dir` finds its link directory by
-//! uid and takes everything above from it; its tool pins stay in the user's own state
-//! directory. Editing the copies gains a user nothing: the policy is verified against the CA,
-//! and the user controls their own client configs anyway.
+//! Root never writes into a directory the user controls: `spool/` is only renamed in and read
+//! from (without following symlinks, bounded), and events that cannot be stored go back to the
+//! daemon's own fallback spool. The daemon republishes the copies at start and after every
+//! command that changes them. A proxy running as a non-root user with no explicit
+//! `--state-dir` finds its link directory by uid and takes everything above from it; its tool
+//! pins stay in the user's own state directory.
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +33,9 @@ const PUBLISHED: [&str; 4] = [
     crate::commands::QUARANTINE_FILE,
     APPROVALS_FILE,
 ];
+
+/// The user-owned subdirectory of a link directory that holds the proxies' fallback spool.
+pub const SPOOL_DIR: &str = "spool";
 
 /// A user the daemon links.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,15 +110,11 @@ pub fn prepare(state_dir: &Path, homes: &[PathBuf]) -> std::io::Result<Vec<Linke
             if uid == 0 || users.iter().any(|u: &LinkedUser| u.uid == uid) {
                 continue;
             }
+            // Inside the root-owned 0711 root, so no user can have planted anything here;
+            // chown and chmod by path are safe.
             let dir = root.join(uid.to_string());
-            match std::fs::create_dir(&dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e),
-            }
-            refuse_symlink(&dir)?;
-            std::os::unix::fs::chown(&dir, Some(uid), Some(gid))?;
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+            make_dir(&dir, 0, gid, 0o750)?;
+            make_dir(&dir.join(SPOOL_DIR), uid, gid, 0o700)?;
             users.push(LinkedUser { uid, gid, dir });
         }
         Ok(users)
@@ -123,6 +124,20 @@ pub fn prepare(state_dir: &Path, homes: &[PathBuf]) -> std::io::Result<Vec<Linke
         let _ = (state_dir, homes);
         Ok(Vec::new())
     }
+}
+
+/// Create `dir` (or take the existing one, never a symlink) with this owner and mode.
+#[cfg(unix)]
+fn make_dir(dir: &Path, uid: u32, gid: u32, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    refuse_symlink(dir)?;
+    std::os::unix::fs::chown(dir, Some(uid), Some(gid))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
 }
 
 /// Copy the published files of `state_dir` into every link directory (removing those that are
@@ -142,12 +157,16 @@ pub fn publish(state_dir: &Path) {
 
 fn publish_into(state_dir: &Path, dir: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
-    let owner = {
+    {
+        // Only root-owned link directories: nothing in them is the user's to swap.
         use std::os::unix::fs::MetadataExt;
         refuse_symlink(dir)?;
-        let meta = std::fs::metadata(dir)?;
-        (meta.uid(), meta.gid())
-    };
+        if std::fs::metadata(dir)?.uid() != 0 {
+            return Err(std::io::Error::other(
+                "not owned by root; the daemon's next start repairs it",
+            ));
+        }
+    }
     for name in PUBLISHED {
         let target = dir.join(name);
         match std::fs::read(state_dir.join(name)) {
@@ -155,11 +174,8 @@ fn publish_into(state_dir: &Path, dir: &Path) -> std::io::Result<()> {
                 if std::fs::read(&target).ok().as_deref() == Some(bytes.as_slice()) {
                     continue;
                 }
-                // `write_private` writes a temporary file and renames it over the target, so
-                // a symlink planted in the user's directory is replaced, never followed.
-                agent_bom_protocol::secure_file::write_private(&target, &bytes)?;
-                #[cfg(unix)]
-                std::os::unix::fs::chown(&target, Some(owner.0), Some(owner.1))?;
+                // Readable by the user, writable by root only.
+                agent_bom_protocol::secure_file::write_with_mode(&target, &bytes, 0o644)?;
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 match std::fs::remove_file(&target) {
@@ -219,7 +235,13 @@ mod tests {
         let meta = std::fs::metadata(dir).unwrap();
         assert_eq!(
             (meta.uid(), meta.gid(), meta.permissions().mode() & 0o777),
-            (4242, 4243, 0o700)
+            (0, 4243, 0o750),
+            "the user can read the link directory but not change it"
+        );
+        let spool = std::fs::metadata(dir.join(SPOOL_DIR)).unwrap();
+        assert_eq!(
+            (spool.uid(), spool.permissions().mode() & 0o777),
+            (4242, 0o700)
         );
         let root_meta = std::fs::metadata(link_root(&state)).unwrap();
         assert_eq!(root_meta.permissions().mode() & 0o777, 0o711);
@@ -229,20 +251,21 @@ mod tests {
         publish(&state);
         let ca = dir.join("ca.crt");
         assert_eq!(std::fs::read_to_string(&ca).unwrap(), "CA");
-        assert_eq!(std::fs::metadata(&ca).unwrap().uid(), 4242);
+        let m = std::fs::metadata(&ca).unwrap();
+        assert_eq!((m.uid(), m.permissions().mode() & 0o777), (0, 0o644));
         assert!(dir.join(crate::commands::QUARANTINE_FILE).exists());
         // A release removes the copy.
         std::fs::remove_file(state.join(crate::commands::QUARANTINE_FILE)).unwrap();
         publish(&state);
         assert!(!dir.join(crate::commands::QUARANTINE_FILE).exists());
-        // A symlink planted by the user is replaced, not followed.
-        let outside = top.path().join("outside");
-        std::fs::write(&outside, "untouched").unwrap();
-        std::fs::remove_file(&ca).unwrap();
-        std::os::unix::fs::symlink(&outside, &ca).unwrap();
+        // A link directory a user took over (tampering, an older layout) is not written into...
+        std::os::unix::fs::chown(dir, Some(4242), None).unwrap();
         std::fs::write(state.join("ca.crt"), "CA2").unwrap();
         publish(&state);
-        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "untouched");
+        assert_eq!(std::fs::read_to_string(&ca).unwrap(), "CA");
+        // ...until the daemon's next start takes it back.
+        prepare(&state, std::slice::from_ref(&home)).unwrap();
+        publish(&state);
         assert_eq!(std::fs::read_to_string(&ca).unwrap(), "CA2");
     }
 }

@@ -142,9 +142,19 @@ fn a_user_proxy_uses_the_root_daemons_policy_and_socket() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(
-        !link.join("proxy-audit.ndjson").exists(),
+        !link.join("spool/proxy-audit.ndjson").exists(),
         "acknowledged, so nothing spooled by the proxy"
     );
+    // The user cannot change what the daemon published (the directory is root's).
+    let rm = Command::new("rm")
+        .arg("-f")
+        .arg(link.join("policy.signed.json"))
+        .uid(USER)
+        .gid(USER)
+        .status()
+        .unwrap();
+    assert!(!rm.success());
+    assert!(link.join("policy.signed.json").exists());
     assert!(spool.size() > 0);
     stop.cancel();
 }

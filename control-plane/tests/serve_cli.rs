@@ -4,129 +4,36 @@
 // Integration tests report failure by panicking; children are reaped by `KillOnDrop`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::zombie_processes)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const ADMIN_KEY: &str = "abk_c1c2c3c4c5c6_0123456789abcdef0123456789abcdef0123456789abcdef";
 
-fn server_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_agent-bom"))
-}
-
-fn agent_bin() -> PathBuf {
-    let path =
-        server_bin().with_file_name(format!("agent-bom-agent{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.exists(),
-        "{} is missing: build it first (cargo test --workspace builds it)",
-        path.display()
-    );
-    path
-}
+mod common;
+use common::{KillOnDrop, ServeArgs, agent_bin, enroll, server_bin};
 
 fn fixture_home() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/home-linux")
 }
 
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Start `serve` on port 0; return the child, the full stdout up to the listening line, and
 /// the API and collector addresses it printed.
 fn serve(data_dir: &Path) -> (KillOnDrop, String, String, String) {
-    let mut child = Command::new(server_bin())
-        .args([
-            "serve",
-            "--api-listen",
-            "127.0.0.1:0",
-            "--collector-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .env("AGENT_BOM_BOOTSTRAP_ADMIN_KEY", ADMIN_KEY)
-        .env("AGENT_BOM_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut reader = BufReader::new(stdout);
-    let mut seen = String::new();
-    loop {
-        let mut line = String::new();
-        assert!(
-            reader.read_line(&mut line).unwrap() > 0,
-            "serve exited early; output:\n{seen}"
-        );
-        seen.push_str(&line);
-        if let Some(rest) = line.strip_prefix("agent-bom serving: API http://") {
-            let mut parts = rest.split_whitespace();
-            let api = parts.next().unwrap().to_string();
-            assert_eq!(parts.next(), Some("collector"));
-            let collector = parts.next().unwrap().to_string();
-            // Keep draining stdout so the server never blocks on a full pipe.
-            std::thread::spawn(move || {
-                let mut sink = String::new();
-                let _ = reader.read_to_string(&mut sink);
-            });
-            return (KillOnDrop(child), seen, api, collector);
-        }
-    }
+    let s = common::serve(&ServeArgs {
+        data_dir,
+        api: "127.0.0.1:0",
+        collector: "127.0.0.1:0",
+        admin_key: ADMIN_KEY,
+        extra: &[],
+        env: &[],
+    });
+    (s.child, s.stdout, s.api, s.collector)
 }
 
 fn http_get(api: &str, path: &str, key: &str) -> (u16, serde_json::Value) {
-    let mut stream = TcpStream::connect(api).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status: u16 = response[9..12].parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .unwrap_or("");
-    // Bodies are small; hyper may use chunked encoding, so take the JSON object out of it.
-    let start = body.find('{').unwrap_or(0);
-    let end = body.rfind('}').map_or(body.len(), |e| e + 1);
-    (
-        status,
-        serde_json::from_str(&body[start..end]).unwrap_or(serde_json::Value::Null),
-    )
-}
-
-/// `agent-bom-agent enroll` with the token `serve` wrote to its data dir.
-fn enroll(collector: &str, pin: &str, data: &Path, state: &Path) -> std::process::Output {
-    Command::new(agent_bin())
-        .args([
-            "enroll",
-            "--collector",
-            collector,
-            "--ca-pin",
-            pin,
-            "--token-file",
-        ])
-        .arg(data.join("enrollment.token"))
-        .arg("--state-dir")
-        .arg(state)
-        .env("AGENT_BOM_LOG", "off")
-        .output()
-        .unwrap()
+    common::http_get(api, path, key).expect("the API answers")
 }
 
 fn mode(path: &Path) -> u32 {

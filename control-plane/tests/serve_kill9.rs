@@ -7,11 +7,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::zombie_processes)]
 #![cfg(unix)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
@@ -20,133 +19,45 @@ const ADMIN_KEY: &str = "abk_d1d2d3d4d5d6_0123456789abcdef0123456789abcdef012345
 /// Kills of the server.
 const ROUNDS: u64 = 4;
 
-fn server_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_agent-bom"))
-}
+mod common;
+use common::{KillOnDrop, ServeArgs, agent_bin};
 
-fn agent_bin() -> PathBuf {
-    let path =
-        server_bin().with_file_name(format!("agent-bom-agent{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.exists(),
-        "{} is missing: build it first (cargo test --workspace builds it)",
-        path.display()
-    );
-    path
-}
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+fn serve_args<'a>(data_dir: &'a Path, api: &'a str, collector: &'a str) -> ServeArgs<'a> {
+    ServeArgs {
+        data_dir,
+        api,
+        collector,
+        admin_key: ADMIN_KEY,
+        extra: &[],
+        env: &[],
     }
 }
 
 /// Start `serve` and wait for its listening line; returns the child and the API and collector
 /// addresses it printed.
 fn serve(data_dir: &Path, api: &str, collector: &str) -> (KillOnDrop, String, String) {
-    let mut child = Command::new(server_bin())
-        .args([
-            "serve",
-            "--api-listen",
-            api,
-            "--collector-listen",
-            collector,
-        ])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env("AGENT_BOM_BOOTSTRAP_ADMIN_KEY", ADMIN_KEY)
-        .env("AGENT_BOM_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
-    let mut seen = String::new();
-    loop {
-        let mut line = String::new();
-        assert!(
-            reader.read_line(&mut line).unwrap() > 0,
-            "serve exited early; output:\n{seen}"
-        );
-        seen.push_str(&line);
-        if let Some(rest) = line.strip_prefix("agent-bom serving: API http://") {
-            let mut parts = rest.split_whitespace();
-            let api = parts.next().unwrap().to_string();
-            assert_eq!(parts.next(), Some("collector"));
-            let collector = parts.next().unwrap().to_string();
-            std::thread::spawn(move || {
-                let mut sink = String::new();
-                let _ = reader.read_to_string(&mut sink);
-            });
-            return (KillOnDrop(child), api, collector);
-        }
-    }
+    let s = common::serve(&serve_args(data_dir, api, collector));
+    (s.child, s.api, s.collector)
 }
 
 /// Restart on fixed ports; the killed process's sockets are gone at once, but retry briefly.
 fn serve_again(data_dir: &Path, api: &str, collector: &str) -> KillOnDrop {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let mut child = Command::new(server_bin())
-            .args([
-                "serve",
-                "--api-listen",
-                api,
-                "--collector-listen",
-                collector,
-            ])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .env("AGENT_BOM_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut reader = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        let mut up = false;
-        while reader.read_line(&mut line).unwrap_or(0) > 0 {
-            if line.starts_with("agent-bom serving:") {
-                up = true;
-                break;
-            }
-            line.clear();
+        if let Some(s) = common::try_serve(&serve_args(data_dir, api, collector)) {
+            return s.child;
         }
-        if up {
-            std::thread::spawn(move || {
-                let mut sink = String::new();
-                let _ = reader.read_to_string(&mut sink);
-            });
-            return KillOnDrop(child);
-        }
-        let _ = child.wait();
         assert!(Instant::now() < deadline, "serve never came back");
         std::thread::sleep(Duration::from_millis(200));
     }
 }
 
-/// GET a JSON document; `None` while the server is down or answers garbage.
+/// GET a JSON document; `None` while the server is down or answers anything but 200.
 fn http_get(api: &str, path: &str) -> Option<serde_json::Value> {
-    let mut stream = TcpStream::connect(api).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer {ADMIN_KEY}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    if response.get(9..12) != Some("200") {
-        return None;
+    match common::http_get(api, path, ADMIN_KEY)? {
+        (200, body) => Some(body),
+        _ => None,
     }
-    let body = response.split_once("\r\n\r\n")?.1;
-    let (start, end) = (body.find('{')?, body.rfind('}')? + 1);
-    serde_json::from_str(&body[start..end]).ok()
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -9,6 +9,11 @@ use std::path::Path;
 /// Write `contents` to `path` with mode 0600 (owner only), via a temporary file in the same
 /// directory, fsync and rename, so a crash leaves either the old file or the new one.
 pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    write_with_mode(path, contents, 0o600)
+}
+
+/// [`write_private`] with another Unix mode (0644 for a root-owned copy a user may read).
+pub fn write_with_mode(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let file_name = path
         .file_name()
@@ -27,8 +32,10 @@ pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+        options.mode(mode);
     }
+    #[cfg(not(unix))]
+    let _ = mode;
     let result = (|| {
         let mut file = options.open(&tmp)?;
         file.write_all(contents)?;

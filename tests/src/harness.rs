@@ -303,6 +303,42 @@ impl TestServer {
     }
 }
 
+/// A device enrolled with the server's bootstrap token, no uplink running.
+pub struct EnrolledDevice {
+    /// What enrollment recorded (device id, collector, pin).
+    pub record: agent_bom_agent::state::AgentRecord,
+    /// Its state directory.
+    pub state: StateDir,
+    /// The directory behind `state`, removed on drop.
+    pub dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// Enroll a fresh device directly with this server's collector.
+    pub async fn enroll_device(&self) -> EnrolledDevice {
+        self.enroll_device_via(&self.collector.to_string()).await
+    }
+
+    /// Enroll a fresh device through `collector` (another collector on the same store, or a
+    /// relay in front of this one).
+    pub async fn enroll_device_via(&self, collector: &str) -> EnrolledDevice {
+        let dir = tempfile::tempdir().expect("temp state dir");
+        let state = StateDir::open(dir.path()).expect("state dir");
+        let record = uplink::enroll(
+            &state,
+            &EnrollOptions {
+                collector: collector.to_string(),
+                token: self.enrollment_token.clone(),
+                ca_pin: Some(self.ca_pin.clone()),
+                force: false,
+            },
+        )
+        .await
+        .expect("enroll");
+        EnrolledDevice { record, state, dir }
+    }
+}
+
 /// An enrolled agent running its uplink in-process.
 pub struct TestAgent {
     /// Device id.
@@ -345,19 +381,11 @@ impl TestAgent {
         projects: &[PathBuf],
         rescan: Duration,
     ) -> Self {
-        let state_dir = tempfile::tempdir().expect("temp state dir");
-        let state = StateDir::open(state_dir.path()).expect("state dir");
-        let record = uplink::enroll(
-            &state,
-            &EnrollOptions {
-                collector: collector.to_string(),
-                token: server.enrollment_token.clone(),
-                ca_pin: Some(server.ca_pin.clone()),
-                force: false,
-            },
-        )
-        .await
-        .expect("enroll");
+        let EnrolledDevice {
+            record,
+            state,
+            dir: state_dir,
+        } = server.enroll_device_via(&collector.to_string()).await;
         let shutdown = CancellationToken::new();
         // Proxy audit intake, as the daemon runs it: the socket in the state dir and its spool.
         let events = agent_bom_agent::intake::start(state_dir.path(), shutdown.clone()).ok();

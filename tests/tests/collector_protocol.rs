@@ -14,7 +14,7 @@ use agent_bom_agent::uplink::{self, EnrollOptions};
 use agent_bom_protocol::{
     AgentMessage, CollectorMessage, ErrorCode, Inventory, MAX_FRAME_LEN, read_frame,
 };
-use agent_bom_tests::harness::TestServer;
+use agent_bom_tests::harness::{EnrolledDevice, TestServer};
 
 fn hello(version: u16) -> AgentMessage {
     AgentMessage::Hello {
@@ -52,19 +52,11 @@ async fn raw_exchange(conn: &quinn::Connection, bytes: &[u8]) -> CollectorMessag
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn misbehaving_peers_get_clear_errors() {
     let server = TestServer::start(None).await;
-    let state_dir = tempfile::tempdir().unwrap();
-    let state = StateDir::open(state_dir.path()).unwrap();
-    uplink::enroll(
-        &state,
-        &EnrollOptions {
-            collector: server.collector.to_string(),
-            token: server.enrollment_token.clone(),
-            ca_pin: Some(server.ca_pin.clone()),
-            force: false,
-        },
-    )
-    .await
-    .unwrap();
+    let EnrolledDevice {
+        dir: _state_dir,
+        state,
+        ..
+    } = server.enroll_device().await;
     let device = uplink::device_tls(&state).unwrap();
     let addr = server.collector.to_string();
 

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use agent_bom_agent::state::StateDir;
-use agent_bom_agent::uplink::{self, EnrollOptions};
+use agent_bom_agent::uplink;
 use agent_bom_control_plane::store::Backend;
 use agent_bom_protocol::{
     AgentMessage, CollectorMessage, ErrorCode, HostFacts, Inventory, PROTOCOL_VERSION,
@@ -26,19 +26,8 @@ struct Device {
 }
 
 async fn enroll(server: &TestServer) -> Device {
-    let dir = tempfile::tempdir().unwrap();
-    let state = StateDir::open(dir.path()).unwrap();
-    let record = uplink::enroll(
-        &state,
-        &EnrollOptions {
-            collector: server.collector.to_string(),
-            token: server.enrollment_token.clone(),
-            ca_pin: Some(server.ca_pin.clone()),
-            force: false,
-        },
-    )
-    .await
-    .unwrap();
+    let agent_bom_tests::harness::EnrolledDevice { record, state, dir } =
+        server.enroll_device().await;
     Device {
         id: record.agent_id,
         state,

@@ -12,9 +12,11 @@ use std::time::Duration;
 
 use agent_bom_agent::proxy::audit::{AuditConfig, AuditEvent, spawn_writer};
 use agent_bom_agent::state::StateDir;
-use agent_bom_agent::uplink::{self, EnrollOptions, RunOptions};
+use agent_bom_agent::uplink::{self, RunOptions};
 use agent_bom_tests::fixture;
-use agent_bom_tests::harness::{PATIENCE, TestAgent, TestServer, eventually, scan_options};
+use agent_bom_tests::harness::{
+    EnrolledDevice, PATIENCE, TestAgent, TestServer, eventually, scan_options,
+};
 use tokio_util::sync::CancellationToken;
 
 fn call(tool: &str) -> AuditEvent {
@@ -172,19 +174,11 @@ async fn relayed_agent() -> RelayedAgent {
     let server = TestServer::start(None).await;
     let mode = Arc::new(AtomicU8::new(0));
     let relay = udp_relay(server.collector, mode.clone()).await;
-    let state_dir = tempfile::tempdir().unwrap();
-    let state = StateDir::open(state_dir.path()).unwrap();
-    let record = uplink::enroll(
-        &state,
-        &EnrollOptions {
-            collector: relay.to_string(),
-            token: server.enrollment_token.clone(),
-            ca_pin: Some(server.ca_pin.clone()),
-            force: false,
-        },
-    )
-    .await
-    .unwrap();
+    let EnrolledDevice {
+        dir: state_dir,
+        record,
+        ..
+    } = server.enroll_device_via(&relay.to_string()).await;
     let home = fixture::copy_to_temp(&fixture::home_linux());
     let shutdown = CancellationToken::new();
     let events = agent_bom_agent::intake::start(state_dir.path(), shutdown.clone()).unwrap();

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use agent_bom_agent::state::{AckedInventory, StateDir, UplinkState};
-use agent_bom_agent::uplink::{self, EnrollOptions};
+use agent_bom_agent::uplink;
 use agent_bom_collector::store::{CollectorStore, DeltaOutcome, DeltaUpload, DeviceSession};
 use agent_bom_control_plane::store::Backend;
 use agent_bom_protocol::{
@@ -17,7 +17,7 @@ use agent_bom_protocol::{
     capability, inventory_delta,
 };
 use agent_bom_tests::fixture;
-use agent_bom_tests::harness::{PATIENCE, TestAgent, TestServer, eventually};
+use agent_bom_tests::harness::{EnrolledDevice, PATIENCE, TestAgent, TestServer, eventually};
 use agent_bom_tests::postgres::TestDatabase;
 use sqlx::Row;
 
@@ -297,19 +297,11 @@ async fn last_inventory_at(server: &TestServer, agent_id: &str) -> i64 {
 
 async fn replayed_delta_is_applied_once(database_url: Option<String>) {
     let server = TestServer::start(database_url).await;
-    let state_dir = tempfile::tempdir().unwrap();
-    let state = StateDir::open(state_dir.path()).unwrap();
-    let record = uplink::enroll(
-        &state,
-        &EnrollOptions {
-            collector: server.collector.to_string(),
-            token: server.enrollment_token.clone(),
-            ca_pin: Some(server.ca_pin.clone()),
-            force: false,
-        },
-    )
-    .await
-    .unwrap();
+    let EnrolledDevice {
+        dir: _state_dir,
+        state,
+        record,
+    } = server.enroll_device().await;
     let id = record.agent_id;
     let device = uplink::device_tls(&state).unwrap();
     let (_ep, conn) = uplink::connect(&server.collector.to_string(), device)

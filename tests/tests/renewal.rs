@@ -8,28 +8,20 @@
 use std::time::Duration;
 
 use agent_bom_agent::state::StateDir;
-use agent_bom_agent::uplink::{self, EnrollOptions, RunOptions};
+use agent_bom_agent::uplink::{self, RunOptions};
 use agent_bom_protocol::{AgentMessage, CollectorMessage, ErrorCode, PROTOCOL_VERSION};
 use agent_bom_tests::fixture;
-use agent_bom_tests::harness::{PATIENCE, TestServer, eventually, scan_options};
+use agent_bom_tests::harness::{EnrolledDevice, PATIENCE, TestServer, eventually, scan_options};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificate_is_renewed_over_the_connection() {
     let server = TestServer::start(None).await;
-    let state_dir = tempfile::tempdir().unwrap();
-    let state = StateDir::open(state_dir.path()).unwrap();
-    let record = uplink::enroll(
-        &state,
-        &EnrollOptions {
-            collector: server.collector.to_string(),
-            token: server.enrollment_token.clone(),
-            ca_pin: Some(server.ca_pin.clone()),
-            force: false,
-        },
-    )
-    .await
-    .unwrap();
+    let EnrolledDevice {
+        dir: state_dir,
+        state,
+        record,
+    } = server.enroll_device().await;
     // Keep the original identity to try it after the renewal.
     let old_dir = tempfile::tempdir().unwrap();
     for f in ["agent.json", "identity.key", "identity.crt", "ca.crt"] {

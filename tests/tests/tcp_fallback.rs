@@ -7,9 +7,9 @@
 use std::time::Duration;
 
 use agent_bom_agent::state::StateDir;
-use agent_bom_agent::uplink::{self, EnrollOptions, RunOptions};
+use agent_bom_agent::uplink::{self, RunOptions};
 use agent_bom_tests::fixture;
-use agent_bom_tests::harness::{PATIENCE, TestServer, eventually, scan_options};
+use agent_bom_tests::harness::{EnrolledDevice, PATIENCE, TestServer, eventually, scan_options};
 use tokio_util::sync::CancellationToken;
 
 /// A TCP-only forwarder: nothing answers UDP on its port, so QUIC to it fails like on a network
@@ -33,20 +33,12 @@ async fn tcp_only_forwarder(target: std::net::SocketAddr) -> std::net::SocketAdd
 async fn udp_blocked_falls_back_to_tls_over_tcp() {
     let server = TestServer::start(None).await;
     let forwarder = tcp_only_forwarder(server.collector).await;
-    let state_dir = tempfile::tempdir().unwrap();
-    let state = StateDir::open(state_dir.path()).unwrap();
     // Enrollment itself goes over the fallback.
-    let record = uplink::enroll(
-        &state,
-        &EnrollOptions {
-            collector: forwarder.to_string(),
-            token: server.enrollment_token.clone(),
-            ca_pin: Some(server.ca_pin.clone()),
-            force: false,
-        },
-    )
-    .await
-    .unwrap();
+    let EnrolledDevice {
+        dir: state_dir,
+        state,
+        record,
+    } = server.enroll_device_via(&forwarder.to_string()).await;
     let home = fixture::copy_to_temp(&fixture::home_linux());
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(uplink::run(

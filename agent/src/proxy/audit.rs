@@ -98,6 +98,16 @@ pub struct AuditConfig {
 }
 
 impl AuditConfig {
+    /// Socket and spool of a root daemon's link directory ([`crate::user_link`]): the socket
+    /// in it, the spool in its user-owned `spool/`.
+    pub fn in_link_dir(link_dir: &Path) -> Self {
+        Self {
+            socket: link_dir.join(SOCKET_FILE),
+            spool: link_dir.join(crate::user_link::SPOOL_DIR).join(SPOOL_FILE),
+            spool_cap: DEFAULT_SPOOL_CAP,
+        }
+    }
+
     /// Socket and spool in `state_dir`.
     pub fn in_state_dir(state_dir: &Path) -> Self {
         Self {
@@ -291,7 +301,8 @@ pub fn drain_spool(path: &Path) -> std::io::Result<Vec<AuditEvent>> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        options.custom_flags(nix::libc::O_NOFOLLOW);
+        // Not a FIFO either: non-blocking open, and only a regular file is read.
+        options.custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK);
     }
     let opened = options.open(&taken).and_then(|f| {
         if f.metadata()?.is_file() {
@@ -325,11 +336,15 @@ pub struct AuditListener {
 
 #[cfg(unix)]
 impl AuditListener {
-    /// Bind a socket for the proxies of another user (`uid`, `gid`): owned by them, mode 0600,
-    /// accepting that uid and root only. How a root daemon serves a user's link directory.
+    /// Bind a socket for the proxies of another user (`uid`, group `gid`) in that user's
+    /// root-owned link directory: root-owned, group `gid`, mode 0660, accepting that uid and
+    /// root only (peer credentials decide; the mode only lets the user connect at all). The
+    /// directory must be root-owned, so changing the socket by path cannot be redirected.
     pub fn bind_for_user(path: &Path, uid: u32, gid: u32) -> std::io::Result<Self> {
+        use std::os::unix::fs::PermissionsExt;
         let mut listener = Self::bind(path)?;
-        std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
+        std::os::unix::fs::chown(path, None, Some(gid))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
         listener.peer = Some(uid);
         Ok(listener)
     }
@@ -371,6 +386,8 @@ impl AuditListener {
                 a = self.listener.accept() => a,
             };
             let Ok((stream, _)) = accepted else {
+                // Out of descriptors, say: back off instead of spinning on the error.
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             };
             let allowed = stream

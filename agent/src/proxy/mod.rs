@@ -119,7 +119,11 @@ pub async fn run(options: ProxyOptions) -> Result<i32, ProxyError> {
     // What the daemon publishes: its link directory for this user, or the state dir itself.
     let shared = options.link_dir.as_deref().unwrap_or(&options.state_dir);
     let loaded = load_policy(&source, shared);
-    let (audit, _audit_task) = audit::spawn_writer(AuditConfig::in_state_dir(shared));
+    let audit_config = match &options.link_dir {
+        Some(link) => AuditConfig::in_link_dir(link),
+        None => AuditConfig::in_state_dir(&options.state_dir),
+    };
+    let (audit, _audit_task) = audit::spawn_writer(audit_config);
     if let Some(problem) = &loaded.problem {
         tracing::warn!("{problem}; using the {} policy", loaded.origin);
         audit.emit(AuditEvent {

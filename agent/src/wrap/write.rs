@@ -28,10 +28,10 @@ pub fn replace_if_unchanged(path: &Path, expected: &[u8], new: &[u8]) -> std::io
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.agent-bom-{}", std::process::id()));
+    let tmp = dir.join(format!(".{name}.agent-bom-{}", unique_suffix()));
     let metadata = std::fs::metadata(path)?;
     let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
+        let mut file = create_fresh(&tmp)?;
         keep_owner(&file, &metadata)?;
         file.set_permissions(metadata.permissions())?;
         file.write_all(new)?;
@@ -47,6 +47,27 @@ pub fn replace_if_unchanged(path: &Path, expected: &[u8], new: &[u8]) -> std::io
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// A name part no other process can predict: the directory may belong to the user whose
+/// config a root daemon edits, and a predictable name invites a planted symlink.
+fn unique_suffix() -> String {
+    let mut bytes = [0u8; 12];
+    let _ = aws_lc_rs::rand::fill(&mut bytes);
+    format!("{}-{}", std::process::id(), hex::encode(bytes))
+}
+
+/// Create `path` as a new file (never open an existing one, never through a symlink), mode
+/// 0600 until the original's mode is applied.
+fn create_fresh(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600).custom_flags(nix::libc::O_NOFOLLOW);
+    }
+    options.open(path)
 }
 
 /// Give the temporary file the owner and group of the file it replaces (before the mode, since
