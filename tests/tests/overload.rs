@@ -407,18 +407,16 @@ async fn connections_beyond_the_budget_are_refused_until_a_slot_frees() {
     }
     drop(tcp);
 
-    // A slot frees: the refused agent gets in on its own.
+    // A slot frees: the refused agent gets in on its own (possibly while the other one is
+    // still stopping, so it is named before).
+    let waiting_id = agents[waiting].agent_id.clone();
     let first = agents.remove(if waiting == 0 { 1 } else { 0 });
     first.stop().await;
-    let waiting = agents
-        .iter()
-        .find(|a| a.uplink().last_ack_seq.is_none())
-        .unwrap();
     eventually(
         Duration::from_secs(30),
         "the refused agent lands",
         || async {
-            (server_count(&server, &waiting.agent_id).await == Some(FIXTURE_SERVERS)).then_some(())
+            (server_count(&server, &waiting_id).await == Some(FIXTURE_SERVERS)).then_some(())
         },
     )
     .await;
