@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agent_bom_protocol::{
-    AgentMessage, COLLECTOR_SERVER_NAME, CollectorMessage, Command, read_frame, write_frame,
+    AgentMessage, COLLECTOR_SERVER_NAME, CollectorMessage, Command, ErrorCode, close, read_frame,
+    write_frame,
 };
 use quinn::crypto::rustls::QuicClientConfig;
 use rustls::pki_types::ServerName;
@@ -66,8 +67,11 @@ impl Link {
         match connect_quic(addr, tls.clone(), quic_attempt).await {
             Ok((endpoint, conn)) => Ok(Self::Quic { endpoint, conn }),
             // A TLS or protocol refusal on QUIC would be the same on TCP; only fall back when
-            // the path itself failed.
-            Err(quic_error @ UplinkError::Address { .. }) => Err(quic_error),
+            // the path itself failed. A collector that refused the connection for load got
+            // through on UDP: trying TCP would only add load, so the caller backs off instead.
+            Err(quic_error @ (UplinkError::Address { .. } | UplinkError::Refused { .. })) => {
+                Err(quic_error)
+            }
             Err(quic_error) => {
                 tracing::info!(error = %quic_error, "QUIC unavailable; trying TLS over TCP");
                 let stream =
@@ -159,6 +163,23 @@ impl Link {
         }
     }
 
+    /// `error`, or, when the collector closed this connection because it is overloaded or
+    /// shutting down, that refusal (so the caller waits as told instead of treating it as a
+    /// broken path).
+    pub fn explain(&self, error: UplinkError) -> UplinkError {
+        if matches!(error, UplinkError::Refused { .. }) {
+            return error;
+        }
+        match self {
+            Self::Quic { conn, .. } => conn
+                .close_reason()
+                .as_ref()
+                .and_then(load_refusal)
+                .unwrap_or(error),
+            Self::Tcp { .. } => error,
+        }
+    }
+
     /// Close the connection politely.
     pub async fn close(self) {
         match self {
@@ -209,8 +230,43 @@ pub async fn connect_quic(
         .map_err(|_| {
             connect_err("QUIC handshake timed out (is UDP to the collector blocked?)".into())
         })?
-        .map_err(|e| connect_err(e.to_string()))?;
+        .map_err(|e| load_refusal(&e).unwrap_or_else(|| connect_err(e.to_string())))?;
     Ok((endpoint, conn))
+}
+
+/// The collector turned this connection away for load: refused before the handshake (over its
+/// connection or handshake budget), closed as overloaded (with a retry-after in the reason), or
+/// closed because it is shutting down. `None` for any other end of a connection.
+pub fn load_refusal(error: &quinn::ConnectionError) -> Option<UplinkError> {
+    let refused = |message: &str, retry_after: Option<Duration>| UplinkError::Refused {
+        code: ErrorCode::Unavailable,
+        message: message.to_string(),
+        retry_after,
+    };
+    match error {
+        quinn::ConnectionError::ConnectionClosed(c)
+            if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED =>
+        {
+            Some(refused(
+                "collector refused the connection (over its connection or handshake budget)",
+                None,
+            ))
+        }
+        quinn::ConnectionError::ApplicationClosed(c)
+            if c.error_code == quinn::VarInt::from_u32(close::OVERLOADED) =>
+        {
+            Some(refused(
+                "collector overloaded",
+                close::retry_after_ms(&c.reason).map(Duration::from_millis),
+            ))
+        }
+        quinn::ConnectionError::ApplicationClosed(c)
+            if c.error_code == quinn::VarInt::from_u32(close::SHUTDOWN) =>
+        {
+            Some(refused("collector shutting down", None))
+        }
+        _ => None,
+    }
 }
 
 /// Open a TLS stream over TCP to `addr` with the same TLS config (ALPN `agent-bom/1`).

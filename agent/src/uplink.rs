@@ -27,6 +27,9 @@ use crate::tls::{self, PinnedCaVerifier};
 
 /// First reconnect delay cap; doubles per failure up to the configured maximum.
 const BACKOFF_BASE: Duration = Duration::from_millis(500);
+/// First delay after the collector turned the connection away for load without a retry-after;
+/// doubles per failure up to the configured maximum.
+const OVERLOAD_BASE: Duration = Duration::from_secs(2);
 
 /// Errors of the uplink.
 #[derive(Debug, thiserror::Error)]
@@ -247,12 +250,20 @@ pub async fn run(
                     Some(e.to_string()),
                 );
                 match &e {
+                    // The collector's word, bounded by our own cap so that no answer can park
+                    // the agent for longer than an operator allows.
                     UplinkError::Refused {
                         retry_after: Some(d),
                         ..
-                    } => *d,
+                    } => (*d).min(options.max_backoff),
                     // A revoked or unknown device waits the longest: retrying fast cannot help.
                     _ if refused => options.max_backoff,
+                    // Turned away for load with no retry-after (refused before the handshake,
+                    // collector shutting down): never come straight back.
+                    UplinkError::Refused {
+                        code: ErrorCode::Unavailable,
+                        ..
+                    } => overload_delay(attempt, options.max_backoff),
                     _ => backoff_delay(attempt, options.max_backoff),
                 }
             }
@@ -394,6 +405,7 @@ async fn session(
         }
     }
     .await;
+    let result = result.map_err(|e| link.explain(e));
     link.close().await;
     result
 }
@@ -689,10 +701,25 @@ pub fn backoff_delay(attempt: u32, cap: Duration) -> Duration {
     let ceiling = BACKOFF_BASE
         .saturating_mul(2u32.saturating_pow(attempt.min(20)))
         .min(cap);
+    ceiling.mul_f64(unit_random())
+}
+
+/// Delay after the collector turned the connection away for load without a retry-after:
+/// uniform in `[c / 2, c]` with `c = min(cap, 2 s × 2^attempt)`. Unlike full jitter it never
+/// picks (nearly) zero, so a refused agent cannot come straight back, while the spread still keeps
+/// a refused crowd from returning together.
+pub fn overload_delay(attempt: u32, cap: Duration) -> Duration {
+    let ceiling = OVERLOAD_BASE
+        .saturating_mul(2u32.saturating_pow(attempt.min(20)))
+        .min(cap);
+    ceiling / 2 + (ceiling / 2).mul_f64(unit_random())
+}
+
+/// Uniform in `[0, 1)`.
+fn unit_random() -> f64 {
     let mut bytes = [0u8; 8];
     let _ = aws_lc_rs::rand::fill(&mut bytes);
-    let fraction = (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64;
-    ceiling.mul_f64(fraction)
+    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 fn set_connection(state: &StateDir, connection: &str, error: Option<String>) {
@@ -722,6 +749,23 @@ mod tests {
         }
         let samples: std::collections::HashSet<_> =
             (0..20).map(|_| backoff_delay(10, cap)).collect();
+        assert!(samples.len() > 1, "no jitter");
+    }
+
+    #[test]
+    fn overload_delay_has_a_floor_and_grows() {
+        let cap = Duration::from_secs(300);
+        for attempt in 0..40 {
+            let ceiling = OVERLOAD_BASE
+                .saturating_mul(2u32.saturating_pow(attempt.min(20)))
+                .min(cap);
+            let d = overload_delay(attempt, cap);
+            assert!(d >= ceiling / 2 && d <= ceiling, "{attempt}: {d:?}");
+        }
+        assert!(overload_delay(0, cap) >= Duration::from_secs(1));
+        assert!(overload_delay(3, cap) >= Duration::from_secs(8));
+        let samples: std::collections::HashSet<_> =
+            (0..20).map(|_| overload_delay(2, cap)).collect();
         assert!(samples.len() > 1, "no jitter");
     }
 

@@ -7,11 +7,10 @@
 
 use std::net::UdpSocket;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use agent_bom_protocol::{
-    AgentMessage, CollectorMessage, ErrorCode, FrameError, PROTOCOL_VERSION, capability,
+    AgentMessage, CollectorMessage, ErrorCode, FrameError, PROTOCOL_VERSION, capability, close,
     read_frame, write_frame,
 };
 use quinn::crypto::rustls::QuicServerConfig;
@@ -20,7 +19,7 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admission::EnrollThrottle;
+use crate::admission::{ConnectionBudget, EnrollThrottle, WorkBudget, jittered};
 use crate::liveness::Liveness;
 use crate::pki::{CertificateAuthority, fingerprint};
 use crate::store::{
@@ -31,8 +30,19 @@ use crate::tls::{TlsError, server_config};
 /// Tunables of a collector. Defaults are the production values.
 #[derive(Debug, Clone)]
 pub struct CollectorConfig {
-    /// Connections admitted at once; beyond it new handshakes are refused (agents back off).
+    /// Connections admitted at once; beyond it new connections are refused (agents back off).
     pub max_connections: usize,
+    /// TLS handshakes in progress at once; beyond it new connections are refused, so that a
+    /// reconnect storm cannot starve established sessions of CPU.
+    pub max_handshakes: usize,
+    /// Requests doing database work at once (enrollments, hellos, uploads, command results).
+    pub max_db_in_flight: usize,
+    /// How long a request may wait for its turn at the database before it is answered
+    /// `unavailable` with a retry-after.
+    pub db_wait: Duration,
+    /// Base of the retry-after in overload answers; each answer picks uniformly from
+    /// `[base, 2 × base)` so that shed agents do not return in lockstep.
+    pub overload_retry_after: Duration,
     /// QUIC keep-alive interval, keeping NAT bindings open and detecting dead peers.
     pub keep_alive: Duration,
     /// A connection silent this long is closed (and the device declared gone).
@@ -54,7 +64,11 @@ pub struct CollectorConfig {
 impl Default for CollectorConfig {
     fn default() -> Self {
         Self {
-            max_connections: 100_000,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_handshakes: DEFAULT_MAX_HANDSHAKES,
+            max_db_in_flight: DEFAULT_MAX_DB_IN_FLIGHT,
+            db_wait: DEFAULT_DB_WAIT,
+            overload_retry_after: DEFAULT_OVERLOAD_RETRY_AFTER,
             keep_alive: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
             liveness_flush: Duration::from_secs(5),
@@ -65,6 +79,20 @@ impl Default for CollectorConfig {
         }
     }
 }
+
+/// Default of [`CollectorConfig::max_connections`]: twice the 50,000 agents a collector process is
+/// sized for, so a fleet that fails over from another replica still fits.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
+/// Default of [`CollectorConfig::max_handshakes`]: about half a second of handshakes on two
+/// cores, enough for any healthy burst; a reconnect storm beyond it is spread by refusals.
+pub const DEFAULT_MAX_HANDSHAKES: usize = 1_024;
+/// Default of [`CollectorConfig::max_db_in_flight`]: four times the Postgres pool (16), so the
+/// pool stays busy while the queue in front of it stays short.
+pub const DEFAULT_MAX_DB_IN_FLIGHT: usize = 64;
+/// Default of [`CollectorConfig::db_wait`].
+pub const DEFAULT_DB_WAIT: Duration = Duration::from_millis(250);
+/// Default of [`CollectorConfig::overload_retry_after`].
+pub const DEFAULT_OVERLOAD_RETRY_AFTER: Duration = Duration::from_secs(2);
 
 /// Errors that stop a collector.
 #[derive(Debug, thiserror::Error)]
@@ -80,15 +108,6 @@ pub enum CollectorError {
     Io(#[from] std::io::Error),
 }
 
-/// Application close codes on the QUIC connection.
-mod close {
-    pub(super) const DONE: u32 = 0;
-    pub(super) const UNAUTHORIZED: u32 = 0x10;
-    pub(super) const PROTOCOL: u32 = 0x12;
-    pub(super) const SUPERSEDED: u32 = 0x11;
-    pub(super) const SHUTDOWN: u32 = 0x13;
-}
-
 /// A collector bound to a store and a CA.
 pub struct Collector<S> {
     store: Arc<S>,
@@ -96,6 +115,8 @@ pub struct Collector<S> {
     config: CollectorConfig,
     liveness: Liveness,
     throttle: EnrollThrottle,
+    connections: Arc<ConnectionBudget>,
+    work: Arc<WorkBudget>,
 }
 
 /// The sockets a collector serves: QUIC on UDP, and the same frames over TLS on TCP for networks
@@ -128,6 +149,12 @@ impl<S: CollectorStore> Collector<S> {
             store,
             ca,
             throttle: EnrollThrottle::new(config.enroll_failures_per_minute),
+            connections: ConnectionBudget::new(config.max_connections, config.max_handshakes),
+            work: WorkBudget::new(
+                config.max_db_in_flight,
+                config.db_wait,
+                config.overload_retry_after,
+            ),
             config,
             liveness: Liveness::default(),
         }
@@ -136,6 +163,16 @@ impl<S: CollectorStore> Collector<S> {
     /// The live-session registry (for status and tests).
     pub fn liveness(&self) -> Liveness {
         self.liveness.clone()
+    }
+
+    /// The connection budget (admitted and refused connections, for status and tests).
+    pub fn connection_budget(&self) -> Arc<ConnectionBudget> {
+        self.connections.clone()
+    }
+
+    /// The database work budget (shed requests, for status and tests).
+    pub fn work_budget(&self) -> Arc<WorkBudget> {
+        self.work.clone()
     }
 
     fn quic_endpoint(
@@ -152,6 +189,7 @@ impl<S: CollectorStore> Collector<S> {
         transport.max_concurrent_uni_streams(0u8.into());
         transport.max_concurrent_bidi_streams(16u8.into());
         server.transport_config(Arc::new(transport));
+        enlarge_receive_buffer(&socket);
         socket.set_nonblocking(true)?;
         let endpoint = quinn::Endpoint::new(
             quinn::EndpointConfig::default(),
@@ -187,13 +225,11 @@ impl<S: CollectorStore> Collector<S> {
             self.config.revocation_sweep,
             shutdown.clone(),
         ));
-        let active = Arc::new(AtomicUsize::new(0));
         let shared = Arc::new(self);
         if let Some(listener) = sockets.tcp {
             tasks.spawn(shared.clone().accept_tcp(
                 listener,
                 acceptor,
-                active.clone(),
                 tasks.clone(),
                 shutdown.clone(),
             ));
@@ -206,20 +242,26 @@ impl<S: CollectorStore> Collector<S> {
                     None => break,
                 },
             };
-            if active.load(Ordering::Relaxed) >= shared.config.max_connections {
-                tracing::warn!(remote = %incoming.remote_address(), "connection budget exhausted; refusing");
-                incoming.refuse();
-                continue;
-            }
-            let guard = ActiveGuard::new(active.clone());
+            // Refused before any cryptography: CONNECTION_REFUSED costs one packet, and the
+            // agent answers it with a jittered backoff instead of a TCP fallback.
+            let mut permit = match shared.connections.try_admit() {
+                Ok(p) => p,
+                Err(why) => {
+                    tracing::debug!(remote = %incoming.remote_address(), reason = %why, "refusing connection");
+                    incoming.refuse();
+                    continue;
+                }
+            };
             let (this, stop) = (shared.clone(), shutdown.clone());
             tasks.spawn(async move {
-                let _guard = guard;
                 let remote = incoming.remote_address();
-                match incoming.await {
+                let handshake = incoming.await;
+                permit.handshake_done();
+                match handshake {
                     Ok(conn) => this.serve_quic(conn, stop).await,
                     Err(e) => tracing::debug!(%remote, error = %e, "QUIC handshake failed"),
                 }
+                drop(permit);
             });
         }
         endpoint.close(
@@ -249,12 +291,14 @@ impl<S: CollectorStore> Collector<S> {
             let reply = self
                 .answer_enroll(request, conn.remote_address().ip())
                 .await;
-            reply_and_close(&conn, send, &reply, close::DONE, b"").await;
+            let (code, reason) = close_for(&reply, close::DONE, "");
+            reply_and_close(&conn, send, &reply, code, reason.as_bytes()).await;
             return;
         };
         let (session, agent_version) = match self.answer_hello(request, &leaf).await {
             HelloOutcome::Refused { reply, close_code } => {
-                reply_and_close(&conn, send, &reply, close_code, b"refused").await;
+                let (code, reason) = close_for(&reply, close_code, "refused");
+                reply_and_close(&conn, send, &reply, code, reason.as_bytes()).await;
                 return;
             }
             HelloOutcome::Accepted {
@@ -323,7 +367,9 @@ impl<S: CollectorStore> Collector<S> {
                 (self.clone(), session.clone(), agent_version.clone());
             streams.spawn(async move {
                 let request = this.read_request(&mut recv).await;
-                let reply = this.answer(request, &session, &agent_version).await;
+                let reply = this
+                    .answer_budgeted(request, &session, &agent_version)
+                    .await;
                 let _ = write_frame(&mut send, &reply).await;
                 let _ = send.finish();
             });
@@ -379,7 +425,6 @@ impl<S: CollectorStore> Collector<S> {
         self: Arc<Self>,
         listener: tokio::net::TcpListener,
         acceptor: tokio_rustls::TlsAcceptor,
-        active: Arc<AtomicUsize>,
         tasks: TaskTracker,
         shutdown: CancellationToken,
     ) {
@@ -396,17 +441,46 @@ impl<S: CollectorStore> Collector<S> {
                     }
                 },
             };
-            if active.load(Ordering::Relaxed) >= self.config.max_connections {
-                tracing::warn!(%remote, "connection budget exhausted; refusing");
-                continue;
-            }
-            let guard = ActiveGuard::new(active.clone());
+            let permit = match self.connections.try_admit() {
+                Ok(p) => p,
+                Err(why) => {
+                    tracing::debug!(%remote, reason = %why, "refusing connection (TLS/TCP)");
+                    // TCP has no cheap refusal the agent can tell from a broken path, so a few
+                    // refused connections at a time get an answer with a retry-after; beyond
+                    // that they are closed unanswered and the agent backs off on its own.
+                    if let Some(slot) = self.connections.try_refusal_answer() {
+                        let (this, acceptor) = (self.clone(), acceptor.clone());
+                        tasks.spawn(async move {
+                            let _slot = slot;
+                            this.refuse_tcp(stream, acceptor).await;
+                        });
+                    }
+                    continue;
+                }
+            };
             let (this, stop, acceptor) = (self.clone(), shutdown.clone(), acceptor.clone());
             tasks.spawn(async move {
-                let _guard = guard;
-                this.serve_tcp(stream, remote.ip(), acceptor, stop).await;
+                this.serve_tcp(stream, remote.ip(), acceptor, permit, stop)
+                    .await;
             });
         }
+    }
+
+    /// Answer a connection over the budget: complete the TLS handshake, read the agent's first
+    /// frame and answer it `unavailable` with a retry-after.
+    async fn refuse_tcp(&self, stream: tokio::net::TcpStream, acceptor: tokio_rustls::TlsAcceptor) {
+        let answer = async {
+            let tls = acceptor.accept(stream).await.ok()?;
+            let (mut reader, mut writer) = tokio::io::split(tls);
+            let _ = read_frame::<_, AgentMessage>(&mut reader).await;
+            let reply = overloaded(
+                "collector busy: connection budget exhausted",
+                self.work.retry_after(),
+            );
+            write_frame(&mut writer, &reply).await.ok()?;
+            writer.shutdown().await.ok()
+        };
+        let _ = tokio::time::timeout(REFUSAL_ANSWER_TIMEOUT, answer).await;
     }
 
     async fn serve_tcp(
@@ -414,12 +488,14 @@ impl<S: CollectorStore> Collector<S> {
         stream: tokio::net::TcpStream,
         remote: std::net::IpAddr,
         acceptor: tokio_rustls::TlsAcceptor,
+        mut permit: crate::admission::ConnectionPermit,
         shutdown: CancellationToken,
     ) {
         let _ = stream.set_nodelay(true);
-        let Ok(Ok(tls)) =
-            tokio::time::timeout(self.config.request_timeout, acceptor.accept(stream)).await
-        else {
+        let accepted =
+            tokio::time::timeout(self.config.request_timeout, acceptor.accept(stream)).await;
+        permit.handshake_done();
+        let Ok(Ok(tls)) = accepted else {
             return;
         };
         let leaf = tls
@@ -470,7 +546,9 @@ impl<S: CollectorStore> Collector<S> {
                 Ok(Err(e)) => Err(error(ErrorCode::MalformedFrame, &e.to_string())),
                 Ok(Ok(msg)) => Ok(msg),
             };
-            let reply = self.answer(request, &session, &agent_version).await;
+            let reply = self
+                .answer_budgeted(request, &session, &agent_version)
+                .await;
             if write_frame(&mut writer, &reply).await.is_err() {
                 break;
             }
@@ -538,6 +616,11 @@ impl<S: CollectorStore> Collector<S> {
     }
 
     async fn enroll(&self, token: String, csr_pem: &str, hostname: String) -> CollectorMessage {
+        // Before signing: a shed enrollment should cost as little as possible.
+        let _permit = match self.work.acquire().await {
+            Ok(p) => p,
+            Err(wait) => return overloaded("collector busy: too many enrollments at once", wait),
+        };
         let agent_id = new_agent_id();
         let cert = match self.ca.sign_device_csr(csr_pem, &agent_id) {
             Ok(c) => c,
@@ -598,6 +681,15 @@ impl<S: CollectorStore> Collector<S> {
             }
             Err(reply) => return refuse(reply, close::PROTOCOL),
         };
+        let _permit = match self.work.acquire().await {
+            Ok(p) => p,
+            Err(wait) => {
+                return refuse(
+                    overloaded("collector busy: too much database work in flight", wait),
+                    close::OVERLOADED,
+                );
+            }
+        };
         match self
             .store
             .authenticate_device(&agent_id, &fingerprint(leaf))
@@ -616,13 +708,33 @@ impl<S: CollectorStore> Collector<S> {
             Err(e) => {
                 tracing::info!(%agent_id, error = %e, "device refused");
                 let code = if matches!(e, StoreError::Unavailable(_)) {
-                    close::DONE
+                    close::OVERLOADED
                 } else {
                     close::UNAUTHORIZED
                 };
                 refuse(store_error(&e), code)
             }
         }
+    }
+
+    /// [`Self::answer`] within the database work budget: a request that touches the store and
+    /// gets no turn in time is answered `unavailable` with a retry-after.
+    async fn answer_budgeted(
+        &self,
+        request: Result<AgentMessage, CollectorMessage>,
+        session: &DeviceSession,
+        agent_version: &str,
+    ) -> CollectorMessage {
+        let _permit = match &request {
+            Ok(message) if touches_store(message) => match self.work.acquire().await {
+                Ok(p) => Some(p),
+                Err(wait) => {
+                    return overloaded("collector busy: too much database work in flight", wait);
+                }
+            },
+            _ => None,
+        };
+        self.answer(request, session, agent_version).await
     }
 
     /// Optional features announced in `Welcome`: deltas only when the store can apply them.
@@ -751,7 +863,10 @@ impl<S: CollectorStore> Collector<S> {
                             return CollectorMessage::Error {
                                 code: ErrorCode::Internal,
                                 message: "cannot sign commands".into(),
-                                retry_after_ms: Some(UNAVAILABLE_RETRY_MS),
+                                retry_after_ms: Some(
+                                    u64::try_from(jittered(UNAVAILABLE_RETRY).as_millis())
+                                        .unwrap_or(u64::MAX),
+                                ),
                             };
                         }
                     }
@@ -828,18 +943,63 @@ async fn reply_and_close(
     conn.close(quinn::VarInt::from_u32(code), reason);
 }
 
-struct ActiveGuard(Arc<AtomicUsize>);
+/// Receive buffer asked for on the collector's UDP socket. The Linux default (about 208 KiB)
+/// holds only about 90 full-size datagrams: a burst of handshakes overflows it, and each dropped
+/// Initial costs its agent a retransmission timeout of about a second. (Measured on loopback
+/// with default buffers on both ends: 128 handshakes in flight ran at a tenth of the rate of 16;
+/// with 8 MiB asked for, 128 in flight ran faster than 16.) Linux caps it at
+/// `net.core.rmem_max`.
+const UDP_RECEIVE_BUFFER: usize = 8 * 1024 * 1024;
 
-impl ActiveGuard {
-    fn new(counter: Arc<AtomicUsize>) -> Self {
-        counter.fetch_add(1, Ordering::Relaxed);
-        Self(counter)
+/// Ask for [`UDP_RECEIVE_BUFFER`] on `socket`; a smaller grant is logged, not fatal.
+fn enlarge_receive_buffer(socket: &UdpSocket) {
+    let granted = quinn::udp::UdpSocketState::new(socket.into()).and_then(|state| {
+        state.set_recv_buffer_size(socket.into(), UDP_RECEIVE_BUFFER)?;
+        state.recv_buffer_size(socket.into())
+    });
+    match granted {
+        // Linux reports twice the size it was asked for (the other half is its bookkeeping).
+        Ok(bytes) if bytes >= UDP_RECEIVE_BUFFER => {
+            tracing::debug!(bytes, "UDP receive buffer");
+        }
+        Ok(bytes) => tracing::info!(
+            bytes,
+            wanted = UDP_RECEIVE_BUFFER,
+            "UDP receive buffer smaller than wanted; raise net.core.rmem_max so handshake bursts are not dropped"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot size the UDP receive buffer"),
     }
 }
 
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+/// Whether answering `message` needs the store (and so a turn in the work budget). Kinds added
+/// later count as store work unless listed here.
+fn touches_store(message: &AgentMessage) -> bool {
+    !matches!(
+        message,
+        AgentMessage::Unknown | AgentMessage::Hello { .. } | AgentMessage::Enroll { .. }
+    )
+}
+
+/// An overload answer: `unavailable` with a (jittered) retry-after.
+fn overloaded(message: &str, retry_after: Duration) -> CollectorMessage {
+    CollectorMessage::Error {
+        code: ErrorCode::Unavailable,
+        message: format!("{message}; retry later"),
+        retry_after_ms: Some(u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX)),
+    }
+}
+
+/// The close code and reason after a final reply: an `unavailable` reply with a retry-after
+/// closes with [`close::OVERLOADED`] carrying it (for an agent that lost the reply), anything
+/// else with `code` and `reason`.
+fn close_for(reply: &CollectorMessage, code: u32, reason: &str) -> (u32, String) {
+    match reply {
+        CollectorMessage::Error {
+            code: ErrorCode::Unavailable,
+            retry_after_ms: Some(ms),
+            ..
+        } => (close::OVERLOADED, close::overload_reason(*ms)),
+        _ => (code, reason.to_string()),
     }
 }
 
@@ -863,15 +1023,21 @@ fn unsupported_version(got: u16) -> CollectorMessage {
 /// How long a final reply waits for the peer to read it and close before the collector closes.
 const FINAL_REPLY_GRACE: Duration = Duration::from_secs(5);
 
-/// Retry delay suggested when the store is unavailable.
-const UNAVAILABLE_RETRY_MS: u64 = 5_000;
+/// Time a refused TLS/TCP connection gets to hear its answer.
+const REFUSAL_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Base of the retry delay suggested when the store is unavailable (jittered up to twice this).
+const UNAVAILABLE_RETRY: Duration = Duration::from_secs(5);
 
 fn store_error(e: &StoreError) -> CollectorMessage {
     let (code, retry_after_ms) = match e {
         StoreError::InvalidToken(_) => (ErrorCode::InvalidToken, None),
         StoreError::Unauthorized(_) => (ErrorCode::Unauthorized, None),
         StoreError::Invalid(_) => (ErrorCode::InvalidUpload, None),
-        StoreError::Unavailable(_) => (ErrorCode::Unavailable, Some(UNAVAILABLE_RETRY_MS)),
+        StoreError::Unavailable(_) => (
+            ErrorCode::Unavailable,
+            Some(u64::try_from(jittered(UNAVAILABLE_RETRY).as_millis()).unwrap_or(u64::MAX)),
+        ),
     };
     CollectorMessage::Error {
         code,

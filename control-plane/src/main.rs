@@ -60,6 +60,8 @@ enum Command {
         stale_after: Duration,
         #[command(flatten)]
         oidc: OidcArgs,
+        #[command(flatten)]
+        limits: CollectorLimits,
     },
     /// A collector alone on a shared Postgres store (cluster mode).
     Collector {
@@ -72,6 +74,8 @@ enum Command {
         /// Directory holding the control plane's ca.crt and ca.key.
         #[command(flatten)]
         data: DataArgs,
+        #[command(flatten)]
+        limits: CollectorLimits,
     },
     /// Local demo: serve plus an agent for this machine.
     Up {
@@ -100,6 +104,50 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+}
+
+/// The collector's admission budgets: beyond them agents are told to come back later.
+#[derive(Args, Clone)]
+struct CollectorLimits {
+    /// Agent connections admitted at once (beyond it new ones are refused and agents back off).
+    #[arg(long, env = "AGENT_BOM_COLLECTOR_MAX_CONNECTIONS", default_value_t = agent_bom_collector::server::DEFAULT_MAX_CONNECTIONS, value_parser = at_least_one())]
+    max_connections: usize,
+    /// TLS handshakes in progress at once (a reconnect storm beyond it is spread by refusals).
+    #[arg(long, env = "AGENT_BOM_COLLECTOR_MAX_HANDSHAKES", default_value_t = agent_bom_collector::server::DEFAULT_MAX_HANDSHAKES, value_parser = at_least_one())]
+    max_handshakes: usize,
+    /// Requests doing database work at once (uploads, enrollments, hellos).
+    #[arg(long, env = "AGENT_BOM_COLLECTOR_MAX_DB_IN_FLIGHT", default_value_t = agent_bom_collector::server::DEFAULT_MAX_DB_IN_FLIGHT, value_parser = at_least_one())]
+    max_db_in_flight: usize,
+    /// Milliseconds a request may wait for its turn at the database before it is answered
+    /// `unavailable` with a retry-after.
+    #[arg(long, env = "AGENT_BOM_COLLECTOR_DB_WAIT_MS", default_value_t = duration_ms(agent_bom_collector::server::DEFAULT_DB_WAIT))]
+    db_wait_ms: u64,
+    /// Base retry-after of overload answers in milliseconds (each answer picks from base to
+    /// twice the base).
+    #[arg(long, env = "AGENT_BOM_COLLECTOR_OVERLOAD_RETRY_MS", default_value_t = duration_ms(agent_bom_collector::server::DEFAULT_OVERLOAD_RETRY_AFTER), value_parser = clap::value_parser!(u64).range(1..))]
+    overload_retry_ms: u64,
+}
+
+fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..)
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl CollectorLimits {
+    /// The collector configuration with these budgets, everything else at its default.
+    fn config(&self) -> CollectorConfig {
+        CollectorConfig {
+            max_connections: self.max_connections,
+            max_handshakes: self.max_handshakes,
+            max_db_in_flight: self.max_db_in_flight,
+            db_wait: Duration::from_millis(self.db_wait_ms),
+            overload_retry_after: Duration::from_millis(self.overload_retry_ms),
+            ..CollectorConfig::default()
+        }
+    }
 }
 
 /// Operator login with OIDC bearer tokens (all three of issuer, audience and JWKS URL).
@@ -350,12 +398,13 @@ async fn dispatch(command: Command) -> Result<()> {
             collector_listen,
             stale_after,
             oidc,
+            limits,
         } => {
             let data_dir = data.dir();
             let mut server = Server::open(ServeConfig {
                 data_dir: data_dir.clone(),
                 database_url,
-                collector: CollectorConfig::default(),
+                collector: limits.config(),
                 oidc: oidc.config(),
             })
             .await?;
@@ -388,13 +437,14 @@ async fn dispatch(command: Command) -> Result<()> {
             database_url,
             listen,
             data,
+            limits,
         } => {
             let sockets = server::bind_collector(listen).await?;
             server::run_collector(
                 &database_url,
                 &data.dir(),
                 sockets,
-                CollectorConfig::default(),
+                limits.config(),
                 shutdown_on_signal(),
             )
             .await?;

@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod clock;
+pub mod close;
 pub mod digest;
 pub mod frame;
 pub mod inventory;

@@ -153,10 +153,7 @@ impl TestServer {
         let server = Server::open(ServeConfig {
             data_dir: data_dir.path().to_path_buf(),
             database_url: database_url.clone(),
-            collector: agent_bom_collector::CollectorConfig {
-                liveness_flush: Duration::from_millis(200),
-                ..Default::default()
-            },
+            collector: test_collector_config(),
             oidc: oidc.clone(),
         })
         .await

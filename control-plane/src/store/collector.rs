@@ -88,15 +88,16 @@ impl Store {
         if expires_at.is_some_and(|e| e <= now) {
             return Err(Failure::Refuse(invalid("enrollment token expired")));
         }
-        if let Err(e) = self.check_endpoint_quota(&tenant_id, 1).await {
+        // From here on the transaction works inside the token's tenant only.
+        self.set_scope(&mut tx, &tenant_id).await?;
+        // On this transaction, not a second pool connection (see `check_endpoint_quota_in`).
+        if let Err(e) = Self::check_endpoint_quota_in(&mut tx, &tenant_id, 1).await {
             return Err(match e {
                 StoreError::QuotaExceeded(m) => Failure::Refuse(CollectorStoreError::Invalid(m)),
                 StoreError::Query(q) => Failure::Db(q),
                 other => Failure::Refuse(classify(other)),
             });
         }
-        // From here on the transaction works inside the token's tenant only.
-        self.set_scope(&mut tx, &tenant_id).await?;
         // The conditional update is the use counter and the race guard in one statement.
         let used = sqlx::query(
             "UPDATE enrollment_tokens SET uses = uses + 1 \

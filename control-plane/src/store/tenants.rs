@@ -189,6 +189,35 @@ impl Store {
         Ok(())
     }
 
+    /// [`Self::check_endpoint_quota`] on a transaction the caller already holds (scoped to the
+    /// tenant). A caller inside a write transaction must not take a second pool connection: with
+    /// as many such callers as the pool has connections, each would wait for another forever
+    /// (until the pool times out), which an enrollment burst did.
+    pub(crate) async fn check_endpoint_quota_in(
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        tenant_id: &str,
+        adding: i64,
+    ) -> Result<(), StoreError> {
+        let limit: Option<i64> = sqlx::query("SELECT max_endpoints FROM tenants WHERE id = $1")
+            .bind(tenant_id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("tenant {tenant_id:?}")))?
+            .try_get("max_endpoints")?;
+        let limit = limit.unwrap_or(DEFAULT_MAX_ENDPOINTS);
+        let current: i64 = sqlx::query("SELECT COUNT(*) AS n FROM endpoints WHERE tenant_id = $1")
+            .bind(tenant_id)
+            .fetch_one(&mut **tx)
+            .await?
+            .try_get("n")?;
+        if current + adding > limit {
+            return Err(StoreError::QuotaExceeded(format!(
+                "tenant quota exceeded for endpoints: limit={limit}, current={current}, attempted={adding}"
+            )));
+        }
+        Ok(())
+    }
+
     /// Fail with `QuotaExceeded` if the tenant cannot take `adding` more endpoints.
     pub(crate) async fn check_endpoint_quota(
         &self,
