@@ -9,6 +9,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::store::{CollectorStore, LastSeen, StoreNotice};
 
+/// Longest time between two full sweeps, even when the store's change epoch did not move (a
+/// safety net for a store that misses a bump).
+pub const FULL_SWEEP_EVERY: Duration = Duration::from_secs(60);
+
 /// Live connections by device id.
 #[derive(Debug, Default, Clone)]
 pub struct Liveness {
@@ -104,10 +108,12 @@ impl Liveness {
 
     /// Every `interval`, ask the store which connected devices were revoked (and close their
     /// sessions) and which have newly queued commands (and hand them to their sessions), until
-    /// `shutdown`. Two queries per tenant per sweep, whatever the number of devices. Between
-    /// sweeps, the store's notices (Postgres LISTEN/NOTIFY) trigger the same check for just the
-    /// device named, if it is connected here; the sweep remains the catch-up for anything a
-    /// notice missed.
+    /// `shutdown`: two queries per tenant and 500 devices. A tick first reads the store's
+    /// change epoch and sweeps only when it moved (or [`FULL_SWEEP_EVERY`] passed), so an idle
+    /// fleet costs one small read per tick. Between sweeps, the store's notices (Postgres
+    /// LISTEN/NOTIFY, SQLite in-process) trigger the same check for just the device named, if
+    /// it is connected here; the sweep remains the catch-up for anything a notice missed
+    /// (another process writing SQLite, a LISTEN connection being re-established).
     pub async fn control_loop<S: CollectorStore>(
         self,
         store: Arc<S>,
@@ -116,6 +122,9 @@ impl Liveness {
     ) {
         let mut notices = store.notices();
         let mut ticker = tokio::time::interval(interval);
+        // What the last full sweep saw; a tick sweeps only when the store's epoch moved.
+        let mut swept_epoch: Option<i64> = None;
+        let mut swept_at = tokio::time::Instant::now();
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let notice = tokio::select! {
@@ -131,7 +140,19 @@ impl Liveness {
                 },
             };
             match notice {
-                None | Some(StoreNotice::Resync) => self.sweep(&*store).await,
+                None => {
+                    let epoch = store.change_epoch().await;
+                    let due = epoch.is_none()
+                        || epoch != swept_epoch
+                        || swept_at.elapsed() >= FULL_SWEEP_EVERY;
+                    if due {
+                        // Read before sweeping: a change during the sweep moves it again.
+                        swept_epoch = epoch;
+                        swept_at = tokio::time::Instant::now();
+                        self.sweep(&*store).await;
+                    }
+                }
+                Some(StoreNotice::Resync) => self.sweep(&*store).await,
                 Some(StoreNotice::Commands {
                     tenant_id,
                     agent_id,

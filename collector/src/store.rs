@@ -195,6 +195,14 @@ pub trait CollectorStore: Send + Sync + 'static {
         connected: &[LastSeen],
     ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
 
+    /// A counter the store moves whenever a command becomes pending or a device is revoked or
+    /// deleted, by any writer. The sweep checks its connected devices only when it moved (or
+    /// after [`crate::liveness::FULL_SWEEP_EVERY`]), so an idle fleet costs one small read per
+    /// sweep. `None` (the default): unknown, sweep every time.
+    fn change_epoch(&self) -> impl Future<Output = Option<i64>> + Send {
+        async { None }
+    }
+
     /// Changes the store announces as they are committed (queued commands, revoked devices),
     /// so the collector holding a device's connection acts at once instead of at its next
     /// sweep. `None` (the default) when the store has no such feed: the periodic sweep alone

@@ -373,6 +373,16 @@ impl CollectorStore for Store {
         Ok(outcome)
     }
 
+    async fn change_epoch(&self) -> Option<i64> {
+        // Not tenant data (no RLS on the table): one counter for the whole store.
+        sqlx::query("SELECT n FROM change_epoch WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await
+            .ok()?
+            .try_get::<i64, _>("n")
+            .ok()
+    }
+
     async fn record_last_seen(&self, seen: &[LastSeen]) -> Result<(), CollectorStoreError> {
         Ok(self.record_last_seen_inner(seen).await?)
     }

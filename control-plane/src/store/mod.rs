@@ -241,7 +241,27 @@ impl Store {
             SqlStr::from_static(include_str!("../../migrations/0011_policies.sql")),
             false,
         ));
+        if self.backend == Backend::Sqlite {
+            migrations.push(Migration::new(
+                13,
+                "change epoch (sqlite)".into(),
+                MigrationType::Simple,
+                SqlStr::from_static(include_str!(
+                    "../../migrations/0013_change_epoch_sqlite.sql"
+                )),
+                false,
+            ));
+        }
         if self.backend == Backend::Postgres {
+            migrations.push(Migration::new(
+                14,
+                "change epoch (postgres)".into(),
+                MigrationType::Simple,
+                SqlStr::from_static(include_str!(
+                    "../../migrations/0014_change_epoch_postgres.sql"
+                )),
+                false,
+            ));
             migrations.push(Migration::new(
                 12,
                 "policies row level security".into(),
