@@ -12,6 +12,10 @@ use crate::secrets::{self, ENROLL_TOKEN_KIND};
 
 /// Devices per `last_seen` statement.
 const LAST_SEEN_CHUNK: usize = 500;
+/// Columns of one `proxy_events` row.
+const EVENT_COLUMNS: usize = 13;
+/// Events per multi-row insert (1,300 parameters: far below SQLite's and Postgres's limits).
+const EVENT_ROWS: usize = 100;
 
 fn classify(e: StoreError) -> CollectorStoreError {
     if e.is_unavailable() {
@@ -581,46 +585,79 @@ impl Store {
             };
         }
         let now = now_ms();
-        for e in events {
-            let clip = |v: &str, n: usize| v.chars().take(n).collect::<String>();
-            sqlx::query(
+        let clip = |v: &str, n: usize| v.chars().take(n).collect::<String>();
+        // Multi-row inserts: one statement per EVENT_ROWS events instead of one per event.
+        for chunk in events.chunks(EVENT_ROWS) {
+            let rows = (0..chunk.len())
+                .map(|i| format!("({})", placeholders(1 + i * EVENT_COLUMNS, EVENT_COLUMNS)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = sqlx::AssertSqlSafe(format!(
                 "INSERT INTO proxy_events (tenant_id, endpoint_id, ts, kind, server_id, client, method, tool, decision, \
-                 reasons, latency_us, request_bytes, response_bytes) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                 reasons, latency_us, request_bytes, response_bytes) VALUES {rows}"
+            ));
+            let mut query = sqlx::query(sql);
+            for e in chunk {
+                query = query
+                    .bind(tenant)
+                    .bind(agent)
+                    .bind(e.ts_ms)
+                    .bind(clip(&e.kind, 32))
+                    .bind(clip(&e.server_id, 128))
+                    .bind(e.client.as_deref().map(|c| clip(c, 128)))
+                    .bind(e.method.as_deref().map(|m| clip(m, 128)))
+                    .bind(e.tool.as_deref().map(|t| clip(t, 256)))
+                    .bind(clip(&e.decision, 16))
+                    .bind(json(&e.reasons))
+                    .bind(e.latency_us.and_then(|l| i64::try_from(l).ok()))
+                    .bind(i64::try_from(e.request_bytes).unwrap_or(i64::MAX))
+                    .bind(i64::try_from(e.response_bytes).unwrap_or(i64::MAX));
+            }
+            query.execute(&mut *tx).await?;
+        }
+        // Tools seen: one upsert per distinct (server, tool) of the batch, not one per call.
+        #[derive(Default)]
+        struct Seen {
+            first: i64,
+            last: i64,
+            calls: i64,
+            blocked: i64,
+        }
+        let mut tools: std::collections::BTreeMap<(String, String), Seen> = Default::default();
+        for e in events {
+            if let (Some(tool), true) = (&e.tool, e.kind == "call") {
+                let at = if e.ts_ms > 0 { e.ts_ms } else { now };
+                let seen = tools
+                    .entry((clip(&e.server_id, 128), clip(tool, 256)))
+                    .or_insert(Seen {
+                        first: at,
+                        last: at,
+                        ..Seen::default()
+                    });
+                seen.first = seen.first.min(at);
+                seen.last = seen.last.max(at);
+                seen.calls += 1;
+                seen.blocked += i64::from(e.decision == "block");
+            }
+        }
+        for ((server_id, tool), seen) in tools {
+            sqlx::query(
+                "INSERT INTO endpoint_tools (tenant_id, endpoint_id, server_id, tool, first_seen, last_seen, calls, blocked) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (endpoint_id, server_id, tool) DO UPDATE SET \
+                 last_seen = CASE WHEN excluded.last_seen > endpoint_tools.last_seen THEN excluded.last_seen ELSE endpoint_tools.last_seen END, \
+                 calls = endpoint_tools.calls + excluded.calls, blocked = endpoint_tools.blocked + excluded.blocked",
             )
             .bind(tenant)
             .bind(agent)
-            .bind(e.ts_ms)
-            .bind(clip(&e.kind, 32))
-            .bind(clip(&e.server_id, 128))
-            .bind(e.client.as_deref().map(|c| clip(c, 128)))
-            .bind(e.method.as_deref().map(|m| clip(m, 128)))
-            .bind(e.tool.as_deref().map(|t| clip(t, 256)))
-            .bind(clip(&e.decision, 16))
-            .bind(json(&e.reasons))
-            .bind(e.latency_us.and_then(|l| i64::try_from(l).ok()))
-            .bind(i64::try_from(e.request_bytes).unwrap_or(i64::MAX))
-            .bind(i64::try_from(e.response_bytes).unwrap_or(i64::MAX))
+            .bind(server_id)
+            .bind(tool)
+            .bind(seen.first)
+            .bind(seen.last)
+            .bind(seen.calls)
+            .bind(seen.blocked)
             .execute(&mut *tx)
             .await?;
-            if let (Some(tool), true) = (&e.tool, e.kind == "call") {
-                let blocked = i64::from(e.decision == "block");
-                sqlx::query(
-                    "INSERT INTO endpoint_tools (tenant_id, endpoint_id, server_id, tool, first_seen, last_seen, calls, blocked) \
-                     VALUES ($1, $2, $3, $4, $5, $5, 1, $6) \
-                     ON CONFLICT (endpoint_id, server_id, tool) DO UPDATE SET \
-                     last_seen = CASE WHEN excluded.last_seen > endpoint_tools.last_seen THEN excluded.last_seen ELSE endpoint_tools.last_seen END, \
-                     calls = endpoint_tools.calls + 1, blocked = endpoint_tools.blocked + excluded.blocked",
-                )
-                .bind(tenant)
-                .bind(agent)
-                .bind(clip(&e.server_id, 128))
-                .bind(clip(tool, 256))
-                .bind(if e.ts_ms > 0 { e.ts_ms } else { now })
-                .bind(blocked)
-                .execute(&mut *tx)
-                .await?;
-            }
         }
         tx.commit().await?;
         Ok(ApplyOutcome::Applied)
