@@ -105,6 +105,7 @@ pub fn spawn(
                 }
             }
             let spool = spool.clone();
+            tracing::debug!(events = events.len(), "spooling proxy events");
             // Proxies get their acknowledgement only after this fsynced append.
             let stored = match tokio::task::spawn_blocking(move || spool.append(&events)).await {
                 Ok(Ok(())) => {

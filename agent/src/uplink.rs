@@ -608,6 +608,7 @@ async fn ship(link: &Link, spool: &Arc<EventSpool>) -> Result<(), UplinkError> {
             .map_err(|e| UplinkError::Protocol(format!("event spool: {e}")))?;
         let Some(batch) = batch else { return Ok(()) };
         let seq = batch.seq;
+        let n = batch.events.len();
         let message = AgentMessage::ProxyEvents {
             seq,
             events: batch.events,
@@ -620,7 +621,7 @@ async fn ship(link: &Link, spool: &Arc<EventSpool>) -> Result<(), UplinkError> {
                     .await
                     .map_err(|e| UplinkError::Protocol(e.to_string()))?
                     .map_err(|e| UplinkError::Protocol(format!("event spool: {e}")))?;
-                tracing::debug!(seq, "proxy events acknowledged");
+                tracing::debug!(seq, events = n, "proxy events acknowledged");
             }
             other => return Err(reply_error(other)),
         }

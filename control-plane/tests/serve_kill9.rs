@@ -163,11 +163,15 @@ fn serve_kill_9_mid_batch_loses_and_duplicates_nothing() {
                 );
                 std::thread::sleep(Duration::from_millis(50));
             };
+            // Read (and discard) the daemon's acknowledgements as a proxy does: a peer that
+            // never reads them fills its socket and the daemon stops serving it.
+            let mut acks = stream.try_clone().unwrap();
+            std::thread::spawn(move || std::io::copy(&mut acks, &mut std::io::sink()));
+            // One write per burst, as a proxy writes its queued events.
+            let burst = format!("{event}\n").repeat(5);
             while !stop.load(Ordering::Relaxed) {
-                for _ in 0..5 {
-                    writeln!(stream, "{event}").unwrap();
-                    sent.fetch_add(1, Ordering::Relaxed);
-                }
+                stream.write_all(burst.as_bytes()).unwrap();
+                sent.fetch_add(5, Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(20));
             }
         })

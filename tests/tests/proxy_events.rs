@@ -78,6 +78,23 @@ async fn proxy_events_reach_the_control_plane(database_url: Option<String>) {
     let verify = server.get("/v1/audit/verify", Some(&key)).await;
     assert_eq!(verify.json["ok"], true, "{}", verify.text);
 
+    // A burst larger than one insert statement and one batch (100 rows, 500 events) arrives
+    // whole and exactly once.
+    for _ in 0..1234 {
+        audit.emit(call("bulk", "forward", &[]));
+    }
+    audit.flush(Duration::from_secs(10)).await;
+    eventually(PATIENCE, "the whole burst", || async {
+        let r = server.get(&detail_path, Some(&key)).await;
+        let bulk = r.json["tools"]
+            .as_array()?
+            .iter()
+            .find(|t| t["name"] == "bulk")?
+            .clone();
+        (bulk["calls"].as_i64() == Some(1234)).then_some(())
+    })
+    .await;
+
     // Shipped events leave the spool.
     eventually(PATIENCE, "spool drained", || async {
         let size = std::fs::metadata(

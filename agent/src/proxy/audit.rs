@@ -458,9 +458,16 @@ async fn serve_proxy(stream: tokio::net::UnixStream, tx: mpsc::Sender<Handoff>) 
             }
             answer.await.unwrap_or(false)
         };
-        let ack = format!("ok {count}\n");
-        if !durable || reader.get_mut().write_all(ack.as_bytes()).await.is_err() {
+        if !durable {
             // Not stored: close without an answer so the proxy keeps the batch.
+            return;
+        }
+        // A peer that does not read its acknowledgements would eventually block this write
+        // for good; it is dropped instead (a proxy then spools what is unacknowledged).
+        let ack = format!("ok {count}\n");
+        let written =
+            tokio::time::timeout(ACK_TIMEOUT * 5, reader.get_mut().write_all(ack.as_bytes())).await;
+        if !matches!(written, Ok(Ok(()))) {
             return;
         }
     }
