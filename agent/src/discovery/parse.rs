@@ -54,16 +54,7 @@ pub fn parse_document(
     }
     match resolve_format(format, path) {
         Format::Jsonc | Format::ByExtension => {
-            let options = jsonc_parser::ParseOptions {
-                allow_comments: true,
-                allow_trailing_commas: true,
-                allow_loose_object_property_names: false,
-                allow_missing_commas: false,
-                allow_single_quoted_strings: false,
-                allow_hexadecimal_numbers: false,
-                ..Default::default()
-            };
-            jsonc_parser::parse_to_serde_value::<Value>(text, &options)
+            jsonc_parser::parse_to_serde_value::<Value>(text, &jsonc_options())
                 .map_err(|e| ParseError::Syntax(format!("invalid JSON: {e}")))
         }
         Format::Toml => toml::from_str::<Value>(text)
@@ -208,6 +199,20 @@ impl Collected {
             scope,
             project: project.clone(),
         });
+    }
+}
+
+/// The JSONC dialect clients accept: comments and trailing commas, nothing looser. Shared by
+/// the scanner and the wrap editor so both read a file the same way.
+pub(crate) fn jsonc_options() -> jsonc_parser::ParseOptions {
+    jsonc_parser::ParseOptions {
+        allow_comments: true,
+        allow_trailing_commas: true,
+        allow_loose_object_property_names: false,
+        allow_missing_commas: false,
+        allow_single_quoted_strings: false,
+        allow_hexadecimal_numbers: false,
+        ..Default::default()
     }
 }
 

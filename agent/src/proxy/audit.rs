@@ -427,6 +427,9 @@ async fn serve_proxy(stream: tokio::net::UnixStream, tx: mpsc::Sender<Handoff>) 
     use super::framing::{Frame, read_frame};
     let mut reader = tokio::io::BufReader::new(stream);
     let mut buf = Vec::new();
+    // Cleared when the peer stops taking answers (gone, or not reading them): what it already
+    // sent is still read and stored, just no longer acknowledged.
+    let mut answering = true;
     loop {
         let mut events = Vec::new();
         let mut lines = 0usize;
@@ -462,14 +465,15 @@ async fn serve_proxy(stream: tokio::net::UnixStream, tx: mpsc::Sender<Handoff>) 
             // Not stored: close without an answer so the proxy keeps the batch.
             return;
         }
-        // A peer that does not read its acknowledgements would eventually block this write
-        // for good; it is dropped instead (a proxy then spools what is unacknowledged).
+        if !answering {
+            continue;
+        }
+        // Bounded: a peer that does not read its acknowledgements would otherwise block this
+        // write, and with it the reading of everything it sends after.
         let ack = format!("ok {count}\n");
         let written =
             tokio::time::timeout(ACK_TIMEOUT * 5, reader.get_mut().write_all(ack.as_bytes())).await;
-        if !matches!(written, Ok(Ok(()))) {
-            return;
-        }
+        answering = matches!(written, Ok(Ok(())));
     }
 }
 
@@ -538,6 +542,33 @@ mod tests {
         stop.cancel();
         server.await.unwrap();
         daemon.abort();
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_leaves_without_reading_answers_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(SOCKET_FILE);
+        let listener = AuditListener::bind(&path).unwrap();
+        let (tx, mut rx) = mpsc::channel::<Handoff>(8);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let server = tokio::spawn(listener.run(tx, stop.clone()));
+        // A raw writer: a burst, then gone before any answer is read.
+        let line = serde_json::to_string(&event("raw")).unwrap() + "\n";
+        let mut peer = tokio::net::UnixStream::connect(&path).await.unwrap();
+        peer.write_all(line.repeat(700).as_bytes()).await.unwrap();
+        drop(peer);
+        let mut got = 0;
+        while got < 700 {
+            let h = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("the rest of the burst is read")
+                .unwrap();
+            got += h.events.len();
+            let _ = h.persisted.send(true);
+        }
+        assert_eq!(got, 700);
+        stop.cancel();
+        server.await.unwrap();
     }
 
     #[tokio::test]

@@ -8,16 +8,8 @@ use crate::discovery::catalog::Layout;
 
 /// Parse options matching the scanner's (comments and trailing commas accepted).
 fn parse(text: &str) -> Result<CstRootNode, String> {
-    let options = jsonc_parser::ParseOptions {
-        allow_comments: true,
-        allow_trailing_commas: true,
-        allow_loose_object_property_names: false,
-        allow_missing_commas: false,
-        allow_single_quoted_strings: false,
-        allow_hexadecimal_numbers: false,
-        ..Default::default()
-    };
-    CstRootNode::parse(text, &options).map_err(|e| format!("invalid JSON: {e}"))
+    CstRootNode::parse(text, &crate::discovery::parse::jsonc_options())
+        .map_err(|e| format!("invalid JSON: {e}"))
 }
 
 /// Every server-map object a layout describes.
