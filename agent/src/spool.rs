@@ -4,7 +4,9 @@
 //! a byte cap: past it new events are dropped and counted, and the count ships with the next
 //! batch. A batch is taken from the head under a sequence that is persisted *before* it is sent,
 //! and removed only after the collector acknowledged its commit; after a crash the same events go
-//! again under the same sequence, and the collector's idempotent apply drops the replay. A line
+//! again under the same sequence, and the collector's idempotent apply drops the replay. The
+//! removal of an acknowledged batch is journaled in the meta file, so a crash between cutting
+//! the events file and updating the meta can neither resend the batch nor drop the next one. A line
 //! that cannot be parsed (a torn write, a corrupted disk) quarantines the file to
 //! `events.ndjson.corrupt-<ms>`, counts its lines as dropped and starts a fresh spool: never
 //! fatal, never silent.
@@ -33,6 +35,18 @@ struct Meta {
     dropped: u64,
     /// The batch sent and not yet acknowledged.
     pending: Option<Pending>,
+    /// An acknowledged batch being removed from the head of the file (see [`EventSpool::acked`]).
+    #[serde(default)]
+    trim: Option<Trim>,
+}
+
+/// Intent to remove `count` lines from the head of a file that had `lines_before` lines. With
+/// no append possible in between (one lock; recovery runs before anything else), the file's
+/// line count afterwards tells whether the removal happened.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Trim {
+    count: usize,
+    lines_before: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -95,6 +109,10 @@ impl EventSpool {
 
     fn check(&self) -> std::io::Result<()> {
         let _g = self.guard();
+        {
+            let mut meta = self.meta();
+            self.settle(&mut meta)?;
+        }
         let path = self.events_path();
         let Ok(file) = std::fs::File::open(&path) else {
             return Ok(());
@@ -132,6 +150,11 @@ impl EventSpool {
             return Ok(());
         }
         let _g = self.guard();
+        {
+            // An interrupted removal is settled before new lines change the count.
+            let mut meta = self.meta();
+            self.settle(&mut meta)?;
+        }
         let path = self.events_path();
         let mut size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         let mut out = Vec::new();
@@ -172,6 +195,7 @@ impl EventSpool {
     pub fn next_batch(&self) -> std::io::Result<Option<Batch>> {
         let _g = self.guard();
         let mut meta = self.meta();
+        self.settle(&mut meta)?;
         let events = self.head(meta.pending.as_ref().map_or(BATCH_EVENTS, |p| p.count))?;
         if let Some(p) = &meta.pending {
             return Ok(Some(Batch {
@@ -199,27 +223,85 @@ impl EventSpool {
     }
 
     /// The collector committed batch `seq`: remove its events from the spool.
+    ///
+    /// Two files change (the events and the meta), so the removal is journaled: the intent is
+    /// saved first, then the head is cut, then the intent cleared. A crash in between is
+    /// settled from the file's line count ([`Self::settle`]); without the journal, a crash
+    /// after the cut would send the *next* events under the acknowledged sequence, and the
+    /// collector would drop them as a replay.
     pub fn acked(&self, seq: u64) -> std::io::Result<()> {
         let _g = self.guard();
         let mut meta = self.meta();
-        let Some(p) = meta.pending.clone().filter(|p| p.seq == seq) else {
+        self.settle(&mut meta)?;
+        if !meta.pending.as_ref().is_some_and(|p| p.seq == seq) {
+            return Ok(());
+        }
+        let count = meta.pending.as_ref().map_or(0, |p| p.count);
+        meta.trim = Some(Trim {
+            count,
+            lines_before: self.line_count()?,
+        });
+        self.save_meta(&meta)?;
+        self.cut_head(count)?;
+        self.finish_trim(&mut meta)
+    }
+
+    /// Complete a journaled removal left by a crash (or an I/O error) before anything else.
+    fn settle(&self, meta: &mut Meta) -> std::io::Result<()> {
+        let Some(trim) = meta.trim.clone() else {
             return Ok(());
         };
-        let path = self.events_path();
-        if let Ok(file) = std::fs::File::open(&path) {
-            let mut rest = Vec::new();
-            for line in std::io::BufReader::new(file).split(b'\n').skip(p.count) {
-                let line = line?;
-                if !line.is_empty() {
-                    rest.extend_from_slice(&line);
-                    rest.push(b'\n');
-                }
-            }
-            write_private(&path, &rest)?;
+        let lines = self.line_count()?;
+        if lines == trim.lines_before && trim.count > 0 {
+            self.cut_head(trim.count)?;
+        } else if lines + trim.count != trim.lines_before {
+            // Neither before nor after: keep every event (a duplicate beats a loss).
+            tracing::warn!(
+                lines,
+                expected = trim.lines_before,
+                "event spool changed during an interrupted removal; keeping its events"
+            );
         }
-        meta.dropped = meta.dropped.saturating_sub(p.dropped);
-        meta.pending = None;
-        self.save_meta(&meta)
+        self.finish_trim(meta)
+    }
+
+    fn finish_trim(&self, meta: &mut Meta) -> std::io::Result<()> {
+        if let Some(p) = meta.pending.take() {
+            meta.dropped = meta.dropped.saturating_sub(p.dropped);
+        }
+        meta.trim = None;
+        self.save_meta(meta)
+    }
+
+    /// Remove the first `count` lines of the events file (atomically: new file, rename).
+    fn cut_head(&self, count: usize) -> std::io::Result<()> {
+        let path = self.events_path();
+        let Ok(file) = std::fs::File::open(&path) else {
+            return Ok(());
+        };
+        let mut rest = Vec::new();
+        for line in std::io::BufReader::new(file).split(b'\n').skip(count) {
+            let line = line?;
+            if !line.is_empty() {
+                rest.extend_from_slice(&line);
+                rest.push(b'\n');
+            }
+        }
+        write_private(&path, &rest)
+    }
+
+    /// Non-empty lines in the events file.
+    fn line_count(&self) -> std::io::Result<usize> {
+        let Ok(file) = std::fs::File::open(self.events_path()) else {
+            return Ok(0);
+        };
+        let mut n = 0;
+        for line in std::io::BufReader::new(file).split(b'\n') {
+            if !line?.is_empty() {
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// Bytes waiting in the spool.
@@ -285,6 +367,40 @@ mod tests {
         again.acked(b2.seq).unwrap();
         assert_eq!(again.next_batch().unwrap(), None);
         assert_eq!(again.size(), 0);
+    }
+
+    #[test]
+    fn a_crash_inside_the_removal_of_an_acknowledged_batch_loses_nothing() {
+        for cut_done in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let spool = EventSpool::open(dir.path(), DEFAULT_EVENT_CAP).unwrap();
+            // Identical events, so only the bookkeeping can tell batches apart.
+            spool.append(&[ev("same"), ev("same")]).unwrap();
+            let b1 = spool.next_batch().unwrap().unwrap();
+            spool.append(&[ev("same"), ev("same"), ev("same")]).unwrap();
+            // What `acked` does, stopped after the journal (and, the second time, the cut).
+            let mut meta = spool.meta();
+            meta.trim = Some(Trim {
+                count: b1.events.len(),
+                lines_before: spool.line_count().unwrap(),
+            });
+            spool.save_meta(&meta).unwrap();
+            if cut_done {
+                spool.cut_head(b1.events.len()).unwrap();
+            }
+            drop(spool);
+            let again = EventSpool::open(dir.path(), DEFAULT_EVENT_CAP).unwrap();
+            let b2 = again.next_batch().unwrap().unwrap();
+            assert!(
+                b2.seq > b1.seq,
+                "cut_done={cut_done}: the acknowledged batch is not resent"
+            );
+            assert_eq!(
+                b2.events.len(),
+                3,
+                "cut_done={cut_done}: the next events all stay"
+            );
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 // Integration tests report failure by panicking; children are reaped by `KillOnDrop`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::zombie_processes)]
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -334,32 +334,28 @@ fn agent_kill_9_loses_and_duplicates_nothing() {
             );
             std::thread::sleep(Duration::from_millis(50));
         };
-        for _ in 0..40 {
-            writeln!(stream, "{event}").unwrap();
-        }
-        drop(stream);
+        stream
+            .write_all(format!("{event}\n").repeat(40).as_bytes())
+            .unwrap();
         sent += 40;
-        // This raw writer does not read the daemon's acknowledgements (a real proxy does, and
-        // spools what is not acknowledged), so wait until the daemon has taken the whole burst,
-        // spooled or already shipped, then kill at a different point of spool → ship → ack.
-        let spool = state.path().join("events.ndjson");
-        let taken = Instant::now() + Duration::from_secs(30);
-        loop {
-            let spooled = std::fs::read_to_string(&spool)
-                .map(|t| t.lines().count() as i64)
-                .unwrap_or(0);
-            let (_, body) = http_get(&api, &format!("/v1/fleet/endpoints/{agent_id}"), ADMIN_KEY);
-            let shipped = body["tools"]
-                .as_array()
-                .and_then(|t| t.iter().find(|t| t["name"] == "t"))
-                .and_then(|t| t["calls"].as_i64())
-                .unwrap_or(0);
-            if spooled + shipped >= sent {
-                break;
-            }
-            assert!(Instant::now() < taken, "the daemon never took the burst");
-            std::thread::sleep(Duration::from_millis(5));
+        // As a proxy does: the burst counts as handed over once the daemon acknowledged every
+        // line (`ok N`, sent after its spool's fsync); then kill at a different point of
+        // spool → ship → ack each round.
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut answers = BufReader::new(stream);
+        let mut acknowledged = 0;
+        while acknowledged < 40 {
+            let mut line = String::new();
+            answers.read_line(&mut line).unwrap();
+            acknowledged += line
+                .trim_end()
+                .strip_prefix("ok ")
+                .and_then(|n| n.parse::<i64>().ok())
+                .unwrap_or_else(|| panic!("unexpected answer {line:?}"));
         }
+        drop(answers);
         std::thread::sleep(Duration::from_millis(round * 40));
         agent.kill().unwrap();
         let _ = agent.wait();
