@@ -233,7 +233,7 @@ impl EventSpool {
         let _g = self.guard();
         let mut meta = self.meta();
         self.settle(&mut meta)?;
-        if !meta.pending.as_ref().is_some_and(|p| p.seq == seq) {
+        if meta.pending.as_ref().is_none_or(|p| p.seq != seq) {
             return Ok(());
         }
         let count = meta.pending.as_ref().map_or(0, |p| p.count);
