@@ -120,19 +120,10 @@ fn apply_here(ctx: Context<'_>, command: &Command) -> Outcome {
     let dir = ctx.state.path();
     match command.command.as_str() {
         "rescan" => Outcome::applied("rescan started").then(FollowUp::Rescan),
-        "quarantine" => {
-            let record = serde_json::json!({
-                "command_id": command.command_id,
-                "payload": serde_json::from_str::<serde_json::Value>(&command.payload).unwrap_or_default(),
-                "at_ms": agent_bom_protocol::clock::now_ms(),
-            });
-            match write_private(&dir.join(QUARANTINE_FILE), record.to_string().as_bytes()) {
-                Ok(()) => {
-                    Outcome::applied("quarantined: MCP proxies on this device block every call")
-                }
-                Err(e) => Outcome::failed(e),
-            }
-        }
+        "quarantine" => match write_private(&dir.join(QUARANTINE_FILE), &command_record(command)) {
+            Ok(()) => Outcome::applied("quarantined: MCP proxies on this device block every call"),
+            Err(e) => Outcome::failed(e),
+        },
         "release" => match std::fs::remove_file(dir.join(QUARANTINE_FILE)) {
             Ok(()) => Outcome::applied("released"),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -250,17 +241,23 @@ fn update_notice(dir: &std::path::Path, command: &Command) -> Outcome {
         Ok(p) if !p.version.is_empty() && p.version.len() <= 64 => p.version,
         _ => return Outcome::failed("update_available needs a `version` (1-64 characters)"),
     };
-    let record = serde_json::json!({
-        "command_id": command.command_id,
-        "payload": serde_json::from_str::<serde_json::Value>(&command.payload).unwrap_or_default(),
-        "at_ms": agent_bom_protocol::clock::now_ms(),
-    });
-    match write_private(&dir.join(UPDATE_FILE), record.to_string().as_bytes()) {
+    match write_private(&dir.join(UPDATE_FILE), &command_record(command)) {
         Ok(()) => Outcome::applied(format!(
             "update to {version} recorded (shown by `agent-bom-agent status`); this build does not install updates itself"
         )),
         Err(e) => Outcome::failed(e),
     }
+}
+
+/// What a command leaves on disk as its record: id, payload and when it was applied.
+fn command_record(command: &Command) -> Vec<u8> {
+    serde_json::json!({
+        "command_id": command.command_id,
+        "payload": serde_json::from_str::<serde_json::Value>(&command.payload).unwrap_or_default(),
+        "at_ms": agent_bom_protocol::clock::now_ms(),
+    })
+    .to_string()
+    .into_bytes()
 }
 
 /// True while the device is quarantined.

@@ -153,19 +153,10 @@ fn key_matches_certificate(key_pem: &str, cert_pem: &str) -> bool {
 /// Default state directory: system-wide when running as root/SYSTEM (the service), per-user
 /// otherwise.
 pub fn default_state_dir() -> PathBuf {
-    if cfg!(windows) {
-        let base = std::env::var_os("ProgramData")
-            .map_or_else(|| PathBuf::from(r"C:\ProgramData"), PathBuf::from);
-        return base.join("agent-bom");
-    }
     let is_root = std::env::var_os("USER").is_some_and(|u| u == "root")
         || std::env::var_os("HOME").is_some_and(|h| h == "/root" || h == "/var/root");
-    if is_root {
-        return if cfg!(target_os = "macos") {
-            PathBuf::from("/Library/Application Support/agent-bom")
-        } else {
-            PathBuf::from("/var/lib/agent-bom")
-        };
+    if cfg!(windows) || is_root {
+        return system_state_dir();
     }
     let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
     if cfg!(target_os = "macos") {
@@ -176,6 +167,19 @@ pub fn default_state_dir() -> PathBuf {
             .filter(|p| p.is_absolute())
             .unwrap_or_else(|| home.join(".local/state"))
             .join("agent-bom")
+    }
+}
+
+/// The system service's state directory (what `default_state_dir` gives root or SYSTEM).
+pub fn system_state_dir() -> PathBuf {
+    if cfg!(windows) {
+        let base = std::env::var_os("ProgramData")
+            .map_or_else(|| PathBuf::from(r"C:\ProgramData"), PathBuf::from);
+        base.join("agent-bom")
+    } else if cfg!(target_os = "macos") {
+        PathBuf::from("/Library/Application Support/agent-bom")
+    } else {
+        PathBuf::from("/var/lib/agent-bom")
     }
 }
 

@@ -57,19 +57,6 @@ pub fn link_root(state_dir: &Path) -> PathBuf {
     state_dir.with_file_name(format!("{name}-users"))
 }
 
-/// The system daemon's state directory (what `default_state_dir` gives root).
-pub fn system_state_dir() -> PathBuf {
-    if cfg!(windows) {
-        let base = std::env::var_os("ProgramData")
-            .map_or_else(|| PathBuf::from(r"C:\ProgramData"), PathBuf::from);
-        base.join("agent-bom")
-    } else if cfg!(target_os = "macos") {
-        PathBuf::from("/Library/Application Support/agent-bom")
-    } else {
-        PathBuf::from("/var/lib/agent-bom")
-    }
-}
-
 /// The link directory of the calling user, when a system daemon set one up (Unix, not root).
 pub fn current_user_link() -> Option<PathBuf> {
     #[cfg(unix)]
@@ -78,7 +65,7 @@ pub fn current_user_link() -> Option<PathBuf> {
         if uid == 0 {
             return None;
         }
-        let dir = link_root(&system_state_dir()).join(uid.to_string());
+        let dir = link_root(&crate::state::system_state_dir()).join(uid.to_string());
         dir.is_dir().then_some(dir)
     }
     #[cfg(not(unix))]

@@ -20,8 +20,8 @@ fn limit(query: Option<&str>, default: u32) -> Result<u32, ApiError> {
     let p: Limit = parse_query(query)?;
     match p.limit {
         None => Ok(default),
-        Some(n) if (1..=1000).contains(&n) => Ok(n),
-        Some(_) => Err(ApiError::invalid("limit must be 1-1000")),
+        Some(n) if (1..=crate::store::FLEET_MAX_PAGE).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::invalid("limit must be between 1 and 1000")),
     }
 }
 
