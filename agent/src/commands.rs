@@ -19,11 +19,12 @@
 //!
 //! Applying a command twice has the same effect as once, so a redelivered command is harmless.
 
-use agent_bom_protocol::Command;
+use agent_bom_protocol::command::WrapTarget;
 use agent_bom_protocol::secure_file::write_private;
+use agent_bom_protocol::{Command, CommandError, CommandKind};
 
 use crate::discovery::ScanOptions;
-use crate::proxy::approvals::{self, Approvals};
+use crate::proxy::approvals::{Approval, Approvals};
 use crate::settings::RemoteSettings;
 use crate::state::StateDir;
 
@@ -117,91 +118,82 @@ fn apply_here(ctx: Context<'_>, command: &Command) -> Outcome {
         tracing::warn!(command = %command.command, id = %command.command_id, error = %e, "command refused");
         return Outcome::failed(format!("refused: {e}"));
     }
+    let kind = match CommandKind::parse(&command.command, &command.payload) {
+        Ok(kind) => kind,
+        Err(CommandError::Unknown(other)) => {
+            return Outcome {
+                status: "unsupported",
+                detail: format!(
+                    "this agent ({}) does not know the command {other:?}",
+                    crate::AGENT_VERSION
+                ),
+                follow_up: FollowUp::None,
+            };
+        }
+        Err(e) => return Outcome::failed(e),
+    };
     let dir = ctx.state.path();
-    match command.command.as_str() {
-        "rescan" => Outcome::applied("rescan started").then(FollowUp::Rescan),
-        "quarantine" => match write_private(&dir.join(QUARANTINE_FILE), &command_record(command)) {
-            Ok(()) => Outcome::applied("quarantined: MCP proxies on this device block every call"),
-            Err(e) => Outcome::failed(e),
-        },
-        "release" => match std::fs::remove_file(dir.join(QUARANTINE_FILE)) {
+    match kind {
+        CommandKind::Rescan => Outcome::applied("rescan started").then(FollowUp::Rescan),
+        CommandKind::Quarantine(_) => {
+            match write_private(&dir.join(QUARANTINE_FILE), &command_record(command)) {
+                Ok(()) => {
+                    Outcome::applied("quarantined: MCP proxies on this device block every call")
+                }
+                Err(e) => Outcome::failed(e),
+            }
+        }
+        CommandKind::Release => match std::fs::remove_file(dir.join(QUARANTINE_FILE)) {
             Ok(()) => Outcome::applied("released"),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 Outcome::applied("was not quarantined")
             }
             Err(e) => Outcome::failed(e),
         },
-        "policy" => match crate::policy_cache::install(dir, ctx.agent_id, command) {
+        CommandKind::Policy(_) => match crate::policy_cache::install(dir, ctx.agent_id, command) {
             Ok(revision) => Outcome::applied(format!("policy revision {revision} in force")),
             Err(e) => Outcome::failed(e),
         },
-        "settings" => {
+        CommandKind::Settings(patch) => {
             let mut settings = RemoteSettings::load(dir);
-            match settings.apply_payload(&command.payload) {
-                Ok(keys) => match settings.save(dir) {
-                    Ok(()) => Outcome::applied(format!("settings applied: {}", keys.join(", ")))
-                        .then(FollowUp::Settings),
-                    Err(e) => Outcome::failed(format!("cannot save settings: {e}")),
-                },
-                Err(e) => Outcome::failed(e),
+            let keys = settings.apply(&patch);
+            match settings.save(dir) {
+                Ok(()) => Outcome::applied(format!("settings applied: {}", keys.join(", ")))
+                    .then(FollowUp::Settings),
+                Err(e) => Outcome::failed(format!("cannot save settings: {e}")),
             }
         }
-        "wrap" | "unwrap" => wrap(ctx, command),
-        "approve_pins" => match approvals::parse_command(&command.command_id, &command.payload)
-            .and_then(|a| {
-                let tools = a.tools.len();
-                Approvals::new(dir)
-                    .add(a)
-                    .map(|()| tools)
-                    .map_err(|e| format!("cannot record the approval: {e}"))
-            }) {
-            Ok(n) => Outcome::applied(format!(
-                "{n} tool approval(s) recorded; proxies re-pin at their next tools/list"
-            )),
-            Err(e) => Outcome::failed(e),
-        },
-        "rotate_credential" => {
+        CommandKind::Wrap(target) => wrap(ctx, target, true),
+        CommandKind::Unwrap(target) => wrap(ctx, target, false),
+        CommandKind::ApprovePins(payload) => {
+            let tools = payload.tools.len();
+            match Approvals::new(dir).add(Approval::from_command(&command.command_id, payload)) {
+                Ok(()) => Outcome::applied(format!(
+                    "{tools} tool approval(s) recorded; proxies re-pin at their next tools/list"
+                )),
+                Err(e) => Outcome::failed(format!("cannot record the approval: {e}")),
+            }
+        }
+        CommandKind::RotateCredential => {
             Outcome::applied("credential rotated").then(FollowUp::RotateCredential)
         }
-        "update_available" => update_notice(dir, command),
-        other => Outcome {
-            status: "unsupported",
-            detail: format!(
-                "this agent ({}) does not know the command {other:?}",
-                crate::AGENT_VERSION
-            ),
-            follow_up: FollowUp::None,
-        },
+        CommandKind::UpdateAvailable(notice) => update_notice(dir, command, &notice.version),
     }
 }
 
-fn wrap(ctx: Context<'_>, command: &Command) -> Outcome {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Payload {
-        #[serde(default)]
-        client: Option<String>,
-    }
-    let payload: Payload = if command.payload.trim().is_empty() {
-        Payload { client: None }
-    } else {
-        match serde_json::from_str(&command.payload) {
-            Ok(p) => p,
-            Err(e) => return Outcome::failed(format!("invalid {} payload: {e}", command.command)),
-        }
-    };
+fn wrap(ctx: Context<'_>, target: WrapTarget, wrap: bool) -> Outcome {
     let proxy_exe = match std::env::current_exe() {
         Ok(p) => p,
         Err(e) => return Outcome::failed(format!("cannot locate the agent binary: {e}")),
     };
     let options = crate::wrap::WrapOptions {
         scan: ctx.scan.clone(),
-        client: payload.client,
+        client: target.client,
         dry_run: false,
         proxy_exe,
         state_dir: ctx.state.path().to_path_buf(),
     };
-    let results = if command.command == "wrap" {
+    let results = if wrap {
         crate::wrap::wrap(&options)
     } else {
         crate::wrap::unwrap(&options)
@@ -232,15 +224,7 @@ fn wrap(ctx: Context<'_>, command: &Command) -> Outcome {
     }
 }
 
-fn update_notice(dir: &std::path::Path, command: &Command) -> Outcome {
-    #[derive(serde::Deserialize)]
-    struct Payload {
-        version: String,
-    }
-    let version = match serde_json::from_str::<Payload>(&command.payload) {
-        Ok(p) if !p.version.is_empty() && p.version.len() <= 64 => p.version,
-        _ => return Outcome::failed("update_available needs a `version` (1-64 characters)"),
-    };
+fn update_notice(dir: &std::path::Path, command: &Command, version: &str) -> Outcome {
     match write_private(&dir.join(UPDATE_FILE), &command_record(command)) {
         Ok(()) => Outcome::applied(format!(
             "update to {version} recorded (shown by `agent-bom-agent status`); this build does not install updates itself"

@@ -9,8 +9,9 @@
 
 use std::path::Path;
 
-use agent_bom_protocol::Command;
+use agent_bom_protocol::command::PolicyDelivery;
 use agent_bom_protocol::secure_file::write_private;
+use agent_bom_protocol::{Command, CommandKind};
 use serde::{Deserialize, Serialize};
 
 use crate::command_auth;
@@ -20,15 +21,6 @@ use crate::proxy::policy::Policy;
 pub const SIGNED_POLICY_FILE: &str = "policy.signed.json";
 /// The pinned CA certificate in the state directory (written at enrollment).
 const CA_FILE: &str = "ca.crt";
-
-/// Payload of a `policy` command.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PolicyPayload {
-    /// The control plane's revision counter for the tenant.
-    pub revision: u64,
-    /// The policy document (TOML, see `docs/proxy.md`).
-    pub policy: String,
-}
 
 #[derive(Debug, Serialize, Deserialize)]
 struct CachedPolicy {
@@ -46,12 +38,15 @@ pub struct Verified {
 }
 
 /// Parse and validate a `policy` payload.
-pub fn parse_payload(payload: &str) -> Result<(PolicyPayload, Policy), String> {
-    let p: PolicyPayload =
-        serde_json::from_str(payload).map_err(|e| format!("invalid policy payload: {e}"))?;
-    let mut policy = Policy::parse(&p.policy)?;
-    policy.revision = p.revision;
-    Ok((p, policy))
+pub fn parse_payload(payload: &str) -> Result<(PolicyDelivery, Policy), String> {
+    match CommandKind::parse("policy", payload) {
+        Ok(CommandKind::Policy(p)) => {
+            let policy = p.document()?;
+            Ok((p, policy))
+        }
+        Ok(_) => Err("not a policy payload".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Install a verified `policy` command (the caller checked its signature). Returns the revision
@@ -89,7 +84,7 @@ fn cached_revision(state_dir: &Path, agent_id: &str) -> Option<u64> {
     if cached.agent_id != agent_id {
         return None;
     }
-    let payload: PolicyPayload = serde_json::from_str(&cached.command.payload).ok()?;
+    let payload: PolicyDelivery = serde_json::from_str(&cached.command.payload).ok()?;
     Some(payload.revision)
 }
 

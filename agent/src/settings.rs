@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use agent_bom_protocol::command::SettingsPatch;
 use serde::{Deserialize, Serialize};
 
 /// Every `AGENT_BOM_*` environment variable the agent reads.
@@ -110,15 +111,11 @@ impl FileSettings {
 /// File of the control plane's settings in the state directory (mode 0600).
 pub const REMOTE_SETTINGS_FILE: &str = "settings.json";
 
-/// Shortest rescan interval the control plane may set (a fleet-wide typo must not turn every
-/// laptop into a busy loop).
-pub const MIN_REMOTE_RESCAN_SECS: u64 = 30;
-
 /// Settings pushed by the control plane with a `settings` command.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteSettings {
-    /// Seconds between periodic rescans (at least [`MIN_REMOTE_RESCAN_SECS`], at most a day).
+    /// Seconds between periodic rescans (as bounded by `agent_bom_protocol::command::MIN_REMOTE_RESCAN_SECS`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rescan_interval_secs: Option<u64>,
     /// Keep every stdio server of every client wrapped by the proxy, re-wrapping configs that a
@@ -141,44 +138,12 @@ impl RemoteSettings {
         }
     }
 
-    /// Apply a `settings` payload: a JSON object of keys to set, `null` resetting a key to the
-    /// local value. All or nothing: an unknown key or an invalid value changes nothing.
-    /// Returns the keys that changed.
-    pub fn apply_payload(&mut self, payload: &str) -> Result<Vec<String>, String> {
-        let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(payload)
-            .map_err(|e| format!("settings payload must be a JSON object: {e}"))?;
-        let mut next = self.clone();
-        let mut changed = Vec::new();
-        for (key, value) in &object {
-            match key.as_str() {
-                "rescan_interval_secs" => {
-                    let v = match value {
-                        serde_json::Value::Null => None,
-                        v => Some(v.as_u64().filter(|s| (MIN_REMOTE_RESCAN_SECS..=86_400).contains(s)).ok_or_else(|| {
-                            format!("rescan_interval_secs must be {MIN_REMOTE_RESCAN_SECS}-86400 seconds")
-                        })?),
-                    };
-                    next.rescan_interval_secs = v;
-                }
-                "managed_wrapping" => {
-                    next.managed_wrapping = match value {
-                        serde_json::Value::Null => None,
-                        v => Some(
-                            v.as_bool()
-                                .ok_or("managed_wrapping must be true or false")?,
-                        ),
-                    };
-                }
-                other => {
-                    return Err(format!(
-                        "unknown setting {other:?} (this agent knows rescan_interval_secs, managed_wrapping)"
-                    ));
-                }
-            }
-            changed.push(key.clone());
-        }
-        *self = next;
-        Ok(changed)
+    /// Apply a validated `settings` patch (see `agent_bom_protocol::command`). Returns the
+    /// keys that changed.
+    pub fn apply(&mut self, patch: &SettingsPatch) -> Vec<&'static str> {
+        self.rescan_interval_secs = patch.rescan_interval_secs.apply(self.rescan_interval_secs);
+        self.managed_wrapping = patch.managed_wrapping.apply(self.managed_wrapping);
+        patch.keys()
     }
 
     /// Persist to `state_dir`.
@@ -208,14 +173,21 @@ mod tests {
         assert!(FileSettings::parse("rescan_interval_secs = 0").is_err());
     }
 
+    fn patch(text: &str) -> Result<SettingsPatch, String> {
+        match agent_bom_protocol::CommandKind::parse("settings", text) {
+            Ok(agent_bom_protocol::CommandKind::Settings(p)) => Ok(p),
+            Ok(other) => Err(format!("not settings: {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     #[test]
     fn remote_settings_apply_all_or_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let mut r = RemoteSettings::load(dir.path());
         assert_eq!(r, RemoteSettings::default());
-        let changed = r
-            .apply_payload(r#"{"rescan_interval_secs": 60, "managed_wrapping": true}"#)
-            .unwrap();
+        let changed =
+            r.apply(&patch(r#"{"rescan_interval_secs": 60, "managed_wrapping": true}"#).unwrap());
         assert_eq!(changed.len(), 2);
         r.save(dir.path()).unwrap();
         let back = RemoteSettings::load(dir.path());
@@ -224,24 +196,17 @@ mod tests {
             Duration::from_secs(60)
         );
         assert_eq!(back.managed_wrapping, Some(true));
-        // An invalid value or an unknown key changes nothing.
-        let mut r2 = back.clone();
-        assert!(
-            r2.apply_payload(r#"{"managed_wrapping": false, "rescan_interval_secs": 1}"#)
-                .is_err()
-        );
-        assert!(
-            r2.apply_payload(r#"{"managed_wrapping": false, "colour": "red"}"#)
-                .is_err()
-        );
-        assert_eq!(r2, back);
+        // An invalid value or an unknown key is refused before anything changes.
+        assert!(patch(r#"{"managed_wrapping": false, "rescan_interval_secs": 1}"#).is_err());
+        assert!(patch(r#"{"managed_wrapping": false, "colour": "red"}"#).is_err());
         // null resets to the local value.
-        r2.apply_payload(r#"{"rescan_interval_secs": null}"#)
-            .unwrap();
+        let mut r2 = back.clone();
+        r2.apply(&patch(r#"{"rescan_interval_secs": null}"#).unwrap());
         assert_eq!(
             r2.rescan_interval(Duration::from_secs(300)),
             Duration::from_secs(300)
         );
+        assert_eq!(r2.managed_wrapping, Some(true));
         // A broken file is ignored.
         std::fs::write(dir.path().join(REMOTE_SETTINGS_FILE), "{nope").unwrap();
         assert_eq!(RemoteSettings::load(dir.path()), RemoteSettings::default());

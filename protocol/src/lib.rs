@@ -1,8 +1,11 @@
-//! Wire types and framing shared by `agent-bom-agent` and the collector.
+//! The contracts every part of agent-bom shares: the agent, the collector and the control plane.
 //!
 //! Everything that crosses the uplink lives here: the message kinds ([`AgentMessage`],
 //! [`CollectorMessage`]), the inventory model the agent reports (also the shape of
-//! `agent-bom-agent scan --json`), and the length-prefixed MessagePack framing. The crate has no
+//! `agent-bom-agent scan --json`), and the length-prefixed MessagePack framing. Beside them, the
+//! rules both ends must apply identically: the server identity ([`server_id`]), what may leave a
+//! machine ([`sanitize`]), the typed command set ([`command`]) and the proxy policy document
+//! ([`policy`]). The crate has no
 //! I/O policy and no storage: framing works over any `AsyncRead`/`AsyncWrite`, so the same frames
 //! travel over a QUIC stream or a TLS/TCP stream.
 
@@ -11,14 +14,19 @@
 pub mod audit;
 pub mod clock;
 pub mod close;
+pub mod command;
 pub mod digest;
 pub mod frame;
 pub mod inventory;
 pub mod inventory_delta;
 pub mod messages;
+pub mod policy;
+pub mod sanitize;
 pub mod secure_file;
+pub mod server_id;
 
 pub use audit::ProxyEvent;
+pub use command::{CommandError, CommandKind};
 pub use frame::{FrameError, MAX_FRAME_LEN, decode, encode, read_frame, write_frame};
 pub use inventory::{ClientInfo, HostFacts, Inventory, ScanError, Scope, ServerEntry, Transport};
 pub use inventory_delta::{DeltaError, InventoryChanges, ListChange, ServerKey};

@@ -11,7 +11,6 @@ pub mod normalize;
 pub mod owners;
 pub mod parse;
 pub mod risk;
-pub mod sanitize;
 pub mod walk;
 
 use std::collections::{BTreeMap, HashSet};

@@ -10,7 +10,8 @@ use serde_json::{Map, Value};
 
 use super::parse::RawEntry;
 use super::risk::{self, FileFacts};
-use super::sanitize::{is_secret_name, sanitize_args, sanitize_url};
+use agent_bom_protocol::sanitize::{is_secret_name, sanitize_args, sanitize_url};
+use agent_bom_protocol::server_id::{server_id, short_hash};
 
 /// The launch-relevant fields of an entry, read from whichever names the client uses.
 #[derive(Debug, Default)]
@@ -208,30 +209,6 @@ fn infer_transport(
     }
 }
 
-/// Stable identity of a launch: the same command and arguments (or the same URL) is the same
-/// server wherever it is configured; a changed command is a different server.
-pub fn server_id(
-    transport: Transport,
-    command: Option<&str>,
-    args: &[String],
-    url: Option<&str>,
-) -> String {
-    let mut material = String::from(transport.as_str());
-    material.push('\n');
-    match (command, url) {
-        (Some(cmd), _) => {
-            material.push_str(cmd);
-            for a in args {
-                material.push('\0');
-                material.push_str(a);
-            }
-        }
-        (None, Some(u)) => material.push_str(u),
-        (None, None) => {}
-    }
-    short_hash(&material)
-}
-
 fn launch_hash(
     l: &Launch<'_>,
     args: &[String],
@@ -252,12 +229,6 @@ fn launch_hash(
 }
 
 /// The first 128 bits of the SHA-256, in hex.
-fn short_hash(material: &str) -> String {
-    let mut full = agent_bom_protocol::digest::sha256_hex(material.as_bytes());
-    full.truncate(32);
-    full
-}
-
 /// Tool names a config auto-approves (`autoApprove`, `alwaysAllow`, `auto_approve`), or `*` when
 /// it trusts the server entirely (Gemini's `trust: true`, `autoApproveAll`).
 fn auto_approve(body: &Value) -> Vec<String> {

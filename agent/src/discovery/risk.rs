@@ -15,7 +15,9 @@
 use serde_json::Value;
 
 use super::normalize::Launch;
-use super::sanitize::{is_secret_name, looks_like_secret, sanitize_args, sanitize_url};
+use agent_bom_protocol::sanitize::{
+    is_secret_name, looks_like_secret, sanitize_args, sanitize_url,
+};
 
 /// Facts about the file an entry came from.
 #[derive(Debug, Clone, Default)]

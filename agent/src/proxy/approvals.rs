@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use agent_bom_protocol::command::ApprovePins;
 use agent_bom_protocol::secure_file::write_private;
 use serde::{Deserialize, Serialize};
 
@@ -45,16 +46,6 @@ impl Approval {
             _ => false,
         }
     }
-}
-
-/// Payload of an `approve_pins` command.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApprovePayload {
-    /// The server identity.
-    pub server_id: String,
-    /// Tool name → expected hash or `null`.
-    pub tools: BTreeMap<String, Option<String>>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -106,32 +97,26 @@ impl Approvals {
     }
 }
 
-/// Parse and validate an `approve_pins` payload into an approval with id `id`.
+impl Approval {
+    /// The approval an `approve_pins` command (already validated by
+    /// `agent_bom_protocol::CommandKind::parse`) records, under the command's id.
+    pub fn from_command(id: &str, payload: ApprovePins) -> Self {
+        Self {
+            id: id.to_string(),
+            server_id: payload.server_id,
+            tools: payload.tools,
+            approved_at_ms: agent_bom_protocol::clock::now_ms(),
+        }
+    }
+}
+
+/// Parse an `approve_pins` payload into an approval with id `id` (tests and tools).
 pub fn parse_command(id: &str, payload: &str) -> Result<Approval, String> {
-    let p: ApprovePayload =
-        serde_json::from_str(payload).map_err(|e| format!("invalid approve_pins payload: {e}"))?;
-    if p.server_id.is_empty() || p.tools.is_empty() {
-        return Err("approve_pins needs a server_id and at least one tool".into());
+    match agent_bom_protocol::CommandKind::parse("approve_pins", payload) {
+        Ok(agent_bom_protocol::CommandKind::ApprovePins(p)) => Ok(Approval::from_command(id, p)),
+        Ok(_) => Err("not an approve_pins payload".into()),
+        Err(e) => Err(e.to_string()),
     }
-    if let Some(bad) = p
-        .tools
-        .values()
-        .flatten()
-        .find(|h| h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()))
-    {
-        return Err(format!("{bad:?} is not a hex SHA-256 tool hash"));
-    }
-    Ok(Approval {
-        id: id.to_string(),
-        server_id: p.server_id,
-        // Tool hashes are lowercase hex.
-        tools: p
-            .tools
-            .into_iter()
-            .map(|(name, hash)| (name, hash.map(|h| h.to_ascii_lowercase())))
-            .collect(),
-        approved_at_ms: agent_bom_protocol::clock::now_ms(),
-    })
 }
 
 #[cfg(test)]

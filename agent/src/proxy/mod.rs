@@ -23,9 +23,9 @@ use std::time::Duration;
 
 use agent_bom_protocol::Transport;
 
-use crate::discovery::normalize::server_id;
-use crate::discovery::sanitize::sanitize_args;
 use crate::state::StateDir;
+use agent_bom_protocol::sanitize::sanitize_args;
+use agent_bom_protocol::server_id::server_id;
 use audit::{AuditConfig, AuditEvent};
 use engine::Engine;
 use pins::PinStore;

@@ -1,10 +1,10 @@
 //! Secret detection in message content, on top of the discovery hygiene heuristics
-//! ([`crate::discovery::sanitize`]): known token prefixes, PEM private keys and high-entropy
+//! (`agent_bom_protocol::sanitize`): known token prefixes, PEM private keys and high-entropy
 //! strings, found inside any string of a JSON value.
 
 use serde_json::Value;
 
-use crate::discovery::sanitize::{REDACTED, looks_like_secret};
+use agent_bom_protocol::sanitize::{REDACTED, looks_like_secret};
 
 /// Longest token considered for the entropy heuristic: credentials are short, while base64
 /// images and file contents are long and would otherwise all look "random".

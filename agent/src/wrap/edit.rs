@@ -16,10 +16,10 @@ use serde_json::Value;
 
 use super::plan::{self, Change, Seg};
 use crate::discovery::catalog::{Format, Layout};
-use crate::discovery::normalize::server_id;
 use crate::discovery::parse::parse_document;
-use crate::discovery::sanitize::sanitize_args;
 use agent_bom_protocol::Transport;
+use agent_bom_protocol::sanitize::sanitize_args;
+use agent_bom_protocol::server_id::server_id;
 
 /// The subcommand that marks a wrapped entry: `<agent> proxy ... -- CMD ARGS`.
 pub const PROXY_SUBCOMMAND: &str = "proxy";

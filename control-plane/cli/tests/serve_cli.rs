@@ -15,7 +15,7 @@ mod common;
 use common::{KillOnDrop, ServeArgs, agent_bin, enroll, server_bin};
 
 fn fixture_home() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/home-linux")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/home-linux")
 }
 
 /// Start `serve` on port 0; return the child, the full stdout up to the listening line, and

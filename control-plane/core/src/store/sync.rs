@@ -8,9 +8,9 @@
 
 use std::collections::BTreeSet;
 
-use agent_bom_agent::discovery::normalize::server_id;
-use agent_bom_agent::discovery::sanitize::{sanitize_args, sanitize_url};
 use agent_bom_protocol::Transport;
+use agent_bom_protocol::sanitize::{sanitize_args, sanitize_url};
+use agent_bom_protocol::server_id::server_id;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use sqlx::Row;
@@ -496,7 +496,7 @@ mod tests {
 
     #[test]
     fn parses_the_recorded_agent_bom_payload() {
-        let text = include_str!("../../../tests/fixtures/agent-bom-fleet-sync-payload.json");
+        let text = include_str!("../../../../tests/fixtures/agent-bom-fleet-sync-payload.json");
         let body: Value = serde_json::from_str(text).unwrap();
         let p = parse_payload(&body, None).unwrap();
         assert_eq!(p.source_id, "compat-laptop-01");

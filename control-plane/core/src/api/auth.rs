@@ -589,7 +589,7 @@ mod tests {
 
     #[test]
     fn docs_are_generated_from_the_matrix() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/roles.md");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/roles.md");
         let generated = permissions_markdown();
         let begin = "<!-- BEGIN GENERATED -->\n";
         let end = "<!-- END GENERATED -->";

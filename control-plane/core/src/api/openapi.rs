@@ -118,7 +118,7 @@ fn extras(method: &str, path: &str) -> (Vec<Value>, Option<Value>) {
             Some(
                 json!({"type": "object", "additionalProperties": false, "required": ["kind"],
                 "properties": {
-                    "kind": {"type": "string", "enum": crate::store::policies::OPERATOR_COMMANDS},
+                    "kind": {"type": "string", "enum": agent_bom_protocol::command::OPERATOR_KINDS},
                     "payload": {"type": "object"}}}),
             ),
         ),

@@ -126,7 +126,7 @@ fn serve_kill_9_mid_batch_loses_and_duplicates_nothing() {
         .to_string();
     let home = tempfile::tempdir().unwrap();
     copy_dir(
-        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/home-linux"),
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/home-linux"),
         home.path(),
     );
     // A short backoff cap so the agent comes back quickly after each kill.

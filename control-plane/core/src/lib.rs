@@ -10,12 +10,11 @@ pub mod secrets;
 pub mod server;
 pub mod signing;
 pub mod store;
-pub mod up;
 
 /// Version of this build.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Install aws-lc-rs as the process-wide rustls provider (first thing in `main` and in tests).
 pub fn install_crypto_provider() {
-    agent_bom_agent::install_crypto_provider();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }

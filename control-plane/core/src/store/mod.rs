@@ -378,7 +378,7 @@ impl Store {
 pub use agent_bom_protocol::clock::now_ms;
 
 fn redact_url(url: &str) -> String {
-    agent_bom_agent::discovery::sanitize::sanitize_url(url)
+    agent_bom_protocol::sanitize::sanitize_url(url)
 }
 
 /// A new random id.

@@ -1,13 +1,16 @@
 //! Proxy policies and operator commands for endpoints.
 //!
 //! A policy is a TOML document in the agent's policy format (`docs/proxy.md`), validated here
-//! with the agent's own parser so the control plane never distributes a policy agents would
+//! with the shared parser (`agent_bom_protocol::policy`) so the control plane never distributes a policy agents would
 //! refuse. Publishing creates the next revision and queues a `policy` command for every active
 //! agent of the tenant in the same transaction (older undelivered `policy` commands are
 //! superseded); a device enrolling later gets the revision in force at enrollment. The collector
 //! signs each command at delivery; the agent's answer sets the endpoint's
 //! `applied_policy_revision`.
 
+use agent_bom_protocol::command::{OPERATOR_KINDS, PolicyDelivery};
+use agent_bom_protocol::policy::Policy;
+use agent_bom_protocol::{CommandError, CommandKind};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::Row;
@@ -17,18 +20,6 @@ use super::{Store, StoreError, new_id, now_ms};
 
 /// Largest policy document accepted, in bytes.
 pub const MAX_POLICY_BYTES: usize = 256 * 1024;
-
-/// Command kinds an operator may queue through the API. `quarantine` / `release` come from the
-/// lifecycle state and `policy` from publishing a policy, so that their state stays consistent.
-pub const OPERATOR_COMMANDS: [&str; 7] = [
-    "rescan",
-    "wrap",
-    "unwrap",
-    "approve_pins",
-    "rotate_credential",
-    "update_available",
-    "settings",
-];
 
 /// A policy revision.
 #[derive(Debug, Clone, Serialize)]
@@ -59,44 +50,23 @@ pub fn validate_policy(body: &str) -> Result<(), StoreError> {
             "the policy is larger than {MAX_POLICY_BYTES} bytes"
         )));
     }
-    agent_bom_agent::proxy::policy::Policy::parse(body)
+    Policy::parse(body)
         .map(|_| ())
         .map_err(|e| StoreError::Invalid(format!("invalid policy: {e}")))
 }
 
-/// Validate a command an operator queues: a known kind and a payload its agent accepts.
+/// Validate a command an operator queues: an operator kind and a payload its agent accepts,
+/// checked by the same typed parser the agent applies it with.
 fn validate_command(kind: &str, payload: &Value) -> Result<(), StoreError> {
-    let invalid = |m: String| Err(StoreError::Invalid(m));
-    if !OPERATOR_COMMANDS.contains(&kind) {
-        return invalid(format!(
-            "unknown command {kind:?}; one of {}",
-            OPERATOR_COMMANDS.join(", ")
-        ));
-    }
-    let object = match payload {
-        Value::Null => &serde_json::Map::new(),
-        Value::Object(o) => o,
-        _ => return invalid("payload must be a JSON object".into()),
-    };
-    let text = Value::Object(object.clone()).to_string();
-    match kind {
-        "approve_pins" => agent_bom_agent::proxy::approvals::parse_command("check", &text)
-            .map(|_| ())
-            .or_else(invalid),
-        "settings" => agent_bom_agent::settings::RemoteSettings::default()
-            .apply_payload(&text)
-            .map(|_| ())
-            .or_else(invalid),
-        "update_available" => match object.get("version").and_then(Value::as_str) {
-            Some(v) if !v.is_empty() && v.len() <= 64 => Ok(()),
-            _ => invalid("update_available needs a `version` (1-64 characters)".into()),
-        },
-        "wrap" | "unwrap" => match object.keys().find(|k| *k != "client") {
-            None => Ok(()),
-            Some(k) => invalid(format!("unknown field {k:?} (only `client`)")),
-        },
-        _ if object.is_empty() => Ok(()),
-        _ => invalid(format!("{kind} takes no payload")),
+    match CommandKind::for_operator(kind, payload) {
+        Ok(_) => Ok(()),
+        Err(CommandError::Unknown(_) | CommandError::NotOperator { .. }) => {
+            Err(StoreError::Invalid(format!(
+                "unknown command {kind:?}; one of {}",
+                OPERATOR_KINDS.join(", ")
+            )))
+        }
+        Err(e) => Err(StoreError::Invalid(e.to_string())),
     }
 }
 
@@ -349,9 +319,13 @@ impl Store {
     }
 }
 
-/// The payload of a `policy` command (what `agent_bom_agent::policy_cache` reads).
+/// The payload of a `policy` command, in the typed command set's shape.
 pub(crate) fn policy_payload(revision: i64, body: &str) -> String {
-    serde_json::json!({ "revision": revision, "policy": body }).to_string()
+    CommandKind::Policy(PolicyDelivery {
+        revision: u64::try_from(revision).unwrap_or_default(),
+        policy: body.to_string(),
+    })
+    .payload_json()
 }
 
 /// Serialize publishing and enrolling per tenant on Postgres (SQLite's write transactions are

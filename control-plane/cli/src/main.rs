@@ -11,10 +11,12 @@ use agent_bom_control_plane::bootstrap::{self, BOOTSTRAP_ADMIN_KEY_ENV};
 use agent_bom_control_plane::oidc::OidcConfig;
 use agent_bom_control_plane::server::{self, Listeners, ServeConfig, Server};
 use agent_bom_control_plane::store::{NewApiKey, Role, Store};
-use agent_bom_control_plane::up::{self, UpConfig};
+mod up;
+
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
+use up::UpConfig;
 
 #[derive(Parser)]
 #[command(

@@ -12,13 +12,13 @@ use agent_bom_agent::uplink::{self, EnrollOptions, RunOptions};
 use agent_bom_collector::CollectorConfig;
 use tokio_util::sync::CancellationToken;
 
-use crate::bootstrap::{self, ADMIN_KEY_FILE, DEFAULT_TENANT};
-use crate::server::{Listeners, ServeConfig, ServeError, Server};
-use crate::store::{Role, StoreError};
+use agent_bom_control_plane::bootstrap::{self, ADMIN_KEY_FILE, DEFAULT_TENANT};
+use agent_bom_control_plane::server::{Listeners, ServeConfig, ServeError, Server};
+use agent_bom_control_plane::store::{Role, StoreError};
 
 /// What `up` needs.
 #[derive(Debug, Clone)]
-pub struct UpConfig {
+pub(crate) struct UpConfig {
     /// Data directory.
     pub data_dir: PathBuf,
     /// API address.
@@ -33,7 +33,7 @@ pub struct UpConfig {
 
 /// Errors of `up`.
 #[derive(Debug, thiserror::Error)]
-pub enum UpError {
+pub(crate) enum UpError {
     /// Server side.
     #[error(transparent)]
     Serve(#[from] ServeError),
@@ -49,7 +49,7 @@ impl From<StoreError> for UpError {
 }
 
 /// Start everything, print how to use it, run until `shutdown`.
-pub async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), UpError> {
+pub(crate) async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), UpError> {
     let server = Server::open(ServeConfig {
         data_dir: config.data_dir.clone(),
         database_url: None,
@@ -95,7 +95,7 @@ pub async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), Up
             .set_collector(&collector)
             .map_err(|e| UpError::Agent(e.to_string()))?;
     } else {
-        let expires = crate::store::now_ms() + 10 * 60 * 1000;
+        let expires = agent_bom_control_plane::store::now_ms() + 10 * 60 * 1000;
         let (_, token) = store
             .create_enrollment_token(
                 &tenant.id,

@@ -1,0 +1,519 @@
+//! The typed command set: every command the control plane can send an agent, each with its
+//! payload type, validated by deserialising.
+//!
+//! On the wire a [`crate::Command`] keeps its kind and payload as text, because its signature
+//! covers those exact bytes. Both ends turn that text into a [`CommandKind`] with the same
+//! function: the control plane before it queues a command (so an operator's typo is a 400, not
+//! a failed command on a thousand laptops), the agent before it applies one.
+//!
+//! | kind | payload | operator may queue it |
+//! |---|---|---|
+//! | `rescan` | none | yes |
+//! | `quarantine` | `{reason?}` | no (endpoint lifecycle) |
+//! | `release` | none | no (endpoint lifecycle) |
+//! | `policy` | `{revision, policy}` | no (policy publishing) |
+//! | `settings` | `{rescan_interval_secs?, managed_wrapping?}` (`null` resets) | yes |
+//! | `wrap` / `unwrap` | `{client?}` | yes |
+//! | `approve_pins` | `{server_id, tools: {name: sha256 or null}}` | yes |
+//! | `rotate_credential` | none | yes |
+//! | `update_available` | `{version, url?, sha256?}` | yes |
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::policy::Policy;
+
+/// Shortest rescan interval the control plane may set (a fleet-wide typo must not turn every
+/// laptop into a busy loop).
+pub const MIN_REMOTE_RESCAN_SECS: u64 = 30;
+/// Longest rescan interval the control plane may set.
+pub const MAX_REMOTE_RESCAN_SECS: u64 = 86_400;
+/// Longest version string an `update_available` notice may carry.
+pub const MAX_VERSION_LEN: usize = 64;
+
+/// Why a command's kind or payload was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// The kind is not one this build knows (an agent answers `unsupported`).
+    #[error("unknown command {0:?}")]
+    Unknown(String),
+    /// The kind is known but may not be queued by an operator.
+    #[error("command {kind:?} cannot be queued directly; one of {}", OPERATOR_KINDS.join(", "))]
+    NotOperator {
+        /// The kind.
+        kind: String,
+    },
+    /// The payload does not match the kind.
+    #[error("invalid {kind} payload: {message}")]
+    Invalid {
+        /// The kind.
+        kind: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Payload of `quarantine`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quarantine {
+    /// Why the endpoint was quarantined, shown on the device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Payload of `policy`: a revision of the tenant's proxy policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyDelivery {
+    /// The control plane's revision counter for the tenant.
+    pub revision: u64,
+    /// The policy document (TOML, see `docs/proxy.md`).
+    pub policy: String,
+}
+
+impl PolicyDelivery {
+    /// The parsed, validated document, with its revision set to the control plane's.
+    pub fn document(&self) -> Result<Policy, String> {
+        let mut policy = Policy::parse(&self.policy)?;
+        policy.revision = self.revision;
+        Ok(policy)
+    }
+}
+
+/// One setting in a `settings` patch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Patch<T> {
+    /// Not mentioned: keep what is in force.
+    #[default]
+    Keep,
+    /// `null`: drop the control plane's value, fall back to the local one.
+    Reset,
+    /// A new value.
+    Set(T),
+}
+
+impl<T: Copy> Patch<T> {
+    /// Apply to the value in force.
+    pub fn apply(self, current: Option<T>) -> Option<T> {
+        match self {
+            Self::Keep => current,
+            Self::Reset => None,
+            Self::Set(v) => Some(v),
+        }
+    }
+
+    fn is_keep(&self) -> bool {
+        matches!(self, Self::Keep)
+    }
+}
+
+/// Payload of `settings`: the keys to change, all or nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SettingsPatch {
+    /// Seconds between periodic rescans ([`MIN_REMOTE_RESCAN_SECS`] to [`MAX_REMOTE_RESCAN_SECS`]).
+    pub rescan_interval_secs: Patch<u64>,
+    /// Keep every stdio server of every client wrapped by the proxy.
+    pub managed_wrapping: Patch<bool>,
+}
+
+impl SettingsPatch {
+    /// Names of the keys this patch changes, in a stable order.
+    pub fn keys(&self) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        if !self.rescan_interval_secs.is_keep() {
+            keys.push("rescan_interval_secs");
+        }
+        if !self.managed_wrapping.is_keep() {
+            keys.push("managed_wrapping");
+        }
+        keys
+    }
+
+    fn from_object(object: &Map<String, Value>) -> Result<Self, String> {
+        let mut patch = Self::default();
+        for (key, value) in object {
+            match key.as_str() {
+                "rescan_interval_secs" => {
+                    patch.rescan_interval_secs = match value {
+                        Value::Null => Patch::Reset,
+                        v => Patch::Set(
+                            v.as_u64()
+                                .filter(|s| {
+                                    (MIN_REMOTE_RESCAN_SECS..=MAX_REMOTE_RESCAN_SECS).contains(s)
+                                })
+                                .ok_or_else(|| {
+                                    format!(
+                                        "rescan_interval_secs must be {MIN_REMOTE_RESCAN_SECS}-{MAX_REMOTE_RESCAN_SECS} seconds"
+                                    )
+                                })?,
+                        ),
+                    }
+                }
+                "managed_wrapping" => {
+                    patch.managed_wrapping = match value {
+                        Value::Null => Patch::Reset,
+                        v => Patch::Set(
+                            v.as_bool()
+                                .ok_or("managed_wrapping must be true or false")?,
+                        ),
+                    }
+                }
+                other => {
+                    return Err(format!(
+                        "unknown setting {other:?} (known: rescan_interval_secs, managed_wrapping)"
+                    ));
+                }
+            }
+        }
+        Ok(patch)
+    }
+
+    fn to_object(self) -> Map<String, Value> {
+        fn put<T: Into<Value>>(o: &mut Map<String, Value>, key: &str, patch: Patch<T>) {
+            match patch {
+                Patch::Keep => {}
+                Patch::Reset => {
+                    o.insert(key.into(), Value::Null);
+                }
+                Patch::Set(v) => {
+                    o.insert(key.into(), v.into());
+                }
+            }
+        }
+        let mut o = Map::new();
+        put(&mut o, "rescan_interval_secs", self.rescan_interval_secs);
+        put(&mut o, "managed_wrapping", self.managed_wrapping);
+        o
+    }
+}
+
+/// Payload of `wrap` and `unwrap`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WrapTarget {
+    /// One client (catalog name), or every client when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+}
+
+/// Payload of `approve_pins`: tool definitions to accept for one server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovePins {
+    /// The server identity ([`crate::server_id::server_id`]).
+    pub server_id: String,
+    /// Tool name → the expected lowercase hex SHA-256 of its definition, or `null` to accept the
+    /// next definition seen (within the open-approval window).
+    pub tools: BTreeMap<String, Option<String>>,
+}
+
+impl ApprovePins {
+    fn validate(mut self) -> Result<Self, String> {
+        if self.server_id.is_empty() || self.tools.is_empty() {
+            return Err("approve_pins needs a server_id and at least one tool".into());
+        }
+        if let Some(bad) = self
+            .tools
+            .values()
+            .flatten()
+            .find(|h| h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(format!("{bad:?} is not a hex SHA-256 tool hash"));
+        }
+        // Tool hashes compare as lowercase hex.
+        for hash in self.tools.values_mut().flatten() {
+            hash.make_ascii_lowercase();
+        }
+        Ok(self)
+    }
+}
+
+/// Payload of `update_available`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateNotice {
+    /// The version on offer (1 to [`MAX_VERSION_LEN`] characters).
+    pub version: String,
+    /// Where to get it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Hex SHA-256 of the artifact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+/// A command with its typed payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandKind {
+    /// Scan and upload now.
+    Rescan,
+    /// Block every MCP call on the endpoint until released.
+    Quarantine(Quarantine),
+    /// Lift a quarantine.
+    Release,
+    /// Install a revision of the tenant's proxy policy.
+    Policy(PolicyDelivery),
+    /// Change control-plane settings of the agent.
+    Settings(SettingsPatch),
+    /// Route stdio servers through the proxy.
+    Wrap(WrapTarget),
+    /// Restore the original launch of wrapped servers.
+    Unwrap(WrapTarget),
+    /// Accept changed tool definitions of one server.
+    ApprovePins(ApprovePins),
+    /// New key pair and certificate over the connection.
+    RotateCredential,
+    /// A newer agent build is available.
+    UpdateAvailable(UpdateNotice),
+}
+
+/// Kinds an operator may queue through the API or `agent-bom admin`; the others are issued by
+/// the control plane itself (policy publishing, endpoint lifecycle).
+pub const OPERATOR_KINDS: [&str; 7] = [
+    "rescan",
+    "wrap",
+    "unwrap",
+    "approve_pins",
+    "rotate_credential",
+    "update_available",
+    "settings",
+];
+
+impl CommandKind {
+    /// The wire name of the kind.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Rescan => "rescan",
+            Self::Quarantine(_) => "quarantine",
+            Self::Release => "release",
+            Self::Policy(_) => "policy",
+            Self::Settings(_) => "settings",
+            Self::Wrap(_) => "wrap",
+            Self::Unwrap(_) => "unwrap",
+            Self::ApprovePins(_) => "approve_pins",
+            Self::RotateCredential => "rotate_credential",
+            Self::UpdateAvailable(_) => "update_available",
+        }
+    }
+
+    /// Parse a kind and its payload as they travel (payload as JSON text; empty means `{}`).
+    /// Kinds without a payload ignore one, so a newer control plane may add fields.
+    pub fn parse(kind: &str, payload: &str) -> Result<Self, CommandError> {
+        let name = known_name(kind).ok_or_else(|| CommandError::Unknown(kind.to_string()))?;
+        let value = if payload.trim().is_empty() {
+            Value::Object(Map::new())
+        } else {
+            serde_json::from_str(payload).map_err(|e| invalid(name, e.to_string()))?
+        };
+        Self::from_value(name, &value)
+    }
+
+    /// Parse what an operator asks to queue: one of [`OPERATOR_KINDS`], with a payload that is a
+    /// JSON object (or null), and no payload at all for kinds that take none.
+    pub fn for_operator(kind: &str, payload: &Value) -> Result<Self, CommandError> {
+        let name = known_name(kind).ok_or_else(|| CommandError::Unknown(kind.to_string()))?;
+        if !OPERATOR_KINDS.contains(&name) {
+            return Err(CommandError::NotOperator { kind: kind.into() });
+        }
+        let object = match payload {
+            Value::Null => Map::new(),
+            Value::Object(o) => o.clone(),
+            _ => return Err(invalid(name, "payload must be a JSON object")),
+        };
+        let parsed = Self::from_value(name, &Value::Object(object.clone()))?;
+        if parsed.takes_no_payload() && !object.is_empty() {
+            return Err(invalid(name, format!("{name} takes no payload")));
+        }
+        Ok(parsed)
+    }
+
+    /// The payload as the JSON text that travels (and is signed).
+    pub fn payload_json(&self) -> String {
+        let value = match self {
+            Self::Rescan | Self::Release | Self::RotateCredential => Value::Object(Map::new()),
+            Self::Quarantine(p) => to_value(p),
+            Self::Policy(p) => to_value(p),
+            Self::Settings(p) => Value::Object(p.to_object()),
+            Self::Wrap(p) | Self::Unwrap(p) => to_value(p),
+            Self::ApprovePins(p) => to_value(p),
+            Self::UpdateAvailable(p) => to_value(p),
+        };
+        value.to_string()
+    }
+
+    fn takes_no_payload(&self) -> bool {
+        matches!(self, Self::Rescan | Self::Release | Self::RotateCredential)
+    }
+
+    fn from_value(kind: &str, value: &Value) -> Result<Self, CommandError> {
+        let name = known_name(kind).ok_or_else(|| CommandError::Unknown(kind.to_string()))?;
+        let typed = |v: &Value| -> Result<Self, String> {
+            Ok(match name {
+                "rescan" => Self::Rescan,
+                "release" => Self::Release,
+                "rotate_credential" => Self::RotateCredential,
+                "quarantine" => Self::Quarantine(from_json(v)?),
+                "policy" => {
+                    let p: PolicyDelivery = from_json(v)?;
+                    p.document()?;
+                    Self::Policy(p)
+                }
+                "settings" => Self::Settings(SettingsPatch::from_object(
+                    v.as_object().ok_or("must be a JSON object")?,
+                )?),
+                "wrap" => Self::Wrap(from_json(v)?),
+                "unwrap" => Self::Unwrap(from_json(v)?),
+                "approve_pins" => Self::ApprovePins(from_json::<ApprovePins>(v)?.validate()?),
+                "update_available" => {
+                    let p: UpdateNotice = from_json(v)
+                        .map_err(|_| "update_available needs a `version` (1-64 characters)")?;
+                    if p.version.is_empty() || p.version.len() > MAX_VERSION_LEN {
+                        return Err(format!(
+                            "update_available needs a `version` (1-{MAX_VERSION_LEN} characters)"
+                        ));
+                    }
+                    Self::UpdateAvailable(p)
+                }
+                _ => return Err("unreachable kind".into()),
+            })
+        };
+        typed(value).map_err(|message| invalid(name, message))
+    }
+}
+
+/// The `'static` name of a known kind.
+fn known_name(kind: &str) -> Option<&'static str> {
+    [
+        "rescan",
+        "quarantine",
+        "release",
+        "policy",
+        "settings",
+        "wrap",
+        "unwrap",
+        "approve_pins",
+        "rotate_credential",
+        "update_available",
+    ]
+    .into_iter()
+    .find(|k| *k == kind)
+}
+
+fn invalid(kind: &'static str, message: impl Into<String>) -> CommandError {
+    CommandError::Invalid {
+        kind,
+        message: message.into(),
+    }
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, String> {
+    serde_json::from_value(v.clone()).map_err(|e| e.to_string())
+}
+
+fn to_value<T: Serialize>(v: &T) -> Value {
+    // Serialising these plain structs to a JSON value cannot fail (string keys, no maps with
+    // non-string keys); an empty object is the harmless fallback.
+    serde_json::to_value(v).unwrap_or_else(|_| Value::Object(Map::new()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn every_kind_round_trips_through_its_wire_text() {
+        let kinds = [
+            CommandKind::Rescan,
+            CommandKind::Quarantine(Quarantine {
+                reason: Some("lost laptop".into()),
+            }),
+            CommandKind::Release,
+            CommandKind::Policy(PolicyDelivery {
+                revision: 3,
+                policy: "version = 1\n".into(),
+            }),
+            CommandKind::Settings(SettingsPatch {
+                rescan_interval_secs: Patch::Set(60),
+                managed_wrapping: Patch::Reset,
+            }),
+            CommandKind::Wrap(WrapTarget {
+                client: Some("cursor".into()),
+            }),
+            CommandKind::Unwrap(WrapTarget::default()),
+            CommandKind::ApprovePins(ApprovePins {
+                server_id: "s".into(),
+                tools: [("t".to_string(), None)].into(),
+            }),
+            CommandKind::RotateCredential,
+            CommandKind::UpdateAvailable(UpdateNotice {
+                version: "1.2.3".into(),
+                url: None,
+                sha256: None,
+            }),
+        ];
+        for k in kinds {
+            let back = CommandKind::parse(k.name(), &k.payload_json()).unwrap();
+            assert_eq!(back, k, "{}", k.name());
+        }
+    }
+
+    #[test]
+    fn bad_payloads_are_refused_with_the_reason() {
+        let e = |k: &str, p: &str| CommandKind::parse(k, p).unwrap_err().to_string();
+        assert!(e("settings", r#"{"rescan_interval_secs":5}"#).contains("30-86400"));
+        assert!(e("settings", r#"{"colour":"red"}"#).contains("unknown setting"));
+        assert!(e("approve_pins", r#"{"server_id":"s","tools":{}}"#).contains("at least one"));
+        assert!(e("approve_pins", r#"{"server_id":"s","tools":{"t":"abc"}}"#).contains("SHA-256"));
+        assert!(
+            e(
+                "approve_pins",
+                r#"{"server_id":"s","tools":{"t":null},"x":1}"#
+            )
+            .contains("x")
+        );
+        assert!(e("wrap", r#"{"clients":"a"}"#).contains("unknown field"));
+        assert!(e("update_available", "{}").contains("version"));
+        assert!(e("policy", r#"{"revision":1,"policy":"version = 2"}"#).contains("policy"));
+        assert_eq!(
+            CommandKind::parse("reboot", ""),
+            Err(CommandError::Unknown("reboot".into()))
+        );
+        // Kinds without a payload ignore one on the wire (newer control planes may add fields).
+        assert_eq!(
+            CommandKind::parse("rescan", r#"{"why":1}"#),
+            Ok(CommandKind::Rescan)
+        );
+    }
+
+    #[test]
+    fn hashes_are_normalised_to_lowercase() {
+        let upper = "AB".repeat(32);
+        let k = CommandKind::parse(
+            "approve_pins",
+            &json!({"server_id":"s","tools":{"t": upper}}).to_string(),
+        )
+        .unwrap();
+        let CommandKind::ApprovePins(p) = k else {
+            panic!("kind")
+        };
+        assert_eq!(p.tools["t"].as_deref(), Some("ab".repeat(32).as_str()));
+    }
+
+    #[test]
+    fn operators_queue_only_operator_kinds_and_no_stray_payloads() {
+        assert!(CommandKind::for_operator("rescan", &Value::Null).is_ok());
+        assert!(matches!(
+            CommandKind::for_operator("policy", &json!({})),
+            Err(CommandError::NotOperator { .. })
+        ));
+        assert!(
+            CommandKind::for_operator("rescan", &json!({"x":1}))
+                .unwrap_err()
+                .to_string()
+                .contains("takes no payload")
+        );
+        assert!(CommandKind::for_operator("wrap", &json!([1])).is_err());
+        assert!(CommandKind::for_operator("settings", &json!({"managed_wrapping": true})).is_ok());
+    }
+}
