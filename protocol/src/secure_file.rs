@@ -25,7 +25,7 @@ pub fn write_with_mode(path: &Path, contents: &[u8], mode: u32) -> std::io::Resu
     let tmp = dir.join(format!(".{file_name}.tmp-{}-{n}", std::process::id()));
     // A fresh file, never an existing one: `create_new` (O_EXCL) refuses to open through a
     // symlink planted at the temporary name, which matters when root writes into a directory
-    // another user owns (the per-user link directories).
+    // another user owns (the per-user user shares).
     let _ = std::fs::remove_file(&tmp);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use agent_bom_agent::link::{exchange_quic, load_refusal};
 use agent_bom_agent::tls::{PinnedCaVerifier, device_config, enrollment_config};
+use agent_bom_agent::transport::{exchange_quic, load_refusal};
 use agent_bom_agent::uplink::overload_delay;
 use agent_bom_collector::store::{CollectorStore, EnrollmentRequest};
 use agent_bom_collector::{CertificateAuthority, CollectorConfig};
@@ -815,7 +815,7 @@ enum Upload {
 
 fn inventory() -> Inventory {
     let home = agent_bom_tests::fixture::home_linux();
-    agent_bom_agent::discovery::scan(&agent_bom_tests::harness::scan_options(&home, &[]))
+    agent_bom_discovery::scan(&agent_bom_tests::harness::scan_options(&home, &[]))
 }
 
 fn events() -> Vec<ProxyEvent> {

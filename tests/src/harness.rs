@@ -4,12 +4,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use agent_bom_agent::discovery::catalog::Os;
-use agent_bom_agent::discovery::{Roots, ScanOptions};
-use agent_bom_agent::state::StateDir;
-use agent_bom_agent::uplink::{self, EnrollOptions, RunOptions, UplinkError};
+use agent_bom_agent::daemon::{Daemon, DaemonConfig, DaemonError};
+use agent_bom_agent::uplink::{self, EnrollOptions};
 use agent_bom_control_plane::server::{Listeners, ServeConfig, Server};
 use agent_bom_control_plane::store::Store;
+use agent_bom_discovery::catalog::Os;
+use agent_bom_discovery::{Roots, ScanOptions};
+use agent_bom_state::StateDir;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -306,7 +307,7 @@ impl TestServer {
 /// A device enrolled with the server's bootstrap token, no uplink running.
 pub struct EnrolledDevice {
     /// What enrollment recorded (device id, collector, pin).
-    pub record: agent_bom_agent::state::AgentRecord,
+    pub record: agent_bom_state::AgentRecord,
     /// Its state directory.
     pub state: StateDir,
     /// The directory behind `state`, removed on drop.
@@ -339,14 +340,14 @@ impl TestServer {
     }
 }
 
-/// An enrolled agent running its uplink in-process.
+/// An enrolled agent: the shipping daemon, in-process.
 pub struct TestAgent {
     /// Device id.
     pub agent_id: String,
     /// State directory.
     pub state_dir: tempfile::TempDir,
     shutdown: CancellationToken,
-    task: JoinHandle<Result<(), UplinkError>>,
+    task: JoinHandle<Result<(), DaemonError>>,
 }
 
 /// Scan options for a fixture home on Linux conventions.
@@ -387,21 +388,14 @@ impl TestAgent {
             dir: state_dir,
         } = server.enroll_device_via(&collector.to_string()).await;
         let shutdown = CancellationToken::new();
-        // Proxy audit intake, as the daemon runs it: the socket in the state dir and its spool.
-        let events = agent_bom_agent::intake::start(state_dir.path(), shutdown.clone()).ok();
-        let task = tokio::spawn(uplink::run(
-            state,
-            RunOptions {
-                scan: scan_options(home, projects),
-                rescan_interval: rescan,
-                max_backoff: Duration::from_secs(2),
-                changes: None,
-                quic_attempt: agent_bom_agent::link::DEFAULT_QUIC_ATTEMPT,
-                renew_before: agent_bom_agent::uplink::DEFAULT_RENEW_BEFORE,
-                events,
-            },
-            shutdown.clone(),
-        ));
+        // Exactly the daemon `agent-bom-agent run` starts (watcher, managed wrapping, audit
+        // intake, uplink), with a short reconnect cap for tests.
+        let _ = state;
+        let mut config =
+            DaemonConfig::new(state_dir.path().to_path_buf(), scan_options(home, projects));
+        config.rescan_interval = rescan;
+        config.max_backoff = Duration::from_secs(2);
+        let task = tokio::spawn(Daemon::new(config).run(shutdown.clone()));
         Self {
             agent_id: record.agent_id,
             state_dir,

@@ -8,12 +8,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent_bom_agent::state::StateDir;
 use agent_bom_agent::tls::{PinnedCaVerifier, enrollment_config};
 use agent_bom_agent::uplink::{self, EnrollOptions};
 use agent_bom_protocol::{
     AgentMessage, CollectorMessage, ErrorCode, Inventory, MAX_FRAME_LEN, read_frame,
 };
+use agent_bom_state::StateDir;
 use agent_bom_tests::harness::{EnrolledDevice, TestServer};
 
 fn hello(version: u16) -> AgentMessage {

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use agent_bom_agent::commands::is_quarantined;
+use agent_bom_state::quarantine::is_quarantined;
 use agent_bom_tests::fixture;
 use agent_bom_tests::harness::{PATIENCE, TestAgent, TestServer, eventually};
 

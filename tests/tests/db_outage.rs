@@ -8,10 +8,10 @@
 
 use std::time::Duration;
 
-use agent_bom_agent::proxy::audit::{AuditConfig, AuditEvent, spawn_writer};
-use agent_bom_agent::state::StateDir;
 use agent_bom_agent::uplink;
 use agent_bom_protocol::{AgentMessage, CollectorMessage, ErrorCode, PROTOCOL_VERSION};
+use agent_bom_proxy::audit::{AuditConfig, AuditEvent, spawn_writer};
+use agent_bom_state::StateDir;
 use agent_bom_tests::fixture;
 use agent_bom_tests::harness::{TestAgent, TestServer, eventually};
 use agent_bom_tests::private_postgres::PrivatePostgres;
@@ -142,7 +142,7 @@ async fn database_outage_loses_and_duplicates_nothing() {
             agent
                 .state_dir
                 .path()
-                .join(agent_bom_agent::spool::EVENTS_FILE),
+                .join(agent_bom_state::layout::EVENTS_FILE),
         )
         .map(|m| m.len())
         .unwrap_or(0);

@@ -8,12 +8,12 @@
 
 use std::time::Duration;
 
-use agent_bom_agent::state::StateDir;
 use agent_bom_agent::uplink;
 use agent_bom_control_plane::store::Backend;
 use agent_bom_protocol::{
     AgentMessage, CollectorMessage, ErrorCode, HostFacts, Inventory, PROTOCOL_VERSION,
 };
+use agent_bom_state::StateDir;
 use agent_bom_tests::harness::{TestServer, eventually};
 use agent_bom_tests::postgres::TestDatabase;
 use serde_json::Value;

@@ -39,7 +39,7 @@ async fn full_path(database_url: Option<String>) {
     assert_eq!(item["id"], agent.agent_id.as_str());
     assert_eq!(
         item["os"],
-        agent_bom_agent::discovery::catalog::Os::current().as_str()
+        agent_bom_discovery::catalog::Os::current().as_str()
     );
     assert_eq!(item["status"], "online");
     assert_eq!(item["agent_version"], agent_bom_agent::AGENT_VERSION);

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
-use agent_bom_agent::proxy::audit::{AuditConfig, AuditEvent, spawn_writer};
-use agent_bom_agent::state::StateDir;
 use agent_bom_agent::uplink::{self, RunOptions};
+use agent_bom_proxy::audit::{AuditConfig, AuditEvent, spawn_writer};
+use agent_bom_state::StateDir;
 use agent_bom_tests::fixture;
 use agent_bom_tests::harness::{
     EnrolledDevice, PATIENCE, TestAgent, TestServer, eventually, scan_options,
@@ -92,7 +92,7 @@ async fn collector_restart_loses_and_duplicates_nothing() {
             agent
                 .state_dir
                 .path()
-                .join(agent_bom_agent::spool::EVENTS_FILE),
+                .join(agent_bom_state::layout::EVENTS_FILE),
         )
         .map(|m| m.len())
         .unwrap_or(0);

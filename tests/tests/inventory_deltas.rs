@@ -8,7 +8,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use agent_bom_agent::state::{AckedInventory, StateDir, UplinkState};
 use agent_bom_agent::uplink;
 use agent_bom_collector::store::{CollectorStore, DeltaOutcome, DeltaUpload, DeviceSession};
 use agent_bom_control_plane::store::Backend;
@@ -16,6 +15,7 @@ use agent_bom_protocol::{
     AgentMessage, ClientInfo, CollectorMessage, ErrorCode, Inventory, ScanError, ServerEntry,
     capability, inventory_delta,
 };
+use agent_bom_state::dir::{AckedInventory, StateDir, UplinkState};
 use agent_bom_tests::fixture;
 use agent_bom_tests::harness::{EnrolledDevice, PATIENCE, TestAgent, TestServer, eventually};
 use agent_bom_tests::postgres::TestDatabase;

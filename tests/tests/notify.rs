@@ -8,9 +8,9 @@
 
 use std::time::Duration;
 
-use agent_bom_agent::commands::is_quarantined;
-use agent_bom_agent::state::StateDir;
 use agent_bom_collector::CollectorConfig;
+use agent_bom_state::StateDir;
+use agent_bom_state::quarantine::is_quarantined;
 use agent_bom_tests::cluster::TestCollector;
 use agent_bom_tests::fixture;
 use agent_bom_tests::harness::{PATIENCE, TestAgent, TestServer, eventually};

@@ -14,10 +14,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use agent_bom_agent::state::StateDir;
 use agent_bom_agent::uplink::{self, EnrollOptions, RunOptions, UplinkError};
 use agent_bom_collector::CollectorConfig;
 use agent_bom_protocol::{AgentMessage, CollectorMessage, ErrorCode, PROTOCOL_VERSION};
+use agent_bom_state::StateDir;
 use agent_bom_tests::fixture;
 use agent_bom_tests::harness::{TestServer, eventually, scan_options, test_collector_config};
 use sqlx::Connection;
@@ -123,7 +123,7 @@ impl RunningAgent {
                 rescan_interval: Duration::from_secs(3600),
                 max_backoff: Duration::from_secs(2),
                 changes: None,
-                quic_attempt: agent_bom_agent::link::DEFAULT_QUIC_ATTEMPT,
+                quic_attempt: agent_bom_agent::transport::DEFAULT_QUIC_ATTEMPT,
                 renew_before: uplink::DEFAULT_RENEW_BEFORE,
                 events: None,
             },
@@ -137,7 +137,7 @@ impl RunningAgent {
         }
     }
 
-    fn uplink(&self) -> agent_bom_agent::state::UplinkState {
+    fn uplink(&self) -> agent_bom_state::dir::UplinkState {
         StateDir::open(self.state_dir.path())
             .unwrap()
             .uplink()
@@ -383,7 +383,7 @@ async fn connections_beyond_the_budget_are_refused_until_a_slot_frees() {
     // On TLS/TCP a connection over the budget hears `unavailable` with a retry-after.
     let device =
         uplink::device_tls(&StateDir::open(agents[waiting].state_dir.path()).unwrap()).unwrap();
-    let mut tcp = agent_bom_agent::link::connect_tcp(&server.collector.to_string(), device)
+    let mut tcp = agent_bom_agent::transport::connect_tcp(&server.collector.to_string(), device)
         .await
         .unwrap();
     agent_bom_protocol::write_frame(

@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use agent_bom_agent::proxy::engine::{Engine, Verdict};
+use agent_bom_proxy::engine::{Engine, Verdict};
 use agent_bom_tests::fixture;
 use agent_bom_tests::harness::{PATIENCE, Reply, TestAgent, TestServer, eventually};
 use agent_bom_tests::postgres::TestDatabase;
@@ -85,7 +85,7 @@ async fn policy_and_commands(database_url: Option<String>) {
         (applied_revision(&server, &key, &id).await == Some(1)).then_some(())
     })
     .await;
-    let cached = agent_bom_agent::policy_cache::load_verified(&state)
+    let cached = agent_bom_state::policy_cache::load_verified(&state)
         .unwrap()
         .unwrap();
     assert_eq!(cached.revision, 1);
@@ -108,7 +108,7 @@ async fn policy_and_commands(database_url: Option<String>) {
     assert_eq!(r.json["items"].as_array().unwrap().len(), 2);
 
     // The proxy engine enforces the cached control-plane policy.
-    let verified = agent_bom_agent::policy_cache::load_verified(&state)
+    let verified = agent_bom_state::policy_cache::load_verified(&state)
         .unwrap()
         .unwrap();
     assert_eq!(verified.policy.revision, 2);
@@ -126,10 +126,10 @@ async fn policy_and_commands(database_url: Option<String>) {
     );
 
     // A cached policy edited on disk is refused (status reports why; proxies fall back).
-    let file = state.join(agent_bom_agent::policy_cache::SIGNED_POLICY_FILE);
+    let file = state.join(agent_bom_state::layout::SIGNED_POLICY_FILE);
     let original = std::fs::read_to_string(&file).unwrap();
     std::fs::write(&file, original.replace("exec", "exe")).unwrap();
-    assert!(agent_bom_agent::policy_cache::load_verified(&state).is_err());
+    assert!(agent_bom_state::policy_cache::load_verified(&state).is_err());
     std::fs::write(&file, &original).unwrap();
 
     // Settings: applied all-or-nothing, an invalid one is refused by the API.
@@ -171,7 +171,7 @@ async fn policy_and_commands(database_url: Option<String>) {
     )
     .await;
     assert_eq!(c["status"], "applied", "{c}");
-    let approvals = agent_bom_agent::proxy::approvals::Approvals::new(&state);
+    let approvals = agent_bom_state::approvals::Approvals::new(&state);
     assert_eq!(approvals.for_server("srv").len(), 1);
     let c = run_command(
         &server,

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use agent_bom_agent::proxy::audit::{AuditConfig, AuditEvent, spawn_writer};
+use agent_bom_proxy::audit::{AuditConfig, AuditEvent, spawn_writer};
 use agent_bom_tests::fixture;
 use agent_bom_tests::harness::{PATIENCE, TestAgent, TestServer, eventually};
 
@@ -101,7 +101,7 @@ async fn proxy_events_reach_the_control_plane(database_url: Option<String>) {
             agent
                 .state_dir
                 .path()
-                .join(agent_bom_agent::spool::EVENTS_FILE),
+                .join(agent_bom_state::layout::EVENTS_FILE),
         )
         .map(|m| m.len())
         .unwrap_or(0);

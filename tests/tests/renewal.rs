@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
-use agent_bom_agent::state::StateDir;
 use agent_bom_agent::uplink::{self, RunOptions};
 use agent_bom_protocol::{AgentMessage, CollectorMessage, ErrorCode, PROTOCOL_VERSION};
+use agent_bom_state::StateDir;
 use agent_bom_tests::fixture;
 use agent_bom_tests::harness::{EnrolledDevice, PATIENCE, TestServer, eventually, scan_options};
 use tokio_util::sync::CancellationToken;
@@ -39,7 +39,7 @@ async fn certificate_is_renewed_over_the_connection() {
             rescan_interval: Duration::from_millis(300),
             max_backoff: Duration::from_secs(1),
             changes: None,
-            quic_attempt: agent_bom_agent::link::DEFAULT_QUIC_ATTEMPT,
+            quic_attempt: agent_bom_agent::transport::DEFAULT_QUIC_ATTEMPT,
             // Longer than the 90-day certificate: renew on the first session.
             renew_before: Duration::from_secs(200 * 24 * 3600),
             events: None,

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use agent_bom_agent::state::StateDir;
+use agent_bom_state::StateDir;
 use agent_bom_tests::fixture;
 use agent_bom_tests::harness::{PATIENCE, TestAgent, TestServer, eventually};
 

@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use agent_bom_agent::state::StateDir;
 use agent_bom_agent::uplink::{self, RunOptions};
+use agent_bom_state::StateDir;
 use agent_bom_tests::fixture;
 use agent_bom_tests::harness::{EnrolledDevice, PATIENCE, TestServer, eventually, scan_options};
 use tokio_util::sync::CancellationToken;
@@ -103,7 +103,9 @@ async fn udp_blocked_falls_back_to_tls_over_tcp() {
         (server.command_status(&command_id).await.as_deref() == Some("applied")).then_some(())
     })
     .await;
-    assert!(agent_bom_agent::commands::is_quarantined(state_dir.path()));
+    assert!(agent_bom_state::quarantine::is_quarantined(
+        state_dir.path()
+    ));
 
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(20), task).await;

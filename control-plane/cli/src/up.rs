@@ -5,11 +5,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use agent_bom_agent::discovery::catalog::Os;
-use agent_bom_agent::discovery::{Roots, ScanOptions};
-use agent_bom_agent::state::StateDir;
-use agent_bom_agent::uplink::{self, EnrollOptions, RunOptions};
+use agent_bom_agent::daemon::{Daemon, DaemonConfig};
+use agent_bom_agent::uplink::{self, EnrollOptions};
 use agent_bom_collector::CollectorConfig;
+use agent_bom_discovery::catalog::Os;
+use agent_bom_discovery::{Roots, ScanOptions};
+use agent_bom_state::StateDir;
 use tokio_util::sync::CancellationToken;
 
 use agent_bom_control_plane::bootstrap::{self, ADMIN_KEY_FILE, DEFAULT_TENANT};
@@ -123,27 +124,14 @@ pub(crate) async fn run(config: UpConfig, shutdown: CancellationToken) -> Result
             UpError::Agent("cannot determine the home directory; pass --home".into())
         })?,
     };
-    let scan = ScanOptions::for_user(roots, Vec::new(), os);
-    let changes = agent_bom_agent::watch::spawn_change_notifier(scan.clone(), shutdown.clone())
-        .await
-        .map_err(|e| tracing::warn!(error = %e, "file watching unavailable; relying on rescans"))
-        .ok();
-    let events = agent_bom_agent::intake::start(state.path(), shutdown.clone())
-        .map_err(|e| tracing::warn!(error = %e, "proxy audit intake unavailable"))
-        .ok();
-    let agent_task = tokio::spawn(uplink::run(
-        state,
-        RunOptions {
-            scan,
-            rescan_interval: config.rescan_interval,
-            max_backoff: Duration::from_secs(10),
-            changes,
-            quic_attempt: agent_bom_agent::link::DEFAULT_QUIC_ATTEMPT,
-            renew_before: agent_bom_agent::uplink::DEFAULT_RENEW_BEFORE,
-            events,
-        },
-        shutdown.clone(),
-    ));
+    // The same daemon `agent-bom-agent run` starts, on this machine's home.
+    let mut daemon = DaemonConfig::new(
+        state.path().to_path_buf(),
+        ScanOptions::for_user(roots, Vec::new(), os),
+    );
+    daemon.rescan_interval = config.rescan_interval;
+    daemon.max_backoff = Duration::from_secs(10);
+    let agent_task = tokio::spawn(Daemon::new(daemon).run(shutdown.clone()));
 
     let data = config.data_dir.display();
     println!("agent-bom is up.");

@@ -1,0 +1,213 @@
+//! Agent settings: the `agent.toml` file, `AGENT_BOM_*` environment variables and flags, and the
+//! settings the control plane pushes with a `settings` command ([`RemoteSettings`]).
+//!
+//! Precedence: control plane (for the keys it sets) > flag > environment > file > default. The
+//! control plane wins so an operator can change a running fleet without touching MDM; a key it
+//! resets (`null`) falls back to the local value. Every environment variable the agent reads is
+//! listed in [`env`].
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use agent_bom_protocol::command::SettingsPatch;
+use serde::{Deserialize, Serialize};
+
+/// Every `AGENT_BOM_*` environment variable the agent reads.
+pub mod env {
+    /// Path of `agent.toml`.
+    pub const CONFIG: &str = "AGENT_BOM_CONFIG";
+    /// State directory (identity and uplink progress).
+    pub const STATE_DIR: &str = "AGENT_BOM_STATE_DIR";
+    /// Home directory to scan instead of the current user's.
+    pub const HOME: &str = "AGENT_BOM_HOME";
+    /// Enrollment token (instead of `--token`, so it stays out of the process list).
+    pub const ENROLL_TOKEN: &str = "AGENT_BOM_ENROLL_TOKEN";
+    /// Expected CA fingerprint for enrollment.
+    pub const CA_PIN: &str = "AGENT_BOM_CA_PIN";
+    /// Collector address for enrollment.
+    pub const COLLECTOR: &str = "AGENT_BOM_COLLECTOR";
+    /// Seconds between inventory rescans.
+    pub const RESCAN_INTERVAL_SECS: &str = "AGENT_BOM_RESCAN_INTERVAL_SECS";
+    /// Policy file of the proxy (default: `policy.toml` in the state directory).
+    pub const PROXY_POLICY: &str = "AGENT_BOM_PROXY_POLICY";
+    /// The proxy's user share from a root daemon (default: found by uid).
+    pub const SHARE_DIR: &str = "AGENT_BOM_SHARE_DIR";
+    /// What the proxy does without a valid policy: `open` or `closed`.
+    pub const PROXY_FAIL_MODE: &str = "AGENT_BOM_PROXY_FAIL_MODE";
+    /// Log filter (`info`, `debug`, `agent_bom_agent=trace`, ...).
+    pub const LOG: &str = "AGENT_BOM_LOG";
+}
+
+/// Default seconds between rescans. The file watcher (a later milestone) makes changes arrive
+/// sooner; the periodic rescan is the safety net.
+pub const DEFAULT_RESCAN_INTERVAL: Duration = Duration::from_secs(300);
+/// Default cap of the reconnect backoff.
+pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// The contents of `agent.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSettings {
+    /// State directory.
+    pub state_dir: Option<PathBuf>,
+    /// Home directory to scan.
+    pub home: Option<PathBuf>,
+    /// Project directories whose project-level MCP files are read.
+    #[serde(default)]
+    pub projects: Vec<PathBuf>,
+    /// Seconds between rescans (at least 1).
+    pub rescan_interval_secs: Option<u64>,
+    /// Reconnect backoff cap in seconds (at least 1).
+    pub max_backoff_secs: Option<u64>,
+}
+
+/// Errors loading settings.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid.
+    #[error("invalid settings in {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl FileSettings {
+    /// Load and validate `agent.toml`.
+    pub fn load(path: &Path) -> Result<Self, SettingsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| SettingsError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// Parse and validate settings text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let settings: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+        if settings.rescan_interval_secs == Some(0) {
+            return Err("rescan_interval_secs must be at least 1".into());
+        }
+        if settings.max_backoff_secs == Some(0) {
+            return Err("max_backoff_secs must be at least 1".into());
+        }
+        Ok(settings)
+    }
+}
+
+use agent_bom_state::layout::REMOTE_SETTINGS_FILE;
+
+/// Settings pushed by the control plane with a `settings` command.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteSettings {
+    /// Seconds between periodic rescans (as bounded by `agent_bom_protocol::command::MIN_REMOTE_RESCAN_SECS`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rescan_interval_secs: Option<u64>,
+    /// Keep every stdio server of every client wrapped by the proxy, re-wrapping configs that a
+    /// client or user reverted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_wrapping: Option<bool>,
+}
+
+impl RemoteSettings {
+    /// The settings in `state_dir` (defaults when absent; a broken file is logged and ignored,
+    /// so the agent keeps working on local settings).
+    pub fn load(state_dir: &Path) -> Self {
+        let path = state_dir.join(REMOTE_SETTINGS_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring broken control-plane settings");
+                Self::default()
+            }),
+            Err(_) => Self::default(),
+        }
+    }
+
+    /// Apply a validated `settings` patch (see `agent_bom_protocol::command`). Returns the
+    /// keys that changed.
+    pub fn apply(&mut self, patch: &SettingsPatch) -> Vec<&'static str> {
+        self.rescan_interval_secs = patch.rescan_interval_secs.apply(self.rescan_interval_secs);
+        self.managed_wrapping = patch.managed_wrapping.apply(self.managed_wrapping);
+        patch.keys()
+    }
+
+    /// Persist to `state_dir`.
+    pub fn save(&self, state_dir: &Path) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        agent_bom_protocol::secure_file::write_private(
+            &state_dir.join(REMOTE_SETTINGS_FILE),
+            &bytes,
+        )
+    }
+
+    /// The rescan interval in force: this one when set, else `local`.
+    pub fn rescan_interval(&self, local: Duration) -> Duration {
+        self.rescan_interval_secs.map_or(local, Duration::from_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_and_zero_intervals_are_rejected() {
+        assert!(FileSettings::parse("rescan_interval_secs = 5\nprojects = [\"/w\"]").is_ok());
+        let err = FileSettings::parse("rescan_intervall = 5").unwrap_err();
+        assert!(err.contains("unknown field"), "{err}");
+        assert!(FileSettings::parse("rescan_interval_secs = 0").is_err());
+    }
+
+    fn patch(text: &str) -> Result<SettingsPatch, String> {
+        match agent_bom_protocol::CommandKind::parse("settings", text) {
+            Ok(agent_bom_protocol::CommandKind::Settings(p)) => Ok(p),
+            Ok(other) => Err(format!("not settings: {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn remote_settings_apply_all_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = RemoteSettings::load(dir.path());
+        assert_eq!(r, RemoteSettings::default());
+        let changed =
+            r.apply(&patch(r#"{"rescan_interval_secs": 60, "managed_wrapping": true}"#).unwrap());
+        assert_eq!(changed.len(), 2);
+        r.save(dir.path()).unwrap();
+        let back = RemoteSettings::load(dir.path());
+        assert_eq!(
+            back.rescan_interval(Duration::from_secs(300)),
+            Duration::from_secs(60)
+        );
+        assert_eq!(back.managed_wrapping, Some(true));
+        // An invalid value or an unknown key is refused before anything changes.
+        assert!(patch(r#"{"managed_wrapping": false, "rescan_interval_secs": 1}"#).is_err());
+        assert!(patch(r#"{"managed_wrapping": false, "colour": "red"}"#).is_err());
+        // null resets to the local value.
+        let mut r2 = back.clone();
+        r2.apply(&patch(r#"{"rescan_interval_secs": null}"#).unwrap());
+        assert_eq!(
+            r2.rescan_interval(Duration::from_secs(300)),
+            Duration::from_secs(300)
+        );
+        assert_eq!(r2.managed_wrapping, Some(true));
+        // A broken file is ignored.
+        std::fs::write(dir.path().join(REMOTE_SETTINGS_FILE), "{nope").unwrap();
+        assert_eq!(RemoteSettings::load(dir.path()), RemoteSettings::default());
+    }
+}

@@ -1,0 +1,260 @@
+//! Comment- and format-preserving edits of JSON/JSONC client configs (jsonc-parser's CST): only
+//! the `command` and `args` values of stdio entries change; every other byte stays.
+
+use jsonc_parser::cst::{CstInputValue, CstObject, CstRootNode};
+
+use super::Edited;
+use agent_bom_discovery::catalog::Layout;
+use agent_bom_discovery::launch::{is_wrapped, unwrapped_launch, wrapped_args};
+
+/// Parse options matching the scanner's (comments and trailing commas accepted).
+fn parse(text: &str) -> Result<CstRootNode, String> {
+    CstRootNode::parse(text, &agent_bom_discovery::parse::jsonc_options())
+        .map_err(|e| format!("invalid JSON: {e}"))
+}
+
+/// Every server-map object a layout describes.
+fn server_maps(root: &CstRootNode, layout: Layout) -> Vec<CstObject> {
+    let Some(top) = root.object_value() else {
+        return Vec::new();
+    };
+    match layout {
+        // The first key path that exists, as discovery reads it; lists of servers (Continue's
+        // legacy JSON) are not rewritten.
+        Layout::At(paths) => paths
+            .iter()
+            .find_map(|path| {
+                let (first, rest) = path.split_first()?;
+                let mut obj = top.object_value(first)?;
+                for key in rest {
+                    obj = obj.object_value(key)?;
+                }
+                Some(obj)
+            })
+            .into_iter()
+            .collect(),
+        Layout::AtOrRoot(key) => vec![top.object_value(key).unwrap_or(top)],
+        Layout::DockerMcpRegistry => Vec::new(),
+        Layout::ClaudeCodeUserFile => {
+            let mut maps: Vec<CstObject> = top.object_value("mcpServers").into_iter().collect();
+            if let Some(projects) = top.object_value("projects") {
+                for project in projects.properties() {
+                    if let Some(m) = project
+                        .object_value()
+                        .and_then(|p| p.object_value("mcpServers"))
+                    {
+                        maps.push(m);
+                    }
+                }
+            }
+            maps
+        }
+    }
+}
+
+/// A stdio entry's launch: `(command, args)`, when both are plain strings.
+fn launch(entry: &CstObject) -> Option<(String, Vec<String>)> {
+    let command = entry
+        .get("command")?
+        .value()?
+        .as_string_lit()?
+        .decoded_value()
+        .ok()?;
+    let args = match entry.get("args") {
+        None => Vec::new(),
+        Some(prop) => {
+            let array = prop.value()?.as_array()?;
+            let mut out = Vec::new();
+            for el in array.elements() {
+                out.push(el.as_string_lit()?.decoded_value().ok()?);
+            }
+            out
+        }
+    };
+    Some((command, args))
+}
+
+fn is_stdio(entry: &CstObject) -> bool {
+    let declared = entry
+        .get("type")
+        .and_then(|p| p.value())
+        .and_then(|v| v.as_string_lit())
+        .and_then(|s| s.decoded_value().ok());
+    declared.is_none_or(|t| t.eq_ignore_ascii_case("stdio"))
+}
+
+fn set_launch(entry: &CstObject, command: &str, args: &[String]) {
+    if let Some(prop) = entry.get("command") {
+        prop.set_value(CstInputValue::String(command.to_string()));
+    }
+    let value = CstInputValue::Array(
+        args.iter()
+            .map(|a| CstInputValue::String(a.clone()))
+            .collect(),
+    );
+    match entry.get("args") {
+        Some(prop) => prop.set_value(value),
+        None => {
+            let at = entry.get("command").map_or(0, |p| p.property_index() + 1);
+            entry.insert(at, "args", value);
+        }
+    }
+}
+
+/// Rewrite every unwrapped stdio entry of `text` to run through `proxy_exe`. `None` when
+/// nothing needs wrapping.
+pub fn wrap_text(text: &str, layout: Layout, proxy_exe: &str) -> Result<Option<Edited>, String> {
+    let root = parse(text)?;
+    let mut servers = Vec::new();
+    for map in server_maps(&root, layout) {
+        for prop in map.properties() {
+            let Some(entry) = prop.object_value() else {
+                continue;
+            };
+            let Some((command, args)) = launch(&entry) else {
+                continue;
+            };
+            if !is_stdio(&entry) || is_wrapped(&command, &args) {
+                continue;
+            }
+            set_launch(&entry, proxy_exe, &wrapped_args(&command, &args));
+            servers.push(prop.decoded_name().unwrap_or_default());
+        }
+    }
+    Ok((!servers.is_empty()).then(|| Edited {
+        text: root.to_string(),
+        servers,
+        skipped: Vec::new(),
+    }))
+}
+
+/// Restore the original launch of every wrapped entry of `text`. `None` when nothing is wrapped.
+pub fn unwrap_text(text: &str, layout: Layout) -> Result<Option<Edited>, String> {
+    let root = parse(text)?;
+    let mut servers = Vec::new();
+    for map in server_maps(&root, layout) {
+        for prop in map.properties() {
+            let Some(entry) = prop.object_value() else {
+                continue;
+            };
+            let Some((command, args)) = launch(&entry) else {
+                continue;
+            };
+            if !is_wrapped(&command, &args) {
+                continue;
+            }
+            let Some((orig_cmd, orig_args)) = unwrapped_launch(&args) else {
+                continue;
+            };
+            set_launch(&entry, &orig_cmd, &orig_args);
+            servers.push(prop.decoded_name().unwrap_or_default());
+        }
+    }
+    Ok((!servers.is_empty()).then(|| Edited {
+        text: root.to_string(),
+        servers,
+        skipped: Vec::new(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXE: &str = "/opt/agent-bom/agent-bom-agent";
+    const FILE: &str = r#"{
+  // my servers
+  "mcpServers": {
+    "fs": {
+      "command": "npx", /* inline */
+      "args": ["-y", "@modelcontextprotocol/server-filesystem", "/tmp"],
+      "env": {"TOKEN": "x"},
+      "cwd": "/work",
+    },
+    "bare": { "command": "my-server" },
+    "remote": { "url": "https://example.com/mcp" },
+    "typed": { "type": "sse", "command": "weird", "url": "http://x" },
+  },
+  "other": [1, 2, 3]
+}
+"#;
+
+    #[test]
+    fn wrap_keeps_everything_else_and_is_idempotent() {
+        let edited = wrap_text(FILE, Layout::At(&[&["mcpServers"]]), EXE)
+            .unwrap()
+            .unwrap();
+        assert_eq!(edited.servers, vec!["fs", "bare"]);
+        let t = &edited.text;
+        for kept in [
+            "// my servers",
+            "/* inline */",
+            "\"env\": {\"TOKEN\": \"x\"}",
+            "\"cwd\": \"/work\",",
+            "\"other\": [1, 2, 3]",
+            "https://example.com/mcp",
+        ] {
+            assert!(t.contains(kept), "{kept} missing from:\n{t}");
+        }
+        let doc = agent_bom_discovery::parse::parse_document(
+            t,
+            agent_bom_discovery::catalog::Format::Jsonc,
+            std::path::Path::new("mcp.json"),
+        )
+        .unwrap();
+        let fs = &doc["mcpServers"]["fs"];
+        assert_eq!(fs["command"], EXE);
+        let args: Vec<String> = serde_json::from_value(fs["args"].clone()).unwrap();
+        assert!(is_wrapped(EXE, &args));
+        assert_eq!(
+            unwrapped_launch(&args),
+            Some((
+                "npx".to_string(),
+                vec![
+                    "-y".to_string(),
+                    "@modelcontextprotocol/server-filesystem".to_string(),
+                    "/tmp".to_string()
+                ]
+            ))
+        );
+        assert_eq!(doc["mcpServers"]["bare"]["args"][4], "my-server");
+        assert!(
+            wrap_text(t, Layout::At(&[&["mcpServers"]]), EXE)
+                .unwrap()
+                .is_none()
+        );
+
+        let back = unwrap_text(t, Layout::At(&[&["mcpServers"]]))
+            .unwrap()
+            .unwrap();
+        let doc2 = agent_bom_discovery::parse::parse_document(
+            &back.text,
+            agent_bom_discovery::catalog::Format::Jsonc,
+            std::path::Path::new("mcp.json"),
+        )
+        .unwrap();
+        assert_eq!(doc2["mcpServers"]["fs"]["command"], "npx");
+        assert_eq!(doc2["mcpServers"]["fs"]["args"][2], "/tmp");
+        assert!(back.text.contains("/* inline */"));
+    }
+
+    #[test]
+    fn claude_code_project_sections() {
+        let text = r#"{"numStartups": 3, "projects": {"/p": {"mcpServers": {"a": {"type": "stdio", "command": "x", "args": []}}}}, "mcpServers": {"b": {"command": "y"}}}"#;
+        let e = wrap_text(text, Layout::ClaudeCodeUserFile, EXE)
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.servers.len(), 2);
+        assert!(e.text.contains("\"numStartups\": 3"));
+    }
+
+    #[test]
+    fn invalid_files_are_errors() {
+        assert!(wrap_text("{ nope", Layout::At(&[&["mcpServers"]]), EXE).is_err());
+        assert!(
+            wrap_text("", Layout::At(&[&["mcpServers"]]), EXE)
+                .unwrap()
+                .is_none()
+        );
+    }
+}

@@ -1,0 +1,175 @@
+//! Managed wrapping: the daemon wraps every stdio server by policy and wraps again whatever a
+//! client reverted (a client that rewrites its config from its own copy drops the proxy).
+//!
+//! The switch is `"managed_wrapping": true` in `<state dir>/settings.json` (written by the
+//! `settings` command from the control plane, read through [`RemoteSettings`]); it is read on
+//! every pass, so turning it on or off needs no restart. A missing or broken file means off. A pass is [`super::wrap`] itself:
+//! when everything is wrapped it reads and parses the few config files and writes nothing, so
+//! running it after each debounced file event costs milliseconds and cannot loop (its own
+//! writes trigger one more pass that finds nothing to do).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::{FileChange, WrapError, WrapOptions};
+use crate::settings::RemoteSettings;
+
+/// True when `<state_dir>/settings.json` has `"managed_wrapping": true`.
+pub fn managed_wrapping_enabled(state_dir: &Path) -> bool {
+    RemoteSettings::load(state_dir).managed_wrapping == Some(true)
+}
+
+/// Wrap whatever is not wrapped, if managed wrapping is on; nothing otherwise.
+pub fn rewrap_if_managed(options: &WrapOptions) -> Vec<Result<FileChange, WrapError>> {
+    if !managed_wrapping_enabled(&options.state_dir) {
+        return Vec::new();
+    }
+    let options = WrapOptions {
+        dry_run: false,
+        ..options.clone()
+    };
+    super::wrap(&options)
+}
+
+/// One pass off the async threads, logged (server names and paths only: records and diffs hold
+/// env values).
+async fn pass(options: &WrapOptions) {
+    let options = options.clone();
+    let results = tokio::task::spawn_blocking(move || rewrap_if_managed(&options))
+        .await
+        .unwrap_or_default();
+    for result in results {
+        match result {
+            Ok(change) => {
+                if change.written {
+                    tracing::info!(
+                        path = %change.path.display(),
+                        client = change.client,
+                        servers = %change.servers.join(", "),
+                        "managed wrapping: wrapped"
+                    );
+                }
+                for s in &change.skipped {
+                    tracing::warn!(
+                        path = %change.path.display(),
+                        server = %s.server,
+                        reason = %s.reason,
+                        "managed wrapping: server left unwrapped"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "managed wrapping failed"),
+        }
+    }
+}
+
+/// Run a pass now and after every change `changes` signals, until `shutdown`. Returns the
+/// notifier to hand on (to the uplink): it fires after each pass, so what is shipped already
+/// includes the re-wrap. Without a watcher (`None`) only the startup pass runs.
+pub fn spawn(
+    options: WrapOptions,
+    changes: Option<Arc<Notify>>,
+    shutdown: CancellationToken,
+) -> Option<Arc<Notify>> {
+    let forward = changes.as_ref().map(|_| Arc::new(Notify::new()));
+    let out = forward.clone();
+    tokio::spawn(async move {
+        pass(&options).await;
+        let (Some(changes), Some(forward)) = (changes, forward) else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = changes.notified() => {
+                    pass(&options).await;
+                    forward.notify_one();
+                }
+            }
+        }
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewrap_only_when_on_and_only_what_was_reverted() {
+        use agent_bom_discovery::{Roots, ScanOptions, WalkLimits, catalog::Os};
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        let config = home.join(".codex/config.toml");
+        std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+        let original = "[mcp_servers.docs]\ncommand = \"npx\"\nargs = [\"-y\", \"docs\"]\n";
+        std::fs::write(&config, original).unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        let options = WrapOptions {
+            scan: ScanOptions {
+                users: vec![Roots::for_home(&home, Os::Linux)],
+                projects: Vec::new(),
+                workspace_roots: Vec::new(),
+                system_root: Some(dir.path().join("system")),
+                limits: WalkLimits::default(),
+                os: Os::Linux,
+            },
+            client: None,
+            dry_run: true,
+            proxy_exe: "/opt/agent-bom/agent-bom-agent".into(),
+            state_dir: state.clone(),
+        };
+        assert!(rewrap_if_managed(&options).is_empty(), "off by default");
+        assert_eq!(std::fs::read_to_string(&config).unwrap(), original);
+
+        let settings = state.join(agent_bom_state::layout::REMOTE_SETTINGS_FILE);
+        std::fs::write(&settings, "{\"managed_wrapping\": true}").unwrap();
+        for _ in 0..2 {
+            // Written even though the options say dry run: managed passes always write.
+            let changes = rewrap_if_managed(&options);
+            assert_eq!(changes.len(), 1);
+            assert!(changes[0].as_ref().unwrap().written);
+            assert!(
+                std::fs::read_to_string(&config)
+                    .unwrap()
+                    .contains("\"proxy\"")
+            );
+            assert!(
+                rewrap_if_managed(&options).is_empty(),
+                "nothing left to wrap"
+            );
+            // The client reverts.
+            std::fs::write(&config, original).unwrap();
+        }
+        std::fs::write(&settings, "{\"managed_wrapping\": false}").unwrap();
+        assert!(rewrap_if_managed(&options).is_empty());
+        assert_eq!(std::fs::read_to_string(&config).unwrap(), original);
+    }
+
+    #[test]
+    fn the_switch_tolerates_missing_and_broken_files() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!managed_wrapping_enabled(dir.path()));
+        let file = dir
+            .path()
+            .join(agent_bom_state::layout::REMOTE_SETTINGS_FILE);
+        for (body, on) in [
+            (
+                "{\"managed_wrapping\": true, \"rescan_interval_secs\": 60}",
+                true,
+            ),
+            ("{\"managed_wrapping\": false}", false),
+            ("{\"managed_wrapping\": \"yes\"}", false),
+            ("[true]", false),
+            ("{ broken", false),
+            ("", false),
+        ] {
+            std::fs::write(&file, body).unwrap();
+            assert_eq!(managed_wrapping_enabled(dir.path()), on, "{body}");
+        }
+    }
+}

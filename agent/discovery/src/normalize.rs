@@ -1,0 +1,455 @@
+//! Raw entries into the one server model every client shares.
+//!
+//! Field names differ per client (`command`/`cmd`, `env`/`envs`/`environment`, `url`/
+//! `serverUrl`/`httpUrl`/`uri`, command as string, array or nested object); this module reads
+//! them all. Values of env vars and headers are looked at only to raise risk flags (see
+//! [`super::risk`]) and never copied into the result.
+
+use agent_bom_protocol::{ServerEntry, Transport};
+use serde_json::{Map, Value};
+
+use super::parse::RawEntry;
+use super::risk::{self, FileFacts};
+use agent_bom_protocol::sanitize::{is_secret_name, sanitize_args, sanitize_url};
+use agent_bom_protocol::server_id::{server_id, short_hash};
+
+/// The launch-relevant fields of an entry, read from whichever names the client uses.
+#[derive(Debug, Default)]
+pub struct Launch<'a> {
+    /// Executable.
+    pub command: Option<String>,
+    /// Raw arguments (sanitized before they leave this module).
+    pub args: Vec<String>,
+    /// Raw URL.
+    pub url: Option<String>,
+    /// Env map (values read only by risk checks).
+    pub env: Option<&'a Map<String, Value>>,
+    /// Extra env names listed without values (Goose `env_keys`, Codex `bearer_token_env_var`).
+    pub env_names: Vec<String>,
+    /// Header map (values read only by risk checks).
+    pub headers: Option<&'a Map<String, Value>>,
+    /// Header names whose values come from env vars (Codex `env_http_headers`).
+    pub header_names: Vec<String>,
+    /// Declared transport, normalized.
+    pub transport: Transport,
+    /// Working directory.
+    pub cwd: Option<String>,
+}
+
+/// Read the launch fields of an entry body.
+pub fn launch(body: &Value) -> Launch<'_> {
+    // Continue's legacy form nests everything under `transport: {type, command, args, url}`.
+    let nested = body.get("transport").filter(|t| t.is_object());
+    let field = |names: &[&str]| -> Option<&Value> {
+        names
+            .iter()
+            .find_map(|n| body.get(*n).or_else(|| nested.and_then(|t| t.get(*n))))
+    };
+    let mut args = string_list(field(&["args"]));
+    let mut env = field(&["env", "envs", "environment", "env_vars"]).and_then(Value::as_object);
+    let command = match field(&["command", "cmd"]) {
+        Some(Value::String(s)) => Some(s.clone()),
+        // OpenCode: `command: ["npx", "-y", "pkg"]`.
+        Some(Value::Array(items)) => {
+            let mut parts = items.iter().map(value_to_arg);
+            let first = parts.next();
+            let rest: Vec<String> = parts.collect();
+            args = rest.into_iter().chain(args).collect();
+            first
+        }
+        // Zed's older form: `command: {path, args, env}`.
+        Some(Value::Object(nested_cmd)) => {
+            args = string_list(nested_cmd.get("args"));
+            if let Some(e) = nested_cmd.get("env").and_then(Value::as_object) {
+                env = Some(e);
+            }
+            nested_cmd
+                .get("path")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        }
+        _ => None,
+    };
+    let http_url = field(&["httpUrl"]).and_then(Value::as_str);
+    let url = http_url
+        .or_else(|| field(&["url", "serverUrl", "uri"]).and_then(Value::as_str))
+        .map(str::to_string);
+    let declared = field(&["type"])
+        .and_then(Value::as_str)
+        .or_else(|| body.get("transport").and_then(Value::as_str));
+    let transport = infer_transport(
+        declared,
+        http_url.is_some(),
+        command.is_some(),
+        url.as_deref(),
+    );
+    let mut env_names = string_list(field(&["env_keys"]));
+    if let Some(var) = field(&["bearer_token_env_var"]).and_then(Value::as_str) {
+        env_names.push(var.to_string());
+    }
+    let header_names = field(&["env_http_headers"])
+        .and_then(Value::as_object)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    Launch {
+        command,
+        args,
+        url,
+        env,
+        env_names,
+        headers: field(&["headers", "http_headers"]).and_then(Value::as_object),
+        header_names,
+        transport,
+        cwd: field(&["cwd", "working_directory"])
+            .and_then(Value::as_str)
+            .map(str::to_string),
+    }
+}
+
+/// Normalize one raw entry of `client` found in the file described by `file`.
+pub fn normalize(client: &str, file: &FileFacts, raw: &RawEntry) -> ServerEntry {
+    let body = &raw.body;
+    let mut l = launch(body);
+    // A launch wrapped by `agent-bom-agent wrap` is reported as the server it runs, so the id
+    // stays the same before and after wrapping, with `wrapped` set.
+    let inner = l
+        .command
+        .as_deref()
+        .filter(|c| crate::launch::is_wrapped(c, &l.args))
+        .and_then(|_| crate::launch::unwrapped_launch(&l.args));
+    let wrapped = match inner {
+        Some((command, args)) => {
+            l.command = Some(command);
+            l.args = args;
+            true
+        }
+        None => false,
+    };
+    let args = sanitize_args(&l.args);
+    let url = l.url.as_deref().map(sanitize_url);
+    let mut env_keys = keys(l.env);
+    env_keys.extend(l.env_names.iter().cloned());
+    env_keys.sort();
+    env_keys.dedup();
+    let mut header_keys = keys(l.headers);
+    header_keys.extend(l.header_names.iter().cloned());
+    header_keys.sort();
+    header_keys.dedup();
+    let enabled = match (body.get("disabled"), body.get("enabled")) {
+        (Some(Value::Bool(disabled)), _) => !disabled,
+        (_, Some(Value::Bool(enabled))) => *enabled,
+        _ => true,
+    };
+    let auto_approve = auto_approve(body);
+    let credential_names = credential_names(&l, &env_keys, &header_keys);
+    let launch_hash = launch_hash(&l, &args, url.as_deref(), &env_keys, &header_keys);
+    let risk_flags = risk::flags(&l, body, file, &auto_approve);
+    ServerEntry {
+        id: server_id(l.transport, l.command.as_deref(), &args, url.as_deref()),
+        name: raw.name.clone(),
+        client: client.to_string(),
+        scope: raw.scope,
+        transport: l.transport,
+        command: l.command.clone(),
+        args,
+        url,
+        env_keys,
+        header_keys,
+        cwd: l.cwd.clone(),
+        enabled,
+        project: raw.project.clone(),
+        auto_approve,
+        credential_names,
+        risk_flags,
+        launch_hash,
+        wrapped,
+        user: file.owner.clone(),
+        config_path: file.path.clone(),
+    }
+}
+
+/// Transport as the clients infer it: an explicit `type` wins; Gemini's `httpUrl` is streamable
+/// HTTP; otherwise a command means stdio, and a URL means streamable HTTP unless its path ends in
+/// `/sse` (or it is a `ws://` URL).
+fn infer_transport(
+    declared: Option<&str>,
+    http_url: bool,
+    has_command: bool,
+    url: Option<&str>,
+) -> Transport {
+    if let Some(t) = declared {
+        match t.to_ascii_lowercase().replace('_', "-").as_str() {
+            "stdio" | "local" => return Transport::Stdio,
+            "sse" => return Transport::Sse,
+            "http" | "streamable-http" | "streamablehttp" | "remote" => {
+                return Transport::StreamableHttp;
+            }
+            "ws" | "websocket" => return Transport::Ws,
+            _ => {}
+        }
+    }
+    if http_url {
+        return Transport::StreamableHttp;
+    }
+    if has_command {
+        return Transport::Stdio;
+    }
+    match url {
+        Some(u) => {
+            let path = u.split(['?', '#']).next().unwrap_or(u);
+            if u.starts_with("ws://") || u.starts_with("wss://") {
+                Transport::Ws
+            } else if path.trim_end_matches('/').ends_with("/sse") {
+                Transport::Sse
+            } else {
+                Transport::StreamableHttp
+            }
+        }
+        None => Transport::Unknown,
+    }
+}
+
+fn launch_hash(
+    l: &Launch<'_>,
+    args: &[String],
+    url: Option<&str>,
+    env_keys: &[String],
+    header_keys: &[String],
+) -> String {
+    let material = serde_json::json!([
+        l.transport.as_str(),
+        l.command,
+        args,
+        url,
+        env_keys,
+        header_keys,
+        l.cwd,
+    ]);
+    short_hash(&material.to_string())
+}
+
+/// The first 128 bits of the SHA-256, in hex.
+/// Tool names a config auto-approves (`autoApprove`, `alwaysAllow`, `auto_approve`), or `*` when
+/// it trusts the server entirely (Gemini's `trust: true`, `autoApproveAll`).
+fn auto_approve(body: &Value) -> Vec<String> {
+    let all = [
+        "trust",
+        "autoApproveAll",
+        "auto_approve_all",
+        "alwaysAllowAll",
+    ]
+    .iter()
+    .any(|k| body.get(*k) == Some(&Value::Bool(true)));
+    if all {
+        return vec!["*".into()];
+    }
+    let mut names: Vec<String> = ["autoApprove", "alwaysAllow", "auto_approve"]
+        .iter()
+        .flat_map(|k| string_list(body.get(*k)))
+        .map(|n| n.chars().take(200).collect())
+        .take(256)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Env and header names that carry credentials: by name, or because the value looks like one.
+fn credential_names(l: &Launch<'_>, env_keys: &[String], header_keys: &[String]) -> Vec<String> {
+    let holds_secret = |map: Option<&Map<String, Value>>, name: &str| {
+        map.and_then(|m| m.get(name))
+            .and_then(Value::as_str)
+            .is_some_and(risk::is_literal_secret)
+    };
+    let mut out: Vec<String> = env_keys
+        .iter()
+        .filter(|k| is_secret_name(k) || holds_secret(l.env, k) || l.env_names.contains(k))
+        .chain(header_keys.iter().filter(|k| {
+            let lower = k.to_ascii_lowercase();
+            lower == "authorization"
+                || lower == "cookie"
+                || is_secret_name(k)
+                || holds_secret(l.headers, k)
+        }))
+        .cloned()
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn value_to_arg(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn string_list(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::Array(items)) => items.iter().map(value_to_arg).collect(),
+        Some(Value::String(s)) => vec![s.clone()],
+        _ => Vec::new(),
+    }
+}
+
+/// Names of a map's keys, sorted; values are never read here.
+fn keys(v: Option<&Map<String, Value>>) -> Vec<String> {
+    let mut names: Vec<String> = v.map(|m| m.keys().cloned().collect()).unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agent_bom_protocol::Scope;
+    use serde_json::json;
+
+    fn raw(body: Value) -> RawEntry {
+        RawEntry {
+            name: "s".into(),
+            body,
+            scope: Scope::User,
+            project: None,
+        }
+    }
+
+    fn n(body: Value) -> ServerEntry {
+        normalize("c", &FileFacts::test("p"), &raw(body))
+    }
+
+    #[test]
+    fn stdio_entry_keeps_only_env_names() {
+        let e = n(
+            json!({"command": "npx", "args": ["-y", "pkg"], "env": {"B_TOKEN": "secret-value", "A": "1"}}),
+        );
+        assert_eq!(e.transport, Transport::Stdio);
+        assert_eq!(e.env_keys, vec!["A", "B_TOKEN"]);
+        assert_eq!(e.credential_names, vec!["B_TOKEN"]);
+        assert!(!serde_json::to_string(&e).unwrap().contains("secret-value"));
+    }
+
+    #[test]
+    fn transports_are_inferred_as_clients_do() {
+        let t = |b: Value| n(b).transport;
+        assert_eq!(
+            t(json!({"type": "http", "url": "https://a/mcp"})),
+            Transport::StreamableHttp
+        );
+        assert_eq!(t(json!({"url": "https://a/sse"})), Transport::Sse);
+        assert_eq!(
+            t(json!({"url": "https://a/mcp"})),
+            Transport::StreamableHttp
+        );
+        assert_eq!(t(json!({"serverUrl": "wss://a/"})), Transport::Ws);
+        assert_eq!(
+            t(json!({"httpUrl": "https://a/x"})),
+            Transport::StreamableHttp
+        );
+        assert_eq!(
+            t(json!({"type": "sse", "url": "https://a/x"})),
+            Transport::Sse
+        );
+        assert_eq!(
+            t(json!({"type": "streamable_http", "uri": "https://a/x"})),
+            Transport::StreamableHttp
+        );
+        assert_eq!(
+            t(json!({"type": "local", "command": ["npx", "x"]})),
+            Transport::Stdio
+        );
+        assert_eq!(
+            t(json!({"type": "remote", "url": "https://a/x"})),
+            Transport::StreamableHttp
+        );
+        assert_eq!(t(json!({"command": "a"})), Transport::Stdio);
+        assert_eq!(t(json!({})), Transport::Unknown);
+    }
+
+    #[test]
+    fn header_values_never_survive() {
+        let e = n(
+            json!({"type": "http", "url": "https://u:p@h/mcp?key=abc", "headers": {"Authorization": "Bearer zzz"}}),
+        );
+        assert_eq!(e.header_keys, vec!["Authorization"]);
+        assert_eq!(e.credential_names, vec!["Authorization"]);
+        let s = serde_json::to_string(&e).unwrap();
+        assert!(
+            !s.contains("zzz") && !s.contains("u:p") && !s.contains("abc"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn identity_follows_the_launch() {
+        let a = n(json!({"command": "npx", "args": ["x"]}));
+        let b = normalize(
+            "vscode",
+            &FileFacts::test("p2"),
+            &raw(json!({"type": "stdio", "command": "npx", "args": ["x"]})),
+        );
+        let c = n(json!({"command": "npx", "args": ["y"]}));
+        assert_eq!(a.id, b.id);
+        assert_ne!(a.id, c.id);
+        assert_ne!(a.launch_hash, c.launch_hash);
+        let d = n(json!({"command": "npx", "args": ["x"], "env": {"NEW": "1"}}));
+        assert_eq!(a.id, d.id, "identity ignores env");
+        assert_ne!(a.launch_hash, d.launch_hash, "the launch hash does not");
+    }
+
+    #[test]
+    fn client_specific_shapes() {
+        let zed = n(
+            json!({"command": {"path": "node", "args": ["s.js"], "env": {"K": "v"}}, "disabled": true}),
+        );
+        assert_eq!(zed.command.as_deref(), Some("node"));
+        assert_eq!(zed.args, vec!["s.js"]);
+        assert_eq!(zed.env_keys, vec!["K"]);
+        assert!(!zed.enabled);
+        let opencode = n(
+            json!({"type": "local", "command": ["npx", "-y", "pkg@1"], "environment": {"X": "1"}, "enabled": false}),
+        );
+        assert_eq!(opencode.command.as_deref(), Some("npx"));
+        assert_eq!(opencode.args, vec!["-y", "pkg@1"]);
+        assert_eq!(opencode.env_keys, vec!["X"]);
+        assert!(!opencode.enabled);
+        let goose = n(
+            json!({"type": "stdio", "cmd": "uvx", "args": ["x"], "envs": {"A": "1"}, "env_keys": ["GH_TOKEN"]}),
+        );
+        assert_eq!(goose.command.as_deref(), Some("uvx"));
+        assert_eq!(goose.env_keys, vec!["A", "GH_TOKEN"]);
+        let codex = n(
+            json!({"url": "https://h/mcp", "bearer_token_env_var": "MY_API", "env_http_headers": {"X-Key": "KEY_VAR"}}),
+        );
+        assert_eq!(codex.env_keys, vec!["MY_API"]);
+        assert_eq!(codex.header_keys, vec!["X-Key"]);
+        assert!(codex.credential_names.contains(&"MY_API".to_string()));
+        let cont = n(
+            json!({"name": "x", "transport": {"type": "stdio", "command": "python", "args": ["-m", "srv"]}}),
+        );
+        assert_eq!(cont.command.as_deref(), Some("python"));
+        assert_eq!(cont.args, vec!["-m", "srv"]);
+    }
+
+    #[test]
+    fn auto_approve_forms() {
+        assert_eq!(
+            n(json!({"command": "a", "autoApprove": ["b", "a"]})).auto_approve,
+            vec!["a", "b"]
+        );
+        assert_eq!(
+            n(json!({"command": "a", "alwaysAllow": ["x"]})).auto_approve,
+            vec!["x"]
+        );
+        assert_eq!(
+            n(json!({"command": "a", "trust": true})).auto_approve,
+            vec!["*"]
+        );
+        assert!(
+            n(json!({"command": "a", "trust": false}))
+                .auto_approve
+                .is_empty()
+        );
+    }
+}
