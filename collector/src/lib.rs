@@ -2,7 +2,8 @@
 //! ones, and writes their uploads through [`CollectorStore`].
 //!
 //! It owns no database: the control plane passes an implementation of [`CollectorStore`], so the
-//! same collector runs embedded in `agent-bom serve` or alone in `agent-bom collector`.
+//! same collector runs embedded in `agent-bom serve` or alone in `agent-bom collector`; tests
+//! and load generators pass the in-memory [`MemoryStore`].
 
 #![forbid(unsafe_code)]
 
@@ -15,6 +16,7 @@ pub mod tls;
 
 pub use pki::CertificateAuthority;
 pub use server::{Collector, CollectorConfig, CollectorError, CollectorSockets};
+pub use store::memory::MemoryStore;
 pub use store::{
     ApplyOutcome, CollectorStore, DeviceSession, EnrollmentRequest, LastSeen, StoreError,
     StoreNotice,
