@@ -23,6 +23,9 @@ pub mod store;
 mod tcp;
 pub mod tls;
 
+#[cfg(test)]
+mod testing;
+
 pub use pki::CertificateAuthority;
 pub use server::{Collector, CollectorConfig, CollectorError, CollectorSockets};
 pub use store::memory::MemoryStore;

@@ -274,3 +274,6 @@ impl<S: CollectorStore> Collector<S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
