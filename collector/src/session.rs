@@ -666,3 +666,6 @@ fn common_name(der: &CertificateDer<'_>) -> Option<String> {
 fn truncate(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
+
+#[cfg(test)]
+mod tests;
