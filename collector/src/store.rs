@@ -1,7 +1,9 @@
 //! What the collector needs from storage. The control plane implements this trait on its
-//! database; tests can implement it in memory.
+//! database; [`memory::MemoryStore`] implements it in memory for tests and load generators.
 
 use std::future::Future;
+
+pub mod memory;
 
 use agent_bom_protocol::{Command, Inventory, InventoryChanges, ProxyEvent};
 

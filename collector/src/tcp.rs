@@ -1,0 +1,117 @@
+//! The TLS-over-TCP transport of a session, for networks that drop UDP: the same exchanges as
+//! on QUIC, carried through [`crate::session`] one after another on one stream. The collector
+//! cannot speak first there, so commands ride on the replies to the agent's pings, and a
+//! session ends by shutting the stream (TCP has no application close codes).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agent_bom_protocol::{AgentMessage, FrameError, read_frame, write_frame};
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::admission::{ConnectionPermit, WorkBudget};
+use crate::reply::{frame_error, overloaded, read_request};
+use crate::session::{Context, Opening, Peer, Transport};
+use crate::store::CollectorStore;
+
+/// Time a refused TLS/TCP connection gets to hear its answer.
+const REFUSAL_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The timeouts a TLS/TCP session runs with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeouts {
+    /// For the TLS handshake and the first request.
+    pub(crate) request: Duration,
+    /// Silence after which the path counts as gone (TCP has no transport keep-alive; the
+    /// agent pings well within it).
+    pub(crate) idle: Duration,
+}
+
+/// Serve one accepted TCP connection, holding `permit` until it ends.
+pub(crate) async fn serve<S: CollectorStore>(
+    context: Arc<Context<S>>,
+    stream: tokio::net::TcpStream,
+    remote: IpAddr,
+    acceptor: tokio_rustls::TlsAcceptor,
+    mut permit: ConnectionPermit,
+    timeouts: Timeouts,
+    shutdown: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let accepted = tokio::time::timeout(timeouts.request, acceptor.accept(stream)).await;
+    permit.handshake_done();
+    let Ok(Ok(tls)) = accepted else {
+        return;
+    };
+    let leaf = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first().cloned());
+    let (mut reader, mut writer) = tokio::io::split(tls);
+    let first = read_request(&mut reader, timeouts.request).await;
+    let peer = match &leaf {
+        Some(leaf) => Peer::Device(leaf),
+        None => Peer::Anonymous(remote),
+    };
+    let session = match context.open(first, peer).await {
+        Opening::Ended { reply, .. } => {
+            let _ = write_frame(&mut writer, &reply).await;
+            let _ = writer.shutdown().await;
+            return;
+        }
+        Opening::Accepted { session, welcome } => {
+            if write_frame(&mut writer, &welcome).await.is_err() {
+                return;
+            }
+            session
+        }
+    };
+    let mut control = session.start(Transport::Tcp).await;
+    let agent_id = &session.device().agent_id;
+    tracing::debug!(%agent_id, "device connected (TLS/TCP)");
+    loop {
+        // `Control::next` returns only closes on TLS/TCP, so a read is never abandoned
+        // half-way except when the session ends anyway.
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = control.next() => break,
+            next = tokio::time::timeout(timeouts.idle, read_frame::<_, AgentMessage>(&mut reader)) => next,
+        };
+        let request = match next {
+            Err(_) | Ok(Err(FrameError::Closed)) | Ok(Err(FrameError::Io(_))) => break,
+            Ok(result) => result.map_err(|e| frame_error(&e)),
+        };
+        let reply = session.answer(request).await;
+        if write_frame(&mut writer, &reply).await.is_err() {
+            break;
+        }
+    }
+    let _ = writer.shutdown().await;
+    drop(control);
+    tracing::debug!(%agent_id, "device disconnected (TLS/TCP)");
+}
+
+/// Answer a connection over the budget: complete the TLS handshake, read the agent's first
+/// frame and answer it `unavailable` with a retry-after. (TCP has no cheap refusal the agent
+/// can tell from a broken path.)
+pub(crate) async fn refuse(
+    stream: tokio::net::TcpStream,
+    acceptor: tokio_rustls::TlsAcceptor,
+    work: &WorkBudget,
+) {
+    let answer = async {
+        let tls = acceptor.accept(stream).await.ok()?;
+        let (mut reader, mut writer) = tokio::io::split(tls);
+        let _ = read_frame::<_, AgentMessage>(&mut reader).await;
+        let reply = overloaded(
+            "collector busy: connection budget exhausted",
+            work.retry_after(),
+        );
+        write_frame(&mut writer, &reply).await.ok()?;
+        writer.shutdown().await.ok()
+    };
+    let _ = tokio::time::timeout(REFUSAL_ANSWER_TIMEOUT, answer).await;
+}
