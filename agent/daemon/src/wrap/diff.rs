@@ -1,55 +1,27 @@
-//! A small line diff for `--dry-run`: the changed region between the common head and tail,
-//! with a few lines of context (config edits are local, so one hunk per file is the norm).
+//! The `--dry-run` diff: a unified diff per file, with a few lines of context, made with
+//! `similar` (Myers' algorithm), so edits far apart in one file show as separate hunks.
 
 use std::path::Path;
 
+use similar::TextDiff;
+
+/// Lines of context around each change.
 const CONTEXT: usize = 2;
 
-/// A unified-style diff of `before` → `after`; empty when equal.
+/// A unified diff of `before` → `after`; empty when equal.
 pub fn unified(path: &Path, before: &str, after: &str) -> String {
     if before == after {
         return String::new();
     }
-    let a: Vec<&str> = before.split_inclusive('\n').collect();
-    let b: Vec<&str> = after.split_inclusive('\n').collect();
-    let head = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
-    let max_tail = a.len().min(b.len()) - head;
-    let tail = a
-        .iter()
-        .rev()
-        .zip(b.iter().rev())
-        .take(max_tail)
-        .take_while(|(x, y)| x == y)
-        .count();
-    let start = head.saturating_sub(CONTEXT);
-    let (a_end, b_end) = (a.len() - tail, b.len() - tail);
-    let a_ctx_end = (a_end + CONTEXT).min(a.len());
-    let mut out = format!(
-        "--- {p}\n+++ {p} (wrapped by agent-bom)\n@@ -{},{} +{},{} @@\n",
-        start + 1,
-        a_ctx_end - start,
-        start + 1,
-        (b_end + CONTEXT).min(b.len()) - start,
-        p = path.display()
-    );
-    let line = |prefix: char, l: &str, out: &mut String| {
-        out.push(prefix);
-        out.push_str(l);
-        if !l.ends_with('\n') {
-            out.push('\n');
-        }
-    };
-    for l in &a[start..head] {
-        line(' ', l, &mut out);
-    }
-    for l in &a[head..a_end] {
-        line('-', l, &mut out);
-    }
-    for l in &b[head..b_end] {
-        line('+', l, &mut out);
-    }
-    for l in &a[a_end..a_ctx_end] {
-        line(' ', l, &mut out);
+    let p = path.display().to_string();
+    let mut out = TextDiff::from_lines(before, after)
+        .unified_diff()
+        .context_radius(CONTEXT)
+        .missing_newline_hint(false)
+        .header(&p, &format!("{p} (wrapped by agent-bom)"))
+        .to_string();
+    if !out.ends_with('\n') {
+        out.push('\n');
     }
     out
 }
@@ -59,12 +31,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn one_hunk_with_context() {
+    fn hunks_with_context() {
         let d = unified(Path::new("f"), "a\nb\nc\nd\ne\n", "a\nb\nX\nd\ne\n");
+        assert!(
+            d.starts_with("--- f\n+++ f (wrapped by agent-bom)\n@@ -1,5 +1,5 @@\n"),
+            "{d}"
+        );
         assert!(d.contains("-c\n+X\n"));
         assert!(d.contains(" b\n") && d.contains(" d\n"));
         assert_eq!(unified(Path::new("f"), "same", "same"), "");
         let d = unified(Path::new("f"), "x", "y");
-        assert!(d.contains("-x\n+y\n"));
+        assert!(d.contains("-x\n+y\n"), "{d}");
+        // Two edits far apart are two hunks, not one block spanning the file.
+        let before: String = (0..40).map(|i| format!("{i}\n")).collect();
+        let after: String = (0..40)
+            .map(|i| match i {
+                3 => "three\n".to_string(),
+                35 => "thirty-five\n".to_string(),
+                i => format!("{i}\n"),
+            })
+            .collect();
+        let d = unified(Path::new("f"), &before, &after);
+        assert_eq!(d.matches("@@ ").count(), 2, "{d}");
+        assert!(
+            !d.contains(" 20\n"),
+            "unchanged middle lines are not shown: {d}"
+        );
     }
 }

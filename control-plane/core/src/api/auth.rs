@@ -326,7 +326,7 @@ pub const ROUTES: &[RouteSpec] = &[
 /// The generated part of `docs/roles.md`.
 pub fn permissions_markdown() -> String {
     let mut out = String::from(
-        "<!-- generated from control-plane/src/api/auth.rs; a test keeps it in step -->\n\n\
+        "<!-- generated from control-plane/core/src/api/auth.rs; a test keeps it in step -->\n\n\
          | Permission | admin | analyst | viewer | Grants |\n|---|---|---|---|---|\n",
     );
     let mark = |b: bool| if b { "yes" } else { "no" };

@@ -1,7 +1,7 @@
 //! The stale period is configurable: with it set to one hour, an endpoint not seen for longer
 //! is `stale` and one seen more recently is `offline`, in the list, its `status` filter and the
 //! detail, on SQLite and on Postgres. (`agent-bom serve --stale-after` is exercised with the
-//! real binary in control-plane/tests/serve_settings.rs.)
+//! real binary in control-plane/cli/tests/it/serve_settings.rs.)
 
 // Integration tests report failure by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -9,7 +9,7 @@ use agent_bom_tests::postgres::TestDatabase;
 use serde_json::{Value, json};
 
 /// A minimal agent-bom push for `source` with the given clients → servers.
-pub fn push(source: &str, agents: &[(&str, &[(&str, &str)])], extra: Value) -> Value {
+pub(crate) fn push(source: &str, agents: &[(&str, &[(&str, &str)])], extra: Value) -> Value {
     let agents: Vec<Value> = agents
         .iter()
         .map(|(name, servers)| {

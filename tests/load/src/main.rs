@@ -1,17 +1,21 @@
-//! Collector load benchmark (DESIGN §7): concurrent idle agents per process and RAM per agent,
-//! enrollment burst rate, and inventory / audit-event ingest into SQLite and Postgres.
+//! `agent-bom-load`, the collector load generator (DESIGN §7): concurrent idle agents per process
+//! and RAM per agent, enrollment burst rate, and inventory / audit-event ingest into SQLite and
+//! Postgres.
 //!
 //! ```text
-//! cargo bench -p agent-bom-tests --bench collector_load                 # full size
-//! cargo bench -p agent-bom-tests --bench collector_load -- --quick      # a few seconds
-//! cargo bench -p agent-bom-tests --bench collector_load -- --connections 20000 --backends postgres
+//! cargo run --release -p agent-bom-load                                # full size
+//! cargo run --release -p agent-bom-load -- --quick                     # a few seconds
+//! cargo run --release -p agent-bom-load -- --connections 20000 --backends postgres
 //! ```
+//!
+//! It plays agents with the agent library's public uplink building blocks (the pinned-CA TLS
+//! configurations, one QUIC exchange, the overload back-off), the same ones the daemon uses, so
+//! the load is what real agents send; it never copies protocol code.
 //!
 //! The collector runs in a child process (this binary re-executed), so its RSS and CPU are its
 //! own; this process plays the agents with the real protocol: QUIC on loopback, mTLS with device
 //! certificates issued by the control plane's CA, real `hello` / `enroll` / upload frames. Every
 //! phase is bounded in count and time. Numbers are printed, never asserted: the machine is shared.
-//! Without `--bench` on the command line (as under `cargo test --benches`) it does nothing.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -65,7 +69,7 @@ struct Options {
 impl Options {
     fn parse() -> Option<Self> {
         let args: Vec<String> = std::env::args().skip(1).collect();
-        if !args.iter().any(|a| a == "--bench") {
+        if args.iter().any(|a| a == "--help" || a == "-h") {
             return None;
         }
         let mut o = Self {
@@ -115,7 +119,8 @@ fn main() {
     }
     let Some(options) = Options::parse() else {
         eprintln!(
-            "collector_load: run with `cargo bench -p agent-bom-tests --bench collector_load`"
+            "usage: agent-bom-load [--quick] [--connections N] [--enrollments N] [--ingest-agents N] \
+             [--connect-concurrency N] [--ingest-seconds S] [--idle-cpu-seconds S] [--backends sqlite,postgres]"
         );
         return;
     };

@@ -649,7 +649,11 @@ fn the_mcp_inspector_cli_drives_a_wrapped_server() {
         .env("AGENT_BOM_LOG", "off")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let wrapped: Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
     let args = &wrapped["mcpServers"]["everything"]["args"];
     assert_eq!(args[0], "proxy", "wrap wrote {wrapped}");
@@ -664,7 +668,8 @@ fn the_mcp_inspector_cli_drives_a_wrapped_server() {
             .args(["--server", "everything"])
             .args(method)
             .env("HOME", root.path())
-            .env("MCP_CATALOG_PATH", root.path().join("catalog.json"))
+            // No OS keychain here; the inspector keeps its (unused) secrets in memory.
+            .env("MCP_INSPECTOR_SECRET_STORE", "memory")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -677,7 +682,10 @@ fn the_mcp_inspector_cli_drives_a_wrapped_server() {
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!("inspector {method:?} printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
+            panic!(
+                "inspector {method:?} printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
         })
     };
     let listed = inspect(&["--method", "tools/list"]);
@@ -693,9 +701,36 @@ fn the_mcp_inspector_cli_drives_a_wrapped_server() {
     ]);
     assert!(called.to_string().contains("through the proxy"), "{called}");
     let resources = inspect(&["--method", "resources/list"]);
-    let uri = resources["resources"][0]["uri"].as_str().expect("a resource").to_string();
+    let uri = resources["resources"][0]["uri"]
+        .as_str()
+        .expect("a resource")
+        .to_string();
     let read = inspect(&["--method", "resources/read", "--uri", &uri]);
-    assert!(read["contents"].as_array().is_some_and(|c| !c.is_empty()), "{read}");
+    assert!(
+        read["contents"].as_array().is_some_and(|c| !c.is_empty()),
+        "{read}"
+    );
+    // The server command given directly, without a `--` between the proxy and the server.
+    let mut cmd = Command::new("node");
+    cmd.arg(launcher)
+        .args(["--cli", "--method", "tools/list", "-e"])
+        .arg(format!("AGENT_BOM_STATE_DIR={}", state.display()))
+        .arg(agent())
+        .args(["proxy", "--server-id", "direct", "node"])
+        .arg(&t.everything)
+        .env("HOME", root.path())
+        .env("MCP_INSPECTOR_SECRET_STORE", "memory")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = wait_output_bounded(cmd.spawn().unwrap(), CLIENT_TIMEOUT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let direct: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(direct["tools"], listed["tools"]);
     // The proxy saw it: the tools are pinned and the call is audited under the wrapped id.
     let id = args[2].as_str().unwrap();
     assert!(state.join("pins").read_dir().unwrap().next().is_some());

@@ -2,10 +2,14 @@
 //! plain HTTP GETs and `agent-bom-agent enroll`.
 
 // Each test binary uses a different subset.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::zombie_processes
+)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -120,31 +124,24 @@ pub(crate) fn serve(args: &ServeArgs<'_>) -> Served {
     try_serve(args).expect("serve exited before listening")
 }
 
-/// GET `path` with a bearer key; `None` while nothing answers. The JSON body is taken out of
-/// the response as is (bodies are small; hyper may use chunked encoding).
+/// GET `path` with a bearer key; `None` while nothing answers. A body that is not JSON is
+/// `Null` (the status still tells).
 pub(crate) fn http_get(api: &str, path: &str, key: &str) -> Option<(u16, serde_json::Value)> {
-    let mut stream = TcpStream::connect(api).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
+    static CLIENT: std::sync::OnceLock<reqwest::blocking::Client> = std::sync::OnceLock::new();
+    let client = CLIENT.get_or_init(|| {
+        reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("HTTP client")
+    });
+    let response = client
+        .get(format!("http://{api}{path}"))
+        .bearer_auth(key)
+        .send()
         .ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status: u16 = response.get(9..12)?.parse().ok()?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .unwrap_or("");
-    let start = body.find('{').unwrap_or(0);
-    let end = body.rfind('}').map_or(body.len(), |e| e + 1);
-    Some((
-        status,
-        serde_json::from_str(body.get(start..end).unwrap_or("")).unwrap_or(serde_json::Value::Null),
-    ))
+    let status = response.status().as_u16();
+    let body = response.json().unwrap_or(serde_json::Value::Null);
+    Some((status, body))
 }
 
 /// `agent-bom-agent enroll` with the token `serve` wrote to its data dir.

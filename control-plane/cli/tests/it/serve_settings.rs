@@ -9,13 +9,12 @@ use std::time::{Duration, Instant};
 
 const ADMIN_KEY: &str = "abk_e1e2e3e4e5e6_0123456789abcdef0123456789abcdef0123456789abcdef";
 
-mod common;
-use common::{KillOnDrop, ServeArgs, server_bin};
+use crate::common::{KillOnDrop, ServeArgs, server_bin};
 
 /// Start `serve` with extra arguments and environment; returns the child and the API and
 /// collector addresses.
 fn serve(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> (KillOnDrop, String, String) {
-    let s = common::serve(&ServeArgs {
+    let s = crate::common::serve(&ServeArgs {
         data_dir,
         api: "127.0.0.1:0",
         collector: "127.0.0.1:0",
@@ -27,7 +26,7 @@ fn serve(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> (KillOnDrop, 
 }
 
 fn get(api: &str, path: &str) -> serde_json::Value {
-    let (status, body) = common::http_get(api, path, ADMIN_KEY).expect("the API answers");
+    let (status, body) = crate::common::http_get(api, path, ADMIN_KEY).expect("the API answers");
     assert_eq!(status, 200, "{body}");
     body
 }
@@ -36,7 +35,7 @@ fn get(api: &str, path: &str) -> serde_json::Value {
 fn enroll(data: &Path, collector: &str) {
     let state = tempfile::tempdir().unwrap();
     let pin = std::fs::read_to_string(data.join("ca.pin")).unwrap();
-    let out = common::enroll(collector, pin.trim(), data, state.path());
+    let out = crate::common::enroll(collector, pin.trim(), data, state.path());
     assert!(
         out.status.success(),
         "{}",

@@ -1,0 +1,8 @@
+//! The real `agent-bom` and `agent-bom-agent` binaries.
+//!
+//! One test binary for the crate (one link instead of one per file), a module per area.
+
+mod common;
+mod serve_cli;
+mod serve_kill9;
+mod serve_settings;
