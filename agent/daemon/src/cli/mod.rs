@@ -1,6 +1,7 @@
 //! One module per subcommand of `agent-bom-agent` that has logic of its own; `main.rs` only
 //! parses and dispatches.
 
+pub(crate) mod args;
 pub(crate) mod enroll;
 pub(crate) mod proxy;
 pub(crate) mod run;
