@@ -1,6 +1,6 @@
 //! Discovery benchmarks: full scan time, file-write-to-delta latency, idle CPU of the watcher.
 //!
-//! `cargo bench -p agent-bom-agent --bench discovery` prints a Markdown section for
+//! `cargo bench -p agent-bom-discovery --bench discovery` prints a Markdown section for
 //! `docs/benchmarks.md`. Medians over many runs, and a baseline measured in the same run (raw
 //! reads of the same files; the debounce window) so results compare across noisy machines.
 //! `BENCH_IDLE_SECS` (default 60) sets the idle measurement window.
@@ -206,7 +206,7 @@ fn main() {
         (p50, p99, lat.len(), cpu, idle_secs)
     });
 
-    println!("### Discovery (`cargo bench -p agent-bom-agent --bench discovery`)\n");
+    println!("### Discovery (`cargo bench -p agent-bom-discovery --bench discovery`)\n");
     println!(
         "Fixture: {clients} clients in {CLIENT_FILES} config files, {servers} servers (Linux layout).\n"
     );
