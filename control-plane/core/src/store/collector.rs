@@ -129,7 +129,9 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        super::policies::lock_tenant_policy(&mut tx, self.backend, &tenant_id).await?;
+        self.backend
+            .lock_tenant(&mut tx, super::dialect::TenantLock::Policy, &tenant_id)
+            .await?;
         super::policies::queue_current_policy(&mut tx, &tenant_id, &request.agent_id).await?;
         tx.commit().await?;
         Ok(tenant_id)

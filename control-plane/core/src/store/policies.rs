@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::Row;
 
+use super::dialect::TenantLock;
 use super::fleet::rfc3339;
 use super::{Store, StoreError, new_id, now_ms};
 
@@ -80,7 +81,9 @@ impl Store {
     ) -> Result<Published, StoreError> {
         validate_policy(body)?;
         let mut tx = self.scope_write(tenant_id).await?;
-        lock_tenant_policy(&mut tx, self.backend, tenant_id).await?;
+        self.backend
+            .lock_tenant(&mut tx, TenantLock::Policy, tenant_id)
+            .await?;
         let revision: i64 = sqlx::query(
             "SELECT COALESCE(MAX(revision), 0) + 1 AS next FROM policies WHERE tenant_id = $1",
         )
@@ -119,8 +122,8 @@ impl Store {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        // Who got it, for the in-process notice on SQLite (Postgres notifies by trigger).
-        let targets: Vec<String> = if self.backend == super::Backend::Sqlite {
+        // Who got it, for the in-process notice (where the database does not notify itself).
+        let targets: Vec<String> = if self.notices.announced_by_store() {
             sqlx::query(
                 "SELECT endpoint_id FROM endpoint_commands WHERE tenant_id = $1 AND kind = 'policy' \
                  AND status = 'pending' AND id LIKE $2",
@@ -326,24 +329,6 @@ pub(crate) fn policy_payload(revision: i64, body: &str) -> String {
         policy: body.to_string(),
     })
     .payload_json()
-}
-
-/// Serialize publishing and enrolling per tenant on Postgres (SQLite's write transactions are
-/// serialized already): otherwise an enrollment racing a publish can read revision N while the
-/// publish's `INSERT ... SELECT FROM endpoints` cannot see the new device, which would then run
-/// N until the next publish; two publishes would also compute the same next revision.
-pub(crate) async fn lock_tenant_policy(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    backend: super::Backend,
-    tenant_id: &str,
-) -> Result<(), sqlx::Error> {
-    if backend == super::Backend::Postgres {
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('agent-bom policy ' || $1)::bigint)")
-            .bind(tenant_id)
-            .execute(&mut **tx)
-            .await?;
-    }
-    Ok(())
 }
 
 /// Queue the tenant's policy in force for a newly enrolled device, inside the enrollment
