@@ -18,6 +18,7 @@ pub mod policies;
 pub mod posture;
 pub mod sync;
 pub mod tenants;
+mod tx;
 
 use std::path::Path;
 use std::time::Duration;
@@ -33,6 +34,7 @@ pub use fleet::{
     LifecycleState, MAX_PAGE as FLEET_MAX_PAGE, MetadataUpdate, ServerGroup, ServerGroupPage,
 };
 pub use tenants::Tenant;
+pub use tx::Tx;
 
 /// Store errors.
 #[derive(Debug, thiserror::Error)]

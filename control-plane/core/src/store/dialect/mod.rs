@@ -57,6 +57,10 @@ pub(crate) enum TenantLock {
     /// see the new device, which would then run N until the next publish; two publishes would
     /// also compute the same next revision.
     Policy,
+    /// Appending to the tenant's audit hash chain: each entry links to the head before it, so
+    /// two appends must not read the same head. Held from the append to the commit, which is
+    /// why the service layer appends last.
+    AuditChain,
 }
 
 impl TenantLock {
@@ -65,6 +69,7 @@ impl TenantLock {
     fn key(self) -> &'static str {
         match self {
             Self::Policy => "agent-bom policy ",
+            Self::AuditChain => "agent-bom audit ",
         }
     }
 }
