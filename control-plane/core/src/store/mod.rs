@@ -115,7 +115,7 @@ impl Store {
                 )))
             })?;
         }
-        Self::connect(&format!("sqlite://{}", path.display())).await
+        Self::connect(&dialect::embedded_url(&path)).await
     }
 
     /// Connect to `url` (`sqlite://PATH` or `postgres://...`) and run pending migrations.

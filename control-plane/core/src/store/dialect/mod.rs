@@ -74,6 +74,11 @@ impl TenantLock {
     }
 }
 
+/// The URL of the embedded database file at `path`.
+pub(crate) fn embedded_url(path: &std::path::Path) -> String {
+    format!("sqlite://{}", path.display())
+}
+
 impl Backend {
     /// The backend a database URL names (`sqlite:` or `postgres:` / `postgresql:`).
     pub(crate) fn of_url(url: &str) -> Result<Self, StoreError> {
