@@ -25,7 +25,7 @@ pub async fn create(
     admin_key: bool,
 ) -> Result<Created, ServiceError> {
     actor.require_super_admin("create tenants")?;
-    let mut tx = store.begin(crate::store::CREDENTIAL_LOOKUP_SCOPE).await?;
+    let mut tx = store.begin(crate::store::NO_TENANT_SCOPE).await?;
     let tenant = store.create_tenant_in(&mut tx, name).await?;
     let key = if admin_key {
         let mut first = NewApiKey::new("tenant admin", Role::Admin);
@@ -164,7 +164,7 @@ pub async fn bootstrap(
     chosen_key: Option<&str>,
 ) -> Result<Option<Bootstrapped>, ServiceError> {
     let actor = Actor::bootstrap();
-    let mut tx = store.begin(crate::store::CREDENTIAL_LOOKUP_SCOPE).await?;
+    let mut tx = store.begin(crate::store::NO_TENANT_SCOPE).await?;
     let tenant = match store.create_tenant_in(&mut tx, name).await {
         Ok(t) => t,
         Err(crate::store::StoreError::Conflict(_)) => return Ok(None),

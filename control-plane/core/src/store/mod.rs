@@ -100,6 +100,10 @@ pub struct Store {
 /// or enrollment token prefix, device id) before the tenant is known. Nothing else uses it.
 pub(crate) const CREDENTIAL_LOOKUP_SCOPE: &str = "*";
 
+/// Row-level-security scope of a write transaction that has not chosen a tenant yet (creating
+/// one): it sees no tenant rows until a statement scopes it (fails closed).
+pub(crate) const NO_TENANT_SCOPE: &str = "";
+
 /// The file name of the embedded database inside a data directory.
 pub const SQLITE_FILE: &str = "agent-bom.db";
 

@@ -3,7 +3,7 @@
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{CREDENTIAL_LOOKUP_SCOPE, Store, StoreError, Tx, new_id, now_ms};
+use super::{NO_TENANT_SCOPE, Store, StoreError, Tx, new_id, now_ms};
 
 /// A tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -36,8 +36,7 @@ pub fn validate_tenant_name(name: &str) -> Result<(), StoreError> {
 impl Store {
     /// Create a tenant. Records no audit entry (see `crate::service::tenants`).
     pub async fn create_tenant(&self, name: &str) -> Result<Tenant, StoreError> {
-        // Tenants carry no tenant scope of their own; the transaction's scope is irrelevant.
-        let mut tx = self.begin(CREDENTIAL_LOOKUP_SCOPE).await?;
+        let mut tx = self.begin(NO_TENANT_SCOPE).await?;
         let tenant = self.create_tenant_in(&mut tx, name).await?;
         tx.commit().await?;
         Ok(tenant)
