@@ -73,9 +73,14 @@ pub(crate) async fn run(config: UpConfig, shutdown: CancellationToken) -> Result
     let tenant = store.tenant_by_name(DEFAULT_TENANT).await?;
     let key_file = config.data_dir.join(ADMIN_KEY_FILE);
     if server.bootstrap.is_none() && !key_file.exists() {
-        let (_, key) = store
-            .create_api_key(&tenant.id, "agent-bom up", Role::Admin, None, None)
-            .await?;
+        let (_, key) = agent_bom_control_plane::service::keys::create_local(
+            &store,
+            &tenant.id,
+            "agent-bom up",
+            Role::Admin,
+        )
+        .await
+        .map_err(ServeError::from)?;
         bootstrap::write_file(&config.data_dir, ADMIN_KEY_FILE, &key)?;
     }
     let server_task = tokio::spawn(server.run(listeners, shutdown.clone()));

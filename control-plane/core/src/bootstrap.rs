@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use crate::server::ServeError;
-use crate::store::{NewApiKey, Role, Store};
+use crate::service;
+use crate::store::Store;
 
 /// Name of the first tenant.
 pub const DEFAULT_TENANT: &str = "default";
@@ -43,39 +44,21 @@ pub async fn bootstrap_if_empty(
     if store.tenant_count().await? > 0 {
         return Ok(None);
     }
-    let tenant = match store.create_tenant(DEFAULT_TENANT).await {
-        Ok(t) => t,
-        // Another replica bootstrapped at the same moment: it owns the secrets.
-        Err(crate::store::StoreError::Conflict(_)) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
     let chosen = std::env::var(BOOTSTRAP_ADMIN_KEY_ENV)
         .ok()
         .filter(|k| !k.is_empty());
-    // The first key manages tenants too (super-admin).
-    let mut first = NewApiKey::new("bootstrap admin", Role::Admin);
-    first.super_admin = true;
-    first.owner = Some("bootstrap".into());
-    let (admin_meta, admin_key) = store
-        .create_api_key_with(&tenant.id, &first, chosen.as_deref())
-        .await?;
-    let (token_meta, enrollment_token) = store
-        .create_enrollment_token(&tenant.id, "bootstrap", None, None)
-        .await?;
-    store
-        .audit(
-            &tenant.id,
-            "bootstrap",
-            "tenant.bootstrap",
-            &tenant.id,
-            serde_json::json!({"tenant": DEFAULT_TENANT, "admin_key_prefix": admin_meta.prefix, "enrollment_token_prefix": token_meta.prefix}),
-        )
-        .await?;
-    write_file(data_dir, ADMIN_KEY_FILE, &admin_key)?;
-    write_file(data_dir, ENROLLMENT_TOKEN_FILE, &enrollment_token)?;
+    // Tenant, key, token and their audit entry commit together; `None`: another replica
+    // bootstrapped at the same moment and owns the secrets.
+    let Some(created) =
+        service::tenants::bootstrap(store, DEFAULT_TENANT, chosen.as_deref()).await?
+    else {
+        return Ok(None);
+    };
+    write_file(data_dir, ADMIN_KEY_FILE, &created.admin_key)?;
+    write_file(data_dir, ENROLLMENT_TOKEN_FILE, &created.enrollment_token)?;
     Ok(Some(BootstrapOutcome {
-        tenant_id: tenant.id,
-        admin_key,
-        enrollment_token,
+        tenant_id: created.tenant.id,
+        admin_key: created.admin_key,
+        enrollment_token: created.enrollment_token,
     }))
 }

@@ -1,5 +1,6 @@
-//! The agent-bom control plane: store (SQLite or Postgres), HTTP API, CA, bootstrap, and the
-//! server that runs them with the collector embedded.
+//! The agent-bom control plane: store (SQLite or Postgres), the service layer (every operator
+//! change with its audit entry in one transaction), HTTP API, CA, bootstrap, and the server that
+//! runs them with the collector embedded.
 
 #![forbid(unsafe_code)]
 
@@ -8,6 +9,7 @@ pub mod bootstrap;
 pub mod oidc;
 pub mod secrets;
 pub mod server;
+pub mod service;
 pub mod signing;
 pub mod store;
 

@@ -56,6 +56,9 @@ pub enum ServeError {
     /// Store problem.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A change the service layer refused or could not make.
+    #[error(transparent)]
+    Service(#[from] crate::service::ServiceError),
     /// CA problem.
     #[error(transparent)]
     Pki(#[from] agent_bom_collector::pki::PkiError),

@@ -112,3 +112,45 @@ async fn endpoints_in_scope(url: &str, tenant: &str) -> i64 {
         .unwrap()
         .get("n")
 }
+
+/// Every table of a migrated database that holds tenant data (a `tenant_id` column) is in the
+/// store's list of tenant tables and has row-level security enabled, forced, and the tenant
+/// isolation policy: a table added without it fails here.
+#[tokio::test]
+async fn every_tenant_table_has_row_level_security() {
+    use agent_bom_control_plane::store::Store;
+    use agent_bom_control_plane::store::dialect::TENANT_TABLES;
+
+    let db = TestDatabase::create_with_app_role().await;
+    let store = Store::connect(&db.url).await.unwrap();
+    let rows = sqlx::query(
+        "SELECT c.table_name::text AS name, cl.relrowsecurity AS enabled, cl.relforcerowsecurity AS forced, \
+         EXISTS (SELECT 1 FROM pg_policies p WHERE p.schemaname = c.table_schema AND p.tablename = c.table_name \
+                 AND p.policyname = 'tenant_isolation' AND p.qual LIKE '%tenant_id%' AND p.with_check LIKE '%tenant_id%') AS policy \
+         FROM information_schema.columns c \
+         JOIN pg_namespace n ON n.nspname = c.table_schema \
+         JOIN pg_class cl ON cl.relnamespace = n.oid AND cl.relname = c.table_name \
+         WHERE c.table_schema = current_schema() AND c.column_name = 'tenant_id' AND cl.relkind = 'r' \
+         ORDER BY 1",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    let mut tables = Vec::new();
+    for r in &rows {
+        let name: String = r.get("name");
+        assert!(
+            r.get::<bool, _>("enabled") && r.get::<bool, _>("forced") && r.get::<bool, _>("policy"),
+            "{name} holds tenant data without row-level security"
+        );
+        tables.push(name);
+    }
+    let mut listed: Vec<String> = TENANT_TABLES.iter().map(|t| t.to_string()).collect();
+    listed.sort();
+    assert_eq!(
+        tables, listed,
+        "tables with a tenant_id column vs the store's list"
+    );
+    store.close().await;
+    db.drop_database().await;
+}

@@ -294,3 +294,113 @@ async fn unsupported_urls_are_refused_without_leaking_credentials() {
     assert!(msg.contains("unsupported database URL"), "{msg}");
     assert!(!msg.contains("hunter2"), "{msg}");
 }
+
+/// `(version, hex SHA-384)` as `_sqlx_migrations` recorded them on databases migrated by the
+/// release before the migrations were listed in one table and partly generated
+/// (`store::dialect::schema`), read from a SQLite and a Postgres database it migrated. sqlx
+/// decides by exactly these two columns whether a recorded migration is known, so a fresh
+/// database recording the same pairs proves an existing one opens without re-running anything.
+const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 14] = [
+    (
+        1,
+        "604fda044c6654e64fa251f63bdf4696ba60a2771a9a9646be0cc20eacdd2b28fa51b45e386a9973c199636b88263644",
+    ),
+    (
+        2,
+        "855b528781372599f5b87f063996096ab2c271ed78c8cebbebb87a2e867ef6a343a75a7429ad6b92b34ef9887e102dc4",
+    ),
+    (
+        3,
+        "e24a78c2c96123754d0776937362cb67d314c67c2311b7b8e8c7b67d5981f2101567bdb5663939c80074b3050c163df2",
+    ),
+    (
+        4,
+        "534c34505c8606ca9120cadf48fb94b49b7a5a8a37c481f75034b7100a3a65101516fd4a94e29ce969a47562d4064c19",
+    ),
+    (
+        5,
+        "f172734f70a1ce27774a1cd00e26423aec937853e3214e1f3a7fa95e47c32aa4c67c646f03ad79028cb8896879ec3de6",
+    ),
+    (
+        6,
+        "0a455c4990a91cc60ad237252e4b4977541cd0f58b25a4d6b90fb79c8d2aab2c239b65581ccade6d4a5106df5771743e",
+    ),
+    (
+        7,
+        "9be0b615e845b3ccddbdb1efda7c628d515faa408c8ccef0a727386886608fdc353b4391d8e9389db44497303581e7e4",
+    ),
+    (
+        8,
+        "56ddb3d1d5db3d9c9bf4ed388f74d98669f3bc096f4a882a98a7accd1166b17277e3d98b87a50de8ef34b4d4ee993837",
+    ),
+    (
+        9,
+        "432bb4900dd77e8c561ce2f31912a06eb6b886166fd9d5756a387b8697def9b92779a91471d80746705367c3f4ff8fbc",
+    ),
+    (
+        10,
+        "201b071146b1b134dccf7e4cf42984d9efb2e7ad2fdb6635a4cc0af6bcfdf88e8f5b72b04b4c5a43f1c942fba042f1c2",
+    ),
+    (
+        11,
+        "cfadd2f8a6da2205d0d5f8018cacbe5c7967c5f89d422537940839092548bf9f14897a144670a6d0c13ca7f2893ccb24",
+    ),
+    (
+        12,
+        "8b52e3194d0d372544bfa5d37ddd23befb7d58e633c2f43bc628a51b6c8340adf1628109e951b84d362a4d41bc7f376d",
+    ),
+    (
+        13,
+        "8dbafdf253d47be118d85d3b4672ada0f2ba765df7db751158f5063cc7f043699691d68c605531bd45226e3fd30f56c5",
+    ),
+    (
+        14,
+        "91a4b5e123589367da972519451e51aa543aed2183f1d2845989d925301564474d889326b1b4fabbb0b40e7ff9c75cbb",
+    ),
+];
+
+async fn recorded_migrations(store: &Store) -> Vec<(i64, String)> {
+    use sqlx::Row;
+    sqlx::query("SELECT version, checksum FROM _sqlx_migrations ORDER BY version")
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let checksum: Vec<u8> = r.get("checksum");
+            let hex: String = checksum.iter().map(|b| format!("{b:02x}")).collect();
+            (r.get::<i64, _>("version"), hex)
+        })
+        .collect()
+}
+
+fn expected_records(versions: &[i64]) -> Vec<(i64, String)> {
+    RECORDED_BY_EARLIER_RELEASES
+        .iter()
+        .filter(|(v, _)| versions.contains(v))
+        .map(|(v, c)| (*v, c.to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn sqlite_databases_of_earlier_releases_are_recognised() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(dir.path()).await.unwrap();
+    assert_eq!(
+        recorded_migrations(&store).await,
+        expected_records(&[1, 2, 4, 5, 7, 8, 10, 11, 13])
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn postgres_databases_of_earlier_releases_are_recognised() {
+    let db = TestDatabase::create().await;
+    let store = Store::connect(&db.url).await.unwrap();
+    assert_eq!(
+        recorded_migrations(&store).await,
+        expected_records(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14])
+    );
+    store.close().await;
+    db.drop_database().await;
+}

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState, Caller, Permission, parse_query};
+use crate::service;
 use crate::store::audit::{AuditVerification, MAX_AUDIT_PAGE};
 use crate::store::{EndpointQuery, FLEET_MAX_PAGE};
 
@@ -115,16 +116,17 @@ pub(super) async fn export_audit(
             break;
         }
     }
-    let _ = state
-        .store
-        .audit(
-            caller.tenant_id(),
-            &caller.actor(),
-            "audit.export",
-            "audit",
-            json!({ "entries": lines.len() }),
-        )
-        .await;
+    // Best effort: the export is a read, and an auditor must get it even when the log
+    // cannot take an entry.
+    let _ = service::audit::record_read(
+        &state.store,
+        &caller.as_actor(),
+        caller.tenant_id(),
+        "audit.export",
+        "audit",
+        json!({ "entries": lines.len() }),
+    )
+    .await;
     Ok(signed_ndjson(&state, lines))
 }
 
@@ -154,15 +156,14 @@ pub(super) async fn export_fleet(
             None => break,
         }
     }
-    state
-        .store
-        .audit(
-            caller.tenant_id(),
-            &caller.actor(),
-            "fleet.export",
-            "fleet",
-            json!({ "endpoints": lines.len() }),
-        )
-        .await?;
+    service::audit::record_read(
+        &state.store,
+        &caller.as_actor(),
+        caller.tenant_id(),
+        "fleet.export",
+        "fleet",
+        json!({ "endpoints": lines.len() }),
+    )
+    .await?;
     Ok(signed_ndjson(&state, lines))
 }

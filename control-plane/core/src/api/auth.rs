@@ -12,6 +12,7 @@ use axum::http::header;
 use axum::http::request::Parts;
 
 use super::{ApiError, AppState, ErrorCode};
+use crate::service::Actor;
 use crate::store::{Role, now_ms};
 
 /// What a request may need.
@@ -386,6 +387,16 @@ impl Caller {
         role_allows(self.role, permission)
             && (self.scopes.is_empty() || self.scopes.iter().any(|s| s == permission.name()))
             && (permission != Permission::TenantsAdmin || self.super_admin)
+    }
+
+    /// The caller as the service layer records it: its audit name, its tenant, and whether it
+    /// may manage tenants and super-admin keys.
+    pub fn as_actor(&self) -> Actor {
+        Actor::member(
+            self.actor.clone(),
+            &self.tenant,
+            self.can(Permission::TenantsAdmin),
+        )
     }
 
     /// 403 unless the caller has `permission`.

@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::service::ServiceError;
 use crate::store::StoreError;
 
 /// Machine-readable error codes of the API.
@@ -141,6 +142,16 @@ impl From<StoreError> for ApiError {
                 tracing::error!(error = %e, "internal error");
                 Self::new(ErrorCode::Internal, "internal error")
             }
+        }
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Invalid(m) => Self::invalid(&m),
+            ServiceError::Forbidden(m) => Self::forbidden(&m),
+            ServiceError::Store(e) => e.into(),
         }
     }
 }

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState, Caller, Permission, json_body, parse_query};
+use crate::service;
 use crate::store::fleet_ops::validate_tag;
 use crate::store::sync::SyncResult;
 use crate::store::{
@@ -140,20 +141,14 @@ pub(super) async fn update_metadata(
 ) -> Result<Json<EndpointDetail>, ApiError> {
     caller.require(Permission::FleetWrite)?;
     let update: MetadataUpdate = json_body(&body)?;
-    state
-        .store
-        .update_endpoint_metadata(caller.tenant_id(), &id, &update)
-        .await?;
-    state
-        .store
-        .audit(
-            caller.tenant_id(),
-            &caller.actor(),
-            "fleet.metadata",
-            &id,
-            json!({ "owner": update.owner, "environment": update.environment, "tags": update.tags }),
-        )
-        .await?;
+    service::endpoints::update_metadata(
+        &state.store,
+        &caller.as_actor(),
+        caller.tenant_id(),
+        &id,
+        &update,
+    )
+    .await?;
     Ok(Json(
         state.store.endpoint_detail(caller.tenant_id(), &id).await?,
     ))
@@ -176,23 +171,15 @@ pub(super) async fn transition(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Permission::FleetWrite)?;
     let change: StateChange = json_body(&body)?;
-    if change.reason.len() > 1000 {
-        return Err(ApiError::invalid("reason must be at most 1000 characters"));
-    }
-    let from = state
-        .store
-        .transition_endpoint(caller.tenant_id(), &id, change.state, &change.reason)
-        .await?;
-    state
-        .store
-        .audit(
-            caller.tenant_id(),
-            &caller.actor(),
-            "fleet.state",
-            &id,
-            json!({ "from": from, "to": change.state, "reason": change.reason }),
-        )
-        .await?;
+    let from = service::endpoints::transition(
+        &state.store,
+        &caller.as_actor(),
+        caller.tenant_id(),
+        &id,
+        change.state,
+        &change.reason,
+    )
+    .await?;
     let pending = state
         .store
         .pending_commands(caller.tenant_id(), &id)
@@ -212,17 +199,7 @@ pub(super) async fn delete_endpoint(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Permission::FleetWrite)?;
-    state.store.delete_endpoint(caller.tenant_id(), &id).await?;
-    state
-        .store
-        .audit(
-            caller.tenant_id(),
-            &caller.actor(),
-            "fleet.delete",
-            &id,
-            json!({}),
-        )
-        .await?;
+    service::endpoints::delete(&state.store, &caller.as_actor(), caller.tenant_id(), &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -275,26 +252,14 @@ pub(super) async fn sync(
             "a push payload is required (server-side discovery is not offered here)",
         ));
     }
-    let result = state
-        .store
-        .fleet_sync(
-            caller.tenant_id(),
-            &body,
-            header(&headers, "x-agent-bom-source-id")?,
-            header(&headers, "idempotency-key")?,
-        )
-        .await?;
-    if !result.idempotent_replay {
-        state
-            .store
-            .audit(
-                caller.tenant_id(),
-                &caller.actor(),
-                "fleet.sync",
-                &result.endpoint_id,
-                json!({ "synced": result.synced, "new": result.new, "updated": result.updated, "source_id": result.source_id }),
-            )
-            .await?;
-    }
+    let result = service::endpoints::sync(
+        &state.store,
+        &caller.as_actor(),
+        caller.tenant_id(),
+        &body,
+        header(&headers, "x-agent-bom-source-id")?,
+        header(&headers, "idempotency-key")?,
+    )
+    .await?;
     Ok(Json(result))
 }

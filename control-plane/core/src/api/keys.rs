@@ -8,12 +8,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState, Caller, Permission, json_body};
-use crate::store::{ApiKey, NewApiKey, Role, now_ms};
-
-/// Longest lifetime a key may be given (10 years).
-const MAX_EXPIRES_IN_SECS: i64 = 10 * 365 * 86_400;
-/// Default overlap of a rotation: the old key keeps working this long.
-pub(super) const DEFAULT_ROTATION_OVERLAP_SECS: i64 = 24 * 3600;
+use crate::service::{self, keys::KeyRequest};
+use crate::store::{ApiKey, Role};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,47 +61,21 @@ pub(super) async fn create(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require(Permission::KeysWrite)?;
     let req: CreateKey = json_body(&body)?;
-    for s in &req.scopes {
-        if Permission::parse(s).is_none() {
-            return Err(ApiError::invalid(&format!("unknown scope {s:?}")));
-        }
-    }
-    if req.super_admin && !caller.can(Permission::TenantsAdmin) {
-        return Err(ApiError::forbidden(
-            "only a super-admin key may create super-admin keys",
-        ));
-    }
-    let expires_at = match req.expires_in_secs {
-        None => None,
-        Some(s) if (1..=MAX_EXPIRES_IN_SECS).contains(&s) => Some(now_ms() + s * 1000),
-        Some(_) => {
-            return Err(ApiError::invalid(&format!(
-                "expires_in_secs must be between 1 and {MAX_EXPIRES_IN_SECS}"
-            )));
-        }
-    };
-    let new = NewApiKey {
+    let request = KeyRequest {
         name: req.name,
         role: req.role,
         scopes: req.scopes,
         owner: req.owner,
-        expires_at,
+        expires_in_secs: req.expires_in_secs,
         super_admin: req.super_admin,
     };
-    let (key, plaintext) = state
-        .store
-        .create_api_key_with(caller.tenant_id(), &new, None)
-        .await?;
-    state
-        .store
-        .audit(
-            caller.tenant_id(),
-            &caller.actor(),
-            "api_key.create",
-            &key.id,
-            json!({ "prefix": key.prefix, "name": key.name, "role": key.role, "scopes": key.scopes }),
-        )
-        .await?;
+    let (key, plaintext) = service::keys::create(
+        &state.store,
+        &caller.as_actor(),
+        caller.tenant_id(),
+        &request,
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "key": plaintext, "api_key": key })),
@@ -125,31 +95,19 @@ pub(super) async fn rotate(
     } else {
         json_body(&body)?
     };
-    let overlap = req.overlap_secs.unwrap_or(DEFAULT_ROTATION_OVERLAP_SECS);
-    let old = state.store.get_api_key(caller.tenant_id(), &id).await?;
-    if old.super_admin && !caller.can(Permission::TenantsAdmin) {
-        return Err(ApiError::forbidden(
-            "only a super-admin key may rotate a super-admin key",
-        ));
-    }
-    let (key, plaintext) = state
-        .store
-        .rotate_api_key(caller.tenant_id(), &id, overlap.saturating_mul(1000))
-        .await?;
-    let old = state.store.get_api_key(caller.tenant_id(), &id).await?;
-    state
-        .store
-        .audit(
-            caller.tenant_id(),
-            &caller.actor(),
-            "api_key.rotate",
-            &old.id,
-            json!({ "old_prefix": old.prefix, "new_id": key.id, "new_prefix": key.prefix, "overlap_secs": overlap }),
-        )
-        .await?;
+    let rotated = service::keys::rotate(
+        &state.store,
+        &caller.as_actor(),
+        caller.tenant_id(),
+        &id,
+        req.overlap_secs,
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "key": plaintext, "api_key": key, "previous": old })),
+        Json(
+            json!({ "key": rotated.plaintext, "api_key": rotated.key, "previous": rotated.previous }),
+        ),
     ))
 }
 
@@ -160,25 +118,6 @@ pub(super) async fn revoke(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Permission::KeysWrite)?;
-    let key = state.store.get_api_key(caller.tenant_id(), &id).await?;
-    if key.super_admin && !caller.can(Permission::TenantsAdmin) {
-        return Err(ApiError::forbidden(
-            "only a super-admin key may revoke a super-admin key",
-        ));
-    }
-    state
-        .store
-        .revoke_api_key(caller.tenant_id(), &key.id)
-        .await?;
-    state
-        .store
-        .audit(
-            caller.tenant_id(),
-            &caller.actor(),
-            "api_key.revoke",
-            &key.id,
-            json!({ "prefix": key.prefix }),
-        )
-        .await?;
+    service::keys::revoke(&state.store, &caller.as_actor(), caller.tenant_id(), &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

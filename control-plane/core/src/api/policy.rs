@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState, Caller, Permission, json_body, parse_query};
+use crate::service;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -64,22 +65,13 @@ pub(super) async fn publish(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require(Permission::PolicyWrite)?;
     let body: PublishBody = json_body(&body)?;
-    let tenant = caller.tenant_id();
-    let published = state
-        .store
-        .publish_policy(tenant, &body.policy, &caller.actor())
-        .await?;
-    state
-        .store
-        .audit(
-            tenant,
-            &caller.actor(),
-            "policy.publish",
-            &published.revision.to_string(),
-            json!({ "revision": published.revision, "queued": published.queued,
-                    "sha256": agent_bom_protocol::digest::sha256_hex(body.policy.as_bytes()) }),
-        )
-        .await?;
+    let published = service::policy::publish(
+        &state.store,
+        &caller.as_actor(),
+        caller.tenant_id(),
+        &body.policy,
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(json!(published))))
 }
 
@@ -112,21 +104,15 @@ pub(super) async fn queue_command(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require(Permission::FleetWrite)?;
     let body: CommandBody = json_body(&body)?;
-    let tenant = caller.tenant_id();
-    let command = state
-        .store
-        .queue_command(tenant, &id, &body.kind, &body.payload)
-        .await?;
-    state
-        .store
-        .audit(
-            tenant,
-            &caller.actor(),
-            "fleet.command",
-            &id,
-            json!({ "kind": body.kind, "command_id": command["id"], "payload": body.payload }),
-        )
-        .await?;
+    let command = service::commands::queue(
+        &state.store,
+        &caller.as_actor(),
+        caller.tenant_id(),
+        &id,
+        &body.kind,
+        &body.payload,
+    )
+    .await?;
     Ok((StatusCode::ACCEPTED, Json(command)))
 }
 

@@ -7,9 +7,10 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState, Caller, Permission, json_body};
+use super::{ApiError, AppState, Caller, ErrorCode, Permission, json_body};
+use crate::service;
+use crate::store::Tenant;
 use crate::store::tenants::TenantQuotas;
-use crate::store::{NewApiKey, Role, Tenant};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,36 +35,14 @@ pub(super) async fn create(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require(Permission::TenantsAdmin)?;
     let req: CreateTenant = json_body(&body)?;
-    let tenant = state.store.create_tenant(&req.name).await?;
-    let mut first = NewApiKey::new("tenant admin", Role::Admin);
-    first.owner = Some(caller.actor());
-    let (key, plaintext) = state
-        .store
-        .create_api_key_with(&tenant.id, &first, None)
-        .await?;
-    state
-        .store
-        .audit(
-            caller.tenant_id(),
-            &caller.actor(),
-            "tenant.create",
-            &tenant.id,
-            json!({ "name": tenant.name }),
-        )
-        .await?;
-    state
-        .store
-        .audit(
-            &tenant.id,
-            &caller.actor(),
-            "api_key.create",
-            &key.id,
-            json!({ "prefix": key.prefix, "role": key.role, "reason": "tenant created" }),
-        )
-        .await?;
+    let created =
+        service::tenants::create(&state.store, &caller.as_actor(), &req.name, true).await?;
+    let (key, plaintext) = created
+        .admin_key
+        .ok_or_else(|| ApiError::new(ErrorCode::Internal, "internal error"))?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "tenant": tenant, "admin_key": plaintext, "admin_key_id": key.id })),
+        Json(json!({ "tenant": created.tenant, "admin_key": plaintext, "admin_key_id": key.id })),
     ))
 }
 
@@ -92,17 +71,8 @@ pub(super) async fn set_quotas(
     caller.require(Permission::TenantsAdmin)?;
     let quotas: TenantQuotas = json_body(&body)?;
     let t = tenant(&state, &name).await?;
-    state.store.set_tenant_quotas(&t.id, &quotas).await?;
+    service::tenants::set_quotas(&state.store, &caller.as_actor(), &t.id, &quotas).await?;
+    // This replica's cached limits; others pick the new ones up within seconds.
     state.limiter.forget(&t.id);
-    state
-        .store
-        .audit(
-            caller.tenant_id(),
-            &caller.actor(),
-            "tenant.quotas",
-            &t.id,
-            serde_json::to_value(&quotas).unwrap_or(Value::Null),
-        )
-        .await?;
     Ok(Json(quotas))
 }

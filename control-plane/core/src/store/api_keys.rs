@@ -3,7 +3,7 @@
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{Store, StoreError, new_id, now_ms, string_list, to_json_text};
+use super::{Store, StoreError, Tx, new_id, now_ms, string_list, to_json_text};
 use crate::secrets::{self, API_KEY_KIND, NewSecret};
 
 /// Operator roles.
@@ -156,8 +156,25 @@ impl Store {
     /// Create an API key. Returns the metadata and the plaintext key, to be shown once.
     /// `plaintext` lets bootstrap automation choose the key; it must have the `abk_` format.
     /// Fails with `QuotaExceeded` when the tenant already has its maximum of active keys.
+    /// Records no audit entry (see `crate::service::keys`).
     pub async fn create_api_key_with(
         &self,
+        tenant_id: &str,
+        new: &NewApiKey,
+        plaintext: Option<&str>,
+    ) -> Result<(ApiKey, String), StoreError> {
+        let mut tx = self.begin(tenant_id).await?;
+        let created = self
+            .create_api_key_in(&mut tx, tenant_id, new, plaintext)
+            .await?;
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    /// [`Self::create_api_key_with`] on `tx`.
+    pub(crate) async fn create_api_key_in(
+        &self,
+        tx: &mut Tx,
         tenant_id: &str,
         new: &NewApiKey,
         plaintext: Option<&str>,
@@ -195,19 +212,18 @@ impl Store {
             super_admin: new.super_admin,
             replaced_by: None,
         };
-        let limit = self
-            .tenant_quotas(tenant_id)
+        let limit = Self::tenant_quotas_in(tx, tenant_id)
             .await?
             .max_api_keys
             .unwrap_or(DEFAULT_MAX_API_KEYS);
-        let mut tx = self.scope_write(tenant_id).await?;
+        let conn = tx.scoped(tenant_id).await?;
         let active: i64 = sqlx::query(
             "SELECT COUNT(*) AS n FROM api_keys WHERE tenant_id = $1 AND revoked_at IS NULL \
              AND (expires_at IS NULL OR expires_at > $2)",
         )
         .bind(tenant_id)
         .bind(now)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut *conn)
         .await?
         .try_get("n")?;
         if active >= limit {
@@ -230,9 +246,8 @@ impl Store {
         .bind(to_json_text(&key.scopes))
         .bind(key.owner.as_deref())
         .bind(i64::from(key.super_admin))
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
-        tx.commit().await?;
         Ok((key, secret.plaintext))
     }
 
@@ -256,11 +271,47 @@ impl Store {
         Ok(key_from_row(&row)?.0)
     }
 
+    /// [`Self::get_api_key`] on `tx` (sees what `tx` changed).
+    pub(crate) async fn get_api_key_in(
+        &self,
+        tx: &mut Tx,
+        tenant_id: &str,
+        key_id_or_prefix: &str,
+    ) -> Result<ApiKey, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 AND (id = $2 OR prefix = $2)"
+        ));
+        let row = sqlx::query(sql)
+            .bind(tenant_id)
+            .bind(key_id_or_prefix)
+            .fetch_optional(tx.scoped(tenant_id).await?)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("API key {key_id_or_prefix:?}")))?;
+        Ok(key_from_row(&row)?.0)
+    }
+
     /// Rotate a key: issue a replacement with the same name, role, scopes and owner (and the
     /// same lifetime, if the old key had one), and let the old key work for `overlap_ms` more
     /// (never longer than it would have anyway). Returns the new key and its plaintext.
+    /// Records no audit entry (see `crate::service::keys`).
     pub async fn rotate_api_key(
         &self,
+        tenant_id: &str,
+        key_id_or_prefix: &str,
+        overlap_ms: i64,
+    ) -> Result<(ApiKey, String), StoreError> {
+        let mut tx = self.begin(tenant_id).await?;
+        let rotated = self
+            .rotate_api_key_in(&mut tx, tenant_id, key_id_or_prefix, overlap_ms)
+            .await?;
+        tx.commit().await?;
+        Ok(rotated)
+    }
+
+    /// [`Self::rotate_api_key`] on `tx`.
+    pub(crate) async fn rotate_api_key_in(
+        &self,
+        tx: &mut Tx,
         tenant_id: &str,
         key_id_or_prefix: &str,
         overlap_ms: i64,
@@ -271,7 +322,7 @@ impl Store {
                 MAX_ROTATION_OVERLAP_MS / 1000
             )));
         }
-        let old = self.get_api_key(tenant_id, key_id_or_prefix).await?;
+        let old = self.get_api_key_in(tx, tenant_id, key_id_or_prefix).await?;
         let now = now_ms();
         if old.revoked_at.is_some() || old.expires_at.is_some_and(|e| e <= now) {
             return Err(StoreError::Conflict(
@@ -293,11 +344,10 @@ impl Store {
                 .map(|e| now.saturating_add(e.saturating_sub(old.created_at))),
             super_admin: old.super_admin,
         };
-        let created = self.create_api_key_with(tenant_id, &new, None).await?;
+        let created = self.create_api_key_in(tx, tenant_id, &new, None).await?;
         let old_expiry = old
             .expires_at
             .map_or(now + overlap_ms, |e| e.min(now + overlap_ms));
-        let mut tx = self.scope_write(tenant_id).await?;
         sqlx::query(
             "UPDATE api_keys SET expires_at = $1, replaced_by = $2 WHERE id = $3 AND tenant_id = $4",
         )
@@ -305,9 +355,8 @@ impl Store {
         .bind(&created.0.id)
         .bind(&old.id)
         .bind(tenant_id)
-        .execute(&mut *tx)
+        .execute(tx.scoped(tenant_id).await?)
         .await?;
-        tx.commit().await?;
         Ok(created)
     }
 
@@ -370,21 +419,33 @@ impl Store {
     }
 
     /// Revoke a key of a tenant, effective immediately (the next request with it is refused).
+    /// Records no audit entry (see `crate::service::keys`).
     pub async fn revoke_api_key(
         &self,
         tenant_id: &str,
         key_id_or_prefix: &str,
     ) -> Result<(), StoreError> {
-        let mut tx = self.scope_write(tenant_id).await?;
+        let mut tx = self.begin(tenant_id).await?;
+        self.revoke_api_key_in(&mut tx, tenant_id, key_id_or_prefix)
+            .await?;
+        tx.commit().await
+    }
+
+    /// [`Self::revoke_api_key`] on `tx`.
+    pub(crate) async fn revoke_api_key_in(
+        &self,
+        tx: &mut Tx,
+        tenant_id: &str,
+        key_id_or_prefix: &str,
+    ) -> Result<(), StoreError> {
         let done = sqlx::query(
             "UPDATE api_keys SET revoked_at = $1 WHERE tenant_id = $2 AND (id = $3 OR prefix = $3) AND revoked_at IS NULL",
         )
         .bind(now_ms())
         .bind(tenant_id)
         .bind(key_id_or_prefix)
-        .execute(&mut *tx)
+        .execute(tx.scoped(tenant_id).await?)
         .await?;
-        tx.commit().await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!(
                 "active API key {key_id_or_prefix:?}"

@@ -8,8 +8,9 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::Row;
 
+use super::dialect::TenantLock;
 use super::fleet::rfc3339;
-use super::{Store, StoreError, now_ms, sha256_hex};
+use super::{Store, StoreError, Tx, now_ms, sha256_hex};
 
 /// The hash before the first entry of a chain.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -85,8 +86,9 @@ fn entry_from_row(r: &sqlx::any::AnyRow) -> Result<(AuditEntry, String), StoreEr
 }
 
 impl Store {
-    /// Append an entry to the tenant's chain. Concurrent appends race on the primary key
-    /// `(tenant_id, seq)`; the loser retries on the new head.
+    /// Append an entry to the tenant's chain in its own transaction (proxy detections, which
+    /// are recorded after the events they describe). Operator actions go through
+    /// `crate::service`, which appends on the transaction of the change itself.
     pub async fn audit(
         &self,
         tenant_id: &str,
@@ -95,47 +97,66 @@ impl Store {
         target: &str,
         detail: Value,
     ) -> Result<(), StoreError> {
+        let mut tx = self.begin(tenant_id).await?;
+        self.append_audit_in(&mut tx, tenant_id, actor, action, target, detail)
+            .await?;
+        tx.commit().await
+    }
+
+    /// Append an entry to the tenant's chain on `tx`: it commits with whatever else `tx`
+    /// changed, or not at all. Appends of a tenant are serialized until commit (the chain's
+    /// lock on Postgres, the one writer on SQLite), so each links to the head before it; call
+    /// it as the last step of a transaction, to hold that lock briefly.
+    pub(crate) async fn append_audit_in(
+        &self,
+        tx: &mut Tx,
+        tenant_id: &str,
+        actor: &str,
+        action: &str,
+        target: &str,
+        detail: Value,
+    ) -> Result<(), StoreError> {
         let detail = detail.to_string();
-        for _ in 0..20 {
-            let mut tx = self.scope_write(tenant_id).await?;
-            let head = sqlx::query(
-                "SELECT seq, hash FROM audit_log WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1",
-            )
-            .bind(tenant_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let (seq, prev) = match head {
-                Some(r) => (
-                    r.try_get::<i64, _>("seq")? + 1,
-                    r.try_get::<String, _>("hash")?,
-                ),
-                None => (1, GENESIS_HASH.to_string()),
-            };
-            let at = now_ms();
-            let hash = entry_hash(&prev, seq, at, actor, action, target, &detail);
-            let inserted = sqlx::query(
-                "INSERT INTO audit_log (tenant_id, seq, at, actor, action, target, detail, prev_hash, hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (tenant_id, seq) DO NOTHING",
-            )
-            .bind(tenant_id)
-            .bind(seq)
-            .bind(at)
-            .bind(actor)
-            .bind(action)
-            .bind(target)
-            .bind(&detail)
-            .bind(&prev)
-            .bind(&hash)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            if inserted.rows_affected() == 1 {
-                return Ok(());
-            }
+        tx.lock_tenant(TenantLock::AuditChain, tenant_id).await?;
+        let conn = tx.scoped(tenant_id).await?;
+        let head = sqlx::query(
+            "SELECT seq, hash FROM audit_log WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(tenant_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let (seq, prev) = match head {
+            Some(r) => (
+                r.try_get::<i64, _>("seq")? + 1,
+                r.try_get::<String, _>("hash")?,
+            ),
+            None => (1, GENESIS_HASH.to_string()),
+        };
+        let at = now_ms();
+        let hash = entry_hash(&prev, seq, at, actor, action, target, &detail);
+        let inserted = sqlx::query(
+            "INSERT INTO audit_log (tenant_id, seq, at, actor, action, target, detail, prev_hash, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (tenant_id, seq) DO NOTHING",
+        )
+        .bind(tenant_id)
+        .bind(seq)
+        .bind(at)
+        .bind(actor)
+        .bind(action)
+        .bind(target)
+        .bind(&detail)
+        .bind(&prev)
+        .bind(&hash)
+        .execute(&mut *conn)
+        .await?;
+        if inserted.rows_affected() != 1 {
+            // Only a writer that does not take the chain's lock (a replica of an earlier
+            // release during a rolling upgrade) can get here first.
+            return Err(StoreError::Conflict(
+                "the audit log moved concurrently; retry the action".into(),
+            ));
         }
-        Err(StoreError::Conflict(
-            "audit log is too busy; retry the action".into(),
-        ))
+        Ok(())
     }
 
     /// A page of the tenant's audit log after `after_seq`, oldest first, optionally one action.

@@ -7,7 +7,7 @@ use agent_bom_collector::store::{
 use agent_bom_protocol::{Command, Inventory, ProxyEvent, inventory_delta};
 use sqlx::Row;
 
-use super::{Store, StoreError, now_ms};
+use super::{Store, StoreError, Tx, now_ms};
 use crate::secrets::{self, ENROLL_TOKEN_KIND};
 
 /// Devices per `last_seen` statement.
@@ -129,7 +129,9 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        super::policies::lock_tenant_policy(&mut tx, self.backend, &tenant_id).await?;
+        self.backend
+            .lock_tenant(&mut tx, super::dialect::TenantLock::Policy, &tenant_id)
+            .await?;
         super::policies::queue_current_policy(&mut tx, &tenant_id, &request.agent_id).await?;
         tx.commit().await?;
         Ok(tenant_id)
@@ -777,22 +779,36 @@ impl Store {
     }
 
     /// Revoke a device of a tenant: its next handshake is refused and the collector holding
-    /// its live session closes it at once (notice) or at its next sweep.
+    /// its live session closes it at once (notice) or at its next sweep. Records no audit entry
+    /// (see `crate::service::endpoints`).
     pub async fn revoke_device(&self, tenant_id: &str, agent_id: &str) -> Result<(), StoreError> {
-        let mut tx = self.scope_write(tenant_id).await?;
+        let mut tx = self.begin(tenant_id).await?;
+        self.revoke_device_in(&mut tx, tenant_id, agent_id).await?;
+        tx.commit().await
+    }
+
+    /// [`Self::revoke_device`] on `tx`.
+    pub(crate) async fn revoke_device_in(
+        &self,
+        tx: &mut Tx,
+        tenant_id: &str,
+        agent_id: &str,
+    ) -> Result<(), StoreError> {
         let done = sqlx::query(
             "UPDATE endpoints SET revoked_at = $1 WHERE tenant_id = $2 AND id = $3 AND revoked_at IS NULL",
         )
         .bind(now_ms())
         .bind(tenant_id)
         .bind(agent_id)
-        .execute(&mut *tx)
+        .execute(tx.scoped(tenant_id).await?)
         .await?;
-        tx.commit().await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("active device {agent_id:?}")));
         }
-        self.announce_revoked(tenant_id, agent_id);
+        tx.after_commit(agent_bom_collector::StoreNotice::Revoked {
+            tenant_id: tenant_id.to_string(),
+            agent_id: agent_id.to_string(),
+        });
         Ok(())
     }
 }

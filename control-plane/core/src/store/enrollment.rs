@@ -3,7 +3,7 @@
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{Store, StoreError, new_id, now_ms};
+use super::{Store, StoreError, Tx, new_id, now_ms};
 use crate::secrets::{self, ENROLL_TOKEN_KIND};
 
 /// Metadata of an enrollment token.
@@ -48,8 +48,26 @@ fn token_from_row(row: &sqlx::any::AnyRow) -> Result<EnrollmentToken, StoreError
 
 impl Store {
     /// Create an enrollment token; returns its metadata and the plaintext (shown once).
+    /// Records no audit entry (see `crate::service::enrollment`).
     pub async fn create_enrollment_token(
         &self,
+        tenant_id: &str,
+        name: &str,
+        expires_at: Option<i64>,
+        max_uses: Option<i64>,
+    ) -> Result<(EnrollmentToken, String), StoreError> {
+        let mut tx = self.begin(tenant_id).await?;
+        let created = self
+            .create_enrollment_token_in(&mut tx, tenant_id, name, expires_at, max_uses)
+            .await?;
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    /// [`Self::create_enrollment_token`] on `tx`.
+    pub(crate) async fn create_enrollment_token_in(
+        &self,
+        tx: &mut Tx,
         tenant_id: &str,
         name: &str,
         expires_at: Option<i64>,
@@ -70,7 +88,6 @@ impl Store {
             uses: 0,
             revoked_at: None,
         };
-        let mut tx = self.scope_write(tenant_id).await?;
         sqlx::query(
             "INSERT INTO enrollment_tokens (id, tenant_id, prefix, secret_hash, name, created_at, expires_at, max_uses) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -83,9 +100,8 @@ impl Store {
         .bind(token.created_at)
         .bind(token.expires_at)
         .bind(token.max_uses)
-        .execute(&mut *tx)
+        .execute(tx.scoped(tenant_id).await?)
         .await?;
-        tx.commit().await?;
         Ok((token, secret.plaintext))
     }
 
@@ -103,27 +119,38 @@ impl Store {
         rows.iter().map(token_from_row).collect()
     }
 
-    /// Revoke a token of a tenant.
+    /// Revoke a token of a tenant. Records no audit entry (see `crate::service::enrollment`).
     pub async fn revoke_enrollment_token(
         &self,
         tenant_id: &str,
         id_or_prefix: &str,
     ) -> Result<(), StoreError> {
-        let mut tx = self.scope_write(tenant_id).await?;
-        let done = sqlx::query(
-            "UPDATE enrollment_tokens SET revoked_at = $1 WHERE tenant_id = $2 AND (id = $3 OR prefix = $3) AND revoked_at IS NULL",
-        )
-        .bind(now_ms())
-        .bind(tenant_id)
-        .bind(id_or_prefix)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!(
-                "active enrollment token {id_or_prefix:?}"
-            )));
-        }
-        Ok(())
+        let mut tx = self.begin(tenant_id).await?;
+        self.revoke_enrollment_token_in(&mut tx, tenant_id, id_or_prefix)
+            .await?;
+        tx.commit().await
+    }
+
+    /// [`Self::revoke_enrollment_token`] on `tx`; returns the token as revoked.
+    pub(crate) async fn revoke_enrollment_token_in(
+        &self,
+        tx: &mut Tx,
+        tenant_id: &str,
+        id_or_prefix: &str,
+    ) -> Result<EnrollmentToken, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "UPDATE enrollment_tokens SET revoked_at = $1 \
+             WHERE tenant_id = $2 AND (id = $3 OR prefix = $3) AND revoked_at IS NULL RETURNING {TOKEN_COLUMNS}"
+        ));
+        let row = sqlx::query(sql)
+            .bind(now_ms())
+            .bind(tenant_id)
+            .bind(id_or_prefix)
+            .fetch_optional(tx.scoped(tenant_id).await?)
+            .await?
+            .ok_or_else(|| {
+                StoreError::NotFound(format!("active enrollment token {id_or_prefix:?}"))
+            })?;
+        token_from_row(&row)
     }
 }

@@ -3,11 +3,12 @@
 
 use std::collections::BTreeSet;
 
+use agent_bom_collector::StoreNotice;
 use serde_json::Value;
 use sqlx::Row;
 
 use super::fleet::{LifecycleState, MetadataUpdate, ServerGroup, ServerGroupPage, rfc3339};
-use super::{Store, StoreError, new_id, now_ms, string_list, to_json_text};
+use super::{Store, StoreError, Tx, new_id, now_ms, string_list, to_json_text};
 
 /// Largest page of the server view.
 pub const MAX_SERVER_PAGE: u32 = 1000;
@@ -84,7 +85,8 @@ impl Store {
 
     /// Move an endpoint to `to` if the transition is allowed. Quarantine queues a `quarantine`
     /// command for the agent, leaving quarantine queues `release`, and decommissioning revokes
-    /// the device credential. Returns the previous state.
+    /// the device credential. Returns the previous state. Records no audit entry (see
+    /// `crate::service::endpoints`).
     pub async fn transition_endpoint(
         &self,
         tenant_id: &str,
@@ -92,12 +94,29 @@ impl Store {
         to: LifecycleState,
         reason: &str,
     ) -> Result<LifecycleState, StoreError> {
-        let mut tx = self.scope_write(tenant_id).await?;
+        let mut tx = self.begin(tenant_id).await?;
+        let from = self
+            .transition_endpoint_in(&mut tx, tenant_id, endpoint_id, to, reason)
+            .await?;
+        tx.commit().await?;
+        Ok(from)
+    }
+
+    /// [`Self::transition_endpoint`] on `tx`.
+    pub(crate) async fn transition_endpoint_in(
+        &self,
+        tx: &mut Tx,
+        tenant_id: &str,
+        endpoint_id: &str,
+        to: LifecycleState,
+        reason: &str,
+    ) -> Result<LifecycleState, StoreError> {
+        let conn = tx.scoped(tenant_id).await?;
         let row =
             sqlx::query("SELECT lifecycle_state FROM endpoints WHERE tenant_id = $1 AND id = $2")
                 .bind(tenant_id)
                 .bind(endpoint_id)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut *conn)
                 .await?
                 .ok_or_else(|| StoreError::NotFound(format!("endpoint {endpoint_id:?}")))?;
         let from = LifecycleState::parse(&row.try_get::<String, _>("lifecycle_state")?)
@@ -120,7 +139,7 @@ impl Store {
         .bind(tenant_id)
         .bind(endpoint_id)
         .bind(from.as_str())
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
         if updated.rows_affected() != 1 {
             return Err(StoreError::Conflict(
@@ -143,7 +162,7 @@ impl Store {
             .bind(kind)
             .bind(serde_json::json!({ "reason": reason }).to_string())
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
         }
         if to == LifecycleState::Decommissioned {
@@ -153,27 +172,46 @@ impl Store {
             )
             .bind(tenant_id)
             .bind(endpoint_id)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
         }
-        tx.commit().await?;
         if command.is_some() {
-            self.announce_commands(tenant_id, endpoint_id);
+            tx.after_commit(StoreNotice::Commands {
+                tenant_id: tenant_id.to_string(),
+                agent_id: endpoint_id.to_string(),
+            });
         }
         if to == LifecycleState::Decommissioned {
-            self.announce_revoked(tenant_id, endpoint_id);
+            tx.after_commit(StoreNotice::Revoked {
+                tenant_id: tenant_id.to_string(),
+                agent_id: endpoint_id.to_string(),
+            });
         }
         Ok(from)
     }
 
-    /// Update owner / environment / tags of an endpoint.
+    /// Update owner / environment / tags of an endpoint. Records no audit entry (see
+    /// `crate::service::endpoints`).
     pub async fn update_endpoint_metadata(
         &self,
         tenant_id: &str,
         endpoint_id: &str,
         update: &MetadataUpdate,
     ) -> Result<(), StoreError> {
-        let mut tx = self.scope_write(tenant_id).await?;
+        let mut tx = self.begin(tenant_id).await?;
+        self.update_endpoint_metadata_in(&mut tx, tenant_id, endpoint_id, update)
+            .await?;
+        tx.commit().await
+    }
+
+    /// [`Self::update_endpoint_metadata`] on `tx`.
+    pub(crate) async fn update_endpoint_metadata_in(
+        &self,
+        tx: &mut Tx,
+        tenant_id: &str,
+        endpoint_id: &str,
+        update: &MetadataUpdate,
+    ) -> Result<(), StoreError> {
         for (field, v) in [
             ("owner", &update.owner),
             ("environment", &update.environment),
@@ -197,9 +235,8 @@ impl Store {
         .bind(tags.as_ref().map(to_json_text))
         .bind(tenant_id)
         .bind(endpoint_id)
-        .execute(&mut *tx)
+        .execute(tx.scoped(tenant_id).await?)
         .await?;
-        tx.commit().await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("endpoint {endpoint_id:?}")));
         }
@@ -207,13 +244,27 @@ impl Store {
     }
 
     /// Delete an endpoint and its inventory. Its device credential stops working at once (the
-    /// row it is checked against is gone).
+    /// row it is checked against is gone). Records no audit entry (see
+    /// `crate::service::endpoints`).
     pub async fn delete_endpoint(
         &self,
         tenant_id: &str,
         endpoint_id: &str,
     ) -> Result<(), StoreError> {
-        let mut tx = self.scope_write(tenant_id).await?;
+        let mut tx = self.begin(tenant_id).await?;
+        self.delete_endpoint_in(&mut tx, tenant_id, endpoint_id)
+            .await?;
+        tx.commit().await
+    }
+
+    /// [`Self::delete_endpoint`] on `tx`.
+    pub(crate) async fn delete_endpoint_in(
+        &self,
+        tx: &mut Tx,
+        tenant_id: &str,
+        endpoint_id: &str,
+    ) -> Result<(), StoreError> {
+        let conn = tx.scoped(tenant_id).await?;
         for table in [
             "endpoint_commands",
             "endpoint_clients",
@@ -226,19 +277,21 @@ impl Store {
             sqlx::query(sql)
                 .bind(tenant_id)
                 .bind(endpoint_id)
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?;
         }
         let done = sqlx::query("DELETE FROM endpoints WHERE tenant_id = $1 AND id = $2")
             .bind(tenant_id)
             .bind(endpoint_id)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("endpoint {endpoint_id:?}")));
         }
-        tx.commit().await?;
-        self.announce_revoked(tenant_id, endpoint_id);
+        tx.after_commit(StoreNotice::Revoked {
+            tenant_id: tenant_id.to_string(),
+            agent_id: endpoint_id.to_string(),
+        });
         Ok(())
     }
 

@@ -1,12 +1,14 @@
 //! The control-plane store: one interface over SQLite (embedded default) and Postgres.
 //!
 //! Queries are written once in the SQL both backends accept (`$n` parameters, `ON CONFLICT`,
-//! BIGINT millisecond times, JSON as TEXT) and run through sqlx's `Any` driver. Every query that
-//! reads or writes tenant data takes the tenant id as a parameter: there is no unscoped read.
+//! BIGINT millisecond times, JSON as TEXT) and run through sqlx's `Any` driver; where the two
+//! must differ, [`dialect`] says how. Every query that reads or writes tenant data takes the
+//! tenant id as a parameter: there is no unscoped read.
 
 pub mod api_keys;
 pub mod audit;
 mod collector;
+pub mod dialect;
 mod enrollment;
 pub mod fleet;
 pub mod fleet_ops;
@@ -16,31 +18,23 @@ pub mod policies;
 pub mod posture;
 pub mod sync;
 pub mod tenants;
+mod tx;
 
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::{AnyPool, SqlStr};
+use sqlx::AnyPool;
+use sqlx::any::install_default_drivers;
 
 pub use api_keys::{ApiKey, NewApiKey, Role};
+pub use dialect::Backend;
 pub use enrollment::EnrollmentToken;
 pub use fleet::{
     EndpointDetail, EndpointPage, EndpointQuery, EndpointSort, EndpointStatus, EndpointSummary,
     LifecycleState, MAX_PAGE as FLEET_MAX_PAGE, MetadataUpdate, ServerGroup, ServerGroupPage,
 };
 pub use tenants::Tenant;
-
-/// Which database is behind the store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    /// Embedded SQLite file.
-    Sqlite,
-    /// PostgreSQL.
-    Postgres,
-}
+pub use tx::Tx;
 
 /// Store errors.
 #[derive(Debug, thiserror::Error)]
@@ -96,10 +90,8 @@ impl StoreError {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
-    /// In-process notices to this process's collector (SQLite; see `notify`).
-    local_notices: tokio::sync::broadcast::Sender<agent_bom_collector::StoreNotice>,
-    /// Postgres only: where the collector's LISTEN connection goes.
-    listen_url: Option<notify::ListenUrl>,
+    /// How this store's collectors hear about changes (see `notify`).
+    notices: notify::Notices,
     /// Endpoints not seen for this long are `stale` (milliseconds).
     stale_after_ms: i64,
 }
@@ -107,6 +99,10 @@ pub struct Store {
 /// Row-level-security scope of the few lookups that find a tenant from a credential (API key
 /// or enrollment token prefix, device id) before the tenant is known. Nothing else uses it.
 pub(crate) const CREDENTIAL_LOOKUP_SCOPE: &str = "*";
+
+/// Row-level-security scope of a write transaction that has not chosen a tenant yet (creating
+/// one): it sees no tenant rows until a statement scopes it (fails closed).
+pub(crate) const NO_TENANT_SCOPE: &str = "";
 
 /// The file name of the embedded database inside a data directory.
 pub const SQLITE_FILE: &str = "agent-bom.db";
@@ -123,208 +119,36 @@ impl Store {
                 )))
             })?;
         }
-        Self::connect(&format!("sqlite://{}", path.display())).await
+        Self::connect(&dialect::embedded_url(&path)).await
     }
 
     /// Connect to `url` (`sqlite://PATH` or `postgres://...`) and run pending migrations.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         install_default_drivers();
-        let backend = if url.starts_with("sqlite:") {
-            Backend::Sqlite
-        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Backend::Postgres
-        } else {
-            return Err(StoreError::UnsupportedUrl(redact_url(url)));
-        };
-        let mut options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
-        let url = match backend {
-            Backend::Sqlite => {
-                // One writer at a time is SQLite's model; WAL lets readers run beside it.
-                options = options.max_connections(8);
-                let sep = if url.contains('?') { '&' } else { '?' };
-                format!("{url}{sep}mode=rwc")
-            }
-            Backend::Postgres => {
-                options = options.max_connections(16);
-                url.to_string()
-            }
-        };
-        let options = if backend == Backend::Sqlite {
-            options.after_connect(|conn, _| {
-                Box::pin(async move {
-                    for pragma in [
-                        "PRAGMA journal_mode = WAL",
-                        "PRAGMA synchronous = NORMAL",
-                        "PRAGMA foreign_keys = ON",
-                        "PRAGMA busy_timeout = 10000",
-                    ] {
-                        sqlx::query(pragma).execute(&mut *conn).await?;
-                    }
-                    Ok(())
-                })
-            })
-        } else {
-            options
-        };
-        let pool = options.connect(&url).await.map_err(StoreError::Connect)?;
+        let backend = Backend::of_url(url)?;
+        let pool = backend.connect(url).await.map_err(StoreError::Connect)?;
         let store = Self {
             pool,
             backend,
-            local_notices: notify::local_channel(),
-            listen_url: (backend == Backend::Postgres).then(|| notify::ListenUrl(url.clone())),
+            notices: backend.notices(url),
             stale_after_ms: fleet::STALE_AFTER_MS,
         };
-        store.migrate().await?;
+        backend.migrate(&store.pool).await?;
         Ok(store)
     }
 
-    async fn migrate(&self) -> Result<(), StoreError> {
-        let migrations = vec![
-            Migration::new(
-                1,
-                "init".into(),
-                MigrationType::Simple,
-                SqlStr::from_static(include_str!("../../migrations/0001_init.sql")),
-                false,
-            ),
-            Migration::new(
-                2,
-                "control plane".into(),
-                MigrationType::Simple,
-                SqlStr::from_static(include_str!("../../migrations/0002_control_plane.sql")),
-                false,
-            ),
-        ];
-        let mut migrations = migrations;
-        // Version 3 is Postgres-only (row-level security); later shared migrations continue at 4.
-        migrations.push(Migration::new(
-            4,
-            "inventory model".into(),
-            MigrationType::Simple,
-            SqlStr::from_static(include_str!("../../migrations/0004_inventory_model.sql")),
-            false,
-        ));
-        migrations.push(Migration::new(
-            5,
-            "proxy events".into(),
-            MigrationType::Simple,
-            SqlStr::from_static(include_str!("../../migrations/0005_proxy_events.sql")),
-            false,
-        ));
-        migrations.push(Migration::new(
-            7,
-            "certificate renewal".into(),
-            MigrationType::Simple,
-            SqlStr::from_static(include_str!(
-                "../../migrations/0007_certificate_renewal.sql"
-            )),
-            false,
-        ));
-        migrations.push(Migration::new(
-            8,
-            "inventory base".into(),
-            MigrationType::Simple,
-            SqlStr::from_static(include_str!("../../migrations/0008_inventory_base.sql")),
-            false,
-        ));
-        migrations.push(Migration::new(
-            10,
-            "device identity".into(),
-            MigrationType::Simple,
-            SqlStr::from_static(include_str!("../../migrations/0010_device_identity.sql")),
-            false,
-        ));
-        migrations.push(Migration::new(
-            11,
-            "policies".into(),
-            MigrationType::Simple,
-            SqlStr::from_static(include_str!("../../migrations/0011_policies.sql")),
-            false,
-        ));
-        if self.backend == Backend::Sqlite {
-            migrations.push(Migration::new(
-                13,
-                "change epoch (sqlite)".into(),
-                MigrationType::Simple,
-                SqlStr::from_static(include_str!(
-                    "../../migrations/0013_change_epoch_sqlite.sql"
-                )),
-                false,
-            ));
-        }
-        if self.backend == Backend::Postgres {
-            migrations.push(Migration::new(
-                14,
-                "change epoch (postgres)".into(),
-                MigrationType::Simple,
-                SqlStr::from_static(include_str!(
-                    "../../migrations/0014_change_epoch_postgres.sql"
-                )),
-                false,
-            ));
-            migrations.push(Migration::new(
-                12,
-                "policies row level security".into(),
-                MigrationType::Simple,
-                SqlStr::from_static(include_str!(
-                    "../../migrations/0012_policies_rls_postgres.sql"
-                )),
-                false,
-            ));
-            migrations.push(Migration::new(
-                3,
-                "row level security".into(),
-                MigrationType::Simple,
-                SqlStr::from_static(include_str!("../../migrations/0003_rls_postgres.sql")),
-                false,
-            ));
-            migrations.push(Migration::new(
-                6,
-                "proxy events row level security".into(),
-                MigrationType::Simple,
-                SqlStr::from_static(include_str!(
-                    "../../migrations/0006_proxy_events_rls_postgres.sql"
-                )),
-                false,
-            ));
-            migrations.push(Migration::new(
-                9,
-                "command and revocation notifications".into(),
-                MigrationType::Simple,
-                SqlStr::from_static(include_str!("../../migrations/0009_notify_postgres.sql")),
-                false,
-            ));
-        }
-        migrations.sort_by_key(|m| m.version);
-        Migrator::with_migrations(migrations)
-            .run(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// Begin a transaction that will write. On SQLite it takes the write lock up front
-    /// (`BEGIN IMMEDIATE`), so a transaction that reads before it writes waits for other writers
-    /// (busy timeout) instead of failing with "database is locked" when it upgrades its lock.
+    /// Begin a transaction that will write (see [`Backend::begin_write`]).
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
-        match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => self.pool.begin().await,
-        }
+        self.backend.begin_write(&self.pool).await
     }
 
-    /// Set the row-level-security tenant of a Postgres transaction (a no-op on SQLite).
+    /// Set the row-level-security tenant of a transaction (see [`Backend::set_scope`]).
     pub(crate) async fn set_scope(
         &self,
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
         tenant_id: &str,
     ) -> Result<(), sqlx::Error> {
-        if self.backend == Backend::Postgres {
-            sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
-                .bind(tenant_id)
-                .execute(&mut **tx)
-                .await?;
-        }
-        Ok(())
+        self.backend.set_scope(&mut *tx, tenant_id).await
     }
 
     /// A read transaction scoped to one tenant: on Postgres, row-level security lets it see
@@ -377,10 +201,6 @@ impl Store {
 
 pub use agent_bom_protocol::clock::now_ms;
 
-fn redact_url(url: &str) -> String {
-    agent_bom_protocol::sanitize::sanitize_url(url)
-}
-
 /// A new random id.
 pub(crate) fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
@@ -398,14 +218,3 @@ pub(crate) fn string_list(text: &str) -> Vec<String> {
 
 /// Hex SHA-256.
 pub(crate) use agent_bom_protocol::digest::sha256_hex;
-
-impl FromStr for Backend {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "sqlite" => Ok(Self::Sqlite),
-            "postgres" => Ok(Self::Postgres),
-            other => Err(format!("unknown backend {other}")),
-        }
-    }
-}

@@ -8,6 +8,7 @@
 //! signs each command at delivery; the agent's answer sets the endpoint's
 //! `applied_policy_revision`.
 
+use agent_bom_collector::StoreNotice;
 use agent_bom_protocol::command::{OPERATOR_KINDS, PolicyDelivery};
 use agent_bom_protocol::policy::Policy;
 use agent_bom_protocol::{CommandError, CommandKind};
@@ -15,8 +16,9 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::Row;
 
+use super::dialect::TenantLock;
 use super::fleet::rfc3339;
-use super::{Store, StoreError, new_id, now_ms};
+use super::{Store, StoreError, Tx, new_id, now_ms};
 
 /// Largest policy document accepted, in bytes.
 pub const MAX_POLICY_BYTES: usize = 256 * 1024;
@@ -72,20 +74,38 @@ fn validate_command(kind: &str, payload: &Value) -> Result<(), StoreError> {
 
 impl Store {
     /// Publish `body` as the tenant's next policy revision and queue it for every active agent.
+    /// Records no audit entry (see `crate::service::policy`).
     pub async fn publish_policy(
         &self,
         tenant_id: &str,
         body: &str,
         actor: &str,
     ) -> Result<Published, StoreError> {
+        let mut tx = self.begin(tenant_id).await?;
+        let published = self
+            .publish_policy_in(&mut tx, tenant_id, body, actor)
+            .await?;
+        tx.commit().await?;
+        Ok(published)
+    }
+
+    /// [`Self::publish_policy`] on `tx`.
+    pub(crate) async fn publish_policy_in(
+        &self,
+        tx: &mut Tx,
+        tenant_id: &str,
+        body: &str,
+        actor: &str,
+    ) -> Result<Published, StoreError> {
         validate_policy(body)?;
-        let mut tx = self.scope_write(tenant_id).await?;
-        lock_tenant_policy(&mut tx, self.backend, tenant_id).await?;
+        tx.lock_tenant(TenantLock::Policy, tenant_id).await?;
+        let announce = tx.announces();
+        let conn = tx.scoped(tenant_id).await?;
         let revision: i64 = sqlx::query(
             "SELECT COALESCE(MAX(revision), 0) + 1 AS next FROM policies WHERE tenant_id = $1",
         )
         .bind(tenant_id)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut *conn)
         .await?
         .try_get("next")?;
         let now = now_ms();
@@ -97,7 +117,7 @@ impl Store {
         .bind(body)
         .bind(now)
         .bind(actor)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
         // An undelivered older revision is pointless now.
         sqlx::query(
@@ -105,7 +125,7 @@ impl Store {
              WHERE tenant_id = $1 AND kind = 'policy' AND status = 'pending'",
         )
         .bind(tenant_id)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
         let queued = sqlx::query(
             "INSERT INTO endpoint_commands (id, tenant_id, endpoint_id, kind, payload, status, created_at) \
@@ -116,18 +136,18 @@ impl Store {
         .bind(policy_payload(revision, body))
         .bind(now)
         .bind(tenant_id)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?
         .rows_affected();
-        // Who got it, for the in-process notice on SQLite (Postgres notifies by trigger).
-        let targets: Vec<String> = if self.backend == super::Backend::Sqlite {
+        // Who got it, for the in-process notice (where the database does not notify itself).
+        let targets: Vec<String> = if announce {
             sqlx::query(
                 "SELECT endpoint_id FROM endpoint_commands WHERE tenant_id = $1 AND kind = 'policy' \
                  AND status = 'pending' AND id LIKE $2",
             )
             .bind(tenant_id)
             .bind(format!("policy-{revision}-%"))
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut *conn)
             .await?
             .iter()
             .map(|r| r.try_get("endpoint_id"))
@@ -135,9 +155,11 @@ impl Store {
         } else {
             Vec::new()
         };
-        tx.commit().await?;
-        for endpoint_id in &targets {
-            self.announce_commands(tenant_id, endpoint_id);
+        for endpoint_id in targets {
+            tx.after_commit(StoreNotice::Commands {
+                tenant_id: tenant_id.to_string(),
+                agent_id: endpoint_id,
+            });
         }
         Ok(Published { revision, queued })
     }
@@ -207,9 +229,26 @@ impl Store {
     }
 
     /// Queue an operator command for an enrolled, active agent. Returns the command as the API
-    /// shows it.
+    /// shows it. Records no audit entry (see `crate::service::commands`).
     pub async fn queue_command(
         &self,
+        tenant_id: &str,
+        endpoint_id: &str,
+        kind: &str,
+        payload: &Value,
+    ) -> Result<Value, StoreError> {
+        let mut tx = self.begin(tenant_id).await?;
+        let command = self
+            .queue_command_in(&mut tx, tenant_id, endpoint_id, kind, payload)
+            .await?;
+        tx.commit().await?;
+        Ok(command)
+    }
+
+    /// [`Self::queue_command`] on `tx`.
+    pub(crate) async fn queue_command_in(
+        &self,
+        tx: &mut Tx,
         tenant_id: &str,
         endpoint_id: &str,
         kind: &str,
@@ -220,13 +259,13 @@ impl Store {
             Value::Null => "{}".to_string(),
             v => v.to_string(),
         };
-        let mut tx = self.scope_write(tenant_id).await?;
+        let conn = tx.scoped(tenant_id).await?;
         let row = sqlx::query(
             "SELECT origin, revoked_at, lifecycle_state FROM endpoints WHERE tenant_id = $1 AND id = $2",
         )
         .bind(tenant_id)
         .bind(endpoint_id)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut *conn)
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("endpoint {endpoint_id:?}")))?;
         let origin: String = row.try_get("origin")?;
@@ -255,10 +294,12 @@ impl Store {
         .bind(kind)
         .bind(&payload)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
-        tx.commit().await?;
-        self.announce_commands(tenant_id, endpoint_id);
+        tx.after_commit(StoreNotice::Commands {
+            tenant_id: tenant_id.to_string(),
+            agent_id: endpoint_id.to_string(),
+        });
         Ok(serde_json::json!({
             "id": id,
             "kind": kind,
@@ -326,24 +367,6 @@ pub(crate) fn policy_payload(revision: i64, body: &str) -> String {
         policy: body.to_string(),
     })
     .payload_json()
-}
-
-/// Serialize publishing and enrolling per tenant on Postgres (SQLite's write transactions are
-/// serialized already): otherwise an enrollment racing a publish can read revision N while the
-/// publish's `INSERT ... SELECT FROM endpoints` cannot see the new device, which would then run
-/// N until the next publish; two publishes would also compute the same next revision.
-pub(crate) async fn lock_tenant_policy(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    backend: super::Backend,
-    tenant_id: &str,
-) -> Result<(), sqlx::Error> {
-    if backend == super::Backend::Postgres {
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('agent-bom policy ' || $1)::bigint)")
-            .bind(tenant_id)
-            .execute(&mut **tx)
-            .await?;
-    }
-    Ok(())
 }
 
 /// Queue the tenant's policy in force for a newly enrolled device, inside the enrollment

@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use sqlx::Row;
 
 use super::fleet_ops::normalize_tags;
-use super::{Store, StoreError, new_id, now_ms, sha256_hex, to_json_text};
+use super::{Store, StoreError, Tx, new_id, now_ms, sha256_hex, to_json_text};
 
 /// Route name used in idempotency records.
 pub const SYNC_ROUTE: &str = "/v1/fleet/sync";
@@ -61,6 +61,27 @@ struct SyncServer {
     header_keys: Vec<String>,
     risk_flags: Vec<String>,
     config_path: String,
+}
+
+/// A push parsed, checked and ready to write ([`Store::prepare_sync`]).
+#[derive(Debug, Clone)]
+pub(crate) struct SyncWrite {
+    payload: SyncPayload,
+    /// The Idempotency-Key, if any.
+    key: Option<String>,
+    /// SHA-256 of the body, compared on replays.
+    body_hash: String,
+    /// The endpoint this source is stored as, if it pushed before.
+    existing: Option<String>,
+}
+
+/// What a push needs.
+#[derive(Debug, Clone)]
+pub(crate) enum PreparedSync {
+    /// Its Idempotency-Key was answered before: this is the answer.
+    Replay(SyncResult),
+    /// It is to be written.
+    Write(SyncWrite),
 }
 
 /// A validated push.
@@ -266,7 +287,8 @@ fn parse_payload(body: &Value, header_source: Option<&str>) -> Result<SyncPayloa
 impl Store {
     /// Apply an agent-bom push for a tenant. `idempotency_key` (header, or the body's
     /// `idempotency_key`) makes retries safe: the same body replays the first answer, a
-    /// different body under the same key is a `Conflict`.
+    /// different body under the same key is a `Conflict`. Records no audit entry (see
+    /// `crate::service::endpoints`).
     pub async fn fleet_sync(
         &self,
         tenant_id: &str,
@@ -274,6 +296,35 @@ impl Store {
         header_source: Option<&str>,
         idempotency_key: Option<&str>,
     ) -> Result<SyncResult, StoreError> {
+        let write = match self
+            .prepare_sync(tenant_id, raw_body, header_source, idempotency_key)
+            .await?
+        {
+            PreparedSync::Replay(result) => return Ok(result),
+            PreparedSync::Write(write) => write,
+        };
+        let mut tx = self.begin(tenant_id).await?;
+        match self.write_sync_in(&mut tx, tenant_id, &write).await? {
+            Some(result) => {
+                tx.commit().await?;
+                Ok(result)
+            }
+            None => {
+                drop(tx);
+                self.replay_lost_race(tenant_id, &write).await
+            }
+        }
+    }
+
+    /// Parse and check a push, and do the reads that need no write lock: the replay of an
+    /// Idempotency-Key already answered, the endpoint the source is stored as, the quota.
+    pub(crate) async fn prepare_sync(
+        &self,
+        tenant_id: &str,
+        raw_body: &[u8],
+        header_source: Option<&str>,
+        idempotency_key: Option<&str>,
+    ) -> Result<PreparedSync, StoreError> {
         let body: Value = serde_json::from_slice(raw_body)
             .map_err(|e| invalid(format!("the body is not valid JSON: {e}")))?;
         let body_key = body
@@ -288,10 +339,9 @@ impl Store {
         if let Some(k) = &key
             && let Some(replay) = self.idempotent_replay(tenant_id, k, &body_hash).await?
         {
-            return Ok(replay);
+            return Ok(PreparedSync::Replay(replay));
         }
         let payload = parse_payload(&body, header_source)?;
-        let now = now_ms();
         let mut read = self.scope(tenant_id).await?;
         let existing =
             sqlx::query("SELECT id FROM endpoints WHERE tenant_id = $1 AND source_id = $2")
@@ -305,9 +355,33 @@ impl Store {
         if existing.is_none() {
             self.check_endpoint_quota(tenant_id, 1).await?;
         }
-        let mut tx = self.scope_write(tenant_id).await?;
+        Ok(PreparedSync::Write(SyncWrite {
+            payload,
+            key,
+            body_hash,
+            existing,
+        }))
+    }
+
+    /// Write a prepared push on `tx`. `None` when a concurrent request with the same
+    /// Idempotency-Key was stored first: roll `tx` back and answer with
+    /// [`Self::replay_lost_race`].
+    pub(crate) async fn write_sync_in(
+        &self,
+        tx: &mut Tx,
+        tenant_id: &str,
+        write: &SyncWrite,
+    ) -> Result<Option<SyncResult>, StoreError> {
+        let SyncWrite {
+            payload,
+            key,
+            body_hash,
+            existing,
+        } = write;
+        let now = now_ms();
+        let conn = tx.scoped(tenant_id).await?;
         let endpoint_id = match existing {
-            Some(id) => id,
+            Some(id) => id.clone(),
             None => {
                 let id = new_id();
                 sqlx::query(
@@ -319,12 +393,12 @@ impl Store {
                 .bind(&payload.hostname)
                 .bind(now)
                 .bind(&payload.source_id)
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?;
                 sqlx::query("SELECT id FROM endpoints WHERE tenant_id = $1 AND source_id = $2")
                     .bind(tenant_id)
                     .bind(&payload.source_id)
-                    .fetch_one(&mut *tx)
+                    .fetch_one(&mut *conn)
                     .await?
                     .try_get("id")?
             }
@@ -334,7 +408,7 @@ impl Store {
         )
         .bind(tenant_id)
         .bind(&endpoint_id)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut *conn)
         .await?
         .iter()
         .map(|r| r.try_get("name"))
@@ -354,7 +428,7 @@ impl Store {
         .bind(to_json_text(&payload.tags))
         .bind(tenant_id)
         .bind(&endpoint_id)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
         for table in [
             "endpoint_clients",
@@ -367,7 +441,7 @@ impl Store {
             sqlx::query(sql)
                 .bind(tenant_id)
                 .bind(&endpoint_id)
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?;
         }
         let mut new = 0;
@@ -386,7 +460,7 @@ impl Store {
             .bind(&endpoint_id)
             .bind(name)
             .bind(to_json_text(files))
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
         }
         for (ordinal, s) in payload.servers.iter().enumerate() {
@@ -409,11 +483,11 @@ impl Store {
             .bind(to_json_text(&s.header_keys))
             .bind(to_json_text(&s.risk_flags))
             .bind(&s.config_path)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
         }
         let identities = payload.servers.iter().map(|s| s.id.clone()).collect();
-        Store::touch_server_identities(&mut tx, tenant_id, &identities, now).await?;
+        Store::touch_server_identities(conn, tenant_id, &identities, now).await?;
         let synced = i64::try_from(seen_clients.len()).unwrap_or(i64::MAX);
         let result = SyncResult {
             synced,
@@ -431,7 +505,7 @@ impl Store {
             .bind(tenant_id)
             .bind(SYNC_ROUTE)
             .bind(now - IDEMPOTENCY_TTL_MS)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
             let stored = sqlx::query(
                 "INSERT INTO idempotency_keys (tenant_id, route, key, body_hash, response, created_at) \
@@ -440,22 +514,33 @@ impl Store {
             .bind(tenant_id)
             .bind(SYNC_ROUTE)
             .bind(k)
-            .bind(&body_hash)
+            .bind(body_hash)
             .bind(to_json_text(&result))
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
             if stored.rows_affected() == 0 {
-                // A concurrent request with the same key won; answer as it would have.
-                drop(tx);
-                return self
-                    .idempotent_replay(tenant_id, k, &body_hash)
-                    .await?
-                    .ok_or_else(|| StoreError::Conflict("Idempotency-Key race; retry".into()));
+                // A concurrent request with the same key won.
+                return Ok(None);
             }
         }
-        tx.commit().await?;
-        Ok(result)
+        Ok(Some(result))
+    }
+
+    /// The answer to a push whose [`Self::write_sync_in`] lost the race for its
+    /// Idempotency-Key: the winner's, as a replay.
+    pub(crate) async fn replay_lost_race(
+        &self,
+        tenant_id: &str,
+        write: &SyncWrite,
+    ) -> Result<SyncResult, StoreError> {
+        let key = write
+            .key
+            .as_deref()
+            .ok_or_else(|| StoreError::Conflict("concurrent push; retry".into()))?;
+        self.idempotent_replay(tenant_id, key, &write.body_hash)
+            .await?
+            .ok_or_else(|| StoreError::Conflict("Idempotency-Key race; retry".into()))
     }
 
     async fn idempotent_replay(

@@ -3,7 +3,7 @@
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{Store, StoreError, new_id, now_ms};
+use super::{NO_TENANT_SCOPE, Store, StoreError, Tx, new_id, now_ms};
 
 /// A tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -34,8 +34,20 @@ pub fn validate_tenant_name(name: &str) -> Result<(), StoreError> {
 }
 
 impl Store {
-    /// Create a tenant.
+    /// Create a tenant. Records no audit entry (see `crate::service::tenants`).
     pub async fn create_tenant(&self, name: &str) -> Result<Tenant, StoreError> {
+        let mut tx = self.begin(NO_TENANT_SCOPE).await?;
+        let tenant = self.create_tenant_in(&mut tx, name).await?;
+        tx.commit().await?;
+        Ok(tenant)
+    }
+
+    /// [`Self::create_tenant`] on `tx`.
+    pub(crate) async fn create_tenant_in(
+        &self,
+        tx: &mut Tx,
+        name: &str,
+    ) -> Result<Tenant, StoreError> {
         validate_tenant_name(name)?;
         let tenant = Tenant {
             id: new_id(),
@@ -48,7 +60,7 @@ impl Store {
         .bind(&tenant.id)
         .bind(&tenant.name)
         .bind(tenant.created_at)
-        .execute(&self.pool)
+        .execute(tx.scoped(&tenant.id).await?)
         .await?;
         if inserted.rows_affected() == 0 {
             return Err(StoreError::Conflict(format!(
@@ -165,9 +177,43 @@ impl Store {
         })
     }
 
-    /// Replace the quotas of a tenant.
+    /// The quotas of a tenant, read on `tx`.
+    pub(crate) async fn tenant_quotas_in(
+        tx: &mut Tx,
+        tenant_id: &str,
+    ) -> Result<TenantQuotas, StoreError> {
+        let row = sqlx::query(
+            "SELECT max_endpoints, max_api_keys, rate_per_key_per_min, rate_per_tenant_per_min \
+             FROM tenants WHERE id = $1",
+        )
+        .bind(tenant_id)
+        .fetch_optional(tx.scoped(tenant_id).await?)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("tenant {tenant_id:?}")))?;
+        Ok(TenantQuotas {
+            max_endpoints: row.try_get("max_endpoints")?,
+            max_api_keys: row.try_get("max_api_keys")?,
+            rate_per_key_per_min: row.try_get("rate_per_key_per_min")?,
+            rate_per_tenant_per_min: row.try_get("rate_per_tenant_per_min")?,
+        })
+    }
+
+    /// Replace the quotas of a tenant. Records no audit entry (see `crate::service::tenants`).
     pub async fn set_tenant_quotas(
         &self,
+        tenant_id: &str,
+        quotas: &TenantQuotas,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin(tenant_id).await?;
+        self.set_tenant_quotas_in(&mut tx, tenant_id, quotas)
+            .await?;
+        tx.commit().await
+    }
+
+    /// [`Self::set_tenant_quotas`] on `tx`.
+    pub(crate) async fn set_tenant_quotas_in(
+        &self,
+        tx: &mut Tx,
         tenant_id: &str,
         quotas: &TenantQuotas,
     ) -> Result<(), StoreError> {
@@ -181,7 +227,7 @@ impl Store {
         .bind(quotas.rate_per_key_per_min)
         .bind(quotas.rate_per_tenant_per_min)
         .bind(tenant_id)
-        .execute(&self.pool)
+        .execute(tx.scoped(tenant_id).await?)
         .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("tenant {tenant_id:?}")));

@@ -1,0 +1,184 @@
+//! `agent-bom serve` (control plane with the collector embedded) and `agent-bom collector` (a
+//! collector alone): their flags, turned into the library's configuration.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use agent_bom_collector::CollectorConfig;
+use agent_bom_control_plane::bootstrap::{self, BOOTSTRAP_ADMIN_KEY_ENV};
+use agent_bom_control_plane::oidc::OidcConfig;
+use agent_bom_control_plane::server::{self, Listeners, ServeConfig, Server};
+use anyhow::Result;
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use crate::args::DataArgs;
+
+/// Flags of `serve`.
+#[derive(Args)]
+pub(crate) struct ServeArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Postgres URL (postgres://...); SQLite in the data dir when absent.
+    #[arg(long, env = "AGENT_BOM_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// API listen address.
+    #[arg(long, env = "AGENT_BOM_API_LISTEN", default_value = server::DEFAULT_API_LISTEN)]
+    api_listen: SocketAddr,
+    /// Collector listen address (UDP).
+    #[arg(long, env = "AGENT_BOM_COLLECTOR_LISTEN", default_value = server::DEFAULT_COLLECTOR_LISTEN)]
+    collector_listen: SocketAddr,
+    /// An endpoint not seen for this long is `stale` (e.g. 7d, 36h, 90m).
+    #[arg(long, env = "AGENT_BOM_STALE_AFTER", default_value = server::DEFAULT_STALE_AFTER, value_parser = server::parse_duration)]
+    stale_after: Duration,
+    #[command(flatten)]
+    oidc: OidcArgs,
+    #[command(flatten)]
+    limits: CollectorLimits,
+}
+
+/// Flags of `collector`.
+#[derive(Args)]
+pub(crate) struct CollectorArgs {
+    /// Postgres URL.
+    #[arg(long, env = "AGENT_BOM_DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+    /// Listen address (UDP).
+    #[arg(long, env = "AGENT_BOM_COLLECTOR_LISTEN", default_value = server::DEFAULT_COLLECTOR_LISTEN)]
+    listen: SocketAddr,
+    /// Directory holding the control plane's ca.crt and ca.key.
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    limits: CollectorLimits,
+}
+
+/// The collector's admission budgets: beyond them agents are told to come back later.
+#[derive(Args, Clone)]
+struct CollectorLimits {
+    /// Agent connections admitted at once (beyond it new ones are refused and agents back off).
+    #[arg(long, env = "AGENT_BOM_COLLECTOR_MAX_CONNECTIONS", default_value_t = agent_bom_collector::server::DEFAULT_MAX_CONNECTIONS, value_parser = at_least_one())]
+    max_connections: usize,
+    /// TLS handshakes in progress at once (a reconnect storm beyond it is spread by refusals).
+    #[arg(long, env = "AGENT_BOM_COLLECTOR_MAX_HANDSHAKES", default_value_t = agent_bom_collector::server::DEFAULT_MAX_HANDSHAKES, value_parser = at_least_one())]
+    max_handshakes: usize,
+    /// Requests doing database work at once (uploads, enrollments, hellos).
+    #[arg(long, env = "AGENT_BOM_COLLECTOR_MAX_DB_IN_FLIGHT", default_value_t = agent_bom_collector::server::DEFAULT_MAX_DB_IN_FLIGHT, value_parser = at_least_one())]
+    max_db_in_flight: usize,
+    /// Milliseconds a request may wait for its turn at the database before it is answered
+    /// `unavailable` with a retry-after.
+    #[arg(long, env = "AGENT_BOM_COLLECTOR_DB_WAIT_MS", default_value_t = duration_ms(agent_bom_collector::server::DEFAULT_DB_WAIT))]
+    db_wait_ms: u64,
+    /// Base retry-after of overload answers in milliseconds (each answer picks from base to
+    /// twice the base).
+    #[arg(long, env = "AGENT_BOM_COLLECTOR_OVERLOAD_RETRY_MS", default_value_t = duration_ms(agent_bom_collector::server::DEFAULT_OVERLOAD_RETRY_AFTER), value_parser = clap::value_parser!(u64).range(1..))]
+    overload_retry_ms: u64,
+}
+
+fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..)
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl CollectorLimits {
+    /// The collector configuration with these budgets, everything else at its default.
+    fn config(&self) -> CollectorConfig {
+        CollectorConfig {
+            max_connections: self.max_connections,
+            max_handshakes: self.max_handshakes,
+            max_db_in_flight: self.max_db_in_flight,
+            db_wait: Duration::from_millis(self.db_wait_ms),
+            overload_retry_after: Duration::from_millis(self.overload_retry_ms),
+            ..CollectorConfig::default()
+        }
+    }
+}
+
+/// Operator login with OIDC bearer tokens (all three of issuer, audience and JWKS URL).
+#[derive(Args, Clone)]
+struct OidcArgs {
+    /// Expected token issuer (`iss`).
+    #[arg(long, env = "AGENT_BOM_OIDC_ISSUER", requires_all = ["oidc_audience", "oidc_jwks_url"])]
+    oidc_issuer: Option<String>,
+    /// Expected audience (`aud`).
+    #[arg(long, env = "AGENT_BOM_OIDC_AUDIENCE")]
+    oidc_audience: Option<String>,
+    /// URL of the issuer's JWKS.
+    #[arg(long, env = "AGENT_BOM_OIDC_JWKS_URL")]
+    oidc_jwks_url: Option<String>,
+    /// Claim holding the role.
+    #[arg(long, env = "AGENT_BOM_OIDC_ROLE_CLAIM", default_value = agent_bom_control_plane::oidc::DEFAULT_ROLE_CLAIM)]
+    oidc_role_claim: String,
+    /// Claim holding the tenant name.
+    #[arg(long, env = "AGENT_BOM_OIDC_TENANT_CLAIM", default_value = agent_bom_control_plane::oidc::DEFAULT_TENANT_CLAIM)]
+    oidc_tenant_claim: String,
+}
+
+impl OidcArgs {
+    fn config(&self) -> Option<OidcConfig> {
+        let (Some(i), Some(a), Some(j)) =
+            (&self.oidc_issuer, &self.oidc_audience, &self.oidc_jwks_url)
+        else {
+            return None;
+        };
+        let mut c = OidcConfig::new(i, a, j);
+        c.role_claim = self.oidc_role_claim.clone();
+        c.tenant_claim = self.oidc_tenant_claim.clone();
+        Some(c)
+    }
+}
+
+/// `agent-bom serve`: open (bootstrapping an empty store), print the first start's secrets
+/// once, serve until `shutdown`.
+pub(crate) async fn serve(args: ServeArgs, shutdown: CancellationToken) -> Result<()> {
+    let data_dir = args.data.dir();
+    let mut server = Server::open(ServeConfig {
+        data_dir: data_dir.clone(),
+        database_url: args.database_url,
+        collector: args.limits.config(),
+        oidc: args.oidc.config(),
+    })
+    .await?;
+    server.store.set_stale_after(args.stale_after);
+    let listeners = Listeners::bind(args.api_listen, args.collector_listen).await?;
+    if let Some(b) = &server.bootstrap {
+        println!("First start: created tenant `default`.");
+        println!("  admin API key:     {}", b.admin_key);
+        println!("  enrollment token:  {}", b.enrollment_token);
+        println!("  CA pin:            {}", server.ca.pin());
+        println!(
+            "These are shown once; copies (mode 0600) are in {}: {}, {}, {}.",
+            data_dir.display(),
+            bootstrap::ADMIN_KEY_FILE,
+            bootstrap::ENROLLMENT_TOKEN_FILE,
+            bootstrap::CA_PIN_FILE
+        );
+        if std::env::var_os(BOOTSTRAP_ADMIN_KEY_ENV).is_some() {
+            println!("(the admin key was taken from {BOOTSTRAP_ADMIN_KEY_ENV})");
+        }
+    }
+    println!(
+        "agent-bom serving: API http://{}  collector {} (QUIC, TLS/TCP fallback)",
+        listeners.api.local_addr()?,
+        listeners.collector.udp.local_addr()?
+    );
+    server.run(listeners, shutdown).await?;
+    Ok(())
+}
+
+/// `agent-bom collector`: a collector alone on a shared store until `shutdown`.
+pub(crate) async fn collector(args: CollectorArgs, shutdown: CancellationToken) -> Result<()> {
+    let sockets = server::bind_collector(args.listen).await?;
+    server::run_collector(
+        &args.database_url,
+        &args.data.dir(),
+        sockets,
+        args.limits.config(),
+        shutdown,
+    )
+    .await?;
+    Ok(())
+}

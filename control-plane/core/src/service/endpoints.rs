@@ -1,0 +1,160 @@
+//! Endpoints (devices): metadata, lifecycle transitions, deletion, device revocation, and the
+//! agent-bom compatible push that creates and updates pushed endpoints.
+
+use serde_json::json;
+
+use super::{Actor, ServiceError, record};
+use crate::store::sync::{PreparedSync, SyncResult};
+use crate::store::{LifecycleState, MetadataUpdate, Store};
+
+/// Longest reason a lifecycle transition may carry.
+pub const MAX_REASON_CHARS: usize = 1000;
+
+/// Update owner / environment / tags of an endpoint. Audit: `fleet.metadata`.
+pub async fn update_metadata(
+    store: &Store,
+    actor: &Actor,
+    tenant_id: &str,
+    endpoint_id: &str,
+    update: &MetadataUpdate,
+) -> Result<(), ServiceError> {
+    let mut tx = store.begin(tenant_id).await?;
+    store
+        .update_endpoint_metadata_in(&mut tx, tenant_id, endpoint_id, update)
+        .await?;
+    record(
+        store,
+        &mut tx,
+        actor,
+        tenant_id,
+        "fleet.metadata",
+        endpoint_id,
+        json!({ "owner": update.owner, "environment": update.environment, "tags": update.tags }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Move an endpoint to another lifecycle state (quarantine and release queue commands for its
+/// agent; decommissioning revokes its device). Returns the previous state.
+/// Audit: `fleet.state`.
+pub async fn transition(
+    store: &Store,
+    actor: &Actor,
+    tenant_id: &str,
+    endpoint_id: &str,
+    to: LifecycleState,
+    reason: &str,
+) -> Result<LifecycleState, ServiceError> {
+    if reason.len() > MAX_REASON_CHARS {
+        return Err(ServiceError::Invalid(format!(
+            "reason must be at most {MAX_REASON_CHARS} characters"
+        )));
+    }
+    let mut tx = store.begin(tenant_id).await?;
+    let from = store
+        .transition_endpoint_in(&mut tx, tenant_id, endpoint_id, to, reason)
+        .await?;
+    record(
+        store,
+        &mut tx,
+        actor,
+        tenant_id,
+        "fleet.state",
+        endpoint_id,
+        json!({ "from": from, "to": to, "reason": reason }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(from)
+}
+
+/// Delete an endpoint and its inventory; its device credential stops working at once.
+/// Audit: `fleet.delete`.
+pub async fn delete(
+    store: &Store,
+    actor: &Actor,
+    tenant_id: &str,
+    endpoint_id: &str,
+) -> Result<(), ServiceError> {
+    let mut tx = store.begin(tenant_id).await?;
+    store
+        .delete_endpoint_in(&mut tx, tenant_id, endpoint_id)
+        .await?;
+    record(
+        store,
+        &mut tx,
+        actor,
+        tenant_id,
+        "fleet.delete",
+        endpoint_id,
+        json!({}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Revoke an enrolled device: its live connection is closed and it cannot reconnect; its
+/// history stays. Audit: `device.revoke`.
+pub async fn revoke_device(
+    store: &Store,
+    actor: &Actor,
+    tenant_id: &str,
+    endpoint_id: &str,
+) -> Result<(), ServiceError> {
+    let mut tx = store.begin(tenant_id).await?;
+    store
+        .revoke_device_in(&mut tx, tenant_id, endpoint_id)
+        .await?;
+    record(
+        store,
+        &mut tx,
+        actor,
+        tenant_id,
+        "device.revoke",
+        endpoint_id,
+        json!({}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Apply an agent-bom push (`POST /v1/fleet/sync`); see [`Store::fleet_sync`]. A replay of an
+/// answered Idempotency-Key changes and records nothing. Audit: `fleet.sync`.
+pub async fn sync(
+    store: &Store,
+    actor: &Actor,
+    tenant_id: &str,
+    body: &[u8],
+    header_source: Option<&str>,
+    idempotency_key: Option<&str>,
+) -> Result<SyncResult, ServiceError> {
+    let write = match store
+        .prepare_sync(tenant_id, body, header_source, idempotency_key)
+        .await?
+    {
+        PreparedSync::Replay(result) => return Ok(result),
+        PreparedSync::Write(write) => write,
+    };
+    let mut tx = store.begin(tenant_id).await?;
+    let Some(result) = store.write_sync_in(&mut tx, tenant_id, &write).await? else {
+        // A concurrent push with the same key was stored first: answer as it was answered.
+        drop(tx);
+        return Ok(store.replay_lost_race(tenant_id, &write).await?);
+    };
+    record(
+        store,
+        &mut tx,
+        actor,
+        tenant_id,
+        "fleet.sync",
+        &result.endpoint_id,
+        json!({ "synced": result.synced, "new": result.new, "updated": result.updated, "source_id": result.source_id }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(result)
+}

@@ -1,0 +1,202 @@
+//! Every difference between SQLite and Postgres, behind named functions.
+//!
+//! The rest of the store writes one SQL that both backends accept (`$n` parameters,
+//! `ON CONFLICT`, BIGINT millisecond times, JSON as TEXT) and asks this module wherever the two
+//! must differ: how to connect, how a write transaction begins, how a transaction is scoped to a
+//! tenant (row-level security on Postgres), how per-tenant work is serialized, how collectors
+//! hear about changes, and which migrations make up the schema ([`schema`]). No other store
+//! module names a backend; a new difference gets a named function here.
+
+mod listen;
+pub(crate) mod schema;
+
+pub(crate) use listen::listen;
+pub use schema::TENANT_TABLES;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyConnection, AnyPool};
+
+use super::StoreError;
+use super::notify::{ListenUrl, Notices};
+
+/// Which database is behind the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite file.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// The Postgres setting that holds a transaction's tenant for row-level security.
+pub(crate) const SCOPE_SETTING: &str = "app.tenant_id";
+
+/// How long a caller waits for a pool connection before the store reports it unavailable.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pool size on SQLite: one writer at a time is its model; WAL lets readers run beside it.
+const SQLITE_CONNECTIONS: u32 = 8;
+/// Pool size on Postgres.
+const POSTGRES_CONNECTIONS: u32 = 16;
+/// Settings of every SQLite connection: WAL (readers beside the writer), fsync at checkpoints,
+/// foreign keys enforced, and a wait instead of "database is locked" while another writer runs.
+const SQLITE_PRAGMAS: [&str; 4] = [
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = NORMAL",
+    "PRAGMA foreign_keys = ON",
+    "PRAGMA busy_timeout = 10000",
+];
+
+/// Per-tenant work that must not interleave with other work of the same kind in the tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TenantLock {
+    /// Publishing a policy and enrolling a device: an enrollment racing a publish would
+    /// otherwise read revision N while the publish's `INSERT ... SELECT FROM endpoints` cannot
+    /// see the new device, which would then run N until the next publish; two publishes would
+    /// also compute the same next revision.
+    Policy,
+    /// Appending to the tenant's audit hash chain: each entry links to the head before it, so
+    /// two appends must not read the same head. Held from the append to the commit, which is
+    /// why the service layer appends last.
+    AuditChain,
+}
+
+impl TenantLock {
+    /// The lock's name. The policy lock's name is what earlier releases used, so replicas of
+    /// two versions exclude each other during a rolling upgrade.
+    fn key(self) -> &'static str {
+        match self {
+            Self::Policy => "agent-bom policy ",
+            Self::AuditChain => "agent-bom audit ",
+        }
+    }
+}
+
+/// The URL of the embedded database file at `path`.
+pub(crate) fn embedded_url(path: &std::path::Path) -> String {
+    format!("sqlite://{}", path.display())
+}
+
+impl Backend {
+    /// The backend a database URL names (`sqlite:` or `postgres:` / `postgresql:`).
+    pub(crate) fn of_url(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Ok(Self::Postgres)
+        } else {
+            Err(StoreError::UnsupportedUrl(
+                agent_bom_protocol::sanitize::sanitize_url(url),
+            ))
+        }
+    }
+
+    /// Connect a pool to `url` with this backend's sizes and per-connection settings.
+    pub(crate) async fn connect(self, url: &str) -> Result<AnyPool, sqlx::Error> {
+        let options = AnyPoolOptions::new().acquire_timeout(ACQUIRE_TIMEOUT);
+        match self {
+            Self::Sqlite => {
+                // `mode=rwc`: create the file if it is missing (`Store::open_sqlite` creates it
+                // 0600 first; a URL given by the operator may name a new file).
+                let sep = if url.contains('?') { '&' } else { '?' };
+                options
+                    .max_connections(SQLITE_CONNECTIONS)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            for pragma in SQLITE_PRAGMAS {
+                                sqlx::query(pragma).execute(&mut *conn).await?;
+                            }
+                            Ok(())
+                        })
+                    })
+                    .connect(&format!("{url}{sep}mode=rwc"))
+                    .await
+            }
+            Self::Postgres => {
+                options
+                    .max_connections(POSTGRES_CONNECTIONS)
+                    .connect(url)
+                    .await
+            }
+        }
+    }
+
+    /// How this store's collectors hear about changes: on Postgres, triggers `NOTIFY` whichever
+    /// process wrote and collectors `LISTEN` on their own connection to `url`; on SQLite there
+    /// is one process, and the store announces its own writes in process.
+    pub(crate) fn notices(self, url: &str) -> Notices {
+        match self {
+            Self::Sqlite => Notices::in_process(),
+            Self::Postgres => Notices::Listen(ListenUrl(url.to_string())),
+        }
+    }
+
+    /// Begin a transaction that will write. On SQLite it takes the write lock up front
+    /// (`BEGIN IMMEDIATE`), so a transaction that reads before it writes waits for other writers
+    /// (busy timeout) instead of failing with "database is locked" when it upgrades its lock.
+    pub(crate) async fn begin_write(
+        self,
+        pool: &AnyPool,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self {
+            Self::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
+            Self::Postgres => pool.begin().await,
+        }
+    }
+
+    /// Scope the open transaction on `conn` to one tenant: on Postgres, row-level security then
+    /// lets it see and write only that tenant's rows (the second wall behind the `tenant_id` in
+    /// every query). SQLite has no row-level security; the `tenant_id` in every query is the wall.
+    pub(crate) async fn set_scope(
+        self,
+        conn: &mut AnyConnection,
+        tenant_id: &str,
+    ) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Sqlite => Ok(()),
+            Self::Postgres => sqlx::query("SELECT set_config($1, $2, true)")
+                .bind(SCOPE_SETTING)
+                .bind(tenant_id)
+                .execute(conn)
+                .await
+                .map(|_| ()),
+        }
+    }
+
+    /// Hold `lock` of `tenant_id` until the open transaction on `conn` ends. On SQLite every
+    /// write transaction holds the database's one write lock already (`BEGIN IMMEDIATE`).
+    pub(crate) async fn lock_tenant(
+        self,
+        conn: &mut AnyConnection,
+        lock: TenantLock,
+        tenant_id: &str,
+    ) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Sqlite => Ok(()),
+            Self::Postgres => sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1)::bigint)")
+                .bind(format!("{}{tenant_id}", lock.key()))
+                .execute(conn)
+                .await
+                .map(|_| ()),
+        }
+    }
+
+    /// Run the migrations of this backend that `pool` has not applied yet.
+    pub(crate) async fn migrate(self, pool: &AnyPool) -> Result<(), StoreError> {
+        schema::migrator(self)?.run(pool).await?;
+        Ok(())
+    }
+}
+
+impl FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "sqlite" => Ok(Self::Sqlite),
+            "postgres" => Ok(Self::Postgres),
+            other => Err(format!("unknown backend {other}")),
+        }
+    }
+}
