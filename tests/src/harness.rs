@@ -126,7 +126,12 @@ impl TestServer {
             data_dir,
             shutdown,
             task,
-            http: reqwest::Client::new(),
+            // No pooled connections: a server that refuses an oversized body (413) closes the
+            // connection, and a pooled client would send the next request into it.
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .expect("HTTP client"),
             database_url,
             oidc,
         }

@@ -5,7 +5,7 @@
 //! and prints. Nothing here decides what a change means.
 
 mod audit;
-mod device;
+mod endpoint;
 mod enroll_token;
 mod key;
 mod tenant;
@@ -46,10 +46,11 @@ enum AdminCommand {
         #[command(subcommand)]
         command: enroll_token::TokenCommand,
     },
-    /// Enrolled devices.
-    Device {
+    /// Enrolled endpoints (`device` is the older name, still accepted).
+    #[command(alias = "device")]
+    Endpoint {
         #[command(subcommand)]
-        command: device::DeviceCommand,
+        command: endpoint::EndpointCommand,
     },
     /// The audit log.
     Audit {
@@ -67,7 +68,7 @@ pub(crate) async fn run(args: AdminArgs) -> Result<()> {
         AdminCommand::Tenant { command } => tenant::run(&store, command).await,
         AdminCommand::Key { command } => key::run(&store, command).await,
         AdminCommand::EnrollToken { command } => enroll_token::run(&store, command).await,
-        AdminCommand::Device { command } => device::run(&store, command).await,
+        AdminCommand::Endpoint { command } => endpoint::run(&store, command).await,
         AdminCommand::Audit { command } => audit::run(&store, command).await,
     };
     store.close().await;

@@ -295,6 +295,31 @@ fn one_rustls_provider_and_no_ring() {
     assert!(dependents("aws-lc-rs").contains("agent-bom-agent"));
 }
 
+#[test]
+fn no_store_module_names_a_backend() {
+    let store = root().join("control-plane/core/src/store");
+    let dialect = store.join("dialect");
+    let files: Vec<PathBuf> = rust_files(&store)
+        .into_iter()
+        .filter(|f| !f.starts_with(&dialect))
+        .collect();
+    assert!(files.len() > 5, "the store's modules were not found");
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            for variant in ["Backend::Sqlite", "Backend::Postgres"] {
+                assert!(
+                    !code.contains(variant),
+                    "{}:{}: {variant}: backend differences belong in store/dialect",
+                    file.display(),
+                    n + 1
+                );
+            }
+        }
+    }
+}
+
 fn rust_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];

@@ -14,8 +14,7 @@ use agent_bom_control_plane::service::enrollment::{self, TokenRequest};
 use agent_bom_control_plane::service::{Actor, tenants};
 use agent_bom_control_plane::store::Store;
 
-mod common;
-use common::server_bin;
+use crate::common::server_bin;
 
 fn admin(data: &Path, args: &[&str]) -> std::process::Output {
     Command::new(server_bin())
@@ -63,7 +62,7 @@ fn admin_device_revoke_is_audited() {
 
     let out = admin(
         data.path(),
-        &["device", "revoke", "--tenant", "acme", "dev-1"],
+        &["endpoint", "revoke", "--tenant", "acme", "dev-1"],
     );
     assert!(
         out.status.success(),
