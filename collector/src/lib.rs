@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod config;
 pub mod liveness;
 pub mod pki;
 mod quic;

@@ -13,8 +13,8 @@ use rustls::pki_types::CertificateDer;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::config::{CollectorConfig, CollectorError};
 use crate::reply::{Close, read_request};
-use crate::server::{CollectorConfig, CollectorError};
 use crate::session::{Context, Event, Opening, Peer, Session, Transport};
 use crate::store::CollectorStore;
 

@@ -1,4 +1,4 @@
-//! The collector as a server: its configuration, the sockets it listens on, and admission of
+//! The collector as a server: the sockets it listens on, and admission of
 //! new connections on both transports (refused before any cryptography when over budget).
 //!
 //! An admitted connection is handed to its transport (`quic`, `tcp`), which carries it through
@@ -13,93 +13,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admission::{ConnectionBudget, WorkBudget};
+pub use crate::config::{
+    CollectorConfig, CollectorError, DEFAULT_DB_WAIT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_DB_IN_FLIGHT, DEFAULT_MAX_HANDSHAKES, DEFAULT_OVERLOAD_RETRY_AFTER,
+};
 use crate::liveness::Liveness;
 use crate::pki::CertificateAuthority;
 use crate::session::Context;
 use crate::store::CollectorStore;
-use crate::tls::{TlsError, server_config};
+use crate::tls::server_config;
 use crate::{quic, tcp};
-
-/// Tunables of a collector. Defaults are the production values.
-#[derive(Debug, Clone)]
-pub struct CollectorConfig {
-    /// Connections admitted at once; beyond it new connections are refused (agents back off).
-    pub max_connections: usize,
-    /// TLS handshakes in progress at once; beyond it new connections are refused, so that a
-    /// reconnect storm cannot starve established sessions of CPU.
-    pub max_handshakes: usize,
-    /// Requests doing database work at once (enrollments, hellos, uploads, command results).
-    pub max_db_in_flight: usize,
-    /// How long a request may wait for its turn at the database before it is answered
-    /// `unavailable` with a retry-after.
-    pub db_wait: Duration,
-    /// Base of the retry-after in overload answers; each answer picks uniformly from
-    /// `[base, 2 × base)` so that shed agents do not return in lockstep.
-    pub overload_retry_after: Duration,
-    /// QUIC keep-alive interval, keeping NAT bindings open and detecting dead peers.
-    pub keep_alive: Duration,
-    /// A connection silent this long is closed (and the device declared gone).
-    pub idle_timeout: Duration,
-    /// How often last-seen of connected devices is written to the store.
-    pub liveness_flush: Duration,
-    /// How often connected devices are checked for revocation and queued commands: the
-    /// catch-up behind the store's notices, which act at once (see `Liveness::control_loop`).
-    pub revocation_sweep: Duration,
-    /// Time allowed to receive one request frame.
-    pub request_timeout: Duration,
-    /// Extra DNS names or IPs for the collector certificate, beside the fixed role name.
-    pub server_names: Vec<String>,
-    /// Invalid enrollment tokens a source address may present per minute before it is told to
-    /// retry later.
-    pub enroll_failures_per_minute: u32,
-}
-
-impl Default for CollectorConfig {
-    fn default() -> Self {
-        Self {
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            max_handshakes: DEFAULT_MAX_HANDSHAKES,
-            max_db_in_flight: DEFAULT_MAX_DB_IN_FLIGHT,
-            db_wait: DEFAULT_DB_WAIT,
-            overload_retry_after: DEFAULT_OVERLOAD_RETRY_AFTER,
-            keep_alive: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(30),
-            liveness_flush: Duration::from_secs(5),
-            revocation_sweep: Duration::from_secs(2),
-            request_timeout: Duration::from_secs(30),
-            server_names: vec!["localhost".into()],
-            enroll_failures_per_minute: 20,
-        }
-    }
-}
-
-/// Default of [`CollectorConfig::max_connections`]: twice the 50,000 agents a collector process is
-/// sized for, so a fleet that fails over from another replica still fits.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
-/// Default of [`CollectorConfig::max_handshakes`]: about half a second of handshakes on two
-/// cores, enough for any healthy burst; a reconnect storm beyond it is spread by refusals.
-pub const DEFAULT_MAX_HANDSHAKES: usize = 1_024;
-/// Default of [`CollectorConfig::max_db_in_flight`]: four times the Postgres pool (16), so the
-/// pool stays busy while the queue in front of it stays short.
-pub const DEFAULT_MAX_DB_IN_FLIGHT: usize = 64;
-/// Default of [`CollectorConfig::db_wait`].
-pub const DEFAULT_DB_WAIT: Duration = Duration::from_millis(250);
-/// Default of [`CollectorConfig::overload_retry_after`].
-pub const DEFAULT_OVERLOAD_RETRY_AFTER: Duration = Duration::from_secs(2);
-
-/// Errors that stop a collector.
-#[derive(Debug, thiserror::Error)]
-pub enum CollectorError {
-    /// The TLS configuration could not be built.
-    #[error(transparent)]
-    Tls(#[from] TlsError),
-    /// The QUIC crypto configuration was refused.
-    #[error("QUIC crypto configuration: {0}")]
-    QuicCrypto(String),
-    /// The UDP socket could not be used.
-    #[error("collector socket: {0}")]
-    Io(#[from] std::io::Error),
-}
 
 /// A collector bound to a store and a CA.
 pub struct Collector<S> {

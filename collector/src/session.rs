@@ -23,12 +23,12 @@ use agent_bom_protocol::{
 use rustls::pki_types::CertificateDer;
 
 use crate::admission::{EnrollThrottle, WorkBudget, jittered};
+use crate::config::CollectorConfig;
 use crate::liveness::{Liveness, SessionHandle};
 use crate::pki::{CertificateAuthority, fingerprint};
 use crate::reply::{
     Close, UNAVAILABLE_RETRY, error, millis, overloaded, store_error, unsupported_version,
 };
-use crate::server::CollectorConfig;
 use crate::store::{
     CollectorStore, DeltaOutcome, DeltaUpload, DeviceSession, EnrollmentRequest, StoreError,
 };

@@ -15,9 +15,10 @@ use agent_bom_state::{StateDir, StateError};
 use tokio_util::sync::CancellationToken;
 
 use crate::settings::{DEFAULT_MAX_BACKOFF, DEFAULT_RESCAN_INTERVAL};
+use crate::uplink::transport;
 use crate::uplink::{self, RunOptions, UplinkError};
 use crate::wrap::WrapOptions;
-use crate::{intake, transport, user_share, wrap};
+use crate::{intake, user_share, wrap};
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]

@@ -2,7 +2,7 @@
 //!
 //! The daemon ([`daemon::Daemon`], the one composition root) ships the inventory found by
 //! `agent-bom-discovery` and the audit events of `agent-bom-proxy` to a collector over QUIC with
-//! mutual TLS. Modules: [`uplink`] (enrollment and the upload session) over [`transport`] (one
+//! mutual TLS. Modules: [`uplink`] (enrollment and the upload session) over `uplink::transport` (one
 //! QUIC or TLS/TCP connection), [`inventory_upload`] (snapshot or delta), [`spool`] and
 //! [`intake`] (proxy audit events, durably), [`commands`] (control-plane commands applied on the
 //! endpoint), [`wrap`] (reversible rewriting of client configs), [`user_share`] (what a root
@@ -18,7 +18,6 @@ pub mod inventory_upload;
 pub mod settings;
 pub mod spool;
 pub mod tls;
-pub mod transport;
 pub mod uplink;
 pub mod user_share;
 pub mod wrap;

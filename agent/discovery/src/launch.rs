@@ -1,12 +1,14 @@
-//! The launch model of a wrapped server: how an entry that runs through the proxy looks, and the
-//! original launch inside it.
+//! The launch model: how a config entry starts its server ([`Launch`], read by [`launch`] from
+//! whichever field names the client uses), and how an entry that runs through the proxy looks,
+//! with the original launch inside it (the wrap marker).
 //!
-//! Discovery uses it to report a wrapped server under its real command; `wrap` uses it to write
-//! and undo the wrapping. It lives here, at the bottom, so that neither imports the other.
+//! Normalization and the risk checks read launches; `wrap` writes and undoes the wrapping. It
+//! lives here, at the bottom, so that none of them imports another.
 
 use agent_bom_protocol::Transport;
 use agent_bom_protocol::sanitize::sanitize_args;
 use agent_bom_protocol::server_id::server_id;
+use serde_json::{Map, Value};
 
 /// The subcommand that marks a wrapped entry: `<agent> proxy ... -- CMD ARGS`.
 pub const PROXY_SUBCOMMAND: &str = "proxy";
@@ -64,6 +66,164 @@ pub fn wrapped_args(command: &str, args: &[String]) -> Vec<String> {
     ];
     out.extend(args.iter().cloned());
     out
+}
+
+/// The launch-relevant fields of an entry, read from whichever names the client uses.
+#[derive(Debug, Default)]
+pub struct Launch<'a> {
+    /// Executable.
+    pub command: Option<String>,
+    /// Raw arguments (sanitized before they leave this module).
+    pub args: Vec<String>,
+    /// Raw URL.
+    pub url: Option<String>,
+    /// Env map (values read only by risk checks).
+    pub env: Option<&'a Map<String, Value>>,
+    /// Extra env names listed without values (Goose `env_keys`, Codex `bearer_token_env_var`).
+    pub env_names: Vec<String>,
+    /// Header map (values read only by risk checks).
+    pub headers: Option<&'a Map<String, Value>>,
+    /// Header names whose values come from env vars (Codex `env_http_headers`).
+    pub header_names: Vec<String>,
+    /// Declared transport, normalized.
+    pub transport: Transport,
+    /// Working directory.
+    pub cwd: Option<String>,
+}
+
+/// Read the launch fields of an entry body.
+pub fn launch(body: &Value) -> Launch<'_> {
+    // Continue's legacy form nests everything under `transport: {type, command, args, url}`.
+    let nested = body.get("transport").filter(|t| t.is_object());
+    let field = |names: &[&str]| -> Option<&Value> {
+        names
+            .iter()
+            .find_map(|n| body.get(*n).or_else(|| nested.and_then(|t| t.get(*n))))
+    };
+    let mut args = string_list(field(&["args"]));
+    let mut env = field(&["env", "envs", "environment", "env_vars"]).and_then(Value::as_object);
+    let command = match field(&["command", "cmd"]) {
+        Some(Value::String(s)) => Some(s.clone()),
+        // OpenCode: `command: ["npx", "-y", "pkg"]`.
+        Some(Value::Array(items)) => {
+            let mut parts = items.iter().map(value_to_arg);
+            let first = parts.next();
+            let rest: Vec<String> = parts.collect();
+            args = rest.into_iter().chain(args).collect();
+            first
+        }
+        // Zed's older form: `command: {path, args, env}`.
+        Some(Value::Object(nested_cmd)) => {
+            args = string_list(nested_cmd.get("args"));
+            if let Some(e) = nested_cmd.get("env").and_then(Value::as_object) {
+                env = Some(e);
+            }
+            nested_cmd
+                .get("path")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        }
+        _ => None,
+    };
+    let http_url = field(&["httpUrl"]).and_then(Value::as_str);
+    let url = http_url
+        .or_else(|| field(&["url", "serverUrl", "uri"]).and_then(Value::as_str))
+        .map(str::to_string);
+    let declared = field(&["type"])
+        .and_then(Value::as_str)
+        .or_else(|| body.get("transport").and_then(Value::as_str));
+    let transport = infer_transport(
+        declared,
+        http_url.is_some(),
+        command.is_some(),
+        url.as_deref(),
+    );
+    let mut env_names = string_list(field(&["env_keys"]));
+    if let Some(var) = field(&["bearer_token_env_var"]).and_then(Value::as_str) {
+        env_names.push(var.to_string());
+    }
+    let header_names = field(&["env_http_headers"])
+        .and_then(Value::as_object)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    Launch {
+        command,
+        args,
+        url,
+        env,
+        env_names,
+        headers: field(&["headers", "http_headers"]).and_then(Value::as_object),
+        header_names,
+        transport,
+        cwd: field(&["cwd", "working_directory"])
+            .and_then(Value::as_str)
+            .map(str::to_string),
+    }
+}
+
+/// Transport as the clients infer it: an explicit `type` wins; Gemini's `httpUrl` is streamable
+/// HTTP; otherwise a command means stdio, and a URL means streamable HTTP unless its path ends in
+/// `/sse` (or it is a `ws://` URL).
+pub(crate) fn infer_transport(
+    declared: Option<&str>,
+    http_url: bool,
+    has_command: bool,
+    url: Option<&str>,
+) -> Transport {
+    if let Some(t) = declared {
+        match t.to_ascii_lowercase().replace('_', "-").as_str() {
+            "stdio" | "local" => return Transport::Stdio,
+            "sse" => return Transport::Sse,
+            "http" | "streamable-http" | "streamablehttp" | "remote" => {
+                return Transport::StreamableHttp;
+            }
+            "ws" | "websocket" => return Transport::Ws,
+            _ => {}
+        }
+    }
+    if http_url {
+        return Transport::StreamableHttp;
+    }
+    if has_command {
+        return Transport::Stdio;
+    }
+    match url {
+        Some(u) => {
+            let path = u.split(['?', '#']).next().unwrap_or(u);
+            if u.starts_with("ws://") || u.starts_with("wss://") {
+                Transport::Ws
+            } else if path.trim_end_matches('/').ends_with("/sse") {
+                Transport::Sse
+            } else {
+                Transport::StreamableHttp
+            }
+        }
+        None => Transport::Unknown,
+    }
+}
+
+/// An argument as the config wrote it (numbers and booleans as text).
+pub(crate) fn value_to_arg(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A string or a list of strings, as a list.
+pub(crate) fn string_list(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::Array(items)) => items.iter().map(value_to_arg).collect(),
+        Some(Value::String(s)) => vec![s.clone()],
+        _ => Vec::new(),
+    }
+}
+
+/// Names of a map's keys, sorted; values are never read here.
+pub(crate) fn keys(v: Option<&Map<String, Value>>) -> Vec<String> {
+    let mut names: Vec<String> = v.map(|m| m.keys().cloned().collect()).unwrap_or_default();
+    names.sort();
+    names
 }
 
 #[cfg(test)]

@@ -5,106 +5,14 @@
 //! them all. Values of env vars and headers are looked at only to raise risk flags (see
 //! [`super::risk`]) and never copied into the result.
 
-use agent_bom_protocol::{ServerEntry, Transport};
+use agent_bom_protocol::ServerEntry;
 use serde_json::{Map, Value};
 
+use super::launch::{Launch, keys, launch, string_list};
 use super::parse::RawEntry;
 use super::risk::{self, FileFacts};
 use agent_bom_protocol::sanitize::{is_secret_name, sanitize_args, sanitize_url};
 use agent_bom_protocol::server_id::{server_id, short_hash};
-
-/// The launch-relevant fields of an entry, read from whichever names the client uses.
-#[derive(Debug, Default)]
-pub struct Launch<'a> {
-    /// Executable.
-    pub command: Option<String>,
-    /// Raw arguments (sanitized before they leave this module).
-    pub args: Vec<String>,
-    /// Raw URL.
-    pub url: Option<String>,
-    /// Env map (values read only by risk checks).
-    pub env: Option<&'a Map<String, Value>>,
-    /// Extra env names listed without values (Goose `env_keys`, Codex `bearer_token_env_var`).
-    pub env_names: Vec<String>,
-    /// Header map (values read only by risk checks).
-    pub headers: Option<&'a Map<String, Value>>,
-    /// Header names whose values come from env vars (Codex `env_http_headers`).
-    pub header_names: Vec<String>,
-    /// Declared transport, normalized.
-    pub transport: Transport,
-    /// Working directory.
-    pub cwd: Option<String>,
-}
-
-/// Read the launch fields of an entry body.
-pub fn launch(body: &Value) -> Launch<'_> {
-    // Continue's legacy form nests everything under `transport: {type, command, args, url}`.
-    let nested = body.get("transport").filter(|t| t.is_object());
-    let field = |names: &[&str]| -> Option<&Value> {
-        names
-            .iter()
-            .find_map(|n| body.get(*n).or_else(|| nested.and_then(|t| t.get(*n))))
-    };
-    let mut args = string_list(field(&["args"]));
-    let mut env = field(&["env", "envs", "environment", "env_vars"]).and_then(Value::as_object);
-    let command = match field(&["command", "cmd"]) {
-        Some(Value::String(s)) => Some(s.clone()),
-        // OpenCode: `command: ["npx", "-y", "pkg"]`.
-        Some(Value::Array(items)) => {
-            let mut parts = items.iter().map(value_to_arg);
-            let first = parts.next();
-            let rest: Vec<String> = parts.collect();
-            args = rest.into_iter().chain(args).collect();
-            first
-        }
-        // Zed's older form: `command: {path, args, env}`.
-        Some(Value::Object(nested_cmd)) => {
-            args = string_list(nested_cmd.get("args"));
-            if let Some(e) = nested_cmd.get("env").and_then(Value::as_object) {
-                env = Some(e);
-            }
-            nested_cmd
-                .get("path")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        }
-        _ => None,
-    };
-    let http_url = field(&["httpUrl"]).and_then(Value::as_str);
-    let url = http_url
-        .or_else(|| field(&["url", "serverUrl", "uri"]).and_then(Value::as_str))
-        .map(str::to_string);
-    let declared = field(&["type"])
-        .and_then(Value::as_str)
-        .or_else(|| body.get("transport").and_then(Value::as_str));
-    let transport = infer_transport(
-        declared,
-        http_url.is_some(),
-        command.is_some(),
-        url.as_deref(),
-    );
-    let mut env_names = string_list(field(&["env_keys"]));
-    if let Some(var) = field(&["bearer_token_env_var"]).and_then(Value::as_str) {
-        env_names.push(var.to_string());
-    }
-    let header_names = field(&["env_http_headers"])
-        .and_then(Value::as_object)
-        .map(|m| m.keys().cloned().collect())
-        .unwrap_or_default();
-    Launch {
-        command,
-        args,
-        url,
-        env,
-        env_names,
-        headers: field(&["headers", "http_headers"]).and_then(Value::as_object),
-        header_names,
-        transport,
-        cwd: field(&["cwd", "working_directory"])
-            .and_then(Value::as_str)
-            .map(str::to_string),
-    }
-}
 
 /// Normalize one raw entry of `client` found in the file described by `file`.
 pub fn normalize(client: &str, file: &FileFacts, raw: &RawEntry) -> ServerEntry {
@@ -168,47 +76,6 @@ pub fn normalize(client: &str, file: &FileFacts, raw: &RawEntry) -> ServerEntry 
     }
 }
 
-/// Transport as the clients infer it: an explicit `type` wins; Gemini's `httpUrl` is streamable
-/// HTTP; otherwise a command means stdio, and a URL means streamable HTTP unless its path ends in
-/// `/sse` (or it is a `ws://` URL).
-fn infer_transport(
-    declared: Option<&str>,
-    http_url: bool,
-    has_command: bool,
-    url: Option<&str>,
-) -> Transport {
-    if let Some(t) = declared {
-        match t.to_ascii_lowercase().replace('_', "-").as_str() {
-            "stdio" | "local" => return Transport::Stdio,
-            "sse" => return Transport::Sse,
-            "http" | "streamable-http" | "streamablehttp" | "remote" => {
-                return Transport::StreamableHttp;
-            }
-            "ws" | "websocket" => return Transport::Ws,
-            _ => {}
-        }
-    }
-    if http_url {
-        return Transport::StreamableHttp;
-    }
-    if has_command {
-        return Transport::Stdio;
-    }
-    match url {
-        Some(u) => {
-            let path = u.split(['?', '#']).next().unwrap_or(u);
-            if u.starts_with("ws://") || u.starts_with("wss://") {
-                Transport::Ws
-            } else if path.trim_end_matches('/').ends_with("/sse") {
-                Transport::Sse
-            } else {
-                Transport::StreamableHttp
-            }
-        }
-        None => Transport::Unknown,
-    }
-}
-
 fn launch_hash(
     l: &Launch<'_>,
     args: &[String],
@@ -228,7 +95,6 @@ fn launch_hash(
     short_hash(&material.to_string())
 }
 
-/// The first 128 bits of the SHA-256, in hex.
 /// Tool names a config auto-approves (`autoApprove`, `alwaysAllow`, `auto_approve`), or `*` when
 /// it trusts the server entirely (Gemini's `trust: true`, `autoApproveAll`).
 fn auto_approve(body: &Value) -> Vec<String> {
@@ -278,32 +144,10 @@ fn credential_names(l: &Launch<'_>, env_keys: &[String], header_keys: &[String])
     out
 }
 
-fn value_to_arg(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-fn string_list(v: Option<&Value>) -> Vec<String> {
-    match v {
-        Some(Value::Array(items)) => items.iter().map(value_to_arg).collect(),
-        Some(Value::String(s)) => vec![s.clone()],
-        _ => Vec::new(),
-    }
-}
-
-/// Names of a map's keys, sorted; values are never read here.
-fn keys(v: Option<&Map<String, Value>>) -> Vec<String> {
-    let mut names: Vec<String> = v.map(|m| m.keys().cloned().collect()).unwrap_or_default();
-    names.sort();
-    names
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use agent_bom_protocol::Scope;
+    use agent_bom_protocol::{Scope, Transport};
     use serde_json::json;
 
     fn raw(body: Value) -> RawEntry {

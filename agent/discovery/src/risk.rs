@@ -14,7 +14,7 @@
 
 use serde_json::Value;
 
-use super::normalize::Launch;
+use super::launch::Launch;
 use agent_bom_protocol::sanitize::{
     is_secret_name, looks_like_secret, sanitize_args, sanitize_url,
 };
@@ -325,7 +325,7 @@ fn is_cleartext_remote(url: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::normalize::launch;
+    use crate::launch::launch;
     use serde_json::json;
 
     fn f(body: Value) -> Vec<String> {

@@ -81,7 +81,7 @@ pub(crate) async fn run(config: UpConfig, shutdown: CancellationToken) -> Result
         )
         .await
         .map_err(ServeError::from)?;
-        bootstrap::write_file(&config.data_dir, ADMIN_KEY_FILE, &key)?;
+        bootstrap::write_file(&config.data_dir, ADMIN_KEY_FILE, &key).map_err(ServeError::from)?;
     }
     let server_task = tokio::spawn(server.run(listeners, shutdown.clone()));
 
@@ -101,15 +101,19 @@ pub(crate) async fn run(config: UpConfig, shutdown: CancellationToken) -> Result
             .set_collector(&collector)
             .map_err(|e| UpError::Agent(e.to_string()))?;
     } else {
-        let expires = agent_bom_control_plane::store::now_ms() + 10 * 60 * 1000;
-        let (_, token) = store
-            .create_enrollment_token(
-                &tenant.id,
-                "agent-bom up (local agent)",
-                Some(expires),
-                Some(1),
-            )
-            .await?;
+        // A single-use token that expires in ten minutes, created (and audited) like any other.
+        let (_, token) = agent_bom_control_plane::service::enrollment::create(
+            &store,
+            &agent_bom_control_plane::service::Actor::cli(),
+            &tenant.id,
+            &agent_bom_control_plane::service::enrollment::TokenRequest {
+                name: "agent-bom up (local agent)".into(),
+                max_uses: Some(1),
+                expires_in_secs: Some(10 * 60),
+            },
+        )
+        .await
+        .map_err(ServeError::from)?;
         uplink::enroll(
             &state,
             &EnrollOptions {

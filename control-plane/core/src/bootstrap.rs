@@ -3,9 +3,8 @@
 
 use std::path::Path;
 
-use crate::server::ServeError;
-use crate::service;
-use crate::store::Store;
+use crate::service::{self, ServiceError};
+use crate::store::{Store, StoreError};
 
 /// Name of the first tenant.
 pub const DEFAULT_TENANT: &str = "default";
@@ -17,6 +16,25 @@ pub const ENROLLMENT_TOKEN_FILE: &str = "enrollment.token";
 pub const CA_PIN_FILE: &str = "ca.pin";
 /// Environment variable that sets the first admin key (used only on an empty store).
 pub const BOOTSTRAP_ADMIN_KEY_ENV: &str = "AGENT_BOM_BOOTSTRAP_ADMIN_KEY";
+
+/// Why bootstrap failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    /// Store problem.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The service layer refused or could not make the first tenant.
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    /// A file of the data directory could not be written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
 
 /// What bootstrap created.
 #[derive(Debug, Clone)]
@@ -30,17 +48,17 @@ pub struct BootstrapOutcome {
 }
 
 /// Write a secret file (0600) in the data directory.
-pub fn write_file(dir: &Path, name: &str, contents: &str) -> Result<(), ServeError> {
+pub fn write_file(dir: &Path, name: &str, contents: &str) -> Result<(), BootstrapError> {
     let path = dir.join(name);
     agent_bom_protocol::secure_file::write_private(&path, format!("{contents}\n").as_bytes())
-        .map_err(|e| ServeError::Io(format!("cannot write {}: {e}", path.display())))
+        .map_err(|source| BootstrapError::Write { path, source })
 }
 
 /// Bootstrap an empty store; `None` if it already has tenants.
 pub async fn bootstrap_if_empty(
     store: &Store,
     data_dir: &Path,
-) -> Result<Option<BootstrapOutcome>, ServeError> {
+) -> Result<Option<BootstrapOutcome>, BootstrapError> {
     if store.tenant_count().await? > 0 {
         return Ok(None);
     }

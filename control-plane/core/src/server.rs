@@ -65,6 +65,9 @@ pub enum ServeError {
     /// Collector problem.
     #[error(transparent)]
     Collector(#[from] agent_bom_collector::CollectorError),
+    /// First-start bootstrap problem.
+    #[error(transparent)]
+    Bootstrap(#[from] crate::bootstrap::BootstrapError),
     /// Data directory or listener problem.
     #[error("{0}")]
     Io(String),

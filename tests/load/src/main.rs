@@ -27,8 +27,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use agent_bom_agent::tls::{PinnedCaVerifier, device_config, enrollment_config};
-use agent_bom_agent::transport::{exchange_quic, load_refusal};
 use agent_bom_agent::uplink::overload_delay;
+use agent_bom_agent::uplink::transport::{exchange_quic, load_refusal};
 use agent_bom_collector::store::{CollectorStore, EnrollmentRequest};
 use agent_bom_collector::{CertificateAuthority, CollectorConfig};
 use agent_bom_control_plane::server::{ServeConfig, Server};

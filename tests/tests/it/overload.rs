@@ -123,7 +123,7 @@ impl RunningAgent {
                 rescan_interval: Duration::from_secs(3600),
                 max_backoff: Duration::from_secs(2),
                 changes: None,
-                quic_attempt: agent_bom_agent::transport::DEFAULT_QUIC_ATTEMPT,
+                quic_attempt: agent_bom_agent::uplink::transport::DEFAULT_QUIC_ATTEMPT,
                 renew_before: uplink::DEFAULT_RENEW_BEFORE,
                 events: None,
             },
@@ -383,9 +383,10 @@ async fn connections_beyond_the_budget_are_refused_until_a_slot_frees() {
     // On TLS/TCP a connection over the budget hears `unavailable` with a retry-after.
     let device =
         uplink::device_tls(&StateDir::open(agents[waiting].state_dir.path()).unwrap()).unwrap();
-    let mut tcp = agent_bom_agent::transport::connect_tcp(&server.collector.to_string(), device)
-        .await
-        .unwrap();
+    let mut tcp =
+        agent_bom_agent::uplink::transport::connect_tcp(&server.collector.to_string(), device)
+            .await
+            .unwrap();
     agent_bom_protocol::write_frame(
         &mut tcp,
         &AgentMessage::Hello {

@@ -39,7 +39,7 @@ async fn certificate_is_renewed_over_the_connection() {
             rescan_interval: Duration::from_millis(300),
             max_backoff: Duration::from_secs(1),
             changes: None,
-            quic_attempt: agent_bom_agent::transport::DEFAULT_QUIC_ATTEMPT,
+            quic_attempt: agent_bom_agent::uplink::transport::DEFAULT_QUIC_ATTEMPT,
             // Longer than the 90-day certificate: renew on the first session.
             renew_before: Duration::from_secs(200 * 24 * 3600),
             events: None,

@@ -14,7 +14,7 @@ pub mod yaml_doc;
 
 use serde_json::Value;
 
-use super::plan::{self, Change, Seg};
+use super::plan::{self, Change};
 use agent_bom_discovery::catalog::{Format, Layout};
 use agent_bom_discovery::parse::parse_document;
 
@@ -132,12 +132,4 @@ fn verify(text: &str, format: Format, want: &Value) -> Result<(), String> {
         );
     }
     Ok(())
-}
-
-/// The value at `path` inside `doc`.
-pub(crate) fn at_path<'a>(doc: &'a Value, path: &[Seg]) -> Option<&'a Value> {
-    path.iter().try_fold(doc, |v, seg| match seg {
-        Seg::Key(k) => v.get(k.as_str()),
-        Seg::Index(i) => v.get(*i),
-    })
 }

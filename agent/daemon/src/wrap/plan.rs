@@ -117,7 +117,7 @@ fn section(doc: &Value, layout: Layout) -> Option<Vec<Seg>> {
                     .map(|k| Seg::Key((*k).to_string()))
                     .collect::<Vec<_>>()
             })
-            .find(|p| super::edit::at_path(doc, p).is_some()),
+            .find(|p| at_path(doc, p).is_some()),
         Layout::AtOrRoot(key) => Some(if root.contains_key(key) {
             vec![Seg::Key(key.to_string())]
         } else {
@@ -133,7 +133,7 @@ fn stdio_entries(doc: &Value, layout: Layout) -> Vec<Stdio> {
     let Some(path) = section(doc, layout) else {
         return Vec::new();
     };
-    let Some(section) = super::edit::at_path(doc, &path) else {
+    let Some(section) = at_path(doc, &path) else {
         return Vec::new();
     };
     let with = |seg: Seg| {
@@ -207,6 +207,14 @@ fn stdio_launch(body: &Value) -> Option<(&'static str, String, Vec<String>)> {
         Some(_) => return None,
     };
     Some((command_key, command, args))
+}
+
+/// The value at `path` inside `doc`.
+pub(crate) fn at_path<'a>(doc: &'a Value, path: &[Seg]) -> Option<&'a Value> {
+    path.iter().try_fold(doc, |v, seg| match seg {
+        Seg::Key(k) => v.get(k.as_str()),
+        Seg::Index(i) => v.get(*i),
+    })
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use super::{Actor, ServiceError, record};
-use crate::api::Permission;
+use crate::permissions::Permission;
 use crate::store::{ApiKey, NewApiKey, Role, Store, now_ms};
 
 /// Longest lifetime a key may be given (10 years).

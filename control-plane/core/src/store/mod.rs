@@ -91,7 +91,7 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     /// How this store's collectors hear about changes (see `notify`).
-    notices: notify::Notices,
+    notices: dialect::notices::Notices,
     /// Endpoints not seen for this long are `stale` (milliseconds).
     stale_after_ms: i64,
 }

@@ -11,77 +11,7 @@ use agent_bom_collector::store::StoreNotice;
 use tokio::sync::{broadcast, mpsc};
 
 use super::Store;
-
-/// Channel of queued commands; payload `tenant_id:endpoint_id`.
-pub const COMMANDS_CHANNEL: &str = "agent_bom_commands";
-/// Channel of revoked or deleted devices; payload `tenant_id:endpoint_id`.
-pub const REVOCATIONS_CHANNEL: &str = "agent_bom_revocations";
-
-/// Notices buffered for a collector that is busy; beyond it the listener waits (the database
-/// keeps queueing on its side).
-const NOTICE_BUFFER: usize = 1024;
-
-/// The database URL kept for the listening connection (it is not a pool connection). Its
-/// `Debug` hides it: it may carry a password.
-#[derive(Clone)]
-pub(crate) struct ListenUrl(pub(crate) String);
-
-impl std::fmt::Debug for ListenUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ListenUrl(..)")
-    }
-}
-
-/// How the collectors of a store hear about changes (chosen by the backend).
-#[derive(Debug, Clone)]
-pub(crate) enum Notices {
-    /// One process: the store announces its own writes after they commit.
-    InProcess(broadcast::Sender<StoreNotice>),
-    /// The database announces every commit (triggers); collectors listen on their own
-    /// connection to this URL.
-    Listen(ListenUrl),
-}
-
-impl Notices {
-    /// A fresh in-process channel.
-    pub(crate) fn in_process() -> Self {
-        Self::InProcess(broadcast::channel(NOTICE_BUFFER).0)
-    }
-
-    /// True when the store must announce its own writes (nothing else will).
-    pub(crate) fn announced_by_store(&self) -> bool {
-        matches!(self, Self::InProcess(_))
-    }
-
-    /// Announce a committed change; a no-op where the database announces it.
-    pub(crate) fn announce(&self, notice: StoreNotice) {
-        if let Self::InProcess(channel) = self {
-            // No receiver (no collector in this process) is fine: nothing to tell.
-            let _ = channel.send(notice);
-        }
-    }
-}
-
-/// Parse a notification into a notice; `None` for a payload that is not `tenant:endpoint`.
-pub(crate) fn parse(channel: &str, payload: &str) -> Option<StoreNotice> {
-    // Endpoint ids are UUIDs (no ':'); split at the last ':' so a tenant id may contain one.
-    let (tenant_id, agent_id) = payload.rsplit_once(':')?;
-    if tenant_id.is_empty() || agent_id.is_empty() {
-        return None;
-    }
-    let (tenant_id, agent_id) = (tenant_id.to_string(), agent_id.to_string());
-    match channel {
-        COMMANDS_CHANNEL => Some(StoreNotice::Commands {
-            tenant_id,
-            agent_id,
-        }),
-        REVOCATIONS_CHANNEL => Some(StoreNotice::Revoked {
-            tenant_id,
-            agent_id,
-        }),
-        _ => None,
-    }
-}
+use super::dialect::notices::{NOTICE_BUFFER, Notices};
 
 impl Store {
     /// Tell this process's collector that commands were queued for an endpoint. Call after the
@@ -115,7 +45,7 @@ impl Store {
         let (tx, rx) = mpsc::channel(NOTICE_BUFFER);
         match &self.notices {
             Notices::Listen(url) => {
-                runtime.spawn(super::dialect::listen(url.clone(), tx));
+                runtime.spawn(super::dialect::notices::listen(url.clone(), tx));
             }
             Notices::InProcess(channel) => {
                 runtime.spawn(forward_local(channel.subscribe(), tx));
@@ -139,31 +69,5 @@ async fn forward_local(mut local: broadcast::Receiver<StoreNotice>, tx: mpsc::Se
         if tx.send(notice).await.is_err() {
             return;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn payloads_parse_or_are_ignored() {
-        assert_eq!(
-            parse(COMMANDS_CHANNEL, "t1:e1"),
-            Some(StoreNotice::Commands {
-                tenant_id: "t1".into(),
-                agent_id: "e1".into()
-            })
-        );
-        assert_eq!(
-            parse(REVOCATIONS_CHANNEL, "a:b:e1"),
-            Some(StoreNotice::Revoked {
-                tenant_id: "a:b".into(),
-                agent_id: "e1".into()
-            })
-        );
-        assert_eq!(parse(COMMANDS_CHANNEL, "no-separator"), None);
-        assert_eq!(parse(COMMANDS_CHANNEL, ":e1"), None);
-        assert_eq!(parse("other", "t:e"), None);
     }
 }

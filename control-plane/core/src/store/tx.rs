@@ -11,8 +11,8 @@
 use agent_bom_collector::StoreNotice;
 use sqlx::AnyConnection;
 
+use super::dialect::notices::Notices;
 use super::dialect::{Backend, TenantLock};
-use super::notify::Notices;
 use super::{Store, StoreError};
 
 /// An open write transaction of the store. Dropping it without [`Tx::commit`] rolls back.

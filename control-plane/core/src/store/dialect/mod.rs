@@ -7,10 +7,9 @@
 //! hear about changes, and which migrations make up the schema ([`schema`]). No other store
 //! module names a backend; a new difference gets a named function here.
 
-mod listen;
+pub(crate) mod notices;
 pub(crate) mod schema;
 
-pub(crate) use listen::listen;
 pub use schema::TENANT_TABLES;
 
 use std::str::FromStr;
@@ -20,7 +19,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyConnection, AnyPool};
 
 use super::StoreError;
-use super::notify::{ListenUrl, Notices};
+use notices::{ListenUrl, Notices};
 
 /// Which database is behind the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

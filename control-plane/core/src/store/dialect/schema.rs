@@ -16,9 +16,9 @@ use std::borrow::Cow;
 use sqlx::migrate::{MigrateError, Migration, MigrationType, Migrator};
 use sqlx::{AssertSqlSafe, SqlSafeStr};
 
+use super::notices::{COMMANDS_CHANNEL, REVOCATIONS_CHANNEL};
 use super::{Backend, SCOPE_SETTING};
 use crate::store::CREDENTIAL_LOOKUP_SCOPE;
-use crate::store::notify::{COMMANDS_CHANNEL, REVOCATIONS_CHANNEL};
 
 /// Which backends run a migration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,14 +3,20 @@
 //! Delivery is at-least-once with idempotent apply: every upload carries a per-device sequence,
 //! the sequence and content hash are persisted before sending, and progress is recorded only
 //! after the collector's `Ack`, which it sends after its database commit.
+//!
+//! [`transport`] is one connection (QUIC, or TLS/TCP as a fallback) that carries it; [`error`]
+//! is what either can fail with.
+
+pub mod error;
+pub mod transport;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use agent_bom_protocol::clock::now_ms;
 use agent_bom_protocol::{
-    AgentMessage, CollectorMessage, ErrorCode, FrameError, Inventory, PROTOCOL_VERSION, capability,
-    read_frame, write_frame,
+    AgentMessage, CollectorMessage, ErrorCode, Inventory, PROTOCOL_VERSION, capability, read_frame,
+    write_frame,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -21,77 +27,16 @@ use crate::inventory_upload::{self, DeltaSession};
 use crate::settings::RemoteSettings;
 use crate::spool::EventSpool;
 use crate::tls::{self, PinnedCaVerifier};
-use crate::transport::{self, Link};
 use agent_bom_discovery::{self, ScanOptions};
 use agent_bom_state::dir::{AckedInventory, AgentRecord, StateDir, StateError, UplinkState};
+pub use error::UplinkError;
+use transport::Link;
 
 /// First reconnect delay cap; doubles per failure up to the configured maximum.
 const BACKOFF_BASE: Duration = Duration::from_millis(500);
 /// First delay after the collector turned the connection away for load without a retry-after;
 /// doubles per failure up to the configured maximum.
 const OVERLOAD_BASE: Duration = Duration::from_secs(2);
-
-/// Errors of the uplink.
-#[derive(Debug, thiserror::Error)]
-pub enum UplinkError {
-    /// State directory problem.
-    #[error(transparent)]
-    State(#[from] StateError),
-    /// The collector address could not be resolved or used.
-    #[error("collector address {addr}: {message}")]
-    Address {
-        /// The address given.
-        addr: String,
-        /// Why it failed.
-        message: String,
-    },
-    /// Connecting failed (network, TLS, pin mismatch).
-    #[error("cannot connect to collector {addr}: {message}")]
-    Connect {
-        /// The collector.
-        addr: String,
-        /// Why.
-        message: String,
-    },
-    /// The collector refused the request.
-    #[error("collector refused: {code}: {message}")]
-    Refused {
-        /// The collector's code.
-        code: ErrorCode,
-        /// The collector's message.
-        message: String,
-        /// Suggested retry delay.
-        retry_after: Option<Duration>,
-    },
-    /// The exchange broke off or the collector answered nonsense.
-    #[error("uplink protocol error: {0}")]
-    Protocol(String),
-    /// Local crypto or TLS setup failed.
-    #[error("TLS setup: {0}")]
-    Tls(String),
-    /// The session ran on the TLS/TCP fallback long enough; reconnect to try QUIC again.
-    #[error("reconnecting to try QUIC again")]
-    RetryQuic,
-    /// The session must start over (e.g. to use a rotated credential).
-    #[error("reconnecting: {0}")]
-    Reconnect(&'static str),
-    /// The device is already enrolled.
-    #[error(
-        "already enrolled as {agent_id} (state dir {dir}); pass --force to replace this identity"
-    )]
-    AlreadyEnrolled {
-        /// Existing id.
-        agent_id: String,
-        /// State dir.
-        dir: String,
-    },
-}
-
-impl From<FrameError> for UplinkError {
-    fn from(e: FrameError) -> Self {
-        Self::Protocol(e.to_string())
-    }
-}
 
 /// What `enroll` needs.
 #[derive(Debug, Clone)]

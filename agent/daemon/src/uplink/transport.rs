@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::uplink::UplinkError;
+use super::error::UplinkError;
 
 /// Time allowed for one request/response exchange.
 pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
