@@ -10,3 +10,4 @@ pub mod fixture;
 pub mod harness;
 pub mod postgres;
 pub mod private_postgres;
+pub mod process;

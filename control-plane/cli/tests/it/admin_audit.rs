@@ -14,7 +14,7 @@ use agent_bom_control_plane::service::enrollment::{self, TokenRequest};
 use agent_bom_control_plane::service::{Actor, tenants};
 use agent_bom_control_plane::store::Store;
 
-use crate::common::server_bin;
+use agent_bom_tests::process::server_bin;
 
 fn admin(data: &Path, args: &[&str]) -> std::process::Output {
     Command::new(server_bin())

@@ -3,7 +3,6 @@
 //! One test binary for the crate (one link instead of one per file), a module per area.
 
 mod admin_audit;
-mod common;
 mod serve_cli;
 mod serve_kill9;
 mod serve_settings;

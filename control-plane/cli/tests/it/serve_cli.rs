@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 const ADMIN_KEY: &str = "abk_c1c2c3c4c5c6_0123456789abcdef0123456789abcdef0123456789abcdef";
 
-use crate::common::{KillOnDrop, ServeArgs, agent_bin, enroll, server_bin};
+use agent_bom_tests::process::{KillOnDrop, ServeArgs, agent_bin, enroll, server_bin};
 
 fn fixture_home() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/home-linux")
@@ -20,7 +20,7 @@ fn fixture_home() -> PathBuf {
 /// Start `serve` on port 0; return the child, the full stdout up to the listening line, and
 /// the API and collector addresses it printed.
 fn serve(data_dir: &Path) -> (KillOnDrop, String, String, String) {
-    let s = crate::common::serve(&ServeArgs {
+    let s = agent_bom_tests::process::serve(&ServeArgs {
         data_dir,
         api: "127.0.0.1:0",
         collector: "127.0.0.1:0",
@@ -32,7 +32,7 @@ fn serve(data_dir: &Path) -> (KillOnDrop, String, String, String) {
 }
 
 fn http_get(api: &str, path: &str, key: &str) -> (u16, serde_json::Value) {
-    crate::common::http_get(api, path, key).expect("the API answers")
+    agent_bom_tests::process::http_get(api, path, key).expect("the API answers")
 }
 
 fn mode(path: &Path) -> u32 {

@@ -19,7 +19,7 @@ const ADMIN_KEY: &str = "abk_d1d2d3d4d5d6_0123456789abcdef0123456789abcdef012345
 /// Kills of the server.
 const ROUNDS: u64 = 4;
 
-use crate::common::{KillOnDrop, ServeArgs, agent_bin};
+use agent_bom_tests::process::{KillOnDrop, ServeArgs, agent_bin};
 
 fn serve_args<'a>(data_dir: &'a Path, api: &'a str, collector: &'a str) -> ServeArgs<'a> {
     ServeArgs {
@@ -35,7 +35,7 @@ fn serve_args<'a>(data_dir: &'a Path, api: &'a str, collector: &'a str) -> Serve
 /// Start `serve` and wait for its listening line; returns the child and the API and collector
 /// addresses it printed.
 fn serve(data_dir: &Path, api: &str, collector: &str) -> (KillOnDrop, String, String) {
-    let s = crate::common::serve(&serve_args(data_dir, api, collector));
+    let s = agent_bom_tests::process::serve(&serve_args(data_dir, api, collector));
     (s.child, s.api, s.collector)
 }
 
@@ -43,7 +43,8 @@ fn serve(data_dir: &Path, api: &str, collector: &str) -> (KillOnDrop, String, St
 fn serve_again(data_dir: &Path, api: &str, collector: &str) -> KillOnDrop {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Some(s) = crate::common::try_serve(&serve_args(data_dir, api, collector)) {
+        if let Some(s) = agent_bom_tests::process::try_serve(&serve_args(data_dir, api, collector))
+        {
             return s.child;
         }
         assert!(Instant::now() < deadline, "serve never came back");
@@ -53,7 +54,7 @@ fn serve_again(data_dir: &Path, api: &str, collector: &str) -> KillOnDrop {
 
 /// GET a JSON document; `None` while the server is down or answers anything but 200.
 fn http_get(api: &str, path: &str) -> Option<serde_json::Value> {
-    match crate::common::http_get(api, path, ADMIN_KEY)? {
+    match agent_bom_tests::process::http_get(api, path, ADMIN_KEY)? {
         (200, body) => Some(body),
         _ => None,
     }

@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 const ADMIN_KEY: &str = "abk_e1e2e3e4e5e6_0123456789abcdef0123456789abcdef0123456789abcdef";
 
-use crate::common::{KillOnDrop, ServeArgs, server_bin};
+use agent_bom_tests::process::{KillOnDrop, ServeArgs, server_bin};
 
 /// Start `serve` with extra arguments and environment; returns the child and the API and
 /// collector addresses.
 fn serve(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> (KillOnDrop, String, String) {
-    let s = crate::common::serve(&ServeArgs {
+    let s = agent_bom_tests::process::serve(&ServeArgs {
         data_dir,
         api: "127.0.0.1:0",
         collector: "127.0.0.1:0",
@@ -26,7 +26,8 @@ fn serve(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> (KillOnDrop, 
 }
 
 fn get(api: &str, path: &str) -> serde_json::Value {
-    let (status, body) = crate::common::http_get(api, path, ADMIN_KEY).expect("the API answers");
+    let (status, body) =
+        agent_bom_tests::process::http_get(api, path, ADMIN_KEY).expect("the API answers");
     assert_eq!(status, 200, "{body}");
     body
 }
@@ -35,7 +36,7 @@ fn get(api: &str, path: &str) -> serde_json::Value {
 fn enroll(data: &Path, collector: &str) {
     let state = tempfile::tempdir().unwrap();
     let pin = std::fs::read_to_string(data.join("ca.pin")).unwrap();
-    let out = crate::common::enroll(collector, pin.trim(), data, state.path());
+    let out = agent_bom_tests::process::enroll(collector, pin.trim(), data, state.path());
     assert!(
         out.status.success(),
         "{}",

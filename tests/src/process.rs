@@ -1,28 +1,24 @@
-//! Helpers shared by the tests that run the real binaries: locating them, starting `serve`,
-//! plain HTTP GETs and `agent-bom-agent enroll`.
+//! The harness for tests that run the real binaries: locating them, starting `agent-bom serve`
+//! and waiting for it, plain HTTP GETs, `agent-bom-agent enroll`. Beside [`crate::harness`],
+//! which runs the same components in-process.
 
-// Each test binary uses a different subset.
-#![allow(
-    dead_code,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::zombie_processes
-)]
+// Test support reports failure by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::zombie_processes)]
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// The `agent-bom` binary under test.
-pub(crate) fn server_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_agent-bom"))
-}
-
-/// The `agent-bom-agent` binary beside it (`cargo test --workspace` builds both).
-pub(crate) fn agent_bin() -> PathBuf {
-    let path =
-        server_bin().with_file_name(format!("agent-bom-agent{}", std::env::consts::EXE_SUFFIX));
+/// A binary of the workspace, beside the running test executable (`target/<profile>/deps/`
+/// holds tests, `target/<profile>/` the binaries `cargo test --workspace` builds).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test executable sits in target/<profile>/deps");
+    let path = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(
         path.exists(),
         "{} is missing: build it first (cargo test --workspace builds it)",
@@ -31,8 +27,18 @@ pub(crate) fn agent_bin() -> PathBuf {
     path
 }
 
+/// The `agent-bom` server binary.
+pub fn server_bin() -> PathBuf {
+    workspace_bin("agent-bom")
+}
+
+/// The `agent-bom-agent` endpoint binary.
+pub fn agent_bin() -> PathBuf {
+    workspace_bin("agent-bom-agent")
+}
+
 /// A child process killed and reaped when dropped.
-pub(crate) struct KillOnDrop(pub(crate) Child);
+pub struct KillOnDrop(pub Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -42,36 +48,36 @@ impl Drop for KillOnDrop {
 }
 
 /// How to start `serve`.
-pub(crate) struct ServeArgs<'a> {
+pub struct ServeArgs<'a> {
     /// Data directory.
-    pub(crate) data_dir: &'a Path,
+    pub data_dir: &'a Path,
     /// API listen address (`127.0.0.1:0` for any port).
-    pub(crate) api: &'a str,
+    pub api: &'a str,
     /// Collector listen address.
-    pub(crate) collector: &'a str,
+    pub collector: &'a str,
     /// `AGENT_BOM_BOOTSTRAP_ADMIN_KEY`, used on an empty store.
-    pub(crate) admin_key: &'a str,
+    pub admin_key: &'a str,
     /// More flags.
-    pub(crate) extra: &'a [&'a str],
+    pub extra: &'a [&'a str],
     /// More environment.
-    pub(crate) env: &'a [(&'a str, &'a str)],
+    pub env: &'a [(&'a str, &'a str)],
 }
 
 /// A running `serve`.
-pub(crate) struct Served {
+pub struct Served {
     /// The process.
-    pub(crate) child: KillOnDrop,
+    pub child: KillOnDrop,
     /// Its stdout up to and including the listening line.
-    pub(crate) stdout: String,
+    pub stdout: String,
     /// The API address it printed.
-    pub(crate) api: String,
+    pub api: String,
     /// The collector address it printed.
-    pub(crate) collector: String,
+    pub collector: String,
 }
 
 /// Start `serve` and wait for its listening line; `None` when it exits first (a port still
 /// taken, say). Its stdout keeps being drained so it never blocks on a full pipe.
-pub(crate) fn try_serve(args: &ServeArgs<'_>) -> Option<Served> {
+pub fn try_serve(args: &ServeArgs<'_>) -> Option<Served> {
     let mut child = Command::new(server_bin())
         .args([
             "serve",
@@ -120,13 +126,13 @@ pub(crate) fn try_serve(args: &ServeArgs<'_>) -> Option<Served> {
 }
 
 /// [`try_serve`], failing the test when `serve` does not come up.
-pub(crate) fn serve(args: &ServeArgs<'_>) -> Served {
+pub fn serve(args: &ServeArgs<'_>) -> Served {
     try_serve(args).expect("serve exited before listening")
 }
 
 /// GET `path` with a bearer key; `None` while nothing answers. A body that is not JSON is
 /// `Null` (the status still tells).
-pub(crate) fn http_get(api: &str, path: &str, key: &str) -> Option<(u16, serde_json::Value)> {
+pub fn http_get(api: &str, path: &str, key: &str) -> Option<(u16, serde_json::Value)> {
     static CLIENT: std::sync::OnceLock<reqwest::blocking::Client> = std::sync::OnceLock::new();
     let client = CLIENT.get_or_init(|| {
         reqwest::blocking::Client::builder()
@@ -145,12 +151,7 @@ pub(crate) fn http_get(api: &str, path: &str, key: &str) -> Option<(u16, serde_j
 }
 
 /// `agent-bom-agent enroll` with the token `serve` wrote to its data dir.
-pub(crate) fn enroll(
-    collector: &str,
-    pin: &str,
-    data: &Path,
-    state: &Path,
-) -> std::process::Output {
+pub fn enroll(collector: &str, pin: &str, data: &Path, state: &Path) -> std::process::Output {
     Command::new(agent_bin())
         .args([
             "enroll",
