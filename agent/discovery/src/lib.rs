@@ -30,6 +30,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use agent_bom_protocol::sanitize::sanitize_text;
 use agent_bom_protocol::{ClientInfo, Inventory, ScanError};
 
 use catalog::{Base, Location, Os};
@@ -413,10 +414,16 @@ pub fn scan(options: &ScanOptions) -> Inventory {
             config_files.dedup();
             ClientInfo {
                 name: name.to_string(),
-                config_files,
+                config_files: config_files.iter().map(|f| sanitize_text(f)).collect(),
             }
         })
         .collect();
+    // Servers were sanitized by `normalize`; paths and messages of errors are text from the
+    // machine too (a directory name, a parser's words).
+    for e in &mut inventory.errors {
+        e.path = sanitize_text(&e.path);
+        e.message = sanitize_text(&e.message);
+    }
     inventory
 }
 

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::parse::RawEntry;
 use super::risk::{self, FileFacts};
-use agent_bom_protocol::sanitize::{is_secret_name, sanitize_args, sanitize_url};
+use agent_bom_protocol::sanitize::{is_secret_name, sanitize_server};
 use agent_bom_protocol::server_id::{server_id, short_hash};
 
 /// The launch-relevant fields of an entry, read from whichever names the client uses.
@@ -125,8 +125,6 @@ pub fn normalize(client: &str, file: &FileFacts, raw: &RawEntry) -> ServerEntry 
         }
         None => false,
     };
-    let args = sanitize_args(&l.args);
-    let url = l.url.as_deref().map(sanitize_url);
     let mut env_keys = keys(l.env);
     env_keys.extend(l.env_names.iter().cloned());
     env_keys.sort();
@@ -142,17 +140,19 @@ pub fn normalize(client: &str, file: &FileFacts, raw: &RawEntry) -> ServerEntry 
     };
     let auto_approve = auto_approve(body);
     let credential_names = credential_names(&l, &env_keys, &header_keys);
-    let launch_hash = launch_hash(&l, &args, url.as_deref(), &env_keys, &header_keys);
+    // Risk flags read the raw launch (that is how a plaintext secret is seen); everything that
+    // is kept goes through the one sanitizer first, and the identity and launch hash are
+    // computed from what was kept, so no hash is ever taken over a secret.
     let risk_flags = risk::flags(&l, body, file, &auto_approve);
-    ServerEntry {
-        id: server_id(l.transport, l.command.as_deref(), &args, url.as_deref()),
+    let mut entry = ServerEntry {
+        id: String::new(),
         name: raw.name.clone(),
         client: client.to_string(),
         scope: raw.scope,
         transport: l.transport,
         command: l.command.clone(),
-        args,
-        url,
+        args: l.args.clone(),
+        url: l.url.clone(),
         env_keys,
         header_keys,
         cwd: l.cwd.clone(),
@@ -161,11 +161,20 @@ pub fn normalize(client: &str, file: &FileFacts, raw: &RawEntry) -> ServerEntry 
         auto_approve,
         credential_names,
         risk_flags,
-        launch_hash,
+        launch_hash: String::new(),
         wrapped,
         user: file.owner.clone(),
         config_path: file.path.clone(),
-    }
+    };
+    sanitize_server(&mut entry);
+    entry.id = server_id(
+        entry.transport,
+        entry.command.as_deref(),
+        &entry.args,
+        entry.url.as_deref(),
+    );
+    entry.launch_hash = launch_hash(&entry);
+    entry
 }
 
 /// Transport as the clients infer it: an explicit `type` wins; Gemini's `httpUrl` is streamable
@@ -209,26 +218,19 @@ fn infer_transport(
     }
 }
 
-fn launch_hash(
-    l: &Launch<'_>,
-    args: &[String],
-    url: Option<&str>,
-    env_keys: &[String],
-    header_keys: &[String],
-) -> String {
+fn launch_hash(s: &ServerEntry) -> String {
     let material = serde_json::json!([
-        l.transport.as_str(),
-        l.command,
-        args,
-        url,
-        env_keys,
-        header_keys,
-        l.cwd,
+        s.transport.as_str(),
+        s.command,
+        s.args,
+        s.url,
+        s.env_keys,
+        s.header_keys,
+        s.cwd,
     ]);
     short_hash(&material.to_string())
 }
 
-/// The first 128 bits of the SHA-256, in hex.
 /// Tool names a config auto-approves (`autoApprove`, `alwaysAllow`, `auto_approve`), or `*` when
 /// it trusts the server entirely (Gemini's `trust: true`, `autoApproveAll`).
 fn auto_approve(body: &Value) -> Vec<String> {
