@@ -92,7 +92,7 @@ const TOKEN_PREFIXES: &[(&str, usize)] = &[
     ("AGE-SECRET-KEY-", 20),
 ];
 
-/// AWS access key id prefixes (followed by exactly 16 of `A-Z0-9`).
+/// AWS access key id prefixes (followed by 16 or more of `A-Z0-9`; real ids have exactly 16).
 const AWS_KEY_PREFIXES: &[&str] = &["AKIA", "ASIA", "ABIA", "ACCA", "AGPA", "AIDA", "AROA"];
 
 /// Words that make a name a credential's name wherever they appear in it.
@@ -979,8 +979,8 @@ fn known_token_end(s: &str) -> Option<usize> {
                 .take_while(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
                 .count();
             let next = s.as_bytes().get(p.len() + tail);
-            if tail == 16 && next.is_none_or(|b| !b.is_ascii_alphanumeric()) {
-                return Some(p.len() + 16);
+            if tail >= 16 && next.is_none_or(|b| !b.is_ascii_alphanumeric()) {
+                return Some(p.len() + tail);
             }
         }
     }
