@@ -378,6 +378,16 @@ pub fn sanitize_command(command: &str) -> String {
     sanitize_text(command)
 }
 
+/// The sanitized text, or `None` when nothing had to be removed.
+fn sanitized_if_changed(text: &str) -> Option<String> {
+    if let Some(json) = sanitize_json_text(text, 0) {
+        return (json != text).then_some(json);
+    }
+    let mut found = Vec::new();
+    scan_text(text, 0, &mut State::default(), &mut found, 0);
+    (!found.is_empty()).then(|| replace(text, found))
+}
+
 fn sanitize_depth(text: &str, depth: u8) -> String {
     if let Some(json) = sanitize_json_text(text, depth) {
         return json;
@@ -434,14 +444,25 @@ pub fn sanitize_url(url: &str) -> String {
 /// header names are names, but they are still run through [`sanitize_text`]: nothing that
 /// travels skips the sanitizer.
 pub fn sanitize_server(server: &mut ServerEntry) {
-    let text = |s: &mut String| *s = sanitize_text(s);
+    // In place: most fields hold nothing to remove, and a scan sanitizes every server.
+    let text = |s: &mut String| {
+        if let Some(clean) = sanitized_if_changed(s) {
+            *s = clean;
+        }
+    };
     text(&mut server.name);
+    // `sanitize_command` and `sanitize_url` are `sanitize_text`.
     if let Some(c) = &mut server.command {
-        *c = sanitize_command(c);
+        text(c);
     }
-    server.args = sanitize_args(&server.args);
+    if !server.args.is_empty() {
+        let args = sanitize_args(&server.args);
+        if args != server.args {
+            server.args = args;
+        }
+    }
     if let Some(u) = &mut server.url {
-        *u = sanitize_url(u);
+        text(u);
     }
     for list in [
         &mut server.env_keys,
@@ -574,7 +595,7 @@ fn scan_text(
 ) {
     // PEM blocks, header to footer (or to the end of a truncated one).
     let mut from = 0;
-    while let Some(at) = text[from..].find("-----BEGIN") {
+    while let Some(at) = find_pem(&text[from..]) {
         let begin = from + at;
         words(&text[from..begin], base + from, state, found, depth);
         let end = text[begin..]
@@ -588,6 +609,14 @@ fn scan_text(
         from = end;
     }
     words(&text[from..], base + from, state, found, depth);
+}
+
+/// Where a PEM header starts (a plain byte scan: most texts are short and hold no `-----`).
+fn find_pem(text: &str) -> Option<usize> {
+    const BEGIN: &[u8] = b"-----BEGIN";
+    let b = text.as_bytes();
+    (0..b.len().saturating_sub(BEGIN.len() - 1))
+        .find(|&i| b[i] == b'-' && b[i..].starts_with(BEGIN))
 }
 
 /// Walk the whitespace-separated words of `text`.
@@ -958,6 +987,10 @@ fn tokens(s: &str, base: usize, found: &mut Vec<(usize, usize)>, depth: u8) {
 
 /// Length of a known-format token at the start of `s`.
 fn known_token_end(s: &str) -> Option<usize> {
+    let first = s.as_bytes().first().copied();
+    if !first.is_some_and(|b| b.is_ascii_alphabetic()) {
+        return None;
+    }
     let run = |from: usize, extra: &[u8]| {
         s.as_bytes()[from..]
             .iter()
@@ -972,7 +1005,7 @@ fn known_token_end(s: &str) -> Option<usize> {
             return Some(len);
         }
     }
-    for p in AWS_KEY_PREFIXES {
+    for p in AWS_KEY_PREFIXES.iter().filter(|_| first == Some(b'A')) {
         if s.starts_with(p) {
             let tail = s.as_bytes()[p.len()..]
                 .iter()
@@ -985,6 +1018,10 @@ fn known_token_end(s: &str) -> Option<usize> {
         }
     }
     for (p, min) in TOKEN_PREFIXES {
+        // Compare the first byte before the prefix: this runs at every word boundary.
+        if p.as_bytes().first().copied() != first {
+            continue;
+        }
         if let Some(rest) = s.strip_prefix(p) {
             let len = run(p.len(), b"_-.").min(rest.len());
             // A trailing `.` ends a sentence, not a token.

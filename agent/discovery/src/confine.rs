@@ -18,10 +18,7 @@
 //! path, which leaves the swap window open; see `docs/security-model.md`.
 
 use std::ffi::OsString;
-use std::path::{Component, Path, PathBuf};
-
-/// Most symlinks followed while resolving one path (Linux's own limit).
-const MAX_LINKS: usize = 40;
+use std::path::{Path, PathBuf};
 
 /// Why a path could not be resolved inside its root.
 #[derive(Debug, thiserror::Error)]
@@ -175,16 +172,6 @@ pub fn is_inside(dir: &Path, roots: &[PathBuf]) -> bool {
     matches!(resolve(dir, roots), Ok(Some(_)))
 }
 
-fn components(p: &Path) -> Vec<OsString> {
-    p.components()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(n.to_os_string()),
-            Component::ParentDir => Some(OsString::from("..")),
-            _ => None,
-        })
-        .collect()
-}
-
 #[cfg(unix)]
 mod imp {
     use std::collections::VecDeque;
@@ -196,7 +183,20 @@ mod imp {
     use nix::fcntl::{AtFlags, OFlag, openat, readlinkat};
     use nix::sys::stat::{Mode, SFlag, fstatat};
 
-    use super::{ConfineError, MAX_LINKS, Resolved, components};
+    use super::{ConfineError, Resolved};
+
+    /// Most symlinks followed while resolving one path (Linux's own limit).
+    const MAX_LINKS: usize = 40;
+
+    fn components(p: &Path) -> Vec<OsString> {
+        p.components()
+            .filter_map(|c| match c {
+                std::path::Component::Normal(n) => Some(n.to_os_string()),
+                std::path::Component::ParentDir => Some(OsString::from("..")),
+                _ => None,
+            })
+            .collect()
+    }
 
     fn open_dir_at(dir: impl AsFd, name: &std::ffi::OsStr) -> nix::Result<OwnedFd> {
         openat(
@@ -207,7 +207,7 @@ mod imp {
         )
     }
 
-    /// An anchor, opened as given (the roots are trusted), with its canonical path.
+    /// An anchor, opened as given (the roots are trusted), with its path.
     fn open_anchor(anchor: &Path) -> Result<Option<(OwnedFd, PathBuf)>, ConfineError> {
         let fd = match nix::fcntl::open(
             anchor,
@@ -218,8 +218,7 @@ mod imp {
             Err(Errno::ENOENT | Errno::ENOTDIR) => return Ok(None),
             Err(e) => return Err(std::io::Error::from(e).into()),
         };
-        let real = std::fs::canonicalize(anchor).unwrap_or_else(|_| anchor.to_path_buf());
-        Ok(Some((fd, real)))
+        Ok(Some((fd, anchor.to_path_buf())))
     }
 
     pub(super) fn resolve(
@@ -310,6 +309,9 @@ mod imp {
                 let Some(dir) = dirs.pop() else {
                     return Ok(None);
                 };
+                // The anchor's canonical path only now that a file was found: most candidates
+                // of a scan do not exist, and canonicalizing costs a stat per component.
+                let real = std::fs::canonicalize(&real).unwrap_or(real);
                 let path = names.iter().fold(real, |p, n| p.join(n)).join(&name);
                 return Ok(Some(Resolved { dir, name, path }));
             }
