@@ -250,7 +250,7 @@ impl Collected {
 }
 
 /// Keys under which clients keep their server maps.
-const SERVER_MAP_KEYS: &[&str] = &[
+pub const SERVER_MAP_KEYS: &[&str] = &[
     "servers",
     "mcpServers",
     "mcp_servers",
@@ -259,7 +259,7 @@ const SERVER_MAP_KEYS: &[&str] = &[
 ];
 
 /// Fields only a server entry has: an object with one of them is a server, whatever its name.
-const LAUNCH_FIELDS: &[&str] = &[
+pub const LAUNCH_FIELDS: &[&str] = &[
     "command",
     "cmd",
     "args",
@@ -274,8 +274,8 @@ const LAUNCH_FIELDS: &[&str] = &[
 ];
 
 /// True for an entry that is a map of servers rather than a server: named like a server map,
-/// without launch fields, and every value an object.
-fn is_nested_server_map(name: &str, body: &Value) -> bool {
+/// without launch fields, and every value an object. Wrap reads the same shapes.
+pub fn is_nested_server_map(name: &str, body: &Value) -> bool {
     let Some(map) = body.as_object() else {
         return false;
     };

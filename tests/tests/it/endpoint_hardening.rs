@@ -313,4 +313,23 @@ fn nested_server_maps_are_read_entry_by_entry() {
         .find(|s| s.name == "fetch")
         .unwrap();
     assert_eq!(fetch.command.as_deref(), Some("uvx"));
+
+    // Wrap reads the same shape: the nested stdio entry is wrapped, the phantom is not created.
+    let state = tempfile::tempdir().unwrap();
+    let results = wrap(&wrap_options(home.path(), state.path()));
+    let wrapped: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .flat_map(|c| c.servers.clone())
+        .collect();
+    assert!(wrapped.contains(&"github".to_string()), "{results:?}");
+    let after = agent_bom_discovery::scan(&scan_options(home.path(), &[]));
+    let github = after.servers.iter().find(|s| s.name == "github").unwrap();
+    assert!(github.wrapped, "{github:?}");
+    let before = inventory
+        .servers
+        .iter()
+        .find(|s| s.name == "github")
+        .unwrap();
+    assert_eq!(github.id, before.id, "wrapping keeps the identity");
 }
