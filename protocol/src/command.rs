@@ -13,10 +13,10 @@
 //! | `release` | none | no (endpoint lifecycle) |
 //! | `policy` | `{revision, policy}` | no (policy publishing) |
 //! | `settings` | `{rescan_interval_secs?, managed_wrapping?}` (`null` resets) | yes |
-//! | `wrap` / `unwrap` | `{client?}` | yes |
+//! | `wrap` / `unwrap` | `{client?}` (a catalog name: `a-z`, `0-9`, `-`) | yes |
 //! | `approve_pins` | `{server_id, tools: {name: sha256 or null}}` | yes |
 //! | `rotate_credential` | none | yes |
-//! | `update_available` | `{version, url?, sha256?}` | yes |
+//! | `update_available` | `{version, url?, sha256?}` (`https://` URL without credentials, hex SHA-256) | yes |
 
 use std::collections::BTreeMap;
 
@@ -32,6 +32,21 @@ pub const MIN_REMOTE_RESCAN_SECS: u64 = 30;
 pub const MAX_REMOTE_RESCAN_SECS: u64 = 86_400;
 /// Longest version string an `update_available` notice may carry.
 pub const MAX_VERSION_LEN: usize = 64;
+/// Longest download URL an `update_available` notice may carry.
+pub const MAX_URL_LEN: usize = 2048;
+/// Longest client name a `wrap`/`unwrap` target may carry.
+pub const MAX_CLIENT_LEN: usize = 64;
+
+/// True for a name the client catalog could hold: 1 to [`MAX_CLIENT_LEN`] of `a-z`, `0-9` and
+/// `-`, starting with a letter. Anything else (`../../etc`, a path, upper case) is refused before
+/// it reaches code that matches it against files.
+pub fn is_client_name(name: &str) -> bool {
+    (1..=MAX_CLIENT_LEN).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
 
 /// Why a command's kind or payload was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -197,6 +212,17 @@ pub struct WrapTarget {
     pub client: Option<String>,
 }
 
+impl WrapTarget {
+    fn validate(self) -> Result<Self, String> {
+        match &self.client {
+            Some(c) if !is_client_name(c) => Err(format!(
+                "client must be a catalog name (1-{MAX_CLIENT_LEN} of a-z, 0-9 and -), not {c:?}"
+            )),
+            _ => Ok(self),
+        }
+    }
+}
+
 /// Payload of `approve_pins`: tool definitions to accept for one server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -240,6 +266,58 @@ pub struct UpdateNotice {
     /// Hex SHA-256 of the artifact.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+}
+
+impl UpdateNotice {
+    fn validate(mut self) -> Result<Self, String> {
+        let version_ok = (1..=MAX_VERSION_LEN).contains(&self.version.len())
+            && self
+                .version
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'+' | b'_'));
+        if !version_ok {
+            return Err(format!(
+                "update_available needs a `version` (1-{MAX_VERSION_LEN} characters of letters, digits and .-+_)"
+            ));
+        }
+        if let Some(url) = &self.url {
+            check_download_url(url)?;
+        }
+        if let Some(hash) = &mut self.sha256 {
+            if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err("sha256 must be a hex SHA-256 (64 hex digits)".into());
+            }
+            hash.make_ascii_lowercase();
+        }
+        Ok(self)
+    }
+}
+
+/// A download URL an agent may be pointed at: `https://`, a host, no credentials (they would be
+/// stored in the command and its audit entry), no spaces or control characters.
+fn check_download_url(url: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("url {why}"));
+    if url.len() > MAX_URL_LEN {
+        return bad(&format!("is longer than {MAX_URL_LEN} characters"));
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return bad("must not contain spaces or control characters");
+    }
+    let Some(rest) = url
+        .get(..8)
+        .filter(|scheme| scheme.eq_ignore_ascii_case("https://"))
+        .map(|_| &url[8..])
+    else {
+        return bad("must be an https:// URL");
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        return bad("must not carry credentials");
+    }
+    if authority.is_empty() || authority.starts_with(':') {
+        return bad("needs a host");
+    }
+    Ok(())
 }
 
 /// A command with its typed payload.
@@ -361,18 +439,16 @@ impl CommandKind {
                 "settings" => Self::Settings(SettingsPatch::from_object(
                     v.as_object().ok_or("must be a JSON object")?,
                 )?),
-                "wrap" => Self::Wrap(from_json(v)?),
-                "unwrap" => Self::Unwrap(from_json(v)?),
+                "wrap" => Self::Wrap(from_json::<WrapTarget>(v)?.validate()?),
+                "unwrap" => Self::Unwrap(from_json::<WrapTarget>(v)?.validate()?),
                 "approve_pins" => Self::ApprovePins(from_json::<ApprovePins>(v)?.validate()?),
                 "update_available" => {
-                    let p: UpdateNotice = from_json(v)
-                        .map_err(|_| "update_available needs a `version` (1-64 characters)")?;
-                    if p.version.is_empty() || p.version.len() > MAX_VERSION_LEN {
-                        return Err(format!(
+                    let p: UpdateNotice = from_json(v).map_err(|_| {
+                        format!(
                             "update_available needs a `version` (1-{MAX_VERSION_LEN} characters)"
-                        ));
-                    }
-                    Self::UpdateAvailable(p)
+                        )
+                    })?;
+                    Self::UpdateAvailable(p.validate()?)
                 }
                 _ => return Err("unreachable kind".into()),
             })
@@ -484,6 +560,48 @@ mod tests {
             CommandKind::parse("rescan", r#"{"why":1}"#),
             Ok(CommandKind::Rescan)
         );
+    }
+
+    #[test]
+    fn update_and_wrap_payloads_are_validated() {
+        let e = |k: &str, p: &str| CommandKind::parse(k, p).unwrap_err().to_string();
+        assert!(
+            e(
+                "update_available",
+                r#"{"version":"1","url":"file:///etc/passwd"}"#
+            )
+            .contains("https://")
+        );
+        assert!(
+            e(
+                "update_available",
+                r#"{"version":"1","url":"https://u:p@h/x"}"#
+            )
+            .contains("credentials")
+        );
+        assert!(e("update_available", r#"{"version":"1","url":"https:///x"}"#).contains("host"));
+        assert!(
+            e(
+                "update_available",
+                r#"{"version":"1","url":"https://h/a b"}"#
+            )
+            .contains("spaces")
+        );
+        assert!(e("update_available", r#"{"version":"1","sha256":"zz"}"#).contains("SHA-256"));
+        assert!(e("update_available", r#"{"version":"1 2"}"#).contains("version"));
+        assert!(e("wrap", r#"{"client":"../../etc"}"#).contains("catalog name"));
+        assert!(e("unwrap", r#"{"client":"Cursor"}"#).contains("catalog name"));
+        let upper = "AB".repeat(32);
+        let k = CommandKind::parse(
+            "update_available",
+            &json!({"version": "1.4.0", "url": "HTTPS://h/x", "sha256": upper}).to_string(),
+        )
+        .unwrap();
+        let CommandKind::UpdateAvailable(n) = k else {
+            panic!("kind")
+        };
+        assert_eq!(n.sha256.as_deref(), Some("ab".repeat(32).as_str()));
+        assert!(is_client_name("vscode-insiders") && !is_client_name("-x") && !is_client_name(""));
     }
 
     #[test]

@@ -78,6 +78,7 @@ async fn dispatch(command: Command) -> Result<()> {
             token,
             token_file,
             ca_pin,
+            trust_on_first_use,
             state_dir,
             force,
         } => {
@@ -86,6 +87,7 @@ async fn dispatch(command: Command) -> Result<()> {
                 token,
                 token_file,
                 ca_pin,
+                trust_on_first_use,
                 state_dir,
                 force,
             })

@@ -1060,6 +1060,18 @@ pub fn markdown_table() -> String {
 mod tests {
     use super::*;
 
+    /// The control plane refuses a `wrap` target that is not a catalog-shaped name; every real
+    /// client must pass that check.
+    #[test]
+    fn every_client_name_is_a_valid_command_target() {
+        for name in clients() {
+            assert!(
+                agent_bom_protocol::command::is_client_name(name),
+                "{name} would be refused as a wrap target"
+            );
+        }
+    }
+
     #[test]
     fn catalog_is_broad() {
         assert!(LOCATIONS.len() >= 40, "only {} locations", LOCATIONS.len());

@@ -6,7 +6,7 @@
 //! lives here, at the bottom, so that none of them imports another.
 
 use agent_bom_protocol::Transport;
-use agent_bom_protocol::sanitize::sanitize_args;
+use agent_bom_protocol::sanitize::{sanitize_args, sanitize_command};
 use agent_bom_protocol::server_id::server_id;
 use serde_json::{Map, Value};
 
@@ -56,7 +56,13 @@ pub fn unwrapped_launch(args: &[String]) -> Option<(String, Vec<String>)> {
 
 /// The arguments that run `command args` through the proxy at `proxy_exe`.
 pub fn wrapped_args(command: &str, args: &[String]) -> Vec<String> {
-    let id = server_id(Transport::Stdio, Some(command), &sanitize_args(args), None);
+    // The id the inventory gives the same launch (see `normalize`): over sanitized text.
+    let id = server_id(
+        Transport::Stdio,
+        Some(&sanitize_command(command)),
+        &sanitize_args(args),
+        None,
+    );
     let mut out = vec![
         PROXY_SUBCOMMAND.to_string(),
         "--server-id".to_string(),

@@ -8,14 +8,15 @@
 //!
 //! [`scan`] always completes: a file that is missing is skipped, a file that exists but cannot be
 //! read or parsed becomes an entry in [`Inventory::errors`], and everything else is reported.
-//! Reads are bounded (regular files only, size cap, symlinks confined to the directory they
-//! belong to, never opening a FIFO or device) and walks are bounded (depth, skipped directories,
+//! Reads are bounded (regular files only, size cap, every path component confined to the
+//! directory it belongs to by [`confine`], never opening a FIFO or device) and walks are bounded (depth, skipped directories,
 //! directory count).
 
 #![forbid(unsafe_code)]
 
 pub mod catalog;
 pub mod changes;
+pub mod confine;
 pub mod host;
 pub mod launch;
 pub mod normalize;
@@ -30,6 +31,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use agent_bom_protocol::sanitize::sanitize_text;
 use agent_bom_protocol::{ClientInfo, Inventory, ScanError};
 
 use catalog::{Base, Location, Os};
@@ -413,10 +415,16 @@ pub fn scan(options: &ScanOptions) -> Inventory {
             config_files.dedup();
             ClientInfo {
                 name: name.to_string(),
-                config_files,
+                config_files: config_files.iter().map(|f| sanitize_text(f)).collect(),
             }
         })
         .collect();
+    // Servers were sanitized by `normalize`; paths and messages of errors are text from the
+    // machine too (a directory name, a parser's words).
+    for e in &mut inventory.errors {
+        e.path = sanitize_text(&e.path);
+        e.message = sanitize_text(&e.message);
+    }
     inventory
 }
 
@@ -425,63 +433,49 @@ pub fn scan(options: &ScanOptions) -> Inventory {
 pub struct ConfigFile {
     /// Its text.
     pub text: String,
-    /// Its metadata (of the target, for a symlink).
+    /// Its metadata (of the file reached, never of a symlink).
     pub meta: std::fs::Metadata,
 }
 
-/// Read a config file safely: only regular files, never a FIFO or device that could block the
-/// scan, at most [`MAX_CONFIG_BYTES`], and a symlink only when it resolves inside one of
-/// `confine_to` (a dotfiles link inside the home is fine; a link to `/etc/shadow` is not).
+/// Read a config file safely: reached from the directory it belongs to (one of `confine_to`)
+/// one component at a time without following a symlink out of it ([`confine`]: a dotfiles
+/// link inside the home is fine; a symlinked `~/.cursor` pointing at root's files is not), only
+/// a regular file, never a FIFO or device that could block the scan, at most
+/// [`MAX_CONFIG_BYTES`].
 ///
 /// `Ok(None)`: the file does not exist. `Err`: it exists but cannot be used, with the reason.
 pub fn read_config(path: &Path, confine_to: &[PathBuf]) -> Result<Option<ConfigFile>, String> {
-    let link_meta = match std::fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
-            ) =>
-        {
-            return Ok(None);
-        }
-        Err(e) => return Err(io_message(&e)),
-    };
-    if link_meta.file_type().is_symlink() {
-        let target = match std::fs::canonicalize(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err("dangling symlink; skipped".into());
-            }
-            Err(e) => return Err(io_message(&e)),
-        };
-        let inside = confine_to
-            .iter()
-            .filter_map(|root| std::fs::canonicalize(root).ok())
-            .any(|root| target.starts_with(root));
-        if !inside {
-            return Err(format!(
-                "symlink to {} points outside the directory it belongs to; not followed",
-                target.display()
-            ));
-        }
+    match confine::resolve(path, confine_to) {
+        Ok(None) => Ok(None),
+        Ok(Some(resolved)) => read_resolved(&resolved).map(Some),
+        Err(confine::ConfineError::Io(e)) => Err(io_message(&e)),
+        Err(e) => Err(e.to_string()),
     }
-    let meta = std::fs::metadata(path).map_err(|e| io_message(&e))?;
-    if meta.is_dir() {
+}
+
+/// Read a file [`confine::resolve`] reached (what [`read_config`] does after resolving; wrap
+/// reads again through the same directory handle before it writes).
+pub fn read_resolved(resolved: &confine::Resolved) -> Result<ConfigFile, String> {
+    let kind = resolved.metadata().map_err(|e| io_message(&e))?;
+    if kind.dir {
         return Err("is a directory, expected a config file".into());
     }
+    if !kind.regular {
+        return Err("not a regular file (FIFO, socket or device); skipped".into());
+    }
+    if kind.len > MAX_CONFIG_BYTES {
+        return Err(format!(
+            "file is {} bytes, larger than the {} byte limit for config files",
+            kind.len, MAX_CONFIG_BYTES
+        ));
+    }
+    let file = resolved.open().map_err(|e| io_message(&e))?;
+    // What was opened is what is judged: the name may have been replaced since the stat.
+    let meta = file.metadata().map_err(|e| io_message(&e))?;
     if !meta.is_file() {
         return Err("not a regular file (FIFO, socket or device); skipped".into());
     }
-    if meta.len() > MAX_CONFIG_BYTES {
-        return Err(format!(
-            "file is {} bytes, larger than the {} byte limit for config files",
-            meta.len(),
-            MAX_CONFIG_BYTES
-        ));
-    }
-    let file = std::fs::File::open(path).map_err(|e| io_message(&e))?;
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
     file.take(MAX_CONFIG_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| io_message(&e))?;
@@ -490,7 +484,7 @@ pub fn read_config(path: &Path, confine_to: &[PathBuf]) -> Result<Option<ConfigF
     }
     let text = String::from_utf8(bytes)
         .map_err(|e| format!("not valid UTF-8 (at byte {})", e.utf8_error().valid_up_to()))?;
-    Ok(Some(ConfigFile { text, meta }))
+    Ok(ConfigFile { text, meta })
 }
 
 fn io_message(e: &std::io::Error) -> String {

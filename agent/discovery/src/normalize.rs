@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use super::launch::{Launch, keys, launch, string_list};
 use super::parse::RawEntry;
 use super::risk::{self, FileFacts};
-use agent_bom_protocol::sanitize::{is_secret_name, sanitize_args, sanitize_url};
+use agent_bom_protocol::sanitize::{is_secret_name, sanitize_server};
 use agent_bom_protocol::server_id::{server_id, short_hash};
 
 /// Normalize one raw entry of `client` found in the file described by `file`.
@@ -33,8 +33,6 @@ pub fn normalize(client: &str, file: &FileFacts, raw: &RawEntry) -> ServerEntry 
         }
         None => false,
     };
-    let args = sanitize_args(&l.args);
-    let url = l.url.as_deref().map(sanitize_url);
     let mut env_keys = keys(l.env);
     env_keys.extend(l.env_names.iter().cloned());
     env_keys.sort();
@@ -50,17 +48,19 @@ pub fn normalize(client: &str, file: &FileFacts, raw: &RawEntry) -> ServerEntry 
     };
     let auto_approve = auto_approve(body);
     let credential_names = credential_names(&l, &env_keys, &header_keys);
-    let launch_hash = launch_hash(&l, &args, url.as_deref(), &env_keys, &header_keys);
+    // Risk flags read the raw launch (that is how a plaintext secret is seen); everything that
+    // is kept goes through the one sanitizer first, and the identity and launch hash are
+    // computed from what was kept, so no hash is ever taken over a secret.
     let risk_flags = risk::flags(&l, body, file, &auto_approve);
-    ServerEntry {
-        id: server_id(l.transport, l.command.as_deref(), &args, url.as_deref()),
+    let mut entry = ServerEntry {
+        id: String::new(),
         name: raw.name.clone(),
         client: client.to_string(),
         scope: raw.scope,
         transport: l.transport,
         command: l.command.clone(),
-        args,
-        url,
+        args: l.args.clone(),
+        url: l.url.clone(),
         env_keys,
         header_keys,
         cwd: l.cwd.clone(),
@@ -69,28 +69,31 @@ pub fn normalize(client: &str, file: &FileFacts, raw: &RawEntry) -> ServerEntry 
         auto_approve,
         credential_names,
         risk_flags,
-        launch_hash,
+        launch_hash: String::new(),
         wrapped,
         user: file.owner.clone(),
         config_path: file.path.clone(),
-    }
+    };
+    sanitize_server(&mut entry);
+    entry.id = server_id(
+        entry.transport,
+        entry.command.as_deref(),
+        &entry.args,
+        entry.url.as_deref(),
+    );
+    entry.launch_hash = launch_hash(&entry);
+    entry
 }
 
-fn launch_hash(
-    l: &Launch<'_>,
-    args: &[String],
-    url: Option<&str>,
-    env_keys: &[String],
-    header_keys: &[String],
-) -> String {
+fn launch_hash(s: &ServerEntry) -> String {
     let material = serde_json::json!([
-        l.transport.as_str(),
-        l.command,
-        args,
-        url,
-        env_keys,
-        header_keys,
-        l.cwd,
+        s.transport.as_str(),
+        s.command,
+        s.args,
+        s.url,
+        s.env_keys,
+        s.header_keys,
+        s.cwd,
     ]);
     short_hash(&material.to_string())
 }

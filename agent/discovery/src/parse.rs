@@ -52,16 +52,56 @@ pub fn parse_document(
     if text.trim().is_empty() {
         return Ok(Value::Object(Map::new()));
     }
+    // Messages name the position only: parsers quote the line they stop at, and that line may
+    // hold a credential (an env value with a missing quote), which must not be uploaded.
     match resolve_format(format, path) {
         Format::Jsonc | Format::ByExtension => {
-            jsonc_parser::parse_to_serde_value::<Value>(text, &jsonc_options())
-                .map_err(|e| ParseError::Syntax(format!("invalid JSON: {e}")))
+            jsonc_parser::parse_to_serde_value::<Value>(text, &jsonc_options()).map_err(|e| {
+                ParseError::Syntax(format!(
+                    "invalid JSON: {} on line {} column {}",
+                    json_error_kind(e.kind()),
+                    e.line_display(),
+                    e.column_display()
+                ))
+            })
         }
-        Format::Toml => toml::from_str::<Value>(text)
-            .map_err(|e| ParseError::Syntax(format!("invalid TOML: {}", e.to_string().trim_end()))),
-        Format::Yaml => serde_norway::from_str::<Value>(text)
-            .map_err(|e| ParseError::Syntax(format!("invalid YAML: {e}"))),
+        Format::Toml => toml::from_str::<Value>(text).map_err(|e| {
+            ParseError::Syntax(match e.span() {
+                Some(span) => {
+                    let (line, column) = line_column(text, span.start);
+                    format!("invalid TOML on line {line} column {column}")
+                }
+                None => "invalid TOML".into(),
+            })
+        }),
+        Format::Yaml => serde_norway::from_str::<Value>(text).map_err(|e| {
+            ParseError::Syntax(match e.location() {
+                Some(at) => format!("invalid YAML on line {} column {}", at.line(), at.column()),
+                None => "invalid YAML".into(),
+            })
+        }),
     }
+}
+
+/// What went wrong in a JSON file, in words that never quote the file.
+fn json_error_kind(kind: &jsonc_parser::errors::ParseErrorKind) -> String {
+    use jsonc_parser::errors::ParseErrorKind as K;
+    match kind {
+        // The only kinds that carry text from the file.
+        K::Custom(_) => "invalid value".into(),
+        K::String(jsonc_parser::ParseStringErrorKind::InvalidUnicodeEscapeSequence(_)) => {
+            "invalid unicode escape sequence".into()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..text.floor_char_boundary(offset.min(text.len()))];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
 }
 
 /// Extract the raw entries a layout describes. Entries that are not objects are returned as
@@ -189,6 +229,13 @@ impl Collected {
             self.problems.push(format!("`{where_}` is not an object"));
             return;
         }
+        // Another client's whole server map pasted in (VS Code's `{"servers": {...}}` in a
+        // Continue `mcpServers/` file, or under OpenCode's `mcp`): its entries are the servers,
+        // not one server named `servers`.
+        if is_nested_server_map(&name, body) {
+            self.section(body, where_, scope, project.clone());
+            return;
+        }
         // Goose built-in extensions run inside Goose itself; they are not MCP servers.
         if body.get("type").and_then(Value::as_str) == Some("builtin") {
             return;
@@ -200,6 +247,42 @@ impl Collected {
             project: project.clone(),
         });
     }
+}
+
+/// Keys under which clients keep their server maps.
+pub const SERVER_MAP_KEYS: &[&str] = &[
+    "servers",
+    "mcpServers",
+    "mcp_servers",
+    "context_servers",
+    "mcp",
+];
+
+/// Fields only a server entry has: an object with one of them is a server, whatever its name.
+pub const LAUNCH_FIELDS: &[&str] = &[
+    "command",
+    "cmd",
+    "args",
+    "url",
+    "serverUrl",
+    "httpUrl",
+    "uri",
+    "type",
+    "transport",
+    "env",
+    "headers",
+];
+
+/// True for an entry that is a map of servers rather than a server: named like a server map,
+/// without launch fields, and every value an object. Wrap reads the same shapes.
+pub fn is_nested_server_map(name: &str, body: &Value) -> bool {
+    let Some(map) = body.as_object() else {
+        return false;
+    };
+    SERVER_MAP_KEYS.contains(&name)
+        && !map.is_empty()
+        && !LAUNCH_FIELDS.iter().any(|f| map.contains_key(*f))
+        && map.values().all(Value::is_object)
 }
 
 /// The JSONC dialect clients accept: comments and trailing commas, nothing looser. Shared by
@@ -280,6 +363,57 @@ mod tests {
         assert_eq!(entries[0].scope, Scope::User);
         assert_eq!(entries[1].scope, Scope::Project);
         assert_eq!(entries[1].project.as_deref(), Some("/home/a/p1"));
+    }
+
+    #[test]
+    fn nested_server_maps_are_read_entry_by_entry() {
+        let doc =
+            serde_json::json!({"servers": {"a": {"command": "x"}, "b": {"url": "https://h"}}});
+        let (e, p) = extract_entries(&doc, Layout::AtOrRoot("mcpServers"), Scope::User).unwrap();
+        assert!(p.is_empty());
+        let names: Vec<_> = e.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        let oc = serde_json::json!({"mcp": {"servers": {"f": {"command": ["uvx", "f"]}}}});
+        let (e, _) = extract_entries(&oc, Layout::At(&[&["mcp"]]), Scope::User).unwrap();
+        assert_eq!(e[0].name, "f");
+        // A real server that happens to be called `servers` stays one.
+        let real = serde_json::json!({"mcpServers": {"servers": {"command": "node", "args": []}}});
+        let (e, _) = extract_entries(&real, Layout::At(&[&["mcpServers"]]), Scope::User).unwrap();
+        assert_eq!(e[0].name, "servers");
+    }
+
+    #[test]
+    fn syntax_errors_never_quote_the_file() {
+        let p = std::path::Path::new;
+        let secret = "ghp_C3J27XDCG2LmlZGEONYlgCtjfIZ4SOcMz9CP";
+        for (text, format, name) in [
+            (
+                format!("[a.env]\nTOKEN = \"{secret}\nX = 1\n"),
+                Format::Toml,
+                "c.toml",
+            ),
+            (
+                format!("a:\n  env: {{T: {secret}\n  b: [x\n"),
+                Format::Yaml,
+                "c.yaml",
+            ),
+            (
+                format!("{{\"env\": {{\"T\": \"{secret}\" \"U\": 1}}}}"),
+                Format::Jsonc,
+                "c.json",
+            ),
+            (
+                format!("{{\"T\": \"\\u{secret}\"}}"),
+                Format::Jsonc,
+                "c.json",
+            ),
+        ] {
+            let msg = parse_document(&text, format, p(name))
+                .unwrap_err()
+                .to_string();
+            assert!(!msg.contains("ghp_"), "{msg}");
+            assert!(msg.contains("line"), "{msg}");
+        }
     }
 
     #[test]

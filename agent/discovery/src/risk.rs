@@ -5,7 +5,7 @@
 //! | `remote_fetch_exec` | the command downloads and runs a package: `npx`, `uvx`, `bunx`, `pnpx`, `npm exec`, `pnpm dlx`, `yarn dlx`, `bun x`, `uv tool run`, `pipx run` |
 //! | `unpinned_dependency` | that package (or a `docker run` image) has no exact version: no `@1.2.3` / `==1.2.3`, or `latest` |
 //! | `shell_exec` | the command is a shell, or an interpreter given inline code (`-c`, `-e`) |
-//! | `plaintext_secret` | a literal credential sits in the config: an env or header value, an argument, or URL userinfo / query |
+//! | `plaintext_secret` | a literal credential sits in the config: an env or header value, an argument, the command (`API_KEY=x node`), or URL userinfo / query / path (what the sanitizer would redact; references and placeholders are not literal) |
 //! | `world_readable_config` | the file holding a `plaintext_secret` is readable by every local user |
 //! | `cleartext_remote` | `http://` or `ws://` to a host that is not loopback |
 //! | `auto_approve_all` | the client may call every tool of the server without asking |
@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::launch::Launch;
 use agent_bom_protocol::sanitize::{
-    is_secret_name, looks_like_secret, sanitize_args, sanitize_url,
+    self, looks_like_secret, sanitize_args, sanitize_command, sanitize_url,
 };
 
 /// Facts about the file an entry came from.
@@ -81,29 +81,15 @@ const INTERPRETERS: &[&str] = &[
 const ELEVATORS: &[&str] = &["sudo", "doas", "pkexec", "su", "runas", "gsudo"];
 
 /// True for a value that is a literal credential rather than a reference to one
-/// (`${VAR}`, `${input:id}`, `{env:VAR}`, `$VAR`).
+/// (`${VAR}`, `${input:id}`, `{env:VAR}`, `$VAR`) or a placeholder (`YOUR_API_KEY_HERE`).
 pub fn is_literal_secret(value: &str) -> bool {
-    literal_value(value).is_some_and(looks_like_secret)
+    looks_like_secret(value)
 }
 
-/// True when the value of `name` is a literal credential: it looks like one, or the name says
-/// it is one and the value is long enough to be real.
+/// True when the value of `name` is a literal credential (the sanitizer's rule, see
+/// [`agent_bom_protocol::sanitize::is_literal_credential`]).
 pub fn is_literal_credential(name: &str, value: &str) -> bool {
-    literal_value(value)
-        .is_some_and(|v| looks_like_secret(v) || (is_secret_name(name) && v.len() >= 8))
-}
-
-/// The value without a `Bearer ` prefix, or `None` when it is empty or a reference.
-fn literal_value(value: &str) -> Option<&str> {
-    let v = value.trim();
-    let v = v
-        .strip_prefix("Bearer ")
-        .or_else(|| v.strip_prefix("bearer "))
-        .unwrap_or(v)
-        .trim();
-    let reference =
-        v.starts_with("${") || v.starts_with("{env:") || (v.starts_with('$') && !v.contains(' '));
-    (!v.is_empty() && !reference).then_some(v)
+    sanitize::is_literal_credential(name, value)
 }
 
 /// The file name of a command without directory and Windows executable suffix, lowercased.
@@ -159,8 +145,15 @@ pub fn flags(
     };
     let secret_in_args = sanitize_args(&l.args) != l.args;
     let secret_in_url = l.url.as_deref().is_some_and(|u| sanitize_url(u) != u);
-    let plaintext =
-        secret_value(l.env) || secret_value(l.headers) || secret_in_args || secret_in_url;
+    let secret_in_command = l
+        .command
+        .as_deref()
+        .is_some_and(|c| sanitize_command(c) != c);
+    let plaintext = secret_value(l.env)
+        || secret_value(l.headers)
+        || secret_in_args
+        || secret_in_url
+        || secret_in_command;
     if plaintext {
         add("plaintext_secret");
         if file.world_readable {

@@ -168,7 +168,7 @@ impl ConfigWatcher {
         let mut wanted: BTreeMap<PathBuf, RecursiveMode> = BTreeMap::new();
         let mut relevance = Relevance::default();
         for c in crate::candidates(&self.options) {
-            let (dir, mode) = match nearest_existing(&c.watch_dir) {
+            let (dir, mode) = match nearest_existing(&c.watch_dir, &c.confine_to) {
                 Some(d) if d == c.watch_dir && c.watch_recursive => (d, RecursiveMode::Recursive),
                 Some(d) => (d, RecursiveMode::NonRecursive),
                 None => continue,
@@ -255,10 +255,14 @@ pub async fn spawn_change_notifier(
     Ok(changes)
 }
 
-fn nearest_existing(dir: &Path) -> Option<PathBuf> {
+/// The nearest existing directory at or above `dir` that is reached inside its root: a
+/// symlinked component leading out of the home is not watched (the scan refuses it too).
+fn nearest_existing(dir: &Path, confine_to: &[PathBuf]) -> Option<PathBuf> {
     let mut d = dir;
     loop {
-        if std::fs::symlink_metadata(d).is_ok_and(|m| m.is_dir()) {
+        if std::fs::symlink_metadata(d).is_ok_and(|m| m.is_dir())
+            && (confine_to.iter().any(|r| r == d) || crate::confine::is_inside(d, confine_to))
+        {
             return Some(d.to_path_buf());
         }
         d = d.parent()?;

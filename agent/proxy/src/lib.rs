@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use agent_bom_protocol::Transport;
 
-use agent_bom_protocol::sanitize::sanitize_args;
+use agent_bom_protocol::sanitize::{sanitize_args, sanitize_command};
 use agent_bom_protocol::server_id::server_id;
 use agent_bom_state::StateDir;
 use audit::{AuditConfig, AuditEvent};
@@ -76,7 +76,7 @@ pub fn default_server_id(command: &OsString, args: &[OsString]) -> String {
         .collect();
     server_id(
         Transport::Stdio,
-        Some(&command.to_string_lossy()),
+        Some(&sanitize_command(&command.to_string_lossy())),
         &sanitize_args(&args),
         None,
     )

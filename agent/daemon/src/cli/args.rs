@@ -58,9 +58,14 @@ pub(crate) enum Command {
         /// File holding the enrollment token.
         #[arg(long)]
         token_file: Option<PathBuf>,
-        /// SHA-256 of the control plane's CA certificate (its data dir's ca.pin).
+        /// SHA-256 of the control plane's CA certificate (its data dir's ca.pin). Required
+        /// unless --trust-on-first-use is given.
         #[arg(long, env = env::CA_PIN)]
         ca_pin: Option<String>,
+        /// Enroll without --ca-pin: trust whatever CA the collector presents this once and pin
+        /// it from then on. Only on a network you trust.
+        #[arg(long, conflicts_with = "ca_pin")]
+        trust_on_first_use: bool,
         /// State directory for the identity.
         #[arg(long, env = env::STATE_DIR)]
         state_dir: Option<PathBuf>,

@@ -14,6 +14,8 @@ pub(crate) struct EnrollArgs {
     pub(crate) token: Option<String>,
     pub(crate) token_file: Option<PathBuf>,
     pub(crate) ca_pin: Option<String>,
+    /// `--trust-on-first-use`: the operator chose to go without a pin.
+    pub(crate) trust_on_first_use: bool,
     pub(crate) state_dir: Option<PathBuf>,
     pub(crate) force: bool,
 }
@@ -25,9 +27,15 @@ pub(crate) async fn enroll(args: EnrollArgs) -> Result<()> {
         token,
         token_file,
         ca_pin,
+        trust_on_first_use,
         state_dir,
         force,
     } = args;
+    // Refused before the token is read or the state directory touched: without a pin the
+    // agent would hand its token to, and trust, whoever answers at the address.
+    if ca_pin.is_none() && !trust_on_first_use {
+        return Err(uplink::UplinkError::NoCaPin.into());
+    }
     let token = match (token, token_file) {
         (Some(t), _) => t,
         (None, Some(f)) => std::fs::read_to_string(&f)
@@ -40,16 +48,17 @@ pub(crate) async fn enroll(args: EnrollArgs) -> Result<()> {
         ),
     };
     let state = StateDir::open(&state_dir.unwrap_or_else(default_state_dir))?;
-    let record = uplink::enroll(
-        &state,
-        &EnrollOptions {
-            collector,
-            token,
-            ca_pin,
-            force,
-        },
-    )
-    .await?;
+    let options = EnrollOptions {
+        collector,
+        token,
+        ca_pin,
+        force,
+    };
+    let record = if trust_on_first_use {
+        uplink::enroll_trusting_first_use(&state, &options).await?
+    } else {
+        uplink::enroll(&state, &options).await?
+    };
     println!(
         "enrolled as {} (state in {})",
         record.agent_id,

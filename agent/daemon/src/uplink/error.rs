@@ -49,6 +49,11 @@ pub enum UplinkError {
     /// The session must start over (e.g. to use a rotated credential).
     #[error("reconnecting: {0}")]
     Reconnect(&'static str),
+    /// No CA pin was given and trust on first use was not chosen.
+    #[error(
+        "refusing to enroll without --ca-pin: pass the control plane's CA fingerprint (the ca.pin file in its data directory), or --trust-on-first-use to trust whatever CA the collector presents this once (only on a network you trust)"
+    )]
+    NoCaPin,
     /// The device is already enrolled.
     #[error(
         "already enrolled as {agent_id} (state dir {dir}); pass --force to replace this identity"

@@ -45,14 +45,42 @@ pub struct EnrollOptions {
     pub collector: String,
     /// Enrollment token.
     pub token: String,
-    /// Expected CA fingerprint; `None` trusts the first CA seen (demo only).
+    /// Expected CA fingerprint (hex SHA-256). [`enroll`] refuses to run without one;
+    /// [`enroll_trusting_first_use`] is the explicit way to go without.
     pub ca_pin: Option<String>,
     /// Replace an existing identity.
     pub force: bool,
 }
 
-/// Exchange an enrollment token for a device identity and store it in `state`.
+/// Exchange an enrollment token for a device identity and store it in `state`. The collector's
+/// CA must match `options.ca_pin`; without a pin nothing is sent ([`UplinkError::NoCaPin`]):
+/// the token would go to, and the identity trust, whoever answers at the address.
 pub async fn enroll(state: &StateDir, options: &EnrollOptions) -> Result<AgentRecord, UplinkError> {
+    if options.ca_pin.is_none() {
+        return Err(UplinkError::NoCaPin);
+    }
+    enroll_with(state, options).await
+}
+
+/// [`enroll`] for an operator who chose trust on first use (`--trust-on-first-use`): with a
+/// pin it is checked as usual; without one the CA the collector presents is trusted and pinned
+/// from then on.
+pub async fn enroll_trusting_first_use(
+    state: &StateDir,
+    options: &EnrollOptions,
+) -> Result<AgentRecord, UplinkError> {
+    if options.ca_pin.is_none() {
+        tracing::warn!(
+            "--trust-on-first-use: trusting the CA the collector presents and pinning it from now on"
+        );
+    }
+    enroll_with(state, options).await
+}
+
+async fn enroll_with(
+    state: &StateDir,
+    options: &EnrollOptions,
+) -> Result<AgentRecord, UplinkError> {
     if !options.force && state.is_enrolled() {
         let record = state.record()?;
         return Err(UplinkError::AlreadyEnrolled {
@@ -60,15 +88,12 @@ pub async fn enroll(state: &StateDir, options: &EnrollOptions) -> Result<AgentRe
             dir: state.path().display().to_string(),
         });
     }
-    let pin = match &options.ca_pin {
-        Some(p) => Some(tls::normalize_pin(p).map_err(UplinkError::Tls)?),
-        None => {
-            tracing::warn!(
-                "no --ca-pin given: trusting the CA the collector presents (trust on first use); pass --ca-pin in production"
-            );
-            None
-        }
-    };
+    let pin = options
+        .ca_pin
+        .as_deref()
+        .map(tls::normalize_pin)
+        .transpose()
+        .map_err(UplinkError::Tls)?;
     let key = rcgen::KeyPair::generate().map_err(|e| UplinkError::Tls(e.to_string()))?;
     let hostname = agent_bom_discovery::host::hostname();
     let mut params = rcgen::CertificateParams::default();

@@ -8,7 +8,11 @@
 //! what `wrap` wrote, and falls back to a structural unwrap (the same edit in reverse) when the
 //! client or the user changed it since. Writes are atomic, re-check the file right before the
 //! rename and keep its owner and mode ([`write`]), because clients such as Claude Code rewrite
-//! their own file at any moment and the daemon edits users' files as root. [`managed`] is the
+//! their own file at any moment and the daemon edits users' files as root. The file is reached
+//! the way discovery reaches it (`agent_bom_discovery::confine`: every component inside the
+//! directory it belongs to, no symlink followed out of it), and every read and the write go
+//! through the handle of the directory that was resolved, so swapping a symlink in meanwhile
+//! cannot redirect a root daemon's write. [`managed`] is the
 //! daemon's side: wrap by policy and re-wrap what a client reverted.
 
 pub mod diff;
@@ -18,9 +22,11 @@ pub mod plan;
 pub mod record;
 pub mod write;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub use edit::Skipped;
+
+use agent_bom_discovery::confine::{self, Resolved};
 
 use agent_bom_discovery::catalog::{Format, Layout, Location};
 use agent_bom_discovery::parse::{extract_entries, parse_document, resolve_format};
@@ -32,7 +38,7 @@ const ATTEMPTS: usize = 5;
 /// Errors of wrap and unwrap, per file.
 #[derive(Debug, thiserror::Error)]
 pub enum WrapError {
-    /// The file could not be read.
+    /// The file could not be read (or is not reached inside its directory).
     #[error("reading {path}: {message}")]
     Read {
         /// The file.
@@ -127,9 +133,11 @@ pub struct FileChange {
     pub skipped: Vec<Skipped>,
 }
 
-/// A config file to edit: its path, catalog row and resolved syntax.
+/// A config file to edit: its path, the directories it must stay inside, catalog row and
+/// resolved syntax.
 struct Target {
     path: PathBuf,
+    confine_to: Vec<PathBuf>,
     loc: &'static Location,
     format: Format,
 }
@@ -160,6 +168,7 @@ fn targets(options: &WrapOptions) -> Vec<Target> {
         .map(|c| Target {
             format: resolve_format(c.location.format, &c.path),
             path: c.path,
+            confine_to: c.confine_to,
             loc: c.location,
         })
         .collect()
@@ -181,9 +190,10 @@ fn wrap_file(
     exe: &str,
 ) -> Result<Option<FileChange>, WrapError> {
     let Target { loc, format, .. } = *target;
-    let path = write::resolve(&target.path);
+    let resolved = resolve(target)?;
+    let path = resolved.path().to_path_buf();
     for _ in 0..ATTEMPTS {
-        let before = read(&path)?;
+        let before = read(&resolved)?;
         let parse_error = |message| WrapError::Parse {
             path: path.clone(),
             message,
@@ -219,7 +229,7 @@ fn wrap_file(
                 path: path.clone(),
                 source,
             })?;
-        match write::replace_if_unchanged(&path, before.as_bytes(), edited.text.as_bytes()) {
+        match write::replace_if_unchanged(&resolved, before.as_bytes(), edited.text.as_bytes()) {
             Ok(true) => {
                 return Ok(Some(FileChange {
                     path,
@@ -250,10 +260,11 @@ pub fn unwrap(options: &WrapOptions) -> Vec<Result<FileChange, WrapError>> {
 
 fn unwrap_file(options: &WrapOptions, target: &Target) -> Result<Option<FileChange>, WrapError> {
     let Target { loc, format, .. } = *target;
-    let path = write::resolve(&target.path);
+    let resolved = resolve(target)?;
+    let path = resolved.path().to_path_buf();
     let store = record::Records::new(&options.state_dir);
     for _ in 0..ATTEMPTS {
-        let before = read(&path)?;
+        let before = read(&resolved)?;
         let recorded = store.load(&path);
         let (after, servers, exact, skipped) = match &recorded {
             Some(r) if r.matches_wrapped(&before) => {
@@ -306,7 +317,7 @@ fn unwrap_file(options: &WrapOptions, target: &Target) -> Result<Option<FileChan
             path: path.clone(),
             message,
         })?;
-        match write::replace_if_unchanged(&path, before.as_bytes(), after.as_bytes()) {
+        match write::replace_if_unchanged(&resolved, before.as_bytes(), after.as_bytes()) {
             Ok(true) => {
                 // A record stays while some server is still wrapped (skipped ones).
                 if skipped.is_empty() {
@@ -339,17 +350,25 @@ fn scanner_accepts(text: &str, target: &Target) -> Result<(), String> {
         .map_err(|e| format!("the edit would break the server section ({e}); nothing written"))
 }
 
-fn read(path: &Path) -> Result<String, WrapError> {
-    // `path` is already resolved (no symlink left), so there is nothing to confine.
-    match agent_bom_discovery::read_config(path, &[]) {
-        Ok(Some(file)) => Ok(file.text),
-        Ok(None) => Err(WrapError::Read {
-            path: path.to_path_buf(),
-            message: "the file disappeared".into(),
-        }),
-        Err(message) => Err(WrapError::Read {
-            path: path.to_path_buf(),
-            message,
-        }),
+/// Reach the target inside the directories it belongs to; the handle is used for every read
+/// and the write that follow.
+fn resolve(target: &Target) -> Result<Resolved, WrapError> {
+    let read_error = |message: String| WrapError::Read {
+        path: target.path.clone(),
+        message,
+    };
+    match confine::resolve(&target.path, &target.confine_to) {
+        Ok(Some(r)) => Ok(r),
+        Ok(None) => Err(read_error("the file disappeared".into())),
+        Err(e) => Err(read_error(e.to_string())),
     }
+}
+
+fn read(resolved: &Resolved) -> Result<String, WrapError> {
+    agent_bom_discovery::read_resolved(resolved)
+        .map(|file| file.text)
+        .map_err(|message| WrapError::Read {
+            path: resolved.path().to_path_buf(),
+            message,
+        })
 }

@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use agent_bom_discovery::catalog::Layout;
 use agent_bom_discovery::launch::{is_wrapped, unwrapped_launch, wrapped_args};
+use agent_bom_discovery::parse::is_nested_server_map;
 
 /// One step of a path into the parsed document.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,6 +160,22 @@ fn stdio_entries(doc: &Value, layout: Layout) -> Vec<Stdio> {
             .collect(),
         _ => Vec::new(),
     };
+    // A server map nested where a server is expected is read entry by entry, as discovery
+    // reads it (`discovery::parse::is_nested_server_map`).
+    let entries: Vec<(String, Vec<Seg>, &Value)> = entries
+        .into_iter()
+        .flat_map(|(name, path, body)| match body.as_object() {
+            Some(map) if is_nested_server_map(&name, body) => map
+                .iter()
+                .map(|(inner, b)| {
+                    let mut p = path.clone();
+                    p.push(Seg::Key(inner.clone()));
+                    (inner.clone(), p, b)
+                })
+                .collect::<Vec<_>>(),
+            _ => vec![(name, path, body)],
+        })
+        .collect();
     entries
         .into_iter()
         .filter_map(|(name, path, body)| {

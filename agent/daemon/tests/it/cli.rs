@@ -149,6 +149,52 @@ fn bad_arguments_fail_with_a_message() {
     );
 }
 
+/// `enroll` without `--ca-pin` is refused before anything is read or sent, and the opt-in is a
+/// flag that says what it does.
+#[test]
+fn enroll_without_a_pin_is_refused() {
+    let state = tempfile::tempdir().unwrap();
+    let out = agent()
+        .args([
+            "enroll",
+            "--collector",
+            "127.0.0.1:1",
+            "--token",
+            "abe_x",
+            "--state-dir",
+        ])
+        .arg(state.path())
+        .env_remove("AGENT_BOM_CA_PIN")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("refusing to enroll without --ca-pin")
+            && stderr.contains("--trust-on-first-use"),
+        "{stderr}"
+    );
+    let out = agent()
+        .args([
+            "enroll",
+            "--collector",
+            "127.0.0.1:1",
+            "--token",
+            "x",
+            "--trust-on-first-use",
+            "--ca-pin",
+        ])
+        .arg("ab".repeat(32))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot be used with"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn paths_lists_every_location() {
     let home = tempfile::tempdir().unwrap();

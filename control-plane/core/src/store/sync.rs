@@ -4,12 +4,15 @@
 //! each with its `mcp_servers`. The machine becomes one endpoint of origin `fleet_sync`, keyed by
 //! `(tenant, source_id)`; its clients and servers replace the previous push's. Only names of
 //! environment variables and headers are kept (agent-bom already redacts values; we never read
-//! them), and arguments and URLs are sanitized like the agent's own.
+//! them), and every text field goes through the sanitizer the agent uses
+//! (`agent_bom_protocol::sanitize`): arguments, URL and command by their own rules, names,
+//! paths, `discovery_sources`, hostname, owner and environment as text. A tag holding a
+//! credential is dropped (a redacted tag would not be a valid tag).
 
 use std::collections::BTreeSet;
 
 use agent_bom_protocol::Transport;
-use agent_bom_protocol::sanitize::{sanitize_args, sanitize_url};
+use agent_bom_protocol::sanitize::{sanitize_args, sanitize_command, sanitize_text, sanitize_url};
 use agent_bom_protocol::server_id::server_id;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -167,7 +170,7 @@ fn parse_payload(body: &Value, header_source: Option<&str>) -> Result<SyncPayloa
         .ok_or_else(|| {
             invalid("source_id is required (in the body or the X-Agent-Bom-Source-Id header)")
         })?;
-    let source_id = bounded("source_id", source_id, MAX_SOURCE_ID)?;
+    let source_id = sanitize_text(&bounded("source_id", source_id, MAX_SOURCE_ID)?);
     let mut hostname = None;
     let (mut owner, mut environment, mut tags) = (None, None, BTreeSet::new());
     let mut clients = Vec::new();
@@ -179,26 +182,30 @@ fn parse_payload(body: &Value, header_source: Option<&str>) -> Result<SyncPayloa
         let name = opt_str(a, "name")?
             .filter(|n| !n.is_empty())
             .ok_or_else(|| invalid("each agent needs a non-empty name"))?;
-        let name = bounded("agent name", name, 200)?;
+        let name = sanitize_text(&bounded("agent name", name, 200)?);
         if hostname.is_none() {
             hostname = opt_str(a, "enrollment_name")?
                 .filter(|s| !s.is_empty())
-                .map(|s| bounded("enrollment_name", s, 255))
+                .map(|s| bounded("enrollment_name", s, 255).map(|s| sanitize_text(&s)))
                 .transpose()?;
         }
         if owner.is_none() {
             owner = opt_str(a, "owner")?
                 .filter(|s| !s.is_empty())
-                .map(|s| bounded("owner", s, 200))
+                .map(|s| bounded("owner", s, 200).map(|s| sanitize_text(&s)))
                 .transpose()?;
         }
         if environment.is_none() {
             environment = opt_str(a, "environment")?
                 .filter(|s| !s.is_empty())
-                .map(|s| bounded("environment", s, 200))
+                .map(|s| bounded("environment", s, 200).map(|s| sanitize_text(&s)))
                 .transpose()?;
         }
-        tags.extend(str_list(a, "tags")?);
+        tags.extend(
+            str_list(a, "tags")?
+                .into_iter()
+                .filter(|t| sanitize_text(t) == *t),
+        );
         let list = match a.get("mcp_servers") {
             Some(Value::Array(s)) => s.as_slice(),
             None | Some(Value::Null) => &[],
@@ -214,7 +221,7 @@ fn parse_payload(body: &Value, header_source: Option<&str>) -> Result<SyncPayloa
                 .ok_or_else(|| invalid("each MCP server needs a non-empty name"))?;
             let command = opt_str(s, "command")?
                 .filter(|c| !c.is_empty())
-                .map(|c| bounded("command", c, 4096))
+                .map(|c| bounded("command", c, 4096).map(|c| sanitize_command(&c)))
                 .transpose()?;
             let url = opt_str(s, "url")?
                 .filter(|u| !u.is_empty())
@@ -222,20 +229,25 @@ fn parse_payload(body: &Value, header_source: Option<&str>) -> Result<SyncPayloa
                 .transpose()?;
             let args = sanitize_args(&str_list(s, "args")?);
             let transport = transport_of(opt_str(s, "transport")?, url.as_deref());
-            let mut env_keys: BTreeSet<String> =
-                str_list(s, "credential_names")?.into_iter().collect();
+            let mut env_keys: BTreeSet<String> = str_list(s, "credential_names")?
+                .iter()
+                .map(|k| sanitize_text(k))
+                .collect();
             if let Some(Value::Object(env)) = s.get("env") {
                 // Names only: values never leave this function.
-                env_keys.extend(env.keys().cloned());
+                env_keys.extend(env.keys().map(|k| sanitize_text(k)));
             }
             let header_keys = match s.get("connection_metadata") {
-                Some(Value::Object(m)) => str_list(m, "header_names")?,
+                Some(Value::Object(m)) => str_list(m, "header_names")?
+                    .iter()
+                    .map(|h| sanitize_text(h))
+                    .collect(),
                 _ => Vec::new(),
             };
             let sources = str_list(s, "discovery_sources")?;
             let config_path = sources
                 .first()
-                .map(|d| d.split_once(':').map_or(d.as_str(), |(_, p)| p).to_string())
+                .map(|d| sanitize_text(d.split_once(':').map_or(d.as_str(), |(_, p)| p)))
                 .unwrap_or_default();
             if !config_path.is_empty() {
                 files.insert(config_path.clone());
@@ -255,7 +267,7 @@ fn parse_payload(body: &Value, header_source: Option<&str>) -> Result<SyncPayloa
             }
             servers.push(SyncServer {
                 id: server_id(transport, command.as_deref(), &args, url.as_deref()),
-                name: bounded("server name", sname, 200)?,
+                name: sanitize_text(&bounded("server name", sname, 200)?),
                 client: name.clone(),
                 transport,
                 command,

@@ -6,15 +6,43 @@ use jsonc_parser::cst::{CstInputValue, CstObject, CstRootNode};
 use super::Edited;
 use agent_bom_discovery::catalog::Layout;
 use agent_bom_discovery::launch::{is_wrapped, unwrapped_launch, wrapped_args};
+use agent_bom_discovery::parse::{LAUNCH_FIELDS, SERVER_MAP_KEYS};
 
 /// Parse options matching the scanner's (comments and trailing commas accepted).
 fn parse(text: &str) -> Result<CstRootNode, String> {
-    CstRootNode::parse(text, &agent_bom_discovery::parse::jsonc_options())
-        .map_err(|e| format!("invalid JSON: {e}"))
+    // The position only, as discovery reports it: a parser's message may quote the file.
+    CstRootNode::parse(text, &agent_bom_discovery::parse::jsonc_options()).map_err(|e| {
+        format!(
+            "invalid JSON on line {} column {}",
+            e.line_display(),
+            e.column_display()
+        )
+    })
 }
 
-/// Every server-map object a layout describes.
+/// Every server-map object a layout describes, with the server maps nested in them (another
+/// client's map pasted in, read entry by entry as discovery reads it).
 fn server_maps(root: &CstRootNode, layout: Layout) -> Vec<CstObject> {
+    let maps = layout_maps(root, layout);
+    let nested: Vec<CstObject> = maps
+        .iter()
+        .flat_map(|m| m.properties())
+        .filter(|p| {
+            p.decoded_name()
+                .is_some_and(|n| SERVER_MAP_KEYS.contains(&n.as_str()))
+        })
+        .filter_map(|p| p.object_value())
+        .filter(|inner| {
+            let props = inner.properties();
+            !props.is_empty()
+                && !LAUNCH_FIELDS.iter().any(|f| inner.get(f).is_some())
+                && props.iter().all(|p| p.object_value().is_some())
+        })
+        .collect();
+    maps.into_iter().chain(nested).collect()
+}
+
+fn layout_maps(root: &CstRootNode, layout: Layout) -> Vec<CstObject> {
     let Some(top) = root.object_value() else {
         return Vec::new();
     };

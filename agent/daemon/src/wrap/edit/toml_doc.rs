@@ -13,7 +13,13 @@ pub fn apply(text: &str, change: &Change) -> Result<String, String> {
         Some(rest) => ("\u{feff}", rest),
         None => ("", text),
     };
-    let mut doc: DocumentMut = body.parse().map_err(|e| format!("invalid TOML: {e}"))?;
+    // The position only: the parser's message quotes the line, which may hold a credential.
+    let mut doc: DocumentMut = body.parse().map_err(|e: toml_edit::TomlError| {
+        e.span().map_or_else(
+            || "invalid TOML".to_string(),
+            |span| format!("invalid TOML at byte {}", span.start),
+        )
+    })?;
     // Only a file toml_edit writes back unchanged can be edited without touching other bytes.
     if doc.to_string() != body {
         return Err("this file's formatting cannot be preserved by the TOML editor".into());
