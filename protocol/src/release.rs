@@ -360,7 +360,7 @@ mod tests {
             },
         ] {
             assert_eq!(
-                changed.verify(&sig, &[public.clone()]),
+                changed.verify(&sig, std::slice::from_ref(&public)),
                 Err(ReleaseError::BadSignature)
             );
         }
