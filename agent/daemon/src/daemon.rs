@@ -151,11 +151,11 @@ impl Daemon {
             renew_before,
             events,
             changes,
-            updater: update.map(|u| {
-                std::sync::Arc::new(crate::update::Updater::new(u, state.path().to_path_buf()))
-            }),
         };
-        uplink::run(state, options, shutdown).await?;
+        let updater = update.map(|u| {
+            std::sync::Arc::new(crate::update::Updater::new(u, state.path().to_path_buf()))
+        });
+        uplink::run_with_updater(state, options, updater, shutdown).await?;
         Ok(())
     }
 }

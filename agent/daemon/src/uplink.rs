@@ -212,8 +212,6 @@ pub struct RunOptions {
     /// Woken by the file watcher when a config changed, so the change ships at once instead of
     /// at the next periodic rescan.
     pub changes: Option<Arc<tokio::sync::Notify>>,
-    /// The self-updater (absent: update notices are only recorded).
-    pub updater: Option<Arc<crate::update::Updater>>,
 }
 
 /// Connect, upload and stay connected until `shutdown`, reconnecting with capped exponential
@@ -223,6 +221,21 @@ pub async fn run(
     options: RunOptions,
     shutdown: CancellationToken,
 ) -> Result<(), UplinkError> {
+    run_with_updater(state, options, None, shutdown).await
+}
+
+/// [`run`] with a self-updater: `update_available` offers of complete builds are installed
+/// ([`crate::update`]) instead of only recorded.
+pub async fn run_with_updater(
+    state: StateDir,
+    options: RunOptions,
+    updater: Option<Arc<crate::update::Updater>>,
+    shutdown: CancellationToken,
+) -> Result<(), UplinkError> {
+    let options = Options {
+        run: options,
+        updater,
+    };
     let record = state.record()?;
     // Fail early on a broken identity; each session reloads it (a renewal replaces it).
     device_tls(&state)?;
@@ -280,11 +293,24 @@ pub async fn run(
     Ok(())
 }
 
+/// The run options with the updater beside them.
+struct Options {
+    run: RunOptions,
+    updater: Option<Arc<crate::update::Updater>>,
+}
+
+impl std::ops::Deref for Options {
+    type Target = RunOptions;
+    fn deref(&self) -> &RunOptions {
+        &self.run
+    }
+}
+
 async fn session(
     state: &StateDir,
     record: &AgentRecord,
     config: &rustls::ClientConfig,
-    options: &RunOptions,
+    options: &Options,
     shutdown: &CancellationToken,
     attempt: &mut u32,
 ) -> Result<(), UplinkError> {
@@ -588,16 +614,17 @@ async fn run_command(
     state: &StateDir,
     record: &AgentRecord,
     link: &Link,
-    options: &RunOptions,
+    options: &Options,
     command: agent_bom_protocol::Command,
     next_rescan: &mut tokio::time::Instant,
     reconnect: &mut bool,
 ) -> Option<AgentMessage> {
+    let (options, updater) = (&options.run, options.updater.as_ref());
     let ctx = commands::Context {
         state,
         agent_id: &record.agent_id,
         scan: &options.scan,
-        updater: options.updater.as_ref(),
+        updater,
     };
     let mut outcome = commands::apply(ctx, &command);
     if outcome.status == commands::IN_PROGRESS {

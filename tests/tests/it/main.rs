@@ -23,6 +23,7 @@ mod proxy_events;
 mod renewal;
 mod revocation;
 mod rls;
+mod self_update;
 mod stale;
 mod store;
 mod tcp_fallback;

@@ -38,6 +38,10 @@ pub const DEFAULT_OFFER_TTL_MS: i64 = 7 * 86_400_000;
 pub const DEFAULT_MAX_FAILURE_PCT: i64 = 10;
 /// Default halt threshold: at least this many failures.
 pub const DEFAULT_MIN_FAILURES: i64 = 3;
+/// How long an `applied` answer may precede the endpoint's report of the new version (the
+/// answer and the first inventory of the new build travel separately) before the offer counts
+/// as `unsupported`: an older agent records the notice and answers `applied` without updating.
+pub const VERSION_REPORT_WAIT_MS: i64 = 10 * 60_000;
 /// Default soak time before a ring advances by itself.
 pub const DEFAULT_SOAK_MS: i64 = 86_400_000;
 
@@ -479,11 +483,19 @@ pub async fn drive(
         return Ok(pass);
     }
     // 1. Outcomes of answered offers.
+    let now = crate::store::now_ms();
     for a in store
         .answered_offers_in(&mut tx, tenant_id, rollout_id, &r.version)
         .await?
     {
         let on_target = a.agent_version.as_deref() == Some(r.version.as_str());
+        if a.command_status == "applied"
+            && !on_target
+            && now - a.acked_at_ms.unwrap_or(now) < VERSION_REPORT_WAIT_MS
+        {
+            // Updated, but the new build's first report has not arrived yet.
+            continue;
+        }
         let (status, detail) = match a.command_status.as_str() {
             _ if on_target => ("succeeded", a.detail),
             "applied" => (
@@ -545,7 +557,6 @@ pub async fn drive(
         return Ok(pass);
     }
     // 3. Advance after the soak time, or complete after the last ring.
-    let now = crate::store::now_ms();
     let mut current = r.current_ring;
     let mut ring_started = r.ring_started_ms;
     let soaked = r.soak_ms > 0 && now - r.ring_started_ms >= r.soak_ms;

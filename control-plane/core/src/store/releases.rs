@@ -237,6 +237,8 @@ pub struct Answered {
     pub detail: Option<String>,
     /// The version the endpoint reports now.
     pub agent_version: Option<String>,
+    /// When the agent answered (Unix ms).
+    pub acked_at_ms: Option<i64>,
 }
 
 impl Store {
@@ -701,7 +703,7 @@ impl Store {
         version: &str,
     ) -> Result<Vec<Answered>, StoreError> {
         let rows = sqlx::query(
-            "SELECT t.endpoint_id, c.status, c.result_detail, e.agent_version FROM rollout_targets t \
+            "SELECT t.endpoint_id, c.status, c.result_detail, c.acked_at, e.agent_version FROM rollout_targets t \
              JOIN endpoint_commands c ON c.tenant_id = t.tenant_id AND c.id = t.command_id \
              JOIN endpoints e ON e.tenant_id = t.tenant_id AND e.id = t.endpoint_id \
              WHERE t.tenant_id = $1 AND t.rollout_id = $2 AND t.status = 'offered' \
@@ -719,6 +721,7 @@ impl Store {
                     command_status: r.try_get("status")?,
                     detail: r.try_get("result_detail")?,
                     agent_version: r.try_get("agent_version")?,
+                    acked_at_ms: r.try_get("acked_at")?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()
