@@ -43,6 +43,10 @@ pub mod env {
     pub const SERVICE_NAME: &str = "AGENT_BOM_SERVICE_NAME";
     /// Base URL of the control plane's HTTP API, for `update check` / `update apply`.
     pub const CONTROL_PLANE_URL: &str = "AGENT_BOM_CONTROL_PLANE_URL";
+    /// Release keys to pin at `service install` / `service configure` (comma-separated hex).
+    pub const RELEASE_KEYS: &str = "AGENT_BOM_RELEASE_KEYS";
+    /// Release channel to follow (`stable`, `beta`, ...).
+    pub const UPDATE_CHANNEL: &str = "AGENT_BOM_UPDATE_CHANNEL";
 }
 
 /// Default seconds between rescans. The file watcher (a later milestone) makes changes arrive

@@ -150,6 +150,9 @@ pub(crate) enum ServiceAction {
     /// installing once. With a token, the service enrolls on its own when the collector is
     /// reachable (the token is kept in the state directory, mode 0600, until used).
     Install(ServiceInstallArgs),
+    /// Record the control plane's details and stage the enrollment token for a service that a
+    /// package installs (what the packages' install scripts run); installs no service.
+    Configure(ServiceInstallArgs),
     /// Stop and remove the service.
     Uninstall {
         /// The current user's service instead of the system's.
@@ -231,12 +234,13 @@ pub(crate) struct ServiceInstallArgs {
     /// Base URL of the control plane's HTTP API (`update check` asks it for releases).
     #[arg(long, env = env::CONTROL_PLANE_URL)]
     pub(crate) control_plane_url: Option<String>,
-    /// Hex ed25519 public key whose signatures this agent accepts on its builds; repeatable.
-    /// Without one the agent never updates itself.
-    #[arg(long = "release-key")]
+    /// Hex ed25519 public key whose signatures this agent accepts on its builds; repeatable
+    /// (the environment variable takes a comma-separated list). Without one the agent never
+    /// updates itself.
+    #[arg(long = "release-key", env = env::RELEASE_KEYS, value_delimiter = ',')]
     pub(crate) release_keys: Vec<String>,
     /// Release channel to follow for `update check` (default stable).
-    #[arg(long)]
+    #[arg(long, env = env::UPDATE_CHANNEL)]
     pub(crate) channel: Option<String>,
     /// `agent.toml` for the service.
     #[arg(long)]

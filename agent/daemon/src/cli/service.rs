@@ -25,7 +25,8 @@ fn this_exe() -> Result<PathBuf> {
 /// Run a `service` subcommand.
 pub(crate) fn service(action: ServiceAction) -> Result<()> {
     match action {
-        ServiceAction::Install(args) => install(args),
+        ServiceAction::Install(args) => install(args, true),
+        ServiceAction::Configure(args) => install(args, false),
         ServiceAction::Uninstall {
             user,
             unwrap,
@@ -78,7 +79,9 @@ pub(crate) fn service(action: ServiceAction) -> Result<()> {
     }
 }
 
-fn install(args: ServiceInstallArgs) -> Result<()> {
+/// Record the install settings and stage the token; with `service`, install and start the
+/// service too.
+fn install(args: ServiceInstallArgs, service: bool) -> Result<()> {
     let level = level(args.user);
     let manager = service::platform_manager(level)?;
     let mut spec = service::default_spec(level, args.exe.map_or_else(this_exe, Ok)?);
@@ -128,6 +131,13 @@ fn install(args: ServiceInstallArgs) -> Result<()> {
             env::ENROLL_TOKEN
         ),
     }
+    if settings.release_keys.is_empty() {
+        println!("self-update is off: no release key pinned (--release-key)");
+    }
+    if !service {
+        println!("configured {}", state.path().display());
+        return Ok(());
+    }
     service::install(&spec, manager, !args.no_start)?;
     println!(
         "installed {} ({}){}",
@@ -138,9 +148,6 @@ fn install(args: ServiceInstallArgs) -> Result<()> {
         ),
         if args.no_start { "" } else { " and started" }
     );
-    if settings.release_keys.is_empty() {
-        println!("self-update is off: no release key pinned (--release-key)");
-    }
     Ok(())
 }
 

@@ -85,6 +85,31 @@ fn rendered_units_pass_systemd_analyze_verify() {
     }
 }
 
+/// The LaunchDaemon shipped in the macOS package sources is what the agent renders (the .pkg is
+/// built on a Mac, where `build-pkg.sh` renders it again; this keeps the checked-in copy true).
+#[test]
+fn the_macos_package_ships_the_rendered_launch_daemon() {
+    let exe = Path::new("/usr/local/agent-bom/bin/agent-bom-agent");
+    let rendered = render(
+        &[
+            "--manager",
+            "launchd",
+            "--state-dir",
+            "/Library/Application Support/agent-bom",
+            "--config",
+            "/Library/Application Support/agent-bom/agent.toml",
+            "--log-file",
+            "/Library/Logs/agent-bom/agent-bom-agent.log",
+        ],
+        exe,
+    );
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../installers/macos/com.agent-bom.agent.plist"),
+    )
+    .unwrap();
+    assert_eq!(rendered, shipped, "rerun `service render --manager launchd ...` into the file");
+}
+
 #[test]
 fn a_stamped_build_reports_its_stamped_version() {
     let dir = tempfile::tempdir().unwrap();
