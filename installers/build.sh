@@ -87,11 +87,12 @@ if [ -n "$windows_bin" ]; then
     msi_src="$work/msi"
     install -d "$msi_src"
     cp "$windows_bin" "$msi_src/agent-bom-agent.exe"
-    sed 's/$/\r/' "$here/linux/agent.toml" > "$msi_src/agent.toml"
+    sed 's/$/\r/' "$here/linux/agent.toml" > "$msi_src/agent.toml.default"
+    cp "$here/windows/agent-bom-agent.wxs" "$msi_src/"
     # MSI versions are numeric: 0.1.0-rc.1 installs as 0.1.0.
     msi_version="${version%%[-+]*}"
     msi="$out/agent-bom-agent-${version}-x64.msi"
-    wixl -a x64 -D "Version=$msi_version" -D "SourceDir=$msi_src" \
-        -o "$msi" "$here/windows/agent-bom-agent.wxs"
+    # wixl resolves File sources relative to the working directory.
+    (cd "$msi_src" && wixl -a x64 -D "Version=$msi_version" -o "$msi" agent-bom-agent.wxs)
     echo "built $msi"
 fi

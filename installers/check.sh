@@ -148,18 +148,18 @@ if [ -n "$msi" ]; then
     for t in File Component ServiceInstall ServiceControl Property Upgrade; do
         grep -qx "$t" <<<"$tables" || fail "msi lacks table $t"
     done
-    svc="$(msiexport "$msi" ServiceInstall)"
+    svc="$(msiinfo export "$msi" ServiceInstall)"
     grep -q 'agent-bom-agent' <<<"$svc" || fail "msi: no agent-bom-agent service"
     grep -q 'service run' <<<"$svc" || fail "msi: the service does not run the dispatcher"
     grep -q 'LocalSystem' <<<"$svc" || fail "msi: the service is not LocalSystem"
-    awk -F'\t' 'NR>3 && $2=="agent-bom-agent" && $4=="2" {found=1} END {exit !found}' <<<"$svc" \
+    awk -F'\t' 'NR>3 && $2=="agent-bom-agent" && $5=="2" {found=1} END {exit !found}' <<<"$svc" \
         || fail "msi: the service does not start automatically"
-    ctl="$(msiexport "$msi" ServiceControl)"
+    ctl="$(msiinfo export "$msi" ServiceControl)"
     grep -q 'agent-bom-agent' <<<"$ctl" || fail "msi: no ServiceControl"
-    files="$(msiexport "$msi" File)"
+    files="$(msiinfo export "$msi" File)"
     grep -q 'agent-bom-agent.exe' <<<"$files" || fail "msi: no agent-bom-agent.exe"
-    grep -q 'agent.toml' <<<"$files" || fail "msi: no agent.toml"
-    props="$(msiexport "$msi" Property)"
+    grep -q 'agent.toml.default' <<<"$files" || fail "msi: no default agent.toml"
+    props="$(msiinfo export "$msi" Property)"
     grep -q '^UpgradeCode' <<<"$props" || fail "msi: no UpgradeCode"
     grep -q '^ProductVersion' <<<"$props" || fail "msi: no ProductVersion"
     msiinfo suminfo "$msi" | grep -q 'x64' || fail "msi: not an x64 package"

@@ -454,3 +454,96 @@ fn make_executable(path: &Path) {
     #[cfg(not(unix))]
     let _ = path;
 }
+
+/// The install script the control plane serves checks a build's SHA-256 and its ed25519
+/// release signature with OpenSSL before it installs anything: a build signed by the published
+/// key passes, the same bytes offered with a signature by another key are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_install_script_verifies_the_release_signature() {
+    let has_openssl = std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).starts_with("OpenSSL 3"));
+    if !has_openssl {
+        eprintln!("no OpenSSL 3: the script's signature check is not exercised");
+        return;
+    }
+    let server = TestServer::start(None).await;
+    let key = ReleaseKey::new();
+    let build = b"#!/bin/sh\necho 'agent-bom-agent 0.3.0'\n".to_vec();
+    let publish = |version: &'static str, bytes: Vec<u8>, signer: &ReleaseKey| {
+        let signature = signer.sign(version, &bytes);
+        let public = signer.public();
+        let store = server.store.clone();
+        async move {
+            releases::publish(
+                &store,
+                &Actor::cli(),
+                Publish {
+                    bytes: &bytes,
+                    version,
+                    os: "linux",
+                    arch: std::env::consts::ARCH,
+                    channel: "stable",
+                    signature: &signature,
+                    public_keys: &[public],
+                },
+            )
+            .await
+            .unwrap();
+        }
+    };
+    publish("0.3.0", build.clone(), &key).await;
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("install-agent.sh");
+    let text = server.get("/install/agent.sh", None).await;
+    assert_eq!(text.status, 200);
+    assert!(
+        text.text.contains(&key.public()),
+        "the script pins the release key"
+    );
+    assert!(
+        !text.text.contains(&server.enrollment_token),
+        "no token in the script"
+    );
+    std::fs::write(&script, &text.text).unwrap();
+    let run = |dest: PathBuf| {
+        let script = script.clone();
+        async move {
+            tokio::process::Command::new("sh")
+                .arg(&script)
+                .arg("--download-only")
+                .arg(&dest)
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    let ok = run(dir.path().join("ok")).await;
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stderr).contains("release signature verified"));
+    assert_eq!(
+        std::fs::read(dir.path().join("ok/agent-bom-agent")).unwrap(),
+        build
+    );
+
+    // A newer build whose signature is another key's: the script, still pinning the first key
+    // only, refuses it.
+    let rogue = ReleaseKey::new();
+    publish("0.3.1", b"#!/bin/sh\necho rogue\n".to_vec(), &rogue).await;
+    let pinned_first_only = text.text.clone();
+    std::fs::write(&script, pinned_first_only).unwrap();
+    let refused = run(dir.path().join("refused")).await;
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("does not verify"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(!dir.path().join("refused/agent-bom-agent").exists());
+    server.stop().await;
+}

@@ -256,6 +256,21 @@ fn windows_agent(shutdown: tokio_util::sync::CancellationToken) -> i32 {
             return 1;
         }
     };
+    // The MSI ships the default settings beside the binary; the service puts them in place
+    // only when there are none, so an edited agent.toml survives upgrades and removal.
+    let state_dir = agent_bom_state::layout::system_state_dir();
+    let config = state_dir.join("agent.toml");
+    if !config.exists()
+        && let Some(default) = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(|d| d.join("agent.toml.default")))
+            .filter(|d| d.exists())
+    {
+        let _ = std::fs::create_dir_all(&state_dir);
+        if let Err(e) = std::fs::copy(&default, &config) {
+            tracing::warn!(error = %e, "cannot put the default agent.toml in place");
+        }
+    }
     let spec = service::default_spec(Level::System, PathBuf::new());
     let target = super::target::Target {
         all_users: true,

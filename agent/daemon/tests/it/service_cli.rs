@@ -104,10 +104,14 @@ fn the_macos_package_ships_the_rendered_launch_daemon() {
         exe,
     );
     let shipped = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../installers/macos/com.agent-bom.agent.plist"),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../installers/macos/com.agent-bom.agent.plist"),
     )
     .unwrap();
-    assert_eq!(rendered, shipped, "rerun `service render --manager launchd ...` into the file");
+    assert_eq!(
+        rendered, shipped,
+        "rerun `service render --manager launchd ...` into the file"
+    );
 }
 
 #[test]
