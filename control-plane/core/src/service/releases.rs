@@ -616,7 +616,8 @@ pub async fn drive(
         } else {
             ("offered", None)
         };
-        let ring_index = ring.unwrap_or(99);
+        // An endpoint no ring takes is counted one past the last ring.
+        let ring_index = ring.unwrap_or(r.rings.len());
         let release_id = release.map(|x| x.id.clone()).unwrap_or_default();
         if status != "offered" {
             store
