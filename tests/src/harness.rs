@@ -393,6 +393,35 @@ impl TestAgent {
         projects: &[PathBuf],
         rescan: Duration,
     ) -> Self {
+        Self::start_full(server, collector, home, projects, rescan, None).await
+    }
+
+    /// Like [`Self::start`], with the daemon's self-updater configured (`update`: how it would
+    /// update itself; in-process it has no service manager, so it refuses to, and says why).
+    pub async fn start_with_update(
+        server: &TestServer,
+        home: &Path,
+        update: agent_bom_agent::update::UpdateConfig,
+    ) -> Self {
+        Self::start_full(
+            server,
+            server.collector,
+            home,
+            &[],
+            Duration::from_secs(60),
+            Some(update),
+        )
+        .await
+    }
+
+    async fn start_full(
+        server: &TestServer,
+        collector: SocketAddr,
+        home: &Path,
+        projects: &[PathBuf],
+        rescan: Duration,
+        update: Option<agent_bom_agent::update::UpdateConfig>,
+    ) -> Self {
         let EnrolledDevice {
             record,
             state,
@@ -406,6 +435,7 @@ impl TestAgent {
             DaemonConfig::new(state_dir.path().to_path_buf(), scan_options(home, projects));
         config.rescan_interval = rescan;
         config.max_backoff = Duration::from_secs(2);
+        config.update = update;
         let task = tokio::spawn(Daemon::new(config).run(shutdown.clone()));
         Self {
             agent_id: record.agent_id,

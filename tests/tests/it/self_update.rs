@@ -547,3 +547,133 @@ async fn the_install_script_verifies_the_release_signature() {
     assert!(!dir.path().join("refused/agent-bom-agent").exists());
     server.stop().await;
 }
+
+/// The rollout driver on Postgres (under the application role, with row-level security): an
+/// offer reaches a connected agent, the agent's refusal (it runs in the foreground here, not as
+/// a service) comes back as a failure with its reason, the rollout halts and withdraws nothing
+/// it delivered; resuming counts failures afresh, cancelling ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_halts_on_refusals_on_postgres() {
+    let db = agent_bom_tests::postgres::TestDatabase::create_with_app_role().await;
+    let server = TestServer::start(Some(db.url.clone())).await;
+    let key = ReleaseKey::new();
+    let home = tempfile::tempdir().unwrap();
+    let agent = agent_bom_tests::harness::TestAgent::start_with_update(
+        &server,
+        home.path(),
+        agent_bom_agent::update::UpdateConfig {
+            exe: agent_binary(),
+            manager: None,
+            release_keys: vec![key.public()],
+            restart: tokio_util::sync::CancellationToken::new(),
+        },
+    )
+    .await;
+    let endpoint = format!("/v1/fleet/endpoints/{}", agent.agent_id);
+    eventually(PATIENCE, "the agent reports", || async {
+        (server.get(&endpoint, Some(&server.admin_key)).await.json["agent_version"]
+            == agent_bom_agent::AGENT_VERSION)
+            .then_some(())
+    })
+    .await;
+    let version = "0.900.9";
+    let bytes = b"a build the agent will not install in the foreground".to_vec();
+    releases::publish(
+        &server.store,
+        &Actor::cli(),
+        Publish {
+            bytes: &bytes,
+            version,
+            os: "linux",
+            arch: std::env::consts::ARCH,
+            channel: "stable",
+            signature: &key.sign(version, &bytes),
+            public_keys: &[key.public()],
+        },
+    )
+    .await
+    .unwrap();
+    let created = server
+        .post(
+            "/v1/rollouts",
+            Some(&server.admin_key),
+            &json!({"version": version, "min_failures": 1, "max_failure_pct": 50, "soak_secs": 0}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let id = created.json["id"].as_str().unwrap().to_string();
+    let halted = eventually(PATIENCE, "the rollout halts", || async {
+        let r = server
+            .get(&format!("/v1/rollouts/{id}"), Some(&server.admin_key))
+            .await
+            .json;
+        (r["state"] == "halted").then_some(r)
+    })
+    .await;
+    assert_eq!(halted["progress"]["totals"]["failed"], 1, "{halted}");
+    let why = halted["progress"]["recent_failures"][0]["detail"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(why.contains("not as a service"), "{why}");
+    assert!(
+        halted["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("1 of 1 updates failed")
+    );
+    let resumed = server
+        .post(
+            &format!("/v1/rollouts/{id}/resume"),
+            Some(&server.admin_key),
+            &json!(null),
+        )
+        .await;
+    assert_eq!(
+        (resumed.status, resumed.json["state"].as_str()),
+        (200, Some("active"))
+    );
+    let cancelled = server
+        .post(
+            &format!("/v1/rollouts/{id}/cancel"),
+            Some(&server.admin_key),
+            &json!(null),
+        )
+        .await;
+    assert_eq!(cancelled.json["state"], "cancelled");
+    // Every step is in the tenant's audit log, the driver's as actor `rollout`.
+    let audit = server
+        .get("/v1/audit?limit=1000", Some(&server.admin_key))
+        .await
+        .json;
+    let actions: Vec<(String, String)> = audit["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap_or_default().to_string(),
+                e["actor"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    for (action, actor) in [
+        ("release.publish", "cli"),
+        ("release.rollout.offer", "rollout"),
+        ("release.rollout.halt", "rollout"),
+    ] {
+        assert!(
+            actions.iter().any(|(a, w)| a == action && w == actor),
+            "{action} by {actor} missing: {actions:?}"
+        );
+    }
+    for action in [
+        "release.rollout.create",
+        "release.rollout.resume",
+        "release.rollout.cancel",
+    ] {
+        assert!(actions.iter().any(|(a, _)| a == action), "{action} missing");
+    }
+    agent.stop().await;
+    server.stop().await;
+    db.drop_database().await;
+}
