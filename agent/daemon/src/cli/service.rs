@@ -92,6 +92,12 @@ fn install(args: ServiceInstallArgs, service: bool) -> Result<()> {
         spec.config = args.config;
     }
     let state = StateDir::open(&spec.state_dir)?;
+    // Before any secret lands there: Windows has no 0600, the folder's ACL does that job.
+    #[cfg(windows)]
+    if level == Level::System {
+        agent_bom_agent::service::windows::restrict_state_dir(state.path())
+            .context("restricting the state directory to SYSTEM and Administrators")?;
+    }
     let mut settings = InstallSettings::load(state.path())?;
     settings.merge(InstallSettings {
         collector: args.collector,
@@ -259,6 +265,9 @@ fn windows_agent(shutdown: tokio_util::sync::CancellationToken) -> i32 {
     // The MSI ships the default settings beside the binary; the service puts them in place
     // only when there are none, so an edited agent.toml survives upgrades and removal.
     let state_dir = agent_bom_state::layout::system_state_dir();
+    if let Err(e) = agent_bom_agent::service::windows::restrict_state_dir(&state_dir) {
+        tracing::warn!(error = %e, "cannot restrict the state directory to SYSTEM and Administrators");
+    }
     let config = state_dir.join("agent.toml");
     if !config.exists()
         && let Some(default) = std::env::current_exe()

@@ -115,3 +115,32 @@ fn set_recovery() -> Result<(), windows_service::Error> {
     })?;
     service.set_failure_actions_on_non_crash_failures(true)
 }
+
+/// Restrict `dir` (the state directory) to SYSTEM and Administrators, inherited by everything
+/// in it: what mode 0700 / 0600 is on Unix. `%ProgramData%` lets every local user read by
+/// default, and the state holds the device key and, until enrollment, the token. SIDs, not
+/// names, so it works in every Windows language.
+pub fn restrict_state_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let status = std::process::Command::new("icacls")
+        .arg(dir)
+        .args([
+            "/inheritance:r",
+            "/grant:r",
+            "*S-1-5-18:(OI)(CI)F",
+            "*S-1-5-32-544:(OI)(CI)F",
+            "/T",
+            "/Q",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "icacls on {} exited with {status}",
+            dir.display()
+        )))
+    }
+}
