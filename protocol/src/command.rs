@@ -16,7 +16,7 @@
 //! | `wrap` / `unwrap` | `{client?}` (a catalog name: `a-z`, `0-9`, `-`) | yes |
 //! | `approve_pins` | `{server_id, tools: {name: sha256 or null}}` | yes |
 //! | `rotate_credential` | none | yes |
-//! | `update_available` | `{version, url?, sha256?}` (`https://` URL without credentials, hex SHA-256) | yes |
+//! | `update_available` | `{version, url?, sha256?, size?, os?, arch?, signature?, expires_at_ms?, grace_secs?, rollout_id?}` (`https://` URL without credentials, hex SHA-256) | yes (rollouts send it too) |
 
 use std::collections::BTreeMap;
 
@@ -256,16 +256,62 @@ impl ApprovePins {
 }
 
 /// Payload of `update_available`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// `version`, `url` and `sha256` are what the first agents knew (they record the notice and
+/// show it in `status`). The other fields were added for self-update, all optional, so older
+/// agents, which ignore unknown fields, keep working: an agent installs a build only when the
+/// notice names one completely ([`UpdateNotice::build`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpdateNotice {
     /// The version on offer (1 to [`MAX_VERSION_LEN`] characters).
     pub version: String,
-    /// Where to get it.
+    /// Where to get it (HTTP or HTTPS; the build's integrity rests on `sha256` and `signature`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// Hex SHA-256 of the artifact.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// Size of the build in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// The OS the build is for ([`crate::release::OSES`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os: Option<String>,
+    /// The architecture the build is for ([`crate::release::ARCHES`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
+    /// Hex ed25519 signature of the release key over the build's
+    /// [`crate::release::ReleaseManifest`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+    /// The offer lapses at this time (Unix milliseconds): an agent that receives it later
+    /// declines it and keeps running what it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_ms: Option<i64>,
+    /// Seconds the new build has to reconnect before the agent rolls back to the build it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_secs: Option<u64>,
+    /// The rollout that sent the offer, for the agent's log and `status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_id: Option<String>,
+}
+
+impl UpdateNotice {
+    /// The signed build this notice offers, when it names one completely (URL, digest, size,
+    /// OS, architecture and signature).
+    pub fn build(&self) -> Option<(crate::release::ReleaseManifest, &str, &str)> {
+        Some((
+            crate::release::ReleaseManifest {
+                version: self.version.clone(),
+                os: self.os.clone()?,
+                arch: self.arch.clone()?,
+                sha256: self.sha256.clone()?,
+                size: self.size?,
+            },
+            self.url.as_deref()?,
+            self.signature.as_deref()?,
+        ))
+    }
 }
 
 impl UpdateNotice {
@@ -524,8 +570,19 @@ mod tests {
             CommandKind::RotateCredential,
             CommandKind::UpdateAvailable(UpdateNotice {
                 version: "1.2.3".into(),
-                url: None,
-                sha256: None,
+                ..UpdateNotice::default()
+            }),
+            CommandKind::UpdateAvailable(UpdateNotice {
+                version: "1.2.4".into(),
+                url: Some("https://cp/install/releases/r".into()),
+                sha256: Some("ab".repeat(32)),
+                size: Some(7),
+                os: Some("linux".into()),
+                arch: Some("x86_64".into()),
+                signature: Some("cd".repeat(64)),
+                expires_at_ms: Some(1),
+                grace_secs: Some(120),
+                rollout_id: Some("ro".into()),
             }),
         ];
         for k in kinds {
@@ -602,6 +659,33 @@ mod tests {
         };
         assert_eq!(n.sha256.as_deref(), Some("ab".repeat(32).as_str()));
         assert!(is_client_name("vscode-insiders") && !is_client_name("-x") && !is_client_name(""));
+    }
+
+    #[test]
+    fn an_older_agent_reads_a_self_update_notice() {
+        // The payload shape agents before self-update parsed: unknown fields are ignored.
+        #[derive(Deserialize)]
+        struct OldNotice {
+            version: String,
+            sha256: Option<String>,
+        }
+        let new = CommandKind::UpdateAvailable(UpdateNotice {
+            version: "2.0.0".into(),
+            sha256: Some("ab".repeat(32)),
+            signature: Some("00".into()),
+            grace_secs: Some(60),
+            ..UpdateNotice::default()
+        });
+        let old: OldNotice = serde_json::from_str(&new.payload_json()).unwrap();
+        assert_eq!(old.version, "2.0.0");
+        assert!(old.sha256.is_some());
+        let CommandKind::UpdateAvailable(n) = new else {
+            panic!()
+        };
+        assert!(
+            n.build().is_none(),
+            "no url/os/arch/size: not a complete build"
+        );
     }
 
     #[test]

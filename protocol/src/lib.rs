@@ -21,6 +21,7 @@ pub mod inventory;
 pub mod inventory_delta;
 pub mod messages;
 pub mod policy;
+pub mod release;
 pub mod sanitize;
 pub mod secure_file;
 pub mod server_id;

@@ -15,6 +15,9 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// How often test servers drive their rollouts (production: every 10 s).
+pub const TEST_ROLLOUT_TICK: Duration = Duration::from_millis(300);
+
 /// How long `eventually` waits by default; generous because CI machines are shared.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -86,7 +89,7 @@ impl TestServer {
     ) -> Self {
         agent_bom_control_plane::install_crypto_provider();
         let data_dir = tempfile::tempdir().expect("temp data dir");
-        let server = Server::open(ServeConfig {
+        let mut server = Server::open(ServeConfig {
             data_dir: data_dir.path().to_path_buf(),
             database_url: database_url.clone(),
             collector,
@@ -94,6 +97,8 @@ impl TestServer {
         })
         .await
         .expect("open server");
+        // Rollouts move within a test's patience.
+        server.rollout_tick = TEST_ROLLOUT_TICK;
         let bootstrap = server.bootstrap.clone().expect("fresh store bootstraps");
         let listeners = Listeners::bind(
             "127.0.0.1:0".parse().expect("addr"),
@@ -156,7 +161,7 @@ impl TestServer {
         } = self;
         shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
-        let server = Server::open(ServeConfig {
+        let mut server = Server::open(ServeConfig {
             data_dir: data_dir.path().to_path_buf(),
             database_url: database_url.clone(),
             collector: test_collector_config(),
@@ -164,6 +169,7 @@ impl TestServer {
         })
         .await
         .expect("reopen server");
+        server.rollout_tick = TEST_ROLLOUT_TICK;
         assert!(
             server.bootstrap.is_none(),
             "a restart must not bootstrap again"
@@ -387,6 +393,35 @@ impl TestAgent {
         projects: &[PathBuf],
         rescan: Duration,
     ) -> Self {
+        Self::start_full(server, collector, home, projects, rescan, None).await
+    }
+
+    /// Like [`Self::start`], with the daemon's self-updater configured (`update`: how it would
+    /// update itself; in-process it has no service manager, so it refuses to, and says why).
+    pub async fn start_with_update(
+        server: &TestServer,
+        home: &Path,
+        update: agent_bom_agent::update::UpdateConfig,
+    ) -> Self {
+        Self::start_full(
+            server,
+            server.collector,
+            home,
+            &[],
+            Duration::from_secs(60),
+            Some(update),
+        )
+        .await
+    }
+
+    async fn start_full(
+        server: &TestServer,
+        collector: SocketAddr,
+        home: &Path,
+        projects: &[PathBuf],
+        rescan: Duration,
+        update: Option<agent_bom_agent::update::UpdateConfig>,
+    ) -> Self {
         let EnrolledDevice {
             record,
             state,
@@ -400,6 +435,7 @@ impl TestAgent {
             DaemonConfig::new(state_dir.path().to_path_buf(), scan_options(home, projects));
         config.rescan_interval = rescan;
         config.max_backoff = Duration::from_secs(2);
+        config.update = update;
         let task = tokio::spawn(Daemon::new(config).run(shutdown.clone()));
         Self {
             agent_id: record.agent_id,

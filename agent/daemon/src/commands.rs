@@ -14,7 +14,7 @@
 //! | `wrap` / `unwrap` | `{client?}` | wrap or unwrap the stdio servers of every (or one) client, as the CLI does | `applied` with the files, or `failed` with the errors |
 //! | `approve_pins` | `{server_id, tools: {name: hash or null}}` | record the approval in `pin-approvals.json`; proxies re-pin those tools at their next listing | `applied` |
 //! | `rotate_credential` | | new key pair and certificate over the connection, then reconnect with them (the old certificate is refused from then on) | `applied` or `failed` |
-//! | `update_available` | `{version, url?, sha256?}` | record the notice in `update.json` (shown by `status`); this build does not update itself | `applied` |
+//! | `update_available` | `{version, url?, sha256?, size?, os?, arch?, signature?, expires_at_ms?, grace_secs?, rollout_id?}` | record the notice in `update.json` (shown by `status`); a notice naming a complete signed build is installed by [`crate::update`] | `applied` (recorded, already running it, or updated), `failed` (refused, failed, rolled back), or no answer while the update runs (the collector sends the command again on the next session) |
 //! | anything else | | nothing | `unsupported` |
 //!
 //! Applying a command twice has the same effect as once, so a redelivered command is harmless.
@@ -39,6 +39,8 @@ pub struct Context<'a> {
     pub agent_id: &'a str,
     /// What the agent scans (wrap and unwrap edit the same client configs).
     pub scan: &'a ScanOptions,
+    /// The self-updater (absent: notices are only recorded).
+    pub updater: Option<&'a std::sync::Arc<crate::update::Updater>>,
 }
 
 /// Work the uplink does after a command was applied.
@@ -55,10 +57,14 @@ pub enum FollowUp {
     RotateCredential,
 }
 
+/// The status of a command whose outcome is not known yet (a self-update running): the agent
+/// sends no answer, and answers when the collector sends the command again.
+pub const IN_PROGRESS: &str = "in_progress";
+
 /// The outcome of a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
-    /// `applied`, `failed` or `unsupported`.
+    /// `applied`, `failed`, `unsupported`, or [`IN_PROGRESS`] (no answer yet).
     pub status: &'static str,
     /// What was applied or what went wrong; never secrets.
     pub detail: String,
@@ -122,7 +128,7 @@ fn apply_here(ctx: Context<'_>, command: &Command) -> Outcome {
                 status: "unsupported",
                 detail: format!(
                     "this agent ({}) does not know the command {other:?}",
-                    crate::AGENT_VERSION
+                    crate::agent_version()
                 ),
                 follow_up: FollowUp::None,
             };
@@ -176,7 +182,7 @@ fn apply_here(ctx: Context<'_>, command: &Command) -> Outcome {
         CommandKind::RotateCredential => {
             Outcome::applied("credential rotated").then(FollowUp::RotateCredential)
         }
-        CommandKind::UpdateAvailable(notice) => update_notice(dir, command, &notice.version),
+        CommandKind::UpdateAvailable(notice) => update_offer(ctx, command, &notice),
     }
 }
 
@@ -223,12 +229,35 @@ fn wrap(ctx: Context<'_>, target: WrapTarget, wrap: bool) -> Outcome {
     }
 }
 
-fn update_notice(dir: &std::path::Path, command: &Command, version: &str) -> Outcome {
-    match write_private(&dir.join(UPDATE_FILE), &command_record(command)) {
-        Ok(()) => Outcome::applied(format!(
-            "update to {version} recorded (shown by `agent-bom-agent status`); this build does not install updates itself"
-        )),
-        Err(e) => Outcome::failed(e),
+fn update_offer(
+    ctx: Context<'_>,
+    command: &Command,
+    notice: &agent_bom_protocol::command::UpdateNotice,
+) -> Outcome {
+    // `status` shows the last notice, whatever becomes of it.
+    if let Err(e) = write_private(
+        &ctx.state.path().join(UPDATE_FILE),
+        &command_record(command),
+    ) {
+        return Outcome::failed(e);
+    }
+    let Some(updater) = ctx.updater else {
+        return Outcome::applied(format!(
+            "update to {} recorded (shown by `agent-bom-agent status`); this agent does not update itself",
+            notice.version
+        ));
+    };
+    match updater.consider(&command.command_id, notice) {
+        crate::update::Decision::Answer { status, detail } => Outcome {
+            status,
+            detail,
+            follow_up: FollowUp::None,
+        },
+        crate::update::Decision::InProgress => Outcome {
+            status: IN_PROGRESS,
+            detail: format!("updating to {}", notice.version),
+            follow_up: FollowUp::None,
+        },
     }
 }
 
@@ -308,6 +337,7 @@ mod tests {
                 state: &self.state,
                 agent_id: "dev",
                 scan: &self.scan,
+                updater: None,
             }
         }
     }

@@ -4,8 +4,10 @@
 //! and the end-to-end tests all start exactly this, so what the tests exercise is what ships.
 //! It wires, in order: the config watcher (wakes the uplink on every change), managed wrapping
 //! (re-wraps reverted configs before the change ships), the user shares of a root daemon, the
-//! proxy audit intake (sockets and fallback spools into the durable event spool), and the
-//! uplink that ships inventory and events until shutdown.
+//! proxy audit intake (sockets and fallback spools into the durable event spool), the
+//! self-updater, and the uplink that ships inventory and events until shutdown. An endpoint
+//! without an identity waits for one (an installer's staged token, or `enroll`) instead of
+//! exiting, so a service installed offline does not crash-loop.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -51,6 +53,8 @@ pub struct DaemonConfig {
     pub renew_before: Duration,
     /// Watch config files and ship changes at once (off: periodic rescans only).
     pub watch: bool,
+    /// Self-update (absent: update notices are only recorded, as in `agent-bom up`).
+    pub update: Option<crate::update::UpdateConfig>,
 }
 
 impl DaemonConfig {
@@ -64,6 +68,7 @@ impl DaemonConfig {
             quic_attempt: transport::DEFAULT_QUIC_ATTEMPT,
             renew_before: uplink::DEFAULT_RENEW_BEFORE,
             watch: true,
+            update: None,
         }
     }
 }
@@ -80,8 +85,7 @@ impl Daemon {
         Self { config }
     }
 
-    /// Run until `shutdown` is cancelled. Returns early only when the endpoint has no identity
-    /// (enroll first) or its state cannot be read.
+    /// Run until `shutdown` is cancelled. Returns early only when the state cannot be read.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), DaemonError> {
         let DaemonConfig {
             state_dir,
@@ -91,10 +95,21 @@ impl Daemon {
             quic_attempt,
             renew_before,
             watch,
+            update,
         } = self.config;
         let state = StateDir::open(&state_dir)?;
-        // Fail before anything starts when there is no identity to run with.
+        crate::update::state::note_started(state.path(), crate::agent_version());
+        // Up for the service manager from here on, enrolled or not: a laptop installed offline
+        // must not look like a failed service.
+        crate::service::notify::ready(&format!("agent-bom-agent {}", crate::agent_version()));
+        if !state.is_enrolled() {
+            crate::service::notify::status("waiting for enrollment");
+            if !crate::enrollment::until_enrolled(&state, max_backoff, &shutdown).await {
+                return Ok(());
+            }
+        }
         state.record()?;
+        crate::service::notify::status("running");
 
         // The watcher wakes the uplink on every config change; without it (watching off, or no
         // inotify watches left) the periodic rescan still ships changes.
@@ -138,7 +153,10 @@ impl Daemon {
             events,
             changes,
         };
-        uplink::run(state, options, shutdown).await?;
+        let updater = update.map(|u| {
+            std::sync::Arc::new(crate::update::Updater::new(u, state.path().to_path_buf()))
+        });
+        uplink::run_with_updater(state, options, updater, shutdown).await?;
         Ok(())
     }
 }

@@ -15,7 +15,10 @@ use tokio_util::sync::CancellationToken;
 use crate::spool::EventSpool;
 use crate::user_share::SharedUser;
 use agent_bom_proxy::audit::{self, Handoff};
-use agent_bom_state::layout::{AUDIT_SOCKET_FILE, PROXY_SPOOL_FILE};
+use agent_bom_state::layout::PROXY_SPOOL_FILE;
+// The audit sockets are Unix sockets.
+#[cfg(unix)]
+use agent_bom_state::layout::AUDIT_SOCKET_FILE;
 
 /// How often the proxies' fallback spool file is drained.
 const DRAIN_INTERVAL: Duration = Duration::from_secs(30);

@@ -6,14 +6,39 @@ mod cli;
 
 use agent_bom_agent::settings::env;
 use anyhow::{Result, bail};
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
-use cli::args::{Cli, Command};
+use cli::args::{Cli, Command, ServiceAction};
 
 fn main() -> std::process::ExitCode {
     agent_bom_agent::install_crypto_provider();
-    init_logging();
-    let cli = Cli::parse();
+    // `--version` reports the stamped version (what the update probe checks), not only the
+    // crate's.
+    let matches = Cli::command()
+        .version(agent_bom_agent::agent_version())
+        .get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let windows_service = matches!(
+        cli.command,
+        Command::Service {
+            action: ServiceAction::Run
+        }
+    );
+    init_logging(windows_service);
+    if windows_service {
+        // The SCM's dispatcher owns this thread; the agent builds its own runtime inside.
+        return match cli::service::service(ServiceAction::Run) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "service");
+                eprintln!("error: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     if let Command::Proxy {
         server_id,
         policy,
@@ -45,7 +70,11 @@ fn main() -> std::process::ExitCode {
         }
     };
     match runtime.block_on(dispatch(cli.command)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(Exit::Done) => std::process::ExitCode::SUCCESS,
+        // The service manager starts the new build.
+        Ok(Exit::Restart) => {
+            std::process::ExitCode::from(agent_bom_agent::update::manager::EXIT_RESTART as u8)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
@@ -53,9 +82,26 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn init_logging() {
+/// How a subcommand ended.
+enum Exit {
+    Done,
+    Restart,
+}
+
+fn init_logging(windows_service: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env(env::LOG)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A Windows service has no console: its log goes to a file where Windows agents keep
+    // theirs (%ProgramData%\agent-bom\logs). Elsewhere stderr reaches the journal (systemd),
+    // launchd's log file, or the terminal.
+    if windows_service && let Some(file) = service_log_file() {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(file))
+            .init();
+        return;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         // Colour only on a terminal: the proxy's stderr lands in MCP clients' log files.
@@ -64,8 +110,43 @@ fn init_logging() {
         .init();
 }
 
-async fn dispatch(command: Command) -> Result<()> {
-    match command {
+/// The Windows service's log file, rotated once past 10 MiB (one old file kept).
+fn service_log_file() -> Option<std::fs::File> {
+    let dir = agent_bom_state::layout::system_state_dir().join("logs");
+    std::fs::create_dir_all(&dir).ok()?;
+    let path = dir.join("agent-bom-agent.log");
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() > 10 * 1024 * 1024) {
+        let _ = std::fs::rename(&path, dir.join("agent-bom-agent.log.1"));
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .ok()
+}
+
+async fn dispatch(command: Command) -> Result<Exit> {
+    if let Command::Run {
+        config,
+        state_dir,
+        target,
+        rescan_interval,
+    } = command
+    {
+        let stopped = cli::run::run_until_signal(cli::run::RunArgs {
+            config,
+            state_dir,
+            target,
+            rescan_interval,
+            manager: agent_bom_agent::update::manager::Manager::from_env(),
+        })
+        .await?;
+        return Ok(match stopped {
+            cli::run::Stopped::Restart => Exit::Restart,
+            cli::run::Stopped::Shutdown => Exit::Done,
+        });
+    }
+    done(match command {
         Command::Scan { target, json } => cli::scan::scan(target, json).await,
         Command::Paths { target } => cli::scan::paths(target),
         Command::Watch {
@@ -93,12 +174,9 @@ async fn dispatch(command: Command) -> Result<()> {
             })
             .await
         }
-        Command::Run {
-            config,
-            state_dir,
-            target,
-            rescan_interval,
-        } => cli::run::run(config, state_dir, target, rescan_interval).await,
+        Command::Run { .. } => bail!("run is dispatched above"),
+        Command::Service { action } => cli::service::service(action),
+        Command::Update { action } => cli::update::update(action).await,
         Command::Proxy { .. } => bail!("proxy runs outside the shared runtime"),
         Command::Wrap { edit } => {
             cli::wrap::print_changes(agent_bom_agent::wrap::wrap(&edit.options()?), "wrap")
@@ -107,5 +185,9 @@ async fn dispatch(command: Command) -> Result<()> {
             cli::wrap::print_changes(agent_bom_agent::wrap::unwrap(&edit.options()?), "unwrap")
         }
         Command::Status { state_dir, json } => cli::status::status(state_dir, json),
-    }
+    })
+}
+
+fn done(result: Result<()>) -> Result<Exit> {
+    result.map(|()| Exit::Done)
 }

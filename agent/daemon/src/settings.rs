@@ -36,6 +36,17 @@ pub mod env {
     pub const PROXY_FAIL_MODE: &str = "AGENT_BOM_PROXY_FAIL_MODE";
     /// Log filter (`info`, `debug`, `agent_bom_agent=trace`, ...).
     pub const LOG: &str = "AGENT_BOM_LOG";
+    /// Who supervises the agent (`systemd`, `systemd-user`, `launchd`, `launchd-agent`,
+    /// `windows`, `supervised`); set by the service definitions. Self-update needs it.
+    pub const SERVICE_MANAGER: &str = "AGENT_BOM_SERVICE_MANAGER";
+    /// The service's name under its manager (unit, label or service name).
+    pub const SERVICE_NAME: &str = "AGENT_BOM_SERVICE_NAME";
+    /// Base URL of the control plane's HTTP API, for `update check` / `update apply`.
+    pub const CONTROL_PLANE_URL: &str = "AGENT_BOM_CONTROL_PLANE_URL";
+    /// Release keys to pin at `service install` / `service configure` (comma-separated hex).
+    pub const RELEASE_KEYS: &str = "AGENT_BOM_RELEASE_KEYS";
+    /// Release channel to follow (`stable`, `beta`, ...).
+    pub const UPDATE_CHANNEL: &str = "AGENT_BOM_UPDATE_CHANNEL";
 }
 
 /// Default seconds between rescans. The file watcher (a later milestone) makes changes arrive
@@ -59,6 +70,14 @@ pub struct FileSettings {
     pub rescan_interval_secs: Option<u64>,
     /// Reconnect backoff cap in seconds (at least 1).
     pub max_backoff_secs: Option<u64>,
+    /// Hex ed25519 release keys this agent accepts on its own builds (added to those an
+    /// installer pinned in the state directory's `install.json`).
+    #[serde(default)]
+    pub release_keys: Vec<String>,
+    /// Base URL of the control plane's HTTP API (`update check`).
+    pub control_plane_url: Option<String>,
+    /// Release channel `update check` follows (default `stable`).
+    pub update_channel: Option<String>,
 }
 
 /// Errors loading settings.

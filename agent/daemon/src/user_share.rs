@@ -24,7 +24,10 @@
 
 use std::path::{Path, PathBuf};
 
-use agent_bom_state::layout::{PUBLISHED_TO_USERS, SHARE_SPOOL_DIR, user_share_root};
+use agent_bom_state::layout::{PUBLISHED_TO_USERS, user_share_root};
+// Per-user spools exist where users get shares (Unix).
+#[cfg(unix)]
+use agent_bom_state::layout::SHARE_SPOOL_DIR;
 
 /// A user the daemon links.
 #[derive(Debug, Clone, PartialEq, Eq)]

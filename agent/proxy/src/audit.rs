@@ -19,6 +19,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use agent_bom_state::layout::{AUDIT_SOCKET_FILE, PROXY_SPOOL_FILE, SHARE_SPOOL_DIR};
+// The audit socket is a Unix socket: its reader and writer exist only there.
+#[cfg(unix)]
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
@@ -30,12 +32,15 @@ const QUEUE: usize = 4096;
 /// Pause after a batch (see the writer loop).
 const BATCH_PAUSE: Duration = Duration::from_millis(10);
 /// Longest event line the listener accepts.
+#[cfg(unix)]
 const MAX_EVENT_BYTES: usize = 64 * 1024;
 /// Proxies one listener serves at once (each MCP server a client starts is one proxy).
+#[cfg(unix)]
 const MAX_CONNECTIONS: usize = 256;
 /// Most events in one acknowledged batch.
 const BATCH_EVENTS: usize = 256;
 /// How long a proxy waits for the daemon's acknowledgement before it spools the batch itself.
+#[cfg(unix)]
 const ACK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Events the listener received on one connection, and the channel on which the daemon says

@@ -212,6 +212,8 @@ async fn supervise(
     let mut signals = Signals::new();
     // After the client leaves: grace, then SIGTERM, grace, then SIGKILL.
     let mut deadline: Option<tokio::time::Instant> = None;
+    // Read only where signals exist (SIGTERM first, SIGKILL after).
+    #[cfg(unix)]
     let mut terminated = false;
     loop {
         let sleep = async {
@@ -236,7 +238,10 @@ async fn supervise(
                 });
                 #[cfg(not(unix))]
                 let _ = pid;
-                terminated = true;
+                #[cfg(unix)]
+                {
+                    terminated = true;
+                }
                 deadline = Some(tokio::time::Instant::now() + relay::GRACE);
             }
             sig = signals.next() => {

@@ -21,6 +21,9 @@
 //! | `pin-approvals.json` | `approve_pins` command | the operator's tool-change approvals | 0600 |
 //! | `settings.json` | `settings` command | settings set by the control plane | 0600 |
 //! | `update.json` | `update_available` command | the last update notice | 0600 |
+//! | `install.json` | `service install`, installers | collector, CA pin, control-plane URL, pinned release keys, update channel | 0600 |
+//! | `enroll.token` | `service install`, installers | an enrollment token waiting for the daemon to use it; deleted once enrolled | 0600 |
+//! | `update-state.json` | self-update | the update in flight or its outcome, per command | 0600 |
 //! | `pins/` | proxies | pinned tool definitions, one file per server | 0600 |
 //! | `wrap/` | wrap | the original bytes of every wrapped config file | 0600 |
 //!
@@ -65,6 +68,12 @@ pub const APPROVALS_FILE: &str = "pin-approvals.json";
 pub const REMOTE_SETTINGS_FILE: &str = "settings.json";
 /// The last update notice.
 pub const UPDATE_FILE: &str = "update.json";
+/// What an installer configured (collector, CA pin, control-plane URL, release keys, channel).
+pub const INSTALL_FILE: &str = "install.json";
+/// An enrollment token staged by an installer, used and deleted by the daemon.
+pub const ENROLL_TOKEN_FILE: &str = "enroll.token";
+/// The self-update in flight, or the outcome of the last one.
+pub const UPDATE_STATE_FILE: &str = "update-state.json";
 /// Pinned tool definitions.
 pub const PINS_DIR: &str = "pins";
 /// Wrap records.

@@ -8,6 +8,7 @@ mod audit;
 mod endpoint;
 mod enroll_token;
 mod key;
+mod release;
 mod tenant;
 
 use agent_bom_control_plane::server;
@@ -57,6 +58,16 @@ enum AdminCommand {
         #[command(subcommand)]
         command: audit::AuditCommand,
     },
+    /// Agent builds: release keys, signing, publishing, channels.
+    Release {
+        #[command(subcommand)]
+        command: release::ReleaseCommand,
+    },
+    /// Staged rollouts of an agent version to a tenant's endpoints.
+    Rollout {
+        #[command(subcommand)]
+        command: release::RolloutCommand,
+    },
 }
 
 /// Open the store of the data directory (or URL), run the subcommand, close the store.
@@ -70,6 +81,8 @@ pub(crate) async fn run(args: AdminArgs) -> Result<()> {
         AdminCommand::EnrollToken { command } => enroll_token::run(&store, command).await,
         AdminCommand::Endpoint { command } => endpoint::run(&store, command).await,
         AdminCommand::Audit { command } => audit::run(&store, command).await,
+        AdminCommand::Release { command } => release::run(&store, command).await,
+        AdminCommand::Rollout { command } => release::run_rollout(&store, command).await,
     };
     store.close().await;
     result

@@ -31,6 +31,14 @@ pub(crate) struct ServeArgs {
     /// An endpoint not seen for this long is `stale` (e.g. 7d, 36h, 90m).
     #[arg(long, env = "AGENT_BOM_STALE_AFTER", default_value = server::DEFAULT_STALE_AFTER, value_parser = server::parse_duration)]
     stale_after: Duration,
+    /// The URL agents and installers reach the API at (install scripts, update downloads);
+    /// default `http://` + the API address.
+    #[arg(long, env = "AGENT_BOM_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// The collector HOST:PORT install scripts enroll agents with; default the collector
+    /// address.
+    #[arg(long, env = "AGENT_BOM_PUBLIC_COLLECTOR")]
+    public_collector: Option<String>,
     #[command(flatten)]
     oidc: OidcArgs,
     #[command(flatten)]
@@ -143,6 +151,8 @@ pub(crate) async fn serve(args: ServeArgs, shutdown: CancellationToken) -> Resul
     })
     .await?;
     server.store.set_stale_after(args.stale_after);
+    server.public_url = args.public_url;
+    server.public_collector = args.public_collector;
     let listeners = Listeners::bind(args.api_listen, args.collector_listen).await?;
     if let Some(b) = &server.bootstrap {
         println!("First start: created tenant `default`.");

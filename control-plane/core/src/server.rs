@@ -15,6 +15,8 @@ use crate::store::{Store, StoreError};
 pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:8422";
 /// Default collector listen address (UDP for QUIC, TCP for the TLS fallback).
 pub const DEFAULT_COLLECTOR_LISTEN: &str = "127.0.0.1:4433";
+/// How often the rollout driver passes over the active rollouts.
+pub const DEFAULT_ROLLOUT_TICK: std::time::Duration = std::time::Duration::from_secs(10);
 /// Default of `--stale-after` (matches `store::fleet::STALE_AFTER_MS`).
 pub const DEFAULT_STALE_AFTER: &str = "7d";
 
@@ -151,6 +153,13 @@ pub struct Server {
     pub bootstrap: Option<BootstrapOutcome>,
     /// Export signing key.
     pub signer: Arc<crate::signing::ExportSigner>,
+    /// Where agents and installers reach this control plane (`--public-url`,
+    /// `--public-collector`); unset parts default to the bound listeners' addresses.
+    pub public_url: Option<String>,
+    /// The collector address install scripts enroll with.
+    pub public_collector: Option<String>,
+    /// How often the rollout driver runs.
+    pub rollout_tick: std::time::Duration,
     config: ServeConfig,
 }
 
@@ -197,6 +206,9 @@ impl Server {
             store,
             ca: Arc::new(ca),
             bootstrap: outcome,
+            public_url: None,
+            public_collector: None,
+            rollout_tick: DEFAULT_ROLLOUT_TICK,
             config,
         })
     }
@@ -212,21 +224,44 @@ impl Server {
             self.ca.clone(),
             self.config.collector.clone(),
         );
+        let collector_addr = listeners.collector.udp.local_addr().ok();
         let collector_task = tokio::spawn(collector.run(listeners.collector, shutdown.clone()));
+        let api_addr = listeners.api.local_addr().ok();
         let mut state = AppState::new(self.store.clone(), self.signer.clone());
         state.oidc = self
             .config
             .oidc
             .clone()
             .map(|c| Arc::new(crate::oidc::OidcVerifier::new(c)));
+        let public_url = self
+            .public_url
+            .clone()
+            .or_else(|| api_addr.map(|a| format!("http://{a}")))
+            .unwrap_or_default();
+        state.distribution = Some(Arc::new(api::releases::Distribution {
+            public_url: public_url.clone(),
+            collector: self
+                .public_collector
+                .clone()
+                .or_else(|| collector_addr.map(|a| a.to_string()))
+                .unwrap_or_default(),
+            ca_pin: self.ca.pin(),
+        }));
+        let driver = tokio::spawn(crate::service::releases::run_driver(
+            self.store.clone(),
+            crate::service::releases::Distribution { public_url },
+            self.rollout_tick,
+            state.rollouts_wake.clone(),
+            shutdown.clone(),
+        ));
         let app = api::router(state);
-        let api_addr = listeners.api.local_addr().ok();
         tracing::info!(addr = ?api_addr, "API listening");
         let api_shutdown = shutdown.clone();
         let api_result = axum::serve(listeners.api, app)
             .with_graceful_shutdown(async move { api_shutdown.cancelled().await })
             .await;
         shutdown.cancel();
+        let _ = driver.await;
         let collector_result = collector_task
             .await
             .map_err(|e| ServeError::Io(format!("collector task failed: {e}")))?;

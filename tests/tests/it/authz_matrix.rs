@@ -55,9 +55,102 @@ struct Target {
     endpoint_id: String,
     source_id: String,
     key_id: String,
+    rollout_id: String,
+    release_id: String,
 }
 
-async fn fresh_target(server: &TestServer, tenant_a: &str, n: usize) -> Target {
+/// A published build, and a rollout of it in tenant A in the state `route` acts on: open
+/// (active) for most, paused for `resume`, none open for `POST /v1/rollouts`.
+async fn release_and_rollout(
+    server: &TestServer,
+    tenant_a: &str,
+    route: &RouteSpec,
+) -> (String, String) {
+    use agent_bom_control_plane::service::Actor;
+    use agent_bom_control_plane::service::releases::{self, Control, Publish, RolloutRequest};
+    use agent_bom_control_plane::store::releases::Ring;
+    use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+    let key = Ed25519KeyPair::from_pkcs8(
+        Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new())
+            .unwrap()
+            .as_ref(),
+    )
+    .unwrap();
+    let bytes = b"an agent build for the matrix";
+    let manifest = agent_bom_protocol::release::ReleaseManifest {
+        version: "0.0.1".into(),
+        os: "linux".into(),
+        arch: std::env::consts::ARCH.into(),
+        sha256: agent_bom_protocol::digest::sha256_hex(bytes),
+        size: bytes.len() as u64,
+    };
+    let (release, _) = releases::publish(
+        &server.store,
+        &Actor::cli(),
+        Publish {
+            bytes,
+            version: "0.0.1",
+            os: "linux",
+            arch: std::env::consts::ARCH,
+            channel: "stable",
+            signature: &hex::encode(key.sign(&manifest.signing_message()).as_ref()),
+            public_keys: &[hex::encode(key.public_key().as_ref())],
+        },
+    )
+    .await
+    .unwrap();
+    // The driver may complete an open rollout between the list and the cancel: either way
+    // it is no longer open.
+    for open in server.store.list_rollouts(tenant_a).await.unwrap() {
+        if ["active", "paused", "halted"].contains(&open.state.as_str()) {
+            let _ = releases::control(
+                &server.store,
+                &Actor::cli(),
+                tenant_a,
+                &open.id,
+                Control::Cancel,
+            )
+            .await;
+        }
+    }
+    let ring = |name: &str| Ring {
+        name: name.into(),
+        tag: None,
+        percent: 100,
+    };
+    let rollout = releases::create_rollout(
+        &server.store,
+        &Actor::cli(),
+        tenant_a,
+        RolloutRequest {
+            version: "0.0.1".into(),
+            rings: vec![ring("first"), ring("second")],
+            soak_secs: Some(0),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let then = match (route.method, route.path) {
+        ("POST", "/v1/rollouts/{id}/resume") => Some(Control::Pause),
+        ("POST", "/v1/rollouts") => Some(Control::Cancel),
+        _ => None,
+    };
+    if let Some(c) = then {
+        releases::control(&server.store, &Actor::cli(), tenant_a, &rollout.id, c)
+            .await
+            .unwrap();
+    }
+    (rollout.id, release.id)
+}
+
+async fn fresh_target(server: &TestServer, tenant_a: &str, n: usize, route: &RouteSpec) -> Target {
+    let (rollout_id, release_id) =
+        if route.path.contains("rollouts") || route.path.starts_with("/install/") {
+            release_and_rollout(server, tenant_a, route).await
+        } else {
+            (String::new(), String::new())
+        };
     let source_id = format!("victim-{n}");
     let body = push_body(&source_id).to_string();
     let r = server
@@ -74,16 +167,25 @@ async fn fresh_target(server: &TestServer, tenant_a: &str, n: usize) -> Target {
         endpoint_id: r.endpoint_id,
         source_id,
         key_id: key.id,
+        rollout_id,
+        release_id,
     }
 }
 
 fn request_for(route: &RouteSpec, t: &Target, n: usize) -> (String, Option<Value>) {
     let id = if route.path.starts_with("/v1/keys") {
         &t.key_id
+    } else if route.path.starts_with("/v1/rollouts") {
+        &t.rollout_id
+    } else if route.path.starts_with("/install/releases") {
+        &t.release_id
     } else {
         &t.endpoint_id
     };
-    let path = route.path.replace("{id}", id).replace("{name}", "default");
+    let mut path = route.path.replace("{id}", id).replace("{name}", "default");
+    if route.path == "/install/latest" {
+        path.push_str(&format!("?os=linux&arch={}", std::env::consts::ARCH));
+    }
     let body = match (route.method, route.path) {
         ("POST", "/v1/tenants") => Some(json!({"name": format!("t-{n}")})),
         ("PUT", "/v1/tenants/{name}/quotas") => Some(json!({})),
@@ -94,6 +196,7 @@ fn request_for(route: &RouteSpec, t: &Target, n: usize) -> (String, Option<Value
         ("POST", "/v1/fleet/sync") => Some(push_body(&t.source_id)),
         ("POST", "/v1/fleet/endpoints/{id}/commands") => Some(json!({"kind": "rescan"})),
         ("PUT", "/v1/policy") => Some(json!({"policy": format!("version = 1\n# {n}\n")})),
+        ("POST", "/v1/rollouts") => Some(json!({"version": "0.0.1", "soak_secs": 0})),
         _ => None,
     };
     (path, body)
@@ -175,7 +278,7 @@ async fn matrix(database_url: Option<String>) {
     for route in ROUTES {
         for who in EVERYONE {
             n += 1;
-            let target = fresh_target(&server, &a.id, n).await;
+            let target = fresh_target(&server, &a.id, n, route).await;
             let before = snapshot(&server, &keys, &target).await;
             let (path, body) = request_for(route, &target, n);
             let r = server

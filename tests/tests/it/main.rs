@@ -25,6 +25,7 @@ mod renewal;
 mod revocation;
 mod rls;
 mod secret_corpus;
+mod self_update;
 mod stale;
 mod store;
 mod tcp_fallback;

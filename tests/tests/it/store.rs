@@ -300,7 +300,7 @@ async fn unsupported_urls_are_refused_without_leaking_credentials() {
 /// (`store::dialect::schema`), read from a SQLite and a Postgres database it migrated. sqlx
 /// decides by exactly these two columns whether a recorded migration is known, so a fresh
 /// database recording the same pairs proves an existing one opens without re-running anything.
-const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 14] = [
+const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 16] = [
     (
         1,
         "604fda044c6654e64fa251f63bdf4696ba60a2771a9a9646be0cc20eacdd2b28fa51b45e386a9973c199636b88263644",
@@ -357,6 +357,15 @@ const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 14] = [
         14,
         "91a4b5e123589367da972519451e51aa543aed2183f1d2845989d925301564474d889326b1b4fabbb0b40e7ff9c75cbb",
     ),
+    // Agent releases (issue 14); frozen from here on like every released migration.
+    (
+        300,
+        "a28a48a3a1b695f9b0e33d2bc9f418fa0006944d7577ea79ee7ed24b1b1763e7d4f1794dc24e2fd759351e5394f48632",
+    ),
+    (
+        301,
+        "c2b278e634a9cffea931fcc440e6232380371cae480f06709a45c6cb872f0cc68daacc8bde57ece976c3cd2f0bd2828d",
+    ),
 ];
 
 async fn recorded_migrations(store: &Store) -> Vec<(i64, String)> {
@@ -388,7 +397,7 @@ async fn sqlite_databases_of_earlier_releases_are_recognised() {
     let store = Store::open_sqlite(dir.path()).await.unwrap();
     assert_eq!(
         recorded_migrations(&store).await,
-        expected_records(&[1, 2, 4, 5, 7, 8, 10, 11, 13])
+        expected_records(&[1, 2, 4, 5, 7, 8, 10, 11, 13, 300])
     );
     store.close().await;
 }
@@ -399,7 +408,7 @@ async fn postgres_databases_of_earlier_releases_are_recognised() {
     let store = Store::connect(&db.url).await.unwrap();
     assert_eq!(
         recorded_migrations(&store).await,
-        expected_records(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14])
+        expected_records(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 300, 301])
     );
     store.close().await;
     db.drop_database().await;

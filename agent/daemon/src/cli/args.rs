@@ -126,6 +126,17 @@ pub(crate) enum Command {
         #[command(flatten)]
         edit: EditArgs,
     },
+    /// Install, remove, start, stop or inspect the agent as a service (systemd, launchd, the
+    /// Windows service manager).
+    Service {
+        #[command(subcommand)]
+        action: ServiceAction,
+    },
+    /// Check for and install a signed build of this agent from the control plane.
+    Update {
+        #[command(subcommand)]
+        action: UpdateAction,
+    },
     /// Show identity and uplink state.
     Status {
         /// State directory.
@@ -135,4 +146,169 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `service` subcommands.
+#[derive(Subcommand)]
+pub(crate) enum ServiceAction {
+    /// Install the agent as a service and start it (again, if it runs). Installing twice is
+    /// installing once. With a token, the service enrolls on its own when the collector is
+    /// reachable (the token is kept in the state directory, mode 0600, until used).
+    Install(ServiceInstallArgs),
+    /// Record the control plane's details and stage the enrollment token for a service that a
+    /// package installs (what the packages' install scripts run); installs no service.
+    Configure(ServiceInstallArgs),
+    /// Stop and remove the service.
+    Uninstall {
+        /// The current user's service instead of the system's.
+        #[arg(long)]
+        user: bool,
+        /// Also restore every wrapped MCP server configuration (the proxy goes with the agent).
+        #[arg(long)]
+        unwrap: bool,
+        /// Also delete the state directory: the identity, spools and staged token.
+        #[arg(long)]
+        forget: bool,
+        /// State directory (for --unwrap and --forget).
+        #[arg(long, env = env::STATE_DIR)]
+        state_dir: Option<PathBuf>,
+    },
+    /// Start the installed service.
+    Start {
+        /// The current user's service.
+        #[arg(long)]
+        user: bool,
+    },
+    /// Stop the service.
+    Stop {
+        /// The current user's service.
+        #[arg(long)]
+        user: bool,
+    },
+    /// Show whether the service is installed and running, and the last update.
+    Status {
+        /// The current user's service.
+        #[arg(long)]
+        user: bool,
+        /// State directory.
+        #[arg(long, env = env::STATE_DIR)]
+        state_dir: Option<PathBuf>,
+    },
+    /// Print the service definition `install` writes (what the packages ship).
+    Render {
+        /// The per-user definition.
+        #[arg(long)]
+        user: bool,
+        /// systemd, launchd or windows (default: this platform's).
+        #[arg(long)]
+        manager: Option<String>,
+        /// The binary the service starts (default: this one).
+        #[arg(long)]
+        exe: Option<PathBuf>,
+        /// State directory.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// `agent.toml`.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// launchd's log file.
+        #[arg(long)]
+        log_file: Option<PathBuf>,
+    },
+    /// Run as a Windows service (the command line the service manager starts).
+    #[command(hide = true)]
+    Run,
+}
+
+/// `service install` arguments.
+#[derive(clap::Args)]
+pub(crate) struct ServiceInstallArgs {
+    /// The current user's service (systemd user unit, LaunchAgent) instead of the system's.
+    #[arg(long)]
+    pub(crate) user: bool,
+    /// Collector address, HOST:PORT, to enroll with.
+    #[arg(long, env = env::COLLECTOR)]
+    pub(crate) collector: Option<String>,
+    /// File holding the enrollment token, `-` for standard input. The environment variable
+    /// works too; there is no --token flag, so the token never shows in a process list.
+    #[arg(long)]
+    pub(crate) token_file: Option<PathBuf>,
+    /// SHA-256 of the control plane's CA certificate (its data dir's ca.pin).
+    #[arg(long, env = env::CA_PIN)]
+    pub(crate) ca_pin: Option<String>,
+    /// Base URL of the control plane's HTTP API (`update check` asks it for releases).
+    #[arg(long, env = env::CONTROL_PLANE_URL)]
+    pub(crate) control_plane_url: Option<String>,
+    /// Hex ed25519 public key whose signatures this agent accepts on its builds; repeatable
+    /// (the environment variable takes a comma-separated list). Without one the agent never
+    /// updates itself.
+    #[arg(long = "release-key", env = env::RELEASE_KEYS, value_delimiter = ',')]
+    pub(crate) release_keys: Vec<String>,
+    /// Release channel to follow for `update check` (default stable).
+    #[arg(long, env = env::UPDATE_CHANNEL)]
+    pub(crate) channel: Option<String>,
+    /// `agent.toml` for the service.
+    #[arg(long)]
+    pub(crate) config: Option<PathBuf>,
+    /// State directory.
+    #[arg(long)]
+    pub(crate) state_dir: Option<PathBuf>,
+    /// The binary the service starts (default: this one).
+    #[arg(long)]
+    pub(crate) exe: Option<PathBuf>,
+    /// Install without starting.
+    #[arg(long)]
+    pub(crate) no_start: bool,
+}
+
+/// `update` subcommands.
+#[derive(Subcommand)]
+pub(crate) enum UpdateAction {
+    /// Ask the control plane for the newest build of this agent's channel, OS and architecture.
+    Check {
+        #[command(flatten)]
+        source: UpdateSource,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download, verify (digest and release signature) and install the newest build (or
+    /// --version), then restart the service.
+    Apply {
+        #[command(flatten)]
+        source: UpdateSource,
+        /// Install this version instead of the newest.
+        #[arg(long)]
+        version: Option<String>,
+        /// Do not restart the service afterwards.
+        #[arg(long)]
+        no_restart: bool,
+    },
+    /// Guard a swapped build: roll back if it does not reconnect in time (started by the agent).
+    #[command(hide = true)]
+    Watch {
+        /// State directory.
+        #[arg(long, env = env::STATE_DIR)]
+        state_dir: Option<PathBuf>,
+    },
+}
+
+/// Where `update` finds releases.
+#[derive(clap::Args)]
+pub(crate) struct UpdateSource {
+    /// State directory (install settings: control-plane URL, release keys, channel).
+    #[arg(long, env = env::STATE_DIR)]
+    pub(crate) state_dir: Option<PathBuf>,
+    /// Settings file (agent.toml).
+    #[arg(long, env = env::CONFIG)]
+    pub(crate) config: Option<PathBuf>,
+    /// Base URL of the control plane's HTTP API.
+    #[arg(long, env = env::CONTROL_PLANE_URL)]
+    pub(crate) control_plane_url: Option<String>,
+    /// Release channel.
+    #[arg(long)]
+    pub(crate) channel: Option<String>,
+    /// A release key to accept besides the pinned ones; repeatable.
+    #[arg(long = "release-key")]
+    pub(crate) release_keys: Vec<String>,
 }

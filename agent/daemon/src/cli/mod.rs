@@ -6,8 +6,10 @@ pub(crate) mod enroll;
 pub(crate) mod proxy;
 pub(crate) mod run;
 pub(crate) mod scan;
+pub(crate) mod service;
 pub(crate) mod status;
 pub(crate) mod target;
+pub(crate) mod update;
 pub(crate) mod wrap;
 
 /// Resolves on Ctrl-C or SIGTERM (how service managers stop the daemon).

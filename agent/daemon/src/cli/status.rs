@@ -25,6 +25,7 @@ pub(crate) fn status(state_dir: Option<PathBuf>, json: bool) -> Result<()> {
             Err(e) => (None, Some(e)),
         };
     let update = agent_bom_agent::commands::update_notice_version(state.path());
+    let update_record = agent_bom_agent::update::state::UpdateRecord::load(state.path());
     let remote = agent_bom_agent::settings::RemoteSettings::load(state.path());
     if json {
         println!(
@@ -37,6 +38,7 @@ pub(crate) fn status(state_dir: Option<PathBuf>, json: bool) -> Result<()> {
                 "quarantined": quarantined,
                 "policy": {"applied_revision": policy_revision, "problem": policy_problem},
                 "update_available": update,
+                "update": update_record,
                 "control_plane_settings": remote,
             }))?
         );
@@ -86,8 +88,21 @@ pub(crate) fn status(state_dir: Option<PathBuf>, json: bool) -> Result<()> {
         if quarantined {
             println!("quarantined:  yes (MCP proxies block every call)");
         }
-        if let Some(v) = &update {
-            println!("update:       {v} available (install it through your MDM)");
+        match (&update_record, &update) {
+            (Some(u), _) => println!(
+                "update:       {} -> {}: {:?}{}",
+                u.from_version,
+                u.to_version,
+                u.phase,
+                u.detail
+                    .as_deref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default()
+            ),
+            (None, Some(v)) => println!(
+                "update:       {v} offered (installed by the agent when it runs as a service with a pinned release key)"
+            ),
+            (None, None) => {}
         }
         if remote != agent_bom_agent::settings::RemoteSettings::default() {
             println!("settings:     {}", serde_json::to_string(&remote)?);

@@ -191,6 +191,21 @@ pub async fn run(
     options: RunOptions,
     shutdown: CancellationToken,
 ) -> Result<(), UplinkError> {
+    run_with_updater(state, options, None, shutdown).await
+}
+
+/// [`run`] with a self-updater: `update_available` offers of complete builds are installed
+/// ([`crate::update`]) instead of only recorded.
+pub async fn run_with_updater(
+    state: StateDir,
+    options: RunOptions,
+    updater: Option<Arc<crate::update::Updater>>,
+    shutdown: CancellationToken,
+) -> Result<(), UplinkError> {
+    let options = Options {
+        run: options,
+        updater,
+    };
     let record = state.record()?;
     // Fail early on a broken identity; each session reloads it (a renewal replaces it).
     device_tls(&state)?;
@@ -248,11 +263,24 @@ pub async fn run(
     Ok(())
 }
 
+/// The run options with the updater beside them.
+struct Options {
+    run: RunOptions,
+    updater: Option<Arc<crate::update::Updater>>,
+}
+
+impl std::ops::Deref for Options {
+    type Target = RunOptions;
+    fn deref(&self) -> &RunOptions {
+        &self.run
+    }
+}
+
 async fn session(
     state: &StateDir,
     record: &AgentRecord,
     config: &rustls::ClientConfig,
-    options: &RunOptions,
+    options: &Options,
     shutdown: &CancellationToken,
     attempt: &mut u32,
 ) -> Result<(), UplinkError> {
@@ -262,7 +290,7 @@ async fn session(
     };
     let hello = AgentMessage::Hello {
         protocol_version: PROTOCOL_VERSION,
-        agent_version: crate::AGENT_VERSION.to_string(),
+        agent_version: crate::agent_version().to_string(),
         capabilities: vec![
             capability::INVENTORY_SNAPSHOT.into(),
             capability::INVENTORY_DELTA.into(),
@@ -277,6 +305,8 @@ async fn session(
         other => return Err(reply_error(other)),
     };
     *attempt = 0;
+    // Welcomed: a build swapped in by self-update has proven it can reconnect.
+    crate::update::state::confirm(state.path(), crate::agent_version());
     renew_if_due(state, &link, options.renew_before).await;
     let mut uplink = state.uplink()?;
     if let Some(applied) = last_applied {
@@ -337,8 +367,29 @@ async fn session(
                     std::future::pending::<()>().await;
                 }
             };
+            let late_answers = async {
+                match &options.updater {
+                    Some(u) => u.answers_ready().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
+                _ = late_answers => {
+                    if let Some(updater) = &options.updater {
+                        for answer in updater.take_answers() {
+                            let result = AgentMessage::CommandResult {
+                                command_id: answer.command_id,
+                                status: answer.status.to_string(),
+                                detail: Some(answer.detail),
+                            };
+                            match link.exchange(&result).await? {
+                                CollectorMessage::CommandRecorded { .. } => {}
+                                other => return Err(reply_error(other)),
+                            }
+                        }
+                    }
+                }
                 reason = link.closed() => return Err(UplinkError::Connect {
                     addr: record.collector.clone(),
                     message: format!("connection lost: {reason}"),
@@ -349,10 +400,13 @@ async fn session(
                 // A closed feed (TLS/TCP, or the connection ending) disables this branch for
                 // the iteration instead of spinning on `None`.
                 Some((command, mut send, mut recv)) = commands_pushed.recv() => {
-                    let result = run_command(state, record, &link, options, command, &mut next_rescan, &mut reconnect).await;
-                    write_frame(&mut send, &result).await?;
+                    // No answer while the outcome is unknown: the collector sends the command
+                    // again on the next session.
+                    if let Some(result) = run_command(state, record, &link, options, command, &mut next_rescan, &mut reconnect).await {
+                        write_frame(&mut send, &result).await?;
+                        let _: Result<CollectorMessage, _> = read_frame(&mut recv).await;
+                    }
                     let _ = send.finish();
-                    let _: Result<CollectorMessage, _> = read_frame(&mut recv).await;
                 }
                 _ = ping => {
                     next_ping = tokio::time::Instant::now() + transport::TCP_PING_INTERVAL;
@@ -361,7 +415,9 @@ async fn session(
                         other => return Err(reply_error(other)),
                     };
                     for command in commands {
-                        let result = run_command(state, record, &link, options, command, &mut next_rescan, &mut reconnect).await;
+                        let Some(result) = run_command(state, record, &link, options, command, &mut next_rescan, &mut reconnect).await else {
+                            continue;
+                        };
                         match link.exchange(&result).await? {
                             CollectorMessage::CommandRecorded { .. } => {}
                             other => return Err(reply_error(other)),
@@ -521,23 +577,29 @@ async fn renew(state: &StateDir, link: &Link) -> Result<(), String> {
     }
 }
 
-/// Apply one command and carry out its follow-up; returns the result to send back. Sets
-/// `reconnect` when the session must end after the answer (a rotated credential).
+/// Apply one command and carry out its follow-up; returns the result to send back, or `None`
+/// while its outcome is not known (a self-update running). Sets `reconnect` when the session
+/// must end after the answer (a rotated credential).
 async fn run_command(
     state: &StateDir,
     record: &AgentRecord,
     link: &Link,
-    options: &RunOptions,
+    options: &Options,
     command: agent_bom_protocol::Command,
     next_rescan: &mut tokio::time::Instant,
     reconnect: &mut bool,
-) -> AgentMessage {
+) -> Option<AgentMessage> {
+    let (options, updater) = (&options.run, options.updater.as_ref());
     let ctx = commands::Context {
         state,
         agent_id: &record.agent_id,
         scan: &options.scan,
+        updater,
     };
     let mut outcome = commands::apply(ctx, &command);
+    if outcome.status == commands::IN_PROGRESS {
+        return None;
+    }
     match outcome.follow_up {
         FollowUp::None => {}
         FollowUp::Rescan => *next_rescan = tokio::time::Instant::now(),
@@ -557,11 +619,11 @@ async fn run_command(
             }
         },
     }
-    AgentMessage::CommandResult {
+    Some(AgentMessage::CommandResult {
         command_id: command.command_id,
         status: outcome.status.to_string(),
         detail: Some(outcome.detail),
-    }
+    })
 }
 
 /// The rescan interval in force: the control plane's setting, else the local one.
@@ -618,7 +680,7 @@ fn reply_error(reply: CollectorMessage) -> UplinkError {
 pub async fn scan_now(options: ScanOptions) -> Inventory {
     tokio::task::spawn_blocking(move || {
         let mut inventory = agent_bom_discovery::scan(&options);
-        inventory.host = agent_bom_discovery::host::collect(crate::AGENT_VERSION);
+        inventory.host = agent_bom_discovery::host::collect(crate::agent_version());
         inventory
     })
     .await

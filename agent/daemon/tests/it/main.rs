@@ -6,6 +6,7 @@ mod cli;
 mod docs;
 mod fixture_homes;
 mod proxy_mcp;
+mod service_cli;
 mod user_share;
 mod watch;
 mod wrap_cli;

@@ -210,6 +210,78 @@ pub const ROUTES: &[RouteSpec] = &[
         Some(Permission::AuditExport),
         "Signed NDJSON export of the audit log",
     ),
+    route(
+        "GET",
+        "/v1/releases",
+        Some(Permission::FleetRead),
+        "Published agent builds (per version, OS, architecture; channel, SHA-256, signature)",
+    ),
+    route(
+        "GET",
+        "/v1/rollouts",
+        Some(Permission::FleetRead),
+        "The tenant's agent rollouts",
+    ),
+    route(
+        "POST",
+        "/v1/rollouts",
+        Some(Permission::FleetWrite),
+        "Start a staged rollout of a published version (rings, soak, halt thresholds)",
+    ),
+    route(
+        "GET",
+        "/v1/rollouts/{id}",
+        Some(Permission::FleetRead),
+        "A rollout and its progress per ring (offered, succeeded, failed, ...)",
+    ),
+    route(
+        "POST",
+        "/v1/rollouts/{id}/pause",
+        Some(Permission::FleetWrite),
+        "Pause a rollout (offers not yet delivered are withdrawn)",
+    ),
+    route(
+        "POST",
+        "/v1/rollouts/{id}/resume",
+        Some(Permission::FleetWrite),
+        "Resume a paused or halted rollout (failures count afresh)",
+    ),
+    route(
+        "POST",
+        "/v1/rollouts/{id}/advance",
+        Some(Permission::FleetWrite),
+        "Start the rollout's next ring now",
+    ),
+    route(
+        "POST",
+        "/v1/rollouts/{id}/cancel",
+        Some(Permission::FleetWrite),
+        "End a rollout (offers not yet delivered are withdrawn)",
+    ),
+    route(
+        "GET",
+        "/install/agent.sh",
+        None,
+        "Install script for Linux and macOS, bound to this control plane (no token inside)",
+    ),
+    route(
+        "GET",
+        "/install/agent.ps1",
+        None,
+        "Install script for Windows, bound to this control plane (no token inside)",
+    ),
+    route(
+        "GET",
+        "/install/latest",
+        None,
+        "The newest agent build of a channel for an OS and architecture, with its signature",
+    ),
+    route(
+        "GET",
+        "/install/releases/{id}",
+        None,
+        "An agent build (checked by agents and installers against the pinned release key)",
+    ),
 ];
 
 /// The generated part of `docs/roles.md`.

@@ -8,6 +8,7 @@ mod keys;
 pub mod openapi;
 mod policy;
 mod posture;
+pub mod releases;
 mod tenants;
 
 use std::sync::Arc;
@@ -42,6 +43,10 @@ pub struct AppState {
     pub signer: Arc<ExportSigner>,
     /// OIDC bearer-token verifier, when configured.
     pub oidc: Option<Arc<crate::oidc::OidcVerifier>>,
+    /// What install scripts and download URLs are built from (absent: no agent distribution).
+    pub distribution: Option<Arc<releases::Distribution>>,
+    /// Wakes the rollout driver (a rollout was created or changed).
+    pub rollouts_wake: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
@@ -52,6 +57,8 @@ impl AppState {
             limiter: RateLimiter::default(),
             signer,
             oidc: None,
+            distribution: None,
+            rollouts_wake: Arc::new(tokio::sync::Notify::new()),
         }
     }
 }
@@ -119,6 +126,20 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/audit", get(audit::list))
         .route("/v1/audit/verify", get(audit::verify))
         .route("/v1/audit/export", get(audit::export_audit))
+        .route("/v1/releases", get(releases::list))
+        .route(
+            "/v1/rollouts",
+            get(releases::list_rollouts).post(releases::create_rollout),
+        )
+        .route("/v1/rollouts/{id}", get(releases::get_rollout))
+        .route("/v1/rollouts/{id}/pause", post(releases::pause))
+        .route("/v1/rollouts/{id}/resume", post(releases::resume))
+        .route("/v1/rollouts/{id}/advance", post(releases::advance))
+        .route("/v1/rollouts/{id}/cancel", post(releases::cancel))
+        .route("/install/agent.sh", get(releases::install_sh))
+        .route("/install/agent.ps1", get(releases::install_ps1))
+        .route("/install/latest", get(releases::latest))
+        .route("/install/releases/{id}", get(releases::download))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))

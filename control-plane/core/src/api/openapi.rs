@@ -64,6 +64,48 @@ fn extras(method: &str, path: &str) -> (Vec<Value>, Option<Value>) {
             ],
             None,
         ),
+        ("GET", "/install/latest") => (
+            vec![
+                json!({"name": "os", "in": "query", "required": true, "schema": {"type": "string", "enum": ["linux", "macos", "windows"]}}),
+                json!({"name": "arch", "in": "query", "required": true, "schema": {"type": "string", "enum": ["x86_64", "aarch64"]}}),
+                q(
+                    "channel",
+                    json!({"type": "string", "pattern": "^[a-z0-9-]{1,32}$"}),
+                ),
+                q(
+                    "version",
+                    json!({"type": "string", "pattern": "^[0-9][A-Za-z0-9.+-]{0,63}$"}),
+                ),
+            ],
+            None,
+        ),
+        ("GET", "/install/agent.sh" | "/install/agent.ps1") => (
+            vec![q(
+                "channel",
+                json!({"type": "string", "pattern": "^[a-z0-9-]{1,32}$"}),
+            )],
+            None,
+        ),
+        ("POST", "/v1/rollouts") => {
+            let ring = json!({"type": "object", "additionalProperties": false, "required": ["name"],
+                "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 64},
+                    "tag": {"type": "string", "pattern": "^[A-Za-z0-9._:=/-]{1,64}$"},
+                    "percent": {"type": "integer", "minimum": 1, "maximum": 100}}});
+            (
+                vec![],
+                Some(
+                    json!({"type": "object", "additionalProperties": false, "required": ["version"],
+                    "properties": {
+                        "version": {"type": "string", "pattern": "^[0-9][A-Za-z0-9.+-]{0,63}$"},
+                        "rings": {"type": "array", "maxItems": 10, "items": ring},
+                        "soak_secs": {"type": ["integer", "null"], "minimum": 0, "maximum": 2_592_000},
+                        "max_failure_pct": {"type": ["integer", "null"], "minimum": 1, "maximum": 100},
+                        "min_failures": {"type": ["integer", "null"], "minimum": 1, "maximum": 100_000},
+                        "grace_secs": {"type": ["integer", "null"], "minimum": 5, "maximum": 3600},
+                        "offer_ttl_secs": {"type": ["integer", "null"], "minimum": 60, "maximum": 2_592_000}}}),
+                ),
+            )
+        }
         ("POST", "/v1/tenants") => (
             vec![],
             Some(
@@ -177,6 +219,7 @@ pub fn openapi() -> Value {
             "POST"
                 if r.path == "/v1/keys"
                     || r.path == "/v1/tenants"
+                    || r.path == "/v1/rollouts"
                     || r.path.ends_with("/rotate") =>
             {
                 "201"

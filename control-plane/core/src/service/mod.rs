@@ -14,6 +14,7 @@ pub mod endpoints;
 pub mod enrollment;
 pub mod keys;
 pub mod policy;
+pub mod releases;
 pub mod tenants;
 
 use serde_json::Value;
@@ -66,6 +67,16 @@ impl Actor {
             name: "bootstrap".into(),
             home_tenant: None,
             super_admin: true,
+        }
+    }
+
+    /// The rollout driver of `agent-bom serve` (offers, automatic halts and advances): recorded
+    /// as `rollout`, in the chain of the tenant it acts on.
+    pub fn rollout() -> Self {
+        Self {
+            name: "rollout".into(),
+            home_tenant: None,
+            super_admin: false,
         }
     }
 

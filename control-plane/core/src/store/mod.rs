@@ -16,6 +16,7 @@ mod identity;
 pub mod notify;
 pub mod policies;
 pub mod posture;
+pub mod releases;
 pub mod sync;
 pub mod tenants;
 mod tx;

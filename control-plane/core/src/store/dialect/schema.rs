@@ -65,7 +65,7 @@ struct Step {
 }
 
 /// Every migration, in version order. Gaps per backend are versions of the other backend.
-const STEPS: [Step; 14] = [
+const STEPS: [Step; 16] = [
     Step {
         version: 1,
         description: "init",
@@ -170,13 +170,30 @@ const STEPS: [Step; 14] = [
             recorded: "91a4b5e123589367da972519451e51aa543aed2183f1d2845989d925301564474d889326b1b4fabbb0b40e7ff9c75cbb",
         },
     },
+    // Releases and rollouts (issue 14): numbered from 300 so other work's migrations do not
+    // collide with them.
+    Step {
+        version: 300,
+        description: "agent releases",
+        on: On::Both,
+        sql: Sql::File(include_str!("../../../migrations/0300_agent_releases.sql")),
+    },
+    Step {
+        version: 301,
+        description: "agent releases row level security",
+        on: On::Postgres,
+        sql: Sql::Generated {
+            build: || tenant_isolation(&TENANT_TABLES[13..15]),
+            recorded: "c2b278e634a9cffea931fcc440e6232380371cae480f06709a45c6cb872f0cc68daacc8bde57ece976c3cd2f0bd2828d",
+        },
+    },
 ];
 
 /// Every table that holds tenant data (it has a `tenant_id` column): on Postgres each gets
 /// row-level security. Append only, in the order migrations introduced them; each migration
 /// above names the slice it secured. A test checks that every table of a migrated database with
 /// a `tenant_id` column is listed and secured.
-pub const TENANT_TABLES: [&str; 13] = [
+pub const TENANT_TABLES: [&str; 15] = [
     "api_keys",
     "enrollment_tokens",
     "endpoints",
@@ -192,6 +209,9 @@ pub const TENANT_TABLES: [&str; 13] = [
     "endpoint_tools",
     // version 12
     "policies",
+    // version 301
+    "release_rollouts",
+    "rollout_targets",
 ];
 
 /// Row-level security for `tables`: a row is visible and writable only in a transaction whose
@@ -471,7 +491,7 @@ mod tests {
 
     /// Hex SHA-384 of each generated migration's SQL as released. A change here means existing
     /// databases would run other SQL than new ones: add a new version instead.
-    const GENERATED: [(i64, &str); 6] = [
+    const GENERATED: [(i64, &str); 7] = [
         (
             3,
             "c48bf269d0b49d8b615af10622fac47ff4d4b543f4cf9ac49b8abc73e38203ab969ab3087555a5e47357176558d4ad4e",
@@ -495,6 +515,10 @@ mod tests {
         (
             14,
             "6f8cea50f29d27ca68516514eeabe0339790af5d4254ef18e15bc8b3a39330bbfe6c0453300a536c180c56bdc2d688bd",
+        ),
+        (
+            301,
+            "c2b278e634a9cffea931fcc440e6232380371cae480f06709a45c6cb872f0cc68daacc8bde57ece976c3cd2f0bd2828d",
         ),
     ];
 
@@ -530,10 +554,10 @@ mod tests {
         }
         // The versions databases of each backend have recorded since they shipped.
         for (backend, versions) in [
-            (Backend::Sqlite, vec![1, 2, 4, 5, 7, 8, 10, 11, 13]),
+            (Backend::Sqlite, vec![1, 2, 4, 5, 7, 8, 10, 11, 13, 300]),
             (
                 Backend::Postgres,
-                vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14],
+                vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 300, 301],
             ),
         ] {
             let m = migrator(backend).unwrap();

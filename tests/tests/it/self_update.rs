@@ -1,0 +1,679 @@
+//! Self-update end to end: a real `agent-bom-agent` process, under a supervisor that restarts
+//! it when it exits (as systemd, launchd and the Windows service manager do), updates itself
+//! from a rollout and reports the new version; a build signed with a key the agent does not pin,
+//! a build whose bytes do not match its digest, a build that crashes on start, and an expired
+//! offer each end with the previous version running, the failure reported on the command, and
+//! the failure counted against the rollout (which halts).
+//!
+//! The "new builds" are the agent binary with another version stamped into it
+//! (`agent_bom_protocol::release::stamp_version`), signed with a release key made here; the
+//! crashing build is a script that answers the `--version` probe and exits on `run`.
+
+// Integration tests report failure by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use agent_bom_agent::enrollment::InstallSettings;
+use agent_bom_agent::update::state::{Phase, UpdateRecord};
+use agent_bom_control_plane::service::Actor;
+use agent_bom_control_plane::service::releases::{self, Publish};
+use agent_bom_protocol::release::{ReleaseManifest, stamp_version};
+use agent_bom_tests::harness::{TestServer, eventually};
+use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+use serde_json::{Value, json};
+
+/// The longest any step of this test waits (downloads of a debug build, restarts, grace).
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// The agent binary cargo built for the workspace (beside this test's executable).
+fn agent_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let bin = dir.join(format!("agent-bom-agent{}", std::env::consts::EXE_SUFFIX));
+    if !bin.exists() {
+        // `cargo test -p agent-bom-tests` alone does not build other packages' binaries.
+        let status = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
+            .args(["build", "-p", "agent-bom-agent", "--bin", "agent-bom-agent"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    bin
+}
+
+struct ReleaseKey(Ed25519KeyPair);
+
+impl ReleaseKey {
+    fn new() -> Self {
+        let pk8 = Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new()).unwrap();
+        Self(Ed25519KeyPair::from_pkcs8(pk8.as_ref()).unwrap())
+    }
+    fn public(&self) -> String {
+        hex::encode(self.0.public_key().as_ref())
+    }
+    fn sign(&self, version: &str, bytes: &[u8]) -> String {
+        let m = ReleaseManifest {
+            version: version.into(),
+            os: "linux".into(),
+            arch: std::env::consts::ARCH.into(),
+            sha256: agent_bom_protocol::digest::sha256_hex(bytes),
+            size: bytes.len() as u64,
+        };
+        hex::encode(self.0.sign(&m.signing_message()).as_ref())
+    }
+}
+
+/// A supervisor that restarts the agent whenever it exits, like `Restart=` in systemd.
+struct Supervisor {
+    stop: Arc<AtomicBool>,
+    starts: Arc<AtomicU32>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Supervisor {
+    fn start(exe: PathBuf, state: PathBuf, home: PathBuf, log: PathBuf) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let starts = Arc::new(AtomicU32::new(0));
+        let (s, n) = (stop.clone(), starts.clone());
+        let task = tokio::spawn(async move {
+            while !s.load(Ordering::SeqCst) {
+                let log_file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .unwrap();
+                let spawned = tokio::process::Command::new(&exe)
+                    .arg("run")
+                    .arg("--state-dir")
+                    .arg(&state)
+                    .arg("--home")
+                    .arg(&home)
+                    .arg("--rescan-interval")
+                    .arg("2")
+                    .env("AGENT_BOM_SERVICE_MANAGER", "supervised")
+                    .env("AGENT_BOM_LOG", "info,agent_bom_agent=debug")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(log_file)
+                    .kill_on_drop(true)
+                    .spawn();
+                let Ok(mut child) = spawned else {
+                    // Mid-rename (a swap or a rollback): try again shortly.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                n.fetch_add(1, Ordering::SeqCst);
+                loop {
+                    tokio::select! {
+                        _ = child.wait() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                            if s.load(Ordering::SeqCst) {
+                                let _ = child.kill().await;
+                                return;
+                            }
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        });
+        Self { stop, starts, task }
+    }
+
+    async fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+}
+
+struct Setup {
+    server: TestServer,
+    key: ReleaseKey,
+    agent_id: String,
+    exe: PathBuf,
+    state: PathBuf,
+    base: Vec<u8>,
+    _dir: tempfile::TempDir,
+}
+
+impl Setup {
+    async fn endpoint(&self) -> Value {
+        self.server
+            .get(
+                &format!("/v1/fleet/endpoints/{}", self.agent_id),
+                Some(&self.server.admin_key),
+            )
+            .await
+            .json
+    }
+
+    async fn wait_version(&self, version: &str) {
+        eventually(
+            PATIENCE,
+            &format!("the endpoint reports {version}"),
+            || async { (self.endpoint().await["agent_version"] == version).then_some(()) },
+        )
+        .await;
+    }
+
+    async fn publish(&self, version: &str, bytes: &[u8], signer: &ReleaseKey) {
+        releases::publish(
+            &self.server.store,
+            &Actor::cli(),
+            Publish {
+                bytes,
+                version,
+                os: "linux",
+                arch: std::env::consts::ARCH,
+                channel: "stable",
+                signature: &signer.sign(version, bytes),
+                public_keys: &[signer.public()],
+            },
+        )
+        .await
+        .unwrap();
+    }
+
+    fn stamped(&self, version: &str) -> Vec<u8> {
+        let mut bytes = self.base.clone();
+        stamp_version(&mut bytes, version).unwrap();
+        bytes
+    }
+
+    /// Start a rollout that halts on the first failure; returns its id.
+    async fn rollout(&self, version: &str) -> String {
+        let r = self
+            .server
+            .post(
+                "/v1/rollouts",
+                Some(&self.server.admin_key),
+                &json!({"version": version, "grace_secs": 8, "min_failures": 1,
+                        "max_failure_pct": 1, "soak_secs": 0}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        r.json["id"].as_str().unwrap().to_string()
+    }
+
+    async fn rollout_state(&self, id: &str) -> Value {
+        self.server
+            .get(&format!("/v1/rollouts/{id}"), Some(&self.server.admin_key))
+            .await
+            .json
+    }
+
+    /// Wait until the rollout halted with one failure whose detail contains `why`.
+    async fn expect_halt(&self, id: &str, why: &str) -> String {
+        let detail = eventually(PATIENCE, &format!("rollout halted: {why}"), || async {
+            let r = self.rollout_state(id).await;
+            (r["state"] == "halted" && r["progress"]["totals"]["failed"] == 1).then(|| {
+                r["progress"]["recent_failures"][0]["detail"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+        })
+        .await;
+        assert!(
+            detail.contains(why),
+            "failure detail {detail:?} lacks {why:?}"
+        );
+        let r = self
+            .server
+            .post(
+                &format!("/v1/rollouts/{id}/cancel"),
+                Some(&self.server.admin_key),
+                &json!(null),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        detail
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_updates_itself_and_every_bad_update_leaves_it_running() {
+    let server = TestServer::start(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (bin_dir, state, home) = (
+        dir.path().join("bin"),
+        dir.path().join("state"),
+        dir.path().join("home"),
+    );
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    std::fs::create_dir_all(&home).unwrap();
+    let base = std::fs::read(agent_binary()).unwrap();
+    let exe = bin_dir.join("agent-bom-agent");
+    std::fs::write(&exe, &base).unwrap();
+    make_executable(&exe);
+    let key = ReleaseKey::new();
+
+    // Installed as `service install --token-file` leaves it, before any network: the token
+    // staged in the state directory, the control plane's details and the release key pinned.
+    // The daemon enrolls by itself once it runs.
+    std::fs::create_dir_all(&state).unwrap();
+    agent_bom_agent::enrollment::stage_token(&state, &server.enrollment_token).unwrap();
+    InstallSettings {
+        collector: Some(server.collector.to_string()),
+        ca_pin: Some(server.ca_pin.clone()),
+        release_keys: vec![key.public()],
+        control_plane_url: Some(format!("http://{}", server.api)),
+        channel: None,
+    }
+    .save(&state)
+    .unwrap();
+    let log = dir.path().join("agent.log");
+    let supervisor = Supervisor::start(exe.clone(), state.clone(), home, log.clone());
+    let agent_id = eventually(
+        PATIENCE,
+        "the agent enrolls with the staged token",
+        || async {
+            agent_bom_state::StateDir::open(&state)
+                .ok()
+                .and_then(|s| s.record().ok())
+                .map(|r| r.agent_id)
+        },
+    )
+    .await;
+    assert!(
+        !agent_bom_agent::enrollment::token_staged(&state),
+        "a used token is deleted"
+    );
+    assert!(
+        !process_lists_contain(&server.enrollment_token),
+        "the token is on no command line"
+    );
+    let setup = Setup {
+        server,
+        key,
+        agent_id,
+        exe: exe.clone(),
+        state: state.clone(),
+        base,
+        _dir: dir,
+    };
+    let running = agent_bom_agent::AGENT_VERSION;
+    setup.wait_version(running).await;
+
+    // 1. A good update: published, offered, installed, restarted into, reconnected, reported.
+    let next = "0.900.1";
+    let good = setup.stamped(next);
+    setup.publish(next, &good, &setup.key).await;
+    let id = setup.rollout(next).await;
+    setup.wait_version(next).await;
+    let done = eventually(PATIENCE, "the rollout counts the success", || async {
+        let r = setup.rollout_state(&id).await;
+        (r["progress"]["totals"]["succeeded"] == 1).then_some(r)
+    })
+    .await;
+    assert_ne!(done["state"], "halted", "{done}");
+    assert_eq!(
+        std::fs::read(&setup.exe).unwrap(),
+        good,
+        "the new build is installed"
+    );
+    let record = UpdateRecord::load(&setup.state).unwrap();
+    assert_eq!(
+        (record.phase, record.to_version.as_str()),
+        (Phase::Confirmed, next)
+    );
+    let commands = setup
+        .server
+        .get(
+            &format!("/v1/fleet/endpoints/{}/commands", setup.agent_id),
+            Some(&setup.server.admin_key),
+        )
+        .await
+        .json;
+    let answered = commands["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["kind"] == "update_available")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(answered["status"], "applied", "{commands}");
+    eventually(PATIENCE, "the rollout completes", || async {
+        (setup.rollout_state(&id).await["state"] == "completed").then_some(())
+    })
+    .await;
+    let starts_after_update = supervisor.starts.load(Ordering::SeqCst);
+
+    // 2. Signed with a key the agent does not pin: refused before anything is fetched.
+    let rogue = ReleaseKey::new();
+    let v2 = "0.900.2";
+    setup.publish(v2, &setup.stamped(v2), &rogue).await;
+    let id = setup.rollout(v2).await;
+    setup
+        .expect_halt(&id, "does not verify with any pinned release key")
+        .await;
+
+    // 3. The stored bytes are not the signed build: the digest check refuses the download.
+    let v3 = "0.900.3";
+    setup.publish(v3, &setup.stamped(v3), &setup.key).await;
+    sqlx::query("UPDATE agent_release_chunks SET data = $1 WHERE release_id = $2 AND n = 0")
+        .bind(vec![0u8; 1024 * 1024])
+        .bind(format!("{v3}-linux-{}", std::env::consts::ARCH))
+        .execute(setup.server.store.pool())
+        .await
+        .unwrap();
+    let id = setup.rollout(v3).await;
+    setup.expect_halt(&id, "SHA-256").await;
+    assert_eq!(
+        supervisor.starts.load(Ordering::SeqCst),
+        starts_after_update,
+        "refused updates never restart the agent"
+    );
+
+    // 4. A build that passes the start check but never runs: swapped in, restarted into, rolled
+    //    back by the watchdog after the grace period, reported by the previous build.
+    let v4 = "0.900.4";
+    let crashing = format!(
+        "#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'agent-bom-agent {v4}'; exit 0; fi\nexit 3\n"
+    )
+    .into_bytes();
+    setup.publish(v4, &crashing, &setup.key).await;
+    let id = setup.rollout(v4).await;
+    let why = setup.expect_halt(&id, "rolled back to 0.900.1").await;
+    assert!(why.contains("did not start"), "{why}");
+    assert_eq!(
+        std::fs::read(&setup.exe).unwrap(),
+        good,
+        "the previous build is back"
+    );
+    setup.wait_version(next).await;
+    assert!(supervisor.starts.load(Ordering::SeqCst) > starts_after_update);
+
+    // 5. An offer delivered after it expired: declined, nothing changes.
+    let v5 = "0.900.5";
+    let fresh = setup.stamped(v5);
+    setup.publish(v5, &fresh, &setup.key).await;
+    let release = setup
+        .server
+        .store
+        .release(&format!("{v5}-linux-{}", std::env::consts::ARCH))
+        .await
+        .unwrap();
+    let queued = setup
+        .server
+        .post(
+            &format!("/v1/fleet/endpoints/{}/commands", setup.agent_id),
+            Some(&setup.server.admin_key),
+            &json!({"kind": "update_available", "payload": {
+                "version": v5, "url": format!("http://{}/install/releases/{}", setup.server.api, release.id),
+                "sha256": release.sha256, "size": release.size, "os": "linux",
+                "arch": std::env::consts::ARCH, "signature": release.signature,
+                "expires_at_ms": 1_000}}),
+        )
+        .await;
+    assert_eq!(queued.status, 202, "{}", queued.text);
+    let command_id = queued.json["id"].as_str().unwrap().to_string();
+    let status = eventually(PATIENCE, "the expired offer is answered", || async {
+        setup
+            .server
+            .command_status(&command_id)
+            .await
+            .filter(|s| s != "pending" && s != "delivered")
+    })
+    .await;
+    assert_eq!(status, "failed");
+    assert_eq!(setup.endpoint().await["agent_version"], next);
+    assert_eq!(std::fs::read(&setup.exe).unwrap(), good);
+
+    supervisor.stop().await;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !text.contains(&setup.server.enrollment_token),
+        "the enrollment token is never logged"
+    );
+    setup.server.stop().await;
+}
+
+/// True when a process's command line holds `needle` (Linux `/proc`; elsewhere false).
+fn process_lists_contain(needle: &str) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        std::fs::read(e.path().join("cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+    })
+}
+
+fn make_executable(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
+/// The install script the control plane serves checks a build's SHA-256 and its ed25519
+/// release signature with OpenSSL before it installs anything: a build signed by the published
+/// key passes, the same bytes offered with a signature by another key are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_install_script_verifies_the_release_signature() {
+    let has_openssl = std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).starts_with("OpenSSL 3"));
+    if !has_openssl {
+        eprintln!("no OpenSSL 3: the script's signature check is not exercised");
+        return;
+    }
+    let server = TestServer::start(None).await;
+    let key = ReleaseKey::new();
+    let build = b"#!/bin/sh\necho 'agent-bom-agent 0.3.0'\n".to_vec();
+    let publish = |version: &'static str, bytes: Vec<u8>, signer: &ReleaseKey| {
+        let signature = signer.sign(version, &bytes);
+        let public = signer.public();
+        let store = server.store.clone();
+        async move {
+            releases::publish(
+                &store,
+                &Actor::cli(),
+                Publish {
+                    bytes: &bytes,
+                    version,
+                    os: "linux",
+                    arch: std::env::consts::ARCH,
+                    channel: "stable",
+                    signature: &signature,
+                    public_keys: &[public],
+                },
+            )
+            .await
+            .unwrap();
+        }
+    };
+    publish("0.3.0", build.clone(), &key).await;
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("install-agent.sh");
+    let text = server.get("/install/agent.sh", None).await;
+    assert_eq!(text.status, 200);
+    assert!(
+        text.text.contains(&key.public()),
+        "the script pins the release key"
+    );
+    assert!(
+        !text.text.contains(&server.enrollment_token),
+        "no token in the script"
+    );
+    std::fs::write(&script, &text.text).unwrap();
+    let run = |dest: PathBuf| {
+        let script = script.clone();
+        async move {
+            tokio::process::Command::new("sh")
+                .arg(&script)
+                .arg("--download-only")
+                .arg(&dest)
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    let ok = run(dir.path().join("ok")).await;
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stderr).contains("release signature verified"));
+    assert_eq!(
+        std::fs::read(dir.path().join("ok/agent-bom-agent")).unwrap(),
+        build
+    );
+
+    // A newer build whose signature is another key's: the script, still pinning the first key
+    // only, refuses it.
+    let rogue = ReleaseKey::new();
+    publish("0.3.1", b"#!/bin/sh\necho rogue\n".to_vec(), &rogue).await;
+    let pinned_first_only = text.text.clone();
+    std::fs::write(&script, pinned_first_only).unwrap();
+    let refused = run(dir.path().join("refused")).await;
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("does not verify"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(!dir.path().join("refused/agent-bom-agent").exists());
+    server.stop().await;
+}
+
+/// The rollout driver on Postgres (under the application role, with row-level security): an
+/// offer reaches a connected agent, the agent's refusal (it runs in the foreground here, not as
+/// a service) comes back as a failure with its reason, the rollout halts and withdraws nothing
+/// it delivered; resuming counts failures afresh, cancelling ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_halts_on_refusals_on_postgres() {
+    let db = agent_bom_tests::postgres::TestDatabase::create_with_app_role().await;
+    let server = TestServer::start(Some(db.url.clone())).await;
+    let key = ReleaseKey::new();
+    let home = tempfile::tempdir().unwrap();
+    let agent = agent_bom_tests::harness::TestAgent::start_with_update(
+        &server,
+        home.path(),
+        agent_bom_agent::update::UpdateConfig {
+            exe: agent_binary(),
+            manager: None,
+            release_keys: vec![key.public()],
+            restart: tokio_util::sync::CancellationToken::new(),
+        },
+    )
+    .await;
+    let endpoint = format!("/v1/fleet/endpoints/{}", agent.agent_id);
+    eventually(PATIENCE, "the agent reports", || async {
+        (server.get(&endpoint, Some(&server.admin_key)).await.json["agent_version"]
+            == agent_bom_agent::AGENT_VERSION)
+            .then_some(())
+    })
+    .await;
+    let version = "0.900.9";
+    let bytes = b"a build the agent will not install in the foreground".to_vec();
+    releases::publish(
+        &server.store,
+        &Actor::cli(),
+        Publish {
+            bytes: &bytes,
+            version,
+            os: "linux",
+            arch: std::env::consts::ARCH,
+            channel: "stable",
+            signature: &key.sign(version, &bytes),
+            public_keys: &[key.public()],
+        },
+    )
+    .await
+    .unwrap();
+    let created = server
+        .post(
+            "/v1/rollouts",
+            Some(&server.admin_key),
+            &json!({"version": version, "min_failures": 1, "max_failure_pct": 50, "soak_secs": 0}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let id = created.json["id"].as_str().unwrap().to_string();
+    let halted = eventually(PATIENCE, "the rollout halts", || async {
+        let r = server
+            .get(&format!("/v1/rollouts/{id}"), Some(&server.admin_key))
+            .await
+            .json;
+        (r["state"] == "halted").then_some(r)
+    })
+    .await;
+    assert_eq!(halted["progress"]["totals"]["failed"], 1, "{halted}");
+    let why = halted["progress"]["recent_failures"][0]["detail"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(why.contains("not as a service"), "{why}");
+    assert!(
+        halted["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("1 of 1 updates failed")
+    );
+    let resumed = server
+        .post(
+            &format!("/v1/rollouts/{id}/resume"),
+            Some(&server.admin_key),
+            &json!(null),
+        )
+        .await;
+    assert_eq!(
+        (resumed.status, resumed.json["state"].as_str()),
+        (200, Some("active"))
+    );
+    let cancelled = server
+        .post(
+            &format!("/v1/rollouts/{id}/cancel"),
+            Some(&server.admin_key),
+            &json!(null),
+        )
+        .await;
+    assert_eq!(cancelled.json["state"], "cancelled");
+    // Every step is in the tenant's audit log, the driver's as actor `rollout`.
+    let audit = server
+        .get("/v1/audit?limit=1000", Some(&server.admin_key))
+        .await
+        .json;
+    let actions: Vec<(String, String)> = audit["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap_or_default().to_string(),
+                e["actor"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    for (action, actor) in [
+        ("release.publish", "cli"),
+        ("release.rollout.offer", "rollout"),
+        ("release.rollout.halt", "rollout"),
+    ] {
+        assert!(
+            actions.iter().any(|(a, w)| a == action && w == actor),
+            "{action} by {actor} missing: {actions:?}"
+        );
+    }
+    for action in [
+        "release.rollout.create",
+        "release.rollout.resume",
+        "release.rollout.cancel",
+    ] {
+        assert!(actions.iter().any(|(a, _)| a == action), "{action} missing");
+    }
+    agent.stop().await;
+    server.stop().await;
+    db.drop_database().await;
+}
