@@ -26,15 +26,7 @@ pub use render::{Level, ServiceSpec};
 
 use crate::update::manager::Manager;
 
-/// The service's name under `manager`: the systemd unit, the launchd label, the Windows
-/// service name.
-pub fn default_name(manager: Manager) -> &'static str {
-    match manager {
-        Manager::Systemd { .. } => "agent-bom-agent.service",
-        Manager::Launchd { .. } => "com.agent-bom.agent",
-        Manager::Windows | Manager::Supervised => "agent-bom-agent",
-    }
-}
+pub use crate::update::manager::default_name;
 
 /// Errors of service management.
 #[derive(Debug, thiserror::Error)]

@@ -17,6 +17,16 @@ use std::process::{Command, Stdio};
 /// The exit status that asks the manager for a restart (EX_TEMPFAIL).
 pub const EXIT_RESTART: i32 = 75;
 
+/// The service's name under `manager`: the systemd unit, the launchd label, the Windows
+/// service name.
+pub fn default_name(manager: Manager) -> &'static str {
+    match manager {
+        Manager::Systemd { .. } => "agent-bom-agent.service",
+        Manager::Launchd { .. } => "com.agent-bom.agent",
+        Manager::Windows | Manager::Supervised => "agent-bom-agent",
+    }
+}
+
 /// Who supervises the agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Manager {
@@ -70,7 +80,7 @@ impl Manager {
         let name = std::env::var(crate::settings::env::SERVICE_NAME)
             .ok()
             .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| crate::service::default_name(manager).to_string());
+            .unwrap_or_else(|| default_name(manager).to_string());
         Some((manager, name))
     }
 
