@@ -16,7 +16,7 @@
 //! | `wrap` / `unwrap` | `{client?}` (a catalog name: `a-z`, `0-9`, `-`) | yes |
 //! | `approve_pins` | `{server_id, tools: {name: sha256 or null}}` | yes |
 //! | `rotate_credential` | none | yes |
-//! | `update_available` | `{version, url?, sha256?, size?, os?, arch?, signature?, expires_at_ms?, grace_secs?, rollout_id?}` (`https://` URL without credentials, hex SHA-256) | yes (rollouts send it too) |
+//! | `update_available` | `{version, url?, sha256?, size?, os?, arch?, signature?, expires_at_ms?, grace_secs?, rollout_id?}` (`https://` URL, or `http://` to a loopback host, without credentials; hex SHA-256) | yes (rollouts send it too) |
 
 use std::collections::BTreeMap;
 
@@ -339,8 +339,11 @@ impl UpdateNotice {
     }
 }
 
-/// A download URL an agent may be pointed at: `https://`, a host, no credentials (they would be
-/// stored in the command and its audit entry), no spaces or control characters.
+/// A download URL an agent may be pointed at: `https://` with a host, or `http://` to a loopback
+/// host only (a control plane on the same machine: `agent-bom up`, tests); never credentials
+/// (they would be stored in the command and its audit entry), spaces or control characters.
+/// Plain HTTP is tolerable there because the build itself is checked against its signed digest;
+/// off the machine it would still leak what is being installed, so it is refused.
 fn check_download_url(url: &str) -> Result<(), String> {
     let bad = |why: &str| Err(format!("url {why}"));
     if url.len() > MAX_URL_LEN {
@@ -349,11 +352,15 @@ fn check_download_url(url: &str) -> Result<(), String> {
     if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return bad("must not contain spaces or control characters");
     }
-    let Some(rest) = url
-        .get(..8)
-        .filter(|scheme| scheme.eq_ignore_ascii_case("https://"))
-        .map(|_| &url[8..])
-    else {
+    let scheme_is = |scheme: &str| {
+        url.get(..scheme.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
+    };
+    let (rest, plain) = if scheme_is("https://") {
+        (&url[8..], false)
+    } else if scheme_is("http://") {
+        (&url[7..], true)
+    } else {
         return bad("must be an https:// URL");
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
@@ -363,7 +370,22 @@ fn check_download_url(url: &str) -> Result<(), String> {
     if authority.is_empty() || authority.starts_with(':') {
         return bad("needs a host");
     }
+    if plain && !is_loopback_authority(authority) {
+        return bad("must be an https:// URL (plain http:// only to this machine)");
+    }
     Ok(())
+}
+
+/// True for `localhost`, `127.x.y.z` and `[::1]`, with or without a port.
+fn is_loopback_authority(authority: &str) -> bool {
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A command with its typed payload.
@@ -637,6 +659,32 @@ mod tests {
             .contains("credentials")
         );
         assert!(e("update_available", r#"{"version":"1","url":"https:///x"}"#).contains("host"));
+        // Plain HTTP only to this machine (the build is checked against its signed digest).
+        assert!(
+            e(
+                "update_available",
+                r#"{"version":"1","url":"http://cp.example.com/x"}"#
+            )
+            .contains("https://")
+        );
+        assert!(
+            e(
+                "update_available",
+                r#"{"version":"1","url":"http://127.0.0.1.evil.com/x"}"#
+            )
+            .contains("https://")
+        );
+        for ok in [
+            "http://127.0.0.1:8422/x",
+            "http://localhost/x",
+            "http://[::1]:1/x",
+        ] {
+            let payload = json!({"version": "1", "url": ok}).to_string();
+            assert!(
+                CommandKind::parse("update_available", &payload).is_ok(),
+                "{ok}"
+            );
+        }
         assert!(
             e(
                 "update_available",
