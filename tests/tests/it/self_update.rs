@@ -639,7 +639,14 @@ async fn a_rollout_halts_on_refusals_on_postgres() {
             &json!(null),
         )
         .await;
-    assert_eq!(cancelled.json["state"], "cancelled");
+    // The rollout driver ticks on its own: if it ran between resume and cancel, it found every
+    // endpoint of the resumed rollout answered and completed it, and cancelling a completed
+    // rollout is refused. Either outcome is right; anything else is not.
+    if cancelled.status == 409 {
+        assert!(cancelled.text.contains("completed"), "{}", cancelled.text);
+    } else {
+        assert_eq!(cancelled.json["state"], "cancelled", "{}", cancelled.text);
+    }
     // Every step is in the tenant's audit log, the driver's as actor `rollout`.
     let audit = server
         .get("/v1/audit?limit=1000", Some(&server.admin_key))
@@ -666,11 +673,11 @@ async fn a_rollout_halts_on_refusals_on_postgres() {
             "{action} by {actor} missing: {actions:?}"
         );
     }
-    for action in [
-        "release.rollout.create",
-        "release.rollout.resume",
-        "release.rollout.cancel",
-    ] {
+    let mut operator_steps = vec!["release.rollout.create", "release.rollout.resume"];
+    if cancelled.status != 409 {
+        operator_steps.push("release.rollout.cancel");
+    }
+    for action in operator_steps {
         assert!(actions.iter().any(|(a, _)| a == action), "{action} missing");
     }
     agent.stop().await;
