@@ -424,13 +424,12 @@ impl TestAgent {
     ) -> Self {
         let EnrolledDevice {
             record,
-            state,
+            state: _,
             dir: state_dir,
         } = server.enroll_device_via(&collector.to_string()).await;
         let shutdown = CancellationToken::new();
         // Exactly the daemon `agent-bom-agent run` starts (watcher, managed wrapping, audit
         // intake, uplink), with a short reconnect cap for tests.
-        let _ = state;
         let mut config =
             DaemonConfig::new(state_dir.path().to_path_buf(), scan_options(home, projects));
         config.rescan_interval = rescan;

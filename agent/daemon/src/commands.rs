@@ -96,7 +96,7 @@ impl Outcome {
 }
 
 /// Verify and apply `command`; what it changed that proxies read is republished to the
-/// users' user shares ([`crate::user_share`]).
+/// users' shares ([`crate::user_share`]).
 pub fn apply(ctx: Context<'_>, command: &Command) -> Outcome {
     let outcome = apply_here(ctx, command);
     if outcome.status == "applied"

@@ -168,21 +168,10 @@ fn client(
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        stdout.read_to_string(&mut s).unwrap();
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let status = wait_bounded(&mut child, CLIENT_TIMEOUT);
-    let (out, err) = (out.join().unwrap(), err.join().unwrap());
+    let output = wait_output_bounded(cmd.spawn().unwrap(), CLIENT_TIMEOUT);
+    let status = output.status;
+    let out = String::from_utf8(output.stdout).unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
     assert!(status.success(), "client failed: {status}\n{out}\n{err}");
     let mut lines = out
         .lines()
@@ -570,29 +559,16 @@ fn a_wrapped_config_entry_runs_the_server_through_the_proxy() {
     let root = tempfile::tempdir().unwrap();
     let home = root.path().join("home");
     let state = root.path().join("state");
-    std::fs::create_dir_all(home.join(".cursor")).unwrap();
-    let config = home.join(".cursor/mcp.json");
-    let entry = json!({"mcpServers": {"test": {
-        "command": t.python,
-        "args": [fixture("server.py")],
-        "env": {"RUG_PULL": "0"}
-    }}});
-    std::fs::write(&config, serde_json::to_string_pretty(&entry).unwrap()).unwrap();
-    let out = Command::new(agent())
-        .args(["wrap", "--client", "cursor", "--home"])
-        .arg(&home)
-        .arg("--state-dir")
-        .arg(&state)
-        .env("AGENT_BOM_LOG", "off")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (_, v) = wrap_cursor_config(
+        &home,
+        &state,
+        json!({"mcpServers": {"test": {
+            "command": t.python,
+            "args": [fixture("server.py")],
+            "env": {"RUG_PULL": "0"}
+        }}}),
     );
     // Launch exactly what the client would launch now.
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
     let server = &v["mcpServers"]["test"];
     let mut launch = vec![server["command"].as_str().unwrap().to_string()];
     launch.extend(
@@ -632,61 +608,25 @@ fn the_mcp_inspector_cli_drives_a_wrapped_server() {
     let root = tempfile::tempdir().unwrap();
     let home = root.path().join("home");
     let state = root.path().join("state");
-    std::fs::create_dir_all(home.join(".cursor")).unwrap();
-    let config = home.join(".cursor/mcp.json");
-    let entry = json!({"mcpServers": {"everything": {
-        "command": "node",
-        "args": [t.everything],
-        // The inspector passes a config entry's env to the server it starts.
-        "env": {"AGENT_BOM_STATE_DIR": state, "AGENT_BOM_LOG": "off"}
-    }}});
-    std::fs::write(&config, serde_json::to_string_pretty(&entry).unwrap()).unwrap();
-    let out = Command::new(agent())
-        .args(["wrap", "--client", "cursor", "--home"])
-        .arg(&home)
-        .arg("--state-dir")
-        .arg(&state)
-        .env("AGENT_BOM_LOG", "off")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (config, wrapped) = wrap_cursor_config(
+        &home,
+        &state,
+        json!({"mcpServers": {"everything": {
+            "command": "node",
+            "args": [t.everything],
+            // The inspector passes a config entry's env to the server it starts.
+            "env": {"AGENT_BOM_STATE_DIR": state, "AGENT_BOM_LOG": "off"}
+        }}}),
     );
-    let wrapped: Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
     let args = &wrapped["mcpServers"]["everything"]["args"];
     assert_eq!(args[0], "proxy", "wrap wrote {wrapped}");
     assert!(args.as_array().unwrap().iter().any(|a| a == "--"));
 
+    let config_arg = config.to_string_lossy().into_owned();
     let inspect = |method: &[&str]| -> Value {
-        let mut cmd = Command::new("node");
-        cmd.arg(launcher)
-            .arg("--cli")
-            .arg("--config")
-            .arg(&config)
-            .args(["--server", "everything"])
-            .args(method)
-            .env("HOME", root.path())
-            // No OS keychain here; the inspector keeps its (unused) secrets in memory.
-            .env("MCP_INSPECTOR_SECRET_STORE", "memory")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let child = cmd.spawn().unwrap();
-        let out = wait_output_bounded(child, CLIENT_TIMEOUT);
-        assert!(
-            out.status.success(),
-            "inspector {method:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "inspector {method:?} printed no JSON ({e}): {}",
-                String::from_utf8_lossy(&out.stdout)
-            )
-        })
+        let mut args = vec!["--config", &config_arg, "--server", "everything"];
+        args.extend_from_slice(method);
+        inspector_cli(launcher, root.path(), &args)
     };
     let listed = inspect(&["--method", "tools/list"]);
     let tools = listed["tools"].as_array().expect("a tool list");
@@ -711,25 +651,24 @@ fn the_mcp_inspector_cli_drives_a_wrapped_server() {
         "{read}"
     );
     // The server command given directly, without a `--` between the proxy and the server.
-    let mut cmd = Command::new("node");
-    cmd.arg(launcher)
-        .args(["--cli", "--method", "tools/list", "-e"])
-        .arg(format!("AGENT_BOM_STATE_DIR={}", state.display()))
-        .arg(agent())
-        .args(["proxy", "--server-id", "direct", "node"])
-        .arg(&t.everything)
-        .env("HOME", root.path())
-        .env("MCP_INSPECTOR_SECRET_STORE", "memory")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let out = wait_output_bounded(cmd.spawn().unwrap(), CLIENT_TIMEOUT);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let state_env = format!("AGENT_BOM_STATE_DIR={}", state.display());
+    let everything = t.everything.to_string_lossy().into_owned();
+    let direct = inspector_cli(
+        launcher,
+        root.path(),
+        &[
+            "--method",
+            "tools/list",
+            "-e",
+            &state_env,
+            agent(),
+            "proxy",
+            "--server-id",
+            "direct",
+            "node",
+            &everything,
+        ],
     );
-    let direct: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(direct["tools"], listed["tools"]);
     // The proxy saw it: the tools are pinned and the call is audited under the wrapped id.
     let id = args[2].as_str().unwrap();
@@ -740,6 +679,57 @@ fn the_mcp_inspector_cli_drives_a_wrapped_server() {
             .any(|e| e["kind"] == "call" && e["server_id"] == id),
         "no audited call for {id}"
     );
+}
+
+/// Write `document` as `<home>/.cursor/mcp.json`, run `agent-bom-agent wrap` on it as a user
+/// would, and return the file's path and the document `wrap` left there.
+fn wrap_cursor_config(home: &Path, state: &Path, document: Value) -> (PathBuf, Value) {
+    std::fs::create_dir_all(home.join(".cursor")).unwrap();
+    let config = home.join(".cursor/mcp.json");
+    std::fs::write(&config, serde_json::to_string_pretty(&document).unwrap()).unwrap();
+    let out = Command::new(agent())
+        .args(["wrap", "--client", "cursor", "--home"])
+        .arg(home)
+        .arg("--state-dir")
+        .arg(state)
+        .env("AGENT_BOM_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wrapped = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    (config, wrapped)
+}
+
+/// Run the MCP Inspector's CLI (`launcher`) with `args`, `home` as its home, and return the JSON
+/// it prints; any failure fails the test with its output.
+fn inspector_cli(launcher: &Path, home: &Path, args: &[&str]) -> Value {
+    let mut cmd = Command::new("node");
+    cmd.arg(launcher)
+        .arg("--cli")
+        .args(args)
+        .env("HOME", home)
+        // No OS keychain here; the inspector keeps its (unused) secrets in memory.
+        .env("MCP_INSPECTOR_SECRET_STORE", "memory")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = wait_output_bounded(cmd.spawn().unwrap(), CLIENT_TIMEOUT);
+    assert!(
+        out.status.success(),
+        "inspector {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "inspector {args:?} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }
 
 /// Collect a child's output with a deadline; kill it when the deadline passes.
