@@ -15,6 +15,7 @@ pub mod audit;
 pub mod clock;
 pub mod close;
 pub mod command;
+pub mod deployment;
 pub mod digest;
 pub mod frame;
 pub mod inventory;

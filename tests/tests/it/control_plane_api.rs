@@ -287,7 +287,10 @@ async fn fleet_api(database_url: Option<String>) {
     assert_eq!(p.json["has_fleet_ingest"], false);
     assert_eq!(p.json["has_cluster_scan"], true);
     assert_eq!(p.json["has_proxy"], false);
-    assert_eq!(p.json["deployment_mode"], "cluster");
+    assert_eq!(
+        p.json["deployment_mode"], "hybrid",
+        "pushed endpoints and a cluster scan"
+    );
 
     // Delete.
     let r = server
@@ -308,7 +311,10 @@ async fn fleet_api(database_url: Option<String>) {
         404
     );
     let p = server.get("/v1/posture/counts", Some(&admin)).await;
-    assert_eq!(p.json["deployment_mode"], "local");
+    assert_eq!(
+        p.json["deployment_mode"], "fleet",
+        "pushed endpoints alone are a fleet"
+    );
     assert_eq!(p.json["has_cluster_scan"], false);
 
     // Audit: every admin action above is in an intact chain.

@@ -1,24 +1,11 @@
 //! Posture counts and the deployment mode, derived from what a tenant actually has.
 
+use agent_bom_protocol::deployment::DeploymentMode;
 use serde::Serialize;
 use sqlx::Row;
 
 use super::fleet::ONLINE_WINDOW_MS;
 use super::{Store, StoreError, now_ms};
-
-/// How a tenant is deployed, derived from its data (see [`PostureCounts`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DeploymentMode {
-    /// Only local scans (agent-bom CLI pushes) or nothing yet.
-    Local,
-    /// Enrolled endpoint agents.
-    Fleet,
-    /// Cluster scans only.
-    Cluster,
-    /// Endpoint agents and cluster scans.
-    Hybrid,
-}
 
 /// `GET /v1/posture/counts`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -183,12 +170,8 @@ impl Store {
         tx.commit().await?;
         let has_fleet_ingest = agent_endpoints > 0;
         let has_cluster_scan = cluster > 0;
-        let deployment_mode = match (has_fleet_ingest, has_cluster_scan) {
-            (true, true) => DeploymentMode::Hybrid,
-            (true, false) => DeploymentMode::Fleet,
-            (false, true) => DeploymentMode::Cluster,
-            (false, false) => DeploymentMode::Local,
-        };
+        // Endpoints that report (agents or pushes) other than the cluster scans make it fleet.
+        let deployment_mode = DeploymentMode::derive(endpoints > cluster, has_cluster_scan);
         Ok(PostureCounts {
             endpoints,
             endpoints_online,
