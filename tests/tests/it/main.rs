@@ -21,6 +21,7 @@ mod oidc;
 mod overload;
 mod policy_commands;
 mod proxy_events;
+mod quotas;
 mod renewal;
 mod revocation;
 mod rls;

@@ -300,7 +300,7 @@ async fn unsupported_urls_are_refused_without_leaking_credentials() {
 /// (`store::dialect::schema`), read from a SQLite and a Postgres database it migrated. sqlx
 /// decides by exactly these two columns whether a recorded migration is known, so a fresh
 /// database recording the same pairs proves an existing one opens without re-running anything.
-const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 16] = [
+const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 19] = [
     (
         1,
         "604fda044c6654e64fa251f63bdf4696ba60a2771a9a9646be0cc20eacdd2b28fa51b45e386a9973c199636b88263644",
@@ -357,6 +357,19 @@ const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 16] = [
         14,
         "91a4b5e123589367da972519451e51aa543aed2183f1d2845989d925301564474d889326b1b4fabbb0b40e7ff9c75cbb",
     ),
+    // Tenant usage counters (issue 12); frozen from here on like every released migration.
+    (
+        200,
+        "07af4b6e40961db60f267b5771295d742782c311376df6a6e50b1c5fc28c19799a90a212167c4bf412a653d3dee2c77b",
+    ),
+    (
+        201,
+        "c6f1d1902ba20f5e0d270b029ef35fd1581353673c22e8ea9a636b05ed8088126e506bdf5acd3233c39ead9d78629d40",
+    ),
+    (
+        202,
+        "70750f93582159ab644c7b83942a7d8f5e1835a5eb7d7e398d3b7a44518c9c1bca0ad5ec68956dd2e45cd24f15b8c016",
+    ),
     // Agent releases (issue 14); frozen from here on like every released migration.
     (
         300,
@@ -397,7 +410,7 @@ async fn sqlite_databases_of_earlier_releases_are_recognised() {
     let store = Store::open_sqlite(dir.path()).await.unwrap();
     assert_eq!(
         recorded_migrations(&store).await,
-        expected_records(&[1, 2, 4, 5, 7, 8, 10, 11, 13, 300])
+        expected_records(&[1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 300])
     );
     store.close().await;
 }
@@ -408,7 +421,9 @@ async fn postgres_databases_of_earlier_releases_are_recognised() {
     let store = Store::connect(&db.url).await.unwrap();
     assert_eq!(
         recorded_migrations(&store).await,
-        expected_records(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 300, 301])
+        expected_records(&[
+            1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 201, 202, 300, 301
+        ])
     );
     store.close().await;
     db.drop_database().await;

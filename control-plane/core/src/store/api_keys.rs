@@ -3,6 +3,7 @@
 use serde::Serialize;
 use sqlx::Row;
 
+use super::dialect::TenantLock;
 use super::{Store, StoreError, Tx, new_id, now_ms, string_list, to_json_text};
 use crate::secrets::{self, API_KEY_KIND, NewSecret};
 
@@ -212,6 +213,9 @@ impl Store {
             super_admin: new.super_admin,
             replaced_by: None,
         };
+        // Count and insert under the tenant's quota lock, or concurrent creations would all
+        // see the count below the limit (on SQLite the write transaction serializes them).
+        tx.lock_tenant(TenantLock::Quota, tenant_id).await?;
         let limit = Self::tenant_quotas_in(tx, tenant_id)
             .await?
             .max_api_keys

@@ -94,14 +94,6 @@ impl Store {
         }
         // From here on the transaction works inside the token's tenant only.
         self.set_scope(&mut tx, &tenant_id).await?;
-        // On this transaction, not a second pool connection (see `check_endpoint_quota_in`).
-        if let Err(e) = Self::check_endpoint_quota_in(&mut tx, &tenant_id, 1).await {
-            return Err(match e {
-                StoreError::QuotaExceeded(m) => Failure::Refuse(CollectorStoreError::Invalid(m)),
-                StoreError::Query(q) => Failure::Db(q),
-                other => Failure::Refuse(classify(other)),
-            });
-        }
         // The conditional update is the use counter and the race guard in one statement.
         let used = sqlx::query(
             "UPDATE enrollment_tokens SET uses = uses + 1 \
@@ -129,6 +121,14 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        // Checked after the insert, on this transaction: see `endpoint_quota_holds`.
+        if let Err(e) = Self::endpoint_quota_holds(&mut tx, &tenant_id).await {
+            return Err(match e {
+                StoreError::QuotaExceeded(m) => Failure::Refuse(CollectorStoreError::Invalid(m)),
+                StoreError::Query(q) => Failure::Db(q),
+                other => Failure::Refuse(classify(other)),
+            });
+        }
         self.backend
             .lock_tenant(&mut tx, super::dialect::TenantLock::Policy, &tenant_id)
             .await?;

@@ -329,7 +329,8 @@ impl Store {
     }
 
     /// Parse and check a push, and do the reads that need no write lock: the replay of an
-    /// Idempotency-Key already answered, the endpoint the source is stored as, the quota.
+    /// Idempotency-Key already answered, the endpoint the source is stored as. The endpoint
+    /// quota is checked where a new endpoint is inserted, in the write.
     pub(crate) async fn prepare_sync(
         &self,
         tenant_id: &str,
@@ -364,9 +365,6 @@ impl Store {
                 .map(|r| r.try_get::<String, _>("id"))
                 .transpose()?;
         read.commit().await?;
-        if existing.is_none() {
-            self.check_endpoint_quota(tenant_id, 1).await?;
-        }
         Ok(PreparedSync::Write(SyncWrite {
             payload,
             key,
@@ -396,7 +394,7 @@ impl Store {
             Some(id) => id.clone(),
             None => {
                 let id = new_id();
-                sqlx::query(
+                let inserted = sqlx::query(
                     "INSERT INTO endpoints (id, tenant_id, hostname, cert_fingerprint, enrolled_at, origin, source_id) \
                      VALUES ($1, $2, $3, '', $4, 'fleet_sync', $5) ON CONFLICT (tenant_id, source_id) DO NOTHING",
                 )
@@ -407,6 +405,10 @@ impl Store {
                 .bind(&payload.source_id)
                 .execute(&mut *conn)
                 .await?;
+                if inserted.rows_affected() == 1 {
+                    // After the insert, on this transaction: see `endpoint_quota_holds`.
+                    Self::endpoint_quota_holds(&mut *conn, tenant_id).await?;
+                }
                 sqlx::query("SELECT id FROM endpoints WHERE tenant_id = $1 AND source_id = $2")
                     .bind(tenant_id)
                     .bind(&payload.source_id)

@@ -1,7 +1,7 @@
 //! Tenants.
 
 use serde::Serialize;
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 
 use super::{NO_TENANT_SCOPE, Store, StoreError, Tx, new_id, now_ms};
 
@@ -235,58 +235,52 @@ impl Store {
         Ok(())
     }
 
-    /// [`Self::check_endpoint_quota`] on a transaction the caller already holds (scoped to the
-    /// tenant). A caller inside a write transaction must not take a second pool connection: with
-    /// as many such callers as the pool has connections, each would wait for another forever
-    /// (until the pool times out), which an enrollment burst did.
-    pub(crate) async fn check_endpoint_quota_in(
-        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    /// Call right after inserting an endpoint of `tenant_id` on `conn`, before anything else
+    /// of the transaction: fails with `QuotaExceeded` (the caller rolls back, which undoes the
+    /// insert) when the tenant now holds more endpoints than its quota.
+    ///
+    /// Constant time: the insert's trigger counted the endpoint in `tenant_usage` (migrations
+    /// 200/201), so this reads one row instead of counting the tenant's endpoints. Atomic: on
+    /// Postgres the trigger's update holds the tenant's counter row until the transaction ends,
+    /// so a concurrent insert in the tenant waits and then counts on top of this one; SQLite
+    /// runs one write transaction at a time. Checking after the insert rather than before is
+    /// what closes the race: a check before it would let two transactions see the same count.
+    pub(crate) async fn endpoint_quota_holds(
+        conn: &mut AnyConnection,
         tenant_id: &str,
-        adding: i64,
     ) -> Result<(), StoreError> {
-        let limit: Option<i64> = sqlx::query("SELECT max_endpoints FROM tenants WHERE id = $1")
-            .bind(tenant_id)
-            .fetch_optional(&mut **tx)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("tenant {tenant_id:?}")))?
-            .try_get("max_endpoints")?;
-        let limit = limit.unwrap_or(DEFAULT_MAX_ENDPOINTS);
-        let current: i64 = sqlx::query("SELECT COUNT(*) AS n FROM endpoints WHERE tenant_id = $1")
-            .bind(tenant_id)
-            .fetch_one(&mut **tx)
-            .await?
-            .try_get("n")?;
-        if current + adding > limit {
+        let row = sqlx::query(
+            "SELECT u.endpoints AS n, t.max_endpoints AS max_endpoints FROM tenant_usage u \
+             JOIN tenants t ON t.id = u.tenant_id WHERE u.tenant_id = $1",
+        )
+        .bind(tenant_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("usage of tenant {tenant_id:?}")))?;
+        let count: i64 = row.try_get("n")?;
+        let limit = row
+            .try_get::<Option<i64>, _>("max_endpoints")?
+            .unwrap_or(DEFAULT_MAX_ENDPOINTS);
+        if count > limit {
             return Err(StoreError::QuotaExceeded(format!(
-                "tenant quota exceeded for endpoints: limit={limit}, current={current}, attempted={adding}"
+                "tenant quota exceeded for endpoints: limit={limit}, current={}, attempted=1",
+                count - 1
             )));
         }
         Ok(())
     }
 
-    /// Fail with `QuotaExceeded` if the tenant cannot take `adding` more endpoints.
-    pub(crate) async fn check_endpoint_quota(
-        &self,
-        tenant_id: &str,
-        adding: i64,
-    ) -> Result<(), StoreError> {
-        let limit = self
-            .tenant_quotas(tenant_id)
-            .await?
-            .max_endpoints
-            .unwrap_or(DEFAULT_MAX_ENDPOINTS);
+    /// The number of endpoints of `tenant_id` (its usage counter; constant time).
+    pub async fn endpoint_count(&self, tenant_id: &str) -> Result<i64, StoreError> {
         let mut tx = self.scope(tenant_id).await?;
-        let current: i64 = sqlx::query("SELECT COUNT(*) AS n FROM endpoints WHERE tenant_id = $1")
+        let count = sqlx::query("SELECT endpoints FROM tenant_usage WHERE tenant_id = $1")
             .bind(tenant_id)
-            .fetch_one(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?
-            .try_get("n")?;
+            .map(|r| r.try_get::<i64, _>("endpoints"))
+            .transpose()?
+            .unwrap_or(0);
         tx.commit().await?;
-        if current + adding > limit {
-            return Err(StoreError::QuotaExceeded(format!(
-                "tenant quota exceeded for endpoints: limit={limit}, current={current}, attempted={adding}"
-            )));
-        }
-        Ok(())
+        Ok(count)
     }
 }

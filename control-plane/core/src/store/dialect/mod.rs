@@ -60,6 +60,9 @@ pub(crate) enum TenantLock {
     /// two appends must not read the same head. Held from the append to the commit, which is
     /// why the service layer appends last.
     AuditChain,
+    /// Checking a quota that counts rows (active API keys: expiry makes a plain counter
+    /// wrong) and then inserting: two creations must not both see the count below the limit.
+    Quota,
 }
 
 impl TenantLock {
@@ -69,6 +72,7 @@ impl TenantLock {
         match self {
             Self::Policy => "agent-bom policy ",
             Self::AuditChain => "agent-bom audit ",
+            Self::Quota => "agent-bom quota ",
         }
     }
 }

@@ -65,7 +65,7 @@ struct Step {
 }
 
 /// Every migration, in version order. Gaps per backend are versions of the other backend.
-const STEPS: [Step; 16] = [
+const STEPS: [Step; 19] = [
     Step {
         version: 1,
         description: "init",
@@ -170,6 +170,32 @@ const STEPS: [Step; 16] = [
             recorded: "91a4b5e123589367da972519451e51aa543aed2183f1d2845989d925301564474d889326b1b4fabbb0b40e7ff9c75cbb",
         },
     },
+    // The write path (issue 12): versions 200 to 299.
+    Step {
+        version: 200,
+        description: "tenant usage counters (sqlite)",
+        on: On::Sqlite,
+        sql: Sql::File(include_str!(
+            "../../../migrations/0200_tenant_usage_sqlite.sql"
+        )),
+    },
+    Step {
+        version: 201,
+        description: "tenant usage counters (postgres)",
+        on: On::Postgres,
+        sql: Sql::File(include_str!(
+            "../../../migrations/0201_tenant_usage_postgres.sql"
+        )),
+    },
+    Step {
+        version: 202,
+        description: "tenant usage row level security",
+        on: On::Postgres,
+        sql: Sql::Generated {
+            build: || tenant_isolation(&TENANT_TABLES[15..16]),
+            recorded: "70750f93582159ab644c7b83942a7d8f5e1835a5eb7d7e398d3b7a44518c9c1bca0ad5ec68956dd2e45cd24f15b8c016",
+        },
+    },
     // Releases and rollouts (issue 14): numbered from 300 so other work's migrations do not
     // collide with them.
     Step {
@@ -193,7 +219,7 @@ const STEPS: [Step; 16] = [
 /// row-level security. Append only, in the order migrations introduced them; each migration
 /// above names the slice it secured. A test checks that every table of a migrated database with
 /// a `tenant_id` column is listed and secured.
-pub const TENANT_TABLES: [&str; 15] = [
+pub const TENANT_TABLES: [&str; 16] = [
     "api_keys",
     "enrollment_tokens",
     "endpoints",
@@ -212,6 +238,8 @@ pub const TENANT_TABLES: [&str; 15] = [
     // version 301
     "release_rollouts",
     "rollout_targets",
+    // version 202
+    "tenant_usage",
 ];
 
 /// Row-level security for `tables`: a row is visible and writable only in a transaction whose
@@ -491,7 +519,7 @@ mod tests {
 
     /// Hex SHA-384 of each generated migration's SQL as released. A change here means existing
     /// databases would run other SQL than new ones: add a new version instead.
-    const GENERATED: [(i64, &str); 7] = [
+    const GENERATED: [(i64, &str); 8] = [
         (
             3,
             "c48bf269d0b49d8b615af10622fac47ff4d4b543f4cf9ac49b8abc73e38203ab969ab3087555a5e47357176558d4ad4e",
@@ -515,6 +543,10 @@ mod tests {
         (
             14,
             "6f8cea50f29d27ca68516514eeabe0339790af5d4254ef18e15bc8b3a39330bbfe6c0453300a536c180c56bdc2d688bd",
+        ),
+        (
+            202,
+            "70750f93582159ab644c7b83942a7d8f5e1835a5eb7d7e398d3b7a44518c9c1bca0ad5ec68956dd2e45cd24f15b8c016",
         ),
         (
             301,
@@ -554,10 +586,15 @@ mod tests {
         }
         // The versions databases of each backend have recorded since they shipped.
         for (backend, versions) in [
-            (Backend::Sqlite, vec![1, 2, 4, 5, 7, 8, 10, 11, 13, 300]),
+            (
+                Backend::Sqlite,
+                vec![1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 300],
+            ),
             (
                 Backend::Postgres,
-                vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 300, 301],
+                vec![
+                    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 201, 202, 300, 301,
+                ],
             ),
         ] {
             let m = migrator(backend).unwrap();
