@@ -126,6 +126,7 @@ impl ConnectionBudget {
             self.connections.fetch_sub(1, Ordering::AcqRel);
             return Err(self.refuse(Refusal::Handshakes));
         }
+        crate::metrics::connection_admitted();
         Ok(ConnectionPermit {
             budget: self.clone(),
             handshaking: true,
@@ -133,6 +134,7 @@ impl ConnectionBudget {
     }
 
     fn refuse(&self, why: Refusal) -> Refusal {
+        crate::metrics::connection_refused(why);
         let total = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
         // One line per interval, not one per refused connection: a reconnect storm must not
         // turn into a log storm.
@@ -186,6 +188,7 @@ impl ConnectionPermit {
 
 impl Drop for ConnectionPermit {
     fn drop(&mut self) {
+        crate::metrics::connection_closed();
         self.handshake_done();
         self.budget.connections.fetch_sub(1, Ordering::AcqRel);
     }
@@ -241,6 +244,7 @@ impl WorkBudget {
                 .and_then(|p| p.map_err(|_| ())),
         };
         permit.map_err(|()| {
+            crate::metrics::request_shed();
             let total = self.shed.fetch_add(1, Ordering::Relaxed) + 1;
             if rate_limited(&self.warned_at_ms) {
                 tracing::warn!(

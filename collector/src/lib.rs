@@ -15,6 +15,7 @@
 pub mod admission;
 pub mod config;
 pub mod liveness;
+mod metrics;
 pub mod pki;
 mod quic;
 mod reply;

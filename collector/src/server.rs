@@ -125,6 +125,7 @@ impl<S: CollectorStore> Collector<S> {
                 let remote = incoming.remote_address();
                 let handshake = incoming.await;
                 permit.handshake_done();
+                crate::metrics::handshake("quic", handshake.is_ok());
                 match handshake {
                     Ok(conn) => quic::serve(context, conn, request_timeout, stop).await,
                     Err(e) => tracing::debug!(%remote, error = %e, "QUIC handshake failed"),

@@ -25,12 +25,14 @@ use rustls::pki_types::CertificateDer;
 use crate::admission::{EnrollThrottle, WorkBudget, jittered};
 use crate::config::CollectorConfig;
 use crate::liveness::{Liveness, SessionHandle};
+use crate::metrics;
 use crate::pki::{CertificateAuthority, fingerprint};
 use crate::reply::{
     Close, UNAVAILABLE_RETRY, error, millis, overloaded, store_error, unsupported_version,
 };
 use crate::store::{
-    CollectorStore, DeltaOutcome, DeltaUpload, DeviceSession, EnrollmentRequest, StoreError,
+    ApplyOutcome, CollectorStore, DeltaOutcome, DeltaUpload, DeviceSession, EnrollmentRequest,
+    StoreError,
 };
 
 /// Longest command status stored from an agent's answer.
@@ -387,6 +389,7 @@ impl<S: CollectorStore> Session<S> {
         {
             tracing::warn!(command_id = %claim.id, error = %e, "cannot mark command delivered");
         }
+        metrics::command_delivered();
         Some(Push {
             claim,
             message: CollectorMessage::Command(command),
@@ -412,9 +415,13 @@ impl<S: CollectorStore> Session<S> {
                 {
                     Ok(outcome) => {
                         tracing::debug!(agent_id = %device.agent_id, seq, ?outcome, "inventory committed");
+                        metrics::upload("inventory", applied(outcome == ApplyOutcome::Applied));
                         CollectorMessage::Ack { seq }
                     }
-                    Err(e) => store_error(&e),
+                    Err(e) => {
+                        metrics::upload("inventory", failed(&e));
+                        store_error(&e)
+                    }
                 }
             }
             Ok(AgentMessage::InventoryDelta {
@@ -443,9 +450,13 @@ impl<S: CollectorStore> Session<S> {
             {
                 Ok(outcome) => {
                     tracing::debug!(agent_id = %device.agent_id, seq, events = events.len(), ?outcome, "proxy events committed");
+                    metrics::upload("events", applied(outcome == ApplyOutcome::Applied));
                     CollectorMessage::Ack { seq }
                 }
-                Err(e) => store_error(&e),
+                Err(e) => {
+                    metrics::upload("events", failed(&e));
+                    store_error(&e)
+                }
             },
             Ok(AgentMessage::RenewCertificate { csr_pem }) => {
                 let cert = match self.context.ca.sign_device_csr(&csr_pem, &device.agent_id) {
@@ -506,9 +517,11 @@ impl<S: CollectorStore> Session<S> {
         {
             Ok(outcome @ (DeltaOutcome::Applied | DeltaOutcome::AlreadyApplied)) => {
                 tracing::debug!(agent_id = %device.agent_id, seq, ?outcome, "inventory delta committed");
+                metrics::upload("delta", applied(outcome == DeltaOutcome::Applied));
                 CollectorMessage::Ack { seq }
             }
             Ok(DeltaOutcome::SnapshotRequired) => {
+                metrics::upload("delta", "snapshot_required");
                 tracing::info!(agent_id = %device.agent_id, seq, base_seq = upload.base_seq, "inventory delta against an unknown base; asking for a snapshot");
                 error(
                     ErrorCode::SnapshotRequired,
@@ -518,7 +531,10 @@ impl<S: CollectorStore> Session<S> {
                     ),
                 )
             }
-            Err(e) => store_error(&e),
+            Err(e) => {
+                metrics::upload("delta", failed(&e));
+                store_error(&e)
+            }
         }
     }
 
@@ -548,6 +564,7 @@ impl<S: CollectorStore> Session<S> {
             if let Err(e) = store.mark_delivered(device, &c.command_id).await {
                 return store_error(&e);
             }
+            metrics::command_delivered();
         }
         CollectorMessage::Pong { commands: signed }
     }
@@ -669,3 +686,17 @@ fn truncate(s: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// The metrics outcome of an upload the store took.
+fn applied(now: bool) -> &'static str {
+    if now { "applied" } else { "replayed" }
+}
+
+/// The metrics outcome of an upload the store did not take.
+fn failed(e: &StoreError) -> &'static str {
+    if matches!(e, StoreError::Unavailable(_)) {
+        "unavailable"
+    } else {
+        "refused"
+    }
+}

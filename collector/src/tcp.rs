@@ -42,6 +42,7 @@ pub(crate) async fn serve<S: CollectorStore>(
     let _ = stream.set_nodelay(true);
     let accepted = tokio::time::timeout(timeouts.request, acceptor.accept(stream)).await;
     permit.handshake_done();
+    crate::metrics::handshake("tcp", matches!(accepted, Ok(Ok(_))));
     let Ok(Ok(tls)) = accepted else {
         return;
     };

@@ -43,7 +43,7 @@ impl TestCollector {
             shutdown.clone(),
         );
         let task = tokio::spawn(async move {
-            if let Err(e) = run_collector(&url, &dir, sockets, config, token).await {
+            if let Err(e) = run_collector(&url, &dir, sockets, config, None, token).await {
                 panic!("collector failed: {e}");
             }
         });

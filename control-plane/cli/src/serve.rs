@@ -28,6 +28,9 @@ pub(crate) struct ServeArgs {
     /// Collector listen address (UDP).
     #[arg(long, env = "AGENT_BOM_COLLECTOR_LISTEN", default_value = server::DEFAULT_COLLECTOR_LISTEN)]
     collector_listen: SocketAddr,
+    /// Serve Prometheus `/metrics` and `/readyz` on this address (off when absent).
+    #[arg(long, env = "AGENT_BOM_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// An endpoint not seen for this long is `stale` (e.g. 7d, 36h, 90m).
     #[arg(long, env = "AGENT_BOM_STALE_AFTER", default_value = server::DEFAULT_STALE_AFTER, value_parser = server::parse_duration)]
     stale_after: Duration,
@@ -54,6 +57,9 @@ pub(crate) struct CollectorArgs {
     /// Listen address (UDP).
     #[arg(long, env = "AGENT_BOM_COLLECTOR_LISTEN", default_value = server::DEFAULT_COLLECTOR_LISTEN)]
     listen: SocketAddr,
+    /// Serve Prometheus `/metrics` and `/readyz` on this address (off when absent).
+    #[arg(long, env = "AGENT_BOM_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Directory holding the control plane's ca.crt and ca.key.
     #[command(flatten)]
     data: DataArgs,
@@ -153,7 +159,10 @@ pub(crate) async fn serve(args: ServeArgs, shutdown: CancellationToken) -> Resul
     server.store.set_stale_after(args.stale_after);
     server.public_url = args.public_url;
     server.public_collector = args.public_collector;
-    let listeners = Listeners::bind(args.api_listen, args.collector_listen).await?;
+    let mut listeners = Listeners::bind(args.api_listen, args.collector_listen).await?;
+    if let Some(addr) = args.metrics_listen {
+        listeners = listeners.with_metrics(addr).await?;
+    }
     if let Some(b) = &server.bootstrap {
         println!("First start: created tenant `default`.");
         println!("  admin API key:     {}", b.admin_key);
@@ -182,11 +191,16 @@ pub(crate) async fn serve(args: ServeArgs, shutdown: CancellationToken) -> Resul
 /// `agent-bom collector`: a collector alone on a shared store until `shutdown`.
 pub(crate) async fn collector(args: CollectorArgs, shutdown: CancellationToken) -> Result<()> {
     let sockets = server::bind_collector(args.listen).await?;
+    let metrics = match args.metrics_listen {
+        Some(addr) => Some(server::bind_metrics(addr).await?),
+        None => None,
+    };
     server::run_collector(
         &args.database_url,
         &args.data.dir(),
         sockets,
         args.limits.config(),
+        metrics,
         shutdown,
     )
     .await?;

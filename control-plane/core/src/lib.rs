@@ -6,6 +6,8 @@
 
 pub mod api;
 pub mod bootstrap;
+pub mod metrics;
+pub mod observe;
 pub mod oidc;
 pub mod permissions;
 pub mod secrets;

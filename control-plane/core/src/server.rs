@@ -95,6 +95,8 @@ pub struct Listeners {
     pub api: tokio::net::TcpListener,
     /// Collector: QUIC on UDP and the TLS fallback on TCP, same port.
     pub collector: CollectorSockets,
+    /// The operations listener (`/metrics`, `/readyz`), if any (see `observe`).
+    pub metrics: Option<tokio::net::TcpListener>,
 }
 
 /// Bind the collector's UDP socket and, on the same port, its TCP listener. With port 0 the
@@ -138,8 +140,22 @@ impl Listeners {
         Ok(Self {
             api: api_listener,
             collector: bind_collector(collector).await?,
+            metrics: None,
         })
     }
+
+    /// Also serve `/metrics` and `/readyz` on `addr`.
+    pub async fn with_metrics(mut self, addr: SocketAddr) -> Result<Self, ServeError> {
+        self.metrics = Some(bind_metrics(addr).await?);
+        Ok(self)
+    }
+}
+
+/// Bind the operations listener (see `observe`).
+pub async fn bind_metrics(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServeError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| ServeError::Io(format!("cannot listen for metrics on {addr}: {e}")))
 }
 
 /// An opened control plane, ready to run.
@@ -224,6 +240,14 @@ impl Server {
             self.ca.clone(),
             self.config.collector.clone(),
         );
+        crate::metrics::install();
+        let metrics_task = listeners.metrics.map(|listener| {
+            tokio::spawn(crate::observe::serve(
+                listener,
+                self.store.clone(),
+                shutdown.clone(),
+            ))
+        });
         let collector_addr = listeners.collector.udp.local_addr().ok();
         let collector_task = tokio::spawn(collector.run(listeners.collector, shutdown.clone()));
         let api_addr = listeners.api.local_addr().ok();
@@ -262,6 +286,9 @@ impl Server {
             .await;
         shutdown.cancel();
         let _ = driver.await;
+        if let Some(task) = metrics_task {
+            let _ = task.await;
+        }
         let collector_result = collector_task
             .await
             .map_err(|e| ServeError::Io(format!("collector task failed: {e}")))?;
@@ -273,21 +300,35 @@ impl Server {
 }
 
 /// `agent-bom collector`: a collector alone on a shared store (cluster mode). The CA must already
-/// exist in `data_dir` (mounted from the control plane's secret).
+/// exist in `data_dir` (mounted from the control plane's secret). With `metrics`, it also
+/// serves `/metrics` and `/readyz` there.
 pub async fn run_collector(
     database_url: &str,
     data_dir: &Path,
     sockets: CollectorSockets,
     config: CollectorConfig,
+    metrics: Option<tokio::net::TcpListener>,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let store = Store::connect(database_url).await?;
     let ca = CertificateAuthority::load(data_dir)?;
-    Collector::new(Arc::new(store.clone()), Arc::new(ca), config)
-        .run(sockets, shutdown)
-        .await?;
+    crate::metrics::install();
+    let metrics_task = metrics.map(|listener| {
+        tokio::spawn(crate::observe::serve(
+            listener,
+            store.clone(),
+            shutdown.clone(),
+        ))
+    });
+    let result = Collector::new(Arc::new(store.clone()), Arc::new(ca), config)
+        .run(sockets, shutdown.clone())
+        .await;
+    shutdown.cancel();
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
     store.close().await;
-    Ok(())
+    Ok(result?)
 }
 
 #[cfg(test)]

@@ -172,7 +172,7 @@ fn child_main() {
         if let Some(d) = secs("AGENT_BOM_LOAD_SWEEP_SECS") {
             config.revocation_sweep = d;
         }
-        agent_bom_control_plane::server::run_collector(&url, &dir, sockets, config, shutdown)
+        agent_bom_control_plane::server::run_collector(&url, &dir, sockets, config, None, shutdown)
             .await
             .unwrap();
     });

@@ -17,6 +17,7 @@ mod endpoint_hardening;
 mod faults;
 mod inventory_deltas;
 mod notify;
+mod observe;
 mod oidc;
 mod overload;
 mod policy_commands;

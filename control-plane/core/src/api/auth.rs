@@ -47,6 +47,12 @@ const fn route(
 /// test matrix all read this table).
 pub const ROUTES: &[RouteSpec] = &[
     route("GET", "/healthz", None, "Liveness and database check"),
+    route(
+        "GET",
+        "/readyz",
+        None,
+        "Readiness: the database answers and is migrated",
+    ),
     route("GET", "/openapi.json", None, "This API's OpenAPI document"),
     route(
         "GET",

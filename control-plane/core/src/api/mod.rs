@@ -92,6 +92,7 @@ pub(crate) fn parse_query<T: serde::de::DeserializeOwned>(
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi::document))
         .route("/v1/audit/export-key", get(audit::export_key))
         .route("/v1/tenants", get(tenants::list).post(tenants::create))
@@ -153,6 +154,17 @@ async fn healthz(State(state): State<AppState>) -> Result<axum::Json<serde_json:
         .await
         .map_err(|e| ApiError::unavailable(&format!("database check failed: {e}")))?;
     Ok(axum::Json(serde_json::json!({"status": "ok"})))
+}
+
+/// Ready for traffic (Kubernetes readiness): the database answers and has this build's
+/// migrations. `/healthz` stays the liveness check.
+async fn readyz(State(state): State<AppState>) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    state
+        .store
+        .ready()
+        .await
+        .map_err(|e| ApiError::unavailable(crate::observe::readiness_reason(&e)))?;
+    Ok(axum::Json(serde_json::json!({"status": "ready"})))
 }
 
 async fn not_found() -> ApiError {

@@ -156,5 +156,6 @@ pub async fn sync(
     )
     .await?;
     tx.commit().await?;
+    crate::metrics::committed(crate::metrics::Committed::FleetSync, 1);
     Ok(result)
 }

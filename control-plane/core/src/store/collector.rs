@@ -7,7 +7,9 @@ use agent_bom_collector::store::{
 use agent_bom_protocol::{Command, Inventory, ProxyEvent, inventory_delta};
 use sqlx::Row;
 
+use super::writer::{Work, WriteError};
 use super::{Store, StoreError, Tx, now_ms};
+use crate::metrics;
 use crate::secrets::{self, ENROLL_TOKEN_KIND};
 
 /// Devices per `last_seen` statement.
@@ -192,6 +194,25 @@ impl Store {
         })
     }
 
+    /// Run `work` through the store's group-commit writer (see `writer`): answered after the
+    /// commit that holds it; a full queue is "unavailable, retry later".
+    async fn grouped<T: Send + 'static>(
+        &self,
+        tenant_id: &str,
+        work: Work<T, Failure>,
+    ) -> Result<T, Failure> {
+        self.writer
+            .write(tenant_id, work)
+            .await
+            .map_err(|e| match e {
+                WriteError::Job(f) => f,
+                WriteError::Shed => Failure::Refuse(CollectorStoreError::Unavailable(
+                    "the store's write queue is full".into(),
+                )),
+                WriteError::Commit(e) => Failure::Db(e),
+            })
+    }
+
     async fn apply_inventory_inner(
         &self,
         device: &DeviceSession,
@@ -200,31 +221,43 @@ impl Store {
         inventory: &Inventory,
     ) -> Result<ApplyOutcome, Failure> {
         let seq = sequence(seq)?;
-        let (tenant, agent) = (&device.tenant_id, &device.agent_id);
-        let mut tx = self.scope_write(tenant).await?;
-        let write = InventoryWrite {
-            device,
-            agent_version,
-            seq,
-            inventory,
-            requires: Requires::Older,
-        };
-        if write.run(&mut tx).await? {
-            tx.commit().await?;
-            return Ok(ApplyOutcome::Applied);
-        }
-        let row = sqlx::query("SELECT revoked_at FROM endpoints WHERE id = $1 AND tenant_id = $2")
-            .bind(agent)
-            .bind(tenant)
-            .fetch_optional(&mut *tx)
+        let (device, agent_version) = (device.clone(), agent_version.to_string());
+        let inventory = inventory.clone();
+        let tenant = device.tenant_id.clone();
+        let outcome = self
+            .grouped(
+                &tenant,
+                Box::new(move |conn| {
+                    Box::pin(async move {
+                        let write = InventoryWrite {
+                            device: &device,
+                            agent_version: &agent_version,
+                            seq,
+                            inventory: &inventory,
+                            requires: Requires::Older,
+                        };
+                        if write.run(conn).await? {
+                            return Ok(ApplyOutcome::Applied);
+                        }
+                        match endpoint_state(conn, &device).await? {
+                            EndpointState::Unknown => {
+                                Err(CollectorStoreError::Unauthorized("unknown device".into())
+                                    .into())
+                            }
+                            EndpointState::Revoked => Err(CollectorStoreError::Unauthorized(
+                                "device was revoked".into(),
+                            )
+                            .into()),
+                            EndpointState::Active => Ok(ApplyOutcome::AlreadyApplied),
+                        }
+                    })
+                }),
+            )
             .await?;
-        match row {
-            None => Err(CollectorStoreError::Unauthorized("unknown device".into()).into()),
-            Some(r) if r.try_get::<Option<i64>, _>("revoked_at")?.is_some() => {
-                Err(CollectorStoreError::Unauthorized("device was revoked".into()).into())
-            }
-            Some(_) => Ok(ApplyOutcome::AlreadyApplied),
+        if outcome == ApplyOutcome::Applied {
+            metrics::committed(metrics::Committed::Inventory, 1);
         }
+        Ok(outcome)
     }
 
     /// A delta is applied to the stored copy of its base and the result written like a
@@ -243,61 +276,33 @@ impl Store {
             )
             .into());
         }
-        let (tenant, agent) = (&device.tenant_id, &device.agent_id);
-        let mut tx = self.scope_write(tenant).await?;
-        let row = sqlx::query(
-            "SELECT last_seq, revoked_at, inventory_hash, inventory_doc FROM endpoints WHERE id = $1 AND tenant_id = $2",
-        )
-        .bind(agent)
-        .bind(tenant)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| CollectorStoreError::Unauthorized("unknown device".into()))?;
-        if row.try_get::<Option<i64>, _>("revoked_at")?.is_some() {
-            return Err(CollectorStoreError::Unauthorized("device was revoked".into()).into());
+        let (device, agent_version) = (device.clone(), agent_version.to_string());
+        let (base_hash, hash) = (upload.base_hash.to_string(), upload.hash.to_string());
+        let changes = upload.changes.clone();
+        let tenant = device.tenant_id.clone();
+        let outcome = self
+            .grouped(
+                &tenant,
+                Box::new(move |conn| {
+                    Box::pin(async move {
+                        let delta = StoredDelta {
+                            device: &device,
+                            agent_version: &agent_version,
+                            seq,
+                            base_seq,
+                            base_hash: &base_hash,
+                            hash: &hash,
+                            changes: &changes,
+                        };
+                        delta.apply(conn).await
+                    })
+                }),
+            )
+            .await?;
+        if outcome == DeltaOutcome::Applied {
+            metrics::committed(metrics::Committed::Delta, 1);
         }
-        let last_seq: Option<i64> = row.try_get("last_seq")?;
-        // A replay of an applied upload is acknowledged before the base is looked at: by then
-        // the stored state is past the base, and the agent only needs the ack it lost.
-        if last_seq.is_some_and(|last| last >= seq) {
-            return Ok(DeltaOutcome::AlreadyApplied);
-        }
-        let stored_hash: Option<String> = row.try_get("inventory_hash")?;
-        if last_seq != Some(base_seq) || stored_hash.as_deref() != Some(upload.base_hash) {
-            // Behind the base (restored from a backup), ahead of it (the agent lost an ack),
-            // or never recorded (stored before deltas existed).
-            return Ok(DeltaOutcome::SnapshotRequired);
-        }
-        let doc: Option<String> = row.try_get("inventory_doc")?;
-        let base = doc
-            .and_then(|d| serde_json::from_str::<Inventory>(&d).ok())
-            .filter(|b| b.content_hash() == upload.base_hash);
-        let Some(base) = base else {
-            tracing::warn!(agent_id = %agent, "stored inventory does not match its recorded hash");
-            return Ok(DeltaOutcome::SnapshotRequired);
-        };
-        let inventory = match inventory_delta::apply(&base, upload.changes) {
-            Ok(i) if i.content_hash() == upload.hash => i,
-            // Changes that do not fit, or a result other than the agent's: the base differs
-            // in a way the hash did not show. A snapshot settles it.
-            Ok(_) | Err(_) => return Ok(DeltaOutcome::SnapshotRequired),
-        };
-        let write = InventoryWrite {
-            device,
-            agent_version,
-            seq,
-            inventory: &inventory,
-            requires: Requires::Base {
-                seq: base_seq,
-                hash: upload.base_hash,
-            },
-        };
-        if !write.run(&mut tx).await? {
-            // Another writer moved the row between the read and the write.
-            return Ok(DeltaOutcome::SnapshotRequired);
-        }
-        tx.commit().await?;
-        Ok(DeltaOutcome::Applied)
+        Ok(outcome)
     }
 
     async fn record_last_seen_inner(&self, seen: &[LastSeen]) -> Result<(), Failure> {
@@ -324,7 +329,9 @@ impl CollectorStore for Store {
         &self,
         request: EnrollmentRequest,
     ) -> Result<String, CollectorStoreError> {
-        Ok(self.enroll_device_inner(request).await?)
+        let enrolled = self.enroll_device_inner(request).await;
+        metrics::enrollment(enrolled.is_ok());
+        Ok(enrolled?)
     }
 
     async fn authenticate_device(
@@ -558,111 +565,23 @@ impl Store {
         let seq = i64::try_from(seq).map_err(|_| {
             Failure::Refuse(CollectorStoreError::Invalid("sequence out of range".into()))
         })?;
-        let (tenant, agent) = (&device.tenant_id, &device.agent_id);
-        let mut tx = self.scope_write(tenant).await?;
-        let advanced = sqlx::query(
-            "UPDATE endpoints SET last_event_seq = $1, events_dropped = events_dropped + $2 \
-             WHERE id = $3 AND tenant_id = $4 AND revoked_at IS NULL AND (last_event_seq IS NULL OR last_event_seq < $1)",
-        )
-        .bind(seq)
-        .bind(i64::try_from(dropped).unwrap_or(i64::MAX))
-        .bind(agent)
-        .bind(tenant)
-        .execute(&mut *tx)
-        .await?;
-        if advanced.rows_affected() == 0 {
-            let known =
-                sqlx::query("SELECT revoked_at FROM endpoints WHERE id = $1 AND tenant_id = $2")
-                    .bind(agent)
-                    .bind(tenant)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            return match known {
-                Some(r) if r.try_get::<Option<i64>, _>("revoked_at")?.is_none() => {
-                    Ok(ApplyOutcome::AlreadyApplied)
-                }
-                _ => Err(
-                    CollectorStoreError::Unauthorized("unknown or revoked device".into()).into(),
-                ),
-            };
-        }
-        let now = now_ms();
-        let clip = |v: &str, n: usize| v.chars().take(n).collect::<String>();
-        // Multi-row inserts: one statement per EVENT_ROWS events instead of one per event.
-        for chunk in events.chunks(EVENT_ROWS) {
-            let rows = (0..chunk.len())
-                .map(|i| format!("({})", placeholders(1 + i * EVENT_COLUMNS, EVENT_COLUMNS)))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let sql = sqlx::AssertSqlSafe(format!(
-                "INSERT INTO proxy_events (tenant_id, endpoint_id, ts, kind, server_id, client, method, tool, decision, \
-                 reasons, latency_us, request_bytes, response_bytes) VALUES {rows}"
-            ));
-            let mut query = sqlx::query(sql);
-            for e in chunk {
-                query = query
-                    .bind(tenant)
-                    .bind(agent)
-                    .bind(e.ts_ms)
-                    .bind(clip(&e.kind, 32))
-                    .bind(clip(&e.server_id, 128))
-                    .bind(e.client.as_deref().map(|c| clip(c, 128)))
-                    .bind(e.method.as_deref().map(|m| clip(m, 128)))
-                    .bind(e.tool.as_deref().map(|t| clip(t, 256)))
-                    .bind(clip(&e.decision, 16))
-                    .bind(json(&e.reasons))
-                    .bind(e.latency_us.and_then(|l| i64::try_from(l).ok()))
-                    .bind(i64::try_from(e.request_bytes).unwrap_or(i64::MAX))
-                    .bind(i64::try_from(e.response_bytes).unwrap_or(i64::MAX));
-            }
-            query.execute(&mut *tx).await?;
-        }
-        // Tools seen: one upsert per distinct (server, tool) of the batch, not one per call.
-        #[derive(Default)]
-        struct Seen {
-            first: i64,
-            last: i64,
-            calls: i64,
-            blocked: i64,
-        }
-        let mut tools: std::collections::BTreeMap<(String, String), Seen> = Default::default();
-        for e in events {
-            if let (Some(tool), true) = (&e.tool, e.kind == "call") {
-                let at = if e.ts_ms > 0 { e.ts_ms } else { now };
-                let seen = tools
-                    .entry((clip(&e.server_id, 128), clip(tool, 256)))
-                    .or_insert(Seen {
-                        first: at,
-                        last: at,
-                        ..Seen::default()
-                    });
-                seen.first = seen.first.min(at);
-                seen.last = seen.last.max(at);
-                seen.calls += 1;
-                seen.blocked += i64::from(e.decision == "block");
-            }
-        }
-        for ((server_id, tool), seen) in tools {
-            sqlx::query(
-                "INSERT INTO endpoint_tools (tenant_id, endpoint_id, server_id, tool, first_seen, last_seen, calls, blocked) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-                 ON CONFLICT (endpoint_id, server_id, tool) DO UPDATE SET \
-                 last_seen = CASE WHEN excluded.last_seen > endpoint_tools.last_seen THEN excluded.last_seen ELSE endpoint_tools.last_seen END, \
-                 calls = endpoint_tools.calls + excluded.calls, blocked = endpoint_tools.blocked + excluded.blocked",
+        let (device, events) = (device.clone(), events.to_vec());
+        let tenant = device.tenant_id.clone();
+        let count = events.len() as u64;
+        let outcome = self
+            .grouped(
+                &tenant,
+                Box::new(move |conn| {
+                    Box::pin(async move {
+                        write_proxy_events(conn, &device, seq, &events, dropped).await
+                    })
+                }),
             )
-            .bind(tenant)
-            .bind(agent)
-            .bind(server_id)
-            .bind(tool)
-            .bind(seen.first)
-            .bind(seen.last)
-            .bind(seen.calls)
-            .bind(seen.blocked)
-            .execute(&mut *tx)
             .await?;
+        if outcome == ApplyOutcome::Applied {
+            metrics::committed(metrics::Committed::ProxyEvents, count);
         }
-        tx.commit().await?;
-        Ok(ApplyOutcome::Applied)
+        Ok(outcome)
     }
 
     async fn session_commands_inner(
@@ -953,6 +872,211 @@ impl InventoryWrite<'_> {
         let identities = inventory.servers.iter().map(|s| s.id.clone()).collect();
         Store::touch_server_identities(tx, tenant, &identities, now).await?;
         Ok(true)
+    }
+}
+
+/// Store one upload of proxy events on `conn`, gated by the device's event sequence.
+async fn write_proxy_events(
+    conn: &mut sqlx::AnyConnection,
+    device: &DeviceSession,
+    seq: i64,
+    events: &[ProxyEvent],
+    dropped: u64,
+) -> Result<ApplyOutcome, Failure> {
+    let (tenant, agent) = (&device.tenant_id, &device.agent_id);
+    let advanced = sqlx::query(
+        "UPDATE endpoints SET last_event_seq = $1, events_dropped = events_dropped + $2 \
+         WHERE id = $3 AND tenant_id = $4 AND revoked_at IS NULL AND (last_event_seq IS NULL OR last_event_seq < $1)",
+    )
+    .bind(seq)
+    .bind(i64::try_from(dropped).unwrap_or(i64::MAX))
+    .bind(agent)
+    .bind(tenant)
+    .execute(&mut *conn)
+    .await?;
+    if advanced.rows_affected() == 0 {
+        let known =
+            sqlx::query("SELECT revoked_at FROM endpoints WHERE id = $1 AND tenant_id = $2")
+                .bind(agent)
+                .bind(tenant)
+                .fetch_optional(&mut *conn)
+                .await?;
+        return match known {
+            Some(r) if r.try_get::<Option<i64>, _>("revoked_at")?.is_none() => {
+                Ok(ApplyOutcome::AlreadyApplied)
+            }
+            _ => Err(CollectorStoreError::Unauthorized("unknown or revoked device".into()).into()),
+        };
+    }
+    let now = now_ms();
+    let clip = |v: &str, n: usize| v.chars().take(n).collect::<String>();
+    // Multi-row inserts: one statement per EVENT_ROWS events instead of one per event.
+    for chunk in events.chunks(EVENT_ROWS) {
+        let rows = (0..chunk.len())
+            .map(|i| format!("({})", placeholders(1 + i * EVENT_COLUMNS, EVENT_COLUMNS)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = sqlx::AssertSqlSafe(format!(
+            "INSERT INTO proxy_events (tenant_id, endpoint_id, ts, kind, server_id, client, method, tool, decision, \
+             reasons, latency_us, request_bytes, response_bytes) VALUES {rows}"
+        ));
+        let mut query = sqlx::query(sql);
+        for e in chunk {
+            query = query
+                .bind(tenant)
+                .bind(agent)
+                .bind(e.ts_ms)
+                .bind(clip(&e.kind, 32))
+                .bind(clip(&e.server_id, 128))
+                .bind(e.client.as_deref().map(|c| clip(c, 128)))
+                .bind(e.method.as_deref().map(|m| clip(m, 128)))
+                .bind(e.tool.as_deref().map(|t| clip(t, 256)))
+                .bind(clip(&e.decision, 16))
+                .bind(json(&e.reasons))
+                .bind(e.latency_us.and_then(|l| i64::try_from(l).ok()))
+                .bind(i64::try_from(e.request_bytes).unwrap_or(i64::MAX))
+                .bind(i64::try_from(e.response_bytes).unwrap_or(i64::MAX));
+        }
+        query.execute(&mut *conn).await?;
+    }
+    // Tools seen: one upsert per distinct (server, tool) of the batch, not one per call.
+    #[derive(Default)]
+    struct Seen {
+        first: i64,
+        last: i64,
+        calls: i64,
+        blocked: i64,
+    }
+    let mut tools: std::collections::BTreeMap<(String, String), Seen> = Default::default();
+    for e in events {
+        if let (Some(tool), true) = (&e.tool, e.kind == "call") {
+            let at = if e.ts_ms > 0 { e.ts_ms } else { now };
+            let seen = tools
+                .entry((clip(&e.server_id, 128), clip(tool, 256)))
+                .or_insert(Seen {
+                    first: at,
+                    last: at,
+                    ..Seen::default()
+                });
+            seen.first = seen.first.min(at);
+            seen.last = seen.last.max(at);
+            seen.calls += 1;
+            seen.blocked += i64::from(e.decision == "block");
+        }
+    }
+    for ((server_id, tool), seen) in tools {
+        sqlx::query(
+            "INSERT INTO endpoint_tools (tenant_id, endpoint_id, server_id, tool, first_seen, last_seen, calls, blocked) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (endpoint_id, server_id, tool) DO UPDATE SET \
+             last_seen = CASE WHEN excluded.last_seen > endpoint_tools.last_seen THEN excluded.last_seen ELSE endpoint_tools.last_seen END, \
+             calls = endpoint_tools.calls + excluded.calls, blocked = endpoint_tools.blocked + excluded.blocked",
+        )
+        .bind(tenant)
+        .bind(agent)
+        .bind(server_id)
+        .bind(tool)
+        .bind(seen.first)
+        .bind(seen.last)
+        .bind(seen.calls)
+        .bind(seen.blocked)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(ApplyOutcome::Applied)
+}
+
+/// Whether a device's endpoint row exists and is active.
+enum EndpointState {
+    Unknown,
+    Revoked,
+    Active,
+}
+
+/// The state of `device`'s endpoint row, read on `conn`.
+async fn endpoint_state(
+    conn: &mut sqlx::AnyConnection,
+    device: &DeviceSession,
+) -> Result<EndpointState, sqlx::Error> {
+    let row = sqlx::query("SELECT revoked_at FROM endpoints WHERE id = $1 AND tenant_id = $2")
+        .bind(&device.agent_id)
+        .bind(&device.tenant_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(match row {
+        None => EndpointState::Unknown,
+        Some(r) if r.try_get::<Option<i64>, _>("revoked_at")?.is_some() => EndpointState::Revoked,
+        Some(_) => EndpointState::Active,
+    })
+}
+
+/// An inventory delta to apply to the stored copy of its base.
+struct StoredDelta<'a> {
+    device: &'a DeviceSession,
+    agent_version: &'a str,
+    seq: i64,
+    base_seq: i64,
+    base_hash: &'a str,
+    hash: &'a str,
+    changes: &'a inventory_delta::InventoryChanges,
+}
+
+impl StoredDelta<'_> {
+    /// Check the base, apply the changes and write the result, on `conn`.
+    async fn apply(&self, conn: &mut sqlx::AnyConnection) -> Result<DeltaOutcome, Failure> {
+        let (tenant, agent) = (&self.device.tenant_id, &self.device.agent_id);
+        let row = sqlx::query(
+            "SELECT last_seq, revoked_at, inventory_hash, inventory_doc FROM endpoints WHERE id = $1 AND tenant_id = $2",
+        )
+        .bind(agent)
+        .bind(tenant)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| CollectorStoreError::Unauthorized("unknown device".into()))?;
+        if row.try_get::<Option<i64>, _>("revoked_at")?.is_some() {
+            return Err(CollectorStoreError::Unauthorized("device was revoked".into()).into());
+        }
+        let last_seq: Option<i64> = row.try_get("last_seq")?;
+        // A replay of an applied upload is acknowledged before the base is looked at: by then
+        // the stored state is past the base, and the agent only needs the ack it lost.
+        if last_seq.is_some_and(|last| last >= self.seq) {
+            return Ok(DeltaOutcome::AlreadyApplied);
+        }
+        let stored_hash: Option<String> = row.try_get("inventory_hash")?;
+        if last_seq != Some(self.base_seq) || stored_hash.as_deref() != Some(self.base_hash) {
+            // Behind the base (restored from a backup), ahead of it (the agent lost an ack),
+            // or never recorded (stored before deltas existed).
+            return Ok(DeltaOutcome::SnapshotRequired);
+        }
+        let doc: Option<String> = row.try_get("inventory_doc")?;
+        let base = doc
+            .and_then(|d| serde_json::from_str::<Inventory>(&d).ok())
+            .filter(|b| b.content_hash() == self.base_hash);
+        let Some(base) = base else {
+            tracing::warn!(agent_id = %agent, "stored inventory does not match its recorded hash");
+            return Ok(DeltaOutcome::SnapshotRequired);
+        };
+        let inventory = match inventory_delta::apply(&base, self.changes) {
+            Ok(i) if i.content_hash() == self.hash => i,
+            // Changes that do not fit, or a result other than the agent's: the base differs
+            // in a way the hash did not show. A snapshot settles it.
+            Ok(_) | Err(_) => return Ok(DeltaOutcome::SnapshotRequired),
+        };
+        let write = InventoryWrite {
+            device: self.device,
+            agent_version: self.agent_version,
+            seq: self.seq,
+            inventory: &inventory,
+            requires: Requires::Base {
+                seq: self.base_seq,
+                hash: self.base_hash,
+            },
+        };
+        if !write.run(conn).await? {
+            // Another writer moved the row between the read and the write.
+            return Ok(DeltaOutcome::SnapshotRequired);
+        }
+        Ok(DeltaOutcome::Applied)
     }
 }
 

@@ -20,12 +20,13 @@ pub mod releases;
 pub mod sync;
 pub mod tenants;
 mod tx;
+mod writer;
 
 use std::path::Path;
 use std::time::Duration;
 
-use sqlx::AnyPool;
 use sqlx::any::install_default_drivers;
+use sqlx::{AnyPool, Row};
 
 pub use api_keys::{ApiKey, NewApiKey, Role};
 pub use dialect::Backend;
@@ -95,6 +96,8 @@ pub struct Store {
     notices: dialect::notices::Notices,
     /// Endpoints not seen for this long are `stale` (milliseconds).
     stale_after_ms: i64,
+    /// The group-commit writer of agents' uploads (see `writer`).
+    writer: writer::Writer,
 }
 
 /// Row-level-security scope of the few lookups that find a tenant from a credential (API key
@@ -129,10 +132,11 @@ impl Store {
         let backend = Backend::of_url(url)?;
         let pool = backend.connect(url).await.map_err(StoreError::Connect)?;
         let store = Self {
-            pool,
+            pool: pool.clone(),
             backend,
             notices: backend.notices(url),
             stale_after_ms: fleet::STALE_AFTER_MS,
+            writer: writer::Writer::start(pool.clone(), backend),
         };
         backend.migrate(&store.pool).await?;
         Ok(store)
@@ -171,6 +175,41 @@ impl Store {
         let mut tx = self.begin_write().await?;
         self.set_scope(&mut tx, tenant_id).await?;
         Ok(tx)
+    }
+
+    /// Ready to serve: the database answers and has every migration this build knows, applied
+    /// successfully (`/readyz`). A replica of an older build started against a newer schema is
+    /// ready too: migrations only add.
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        let row = sqlx::query(
+            "SELECT COALESCE(MAX(version), 0) AS v, \
+             SUM(CASE WHEN success THEN 0 ELSE 1 END) AS failed FROM _sqlx_migrations",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let applied: i64 = row.try_get("v")?;
+        let failed: Option<i64> = row.try_get("failed")?;
+        let wanted = dialect::schema::latest_version(self.backend);
+        if applied < wanted || failed.unwrap_or(0) > 0 {
+            return Err(StoreError::Invalid(format!(
+                "the database is not migrated: version {applied} of {wanted}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Endpoints per tenant by tenant name (their usage counters), for metrics.
+    pub async fn endpoint_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let mut tx = self.scope(CREDENTIAL_LOOKUP_SCOPE).await?;
+        let rows = sqlx::query(
+            "SELECT t.name AS name, u.endpoints AS n FROM tenant_usage u JOIN tenants t ON t.id = u.tenant_id",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("name")?, r.try_get("n")?)))
+            .collect()
     }
 
     /// Set the period after which an endpoint not seen is `stale` (default 7 days), for the

@@ -319,6 +319,7 @@ impl Store {
         match self.write_sync_in(&mut tx, tenant_id, &write).await? {
             Some(result) => {
                 tx.commit().await?;
+                crate::metrics::committed(crate::metrics::Committed::FleetSync, 1);
                 Ok(result)
             }
             None => {

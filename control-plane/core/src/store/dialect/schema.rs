@@ -501,6 +501,16 @@ pub(super) fn migrator(backend: Backend) -> Result<Migrator, MigrateError> {
     Ok(Migrator::with_migrations(migrations))
 }
 
+/// The newest migration version of `backend`: a store is migrated when it recorded it.
+pub(crate) fn latest_version(backend: Backend) -> i64 {
+    STEPS
+        .iter()
+        .filter(|s| s.on.includes(backend))
+        .map(|s| s.version)
+        .max()
+        .unwrap_or(0)
+}
+
 /// The SQL of `version` on `backend`.
 #[cfg(test)]
 fn migration_sql(backend: Backend, version: i64) -> Option<String> {
