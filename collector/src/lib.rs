@@ -18,6 +18,7 @@ pub mod liveness;
 mod metrics;
 pub mod pki;
 mod quic;
+pub mod quic_keys;
 mod reply;
 pub mod server;
 mod session;

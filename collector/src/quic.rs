@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{CollectorConfig, CollectorError};
+use crate::quic_keys::QuicKeys;
 use crate::reply::{Close, read_request};
 use crate::session::{Context, Event, Opening, Peer, Session, Transport};
 use crate::store::CollectorStore;
@@ -34,10 +35,11 @@ pub(crate) fn endpoint(
     config: &CollectorConfig,
     tls: rustls::ServerConfig,
     socket: UdpSocket,
+    keys: &QuicKeys,
 ) -> Result<quinn::Endpoint, CollectorError> {
     let crypto =
         QuicServerConfig::try_from(tls).map_err(|e| CollectorError::QuicCrypto(e.to_string()))?;
-    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut server = quinn::ServerConfig::new(Arc::new(crypto), keys.token_key());
     let mut transport = quinn::TransportConfig::default();
     transport.keep_alive_interval(Some(config.keep_alive));
     transport.max_idle_timeout(quinn::IdleTimeout::try_from(config.idle_timeout).ok());
@@ -47,7 +49,7 @@ pub(crate) fn endpoint(
     enlarge_receive_buffer(&socket);
     socket.set_nonblocking(true)?;
     let endpoint = quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
+        keys.endpoint_config(),
         Some(server),
         socket,
         Arc::new(quinn::TokioRuntime),

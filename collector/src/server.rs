@@ -19,6 +19,7 @@ pub use crate::config::{
 };
 use crate::liveness::Liveness;
 use crate::pki::CertificateAuthority;
+use crate::quic_keys::QuicKeys;
 use crate::session::Context;
 use crate::store::CollectorStore;
 use crate::tls::server_config;
@@ -73,7 +74,14 @@ impl<S: CollectorStore> Collector<S> {
         shutdown: CancellationToken,
     ) -> Result<(), CollectorError> {
         let tls = server_config(&self.context.ca, &self.config.server_names)?;
-        let endpoint = quic::endpoint(&self.config, tls.clone(), sockets.udp)?;
+        let secret = self.context.store.quic_secret().await;
+        if secret.is_none() {
+            tracing::warn!(
+                "the store holds no QUIC secret: after a restart, agents reconnect only after their idle timeout"
+            );
+        }
+        let keys = QuicKeys::new(secret.as_deref());
+        let endpoint = quic::endpoint(&self.config, tls.clone(), sockets.udp, &keys)?;
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
         tracing::info!(
             quic = ?endpoint.local_addr().ok(),

@@ -212,6 +212,15 @@ pub trait CollectorStore: Send + Sync + 'static {
     fn notices(&self) -> Option<tokio::sync::mpsc::Receiver<StoreNotice>> {
         None
     }
+
+    /// The deployment's secret for the QUIC keys every collector must share (at least
+    /// [`crate::quic_keys::MIN_SECRET_LEN`] bytes; see [`crate::quic_keys`]): the same for every
+    /// collector on the store and across restarts, so a restarted or replaced collector resets
+    /// the connections of the one before it at once. `None` (the default): keys of this process
+    /// alone, and agents of a restarted collector wait for their idle timeout.
+    fn quic_secret(&self) -> impl Future<Output = Option<Vec<u8>>> + Send {
+        async { None }
+    }
 }
 
 /// A change announced by the store. Only a hint to look now: the collector re-reads the store

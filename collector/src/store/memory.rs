@@ -224,6 +224,8 @@ pub struct MemoryStore {
     /// `None`: no notice feed (the collector then relies on its sweep alone).
     subscribers: Option<Mutex<Vec<Subscriber>>>,
     deltas: bool,
+    /// The deployment's QUIC secret: every collector on this store shares it.
+    quic_secret: [u8; crate::quic_keys::MIN_SECRET_LEN],
 }
 
 impl Default for MemoryStore {
@@ -235,10 +237,13 @@ impl Default for MemoryStore {
 impl MemoryStore {
     /// An empty store with a notice feed and inventory deltas, like the SQL store.
     pub fn new() -> Self {
+        let mut quic_secret = [0u8; crate::quic_keys::MIN_SECRET_LEN];
+        let _ = aws_lc_rs::rand::fill(&mut quic_secret);
         Self {
             state: Mutex::new(State::default()),
             subscribers: Some(Mutex::new(Vec::new())),
             deltas: true,
+            quic_secret,
         }
     }
 
@@ -693,6 +698,10 @@ impl CollectorStore for MemoryStore {
             .unwrap_or_else(|p| p.into_inner())
             .push(Subscriber { tx, missed: false });
         Some(rx)
+    }
+
+    async fn quic_secret(&self) -> Option<Vec<u8>> {
+        Some(self.quic_secret.to_vec())
     }
 }
 

@@ -298,8 +298,8 @@ fn client_endpoint() -> quinn::Endpoint {
 fn client_config(tls: rustls::ClientConfig) -> quinn::ClientConfig {
     let mut config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
     let mut transport = quinn::TransportConfig::default();
-    // As the agent does: keep-alive 10 s, idle timeout 30 s.
-    transport.keep_alive_interval(Some(Duration::from_secs(10)));
+    // As the agent does: keep-alive 4 s, idle timeout 30 s.
+    transport.keep_alive_interval(Some(Duration::from_secs(4)));
     transport.max_idle_timeout(quinn::IdleTimeout::try_from(Duration::from_secs(30)).ok());
     config.transport_config(Arc::new(transport));
     config

@@ -14,6 +14,7 @@ mod db_outage;
 mod device_identity;
 mod end_to_end;
 mod endpoint_hardening;
+mod failover;
 mod faults;
 mod inventory_deltas;
 mod notify;

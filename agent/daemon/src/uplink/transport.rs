@@ -24,8 +24,13 @@ use super::error::UplinkError;
 
 /// Time allowed for one request/response exchange.
 pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
-/// QUIC keep-alive: keeps NAT bindings open and lets the collector see the device as online.
-const KEEP_ALIVE: Duration = Duration::from_secs(10);
+/// QUIC keep-alive: keeps NAT bindings open, lets the collector see the device as online, and
+/// bounds how soon the agent learns that its collector restarted: the restarted collector
+/// answers the next packet with a stateless reset (its keys are shared through the store), so
+/// an idle agent reconnects within this interval plus a handshake. Any packet received resets
+/// the timer on both sides, so an idle connection costs one ping and one ack per interval; the
+/// collector's own keep-alive (10 s) then never fires.
+const KEEP_ALIVE: Duration = Duration::from_secs(4);
 /// Idle timeout of a QUIC connection.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a QUIC handshake may take before the TLS/TCP fallback is tried.

@@ -521,6 +521,16 @@ impl CollectorStore for Store {
     fn notices(&self) -> Option<tokio::sync::mpsc::Receiver<agent_bom_collector::StoreNotice>> {
         self.notice_feed()
     }
+
+    async fn quic_secret(&self) -> Option<Vec<u8>> {
+        match self.deployment_secret(super::deployment::QUIC_SECRET).await {
+            Ok(secret) => Some(secret),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the deployment's QUIC secret");
+                None
+            }
+        }
+    }
 }
 
 impl Store {

@@ -8,6 +8,7 @@
 pub mod api_keys;
 pub mod audit;
 mod collector;
+mod deployment;
 pub mod dialect;
 mod enrollment;
 pub mod fleet;

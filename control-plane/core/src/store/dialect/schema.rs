@@ -65,7 +65,7 @@ struct Step {
 }
 
 /// Every migration, in version order. Gaps per backend are versions of the other backend.
-const STEPS: [Step; 19] = [
+const STEPS: [Step; 20] = [
     Step {
         version: 1,
         description: "init",
@@ -195,6 +195,14 @@ const STEPS: [Step; 19] = [
             build: || tenant_isolation(&TENANT_TABLES[15..16]),
             recorded: "70750f93582159ab644c7b83942a7d8f5e1835a5eb7d7e398d3b7a44518c9c1bca0ad5ec68956dd2e45cd24f15b8c016",
         },
+    },
+    Step {
+        version: 203,
+        description: "deployment secrets",
+        on: On::Both,
+        sql: Sql::File(include_str!(
+            "../../../migrations/0203_deployment_secrets.sql"
+        )),
     },
     // Releases and rollouts (issue 14): numbered from 300 so other work's migrations do not
     // collide with them.
@@ -598,12 +606,12 @@ mod tests {
         for (backend, versions) in [
             (
                 Backend::Sqlite,
-                vec![1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 300],
+                vec![1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 300],
             ),
             (
                 Backend::Postgres,
                 vec![
-                    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 201, 202, 300, 301,
+                    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 201, 202, 203, 300, 301,
                 ],
             ),
         ] {
