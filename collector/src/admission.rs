@@ -5,9 +5,10 @@
 //!   connection gets `error{unavailable, retry_after_ms}`.
 //! - [`WorkBudget`]: a cap on database work in flight; a request that waits too long for its turn
 //!   is answered `error{unavailable, retry_after_ms}` with a jittered retry-after.
-//! - [`EnrollThrottle`]: a source address that presents too many invalid enrollment tokens is
-//!   told to come back later, so tokens cannot be brute-forced at line rate. Successful
-//!   enrollments never count, so a whole office behind one NAT can enroll at once.
+//! - [`EnrollThrottle`]: a source that presents too many invalid enrollment tokens, or everyone
+//!   once the collector has seen too many in total, is told to come back later, so tokens
+//!   cannot be brute-forced at line rate from one address or from many. Successful enrollments
+//!   never count, so a whole office behind one NAT can enroll at once.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -17,48 +18,128 @@ use std::time::{Duration, Instant};
 
 /// Window over which failures are counted.
 const WINDOW: Duration = Duration::from_secs(60);
-/// Addresses tracked at most (oldest windows are evicted first), bounding memory under a
-/// spoofed-address flood.
+/// Sources tracked one by one at most. Beyond it, sources not yet tracked share one counter
+/// (with the same limit), so a flood of fresh addresses is throttled together instead of
+/// going uncounted: the table stays bounded and never fails open.
 const MAX_TRACKED: usize = 65_536;
 
-/// Failed enrollment attempts per source address.
+/// Where failed enrollments come from: an IPv4 address, or the /64 network of an IPv6 one (a
+/// single host is routinely given a whole /64, so one address per try would cost nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Source {
+    V4(std::net::Ipv4Addr),
+    V6Net(u64),
+}
+
+impl Source {
+    fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => Self::V4(v4),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Self::V4(v4),
+                None => Self::V6Net((u128::from(v6) >> 64) as u64),
+            },
+        }
+    }
+}
+
+/// Failures counted within one window.
+#[derive(Debug, Clone, Copy)]
+struct Count {
+    start: Instant,
+    failures: u32,
+}
+
+impl Count {
+    fn new(now: Instant) -> Self {
+        Self {
+            start: now,
+            failures: 0,
+        }
+    }
+
+    /// The count in the window holding `now` (a finished window starts over).
+    fn current(&mut self, now: Instant) -> &mut Self {
+        if now.saturating_duration_since(self.start) >= WINDOW {
+            *self = Self::new(now);
+        }
+        self
+    }
+
+    /// `Some(wait)` when `limit` failures are reached in the window holding `now`.
+    fn wait(&self, limit: u32, now: Instant) -> Option<Duration> {
+        let elapsed = now.saturating_duration_since(self.start);
+        (self.failures >= limit && elapsed < WINDOW).then(|| WINDOW - elapsed)
+    }
+}
+
+#[derive(Debug)]
+struct Failures {
+    sources: HashMap<Source, Count>,
+    /// Sources that found the table full share this.
+    overflow: Count,
+    /// Every failure, from anywhere.
+    global: Count,
+}
+
+/// Failed enrollment attempts (invalid tokens or CSRs), per source and in total. A source over
+/// its limit, or everyone once the total is over the global limit, is told to come back when
+/// the window ends; the check comes before the attempt is read. Successful enrollments never
+/// count, so a whole office behind one NAT can enroll at once.
 #[derive(Debug)]
 pub struct EnrollThrottle {
-    limit: u32,
-    failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    per_source: u32,
+    global: u32,
+    failures: Mutex<Failures>,
 }
 
 impl EnrollThrottle {
-    /// Allow `limit` failed attempts per address per minute.
-    pub fn new(limit: u32) -> Self {
+    /// Allow `per_source` failed attempts per source per minute, and `global` in total.
+    pub fn new(per_source: u32, global: u32) -> Self {
+        let now = Instant::now();
         Self {
-            limit,
-            failures: Mutex::new(HashMap::new()),
+            per_source,
+            global,
+            failures: Mutex::new(Failures {
+                sources: HashMap::new(),
+                overflow: Count::new(now),
+                global: Count::new(now),
+            }),
         }
     }
 
-    /// `Some(wait)` when `ip` must wait before trying again.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Failures> {
+        // The counters stay meaningful even if a holder panicked.
+        self.failures.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `Some(wait)` when an attempt from `ip` must wait before it is even read.
     pub fn blocked(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
-        let map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let (start, count) = map.get(&ip)?;
-        let elapsed = now.saturating_duration_since(*start);
-        (*count >= self.limit && elapsed < WINDOW).then(|| WINDOW - elapsed)
+        let f = self.lock();
+        let source = match f.sources.get(&Source::of(ip)) {
+            Some(count) => count.wait(self.per_source, now),
+            None if f.sources.len() >= MAX_TRACKED => f.overflow.wait(self.per_source, now),
+            None => None,
+        };
+        source.or_else(|| f.global.wait(self.global, now))
     }
 
-    /// Count a failed attempt of `ip`.
+    /// Count a failed attempt from `ip`.
     pub fn failed(&self, ip: IpAddr, now: Instant) {
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MAX_TRACKED && !map.contains_key(&ip) {
-            map.retain(|_, (start, _)| now.saturating_duration_since(*start) < WINDOW);
-            if map.len() >= MAX_TRACKED {
-                return;
-            }
+        let mut guard = self.lock();
+        let f = &mut *guard;
+        f.global.current(now).failures += 1;
+        let source = Source::of(ip);
+        if f.sources.len() >= MAX_TRACKED && !f.sources.contains_key(&source) {
+            f.sources
+                .retain(|_, c| now.saturating_duration_since(c.start) < WINDOW);
         }
-        let entry = map.entry(ip).or_insert((now, 0));
-        if now.saturating_duration_since(entry.0) >= WINDOW {
-            *entry = (now, 0);
-        }
-        entry.1 += 1;
+        let count = if f.sources.len() < MAX_TRACKED || f.sources.contains_key(&source) {
+            f.sources.entry(source).or_insert_with(|| Count::new(now))
+        } else {
+            &mut f.overflow
+        };
+        count.current(now).failures += 1;
     }
 }
 
@@ -292,8 +373,56 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_full_table_throttles_new_sources_together_instead_of_failing_open() {
+        let t = EnrollThrottle::new(2, u32::MAX);
+        let now = Instant::now();
+        for i in 0..MAX_TRACKED as u32 {
+            t.failed(IpAddr::V4(std::net::Ipv4Addr::from(i)), now);
+        }
+        let fresh = |i: u32| IpAddr::V4(std::net::Ipv4Addr::from(0xF000_0000 + i));
+        assert!(t.blocked(fresh(0), now).is_none());
+        t.failed(fresh(0), now);
+        t.failed(fresh(1), now);
+        assert!(
+            t.blocked(fresh(2), now).is_some(),
+            "untracked sources share a counter once the table is full"
+        );
+        assert!(
+            t.blocked(fresh(2), now + WINDOW).is_none(),
+            "until the window ends"
+        );
+        assert!(t.lock().sources.len() <= MAX_TRACKED);
+    }
+
+    #[test]
+    fn the_global_budget_stops_a_distributed_guess() {
+        let t = EnrollThrottle::new(1_000, 5);
+        let now = Instant::now();
+        for i in 0..5u32 {
+            t.failed(IpAddr::V4(std::net::Ipv4Addr::from(i)), now);
+        }
+        let newcomer: IpAddr = "192.0.2.7".parse().unwrap();
+        let wait = t.blocked(newcomer, now + Duration::from_secs(1)).unwrap();
+        assert!(wait <= Duration::from_secs(59));
+        assert!(t.blocked(newcomer, now + WINDOW).is_none());
+    }
+
+    #[test]
+    fn an_ipv6_network_is_one_source() {
+        let t = EnrollThrottle::new(2, u32::MAX);
+        let now = Instant::now();
+        t.failed("2001:db8:1:2::1".parse().unwrap(), now);
+        t.failed("2001:db8:1:2::2".parse().unwrap(), now);
+        assert!(
+            t.blocked("2001:db8:1:2:ffff::9".parse().unwrap(), now)
+                .is_some()
+        );
+        assert!(t.blocked("2001:db8:1:3::1".parse().unwrap(), now).is_none());
+    }
+
+    #[test]
     fn blocks_after_the_limit_until_the_window_ends() {
-        let t = EnrollThrottle::new(3);
+        let t = EnrollThrottle::new(3, u32::MAX);
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let other: IpAddr = "10.0.0.2".parse().unwrap();
         let now = Instant::now();

@@ -34,9 +34,13 @@ pub struct CollectorConfig {
     pub request_timeout: Duration,
     /// Extra DNS names or IPs for the collector certificate, beside the fixed role name.
     pub server_names: Vec<String>,
-    /// Invalid enrollment tokens a source address may present per minute before it is told to
-    /// retry later.
+    /// Invalid enrollment tokens a source address (an IPv6 /64) may present per minute before
+    /// it is told to retry later.
     pub enroll_failures_per_minute: u32,
+    /// Invalid enrollment tokens the collector accepts per minute from all sources together;
+    /// beyond it every enrollment waits for the next minute (fails closed against guessing
+    /// from many addresses).
+    pub enroll_failures_global_per_minute: u32,
 }
 
 impl Default for CollectorConfig {
@@ -54,6 +58,7 @@ impl Default for CollectorConfig {
             request_timeout: Duration::from_secs(30),
             server_names: vec!["localhost".into()],
             enroll_failures_per_minute: 20,
+            enroll_failures_global_per_minute: DEFAULT_ENROLL_FAILURES_GLOBAL_PER_MINUTE,
         }
     }
 }
@@ -67,6 +72,10 @@ pub const DEFAULT_MAX_HANDSHAKES: usize = 1_024;
 /// Default of [`CollectorConfig::max_db_in_flight`]: four times the Postgres pool (16), so the
 /// pool stays busy while the queue in front of it stays short.
 pub const DEFAULT_MAX_DB_IN_FLIGHT: usize = 64;
+/// Default of [`CollectorConfig::enroll_failures_global_per_minute`]: far above what a fleet's
+/// mistakes produce (an expired token in an installer fails once per machine and backs off),
+/// far below what guessing needs.
+pub const DEFAULT_ENROLL_FAILURES_GLOBAL_PER_MINUTE: u32 = 1_000;
 /// Default of [`CollectorConfig::db_wait`].
 pub const DEFAULT_DB_WAIT: Duration = Duration::from_millis(250);
 /// Default of [`CollectorConfig::overload_retry_after`].

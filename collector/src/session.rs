@@ -94,7 +94,10 @@ impl<S: CollectorStore> Context<S> {
             store,
             ca,
             liveness: Liveness::default(),
-            throttle: EnrollThrottle::new(config.enroll_failures_per_minute),
+            throttle: EnrollThrottle::new(
+                config.enroll_failures_per_minute,
+                config.enroll_failures_global_per_minute,
+            ),
             work: WorkBudget::new(
                 config.max_db_in_flight,
                 config.db_wait,
@@ -130,14 +133,8 @@ impl<S: CollectorStore> Context<S> {
         remote: IpAddr,
     ) -> CollectorMessage {
         let now = std::time::Instant::now();
-        if let Some(wait) = self.throttle.blocked(remote, now) {
-            tracing::warn!(%remote, "too many invalid enrollment tokens from this address; throttled");
-            return CollectorMessage::Error {
-                code: ErrorCode::Unavailable,
-                message: "too many invalid enrollment attempts from this address; retry later"
-                    .into(),
-                retry_after_ms: Some(millis(wait)),
-            };
+        if let Some(reply) = self.throttled(remote, now) {
+            return reply;
         }
         let reply = self.answer_enroll_checked(request).await;
         if matches!(
@@ -150,6 +147,23 @@ impl<S: CollectorStore> Context<S> {
             self.throttle.failed(remote, now);
         }
         reply
+    }
+
+    /// The answer for a peer without a certificate at `remote` that must wait (too many
+    /// invalid enrollments from it, or from everywhere), if it must. Transports ask before
+    /// they read the peer's request, so a throttled peer costs no read and no decode.
+    pub(crate) fn throttled(
+        &self,
+        remote: IpAddr,
+        now: std::time::Instant,
+    ) -> Option<CollectorMessage> {
+        let wait = self.throttle.blocked(remote, now)?;
+        tracing::debug!(%remote, "too many invalid enrollment attempts; throttled");
+        Some(CollectorMessage::Error {
+            code: ErrorCode::Unavailable,
+            message: "too many invalid enrollment attempts; retry later".into(),
+            retry_after_ms: Some(millis(wait)),
+        })
     }
 
     async fn answer_enroll_checked(
@@ -184,6 +198,10 @@ impl<S: CollectorStore> Context<S> {
             Ok(p) => p,
             Err(wait) => return overloaded("collector busy: too many enrollments at once", wait),
         };
+        // The token first: a wrong one costs a lookup, never a signature.
+        if let Err(e) = self.store.check_enrollment_token(&token).await {
+            return store_error(&e);
+        }
         let agent_id = uuid::Uuid::new_v4().to_string();
         let cert = match self.ca.sign_device_csr(csr_pem, &agent_id) {
             Ok(c) => c,
