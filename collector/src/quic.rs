@@ -7,6 +7,7 @@ use std::net::UdpSocket;
 use std::sync::Arc;
 use std::time::Duration;
 
+use agent_bom_protocol::opening::MAX_OPENING_FRAME_LEN;
 use agent_bom_protocol::{AgentMessage, CollectorMessage, close, read_frame, write_frame};
 use quinn::crypto::rustls::QuicServerConfig;
 use rustls::pki_types::CertificateDer;
@@ -14,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{CollectorConfig, CollectorError};
-use crate::reply::{Close, read_request};
+use crate::reply::{Close, read_opening, read_request};
 use crate::session::{Context, Event, Opening, Peer, Session, Transport};
 use crate::store::CollectorStore;
 
@@ -28,6 +29,11 @@ const UDP_RECEIVE_BUFFER: usize = 8 * 1024 * 1024;
 
 /// How long a final reply waits for the peer to read it and close before the collector closes.
 const FINAL_REPLY_GRACE: Duration = Duration::from_secs(5);
+
+/// Flow-control credit of a connection before its peer is authenticated: what it may make the
+/// collector buffer, across all its streams, before the first exchange is answered. Enough
+/// for the largest first frame ([`MAX_OPENING_FRAME_LEN`]) and its header.
+const PRE_AUTH_RECEIVE_WINDOW: u32 = 2 * MAX_OPENING_FRAME_LEN;
 
 /// The QUIC endpoint serving `socket` with `tls`.
 pub(crate) fn endpoint(
@@ -43,6 +49,9 @@ pub(crate) fn endpoint(
     transport.max_idle_timeout(quinn::IdleTimeout::try_from(config.idle_timeout).ok());
     transport.max_concurrent_uni_streams(0u8.into());
     transport.max_concurrent_bidi_streams(16u8.into());
+    // Raised to the default (unbounded; each stream keeps its own window) once the device is
+    // authenticated, see `serve`.
+    transport.receive_window(PRE_AUTH_RECEIVE_WINDOW.into());
     server.transport_config(Arc::new(transport));
     enlarge_receive_buffer(&socket);
     socket.set_nonblocking(true)?;
@@ -62,6 +71,14 @@ pub(crate) async fn serve<S: CollectorStore>(
     request_timeout: Duration,
     shutdown: CancellationToken,
 ) {
+    if !speaks_agent_bom(&conn) {
+        tracing::debug!(remote = %conn.remote_address(), "QUIC connection without ALPN agent-bom/1; closed");
+        conn.close(
+            quinn::VarInt::from_u32(close::PROTOCOL),
+            b"ALPN agent-bom/1 required",
+        );
+        return;
+    }
     let leaf = conn
         .peer_identity()
         .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
@@ -71,11 +88,24 @@ pub(crate) async fn serve<S: CollectorStore>(
     else {
         return;
     };
-    let first = read_request(&mut recv, request_timeout).await;
     let peer = match &leaf {
         Some(leaf) => Peer::Device(leaf),
         None => Peer::Anonymous(conn.remote_address().ip()),
     };
+    if let Peer::Anonymous(remote) = peer
+        && let Some(reply) = context.throttled(remote, std::time::Instant::now())
+    {
+        // Not even read: the request's buffered bytes are dropped with the stream.
+        let _ = recv.stop(quinn::VarInt::from_u32(0));
+        let close = Close::after(&reply, close::DONE, "");
+        reply_and_close(&conn, send, &reply, &close).await;
+        return;
+    }
+    let first = read_opening(&mut recv, request_timeout).await;
+    if first.is_err() {
+        // What is left of a refused frame is not kept for the grace period.
+        let _ = recv.stop(quinn::VarInt::from_u32(0));
+    }
     let session = match context.open(first, peer).await {
         Opening::Ended { reply, close } => {
             reply_and_close(&conn, send, &reply, &close).await;
@@ -86,6 +116,7 @@ pub(crate) async fn serve<S: CollectorStore>(
                 return;
             }
             let _ = send.finish();
+            conn.set_receive_window(quinn::VarInt::MAX);
             Arc::new(session)
         }
     };
@@ -175,6 +206,15 @@ async fn reply_and_close(
     let _ = send.finish();
     let _ = tokio::time::timeout(FINAL_REPLY_GRACE, conn.closed()).await;
     conn.close(quinn::VarInt::from_u32(close.code), close.reason.as_bytes());
+}
+
+/// Whether the handshake settled on the uplink's ALPN. rustls already refuses a QUIC client
+/// that offers other protocols or none; this keeps the rule in one visible place.
+fn speaks_agent_bom(conn: &quinn::Connection) -> bool {
+    conn.handshake_data()
+        .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|d| d.protocol)
+        .is_some_and(|p| p == agent_bom_protocol::ALPN)
 }
 
 /// Ask for [`UDP_RECEIVE_BUFFER`] on `socket`; a smaller grant is logged, not fatal.

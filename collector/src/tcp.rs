@@ -12,7 +12,7 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::{ConnectionPermit, WorkBudget};
-use crate::reply::{frame_error, overloaded, read_request};
+use crate::reply::{frame_error, overloaded, read_opening};
 use crate::session::{Context, Opening, Peer, Transport};
 use crate::store::CollectorStore;
 
@@ -45,17 +45,29 @@ pub(crate) async fn serve<S: CollectorStore>(
     let Ok(Ok(tls)) = accepted else {
         return;
     };
+    // rustls lets a client that offers no ALPN at all through; the uplink requires it.
+    if tls.get_ref().1.alpn_protocol() != Some(agent_bom_protocol::ALPN) {
+        tracing::debug!(%remote, "TLS/TCP connection without ALPN agent-bom/1; closed");
+        return;
+    }
     let leaf = tls
         .get_ref()
         .1
         .peer_certificates()
         .and_then(|c| c.first().cloned());
     let (mut reader, mut writer) = tokio::io::split(tls);
-    let first = read_request(&mut reader, timeouts.request).await;
     let peer = match &leaf {
         Some(leaf) => Peer::Device(leaf),
         None => Peer::Anonymous(remote),
     };
+    if leaf.is_none()
+        && let Some(reply) = context.throttled(remote, std::time::Instant::now())
+    {
+        let _ = write_frame(&mut writer, &reply).await;
+        let _ = writer.shutdown().await;
+        return;
+    }
+    let first = read_opening(&mut reader, timeouts.request).await;
     let session = match context.open(first, peer).await {
         Opening::Ended { reply, .. } => {
             let _ = write_frame(&mut writer, &reply).await;

@@ -4,6 +4,7 @@
 
 mod agent_bom_cli;
 mod api_fuzz;
+mod api_hardening;
 mod architecture;
 mod authz_matrix;
 mod change_epoch;
