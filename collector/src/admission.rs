@@ -16,6 +16,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::config::Transport;
+
 /// Window over which failures are counted.
 const WINDOW: Duration = Duration::from_secs(60);
 /// Sources tracked one by one at most. Beyond it, sources not yet tracked share one counter
@@ -145,14 +147,23 @@ impl EnrollThrottle {
 
 /// Live connections and handshakes in progress, each under a cap. A connection is admitted
 /// (counted) from its first packet until it ends; while its TLS handshake runs it also holds a
-/// handshake slot, because handshakes are the expensive part of a reconnect storm (public-key
-/// operations on both certificates) and must not starve the sessions already established.
+/// handshake slot of its transport, because handshakes are the expensive part of a reconnect
+/// storm (public-key operations on both certificates) and must not starve the sessions already
+/// established. Each transport has its own handshake budget, so connections that stall one
+/// (idle TCP connections that never speak) cannot lock agents out of the other. Until its
+/// first exchange is answered, a connection also counts against its source address (an IPv6
+/// /64), which may have only so many connections opening at once.
 #[derive(Debug)]
 pub struct ConnectionBudget {
     max_connections: usize,
     max_handshakes: usize,
+    max_opening_per_source: u32,
     connections: AtomicUsize,
-    handshakes: AtomicUsize,
+    /// Per transport: QUIC, TLS/TCP.
+    handshakes: [AtomicUsize; 2],
+    /// Connections not past their first exchange, per source (entries at zero are removed, so
+    /// the map is never larger than the connections admitted).
+    opening: Mutex<HashMap<Source, u32>>,
     refusal_answers: AtomicUsize,
     refused: AtomicU64,
     warned_at_ms: AtomicU64,
@@ -163,8 +174,10 @@ pub struct ConnectionBudget {
 pub enum Refusal {
     /// The cap on live connections is reached.
     Connections,
-    /// The cap on handshakes in progress is reached.
+    /// The transport's cap on handshakes in progress is reached.
     Handshakes,
+    /// The source address has its cap of connections not yet past their first exchange.
+    Source,
 }
 
 impl std::fmt::Display for Refusal {
@@ -172,6 +185,7 @@ impl std::fmt::Display for Refusal {
         f.write_str(match self {
             Self::Connections => "connection budget exhausted",
             Self::Handshakes => "handshake budget exhausted",
+            Self::Source => "too many connections opening from this address",
         })
     }
 }
@@ -180,37 +194,81 @@ impl std::fmt::Display for Refusal {
 /// at once; beyond it a refused TCP connection is just closed.
 const MAX_REFUSAL_ANSWERS: usize = 64;
 
+fn slot(transport: Transport) -> usize {
+    match transport {
+        Transport::Quic => 0,
+        Transport::Tcp => 1,
+    }
+}
+
 impl ConnectionBudget {
-    /// Admit at most `max_connections` live connections and `max_handshakes` handshakes at once.
-    pub fn new(max_connections: usize, max_handshakes: usize) -> Arc<Self> {
+    /// Admit at most `max_connections` live connections, `max_handshakes` handshakes at once
+    /// per transport, and `max_opening_per_source` connections not past their first exchange
+    /// per source address.
+    pub fn new(
+        max_connections: usize,
+        max_handshakes: usize,
+        max_opening_per_source: u32,
+    ) -> Arc<Self> {
         Arc::new(Self {
             max_connections,
             max_handshakes,
+            max_opening_per_source,
             connections: AtomicUsize::new(0),
-            handshakes: AtomicUsize::new(0),
+            handshakes: [AtomicUsize::new(0), AtomicUsize::new(0)],
+            opening: Mutex::new(HashMap::new()),
             refusal_answers: AtomicUsize::new(0),
             refused: AtomicU64::new(0),
             warned_at_ms: AtomicU64::new(0),
         })
     }
 
-    /// Admit a new connection, in its handshake phase, or say why not.
-    pub fn try_admit(self: &Arc<Self>) -> Result<ConnectionPermit, Refusal> {
+    /// Admit a new connection of `transport` from `remote`, in its handshake phase, or say why
+    /// not.
+    pub fn try_admit(
+        self: &Arc<Self>,
+        transport: Transport,
+        remote: IpAddr,
+    ) -> Result<ConnectionPermit, Refusal> {
+        let source = Source::of(remote);
+        {
+            let mut opening = self.lock_opening();
+            let count = opening.entry(source).or_insert(0);
+            if *count >= self.max_opening_per_source {
+                drop(opening);
+                return Err(self.refuse(Refusal::Source));
+            }
+            *count += 1;
+        }
+        // From here on, dropping the permit undoes every count taken.
+        let mut permit = ConnectionPermit {
+            budget: self.clone(),
+            transport,
+            handshaking: false,
+            opening: Some(source),
+            counted: false,
+        };
         // Increment first and undo on overshoot: concurrent admissions can never exceed the cap
         // (at worst one is refused that would just have fitted).
         if self.connections.fetch_add(1, Ordering::AcqRel) >= self.max_connections {
             self.connections.fetch_sub(1, Ordering::AcqRel);
+            drop(permit);
             return Err(self.refuse(Refusal::Connections));
         }
-        if self.handshakes.fetch_add(1, Ordering::AcqRel) >= self.max_handshakes {
-            self.handshakes.fetch_sub(1, Ordering::AcqRel);
-            self.connections.fetch_sub(1, Ordering::AcqRel);
+        permit.counted = true;
+        let handshakes = &self.handshakes[slot(transport)];
+        if handshakes.fetch_add(1, Ordering::AcqRel) >= self.max_handshakes {
+            handshakes.fetch_sub(1, Ordering::AcqRel);
+            drop(permit);
             return Err(self.refuse(Refusal::Handshakes));
         }
-        Ok(ConnectionPermit {
-            budget: self.clone(),
-            handshaking: true,
-        })
+        permit.handshaking = true;
+        Ok(permit)
+    }
+
+    fn lock_opening(&self) -> std::sync::MutexGuard<'_, HashMap<Source, u32>> {
+        // The counts stay meaningful even if a holder panicked.
+        self.opening.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn refuse(&self, why: Refusal) -> Refusal {
@@ -221,7 +279,8 @@ impl ConnectionBudget {
             tracing::warn!(
                 reason = %why,
                 connections = self.connections(),
-                handshakes = self.handshakes.load(Ordering::Relaxed),
+                quic_handshakes = self.handshakes[0].load(Ordering::Relaxed),
+                tcp_handshakes = self.handshakes[1].load(Ordering::Relaxed),
                 refused_total = total,
                 "refusing new connections; agents retry after a backoff"
             );
@@ -243,6 +302,11 @@ impl ConnectionBudget {
         self.connections.load(Ordering::Relaxed)
     }
 
+    /// Handshakes in progress right now on `transport`.
+    pub fn handshakes(&self, transport: Transport) -> usize {
+        self.handshakes[slot(transport)].load(Ordering::Relaxed)
+    }
+
     /// Connections refused since start.
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
@@ -253,14 +317,33 @@ impl ConnectionBudget {
 #[derive(Debug)]
 pub struct ConnectionPermit {
     budget: Arc<ConnectionBudget>,
+    transport: Transport,
     handshaking: bool,
+    /// The source whose opening count this connection holds, until its first exchange.
+    opening: Option<Source>,
+    /// Whether it holds a connection slot.
+    counted: bool,
 }
 
 impl ConnectionPermit {
     /// The handshake finished (or failed): free the handshake slot, keep the connection slot.
     pub fn handshake_done(&mut self) {
         if std::mem::take(&mut self.handshaking) {
-            self.budget.handshakes.fetch_sub(1, Ordering::AcqRel);
+            self.budget.handshakes[slot(self.transport)].fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// The first exchange is answered (the peer is an authenticated device, or its connection
+    /// ends): free the source's opening slot.
+    pub fn opened(&mut self) {
+        if let Some(source) = self.opening.take() {
+            let mut opening = self.budget.lock_opening();
+            if let Some(count) = opening.get_mut(&source) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    opening.remove(&source);
+                }
+            }
         }
     }
 }
@@ -268,7 +351,10 @@ impl ConnectionPermit {
 impl Drop for ConnectionPermit {
     fn drop(&mut self) {
         self.handshake_done();
-        self.budget.connections.fetch_sub(1, Ordering::AcqRel);
+        self.opened();
+        if std::mem::take(&mut self.counted) {
+            self.budget.connections.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -436,20 +522,31 @@ mod tests {
         assert!(t.blocked(ip, now + WINDOW).is_none(), "the window ends");
     }
 
+    const HERE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
     #[test]
     fn connection_budget_caps_connections_and_handshakes() {
-        let b = ConnectionBudget::new(3, 2);
-        let mut first = b.try_admit().unwrap();
-        let second = b.try_admit().unwrap();
-        assert_eq!(b.try_admit().unwrap_err(), Refusal::Handshakes);
+        let b = ConnectionBudget::new(3, 2, 100);
+        let mut first = b.try_admit(Transport::Quic, HERE).unwrap();
+        let second = b.try_admit(Transport::Quic, HERE).unwrap();
+        assert_eq!(
+            b.try_admit(Transport::Quic, HERE).unwrap_err(),
+            Refusal::Handshakes
+        );
         first.handshake_done();
         first.handshake_done(); // idempotent
-        let third = b.try_admit().unwrap();
+        let third = b.try_admit(Transport::Quic, HERE).unwrap();
         assert_eq!(b.connections(), 3);
-        assert_eq!(b.try_admit().unwrap_err(), Refusal::Connections);
+        assert_eq!(
+            b.try_admit(Transport::Quic, HERE).unwrap_err(),
+            Refusal::Connections
+        );
         drop(second);
-        let _fourth = b.try_admit().unwrap();
-        assert_eq!(b.try_admit().unwrap_err(), Refusal::Connections);
+        let _fourth = b.try_admit(Transport::Quic, HERE).unwrap();
+        assert_eq!(
+            b.try_admit(Transport::Quic, HERE).unwrap_err(),
+            Refusal::Connections
+        );
         assert_eq!(b.refused(), 3);
         drop(third);
         drop(first);
@@ -457,8 +554,44 @@ mod tests {
     }
 
     #[test]
+    fn each_transport_has_its_own_handshake_budget() {
+        let b = ConnectionBudget::new(100, 2, 100);
+        let squatters: Vec<_> = (0..2)
+            .map(|_| b.try_admit(Transport::Tcp, HERE).unwrap())
+            .collect();
+        assert_eq!(
+            b.try_admit(Transport::Tcp, HERE).unwrap_err(),
+            Refusal::Handshakes
+        );
+        let agent = b.try_admit(Transport::Quic, HERE);
+        assert!(agent.is_ok(), "stalled TCP handshakes lock QUIC out");
+        assert_eq!(b.handshakes(Transport::Tcp), 2);
+        drop(squatters);
+        assert_eq!(b.handshakes(Transport::Tcp), 0);
+    }
+
+    #[test]
+    fn one_source_has_only_so_many_connections_opening() {
+        let b = ConnectionBudget::new(100, 100, 2);
+        let mut a = b.try_admit(Transport::Tcp, HERE).unwrap();
+        let _b = b.try_admit(Transport::Quic, HERE).unwrap();
+        assert_eq!(
+            b.try_admit(Transport::Quic, HERE).unwrap_err(),
+            Refusal::Source
+        );
+        let elsewhere: IpAddr = "192.0.2.1".parse().unwrap();
+        assert!(b.try_admit(Transport::Quic, elsewhere).is_ok());
+        // Past its first exchange a connection no longer counts against its source.
+        a.opened();
+        let _c = b.try_admit(Transport::Quic, HERE).unwrap();
+        assert_eq!(b.connections(), 3);
+        drop(a);
+        assert!(b.lock_opening().get(&Source::of(elsewhere)).is_none());
+    }
+
+    #[test]
     fn refusal_answers_are_bounded() {
-        let b = ConnectionBudget::new(1, 1);
+        let b = ConnectionBudget::new(1, 1, 1);
         let held: Vec<_> = (0..MAX_REFUSAL_ANSWERS)
             .map(|_| b.try_refusal_answer().unwrap())
             .collect();

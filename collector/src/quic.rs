@@ -14,7 +14,8 @@ use rustls::pki_types::CertificateDer;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{CollectorConfig, CollectorError};
+use crate::admission::ConnectionPermit;
+use crate::config::{CollectorConfig, CollectorError, Timeouts};
 use crate::reply::{Close, read_opening, read_request};
 use crate::session::{Context, Event, Opening, Peer, Session, Transport};
 use crate::store::CollectorStore;
@@ -68,9 +69,11 @@ pub(crate) fn endpoint(
 pub(crate) async fn serve<S: CollectorStore>(
     context: Arc<Context<S>>,
     conn: quinn::Connection,
-    request_timeout: Duration,
+    mut permit: ConnectionPermit,
+    timeouts: Timeouts,
     shutdown: CancellationToken,
 ) {
+    let request_timeout = timeouts.request;
     if !speaks_agent_bom(&conn) {
         tracing::debug!(remote = %conn.remote_address(), "QUIC connection without ALPN agent-bom/1; closed");
         conn.close(
@@ -84,7 +87,7 @@ pub(crate) async fn serve<S: CollectorStore>(
         .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
         .and_then(|certs| certs.first().cloned());
     let Ok(Ok((mut send, mut recv))) =
-        tokio::time::timeout(request_timeout, conn.accept_bi()).await
+        tokio::time::timeout(timeouts.opening, conn.accept_bi()).await
     else {
         return;
     };
@@ -101,12 +104,14 @@ pub(crate) async fn serve<S: CollectorStore>(
         reply_and_close(&conn, send, &reply, &close).await;
         return;
     }
-    let first = read_opening(&mut recv, request_timeout).await;
+    let first = read_opening(&mut recv, timeouts.opening).await;
     if first.is_err() {
         // What is left of a refused frame is not kept for the grace period.
         let _ = recv.stop(quinn::VarInt::from_u32(0));
     }
-    let session = match context.open(first, peer).await {
+    let opening = context.open(first, peer).await;
+    permit.opened();
+    let session = match opening {
         Opening::Ended { reply, close } => {
             reply_and_close(&conn, send, &reply, &close).await;
             return;

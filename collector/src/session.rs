@@ -24,6 +24,7 @@ use rustls::pki_types::CertificateDer;
 
 use crate::admission::{EnrollThrottle, WorkBudget, jittered};
 use crate::config::CollectorConfig;
+pub(crate) use crate::config::Transport;
 use crate::liveness::{Liveness, SessionHandle};
 use crate::pki::{CertificateAuthority, fingerprint};
 use crate::reply::{
@@ -57,16 +58,6 @@ pub(crate) enum Peer<'a> {
     Anonymous(IpAddr),
     /// A client certificate the handshake verified against the CA (its leaf).
     Device(&'a CertificateDer<'static>),
-}
-
-/// How a connection's commands reach the device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Transport {
-    /// QUIC: the collector opens a stream per command, as soon as it learns of it.
-    Quic,
-    /// TLS over TCP: one stream on which the collector cannot speak first; commands ride on
-    /// the replies to the device's pings.
-    Tcp,
 }
 
 /// The outcome of a connection's first exchange.

@@ -8,6 +8,7 @@ mod api_hardening;
 mod architecture;
 mod authz_matrix;
 mod change_epoch;
+mod collector_hardening;
 mod collector_protocol;
 mod commands;
 mod control_plane_api;
