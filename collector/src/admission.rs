@@ -5,7 +5,7 @@
 //!   connection gets `error{unavailable, retry_after_ms}`.
 //! - [`WorkBudget`]: a cap on database work in flight; a request that waits too long for its turn
 //!   is answered `error{unavailable, retry_after_ms}` with a jittered retry-after.
-//! - [`EnrollThrottle`]: a source that presents too many invalid enrollment tokens, or everyone
+//! - [`FailureThrottle`]: a source that presents too many invalid enrollment tokens, or everyone
 //!   once the collector has seen too many in total, is told to come back later, so tokens
 //!   cannot be brute-forced at line rate from one address or from many. Successful enrollments
 //!   never count, so a whole office behind one NAT can enroll at once.
@@ -84,18 +84,19 @@ struct Failures {
     global: Count,
 }
 
-/// Failed enrollment attempts (invalid tokens or CSRs), per source and in total. A source over
-/// its limit, or everyone once the total is over the global limit, is told to come back when
-/// the window ends; the check comes before the attempt is read. Successful enrollments never
-/// count, so a whole office behind one NAT can enroll at once.
+/// Failed attempts to present a credential, per source and in total: the collector counts
+/// invalid enrollment tokens and CSRs, the control plane's API invalid keys. A source over its
+/// limit, or everyone once the total is over the global limit, is told to come back when the
+/// window ends; the check comes before the attempt is read. Successes never count, so a whole
+/// office behind one NAT can enroll (or call the API) at once.
 #[derive(Debug)]
-pub struct EnrollThrottle {
+pub struct FailureThrottle {
     per_source: u32,
     global: u32,
     failures: Mutex<Failures>,
 }
 
-impl EnrollThrottle {
+impl FailureThrottle {
     /// Allow `per_source` failed attempts per source per minute, and `global` in total.
     pub fn new(per_source: u32, global: u32) -> Self {
         let now = Instant::now();
@@ -460,7 +461,7 @@ mod tests {
 
     #[test]
     fn a_full_table_throttles_new_sources_together_instead_of_failing_open() {
-        let t = EnrollThrottle::new(2, u32::MAX);
+        let t = FailureThrottle::new(2, u32::MAX);
         let now = Instant::now();
         for i in 0..MAX_TRACKED as u32 {
             t.failed(IpAddr::V4(std::net::Ipv4Addr::from(i)), now);
@@ -482,7 +483,7 @@ mod tests {
 
     #[test]
     fn the_global_budget_stops_a_distributed_guess() {
-        let t = EnrollThrottle::new(1_000, 5);
+        let t = FailureThrottle::new(1_000, 5);
         let now = Instant::now();
         for i in 0..5u32 {
             t.failed(IpAddr::V4(std::net::Ipv4Addr::from(i)), now);
@@ -495,7 +496,7 @@ mod tests {
 
     #[test]
     fn an_ipv6_network_is_one_source() {
-        let t = EnrollThrottle::new(2, u32::MAX);
+        let t = FailureThrottle::new(2, u32::MAX);
         let now = Instant::now();
         t.failed("2001:db8:1:2::1".parse().unwrap(), now);
         t.failed("2001:db8:1:2::2".parse().unwrap(), now);
@@ -508,7 +509,7 @@ mod tests {
 
     #[test]
     fn blocks_after_the_limit_until_the_window_ends() {
-        let t = EnrollThrottle::new(3, u32::MAX);
+        let t = FailureThrottle::new(3, u32::MAX);
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let other: IpAddr = "10.0.0.2".parse().unwrap();
         let now = Instant::now();

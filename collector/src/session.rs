@@ -22,7 +22,7 @@ use agent_bom_protocol::{
 };
 use rustls::pki_types::CertificateDer;
 
-use crate::admission::{EnrollThrottle, WorkBudget, jittered};
+use crate::admission::{FailureThrottle, WorkBudget, jittered};
 use crate::config::CollectorConfig;
 pub(crate) use crate::config::Transport;
 use crate::liveness::{Liveness, SessionHandle};
@@ -47,7 +47,7 @@ pub(crate) struct Context<S> {
     pub(crate) store: Arc<S>,
     pub(crate) ca: Arc<CertificateAuthority>,
     pub(crate) liveness: Liveness,
-    pub(crate) throttle: EnrollThrottle,
+    pub(crate) throttle: FailureThrottle,
     pub(crate) work: Arc<WorkBudget>,
 }
 
@@ -85,7 +85,7 @@ impl<S: CollectorStore> Context<S> {
             store,
             ca,
             liveness: Liveness::default(),
-            throttle: EnrollThrottle::new(
+            throttle: FailureThrottle::new(
                 config.enroll_failures_per_minute,
                 config.enroll_failures_global_per_minute,
             ),

@@ -331,3 +331,134 @@ async fn a_hanging_issuer_never_stalls_requests_with_a_cached_key() {
     assert_eq!(waiting.await.unwrap(), 401, "the unknown key stays unknown");
     Arc::try_unwrap(server).ok().unwrap().stop().await;
 }
+
+/// A TCP connection from `source` to `to` that sends nothing.
+async fn half_open(source: &str, to: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// Wait until the server closes `stream` (EOF or reset), at most the test's patience.
+async fn closed_by_server(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(agent_bom_tests::harness::PATIENCE, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the server kept the connection open");
+    got
+}
+
+/// Half-open connections and slow bodies: the API closes a connection that sends no request
+/// head within the header timeout, answers a body that does not arrive in time with 408 and
+/// the envelope, caps the connections of one address, and keeps answering `/healthz` from
+/// another. Before, such connections stayed open for ever (about 20,000 of them exhausted the
+/// server's file descriptors).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_half_open_clients_are_cut_off() {
+    use agent_bom_control_plane::api::listener::HttpLimits;
+    use tokio::io::AsyncWriteExt;
+
+    let server = TestServer::start_with_http_limits(HttpLimits {
+        max_connections_per_address: 32,
+        header_timeout: std::time::Duration::from_secs(1),
+        request_deadline: std::time::Duration::from_secs(2),
+        ..HttpLimits::default()
+    })
+    .await;
+    let mut idle = Vec::new();
+    for _ in 0..48 {
+        idle.push(half_open("127.0.0.2", server.api).await);
+    }
+    assert_eq!(server.get("/healthz", None).await.status, 200);
+
+    // Headers promise a body that never comes.
+    let mut slow = half_open("127.0.0.3", server.api).await;
+    slow.write_all(
+        format!(
+            "POST /v1/keys HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"name\":",
+            server.admin_key
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let answer = String::from_utf8_lossy(&closed_by_server(&mut slow).await).to_string();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"request_timeout\""), "{answer}");
+
+    for stream in &mut idle {
+        closed_by_server(stream).await;
+    }
+    assert_eq!(server.get("/healthz", None).await.status, 200);
+    server.stop().await;
+}
+
+/// Bad keys from one address are answered 429 after the per-address budget, without a
+/// database lookup; other addresses are not affected. Before, 1,500 bad-key requests in
+/// 0.4 s all cost a lookup and none was refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_authentication_is_throttled_per_address() {
+    use agent_bom_control_plane::api::auth_throttle::DEFAULT_AUTH_FAILURES_PER_MINUTE;
+
+    let server = TestServer::start(None).await;
+    let bad = "abk_000000000000_0000000000000000000000000000000000000000000000ff";
+    let mut refused = None;
+    for i in 0..DEFAULT_AUTH_FAILURES_PER_MINUTE + 50 {
+        let r = server.get("/v1/posture/counts", Some(bad)).await;
+        if r.status == 429 {
+            refused = Some((i, r));
+            break;
+        }
+        assert_eq!(r.status, 401, "{}", r.text);
+    }
+    let (after, r) = refused.expect("no bad-key request was refused");
+    assert_eq!(after, DEFAULT_AUTH_FAILURES_PER_MINUTE);
+    assert_eq!(r.json["error"]["code"], "rate_limited", "{}", r.text);
+    assert!(r.retry_after.is_some());
+    // Another address still gets in.
+    let other = reqwest::Client::builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let r = other
+        .get(format!("http://{}/v1/posture/counts", server.api))
+        .bearer_auth(&server.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    server.stop().await;
+}
+
+/// Oversized request targets and headers are answered 414 and 431 with the JSON envelope.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_heads_get_the_error_envelope() {
+    let server = TestServer::start(None).await;
+    let long = format!("/v1/posture/counts?pad={}", "a".repeat(10 * 1024));
+    let r = server.get(&long, Some(&server.admin_key)).await;
+    assert_eq!(r.status, 414, "{}", r.text);
+    assert_eq!(r.json["error"]["code"], "uri_too_long", "{}", r.text);
+    assert!(r.json["error"]["request_id"].is_string());
+    let pad = "b".repeat(40 * 1024);
+    let r = server
+        .request(
+            "GET",
+            "/v1/posture/counts",
+            Some(&server.admin_key),
+            None,
+            &[("x-pad", &pad)],
+        )
+        .await;
+    assert_eq!(r.status, 431, "{}", r.text);
+    assert_eq!(r.json["error"]["code"], "headers_too_large", "{}", r.text);
+    server.stop().await;
+}

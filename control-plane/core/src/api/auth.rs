@@ -388,6 +388,22 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        // An address that keeps failing is refused before its credential costs a lookup.
+        let client = super::listener::client_address(&parts.extensions);
+        state.auth_failures.check(client)?;
+        let caller = Self::authenticate(parts, state).await;
+        if let Err(e) = &caller
+            && e.code() == ErrorCode::Unauthorized
+        {
+            state.auth_failures.failed(client);
+        }
+        caller
+    }
+}
+
+impl Caller {
+    /// The caller a request's `Authorization` header proves, within its rate limits.
+    async fn authenticate(parts: &Parts, state: &AppState) -> Result<Self, ApiError> {
         let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
             ApiError::unauthorized(
                 "missing Authorization header: send `Authorization: Bearer <API key>`",
