@@ -59,6 +59,8 @@ pub struct CollectorConfig {
     /// beyond it every enrollment waits for the next minute (fails closed against guessing
     /// from many addresses).
     pub enroll_failures_global_per_minute: u32,
+    /// Proxy events and detections each device may hand in per minute.
+    pub event_limits: crate::ingress::EventLimits,
 }
 
 impl Default for CollectorConfig {
@@ -80,6 +82,7 @@ impl Default for CollectorConfig {
             server_names: vec!["localhost".into()],
             enroll_failures_per_minute: 20,
             enroll_failures_global_per_minute: DEFAULT_ENROLL_FAILURES_GLOBAL_PER_MINUTE,
+            event_limits: crate::ingress::EventLimits::default(),
         }
     }
 }

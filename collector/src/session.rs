@@ -25,6 +25,7 @@ use rustls::pki_types::CertificateDer;
 use crate::admission::{FailureThrottle, WorkBudget, jittered};
 use crate::config::CollectorConfig;
 pub(crate) use crate::config::Transport;
+use crate::ingress::EventBudget;
 use crate::liveness::{Liveness, SessionHandle};
 use crate::pki::{CertificateAuthority, fingerprint};
 use crate::reply::{
@@ -48,6 +49,7 @@ pub(crate) struct Context<S> {
     pub(crate) ca: Arc<CertificateAuthority>,
     pub(crate) liveness: Liveness,
     pub(crate) throttle: FailureThrottle,
+    pub(crate) events: EventBudget,
     pub(crate) work: Arc<WorkBudget>,
 }
 
@@ -89,6 +91,7 @@ impl<S: CollectorStore> Context<S> {
                 config.enroll_failures_per_minute,
                 config.enroll_failures_global_per_minute,
             ),
+            events: EventBudget::new(config.event_limits),
             work: WorkBudget::new(
                 config.max_db_in_flight,
                 config.db_wait,
@@ -446,16 +449,23 @@ impl<S: CollectorStore> Session<S> {
                 seq,
                 events,
                 dropped,
-            }) => match store
-                .apply_proxy_events(device, seq, &events, dropped)
-                .await
-            {
-                Ok(outcome) => {
-                    tracing::debug!(agent_id = %device.agent_id, seq, events = events.len(), ?outcome, "proxy events committed");
-                    CollectorMessage::Ack { seq }
+            }) => {
+                let admitted =
+                    self.context
+                        .events
+                        .admit(&device.agent_id, events, std::time::Instant::now());
+                let dropped = dropped.saturating_add(admitted.refused);
+                match store
+                    .apply_proxy_events(device, seq, &admitted.events, dropped)
+                    .await
+                {
+                    Ok(outcome) => {
+                        tracing::debug!(agent_id = %device.agent_id, seq, events = admitted.events.len(), folded = admitted.folded, refused = admitted.refused, ?outcome, "proxy events committed");
+                        CollectorMessage::Ack { seq }
+                    }
+                    Err(e) => store_error(&e),
                 }
-                Err(e) => store_error(&e),
-            },
+            }
             Ok(AgentMessage::RenewCertificate { csr_pem }) => {
                 let cert = match self.context.ca.sign_device_csr(&csr_pem, &device.agent_id) {
                     Ok(c) => c,

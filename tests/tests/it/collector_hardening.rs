@@ -333,3 +333,141 @@ async fn a_tls_client_without_the_alpn_is_refused() {
     );
     server.stop().await;
 }
+
+fn detection(tool: &str, reasons: Vec<String>) -> agent_bom_protocol::ProxyEvent {
+    agent_bom_protocol::ProxyEvent {
+        ts_ms: 1_800_000_000_000,
+        kind: "call".into(),
+        server_id: "srv".into(),
+        tool: Some(tool.into()),
+        decision: "block".into(),
+        reasons,
+        ..Default::default()
+    }
+}
+
+/// Hand `events` in as one `proxy_events` batch of an enrolled device; expects the ack.
+async fn hand_in(
+    server: &TestServer,
+    device: &agent_bom_tests::harness::EnrolledDevice,
+    seq: u64,
+    events: Vec<agent_bom_protocol::ProxyEvent>,
+) {
+    let tls = uplink::device_tls(&device.state).unwrap();
+    let (_endpoint, conn) = uplink::connect(&server.collector.to_string(), tls)
+        .await
+        .unwrap();
+    let hello = AgentMessage::Hello {
+        protocol_version: PROTOCOL_VERSION,
+        agent_version: "test".into(),
+        capabilities: vec![],
+    };
+    let welcome = uplink::exchange(&conn, &hello).await.unwrap();
+    assert!(
+        matches!(welcome, CollectorMessage::Welcome { .. }),
+        "{welcome:?}"
+    );
+    let reply = uplink::exchange(
+        &conn,
+        &AgentMessage::ProxyEvents {
+            seq,
+            events,
+            dropped: 0,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply, CollectorMessage::Ack { seq });
+    conn.close(0u32.into(), b"done");
+}
+
+/// Devices hand in floods of detections (each became a hash-chained audit entry): 20,000
+/// identical ones in one frame, and hundreds of distinct ones with oversized reasons. The audit
+/// log grows by at most each device's detection budget, repeated detections are folded,
+/// details are clipped, what was refused is counted on the endpoint, a `/v1/audit` page stays
+/// within its byte bound, and the chain still verifies. Before, one frame added 20,000
+/// entries and one page reached 147 MB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_cannot_flood_the_audit_log() {
+    use agent_bom_collector::ingress::DEFAULT_DETECTIONS_PER_MINUTE;
+
+    let server = TestServer::start(None).await;
+    let key = server.admin_key.clone();
+    let first = server.enroll_device().await;
+    let second = server.enroll_device().await;
+    hand_in(
+        &server,
+        &first,
+        1,
+        vec![detection("exfiltrate", vec!["secret in arguments".into()]); 20_000],
+    )
+    .await;
+    let oversized = |device: usize| {
+        (0..700)
+            .map(|i| detection(&format!("tool-{device}-{i}"), vec!["r".repeat(400); 20]))
+            .collect::<Vec<_>>()
+    };
+    hand_in(&server, &first, 2, oversized(1)).await;
+    hand_in(&server, &second, 1, oversized(2)).await;
+
+    // Read the whole log page by page.
+    let mut entries = Vec::new();
+    let mut after = 0;
+    let mut a_page_was_cut_by_bytes = false;
+    loop {
+        let r = server
+            .get(
+                &format!("/v1/audit?action=proxy.detection&limit=1000&after={after}"),
+                Some(&key),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", &r.text[..r.text.len().min(300)]);
+        assert!(
+            r.text.len() <= 4 * 1024 * 1024 + 64 * 1024,
+            "a page of {} bytes",
+            r.text.len()
+        );
+        let items = r.json["items"].as_array().unwrap().clone();
+        if items.len() < 1000 && r.json["next_after"].is_i64() {
+            a_page_was_cut_by_bytes = true;
+        }
+        entries.extend(items);
+        match r.json["next_after"].as_i64() {
+            Some(next) => after = next,
+            None => break,
+        }
+    }
+    let budget = DEFAULT_DETECTIONS_PER_MINUTE as usize;
+    assert!(
+        entries.len() <= 2 * budget,
+        "{} detection entries from two devices",
+        entries.len()
+    );
+    assert!(entries.len() >= budget, "{} entries", entries.len());
+    assert!(a_page_was_cut_by_bytes, "no page was bounded by bytes");
+    for e in &entries {
+        let reasons = e["detail"]["reasons"].as_array().unwrap();
+        assert!(reasons.len() <= 16, "{} reasons", reasons.len());
+        assert!(reasons.iter().all(|r| r.as_str().unwrap().len() <= 256));
+    }
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["detail"]["reasons"].to_string().contains("(folded)")),
+        "no folded detection"
+    );
+    let detail = server
+        .get(
+            &format!("/v1/fleet/endpoints/{}", first.record.agent_id),
+            Some(&key),
+        )
+        .await;
+    assert!(
+        detail.json["events_dropped"].as_i64().unwrap() >= 100,
+        "{}",
+        detail.json["events_dropped"]
+    );
+    let verified = server.get("/v1/audit/verify", Some(&key)).await;
+    assert_eq!(verified.json["ok"], true, "{}", verified.text);
+    server.stop().await;
+}
