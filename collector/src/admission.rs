@@ -5,9 +5,10 @@
 //!   connection gets `error{unavailable, retry_after_ms}`.
 //! - [`WorkBudget`]: a cap on database work in flight; a request that waits too long for its turn
 //!   is answered `error{unavailable, retry_after_ms}` with a jittered retry-after.
-//! - [`EnrollThrottle`]: a source address that presents too many invalid enrollment tokens is
-//!   told to come back later, so tokens cannot be brute-forced at line rate. Successful
-//!   enrollments never count, so a whole office behind one NAT can enroll at once.
+//! - [`FailureThrottle`]: a source that presents too many invalid enrollment tokens, or everyone
+//!   once the collector has seen too many in total, is told to come back later, so tokens
+//!   cannot be brute-forced at line rate from one address or from many. Successful enrollments
+//!   never count, so a whole office behind one NAT can enroll at once.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -15,63 +16,155 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::config::Transport;
+
 /// Window over which failures are counted.
 const WINDOW: Duration = Duration::from_secs(60);
-/// Addresses tracked at most (oldest windows are evicted first), bounding memory under a
-/// spoofed-address flood.
+/// Sources tracked one by one at most. Beyond it, sources not yet tracked share one counter
+/// (with the same limit), so a flood of fresh addresses is throttled together instead of
+/// going uncounted: the table stays bounded and never fails open.
 const MAX_TRACKED: usize = 65_536;
 
-/// Failed enrollment attempts per source address.
-#[derive(Debug)]
-pub struct EnrollThrottle {
-    limit: u32,
-    failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+/// Where failed enrollments come from: an IPv4 address, or the /64 network of an IPv6 one (a
+/// single host is routinely given a whole /64, so one address per try would cost nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Source {
+    V4(std::net::Ipv4Addr),
+    V6Net(u64),
 }
 
-impl EnrollThrottle {
-    /// Allow `limit` failed attempts per address per minute.
-    pub fn new(limit: u32) -> Self {
+impl Source {
+    fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => Self::V4(v4),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Self::V4(v4),
+                None => Self::V6Net((u128::from(v6) >> 64) as u64),
+            },
+        }
+    }
+}
+
+/// Failures counted within one window.
+#[derive(Debug, Clone, Copy)]
+struct Count {
+    start: Instant,
+    failures: u32,
+}
+
+impl Count {
+    fn new(now: Instant) -> Self {
         Self {
-            limit,
-            failures: Mutex::new(HashMap::new()),
+            start: now,
+            failures: 0,
         }
     }
 
-    /// `Some(wait)` when `ip` must wait before trying again.
+    /// The count in the window holding `now` (a finished window starts over).
+    fn current(&mut self, now: Instant) -> &mut Self {
+        if now.saturating_duration_since(self.start) >= WINDOW {
+            *self = Self::new(now);
+        }
+        self
+    }
+
+    /// `Some(wait)` when `limit` failures are reached in the window holding `now`.
+    fn wait(&self, limit: u32, now: Instant) -> Option<Duration> {
+        let elapsed = now.saturating_duration_since(self.start);
+        (self.failures >= limit && elapsed < WINDOW).then(|| WINDOW - elapsed)
+    }
+}
+
+#[derive(Debug)]
+struct Failures {
+    sources: HashMap<Source, Count>,
+    /// Sources that found the table full share this.
+    overflow: Count,
+    /// Every failure, from anywhere.
+    global: Count,
+}
+
+/// Failed attempts to present a credential, per source and in total: the collector counts
+/// invalid enrollment tokens and CSRs, the control plane's API invalid keys. A source over its
+/// limit, or everyone once the total is over the global limit, is told to come back when the
+/// window ends; the check comes before the attempt is read. Successes never count, so a whole
+/// office behind one NAT can enroll (or call the API) at once.
+#[derive(Debug)]
+pub struct FailureThrottle {
+    per_source: u32,
+    global: u32,
+    failures: Mutex<Failures>,
+}
+
+impl FailureThrottle {
+    /// Allow `per_source` failed attempts per source per minute, and `global` in total.
+    pub fn new(per_source: u32, global: u32) -> Self {
+        let now = Instant::now();
+        Self {
+            per_source,
+            global,
+            failures: Mutex::new(Failures {
+                sources: HashMap::new(),
+                overflow: Count::new(now),
+                global: Count::new(now),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Failures> {
+        // The counters stay meaningful even if a holder panicked.
+        self.failures.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `Some(wait)` when an attempt from `ip` must wait before it is even read.
     pub fn blocked(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
-        let map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let (start, count) = map.get(&ip)?;
-        let elapsed = now.saturating_duration_since(*start);
-        (*count >= self.limit && elapsed < WINDOW).then(|| WINDOW - elapsed)
+        let f = self.lock();
+        let source = match f.sources.get(&Source::of(ip)) {
+            Some(count) => count.wait(self.per_source, now),
+            None if f.sources.len() >= MAX_TRACKED => f.overflow.wait(self.per_source, now),
+            None => None,
+        };
+        source.or_else(|| f.global.wait(self.global, now))
     }
 
-    /// Count a failed attempt of `ip`.
+    /// Count a failed attempt from `ip`.
     pub fn failed(&self, ip: IpAddr, now: Instant) {
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MAX_TRACKED && !map.contains_key(&ip) {
-            map.retain(|_, (start, _)| now.saturating_duration_since(*start) < WINDOW);
-            if map.len() >= MAX_TRACKED {
-                return;
-            }
+        let mut guard = self.lock();
+        let f = &mut *guard;
+        f.global.current(now).failures += 1;
+        let source = Source::of(ip);
+        if f.sources.len() >= MAX_TRACKED && !f.sources.contains_key(&source) {
+            f.sources
+                .retain(|_, c| now.saturating_duration_since(c.start) < WINDOW);
         }
-        let entry = map.entry(ip).or_insert((now, 0));
-        if now.saturating_duration_since(entry.0) >= WINDOW {
-            *entry = (now, 0);
-        }
-        entry.1 += 1;
+        let count = if f.sources.len() < MAX_TRACKED || f.sources.contains_key(&source) {
+            f.sources.entry(source).or_insert_with(|| Count::new(now))
+        } else {
+            &mut f.overflow
+        };
+        count.current(now).failures += 1;
     }
 }
 
 /// Live connections and handshakes in progress, each under a cap. A connection is admitted
 /// (counted) from its first packet until it ends; while its TLS handshake runs it also holds a
-/// handshake slot, because handshakes are the expensive part of a reconnect storm (public-key
-/// operations on both certificates) and must not starve the sessions already established.
+/// handshake slot of its transport, because handshakes are the expensive part of a reconnect
+/// storm (public-key operations on both certificates) and must not starve the sessions already
+/// established. Each transport has its own handshake budget, so connections that stall one
+/// (idle TCP connections that never speak) cannot lock agents out of the other. Until its
+/// first exchange is answered, a connection also counts against its source address (an IPv6
+/// /64), which may have only so many connections opening at once.
 #[derive(Debug)]
 pub struct ConnectionBudget {
     max_connections: usize,
     max_handshakes: usize,
+    max_opening_per_source: u32,
     connections: AtomicUsize,
-    handshakes: AtomicUsize,
+    /// Per transport: QUIC, TLS/TCP.
+    handshakes: [AtomicUsize; 2],
+    /// Connections not past their first exchange, per source (entries at zero are removed, so
+    /// the map is never larger than the connections admitted).
+    opening: Mutex<HashMap<Source, u32>>,
     refusal_answers: AtomicUsize,
     refused: AtomicU64,
     warned_at_ms: AtomicU64,
@@ -82,8 +175,10 @@ pub struct ConnectionBudget {
 pub enum Refusal {
     /// The cap on live connections is reached.
     Connections,
-    /// The cap on handshakes in progress is reached.
+    /// The transport's cap on handshakes in progress is reached.
     Handshakes,
+    /// The source address has its cap of connections not yet past their first exchange.
+    Source,
 }
 
 impl std::fmt::Display for Refusal {
@@ -91,6 +186,7 @@ impl std::fmt::Display for Refusal {
         f.write_str(match self {
             Self::Connections => "connection budget exhausted",
             Self::Handshakes => "handshake budget exhausted",
+            Self::Source => "too many connections opening from this address",
         })
     }
 }
@@ -99,38 +195,82 @@ impl std::fmt::Display for Refusal {
 /// at once; beyond it a refused TCP connection is just closed.
 const MAX_REFUSAL_ANSWERS: usize = 64;
 
+fn slot(transport: Transport) -> usize {
+    match transport {
+        Transport::Quic => 0,
+        Transport::Tcp => 1,
+    }
+}
+
 impl ConnectionBudget {
-    /// Admit at most `max_connections` live connections and `max_handshakes` handshakes at once.
-    pub fn new(max_connections: usize, max_handshakes: usize) -> Arc<Self> {
+    /// Admit at most `max_connections` live connections, `max_handshakes` handshakes at once
+    /// per transport, and `max_opening_per_source` connections not past their first exchange
+    /// per source address.
+    pub fn new(
+        max_connections: usize,
+        max_handshakes: usize,
+        max_opening_per_source: u32,
+    ) -> Arc<Self> {
         Arc::new(Self {
             max_connections,
             max_handshakes,
+            max_opening_per_source,
             connections: AtomicUsize::new(0),
-            handshakes: AtomicUsize::new(0),
+            handshakes: [AtomicUsize::new(0), AtomicUsize::new(0)],
+            opening: Mutex::new(HashMap::new()),
             refusal_answers: AtomicUsize::new(0),
             refused: AtomicU64::new(0),
             warned_at_ms: AtomicU64::new(0),
         })
     }
 
-    /// Admit a new connection, in its handshake phase, or say why not.
-    pub fn try_admit(self: &Arc<Self>) -> Result<ConnectionPermit, Refusal> {
+    /// Admit a new connection of `transport` from `remote`, in its handshake phase, or say why
+    /// not.
+    pub fn try_admit(
+        self: &Arc<Self>,
+        transport: Transport,
+        remote: IpAddr,
+    ) -> Result<ConnectionPermit, Refusal> {
+        let source = Source::of(remote);
+        {
+            let mut opening = self.lock_opening();
+            let count = opening.entry(source).or_insert(0);
+            if *count >= self.max_opening_per_source {
+                drop(opening);
+                return Err(self.refuse(Refusal::Source));
+            }
+            *count += 1;
+        }
+        // From here on, dropping the permit undoes every count taken.
+        let mut permit = ConnectionPermit {
+            budget: self.clone(),
+            transport,
+            handshaking: false,
+            opening: Some(source),
+            counted: false,
+        };
         // Increment first and undo on overshoot: concurrent admissions can never exceed the cap
         // (at worst one is refused that would just have fitted).
         if self.connections.fetch_add(1, Ordering::AcqRel) >= self.max_connections {
             self.connections.fetch_sub(1, Ordering::AcqRel);
+            drop(permit);
             return Err(self.refuse(Refusal::Connections));
         }
-        if self.handshakes.fetch_add(1, Ordering::AcqRel) >= self.max_handshakes {
-            self.handshakes.fetch_sub(1, Ordering::AcqRel);
-            self.connections.fetch_sub(1, Ordering::AcqRel);
+        permit.counted = true;
+        crate::metrics::connection_admitted();
+        let handshakes = &self.handshakes[slot(transport)];
+        if handshakes.fetch_add(1, Ordering::AcqRel) >= self.max_handshakes {
+            handshakes.fetch_sub(1, Ordering::AcqRel);
+            drop(permit);
             return Err(self.refuse(Refusal::Handshakes));
         }
-        crate::metrics::connection_admitted();
-        Ok(ConnectionPermit {
-            budget: self.clone(),
-            handshaking: true,
-        })
+        permit.handshaking = true;
+        Ok(permit)
+    }
+
+    fn lock_opening(&self) -> std::sync::MutexGuard<'_, HashMap<Source, u32>> {
+        // The counts stay meaningful even if a holder panicked.
+        self.opening.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn refuse(&self, why: Refusal) -> Refusal {
@@ -142,7 +282,8 @@ impl ConnectionBudget {
             tracing::warn!(
                 reason = %why,
                 connections = self.connections(),
-                handshakes = self.handshakes.load(Ordering::Relaxed),
+                quic_handshakes = self.handshakes[0].load(Ordering::Relaxed),
+                tcp_handshakes = self.handshakes[1].load(Ordering::Relaxed),
                 refused_total = total,
                 "refusing new connections; agents retry after a backoff"
             );
@@ -164,6 +305,11 @@ impl ConnectionBudget {
         self.connections.load(Ordering::Relaxed)
     }
 
+    /// Handshakes in progress right now on `transport`.
+    pub fn handshakes(&self, transport: Transport) -> usize {
+        self.handshakes[slot(transport)].load(Ordering::Relaxed)
+    }
+
     /// Connections refused since start.
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
@@ -174,23 +320,45 @@ impl ConnectionBudget {
 #[derive(Debug)]
 pub struct ConnectionPermit {
     budget: Arc<ConnectionBudget>,
+    transport: Transport,
     handshaking: bool,
+    /// The source whose opening count this connection holds, until its first exchange.
+    opening: Option<Source>,
+    /// Whether it holds a connection slot.
+    counted: bool,
 }
 
 impl ConnectionPermit {
     /// The handshake finished (or failed): free the handshake slot, keep the connection slot.
     pub fn handshake_done(&mut self) {
         if std::mem::take(&mut self.handshaking) {
-            self.budget.handshakes.fetch_sub(1, Ordering::AcqRel);
+            self.budget.handshakes[slot(self.transport)].fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// The first exchange is answered (the peer is an authenticated device, or its connection
+    /// ends): free the source's opening slot.
+    pub fn opened(&mut self) {
+        if let Some(source) = self.opening.take() {
+            let mut opening = self.budget.lock_opening();
+            if let Some(count) = opening.get_mut(&source) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    opening.remove(&source);
+                }
+            }
         }
     }
 }
 
 impl Drop for ConnectionPermit {
     fn drop(&mut self) {
-        crate::metrics::connection_closed();
         self.handshake_done();
-        self.budget.connections.fetch_sub(1, Ordering::AcqRel);
+        self.opened();
+        if std::mem::take(&mut self.counted) {
+            self.budget.connections.fetch_sub(1, Ordering::AcqRel);
+            crate::metrics::connection_closed();
+        }
     }
 }
 
@@ -296,8 +464,56 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_full_table_throttles_new_sources_together_instead_of_failing_open() {
+        let t = FailureThrottle::new(2, u32::MAX);
+        let now = Instant::now();
+        for i in 0..MAX_TRACKED as u32 {
+            t.failed(IpAddr::V4(std::net::Ipv4Addr::from(i)), now);
+        }
+        let fresh = |i: u32| IpAddr::V4(std::net::Ipv4Addr::from(0xF000_0000 + i));
+        assert!(t.blocked(fresh(0), now).is_none());
+        t.failed(fresh(0), now);
+        t.failed(fresh(1), now);
+        assert!(
+            t.blocked(fresh(2), now).is_some(),
+            "untracked sources share a counter once the table is full"
+        );
+        assert!(
+            t.blocked(fresh(2), now + WINDOW).is_none(),
+            "until the window ends"
+        );
+        assert!(t.lock().sources.len() <= MAX_TRACKED);
+    }
+
+    #[test]
+    fn the_global_budget_stops_a_distributed_guess() {
+        let t = FailureThrottle::new(1_000, 5);
+        let now = Instant::now();
+        for i in 0..5u32 {
+            t.failed(IpAddr::V4(std::net::Ipv4Addr::from(i)), now);
+        }
+        let newcomer: IpAddr = "192.0.2.7".parse().unwrap();
+        let wait = t.blocked(newcomer, now + Duration::from_secs(1)).unwrap();
+        assert!(wait <= Duration::from_secs(59));
+        assert!(t.blocked(newcomer, now + WINDOW).is_none());
+    }
+
+    #[test]
+    fn an_ipv6_network_is_one_source() {
+        let t = FailureThrottle::new(2, u32::MAX);
+        let now = Instant::now();
+        t.failed("2001:db8:1:2::1".parse().unwrap(), now);
+        t.failed("2001:db8:1:2::2".parse().unwrap(), now);
+        assert!(
+            t.blocked("2001:db8:1:2:ffff::9".parse().unwrap(), now)
+                .is_some()
+        );
+        assert!(t.blocked("2001:db8:1:3::1".parse().unwrap(), now).is_none());
+    }
+
+    #[test]
     fn blocks_after_the_limit_until_the_window_ends() {
-        let t = EnrollThrottle::new(3);
+        let t = FailureThrottle::new(3, u32::MAX);
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let other: IpAddr = "10.0.0.2".parse().unwrap();
         let now = Instant::now();
@@ -311,20 +527,31 @@ mod tests {
         assert!(t.blocked(ip, now + WINDOW).is_none(), "the window ends");
     }
 
+    const HERE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
     #[test]
     fn connection_budget_caps_connections_and_handshakes() {
-        let b = ConnectionBudget::new(3, 2);
-        let mut first = b.try_admit().unwrap();
-        let second = b.try_admit().unwrap();
-        assert_eq!(b.try_admit().unwrap_err(), Refusal::Handshakes);
+        let b = ConnectionBudget::new(3, 2, 100);
+        let mut first = b.try_admit(Transport::Quic, HERE).unwrap();
+        let second = b.try_admit(Transport::Quic, HERE).unwrap();
+        assert_eq!(
+            b.try_admit(Transport::Quic, HERE).unwrap_err(),
+            Refusal::Handshakes
+        );
         first.handshake_done();
         first.handshake_done(); // idempotent
-        let third = b.try_admit().unwrap();
+        let third = b.try_admit(Transport::Quic, HERE).unwrap();
         assert_eq!(b.connections(), 3);
-        assert_eq!(b.try_admit().unwrap_err(), Refusal::Connections);
+        assert_eq!(
+            b.try_admit(Transport::Quic, HERE).unwrap_err(),
+            Refusal::Connections
+        );
         drop(second);
-        let _fourth = b.try_admit().unwrap();
-        assert_eq!(b.try_admit().unwrap_err(), Refusal::Connections);
+        let _fourth = b.try_admit(Transport::Quic, HERE).unwrap();
+        assert_eq!(
+            b.try_admit(Transport::Quic, HERE).unwrap_err(),
+            Refusal::Connections
+        );
         assert_eq!(b.refused(), 3);
         drop(third);
         drop(first);
@@ -332,8 +559,44 @@ mod tests {
     }
 
     #[test]
+    fn each_transport_has_its_own_handshake_budget() {
+        let b = ConnectionBudget::new(100, 2, 100);
+        let squatters: Vec<_> = (0..2)
+            .map(|_| b.try_admit(Transport::Tcp, HERE).unwrap())
+            .collect();
+        assert_eq!(
+            b.try_admit(Transport::Tcp, HERE).unwrap_err(),
+            Refusal::Handshakes
+        );
+        let agent = b.try_admit(Transport::Quic, HERE);
+        assert!(agent.is_ok(), "stalled TCP handshakes lock QUIC out");
+        assert_eq!(b.handshakes(Transport::Tcp), 2);
+        drop(squatters);
+        assert_eq!(b.handshakes(Transport::Tcp), 0);
+    }
+
+    #[test]
+    fn one_source_has_only_so_many_connections_opening() {
+        let b = ConnectionBudget::new(100, 100, 2);
+        let mut a = b.try_admit(Transport::Tcp, HERE).unwrap();
+        let _b = b.try_admit(Transport::Quic, HERE).unwrap();
+        assert_eq!(
+            b.try_admit(Transport::Quic, HERE).unwrap_err(),
+            Refusal::Source
+        );
+        let elsewhere: IpAddr = "192.0.2.1".parse().unwrap();
+        assert!(b.try_admit(Transport::Quic, elsewhere).is_ok());
+        // Past its first exchange a connection no longer counts against its source.
+        a.opened();
+        let _c = b.try_admit(Transport::Quic, HERE).unwrap();
+        assert_eq!(b.connections(), 3);
+        drop(a);
+        assert!(b.lock_opening().get(&Source::of(elsewhere)).is_none());
+    }
+
+    #[test]
     fn refusal_answers_are_bounded() {
-        let b = ConnectionBudget::new(1, 1);
+        let b = ConnectionBudget::new(1, 1, 1);
         let held: Vec<_> = (0..MAX_REFUSAL_ANSWERS)
             .map(|_| b.try_refusal_answer().unwrap())
             .collect();

@@ -5,6 +5,17 @@ use std::time::Duration;
 
 use crate::tls::TlsError;
 
+/// The two transports of the uplink: how a connection is admitted, and how its commands reach
+/// the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// QUIC: the collector opens a stream per command, as soon as it learns of it.
+    Quic,
+    /// TLS over TCP: one stream on which the collector cannot speak first; commands ride on
+    /// the replies to the device's pings.
+    Tcp,
+}
+
 /// Tunables of a collector. Defaults are the production values.
 #[derive(Debug, Clone)]
 pub struct CollectorConfig {
@@ -32,11 +43,24 @@ pub struct CollectorConfig {
     pub revocation_sweep: Duration,
     /// Time allowed to receive one request frame.
     pub request_timeout: Duration,
+    /// Time a new connection gets for its TLS handshake; it holds a handshake slot meanwhile.
+    pub handshake_timeout: Duration,
+    /// Time a new connection gets, after its handshake, to send its first request.
+    pub opening_timeout: Duration,
+    /// Connections from one address (an IPv6 /64) that may be opening at once (handshake and
+    /// first exchange): one host cannot hold the handshake budget.
+    pub max_opening_per_source: u32,
     /// Extra DNS names or IPs for the collector certificate, beside the fixed role name.
     pub server_names: Vec<String>,
-    /// Invalid enrollment tokens a source address may present per minute before it is told to
-    /// retry later.
+    /// Invalid enrollment tokens a source address (an IPv6 /64) may present per minute before
+    /// it is told to retry later.
     pub enroll_failures_per_minute: u32,
+    /// Invalid enrollment tokens the collector accepts per minute from all sources together;
+    /// beyond it every enrollment waits for the next minute (fails closed against guessing
+    /// from many addresses).
+    pub enroll_failures_global_per_minute: u32,
+    /// Proxy events and detections each device may hand in per minute.
+    pub event_limits: crate::ingress::EventLimits,
 }
 
 impl Default for CollectorConfig {
@@ -52,8 +76,38 @@ impl Default for CollectorConfig {
             liveness_flush: Duration::from_secs(5),
             revocation_sweep: Duration::from_secs(2),
             request_timeout: Duration::from_secs(30),
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            opening_timeout: DEFAULT_OPENING_TIMEOUT,
+            max_opening_per_source: DEFAULT_MAX_OPENING_PER_SOURCE,
             server_names: vec!["localhost".into()],
             enroll_failures_per_minute: 20,
+            enroll_failures_global_per_minute: DEFAULT_ENROLL_FAILURES_GLOBAL_PER_MINUTE,
+            event_limits: crate::ingress::EventLimits::default(),
+        }
+    }
+}
+
+/// The deadlines a connection runs with, on either transport.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeouts {
+    /// For the TLS handshake (holding a handshake slot).
+    pub(crate) handshake: Duration,
+    /// For the first request, after the handshake.
+    pub(crate) opening: Duration,
+    /// For each later request frame.
+    pub(crate) request: Duration,
+    /// Silence after which a TLS/TCP path counts as gone (TCP has no transport keep-alive; the
+    /// agent pings well within it).
+    pub(crate) idle: Duration,
+}
+
+impl CollectorConfig {
+    pub(crate) fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            handshake: self.handshake_timeout,
+            opening: self.opening_timeout,
+            request: self.request_timeout,
+            idle: self.idle_timeout,
         }
     }
 }
@@ -64,9 +118,22 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
 /// Default of [`CollectorConfig::max_handshakes`]: about half a second of handshakes on two
 /// cores, enough for any healthy burst; a reconnect storm beyond it is spread by refusals.
 pub const DEFAULT_MAX_HANDSHAKES: usize = 1_024;
+/// Default of [`CollectorConfig::handshake_timeout`]: a TLS handshake takes a few round trips,
+/// milliseconds on any real network.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default of [`CollectorConfig::opening_timeout`]: an agent sends its first request at once.
+pub const DEFAULT_OPENING_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of [`CollectorConfig::max_opening_per_source`]: an office behind one NAT reconnecting
+/// after a collector restart gets through in a few rounds of backoff; one host cannot hold the
+/// handshake budget.
+pub const DEFAULT_MAX_OPENING_PER_SOURCE: u32 = 64;
 /// Default of [`CollectorConfig::max_db_in_flight`]: four times the Postgres pool (16), so the
 /// pool stays busy while the queue in front of it stays short.
 pub const DEFAULT_MAX_DB_IN_FLIGHT: usize = 64;
+/// Default of [`CollectorConfig::enroll_failures_global_per_minute`]: far above what a fleet's
+/// mistakes produce (an expired token in an installer fails once per machine and backs off),
+/// far below what guessing needs.
+pub const DEFAULT_ENROLL_FAILURES_GLOBAL_PER_MINUTE: u32 = 1_000;
 /// Default of [`CollectorConfig::db_wait`].
 pub const DEFAULT_DB_WAIT: Duration = Duration::from_millis(250);
 /// Default of [`CollectorConfig::overload_retry_after`].

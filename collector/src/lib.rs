@@ -14,6 +14,7 @@
 
 pub mod admission;
 pub mod config;
+pub mod ingress;
 pub mod liveness;
 mod metrics;
 pub mod pki;

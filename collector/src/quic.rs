@@ -7,15 +7,17 @@ use std::net::UdpSocket;
 use std::sync::Arc;
 use std::time::Duration;
 
+use agent_bom_protocol::opening::MAX_OPENING_FRAME_LEN;
 use agent_bom_protocol::{AgentMessage, CollectorMessage, close, read_frame, write_frame};
 use quinn::crypto::rustls::QuicServerConfig;
 use rustls::pki_types::CertificateDer;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{CollectorConfig, CollectorError};
+use crate::admission::ConnectionPermit;
+use crate::config::{CollectorConfig, CollectorError, Timeouts};
 use crate::quic_keys::QuicKeys;
-use crate::reply::{Close, read_request};
+use crate::reply::{Close, read_opening, read_request};
 use crate::session::{Context, Event, Opening, Peer, Session, Transport};
 use crate::store::CollectorStore;
 
@@ -29,6 +31,11 @@ const UDP_RECEIVE_BUFFER: usize = 8 * 1024 * 1024;
 
 /// How long a final reply waits for the peer to read it and close before the collector closes.
 const FINAL_REPLY_GRACE: Duration = Duration::from_secs(5);
+
+/// Flow-control credit of a connection before its peer is authenticated: what it may make the
+/// collector buffer, across all its streams, before the first exchange is answered. Enough
+/// for the largest first frame ([`MAX_OPENING_FRAME_LEN`]) and its header.
+const PRE_AUTH_RECEIVE_WINDOW: u32 = 2 * MAX_OPENING_FRAME_LEN;
 
 /// The QUIC endpoint serving `socket` with `tls`.
 pub(crate) fn endpoint(
@@ -45,6 +52,9 @@ pub(crate) fn endpoint(
     transport.max_idle_timeout(quinn::IdleTimeout::try_from(config.idle_timeout).ok());
     transport.max_concurrent_uni_streams(0u8.into());
     transport.max_concurrent_bidi_streams(16u8.into());
+    // Raised to the default (unbounded; each stream keeps its own window) once the device is
+    // authenticated, see `serve`.
+    transport.receive_window(PRE_AUTH_RECEIVE_WINDOW.into());
     server.transport_config(Arc::new(transport));
     enlarge_receive_buffer(&socket);
     socket.set_nonblocking(true)?;
@@ -61,24 +71,49 @@ pub(crate) fn endpoint(
 pub(crate) async fn serve<S: CollectorStore>(
     context: Arc<Context<S>>,
     conn: quinn::Connection,
-    request_timeout: Duration,
+    mut permit: ConnectionPermit,
+    timeouts: Timeouts,
     shutdown: CancellationToken,
 ) {
+    let request_timeout = timeouts.request;
+    if !speaks_agent_bom(&conn) {
+        tracing::debug!(remote = %conn.remote_address(), "QUIC connection without ALPN agent-bom/1; closed");
+        conn.close(
+            quinn::VarInt::from_u32(close::PROTOCOL),
+            b"ALPN agent-bom/1 required",
+        );
+        return;
+    }
     let leaf = conn
         .peer_identity()
         .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
         .and_then(|certs| certs.first().cloned());
     let Ok(Ok((mut send, mut recv))) =
-        tokio::time::timeout(request_timeout, conn.accept_bi()).await
+        tokio::time::timeout(timeouts.opening, conn.accept_bi()).await
     else {
         return;
     };
-    let first = read_request(&mut recv, request_timeout).await;
     let peer = match &leaf {
         Some(leaf) => Peer::Device(leaf),
         None => Peer::Anonymous(conn.remote_address().ip()),
     };
-    let session = match context.open(first, peer).await {
+    if let Peer::Anonymous(remote) = peer
+        && let Some(reply) = context.throttled(remote, std::time::Instant::now())
+    {
+        // Not even read: the request's buffered bytes are dropped with the stream.
+        let _ = recv.stop(quinn::VarInt::from_u32(0));
+        let close = Close::after(&reply, close::DONE, "");
+        reply_and_close(&conn, send, &reply, &close).await;
+        return;
+    }
+    let first = read_opening(&mut recv, timeouts.opening).await;
+    if first.is_err() {
+        // What is left of a refused frame is not kept for the grace period.
+        let _ = recv.stop(quinn::VarInt::from_u32(0));
+    }
+    let opening = context.open(first, peer).await;
+    permit.opened();
+    let session = match opening {
         Opening::Ended { reply, close } => {
             reply_and_close(&conn, send, &reply, &close).await;
             return;
@@ -88,6 +123,7 @@ pub(crate) async fn serve<S: CollectorStore>(
                 return;
             }
             let _ = send.finish();
+            conn.set_receive_window(quinn::VarInt::MAX);
             Arc::new(session)
         }
     };
@@ -177,6 +213,15 @@ async fn reply_and_close(
     let _ = send.finish();
     let _ = tokio::time::timeout(FINAL_REPLY_GRACE, conn.closed()).await;
     conn.close(quinn::VarInt::from_u32(close.code), close.reason.as_bytes());
+}
+
+/// Whether the handshake settled on the uplink's ALPN. rustls already refuses a QUIC client
+/// that offers other protocols or none; this keeps the rule in one visible place.
+fn speaks_agent_bom(conn: &quinn::Connection) -> bool {
+    conn.handshake_data()
+        .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|d| d.protocol)
+        .is_some_and(|p| p == agent_bom_protocol::ALPN)
 }
 
 /// Ask for [`UDP_RECEIVE_BUFFER`] on `socket`; a smaller grant is logged, not fatal.

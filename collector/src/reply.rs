@@ -4,8 +4,10 @@
 
 use std::time::Duration;
 
+use agent_bom_protocol::opening::{MAX_OPENING_FRAME_LEN, Opening, decode_opening};
 use agent_bom_protocol::{
     AgentMessage, CollectorMessage, ErrorCode, FrameError, PROTOCOL_VERSION, close, read_frame,
+    read_frame_body,
 };
 
 use crate::admission::jittered;
@@ -27,6 +29,37 @@ pub(crate) async fn read_request<R: tokio::io::AsyncRead + Unpin>(
             ErrorCode::MalformedFrame,
             "timed out waiting for a request frame",
         )),
+    }
+}
+
+/// Read a connection's first request (`hello` or `enroll`) within `timeout`, before the peer
+/// is authenticated: a frame larger than [`MAX_OPENING_FRAME_LEN`] is refused from its header,
+/// before its body is read, and the body is decoded without copying fields the collector does
+/// not use (see [`agent_bom_protocol::opening`]).
+pub(crate) async fn read_opening<R: tokio::io::AsyncRead + Unpin>(
+    recv: &mut R,
+    timeout: Duration,
+) -> Result<AgentMessage, CollectorMessage> {
+    let body =
+        match tokio::time::timeout(timeout, read_frame_body(recv, MAX_OPENING_FRAME_LEN)).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(e)) => return Err(frame_error(&e)),
+            Err(_) => {
+                return Err(error(
+                    ErrorCode::MalformedFrame,
+                    "timed out waiting for a request frame",
+                ));
+            }
+        };
+    match decode_opening(&body) {
+        Ok(Opening::Message(message)) => Ok(message),
+        Ok(Opening::OutOfPlace(kind)) => Err(error(
+            ErrorCode::UnexpectedMessage,
+            &format!(
+                "{kind} cannot open a connection: the first message is hello (with a device certificate) or enroll (without one; run `agent-bom-agent enroll` first)"
+            ),
+        )),
+        Err(e) => Err(frame_error(&e)),
     }
 }
 
@@ -68,15 +101,21 @@ pub(crate) fn unsupported_version(got: u16) -> CollectorMessage {
 
 /// The reply to a failed store operation: what the agent should do depends on the class of
 /// failure, and only an unavailable store is worth retrying (after a jittered delay).
+/// An unavailable store's own words (a database error) stay in the collector's log: the peer
+/// may not have authenticated yet, and learns only that it should retry.
 pub(crate) fn store_error(e: &StoreError) -> CollectorMessage {
     let (code, retry_after_ms) = match e {
         StoreError::InvalidToken(_) => (ErrorCode::InvalidToken, None),
         StoreError::Unauthorized(_) => (ErrorCode::Unauthorized, None),
         StoreError::Invalid(_) => (ErrorCode::InvalidUpload, None),
-        StoreError::Unavailable(_) => (
-            ErrorCode::Unavailable,
-            Some(millis(jittered(UNAVAILABLE_RETRY))),
-        ),
+        StoreError::Unavailable(detail) => {
+            tracing::debug!(error = %detail, "store unavailable; answering retry-later");
+            return CollectorMessage::Error {
+                code: ErrorCode::Unavailable,
+                message: STORE_UNAVAILABLE.to_string(),
+                retry_after_ms: Some(millis(jittered(UNAVAILABLE_RETRY))),
+            };
+        }
     };
     CollectorMessage::Error {
         code,
@@ -84,6 +123,9 @@ pub(crate) fn store_error(e: &StoreError) -> CollectorMessage {
         retry_after_ms,
     }
 }
+
+/// What an agent is told when the store is unavailable.
+pub(crate) const STORE_UNAVAILABLE: &str = "the control plane's store is unavailable; retry later";
 
 /// A duration in wire milliseconds (saturating: no retry-after is that long anyway).
 pub(crate) fn millis(d: Duration) -> u64 {
@@ -178,12 +220,20 @@ mod tests {
                 }
             );
         }
-        match store_error(&StoreError::Unavailable("db down".into())) {
+        match store_error(&StoreError::Unavailable(
+            "error returned from database: relation \"endpoints\" does not exist".into(),
+        )) {
             CollectorMessage::Error {
                 code: ErrorCode::Unavailable,
                 retry_after_ms: Some(ms),
-                ..
-            } => assert!((5_000..10_000).contains(&ms), "{ms}"),
+                message,
+            } => {
+                assert!((5_000..10_000).contains(&ms), "{ms}");
+                assert_eq!(
+                    message, STORE_UNAVAILABLE,
+                    "the database's words reach the agent"
+                );
+            }
             other => panic!("unexpected {other:?}"),
         }
     }

@@ -14,8 +14,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::admission::{ConnectionBudget, WorkBudget};
 pub use crate::config::{
-    CollectorConfig, CollectorError, DEFAULT_DB_WAIT, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_DB_IN_FLIGHT, DEFAULT_MAX_HANDSHAKES, DEFAULT_OVERLOAD_RETRY_AFTER,
+    CollectorConfig, CollectorError, DEFAULT_DB_WAIT, DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_DB_IN_FLIGHT, DEFAULT_MAX_HANDSHAKES,
+    DEFAULT_MAX_OPENING_PER_SOURCE, DEFAULT_OPENING_TIMEOUT, DEFAULT_OVERLOAD_RETRY_AFTER,
+    Transport,
 };
 use crate::liveness::Liveness;
 use crate::pki::CertificateAuthority;
@@ -47,7 +49,11 @@ impl<S: CollectorStore> Collector<S> {
     pub fn new(store: Arc<S>, ca: Arc<CertificateAuthority>, config: CollectorConfig) -> Self {
         Self {
             context: Arc::new(Context::new(store, ca, &config)),
-            connections: ConnectionBudget::new(config.max_connections, config.max_handshakes),
+            connections: ConnectionBudget::new(
+                config.max_connections,
+                config.max_handshakes,
+                config.max_opening_per_source,
+            ),
             config,
         }
     }
@@ -119,26 +125,27 @@ impl<S: CollectorStore> Collector<S> {
             };
             // Refused before any cryptography: CONNECTION_REFUSED costs one packet, and the
             // agent answers it with a jittered backoff instead of a TCP fallback.
-            let mut permit = match shared.connections.try_admit() {
+            let remote = incoming.remote_address();
+            let mut permit = match shared.connections.try_admit(Transport::Quic, remote.ip()) {
                 Ok(p) => p,
                 Err(why) => {
-                    tracing::debug!(remote = %incoming.remote_address(), reason = %why, "refusing connection");
+                    tracing::debug!(%remote, reason = %why, "refusing connection");
                     incoming.refuse();
                     continue;
                 }
             };
             let (context, stop) = (shared.context.clone(), shutdown.clone());
-            let request_timeout = shared.config.request_timeout;
+            let timeouts = shared.config.timeouts();
             tasks.spawn(async move {
-                let remote = incoming.remote_address();
-                let handshake = incoming.await;
+                // A peer that stalls its handshake loses its slot after the deadline.
+                let handshake = tokio::time::timeout(timeouts.handshake, incoming).await;
                 permit.handshake_done();
                 crate::metrics::handshake("quic", handshake.is_ok());
                 match handshake {
-                    Ok(conn) => quic::serve(context, conn, request_timeout, stop).await,
-                    Err(e) => tracing::debug!(%remote, error = %e, "QUIC handshake failed"),
+                    Ok(Ok(conn)) => quic::serve(context, conn, permit, timeouts, stop).await,
+                    Ok(Err(e)) => tracing::debug!(%remote, error = %e, "QUIC handshake failed"),
+                    Err(_) => tracing::debug!(%remote, "QUIC handshake timed out"),
                 }
-                drop(permit);
             });
         }
         endpoint.close(
@@ -159,10 +166,7 @@ impl<S: CollectorStore> Collector<S> {
         tasks: TaskTracker,
         shutdown: CancellationToken,
     ) {
-        let timeouts = tcp::Timeouts {
-            request: self.config.request_timeout,
-            idle: self.config.idle_timeout,
-        };
+        let timeouts = self.config.timeouts();
         loop {
             let (stream, remote) = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -176,7 +180,7 @@ impl<S: CollectorStore> Collector<S> {
                     }
                 },
             };
-            let permit = match self.connections.try_admit() {
+            let permit = match self.connections.try_admit(Transport::Tcp, remote.ip()) {
                 Ok(p) => p,
                 Err(why) => {
                     tracing::debug!(%remote, reason = %why, "refusing connection (TLS/TCP)");

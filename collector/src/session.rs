@@ -22,8 +22,10 @@ use agent_bom_protocol::{
 };
 use rustls::pki_types::CertificateDer;
 
-use crate::admission::{EnrollThrottle, WorkBudget, jittered};
+use crate::admission::{FailureThrottle, WorkBudget, jittered};
 use crate::config::CollectorConfig;
+pub(crate) use crate::config::Transport;
+use crate::ingress::EventBudget;
 use crate::liveness::{Liveness, SessionHandle};
 use crate::metrics;
 use crate::pki::{CertificateAuthority, fingerprint};
@@ -48,7 +50,8 @@ pub(crate) struct Context<S> {
     pub(crate) store: Arc<S>,
     pub(crate) ca: Arc<CertificateAuthority>,
     pub(crate) liveness: Liveness,
-    pub(crate) throttle: EnrollThrottle,
+    pub(crate) throttle: FailureThrottle,
+    pub(crate) events: EventBudget,
     pub(crate) work: Arc<WorkBudget>,
 }
 
@@ -59,16 +62,6 @@ pub(crate) enum Peer<'a> {
     Anonymous(IpAddr),
     /// A client certificate the handshake verified against the CA (its leaf).
     Device(&'a CertificateDer<'static>),
-}
-
-/// How a connection's commands reach the device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Transport {
-    /// QUIC: the collector opens a stream per command, as soon as it learns of it.
-    Quic,
-    /// TLS over TCP: one stream on which the collector cannot speak first; commands ride on
-    /// the replies to the device's pings.
-    Tcp,
 }
 
 /// The outcome of a connection's first exchange.
@@ -96,7 +89,11 @@ impl<S: CollectorStore> Context<S> {
             store,
             ca,
             liveness: Liveness::default(),
-            throttle: EnrollThrottle::new(config.enroll_failures_per_minute),
+            throttle: FailureThrottle::new(
+                config.enroll_failures_per_minute,
+                config.enroll_failures_global_per_minute,
+            ),
+            events: EventBudget::new(config.event_limits),
             work: WorkBudget::new(
                 config.max_db_in_flight,
                 config.db_wait,
@@ -132,14 +129,8 @@ impl<S: CollectorStore> Context<S> {
         remote: IpAddr,
     ) -> CollectorMessage {
         let now = std::time::Instant::now();
-        if let Some(wait) = self.throttle.blocked(remote, now) {
-            tracing::warn!(%remote, "too many invalid enrollment tokens from this address; throttled");
-            return CollectorMessage::Error {
-                code: ErrorCode::Unavailable,
-                message: "too many invalid enrollment attempts from this address; retry later"
-                    .into(),
-                retry_after_ms: Some(millis(wait)),
-            };
+        if let Some(reply) = self.throttled(remote, now) {
+            return reply;
         }
         let reply = self.answer_enroll_checked(request).await;
         if matches!(
@@ -152,6 +143,23 @@ impl<S: CollectorStore> Context<S> {
             self.throttle.failed(remote, now);
         }
         reply
+    }
+
+    /// The answer for a peer without a certificate at `remote` that must wait (too many
+    /// invalid enrollments from it, or from everywhere), if it must. Transports ask before
+    /// they read the peer's request, so a throttled peer costs no read and no decode.
+    pub(crate) fn throttled(
+        &self,
+        remote: IpAddr,
+        now: std::time::Instant,
+    ) -> Option<CollectorMessage> {
+        let wait = self.throttle.blocked(remote, now)?;
+        tracing::debug!(%remote, "too many invalid enrollment attempts; throttled");
+        Some(CollectorMessage::Error {
+            code: ErrorCode::Unavailable,
+            message: "too many invalid enrollment attempts; retry later".into(),
+            retry_after_ms: Some(millis(wait)),
+        })
     }
 
     async fn answer_enroll_checked(
@@ -186,6 +194,10 @@ impl<S: CollectorStore> Context<S> {
             Ok(p) => p,
             Err(wait) => return overloaded("collector busy: too many enrollments at once", wait),
         };
+        // The token first: a wrong one costs a lookup, never a signature.
+        if let Err(e) = self.store.check_enrollment_token(&token).await {
+            return store_error(&e);
+        }
         let agent_id = uuid::Uuid::new_v4().to_string();
         let cert = match self.ca.sign_device_csr(csr_pem, &agent_id) {
             Ok(c) => c,
@@ -444,20 +456,27 @@ impl<S: CollectorStore> Session<S> {
                 seq,
                 events,
                 dropped,
-            }) => match store
-                .apply_proxy_events(device, seq, &events, dropped)
-                .await
-            {
-                Ok(outcome) => {
-                    tracing::debug!(agent_id = %device.agent_id, seq, events = events.len(), ?outcome, "proxy events committed");
-                    metrics::upload("events", applied(outcome == ApplyOutcome::Applied));
-                    CollectorMessage::Ack { seq }
+            }) => {
+                let admitted =
+                    self.context
+                        .events
+                        .admit(&device.agent_id, events, std::time::Instant::now());
+                let dropped = dropped.saturating_add(admitted.refused);
+                match store
+                    .apply_proxy_events(device, seq, &admitted.events, dropped)
+                    .await
+                {
+                    Ok(outcome) => {
+                        tracing::debug!(agent_id = %device.agent_id, seq, events = admitted.events.len(), folded = admitted.folded, refused = admitted.refused, ?outcome, "proxy events committed");
+                        metrics::upload("events", applied(outcome == ApplyOutcome::Applied));
+                        CollectorMessage::Ack { seq }
+                    }
+                    Err(e) => {
+                        metrics::upload("events", failed(&e));
+                        store_error(&e)
+                    }
                 }
-                Err(e) => {
-                    metrics::upload("events", failed(&e));
-                    store_error(&e)
-                }
-            },
+            }
             Ok(AgentMessage::RenewCertificate { csr_pem }) => {
                 let cert = match self.context.ca.sign_device_csr(&csr_pem, &device.agent_id) {
                     Ok(c) => c,

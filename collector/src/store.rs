@@ -95,6 +95,14 @@ pub trait CollectorStore: Send + Sync + 'static {
         request: EnrollmentRequest,
     ) -> impl Future<Output = Result<String, StoreError>> + Send;
 
+    /// Whether `token` would enroll a device now, without consuming it (checked before a
+    /// certificate is signed, so a wrong token costs no signature). [`Self::enroll_device`]
+    /// still checks and consumes it atomically.
+    fn check_enrollment_token(
+        &self,
+        token: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// Look up a device by id and certificate fingerprint; fails if unknown or revoked.
     fn authenticate_device(
         &self,

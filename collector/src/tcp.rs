@@ -12,22 +12,13 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::{ConnectionPermit, WorkBudget};
-use crate::reply::{frame_error, overloaded, read_request};
+use crate::config::Timeouts;
+use crate::reply::{frame_error, overloaded, read_opening};
 use crate::session::{Context, Opening, Peer, Transport};
 use crate::store::CollectorStore;
 
 /// Time a refused TLS/TCP connection gets to hear its answer.
 const REFUSAL_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The timeouts a TLS/TCP session runs with.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Timeouts {
-    /// For the TLS handshake and the first request.
-    pub(crate) request: Duration,
-    /// Silence after which the path counts as gone (TCP has no transport keep-alive; the
-    /// agent pings well within it).
-    pub(crate) idle: Duration,
-}
 
 /// Serve one accepted TCP connection, holding `permit` until it ends.
 pub(crate) async fn serve<S: CollectorStore>(
@@ -40,24 +31,38 @@ pub(crate) async fn serve<S: CollectorStore>(
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
-    let accepted = tokio::time::timeout(timeouts.request, acceptor.accept(stream)).await;
+    let accepted = tokio::time::timeout(timeouts.handshake, acceptor.accept(stream)).await;
     permit.handshake_done();
     crate::metrics::handshake("tcp", matches!(accepted, Ok(Ok(_))));
     let Ok(Ok(tls)) = accepted else {
         return;
     };
+    // rustls lets a client that offers no ALPN at all through; the uplink requires it.
+    if tls.get_ref().1.alpn_protocol() != Some(agent_bom_protocol::ALPN) {
+        tracing::debug!(%remote, "TLS/TCP connection without ALPN agent-bom/1; closed");
+        return;
+    }
     let leaf = tls
         .get_ref()
         .1
         .peer_certificates()
         .and_then(|c| c.first().cloned());
     let (mut reader, mut writer) = tokio::io::split(tls);
-    let first = read_request(&mut reader, timeouts.request).await;
     let peer = match &leaf {
         Some(leaf) => Peer::Device(leaf),
         None => Peer::Anonymous(remote),
     };
-    let session = match context.open(first, peer).await {
+    if leaf.is_none()
+        && let Some(reply) = context.throttled(remote, std::time::Instant::now())
+    {
+        let _ = write_frame(&mut writer, &reply).await;
+        let _ = writer.shutdown().await;
+        return;
+    }
+    let first = read_opening(&mut reader, timeouts.opening).await;
+    let opening = context.open(first, peer).await;
+    permit.opened();
+    let session = match opening {
         Opening::Ended { reply, .. } => {
             let _ = write_frame(&mut writer, &reply).await;
             let _ = writer.shutdown().await;

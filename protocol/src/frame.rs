@@ -88,6 +88,10 @@ pub fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<T, FrameError> {
     Ok(rmp_serde::from_slice(body)?)
 }
 
+/// Memory reserved for a frame body before its bytes arrive: a peer that announces a large
+/// frame and sends it slowly holds only what it actually sent.
+const INITIAL_BODY_CAPACITY: usize = 64 * 1024;
+
 /// Read one frame from a stream. Returns [`FrameError::Closed`] if the stream ends before the
 /// first header byte, so callers can tell a clean close from a truncated frame.
 pub async fn read_frame<R, T>(reader: &mut R) -> Result<T, FrameError>
@@ -95,6 +99,18 @@ where
     R: AsyncRead + Unpin,
     T: DeserializeOwned,
 {
+    let body = read_frame_body(reader, MAX_FRAME_LEN).await?;
+    Ok(rmp_serde::from_slice(&body)?)
+}
+
+/// Read one frame's body, refusing (before reading it) a body announced larger than `max`
+/// (itself capped at [`MAX_FRAME_LEN`]): what a peer that has not authenticated yet may send
+/// is far smaller than what a device may.
+pub async fn read_frame_body<R>(reader: &mut R, max: u32) -> Result<Vec<u8>, FrameError>
+where
+    R: AsyncRead + Unpin,
+{
+    let max = max.min(MAX_FRAME_LEN);
     let mut header = [0u8; 4];
     let mut got = 0;
     while got < 4 {
@@ -109,9 +125,14 @@ where
         got += n;
     }
     let len = u32::from_be_bytes(header);
-    check_len(len)?;
+    if len > max {
+        return Err(FrameError::TooLarge {
+            len: u64::from(len),
+            max,
+        });
+    }
     let len = len as usize;
-    let mut body = Vec::with_capacity(len);
+    let mut body = Vec::with_capacity(len.min(INITIAL_BODY_CAPACITY));
     let read = (&mut *reader)
         .take(len as u64)
         .read_to_end(&mut body)
@@ -122,7 +143,7 @@ where
             expected: len,
         });
     }
-    Ok(rmp_serde::from_slice(&body)?)
+    Ok(body)
 }
 
 /// Write one frame to a stream and flush it.
@@ -264,6 +285,21 @@ mod tests {
                 .unwrap_err(),
             FrameError::TooLarge { .. }
         ));
+    }
+
+    #[tokio::test]
+    async fn a_smaller_limit_refuses_before_reading_the_body() {
+        let frame = encode(&hello()).unwrap();
+        let limit = (frame.len() - 5) as u32;
+        let mut reader: &[u8] = &frame;
+        match read_frame_body(&mut reader, limit).await.unwrap_err() {
+            FrameError::TooLarge { max, .. } => assert_eq!(max, limit),
+            other => panic!("unexpected {other}"),
+        }
+        assert_eq!(reader.len(), frame.len() - 4, "the body was not read");
+        let mut reader: &[u8] = &frame;
+        let body = read_frame_body(&mut reader, u32::MAX).await.unwrap();
+        assert_eq!(body.len(), frame.len() - 4);
     }
 
     #[test]

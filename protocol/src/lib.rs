@@ -21,6 +21,7 @@ pub mod frame;
 pub mod inventory;
 pub mod inventory_delta;
 pub mod messages;
+pub mod opening;
 pub mod policy;
 pub mod release;
 pub mod sanitize;
@@ -29,7 +30,9 @@ pub mod server_id;
 
 pub use audit::ProxyEvent;
 pub use command::{CommandError, CommandKind};
-pub use frame::{FrameError, MAX_FRAME_LEN, decode, encode, read_frame, write_frame};
+pub use frame::{
+    FrameError, MAX_FRAME_LEN, decode, encode, read_frame, read_frame_body, write_frame,
+};
 pub use inventory::{ClientInfo, HostFacts, Inventory, ScanError, Scope, ServerEntry, Transport};
 pub use inventory_delta::{DeltaError, InventoryChanges, ListChange, ServerKey};
 pub use messages::{AgentMessage, CollectorMessage, Command, ErrorCode, capability};

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use agent_bom_agent::daemon::{Daemon, DaemonConfig, DaemonError};
 use agent_bom_agent::uplink::{self, EnrollOptions};
+use agent_bom_control_plane::api::listener::HttpLimits;
 use agent_bom_control_plane::server::{Listeners, ServeConfig, Server};
 use agent_bom_control_plane::store::Store;
 use agent_bom_discovery::catalog::Os;
@@ -70,7 +71,13 @@ impl TestServer {
         database_url: Option<String>,
         oidc: Option<agent_bom_control_plane::oidc::OidcConfig>,
     ) -> Self {
-        Self::start_full(database_url, oidc, test_collector_config()).await
+        Self::start_full(
+            database_url,
+            oidc,
+            test_collector_config(),
+            HttpLimits::default(),
+        )
+        .await
     }
 
     /// Start a server whose embedded collector uses `collector` (e.g. a sweep period so long
@@ -79,13 +86,19 @@ impl TestServer {
         database_url: Option<String>,
         collector: agent_bom_collector::CollectorConfig,
     ) -> Self {
-        Self::start_full(database_url, None, collector).await
+        Self::start_full(database_url, None, collector, HttpLimits::default()).await
+    }
+
+    /// Start a server (on SQLite) whose API runs with `limits`.
+    pub async fn start_with_http_limits(limits: HttpLimits) -> Self {
+        Self::start_full(None, None, test_collector_config(), limits).await
     }
 
     async fn start_full(
         database_url: Option<String>,
         oidc: Option<agent_bom_control_plane::oidc::OidcConfig>,
         collector: agent_bom_collector::CollectorConfig,
+        http: HttpLimits,
     ) -> Self {
         agent_bom_control_plane::install_crypto_provider();
         let data_dir = tempfile::tempdir().expect("temp data dir");
@@ -99,6 +112,7 @@ impl TestServer {
         .expect("open server");
         // Rollouts move within a test's patience.
         server.rollout_tick = TEST_ROLLOUT_TICK;
+        server.http_limits = http;
         let bootstrap = server.bootstrap.clone().expect("fresh store bootstraps");
         let listeners = Listeners::bind(
             "127.0.0.1:0".parse().expect("addr"),

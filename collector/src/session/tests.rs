@@ -252,6 +252,34 @@ async fn enrollment_with_a_bad_token_or_csr_is_refused() {
     assert_eq!(h.store.token_uses(&h.token), Some(0), "nothing consumed");
 }
 
+/// A wrong token is refused before the CSR is looked at, so no certificate is ever signed
+/// for it (before, a wrong token with a bad CSR was answered `invalid_csr`: signing came first).
+#[tokio::test]
+async fn the_token_is_checked_before_anything_is_signed() {
+    let h = Harness::new();
+    let wrong_token_bad_csr = AgentMessage::Enroll {
+        protocol_version: agent_bom_protocol::PROTOCOL_VERSION,
+        token: "abe_guess".into(),
+        csr_pem: "not a csr".into(),
+        hostname: "x".into(),
+    };
+    let (reply, _) = ended(h.open_anonymous(wrong_token_bad_csr, REMOTE).await);
+    assert_eq!(error_code(&reply), ErrorCode::InvalidToken);
+    let exhausted = h.store.create_enrollment_token(
+        TENANT,
+        TokenLimits {
+            max_uses: Some(0),
+            expires_at_ms: None,
+        },
+    );
+    let key = KeyPair::generate().unwrap();
+    let (reply, _) = ended(
+        h.open_anonymous(enroll_message(&exhausted, &key), REMOTE)
+            .await,
+    );
+    assert_eq!(error_code(&reply), ErrorCode::InvalidToken);
+}
+
 #[tokio::test]
 async fn an_anonymous_peer_may_only_enroll() {
     let h = Harness::new();

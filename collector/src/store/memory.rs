@@ -455,6 +455,26 @@ impl CollectorStore for MemoryStore {
         })
     }
 
+    async fn check_enrollment_token(&self, token: &str) -> Result<(), StoreError> {
+        self.with_state(|state| {
+            let invalid = |m: &str| StoreError::InvalidToken(m.to_string());
+            let token = state
+                .tokens
+                .get(token)
+                .ok_or_else(|| invalid("unknown enrollment token"))?;
+            if token.revoked {
+                return Err(invalid("enrollment token was revoked"));
+            }
+            if token.limits.expires_at_ms.is_some_and(|e| e <= now_ms()) {
+                return Err(invalid("enrollment token expired"));
+            }
+            if token.limits.max_uses.is_some_and(|max| token.uses >= max) {
+                return Err(invalid("enrollment token has no uses left"));
+            }
+            Ok(())
+        })
+    }
+
     async fn authenticate_device(
         &self,
         agent_id: &str,

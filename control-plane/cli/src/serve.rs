@@ -46,6 +46,30 @@ pub(crate) struct ServeArgs {
     oidc: OidcArgs,
     #[command(flatten)]
     limits: CollectorLimits,
+    #[command(flatten)]
+    api_limits: ApiLimits,
+}
+
+/// The API's connection caps (see docs/security-model.md, "Limits under attack").
+#[derive(Args, Clone)]
+struct ApiLimits {
+    /// API connections open at once (beyond it the server stops accepting until one closes).
+    #[arg(long, env = "AGENT_BOM_API_MAX_CONNECTIONS", default_value_t = agent_bom_control_plane::api::listener::DEFAULT_MAX_CONNECTIONS, value_parser = at_least_one())]
+    api_max_connections: usize,
+    /// API connections open at once from one client address (an IPv6 /64); raise it when many
+    /// operators or pushing CLIs share one NAT address.
+    #[arg(long, env = "AGENT_BOM_API_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = agent_bom_control_plane::api::listener::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, value_parser = at_least_one())]
+    api_max_connections_per_address: usize,
+}
+
+impl ApiLimits {
+    fn limits(&self) -> agent_bom_control_plane::api::listener::HttpLimits {
+        agent_bom_control_plane::api::listener::HttpLimits {
+            max_connections: self.api_max_connections,
+            max_connections_per_address: self.api_max_connections_per_address,
+            ..Default::default()
+        }
+    }
 }
 
 /// Flags of `collector`.
@@ -87,6 +111,21 @@ struct CollectorLimits {
     /// twice the base).
     #[arg(long, env = "AGENT_BOM_COLLECTOR_OVERLOAD_RETRY_MS", default_value_t = duration_ms(agent_bom_collector::server::DEFAULT_OVERLOAD_RETRY_AFTER), value_parser = clap::value_parser!(u64).range(1..))]
     overload_retry_ms: u64,
+    /// Connections from one address (an IPv6 /64) still in their handshake or first exchange;
+    /// raise it for large offices behind one NAT address.
+    #[arg(long, env = "AGENT_BOM_COLLECTOR_MAX_OPENING_PER_ADDRESS", default_value_t = agent_bom_collector::server::DEFAULT_MAX_OPENING_PER_SOURCE, value_parser = clap::value_parser!(u32).range(1..))]
+    max_opening_per_address: u32,
+    /// Invalid enrollment tokens accepted per minute from all addresses together; beyond it
+    /// every enrollment waits for the next minute.
+    #[arg(long, env = "AGENT_BOM_COLLECTOR_ENROLL_FAILURES_PER_MINUTE", default_value_t = agent_bom_collector::config::DEFAULT_ENROLL_FAILURES_GLOBAL_PER_MINUTE, value_parser = clap::value_parser!(u32).range(1..))]
+    enroll_failures_per_minute: u32,
+    /// Proxy events one endpoint may hand in per minute (more are dropped and counted).
+    #[arg(long, env = "AGENT_BOM_COLLECTOR_DEVICE_EVENTS_PER_MINUTE", default_value_t = agent_bom_collector::ingress::DEFAULT_EVENTS_PER_MINUTE, value_parser = clap::value_parser!(u32).range(1..))]
+    device_events_per_minute: u32,
+    /// Proxy detections (audit entries) one endpoint may hand in per minute, after repeated
+    /// ones are folded.
+    #[arg(long, env = "AGENT_BOM_COLLECTOR_DEVICE_DETECTIONS_PER_MINUTE", default_value_t = agent_bom_collector::ingress::DEFAULT_DETECTIONS_PER_MINUTE, value_parser = clap::value_parser!(u32).range(1..))]
+    device_detections_per_minute: u32,
 }
 
 fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
@@ -106,6 +145,12 @@ impl CollectorLimits {
             max_db_in_flight: self.max_db_in_flight,
             db_wait: Duration::from_millis(self.db_wait_ms),
             overload_retry_after: Duration::from_millis(self.overload_retry_ms),
+            max_opening_per_source: self.max_opening_per_address,
+            enroll_failures_global_per_minute: self.enroll_failures_per_minute,
+            event_limits: agent_bom_collector::ingress::EventLimits {
+                events_per_minute: self.device_events_per_minute,
+                detections_per_minute: self.device_detections_per_minute,
+            },
             ..CollectorConfig::default()
         }
     }
@@ -158,6 +203,7 @@ pub(crate) async fn serve(args: ServeArgs, shutdown: CancellationToken) -> Resul
     .await?;
     server.store.set_stale_after(args.stale_after);
     server.public_url = args.public_url;
+    server.http_limits = args.api_limits.limits();
     server.public_collector = args.public_collector;
     let mut listeners = Listeners::bind(args.api_listen, args.collector_listen).await?;
     if let Some(addr) = args.metrics_listen {

@@ -19,6 +19,8 @@ use tokio::sync::Mutex;
 pub const DEFAULT_ROLE_CLAIM: &str = "agent_bom_role";
 /// Default claim holding the tenant name.
 pub const DEFAULT_TENANT_CLAIM: &str = "agent_bom_tenant";
+/// Default of [`OidcConfig::fetch_timeout`].
+pub const DEFAULT_JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a fetched JWKS is trusted before a routine refresh.
 pub const JWKS_TTL: Duration = Duration::from_secs(600);
 
@@ -37,6 +39,8 @@ pub struct OidcConfig {
     pub tenant_claim: String,
     /// Least time between two JWKS fetches caused by unknown key ids.
     pub min_refresh: Duration,
+    /// Longest a JWKS fetch may take.
+    pub fetch_timeout: Duration,
 }
 
 impl OidcConfig {
@@ -49,6 +53,7 @@ impl OidcConfig {
             role_claim: DEFAULT_ROLE_CLAIM.to_string(),
             tenant_claim: DEFAULT_TENANT_CLAIM.to_string(),
             min_refresh: Duration::from_secs(10),
+            fetch_timeout: DEFAULT_JWKS_FETCH_TIMEOUT,
         }
     }
 }
@@ -100,7 +105,12 @@ struct Cache {
 pub struct OidcVerifier {
     config: OidcConfig,
     http: reqwest::Client,
-    cache: Mutex<Cache>,
+    /// The keys last fetched. Only ever locked for a lookup or a swap, never across a fetch:
+    /// a slow or hanging issuer must not stall requests whose key is already known.
+    cache: std::sync::RwLock<Cache>,
+    /// Held by the one request fetching the JWKS, so that a burst of unknown key ids causes
+    /// one fetch, not one each. Requests whose key is cached never wait for it.
+    fetching: Mutex<()>,
 }
 
 /// True when `token` looks like a JWT (three base64url parts), not an API key.
@@ -112,13 +122,14 @@ impl OidcVerifier {
     /// A verifier for `config`.
     pub fn new(config: OidcConfig) -> Self {
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
+            .timeout(config.fetch_timeout)
             .build()
             .unwrap_or_default();
         Self {
             config,
             http,
-            cache: Mutex::new(Cache::default()),
+            cache: std::sync::RwLock::new(Cache::default()),
+            fetching: Mutex::new(()),
         }
     }
 
@@ -154,25 +165,46 @@ impl OidcVerifier {
         Ok(keys)
     }
 
-    async fn key_for(&self, kid: &str) -> Result<(DecodingKey, Algorithm), OidcError> {
-        let mut cache = self.cache.lock().await;
+    /// The cached key `kid` and whether the cache is fresh, without waiting for anything.
+    fn cached(&self, kid: &str) -> (Option<(DecodingKey, Algorithm)>, bool, Option<Instant>) {
+        let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
         let fresh = cache.fetched_at.is_some_and(|t| t.elapsed() < JWKS_TTL);
-        if fresh && let Some(k) = cache.keys.get(kid) {
-            return Ok(k.clone());
+        (cache.keys.get(kid).cloned(), fresh, cache.fetched_at)
+    }
+
+    async fn key_for(&self, kid: &str) -> Result<(DecodingKey, Algorithm), OidcError> {
+        if let (Some(key), true, _) = self.cached(kid) {
+            return Ok(key);
         }
-        let may_refetch = !fresh
-            || cache
-                .fetched_at
-                .is_none_or(|t| t.elapsed() >= self.config.min_refresh);
-        if may_refetch {
-            cache.keys = self.fetch().await?;
+        // A stale cache still answers while another request refreshes it.
+        let gate = match self.fetching.try_lock() {
+            Ok(gate) => gate,
+            Err(_) => {
+                if let (Some(key), _, _) = self.cached(kid) {
+                    return Ok(key);
+                }
+                self.fetching.lock().await
+            }
+        };
+        // Another request may have fetched while this one waited.
+        let (key, fresh, fetched_at) = self.cached(kid);
+        if let (Some(key), true) = (&key, fresh) {
+            return Ok(key.clone());
+        }
+        let may_refetch =
+            !fresh || fetched_at.is_none_or(|t| t.elapsed() >= self.config.min_refresh);
+        if !may_refetch {
+            return key.ok_or_else(|| OidcError::UnknownKey(kid.to_string()));
+        }
+        let keys = self.fetch().await?;
+        let found = keys.get(kid).cloned();
+        {
+            let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+            cache.keys = keys;
             cache.fetched_at = Some(Instant::now());
         }
-        cache
-            .keys
-            .get(kid)
-            .cloned()
-            .ok_or_else(|| OidcError::UnknownKey(kid.to_string()))
+        drop(gate);
+        found.ok_or_else(|| OidcError::UnknownKey(kid.to_string()))
     }
 
     /// Verify a token and read its identity.

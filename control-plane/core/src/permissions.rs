@@ -117,3 +117,86 @@ pub fn role_allows(role: Role, permission: Permission) -> bool {
         .find(|(p, _)| *p == permission)
         .is_some_and(|(_, roles)| roles[column])
 }
+
+/// What one credential may do: a role, narrowed by scopes when it has any. The super-admin flag
+/// is separate (it only adds tenant management) and checked on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// The role.
+    pub role: Role,
+    /// Permission names the credential is limited to; empty means the whole role.
+    pub scopes: Vec<String>,
+}
+
+impl Grant {
+    /// A grant of `role`, limited to `scopes` when that is not empty.
+    pub fn new(role: Role, scopes: &[String]) -> Self {
+        Self {
+            role,
+            scopes: scopes.to_vec(),
+        }
+    }
+
+    /// Whether the grant includes `permission` (before the super-admin flag).
+    pub fn allows(&self, permission: Permission) -> bool {
+        role_allows(self.role, permission)
+            && (self.scopes.is_empty() || self.scopes.iter().any(|s| s == permission.name()))
+    }
+
+    /// Whether everything `other` may do, this grant may do too, and its role is not above
+    /// this one's: a credential never creates or takes over one with more than it has.
+    pub fn covers(&self, other: &Grant) -> bool {
+        rank(self.role) >= rank(other.role)
+            && Permission::ALL
+                .into_iter()
+                .all(|p| !other.allows(p) || self.allows(p))
+    }
+}
+
+/// Roles in order of what they may do (the matrix gives a higher role every permission of a
+/// lower one).
+fn rank(role: Role) -> u8 {
+    match role {
+        Role::Viewer => 0,
+        Role::Analyst => 1,
+        Role::Admin => 2,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scoped(role: Role, scopes: &[&str]) -> Grant {
+        Grant::new(
+            role,
+            &scopes.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        )
+    }
+
+    #[test]
+    fn a_grant_covers_only_what_it_has() {
+        let admin = scoped(Role::Admin, &[]);
+        let keys_writer = scoped(Role::Admin, &["keys:write"]);
+        assert!(admin.covers(&keys_writer));
+        assert!(
+            !keys_writer.covers(&admin),
+            "a scoped key cannot mint an unscoped one"
+        );
+        assert!(keys_writer.covers(&keys_writer));
+        assert!(!keys_writer.covers(&scoped(Role::Viewer, &["fleet:read"])));
+        assert!(!keys_writer.covers(&scoped(Role::Viewer, &[])));
+        assert!(!scoped(Role::Analyst, &[]).covers(&scoped(Role::Admin, &["fleet:read"])));
+        assert!(scoped(Role::Analyst, &[]).covers(&scoped(Role::Viewer, &[])));
+        // Scopes a role does not have grant nothing, so they cover nothing either.
+        assert!(!scoped(Role::Viewer, &["keys:write"]).allows(Permission::KeysWrite));
+    }
+
+    #[test]
+    fn higher_roles_have_every_permission_of_lower_ones() {
+        for p in Permission::ALL {
+            assert!(!role_allows(Role::Viewer, p) || role_allows(Role::Analyst, p));
+            assert!(!role_allows(Role::Analyst, p) || role_allows(Role::Admin, p));
+        }
+    }
+}

@@ -176,6 +176,8 @@ pub struct Server {
     pub public_collector: Option<String>,
     /// How often the rollout driver runs.
     pub rollout_tick: std::time::Duration,
+    /// Connection caps and deadlines of the API's HTTP server.
+    pub http_limits: api::listener::HttpLimits,
     config: ServeConfig,
 }
 
@@ -225,6 +227,7 @@ impl Server {
             public_url: None,
             public_collector: None,
             rollout_tick: DEFAULT_ROLLOUT_TICK,
+            http_limits: api::listener::HttpLimits::default(),
             config,
         })
     }
@@ -280,10 +283,13 @@ impl Server {
         ));
         let app = api::router(state);
         tracing::info!(addr = ?api_addr, "API listening");
-        let api_shutdown = shutdown.clone();
-        let api_result = axum::serve(listeners.api, app)
-            .with_graceful_shutdown(async move { api_shutdown.cancelled().await })
-            .await;
+        api::listener::serve(
+            listeners.api,
+            app,
+            self.http_limits.clone(),
+            shutdown.clone(),
+        )
+        .await;
         shutdown.cancel();
         let _ = driver.await;
         if let Some(task) = metrics_task {
@@ -293,7 +299,6 @@ impl Server {
             .await
             .map_err(|e| ServeError::Io(format!("collector task failed: {e}")))?;
         self.store.close().await;
-        api_result.map_err(|e| ServeError::Io(format!("API server failed: {e}")))?;
         collector_result?;
         Ok(())
     }

@@ -138,43 +138,64 @@ async fn went_offline(server: &TestServer, device: &Device) {
     .await;
 }
 
+/// Anyone with an enrollment token can enroll and report the hardware UUID of a machine that
+/// is offline (or be that machine, reinstalled: the two look alike). The claim never revokes
+/// the other endpoint: both keep working and both are flagged, and retiring the old identity is
+/// the operator's decision. Before, the offline endpoint was revoked as "reinstalled".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reinstalled_machine_replaces_its_old_record() {
+async fn a_hardware_uuid_claim_never_revokes_another_endpoint() {
     reinstall(TestServer::start(None).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reinstalled_machine_replaces_its_old_record_on_postgres() {
+async fn a_hardware_uuid_claim_never_revokes_another_endpoint_on_postgres() {
     let db = TestDatabase::create_with_app_role().await;
     reinstall(TestServer::start(Some(db.url.clone())).await).await;
     db.drop_database().await;
 }
 
 async fn reinstall(server: TestServer) {
-    let old = enroll(&server).await;
-    report(&server, &old, "uuid-reinstalled").await;
-    went_offline(&server, &old).await;
+    let victim = enroll(&server).await;
+    report(&server, &victim, "uuid-reinstalled").await;
+    went_offline(&server, &victim).await;
 
-    // Reinstalled: a fresh state directory, a new enrollment, the same hardware.
-    let new = enroll(&server).await;
-    assert_ne!(new.id, old.id, "every enrollment is a new identity");
-    report(&server, &new, "uuid-reinstalled").await;
+    // A fresh enrollment (a reinstall, or someone with a token) claims the same hardware.
+    let claimant = enroll(&server).await;
+    assert_ne!(claimant.id, victim.id, "every enrollment is a new identity");
+    report(&server, &claimant, "uuid-reinstalled").await;
 
-    let (o, n) = (
-        endpoint(&server, &old.id).await,
-        endpoint(&server, &new.id).await,
+    let (v, c) = (
+        endpoint(&server, &victim.id).await,
+        endpoint(&server, &claimant.id).await,
     );
-    assert_eq!(o["replaced_by"], new.id.as_str(), "{o}");
-    assert_eq!(n["replaces"], old.id.as_str(), "{n}");
-    assert_eq!(o["duplicate_hardware_uuid"], false);
-    assert_eq!(n["duplicate_hardware_uuid"], false);
-    // The old record's history stays; its certificate no longer works; the new one does.
-    assert_eq!(o["host"]["hardware_uuid"], "uuid-reinstalled");
+    for e in [&v, &c] {
+        assert_eq!(e["duplicate_hardware_uuid"], true, "{e}");
+        assert_eq!(e["replaced_by"], Value::Null, "{e}");
+        assert_eq!(e["replaces"], Value::Null, "{e}");
+    }
+    assert_eq!(v["host"]["hardware_uuid"], "uuid-reinstalled");
     assert!(
-        refused(&server, &old).await,
-        "the replaced identity is revoked"
+        !refused(&server, &victim).await,
+        "a claimed hardware UUID revoked another endpoint"
     );
-    assert!(!refused(&server, &new).await);
+    assert!(!refused(&server, &claimant).await);
+
+    // The operator decides it was a reinstall and revokes the old identity.
+    let r = server
+        .request(
+            "POST",
+            &format!("/v1/fleet/endpoints/{}/state", victim.id),
+            Some(&server.admin_key),
+            Some(&serde_json::json!({"state": "decommissioned", "reason": "reinstalled"})),
+            &[],
+        )
+        .await;
+    assert!(r.status < 300, "{}", r.text);
+    assert!(
+        refused(&server, &victim).await,
+        "the operator's revocation holds"
+    );
+    assert!(!refused(&server, &claimant).await);
     server.stop().await;
 }
 

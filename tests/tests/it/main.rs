@@ -4,9 +4,11 @@
 
 mod agent_bom_cli;
 mod api_fuzz;
+mod api_hardening;
 mod architecture;
 mod authz_matrix;
 mod change_epoch;
+mod collector_hardening;
 mod collector_protocol;
 mod commands;
 mod control_plane_api;

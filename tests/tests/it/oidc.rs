@@ -13,16 +13,16 @@ use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
-const ISSUER: &str = "https://login.example.test";
-const AUDIENCE: &str = "agent-bom";
+pub(crate) const ISSUER: &str = "https://login.example.test";
+pub(crate) const AUDIENCE: &str = "agent-bom";
 
-struct SigningKey {
+pub(crate) struct SigningKey {
     kid: String,
     key: EncodingKey,
-    jwk: Jwk,
+    pub(crate) jwk: Jwk,
 }
 
-fn signing_key(kid: &str) -> SigningKey {
+pub(crate) fn signing_key(kid: &str) -> SigningKey {
     let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let key = EncodingKey::from_ec_der(&pair.serialize_der());
     let mut jwk = Jwk::from_encoding_key(&key, Algorithm::ES256).unwrap();
@@ -41,13 +41,13 @@ fn now() -> i64 {
         .as_secs() as i64
 }
 
-fn token(k: &SigningKey, claims: Value) -> String {
+pub(crate) fn token(k: &SigningKey, claims: Value) -> String {
     let mut header = Header::new(Algorithm::ES256);
     header.kid = Some(k.kid.clone());
     jsonwebtoken::encode(&header, &claims, &k.key).unwrap()
 }
 
-fn claims(role: &str, tenant: &str) -> Value {
+pub(crate) fn claims(role: &str, tenant: &str) -> Value {
     json!({
         "iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "exp": now() + 300, "iat": now(),
         "agent_bom_role": role, "agent_bom_tenant": tenant,

@@ -43,7 +43,7 @@ pub(super) async fn list(
     {
         return Err(ApiError::invalid("action must be 1-100 characters"));
     }
-    let items = state
+    let mut items = state
         .store
         .list_audit(
             caller.tenant_id(),
@@ -52,10 +52,30 @@ pub(super) async fn list(
             p.action.as_deref(),
         )
         .await?;
-    let next = (items.len() == limit as usize)
+    let full = items.len() == limit as usize;
+    let cut = within_bytes(&items, MAX_AUDIT_PAGE_BYTES);
+    let truncated = cut < items.len();
+    items.truncate(cut);
+    let next = (full || truncated)
         .then(|| items.last().map(|e| e.seq))
         .flatten();
     Ok(Json(json!({ "items": items, "next_after": next })))
+}
+
+/// Most bytes of entries one `/v1/audit` page carries (on top of its row limit): entries with
+/// large details are paged by size, so a page never grows to hundreds of megabytes.
+pub(super) const MAX_AUDIT_PAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// How many of `items` fit in `max` bytes of JSON; at least one, so a page always advances.
+fn within_bytes<T: serde::Serialize>(items: &[T], max: usize) -> usize {
+    let mut total = 0;
+    for (i, item) in items.iter().enumerate() {
+        total += serde_json::to_vec(item).map_or(0, |v| v.len()) + 1;
+        if total > max && i > 0 {
+            return i;
+        }
+    }
+    items.len()
 }
 
 /// `GET /v1/audit/verify`
@@ -76,13 +96,20 @@ pub(super) async fn export_key(State(state): State<AppState>) -> Json<Value> {
     }))
 }
 
-fn signed_ndjson(state: &AppState, lines: Vec<Value>) -> Response {
-    let mut body = String::new();
-    for l in lines {
-        body.push_str(&l.to_string());
-        body.push('\n');
+/// Append `items` to an NDJSON body, one line each.
+fn push_lines<T: serde::Serialize>(body: &mut Vec<u8>, items: &[T]) -> Result<(), ApiError> {
+    for item in items {
+        serde_json::to_writer(&mut *body, item)
+            .map_err(|_| ApiError::new(super::ErrorCode::Internal, "cannot encode the export"))?;
+        body.push(b'\n');
     }
-    let signature = state.signer.sign_hex(body.as_bytes());
+    Ok(())
+}
+
+/// The export `body`, signed: the signature header covers the whole body, so it is built
+/// before the response starts (as bytes, page by page, never as a tree of values).
+fn signed_ndjson(state: &AppState, body: Vec<u8>) -> Response {
+    let signature = state.signer.sign_hex(&body);
     let mut response = body.into_response();
     let h = response.headers_mut();
     h.insert(
@@ -101,7 +128,8 @@ pub(super) async fn export_audit(
     caller: Caller,
 ) -> Result<Response, ApiError> {
     caller.require(Permission::AuditExport)?;
-    let mut lines = Vec::new();
+    let mut body = Vec::new();
+    let mut entries = 0;
     let mut after = 0;
     loop {
         let page = state
@@ -111,7 +139,8 @@ pub(super) async fn export_audit(
         let Some(last) = page.last() else { break };
         after = last.seq;
         let full = page.len() == MAX_AUDIT_PAGE as usize;
-        lines.extend(page.into_iter().map(|e| json!(e)));
+        entries += page.len();
+        push_lines(&mut body, &page)?;
         if !full {
             break;
         }
@@ -124,10 +153,10 @@ pub(super) async fn export_audit(
         caller.tenant_id(),
         "audit.export",
         "audit",
-        json!({ "entries": lines.len() }),
+        json!({ "entries": entries }),
     )
     .await;
-    Ok(signed_ndjson(&state, lines))
+    Ok(signed_ndjson(&state, body))
 }
 
 /// `GET /v1/fleet/export`: every endpoint (list fields) as signed NDJSON.
@@ -136,7 +165,8 @@ pub(super) async fn export_fleet(
     caller: Caller,
 ) -> Result<Response, ApiError> {
     caller.require(Permission::AuditExport)?;
-    let mut lines = Vec::new();
+    let mut body = Vec::new();
+    let mut endpoints = 0;
     let mut cursor = None;
     loop {
         let page = state
@@ -150,7 +180,8 @@ pub(super) async fn export_fleet(
                 },
             )
             .await?;
-        lines.extend(page.items.into_iter().map(|e| json!(e)));
+        endpoints += page.items.len();
+        push_lines(&mut body, &page.items)?;
         match page.next_cursor {
             Some(c) => cursor = Some(c),
             None => break,
@@ -162,8 +193,8 @@ pub(super) async fn export_fleet(
         caller.tenant_id(),
         "fleet.export",
         "fleet",
-        json!({ "endpoints": lines.len() }),
+        json!({ "endpoints": endpoints }),
     )
     .await?;
-    Ok(signed_ndjson(&state, lines))
+    Ok(signed_ndjson(&state, body))
 }

@@ -12,7 +12,7 @@ use axum::http::header;
 use axum::http::request::Parts;
 
 use super::{ApiError, AppState, ErrorCode};
-pub use crate::permissions::{Permission, ROLE_MATRIX, role_allows};
+pub use crate::permissions::{Grant, Permission, ROLE_MATRIX, role_allows};
 use crate::service::Actor;
 use crate::store::{Role, now_ms};
 
@@ -350,9 +350,13 @@ impl Caller {
     /// Whether the caller has `permission`: the role allows it, the scopes (if any) include it,
     /// and for tenant management the caller is a super-admin.
     pub fn can(&self, permission: Permission) -> bool {
-        role_allows(self.role, permission)
-            && (self.scopes.is_empty() || self.scopes.iter().any(|s| s == permission.name()))
+        self.grant().allows(permission)
             && (permission != Permission::TenantsAdmin || self.super_admin)
+    }
+
+    /// The caller's role and scopes.
+    pub fn grant(&self) -> Grant {
+        Grant::new(self.role, &self.scopes)
     }
 
     /// The caller as the service layer records it: its audit name, its tenant, and whether it
@@ -362,6 +366,7 @@ impl Caller {
             self.actor.clone(),
             &self.tenant,
             self.can(Permission::TenantsAdmin),
+            self.grant(),
         )
     }
 
@@ -389,20 +394,31 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        // An address that keeps failing is refused before its credential costs a lookup.
+        let client = super::listener::client_address(&parts.extensions);
+        state.auth_failures.check(client)?;
+        let caller = Self::authenticate(parts, state).await;
+        if let Err(e) = &caller
+            && e.code() == ErrorCode::Unauthorized
+        {
+            state.auth_failures.failed(client);
+        }
+        caller
+    }
+}
+
+impl Caller {
+    /// The caller a request's `Authorization` header proves, within its rate limits.
+    async fn authenticate(parts: &Parts, state: &AppState) -> Result<Self, ApiError> {
         let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
             ApiError::unauthorized(
                 "missing Authorization header: send `Authorization: Bearer <API key>`",
             )
         })?;
-        let presented = header
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .ok_or_else(|| ApiError::unauthorized("Authorization must use the Bearer scheme"))?;
+        let presented =
+            header.to_str().ok().and_then(bearer_token).ok_or_else(|| {
+                ApiError::unauthorized("Authorization must use the Bearer scheme")
+            })?;
         if let Some(oidc) = &state.oidc
             && crate::oidc::looks_like_jwt(presented)
         {
@@ -449,6 +465,14 @@ impl FromRequestParts<AppState> for Caller {
             super_admin: key.super_admin,
         })
     }
+}
+
+/// The credential of an `Authorization` value in the Bearer scheme. The scheme name is
+/// case-insensitive (RFC 9110 §11.1), followed by one or more spaces.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    let token = rest.trim_matches(' ');
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// Default requests per minute for one key.
@@ -551,6 +575,28 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in [
+            "Bearer abk_x",
+            "bearer abk_x",
+            "BEARER abk_x",
+            "bEaReR   abk_x ",
+        ] {
+            assert_eq!(bearer_token(value), Some("abk_x"), "{value:?}");
+        }
+        for value in [
+            "Basic abk_x",
+            "Bearerabk_x",
+            "Bearer ",
+            "Bearer",
+            "abk_x",
+            "",
+        ] {
+            assert_eq!(bearer_token(value), None, "{value:?}");
+        }
+    }
 
     #[test]
     fn matrix_is_complete_and_ordered() {

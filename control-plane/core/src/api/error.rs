@@ -24,8 +24,14 @@ pub enum ErrorCode {
     InvalidRequest,
     /// Conflicts with existing state.
     Conflict,
+    /// The body did not arrive (or the response could not start) in time.
+    RequestTimeout,
     /// Body too large.
     PayloadTooLarge,
+    /// The request target (path and query) is too long.
+    UriTooLong,
+    /// The request's headers are too large.
+    HeadersTooLarge,
     /// Too many requests for the key or the tenant (see `Retry-After`).
     RateLimited,
     /// A per-tenant quota would be exceeded.
@@ -45,7 +51,10 @@ impl ErrorCode {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::InvalidRequest => StatusCode::BAD_REQUEST,
             Self::Conflict => StatusCode::CONFLICT,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UriTooLong => StatusCode::URI_TOO_LONG,
+            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::RateLimited | Self::QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -88,6 +97,11 @@ impl ApiError {
             message: message.to_string(),
             retry_after: None,
         }
+    }
+
+    /// The machine-readable code.
+    pub fn code(&self) -> ErrorCode {
+        self.code
     }
 
     /// 429 with `Retry-After: secs`.

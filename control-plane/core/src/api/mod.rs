@@ -2,9 +2,11 @@
 
 mod audit;
 pub mod auth;
+pub mod auth_throttle;
 mod error;
 mod fleet;
 mod keys;
+pub mod listener;
 pub mod openapi;
 mod policy;
 mod posture;
@@ -39,6 +41,8 @@ pub struct AppState {
     pub store: Store,
     /// Rate limits per key and tenant.
     pub limiter: RateLimiter,
+    /// Failed authentications per client address.
+    pub auth_failures: auth_throttle::AuthFailureThrottle,
     /// Signs exports.
     pub signer: Arc<ExportSigner>,
     /// OIDC bearer-token verifier, when configured.
@@ -55,6 +59,7 @@ impl AppState {
         Self {
             store,
             limiter: RateLimiter::default(),
+            auth_failures: auth_throttle::AuthFailureThrottle::default(),
             signer,
             oidc: None,
             distribution: None,
@@ -144,6 +149,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(head_limits))
         .layer(middleware::from_fn(request_context))
         .with_state(state)
 }
@@ -152,7 +158,11 @@ async fn healthz(State(state): State<AppState>) -> Result<axum::Json<serde_json:
     sqlx::query("SELECT 1")
         .execute(state.store.pool())
         .await
-        .map_err(|e| ApiError::unavailable(&format!("database check failed: {e}")))?;
+        .map_err(|e| {
+            // The database's own words stay in the log: this route is public.
+            tracing::warn!(error = %e, "health check: database unavailable");
+            ApiError::unavailable("database check failed; see the server log")
+        })?;
     Ok(axum::Json(serde_json::json!({"status": "ok"})))
 }
 
@@ -176,6 +186,34 @@ async fn method_not_allowed() -> ApiError {
         ErrorCode::MethodNotAllowed,
         "method not allowed on this route",
     )
+}
+
+/// Longest request target (path and query) the API reads.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// Largest total of header names and values the API reads.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// Refuse a request whose target or headers are larger than any the API needs, with the error
+/// envelope (heads beyond the listener's buffer are refused by hyper before this runs).
+async fn head_limits(request: Request, next: Next) -> Result<Response, ApiError> {
+    if request.uri().to_string().len() > MAX_URI_BYTES {
+        return Err(ApiError::new(
+            ErrorCode::UriTooLong,
+            &format!("the request target is longer than {MAX_URI_BYTES} bytes"),
+        ));
+    }
+    let header_bytes: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return Err(ApiError::new(
+            ErrorCode::HeadersTooLarge,
+            &format!("the request headers are larger than {MAX_HEADER_BYTES} bytes"),
+        ));
+    }
+    Ok(next.run(request).await)
 }
 
 /// Assign the request id, echo it in `X-Request-Id`, and stamp it into error envelopes.

@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use super::{Actor, ServiceError, record};
-use crate::permissions::Permission;
+use crate::permissions::{Grant, Permission};
 use crate::store::{ApiKey, NewApiKey, Role, Store, now_ms};
 
 /// Longest lifetime a key may be given (10 years).
@@ -49,6 +49,7 @@ impl KeyRequest {
         if self.super_admin {
             actor.require_super_admin("create super-admin keys")?;
         }
+        actor.require_covers(&Grant::new(self.role, &self.scopes), "create this key")?;
         let expires_at = match self.expires_in_secs {
             None => None,
             Some(s) if (1..=MAX_EXPIRES_IN_SECS).contains(&s) => Some(now_ms() + s * 1000),
@@ -140,6 +141,9 @@ pub async fn rotate(
     if old.super_admin {
         actor.require_super_admin("rotate a super-admin key")?;
     }
+    // Rotation hands over the replacement's plaintext: only a caller that could have created
+    // the key may take it over.
+    actor.require_covers(&Grant::new(old.role, &old.scopes), "rotate this key")?;
     let (new, plaintext) = store
         .rotate_api_key_in(&mut tx, tenant_id, &old.id, overlap.saturating_mul(1000))
         .await?;

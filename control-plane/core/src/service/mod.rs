@@ -19,6 +19,7 @@ pub mod tenants;
 
 use serde_json::Value;
 
+use crate::permissions::Grant;
 use crate::store::{Store, StoreError, Tx};
 
 /// Errors of the service layer.
@@ -48,6 +49,9 @@ pub struct Actor {
     name: String,
     home_tenant: Option<String>,
     super_admin: bool,
+    /// What the actor's credential may do; `None` for the operator at the store (CLI,
+    /// bootstrap, the rollout driver), who is not limited by a key.
+    grant: Option<Grant>,
 }
 
 impl Actor {
@@ -58,6 +62,7 @@ impl Actor {
             name: "cli".into(),
             home_tenant: None,
             super_admin: true,
+            grant: None,
         }
     }
 
@@ -67,6 +72,7 @@ impl Actor {
             name: "bootstrap".into(),
             home_tenant: None,
             super_admin: true,
+            grant: None,
         }
     }
 
@@ -77,17 +83,24 @@ impl Actor {
             name: "rollout".into(),
             home_tenant: None,
             super_admin: false,
+            grant: None,
         }
     }
 
     /// An authenticated caller of tenant `tenant_id`, recorded as `name` (`key:<prefix>`,
-    /// `oidc:<subject>`; never a secret). `super_admin`: it may manage tenants and super-admin
-    /// keys.
-    pub fn member(name: impl Into<String>, tenant_id: &str, super_admin: bool) -> Self {
+    /// `oidc:<subject>`; never a secret), holding `grant`. `super_admin`: it may manage
+    /// tenants and super-admin keys.
+    pub fn member(
+        name: impl Into<String>,
+        tenant_id: &str,
+        super_admin: bool,
+        grant: Grant,
+    ) -> Self {
         Self {
             name: name.into(),
             home_tenant: Some(tenant_id.to_string()),
             super_admin,
+            grant: Some(grant),
         }
     }
 
@@ -106,6 +119,21 @@ impl Actor {
     /// tenant acted on.
     fn chain<'a>(&'a self, tenant_id: &'a str) -> &'a str {
         self.home_tenant.as_deref().unwrap_or(tenant_id)
+    }
+
+    /// Refuse unless the actor's own grant covers `wanted` (role and scopes); `what` completes
+    /// "this caller may not". Actors without a key are not limited.
+    fn require_covers(&self, wanted: &Grant, what: &str) -> Result<(), ServiceError> {
+        match &self.grant {
+            Some(own) if !own.covers(wanted) => Err(ServiceError::Forbidden(format!(
+                "this caller may not {what}: role {} with scopes [{}] is more than its own (role {}, scopes [{}])",
+                wanted.role.as_str(),
+                wanted.scopes.join(", "),
+                own.role.as_str(),
+                own.scopes.join(", "),
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Refuse unless the actor is a super-admin; `what` completes "only a super-admin key may".

@@ -16,6 +16,8 @@ use super::{Store, StoreError, Tx, now_ms, sha256_hex};
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 /// Largest page of the audit query.
 pub const MAX_AUDIT_PAGE: u32 = 1000;
+/// Entries read at a time by [`Store::verify_audit`].
+const VERIFY_PAGE: u32 = 1000;
 
 /// One audit entry.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -185,42 +187,53 @@ impl Store {
             .collect()
     }
 
-    /// Walk the tenant's whole chain and report the first broken link.
+    /// Walk the tenant's whole chain and report the first broken link, a page at a time (the
+    /// chain is never held whole).
     pub async fn verify_audit(&self, tenant_id: &str) -> Result<AuditVerification, StoreError> {
-        let mut tx = self.scope(tenant_id).await?;
-        let rows = sqlx::query(
-            "SELECT seq, at, actor, action, target, detail, prev_hash, hash FROM audit_log \
-             WHERE tenant_id = $1 ORDER BY seq",
-        )
-        .bind(tenant_id)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
         let mut prev = GENESIS_HASH.to_string();
-        for (expected_seq, r) in (1_i64..).zip(rows.iter()) {
-            let (e, detail) = entry_from_row(r)?;
-            let bad = |problem: &str| AuditVerification {
-                entries: i64::try_from(rows.len()).unwrap_or(i64::MAX),
-                ok: false,
-                first_bad_seq: Some(e.seq),
-                problem: Some(problem.to_string()),
-            };
-            if e.seq != expected_seq {
-                return Ok(bad("a sequence number is missing (entry removed)"));
+        let mut checked: i64 = 0;
+        loop {
+            let mut tx = self.scope(tenant_id).await?;
+            let rows = sqlx::query(
+                "SELECT seq, at, actor, action, target, detail, prev_hash, hash FROM audit_log \
+                 WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            )
+            .bind(tenant_id)
+            .bind(checked)
+            .bind(i64::from(VERIFY_PAGE))
+            .fetch_all(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            for r in &rows {
+                let expected_seq = checked + 1;
+                let (e, detail) = entry_from_row(r)?;
+                let bad = |problem: &str| AuditVerification {
+                    entries: expected_seq,
+                    ok: false,
+                    first_bad_seq: Some(e.seq),
+                    problem: Some(problem.to_string()),
+                };
+                if e.seq != expected_seq {
+                    return Ok(bad("a sequence number is missing (entry removed)"));
+                }
+                if e.prev_hash != prev {
+                    return Ok(bad("prev_hash does not match the previous entry"));
+                }
+                let h = entry_hash(
+                    &prev, e.seq, e.at_ms, &e.actor, &e.action, &e.target, &detail,
+                );
+                if h != e.hash {
+                    return Ok(bad("the entry's contents do not match its hash (modified)"));
+                }
+                prev = e.hash;
+                checked = e.seq;
             }
-            if e.prev_hash != prev {
-                return Ok(bad("prev_hash does not match the previous entry"));
+            if rows.len() < VERIFY_PAGE as usize {
+                break;
             }
-            let h = entry_hash(
-                &prev, e.seq, e.at_ms, &e.actor, &e.action, &e.target, &detail,
-            );
-            if h != e.hash {
-                return Ok(bad("the entry's contents do not match its hash (modified)"));
-            }
-            prev = e.hash;
         }
         Ok(AuditVerification {
-            entries: i64::try_from(rows.len()).unwrap_or(i64::MAX),
+            entries: checked,
             ok: true,
             first_bad_seq: None,
             problem: None,

@@ -139,6 +139,44 @@ impl Store {
         Ok(tenant_id)
     }
 
+    /// Whether `token` would enroll a device now (known, not revoked, not expired, a use
+    /// left), without consuming it: the collector asks before it signs a certificate.
+    /// `enroll_device` checks again, atomically, when it consumes the token.
+    async fn check_enrollment_token_inner(&self, token: &str) -> Result<(), Failure> {
+        let invalid = |m: &str| Failure::Refuse(CollectorStoreError::InvalidToken(m.to_string()));
+        let Some(prefix) = secrets::prefix_of(ENROLL_TOKEN_KIND, token) else {
+            return Err(invalid("malformed enrollment token"));
+        };
+        let mut tx = self.scope(super::CREDENTIAL_LOOKUP_SCOPE).await?;
+        let row = sqlx::query(
+            "SELECT secret_hash, expires_at, max_uses, uses, revoked_at \
+             FROM enrollment_tokens WHERE prefix = $1",
+        )
+        .bind(prefix)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| invalid("unknown enrollment token"))?;
+        let stored_hash: String = row.try_get("secret_hash")?;
+        let expires_at: Option<i64> = row.try_get("expires_at")?;
+        let max_uses: Option<i64> = row.try_get("max_uses")?;
+        let uses: i64 = row.try_get("uses")?;
+        let revoked_at: Option<i64> = row.try_get("revoked_at")?;
+        tx.commit().await?;
+        if !secrets::hashes_equal(&secrets::hash(token), &stored_hash) {
+            return Err(invalid("unknown enrollment token"));
+        }
+        if revoked_at.is_some() {
+            return Err(invalid("enrollment token was revoked"));
+        }
+        if expires_at.is_some_and(|e| e <= now_ms()) {
+            return Err(invalid("enrollment token expired"));
+        }
+        if max_uses.is_some_and(|max| uses >= max) {
+            return Err(invalid("enrollment token has no uses left"));
+        }
+        Ok(())
+    }
+
     async fn authenticate_device_inner(
         &self,
         agent_id: &str,
@@ -332,6 +370,10 @@ impl CollectorStore for Store {
         let enrolled = self.enroll_device_inner(request).await;
         metrics::enrollment(enrolled.is_ok());
         Ok(enrolled?)
+    }
+
+    async fn check_enrollment_token(&self, token: &str) -> Result<(), CollectorStoreError> {
+        Ok(self.check_enrollment_token_inner(token).await?)
     }
 
     async fn authenticate_device(

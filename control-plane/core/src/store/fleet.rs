@@ -95,11 +95,15 @@ pub struct EndpointSummary {
     pub replaces: Option<String>,
     /// The later endpoint of the same machine that replaced this one (which is revoked).
     pub replaced_by: Option<String>,
-    /// Another live endpoint reports the same hardware UUID (a cloned machine or image).
+    /// Another endpoint, not revoked, reports the same hardware UUID (a reinstall, a cloned
+    /// machine or image, or a false claim).
     pub duplicate_hardware_uuid: bool,
     /// This identity reported another hardware UUID than at first: its state directory was
     /// copied to another machine.
     pub cloned_identity: bool,
+    /// Proxy events lost on the way: dropped by the endpoint's proxies and daemon (queue or
+    /// spool full) or refused by the collector (over the endpoint's event budget).
+    pub events_dropped: i64,
 }
 
 /// An endpoint with its inventory.
@@ -345,7 +349,7 @@ pub struct EndpointPage {
 
 const SUMMARY_COLUMNS: &str = "id, hostname, os, os_version, arch, agent_version, server_count, \
      enrolled_at, last_seen, last_inventory_at, lifecycle_state, owner, environment, tags, origin, source_id, \
-     replaces, replaced_by, duplicate_hardware_uuid, cloned_identity";
+     replaces, replaced_by, duplicate_hardware_uuid, cloned_identity, events_dropped";
 
 /// RFC 3339 (UTC) of Unix milliseconds.
 pub fn rfc3339(ms: i64) -> String {
@@ -389,6 +393,7 @@ fn summary_from_row(
         replaced_by: row.try_get("replaced_by")?,
         duplicate_hardware_uuid: row.try_get::<i64, _>("duplicate_hardware_uuid")? != 0,
         cloned_identity: row.try_get::<i64, _>("cloned_identity")? != 0,
+        events_dropped: row.try_get("events_dropped")?,
     })
 }
 

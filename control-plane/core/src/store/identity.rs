@@ -1,17 +1,16 @@
 //! Reinstalled and cloned machines, recognised by the hardware UUID their inventory reports.
 //!
 //! Device identity is per enrollment (a key pair and certificate); a machine is recognised by
-//! its hardware UUID. When a device reports a hardware UUID for the first time, the other
-//! enrolled endpoints of the tenant with the same UUID (not `fleet_sync` pushes) are examined
-//! once:
+//! its hardware UUID. The UUID is what the device *says*: nothing proves it, and anyone holding
+//! an enrollment token can enroll and report any UUID. So it may link and flag, never take
+//! trust away. When a device reports a hardware UUID for the first time, the other enrolled
+//! endpoints of the tenant with the same UUID (not `fleet_sync` pushes) are examined once:
 //!
-//! - an older one that is offline and not revoked was this machine before a reinstall (or a
-//!   re-enrollment with `--force`): it is revoked (its certificate stops working) and linked,
-//!   `replaced_by` the new one, which `replaces` it; its history stays;
-//! - one that is revoked already (the device was revoked, then the machine enrolled again with a
-//!   valid token) is linked the same way and stays revoked: revocation is per identity;
-//! - one that is online, or newer, is another live machine with the same UUID (a cloned disk
-//!   or VM image): both are kept and both flagged `duplicate_hardware_uuid`.
+//! - one that is revoked already (by an operator; the machine then enrolled again with a valid
+//!   token) is linked, `replaced_by` the new one, which `replaces` it; it stays revoked;
+//! - any other (a reinstall, a cloned disk or VM image, or a device claiming another's UUID:
+//!   they look alike) is kept working, and both are flagged `duplicate_hardware_uuid`. Retiring
+//!   the old identity of a reinstalled machine is the operator's decision (revoke it).
 //!
 //! A device whose hardware UUID later differs from the first one it reported is flagged
 //! `cloned_identity`: its state directory (key and certificate) was copied to another machine.
@@ -19,8 +18,7 @@
 use agent_bom_collector::DeviceSession;
 use sqlx::Row;
 
-use super::fleet::ONLINE_WINDOW_MS;
-use super::{Store, StoreError, now_ms};
+use super::{Store, StoreError};
 
 impl Store {
     /// Link or flag the device by its reported hardware UUID (see the module docs). Called
@@ -32,7 +30,7 @@ impl Store {
         let (tenant, me) = (&device.tenant_id, &device.agent_id);
         let mut tx = self.scope_write(tenant).await?;
         let Some(row) = sqlx::query(
-            "SELECT hardware_uuid, first_hardware_uuid, enrolled_at FROM endpoints \
+            "SELECT hardware_uuid, first_hardware_uuid FROM endpoints \
              WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL",
         )
         .bind(tenant)
@@ -60,7 +58,6 @@ impl Store {
             tx.commit().await?;
             return Ok(());
         }
-        let enrolled_at: i64 = row.try_get("enrolled_at")?;
         // The first report claims the row; a concurrent upload of the same device finds it set.
         let claimed = sqlx::query(
             "UPDATE endpoints SET first_hardware_uuid = $1 WHERE tenant_id = $2 AND id = $3 AND first_hardware_uuid IS NULL",
@@ -75,7 +72,7 @@ impl Store {
             return Ok(());
         }
         let siblings = sqlx::query(
-            "SELECT id, enrolled_at, last_seen, revoked_at, replaced_by FROM endpoints \
+            "SELECT id, revoked_at, replaced_by FROM endpoints \
              WHERE tenant_id = $1 AND hardware_uuid = $2 AND id <> $3 AND origin = 'agent' \
              ORDER BY enrolled_at, id",
         )
@@ -84,7 +81,6 @@ impl Store {
         .bind(me)
         .fetch_all(&mut *tx)
         .await?;
-        let now = now_ms();
         let mut replaced = Vec::new();
         let mut duplicate = false;
         for s in &siblings {
@@ -92,31 +88,17 @@ impl Store {
             if s.try_get::<Option<String>, _>("replaced_by")?.is_some() {
                 continue; // Already superseded by another enrollment of this machine.
             }
-            let revoked = s.try_get::<Option<i64>, _>("revoked_at")?.is_some();
-            let online = s
-                .try_get::<Option<i64>, _>("last_seen")?
-                .is_some_and(|t| now - t <= ONLINE_WINDOW_MS);
-            let older = s.try_get::<i64, _>("enrolled_at")? <= enrolled_at;
-            if revoked || (older && !online) {
+            // Only an operator's revocation retires an identity; a matching claim never does.
+            if s.try_get::<Option<i64>, _>("revoked_at")?.is_some() {
                 sqlx::query(
-                    "UPDATE endpoints SET replaced_by = $1, revoked_at = COALESCE(revoked_at, $2) \
-                     WHERE tenant_id = $3 AND id = $4",
+                    "UPDATE endpoints SET replaced_by = $1 WHERE tenant_id = $2 AND id = $3",
                 )
                 .bind(me)
-                .bind(now)
                 .bind(tenant)
                 .bind(&id)
                 .execute(&mut *tx)
                 .await?;
-                // A retired record gets no more commands.
-                sqlx::query(
-                    "UPDATE endpoint_commands SET status = 'cancelled' WHERE tenant_id = $1 AND endpoint_id = $2 AND status = 'pending'",
-                )
-                .bind(tenant)
-                .bind(&id)
-                .execute(&mut *tx)
-                .await?;
-                replaced.push((id, revoked));
+                replaced.push(id);
             } else {
                 sqlx::query(
                     "UPDATE endpoints SET duplicate_hardware_uuid = 1 WHERE tenant_id = $1 AND id = $2",
@@ -129,7 +111,7 @@ impl Store {
             }
         }
         // The most recent record replaced is the one this device continues.
-        let replaces = replaced.last().map(|(id, _)| id.clone());
+        let replaces = replaced.last().cloned();
         sqlx::query(
             "UPDATE endpoints SET replaces = COALESCE($1, replaces), \
              duplicate_hardware_uuid = CASE WHEN $2 = 1 THEN 1 ELSE duplicate_hardware_uuid END \
@@ -142,14 +124,11 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        for (id, was_revoked) in &replaced {
-            tracing::info!(agent_id = %me, replaced = %id, "device replaces an earlier enrollment of the same machine");
-            if !was_revoked {
-                self.announce_revoked(tenant, id);
-            }
+        for id in &replaced {
+            tracing::info!(agent_id = %me, replaced = %id, "device re-enrolls a machine whose earlier identity was revoked");
         }
         if duplicate {
-            tracing::warn!(agent_id = %me, "another live endpoint reports the same hardware UUID (cloned machine?)");
+            tracing::warn!(agent_id = %me, "another endpoint reports the same hardware UUID (reinstalled or cloned machine, or a false claim); both kept and flagged");
         }
         Ok(())
     }
