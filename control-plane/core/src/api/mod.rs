@@ -5,6 +5,7 @@ pub mod auth;
 mod error;
 mod fleet;
 mod keys;
+mod me;
 pub mod openapi;
 mod policy;
 mod posture;
@@ -123,6 +124,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/fleet/export", get(audit::export_fleet))
         .route("/v1/posture/counts", get(posture::counts))
+        .route("/v1/me", get(me::me))
         .route("/v1/audit", get(audit::list))
         .route("/v1/audit/verify", get(audit::verify))
         .route("/v1/audit/export", get(audit::export_audit))
