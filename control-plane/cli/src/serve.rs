@@ -151,9 +151,15 @@ pub(crate) async fn serve(args: ServeArgs, shutdown: CancellationToken) -> Resul
     })
     .await?;
     server.store.set_stale_after(args.stale_after);
+    let secure_cookies = args
+        .public_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("https://"));
     server.public_url = args.public_url;
     server.public_collector = args.public_collector;
     let listeners = Listeners::bind(args.api_listen, args.collector_listen).await?;
+    server.extra_routes =
+        Some(crate::ui::on_api_origin(listeners.api.local_addr()?, secure_cookies)?.router());
     if let Some(b) = &server.bootstrap {
         println!("First start: created tenant `default`.");
         println!("  admin API key:     {}", b.admin_key);
@@ -174,6 +180,10 @@ pub(crate) async fn serve(args: ServeArgs, shutdown: CancellationToken) -> Resul
         "agent-bom serving: API http://{}  collector {} (QUIC, TLS/TCP fallback)",
         listeners.api.local_addr()?,
         listeners.collector.udp.local_addr()?
+    );
+    println!(
+        "  dashboard: http://{}/ui/ (sign in with an API key)",
+        listeners.api.local_addr()?
     );
     server.run(listeners, shutdown).await?;
     Ok(())

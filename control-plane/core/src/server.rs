@@ -160,6 +160,9 @@ pub struct Server {
     pub public_collector: Option<String>,
     /// How often the rollout driver runs.
     pub rollout_tick: std::time::Duration,
+    /// Routes served beside the API on its origin (the dashboard, which reaches the API over
+    /// HTTP like any client; this crate does not know it). Must not set a fallback.
+    pub extra_routes: Option<axum::Router>,
     config: ServeConfig,
 }
 
@@ -209,6 +212,7 @@ impl Server {
             public_url: None,
             public_collector: None,
             rollout_tick: DEFAULT_ROLLOUT_TICK,
+            extra_routes: None,
             config,
         })
     }
@@ -254,7 +258,10 @@ impl Server {
             state.rollouts_wake.clone(),
             shutdown.clone(),
         ));
-        let app = api::router(state);
+        let mut app = api::router(state);
+        if let Some(extra) = self.extra_routes {
+            app = app.merge(extra);
+        }
         tracing::info!(addr = ?api_addr, "API listening");
         let api_shutdown = shutdown.clone();
         let api_result = axum::serve(listeners.api, app)

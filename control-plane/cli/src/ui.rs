@@ -1,0 +1,69 @@
+//! `agent-bom ui`: the dashboard alone, in front of a remote API (the UI companion of cluster
+//! mode); and the dashboard `serve` and `up` put on the API's own origin.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+
+use agent_bom_ui::{Ui, UiConfig};
+use anyhow::{Context, Result};
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+/// Default listen address of the companion.
+pub(crate) const DEFAULT_UI_LISTEN: &str = "127.0.0.1:8423";
+
+/// Flags of `ui`.
+#[derive(Args)]
+pub(crate) struct UiArgs {
+    /// Base URL of the agent-bom API (e.g. https://cp.internal); the dashboard uses only its
+    /// public /v1 routes.
+    #[arg(long, env = "AGENT_BOM_UI_API")]
+    api: String,
+    /// Listen address.
+    #[arg(long, env = "AGENT_BOM_UI_LISTEN", default_value = DEFAULT_UI_LISTEN)]
+    listen: SocketAddr,
+    /// PEM file with the CA certificate(s) that sign the API's TLS certificate, trusted besides
+    /// the system roots (a private CA).
+    #[arg(long, env = "AGENT_BOM_UI_API_CA")]
+    api_ca: Option<PathBuf>,
+    /// Browsers reach the dashboard over HTTPS (a TLS-terminating ingress): the session cookie
+    /// is then `Secure` and `__Host-` prefixed. Set it whenever users use https://.
+    #[arg(long, env = "AGENT_BOM_UI_SECURE_COOKIES")]
+    secure_cookies: bool,
+}
+
+/// `agent-bom ui`: serve the dashboard until `shutdown`.
+pub(crate) async fn run(args: UiArgs, shutdown: CancellationToken) -> Result<()> {
+    let mut config = UiConfig::new(&args.api);
+    if let Some(path) = &args.api_ca {
+        config.api_ca_pem = Some(
+            std::fs::read(path)
+                .with_context(|| format!("cannot read the API CA file {}", path.display()))?,
+        );
+    }
+    config.secure_cookies = args.secure_cookies;
+    let ui = Ui::new(config)?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen for the dashboard on {}", args.listen))?;
+    println!(
+        "agent-bom dashboard: http://{}/ui/  (API {})",
+        listener.local_addr()?,
+        args.api
+    );
+    agent_bom_ui::serve(listener, ui, async move { shutdown.cancelled().await }).await?;
+    Ok(())
+}
+
+/// The dashboard for an API bound at `api`, reached over loopback when it listens on every
+/// address.
+pub(crate) fn on_api_origin(api: SocketAddr, secure_cookies: bool) -> Result<Ui> {
+    let host = match api.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    let mut config = UiConfig::new(format!("http://{}", SocketAddr::new(host, api.port())));
+    config.secure_cookies = secure_cookies;
+    Ok(Ui::new(config)?)
+}

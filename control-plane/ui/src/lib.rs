@@ -1,0 +1,421 @@
+//! The agent-bom dashboard, the UI companion. It speaks only the public `/v1` API (an HTTP
+//! client with the signed-in caller's credential), never the store, so the same router runs on
+//! the API's own origin (`agent-bom serve`, `agent-bom up`) or alone in front of a remote API
+//! (`agent-bom ui --api https://cp.internal`, cluster mode).
+//!
+//! Pages are rendered on the server; the one script (`assets/app.js`, ours, no library) only
+//! refreshes live regions and confirms destructive actions, so every page works without it and
+//! the Content-Security-Policy allows no inline script at all.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+mod chart;
+mod html;
+mod layout;
+mod nav;
+mod pages;
+pub mod security;
+pub mod session;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use serde_json::Value;
+
+use crate::api::{ApiClient, ApiFailure};
+use crate::html::esc;
+use crate::session::{Credential, Flash, Session, Sessions};
+
+/// How long `/v1/me` is reused before a page asks again (role or quota changes show within it).
+const ME_TTL: Duration = Duration::from_secs(30);
+/// How long posture counts (the menu's input) are reused.
+const POSTURE_TTL: Duration = Duration::from_secs(10);
+
+/// Errors building the dashboard.
+#[derive(Debug, thiserror::Error)]
+pub enum UiError {
+    /// A setting is invalid.
+    #[error("dashboard configuration: {0}")]
+    Config(String),
+    /// Serving failed.
+    #[error("dashboard server: {0}")]
+    Io(String),
+}
+
+/// What the dashboard needs.
+#[derive(Debug, Clone)]
+pub struct UiConfig {
+    /// Base URL of the API (`http://127.0.0.1:8422`, `https://cp.internal`).
+    pub api_url: String,
+    /// PEM certificates trusted for the API besides the system roots (a private CA).
+    pub api_ca_pem: Option<Vec<u8>>,
+    /// Browsers reach the dashboard over HTTPS: the session cookie is `Secure` and
+    /// `__Host-`-prefixed.
+    pub secure_cookies: bool,
+    /// How often live regions (the fleet table, an endpoint's commands) refresh.
+    pub live_interval: Duration,
+}
+
+impl UiConfig {
+    /// Defaults for an API at `api_url`.
+    pub fn new(api_url: impl Into<String>) -> Self {
+        Self {
+            api_url: api_url.into(),
+            api_ca_pem: None,
+            secure_cookies: false,
+            live_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The dashboard: its router and its sign-in links.
+#[derive(Debug, Clone)]
+pub struct Ui {
+    state: Arc<UiState>,
+}
+
+#[derive(Debug)]
+pub(crate) struct UiState {
+    pub api: ApiClient,
+    pub sessions: Sessions,
+    pub config: UiConfig,
+}
+
+impl Ui {
+    /// A dashboard in front of the API of `config`.
+    pub fn new(config: UiConfig) -> Result<Self, UiError> {
+        let api = ApiClient::new(&config.api_url, config.api_ca_pem.as_deref())?;
+        Ok(Self {
+            state: Arc::new(UiState {
+                api,
+                sessions: Sessions::default(),
+                config,
+            }),
+        })
+    }
+
+    /// The path of a one-time sign-in link for `api_key` (valid once, for ten minutes), e.g.
+    /// for `agent-bom up` to print.
+    pub fn sign_in_link(&self, api_key: &str) -> String {
+        let token = self.state.sessions.create_link(Credential::new(api_key));
+        format!("/ui/login/link/{token}")
+    }
+
+    /// The dashboard's routes: `/` and everything under `/ui/`. No fallback, so it merges with
+    /// the API's router on one origin.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/", get(|| async { Redirect::to("/ui/") }))
+            .route("/ui", get(|| async { Redirect::to("/ui/") }))
+            .route("/ui/assets/{name}", get(asset))
+            .route("/ui/login", get(login_form).post(login))
+            .route("/ui/login/link/{token}", get(login_link))
+            .route("/ui/logout", post(logout))
+            .merge(pages::routes())
+            .layer(axum::middleware::from_fn(security::headers))
+            .with_state(self.state.clone())
+    }
+}
+
+/// Serve the dashboard alone on `listener` until `shutdown` resolves (the companion deployable).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    ui: Ui,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), UiError> {
+    let app = ui.router().fallback(|| async {
+        (StatusCode::NOT_FOUND, Html("<!doctype html><title>Not found</title><p>Not found. <a href=\"/ui/\">Dashboard</a></p>"))
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| UiError::Io(e.to_string()))
+}
+
+/// A signed-in request: its session and what the layout needs.
+pub(crate) struct Ctx {
+    pub sid: String,
+    pub session: Session,
+    pub flash: Option<Flash>,
+    empty: Value,
+}
+
+impl Ctx {
+    /// `/v1/posture/counts` (an empty object if it could not be read).
+    pub(crate) fn posture(&self) -> &Value {
+        self.session
+            .posture
+            .as_ref()
+            .map_or(&self.empty, |(_, p)| p)
+    }
+
+    /// Whether the caller holds `permission`.
+    pub(crate) fn can(&self, permission: &str) -> bool {
+        nav::permissions(&self.session.me).contains(&permission)
+    }
+
+    /// The hidden CSRF field of a form.
+    pub(crate) fn csrf_input(&self) -> String {
+        format!(
+            r#"<input type="hidden" name="csrf" value="{}">"#,
+            esc(&self.session.csrf)
+        )
+    }
+
+    pub(crate) fn credential(&self) -> &Credential {
+        &self.session.credential
+    }
+}
+
+impl UiState {
+    /// The signed-in context of a request, or the response to send instead (a redirect to
+    /// sign-in, or an error page).
+    pub(crate) async fn ctx(&self, headers: &HeaderMap) -> Result<Ctx, Response> {
+        let to_login = || Redirect::to("/ui/login").into_response();
+        let sid = security::session_id(headers, self.config.secure_cookies).ok_or_else(to_login)?;
+        let mut session = self.sessions.get(&sid).ok_or_else(to_login)?;
+        if session.me_at.elapsed() > ME_TTL {
+            match self.api.get(&session.credential, "/v1/me").await {
+                Ok(me) => {
+                    session.me = me.clone();
+                    session.me_at = Instant::now();
+                    self.sessions.update(&sid, |s| {
+                        s.me = me;
+                        s.me_at = Instant::now();
+                    });
+                }
+                Err(ApiFailure::Refused { status: 401, .. }) => {
+                    // The key was revoked or expired: the session ends with it.
+                    self.sessions.remove(&sid);
+                    return Err(to_login());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot refresh /v1/me; using the last answer")
+                }
+            }
+        }
+        if session
+            .posture
+            .as_ref()
+            .is_none_or(|(at, _)| at.elapsed() > POSTURE_TTL)
+        {
+            match self
+                .api
+                .get(&session.credential, "/v1/posture/counts")
+                .await
+            {
+                Ok(p) => {
+                    let now = Instant::now();
+                    session.posture = Some((now, p.clone()));
+                    self.sessions.update(&sid, |s| s.posture = Some((now, p)));
+                }
+                Err(ApiFailure::Refused { status: 401, .. }) => {
+                    self.sessions.remove(&sid);
+                    return Err(to_login());
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read posture counts"),
+            }
+        }
+        let flash = self.sessions.take_flash(&sid);
+        Ok(Ctx {
+            sid,
+            session,
+            flash,
+            empty: Value::Object(Default::default()),
+        })
+    }
+
+    /// The refusal of a state-changing request that is cross-origin or lacks the session's
+    /// CSRF token; `None` when it may proceed.
+    pub(crate) fn refuse_post(
+        &self,
+        ctx: &Ctx,
+        headers: &HeaderMap,
+        form: &Form,
+    ) -> Option<Response> {
+        let token_ok = form
+            .get("csrf")
+            .is_some_and(|t| session::same(t, &ctx.session.csrf));
+        if token_ok && security::same_origin(headers) {
+            return None;
+        }
+        tracing::warn!("refused a dashboard request without a valid CSRF token or origin");
+        Some(layout::page_with_status(
+            ctx,
+            StatusCode::FORBIDDEN,
+            None,
+            "Request refused",
+            r#"<section class="empty" data-testid="csrf-refused"><p>This request did not come from a page of this dashboard (missing or wrong CSRF token, or another origin). Reload the page and try again.</p></section>"#,
+        ))
+    }
+
+    /// Set a flash message and redirect (post/redirect/get).
+    pub(crate) fn flash_redirect(&self, ctx: &Ctx, to: &str, flash: Flash) -> Response {
+        self.sessions.update(&ctx.sid, |s| {
+            s.flash = Some(flash);
+            // What the action changed may move the menu (e.g. the first endpoint).
+            s.posture = None;
+        });
+        Redirect::to(to).into_response()
+    }
+}
+
+/// A parsed `application/x-www-form-urlencoded` body (keys may repeat: bulk selections).
+pub(crate) struct Form(Vec<(String, String)>);
+
+impl Form {
+    pub(crate) fn parse(body: &Bytes) -> Self {
+        Self(
+            form_urlencoded::parse(body)
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        )
+    }
+
+    /// The first value of `key`.
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of `key`.
+    pub(crate) fn all(&self, key: &str) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+async fn asset(Path(name): Path<String>) -> Response {
+    let (body, kind): (&'static str, &'static str) = match name.as_str() {
+        "app.css" => (include_str!("../assets/app.css"), "text/css; charset=utf-8"),
+        "app.js" => (
+            include_str!("../assets/app.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    let mut r = body.into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    r
+}
+
+fn login_page(status: StatusCode, error: Option<&str>) -> Response {
+    let error = error.map_or(String::new(), |e| {
+        format!(
+            r#"<p class="flash error" role="alert" data-testid="login-error">{}</p>"#,
+            esc(e)
+        )
+    });
+    let html = format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Sign in · agent-bom</title><link rel="stylesheet" href="/ui/assets/app.css"></head>
+<body class="login"><main id="main"><h1>agent-bom</h1>
+<form method="post" action="/ui/login" class="card">{error}
+<label for="api_key">API key</label>
+<input id="api_key" name="api_key" type="password" autocomplete="off" required spellcheck="false">
+<button type="submit">Sign in</button>
+<p class="hint">An admin creates keys with <code>agent-bom admin key create --tenant NAME --role viewer</code> or on the API keys page. The key stays on the server; your browser holds only a session cookie.</p>
+</form></main></body></html>"#
+    );
+    (status, Html(html)).into_response()
+}
+
+async fn login_form() -> Response {
+    login_page(StatusCode::OK, None)
+}
+
+/// Start a session for `credential` after the API accepted it; the cookie response.
+async fn start_session(state: &UiState, credential: Credential) -> Response {
+    match state.api.get(&credential, "/v1/me").await {
+        Ok(me) => {
+            let id = state.sessions.create(credential, me);
+            let mut r = Redirect::to("/ui/").into_response();
+            if let Ok(v) =
+                HeaderValue::from_str(&security::session_cookie(&id, state.config.secure_cookies))
+            {
+                r.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            r
+        }
+        Err(ApiFailure::Refused {
+            status: 401 | 403,
+            message,
+            ..
+        }) => login_page(
+            StatusCode::UNAUTHORIZED,
+            Some(&format!("The API refused this key: {message}")),
+        ),
+        Err(e) => login_page(StatusCode::BAD_GATEWAY, Some(&e.to_string())),
+    }
+}
+
+async fn login(State(state): State<Arc<UiState>>, headers: HeaderMap, body: Bytes) -> Response {
+    // Login CSRF: a sign-in form posted from another site would sign the victim in as the
+    // attacker.
+    if !security::same_origin(&headers) {
+        return login_page(
+            StatusCode::FORBIDDEN,
+            Some("Sign-in must come from this page."),
+        );
+    }
+    let form = Form::parse(&body);
+    let key = form.get("api_key").map(str::trim).unwrap_or_default();
+    if key.is_empty() || key.len() > 512 {
+        return login_page(StatusCode::BAD_REQUEST, Some("Enter an API key."));
+    }
+    start_session(&state, Credential::new(key)).await
+}
+
+async fn login_link(State(state): State<Arc<UiState>>, Path(token): Path<String>) -> Response {
+    match state.sessions.redeem_link(&token) {
+        Some(credential) => start_session(&state, credential).await,
+        None => login_page(
+            StatusCode::UNAUTHORIZED,
+            Some(
+                "This sign-in link was used already or has expired. Sign in with an API key, or restart `agent-bom up` for a new link.",
+            ),
+        ),
+    }
+}
+
+async fn logout(State(state): State<Arc<UiState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let form = Form::parse(&body);
+    if let Ok(ctx) = state.ctx(&headers).await {
+        if let Some(r) = state.refuse_post(&ctx, &headers, &form) {
+            return r;
+        }
+        state.sessions.remove(&ctx.sid);
+    }
+    let mut r = Redirect::to("/ui/login").into_response();
+    if let Ok(v) = HeaderValue::from_str(&security::clear_cookie(state.config.secure_cookies)) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+pub(crate) mod time {
+    /// Unix milliseconds now.
+    pub(crate) fn now_ms() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    }
+}
