@@ -29,3 +29,4 @@ mod self_update;
 mod stale;
 mod store;
 mod tcp_fallback;
+mod ui_browser;
