@@ -42,6 +42,8 @@ pub(crate) async fn run(args: UiArgs, shutdown: CancellationToken) -> Result<()>
         );
     }
     config.secure_cookies = args.secure_cookies;
+    // Machines install from the API, not from this companion.
+    config.public_api_url = Some(args.api.clone());
     let ui = Ui::new(config)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

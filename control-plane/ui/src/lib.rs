@@ -61,6 +61,9 @@ pub struct UiConfig {
     pub secure_cookies: bool,
     /// How often live regions (the fleet table, an endpoint's commands) refresh.
     pub live_interval: Duration,
+    /// The API's URL as machines and people reach it (install commands); when unset, the
+    /// dashboard's own origin (right when it is served on the API's origin).
+    pub public_api_url: Option<String>,
 }
 
 impl UiConfig {
@@ -71,6 +74,7 @@ impl UiConfig {
             api_ca_pem: None,
             secure_cookies: false,
             live_interval: Duration::from_secs(5),
+            public_api_url: None,
         }
     }
 }

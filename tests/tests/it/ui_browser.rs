@@ -140,6 +140,31 @@ impl Run {
         r.send().await.unwrap().status().as_u16()
     }
 
+    /// GET a dashboard path outside the browser with its session cookie: (status, signature
+    /// header).
+    async fn get_with_cookie(&self, path: &str) -> (u16, Option<String>) {
+        let cookie = self.session_cookie().await;
+        let r = reqwest::Client::new()
+            .get(format!("{}{path}", self.base))
+            .header(
+                "cookie",
+                format!(
+                    "{}={}",
+                    cookie["name"].as_str().unwrap(),
+                    cookie["value"].as_str().unwrap()
+                ),
+            )
+            .send()
+            .await
+            .unwrap();
+        let sig = r
+            .headers()
+            .get("x-agent-bom-signature")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        (r.status().as_u16(), sig)
+    }
+
     /// The CSRF token of the current page's first form.
     async fn csrf(&self) -> String {
         self.browser
@@ -561,6 +586,166 @@ async fn scenarios(
         "the agent acknowledged the quarantine: {}",
         api_view.text
     );
+
+    // --- MCP servers: grouped by identity, each linking to where it runs.
+    run.open("/ui/servers").await;
+    let groups = b.text(&b.find("[data-testid=server-groups]").await).await;
+    assert!(
+        groups.contains("github") && groups.contains("filesystem"),
+        "{groups}"
+    );
+    run.accessible("servers").await;
+    run.shot("servers").await;
+
+    // --- Policies: a validation error is shown in place with the text kept; a valid policy
+    // publishes a revision and its rollout shows.
+    run.open("/ui/policies").await;
+    let area = b.find("#policy").await;
+    b.clear(&area).await;
+    b.type_into(&area, "version = 1\nblock_undeclared = \"sometimes\"\n")
+        .await;
+    b.click(
+        &b.find("form[action='/ui/policies'] button[type=submit]")
+            .await,
+    )
+    .await;
+    b.accept_alert().await;
+    let error = b.text(&b.find("[data-testid=policy-error]").await).await;
+    assert!(!error.is_empty(), "the API's validation error is shown");
+    let kept = b
+        .execute("return document.querySelector('#policy').value;", json!([]))
+        .await;
+    assert!(
+        kept.as_str().unwrap().contains("sometimes"),
+        "the edited text is kept: {kept}"
+    );
+    run.accessible("policies (error)").await;
+    run.shot("policies-error").await;
+    let area = b.find("#policy").await;
+    b.clear(&area).await;
+    b.type_into(&area, "version = 1\nblock_undeclared = false\n")
+        .await;
+    b.click(
+        &b.find("form[action='/ui/policies'] button[type=submit]")
+            .await,
+    )
+    .await;
+    b.accept_alert().await;
+    let flash = b.text(&b.find(".flash").await).await;
+    assert!(flash.contains("Published revision 1"), "{flash}");
+    assert!(
+        b.text(&b.find("[data-testid=policy-revisions]").await)
+            .await
+            .contains('1')
+    );
+    run.shot("policies").await;
+
+    // --- Runtime, Enrollment: render, accessible.
+    run.open("/ui/runtime").await;
+    b.find("[data-testid=tile-wrapped]").await;
+    run.accessible("runtime").await;
+    run.shot("runtime").await;
+    run.open("/ui/enrollment").await;
+    let unix = b.text(&b.find("[data-testid=install-unix]").await).await;
+    assert!(
+        unix.contains(&format!("{}/install/agent.sh", run.base)),
+        "{unix}"
+    );
+    run.accessible("enrollment").await;
+    run.shot("enrollment").await;
+
+    // --- Audit: the chain verifies, the UI's own actions are there, the export is signed.
+    run.open("/ui/audit").await;
+    let chain = b.text(&b.find("[data-testid=chain-status]").await).await;
+    assert!(chain.contains("verified"), "{chain}");
+    let log = b.text(&b.find("[data-testid=audit]").await).await;
+    assert!(
+        log.contains("policy.publish") || log.contains("policy"),
+        "{log}"
+    );
+    run.accessible("audit").await;
+    run.shot("audit").await;
+    let (status, signature) = run.get_with_cookie("/ui/audit/export/audit").await;
+    assert_eq!(status, 200);
+    assert!(
+        signature.is_some_and(|s| !s.is_empty()),
+        "the export keeps its signature header"
+    );
+
+    // --- API keys: create (shown once), rotate with an overlap (both keys work), revoke.
+    run.open("/ui/keys").await;
+    b.type_into(
+        &b.find("form[action='/ui/keys'] input[name=name]").await,
+        "ci pipeline",
+    )
+    .await;
+    b.click(&b.find("form[action='/ui/keys'] button[type=submit]").await)
+        .await;
+    let created = b
+        .execute(
+            "return document.querySelector('[data-testid=secret]').value;",
+            json!([]),
+        )
+        .await;
+    let created = created.as_str().unwrap().to_string();
+    assert_eq!(
+        run.server.get("/v1/me", Some(&created)).await.status,
+        200,
+        "the new key works"
+    );
+    run.accessible("keys").await;
+    let row = b.execute(
+        "var rows = Array.from(document.querySelectorAll('tr[data-key]')); var r = rows.find(function (r) { return r.textContent.indexOf('ci pipeline') >= 0; }); return r.getAttribute('data-key');",
+        json!([]),
+    ).await;
+    let key_id = row.as_str().unwrap().to_string();
+    b.click(
+        &b.find(&format!("form[action='/ui/keys/{key_id}/rotate'] button"))
+            .await,
+    )
+    .await;
+    b.accept_alert().await;
+    let rotated = b
+        .execute(
+            "return document.querySelector('[data-testid=secret]').value;",
+            json!([]),
+        )
+        .await;
+    let rotated = rotated.as_str().unwrap().to_string();
+    assert_ne!(rotated, created);
+    assert_eq!(
+        run.server.get("/v1/me", Some(&rotated)).await.status,
+        200,
+        "the rotated key works"
+    );
+    assert_eq!(
+        run.server.get("/v1/me", Some(&created)).await.status,
+        200,
+        "the old key works during the overlap"
+    );
+    run.shot("keys-rotated").await;
+    b.click(
+        &b.find(&format!("form[action='/ui/keys/{key_id}/revoke'] button"))
+            .await,
+    )
+    .await;
+    b.accept_alert().await;
+    assert!(b.text(&b.find(".flash").await).await.contains("Revoked"));
+    assert_eq!(
+        run.server.get("/v1/me", Some(&created)).await.status,
+        401,
+        "revoked now"
+    );
+
+    // --- Tenants (super-admin): the list with quotas.
+    run.open("/ui/tenants").await;
+    let tenants = b.text(&b.find("[data-testid=tenants]").await).await;
+    assert!(
+        tenants.contains("hybrid-t") && tenants.contains("default"),
+        "{tenants}"
+    );
+    run.accessible("tenants").await;
+    run.shot("tenants").await;
 
     // --- A viewer: admin sections hidden, and the API refuses what the UI does not offer.
     let viewer = api_post(
