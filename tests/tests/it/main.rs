@@ -29,4 +29,5 @@ mod self_update;
 mod stale;
 mod store;
 mod tcp_fallback;
+mod tenant_context;
 mod ui_browser;

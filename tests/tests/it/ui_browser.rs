@@ -477,6 +477,14 @@ async fn scenarios(
     sorted.reverse();
     assert_eq!(desc, sorted, "reversed");
 
+    // --- A small laptop width: the menu folds above the content, the table scrolls in place.
+    b.resize(1024, 720).await;
+    run.open("/ui/fleet").await;
+    assert!(b.exists("[data-testid=fleet-table]").await);
+    run.accessible("fleet at 1024 px").await;
+    run.shot("fleet-1024").await;
+    b.resize(1366, 900).await;
+
     // --- Endpoint: the agent's servers from the fixture home.
     run.open(&format!("/ui/endpoints/{}", agent.agent_id)).await;
     let servers = b.text(&b.find("[data-testid=servers]").await).await;

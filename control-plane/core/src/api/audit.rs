@@ -55,7 +55,12 @@ pub(super) async fn list(
     let next = (items.len() == limit as usize)
         .then(|| items.last().map(|e| e.seq))
         .flatten();
-    Ok(Json(json!({ "items": items, "next_after": next })))
+    super::with_tenant(
+        &state,
+        &caller,
+        json!({ "items": items, "next_after": next }),
+    )
+    .await
 }
 
 /// `GET /v1/audit/verify`
@@ -95,13 +100,23 @@ fn signed_ndjson(state: &AppState, lines: Vec<Value>) -> Response {
     response
 }
 
-/// `GET /v1/audit/export`: the whole audit log as signed NDJSON.
+/// The first line of a signed export: what it is and whose data (covered by the signature).
+async fn export_header(state: &AppState, caller: &Caller, what: &str) -> Result<Value, ApiError> {
+    Ok(json!({
+        "export": what,
+        "tenant": super::tenant_ref(state, caller).await?,
+        "exported_at_ms": crate::store::now_ms(),
+    }))
+}
+
+/// `GET /v1/audit/export`: the whole audit log as signed NDJSON, after a header line naming
+/// the tenant.
 pub(super) async fn export_audit(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
     caller.require(Permission::AuditExport)?;
-    let mut lines = Vec::new();
+    let mut lines = vec![export_header(&state, &caller, "audit").await?];
     let mut after = 0;
     loop {
         let page = state
@@ -124,7 +139,7 @@ pub(super) async fn export_audit(
         caller.tenant_id(),
         "audit.export",
         "audit",
-        json!({ "entries": lines.len() }),
+        json!({ "entries": lines.len() - 1 }),
     )
     .await;
     Ok(signed_ndjson(&state, lines))
@@ -136,7 +151,7 @@ pub(super) async fn export_fleet(
     caller: Caller,
 ) -> Result<Response, ApiError> {
     caller.require(Permission::AuditExport)?;
-    let mut lines = Vec::new();
+    let mut lines = vec![export_header(&state, &caller, "fleet").await?];
     let mut cursor = None;
     loop {
         let page = state
@@ -162,7 +177,7 @@ pub(super) async fn export_fleet(
         caller.tenant_id(),
         "fleet.export",
         "fleet",
-        json!({ "endpoints": lines.len() }),
+        json!({ "endpoints": lines.len() - 1 }),
     )
     .await?;
     Ok(signed_ndjson(&state, lines))
