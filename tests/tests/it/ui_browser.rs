@@ -861,6 +861,11 @@ async fn scenarios(
         run.shot(&format!("overview-{mode}")).await;
     }
     run.sign_in(local_key).await;
+    run.open("/ui/").await;
+    assert!(
+        b.exists("[data-testid=get-started]").await,
+        "a local tenant is told how to start"
+    );
     run.open("/ui/fleet").await;
     let empty = b.text(&b.find("[data-testid=empty-state]").await).await;
     assert!(

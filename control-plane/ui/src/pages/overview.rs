@@ -39,6 +39,9 @@ pub(crate) async fn page(State(state): State<Arc<UiState>>, headers: HeaderMap) 
         r#"<section class="mode-banner" data-testid="deployment-mode"><p>Deployment mode <strong>{mode}</strong>: {}.</p></section>"#,
         esc(mode.describe())
     );
+    if mode == agent_bom_protocol::deployment::DeploymentMode::Local {
+        body.push_str(r#"<section class="empty" data-testid="get-started"><h2>Get started</h2><p>Nothing reports to this tenant yet. Run <code>agent-bom up</code> on a machine to see its MCP servers here, enroll agents (see <a href="/ui/enrollment">Enrollment</a>), or push an inventory with <code>agent-bom fleet sync</code>. The Fleet, MCP servers and Policies pages appear as soon as endpoints report.</p></section>"#);
+    }
     body.push_str(r#"<section class="tiles">"#);
     for (label, value, id) in [
         ("Endpoints", n("endpoints"), "tile-endpoints"),
