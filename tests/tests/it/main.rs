@@ -30,4 +30,5 @@ mod stale;
 mod store;
 mod tcp_fallback;
 mod tenant_context;
+mod ui_bench;
 mod ui_browser;
