@@ -9,6 +9,7 @@ pub mod browser;
 pub mod cluster;
 pub mod fixture;
 pub mod harness;
+pub mod idp;
 pub mod postgres;
 pub mod private_postgres;
 pub mod process;

@@ -94,7 +94,7 @@ pub(crate) async fn run(config: UpConfig, shutdown: CancellationToken) -> Result
     };
     // The dashboard on the API's origin, and a one-time link that signs this user in with the
     // local admin key (the key itself never reaches the browser).
-    let dashboard = crate::ui::on_api_origin(api_addr, false)
+    let dashboard = crate::ui::on_api_origin(api_addr, false, None)
         .map_err(|e| ServeError::Io(format!("dashboard: {e:#}")))?;
     let sign_in = dashboard.sign_in_link(&admin_key);
     server.extra_routes = Some(dashboard.router());

@@ -91,6 +91,11 @@ impl ApiClient {
         &self.base
     }
 
+    /// The HTTP client (its trust roots also serve the identity provider).
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     /// `GET path` (with its query) as JSON.
     pub async fn get(&self, credential: &Credential, path: &str) -> Result<Value, ApiFailure> {
         self.call(Method::GET, credential, path, None).await

@@ -14,7 +14,9 @@ mod chart;
 mod html;
 mod layout;
 mod nav;
+pub mod oidc;
 mod pages;
+mod posture;
 pub mod security;
 pub mod session;
 
@@ -35,8 +37,6 @@ use crate::session::{Credential, Flash, Session, Sessions};
 
 /// How long `/v1/me` is reused before a page asks again (role or quota changes show within it).
 const ME_TTL: Duration = Duration::from_secs(30);
-/// How long posture counts (the menu's input) are reused.
-const POSTURE_TTL: Duration = Duration::from_secs(10);
 
 /// Errors building the dashboard.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +64,8 @@ pub struct UiConfig {
     /// The API's URL as machines and people reach it (install commands); when unset, the
     /// dashboard's own origin (right when it is served on the API's origin).
     pub public_api_url: Option<String>,
+    /// Sign-in with an OpenID Connect provider, besides API keys.
+    pub oidc: Option<oidc::OidcLogin>,
 }
 
 impl UiConfig {
@@ -75,6 +77,7 @@ impl UiConfig {
             secure_cookies: false,
             live_interval: Duration::from_secs(5),
             public_api_url: None,
+            oidc: None,
         }
     }
 }
@@ -90,6 +93,8 @@ pub(crate) struct UiState {
     pub api: ApiClient,
     pub sessions: Sessions,
     pub config: UiConfig,
+    pub oidc: oidc::OidcState,
+    pub posture: posture::PostureCache,
 }
 
 impl Ui {
@@ -101,6 +106,8 @@ impl Ui {
                 api,
                 sessions: Sessions::default(),
                 config,
+                oidc: oidc::OidcState::default(),
+                posture: posture::PostureCache::default(),
             }),
         })
     }
@@ -121,6 +128,8 @@ impl Ui {
             .route("/ui/assets/{name}", get(asset))
             .route("/ui/login", get(login_form).post(login))
             .route("/ui/login/link/{token}", get(login_link))
+            .route("/ui/login/oidc", get(oidc_begin))
+            .route("/ui/login/oidc/callback", get(oidc_callback))
             .route("/ui/logout", post(logout))
             .merge(pages::routes())
             .layer(axum::middleware::from_fn(security::headers))
@@ -205,27 +214,21 @@ impl UiState {
                 }
             }
         }
-        if session
+        let tenant_id = session.me["tenant"]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        match self
             .posture
-            .as_ref()
-            .is_none_or(|(at, _)| at.elapsed() > POSTURE_TTL)
+            .get(&self.api, &session.credential, &tenant_id)
+            .await
         {
-            match self
-                .api
-                .get(&session.credential, "/v1/posture/counts")
-                .await
-            {
-                Ok(p) => {
-                    let now = Instant::now();
-                    session.posture = Some((now, p.clone()));
-                    self.sessions.update(&sid, |s| s.posture = Some((now, p)));
-                }
-                Err(ApiFailure::Refused { status: 401, .. }) => {
-                    self.sessions.remove(&sid);
-                    return Err(to_login());
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot read posture counts"),
+            Ok(p) => session.posture = Some((Instant::now(), p)),
+            Err(ApiFailure::Refused { status: 401, .. }) => {
+                self.sessions.remove(&sid);
+                return Err(to_login());
             }
+            Err(e) => tracing::warn!(error = %e, "cannot read posture counts"),
         }
         let flash = self.sessions.take_flash(&sid);
         Ok(Ctx {
@@ -262,11 +265,11 @@ impl UiState {
 
     /// Set a flash message and redirect (post/redirect/get).
     pub(crate) fn flash_redirect(&self, ctx: &Ctx, to: &str, flash: Flash) -> Response {
-        self.sessions.update(&ctx.sid, |s| {
-            s.flash = Some(flash);
-            // What the action changed may move the menu (e.g. the first endpoint).
-            s.posture = None;
-        });
+        self.sessions.update(&ctx.sid, |s| s.flash = Some(flash));
+        // What the action changed may move the counts and the menu.
+        if let Some(t) = ctx.session.me["tenant"]["id"].as_str() {
+            self.posture.invalidate(t);
+        }
         Redirect::to(to).into_response()
     }
 }
@@ -320,7 +323,12 @@ async fn asset(Path(name): Path<String>) -> Response {
     r
 }
 
-fn login_page(status: StatusCode, error: Option<&str>) -> Response {
+fn login_page(state: &UiState, status: StatusCode, error: Option<&str>) -> Response {
+    let sso = if state.config.oidc.is_some() {
+        r#"<p><a class="button" href="/ui/login/oidc" data-testid="sso">Sign in with single sign-on</a></p><p class="hint">or with an API key:</p>"#
+    } else {
+        ""
+    };
     let error = error.map_or(String::new(), |e| {
         format!(
             r#"<p class="flash error" role="alert" data-testid="login-error">{}</p>"#,
@@ -332,7 +340,7 @@ fn login_page(status: StatusCode, error: Option<&str>) -> Response {
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Sign in · agent-bom</title><link rel="stylesheet" href="/ui/assets/app.css"></head>
 <body class="login"><main id="main"><h1>agent-bom</h1>
-<form method="post" action="/ui/login" class="card">{error}
+<form method="post" action="/ui/login" class="card">{error}{sso}
 <label for="api_key">API key</label>
 <input id="api_key" name="api_key" type="password" autocomplete="off" required spellcheck="false">
 <button type="submit">Sign in</button>
@@ -342,8 +350,8 @@ fn login_page(status: StatusCode, error: Option<&str>) -> Response {
     (status, Html(html)).into_response()
 }
 
-async fn login_form() -> Response {
-    login_page(StatusCode::OK, None)
+async fn login_form(State(state): State<Arc<UiState>>) -> Response {
+    login_page(&state, StatusCode::OK, None)
 }
 
 /// Start a session for `credential` after the API accepted it; the cookie response.
@@ -364,10 +372,11 @@ async fn start_session(state: &UiState, credential: Credential) -> Response {
             message,
             ..
         }) => login_page(
+            state,
             StatusCode::UNAUTHORIZED,
             Some(&format!("The API refused this key: {message}")),
         ),
-        Err(e) => login_page(StatusCode::BAD_GATEWAY, Some(&e.to_string())),
+        Err(e) => login_page(state, StatusCode::BAD_GATEWAY, Some(&e.to_string())),
     }
 }
 
@@ -376,6 +385,7 @@ async fn login(State(state): State<Arc<UiState>>, headers: HeaderMap, body: Byte
     // attacker.
     if !security::same_origin(&headers) {
         return login_page(
+            &state,
             StatusCode::FORBIDDEN,
             Some("Sign-in must come from this page."),
         );
@@ -383,7 +393,7 @@ async fn login(State(state): State<Arc<UiState>>, headers: HeaderMap, body: Byte
     let form = Form::parse(&body);
     let key = form.get("api_key").map(str::trim).unwrap_or_default();
     if key.is_empty() || key.len() > 512 {
-        return login_page(StatusCode::BAD_REQUEST, Some("Enter an API key."));
+        return login_page(&state, StatusCode::BAD_REQUEST, Some("Enter an API key."));
     }
     start_session(&state, Credential::new(key)).await
 }
@@ -392,6 +402,7 @@ async fn login_link(State(state): State<Arc<UiState>>, Path(token): Path<String>
     match state.sessions.redeem_link(&token) {
         Some(credential) => start_session(&state, credential).await,
         None => login_page(
+            &state,
             StatusCode::UNAUTHORIZED,
             Some(
                 "This sign-in link was used already or has expired. Sign in with an API key, or restart `agent-bom up` for a new link.",
@@ -422,4 +433,146 @@ pub(crate) mod time {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
     }
+}
+
+/// This dashboard's own origin as the browser sees it (the OIDC redirect URI is built on it).
+fn own_origin(state: &UiState, headers: &HeaderMap) -> Option<String> {
+    let host = headers.get(header::HOST)?.to_str().ok().filter(|h| {
+        !h.is_empty()
+            && h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+    })?;
+    let scheme = if state.config.secure_cookies {
+        "https"
+    } else {
+        "http"
+    };
+    Some(format!("{scheme}://{host}"))
+}
+
+/// `GET /ui/login/oidc`: send the browser to the identity provider.
+async fn oidc_begin(State(state): State<Arc<UiState>>, headers: HeaderMap) -> Response {
+    let Some(login) = &state.config.oidc else {
+        return login_page(
+            &state,
+            StatusCode::NOT_FOUND,
+            Some("Single sign-on is not configured."),
+        );
+    };
+    let Some(origin) = own_origin(&state, &headers) else {
+        return login_page(
+            &state,
+            StatusCode::BAD_REQUEST,
+            Some("The request has no usable Host header."),
+        );
+    };
+    let provider = match state.oidc.provider(state.api.http(), login).await {
+        Ok(p) => p,
+        Err(e) => return login_page(&state, StatusCode::BAD_GATEWAY, Some(&e)),
+    };
+    let (flow, url) = state.oidc.begin(
+        &provider,
+        login,
+        &format!("{origin}/ui/login/oidc/callback"),
+    );
+    let mut r = Redirect::to(&url).into_response();
+    // Lax, not Strict: the provider's redirect back is a cross-site navigation.
+    let mut cookie = format!(
+        "{}={flow}; Path=/ui/login/oidc; HttpOnly; SameSite=Lax; Max-Age={}",
+        oidc::STATE_COOKIE,
+        oidc::PENDING_TTL.as_secs()
+    );
+    if state.config.secure_cookies {
+        cookie.push_str("; Secure");
+    }
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// `GET /ui/login/oidc/callback?code&state`: finish the sign-in and start a session.
+async fn oidc_callback(
+    State(state): State<Arc<UiState>>,
+    headers: HeaderMap,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
+) -> Response {
+    let Some(login) = &state.config.oidc else {
+        return login_page(
+            &state,
+            StatusCode::NOT_FOUND,
+            Some("Single sign-on is not configured."),
+        );
+    };
+    let q = Form::parse(&Bytes::from(raw.unwrap_or_default()));
+    if let Some(err) = q.get("error") {
+        let why = q.get("error_description").unwrap_or_default();
+        return login_page(
+            &state,
+            StatusCode::UNAUTHORIZED,
+            Some(&format!(
+                "The identity provider refused the sign-in: {err} {why}"
+            )),
+        );
+    }
+    let (Some(flow), Some(code)) = (q.get("state"), q.get("code")) else {
+        return login_page(
+            &state,
+            StatusCode::BAD_REQUEST,
+            Some("The sign-in answer lacks its code or state."),
+        );
+    };
+    let browser_state = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|p| p.trim().split_once('='))
+        .find(|(k, _)| *k == oidc::STATE_COOKIE)
+        .map(|(_, v)| v.to_string());
+    let provider = match state.oidc.provider(state.api.http(), login).await {
+        Ok(p) => p,
+        Err(e) => return login_page(&state, StatusCode::BAD_GATEWAY, Some(&e)),
+    };
+    let id_token = match state
+        .oidc
+        .finish(
+            state.api.http(),
+            &provider,
+            login,
+            flow,
+            browser_state.as_deref(),
+            code,
+        )
+        .await
+    {
+        Ok(t) => t,
+        Err(e) => return login_page(&state, StatusCode::UNAUTHORIZED, Some(&e)),
+    };
+    let mut r = start_session(&state, Credential::new(id_token)).await;
+    if r.status() == StatusCode::SEE_OTHER {
+        // The session cookie is SameSite=Strict and this response ends a cross-site redirect
+        // chain, so the browser would not send it on a redirect; a page of this origin that
+        // moves on does (a meta refresh is not script, the CSP allows it).
+        let cookie = r.headers().get(header::SET_COOKIE).cloned();
+        r = (
+            StatusCode::OK,
+            Html(r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="0;url=/ui/"><title>Signed in · agent-bom</title></head><body><main><p>Signed in. <a href="/ui/">Continue to the dashboard</a>.</p></main></body></html>"#),
+        )
+            .into_response();
+        if let Some(c) = cookie {
+            r.headers_mut().insert(header::SET_COOKIE, c);
+        }
+    }
+    let mut clear = format!(
+        "{}=; Path=/ui/login/oidc; HttpOnly; SameSite=Lax; Max-Age=0",
+        oidc::STATE_COOKIE
+    );
+    if state.config.secure_cookies {
+        clear.push_str("; Secure");
+    }
+    if let Ok(v) = HeaderValue::from_str(&clear) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
 }

@@ -15,11 +15,16 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use agent_bom_control_plane::oidc::OidcConfig;
 use agent_bom_tests::browser::{self, Browser};
 use agent_bom_tests::fixture;
 use agent_bom_tests::harness::{PATIENCE, TestAgent, TestServer, eventually};
+use agent_bom_tests::idp::{Idp, IdpUser};
 use agent_bom_tests::postgres::TestDatabase;
 use serde_json::{Value, json};
+
+/// The dashboard's client id at the test identity provider (the API's OIDC audience).
+const SSO_CLIENT: &str = "agent-bom-ui";
 
 /// Hostname of the pushed laptop in the fleet fixture (the agent's is this machine's).
 const PUSHED_HOST: &str = "laptop-ui-push";
@@ -237,7 +242,18 @@ async fn dashboard_in_headless_chromium() {
         return;
     }
     let db = TestDatabase::create().await;
-    let server = TestServer::start(Some(db.url.clone())).await;
+    // The API accepts ID tokens of this provider for the dashboard's client (single sign-on).
+    let idp = Idp::start(IdpUser {
+        subject: "alice".into(),
+        role: "analyst".into(),
+        tenant: "default".into(),
+    })
+    .await;
+    let server = TestServer::start_with_oidc(
+        Some(db.url.clone()),
+        Some(OidcConfig::new(&idp.issuer(), SSO_CLIENT, &idp.jwks_url())),
+    )
+    .await;
     let admin = server.admin_key.clone();
 
     // Fleet fixture (tenant `default`): a real enrolled agent on the fixture home, and a push.
@@ -329,6 +345,7 @@ async fn dashboard_in_headless_chromium() {
         &hybrid_key,
     )
     .await;
+    companion_with_single_sign_on(&run, &idp, &agent_host).await;
     let Run {
         server, browser, ..
     } = run;
@@ -912,4 +929,64 @@ async fn scenarios(
             .await
             .contains("used already")
     );
+}
+
+/// The companion deployable (`agent-bom ui --api URL`): the same dashboard on its own port in
+/// front of the API, signing in through the identity provider (code flow with PKCE).
+async fn companion_with_single_sign_on(run: &Run, idp: &Idp, agent_host: &str) {
+    let b = &run.browser;
+    let mut config = agent_bom_ui::UiConfig::new(run.base.clone());
+    config.public_api_url = Some(run.base.clone());
+    config.oidc = Some(agent_bom_ui::oidc::OidcLogin::new(idp.issuer(), SSO_CLIENT));
+    let companion = agent_bom_ui::Ui::new(config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let token = stop.clone();
+    let task = tokio::spawn(agent_bom_ui::serve(listener, companion, async move {
+        token.cancelled().await
+    }));
+
+    // A callback this browser did not start is refused.
+    b.goto(&format!("{base}/ui/login/oidc/callback?code=x&state=y"))
+        .await;
+    let e = b.text(&b.find("[data-testid=login-error]").await).await;
+    assert!(e.contains("not started in this browser"), "{e}");
+
+    b.goto(&format!("{base}/ui/login")).await;
+    b.click(&b.find("[data-testid=sso]").await).await;
+    let who = b.text(&b.find("[data-testid=identity]").await).await;
+    assert_eq!(
+        who, "oidc:alice · analyst",
+        "signed in through the provider"
+    );
+    assert!(
+        b.text(&b.find("[data-testid=tenant]").await)
+            .await
+            .contains("default")
+    );
+    assert!(
+        b.url().await.starts_with(&base),
+        "on the companion's origin"
+    );
+    let menu = run.menu().await;
+    assert!(
+        menu.contains(&"Fleet".to_string()) && !menu.contains(&"Tenants".to_string()),
+        "{menu:?}"
+    );
+    b.goto(&format!("{base}/ui/fleet")).await;
+    let table = b.text(&b.find("[data-testid=fleet-table]").await).await;
+    assert!(
+        table.contains(agent_host),
+        "the companion reads the API: {table}"
+    );
+    run.accessible("companion fleet (SSO)").await;
+    run.shot("companion-sso").await;
+    assert!(
+        idp.refusals().is_empty(),
+        "the provider refused: {:?}",
+        idp.refusals()
+    );
+    stop.cancel();
+    let _ = task.await;
 }
