@@ -224,6 +224,27 @@ async fn dashboard_pages_at_fleet_scale() {
             percentile(&t, 0.95).as_secs_f64() * 1e3
         );
     }
+    // First page loads in headless Chromium (navigation start to the load event), each page
+    // opened fresh after signing in.
+    if agent_bom_tests::browser::available() {
+        let b = agent_bom_tests::browser::Browser::start().await;
+        b.goto(&format!("{base}{}", server.ui.sign_in_link(&admin)))
+            .await;
+        println!("\n| Page in headless Chromium | responseEnd | loadEventEnd |");
+        println!("|---|---|---|");
+        for page in [
+            "/ui/",
+            "/ui/fleet",
+            one.as_str(),
+            "/ui/servers",
+            "/ui/audit",
+        ] {
+            b.goto(&format!("{base}{page}")).await;
+            let (response, load) = b.load_timing().await;
+            println!("| `{page}` | {response:.0} ms | {load:.0} ms |");
+        }
+        b.quit().await;
+    }
     server.stop().await;
     db.drop_database().await;
 }
