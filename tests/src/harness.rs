@@ -22,6 +22,12 @@ pub const TEST_ROLLOUT_TICK: Duration = Duration::from_millis(300);
 /// How long `eventually` waits by default; generous because CI machines are shared.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
+/// The dashboard for an API at `api`, as `agent-bom serve` mounts it on the API's origin.
+fn dashboard(api: SocketAddr) -> agent_bom_ui::Ui {
+    agent_bom_ui::Ui::new(agent_bom_ui::UiConfig::new(format!("http://{api}")))
+        .expect("dashboard config")
+}
+
 /// A control plane with its embedded collector, on loopback port 0.
 pub struct TestServer {
     /// API address.
@@ -38,6 +44,8 @@ pub struct TestServer {
     pub store: Store,
     /// Data directory.
     pub data_dir: tempfile::TempDir,
+    /// The dashboard served on the API's origin (as `agent-bom serve` does).
+    pub ui: agent_bom_ui::Ui,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
     http: reqwest::Client,
@@ -126,6 +134,8 @@ impl TestServer {
             .udp
             .local_addr()
             .expect("collector addr");
+        let ui = dashboard(api);
+        server.extra_routes = Some(ui.router());
         let ca_pin = server.ca.pin();
         let store = server.store.clone();
         let shutdown = CancellationToken::new();
@@ -143,6 +153,7 @@ impl TestServer {
             ca_pin,
             store,
             data_dir,
+            ui,
             shutdown,
             task,
             // No pooled connections: a server that refuses an oversized body (413) closes the
@@ -200,6 +211,8 @@ impl TestServer {
             }
         }
         let listeners = listeners.expect("rebind the same ports");
+        let ui = dashboard(api);
+        server.extra_routes = Some(ui.router());
         let store = server.store.clone();
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
@@ -216,6 +229,7 @@ impl TestServer {
             ca_pin,
             store,
             data_dir,
+            ui,
             shutdown,
             task,
             http,

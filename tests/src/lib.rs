@@ -5,9 +5,11 @@
 // Test support: a panic with a clear message is how a harness reports a broken setup.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+pub mod browser;
 pub mod cluster;
 pub mod fixture;
 pub mod harness;
+pub mod idp;
 pub mod postgres;
 pub mod private_postgres;
 pub mod process;

@@ -5,6 +5,7 @@
 mod admin;
 mod args;
 mod serve;
+mod ui;
 mod up;
 
 use std::net::SocketAddr;
@@ -55,6 +56,9 @@ enum Command {
     },
     /// Work on the store directly.
     Admin(admin::AdminArgs),
+    /// The dashboard alone, in front of a remote API (the UI companion; `serve` and `up`
+    /// already serve it on the API's origin).
+    Ui(ui::UiArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -129,5 +133,6 @@ async fn dispatch(command: Command) -> Result<()> {
             Ok(up::run(config, shutdown_on_signal()).await?)
         }
         Command::Admin(args) => admin::run(args).await,
+        Command::Ui(args) => ui::run(args, shutdown_on_signal()).await,
     }
 }

@@ -8,7 +8,7 @@ use agent_bom_collector::CollectorConfig;
 use agent_bom_control_plane::bootstrap::{self, BOOTSTRAP_ADMIN_KEY_ENV};
 use agent_bom_control_plane::oidc::OidcConfig;
 use agent_bom_control_plane::server::{self, Listeners, ServeConfig, Server};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
@@ -44,6 +44,13 @@ pub(crate) struct ServeArgs {
     public_collector: Option<String>,
     #[command(flatten)]
     oidc: OidcArgs,
+    /// The dashboard's OIDC client id: adds single sign-on to the dashboard, with the API's
+    /// --oidc-issuer (set --oidc-audience to this id so the API accepts the ID tokens).
+    #[arg(long, env = "AGENT_BOM_UI_OIDC_CLIENT_ID")]
+    ui_oidc_client_id: Option<String>,
+    /// File holding the dashboard's OIDC client secret, for issuers that require one.
+    #[arg(long, env = "AGENT_BOM_UI_OIDC_CLIENT_SECRET_FILE")]
+    ui_oidc_client_secret_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     limits: CollectorLimits,
     #[command(flatten)]
@@ -194,6 +201,26 @@ impl OidcArgs {
 /// once, serve until `shutdown`.
 pub(crate) async fn serve(args: ServeArgs, shutdown: CancellationToken) -> Result<()> {
     let data_dir = args.data.dir();
+    let sso = match &args.ui_oidc_client_id {
+        None => None,
+        Some(client_id) => {
+            let issuer = args
+                .oidc
+                .oidc_issuer
+                .as_deref()
+                .context("--ui-oidc-client-id needs the API's --oidc-issuer")?;
+            let mut login = agent_bom_ui::oidc::OidcLogin::new(issuer, client_id);
+            if let Some(path) = &args.ui_oidc_client_secret_file {
+                login.client_secret = Some(
+                    std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read {}", path.display()))?
+                        .trim()
+                        .to_string(),
+                );
+            }
+            Some(login)
+        }
+    };
     let mut server = Server::open(ServeConfig {
         data_dir: data_dir.clone(),
         database_url: args.database_url,
@@ -202,6 +229,10 @@ pub(crate) async fn serve(args: ServeArgs, shutdown: CancellationToken) -> Resul
     })
     .await?;
     server.store.set_stale_after(args.stale_after);
+    let secure_cookies = args
+        .public_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("https://"));
     server.public_url = args.public_url;
     server.http_limits = args.api_limits.limits();
     server.public_collector = args.public_collector;
@@ -209,6 +240,8 @@ pub(crate) async fn serve(args: ServeArgs, shutdown: CancellationToken) -> Resul
     if let Some(addr) = args.metrics_listen {
         listeners = listeners.with_metrics(addr).await?;
     }
+    server.extra_routes =
+        Some(crate::ui::on_api_origin(listeners.api.local_addr()?, secure_cookies, sso)?.router());
     if let Some(b) = &server.bootstrap {
         println!("First start: created tenant `default`.");
         println!("  admin API key:     {}", b.admin_key);
@@ -229,6 +262,10 @@ pub(crate) async fn serve(args: ServeArgs, shutdown: CancellationToken) -> Resul
         "agent-bom serving: API http://{}  collector {} (QUIC, TLS/TCP fallback)",
         listeners.api.local_addr()?,
         listeners.collector.udp.local_addr()?
+    );
+    println!(
+        "  dashboard: http://{}/ui/ (sign in with an API key)",
+        listeners.api.local_addr()?
     );
     server.run(listeners, shutdown).await?;
     Ok(())

@@ -51,7 +51,7 @@ impl From<StoreError> for UpError {
 
 /// Start everything, print how to use it, run until `shutdown`.
 pub(crate) async fn run(config: UpConfig, shutdown: CancellationToken) -> Result<(), UpError> {
-    let server = Server::open(ServeConfig {
+    let mut server = Server::open(ServeConfig {
         data_dir: config.data_dir.clone(),
         database_url: None,
         collector: CollectorConfig::default(),
@@ -72,17 +72,32 @@ pub(crate) async fn run(config: UpConfig, shutdown: CancellationToken) -> Result
     let ca_pin = server.ca.pin();
     let tenant = store.tenant_by_name(DEFAULT_TENANT).await?;
     let key_file = config.data_dir.join(ADMIN_KEY_FILE);
-    if server.bootstrap.is_none() && !key_file.exists() {
-        let (_, key) = agent_bom_control_plane::service::keys::create_local(
-            &store,
-            &tenant.id,
-            "agent-bom up",
-            Role::Admin,
-        )
-        .await
-        .map_err(ServeError::from)?;
-        bootstrap::write_file(&config.data_dir, ADMIN_KEY_FILE, &key).map_err(ServeError::from)?;
-    }
+    let admin_key = match &server.bootstrap {
+        Some(b) => b.admin_key.clone(),
+        None if key_file.exists() => std::fs::read_to_string(&key_file)
+            .map_err(|e| ServeError::Io(format!("cannot read {}: {e}", key_file.display())))?
+            .trim()
+            .to_string(),
+        None => {
+            let (_, key) = agent_bom_control_plane::service::keys::create_local(
+                &store,
+                &tenant.id,
+                "agent-bom up",
+                Role::Admin,
+            )
+            .await
+            .map_err(ServeError::from)?;
+            bootstrap::write_file(&config.data_dir, ADMIN_KEY_FILE, &key)
+                .map_err(ServeError::from)?;
+            key
+        }
+    };
+    // The dashboard on the API's origin, and a one-time link that signs this user in with the
+    // local admin key (the key itself never reaches the browser).
+    let dashboard = crate::ui::on_api_origin(api_addr, false, None)
+        .map_err(|e| ServeError::Io(format!("dashboard: {e:#}")))?;
+    let sign_in = dashboard.sign_in_link(&admin_key);
+    server.extra_routes = Some(dashboard.router());
     let server_task = tokio::spawn(server.run(listeners, shutdown.clone()));
 
     // Enroll the local agent unless it already has an identity this store knows.
@@ -144,6 +159,10 @@ pub(crate) async fn run(config: UpConfig, shutdown: CancellationToken) -> Result
 
     let data = config.data_dir.display();
     println!("agent-bom is up.");
+    println!();
+    println!("Open the dashboard (this link signs you in once, within 10 minutes):");
+    println!();
+    println!("  http://{api_addr}{sign_in}");
     println!();
     println!("  API:        http://{api_addr}");
     println!("  collector:  {collector} (QUIC)");

@@ -178,6 +178,9 @@ pub struct Server {
     pub rollout_tick: std::time::Duration,
     /// Connection caps and deadlines of the API's HTTP server.
     pub http_limits: api::listener::HttpLimits,
+    /// Routes served beside the API on its origin (the dashboard, which reaches the API over
+    /// HTTP like any client; this crate does not know it). Must not set a fallback.
+    pub extra_routes: Option<axum::Router>,
     config: ServeConfig,
 }
 
@@ -228,6 +231,7 @@ impl Server {
             public_collector: None,
             rollout_tick: DEFAULT_ROLLOUT_TICK,
             http_limits: api::listener::HttpLimits::default(),
+            extra_routes: None,
             config,
         })
     }
@@ -281,7 +285,10 @@ impl Server {
             state.rollouts_wake.clone(),
             shutdown.clone(),
         ));
-        let app = api::router(state);
+        let mut app = api::router(state);
+        if let Some(extra) = self.extra_routes {
+            app = app.merge(extra);
+        }
         tracing::info!(addr = ?api_addr, "API listening");
         api::listener::serve(
             listeners.api,

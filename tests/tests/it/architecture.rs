@@ -53,6 +53,19 @@ const RULES: &[Rule] = &[
         why: "the control-plane library never depends on the agent (only the agent-bom binary may, for `up`)",
     },
     Rule {
+        from: "agent-bom-ui",
+        forbidden: &[
+            "agent-bom-control-plane",
+            "agent-bom-collector",
+            "agent-bom-cli",
+            "agent-bom-agent",
+            "agent-bom-discovery",
+            "agent-bom-proxy",
+            "agent-bom-state",
+        ],
+        why: "the dashboard speaks only the public /v1 API: it never uses the store or any server or agent crate",
+    },
+    Rule {
         from: "agent-bom-collector",
         forbidden: &[
             "agent-bom-control-plane",

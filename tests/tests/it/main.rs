@@ -34,3 +34,6 @@ mod self_update;
 mod stale;
 mod store;
 mod tcp_fallback;
+mod tenant_context;
+mod ui_bench;
+mod ui_browser;

@@ -6,3 +6,4 @@ mod admin_audit;
 mod serve_cli;
 mod serve_kill9;
 mod serve_settings;
+mod up_dashboard;

@@ -59,7 +59,12 @@ pub(super) async fn list(
     let next = (full || truncated)
         .then(|| items.last().map(|e| e.seq))
         .flatten();
-    Ok(Json(json!({ "items": items, "next_after": next })))
+    super::with_tenant(
+        &state,
+        &caller,
+        json!({ "items": items, "next_after": next }),
+    )
+    .await
 }
 
 /// Most bytes of entries one `/v1/audit` page carries (on top of its row limit): entries with
@@ -122,13 +127,24 @@ fn signed_ndjson(state: &AppState, body: Vec<u8>) -> Response {
     response
 }
 
-/// `GET /v1/audit/export`: the whole audit log as signed NDJSON.
+/// The first line of a signed export: what it is and whose data (covered by the signature).
+async fn export_header(state: &AppState, caller: &Caller, what: &str) -> Result<Value, ApiError> {
+    Ok(json!({
+        "export": what,
+        "tenant": super::tenant_ref(state, caller).await?,
+        "exported_at_ms": crate::store::now_ms(),
+    }))
+}
+
+/// `GET /v1/audit/export`: the whole audit log as signed NDJSON, after a header line naming
+/// the tenant.
 pub(super) async fn export_audit(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
     caller.require(Permission::AuditExport)?;
     let mut body = Vec::new();
+    push_lines(&mut body, &[export_header(&state, &caller, "audit").await?])?;
     let mut entries = 0;
     let mut after = 0;
     loop {
@@ -166,6 +182,7 @@ pub(super) async fn export_fleet(
 ) -> Result<Response, ApiError> {
     caller.require(Permission::AuditExport)?;
     let mut body = Vec::new();
+    push_lines(&mut body, &[export_header(&state, &caller, "fleet").await?])?;
     let mut endpoints = 0;
     let mut cursor = None;
     loop {

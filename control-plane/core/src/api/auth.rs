@@ -200,6 +200,12 @@ pub const ROUTES: &[RouteSpec] = &[
     ),
     route(
         "GET",
+        "/v1/me",
+        Some(Permission::PostureRead),
+        "The caller: tenant, identity, role, permissions, quotas and usage",
+    ),
+    route(
+        "GET",
         "/v1/audit",
         Some(Permission::AuditRead),
         "Query the audit log",

@@ -12,8 +12,8 @@ use crate::service;
 use crate::store::fleet_ops::validate_tag;
 use crate::store::sync::SyncResult;
 use crate::store::{
-    EndpointDetail, EndpointPage, EndpointQuery, EndpointSort, EndpointStatus, LifecycleState,
-    MetadataUpdate, ServerGroupPage,
+    EndpointDetail, EndpointQuery, EndpointSort, EndpointStatus, LifecycleState, MetadataUpdate,
+    ServerGroupPage,
 };
 
 #[derive(Debug, Deserialize)]
@@ -49,7 +49,7 @@ pub(super) async fn list_endpoints(
     State(state): State<AppState>,
     caller: Caller,
     RawQuery(query): RawQuery,
-) -> Result<Json<EndpointPage>, ApiError> {
+) -> Result<Json<Value>, ApiError> {
     caller.require(Permission::FleetRead)?;
     let params: ListParams = parse_query(query.as_deref())?;
     if params
@@ -117,7 +117,7 @@ pub(super) async fn list_endpoints(
             },
         )
         .await?;
-    Ok(Json(page))
+    super::with_tenant(&state, &caller, page).await
 }
 
 /// `GET /v1/fleet/endpoints/{id}`

@@ -7,6 +7,7 @@ mod error;
 mod fleet;
 mod keys;
 pub mod listener;
+mod me;
 pub mod openapi;
 mod policy;
 mod posture;
@@ -72,6 +73,30 @@ impl AppState {
 #[derive(Debug, Clone)]
 pub struct RequestId(pub Arc<str>);
 
+/// The caller's tenant as responses name it: `{"id": ..., "name": ...}` (fleet, audit and
+/// posture answers and signed exports say whose data they hold).
+pub(crate) async fn tenant_ref(
+    state: &AppState,
+    caller: &Caller,
+) -> Result<serde_json::Value, ApiError> {
+    let t = state.store.tenant_by_id(caller.tenant_id()).await?;
+    Ok(serde_json::json!({ "id": t.id, "name": t.name }))
+}
+
+/// `value` (a JSON object) with a `tenant` field naming the caller's tenant.
+pub(crate) async fn with_tenant<T: serde::Serialize>(
+    state: &AppState,
+    caller: &Caller,
+    value: T,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let mut v = serde_json::to_value(value)
+        .map_err(|e| ApiError::new(ErrorCode::Internal, &format!("cannot render: {e}")))?;
+    if let Some(o) = v.as_object_mut() {
+        o.insert("tenant".into(), tenant_ref(state, caller).await?);
+    }
+    Ok(axum::Json(v))
+}
+
 /// Parse a JSON body strictly (the target types deny unknown fields) into an envelope error.
 pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     if body.is_empty() {
@@ -129,6 +154,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/fleet/export", get(audit::export_fleet))
         .route("/v1/posture/counts", get(posture::counts))
+        .route("/v1/me", get(me::me))
         .route("/v1/audit", get(audit::list))
         .route("/v1/audit/verify", get(audit::verify))
         .route("/v1/audit/export", get(audit::export_audit))

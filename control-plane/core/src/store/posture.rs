@@ -14,6 +14,9 @@ pub struct PostureCounts {
     pub endpoints: i64,
     /// Endpoints seen in the online window.
     pub endpoints_online: i64,
+    /// Endpoints not seen (or, never seen, not since enrollment) for the stale period; the
+    /// rest are offline.
+    pub endpoints_stale: i64,
     /// Endpoints reported by enrolled agents.
     pub agent_endpoints: i64,
     /// Endpoints pushed by `agent-bom fleet sync`.
@@ -83,6 +86,16 @@ impl Store {
         )
         .bind(t)
         .bind(now - ONLINE_WINDOW_MS)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("n")?;
+        let stale_before = now - self.stale_after_ms();
+        let endpoints_stale: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM endpoints WHERE tenant_id = $1 \
+             AND COALESCE(last_seen, enrolled_at) < $2",
+        )
+        .bind(t)
+        .bind(stale_before)
         .fetch_one(&mut *tx)
         .await?
         .try_get("n")?;
@@ -175,6 +188,7 @@ impl Store {
         Ok(PostureCounts {
             endpoints,
             endpoints_online,
+            endpoints_stale,
             agent_endpoints,
             synced_sources,
             quarantined,

@@ -284,3 +284,39 @@ impl Store {
         Ok(count)
     }
 }
+
+/// What a tenant uses of its quotas (`GET /v1/me`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TenantUsage {
+    /// Endpoints of any origin.
+    pub endpoints: i64,
+    /// Active API keys (not revoked, not expired).
+    pub api_keys: i64,
+}
+
+impl Store {
+    /// The usage counted against a tenant's quotas: two counts, both on tenant-leading indexes.
+    pub async fn tenant_usage(&self, tenant_id: &str) -> Result<TenantUsage, StoreError> {
+        let mut tx = self.scope(tenant_id).await?;
+        let endpoints: i64 =
+            sqlx::query("SELECT COUNT(*) AS n FROM endpoints WHERE tenant_id = $1")
+                .bind(tenant_id)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("n")?;
+        let api_keys: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM api_keys WHERE tenant_id = $1 AND revoked_at IS NULL \
+             AND (expires_at IS NULL OR expires_at > $2)",
+        )
+        .bind(tenant_id)
+        .bind(now_ms())
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("n")?;
+        tx.commit().await?;
+        Ok(TenantUsage {
+            endpoints,
+            api_keys,
+        })
+    }
+}

@@ -1,0 +1,256 @@
+//! Endpoint: host facts, MCP clients, servers with risk flags and wrap state, tools seen by its
+//! proxies, scan errors, and its commands with their state (refreshed live), with the actions
+//! an admin may take on it.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use serde_json::Value;
+
+use super::fleet::run_action;
+use super::items;
+use crate::html::{enc, esc, field, text};
+use crate::layout::{self, badge};
+use crate::nav::Section;
+use crate::session::Flash;
+use crate::{Form, UiState};
+
+/// Commands listed.
+const COMMANDS_SHOWN: u32 = 20;
+
+fn list(v: &Value) -> String {
+    v.as_array()
+        .map(|a| a.iter().map(text).collect::<Vec<_>>().join(", "))
+        .unwrap_or_default()
+}
+
+pub(crate) async fn page(
+    State(state): State<Arc<UiState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let ctx = match state.ctx(&headers).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if !ctx.can("fleet:read") {
+        return layout::forbidden(&ctx, Section::Fleet, "fleet:read");
+    }
+    let d = match state
+        .api
+        .get(
+            ctx.credential(),
+            &format!("/v1/fleet/endpoints/{}", enc(&id)),
+        )
+        .await
+    {
+        Ok(d) => d,
+        Err(e) => return layout::failure(&ctx, Some(Section::Fleet), &e),
+    };
+    let h = &d["host"];
+    let mut body = format!(
+        r#"<section class="facts" data-testid="host-facts"><dl>
+<dt>Status</dt><dd>{}</dd><dt>State</dt><dd data-testid="lifecycle-state">{}</dd>
+<dt>OS</dt><dd>{} {} ({})</dd><dt>Kernel</dt><dd>{}</dd><dt>CPUs</dt><dd>{}</dd>
+<dt>Users</dt><dd>{}</dd><dt>Agent</dt><dd>{}</dd><dt>Origin</dt><dd>{}</dd>
+<dt>Last seen</dt><dd>{}</dd><dt>Enrolled</dt><dd>{}</dd><dt>Policy applied</dt><dd>{}</dd>
+<dt>Owner</dt><dd>{}</dd><dt>Environment</dt><dd>{}</dd><dt>Tags</dt><dd>{}</dd><dt>Id</dt><dd><code>{}</code></dd></dl></section>"#,
+        badge(d["status"].as_str().unwrap_or("?")),
+        badge(d["lifecycle_state"].as_str().unwrap_or("?")),
+        field(h, "os"),
+        field(h, "os_version"),
+        field(h, "arch"),
+        field(h, "kernel_version"),
+        field(h, "cpu_count"),
+        esc(&list(&h["users"])),
+        field(&d, "agent_version"),
+        field(&d, "origin"),
+        field(&d, "last_seen"),
+        field(&d, "enrolled_at"),
+        field(&d, "applied_policy_revision"),
+        field(&d, "owner"),
+        field(&d, "environment"),
+        esc(&list(&d["tags"])),
+        esc(&id),
+    );
+    if ctx.can("fleet:write") {
+        body.push_str(&format!(
+            r#"<form method="post" action="/ui/endpoints/{}/action" class="actions" aria-label="Actions on this endpoint">{}
+<button type="submit" name="action" value="quarantine" data-confirm="Quarantine this endpoint? Its agent stops every wrapped MCP server.">Quarantine</button>
+<button type="submit" name="action" value="approve">Release / approve</button>
+<button type="submit" name="action" value="rescan">Rescan</button>
+<button type="submit" name="action" value="wrap">Wrap servers</button>
+<button type="submit" name="action" value="unwrap">Unwrap servers</button></form>"#,
+            enc(&id),
+            ctx.csrf_input()
+        ));
+    }
+
+    body.push_str(r#"<h2>MCP clients</h2><table data-testid="clients"><thead><tr><th scope="col">Client</th><th scope="col">Config files</th></tr></thead><tbody>"#);
+    for c in items(&d, "clients") {
+        body.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td></tr>",
+            field(c, "name"),
+            esc(&list(&c["config_files"]))
+        ));
+    }
+    body.push_str("</tbody></table>");
+
+    body.push_str(r#"<h2>MCP servers</h2><div class="table-wrap"><table data-testid="servers"><thead><tr><th scope="col">Server</th><th scope="col">Client</th><th scope="col">Transport</th><th scope="col">Launch</th><th scope="col">Risk flags</th><th scope="col">Proxy</th><th scope="col">Credentials (names)</th></tr></thead><tbody>"#);
+    for s in items(&d, "servers") {
+        let launch = match s["url"].as_str() {
+            Some(u) => u.to_string(),
+            None => format!(
+                "{} {}",
+                text(&s["command"]),
+                list(&s["args"]).replace(", ", " ")
+            ),
+        };
+        let flags: String = s["risk_flags"]
+            .as_array()
+            .map(|a| a.iter().map(|f| badge(&text(f))).collect())
+            .unwrap_or_default();
+        body.push_str(&format!(
+            r#"<tr><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+            field(s, "name"),
+            field(s, "client"),
+            field(s, "transport"),
+            esc(&launch),
+            flags,
+            if s["wrapped"].as_bool() == Some(true) { badge("wrapped") } else { String::from("—") },
+            esc(&list(&s["credential_names"])),
+        ));
+    }
+    body.push_str("</tbody></table></div>");
+
+    let tools = items(&d, "tools");
+    if !tools.is_empty() {
+        body.push_str(r#"<h2>Tools seen by the proxy</h2><table data-testid="tools"><thead><tr><th scope="col">Server</th><th scope="col">Tool</th><th scope="col">Calls</th><th scope="col">Blocked</th><th scope="col">Last seen</th></tr></thead><tbody>"#);
+        for t in tools {
+            body.push_str(&format!(
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                field(t, "server_id"),
+                field(t, "name"),
+                field(t, "calls"),
+                field(t, "blocked"),
+                field(t, "last_seen")
+            ));
+        }
+        body.push_str("</tbody></table>");
+    }
+    let errors = items(&d, "errors");
+    if !errors.is_empty() {
+        body.push_str(r#"<h2>Config files that could not be read</h2><ul class="errors">"#);
+        for e in errors {
+            body.push_str(&format!(
+                "<li><code>{}</code>: {}</li>",
+                field(e, "path"),
+                field(e, "message")
+            ));
+        }
+        body.push_str("</ul>");
+    }
+    body.push_str(&format!(
+        r#"<h2>Commands</h2><div data-live="/ui/endpoints/{}/commands" data-live-interval="{}">"#,
+        enc(&id),
+        state.config.live_interval.as_millis()
+    ));
+    match commands_html(&state, &ctx, &id).await {
+        Ok(html) => body.push_str(&html),
+        Err(e) => body.push_str(&format!(r#"<p class="flash error">{}</p>"#, esc(&e))),
+    }
+    body.push_str("</div>");
+    let title = format!("Endpoint {}", text(&d["hostname"]));
+    layout::page(&ctx, Some(Section::Fleet), &title, &body)
+}
+
+async fn commands_html(state: &UiState, ctx: &crate::Ctx, id: &str) -> Result<String, String> {
+    let page = state
+        .api
+        .get(
+            ctx.credential(),
+            &format!(
+                "/v1/fleet/endpoints/{}/commands?limit={COMMANDS_SHOWN}",
+                enc(id)
+            ),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let list = items(&page, "items");
+    if list.is_empty() {
+        return Ok(
+            r#"<p class="sub" data-testid="no-commands">No command sent to this endpoint.</p>"#
+                .into(),
+        );
+    }
+    let mut out = String::from(
+        r#"<table data-testid="commands"><thead><tr><th scope="col">Created</th><th scope="col">Command</th><th scope="col">State</th><th scope="col">Answered</th><th scope="col">Result</th></tr></thead><tbody>"#,
+    );
+    for c in list {
+        out.push_str(&format!(
+            r#"<tr><td>{}</td><td>{}</td><td data-testid="command-state" data-kind="{}">{}</td><td>{}</td><td>{}</td></tr>"#,
+            field(c, "created_at"),
+            field(c, "kind"),
+            field(c, "kind"),
+            badge(c["status"].as_str().unwrap_or("?")),
+            field(c, "answered_at"),
+            field(c, "result"),
+        ));
+    }
+    out.push_str("</tbody></table>");
+    Ok(out)
+}
+
+/// The commands table alone, for the live refresh.
+pub(crate) async fn commands_fragment(
+    State(state): State<Arc<UiState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let Ok(ctx) = state.ctx(&headers).await else {
+        return StatusCode::UNAUTHORIZED.into_response();
+    };
+    match commands_html(&state, &ctx, &id).await {
+        Ok(html) => Html(html).into_response(),
+        Err(_) => StatusCode::BAD_GATEWAY.into_response(),
+    }
+}
+
+pub(crate) async fn action(
+    State(state): State<Arc<UiState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let ctx = match state.ctx(&headers).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let form = Form::parse(&body);
+    if let Some(r) = state.refuse_post(&ctx, &headers, &form) {
+        return r;
+    }
+    let action = form.get("action").unwrap_or_default();
+    let (ok, error) = run_action(&state, &ctx, action, &[id.as_str()]).await;
+    let flash = match error {
+        None if ok == 1 => Flash {
+            kind: "ok",
+            text: format!("{action}: sent."),
+            secret: None,
+        },
+        None => Flash {
+            kind: "error",
+            text: format!("{action}: nothing done"),
+            secret: None,
+        },
+        Some(e) => Flash {
+            kind: "error",
+            text: format!("{action} refused: {e}"),
+            secret: None,
+        },
+    };
+    state.flash_redirect(&ctx, &format!("/ui/endpoints/{}", enc(&id)), flash)
+}

@@ -1,0 +1,250 @@
+//! Dashboard page times at fleet scale (DESIGN §7: every page p95 ≤ 100 ms server time with
+//! 100k endpoints and 1M server rows per tenant). Ignored by default (it seeds a large Postgres
+//! tenant); run it with
+//!
+//! ```sh
+//! cargo test -p agent-bom-tests --test it ui_bench -- --ignored --nocapture
+//! ```
+//!
+//! `AGENT_BOM_BENCH_ENDPOINTS` (default 100000) sets the size; every endpoint has 10 server
+//! entries over 5,000 server identities. The bulk rows are written with SQL (`generate_series`):
+//! the ingest path's own speed is the collector load test's business; a real agent and a push
+//! are added through it so the pages also show what ingest writes. Each page is fetched through
+//! the dashboard (which calls the API on loopback, as in `agent-bom serve`), 3 warm-up rounds,
+//! then 20 timed ones; the report gives the median and p95 per page, and the API's own routes
+//! beside them. Nothing here fails on a time: the numbers go to docs/benchmarks.md.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use agent_bom_tests::harness::{PATIENCE, TestServer, eventually};
+use agent_bom_tests::postgres::TestDatabase;
+use serde_json::json;
+
+const ROUNDS: usize = 20;
+const WARMUP: usize = 3;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+async fn seed(server: &TestServer, tenant_id: &str, endpoints: i64) {
+    let pool = server.store.pool();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let started = Instant::now();
+    let statements = [
+        "INSERT INTO endpoints (id, tenant_id, hostname, os, arch, agent_version, cert_fingerprint, \
+         enrolled_at, last_seen, server_count, origin, tags, owner, environment) \
+         SELECT 'bench-' || g, $1, 'host-' || lpad(g::text, 6, '0'), \
+         (ARRAY['linux','macos','windows'])[1 + g % 3], 'x86_64', '0.1.0', 'fp-' || g, \
+         $2 - 86400000 - (g % 1000) * 60000, $2 - (g % 1000) * 1000 * (g % 9), 10, 'agent', \
+         CASE WHEN g % 10 = 0 THEN '[\"finance\"]' ELSE '[]' END, 'owner-' || (g % 500), \
+         (ARRAY['dev','prod'])[1 + g % 2] \
+         FROM generate_series(1, $3::bigint) g",
+        "INSERT INTO endpoint_servers (tenant_id, endpoint_id, ordinal, server_id, name, client, scope, \
+         transport, command, args, env_keys, header_keys, enabled, risk_flags, config_path, wrapped, \
+         credential_names, launch_hash) \
+         SELECT $1, 'bench-' || e, s, 'srv-' || ((e * 7 + s) % 5000), 'server-' || ((e * 7 + s) % 5000), \
+         (ARRAY['cursor','claude-desktop','vscode','claude-code'])[1 + s % 4], 'user', \
+         CASE WHEN s % 5 = 0 THEN 'sse' ELSE 'stdio' END, 'npx', '[\"-y\"]', '[\"TOKEN\"]', '[]', 1, \
+         CASE WHEN s % 3 = 0 THEN '[\"shell\"]' ELSE '[]' END, '/home/u/.cursor/mcp.json', \
+         CASE WHEN s % 4 = 0 THEN 1 ELSE 0 END, '[\"TOKEN\"]', 'h' \
+         FROM generate_series(1, $3::bigint) e CROSS JOIN generate_series(0, 9) s",
+        "INSERT INTO endpoint_clients (tenant_id, endpoint_id, name, config_files) \
+         SELECT $1, 'bench-' || e, c, '[\"/home/u/.cursor/mcp.json\"]' \
+         FROM generate_series(1, $3::bigint) e CROSS JOIN unnest(ARRAY['cursor','vscode']) c",
+        "INSERT INTO server_identities (tenant_id, identity, first_seen, last_seen) \
+         SELECT $1, 'srv-' || i, $2 - 86400000, $2 FROM generate_series(0, 4999) i \
+         ON CONFLICT DO NOTHING",
+    ];
+    for sql in statements {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(tenant_id)
+            .bind(now)
+            .bind(endpoints)
+            .execute(pool)
+            .await
+            .unwrap_or_else(|e| panic!("seed: {e}\n{sql}"));
+    }
+    sqlx::query("ANALYZE").execute(pool).await.unwrap();
+    eprintln!(
+        "seeded {endpoints} endpoints, {} server rows in {:?}",
+        endpoints * 10,
+        started.elapsed()
+    );
+}
+
+/// The session cookie of a dashboard session signed in with `key` (through the one-time link).
+async fn session(server: &TestServer, http: &reqwest::Client, key: &str) -> String {
+    let link = server.ui.sign_in_link(key);
+    let r = http
+        .get(format!("http://{}{link}", server.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+async fn time(http: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> Vec<Duration> {
+    let mut times = Vec::new();
+    for round in 0..WARMUP + ROUNDS {
+        let mut req = http.get(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let started = Instant::now();
+        let r = req.send().await.unwrap();
+        let status = r.status();
+        let _ = r.bytes().await.unwrap();
+        let took = started.elapsed();
+        assert!(status.is_success(), "{url}: {status}");
+        if round >= WARMUP {
+            times.push(took);
+        }
+    }
+    times.sort();
+    times
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "seeds a large Postgres tenant; run by hand for docs/benchmarks.md"]
+async fn dashboard_pages_at_fleet_scale() {
+    let endpoints: i64 = std::env::var("AGENT_BOM_BENCH_ENDPOINTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let db = TestDatabase::create().await;
+    let server = TestServer::start(Some(db.url.clone())).await;
+    let admin = server.admin_key.clone();
+    let tenant = server.store.tenant_by_name("default").await.unwrap();
+    seed(&server, &tenant.id, endpoints).await;
+    // Room for the seed and for the benchmark's own request rate.
+    let r = server
+        .request(
+            "PUT",
+            "/v1/tenants/default/quotas",
+            Some(&admin),
+            Some(
+                &json!({"max_endpoints": endpoints * 2, "max_api_keys": null,
+                         "rate_per_key_per_min": 1_000_000, "rate_per_tenant_per_min": 1_000_000}),
+            ),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // Through the real ingest path as well.
+    let r = server
+        .post(
+            "/v1/fleet/sync",
+            Some(&admin),
+            &json!({"source_id": "bench-push", "agents": [{"name": "cursor", "mcp_servers": [
+                {"name": "github", "command": "npx", "args": ["-y", "@mcp/github"], "transport": "stdio"}]}]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    eventually(PATIENCE, "posture sees the seed", || async {
+        let r = server.get("/v1/posture/counts", Some(&admin)).await;
+        (r.json["endpoints"].as_i64() == Some(endpoints + 1)).then_some(())
+    })
+    .await;
+
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(4)
+        .build()
+        .unwrap();
+    let cookie = session(&server, &http, &admin).await;
+    let base = format!("http://{}", server.api);
+    let one = format!("/ui/endpoints/bench-{}", endpoints / 2);
+    let one_api = format!("/v1/fleet/endpoints/bench-{}", endpoints / 2);
+    let pages = [
+        "/ui/",
+        "/ui/fleet",
+        "/ui/fleet?sort=-last_seen",
+        "/ui/fleet?status=online",
+        "/ui/fleet?q=host-04242",
+        "/ui/fleet?os=linux&tag=finance",
+        "/ui/fleet/rows",
+        one.as_str(),
+        "/ui/servers",
+        "/ui/runtime",
+        "/ui/policies",
+        "/ui/audit",
+        "/ui/enrollment",
+        "/ui/keys",
+        "/ui/tenants",
+    ];
+    let api_routes = [
+        "/v1/me",
+        "/v1/posture/counts",
+        "/v1/fleet/endpoints?limit=50",
+        "/v1/fleet/endpoints?limit=50&q=host-04242",
+        one_api.as_str(),
+        "/v1/fleet/servers?limit=100",
+        "/v1/audit?limit=50",
+    ];
+    println!(
+        "| Page (dashboard, {endpoints} endpoints, {} server rows) | median | p95 |",
+        endpoints * 10
+    );
+    println!("|---|---|---|");
+    for page in pages {
+        let t = time(&http, &format!("{base}{page}"), &[("cookie", &cookie)]).await;
+        println!(
+            "| `{page}` | {:.1} ms | {:.1} ms |",
+            percentile(&t, 0.5).as_secs_f64() * 1e3,
+            percentile(&t, 0.95).as_secs_f64() * 1e3
+        );
+    }
+    let bearer = format!("Bearer {admin}");
+    println!("\n| API route | median | p95 |");
+    println!("|---|---|---|");
+    for route in api_routes {
+        let t = time(
+            &http,
+            &format!("{base}{route}"),
+            &[("authorization", &bearer)],
+        )
+        .await;
+        println!(
+            "| `{route}` | {:.1} ms | {:.1} ms |",
+            percentile(&t, 0.5).as_secs_f64() * 1e3,
+            percentile(&t, 0.95).as_secs_f64() * 1e3
+        );
+    }
+    // First page loads in headless Chromium (navigation start to the load event), each page
+    // opened fresh after signing in.
+    if agent_bom_tests::browser::available() {
+        let b = agent_bom_tests::browser::Browser::start().await;
+        b.goto(&format!("{base}{}", server.ui.sign_in_link(&admin)))
+            .await;
+        println!("\n| Page in headless Chromium | responseEnd | loadEventEnd |");
+        println!("|---|---|---|");
+        for page in [
+            "/ui/",
+            "/ui/fleet",
+            one.as_str(),
+            "/ui/servers",
+            "/ui/audit",
+        ] {
+            b.goto(&format!("{base}{page}")).await;
+            let (response, load) = b.load_timing().await;
+            println!("| `{page}` | {response:.0} ms | {load:.0} ms |");
+        }
+        b.quit().await;
+    }
+    server.stop().await;
+    db.drop_database().await;
+}
