@@ -16,6 +16,7 @@ mod end_to_end;
 mod endpoint_hardening;
 mod faults;
 mod inventory_deltas;
+mod managed_config;
 mod notify;
 mod oidc;
 mod overload;

@@ -5,6 +5,7 @@
 mod cli;
 mod docs;
 mod fixture_homes;
+mod managed;
 mod proxy_mcp;
 mod service_cli;
 mod user_share;
