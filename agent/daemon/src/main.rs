@@ -195,6 +195,12 @@ async fn dispatch(command: Command) -> Result<Exit> {
             config,
             json,
         } => cli::status::status(state_dir, config, json),
+        Command::Detect {
+            target,
+            state_dir,
+            field,
+            json,
+        } => cli::detect::detect(target, state_dir, field, json).await,
     })
 }
 

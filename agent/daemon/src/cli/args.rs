@@ -137,6 +137,21 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: UpdateAction,
     },
+    /// Print what MDM detection scripts report: version, service state, enrollment state,
+    /// proxy coverage (wrapped / stdio servers), managed configuration.
+    Detect {
+        #[command(flatten)]
+        target: Target,
+        /// State directory (default: the system service's).
+        #[arg(long, env = env::STATE_DIR)]
+        state_dir: Option<PathBuf>,
+        /// Print only this field's value.
+        #[arg(long)]
+        field: Option<String>,
+        /// Print one JSON object.
+        #[arg(long, conflicts_with = "field")]
+        json: bool,
+    },
     /// Show identity and uplink state, and every managed-capable setting with its source.
     Status {
         /// State directory.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use agent_bom_agent::daemon::{Daemon, DaemonConfig};
 use agent_bom_agent::effective::{self, Source};
 use agent_bom_agent::enrollment::{EnrollmentPlan, InstallSettings};
-use agent_bom_agent::managed::{self, Layer};
+use agent_bom_agent::managed::{self, Layer, TokenSource};
 use agent_bom_agent::settings::{self, FileSettings};
 use agent_bom_agent::update::{self, UpdateConfig, manager::Manager};
 use agent_bom_agent::uplink::HostLabels;
@@ -129,11 +129,20 @@ fn daemon_config(
     if let Some(secs) = file.max_backoff_secs {
         daemon.max_backoff = Duration::from_secs(secs);
     }
-    daemon.enrollment = match (&settings.collector.value, &settings.enrollment_token.value) {
+    // A configured token file the packages already moved into the state directory (their
+    // postinstall takes /etc/agent-bom/enroll.token): the staged copy is the same token.
+    let staged = state_dir.join(agent_bom_state::layout::ENROLL_TOKEN_FILE);
+    let token = match &settings.enrollment_token.value {
+        Some(TokenSource::File(path)) if !path.exists() && staged.exists() => {
+            Some(TokenSource::File(staged))
+        }
+        other => other.clone(),
+    };
+    daemon.enrollment = match (&settings.collector.value, token) {
         (Some(collector), Some(token)) => Some(EnrollmentPlan {
             collector: collector.clone(),
             ca_pin: settings.ca_pin.value.clone(),
-            token: token.clone(),
+            token,
         }),
         _ => None,
     };
