@@ -7,6 +7,7 @@ mod api_fuzz;
 mod architecture;
 mod authz_matrix;
 mod change_epoch;
+mod chart;
 mod collector_protocol;
 mod commands;
 mod control_plane_api;

@@ -24,8 +24,8 @@ mod tx;
 use std::path::Path;
 use std::time::Duration;
 
-use sqlx::AnyPool;
 use sqlx::any::install_default_drivers;
+use sqlx::{AnyPool, Row};
 
 pub use api_keys::{ApiKey, NewApiKey, Role};
 pub use dialect::Backend;
@@ -192,6 +192,14 @@ impl Store {
     /// The connection pool (for tests and maintenance commands).
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// How many schema migrations the store has applied, and the latest version.
+    pub async fn applied_migrations(&self) -> Result<(i64, Option<i64>), StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n, MAX(version) AS latest FROM _sqlx_migrations")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((row.try_get("n")?, row.try_get("latest")?))
     }
 
     /// Close the pool.
