@@ -2,6 +2,7 @@
 //!
 //! One test binary for the crate (one link instead of one per file), a module per area.
 
+mod admin_deploy;
 mod agent_bom_cli;
 mod api_fuzz;
 mod architecture;
