@@ -7,6 +7,8 @@ For the chart's default values and every file in charts/agent-bom/examples/:
   - the chart renders, for an install and for an upgrade;
   - every rendered object validates against the Kubernetes schemas of KUBE_VERSION (strict:
     no unknown fields); custom resources (ServiceMonitor) are checked by shape;
+  - the command line of every container is reported, for the caller to check against the
+    binary's own parser;
   - every workload (Deployment, Job) runs as non-root with a read-only root filesystem, no
     privilege escalation, every capability dropped, the RuntimeDefault seccomp profile, no
     service-account token, resource requests and a memory limit, and every long-running
@@ -109,6 +111,8 @@ def check(values_name, values, chart):
                 fail(f"{values_name}: {source}: {kind} {obj['metadata'].get('name')}: {e.message} at {list(e.path)}")
             if kind in ("Deployment", "Job"):
                 check_workload(f"{values_name}: {source}", obj)
+                for c in obj["spec"]["template"]["spec"]["containers"]:
+                    report.setdefault("commands", {})[c["name"]] = c.get("args", [])
     report["objects"] = kinds
     return report
 

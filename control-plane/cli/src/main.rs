@@ -23,7 +23,8 @@ use up::UpConfig;
 #[command(
     name = "agent-bom",
     version,
-    about = "agent-bom: self-hosted control plane for AI and MCP security (fleet system)"
+    about = "agent-bom: self-hosted control plane for AI and MCP security (fleet system)",
+    after_help = deployment_modes_help()
 )]
 struct Cli {
     #[command(subcommand)]
@@ -55,6 +56,16 @@ enum Command {
     },
     /// Work on the store directly.
     Admin(admin::AdminArgs),
+}
+
+/// The deployment modes, as `--help` lists them: the words and sentences of
+/// `agent_bom_protocol::deployment`, the one place they are defined.
+fn deployment_modes_help() -> String {
+    let mut help = String::from("Deployment modes (docs/deploy.md):\n");
+    for mode in agent_bom_protocol::deployment::DeploymentMode::ALL {
+        help.push_str(&format!("  {:<8} {}\n", mode.as_str(), mode.describe()));
+    }
+    help
 }
 
 fn main() -> std::process::ExitCode {

@@ -102,6 +102,32 @@ fn chart_renders_lints_and_validates_for_every_example() {
         assert_eq!(objects["NetworkPolicy"], 4, "{r}");
     }
     assert_eq!(report["refusals"].as_object().unwrap().len(), 3);
+    // The command lines the chart gives the API, collector and migrations containers are
+    // accepted by the real binary's parser (with --help it parses and stops). The UI's (`ui`)
+    // is the UI companion's subcommand.
+    for r in report["reports"].as_array().unwrap() {
+        let commands = r["commands"].as_object().unwrap();
+        for name in ["api", "collector", "migrate"] {
+            let args: Vec<&str> = commands[name]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap())
+                .collect();
+            let out = Command::new(agent_bom_tests::process::server_bin())
+                .args(&args)
+                .arg("--help")
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}: agent-bom {args:?} is refused: {}",
+                r["values"],
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert_eq!(commands["ui"][0], "ui");
+    }
     // The chart runs the images of this very build.
     let chart_yaml = std::fs::read_to_string(chart.join("Chart.yaml")).unwrap();
     assert_eq!(app_version(&chart_yaml), env!("CARGO_PKG_VERSION"));

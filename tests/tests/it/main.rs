@@ -17,6 +17,7 @@ mod device_identity;
 mod end_to_end;
 mod endpoint_hardening;
 mod faults;
+mod images;
 mod inventory_deltas;
 mod managed_config;
 mod notify;
