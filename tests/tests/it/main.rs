@@ -33,3 +33,4 @@ mod self_update;
 mod stale;
 mod store;
 mod tcp_fallback;
+mod vocabulary;
