@@ -67,6 +67,15 @@ pub struct HostFacts {
     /// so it is never used as the device identity.
     #[serde(default)]
     pub hardware_uuid: Option<String>,
+    /// Who owns the endpoint, as its (managed) configuration says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// The environment the endpoint belongs to, as its configuration says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// Tags from the endpoint's configuration.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 /// An MCP client with the config files found for it.

@@ -16,10 +16,12 @@ use agent_bom_discovery::ScanOptions;
 use agent_bom_state::{StateDir, StateError};
 use tokio_util::sync::CancellationToken;
 
+use crate::enrollment::EnrollmentPlan;
 use crate::settings::{DEFAULT_MAX_BACKOFF, DEFAULT_RESCAN_INTERVAL};
 use crate::uplink::transport;
-use crate::uplink::{self, RunOptions, UplinkError};
+use crate::uplink::{self, HostLabels, RunOptions, UplinkError};
 use crate::wrap::WrapOptions;
+use crate::wrap::managed::WrapSwitch;
 use crate::{intake, user_share, wrap};
 
 /// Why the daemon could not start or stopped with an error.
@@ -55,6 +57,15 @@ pub struct DaemonConfig {
     pub watch: bool,
     /// Self-update (absent: update notices are only recorded, as in `agent-bom up`).
     pub update: Option<crate::update::UpdateConfig>,
+    /// How to enroll when the endpoint has no identity (absent: an installer's staged token, or
+    /// `agent-bom-agent enroll`).
+    pub enrollment: Option<EnrollmentPlan>,
+    /// Collector to connect to instead of the one enrolled with.
+    pub collector: Option<String>,
+    /// Owner, environment and tags reported with the host facts.
+    pub labels: HostLabels,
+    /// Managed and local layers of the managed-wrapping switch.
+    pub wrapping: WrapSwitch,
 }
 
 impl DaemonConfig {
@@ -69,6 +80,10 @@ impl DaemonConfig {
             renew_before: uplink::DEFAULT_RENEW_BEFORE,
             watch: true,
             update: None,
+            enrollment: None,
+            collector: None,
+            labels: HostLabels::default(),
+            wrapping: WrapSwitch::default(),
         }
     }
 }
@@ -96,6 +111,10 @@ impl Daemon {
             renew_before,
             watch,
             update,
+            enrollment,
+            collector,
+            labels,
+            wrapping,
         } = self.config;
         let state = StateDir::open(&state_dir)?;
         crate::update::state::note_started(state.path(), crate::agent_version());
@@ -104,7 +123,14 @@ impl Daemon {
         crate::service::notify::ready(&format!("agent-bom-agent {}", crate::agent_version()));
         if !state.is_enrolled() {
             crate::service::notify::status("waiting for enrollment");
-            if !crate::enrollment::until_enrolled(&state, max_backoff, &shutdown).await {
+            if !crate::enrollment::until_enrolled(
+                &state,
+                enrollment.as_ref(),
+                max_backoff,
+                &shutdown,
+            )
+            .await
+            {
                 return Ok(());
             }
         }
@@ -127,7 +153,7 @@ impl Daemon {
         // the uplink is woken to ship it.
         let wrap_options =
             WrapOptions::daemon(scan.clone(), state_dir.clone()).map_err(DaemonError::Exe)?;
-        let changes = wrap::managed::spawn(wrap_options, changes, shutdown.clone());
+        let changes = wrap::managed::spawn(wrap_options, wrapping, changes, shutdown.clone());
 
         // A root daemon shares with the people of the machine, whose proxies run as themselves;
         // as a user, there is nobody to share with.
@@ -152,6 +178,8 @@ impl Daemon {
             renew_before,
             events,
             changes,
+            collector,
+            labels,
         };
         let updater = update.map(|u| {
             std::sync::Arc::new(crate::update::Updater::new(u, state.path().to_path_buf()))

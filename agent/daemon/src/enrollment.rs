@@ -8,7 +8,7 @@
 //! the token. The token is read from a file or standard input, never from the command line of a
 //! process the installer starts, and it is never logged.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use agent_bom_protocol::secure_file::write_private;
@@ -17,6 +17,7 @@ use agent_bom_state::layout::{ENROLL_TOKEN_FILE, INSTALL_FILE};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::managed::TokenSource;
 use crate::uplink::{self, EnrollOptions, UplinkError};
 
 /// Errors reading or writing the install settings.
@@ -172,22 +173,75 @@ pub fn token_staged(state_dir: &Path) -> bool {
     state_dir.join(ENROLL_TOKEN_FILE).exists()
 }
 
-/// Wait until the endpoint has an identity: enroll with a staged token (retrying with capped
-/// backoff while the collector is unreachable), or wait for `agent-bom-agent enroll`. Returns
-/// `false` when `shutdown` came first.
+/// How to enroll, as the effective settings say (managed configuration, `agent.toml`, the
+/// installer, the environment: see [`crate::effective`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrollmentPlan {
+    /// Collector `HOST:PORT`.
+    pub collector: String,
+    /// CA pin (without one, the CA first presented is trusted and pinned).
+    pub ca_pin: Option<String>,
+    /// The token or the file it will be in.
+    pub token: TokenSource,
+}
+
+impl EnrollmentPlan {
+    /// The options to enroll with now, or why not yet (the token file is not there). The token
+    /// file that the installer staged is returned too, to be deleted once used; a managed token
+    /// file belongs to the MDM and stays.
+    fn options(&self, state_dir: &Path) -> Result<(EnrollOptions, Option<PathBuf>), String> {
+        let (token, staged) = match &self.token {
+            TokenSource::Value(secret) => (secret.expose().to_string(), None),
+            TokenSource::File(path) => {
+                let token = read_token(path).map_err(|e| e.to_string())?;
+                let staged = (path == &state_dir.join(ENROLL_TOKEN_FILE)).then(|| path.clone());
+                (token, staged)
+            }
+        };
+        Ok((
+            EnrollOptions {
+                collector: self.collector.clone(),
+                token,
+                ca_pin: self.ca_pin.clone(),
+                force: false,
+            },
+            staged,
+        ))
+    }
+}
+
+/// Wait until the endpoint has an identity: enroll as `plan` says, or with a staged token
+/// (retrying with capped backoff while the collector is unreachable), or wait for
+/// `agent-bom-agent enroll`. Returns `false` when `shutdown` came first.
 pub async fn until_enrolled(
     state: &StateDir,
+    plan: Option<&EnrollmentPlan>,
     max_backoff: Duration,
     shutdown: &CancellationToken,
 ) -> bool {
     let mut attempt: u32 = 0;
     let mut told = false;
     while !state.is_enrolled() {
-        let delay = match staged(state.path()) {
+        let next = match plan {
+            Some(plan) => match plan.options(state.path()) {
+                Ok(ready) => Some(ready),
+                Err(why) => {
+                    if !told {
+                        tracing::warn!(collector = %plan.collector, reason = %why, "not enrolled: the enrollment token is not readable yet; waiting");
+                        told = true;
+                    }
+                    None
+                }
+            },
+            None => staged(state.path()).map(|(options, path)| (options, Some(path))),
+        };
+        let delay = match next {
             Some((options, token_path)) => match uplink::enroll(state, &options).await {
                 Ok(record) => {
-                    let _ = std::fs::remove_file(&token_path);
-                    tracing::info!(agent_id = %record.agent_id, collector = %options.collector, "enrolled with the token staged by the installer");
+                    if let Some(path) = token_path {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                    tracing::info!(agent_id = %record.agent_id, collector = %options.collector, "enrolled with the configured token");
                     return true;
                 }
                 Err(e) => {
@@ -220,7 +274,7 @@ pub async fn until_enrolled(
 }
 
 /// The enrollment an installer staged, if complete: options and the token file.
-fn staged(state_dir: &Path) -> Option<(EnrollOptions, std::path::PathBuf)> {
+fn staged(state_dir: &Path) -> Option<(EnrollOptions, PathBuf)> {
     let token_path = state_dir.join(ENROLL_TOKEN_FILE);
     let token = std::fs::read_to_string(&token_path)
         .ok()?

@@ -6,7 +6,8 @@
 //! QUIC or TLS/TCP connection), [`inventory_upload`] (snapshot or delta), [`spool`] and
 //! [`intake`] (proxy audit events, durably), [`commands`] (control-plane commands applied on the
 //! endpoint), [`wrap`] (reversible rewriting of client configs), [`user_share`] (what a root
-//! daemon shares with each user's proxies), [`settings`] (file, env and flags), [`tls`]
+//! daemon shares with each user's proxies), [`settings`] (file, env and flags), [`managed`] (MDM
+//! and group-policy configuration), [`effective`] (the settings in force and their sources), [`tls`]
 //! (pinned-CA trust), [`service`] (the agent as a systemd / launchd / Windows service),
 //! [`update`] (signed self-update with rollback), [`enrollment`] (enrolling from a token staged
 //! by an installer). The state directory's layout is `agent_bom_state::layout`.
@@ -15,9 +16,11 @@
 
 pub mod commands;
 pub mod daemon;
+pub mod effective;
 pub mod enrollment;
 pub mod intake;
 pub mod inventory_upload;
+pub mod managed;
 pub mod service;
 pub mod settings;
 pub mod spool;

@@ -56,6 +56,12 @@ fn main() -> std::process::ExitCode {
                 .then(agent_bom_state::layout::current_user_share)
                 .flatten()
         });
+        // Managed configuration wins over the flag and the environment.
+        let fail_mode = agent_bom_agent::managed::load()
+            .layer
+            .fail_mode
+            .or(fail_mode)
+            .unwrap_or_default();
         return cli::proxy::run_proxy(server_id, policy, fail_mode, state_dir, share_dir, command);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -184,7 +190,17 @@ async fn dispatch(command: Command) -> Result<Exit> {
         Command::Unwrap { edit } => {
             cli::wrap::print_changes(agent_bom_agent::wrap::unwrap(&edit.options()?), "unwrap")
         }
-        Command::Status { state_dir, json } => cli::status::status(state_dir, json),
+        Command::Status {
+            state_dir,
+            config,
+            json,
+        } => cli::status::status(state_dir, config, json),
+        Command::Detect {
+            target,
+            state_dir,
+            field,
+            json,
+        } => cli::detect::detect(target, state_dir, field, json).await,
     })
 }
 

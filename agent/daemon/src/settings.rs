@@ -1,16 +1,19 @@
 //! Agent settings: the `agent.toml` file, `AGENT_BOM_*` environment variables and flags, and the
 //! settings the control plane pushes with a `settings` command ([`RemoteSettings`]).
 //!
-//! Precedence: control plane (for the keys it sets) > flag > environment > file > default. The
-//! control plane wins so an operator can change a running fleet without touching MDM; a key it
-//! resets (`null`) falls back to the local value. Every environment variable the agent reads is
-//! listed in [`env`].
+//! Precedence of the daemon's own tunables (rescan interval, backoff): control plane (for the
+//! keys it sets) > flag > environment > file > default; a key the control plane resets (`null`)
+//! falls back to the local value. The settings managed configuration (MDM) may set follow
+//! [`crate::effective`] instead: managed first, so an enforced value cannot be undone on the
+//! machine. Every environment variable the agent reads is listed in [`env`].
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use agent_bom_protocol::command::SettingsPatch;
 use serde::{Deserialize, Serialize};
+
+use crate::managed::{Layer, TokenSource};
 
 /// Every `AGENT_BOM_*` environment variable the agent reads.
 pub mod env {
@@ -47,6 +50,21 @@ pub mod env {
     pub const RELEASE_KEYS: &str = "AGENT_BOM_RELEASE_KEYS";
     /// Release channel to follow (`stable`, `beta`, ...).
     pub const UPDATE_CHANNEL: &str = "AGENT_BOM_UPDATE_CHANNEL";
+    /// A file holding the enrollment token.
+    pub const ENROLL_TOKEN_FILE: &str = "AGENT_BOM_ENROLL_TOKEN_FILE";
+    /// Owner of the endpoint (a person or a team), shown in the fleet.
+    pub const OWNER: &str = "AGENT_BOM_OWNER";
+    /// Environment of the endpoint (`production`, `staging`, ...).
+    pub const ENVIRONMENT: &str = "AGENT_BOM_ENVIRONMENT";
+    /// Tags of the endpoint, comma-separated.
+    pub const TAGS: &str = "AGENT_BOM_TAGS";
+    /// Directories walked for project-level MCP files, comma-separated absolute paths.
+    pub const WORKSPACE_ROOTS: &str = "AGENT_BOM_WORKSPACE_ROOTS";
+    /// Keep every stdio MCP server wrapped by the proxy (`true` / `false`).
+    pub const MANAGED_WRAPPING: &str = "AGENT_BOM_MANAGED_WRAPPING";
+    /// The one managed-configuration file (`.plist` or `.toml`) to read instead of this
+    /// platform's managed sources (tests, unusual layouts).
+    pub const MANAGED_CONFIG: &str = crate::managed::MANAGED_CONFIG_ENV;
 }
 
 /// Default seconds between rescans. The file watcher (a later milestone) makes changes arrive
@@ -78,6 +96,24 @@ pub struct FileSettings {
     pub control_plane_url: Option<String>,
     /// Release channel `update check` follows (default `stable`).
     pub update_channel: Option<String>,
+    /// Collector `HOST:PORT` to enroll with.
+    pub collector: Option<String>,
+    /// SHA-256 of the control plane's CA certificate.
+    pub ca_pin: Option<String>,
+    /// A file holding the enrollment token.
+    pub enrollment_token_file: Option<PathBuf>,
+    /// Owner of the endpoint.
+    pub owner: Option<String>,
+    /// Environment of the endpoint.
+    pub environment: Option<String>,
+    /// Tags of the endpoint.
+    pub tags: Option<Vec<String>>,
+    /// Directories walked for project-level MCP files.
+    pub workspace_roots: Option<Vec<PathBuf>>,
+    /// Keep every stdio MCP server wrapped by the proxy.
+    pub managed_wrapping: Option<bool>,
+    /// What proxies do without a valid policy.
+    pub fail_mode: Option<agent_bom_proxy::policy::FailMode>,
 }
 
 /// Errors loading settings.
@@ -123,7 +159,26 @@ impl FileSettings {
         if settings.max_backoff_secs == Some(0) {
             return Err("max_backoff_secs must be at least 1".into());
         }
+        settings.layer()?;
         Ok(settings)
+    }
+
+    /// The settings of this file that managed configuration may also set, checked (see
+    /// [`crate::effective`]).
+    pub fn layer(&self) -> Result<Layer, String> {
+        Layer {
+            collector: self.collector.clone(),
+            ca_pin: self.ca_pin.clone(),
+            enrollment_token: self.enrollment_token_file.clone().map(TokenSource::File),
+            owner: self.owner.clone(),
+            environment: self.environment.clone(),
+            tags: self.tags.clone(),
+            workspace_roots: self.workspace_roots.clone(),
+            managed_wrapping: self.managed_wrapping,
+            fail_mode: self.fail_mode,
+            update_channel: self.update_channel.clone(),
+        }
+        .checked()
     }
 }
 

@@ -25,6 +25,8 @@ pub fn collect(agent_version: &str) -> HostFacts {
         agent_version: Some(agent_version.to_string()),
         users: human_users(),
         hardware_uuid: hardware_uuid(),
+        // Labels come from the agent's configuration, not from the machine.
+        ..HostFacts::default()
     }
 }
 

@@ -9,6 +9,7 @@ mod endpoint;
 mod enroll_token;
 mod key;
 mod release;
+mod schema;
 mod tenant;
 
 use agent_bom_control_plane::server;
@@ -68,10 +69,22 @@ enum AdminCommand {
         #[command(subcommand)]
         command: release::RolloutCommand,
     },
+    /// Apply the schema migrations this build has and the store lacks, then exit (what the Helm
+    /// chart's pre-install / pre-upgrade Job runs).
+    Migrate,
+    /// The control plane's CA and signing keys, for deployments that share them (Kubernetes).
+    Pki {
+        #[command(subcommand)]
+        command: schema::PkiCommand,
+    },
 }
 
 /// Open the store of the data directory (or URL), run the subcommand, close the store.
 pub(crate) async fn run(args: AdminArgs) -> Result<()> {
+    // Key material only: no store is opened (or created) for it.
+    if let AdminCommand::Pki { command } = args.command {
+        return schema::pki(command);
+    }
     let dir = args.data.dir();
     server::prepare_data_dir(&dir)?;
     let store = server::open_store(&dir, args.database_url.as_deref()).await?;
@@ -83,6 +96,8 @@ pub(crate) async fn run(args: AdminArgs) -> Result<()> {
         AdminCommand::Audit { command } => audit::run(&store, command).await,
         AdminCommand::Release { command } => release::run(&store, command).await,
         AdminCommand::Rollout { command } => release::run_rollout(&store, command).await,
+        AdminCommand::Migrate => schema::migrate(&store).await,
+        AdminCommand::Pki { .. } => unreachable!("handled before the store is opened"),
     };
     store.close().await;
     result

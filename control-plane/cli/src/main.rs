@@ -24,7 +24,8 @@ use up::UpConfig;
 #[command(
     name = "agent-bom",
     version,
-    about = "agent-bom: self-hosted control plane for AI and MCP security (fleet system)"
+    about = "agent-bom: self-hosted control plane for AI and MCP security (fleet system)",
+    after_help = deployment_modes_help()
 )]
 struct Cli {
     #[command(subcommand)]
@@ -59,6 +60,16 @@ enum Command {
     /// The dashboard alone, in front of a remote API (the UI companion; `serve` and `up`
     /// already serve it on the API's origin).
     Ui(ui::UiArgs),
+}
+
+/// The deployment modes, as `--help` lists them: the words and sentences of
+/// `agent_bom_protocol::deployment`, the one place they are defined.
+fn deployment_modes_help() -> String {
+    let mut help = String::from("Deployment modes (docs/deploy.md):\n");
+    for mode in agent_bom_protocol::deployment::DeploymentMode::ALL {
+        help.push_str(&format!("  {:<8} {}\n", mode.as_str(), mode.describe()));
+    }
+    help
 }
 
 fn main() -> std::process::ExitCode {

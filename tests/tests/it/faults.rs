@@ -192,6 +192,8 @@ async fn relayed_agent() -> RelayedAgent {
             quic_attempt: Duration::from_secs(5),
             renew_before: agent_bom_agent::uplink::DEFAULT_RENEW_BEFORE,
             events: Some(events),
+            collector: None,
+            labels: Default::default(),
         },
         shutdown.clone(),
     ));

@@ -2,12 +2,14 @@
 //!
 //! One test binary for the crate (one link instead of one per file), a module per area.
 
+mod admin_deploy;
 mod agent_bom_cli;
 mod api_fuzz;
 mod api_hardening;
 mod architecture;
 mod authz_matrix;
 mod change_epoch;
+mod chart;
 mod collector_hardening;
 mod collector_protocol;
 mod commands;
@@ -18,7 +20,9 @@ mod end_to_end;
 mod endpoint_hardening;
 mod failover;
 mod faults;
+mod images;
 mod inventory_deltas;
+mod managed_config;
 mod notify;
 mod observe;
 mod oidc;
@@ -37,3 +41,4 @@ mod tcp_fallback;
 mod tenant_context;
 mod ui_bench;
 mod ui_browser;
+mod vocabulary;

@@ -126,6 +126,8 @@ impl RunningAgent {
                 quic_attempt: agent_bom_agent::uplink::transport::DEFAULT_QUIC_ATTEMPT,
                 renew_before: uplink::DEFAULT_RENEW_BEFORE,
                 events: None,
+                collector: None,
+                labels: Default::default(),
             },
             shutdown.clone(),
         ));

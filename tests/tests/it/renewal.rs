@@ -43,6 +43,8 @@ async fn certificate_is_renewed_over_the_connection() {
             // Longer than the 90-day certificate: renew on the first session.
             renew_before: Duration::from_secs(200 * 24 * 3600),
             events: None,
+            collector: None,
+            labels: Default::default(),
         },
         shutdown.clone(),
     ));

@@ -51,6 +51,8 @@ async fn udp_blocked_falls_back_to_tls_over_tcp() {
             quic_attempt: Duration::from_millis(500),
             renew_before: agent_bom_agent::uplink::DEFAULT_RENEW_BEFORE,
             events: None,
+            collector: None,
+            labels: Default::default(),
         },
         shutdown.clone(),
     ));

@@ -95,10 +95,10 @@ pub(crate) enum Command {
         /// Policy file (default: policy.toml in the state directory).
         #[arg(long, env = env::PROXY_POLICY)]
         policy: Option<PathBuf>,
-        /// Without a valid policy: relay with detections only (open) or refuse every tool call
-        /// (closed).
-        #[arg(long, env = env::PROXY_FAIL_MODE, value_enum, default_value = "open")]
-        fail_mode: FailMode,
+        /// Without a valid policy: relay with detections only (open, the default) or refuse
+        /// every tool call (closed). A managed `fail_mode` wins over this.
+        #[arg(long, env = env::PROXY_FAIL_MODE, value_enum)]
+        fail_mode: Option<FailMode>,
         /// State directory (pins, cached policy, audit socket and spool).
         #[arg(long, env = env::STATE_DIR)]
         state_dir: Option<PathBuf>,
@@ -137,11 +137,29 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: UpdateAction,
     },
-    /// Show identity and uplink state.
+    /// Print what MDM detection scripts report: version, service state, enrollment state,
+    /// proxy coverage (wrapped / stdio servers), managed configuration.
+    Detect {
+        #[command(flatten)]
+        target: Target,
+        /// State directory (default: the system service's).
+        #[arg(long, env = env::STATE_DIR)]
+        state_dir: Option<PathBuf>,
+        /// Print only this field's value.
+        #[arg(long)]
+        field: Option<String>,
+        /// Print one JSON object.
+        #[arg(long, conflicts_with = "field")]
+        json: bool,
+    },
+    /// Show identity and uplink state, and every managed-capable setting with its source.
     Status {
         /// State directory.
         #[arg(long, env = env::STATE_DIR)]
         state_dir: Option<PathBuf>,
+        /// Settings file (agent.toml; default: the system service's, when it exists).
+        #[arg(long, env = env::CONFIG)]
+        config: Option<PathBuf>,
         /// Print JSON.
         #[arg(long)]
         json: bool,

@@ -2,6 +2,7 @@
 //! parses and dispatches.
 
 pub(crate) mod args;
+pub(crate) mod detect;
 pub(crate) mod enroll;
 pub(crate) mod proxy;
 pub(crate) mod run;

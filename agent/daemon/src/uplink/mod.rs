@@ -182,6 +182,30 @@ pub struct RunOptions {
     /// Woken by the file watcher when a config changed, so the change ships at once instead of
     /// at the next periodic rescan.
     pub changes: Option<Arc<tokio::sync::Notify>>,
+    /// Collector to connect to instead of the one enrolled with (a managed setting that moved).
+    pub collector: Option<String>,
+    /// Owner, environment and tags reported with the host facts.
+    pub labels: HostLabels,
+}
+
+/// What the endpoint's configuration says about it, reported with the host facts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostLabels {
+    /// Owner.
+    pub owner: Option<String>,
+    /// Environment.
+    pub environment: Option<String>,
+    /// Tags.
+    pub tags: Vec<String>,
+}
+
+impl HostLabels {
+    /// Put the labels on `host`.
+    pub fn apply(&self, host: &mut agent_bom_protocol::HostFacts) {
+        host.owner = self.owner.clone();
+        host.environment = self.environment.clone();
+        host.tags = self.tags.clone();
+    }
 }
 
 /// Connect, upload and stay connected until `shutdown`, reconnecting with capped exponential
@@ -286,7 +310,7 @@ async fn session(
 ) -> Result<(), UplinkError> {
     let link = tokio::select! {
         _ = shutdown.cancelled() => return Ok(()),
-        r = Link::open(&record.collector, config.clone(), options.quic_attempt) => r?,
+        r = Link::open(options.collector.as_deref().unwrap_or(&record.collector), config.clone(), options.quic_attempt) => r?,
     };
     let hello = AgentMessage::Hello {
         protocol_version: PROTOCOL_VERSION,
@@ -334,7 +358,8 @@ async fn session(
                 return Err(UplinkError::Reconnect("the device credential was rotated"));
             }
             if tokio::time::Instant::now() >= next_rescan {
-                let inventory = scan_now(options.scan.clone()).await;
+                let mut inventory = scan_now(options.scan.clone()).await;
+                options.labels.apply(&mut inventory.host);
                 let hash = inventory_hash(&inventory);
                 if uplink.last_inventory_hash.as_deref() != Some(hash.as_str()) {
                     upload(state, &link, &mut uplink, inventory, hash, &mut deltas).await?;

@@ -1,10 +1,13 @@
 //! Managed wrapping: the daemon wraps every stdio server by policy and wraps again whatever a
 //! client reverted (a client that rewrites its config from its own copy drops the proxy).
 //!
-//! The switch is `"managed_wrapping": true` in `<state dir>/settings.json` (written by the
-//! `settings` command from the control plane, read through [`RemoteSettings`]); it is read on
-//! every pass, so turning it on or off needs no restart. A missing or broken file means off. A pass is [`super::wrap`] itself:
-//! when everything is wrapped it reads and parses the few config files and writes nothing, so
+//! The switch resolves, on every pass, as managed configuration (MDM; fixed for the daemon's run,
+//! which restarts when it changes) > `"managed_wrapping"` in `<state dir>/settings.json`
+//! (written by the control plane's `settings` command, read through [`RemoteSettings`]) > the
+//! local settings (`agent.toml`, environment) > off; turning it on or off from the control plane
+//! needs no restart. A missing or broken `settings.json` means the control plane has no say. A
+//! pass is [`super::wrap`] itself: when everything is wrapped it reads and parses the few config
+//! files and writes nothing, so
 //! running it after each debounced file event costs milliseconds and cannot loop (its own
 //! writes trigger one more pass that finds nothing to do).
 
@@ -17,14 +20,43 @@ use tokio_util::sync::CancellationToken;
 use super::{FileChange, WrapError, WrapOptions};
 use crate::settings::RemoteSettings;
 
-/// True when `<state_dir>/settings.json` has `"managed_wrapping": true`.
-pub fn managed_wrapping_enabled(state_dir: &Path) -> bool {
-    RemoteSettings::load(state_dir).managed_wrapping == Some(true)
+/// The layers of the managed-wrapping switch other than the control plane's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WrapSwitch {
+    /// What managed configuration enforces (wins over everything).
+    pub managed: Option<bool>,
+    /// What the local settings say (used when neither managed configuration nor the control
+    /// plane set it).
+    pub local: Option<bool>,
 }
 
-/// Wrap whatever is not wrapped, if managed wrapping is on; nothing otherwise.
+impl WrapSwitch {
+    /// Whether managed wrapping is on now.
+    pub fn enabled(&self, state_dir: &Path) -> bool {
+        self.managed
+            .or_else(|| RemoteSettings::load(state_dir).managed_wrapping)
+            .or(self.local)
+            .unwrap_or(false)
+    }
+}
+
+/// True when the control plane turned managed wrapping on in `<state_dir>/settings.json` (no
+/// managed or local setting).
+pub fn managed_wrapping_enabled(state_dir: &Path) -> bool {
+    WrapSwitch::default().enabled(state_dir)
+}
+
+/// Wrap whatever is not wrapped, if the control plane turned managed wrapping on.
 pub fn rewrap_if_managed(options: &WrapOptions) -> Vec<Result<FileChange, WrapError>> {
-    if !managed_wrapping_enabled(&options.state_dir) {
+    rewrap_with(options, WrapSwitch::default())
+}
+
+/// Wrap whatever is not wrapped, if `switch` resolves to on; nothing otherwise.
+pub fn rewrap_with(
+    options: &WrapOptions,
+    switch: WrapSwitch,
+) -> Vec<Result<FileChange, WrapError>> {
+    if !switch.enabled(&options.state_dir) {
         return Vec::new();
     }
     let options = WrapOptions {
@@ -36,9 +68,9 @@ pub fn rewrap_if_managed(options: &WrapOptions) -> Vec<Result<FileChange, WrapEr
 
 /// One pass off the async threads, logged (server names and paths only: records and diffs hold
 /// env values).
-async fn pass(options: &WrapOptions) {
+async fn pass(options: &WrapOptions, switch: WrapSwitch) {
     let options = options.clone();
-    let results = tokio::task::spawn_blocking(move || rewrap_if_managed(&options))
+    let results = tokio::task::spawn_blocking(move || rewrap_with(&options, switch))
         .await
         .unwrap_or_default();
     for result in results {
@@ -71,13 +103,14 @@ async fn pass(options: &WrapOptions) {
 /// includes the re-wrap. Without a watcher (`None`) only the startup pass runs.
 pub fn spawn(
     options: WrapOptions,
+    switch: WrapSwitch,
     changes: Option<Arc<Notify>>,
     shutdown: CancellationToken,
 ) -> Option<Arc<Notify>> {
     let forward = changes.as_ref().map(|_| Arc::new(Notify::new()));
     let out = forward.clone();
     tokio::spawn(async move {
-        pass(&options).await;
+        pass(&options, switch).await;
         let (Some(changes), Some(forward)) = (changes, forward) else {
             return;
         };
@@ -85,7 +118,7 @@ pub fn spawn(
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = changes.notified() => {
-                    pass(&options).await;
+                    pass(&options, switch).await;
                     forward.notify_one();
                 }
             }

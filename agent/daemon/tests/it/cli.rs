@@ -124,8 +124,15 @@ fn bad_arguments_fail_with_a_message() {
         .arg(state.path())
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not enrolled"));
+    // Not enrolled is a state `status` reports (MDM detection scripts read it), with the
+    // settings and where they would come from.
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("enrolled:     no"), "{text}");
+    assert!(
+        text.contains("fail_mode") && text.contains("[default]"),
+        "{text}"
+    );
 
     let out = agent()
         .args([

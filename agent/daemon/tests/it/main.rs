@@ -5,6 +5,8 @@
 mod cli;
 mod docs;
 mod fixture_homes;
+mod managed;
+mod mdm_scripts;
 mod proxy_mcp;
 mod service_cli;
 mod user_share;

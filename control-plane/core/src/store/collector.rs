@@ -812,13 +812,16 @@ impl InventoryWrite<'_> {
         let now = now_ms();
         let condition = match self.requires {
             Requires::Older => "(last_seq IS NULL OR last_seq < $1)",
-            Requires::Base { .. } => "last_seq = $19 AND inventory_hash = $20 AND last_seq < $1",
+            Requires::Base { .. } => "last_seq = $22 AND inventory_hash = $23 AND last_seq < $1",
         };
+        let (owner, environment, tags) = endpoint_labels(host);
         let sql = sqlx::AssertSqlSafe(format!(
             "UPDATE endpoints SET last_seq = $1, hostname = $2, os = $3, os_version = $4, arch = $5, \
              kernel_version = $6, cpu_count = $7, memory_bytes = $8, uptime_secs = $9, agent_version = $10, \
              last_inventory_at = $11, last_seen = $11, server_count = $12, users = $15, hardware_uuid = $16, \
-             inventory_hash = $17, inventory_doc = $18 \
+             inventory_hash = $17, inventory_doc = $18, \
+             owner = COALESCE($19, owner), environment = COALESCE($20, environment), \
+             tags = CASE WHEN $21 = '[]' THEN tags ELSE $21 END \
              WHERE id = $13 AND tenant_id = $14 AND revoked_at IS NULL AND {condition}"
         ));
         let mut update = sqlx::query(sql)
@@ -843,7 +846,10 @@ impl InventoryWrite<'_> {
                 Failure::Refuse(CollectorStoreError::Invalid(format!(
                     "inventory cannot be stored: {e}"
                 )))
-            })?);
+            })?)
+            .bind(owner)
+            .bind(environment)
+            .bind(tags);
         if let Requires::Base { seq, hash } = self.requires {
             update = update.bind(seq).bind(hash);
         }
@@ -1171,6 +1177,28 @@ fn command_from_row(r: &sqlx::any::AnyRow) -> Result<Command, sqlx::Error> {
         // The collector signs at delivery; nothing signed is stored.
         signature: None,
     })
+}
+
+/// Owner, environment and tags as the endpoint's own (managed) configuration states them,
+/// sanitized and held to the API's rules; a label that breaks them is dropped, never the
+/// inventory. Unset labels leave what an operator set through the API (tags: an empty list).
+fn endpoint_labels(
+    host: &agent_bom_protocol::HostFacts,
+) -> (Option<String>, Option<String>, String) {
+    let text = |v: &Option<String>| {
+        v.as_deref()
+            .map(|v| agent_bom_protocol::sanitize::sanitize_text(&truncate(v.trim(), 200)))
+            .filter(|v| !v.is_empty() && !v.chars().any(char::is_control))
+    };
+    let tags: Vec<String> = host
+        .tags
+        .iter()
+        .filter(|t| super::fleet_ops::normalize_tags(std::slice::from_ref(*t)).is_ok())
+        .take(64)
+        .cloned()
+        .collect();
+    let tags = super::fleet_ops::normalize_tags(&tags).unwrap_or_default();
+    (text(&host.owner), text(&host.environment), json(&tags))
 }
 
 fn truncate(s: &str, max: usize) -> String {

@@ -234,6 +234,14 @@ impl Store {
         &self.pool
     }
 
+    /// How many schema migrations the store has applied, and the latest version.
+    pub async fn applied_migrations(&self) -> Result<(i64, Option<i64>), StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n, MAX(version) AS latest FROM _sqlx_migrations")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((row.try_get("n")?, row.try_get("latest")?))
+    }
+
     /// Close the pool.
     pub async fn close(&self) {
         self.pool.close().await;
