@@ -8,6 +8,7 @@ pub mod api;
 pub mod bootstrap;
 pub mod oidc;
 pub mod permissions;
+pub mod ratelimit;
 pub mod secrets;
 pub mod server;
 pub mod service;

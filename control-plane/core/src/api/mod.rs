@@ -4,6 +4,7 @@ mod audit;
 pub mod auth;
 mod error;
 mod fleet;
+mod gateway;
 mod keys;
 pub mod openapi;
 mod policy;
@@ -53,8 +54,8 @@ impl AppState {
     /// State over a store and a signer, with fresh rate-limit counters.
     pub fn new(store: Store, signer: Arc<ExportSigner>) -> Self {
         Self {
+            limiter: RateLimiter::new(store.clone()),
             store,
-            limiter: RateLimiter::default(),
             signer,
             oidc: None,
             distribution: None,
@@ -123,6 +124,16 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/fleet/export", get(audit::export_fleet))
         .route("/v1/posture/counts", get(posture::counts))
+        .route("/v1/gateway", get(gateway::overview))
+        .route(
+            "/v1/gateway/upstreams/{name}",
+            axum::routing::put(gateway::put_upstream).delete(gateway::delete_upstream),
+        )
+        .route(
+            "/v1/gateway/limits",
+            axum::routing::put(gateway::set_limits),
+        )
+        .route("/v1/gateway/events", get(gateway::events))
         .route("/v1/audit", get(audit::list))
         .route("/v1/audit/verify", get(audit::verify))
         .route("/v1/audit/export", get(audit::export_audit))
