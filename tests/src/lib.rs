@@ -7,7 +7,9 @@
 
 pub mod cluster;
 pub mod fixture;
+pub mod gateway;
 pub mod harness;
+pub mod mcp;
 pub mod postgres;
 pub mod private_postgres;
 pub mod process;

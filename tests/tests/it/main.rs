@@ -15,6 +15,7 @@ mod device_identity;
 mod end_to_end;
 mod endpoint_hardening;
 mod faults;
+mod gateway;
 mod inventory_deltas;
 mod notify;
 mod oidc;
