@@ -10,6 +10,7 @@ pub mod fixture;
 pub mod gateway;
 pub mod harness;
 pub mod mcp;
+pub mod oidc_provider;
 pub mod postgres;
 pub mod private_postgres;
 pub mod process;

@@ -232,6 +232,10 @@ pub async fn finish_client(child: Child) -> ClientRun {
     let connected = lines
         .next()
         .unwrap_or_else(|| panic!("no connected line:\n{stderr}"));
+    assert_eq!(
+        connected["op"], "connected",
+        "the client did not connect: {connected}\n{stderr}"
+    );
     ClientRun {
         version: connected["version"]
             .as_str()

@@ -632,3 +632,119 @@ async fn shared_rate_windows_grant_exactly_the_limit_under_contention() {
     store.close().await;
     db.drop_database().await;
 }
+
+/// A user logs in with the MCP authorization flow: the SDK's OAuth client meets the gateway's
+/// 401, discovers its protected-resource metadata and the authorization server, registers,
+/// runs the authorization-code flow with PKCE, and calls tools with the access token; the audit
+/// names the user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_logs_in_with_pkce_and_calls_through_the_gateway() {
+    use agent_bom_control_plane::oidc::OidcConfig;
+    use agent_bom_tests::oidc_provider::{AuthorizationServer, Identity};
+
+    let server = TestServer::start(None).await;
+    let admin = server.admin_key.clone();
+    let provider = AuthorizationServer::start(Identity {
+        subject: "alice".into(),
+        role: "analyst".into(),
+        tenant: "default".into(),
+        audience: "agent-bom-gateway".into(),
+    })
+    .await;
+    let upstream = mcp::python_http_server(&[]).await;
+    put_upstream(
+        &server,
+        &admin,
+        "py",
+        json!({"url": format!("http://127.0.0.1:{}/mcp", upstream.port)}),
+    )
+    .await;
+    let mut options = test_options();
+    options.oidc = Some(OidcConfig::new(
+        &provider.issuer,
+        "agent-bom-gateway",
+        &provider.jwks_url,
+    ));
+    let gateway = TestGateway::start(server.store.clone(), options).await;
+
+    // What a client discovers first.
+    let http = reqwest::Client::new();
+    let challenge = http.post(gateway.url("py")).send().await.unwrap();
+    assert_eq!(challenge.status(), 401);
+    let header = challenge.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let metadata_url = format!(
+        "http://{}/.well-known/oauth-protected-resource/mcp/py",
+        gateway.addr
+    );
+    assert!(header.contains(&metadata_url), "{header}");
+    let metadata: Value = http
+        .get(&metadata_url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(metadata["resource"], gateway.url("py"));
+    assert_eq!(metadata["authorization_servers"], json!([provider.issuer]));
+
+    let run = mcp::client(
+        "legacy",
+        &gateway.url("py"),
+        &json!([
+            {"op": "list"},
+            {"op": "call", "tool": "add", "args": {"a": 40, "b": 2}},
+        ]),
+        &[("AGENT_BOM_OAUTH", "1")],
+    )
+    .await;
+    assert!(
+        run.steps[0]["tools"]["add"].is_string(),
+        "{:#?}\n{}",
+        run.steps,
+        run.stderr
+    );
+    assert_eq!(run.steps[1]["text"], "42");
+    assert_eq!(provider.registered(), 1);
+    assert_eq!(
+        provider.verified(),
+        1,
+        "one code exchanged, its PKCE verifier checked"
+    );
+    assert_eq!(provider.refused(), 0);
+
+    let events = eventually(PATIENCE, "the user's call in the audit", || async {
+        let events = gateway_events(&server, &admin).await;
+        events
+            .iter()
+            .any(|e| e["kind"] == "call" && e["tool"] == "add")
+            .then_some(events)
+    })
+    .await;
+    assert!(events.iter().all(|e| e["principal"] == "oidc:alice"));
+
+    // A token for another audience, or none at all, does not pass.
+    let forged = agent_bom_tests::oidc_provider::token(
+        &agent_bom_tests::oidc_provider::signing_key("as-1"),
+        json!({"iss": provider.issuer, "aud": "agent-bom-gateway", "sub": "mallory",
+               "exp": agent_bom_tests::oidc_provider::now() + 300,
+               "agent_bom_role": "admin", "agent_bom_tenant": "default"}),
+    );
+    let r = http
+        .post(gateway.url("py"))
+        .bearer_auth(forged)
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        401,
+        "a token signed by another key with the same kid"
+    );
+    gateway.stop().await;
+    server.stop().await;
+}
