@@ -6,7 +6,8 @@
 //! Decisions are cached for a short time ([`crate::GatewayOptions::auth_cache`]) so a busy
 //! session does not cost a database round trip per message; that time is also how long a
 //! revoked or rotated-out key keeps working at most, and open event streams re-check their
-//! credential at the same interval.
+//! credential at the same interval. While the control plane is unreachable the last decision
+//! stands for up to [`STALE_DECISION_MAX`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,6 +20,10 @@ use axum::http::HeaderMap;
 
 /// Most cached decisions before the cache is cleared.
 const MAX_CACHED: usize = 50_000;
+/// While the control plane is unreachable, a decision made this recently is reused: nobody can
+/// revoke a key in a store that does not answer, and refusing every caller would turn an outage
+/// of the control plane into an outage of every upstream (the fail modes decide that).
+pub const STALE_DECISION_MAX: Duration = Duration::from_secs(600);
 
 /// An authenticated caller of the gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,27 +98,35 @@ impl Authenticator {
         // Keyed by a digest: the cache never holds a credential.
         let key = agent_bom_protocol::digest::sha256_hex(token.as_bytes());
         let now = Instant::now();
-        if let Some((at, cached)) = self
+        let cached = self
             .cache
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&key)
-            .cloned()
-            && now.duration_since(at) < self.ttl
+            .cloned();
+        let replay = |cached: Cached| match cached {
+            Cached::Allowed(p) => Ok(p),
+            Cached::Denied(m) => Err(AuthError::Unauthenticated(m)),
+            Cached::Forbidden => Err(AuthError::Forbidden),
+        };
+        if let Some((at, c)) = &cached
+            && now.duration_since(*at) < self.ttl
         {
-            return match cached {
-                Cached::Allowed(p) => Ok(p),
-                Cached::Denied(m) => Err(AuthError::Unauthenticated(m)),
-                Cached::Forbidden => Err(AuthError::Forbidden),
-            };
+            return replay(c.clone());
         }
         let decided = self.decide(token).await;
         let cached = match &decided {
             Ok(p) => Cached::Allowed(p.clone()),
             Err(AuthError::Unauthenticated(m)) => Cached::Denied(m),
             Err(AuthError::Forbidden) => Cached::Forbidden,
-            // Not cached: the next call asks again.
-            Err(AuthError::Unavailable) => return decided,
+            // The last decision stands while the control plane is unreachable (not refreshed:
+            // its age keeps counting); a credential never seen is refused.
+            Err(AuthError::Unavailable) => {
+                return match cached {
+                    Some((at, c)) if now.duration_since(at) < STALE_DECISION_MAX => replay(c),
+                    _ => decided,
+                };
+            }
         };
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= MAX_CACHED {

@@ -748,3 +748,130 @@ async fn a_user_logs_in_with_pkce_and_calls_through_the_gateway() {
     gateway.stop().await;
     server.stop().await;
 }
+
+/// Open a session over plain HTTP (`initialize`, `notifications/initialized`); its id.
+async fn raw_session(http: &reqwest::Client, url: &str, key: &str) -> String {
+    let init = http
+        .post(url)
+        .bearer_auth(key)
+        .header("accept", "application/json, text/event-stream")
+        .json(
+            &json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "1"}}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(init.status(), 200, "initialize");
+    let session = init.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let _ = init.bytes().await;
+    let r = http
+        .post(url)
+        .bearer_auth(key)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", "2025-06-18")
+        .json(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    session
+}
+
+/// One `tools/call add` on an open session: the HTTP status and the JSON-RPC answer (the
+/// upstream answers JSON: JSON_RESPONSE=1).
+async fn raw_add(http: &reqwest::Client, url: &str, key: &str, session: &str) -> (u16, Value) {
+    let r = http
+        .post(url)
+        .bearer_auth(key)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", session)
+        .header("mcp-protocol-version", "2025-06-18")
+        .json(&json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+            "params": {"name": "add", "arguments": {"a": 1, "b": 2}}}))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// The control plane's database goes away: an upstream that fails closed refuses tool calls,
+/// one that fails open keeps relaying with the last policy; both recover when it returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_modes_when_the_control_plane_is_unreachable() {
+    use agent_bom_tests::private_postgres::PrivatePostgres;
+
+    let pg = PrivatePostgres::start();
+    let server = TestServer::start(Some(pg.url())).await;
+    let admin = server.admin_key.clone();
+    let upstream = mcp::python_http_server(&[("JSON_RESPONSE", "1")]).await;
+    let url = format!("http://127.0.0.1:{}/mcp", upstream.port);
+    put_upstream(
+        &server,
+        &admin,
+        "closed",
+        json!({"url": url, "fail_mode": "closed"}),
+    )
+    .await;
+    put_upstream(
+        &server,
+        &admin,
+        "open",
+        json!({"url": url, "fail_mode": "open"}),
+    )
+    .await;
+    let (key, _, _) = gateway_key(&server, &admin).await;
+    let gateway = TestGateway::start(server.store.clone(), test_options()).await;
+    let http = reqwest::Client::new();
+    let closed = raw_session(&http, &gateway.url("closed"), &key).await;
+    let open = raw_session(&http, &gateway.url("open"), &key).await;
+    for (name, session) in [("closed", &closed), ("open", &open)] {
+        let (status, body) = raw_add(&http, &gateway.url(name), &key, session).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["result"]["content"][0]["text"], "3", "{name}: {body}");
+    }
+
+    pg.stop_immediate();
+    let refused = eventually(
+        Duration::from_secs(90),
+        "the closed upstream refusing",
+        || async {
+            let (status, body) = raw_add(&http, &gateway.url("closed"), &key, &closed).await;
+            (status == 200 && body["error"]["code"] == POLICY_ERROR).then_some(body)
+        },
+    )
+    .await;
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("fail-closed"),
+        "{refused}"
+    );
+    // Meanwhile the open upstream relays (with the credential decided before the outage).
+    let (status, body) = raw_add(&http, &gateway.url("open"), &key, &open).await;
+    assert_eq!(
+        (status, &body["result"]["content"][0]["text"]),
+        (200, &json!("3")),
+        "{body}"
+    );
+
+    pg.start_again();
+    eventually(
+        Duration::from_secs(90),
+        "the closed upstream back",
+        || async {
+            let (status, body) = raw_add(&http, &gateway.url("closed"), &key, &closed).await;
+            (status == 200 && body["result"]["content"][0]["text"] == "3").then_some(())
+        },
+    )
+    .await;
+    gateway.stop().await;
+    server.stop().await;
+}
