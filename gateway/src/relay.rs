@@ -31,14 +31,20 @@ use crate::sse::{Event, Parser};
 
 /// `Mcp-Session-Id`.
 pub const SESSION_HEADER: &str = "mcp-session-id";
-/// Request headers relayed upstream (never `Authorization` or cookies).
-const REQUEST_HEADERS: [&str; 5] = [
+/// Request headers relayed upstream (never `Authorization` or cookies). `Mcp-Method` and
+/// `Mcp-Name` (the 2026-07-28 routing headers) are checked against the body first.
+const REQUEST_HEADERS: [&str; 7] = [
     "content-type",
     "accept",
     SESSION_HEADER,
     "mcp-protocol-version",
     "last-event-id",
+    "mcp-method",
+    "mcp-name",
 ];
+/// Headers mirroring tool arguments (`Mcp-Param-*`): relayed only with the body unchanged, so a
+/// redacted argument never travels on beside its redaction.
+const PARAM_HEADER_PREFIX: &str = "mcp-param-";
 /// Response headers relayed to the client.
 const RESPONSE_HEADERS: [&str; 3] = ["content-type", SESSION_HEADER, "mcp-protocol-version"];
 /// JSON-RPC error code of a failure between the gateway and the upstream.
@@ -167,6 +173,17 @@ pub struct Peek {
     /// `id`, for requests and responses.
     #[serde(default)]
     pub id: Option<Value>,
+    /// `params.name` / `params.uri`: what `Mcp-Name` mirrors.
+    #[serde(default)]
+    params: Option<PeekParams>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct PeekParams {
+    #[serde(default)]
+    name: Option<Value>,
+    #[serde(default)]
+    uri: Option<Value>,
 }
 
 impl Peek {
@@ -184,6 +201,26 @@ impl Peek {
     fn id(&self) -> Value {
         self.id.clone().unwrap_or(Value::Null)
     }
+
+    /// Whether the routing headers say what the body says: an upstream that routes on
+    /// `Mcp-Method` / `Mcp-Name` must not be told about a different call than the one judged.
+    pub fn headers_agree(&self, headers: &HeaderMap) -> bool {
+        let method = header_str(headers, "mcp-method");
+        if method.is_some() && method != self.method.as_deref() {
+            return false;
+        }
+        let Some(name) = header_str(headers, "mcp-name") else {
+            return true;
+        };
+        let mirrored = match self.method.as_deref() {
+            Some("tools/call" | "prompts/get") => {
+                self.params.as_ref().and_then(|p| p.name.as_ref())
+            }
+            Some("resources/read") => self.params.as_ref().and_then(|p| p.uri.as_ref()),
+            _ => None,
+        };
+        mirrored.and_then(Value::as_str) == Some(name)
+    }
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -194,6 +231,19 @@ fn relay_headers(mut req: reqwest::RequestBuilder, headers: &HeaderMap) -> reqwe
     for name in REQUEST_HEADERS {
         if let Some(v) = headers.get(name) {
             req = req.header(name, v.clone());
+        }
+    }
+    req
+}
+
+/// The `Mcp-Param-*` headers, relayed when the body goes on unchanged.
+fn relay_param_headers(
+    mut req: reqwest::RequestBuilder,
+    headers: &HeaderMap,
+) -> reqwest::RequestBuilder {
+    for (name, value) in headers {
+        if name.as_str().starts_with(PARAM_HEADER_PREFIX) {
+            req = req.header(name.clone(), value.clone());
         }
     }
     req
@@ -301,16 +351,29 @@ pub(crate) async fn post(
         Ok(s) => s,
         Err(_) => return rpc_error(StatusCode::NOT_FOUND, &id, -32001, "session not found"),
     };
+    if !peek.headers_agree(&headers) {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            &id,
+            -32600,
+            "Mcp-Method or Mcp-Name does not match the message body",
+        );
+    }
     if peek.is_call()
         && let Some(refused) = limit(&shared, &a, &id).await
     {
         return refused;
     }
+    let original = body.clone();
     let body = match judged_client(&shared, &a, &session, body, &id) {
         Ok(b) => b,
         Err(answer) => return *answer,
     };
-    let request = relay_headers(shared.http.post(&a.upstream.url), &headers).body(body);
+    let mut request = relay_headers(shared.http.post(&a.upstream.url), &headers);
+    if body == original {
+        request = relay_param_headers(request, &headers);
+    }
+    let request = request.body(body);
     let response = match request.send().await {
         Ok(r) => r,
         Err(e) => return unreachable(&a, &id, e),
@@ -648,4 +711,41 @@ async fn run_pump(p: Pump, tx: mpsc::Sender<Result<Bytes, std::io::Error>>) {
     }
     // Dropping the upstream response here closes its connection: the upstream sees the client
     // leave (cancellation), or the end of a revoked caller's stream.
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn routing_headers_must_mirror_the_body() {
+        let call = Peek::of(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","arguments":{}}}"#,
+        );
+        assert!(call.is_call());
+        assert!(call.headers_agree(&headers(&[])));
+        assert!(call.headers_agree(&headers(&[
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "add")
+        ])));
+        assert!(!call.headers_agree(&headers(&[("mcp-method", "tools/list")])));
+        assert!(!call.headers_agree(&headers(&[("mcp-name", "echo")])));
+        let read = Peek::of(
+            br#"{"jsonrpc":"2.0","id":2,"method":"resources/read","params":{"uri":"file:///a"}}"#,
+        );
+        assert!(!read.is_call());
+        assert!(read.headers_agree(&headers(&[("mcp-name", "file:///a")])));
+        assert!(!read.headers_agree(&headers(&[("mcp-name", "file:///b")])));
+        let list = Peek::of(br#"{"jsonrpc":"2.0","id":3,"method":"tools/list"}"#);
+        assert!(!list.headers_agree(&headers(&[("mcp-name", "x")])));
+        assert!(Peek::of(b"not json").method.is_none());
+    }
 }

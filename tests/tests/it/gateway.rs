@@ -97,6 +97,11 @@ async fn sdk_session(database_url: Option<String>) {
     )
     .await;
     let (key, _, prefix) = gateway_key(&server, &admin).await;
+    let posture = server.get("/v1/posture/counts", Some(&admin)).await;
+    assert_eq!(
+        posture.json["has_gateway"], false,
+        "an upstream alone is no gateway"
+    );
     let gateway = TestGateway::start(server.store.clone(), test_options()).await;
     let run = mcp::client(
         "legacy",
@@ -140,11 +145,28 @@ async fn sdk_session(database_url: Option<String>) {
     assert_eq!(step(s, 7)["text"], "1", "{s:#?}");
     assert!(!run.stderr.contains(GH_TOKEN));
 
+    // The 2026-07-28 stateless era (no session, `_meta` on every request) through the gateway.
+    let modern = mcp::client(
+        "auto",
+        &gateway.url("py"),
+        &json!([
+            {"op": "list"},
+            {"op": "call", "tool": "add", "args": {"a": 1, "b": 2}},
+            {"op": "call", "tool": "echo", "args": {"message": "hi"}},
+        ]),
+        &[("AGENT_BOM_TOKEN", &key)],
+    )
+    .await;
+    assert_eq!(modern.version, "2026-07-28", "{:#?}", modern.steps);
+    assert!(modern.steps[0]["tools"].get("echo").is_none());
+    assert_eq!(modern.steps[1]["text"], "3");
+    assert_eq!(modern.steps[2]["error"]["code"], POLICY_ERROR);
+
     // The audit names the key (its prefix, never the secret) for every call.
     let principal = format!("key:{prefix}");
     let events = eventually(PATIENCE, "gateway events", || async {
         let events = gateway_events(&server, &admin).await;
-        (events.iter().filter(|e| e["kind"] == "call").count() >= 6).then_some(events)
+        (events.iter().filter(|e| e["kind"] == "call").count() >= 8).then_some(events)
     })
     .await;
     assert!(events.iter().all(|e| e["principal"] == principal.as_str()));
@@ -156,9 +178,9 @@ async fn sdk_session(database_url: Option<String>) {
             .map(|e| e["decision"].as_str().unwrap().to_string())
             .collect()
     };
-    assert_eq!(decision("echo"), ["block"]);
+    assert_eq!(decision("echo"), ["block", "block"]);
     assert_eq!(decision("leak"), ["redact"]);
-    assert_eq!(decision("add"), ["forward"]);
+    assert_eq!(decision("add"), ["forward", "forward"]);
     assert!(!serde_json::to_string(&events).unwrap().contains(GH_TOKEN));
 
     // The replica reports what it applied; posture says a gateway serves the tenant.
