@@ -8,8 +8,11 @@
 pub mod browser;
 pub mod cluster;
 pub mod fixture;
+pub mod gateway;
 pub mod harness;
 pub mod idp;
+pub mod mcp;
+pub mod oidc_provider;
 pub mod postgres;
 pub mod private_postgres;
 pub mod process;

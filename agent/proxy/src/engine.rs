@@ -178,6 +178,14 @@ impl Engine {
         accepted
     }
 
+    /// Replace the policy of a live connection (a long-lived gateway session picks up a new
+    /// revision, or the fail-closed policy while the control plane is unreachable). Pins, the
+    /// listed tools and pending requests are kept; per-tool rate windows restart.
+    pub fn set_policy(&mut self, policy: Policy) {
+        self.calls.clear();
+        self.policy = policy;
+    }
+
     /// The largest message the policy lets through.
     pub fn max_message_bytes(&self) -> usize {
         self.policy.max_message_bytes
@@ -817,6 +825,23 @@ mod tests {
 
         let mut q = Engine::new("s", Policy::fail_closed(), None);
         assert!(error_code(&q.on_client(&call(1, "add", json!({})), now).0).is_some());
+    }
+
+    #[test]
+    fn a_new_policy_applies_to_the_live_connection() {
+        let mut e = Engine::new("s", Policy::default(), None);
+        let now = Instant::now();
+        assert_eq!(
+            e.on_client(&call(1, "echo", json!({})), now).0,
+            Verdict::Forward
+        );
+        e.set_policy(Policy::parse("version = 1\n[[rules]]\ndeny = [\"echo\"]\n").unwrap());
+        assert_eq!(
+            error_code(&e.on_client(&call(2, "echo", json!({})), now).0),
+            Some(POLICY_ERROR)
+        );
+        e.set_policy(Policy::fail_closed());
+        assert!(error_code(&e.on_client(&call(3, "add", json!({})), now).0).is_some());
     }
 
     #[test]

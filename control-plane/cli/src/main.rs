@@ -1,9 +1,10 @@
-//! `agent-bom`: the server binary (serve, collector, up, admin). Parses the command line, builds
+//! `agent-bom`: the server binary (serve, collector, gateway, up, admin). Parses the command line, builds
 //! the configuration and calls the library; the commands' flags live beside them (`serve`,
 //! `admin`), the work in `agent-bom-control-plane`.
 
 mod admin;
 mod args;
+mod gateway;
 mod serve;
 mod ui;
 mod up;
@@ -38,6 +39,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// A collector alone on a shared Postgres store (cluster mode).
     Collector(serve::CollectorArgs),
+    /// The MCP gateway: relay and policy point for the tenants' remote MCP servers.
+    Gateway(gateway::GatewayArgs),
     /// Local demo: serve plus an agent for this machine.
     Up {
         #[command(flatten)]
@@ -127,6 +130,7 @@ async fn dispatch(command: Command) -> Result<()> {
     match command {
         Command::Serve(args) => serve::serve(args, shutdown_on_signal()).await,
         Command::Collector(args) => serve::collector(args, shutdown_on_signal()).await,
+        Command::Gateway(args) => gateway::gateway(args, shutdown_on_signal()).await,
         Command::Up {
             data,
             api_listen,

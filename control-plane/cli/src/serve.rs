@@ -165,7 +165,7 @@ impl CollectorLimits {
 
 /// Operator login with OIDC bearer tokens (all three of issuer, audience and JWKS URL).
 #[derive(Args, Clone)]
-struct OidcArgs {
+pub(crate) struct OidcArgs {
     /// Expected token issuer (`iss`).
     #[arg(long, env = "AGENT_BOM_OIDC_ISSUER", requires_all = ["oidc_audience", "oidc_jwks_url"])]
     oidc_issuer: Option<String>,
@@ -184,7 +184,8 @@ struct OidcArgs {
 }
 
 impl OidcArgs {
-    fn config(&self) -> Option<OidcConfig> {
+    /// The OIDC settings, when all three of issuer, audience and JWKS URL are given.
+    pub(crate) fn config(&self) -> Option<OidcConfig> {
         let (Some(i), Some(a), Some(j)) =
             (&self.oidc_issuer, &self.oidc_audience, &self.oidc_jwks_url)
         else {

@@ -29,11 +29,13 @@ pub enum Permission {
     PolicyRead,
     /// Publish a new proxy policy revision to the fleet.
     PolicyWrite,
+    /// Call upstream MCP servers through the gateway (`/mcp/{upstream}`).
+    GatewayUse,
 }
 
 impl Permission {
     /// Every permission, in documentation order.
-    pub const ALL: [Permission; 11] = [
+    pub const ALL: [Permission; 12] = [
         Self::FleetRead,
         Self::FleetWrite,
         Self::FleetSync,
@@ -45,6 +47,7 @@ impl Permission {
         Self::TenantsAdmin,
         Self::PolicyRead,
         Self::PolicyWrite,
+        Self::GatewayUse,
     ];
 
     /// The scope name (also what a key's `scopes` list contains).
@@ -61,6 +64,7 @@ impl Permission {
             Self::TenantsAdmin => "tenants:admin",
             Self::PolicyRead => "policy:read",
             Self::PolicyWrite => "policy:write",
+            Self::GatewayUse => "gateway:use",
         }
     }
 
@@ -85,12 +89,15 @@ impl Permission {
             }
             Self::PolicyRead => "read the MCP proxy policy, its revisions and its rollout",
             Self::PolicyWrite => "publish a new MCP proxy policy revision to every agent",
+            Self::GatewayUse => {
+                "call upstream MCP servers through the gateway (give machine keys only this scope)"
+            }
         }
     }
 }
 
 /// The permission matrix: for each permission, whether admin, analyst and viewer have it.
-pub const ROLE_MATRIX: [(Permission, [bool; 3]); 11] = [
+pub const ROLE_MATRIX: [(Permission, [bool; 3]); 12] = [
     (Permission::FleetRead, [true, true, true]),
     (Permission::FleetWrite, [true, false, false]),
     (Permission::FleetSync, [true, true, false]),
@@ -103,6 +110,7 @@ pub const ROLE_MATRIX: [(Permission, [bool; 3]); 11] = [
     (Permission::TenantsAdmin, [true, false, false]),
     (Permission::PolicyRead, [true, true, true]),
     (Permission::PolicyWrite, [true, false, false]),
+    (Permission::GatewayUse, [true, true, false]),
 ];
 
 /// Whether `role` has `permission` (before scopes and the super-admin flag).

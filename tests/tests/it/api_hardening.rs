@@ -266,7 +266,8 @@ async fn a_hanging_issuer_never_stalls_requests_with_a_cached_key() {
 
     use agent_bom_control_plane::oidc::OidcConfig;
 
-    use crate::oidc::{AUDIENCE, ISSUER, claims, signing_key, token};
+    use crate::oidc::{AUDIENCE, ISSUER, claims};
+    use agent_bom_tests::oidc_provider::{signing_key, token};
 
     let known = signing_key("known");
     let set = serde_json::json!({ "keys": [known.jwk] });

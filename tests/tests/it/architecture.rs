@@ -98,6 +98,16 @@ const RULES: &[Rule] = &[
         forbidden: &["agent-bom-agent", "agent-bom-discovery"],
         why: "the proxy never imports the daemon",
     },
+    Rule {
+        from: "agent-bom-gateway",
+        forbidden: &[
+            "agent-bom-agent",
+            "agent-bom-discovery",
+            "agent-bom-state",
+            "agent-bom-cli",
+        ],
+        why: "the gateway shares the proxy's engine, not the endpoint daemon",
+    },
 ];
 
 /// External crates that open sockets or speak TLS: none of them in discovery.

@@ -151,6 +151,23 @@ async fn fresh_target(server: &TestServer, tenant_a: &str, n: usize, route: &Rou
         } else {
             (String::new(), String::new())
         };
+    if route.path.starts_with("/v1/gateway/upstreams") {
+        // The upstream a DELETE removes, in both tenants (B deletes its own).
+        let spec: agent_bom_control_plane::store::gateway::UpstreamSpec =
+            serde_json::from_value(json!({"url": "http://127.0.0.1:9/mcp"})).unwrap();
+        let b = server.store.tenant_by_name("other").await.unwrap();
+        for tenant in [tenant_a, b.id.as_str()] {
+            agent_bom_control_plane::service::gateway::put_upstream(
+                &server.store,
+                &agent_bom_control_plane::service::Actor::cli(),
+                tenant,
+                "default",
+                &spec,
+            )
+            .await
+            .unwrap();
+        }
+    }
     let source_id = format!("victim-{n}");
     let body = push_body(&source_id).to_string();
     let r = server
@@ -196,6 +213,8 @@ fn request_for(route: &RouteSpec, t: &Target, n: usize) -> (String, Option<Value
         ("POST", "/v1/fleet/sync") => Some(push_body(&t.source_id)),
         ("POST", "/v1/fleet/endpoints/{id}/commands") => Some(json!({"kind": "rescan"})),
         ("PUT", "/v1/policy") => Some(json!({"policy": format!("version = 1\n# {n}\n")})),
+        ("PUT", "/v1/gateway/upstreams/{name}") => Some(json!({"url": "http://127.0.0.1:9/mcp"})),
+        ("PUT", "/v1/gateway/limits") => Some(json!({"rate_per_tenant_per_min": 100})),
         ("POST", "/v1/rollouts") => Some(json!({"version": "0.0.1", "soak_secs": 0})),
         _ => None,
     };

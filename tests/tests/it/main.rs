@@ -20,6 +20,7 @@ mod end_to_end;
 mod endpoint_hardening;
 mod failover;
 mod faults;
+mod gateway;
 mod images;
 mod inventory_deltas;
 mod managed_config;

@@ -8,70 +8,19 @@ use std::time::Duration;
 
 use agent_bom_control_plane::oidc::OidcConfig;
 use agent_bom_tests::harness::TestServer;
+use agent_bom_tests::oidc_provider::{jwks_server, now, signing_key, token};
 use agent_bom_tests::postgres::TestDatabase;
-use jsonwebtoken::jwk::{Jwk, JwkSet};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, Header};
 use serde_json::{Value, json};
 
 pub(crate) const ISSUER: &str = "https://login.example.test";
 pub(crate) const AUDIENCE: &str = "agent-bom";
-
-pub(crate) struct SigningKey {
-    kid: String,
-    key: EncodingKey,
-    pub(crate) jwk: Jwk,
-}
-
-pub(crate) fn signing_key(kid: &str) -> SigningKey {
-    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let key = EncodingKey::from_ec_der(&pair.serialize_der());
-    let mut jwk = Jwk::from_encoding_key(&key, Algorithm::ES256).unwrap();
-    jwk.common.key_id = Some(kid.to_string());
-    SigningKey {
-        kid: kid.to_string(),
-        key,
-        jwk,
-    }
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-pub(crate) fn token(k: &SigningKey, claims: Value) -> String {
-    let mut header = Header::new(Algorithm::ES256);
-    header.kid = Some(k.kid.clone());
-    jsonwebtoken::encode(&header, &claims, &k.key).unwrap()
-}
 
 pub(crate) fn claims(role: &str, tenant: &str) -> Value {
     json!({
         "iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "exp": now() + 300, "iat": now(),
         "agent_bom_role": role, "agent_bom_tenant": tenant,
     })
-}
-
-/// A JWKS endpoint on loopback whose key set the test swaps.
-async fn jwks_server(keys: Arc<Mutex<Vec<Jwk>>>) -> String {
-    let app = axum::Router::new().route(
-        "/jwks.json",
-        axum::routing::get(move || {
-            let keys = keys.clone();
-            async move {
-                let set = JwkSet {
-                    keys: keys.lock().unwrap().clone(),
-                };
-                axum::Json(serde_json::to_value(set).unwrap())
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}/jwks.json")
 }
 
 async fn oidc(database_url: Option<String>) {

@@ -300,7 +300,7 @@ async fn unsupported_urls_are_refused_without_leaking_credentials() {
 /// (`store::dialect::schema`), read from a SQLite and a Postgres database it migrated. sqlx
 /// decides by exactly these two columns whether a recorded migration is known, so a fresh
 /// database recording the same pairs proves an existing one opens without re-running anything.
-const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 20] = [
+const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 22] = [
     (
         1,
         "604fda044c6654e64fa251f63bdf4696ba60a2771a9a9646be0cc20eacdd2b28fa51b45e386a9973c199636b88263644",
@@ -383,6 +383,15 @@ const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 20] = [
         301,
         "c2b278e634a9cffea931fcc440e6232380371cae480f06709a45c6cb872f0cc68daacc8bde57ece976c3cd2f0bd2828d",
     ),
+    // The MCP gateway (issue 16).
+    (
+        500,
+        "1dd713f273c379d2934810af71fa28a38c08ec68fc39d8f87181840c62952d1dcebf0bf9a3d88d861fdf660f03af12ec",
+    ),
+    (
+        501,
+        "05d154e9f08c4376d494c2f7e5d453de88ee627b6ce52ec433b739c78c10b8a66f415cd24071cee9383cda290fa26c54",
+    ),
 ];
 
 async fn recorded_migrations(store: &Store) -> Vec<(i64, String)> {
@@ -414,7 +423,7 @@ async fn sqlite_databases_of_earlier_releases_are_recognised() {
     let store = Store::open_sqlite(dir.path()).await.unwrap();
     assert_eq!(
         recorded_migrations(&store).await,
-        expected_records(&[1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 300])
+        expected_records(&[1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 300, 500])
     );
     store.close().await;
 }
@@ -426,7 +435,7 @@ async fn postgres_databases_of_earlier_releases_are_recognised() {
     assert_eq!(
         recorded_migrations(&store).await,
         expected_records(&[
-            1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 201, 202, 203, 300, 301
+            1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 201, 202, 203, 300, 301, 500, 501
         ])
     );
     store.close().await;

@@ -206,6 +206,36 @@ pub const ROUTES: &[RouteSpec] = &[
     ),
     route(
         "GET",
+        "/v1/gateway",
+        Some(Permission::PolicyRead),
+        "Gateway upstreams, tenant limit, replicas serving the tenant and the revisions they applied",
+    ),
+    route(
+        "PUT",
+        "/v1/gateway/upstreams/{name}",
+        Some(Permission::PolicyWrite),
+        "Create or replace a gateway upstream (URL, transport, fail mode, rate)",
+    ),
+    route(
+        "DELETE",
+        "/v1/gateway/upstreams/{name}",
+        Some(Permission::PolicyWrite),
+        "Remove a gateway upstream",
+    ),
+    route(
+        "PUT",
+        "/v1/gateway/limits",
+        Some(Permission::PolicyWrite),
+        "Set the tenant-wide gateway call rate across replicas",
+    ),
+    route(
+        "GET",
+        "/v1/gateway/events",
+        Some(Permission::AuditRead),
+        "Gateway audit events, each with the user or key that made the call",
+    ),
+    route(
+        "GET",
         "/v1/audit",
         Some(Permission::AuditRead),
         "Query the audit log",
@@ -485,32 +515,38 @@ fn bearer_token(value: &str) -> Option<&str> {
 pub const DEFAULT_RATE_PER_KEY_PER_MIN: i64 = 1_200;
 /// Default requests per minute for a tenant.
 pub const DEFAULT_RATE_PER_TENANT_PER_MIN: i64 = 12_000;
-const WINDOW_MS: i64 = 60_000;
 const LIMITS_TTL_MS: i64 = 5_000;
 
-#[derive(Debug, Default)]
-struct Counters {
-    /// (window start, count) per key id and per tenant id.
-    windows: HashMap<String, (i64, i64)>,
-    /// Cached (fetched at, per key, per tenant) limits of a tenant.
-    limits: HashMap<String, (i64, i64, i64)>,
-}
+/// (fetched at, per key, per tenant) limits of a tenant.
+type CachedLimits = (i64, i64, i64);
 
-/// Fixed one-minute windows per key and per tenant, in memory (per replica).
-#[derive(Debug, Clone, Default)]
+/// Per-key and per-tenant request rates, counted in the store's shared windows
+/// ([`crate::ratelimit`]) so they hold across API replicas; each tenant's limits are cached
+/// for a few seconds.
+#[derive(Debug, Clone)]
 pub struct RateLimiter {
-    inner: Arc<Mutex<Counters>>,
+    shared: crate::ratelimit::SharedLimiter,
+    /// Cached limits per tenant.
+    limits: Arc<Mutex<HashMap<String, CachedLimits>>>,
 }
 
 impl RateLimiter {
+    /// A limiter counting in `store`.
+    pub fn new(store: crate::store::Store) -> Self {
+        Self {
+            shared: crate::ratelimit::SharedLimiter::new(store),
+            limits: Arc::default(),
+        }
+    }
+
     async fn limits(
         &self,
         state: &AppState,
         tenant: &str,
         now: i64,
     ) -> Result<(i64, i64), ApiError> {
-        if let Ok(c) = self.inner.lock()
-            && let Some((at, k, t)) = c.limits.get(tenant)
+        if let Ok(c) = self.limits.lock()
+            && let Some((at, k, t)) = c.get(tenant)
             && now - at < LIMITS_TTL_MS
         {
             return Ok((*k, *t));
@@ -522,16 +558,16 @@ impl RateLimiter {
         let t = q
             .rate_per_tenant_per_min
             .unwrap_or(DEFAULT_RATE_PER_TENANT_PER_MIN);
-        if let Ok(mut c) = self.inner.lock() {
-            c.limits.insert(tenant.to_string(), (now, k, t));
+        if let Ok(mut c) = self.limits.lock() {
+            c.insert(tenant.to_string(), (now, k, t));
         }
         Ok((k, t))
     }
 
     /// Drop the cached limits of a tenant (after its quotas changed).
     pub fn forget(&self, tenant: &str) {
-        if let Ok(mut c) = self.inner.lock() {
-            c.limits.remove(tenant);
+        if let Ok(mut c) = self.limits.lock() {
+            c.remove(tenant);
         }
     }
 
@@ -543,35 +579,18 @@ impl RateLimiter {
         tenant: &str,
         principal: &str,
     ) -> Result<(), ApiError> {
-        let now = now_ms();
-        let (per_key, per_tenant) = self.limits(state, tenant, now).await?;
-        let window = now - now.rem_euclid(WINDOW_MS);
-        let retry_after = ((window + WINDOW_MS - now) + 999) / 1000;
-        let mut c = self
-            .inner
-            .lock()
-            .map_err(|_| ApiError::new(ErrorCode::Internal, "rate limiter poisoned"))?;
-        if c.windows.len() > 100_000 {
-            c.windows.retain(|_, (w, _)| *w == window);
-        }
-        for (id, limit, what) in [
-            (format!("p:{principal}"), per_key, "this API key"),
-            (format!("t:{tenant}"), per_tenant, "this tenant"),
+        let (per_key, per_tenant) = self.limits(state, tenant, now_ms()).await?;
+        for (bucket, limit, what) in [
+            (format!("api:p:{principal}"), per_key, "this API key"),
+            ("api:tenant".to_string(), per_tenant, "this tenant"),
         ] {
-            let entry = c.windows.entry(id).or_insert((window, 0));
-            if entry.0 != window {
-                *entry = (window, 0);
-            }
-            if entry.1 >= limit {
+            if let crate::ratelimit::Decision::Limited { retry_after_s } =
+                self.shared.acquire(tenant, &bucket, limit).await?
+            {
                 return Err(ApiError::rate_limited(
                     &format!("rate limit of {limit} requests per minute exceeded for {what}"),
-                    u64::try_from(retry_after).unwrap_or(60),
+                    retry_after_s,
                 ));
-            }
-        }
-        for id in [format!("p:{principal}"), format!("t:{tenant}")] {
-            if let Some(e) = c.windows.get_mut(&id) {
-                e.1 += 1;
             }
         }
         Ok(())

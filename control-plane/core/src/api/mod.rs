@@ -5,6 +5,7 @@ pub mod auth;
 pub mod auth_throttle;
 mod error;
 mod fleet;
+mod gateway;
 mod keys;
 pub mod listener;
 mod me;
@@ -58,8 +59,8 @@ impl AppState {
     /// State over a store and a signer, with fresh rate-limit counters.
     pub fn new(store: Store, signer: Arc<ExportSigner>) -> Self {
         Self {
+            limiter: RateLimiter::new(store.clone()),
             store,
-            limiter: RateLimiter::default(),
             auth_failures: auth_throttle::AuthFailureThrottle::default(),
             signer,
             oidc: None,
@@ -155,6 +156,16 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/fleet/export", get(audit::export_fleet))
         .route("/v1/posture/counts", get(posture::counts))
         .route("/v1/me", get(me::me))
+        .route("/v1/gateway", get(gateway::overview))
+        .route(
+            "/v1/gateway/upstreams/{name}",
+            axum::routing::put(gateway::put_upstream).delete(gateway::delete_upstream),
+        )
+        .route(
+            "/v1/gateway/limits",
+            axum::routing::put(gateway::set_limits),
+        )
+        .route("/v1/gateway/events", get(gateway::events))
         .route("/v1/audit", get(audit::list))
         .route("/v1/audit/verify", get(audit::verify))
         .route("/v1/audit/export", get(audit::export_audit))

@@ -12,6 +12,7 @@ pub mod audit;
 pub mod commands;
 pub mod endpoints;
 pub mod enrollment;
+pub mod gateway;
 pub mod keys;
 pub mod policy;
 pub mod releases;

@@ -47,7 +47,9 @@ pub struct PostureCounts {
     pub has_cluster_scan: bool,
     /// At least one server runs behind the inspecting proxy.
     pub has_proxy: bool,
-    /// Remote (HTTP/SSE) MCP servers exist that a gateway could front.
+    /// Configured remote (HTTP/SSE/WebSocket) server entries: what a gateway could front.
+    pub remote_servers: i64,
+    /// A gateway replica is serving the tenant (it heartbeated within the last minute).
     pub has_gateway: bool,
     /// Proxy detections were recorded in the audit log.
     pub has_traces: bool,
@@ -159,6 +161,7 @@ impl Store {
             t,
         )
         .await?;
+        let gateway_serving = Self::gateway_serving(&mut tx, t).await?;
         let api_keys: i64 = sqlx::query(
             "SELECT COUNT(*) AS n FROM api_keys WHERE tenant_id = $1 AND revoked_at IS NULL \
              AND (expires_at IS NULL OR expires_at > $2)",
@@ -204,7 +207,8 @@ impl Store {
             has_fleet_ingest,
             has_cluster_scan,
             has_proxy: wrapped_servers > 0,
-            has_gateway: remote > 0,
+            remote_servers: remote,
+            has_gateway: gateway_serving,
             has_traces: traces > 0,
             has_mesh: false,
             has_registry: false,

@@ -65,7 +65,7 @@ struct Step {
 }
 
 /// Every migration, in version order. Gaps per backend are versions of the other backend.
-const STEPS: [Step; 20] = [
+const STEPS: [Step; 22] = [
     Step {
         version: 1,
         description: "init",
@@ -221,13 +221,29 @@ const STEPS: [Step; 20] = [
             recorded: "c2b278e634a9cffea931fcc440e6232380371cae480f06709a45c6cb872f0cc68daacc8bde57ece976c3cd2f0bd2828d",
         },
     },
+    // The MCP gateway (issue 16): numbered from 500.
+    Step {
+        version: 500,
+        description: "gateway",
+        on: On::Both,
+        sql: Sql::File(include_str!("../../../migrations/0500_gateway.sql")),
+    },
+    Step {
+        version: 501,
+        description: "gateway row level security",
+        on: On::Postgres,
+        sql: Sql::Generated {
+            build: || tenant_isolation(&TENANT_TABLES[16..21]),
+            recorded: "05d154e9f08c4376d494c2f7e5d453de88ee627b6ce52ec433b739c78c10b8a66f415cd24071cee9383cda290fa26c54",
+        },
+    },
 ];
 
 /// Every table that holds tenant data (it has a `tenant_id` column): on Postgres each gets
 /// row-level security. Append only, in the order migrations introduced them; each migration
 /// above names the slice it secured. A test checks that every table of a migrated database with
 /// a `tenant_id` column is listed and secured.
-pub const TENANT_TABLES: [&str; 16] = [
+pub const TENANT_TABLES: [&str; 21] = [
     "api_keys",
     "enrollment_tokens",
     "endpoints",
@@ -248,6 +264,12 @@ pub const TENANT_TABLES: [&str; 16] = [
     "rollout_targets",
     // version 202
     "tenant_usage",
+    // version 501
+    "gateway_upstreams",
+    "gateway_config",
+    "gateway_instances",
+    "gateway_events",
+    "rate_windows",
 ];
 
 /// Row-level security for `tables`: a row is visible and writable only in a transaction whose
@@ -570,6 +592,10 @@ mod tests {
             301,
             "c2b278e634a9cffea931fcc440e6232380371cae480f06709a45c6cb872f0cc68daacc8bde57ece976c3cd2f0bd2828d",
         ),
+        (
+            501,
+            "05d154e9f08c4376d494c2f7e5d453de88ee627b6ce52ec433b739c78c10b8a66f415cd24071cee9383cda290fa26c54",
+        ),
     ];
 
     fn sha384_hex(text: &str) -> String {
@@ -606,12 +632,13 @@ mod tests {
         for (backend, versions) in [
             (
                 Backend::Sqlite,
-                vec![1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 300],
+                vec![1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 300, 500],
             ),
             (
                 Backend::Postgres,
                 vec![
-                    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 201, 202, 203, 300, 301,
+                    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 201, 202, 203, 300, 301, 500,
+                    501,
                 ],
             ),
         ] {

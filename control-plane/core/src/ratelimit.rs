@@ -1,0 +1,134 @@
+//! Rate limits that hold across replicas: fixed one-minute windows counted in the store
+//! ([`Store::claim_rate_tokens`]), with a small local token cache so a replica asks the
+//! database once per batch of calls, not once per call.
+//!
+//! A replica claims a batch of tokens from the window's shared counter and spends them locally;
+//! the store grants at most the limit in total, so N replicas never allow N times the rate.
+//! The price of batching: tokens a replica claimed but did not spend before the window ends are
+//! lost, so the effective limit can fall short by at most `replicas × (batch - 1)` per window;
+//! the batch is a 64th of the limit (at most 256), so that is small, and exact for small limits.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::store::{Store, StoreError, now_ms};
+
+/// Length of a rate window.
+pub const WINDOW_MS: i64 = 60_000;
+/// Local entries kept before windows that ended are pruned.
+const MAX_LOCAL: usize = 100_000;
+
+/// What a limit says about one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Go ahead.
+    Allowed,
+    /// Over the limit; retry after this many seconds (the window's end).
+    Limited {
+        /// Seconds until the window ends (at least 1).
+        retry_after_s: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Local {
+    window_start: i64,
+    /// Tokens claimed and not yet spent.
+    tokens: i64,
+    /// The store granted nothing in this window: refuse locally until it ends.
+    exhausted: bool,
+}
+
+/// The tokens one claim asks for, for a per-window `limit`.
+pub fn batch_for(limit: i64) -> i64 {
+    (limit / 64).clamp(1, 256)
+}
+
+/// A replica's view of the shared windows. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SharedLimiter {
+    store: Store,
+    local: Arc<Mutex<HashMap<(String, String), Local>>>,
+}
+
+impl SharedLimiter {
+    /// A limiter counting in `store`.
+    pub fn new(store: Store) -> Self {
+        Self {
+            store,
+            local: Arc::default(),
+        }
+    }
+
+    /// Spend one token of `bucket` in `tenant_id`, whose limit is `limit` calls per minute.
+    /// A store error is returned as is: the caller chooses to fail open or closed.
+    pub async fn acquire(
+        &self,
+        tenant_id: &str,
+        bucket: &str,
+        limit: i64,
+    ) -> Result<Decision, StoreError> {
+        let now = now_ms();
+        let window_start = now - now.rem_euclid(WINDOW_MS);
+        let retry_after_s = u64::try_from((window_start + WINDOW_MS - now + 999) / 1000)
+            .unwrap_or(60)
+            .max(1);
+        if limit <= 0 {
+            return Ok(Decision::Limited { retry_after_s });
+        }
+        let key = (tenant_id.to_string(), bucket.to_string());
+        {
+            let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
+            if local.len() > MAX_LOCAL {
+                local.retain(|_, l| l.window_start == window_start);
+            }
+            if let Some(l) = local.get_mut(&key)
+                && l.window_start == window_start
+            {
+                if l.tokens > 0 {
+                    l.tokens -= 1;
+                    return Ok(Decision::Allowed);
+                }
+                if l.exhausted {
+                    return Ok(Decision::Limited { retry_after_s });
+                }
+            }
+        }
+        let grant = self
+            .store
+            .claim_rate_tokens(tenant_id, bucket, window_start, limit, batch_for(limit))
+            .await?;
+        let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = local.entry(key).or_insert(Local {
+            window_start,
+            tokens: 0,
+            exhausted: false,
+        });
+        if entry.window_start != window_start {
+            *entry = Local {
+                window_start,
+                tokens: 0,
+                exhausted: false,
+            };
+        }
+        if grant.granted == 0 {
+            entry.exhausted = true;
+            return Ok(Decision::Limited { retry_after_s });
+        }
+        entry.tokens += grant.granted - 1;
+        Ok(Decision::Allowed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_are_exact_for_small_limits_and_bounded_for_large_ones() {
+        assert_eq!(batch_for(1), 1);
+        assert_eq!(batch_for(100), 1);
+        assert_eq!(batch_for(12_000), 187);
+        assert_eq!(batch_for(10_000_000), 256);
+    }
+}

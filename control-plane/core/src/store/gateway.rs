@@ -1,0 +1,558 @@
+//! The MCP gateway's data: each tenant's upstream MCP servers (with the revision of the list),
+//! the gateway replicas that serve a tenant, and the gateway's audit events, each attributed to
+//! the user or key that made the call.
+
+use agent_bom_protocol::ProxyEvent;
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use super::fleet::rfc3339;
+use super::{Store, StoreError, Tx, now_ms};
+
+/// Most upstreams per tenant.
+pub const MAX_UPSTREAMS: i64 = 256;
+/// A replica not seen for this long no longer counts as serving the tenant (it heartbeats every
+/// few seconds).
+pub const INSTANCE_LIVE_MS: i64 = 60_000;
+/// Events per multi-row insert.
+const EVENT_ROWS: usize = 100;
+/// Columns of one `gateway_events` row.
+const EVENT_COLUMNS: usize = 14;
+
+/// How the gateway speaks to an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UpstreamTransport {
+    /// MCP Streamable HTTP (one endpoint; POST, GET stream, DELETE).
+    #[serde(rename = "streamable-http")]
+    StreamableHttp,
+    /// The older HTTP+SSE transport (a GET event stream that names a POST endpoint).
+    #[serde(rename = "sse")]
+    Sse,
+}
+
+impl UpstreamTransport {
+    /// Storage name (the inventory's transport names).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::StreamableHttp => "streamable-http",
+            Self::Sse => "sse",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        match s {
+            "streamable-http" => Ok(Self::StreamableHttp),
+            "sse" => Ok(Self::Sse),
+            other => Err(StoreError::Invalid(format!(
+                "unknown transport {other:?} (expected streamable-http or sse)"
+            ))),
+        }
+    }
+}
+
+/// What a replica does for an upstream when it cannot reach the control plane for its policy,
+/// keys' state or the shared rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailMode {
+    /// Keep relaying with the last policy it had (the default policy if it never had one) and
+    /// count rate limits locally.
+    Open,
+    /// Refuse tool calls (policy error) until the control plane answers again.
+    Closed,
+}
+
+impl FailMode {
+    /// Storage name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Closed => "closed",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        match s {
+            "open" => Ok(Self::Open),
+            "closed" => Ok(Self::Closed),
+            other => Err(StoreError::Invalid(format!(
+                "unknown fail mode {other:?} (expected open or closed)"
+            ))),
+        }
+    }
+}
+
+/// One upstream MCP server of a tenant, reached at `/mcp/{name}` on the gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Upstream {
+    /// Route name (`/mcp/{name}`).
+    pub name: String,
+    /// The upstream's MCP endpoint (Streamable HTTP) or event-stream URL (SSE).
+    pub url: String,
+    /// How to speak to it.
+    pub transport: UpstreamTransport,
+    /// Behaviour while the control plane is unreachable.
+    pub fail_mode: FailMode,
+    /// Calls per minute to this upstream across every replica (`None`: no upstream limit).
+    pub rate_per_min: Option<i64>,
+    /// RFC 3339.
+    pub updated_at: String,
+}
+
+/// What an operator sets for an upstream (`PUT /v1/gateway/upstreams/{name}`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSpec {
+    /// The upstream's URL (`http://` or `https://`).
+    pub url: String,
+    /// Default `streamable-http`.
+    #[serde(default = "default_transport")]
+    pub transport: UpstreamTransport,
+    /// Default `closed`.
+    #[serde(default = "default_fail_mode")]
+    pub fail_mode: FailMode,
+    /// Calls per minute across replicas.
+    #[serde(default)]
+    pub rate_per_min: Option<i64>,
+}
+
+fn default_transport() -> UpstreamTransport {
+    UpstreamTransport::StreamableHttp
+}
+
+fn default_fail_mode() -> FailMode {
+    FailMode::Closed
+}
+
+/// A tenant's gateway configuration as the gateway reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GatewayConfig {
+    /// Bumped by every change of the upstream list or the tenant limit (0: never configured).
+    pub revision: i64,
+    /// Calls per minute for the whole tenant across replicas (`None`: no tenant limit).
+    pub rate_per_tenant_per_min: Option<i64>,
+    /// The upstreams, by name.
+    pub upstreams: Vec<Upstream>,
+}
+
+/// A gateway replica serving a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GatewayInstance {
+    /// Random per process start.
+    pub instance_id: String,
+    /// The URL clients reach it at, if it was told.
+    pub public_url: Option<String>,
+    /// The tenant's gateway configuration revision the replica applied.
+    pub config_revision: Option<i64>,
+    /// The tenant's policy revision the replica applied.
+    pub policy_revision: Option<i64>,
+    /// RFC 3339.
+    pub started_at: String,
+    /// RFC 3339.
+    pub last_seen: String,
+    /// Seen within [`INSTANCE_LIVE_MS`].
+    pub live: bool,
+}
+
+/// A gateway audit event: the proxy engine's event plus where and by whom.
+#[derive(Debug, Clone)]
+pub struct GatewayEvent {
+    /// The upstream's route name.
+    pub upstream: String,
+    /// `key:<prefix>` or `oidc:<subject>`.
+    pub principal: String,
+    /// What the engine decided.
+    pub event: ProxyEvent,
+}
+
+/// A stored gateway event (`GET /v1/gateway/events`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GatewayEventRecord {
+    /// RFC 3339.
+    pub ts: String,
+    /// Upstream route name.
+    pub upstream: String,
+    /// Who made the call.
+    pub principal: String,
+    /// `call`, `list`, `pin`, `policy`, `message`.
+    pub kind: String,
+    /// Server identity of the upstream.
+    pub server_id: String,
+    /// Client name, when known.
+    pub client: Option<String>,
+    /// JSON-RPC method.
+    pub method: Option<String>,
+    /// Tool.
+    pub tool: Option<String>,
+    /// `forward`, `alert`, `redact`, `block`.
+    pub decision: String,
+    /// Why, without values.
+    pub reasons: Vec<String>,
+    /// Upstream round trip, µs.
+    pub latency_us: Option<i64>,
+}
+
+/// Validate an upstream route name: 1-64 of `a-z 0-9 - _`, starting with a letter or digit.
+pub fn validate_upstream_name(name: &str) -> Result<(), StoreError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "invalid upstream name {name:?}: 1-64 characters of a-z, 0-9, '-' and '_', starting with a letter or digit"
+        )))
+    }
+}
+
+impl UpstreamSpec {
+    fn validate(&self) -> Result<(), StoreError> {
+        let url = self.url.trim();
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"))
+            .ok_or_else(|| {
+                StoreError::Invalid(format!(
+                    "upstream url {url:?} must start with http:// or https://"
+                ))
+            })?;
+        let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if host.is_empty()
+            || host.contains('@')
+            || url.len() > 2048
+            || url.chars().any(char::is_whitespace)
+        {
+            return Err(StoreError::Invalid(format!(
+                "upstream url {url:?} needs a host, no credentials and no spaces (at most 2048 characters)"
+            )));
+        }
+        if self
+            .rate_per_min
+            .is_some_and(|r| !(1..=1_000_000_000).contains(&r))
+        {
+            return Err(StoreError::Invalid(
+                "rate_per_min must be between 1 and 1000000000".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn upstream_from_row(row: &sqlx::any::AnyRow) -> Result<Upstream, StoreError> {
+    Ok(Upstream {
+        name: row.try_get("name")?,
+        url: row.try_get("url")?,
+        transport: UpstreamTransport::parse(&row.try_get::<String, _>("transport")?)?,
+        fail_mode: FailMode::parse(&row.try_get::<String, _>("fail_mode")?)?,
+        rate_per_min: row.try_get("rate_per_min")?,
+        updated_at: rfc3339(row.try_get("updated_at")?),
+    })
+}
+
+impl Store {
+    /// The tenant's gateway configuration.
+    pub async fn gateway_config(&self, tenant_id: &str) -> Result<GatewayConfig, StoreError> {
+        let mut tx = self.scope(tenant_id).await?;
+        let head = sqlx::query(
+            "SELECT revision, rate_per_tenant_per_min FROM gateway_config WHERE tenant_id = $1",
+        )
+        .bind(tenant_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let rows = sqlx::query(
+            "SELECT name, url, transport, fail_mode, rate_per_min, updated_at FROM gateway_upstreams \
+             WHERE tenant_id = $1 ORDER BY name",
+        )
+        .bind(tenant_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let (revision, rate_per_tenant_per_min) = match head {
+            Some(r) => (
+                r.try_get("revision")?,
+                r.try_get("rate_per_tenant_per_min")?,
+            ),
+            None => (0, None),
+        };
+        Ok(GatewayConfig {
+            revision,
+            rate_per_tenant_per_min,
+            upstreams: rows
+                .iter()
+                .map(upstream_from_row)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// Bump the tenant's configuration revision on `tx`; returns the new revision.
+    async fn bump_gateway_revision_in(tx: &mut Tx, tenant_id: &str) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO gateway_config (tenant_id, revision) VALUES ($1, 1) \
+             ON CONFLICT (tenant_id) DO UPDATE SET revision = gateway_config.revision + 1 \
+             RETURNING revision",
+        )
+        .bind(tenant_id)
+        .fetch_one(tx.scoped(tenant_id).await?)
+        .await?;
+        Ok(row.try_get("revision")?)
+    }
+
+    /// Create or replace an upstream on `tx`; returns the new configuration revision. Records no
+    /// audit entry (see `crate::service::gateway`).
+    pub(crate) async fn put_upstream_in(
+        &self,
+        tx: &mut Tx,
+        tenant_id: &str,
+        name: &str,
+        spec: &UpstreamSpec,
+    ) -> Result<i64, StoreError> {
+        validate_upstream_name(name)?;
+        spec.validate()?;
+        let conn = tx.scoped(tenant_id).await?;
+        let count: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM gateway_upstreams WHERE tenant_id = $1 AND name <> $2",
+        )
+        .bind(tenant_id)
+        .bind(name)
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get("n")?;
+        if count >= MAX_UPSTREAMS {
+            return Err(StoreError::QuotaExceeded(format!(
+                "a tenant has at most {MAX_UPSTREAMS} gateway upstreams"
+            )));
+        }
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO gateway_upstreams (tenant_id, name, url, transport, fail_mode, rate_per_min, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
+             ON CONFLICT (tenant_id, name) DO UPDATE SET url = excluded.url, transport = excluded.transport, \
+             fail_mode = excluded.fail_mode, rate_per_min = excluded.rate_per_min, updated_at = excluded.updated_at",
+        )
+        .bind(tenant_id)
+        .bind(name)
+        .bind(spec.url.trim())
+        .bind(spec.transport.as_str())
+        .bind(spec.fail_mode.as_str())
+        .bind(spec.rate_per_min)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+        Self::bump_gateway_revision_in(tx, tenant_id).await
+    }
+
+    /// Remove an upstream on `tx`; returns the new configuration revision.
+    pub(crate) async fn delete_upstream_in(
+        &self,
+        tx: &mut Tx,
+        tenant_id: &str,
+        name: &str,
+    ) -> Result<i64, StoreError> {
+        let done = sqlx::query("DELETE FROM gateway_upstreams WHERE tenant_id = $1 AND name = $2")
+            .bind(tenant_id)
+            .bind(name)
+            .execute(tx.scoped(tenant_id).await?)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("gateway upstream {name:?}")));
+        }
+        Self::bump_gateway_revision_in(tx, tenant_id).await
+    }
+
+    /// Set the tenant-wide gateway call rate on `tx`; returns the new configuration revision.
+    pub(crate) async fn set_gateway_tenant_rate_in(
+        &self,
+        tx: &mut Tx,
+        tenant_id: &str,
+        rate_per_min: Option<i64>,
+    ) -> Result<i64, StoreError> {
+        if rate_per_min.is_some_and(|r| !(1..=1_000_000_000).contains(&r)) {
+            return Err(StoreError::Invalid(
+                "rate_per_tenant_per_min must be between 1 and 1000000000".into(),
+            ));
+        }
+        let revision = Self::bump_gateway_revision_in(tx, tenant_id).await?;
+        sqlx::query("UPDATE gateway_config SET rate_per_tenant_per_min = $1 WHERE tenant_id = $2")
+            .bind(rate_per_min)
+            .bind(tenant_id)
+            .execute(tx.scoped(tenant_id).await?)
+            .await?;
+        Ok(revision)
+    }
+
+    /// Record that replica `instance_id` serves the tenant with these revisions applied.
+    pub async fn gateway_heartbeat(
+        &self,
+        tenant_id: &str,
+        instance_id: &str,
+        public_url: Option<&str>,
+        config_revision: Option<i64>,
+        policy_revision: Option<i64>,
+        started_at: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.scope_write(tenant_id).await?;
+        sqlx::query(
+            "INSERT INTO gateway_instances (tenant_id, instance_id, public_url, config_revision, policy_revision, started_at, last_seen) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (tenant_id, instance_id) DO UPDATE SET public_url = excluded.public_url, \
+             config_revision = excluded.config_revision, policy_revision = excluded.policy_revision, last_seen = excluded.last_seen",
+        )
+        .bind(tenant_id)
+        .bind(instance_id)
+        .bind(public_url)
+        .bind(config_revision)
+        .bind(policy_revision)
+        .bind(started_at)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        // Replicas gone for a day are forgotten.
+        sqlx::query("DELETE FROM gateway_instances WHERE tenant_id = $1 AND last_seen < $2")
+            .bind(tenant_id)
+            .bind(now_ms() - 24 * 3_600_000)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The replicas that served the tenant in the last day, newest first.
+    pub async fn gateway_instances(
+        &self,
+        tenant_id: &str,
+    ) -> Result<Vec<GatewayInstance>, StoreError> {
+        let mut tx = self.scope(tenant_id).await?;
+        let rows = sqlx::query(
+            "SELECT instance_id, public_url, config_revision, policy_revision, started_at, last_seen \
+             FROM gateway_instances WHERE tenant_id = $1 ORDER BY last_seen DESC, instance_id",
+        )
+        .bind(tenant_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let now = now_ms();
+        rows.iter()
+            .map(|r| {
+                let last_seen: i64 = r.try_get("last_seen")?;
+                Ok(GatewayInstance {
+                    instance_id: r.try_get("instance_id")?,
+                    public_url: r.try_get("public_url")?,
+                    config_revision: r.try_get("config_revision")?,
+                    policy_revision: r.try_get("policy_revision")?,
+                    started_at: rfc3339(r.try_get("started_at")?),
+                    last_seen: rfc3339(last_seen),
+                    live: now - last_seen < INSTANCE_LIVE_MS,
+                })
+            })
+            .collect()
+    }
+
+    /// Append gateway events of one tenant (multi-row inserts, one transaction).
+    pub async fn record_gateway_events(
+        &self,
+        tenant_id: &str,
+        events: &[GatewayEvent],
+    ) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let clip = |v: &str, n: usize| v.chars().take(n).collect::<String>();
+        let mut tx = self.scope_write(tenant_id).await?;
+        for chunk in events.chunks(EVENT_ROWS) {
+            let rows = (0..chunk.len())
+                .map(|i| {
+                    let first = 1 + i * EVENT_COLUMNS;
+                    let params: Vec<String> = (first..first + EVENT_COLUMNS)
+                        .map(|n| format!("${n}"))
+                        .collect();
+                    format!("({})", params.join(", "))
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = sqlx::AssertSqlSafe(format!(
+                "INSERT INTO gateway_events (tenant_id, ts, upstream, principal, kind, server_id, client, method, tool, \
+                 decision, reasons, latency_us, request_bytes, response_bytes) VALUES {rows}"
+            ));
+            let mut query = sqlx::query(sql);
+            for g in chunk {
+                let e = &g.event;
+                query = query
+                    .bind(tenant_id)
+                    .bind(e.ts_ms)
+                    .bind(clip(&g.upstream, 64))
+                    .bind(clip(&g.principal, 200))
+                    .bind(clip(&e.kind, 32))
+                    .bind(clip(&e.server_id, 128))
+                    .bind(e.client.as_deref().map(|c| clip(c, 128)))
+                    .bind(e.method.as_deref().map(|m| clip(m, 128)))
+                    .bind(e.tool.as_deref().map(|t| clip(t, 256)))
+                    .bind(clip(&e.decision, 16))
+                    .bind(serde_json::to_string(&e.reasons).unwrap_or_else(|_| "[]".into()))
+                    .bind(e.latency_us.and_then(|l| i64::try_from(l).ok()))
+                    .bind(i64::try_from(e.request_bytes).unwrap_or(i64::MAX))
+                    .bind(i64::try_from(e.response_bytes).unwrap_or(i64::MAX));
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The newest `limit` gateway events of the tenant, newest first.
+    pub async fn gateway_events(
+        &self,
+        tenant_id: &str,
+        limit: i64,
+    ) -> Result<Vec<GatewayEventRecord>, StoreError> {
+        let mut tx = self.scope(tenant_id).await?;
+        let rows = sqlx::query(
+            "SELECT ts, upstream, principal, kind, server_id, client, method, tool, decision, reasons, latency_us \
+             FROM gateway_events WHERE tenant_id = $1 ORDER BY ts DESC LIMIT $2",
+        )
+        .bind(tenant_id)
+        .bind(limit.clamp(1, 1000))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|r| {
+                Ok(GatewayEventRecord {
+                    ts: rfc3339(r.try_get("ts")?),
+                    upstream: r.try_get("upstream")?,
+                    principal: r.try_get("principal")?,
+                    kind: r.try_get("kind")?,
+                    server_id: r.try_get("server_id")?,
+                    client: r.try_get("client")?,
+                    method: r.try_get("method")?,
+                    tool: r.try_get("tool")?,
+                    decision: r.try_get("decision")?,
+                    reasons: super::string_list(&r.try_get::<String, _>("reasons")?),
+                    latency_us: r.try_get("latency_us")?,
+                })
+            })
+            .collect()
+    }
+
+    /// True when a gateway replica served the tenant within [`INSTANCE_LIVE_MS`].
+    pub(crate) async fn gateway_serving(
+        conn: &mut sqlx::AnyConnection,
+        tenant_id: &str,
+    ) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM gateway_instances WHERE tenant_id = $1 AND last_seen >= $2",
+        )
+        .bind(tenant_id)
+        .bind(now_ms() - INSTANCE_LIVE_MS)
+        .fetch_one(conn)
+        .await?
+        .try_get("n")?;
+        Ok(n > 0)
+    }
+}

@@ -1,0 +1,352 @@
+//! Gateway benchmark: the same client and the same upstream, directly and through
+//! `agent-bom gateway`, side by side in one run. Reports the added latency of a `tools/call` at
+//! one client (p50/p99) and at 500 concurrent sessions (p50/p95/p99), calls per second both
+//! ways, and the gateway's memory per idle session. Never fails on absolute times.
+//!
+//! `AGENT_BOM_BENCH=1 cargo test --release -p agent-bom-gateway --test gateway_bench`
+//! (without the variable it does nothing). Everything runs in this process on one Tokio
+//! runtime: the upstream is a minimal MCP Streamable HTTP server (JSON answers, a session id,
+//! a `tools/call` result as large as the request), the gateway is the library on a SQLite store
+//! with the default policy (full inspection: every request and result parsed and scanned for
+//! secrets, one audit event per call written through the store), and the client is reqwest
+//! with keep-alive.
+
+// A benchmark reports failure by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use agent_bom_control_plane::service::{Actor, gateway as gateway_service};
+use agent_bom_control_plane::store::{NewApiKey, Role, Store};
+use agent_bom_gateway::{Gateway, GatewayOptions};
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+const WARMUP: usize = 500;
+const SEQUENTIAL: usize = 5_000;
+const SESSIONS: usize = 500;
+const CALLS_PER_SESSION: usize = 20;
+const IDLE_SESSIONS: usize = 5_000;
+const PAYLOAD: usize = 512;
+
+fn main() {
+    if std::env::var_os("AGENT_BOM_BENCH").is_none_or(|v| v != "1") {
+        println!("gateway_bench: skipped (set AGENT_BOM_BENCH=1, build with --release)");
+        return;
+    }
+    if cfg!(debug_assertions) {
+        println!("gateway_bench: warning: debug build; numbers are not representative");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(bench());
+}
+
+/// The upstream: answers `initialize` with a session id, notifications with 202, `tools/list`
+/// with one tool and `tools/call` with its arguments' text as the result.
+async fn upstream(headers: HeaderMap, body: Bytes) -> axum::response::Response {
+    let msg: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let Some(id) = msg.get("id").cloned() else {
+        return StatusCode::ACCEPTED.into_response();
+    };
+    let result = match msg["method"].as_str() {
+        Some("initialize") => {
+            json!({"protocolVersion": "2025-06-18", "capabilities": {"tools": {}},
+            "serverInfo": {"name": "bench", "version": "1"}})
+        }
+        Some("tools/list") => json!({"tools": [{"name": "echo", "description": "Echoes.",
+            "inputSchema": {"type": "object"}}]}),
+        Some("tools/call") => {
+            let text = msg["params"]["arguments"]["text"]
+                .as_str()
+                .unwrap_or_default();
+            json!({"content": [{"type": "text", "text": text}]})
+        }
+        _ => json!({}),
+    };
+    let mut r = (
+        [("content-type", "application/json")],
+        json!({"jsonrpc": "2.0", "id": id, "result": result}).to_string(),
+    )
+        .into_response();
+    if headers.get("mcp-session-id").is_none() {
+        r.headers_mut().insert(
+            "mcp-session-id",
+            uuid::Uuid::new_v4().to_string().parse().unwrap(),
+        );
+    }
+    r
+}
+
+async fn serve_upstream() -> SocketAddr {
+    let app = axum::Router::new().route("/mcp", axum::routing::post(upstream));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+/// Word-like text (identifiers, paths, hex) so the secret scanner has tokens to judge.
+fn payload(n: usize) -> String {
+    let words = [
+        "config",
+        "/usr/local/bin",
+        "deadbeef42",
+        "request_id",
+        "users.list",
+        "v2",
+    ];
+    let mut s = String::new();
+    let mut i = 0;
+    while s.len() < n {
+        s.push_str(words[i % words.len()]);
+        s.push(' ');
+        i += 1;
+    }
+    s.truncate(n);
+    s
+}
+
+#[derive(Clone)]
+struct Target {
+    url: String,
+    key: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Target {
+    async fn post(&self, session: Option<&str>, body: &Value) -> reqwest::Response {
+        let mut req = self
+            .http
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(body.to_string());
+        if let Some(k) = &self.key {
+            req = req.bearer_auth(k);
+        }
+        if let Some(s) = session {
+            req = req.header("mcp-session-id", s);
+        }
+        req.send().await.unwrap()
+    }
+
+    async fn open(&self) -> String {
+        let r = self
+            .post(
+                None,
+                &json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                    "protocolVersion": "2025-06-18", "capabilities": {},
+                    "clientInfo": {"name": "bench", "version": "1"}}}),
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+        let session = r.headers()["mcp-session-id"].to_str().unwrap().to_string();
+        let _ = r.bytes().await;
+        let r = self
+            .post(
+                Some(&session),
+                &json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+        let _ = r.bytes().await;
+        session
+    }
+
+    async fn call(&self, session: &str, id: u64, text: &str) -> Duration {
+        let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"text": text}}});
+        let started = Instant::now();
+        let r = self.post(Some(session), &body).await;
+        assert_eq!(r.status(), 200);
+        let b = r.bytes().await.unwrap();
+        let elapsed = started.elapsed();
+        assert!(b.len() >= text.len());
+        elapsed
+    }
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e6
+}
+
+async fn sequential(t: &Target, text: &str) -> Vec<Duration> {
+    let session = t.open().await;
+    for i in 0..WARMUP {
+        t.call(&session, i as u64 + 2, text).await;
+    }
+    let mut out = Vec::with_capacity(SEQUENTIAL);
+    for i in 0..SEQUENTIAL {
+        out.push(t.call(&session, i as u64 + 2, text).await);
+    }
+    out.sort();
+    out
+}
+
+/// SESSIONS concurrent sessions, each opened, then CALLS_PER_SESSION calls in a row; returns
+/// the sorted call latencies and calls per second over the calling phase.
+async fn concurrent(t: &Target, text: &str) -> (Vec<Duration>, f64) {
+    let mut sessions = Vec::with_capacity(SESSIONS);
+    for _ in 0..SESSIONS {
+        sessions.push(t.open().await);
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for session in sessions {
+        let t = t.clone();
+        let text = text.to_string();
+        let done = done.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(CALLS_PER_SESSION);
+            for i in 0..CALLS_PER_SESSION {
+                lat.push(t.call(&session, i as u64 + 2, &text).await);
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::with_capacity(SESSIONS * CALLS_PER_SESSION);
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    let rate = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    all.sort();
+    (all, rate)
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn idle_sessions(t: &Target) -> f64 {
+    let before = rss_kib();
+    let mut kept = Vec::with_capacity(IDLE_SESSIONS);
+    for _ in 0..IDLE_SESSIONS {
+        kept.push(t.open().await);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kib();
+    drop(kept);
+    (after.saturating_sub(before) as f64 * 1024.0) / IDLE_SESSIONS as f64
+}
+
+async fn bench() {
+    agent_bom_control_plane::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(dir.path()).await.unwrap();
+    let tenant = store.create_tenant("bench").await.unwrap();
+    let (_, key) = store
+        .create_api_key_with(
+            &tenant.id,
+            &NewApiKey {
+                scopes: vec!["gateway:use".into()],
+                ..NewApiKey::new("bench", Role::Analyst)
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let up = serve_upstream().await;
+    let spec = serde_json::from_value(json!({"url": format!("http://{up}/mcp")})).unwrap();
+    gateway_service::put_upstream(&store, &Actor::cli(), &tenant.id, "bench", &spec)
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gw = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let options = GatewayOptions {
+        data_dir: Some(dir.path().join("gateway")),
+        ..GatewayOptions::default()
+    };
+    let gateway =
+        tokio::spawn(Gateway::new(store.clone(), options).run(listener, shutdown.clone()));
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .tcp_nodelay(true)
+        .build()
+        .unwrap();
+    let direct = Target {
+        url: format!("http://{up}/mcp"),
+        key: None,
+        http: http.clone(),
+    };
+    let via = Target {
+        url: format!("http://{gw}/mcp/bench"),
+        key: Some(key),
+        http,
+    };
+    let text = payload(PAYLOAD);
+    let load = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("load average before: {}", load().trim());
+
+    // Memory first, while the allocator has no freed memory to hand back.
+    let direct_bytes = idle_sessions(&direct).await;
+    let via_bytes = idle_sessions(&via).await;
+    println!(
+        "## memory per idle session ({IDLE_SESSIONS} opened): direct {direct_bytes:.0} B, via gateway {via_bytes:.0} B (process RSS growth; the difference is the gateway's session state)"
+    );
+
+    let d = sequential(&direct, &text).await;
+    let g = sequential(&via, &text).await;
+    println!("## 1 client, {SEQUENTIAL} sequential tools/call ({PAYLOAD} B arguments and result)");
+    println!("| | p50 | p99 |\n|---|---|---|");
+    println!(
+        "| direct | {:.0} µs | {:.0} µs |",
+        pct(&d, 0.5),
+        pct(&d, 0.99)
+    );
+    println!(
+        "| via gateway | {:.0} µs | {:.0} µs |",
+        pct(&g, 0.5),
+        pct(&g, 0.99)
+    );
+    println!(
+        "| added | {:.0} µs | {:.0} µs |",
+        pct(&g, 0.5) - pct(&d, 0.5),
+        pct(&g, 0.99) - pct(&d, 0.99)
+    );
+
+    let (d, d_rate) = concurrent(&direct, &text).await;
+    let (g, g_rate) = concurrent(&via, &text).await;
+    println!("## {SESSIONS} concurrent sessions x {CALLS_PER_SESSION} tools/call");
+    println!("| | p50 | p95 | p99 | calls/s |\n|---|---|---|---|---|");
+    println!(
+        "| direct | {:.0} µs | {:.0} µs | {:.0} µs | {d_rate:.0} |",
+        pct(&d, 0.5),
+        pct(&d, 0.95),
+        pct(&d, 0.99)
+    );
+    println!(
+        "| via gateway | {:.0} µs | {:.0} µs | {:.0} µs | {g_rate:.0} |",
+        pct(&g, 0.5),
+        pct(&g, 0.95),
+        pct(&g, 0.99)
+    );
+    println!(
+        "| added | {:.0} µs | {:.0} µs | {:.0} µs | |",
+        pct(&g, 0.5) - pct(&d, 0.5),
+        pct(&g, 0.95) - pct(&d, 0.95),
+        pct(&g, 0.99) - pct(&d, 0.99)
+    );
+
+    println!("load average after: {}", load().trim());
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), gateway).await;
+}
