@@ -35,6 +35,7 @@ pub(crate) fn connection_refused(why: Refusal) {
     let reason = match why {
         Refusal::Connections => "connections",
         Refusal::Handshakes => "handshakes",
+        Refusal::Source => "source",
     };
     counter!(REFUSED, "reason" => reason).increment(1);
 }
