@@ -101,6 +101,8 @@ impl Section {
         }
         let mode = mode_of(posture);
         let has = |k: &str| posture[k].as_bool().unwrap_or(false);
+        // Remote servers exist that the gateway could front (whether or not one serves yet).
+        let remote = posture["remote_servers"].as_i64().unwrap_or(0) > 0;
         let endpoints = matches!(mode, DeploymentMode::Fleet | DeploymentMode::Hybrid);
         match self {
             Self::Overview | Self::Audit | Self::Enrollment | Self::Keys | Self::Tenants => {
@@ -116,12 +118,14 @@ impl Section {
                 why: "No MCP server has been reported to this tenant yet.",
                 how: "Enroll an agent or push an inventory; servers appear here grouped by identity.",
             },
-            Self::Runtime if has("has_proxy") || has("has_traces") || has("has_gateway") => {
+            Self::Runtime
+                if has("has_proxy") || has("has_traces") || has("has_gateway") || remote =>
+            {
                 Availability::Shown
             }
             Self::Runtime => Availability::NotApplicable {
                 why: "No runtime surface exists: no server runs behind the inspecting proxy and no remote server could be fronted by the gateway.",
-                how: "Wrap local servers with the proxy (`agent-bom-agent wrap`, or the Wrap action on the Fleet page); detections and pin changes then show here.",
+                how: "Wrap local servers with the proxy (`agent-bom-agent wrap`, or the Wrap action on the Fleet page), or put remote servers behind `agent-bom gateway`; detections and pin changes then show here.",
             },
             Self::Policies if endpoints => Availability::Shown,
             Self::Policies => Availability::NotApplicable {
@@ -186,6 +190,13 @@ mod tests {
         assert_eq!(
             shown(json!({"deployment_mode": "hybrid", "has_proxy": true})),
             Section::ALL
+        );
+        assert_eq!(
+            shown(json!({"deployment_mode": "fleet", "remote_servers": 2})),
+            [
+                Overview, Fleet, Servers, Runtime, Policies, Audit, Enrollment, Keys, Tenants
+            ],
+            "remote servers a gateway could front"
         );
     }
 
