@@ -141,6 +141,34 @@ mod tests {
     }
 
     #[test]
+    fn arbitrary_bytes_never_panic() {
+        // A deterministic fuzz loop (xorshift) over random bodies and mutations of valid ones.
+        let valid = body(&AgentMessage::Enroll {
+            protocol_version: 1,
+            token: "abe_x".into(),
+            csr_pem: "csr".into(),
+            hostname: "h".into(),
+        });
+        let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..20_000 {
+            let mut bytes = valid.clone();
+            for _ in 0..=(next() % 6) {
+                let i = (next() as usize) % bytes.len();
+                bytes[i] = next() as u8;
+            }
+            let _ = decode_opening(&bytes);
+            let random: Vec<u8> = (0..next() % 64).map(|_| next() as u8).collect();
+            let _ = decode_opening(&random);
+        }
+    }
+
+    #[test]
     fn a_missing_field_is_a_decode_error() {
         #[derive(serde::Serialize)]
         struct Partial {
