@@ -112,6 +112,23 @@ pub enum AgentMessage {
     Unknown,
 }
 
+impl AgentMessage {
+    /// The wire name of the message's kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Hello { .. } => "hello",
+            Self::Enroll { .. } => "enroll",
+            Self::InventorySnapshot { .. } => "inventory_snapshot",
+            Self::InventoryDelta { .. } => "inventory_delta",
+            Self::ProxyEvents { .. } => "proxy_events",
+            Self::RenewCertificate { .. } => "renew_certificate",
+            Self::Ping => "ping",
+            Self::CommandResult { .. } => "command_result",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
 /// The hand-written decoder of [`AgentMessage`].
 mod agent_decode {
     use serde::de::value::MapAccessDeserializer;
@@ -536,6 +553,7 @@ mod tests {
                 m,
                 "{json}"
             );
+            assert_eq!(serde_json::to_value(&m).unwrap()["kind"], m.kind());
         }
     }
 
