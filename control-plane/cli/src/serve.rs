@@ -67,6 +67,10 @@ struct ApiLimits {
     /// operators or pushing CLIs share one NAT address.
     #[arg(long, env = "AGENT_BOM_API_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = agent_bom_control_plane::api::listener::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, value_parser = at_least_one())]
     api_max_connections_per_address: usize,
+    /// Failed authentications one client address may make per minute before it is answered
+    /// 429 without a database lookup.
+    #[arg(long, env = "AGENT_BOM_API_AUTH_FAILURES_PER_MINUTE", default_value_t = agent_bom_control_plane::api::auth_throttle::DEFAULT_AUTH_FAILURES_PER_MINUTE, value_parser = clap::value_parser!(u32).range(1..))]
+    api_auth_failures_per_minute: u32,
 }
 
 impl ApiLimits {
@@ -74,6 +78,7 @@ impl ApiLimits {
         agent_bom_control_plane::api::listener::HttpLimits {
             max_connections: self.api_max_connections,
             max_connections_per_address: self.api_max_connections_per_address,
+            auth_failures_per_address: self.api_auth_failures_per_minute,
             ..Default::default()
         }
     }
