@@ -150,6 +150,7 @@ def main():
         "metrics": {"enabled": True, "port": 9464},
         "serviceMonitor": {"enabled": True},
         "ui": {"secureCookies": True},
+        "gateway": {"enabled": True, "publicUrl": "https://mcp.example.com"},
         "api": {"ingress": {"enabled": True, "host": "agent-bom.example.com", "tlsSecret": "tls"}},
     }
     report = check("features", features, chart)
