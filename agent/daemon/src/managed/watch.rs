@@ -22,24 +22,20 @@ pub async fn changed(
     recheck: Duration,
     shutdown: &CancellationToken,
 ) -> Option<ManagedConfig> {
-    let dirs = platform_files()
-        .iter()
-        .filter_map(|f| f.parent().map(Path::to_path_buf))
-        .collect();
-    changed_with(current, recheck, shutdown, dirs, load).await
+    changed_with(current, recheck, shutdown, platform_files(), load).await
 }
 
-/// [`changed`] with the directories to watch and the loader given (tests use their own).
+/// [`changed`] with the files to watch and the loader given (tests use their own).
 pub async fn changed_with(
     current: &ManagedConfig,
     recheck: Duration,
     shutdown: &CancellationToken,
-    dirs: Vec<PathBuf>,
+    files: Vec<PathBuf>,
     load: fn() -> ManagedConfig,
 ) -> Option<ManagedConfig> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     // Kept alive for as long as this future runs.
-    let _watcher = directory_watcher(&dirs, tx);
+    let _watcher = file_watcher(files, tx);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return None,
@@ -56,14 +52,29 @@ pub async fn changed_with(
     }
 }
 
-/// A watcher on those of `dirs` that exist; `None` (period only) when the platform offers no
-/// watches.
-fn directory_watcher(
-    dirs: &[PathBuf],
+/// A watcher on the directories of `files` (MDM replaces a file whole, and it may not exist
+/// yet) that reports only events on `files` themselves: other writes in the same directory
+/// (on Windows it is the state directory) cost nothing. `None` (period only) when the platform
+/// offers no watches.
+fn file_watcher(
+    files: Vec<PathBuf>,
     tx: tokio::sync::mpsc::UnboundedSender<()>,
 ) -> Option<notify::RecommendedWatcher> {
+    let dirs: Vec<PathBuf> = files
+        .iter()
+        .filter_map(|f| f.parent().map(Path::to_path_buf))
+        .collect();
+    let names: Vec<std::ffi::OsString> = files
+        .iter()
+        .filter_map(|f| f.file_name().map(ToOwned::to_owned))
+        .collect();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        let ours = event.is_ok_and(|e| {
+            e.paths
+                .iter()
+                .any(|p| p.file_name().is_some_and(|n| names.iter().any(|m| m == n)))
+        });
+        if ours {
             let _ = tx.send(());
         }
     })
@@ -104,10 +115,12 @@ mod tests {
         let shutdown = CancellationToken::new();
         let watch = tokio::spawn({
             let shutdown = shutdown.clone();
-            let dirs = vec![dir.path().to_path_buf()];
-            async move { changed_with(&current, Duration::from_secs(3600), &shutdown, dirs, load).await }
+            let files = vec![path.clone()];
+            async move {
+                changed_with(&current, Duration::from_secs(3600), &shutdown, files, load).await
+            }
         });
-        // An unrelated write in the directory is read and ignored; the real change returns.
+        // An unrelated write in the directory is not even read; the real change returns.
         tokio::time::sleep(Duration::from_millis(200)).await;
         std::fs::write(dir.path().join("other"), "x").unwrap();
         tokio::time::sleep(Duration::from_millis(600)).await;
