@@ -184,6 +184,10 @@ fn linux_scripts_install_report_and_uninstall_in_a_throwaway_root() {
         work.path(),
         &[
             ("OWNER=\"\"", "OWNER='qa \"team\" \\ eng'"),
+            (
+                "TOKEN_FILE=\"/etc/agent-bom/enroll.token\"",
+                "TOKEN_FILE=\"$AGENT_BOM_ROOT/etc/agent-bom/enroll.token\"",
+            ),
             ("TAGS=\"\"", "TAGS=\"laptop, linux\""),
             ("FAIL_MODE=\"open\"", "FAIL_MODE=\"closed\""),
         ],
@@ -245,8 +249,19 @@ fn linux_scripts_install_report_and_uninstall_in_a_throwaway_root() {
     assert_eq!(facts["WrappedServers"], 0);
     assert_eq!(facts["ProxyCoverage"], "0/1");
     assert_eq!(
+        facts["Enrollment"], "not-enrolled",
+        "the token file is not there yet"
+    );
+    // The secret distribution puts the token in place: now the agent can enroll.
+    std::fs::write(
+        root.join("etc/agent-bom/enroll.token"),
+        "abe_placed_by_the_secret_store\n",
+    )
+    .unwrap();
+    let facts = detect(&managed_env);
+    assert_eq!(
         facts["Enrollment"], "pending",
-        "collector and token file configured"
+        "collector and token configured"
     );
     assert_eq!(facts["Managed"], "present");
 
