@@ -441,6 +441,34 @@ async fn scenarios(
     );
     run.accessible("overview").await;
     run.shot("overview-fleet").await;
+    // Keyboard: the first Tab reaches "Skip to content", Enter moves to the page's content,
+    // and the next Tabs walk the menu in order.
+    b.press(browser::TAB).await;
+    let focused = b
+        .execute("return document.activeElement.textContent;", json!([]))
+        .await;
+    assert_eq!(focused, "Skip to content");
+    b.press(browser::ENTER).await;
+    assert!(b.url().await.ends_with("#main"), "{}", b.url().await);
+    run.open("/ui/").await;
+    let mut reached = Vec::new();
+    for _ in 0..4 {
+        b.press(browser::TAB).await;
+        reached.push(
+            b.execute(
+                "return document.activeElement.textContent.trim();",
+                json!([]),
+            )
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        );
+    }
+    assert_eq!(reached[0], "Skip to content", "{reached:?}");
+    assert_eq!(reached[1], "agent-bom", "then the brand link: {reached:?}");
+    assert_eq!(reached[2], "Sign out", "then sign-out: {reached:?}");
+    assert_eq!(reached[3], "Overview", "then the menu: {reached:?}");
 
     // --- Fleet: both endpoints; the search filter; the sort.
     run.open("/ui/fleet").await;
@@ -512,6 +540,11 @@ async fn scenarios(
             expected.1
         );
     }
+    let timeline = b.text(&b.find("[data-testid=timeline]").await).await;
+    assert!(
+        timeline.contains("Enrolled (agent)") && timeline.contains("Latest inventory"),
+        "{timeline}"
+    );
     run.accessible("endpoint").await;
     run.shot("endpoint").await;
 
