@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use agent_bom_control_plane::oidc::OidcConfig;
+use agent_bom_proxy::audit::{AuditConfig, AuditEvent, spawn_writer};
 use agent_bom_tests::browser::{self, Browser};
 use agent_bom_tests::fixture;
 use agent_bom_tests::harness::{PATIENCE, TestAgent, TestServer, eventually};
@@ -548,6 +549,78 @@ async fn scenarios(
     run.accessible("endpoint").await;
     run.shot("endpoint").await;
 
+    // --- Runtime: a proxy on the agent reports a tool change it blocks and a blocked call
+    // (through the daemon's audit socket, spool and uplink, as a real proxy does); the page
+    // lists the change awaiting approval, and Approve sends the agent `approve_pins`, which it
+    // applies.
+    let (audit, _writer) = spawn_writer(AuditConfig::in_state_dir(agent.state_dir.path()));
+    audit.emit(AuditEvent {
+        ts_ms: 1_800_000_000_000,
+        kind: "pin".into(),
+        server_id: "srv-pinned".into(),
+        client: Some("cursor".into()),
+        method: Some("tools/list".into()),
+        decision: "block".into(),
+        reasons: vec!["tool `search` changed since it was pinned".into()],
+        ..Default::default()
+    });
+    audit.emit(AuditEvent {
+        ts_ms: 1_800_000_000_001,
+        kind: "call".into(),
+        server_id: "srv-pinned".into(),
+        client: Some("cursor".into()),
+        method: Some("tools/call".into()),
+        tool: Some("exec_shell".into()),
+        decision: "block".into(),
+        reasons: vec!["tool `exec_shell` is denied by pattern `exec*`".into()],
+        ..Default::default()
+    });
+    audit.flush(Duration::from_secs(10)).await;
+    eventually(PATIENCE, "the detections in the audit log", || async {
+        let r = run
+            .server
+            .get("/v1/audit?action=proxy.detection", Some(&admin))
+            .await;
+        (r.json["items"].as_array().is_some_and(|i| i.len() >= 2)).then_some(())
+    })
+    .await;
+    run.open("/ui/runtime").await;
+    let changes = b.text(&b.find("[data-testid=pin-changes]").await).await;
+    assert!(changes.contains("search"), "{changes}");
+    let detections = b.text(&b.find("[data-testid=detections]").await).await;
+    assert!(detections.contains("exec_shell"), "{detections}");
+    run.accessible("runtime").await;
+    run.shot("runtime").await;
+    b.click(&b.find("form[action='/ui/runtime/approve'] button").await)
+        .await;
+    b.accept_alert().await;
+    let flash = b.text(&b.find(".flash").await).await;
+    assert!(flash.contains("Approval sent"), "{flash}");
+    eventually(PATIENCE, "the agent applied the approval", || async {
+        let r = run
+            .server
+            .get(
+                &format!("/v1/fleet/endpoints/{}/commands", agent.agent_id),
+                Some(&admin),
+            )
+            .await;
+        r.json["items"]
+            .as_array()?
+            .iter()
+            .find(|c| c["kind"] == "approve_pins")
+            .filter(|c| c["status"] == "applied")
+            .map(|_| ())
+    })
+    .await;
+    run.open("/ui/runtime").await;
+    let state = b.text(&b.find("[data-testid=approval-state]").await).await;
+    assert_eq!(
+        state, "approval applied",
+        "the page shows the approval was applied"
+    );
+    assert!(!b.exists("form[action='/ui/runtime/approve']").await);
+    run.shot("runtime-approved").await;
+
     // --- CSRF: a post without the token, or from another origin, is refused; with both it
     // passes (so the refusals are the check, not a broken form).
     let csrf = run.csrf().await;
@@ -701,8 +774,6 @@ async fn scenarios(
     // --- Runtime, Enrollment: render, accessible.
     run.open("/ui/runtime").await;
     b.find("[data-testid=tile-wrapped]").await;
-    run.accessible("runtime").await;
-    run.shot("runtime").await;
     run.open("/ui/enrollment").await;
     let unix = b.text(&b.find("[data-testid=install-unix]").await).await;
     assert!(
