@@ -171,6 +171,46 @@ impl Run {
         (r.status().as_u16(), sig)
     }
 
+    /// Wait (after a form post) until an element matching `css` says `needle`; its text.
+    async fn wait_for_text(&self, css: &str, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            for e in self.browser.find_all(css).await {
+                let t = self.browser.text(&e).await;
+                if t.contains(needle) {
+                    return t;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {css} saying {needle:?}: {}",
+                self.browser.text_of_body().await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Wait (after a form post) until the page shows a secret other than `not`; the secret.
+    async fn wait_for_secret(&self, not: Option<&str>) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let v = self
+                .browser
+                .execute(
+                    "var e = document.querySelector('[data-testid=secret]'); return e ? e.value : null;",
+                    json!([]),
+                )
+                .await;
+            if let Some(v) = v.as_str()
+                && Some(v) != not
+            {
+                return v.to_string();
+            }
+            assert!(Instant::now() < deadline, "no new secret shown");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The CSRF token of the current page's first form.
     async fn csrf(&self) -> String {
         self.browser
@@ -594,8 +634,7 @@ async fn scenarios(
     b.click(&b.find("form[action='/ui/runtime/approve'] button").await)
         .await;
     b.accept_alert().await;
-    let flash = b.text(&b.find(".flash").await).await;
-    assert!(flash.contains("Approval sent"), "{flash}");
+    run.wait_for_text(".flash.ok", "Approval sent").await;
     eventually(PATIENCE, "the agent applied the approval", || async {
         let r = run
             .server
@@ -665,8 +704,8 @@ async fn scenarios(
     b.click(&checkbox).await;
     b.click(&b.find("button[value=quarantine]").await).await;
     b.accept_alert().await;
-    let flash = b.text(&b.find(".flash").await).await;
-    assert!(flash.contains("quarantine: done for 1"), "{flash}");
+    run.wait_for_text(".flash.ok", "quarantine: done for 1")
+        .await;
     run.open(&format!("/ui/endpoints/{}", agent.agent_id)).await;
     assert!(
         b.text(&b.find("[data-testid=lifecycle-state]").await)
@@ -762,13 +801,29 @@ async fn scenarios(
     )
     .await;
     b.accept_alert().await;
-    let flash = b.text(&b.find(".flash").await).await;
-    assert!(flash.contains("Published revision 1"), "{flash}");
+    run.wait_for_text(".flash.ok", "Published revision 1").await;
     assert!(
         b.text(&b.find("[data-testid=policy-revisions]").await)
             .await
             .contains('1')
     );
+    // The rollout reaches the real agent: the page ends up counting it applied and listing no
+    // agent behind.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        run.open("/ui/policies").await;
+        let applied = b
+            .text(&b.find("[data-testid=policy-applied] .v").await)
+            .await;
+        if applied == "1" && b.exists("[data-testid=rollout-complete]").await {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent never applied revision 1 ({applied})"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     run.shot("policies").await;
 
     // --- Runtime, Enrollment: render, accessible.
@@ -810,13 +865,7 @@ async fn scenarios(
     .await;
     b.click(&b.find("form[action='/ui/keys'] button[type=submit]").await)
         .await;
-    let created = b
-        .execute(
-            "return document.querySelector('[data-testid=secret]').value;",
-            json!([]),
-        )
-        .await;
-    let created = created.as_str().unwrap().to_string();
+    let created = run.wait_for_secret(None).await;
     assert_eq!(
         run.server.get("/v1/me", Some(&created)).await.status,
         200,
@@ -834,13 +883,7 @@ async fn scenarios(
     )
     .await;
     b.accept_alert().await;
-    let rotated = b
-        .execute(
-            "return document.querySelector('[data-testid=secret]').value;",
-            json!([]),
-        )
-        .await;
-    let rotated = rotated.as_str().unwrap().to_string();
+    let rotated = run.wait_for_secret(Some(&created)).await;
     assert_ne!(rotated, created);
     assert_eq!(
         run.server.get("/v1/me", Some(&rotated)).await.status,
@@ -859,7 +902,7 @@ async fn scenarios(
     )
     .await;
     b.accept_alert().await;
-    assert!(b.text(&b.find(".flash").await).await.contains("Revoked"));
+    run.wait_for_text(".flash.ok", "Revoked").await;
     assert_eq!(
         run.server.get("/v1/me", Some(&created)).await.status,
         401,

@@ -170,6 +170,12 @@ pub const ROUTES: &[RouteSpec] = &[
     ),
     route(
         "GET",
+        "/v1/policy/rollout",
+        Some(Permission::PolicyRead),
+        "The policy's rollout: counts and the agents not on the revision in force",
+    ),
+    route(
+        "GET",
         "/v1/fleet/servers",
         Some(Permission::FleetRead),
         "MCP servers grouped by identity",

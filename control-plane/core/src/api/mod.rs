@@ -141,6 +141,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/policy", get(policy::current).put(policy::publish))
         .route("/v1/policy/revisions", get(policy::revisions))
+        .route("/v1/policy/rollout", get(policy::rollout))
         .route("/v1/fleet/servers", get(fleet::list_servers))
         .route(
             "/v1/fleet/sync",

@@ -152,9 +152,9 @@ fn extras(method: &str, path: &str) -> (Vec<Value>, Option<Value>) {
                 "tags": {"type": "array", "maxItems": 64, "items": {"type": "string", "pattern": "^[A-Za-z0-9._:=/-]{1,64}$"}}}}),
             ),
         ),
-        ("GET", "/v1/fleet/endpoints/{id}/commands") | ("GET", "/v1/policy/revisions") => {
-            (vec![q("limit", limit())], None)
-        }
+        ("GET", "/v1/fleet/endpoints/{id}/commands")
+        | ("GET", "/v1/policy/revisions")
+        | ("GET", "/v1/policy/rollout") => (vec![q("limit", limit())], None),
         ("POST", "/v1/fleet/endpoints/{id}/commands") => (
             vec![],
             Some(
