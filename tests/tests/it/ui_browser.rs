@@ -835,8 +835,56 @@ async fn scenarios(
         unix.contains(&format!("{}/install/agent.sh", run.base)),
         "{unix}"
     );
+    // An admin makes a token (shown once) and a real agent enrolls with it; then it is revoked.
+    b.type_into(
+        &b.find("form[action='/ui/enrollment/tokens'] input[name=name]")
+            .await,
+        "laptops",
+    )
+    .await;
+    b.type_into(
+        &b.find("form[action='/ui/enrollment/tokens'] input[name=max_uses]")
+            .await,
+        "5",
+    )
+    .await;
+    b.click(
+        &b.find("form[action='/ui/enrollment/tokens'] button[type=submit]")
+            .await,
+    )
+    .await;
+    let token = run.wait_for_secret(None).await;
+    assert!(token.starts_with("abe_"), "an enrollment token: {token}");
+    let enrolled = run.server.enroll_with_token(&token).await;
+    run.open("/ui/enrollment").await;
+    let tokens = b.text(&b.find("[data-testid=enroll-tokens]").await).await;
+    assert!(
+        tokens.contains("laptops") && tokens.contains("1 / 5"),
+        "one use of five: {tokens}"
+    );
     run.accessible("enrollment").await;
     run.shot("enrollment").await;
+    let row = b
+        .execute(
+            "return Array.from(document.querySelectorAll('tr[data-token]')).find(function (r) { return r.textContent.indexOf('laptops') >= 0; }).getAttribute('data-token');",
+            json!([]),
+        )
+        .await;
+    let token_id = row.as_str().unwrap().to_string();
+    b.click(
+        &b.find(&format!(
+            "form[action='/ui/enrollment/tokens/{token_id}/revoke'] button"
+        ))
+        .await,
+    )
+    .await;
+    b.accept_alert().await;
+    run.wait_for_text(".flash.ok", "Revoked").await;
+    assert!(
+        run.server.try_enroll_with_token(&token).await.is_err(),
+        "a revoked token enrolls nothing"
+    );
+    drop(enrolled);
 
     // --- Audit: the chain verifies, the UI's own actions are there, the export is signed.
     run.open("/ui/audit").await;

@@ -110,6 +110,24 @@ pub const ROUTES: &[RouteSpec] = &[
     ),
     route(
         "GET",
+        "/v1/enrollment-tokens",
+        Some(Permission::FleetWrite),
+        "List enrollment tokens (metadata only)",
+    ),
+    route(
+        "POST",
+        "/v1/enrollment-tokens",
+        Some(Permission::FleetWrite),
+        "Create an enrollment token (shown once)",
+    ),
+    route(
+        "DELETE",
+        "/v1/enrollment-tokens/{id}",
+        Some(Permission::FleetWrite),
+        "Revoke an enrollment token",
+    ),
+    route(
+        "GET",
         "/v1/fleet/endpoints",
         Some(Permission::FleetRead),
         "List endpoints (filters, sort, cursor)",

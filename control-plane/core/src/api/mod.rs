@@ -2,6 +2,7 @@
 
 mod audit;
 pub mod auth;
+mod enrollment;
 mod error;
 mod fleet;
 mod keys;
@@ -127,6 +128,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/keys", get(keys::list).post(keys::create))
         .route("/v1/keys/{id}", get(keys::get).delete(keys::revoke))
         .route("/v1/keys/{id}/rotate", post(keys::rotate))
+        .route(
+            "/v1/enrollment-tokens",
+            get(enrollment::list).post(enrollment::create),
+        )
+        .route(
+            "/v1/enrollment-tokens/{id}",
+            axum::routing::delete(enrollment::revoke),
+        )
         .route("/v1/fleet/endpoints", get(fleet::list_endpoints))
         .route(
             "/v1/fleet/endpoints/{id}",

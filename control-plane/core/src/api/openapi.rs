@@ -106,6 +106,15 @@ fn extras(method: &str, path: &str) -> (Vec<Value>, Option<Value>) {
                 ),
             )
         }
+        ("POST", "/v1/enrollment-tokens") => (
+            vec![],
+            Some(
+                json!({"type": "object", "additionalProperties": false, "required": ["name"],
+                "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 100, "pattern": "\\S"},
+                    "max_uses": {"type": ["integer", "null"], "minimum": 1, "maximum": 10_000_000},
+                    "expires_in_secs": {"type": ["integer", "null"], "minimum": 1, "maximum": 315_360_000}}}),
+            ),
+        ),
         ("POST", "/v1/tenants") => (
             vec![],
             Some(
