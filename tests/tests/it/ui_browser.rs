@@ -563,6 +563,38 @@ async fn scenarios(
     sorted.reverse();
     assert_eq!(desc, sorted, "reversed");
 
+    // Live: a change made elsewhere (the API) shows in the open table without a reload.
+    run.open("/ui/fleet").await;
+    b.execute("window.__stillThisPage = true; return null;", json!([]))
+        .await;
+    let pushed = run
+        .server
+        .get(
+            &format!("/v1/fleet/endpoints?q={PUSHED_HOST}"),
+            Some(&admin),
+        )
+        .await;
+    let pushed_id = pushed.json["items"][0]["id"].as_str().unwrap().to_string();
+    let r = run
+        .server
+        .request(
+            "PATCH",
+            &format!("/v1/fleet/endpoints/{pushed_id}"),
+            Some(&admin),
+            Some(&json!({"owner": "dana@example.com"})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    run.wait_for_text("[data-testid=fleet-table] tbody", "dana@example.com")
+        .await;
+    assert_eq!(
+        b.execute("return window.__stillThisPage === true;", json!([]))
+            .await,
+        true,
+        "the fleet table refreshed in place"
+    );
+
     // --- A small laptop width: the menu folds above the content, the table scrolls in place.
     b.resize(1024, 720).await;
     run.open("/ui/fleet").await;
