@@ -6,4 +6,5 @@ mod admin_audit;
 mod serve_cli;
 mod serve_kill9;
 mod serve_settings;
+mod ui_companion;
 mod up_dashboard;
