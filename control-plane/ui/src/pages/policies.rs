@@ -19,18 +19,18 @@ use crate::{Ctx, Form, UiState};
 
 async fn render(state: &UiState, ctx: &Ctx, draft: Option<(&str, &str)>) -> Response {
     let api = &state.api;
-    let current = match api.get(ctx.credential(), "/v1/policy").await {
+    // Three independent reads, together.
+    let (current, revisions, rollout) = tokio::join!(
+        api.get(ctx.credential(), "/v1/policy"),
+        api.get(ctx.credential(), "/v1/policy/revisions?limit=20"),
+        api.get(ctx.credential(), "/v1/policy/rollout?limit=50"),
+    );
+    let current = match current {
         Ok(c) => c,
         Err(e) => return layout::failure(ctx, Some(Section::Policies), &e),
     };
-    let revisions = api
-        .get(ctx.credential(), "/v1/policy/revisions?limit=20")
-        .await
-        .unwrap_or(Value::Null);
-    let rollout = api
-        .get(ctx.credential(), "/v1/policy/rollout?limit=50")
-        .await
-        .unwrap_or(Value::Null);
+    let revisions = revisions.unwrap_or(Value::Null);
+    let rollout = rollout.unwrap_or(Value::Null);
     let e = if rollout["endpoints"].is_object() {
         &rollout["endpoints"]
     } else {
