@@ -1016,6 +1016,11 @@ async fn scenarios(
             .any(|m| m == "API keys" || m == "Tenants" || m == "Audit"),
         "{menu:?}"
     );
+    run.open("/ui/keys").await;
+    assert!(
+        b.exists("[data-testid=forbidden]").await,
+        "a direct link to an admin page says the role lacks the permission"
+    );
     run.open("/ui/fleet").await;
     assert!(
         !b.exists("button[value=quarantine]").await,
