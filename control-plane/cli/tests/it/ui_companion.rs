@@ -20,7 +20,8 @@ fn the_companion_serves_the_dashboard_in_front_of_a_remote_api() {
         api: "127.0.0.1:0",
         collector: "127.0.0.1:0",
         admin_key: ADMIN_KEY,
-        extra: &[],
+        // Cluster mode: the API alone, the dashboard as its own process.
+        extra: &["--no-dashboard"],
         env: &[],
     });
     let mut child = Command::new(server_bin())
@@ -51,6 +52,11 @@ fn the_companion_serves_the_dashboard_in_front_of_a_remote_api() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
+    let r = http
+        .get(format!("http://{}/ui/login", served.api))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 404, "--no-dashboard serves the API alone");
     // Unauthenticated: to the sign-in form, which carries the security headers.
     let r = http.get(format!("{base}/ui/")).send().unwrap();
     assert_eq!(r.status(), 303);
