@@ -51,6 +51,10 @@ pub(crate) struct ServeArgs {
     /// File holding the dashboard's OIDC client secret, for issuers that require one.
     #[arg(long, env = "AGENT_BOM_UI_OIDC_CLIENT_SECRET_FILE")]
     ui_oidc_client_secret_file: Option<std::path::PathBuf>,
+    /// Serve the API without the dashboard (cluster mode, where the dashboard runs as its own
+    /// Deployment with `agent-bom ui`).
+    #[arg(long, env = "AGENT_BOM_NO_DASHBOARD")]
+    no_dashboard: bool,
     #[command(flatten)]
     limits: CollectorLimits,
     #[command(flatten)]
@@ -246,8 +250,11 @@ pub(crate) async fn serve(args: ServeArgs, shutdown: CancellationToken) -> Resul
     if let Some(addr) = args.metrics_listen {
         listeners = listeners.with_metrics(addr).await?;
     }
-    server.extra_routes =
-        Some(crate::ui::on_api_origin(listeners.api.local_addr()?, secure_cookies, sso)?.router());
+    if !args.no_dashboard {
+        server.extra_routes = Some(
+            crate::ui::on_api_origin(listeners.api.local_addr()?, secure_cookies, sso)?.router(),
+        );
+    }
     if let Some(b) = &server.bootstrap {
         println!("First start: created tenant `default`.");
         println!("  admin API key:     {}", b.admin_key);
@@ -269,10 +276,12 @@ pub(crate) async fn serve(args: ServeArgs, shutdown: CancellationToken) -> Resul
         listeners.api.local_addr()?,
         listeners.collector.udp.local_addr()?
     );
-    println!(
-        "  dashboard: http://{}/ui/ (sign in with an API key)",
-        listeners.api.local_addr()?
-    );
+    if !args.no_dashboard {
+        println!(
+            "  dashboard: http://{}/ui/ (sign in with an API key)",
+            listeners.api.local_addr()?
+        );
+    }
     server.run(listeners, shutdown).await?;
     Ok(())
 }
