@@ -392,8 +392,10 @@ fn the_daemon_rewraps_what_a_client_reverted_when_managed_wrapping_is_on() {
     std::fs::rename(env.path("home/.codex/config.toml.tmp"), env.path(codex)).unwrap();
     wait_for(|| env.read(codex).contains("\"proxy\""));
 
-    // Turned off: a revert stays reverted.
+    // Turned off: a revert stays reverted. A pass already running (the rename above triggers
+    // one) read the switch before it changed; let it end before the client reverts.
     std::fs::write(state.join("settings.json"), "{\"managed_wrapping\": false}").unwrap();
+    std::thread::sleep(Duration::from_secs(1));
     std::fs::write(env.path(goose), GOOSE).unwrap();
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(env.read(goose), GOOSE);
