@@ -126,6 +126,18 @@ impl<S: CollectorStore> Collector<S> {
             // Refused before any cryptography: CONNECTION_REFUSED costs one packet, and the
             // agent answers it with a jittered backoff instead of a TCP fallback.
             let remote = incoming.remote_address();
+            // Once half the handshake budget is in use, a peer first proves that it receives
+            // at its address (a Retry, one round trip, handled by every QUIC client): spoofed
+            // source addresses cannot hold handshake slots or dodge the per-address cap.
+            if !incoming.remote_address_validated()
+                && shared.connections.handshakes(Transport::Quic) * 2
+                    >= shared.config.max_handshakes
+            {
+                if let Err(e) = incoming.retry() {
+                    e.into_incoming().ignore();
+                }
+                continue;
+            }
             let mut permit = match shared.connections.try_admit(Transport::Quic, remote.ip()) {
                 Ok(p) => p,
                 Err(why) => {

@@ -111,7 +111,8 @@ pub(crate) async fn refuse(
     let answer = async {
         let tls = acceptor.accept(stream).await.ok()?;
         let (mut reader, mut writer) = tokio::io::split(tls);
-        let _ = read_frame::<_, AgentMessage>(&mut reader).await;
+        // A first frame, read like any other: within the opening limit, never decoded whole.
+        let _ = read_opening(&mut reader, REFUSAL_ANSWER_TIMEOUT).await;
         let reply = overloaded(
             "collector busy: connection budget exhausted",
             work.retry_after(),

@@ -24,7 +24,12 @@ pub mod capability {
 }
 
 /// Agent → collector.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Decoded by hand (see `agent_decode`): `kind` must be the map's first entry (as every encoder
+/// of this enum writes it), and the other fields are then read in place, so a collector never
+/// copies a frame into an intermediate tree first (serde's internally tagged decoding does,
+/// at about 32 bytes per byte of MessagePack).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AgentMessage {
     /// First message on every authenticated connection.
@@ -104,8 +109,181 @@ pub enum AgentMessage {
         detail: Option<String>,
     },
     /// A kind this build does not know.
-    #[serde(other)]
     Unknown,
+}
+
+impl AgentMessage {
+    /// The wire name of the message's kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Hello { .. } => "hello",
+            Self::Enroll { .. } => "enroll",
+            Self::InventorySnapshot { .. } => "inventory_snapshot",
+            Self::InventoryDelta { .. } => "inventory_delta",
+            Self::ProxyEvents { .. } => "proxy_events",
+            Self::RenewCertificate { .. } => "renew_certificate",
+            Self::Ping => "ping",
+            Self::CommandResult { .. } => "command_result",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// The hand-written decoder of [`AgentMessage`].
+mod agent_decode {
+    use serde::de::value::MapAccessDeserializer;
+    use serde::de::{Error, IgnoredAny, MapAccess, Visitor};
+    use serde::{Deserialize, Deserializer};
+
+    use super::AgentMessage;
+    use crate::audit::ProxyEvent;
+    use crate::inventory::Inventory;
+    use crate::inventory_delta::InventoryChanges;
+
+    #[derive(Deserialize)]
+    struct Hello {
+        protocol_version: u16,
+        agent_version: String,
+        #[serde(default)]
+        capabilities: Vec<String>,
+    }
+
+    #[derive(Deserialize)]
+    struct Enroll {
+        protocol_version: u16,
+        token: String,
+        csr_pem: String,
+        hostname: String,
+    }
+
+    #[derive(Deserialize)]
+    struct InventorySnapshot {
+        seq: u64,
+        inventory: Box<Inventory>,
+    }
+
+    #[derive(Deserialize)]
+    struct InventoryDelta {
+        seq: u64,
+        base_seq: u64,
+        base_hash: String,
+        hash: String,
+        changes: Box<InventoryChanges>,
+    }
+
+    #[derive(Deserialize)]
+    struct ProxyEvents {
+        seq: u64,
+        events: Vec<ProxyEvent>,
+        #[serde(default)]
+        dropped: u64,
+    }
+
+    #[derive(Deserialize)]
+    struct RenewCertificate {
+        csr_pem: String,
+    }
+
+    #[derive(Deserialize)]
+    struct CommandResult {
+        command_id: String,
+        status: String,
+        #[serde(default)]
+        detail: Option<String>,
+    }
+
+    impl<'de> Deserialize<'de> for AgentMessage {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_map(MessageVisitor)
+        }
+    }
+
+    struct MessageVisitor;
+
+    impl<'de> Visitor<'de> for MessageVisitor {
+        type Value = AgentMessage;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an agent message: a map whose first entry is `kind`")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AgentMessage, A::Error> {
+            match map.next_key::<String>()? {
+                Some(key) if key == "kind" => {}
+                Some(_) => {
+                    return Err(A::Error::custom("`kind` must be the message's first field"));
+                }
+                None => return Err(A::Error::missing_field("kind")),
+            }
+            let kind: String = map.next_value()?;
+            // The rest of the map, read straight into the kind's fields.
+            let rest = MapAccessDeserializer::new(map);
+            Ok(match kind.as_str() {
+                "hello" => {
+                    let f = Hello::deserialize(rest)?;
+                    AgentMessage::Hello {
+                        protocol_version: f.protocol_version,
+                        agent_version: f.agent_version,
+                        capabilities: f.capabilities,
+                    }
+                }
+                "enroll" => {
+                    let f = Enroll::deserialize(rest)?;
+                    AgentMessage::Enroll {
+                        protocol_version: f.protocol_version,
+                        token: f.token,
+                        csr_pem: f.csr_pem,
+                        hostname: f.hostname,
+                    }
+                }
+                "inventory_snapshot" => {
+                    let f = InventorySnapshot::deserialize(rest)?;
+                    AgentMessage::InventorySnapshot {
+                        seq: f.seq,
+                        inventory: f.inventory,
+                    }
+                }
+                "inventory_delta" => {
+                    let f = InventoryDelta::deserialize(rest)?;
+                    AgentMessage::InventoryDelta {
+                        seq: f.seq,
+                        base_seq: f.base_seq,
+                        base_hash: f.base_hash,
+                        hash: f.hash,
+                        changes: f.changes,
+                    }
+                }
+                "proxy_events" => {
+                    let f = ProxyEvents::deserialize(rest)?;
+                    AgentMessage::ProxyEvents {
+                        seq: f.seq,
+                        events: f.events,
+                        dropped: f.dropped,
+                    }
+                }
+                "renew_certificate" => AgentMessage::RenewCertificate {
+                    csr_pem: RenewCertificate::deserialize(rest)?.csr_pem,
+                },
+                "command_result" => {
+                    let f = CommandResult::deserialize(rest)?;
+                    AgentMessage::CommandResult {
+                        command_id: f.command_id,
+                        status: f.status,
+                        detail: f.detail,
+                    }
+                }
+                "ping" => {
+                    IgnoredAny::deserialize(rest)?;
+                    AgentMessage::Ping
+                }
+                // Skipped in place, whatever it carries.
+                _ => {
+                    IgnoredAny::deserialize(rest)?;
+                    AgentMessage::Unknown
+                }
+            })
+        }
+    }
 }
 
 /// Collector → agent.
@@ -324,6 +502,107 @@ mod tests {
         assert_eq!(
             decode::<CollectorMessage>(&frame).unwrap(),
             CollectorMessage::Ack { seq: 9 }
+        );
+    }
+
+    #[test]
+    fn every_agent_message_round_trips_in_messagepack_and_json() {
+        let messages = [
+            AgentMessage::Hello {
+                protocol_version: 1,
+                agent_version: "1.2.3".into(),
+                capabilities: vec!["inventory.delta".into()],
+            },
+            AgentMessage::Enroll {
+                protocol_version: 1,
+                token: "abe_x".into(),
+                csr_pem: "csr".into(),
+                hostname: "h".into(),
+            },
+            AgentMessage::InventorySnapshot {
+                seq: 3,
+                inventory: Box::default(),
+            },
+            AgentMessage::InventoryDelta {
+                seq: 4,
+                base_seq: 3,
+                base_hash: "a".into(),
+                hash: "b".into(),
+                changes: Box::default(),
+            },
+            AgentMessage::ProxyEvents {
+                seq: 1,
+                events: vec![crate::audit::ProxyEvent::default()],
+                dropped: 2,
+            },
+            AgentMessage::RenewCertificate {
+                csr_pem: "csr".into(),
+            },
+            AgentMessage::Ping,
+            AgentMessage::CommandResult {
+                command_id: "c".into(),
+                status: "applied".into(),
+                detail: Some("ok".into()),
+            },
+        ];
+        for m in messages {
+            assert_eq!(decode::<AgentMessage>(&encode(&m).unwrap()).unwrap(), m);
+            let json = serde_json::to_string(&m).unwrap();
+            assert_eq!(
+                serde_json::from_str::<AgentMessage>(&json).unwrap(),
+                m,
+                "{json}"
+            );
+            assert_eq!(serde_json::to_value(&m).unwrap()["kind"], m.kind());
+        }
+    }
+
+    #[test]
+    fn kind_must_come_first_and_anything_else_is_skipped_in_place() {
+        #[derive(Serialize)]
+        struct KindLast {
+            seq: u64,
+            kind: &'static str,
+        }
+        assert!(
+            decode::<AgentMessage>(
+                &encode(&KindLast {
+                    seq: 1,
+                    kind: "ping"
+                })
+                .unwrap()
+            )
+            .is_err()
+        );
+        // A large unknown field of an unknown kind, and of a known one: skipped, not copied.
+        #[derive(Serialize)]
+        struct Padded {
+            kind: &'static str,
+            seq: u64,
+            events: Vec<u8>,
+            padding: Vec<Vec<u8>>,
+        }
+        let unknown = Padded {
+            kind: "telemetry_v9",
+            seq: 1,
+            events: vec![],
+            padding: vec![vec![]; 1_000_000],
+        };
+        assert_eq!(
+            decode::<AgentMessage>(&encode(&unknown).unwrap()).unwrap(),
+            AgentMessage::Unknown
+        );
+        let known = Padded {
+            kind: "proxy_events",
+            ..unknown
+        };
+        assert_eq!(
+            decode::<AgentMessage>(&encode(&known).unwrap()).unwrap(),
+            AgentMessage::ProxyEvents {
+                seq: 1,
+                events: vec![],
+                dropped: 0
+            }
         );
     }
 

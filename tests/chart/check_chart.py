@@ -2,7 +2,8 @@
 Kubernetes schemas (kubernetes-validate). Run by tests/tests/it/chart.rs; prints one JSON report
 on stdout and exits non-zero on the first failure, with the reason on stderr.
 
-For the chart's default values and every file in charts/agent-bom/examples/:
+For the chart's default values, every file in charts/agent-bom/examples/, and every optional
+feature switched on:
   - `helm lint --strict` finds no error or warning;
   - the chart renders, for an install and for an upgrade;
   - every rendered object validates against the Kubernetes schemas of KUBE_VERSION (strict:
@@ -142,10 +143,26 @@ def main():
     reports = [check("values.yaml", {}, chart)]
     for path in sorted((CHART / "examples").glob("*.yaml")):
         reports.append(check(f"examples/{path.name}", yaml.safe_load(path.read_text()), chart))
+    # Everything optional switched on (the operations listener, Prometheus, Secure cookies):
+    # rendered and validated like the examples; its command lines need the operations
+    # listener's flag, which the caller does not parse.
+    features = {
+        "metrics": {"enabled": True, "port": 9464},
+        "serviceMonitor": {"enabled": True},
+        "ui": {"secureCookies": True},
+        "gateway": {"enabled": True, "publicUrl": "https://mcp.example.com"},
+        "api": {"ingress": {"enabled": True, "host": "agent-bom.example.com", "tlsSecret": "tls"}},
+    }
+    report = check("features", features, chart)
+    report["binary_checked"] = False
+    reports.append(report)
     refusals = {
         "unknown mode": refused(chart, {"mode": "fleet"}, "mode fleet"),
         "root user": refused(chart, {"securityContext": {"runAsUser": 0}}, "runAsUser 0"),
         "unknown key": refused(chart, {"colector": {}}, "a misspelt key"),
+        "scraping without metrics": refused(
+            chart, {"serviceMonitor": {"enabled": True}}, "a ServiceMonitor and no operations listener"
+        ),
     }
     print(json.dumps({
         "helm_sdk": helm.helm_sdk_version(),

@@ -12,6 +12,11 @@ use serde_json::{Value, json};
 /// The element key of W3C WebDriver answers.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
+/// WebDriver key codes.
+pub const TAB: &str = "\u{E004}";
+/// Enter.
+pub const ENTER: &str = "\u{E007}";
+
 /// Where Debian puts the browser and its driver.
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -308,6 +313,20 @@ impl Browser {
             assert!(Instant::now() < deadline, "no dialog to accept");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Press one key (a WebDriver key code such as [`TAB`] or [`ENTER`]) on whatever has focus.
+    pub async fn press(&self, key: &str) {
+        self.cmd(
+            "POST",
+            "/actions",
+            Some(
+                json!({"actions": [{"type": "key", "id": "keyboard", "actions": [
+                {"type": "keyDown", "value": key}, {"type": "keyUp", "value": key}]}]}),
+            ),
+        )
+        .await;
+        self.cmd("DELETE", "/actions", None).await;
     }
 
     /// Remove every cookie of the current origin (sign out the hard way).

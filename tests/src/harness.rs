@@ -361,6 +361,29 @@ impl TestServer {
 
     /// Enroll a fresh device through `collector` (another collector on the same store, or a
     /// relay in front of this one).
+    /// Enroll a device (the real uplink enrollment) with `token`, or the error it met.
+    pub async fn try_enroll_with_token(&self, token: &str) -> Result<EnrolledDevice, String> {
+        let dir = tempfile::tempdir().expect("temp state dir");
+        let state = StateDir::open(dir.path()).expect("state dir");
+        let record = uplink::enroll(
+            &state,
+            &EnrollOptions {
+                collector: self.collector.to_string(),
+                token: token.to_string(),
+                ca_pin: Some(self.ca_pin.clone()),
+                force: false,
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        Ok(EnrolledDevice { record, state, dir })
+    }
+
+    /// [`Self::try_enroll_with_token`], failing the test when it does not enroll.
+    pub async fn enroll_with_token(&self, token: &str) -> EnrolledDevice {
+        self.try_enroll_with_token(token).await.expect("enroll")
+    }
+
     pub async fn enroll_device_via(&self, collector: &str) -> EnrolledDevice {
         let dir = tempfile::tempdir().expect("temp state dir");
         let state = StateDir::open(dir.path()).expect("state dir");

@@ -120,3 +120,15 @@ ClusterIP
   ports:
     - {port: {{ .Values.postgres.port }}, protocol: TCP}
 {{- end -}}
+
+{{/* Ingress to the operations listener, when it is on. */}}
+{{- define "agent-bom.metricsIngress" -}}
+{{- if .Values.metrics.enabled -}}
+- ports:
+    - {port: {{ .Values.metrics.port }}, protocol: TCP}
+  {{- with .Values.networkPolicy.metricsFrom }}
+  from:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end -}}
+{{- end -}}

@@ -51,6 +51,10 @@ pub(crate) struct ServeArgs {
     /// File holding the dashboard's OIDC client secret, for issuers that require one.
     #[arg(long, env = "AGENT_BOM_UI_OIDC_CLIENT_SECRET_FILE")]
     ui_oidc_client_secret_file: Option<std::path::PathBuf>,
+    /// Serve the API without the dashboard (cluster mode, where the dashboard runs as its own
+    /// Deployment with `agent-bom ui`).
+    #[arg(long, env = "AGENT_BOM_NO_DASHBOARD")]
+    no_dashboard: bool,
     #[command(flatten)]
     limits: CollectorLimits,
     #[command(flatten)]
@@ -67,6 +71,10 @@ struct ApiLimits {
     /// operators or pushing CLIs share one NAT address.
     #[arg(long, env = "AGENT_BOM_API_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = agent_bom_control_plane::api::listener::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, value_parser = at_least_one())]
     api_max_connections_per_address: usize,
+    /// Failed authentications one client address may make per minute before it is answered
+    /// 429 without a database lookup.
+    #[arg(long, env = "AGENT_BOM_API_AUTH_FAILURES_PER_MINUTE", default_value_t = agent_bom_control_plane::api::auth_throttle::DEFAULT_AUTH_FAILURES_PER_MINUTE, value_parser = clap::value_parser!(u32).range(1..))]
+    api_auth_failures_per_minute: u32,
 }
 
 impl ApiLimits {
@@ -74,6 +82,7 @@ impl ApiLimits {
         agent_bom_control_plane::api::listener::HttpLimits {
             max_connections: self.api_max_connections,
             max_connections_per_address: self.api_max_connections_per_address,
+            auth_failures_per_address: self.api_auth_failures_per_minute,
             ..Default::default()
         }
     }
@@ -241,8 +250,11 @@ pub(crate) async fn serve(args: ServeArgs, shutdown: CancellationToken) -> Resul
     if let Some(addr) = args.metrics_listen {
         listeners = listeners.with_metrics(addr).await?;
     }
-    server.extra_routes =
-        Some(crate::ui::on_api_origin(listeners.api.local_addr()?, secure_cookies, sso)?.router());
+    if !args.no_dashboard {
+        server.extra_routes = Some(
+            crate::ui::on_api_origin(listeners.api.local_addr()?, secure_cookies, sso)?.router(),
+        );
+    }
     if let Some(b) = &server.bootstrap {
         println!("First start: created tenant `default`.");
         println!("  admin API key:     {}", b.admin_key);
@@ -264,10 +276,12 @@ pub(crate) async fn serve(args: ServeArgs, shutdown: CancellationToken) -> Resul
         listeners.api.local_addr()?,
         listeners.collector.udp.local_addr()?
     );
-    println!(
-        "  dashboard: http://{}/ui/ (sign in with an API key)",
-        listeners.api.local_addr()?
-    );
+    if !args.no_dashboard {
+        println!(
+            "  dashboard: http://{}/ui/ (sign in with an API key)",
+            listeners.api.local_addr()?
+        );
+    }
     server.run(listeners, shutdown).await?;
     Ok(())
 }

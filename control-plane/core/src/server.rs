@@ -259,6 +259,9 @@ impl Server {
         let collector_task = tokio::spawn(collector.run(listeners.collector, shutdown.clone()));
         let api_addr = listeners.api.local_addr().ok();
         let mut state = AppState::new(self.store.clone(), self.signer.clone());
+        state.auth_failures = api::auth_throttle::AuthFailureThrottle::new(
+            self.http_limits.auth_failures_per_address,
+        );
         state.oidc = self
             .config
             .oidc

@@ -57,6 +57,7 @@ struct Target {
     key_id: String,
     rollout_id: String,
     release_id: String,
+    enroll_token_id: String,
 }
 
 /// A published build, and a rollout of it in tenant A in the state `route` acts on: open
@@ -180,12 +181,18 @@ async fn fresh_target(server: &TestServer, tenant_a: &str, n: usize, route: &Rou
         .create_api_key_with(tenant_a, &NewApiKey::new("target", Role::Viewer), None)
         .await
         .unwrap();
+    let (token, _) = server
+        .store
+        .create_enrollment_token(tenant_a, "target", None, None)
+        .await
+        .unwrap();
     Target {
         endpoint_id: r.endpoint_id,
         source_id,
         key_id: key.id,
         rollout_id,
         release_id,
+        enroll_token_id: token.id,
     }
 }
 
@@ -196,6 +203,8 @@ fn request_for(route: &RouteSpec, t: &Target, n: usize) -> (String, Option<Value
         &t.rollout_id
     } else if route.path.starts_with("/install/releases") {
         &t.release_id
+    } else if route.path.starts_with("/v1/enrollment-tokens") {
+        &t.enroll_token_id
     } else {
         &t.endpoint_id
     };
@@ -207,6 +216,7 @@ fn request_for(route: &RouteSpec, t: &Target, n: usize) -> (String, Option<Value
         ("POST", "/v1/tenants") => Some(json!({"name": format!("t-{n}")})),
         ("PUT", "/v1/tenants/{name}/quotas") => Some(json!({})),
         ("POST", "/v1/keys") => Some(json!({"name": "m", "role": "viewer"})),
+        ("POST", "/v1/enrollment-tokens") => Some(json!({"name": "m", "max_uses": 1})),
         ("POST", "/v1/keys/{id}/rotate") => Some(json!({"overlap_secs": 60})),
         ("PATCH", "/v1/fleet/endpoints/{id}") => Some(json!({"owner": "intruder", "tags": ["x"]})),
         ("POST", "/v1/fleet/endpoints/{id}/state") => Some(json!({"state": "quarantined"})),

@@ -86,6 +86,7 @@ fn chart_renders_lints_and_validates_for_every_example() {
     examples.sort();
     assert!(examples.len() >= 2, "{examples:?}");
     expected.extend(examples);
+    expected.push("features".into());
     let checked: Vec<String> = report["reports"]
         .as_array()
         .unwrap()
@@ -94,6 +95,9 @@ fn chart_renders_lints_and_validates_for_every_example() {
         .collect();
     assert_eq!(checked, expected);
     for r in report["reports"].as_array().unwrap() {
+        if r["values"] == "features" {
+            continue;
+        }
         let objects = &r["objects"];
         // The operator plane: API, UI and collectors, migrations, a PDB each, policies.
         assert_eq!(objects["Deployment"], 3, "{r}");
@@ -101,11 +105,29 @@ fn chart_renders_lints_and_validates_for_every_example() {
         assert_eq!(objects["PodDisruptionBudget"], 3, "{r}");
         assert_eq!(objects["NetworkPolicy"], 4, "{r}");
     }
-    assert_eq!(report["refusals"].as_object().unwrap().len(), 3);
+    assert_eq!(report["refusals"].as_object().unwrap().len(), 4);
     // The command lines the chart gives the API, collector and migrations containers are
     // accepted by the real binary's parser (with --help it parses and stops). The UI's (`ui`)
     // is the UI companion's subcommand.
-    for r in report["reports"].as_array().unwrap() {
+    let reports = report["reports"].as_array().unwrap();
+    let features = reports.last().unwrap();
+    // With the operations listener on, the API and collector pods serve it and Prometheus
+    // scrapes it.
+    assert_eq!(features["objects"]["ServiceMonitor"], 1, "{features}");
+    assert!(
+        features["commands"]["collector"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "--metrics-listen=0.0.0.0:9464")
+    );
+    // With the gateway on: its Deployment beside API, UI and collectors, with its own PDB and
+    // NetworkPolicy; its command line is the gateway's subcommand.
+    assert_eq!(features["objects"]["Deployment"], 4, "{features}");
+    assert_eq!(features["objects"]["PodDisruptionBudget"], 4, "{features}");
+    assert_eq!(features["objects"]["NetworkPolicy"], 5, "{features}");
+    assert_eq!(features["commands"]["gateway"][0], "gateway");
+    for r in reports.iter().filter(|r| r["binary_checked"] != false) {
         let commands = r["commands"].as_object().unwrap();
         for name in ["api", "collector", "migrate"] {
             let args: Vec<&str> = commands[name]

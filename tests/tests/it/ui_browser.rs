@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use agent_bom_control_plane::oidc::OidcConfig;
+use agent_bom_proxy::audit::{AuditConfig, AuditEvent, spawn_writer};
 use agent_bom_tests::browser::{self, Browser};
 use agent_bom_tests::fixture;
 use agent_bom_tests::harness::{PATIENCE, TestAgent, TestServer, eventually};
@@ -168,6 +169,46 @@ impl Run {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         (r.status().as_u16(), sig)
+    }
+
+    /// Wait (after a form post) until an element matching `css` says `needle`; its text.
+    async fn wait_for_text(&self, css: &str, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            for e in self.browser.find_all(css).await {
+                let t = self.browser.text(&e).await;
+                if t.contains(needle) {
+                    return t;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {css} saying {needle:?}: {}",
+                self.browser.text_of_body().await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Wait (after a form post) until the page shows a secret other than `not`; the secret.
+    async fn wait_for_secret(&self, not: Option<&str>) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let v = self
+                .browser
+                .execute(
+                    "var e = document.querySelector('[data-testid=secret]'); return e ? e.value : null;",
+                    json!([]),
+                )
+                .await;
+            if let Some(v) = v.as_str()
+                && Some(v) != not
+            {
+                return v.to_string();
+            }
+            assert!(Instant::now() < deadline, "no new secret shown");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// The CSRF token of the current page's first form.
@@ -441,6 +482,34 @@ async fn scenarios(
     );
     run.accessible("overview").await;
     run.shot("overview-fleet").await;
+    // Keyboard: the first Tab reaches "Skip to content", Enter moves to the page's content,
+    // and the next Tabs walk the menu in order.
+    b.press(browser::TAB).await;
+    let focused = b
+        .execute("return document.activeElement.textContent;", json!([]))
+        .await;
+    assert_eq!(focused, "Skip to content");
+    b.press(browser::ENTER).await;
+    assert!(b.url().await.ends_with("#main"), "{}", b.url().await);
+    run.open("/ui/").await;
+    let mut reached = Vec::new();
+    for _ in 0..4 {
+        b.press(browser::TAB).await;
+        reached.push(
+            b.execute(
+                "return document.activeElement.textContent.trim();",
+                json!([]),
+            )
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        );
+    }
+    assert_eq!(reached[0], "Skip to content", "{reached:?}");
+    assert_eq!(reached[1], "agent-bom", "then the brand link: {reached:?}");
+    assert_eq!(reached[2], "Sign out", "then sign-out: {reached:?}");
+    assert_eq!(reached[3], "Overview", "then the menu: {reached:?}");
 
     // --- Fleet: both endpoints; the search filter; the sort.
     run.open("/ui/fleet").await;
@@ -494,6 +563,38 @@ async fn scenarios(
     sorted.reverse();
     assert_eq!(desc, sorted, "reversed");
 
+    // Live: a change made elsewhere (the API) shows in the open table without a reload.
+    run.open("/ui/fleet").await;
+    b.execute("window.__stillThisPage = true; return null;", json!([]))
+        .await;
+    let pushed = run
+        .server
+        .get(
+            &format!("/v1/fleet/endpoints?q={PUSHED_HOST}"),
+            Some(&admin),
+        )
+        .await;
+    let pushed_id = pushed.json["items"][0]["id"].as_str().unwrap().to_string();
+    let r = run
+        .server
+        .request(
+            "PATCH",
+            &format!("/v1/fleet/endpoints/{pushed_id}"),
+            Some(&admin),
+            Some(&json!({"owner": "dana@example.com"})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    run.wait_for_text("[data-testid=fleet-table] tbody", "dana@example.com")
+        .await;
+    assert_eq!(
+        b.execute("return window.__stillThisPage === true;", json!([]))
+            .await,
+        true,
+        "the fleet table refreshed in place"
+    );
+
     // --- A small laptop width: the menu folds above the content, the table scrolls in place.
     b.resize(1024, 720).await;
     run.open("/ui/fleet").await;
@@ -512,8 +613,84 @@ async fn scenarios(
             expected.1
         );
     }
+    let timeline = b.text(&b.find("[data-testid=timeline]").await).await;
+    assert!(
+        timeline.contains("Enrolled (agent)") && timeline.contains("Latest inventory"),
+        "{timeline}"
+    );
     run.accessible("endpoint").await;
     run.shot("endpoint").await;
+
+    // --- Runtime: a proxy on the agent reports a tool change it blocks and a blocked call
+    // (through the daemon's audit socket, spool and uplink, as a real proxy does); the page
+    // lists the change awaiting approval, and Approve sends the agent `approve_pins`, which it
+    // applies.
+    let (audit, _writer) = spawn_writer(AuditConfig::in_state_dir(agent.state_dir.path()));
+    audit.emit(AuditEvent {
+        ts_ms: 1_800_000_000_000,
+        kind: "pin".into(),
+        server_id: "srv-pinned".into(),
+        client: Some("cursor".into()),
+        method: Some("tools/list".into()),
+        decision: "block".into(),
+        reasons: vec!["tool `search` changed since it was pinned".into()],
+        ..Default::default()
+    });
+    audit.emit(AuditEvent {
+        ts_ms: 1_800_000_000_001,
+        kind: "call".into(),
+        server_id: "srv-pinned".into(),
+        client: Some("cursor".into()),
+        method: Some("tools/call".into()),
+        tool: Some("exec_shell".into()),
+        decision: "block".into(),
+        reasons: vec!["tool `exec_shell` is denied by pattern `exec*`".into()],
+        ..Default::default()
+    });
+    audit.flush(Duration::from_secs(10)).await;
+    eventually(PATIENCE, "the detections in the audit log", || async {
+        let r = run
+            .server
+            .get("/v1/audit?action=proxy.detection", Some(&admin))
+            .await;
+        (r.json["items"].as_array().is_some_and(|i| i.len() >= 2)).then_some(())
+    })
+    .await;
+    run.open("/ui/runtime").await;
+    let changes = b.text(&b.find("[data-testid=pin-changes]").await).await;
+    assert!(changes.contains("search"), "{changes}");
+    let detections = b.text(&b.find("[data-testid=detections]").await).await;
+    assert!(detections.contains("exec_shell"), "{detections}");
+    run.accessible("runtime").await;
+    run.shot("runtime").await;
+    b.click(&b.find("form[action='/ui/runtime/approve'] button").await)
+        .await;
+    b.accept_alert().await;
+    run.wait_for_text(".flash.ok", "Approval sent").await;
+    eventually(PATIENCE, "the agent applied the approval", || async {
+        let r = run
+            .server
+            .get(
+                &format!("/v1/fleet/endpoints/{}/commands", agent.agent_id),
+                Some(&admin),
+            )
+            .await;
+        r.json["items"]
+            .as_array()?
+            .iter()
+            .find(|c| c["kind"] == "approve_pins")
+            .filter(|c| c["status"] == "applied")
+            .map(|_| ())
+    })
+    .await;
+    run.open("/ui/runtime").await;
+    let state = b.text(&b.find("[data-testid=approval-state]").await).await;
+    assert_eq!(
+        state, "approval applied",
+        "the page shows the approval was applied"
+    );
+    assert!(!b.exists("form[action='/ui/runtime/approve']").await);
+    run.shot("runtime-approved").await;
 
     // --- CSRF: a post without the token, or from another origin, is refused; with both it
     // passes (so the refusals are the check, not a broken form).
@@ -559,8 +736,8 @@ async fn scenarios(
     b.click(&checkbox).await;
     b.click(&b.find("button[value=quarantine]").await).await;
     b.accept_alert().await;
-    let flash = b.text(&b.find(".flash").await).await;
-    assert!(flash.contains("quarantine: done for 1"), "{flash}");
+    run.wait_for_text(".flash.ok", "quarantine: done for 1")
+        .await;
     run.open(&format!("/ui/endpoints/{}", agent.agent_id)).await;
     assert!(
         b.text(&b.find("[data-testid=lifecycle-state]").await)
@@ -656,28 +833,90 @@ async fn scenarios(
     )
     .await;
     b.accept_alert().await;
-    let flash = b.text(&b.find(".flash").await).await;
-    assert!(flash.contains("Published revision 1"), "{flash}");
+    run.wait_for_text(".flash.ok", "Published revision 1").await;
     assert!(
         b.text(&b.find("[data-testid=policy-revisions]").await)
             .await
             .contains('1')
     );
+    // The rollout reaches the real agent: the page ends up counting it applied and listing no
+    // agent behind.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        run.open("/ui/policies").await;
+        let applied = b
+            .text(&b.find("[data-testid=policy-applied] .v").await)
+            .await;
+        if applied == "1" && b.exists("[data-testid=rollout-complete]").await {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent never applied revision 1 ({applied})"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     run.shot("policies").await;
 
     // --- Runtime, Enrollment: render, accessible.
     run.open("/ui/runtime").await;
     b.find("[data-testid=tile-wrapped]").await;
-    run.accessible("runtime").await;
-    run.shot("runtime").await;
     run.open("/ui/enrollment").await;
     let unix = b.text(&b.find("[data-testid=install-unix]").await).await;
     assert!(
         unix.contains(&format!("{}/install/agent.sh", run.base)),
         "{unix}"
     );
+    // An admin makes a token (shown once) and a real agent enrolls with it; then it is revoked.
+    b.type_into(
+        &b.find("form[action='/ui/enrollment/tokens'] input[name=name]")
+            .await,
+        "laptops",
+    )
+    .await;
+    b.type_into(
+        &b.find("form[action='/ui/enrollment/tokens'] input[name=max_uses]")
+            .await,
+        "5",
+    )
+    .await;
+    b.click(
+        &b.find("form[action='/ui/enrollment/tokens'] button[type=submit]")
+            .await,
+    )
+    .await;
+    let token = run.wait_for_secret(None).await;
+    assert!(token.starts_with("abe_"), "an enrollment token: {token}");
+    let enrolled = run.server.enroll_with_token(&token).await;
+    run.open("/ui/enrollment").await;
+    let tokens = b.text(&b.find("[data-testid=enroll-tokens]").await).await;
+    assert!(
+        tokens.contains("laptops") && tokens.contains("1 / 5"),
+        "one use of five: {tokens}"
+    );
     run.accessible("enrollment").await;
     run.shot("enrollment").await;
+    let row = b
+        .execute(
+            "return Array.from(document.querySelectorAll('tr[data-token]')).find(function (r) { return r.textContent.indexOf('laptops') >= 0; }).getAttribute('data-token');",
+            json!([]),
+        )
+        .await;
+    let token_id = row.as_str().unwrap().to_string();
+    b.click(
+        &b.find(&format!(
+            "form[action='/ui/enrollment/tokens/{token_id}/revoke'] button"
+        ))
+        .await,
+    )
+    .await;
+    b.accept_alert().await;
+    run.wait_for_text(".flash.ok", "Revoked").await;
+    assert!(
+        run.server.try_enroll_with_token(&token).await.is_err(),
+        "a revoked token enrolls nothing"
+    );
+    drop(enrolled);
 
     // --- Audit: the chain verifies, the UI's own actions are there, the export is signed.
     run.open("/ui/audit").await;
@@ -706,13 +945,7 @@ async fn scenarios(
     .await;
     b.click(&b.find("form[action='/ui/keys'] button[type=submit]").await)
         .await;
-    let created = b
-        .execute(
-            "return document.querySelector('[data-testid=secret]').value;",
-            json!([]),
-        )
-        .await;
-    let created = created.as_str().unwrap().to_string();
+    let created = run.wait_for_secret(None).await;
     assert_eq!(
         run.server.get("/v1/me", Some(&created)).await.status,
         200,
@@ -730,13 +963,7 @@ async fn scenarios(
     )
     .await;
     b.accept_alert().await;
-    let rotated = b
-        .execute(
-            "return document.querySelector('[data-testid=secret]').value;",
-            json!([]),
-        )
-        .await;
-    let rotated = rotated.as_str().unwrap().to_string();
+    let rotated = run.wait_for_secret(Some(&created)).await;
     assert_ne!(rotated, created);
     assert_eq!(
         run.server.get("/v1/me", Some(&rotated)).await.status,
@@ -755,7 +982,7 @@ async fn scenarios(
     )
     .await;
     b.accept_alert().await;
-    assert!(b.text(&b.find(".flash").await).await.contains("Revoked"));
+    run.wait_for_text(".flash.ok", "Revoked").await;
     assert_eq!(
         run.server.get("/v1/me", Some(&created)).await.status,
         401,
@@ -788,6 +1015,11 @@ async fn scenarios(
             .iter()
             .any(|m| m == "API keys" || m == "Tenants" || m == "Audit"),
         "{menu:?}"
+    );
+    run.open("/ui/keys").await;
+    assert!(
+        b.exists("[data-testid=forbidden]").await,
+        "a direct link to an admin page says the role lacks the permission"
     );
     run.open("/ui/fleet").await;
     assert!(

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use agent_bom_agent::effective;
-use agent_bom_agent::managed::{self, Layer};
+use agent_bom_agent::managed::{self, Layer, TokenSource};
 use agent_bom_agent::service::{self, Level};
 use agent_bom_protocol::Transport;
 use agent_bom_state::StateDir;
@@ -96,14 +96,23 @@ fn service_state() -> String {
     }
 }
 
-/// `enrolled`, `pending` (a token is configured or staged: the agent enrolls when it reaches
-/// the collector), or `not-enrolled`.
+/// `enrolled`, `pending` (a collector and a readable token are configured, or a token is
+/// staged: the agent enrolls when it reaches the collector), or `not-enrolled` (a token file
+/// that is not there yet counts as no token).
 fn enrollment_state(state_dir: &std::path::Path, managed: &managed::ManagedConfig) -> String {
     if StateDir::open(state_dir).is_ok_and(|s| s.is_enrolled()) {
         return "enrolled".into();
     }
+    let staged = agent_bom_agent::enrollment::token_staged(state_dir);
     let configured = effective::resolve_local(managed, None, state_dir, &Layer::default())
-        .is_ok_and(|e| e.collector.value.is_some() && e.enrollment_token.value.is_some());
+        .is_ok_and(|e| {
+            let token = match &e.enrollment_token.value {
+                Some(TokenSource::Value(_)) => true,
+                Some(TokenSource::File(path)) => path.is_file() || staged,
+                None => false,
+            };
+            e.collector.value.is_some() && token
+        });
     if configured {
         "pending".into()
     } else {

@@ -56,9 +56,12 @@ pub(crate) async fn run(args: RunArgs, shutdown: CancellationToken) -> Result<St
         let stop = shutdown.child_token();
         let on_restart = stop.clone();
         let restart_wait = restart.clone();
+        // Ends with this round of the daemon, so managed changes leave no task behind.
         tokio::spawn(async move {
-            restart_wait.cancelled().await;
-            on_restart.cancel();
+            tokio::select! {
+                _ = restart_wait.cancelled() => on_restart.cancel(),
+                _ = on_restart.cancelled() => {}
+            }
         });
         let running = Daemon::new(daemon).run(stop.clone());
         tokio::pin!(running);

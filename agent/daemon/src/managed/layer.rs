@@ -237,6 +237,22 @@ impl Layer {
     }
 }
 
+/// An agent-bom enrollment token or API key.
+fn looks_like_token(v: &str) -> bool {
+    v.starts_with("abe_") || v.starts_with("abk_")
+}
+
+/// A value quoted for an error message, unless it looks like a credential (a token pasted
+/// into the wrong setting must not reach a log or `status`).
+fn shown(value: &str) -> String {
+    let v = value.trim();
+    if looks_like_token(v) {
+        "a value that looks like a token (not shown)".to_string()
+    } else {
+        format!("{v:?}")
+    }
+}
+
 fn text(key: Key, raw: Raw) -> Result<String, String> {
     match raw {
         Raw::Text(s) => Ok(s),
@@ -279,7 +295,7 @@ pub fn parse_bool(s: &str) -> Result<bool, String> {
     match s.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Ok(true),
         "false" | "0" | "no" | "off" => Ok(false),
-        other => Err(format!("expected true or false, got {other:?}")),
+        _ => Err(format!("expected true or false, got {}", shown(s))),
     }
 }
 
@@ -288,7 +304,7 @@ pub fn parse_fail_mode(s: &str) -> Result<FailMode, String> {
     match s.trim().to_ascii_lowercase().as_str() {
         "open" => Ok(FailMode::Open),
         "closed" => Ok(FailMode::Closed),
-        other => Err(format!("expected \"open\" or \"closed\", got {other:?}")),
+        _ => Err(format!("expected \"open\" or \"closed\", got {}", shown(s))),
     }
 }
 
@@ -312,7 +328,7 @@ fn check_collector(s: String) -> Result<String, String> {
     if port_ok && !s.chars().any(|c| c.is_whitespace() || c == '/') {
         Ok(s)
     } else {
-        Err(format!("expected HOST:PORT, got {s:?}"))
+        Err(format!("expected HOST:PORT, got {}", shown(&s)))
     }
 }
 
@@ -324,7 +340,7 @@ fn check_absolute(s: &str) -> Result<PathBuf, String> {
     if path.is_absolute() || windows_absolute {
         Ok(path)
     } else {
-        Err(format!("expected an absolute path, got {s:?}"))
+        Err(format!("expected an absolute path, got {}", shown(s)))
     }
 }
 
@@ -338,6 +354,10 @@ fn check_label(s: &str) -> Result<String, String> {
     }
     if s.chars().any(char::is_control) {
         return Err("contains control characters".into());
+    }
+    // Labels leave the machine: a token pasted into one must not.
+    if looks_like_token(s) {
+        return Err(shown(s));
     }
     Ok(s.to_string())
 }
@@ -353,9 +373,10 @@ fn check_tags(tags: Vec<String>) -> Result<Vec<String>, String> {
             && tag
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "-_.:=/".contains(c));
-        if !ok {
+        if !ok || looks_like_token(&tag) {
             return Err(format!(
-                "invalid tag {tag:?}: use 1-64 letters, digits and -_.:=/"
+                "invalid tag {}: use 1-64 letters, digits and -_.:=/",
+                shown(&tag)
             ));
         }
         if !out.contains(&tag) {
@@ -371,6 +392,7 @@ fn check_tags(tags: Vec<String>) -> Result<Vec<String>, String> {
 fn check_channel(s: &str) -> Result<String, String> {
     let s = s.trim();
     if !s.is_empty()
+        && !looks_like_token(s)
         && s.len() <= 64
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
@@ -378,7 +400,8 @@ fn check_channel(s: &str) -> Result<String, String> {
         Ok(s.to_string())
     } else {
         Err(format!(
-            "a channel is 1 to 64 letters, digits, '-', '_' or '.', got {s:?}"
+            "a channel is 1 to 64 letters, digits, '-', '_' or '.', got {}",
+            shown(s)
         ))
     }
 }
@@ -435,6 +458,25 @@ mod tests {
             l.set(Key::EnrollmentToken, Raw::Text("  ".into())).is_err(),
             "an empty token is refused"
         );
+    }
+
+    #[test]
+    fn a_token_in_the_wrong_setting_is_not_echoed() {
+        let mut l = Layer::default();
+        for key in [
+            Key::Collector,
+            Key::FailMode,
+            Key::UpdateChannel,
+            Key::Tags,
+            Key::CaPin,
+            Key::Owner,
+            Key::Environment,
+        ] {
+            let err = l
+                .set(key, Raw::Text("abe_0123456789ab_secretsecretsecret".into()))
+                .unwrap_err();
+            assert!(!err.contains("secret"), "{}: {err}", key.name());
+        }
     }
 
     #[test]

@@ -184,6 +184,10 @@ fn linux_scripts_install_report_and_uninstall_in_a_throwaway_root() {
         work.path(),
         &[
             ("OWNER=\"\"", "OWNER='qa \"team\" \\ eng'"),
+            (
+                "TOKEN_FILE=\"/etc/agent-bom/enroll.token\"",
+                "TOKEN_FILE=\"$AGENT_BOM_ROOT/etc/agent-bom/enroll.token\"",
+            ),
             ("TAGS=\"\"", "TAGS=\"laptop, linux\""),
             ("FAIL_MODE=\"open\"", "FAIL_MODE=\"closed\""),
         ],
@@ -245,8 +249,19 @@ fn linux_scripts_install_report_and_uninstall_in_a_throwaway_root() {
     assert_eq!(facts["WrappedServers"], 0);
     assert_eq!(facts["ProxyCoverage"], "0/1");
     assert_eq!(
+        facts["Enrollment"], "not-enrolled",
+        "the token file is not there yet"
+    );
+    // The secret distribution puts the token in place: now the agent can enroll.
+    std::fs::write(
+        root.join("etc/agent-bom/enroll.token"),
+        "abe_placed_by_the_secret_store\n",
+    )
+    .unwrap();
+    let facts = detect(&managed_env);
+    assert_eq!(
         facts["Enrollment"], "pending",
-        "collector and token file configured"
+        "collector and token configured"
     );
     assert_eq!(facts["Managed"], "present");
 
@@ -327,4 +342,93 @@ fn linux_scripts_install_report_and_uninstall_in_a_throwaway_root() {
     assert!(!root.join("var/lib/agent-bom").exists());
     let facts = detect(&[]);
     assert_eq!(facts["ServiceState"], "not-installed");
+}
+
+/// The macOS install path of Jamf's `install.sh` with a cached package (parameter 6), with
+/// `installer` replaced by a recorder that lays the package's payload (the real agent) into the
+/// throwaway root; then Kandji's post-install script. No token is involved anywhere.
+#[test]
+fn jamf_install_with_a_package_and_kandji_postinstall_in_a_throwaway_root() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    std::fs::create_dir_all(root.join("Users/alice")).unwrap();
+    let bin_dir = work.path().join("bin");
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    let log = work.path().join("installer.log");
+    let pkg = work.path().join("agent-bom-agent-0.1.0.pkg");
+    std::fs::write(&pkg, b"xar!").unwrap();
+    // `installer -pkg PKG -target ROOT`, recorded; the payload is the agent binary.
+    std::fs::write(
+        bin_dir.join("installer"),
+        format!(
+            "#!/bin/sh\necho \"installer $*\" >> '{}'\nmkdir -p \"$4/usr/local/agent-bom/bin\"\ncp '{}' \"$4/usr/local/agent-bom/bin/agent-bom-agent\"\n",
+            log.display(),
+            agent_exe()
+        ),
+    )
+    .unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            bin_dir.join("installer"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+    }
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let jamf = mdm().join("jamf/install.sh");
+    // Jamf passes mount point, computer name and user as $1-$3; ours start at $4.
+    let out = run(
+        &jamf,
+        &root,
+        &[("PATH", &path)],
+        &["/", "mac-01", "alice", "", "", pkg.to_str().unwrap()],
+    );
+    let text = stdout(&out);
+    assert!(text.contains("installed agent-bom-agent "), "{text}");
+    assert!(text.contains("proxy_coverage=0/0"), "{text}");
+    let recorded = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        recorded.trim(),
+        format!(
+            "installer -pkg {} -target {}",
+            pkg.display(),
+            root.display()
+        )
+    );
+    // Kandji's post-install sees the same agent.
+    let post = stdout(&run(&mdm().join("kandji/postinstall.sh"), &root, &[], &[]));
+    assert!(post.contains("version="), "{post}");
+
+    // Without a URL or a package, and with a package that is not there: a clear refusal.
+    for args in [
+        vec!["/", "mac-01", "alice"],
+        vec!["/", "mac-01", "alice", "", "", "/nonexistent.pkg"],
+    ] {
+        let out = Command::new("sh")
+            .arg(&jamf)
+            .args(&args)
+            .env("AGENT_BOM_ROOT", &root)
+            .env("PATH", &path)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("agent-bom install: "), "{err}");
+    }
+    // An http:// control-plane URL other than loopback is refused before anything downloads.
+    let out = Command::new("sh")
+        .arg(&jamf)
+        .args(["/", "mac-01", "alice", "http://agent-bom.example.com"])
+        .env("AGENT_BOM_ROOT", &root)
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must be https://"));
 }

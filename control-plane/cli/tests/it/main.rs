@@ -7,4 +7,5 @@ mod gateway_cli;
 mod serve_cli;
 mod serve_kill9;
 mod serve_settings;
+mod ui_companion;
 mod up_dashboard;

@@ -116,6 +116,24 @@ pub const ROUTES: &[RouteSpec] = &[
     ),
     route(
         "GET",
+        "/v1/enrollment-tokens",
+        Some(Permission::FleetWrite),
+        "List enrollment tokens (metadata only)",
+    ),
+    route(
+        "POST",
+        "/v1/enrollment-tokens",
+        Some(Permission::FleetWrite),
+        "Create an enrollment token (shown once)",
+    ),
+    route(
+        "DELETE",
+        "/v1/enrollment-tokens/{id}",
+        Some(Permission::FleetWrite),
+        "Revoke an enrollment token",
+    ),
+    route(
+        "GET",
         "/v1/fleet/endpoints",
         Some(Permission::FleetRead),
         "List endpoints (filters, sort, cursor)",
@@ -173,6 +191,12 @@ pub const ROUTES: &[RouteSpec] = &[
         "/v1/policy/revisions",
         Some(Permission::PolicyRead),
         "Proxy policy revisions, newest first",
+    ),
+    route(
+        "GET",
+        "/v1/policy/rollout",
+        Some(Permission::PolicyRead),
+        "The policy's rollout: counts and the agents not on the revision in force",
     ),
     route(
         "GET",

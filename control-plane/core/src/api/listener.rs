@@ -34,6 +34,9 @@ pub struct HttpLimits {
     pub header_timeout: Duration,
     /// Time a request has to deliver its body and get its response under way.
     pub request_deadline: Duration,
+    /// Failed authentications one client address may make per minute before it is answered
+    /// 429 without a lookup (see `auth_throttle`).
+    pub auth_failures_per_address: u32,
 }
 
 impl Default for HttpLimits {
@@ -43,6 +46,7 @@ impl Default for HttpLimits {
             max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             request_deadline: DEFAULT_REQUEST_DEADLINE,
+            auth_failures_per_address: super::auth_throttle::DEFAULT_AUTH_FAILURES_PER_MINUTE,
         }
     }
 }

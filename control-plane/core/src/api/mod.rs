@@ -3,6 +3,7 @@
 mod audit;
 pub mod auth;
 pub mod auth_throttle;
+mod enrollment;
 mod error;
 mod fleet;
 mod gateway;
@@ -134,6 +135,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/keys", get(keys::list).post(keys::create))
         .route("/v1/keys/{id}", get(keys::get).delete(keys::revoke))
         .route("/v1/keys/{id}/rotate", post(keys::rotate))
+        .route(
+            "/v1/enrollment-tokens",
+            get(enrollment::list).post(enrollment::create),
+        )
+        .route(
+            "/v1/enrollment-tokens/{id}",
+            axum::routing::delete(enrollment::revoke),
+        )
         .route("/v1/fleet/endpoints", get(fleet::list_endpoints))
         .route(
             "/v1/fleet/endpoints/{id}",
@@ -148,6 +157,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/policy", get(policy::current).put(policy::publish))
         .route("/v1/policy/revisions", get(policy::revisions))
+        .route("/v1/policy/rollout", get(policy::rollout))
         .route("/v1/fleet/servers", get(fleet::list_servers))
         .route(
             "/v1/fleet/sync",

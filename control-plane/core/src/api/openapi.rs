@@ -106,6 +106,15 @@ fn extras(method: &str, path: &str) -> (Vec<Value>, Option<Value>) {
                 ),
             )
         }
+        ("POST", "/v1/enrollment-tokens") => (
+            vec![],
+            Some(
+                json!({"type": "object", "additionalProperties": false, "required": ["name"],
+                "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 100, "pattern": "\\S"},
+                    "max_uses": {"type": ["integer", "null"], "minimum": 1, "maximum": 10_000_000},
+                    "expires_in_secs": {"type": ["integer", "null"], "minimum": 1, "maximum": 315_360_000}}}),
+            ),
+        ),
         ("POST", "/v1/tenants") => (
             vec![],
             Some(
@@ -152,9 +161,9 @@ fn extras(method: &str, path: &str) -> (Vec<Value>, Option<Value>) {
                 "tags": {"type": "array", "maxItems": 64, "items": {"type": "string", "pattern": "^[A-Za-z0-9._:=/-]{1,64}$"}}}}),
             ),
         ),
-        ("GET", "/v1/fleet/endpoints/{id}/commands") | ("GET", "/v1/policy/revisions") => {
-            (vec![q("limit", limit())], None)
-        }
+        ("GET", "/v1/fleet/endpoints/{id}/commands")
+        | ("GET", "/v1/policy/revisions")
+        | ("GET", "/v1/policy/rollout") => (vec![q("limit", limit())], None),
         ("POST", "/v1/fleet/endpoints/{id}/commands") => (
             vec![],
             Some(

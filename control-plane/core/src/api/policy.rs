@@ -75,6 +75,31 @@ pub(super) async fn publish(
     Ok((StatusCode::CREATED, Json(json!(published))))
 }
 
+/// `GET /v1/policy/rollout`: the revision in force, the counts, and the active agents that
+/// have not applied it yet (by hostname, at most `limit`).
+pub(super) async fn rollout(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Permission::PolicyRead)?;
+    let n = limit(query.as_deref(), 100)?;
+    let tenant = caller.tenant_id();
+    let current = state
+        .store
+        .current_policy(tenant)
+        .await?
+        .map(|p| p.revision);
+    let counts = state.store.policy_rollout(tenant, current).await?;
+    let pending = match current {
+        Some(revision) => state.store.policy_stragglers(tenant, revision, n).await?,
+        None => Vec::new(),
+    };
+    Ok(Json(
+        json!({ "revision": current, "endpoints": counts, "pending": pending }),
+    ))
+}
+
 /// `GET /v1/policy/revisions`: newest first.
 pub(super) async fn revisions(
     State(state): State<AppState>,

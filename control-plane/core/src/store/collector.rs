@@ -1204,3 +1204,30 @@ fn endpoint_labels(
 fn truncate(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_labels_keep_what_the_api_would_accept() {
+        let host = agent_bom_protocol::HostFacts {
+            owner: Some("  platform-team  ".into()),
+            environment: Some("prod\u{7}".into()),
+            tags: vec![
+                "laptop".into(),
+                "has space".into(),
+                "eng".into(),
+                "laptop".into(),
+            ],
+            ..Default::default()
+        };
+        let (owner, environment, tags) = endpoint_labels(&host);
+        assert_eq!(owner.as_deref(), Some("platform-team"));
+        assert_eq!(environment, None, "control characters: dropped, not stored");
+        assert_eq!(tags, r#"["eng","laptop"]"#);
+        // Nothing set: the operator's values stay (NULL and an empty list mean "leave").
+        let (owner, environment, tags) = endpoint_labels(&agent_bom_protocol::HostFacts::default());
+        assert_eq!((owner, environment, tags.as_str()), (None, None, "[]"));
+    }
+}

@@ -228,6 +228,40 @@ impl Store {
         Ok(serde_json::json!({ "agents": total, "applied": applied, "pending": total - applied }))
     }
 
+    /// Active agents that have not applied `revision` (or a newer one), by hostname: the
+    /// rollout's stragglers, each with the revision it last acknowledged (null: none yet).
+    pub async fn policy_stragglers(
+        &self,
+        tenant_id: &str,
+        revision: i64,
+        limit: u32,
+    ) -> Result<Vec<Value>, StoreError> {
+        let mut tx = self.scope(tenant_id).await?;
+        let rows = sqlx::query(
+            "SELECT id, hostname, applied_policy_revision, last_seen FROM endpoints \
+             WHERE tenant_id = $1 AND origin = 'agent' AND revoked_at IS NULL \
+             AND lifecycle_state <> 'decommissioned' \
+             AND (applied_policy_revision IS NULL OR applied_policy_revision < $2) \
+             ORDER BY hostname, id LIMIT $3",
+        )
+        .bind(tenant_id)
+        .bind(revision)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|r| {
+                Ok(serde_json::json!({
+                    "id": r.try_get::<String, _>("id")?,
+                    "hostname": r.try_get::<String, _>("hostname")?,
+                    "applied_policy_revision": r.try_get::<Option<i64>, _>("applied_policy_revision")?,
+                    "last_seen": r.try_get::<Option<i64>, _>("last_seen")?.map(rfc3339),
+                }))
+            })
+            .collect()
+    }
+
     /// Queue an operator command for an enrolled, active agent. Returns the command as the API
     /// shows it. Records no audit entry (see `crate::service::commands`).
     pub async fn queue_command(

@@ -79,7 +79,7 @@ pub(crate) async fn page(
     if ctx.can("fleet:write") {
         body.push_str(&format!(
             r#"<form method="post" action="/ui/endpoints/{}/action" class="actions" aria-label="Actions on this endpoint">{}
-<button type="submit" name="action" value="quarantine" data-confirm="Quarantine this endpoint? Its agent stops every wrapped MCP server.">Quarantine</button>
+<button type="submit" class="danger" name="action" value="quarantine" data-confirm="Quarantine this endpoint? Its agent stops every wrapped MCP server.">Quarantine</button>
 <button type="submit" name="action" value="approve">Release / approve</button>
 <button type="submit" name="action" value="rescan">Rescan</button>
 <button type="submit" name="action" value="wrap">Wrap servers</button>
@@ -158,17 +158,20 @@ pub(crate) async fn page(
         enc(&id),
         state.config.live_interval.as_millis()
     ));
-    match commands_html(&state, &ctx, &id).await {
-        Ok(html) => body.push_str(&html),
-        Err(e) => body.push_str(&format!(r#"<p class="flash error">{}</p>"#, esc(&e))),
+    let sent = commands(&state, &ctx, &id).await;
+    match &sent {
+        Ok(page) => body.push_str(&commands_html(page)),
+        Err(e) => body.push_str(&format!(r#"<p class="flash error">{}</p>"#, esc(e))),
     }
     body.push_str("</div>");
+    body.push_str("<h2>Timeline</h2>");
+    body.push_str(&timeline(&d, sent.as_ref().ok()));
     let title = format!("Endpoint {}", text(&d["hostname"]));
     layout::page(&ctx, Some(Section::Fleet), &title, &body)
 }
 
-async fn commands_html(state: &UiState, ctx: &crate::Ctx, id: &str) -> Result<String, String> {
-    let page = state
+async fn commands(state: &UiState, ctx: &crate::Ctx, id: &str) -> Result<Value, String> {
+    state
         .api
         .get(
             ctx.credential(),
@@ -178,13 +181,63 @@ async fn commands_html(state: &UiState, ctx: &crate::Ctx, id: &str) -> Result<St
             ),
         )
         .await
-        .map_err(|e| e.to_string())?;
-    let list = items(&page, "items");
-    if list.is_empty() {
-        return Ok(
-            r#"<p class="sub" data-testid="no-commands">No command sent to this endpoint.</p>"#
-                .into(),
+        .map_err(|e| e.to_string())
+}
+
+/// What is known of an endpoint's history, newest first: enrollment, its last inventory,
+/// tools its proxies first saw, and commands sent and answered. (Inventory diffs themselves
+/// are not kept by the control plane.)
+fn timeline(d: &Value, commands: Option<&Value>) -> String {
+    let mut events: Vec<(String, String)> = Vec::new();
+    let mut add = |at: &Value, what: String| {
+        if let Some(at) = at.as_str() {
+            events.push((at.to_string(), what));
+        }
+    };
+    add(
+        &d["enrolled_at"],
+        format!("Enrolled ({})", text(&d["origin"])),
+    );
+    add(&d["last_inventory_at"], "Latest inventory received".into());
+    for t in items(d, "tools") {
+        add(
+            &t["first_seen"],
+            format!(
+                "Proxy first saw tool {} on {}",
+                text(&t["name"]),
+                text(&t["server_id"])
+            ),
         );
+    }
+    for c in commands.map(|c| items(c, "items")).unwrap_or_default() {
+        add(
+            &c["created_at"],
+            format!("Command {} sent", text(&c["kind"])),
+        );
+        add(
+            &c["answered_at"],
+            format!("Command {} {}", text(&c["kind"]), text(&c["status"])),
+        );
+    }
+    // RFC 3339 in UTC sorts as text.
+    events.sort_by(|a, b| b.0.cmp(&a.0));
+    let mut out = String::from(r#"<ol class="timeline" data-testid="timeline">"#);
+    for (at, what) in events.iter().take(30) {
+        out.push_str(&format!(
+            r#"<li><time datetime="{a}">{a}</time> {}</li>"#,
+            esc(what),
+            a = esc(at)
+        ));
+    }
+    out.push_str("</ol>");
+    out
+}
+
+fn commands_html(page: &Value) -> String {
+    let list = items(page, "items");
+    if list.is_empty() {
+        return r#"<p class="sub" data-testid="no-commands">No command sent to this endpoint.</p>"#
+            .into();
     }
     let mut out = String::from(
         r#"<table data-testid="commands"><thead><tr><th scope="col">Created</th><th scope="col">Command</th><th scope="col">State</th><th scope="col">Answered</th><th scope="col">Result</th></tr></thead><tbody>"#,
@@ -201,7 +254,7 @@ async fn commands_html(state: &UiState, ctx: &crate::Ctx, id: &str) -> Result<St
         ));
     }
     out.push_str("</tbody></table>");
-    Ok(out)
+    out
 }
 
 /// The commands table alone, for the live refresh.
@@ -213,8 +266,8 @@ pub(crate) async fn commands_fragment(
     let Ok(ctx) = state.ctx(&headers).await else {
         return StatusCode::UNAUTHORIZED.into_response();
     };
-    match commands_html(&state, &ctx, &id).await {
-        Ok(html) => Html(html).into_response(),
+    match commands(&state, &ctx, &id).await {
+        Ok(page) => Html(commands_html(&page)).into_response(),
         Err(_) => StatusCode::BAD_GATEWAY.into_response(),
     }
 }

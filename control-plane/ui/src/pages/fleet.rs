@@ -118,7 +118,7 @@ pub(crate) async fn page(
     if writer {
         body.push_str(
             r#"<div class="actions" role="group" aria-label="Bulk actions on the selected endpoints"><span class="sub">Selected:</span>
-<button type="submit" name="action" value="quarantine" data-confirm="Quarantine the selected endpoints? Their agents stop every wrapped MCP server.">Quarantine</button>
+<button type="submit" class="danger" name="action" value="quarantine" data-confirm="Quarantine the selected endpoints? Their agents stop every wrapped MCP server.">Quarantine</button>
 <button type="submit" name="action" value="approve">Release / approve</button>
 <button type="submit" name="action" value="rescan">Rescan</button>
 <button type="submit" name="action" value="wrap" data-confirm="Wrap every stdio MCP server on the selected endpoints with the inspecting proxy?">Wrap</button></div>"#,

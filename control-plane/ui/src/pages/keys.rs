@@ -124,7 +124,7 @@ pub(crate) async fn page(State(state): State<Arc<UiState>>, headers: HeaderMap) 
                 }
                 body.push_str(&format!(
                     r#"<td><form method="post" action="/ui/keys/{id_enc}/rotate" class="actions">{csrf}<label>Overlap <select name="overlap_secs">{options}</select></label><button type="submit" data-confirm="Rotate this key? A new key is shown once; the old one keeps working for the overlap.">Rotate</button></form>
-<form method="post" action="/ui/keys/{id_enc}/revoke" class="actions">{csrf}<button type="submit" class="secondary" data-confirm="Revoke this key now? Anything using it stops working at once.">Revoke now</button></form></td>"#,
+<form method="post" action="/ui/keys/{id_enc}/revoke" class="actions">{csrf}<button type="submit" class="danger" data-confirm="Revoke this key now? Anything using it stops working at once.">Revoke now</button></form></td>"#,
                     id_enc = enc(id),
                     csrf = ctx.csrf_input(),
                 ));

@@ -39,6 +39,11 @@ pub(crate) fn routes() -> Router<Arc<UiState>> {
         .route("/ui/audit", get(audit::page))
         .route("/ui/audit/export/{which}", get(audit::export))
         .route("/ui/enrollment", get(enrollment::page))
+        .route("/ui/enrollment/tokens", post(enrollment::create))
+        .route(
+            "/ui/enrollment/tokens/{id}/revoke",
+            post(enrollment::revoke),
+        )
         .route("/ui/keys", get(keys::page).post(keys::create))
         .route("/ui/keys/{id}/{verb}", post(keys::act))
         .route("/ui/tenants", get(tenants::page).post(tenants::create))

@@ -19,15 +19,23 @@ use crate::{Ctx, Form, UiState};
 
 async fn render(state: &UiState, ctx: &Ctx, draft: Option<(&str, &str)>) -> Response {
     let api = &state.api;
-    let current = match api.get(ctx.credential(), "/v1/policy").await {
+    // Three independent reads, together.
+    let (current, revisions, rollout) = tokio::join!(
+        api.get(ctx.credential(), "/v1/policy"),
+        api.get(ctx.credential(), "/v1/policy/revisions?limit=20"),
+        api.get(ctx.credential(), "/v1/policy/rollout?limit=50"),
+    );
+    let current = match current {
         Ok(c) => c,
         Err(e) => return layout::failure(ctx, Some(Section::Policies), &e),
     };
-    let revisions = api
-        .get(ctx.credential(), "/v1/policy/revisions?limit=20")
-        .await
-        .unwrap_or(Value::Null);
-    let e = &current["endpoints"];
+    let revisions = revisions.unwrap_or(Value::Null);
+    let rollout = rollout.unwrap_or(Value::Null);
+    let e = if rollout["endpoints"].is_object() {
+        &rollout["endpoints"]
+    } else {
+        &current["endpoints"]
+    };
     let mut body = format!(
         r#"<section class="tiles">{}{}{}{}</section>"#,
         layout::tile(
@@ -58,6 +66,27 @@ async fn render(state: &UiState, ctx: &Ctx, draft: Option<(&str, &str)>) -> Resp
         e["applied"].as_i64().unwrap_or(0),
         e["agents"].as_i64().unwrap_or(0),
     ));
+    if let Some(revision) = rollout["revision"].as_i64() {
+        let pending = items(&rollout, "pending");
+        body.push_str(&format!(r#"<h2>Agents not on revision {revision}</h2>"#));
+        if pending.is_empty() {
+            body.push_str(r#"<p class="sub" data-testid="rollout-complete">Every active agent applied it.</p>"#);
+        } else {
+            body.push_str(r#"<table data-testid="rollout-pending"><thead><tr><th scope="col">Host</th><th scope="col">Applied revision</th><th scope="col">Last seen</th></tr></thead><tbody>"#);
+            for p in pending {
+                body.push_str(&format!(
+                    r#"<tr><td><a href="/ui/endpoints/{}">{}</a></td><td>{}</td><td>{}</td></tr>"#,
+                    crate::html::enc(p["id"].as_str().unwrap_or_default()),
+                    field(p, "hostname"),
+                    p["applied_policy_revision"]
+                        .as_i64()
+                        .map_or_else(|| "none yet".into(), |r| r.to_string()),
+                    field(p, "last_seen"),
+                ));
+            }
+            body.push_str("</tbody></table>");
+        }
+    }
     let text = match draft {
         Some((t, _)) => t.to_string(),
         None => current["policy"].as_str().unwrap_or_default().to_string(),

@@ -3,7 +3,7 @@
 //! endpoint an `approve_pins` command, which its proxy applies. Leaving a change unapproved
 //! keeps the tool blocked (that is the deny).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -25,6 +25,8 @@ use crate::{Form, UiState};
 const WINDOW: i64 = 1000;
 /// Rows shown per table.
 const SHOWN: usize = 50;
+/// Endpoints whose commands are read to show approvals already sent.
+const MAX_ENDPOINT_READS: usize = 20;
 
 /// The tools named in a pin detection's reasons (`tool `x` changed since it was pinned`).
 fn pinned_tools(entry: &Value) -> Vec<String> {
@@ -115,10 +117,62 @@ pub(crate) async fn page(State(state): State<Arc<UiState>>, headers: HeaderMap) 
         body.push_str(r#"<p class="sub" data-testid="no-pin-changes">No blocked tool change.</p>"#);
     } else {
         body.push_str(r#"<table data-testid="pin-changes"><thead><tr><th scope="col">When</th><th scope="col">Endpoint</th><th scope="col">Server</th><th scope="col">Tools</th><th scope="col">Decision</th></tr></thead><tbody>"#);
+        // Approvals already sent: the newest approve_pins command per endpoint and server
+        // (one commands read per endpoint shown).
+        let mut approvals: HashMap<(String, String), (String, String)> = HashMap::new();
+        let endpoints: BTreeSet<&str> = awaiting
+            .iter()
+            .take(SHOWN)
+            .filter_map(|(e, _)| e["detail"]["endpoint_id"].as_str())
+            .collect();
+        for endpoint in endpoints.into_iter().take(MAX_ENDPOINT_READS) {
+            let Ok(sent) = state
+                .api
+                .get(
+                    ctx.credential(),
+                    &format!("/v1/fleet/endpoints/{}/commands?limit=50", enc(endpoint)),
+                )
+                .await
+            else {
+                continue;
+            };
+            for c in items(&sent, "items")
+                .iter()
+                .filter(|c| c["kind"] == "approve_pins")
+            {
+                let payload: Value = c["payload"]
+                    .as_str()
+                    .and_then(|p| serde_json::from_str(p).ok())
+                    .unwrap_or_else(|| c["payload"].clone());
+                let Some(server) = payload["server_id"].as_str() else {
+                    continue;
+                };
+                // Newest first: keep the first seen.
+                approvals
+                    .entry((endpoint.to_string(), server.to_string()))
+                    .or_insert_with(|| {
+                        (
+                            c["created_at"].as_str().unwrap_or_default().to_string(),
+                            c["status"].as_str().unwrap_or_default().to_string(),
+                        )
+                    });
+            }
+        }
         for (e, tools) in awaiting.iter().take(SHOWN) {
             let d = &e["detail"];
             let endpoint = d["endpoint_id"].as_str().unwrap_or_default();
-            let approve = if ctx.can("fleet:write") {
+            let sent = approvals
+                .get(&(
+                    endpoint.to_string(),
+                    e["target"].as_str().unwrap_or_default().to_string(),
+                ))
+                .filter(|(created, _)| created.as_str() >= e["at"].as_str().unwrap_or_default());
+            let approve = if let Some((_, status)) = sent {
+                format!(
+                    r#"<span data-testid="approval-state">approval {}</span>"#,
+                    badge(status)
+                )
+            } else if ctx.can("fleet:write") {
                 let mut hidden = String::new();
                 for t in tools {
                     hidden.push_str(&format!(

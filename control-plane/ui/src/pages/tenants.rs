@@ -17,6 +17,9 @@ use crate::nav::Section;
 use crate::session::Flash;
 use crate::{Form, UiState};
 
+/// Tenants listed with their quotas.
+const MAX_SHOWN: usize = 200;
+
 /// Quota fields, as the API names them, with labels.
 const QUOTAS: &[(&str, &str)] = &[
     ("max_endpoints", "Max endpoints"),
@@ -44,16 +47,29 @@ pub(crate) async fn page(State(state): State<Arc<UiState>>, headers: HeaderMap) 
         body.push_str(&format!(r#"<th scope="col">{label}</th>"#));
     }
     body.push_str(r#"<th scope="col">Set quotas</th></tr></thead><tbody>"#);
-    for t in items(&tenants, "items") {
+    // One quotas read per tenant shown, all at once.
+    let shown: Vec<&Value> = items(&tenants, "items").iter().take(MAX_SHOWN).collect();
+    let mut reads = tokio::task::JoinSet::new();
+    for (i, t) in shown.iter().enumerate() {
+        let (api, credential) = (state.api.clone(), ctx.credential().clone());
+        let path = format!(
+            "/v1/tenants/{}/quotas",
+            enc(t["name"].as_str().unwrap_or_default())
+        );
+        reads.spawn(async move { (i, api.get(&credential, &path).await.unwrap_or(Value::Null)) });
+    }
+    let mut all_quotas = vec![Value::Null; shown.len()];
+    while let Some(Ok((i, q))) = reads.join_next().await {
+        all_quotas[i] = q;
+    }
+    if items(&tenants, "items").len() > MAX_SHOWN {
+        body.insert_str(
+            0,
+            &format!(r#"<p class="hint">The first {MAX_SHOWN} tenants; <code>agent-bom admin tenant list</code> lists all.</p>"#),
+        );
+    }
+    for (t, quotas) in shown.into_iter().zip(all_quotas) {
         let name = t["name"].as_str().unwrap_or_default();
-        let quotas = state
-            .api
-            .get(
-                ctx.credential(),
-                &format!("/v1/tenants/{}/quotas", enc(name)),
-            )
-            .await
-            .unwrap_or(Value::Null);
         body.push_str(&format!(
             "<tr><td>{}</td><td>{}</td>",
             esc(name),
