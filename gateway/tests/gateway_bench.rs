@@ -10,6 +10,11 @@
 //! with the default policy (full inspection: every request and result parsed and scanned for
 //! secrets, one audit event per call written through the store), and the client is reqwest
 //! with keep-alive.
+//!
+//! Another gateway can be measured in the same run on the same upstream and load: bind the
+//! upstream at a fixed address (`AGENT_BOM_BENCH_UPSTREAM=127.0.0.1:PORT`), start that gateway
+//! relaying to `http://127.0.0.1:PORT/mcp`, and name its route in `AGENT_BOM_BENCH_PEER` (its
+//! clients send no credential: run it on loopback without auth).
 
 // A benchmark reports failure by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -89,7 +94,9 @@ async fn upstream(headers: HeaderMap, body: Bytes) -> axum::response::Response {
 
 async fn serve_upstream() -> SocketAddr {
     let app = axum::Router::new().route("/mcp", axum::routing::post(upstream));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // A fixed address lets another gateway (AGENT_BOM_BENCH_PEER) be configured beforehand.
+    let at = std::env::var("AGENT_BOM_BENCH_UPSTREAM").unwrap_or_else(|_| "127.0.0.1:0".into());
+    let listener = tokio::net::TcpListener::bind(at).await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     addr
@@ -303,8 +310,25 @@ async fn bench() {
         "## memory per idle session ({IDLE_SESSIONS} opened): direct {direct_bytes:.0} B, via gateway {via_bytes:.0} B (process RSS growth; the difference is the gateway's session state)"
     );
 
+    let peer = std::env::var("AGENT_BOM_BENCH_PEER")
+        .ok()
+        .map(|url| Target {
+            url,
+            key: None,
+            http: via.http.clone(),
+        });
     let d = sequential(&direct, &text).await;
     let g = sequential(&via, &text).await;
+    if let Some(peer) = &peer {
+        let p = sequential(peer, &text).await;
+        println!(
+            "peer gateway, 1 client: p50 {:.0} µs, p99 {:.0} µs (added {:.0} / {:.0} µs)",
+            pct(&p, 0.5),
+            pct(&p, 0.99),
+            pct(&p, 0.5) - pct(&d, 0.5),
+            pct(&p, 0.99) - pct(&d, 0.99)
+        );
+    }
     println!("## 1 client, {SEQUENTIAL} sequential tools/call ({PAYLOAD} B arguments and result)");
     println!("| | p50 | p99 |\n|---|---|---|");
     println!(
@@ -325,6 +349,15 @@ async fn bench() {
 
     let (d, d_rate) = concurrent(&direct, &text).await;
     let (g, g_rate) = concurrent(&via, &text).await;
+    if let Some(peer) = &peer {
+        let (p, p_rate) = concurrent(peer, &text).await;
+        println!(
+            "peer gateway, {SESSIONS} sessions: p50 {:.0} µs, p95 {:.0} µs, p99 {:.0} µs, {p_rate:.0} calls/s",
+            pct(&p, 0.5),
+            pct(&p, 0.95),
+            pct(&p, 0.99)
+        );
+    }
     println!("## {SESSIONS} concurrent sessions x {CALLS_PER_SESSION} tools/call");
     println!("| | p50 | p95 | p99 | calls/s |\n|---|---|---|---|---|");
     println!(
