@@ -189,6 +189,10 @@ async fn sdk_session(database_url: Option<String>) {
         (r.json["serving"] == true).then_some(r.json)
     })
     .await;
+    assert_eq!(
+        overview["upstreams"][0]["url"],
+        format!("http://127.0.0.1:{}/mcp", upstream.port)
+    );
     let instance = &overview["instances"][0];
     assert_eq!(instance["policy_revision"], overview["policy_revision"]);
     assert_eq!(instance["config_revision"], overview["revision"]);
