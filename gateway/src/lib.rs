@@ -19,6 +19,7 @@ pub mod catalog;
 pub mod legacy;
 pub mod limits;
 pub mod metadata;
+pub mod pinsync;
 pub mod relay;
 pub mod sessions;
 pub mod sse;
@@ -104,6 +105,8 @@ pub struct Shared {
     pub sessions: sessions::Sessions,
     /// Shared rate limits.
     pub limits: limits::Limits,
+    /// Pins shared through the store (`None`: pins in memory only).
+    pub pins: Option<pinsync::PinSync>,
     /// Audit events.
     pub audit: audit::AuditSink,
     /// Legacy HTTP+SSE sessions.
@@ -186,6 +189,10 @@ impl Gateway {
             catalog: catalog::Catalog::new(self.store.clone(), o.config_ttl),
             auth: auth::Authenticator::new(self.store.clone(), oidc, o.auth_cache),
             sessions: sessions::Sessions::new(o.data_dir.as_ref().map(|d| d.join("pins"))),
+            pins: o
+                .data_dir
+                .as_ref()
+                .map(|d| pinsync::PinSync::new(self.store.clone(), d.join("pins"), o.config_ttl)),
             limits: limits::Limits::new(self.store.clone()),
             audit,
             legacy: legacy::LegacySessions::default(),
@@ -269,6 +276,9 @@ async fn housekeeping(shared: Arc<Shared>, instance: String, every: Duration, id
             {
                 tracing::warn!(error = %e, "gateway heartbeat failed");
             }
+        }
+        if let Some(pins) = &shared.pins {
+            pins.upload_changed().await;
         }
         shared.sessions.sweep(idle_ms);
         shared.legacy.sweep();

@@ -111,8 +111,12 @@ pub async fn admit(
             &format!("no gateway upstream named {upstream:?} in this tenant"),
         ));
     };
+    let server_id = upstream_server_id(&found);
+    if let Some(pins) = &shared.pins {
+        pins.hydrate(&principal.tenant_id, &server_id).await;
+    }
     Ok(Admitted {
-        server_id: upstream_server_id(&found),
+        server_id,
         principal,
         token: token.to_string(),
         view,

@@ -13,7 +13,6 @@ use agent_bom_control_plane::store::gateway::Upstream;
 use agent_bom_control_plane::store::now_ms;
 use agent_bom_proxy::audit::AuditEvent;
 use agent_bom_proxy::engine::{Engine, Verdict};
-use agent_bom_proxy::pins::PinStore;
 
 use crate::catalog::{PolicyStamp, TenantView};
 
@@ -124,7 +123,7 @@ impl Sessions {
         let pins = self
             .pins_root
             .as_ref()
-            .map(|root| PinStore::new(&root.join(tenant_id)));
+            .map(|root| crate::pinsync::PinSync::pin_store(root, tenant_id));
         (Engine::new(server_id, policy, pins), stamp)
     }
 

@@ -10,6 +10,11 @@
 //! with the default policy (full inspection: every request and result parsed and scanned for
 //! secrets, one audit event per call written through the store), and the client is reqwest
 //! with keep-alive.
+//!
+//! Another gateway can be measured in the same run on the same upstream and load: bind the
+//! upstream at a fixed address (`AGENT_BOM_BENCH_UPSTREAM=127.0.0.1:PORT`), start that gateway
+//! relaying to `http://127.0.0.1:PORT/mcp`, and name its route in `AGENT_BOM_BENCH_PEER` (its
+//! clients send no credential: run it on loopback without auth).
 
 // A benchmark reports failure by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -34,6 +39,9 @@ const SESSIONS: usize = 500;
 const CALLS_PER_SESSION: usize = 20;
 const IDLE_SESSIONS: usize = 5_000;
 const PAYLOAD: usize = 512;
+/// Each paced session calls once per PACE: 500 sessions offer 1,000 calls/s.
+const PACE: Duration = Duration::from_millis(500);
+const PACED_ROUNDS: usize = 10;
 
 fn main() {
     if std::env::var_os("AGENT_BOM_BENCH").is_none_or(|v| v != "1") {
@@ -89,7 +97,9 @@ async fn upstream(headers: HeaderMap, body: Bytes) -> axum::response::Response {
 
 async fn serve_upstream() -> SocketAddr {
     let app = axum::Router::new().route("/mcp", axum::routing::post(upstream));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // A fixed address lets another gateway (AGENT_BOM_BENCH_PEER) be configured beforehand.
+    let at = std::env::var("AGENT_BOM_BENCH_UPSTREAM").unwrap_or_else(|_| "127.0.0.1:0".into());
+    let listener = tokio::net::TcpListener::bind(at).await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     addr
@@ -150,11 +160,16 @@ impl Target {
             )
             .await;
         assert_eq!(r.status(), 200);
-        let session = r.headers()["mcp-session-id"].to_str().unwrap().to_string();
+        // A relay that keeps sessions to itself answers without one: calls then go without.
+        let session = r
+            .headers()
+            .get("mcp-session-id")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
         let _ = r.bytes().await;
         let r = self
             .post(
-                Some(&session),
+                Some(&session).filter(|s| !s.is_empty()).map(String::as_str),
                 &json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
             )
             .await;
@@ -167,7 +182,9 @@ impl Target {
         let body = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
             "params": {"name": "echo", "arguments": {"text": text}}});
         let started = Instant::now();
-        let r = self.post(Some(session), &body).await;
+        let r = self
+            .post(Some(session).filter(|s| !s.is_empty()), &body)
+            .await;
         assert_eq!(r.status(), 200);
         let b = r.bytes().await.unwrap();
         let elapsed = started.elapsed();
@@ -224,6 +241,37 @@ async fn concurrent(t: &Target, text: &str) -> (Vec<Duration>, f64) {
     let rate = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
     all.sort();
     (all, rate)
+}
+
+/// SESSIONS open sessions, each calling once every PACE (phases spread evenly), for PACED_ROUNDS
+/// rounds: an offered load below saturation, so the latencies are the relay's, not a queue's.
+async fn paced(t: &Target, text: &str) -> Vec<Duration> {
+    let mut sessions = Vec::with_capacity(SESSIONS);
+    for _ in 0..SESSIONS {
+        sessions.push(t.open().await);
+    }
+    let start = tokio::time::Instant::now() + Duration::from_millis(100);
+    let mut tasks = Vec::new();
+    for (n, session) in sessions.into_iter().enumerate() {
+        let t = t.clone();
+        let text = text.to_string();
+        let offset = PACE * u32::try_from(n).unwrap() / u32::try_from(SESSIONS).unwrap();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(PACED_ROUNDS);
+            for round in 0..PACED_ROUNDS {
+                tokio::time::sleep_until(start + offset + PACE * u32::try_from(round).unwrap())
+                    .await;
+                lat.push(t.call(&session, round as u64 + 2, &text).await);
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    all.sort();
+    all
 }
 
 fn rss_kib() -> u64 {
@@ -303,8 +351,25 @@ async fn bench() {
         "## memory per idle session ({IDLE_SESSIONS} opened): direct {direct_bytes:.0} B, via gateway {via_bytes:.0} B (process RSS growth; the difference is the gateway's session state)"
     );
 
+    let peer = std::env::var("AGENT_BOM_BENCH_PEER")
+        .ok()
+        .map(|url| Target {
+            url,
+            key: None,
+            http: via.http.clone(),
+        });
     let d = sequential(&direct, &text).await;
     let g = sequential(&via, &text).await;
+    if let Some(peer) = &peer {
+        let p = sequential(peer, &text).await;
+        println!(
+            "peer gateway, 1 client: p50 {:.0} µs, p99 {:.0} µs (added {:.0} / {:.0} µs)",
+            pct(&p, 0.5),
+            pct(&p, 0.99),
+            pct(&p, 0.5) - pct(&d, 0.5),
+            pct(&p, 0.99) - pct(&d, 0.99)
+        );
+    }
     println!("## 1 client, {SEQUENTIAL} sequential tools/call ({PAYLOAD} B arguments and result)");
     println!("| | p50 | p99 |\n|---|---|---|");
     println!(
@@ -325,6 +390,15 @@ async fn bench() {
 
     let (d, d_rate) = concurrent(&direct, &text).await;
     let (g, g_rate) = concurrent(&via, &text).await;
+    if let Some(peer) = &peer {
+        let (p, p_rate) = concurrent(peer, &text).await;
+        println!(
+            "peer gateway, {SESSIONS} sessions: p50 {:.0} µs, p95 {:.0} µs, p99 {:.0} µs, {p_rate:.0} calls/s",
+            pct(&p, 0.5),
+            pct(&p, 0.95),
+            pct(&p, 0.99)
+        );
+    }
     println!("## {SESSIONS} concurrent sessions x {CALLS_PER_SESSION} tools/call");
     println!("| | p50 | p95 | p99 | calls/s |\n|---|---|---|---|---|");
     println!(
@@ -345,6 +419,38 @@ async fn bench() {
         pct(&g, 0.95) - pct(&d, 0.95),
         pct(&g, 0.99) - pct(&d, 0.99)
     );
+
+    let d = paced(&direct, &text).await;
+    let g = paced(&via, &text).await;
+    println!(
+        "## {SESSIONS} concurrent sessions, each calling every {} ms ({} calls/s offered), {PACED_ROUNDS} rounds",
+        PACE.as_millis(),
+        SESSIONS as u128 * 1000 / PACE.as_millis()
+    );
+    println!("| | p50 | p95 | p99 |\n|---|---|---|---|");
+    for (name, l) in [("direct", &d), ("via gateway", &g)] {
+        println!(
+            "| {name} | {:.0} µs | {:.0} µs | {:.0} µs |",
+            pct(l, 0.5),
+            pct(l, 0.95),
+            pct(l, 0.99)
+        );
+    }
+    println!(
+        "| added | {:.0} µs | {:.0} µs | {:.0} µs |",
+        pct(&g, 0.5) - pct(&d, 0.5),
+        pct(&g, 0.95) - pct(&d, 0.95),
+        pct(&g, 0.99) - pct(&d, 0.99)
+    );
+    if let Some(peer) = &peer {
+        let p = paced(peer, &text).await;
+        println!(
+            "peer gateway, paced: p50 {:.0} µs, p95 {:.0} µs, p99 {:.0} µs",
+            pct(&p, 0.5),
+            pct(&p, 0.95),
+            pct(&p, 0.99)
+        );
+    }
 
     println!("load average after: {}", load().trim());
     shutdown.cancel();

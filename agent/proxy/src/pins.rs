@@ -148,7 +148,8 @@ impl PinStore {
         &self.approvals
     }
 
-    fn file(&self, server_id: &str) -> PathBuf {
+    /// The file holding the pins of `server_id` (whether or not it exists yet).
+    pub fn file(&self, server_id: &str) -> PathBuf {
         let h = sha256_hex(server_id.as_bytes());
         self.dir.join(format!("{}.json", &h[..32]))
     }

@@ -189,6 +189,10 @@ async fn sdk_session(database_url: Option<String>) {
         (r.json["serving"] == true).then_some(r.json)
     })
     .await;
+    assert_eq!(
+        overview["upstreams"][0]["url"],
+        format!("http://127.0.0.1:{}/mcp", upstream.port)
+    );
     let instance = &overview["instances"][0];
     assert_eq!(instance["policy_revision"], overview["policy_revision"]);
     assert_eq!(instance["config_revision"], overview["revision"]);
@@ -211,9 +215,10 @@ async fn sdk_session_through_the_gateway_postgres() {
 }
 
 /// A tool whose definition changes between sessions is hidden and its calls refused, as the
-/// local proxy does: the pins live with the gateway, per tenant.
+/// local proxy does, even when the change reaches another replica than the one that pinned the
+/// tool: the pins are shared through the store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rug_pulled_tool_is_blocked_at_the_gateway() {
+async fn a_rug_pulled_tool_is_blocked_at_another_replica() {
     let server = TestServer::start(None).await;
     let admin = server.admin_key.clone();
     let upstream = mcp::python_http_server(&[("RUG_PULL", "1")]).await;
@@ -231,13 +236,25 @@ async fn a_rug_pulled_tool_is_blocked_at_the_gateway() {
     )
     .await;
     let (key, _, _) = gateway_key(&server, &admin).await;
-    let gateway = TestGateway::start(server.store.clone(), test_options()).await;
+    let first = TestGateway::start(server.store.clone(), test_options()).await;
+    let second = TestGateway::start(server.store.clone(), test_options()).await;
     let env = [("AGENT_BOM_TOKEN", key.as_str())];
-    let first = mcp::client("legacy", &gateway.url("py"), &json!([{"op": "list"}]), &env).await;
-    assert!(first.steps[0]["tools"]["add"].is_string());
-    let second = mcp::client(
+    let run = mcp::client("legacy", &first.url("py"), &json!([{"op": "list"}]), &env).await;
+    assert!(run.steps[0]["tools"]["add"].is_string());
+    // The first replica shares what it pinned.
+    eventually(PATIENCE, "the pins in the store", || async {
+        use sqlx::Row;
+        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM gateway_pins")
+            .fetch_one(server.store.pool())
+            .await
+            .unwrap()
+            .get("n");
+        (n == 1).then_some(())
+    })
+    .await;
+    let pulled = mcp::client(
         "legacy",
-        &gateway.url("py"),
+        &second.url("py"),
         &json!([
             {"op": "list"},
             {"op": "call", "tool": "add", "args": {"a": 1, "b": 2}},
@@ -246,7 +263,7 @@ async fn a_rug_pulled_tool_is_blocked_at_the_gateway() {
         &env,
     )
     .await;
-    let s = &second.steps;
+    let s = &pulled.steps;
     assert!(s[0]["tools"].get("add").is_none(), "{s:#?}");
     assert_eq!(s[1]["error"]["code"], POLICY_ERROR, "{s:#?}");
     assert_eq!(s[2]["text"], "still fine");
@@ -259,7 +276,8 @@ async fn a_rug_pulled_tool_is_blocked_at_the_gateway() {
     })
     .await;
     assert!(!events.is_empty());
-    gateway.stop().await;
+    first.stop().await;
+    second.stop().await;
     server.stop().await;
 }
 

@@ -300,7 +300,7 @@ async fn unsupported_urls_are_refused_without_leaking_credentials() {
 /// (`store::dialect::schema`), read from a SQLite and a Postgres database it migrated. sqlx
 /// decides by exactly these two columns whether a recorded migration is known, so a fresh
 /// database recording the same pairs proves an existing one opens without re-running anything.
-const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 22] = [
+const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 24] = [
     (
         1,
         "604fda044c6654e64fa251f63bdf4696ba60a2771a9a9646be0cc20eacdd2b28fa51b45e386a9973c199636b88263644",
@@ -392,6 +392,14 @@ const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 22] = [
         501,
         "05d154e9f08c4376d494c2f7e5d453de88ee627b6ce52ec433b739c78c10b8a66f415cd24071cee9383cda290fa26c54",
     ),
+    (
+        502,
+        "2556b789ad10083c584679cf7b37da38a33f1a06a1e7c9947b08f3f66c8cd137abdef819d75e6ac2d68011a039341fef",
+    ),
+    (
+        503,
+        "984a2698934cd3db69da9897f33e8c02aa77c705775bdf02795d4823c6e3ad79e1453b8f881c0d5eba65e080f04f7784",
+    ),
 ];
 
 async fn recorded_migrations(store: &Store) -> Vec<(i64, String)> {
@@ -423,7 +431,7 @@ async fn sqlite_databases_of_earlier_releases_are_recognised() {
     let store = Store::open_sqlite(dir.path()).await.unwrap();
     assert_eq!(
         recorded_migrations(&store).await,
-        expected_records(&[1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 300, 500])
+        expected_records(&[1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 300, 500, 502])
     );
     store.close().await;
 }
@@ -435,7 +443,7 @@ async fn postgres_databases_of_earlier_releases_are_recognised() {
     assert_eq!(
         recorded_migrations(&store).await,
         expected_records(&[
-            1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 201, 202, 203, 300, 301, 500, 501
+            1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 201, 202, 203, 300, 301, 500, 501, 502, 503
         ])
     );
     store.close().await;

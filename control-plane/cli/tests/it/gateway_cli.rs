@@ -33,6 +33,32 @@ fn gateway_starts_beside_serve_and_challenges_callers() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+    // A credential in an upstream's query is kept for the gateway, never shown by the API.
+    let r = http
+        .put(api("/v1/gateway/upstreams/hosted"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"url": "https://mcp.example.com/mcp?api_key=Zk3q9XwPv7Lm2Rt8"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let overview = http
+        .get(api("/v1/gateway"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(overview.contains("mcp.example.com"), "{overview}");
+    assert!(!overview.contains("Zk3q9XwPv7Lm2Rt8"), "{overview}");
+    let audit = http
+        .get(api("/v1/audit?action=gateway.upstream.put"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(audit.contains("gateway.upstream.put"), "{audit}");
+    assert!(!audit.contains("Zk3q9XwPv7Lm2Rt8"), "{audit}");
     let created: serde_json::Value = http
         .post(api("/v1/keys"))
         .bearer_auth(ADMIN_KEY)

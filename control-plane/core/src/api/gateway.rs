@@ -18,7 +18,12 @@ pub(super) async fn overview(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Permission::PolicyRead)?;
     let tenant = caller.tenant_id();
-    let config = state.store.gateway_config(tenant).await?;
+    let mut config = state.store.gateway_config(tenant).await?;
+    // An upstream URL may carry a credential in its query (some hosted servers take one):
+    // the gateway uses it, readers of the API see it sanitized, like every inventory URL.
+    for u in &mut config.upstreams {
+        u.url = agent_bom_protocol::sanitize::sanitize_url(&u.url);
+    }
     let instances = state.store.gateway_instances(tenant).await?;
     let policy = state.store.current_policy(tenant).await?;
     Ok(Json(json!({

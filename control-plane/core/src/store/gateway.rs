@@ -556,3 +556,55 @@ impl Store {
         Ok(n > 0)
     }
 }
+
+/// Largest pin document stored for one upstream.
+pub const MAX_PINS_BYTES: usize = 1024 * 1024;
+
+impl Store {
+    /// The tool pins of `server_id` in the tenant, with when they were stored (Unix ms).
+    pub async fn gateway_pins(
+        &self,
+        tenant_id: &str,
+        server_id: &str,
+    ) -> Result<Option<(String, i64)>, StoreError> {
+        let mut tx = self.scope(tenant_id).await?;
+        let row = sqlx::query(
+            "SELECT pins, updated_at FROM gateway_pins WHERE tenant_id = $1 AND server_id = $2",
+        )
+        .bind(tenant_id)
+        .bind(server_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        row.map(|r| Ok((r.try_get("pins")?, r.try_get("updated_at")?)))
+            .transpose()
+    }
+
+    /// Store the tool pins of `server_id` in the tenant (the engine's JSON document).
+    pub async fn put_gateway_pins(
+        &self,
+        tenant_id: &str,
+        server_id: &str,
+        pins: &str,
+    ) -> Result<i64, StoreError> {
+        if pins.len() > MAX_PINS_BYTES {
+            return Err(StoreError::Invalid(format!(
+                "pins of {server_id} exceed {MAX_PINS_BYTES} bytes"
+            )));
+        }
+        let now = now_ms();
+        let mut tx = self.scope_write(tenant_id).await?;
+        sqlx::query(
+            "INSERT INTO gateway_pins (tenant_id, server_id, pins, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (tenant_id, server_id) DO UPDATE SET pins = excluded.pins, updated_at = excluded.updated_at",
+        )
+        .bind(tenant_id)
+        .bind(server_id)
+        .bind(pins)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(now)
+    }
+}

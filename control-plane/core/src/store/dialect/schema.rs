@@ -65,7 +65,7 @@ struct Step {
 }
 
 /// Every migration, in version order. Gaps per backend are versions of the other backend.
-const STEPS: [Step; 22] = [
+const STEPS: [Step; 24] = [
     Step {
         version: 1,
         description: "init",
@@ -237,13 +237,28 @@ const STEPS: [Step; 22] = [
             recorded: "05d154e9f08c4376d494c2f7e5d453de88ee627b6ce52ec433b739c78c10b8a66f415cd24071cee9383cda290fa26c54",
         },
     },
+    Step {
+        version: 502,
+        description: "gateway pins",
+        on: On::Both,
+        sql: Sql::File(include_str!("../../../migrations/0502_gateway_pins.sql")),
+    },
+    Step {
+        version: 503,
+        description: "gateway pins row level security",
+        on: On::Postgres,
+        sql: Sql::Generated {
+            build: || tenant_isolation(&TENANT_TABLES[21..22]),
+            recorded: "984a2698934cd3db69da9897f33e8c02aa77c705775bdf02795d4823c6e3ad79e1453b8f881c0d5eba65e080f04f7784",
+        },
+    },
 ];
 
 /// Every table that holds tenant data (it has a `tenant_id` column): on Postgres each gets
 /// row-level security. Append only, in the order migrations introduced them; each migration
 /// above names the slice it secured. A test checks that every table of a migrated database with
 /// a `tenant_id` column is listed and secured.
-pub const TENANT_TABLES: [&str; 21] = [
+pub const TENANT_TABLES: [&str; 22] = [
     "api_keys",
     "enrollment_tokens",
     "endpoints",
@@ -270,6 +285,8 @@ pub const TENANT_TABLES: [&str; 21] = [
     "gateway_instances",
     "gateway_events",
     "rate_windows",
+    // version 503
+    "gateway_pins",
 ];
 
 /// Row-level security for `tables`: a row is visible and writable only in a transaction whose
@@ -559,7 +576,7 @@ mod tests {
 
     /// Hex SHA-384 of each generated migration's SQL as released. A change here means existing
     /// databases would run other SQL than new ones: add a new version instead.
-    const GENERATED: [(i64, &str); 9] = [
+    const GENERATED: [(i64, &str); 10] = [
         (
             3,
             "c48bf269d0b49d8b615af10622fac47ff4d4b543f4cf9ac49b8abc73e38203ab969ab3087555a5e47357176558d4ad4e",
@@ -595,6 +612,10 @@ mod tests {
         (
             501,
             "05d154e9f08c4376d494c2f7e5d453de88ee627b6ce52ec433b739c78c10b8a66f415cd24071cee9383cda290fa26c54",
+        ),
+        (
+            503,
+            "984a2698934cd3db69da9897f33e8c02aa77c705775bdf02795d4823c6e3ad79e1453b8f881c0d5eba65e080f04f7784",
         ),
     ];
 
@@ -632,12 +653,13 @@ mod tests {
         for (backend, versions) in [
             (
                 Backend::Sqlite,
-                vec![1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 300, 500],
+                vec![1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 300, 500, 502],
             ),
             (
                 Backend::Postgres,
                 vec![
                     1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 201, 202, 203, 300, 301, 500, 501,
+                    502, 503,
                 ],
             ),
         ] {
