@@ -107,6 +107,10 @@ async fn export_header(state: &AppState, caller: &Caller, what: &str) -> Result<
     }))
 }
 
+/// Audit entries one export page reads: an export holds one page in memory, and entries can
+/// carry large details, so its pages are smaller than `/v1/audit`'s largest.
+const EXPORT_AUDIT_PAGE: u32 = 50;
+
 /// `GET /v1/audit/export`: the whole audit log as signed NDJSON, after a header line naming
 /// the tenant.
 pub(super) async fn export_audit(
@@ -123,11 +127,11 @@ pub(super) async fn export_audit(
     loop {
         let page = state
             .store
-            .list_audit(caller.tenant_id(), after, MAX_AUDIT_PAGE, None)
+            .list_audit(caller.tenant_id(), after, EXPORT_AUDIT_PAGE, None)
             .await?;
         let Some(last) = page.last() else { break };
         after = last.seq;
-        let full = page.len() == MAX_AUDIT_PAGE as usize;
+        let full = page.len() == EXPORT_AUDIT_PAGE as usize;
         entries += page.len();
         export.push_page(&page).await?;
         if !full {

@@ -22,13 +22,15 @@ pub(super) const SIGNATURE_HEADER: &str = "x-agent-bom-signature";
 
 /// How much of the file one chunk of the response body carries.
 const STREAM_CHUNK: usize = 64 * 1024;
+/// How many encoded bytes are buffered before they are written to the file.
+const WRITE_CHUNK: usize = 1024 * 1024;
 
 /// An export being written: NDJSON lines go to the spool file one page at a time.
 pub(super) struct SignedExport {
     file: std::fs::File,
-    /// The page being encoded; cleared (capacity kept) after each page reaches the file.
+    /// Lines encoded and not yet written; cleared (capacity kept) after each write.
     page: Vec<u8>,
-    /// The most bytes one page has taken in memory (what the spooling costs, for tests).
+    /// The most bytes the buffer has held (what the spooling costs, for tests).
     largest_page: usize,
     len: u64,
 }
@@ -51,33 +53,46 @@ impl SignedExport {
         })
     }
 
-    /// Append `items`, one line each, as one page.
+    /// Append `items`, one line each: encoded into a buffer that goes to the file whenever it
+    /// reaches [`WRITE_CHUNK`], so a page of large items is not copied whole into memory.
     pub(super) async fn push_page<T: serde::Serialize>(
         &mut self,
         items: &[T],
     ) -> Result<(), ApiError> {
-        self.page.clear();
         for item in items {
             serde_json::to_writer(&mut self.page, item)
                 .map_err(|_| internal("cannot encode the export"))?;
             self.page.push(b'\n');
+            if self.page.len() >= WRITE_CHUNK {
+                self.flush().await?;
+            }
+        }
+        self.flush().await
+    }
+
+    /// Write the buffer to the file and clear it (its capacity is kept for the next lines).
+    async fn flush(&mut self) -> Result<(), ApiError> {
+        if self.page.is_empty() {
+            return Ok(());
         }
         self.largest_page = self.largest_page.max(self.page.len());
         let mut file = self
             .file
             .try_clone()
             .map_err(|e| spool_error(&e, "cannot write the export file"))?;
-        let page = std::mem::take(&mut self.page);
-        let page = tokio::task::spawn_blocking(move || file.write_all(&page).map(|()| page))
-            .await
-            .map_err(|_| internal("cannot write the export file"))?
-            .map_err(|e| spool_error(&e, "cannot write the export file"))?;
-        self.len += page.len() as u64;
-        self.page = page;
+        let buffer = std::mem::take(&mut self.page);
+        let mut buffer =
+            tokio::task::spawn_blocking(move || file.write_all(&buffer).map(|()| buffer))
+                .await
+                .map_err(|_| internal("cannot write the export file"))?
+                .map_err(|e| spool_error(&e, "cannot write the export file"))?;
+        self.len += buffer.len() as u64;
+        buffer.clear();
+        self.page = buffer;
         Ok(())
     }
 
-    /// The most bytes one page has held in memory so far.
+    /// The most bytes the buffer has held so far.
     #[cfg(test)]
     fn largest_page(&self) -> usize {
         self.largest_page
@@ -160,14 +175,14 @@ mod tests {
             }
             export.push_page(&items).await.unwrap();
         }
-        // 12 pages of about 1 MB each: memory never held more than one of them.
+        // 12 pages of about 1 MB each: the buffer never held more than a write chunk and a line.
         assert!(expected.len() > 12_000_000);
         assert!(
-            export.largest_page() < 1_100_000,
-            "a page took {} bytes",
+            export.largest_page() < WRITE_CHUNK + 101_000,
+            "the buffer took {} bytes",
             export.largest_page()
         );
-        assert!(export.page.capacity() < 2_200_000);
+        assert!(export.page.capacity() < 2 * WRITE_CHUNK + 202_000);
 
         let response = export.into_response(signer.clone()).await.unwrap();
         assert_eq!(
