@@ -18,6 +18,7 @@ mod db_outage;
 mod device_identity;
 mod end_to_end;
 mod endpoint_hardening;
+mod export_memory;
 mod failover;
 mod faults;
 mod gateway;

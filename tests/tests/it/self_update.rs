@@ -555,7 +555,18 @@ async fn the_install_script_verifies_the_release_signature() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollout_halts_on_refusals_on_postgres() {
     let db = agent_bom_tests::postgres::TestDatabase::create_with_app_role().await;
-    let server = TestServer::start(Some(db.url.clone())).await;
+    a_rollout_halts_on_refusals(Some(db.url.clone())).await;
+    db.drop_database().await;
+}
+
+/// The same on SQLite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_halts_on_refusals_on_sqlite() {
+    a_rollout_halts_on_refusals(None).await;
+}
+
+async fn a_rollout_halts_on_refusals(database_url: Option<String>) {
+    let server = TestServer::start(database_url).await;
     let key = ReleaseKey::new();
     let home = tempfile::tempdir().unwrap();
     let agent = agent_bom_tests::harness::TestAgent::start_with_update(
@@ -628,9 +639,13 @@ async fn a_rollout_halts_on_refusals_on_postgres() {
             &json!(null),
         )
         .await;
+    // The answer is the rollout as the resume left it, even when the driver (woken by the
+    // resume) completes it before the answer is read.
     assert_eq!(
         (resumed.status, resumed.json["state"].as_str()),
-        (200, Some("active"))
+        (200, Some("active")),
+        "{}",
+        resumed.text
     );
     let cancelled = server
         .post(
@@ -682,5 +697,4 @@ async fn a_rollout_halts_on_refusals_on_postgres() {
     }
     agent.stop().await;
     server.stop().await;
-    db.drop_database().await;
 }

@@ -2,18 +2,15 @@
 
 use axum::Json;
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::signed_export::{SIGNATURE_HEADER, SignedExport};
 use super::{ApiError, AppState, Caller, Permission, parse_query};
 use crate::service;
 use crate::store::audit::{AuditVerification, MAX_AUDIT_PAGE};
 use crate::store::{EndpointQuery, FLEET_MAX_PAGE};
-
-/// Header carrying the hex ed25519 signature of an export body.
-pub(super) const SIGNATURE_HEADER: &str = "x-agent-bom-signature";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -101,32 +98,6 @@ pub(super) async fn export_key(State(state): State<AppState>) -> Json<Value> {
     }))
 }
 
-/// Append `items` to an NDJSON body, one line each.
-fn push_lines<T: serde::Serialize>(body: &mut Vec<u8>, items: &[T]) -> Result<(), ApiError> {
-    for item in items {
-        serde_json::to_writer(&mut *body, item)
-            .map_err(|_| ApiError::new(super::ErrorCode::Internal, "cannot encode the export"))?;
-        body.push(b'\n');
-    }
-    Ok(())
-}
-
-/// The export `body`, signed: the signature header covers the whole body, so it is built
-/// before the response starts (as bytes, page by page, never as a tree of values).
-fn signed_ndjson(state: &AppState, body: Vec<u8>) -> Response {
-    let signature = state.signer.sign_hex(&body);
-    let mut response = body.into_response();
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-ndjson"),
-    );
-    if let Ok(v) = HeaderValue::from_str(&signature) {
-        h.insert(SIGNATURE_HEADER, v);
-    }
-    response
-}
-
 /// The first line of a signed export: what it is and whose data (covered by the signature).
 async fn export_header(state: &AppState, caller: &Caller, what: &str) -> Result<Value, ApiError> {
     Ok(json!({
@@ -136,6 +107,10 @@ async fn export_header(state: &AppState, caller: &Caller, what: &str) -> Result<
     }))
 }
 
+/// Audit entries one export page reads: an export holds one page in memory, and entries can
+/// carry large details, so its pages are smaller than `/v1/audit`'s largest.
+const EXPORT_AUDIT_PAGE: u32 = 50;
+
 /// `GET /v1/audit/export`: the whole audit log as signed NDJSON, after a header line naming
 /// the tenant.
 pub(super) async fn export_audit(
@@ -143,20 +118,22 @@ pub(super) async fn export_audit(
     caller: Caller,
 ) -> Result<Response, ApiError> {
     caller.require(Permission::AuditExport)?;
-    let mut body = Vec::new();
-    push_lines(&mut body, &[export_header(&state, &caller, "audit").await?])?;
+    let mut export = SignedExport::new().await?;
+    export
+        .push_page(&[export_header(&state, &caller, "audit").await?])
+        .await?;
     let mut entries = 0;
     let mut after = 0;
     loop {
         let page = state
             .store
-            .list_audit(caller.tenant_id(), after, MAX_AUDIT_PAGE, None)
+            .list_audit(caller.tenant_id(), after, EXPORT_AUDIT_PAGE, None)
             .await?;
         let Some(last) = page.last() else { break };
         after = last.seq;
-        let full = page.len() == MAX_AUDIT_PAGE as usize;
+        let full = page.len() == EXPORT_AUDIT_PAGE as usize;
         entries += page.len();
-        push_lines(&mut body, &page)?;
+        export.push_page(&page).await?;
         if !full {
             break;
         }
@@ -172,7 +149,7 @@ pub(super) async fn export_audit(
         json!({ "entries": entries }),
     )
     .await;
-    Ok(signed_ndjson(&state, body))
+    export.into_response(state.signer.clone()).await
 }
 
 /// `GET /v1/fleet/export`: every endpoint (list fields) as signed NDJSON.
@@ -181,8 +158,10 @@ pub(super) async fn export_fleet(
     caller: Caller,
 ) -> Result<Response, ApiError> {
     caller.require(Permission::AuditExport)?;
-    let mut body = Vec::new();
-    push_lines(&mut body, &[export_header(&state, &caller, "fleet").await?])?;
+    let mut export = SignedExport::new().await?;
+    export
+        .push_page(&[export_header(&state, &caller, "fleet").await?])
+        .await?;
     let mut endpoints = 0;
     let mut cursor = None;
     loop {
@@ -198,7 +177,7 @@ pub(super) async fn export_fleet(
             )
             .await?;
         endpoints += page.items.len();
-        push_lines(&mut body, &page.items)?;
+        export.push_page(&page.items).await?;
         match page.next_cursor {
             Some(c) => cursor = Some(c),
             None => break,
@@ -213,5 +192,5 @@ pub(super) async fn export_fleet(
         json!({ "endpoints": endpoints }),
     )
     .await?;
-    Ok(signed_ndjson(&state, body))
+    export.into_response(state.signer.clone()).await
 }

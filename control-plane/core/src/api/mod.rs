@@ -14,6 +14,7 @@ pub mod openapi;
 mod policy;
 mod posture;
 pub mod releases;
+mod signed_export;
 mod tenants;
 
 use std::sync::Arc;

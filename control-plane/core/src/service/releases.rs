@@ -425,8 +425,13 @@ pub async fn control(
         json!({ "version": r.version, "from_state": r.state, "ring": r.current_ring, "withdrawn_offers": withdrawn }),
     )
     .await?;
+    // The answer is the rollout as this change left it, read before the commit: read after,
+    // it could already show a driver pass that ran in between (a resumed rollout with nothing
+    // left to offer completes at the next pass), and the operator would see `completed` as
+    // the result of `resume`.
+    let changed = store.rollout_in(&mut tx, tenant_id, rollout_id).await?;
     tx.commit().await?;
-    Ok(store.rollout(tenant_id, rollout_id).await?)
+    Ok(changed)
 }
 
 /// The stable bucket (0-99) of an endpoint in a rollout: which percent share it falls in.
