@@ -684,3 +684,71 @@ async fn a_rollout_halts_on_refusals_on_postgres() {
     server.stop().await;
     db.drop_database().await;
 }
+
+/// `update rollback` by hand on the real binary: the build the last update replaced comes back
+/// (as the service will start it), the update record is closed as rolled back, and a second
+/// rollback, with nothing kept, is refused with the reason and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_by_hand_restores_the_previous_build_once() {
+    let base = std::fs::read(agent_binary()).unwrap();
+    let stamped = |version: &str| {
+        let mut bytes = base.clone();
+        stamp_version(&mut bytes, version).unwrap();
+        bytes
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let exe = dir
+        .path()
+        .join(format!("agent-bom-agent{}", std::env::consts::EXE_SUFFIX));
+    let paths = agent_bom_agent::update::install::Paths::for_exe(&exe);
+    std::fs::write(&exe, stamped("0.9.1")).unwrap();
+    std::fs::write(&paths.previous, stamped("0.9.0")).unwrap();
+    make_executable(&exe);
+    make_executable(&paths.previous);
+
+    let rollback = || {
+        let exe = exe.clone();
+        let state = state.clone();
+        async move {
+            tokio::process::Command::new(&exe)
+                .args(["update", "rollback", "--no-restart", "--state-dir"])
+                .arg(&state)
+                .stdin(Stdio::null())
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    let version = || {
+        let out = std::process::Command::new(&exe)
+            .arg("--version")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+
+    let done = rollback().await;
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert!(String::from_utf8_lossy(&done.stdout).contains("rolled back to 0.9.0"));
+    assert_eq!(version(), "agent-bom-agent 0.9.0");
+    assert!(!paths.previous.exists());
+
+    let refused = rollback().await;
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("no previous build"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert_eq!(
+        version(),
+        "agent-bom-agent 0.9.0",
+        "a refusal changes nothing"
+    );
+}
