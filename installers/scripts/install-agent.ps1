@@ -39,6 +39,7 @@ $ReleaseKeys = "@RELEASE_KEYS@".Split(",") | Where-Object { $_ -ne "" }
 # --- ed25519 signature verification (RFC 8032, 5.1.7) ---------------------------------------
 # Points are extended coordinates @(X, Y, Z, T), x = X/Z, y = Y/Z, x*y = T/Z. Every operation
 # goes through BigInteger's static methods so that no PowerShell operator conversion applies.
+Add-Type -AssemblyName System.Numerics
 $Ed = @{}
 $Ed.P = [System.Numerics.BigInteger]::Subtract([System.Numerics.BigInteger]::Pow(2, 255), 19)
 $Ed.L = [System.Numerics.BigInteger]::Add([System.Numerics.BigInteger]::Pow(2, 252),
