@@ -3,6 +3,8 @@
 //! `HKLM\SOFTWARE\agent-bom\Installer` (see `installers/windows/agent-bom-agent.wxs`), and the
 //! service adopts them when it starts: the settings into `install.json`, the token, read from
 //! the file `TOKEN_FILE` names, into the state directory (SYSTEM and Administrators only).
+//! A record is adopted when it differs from the one adopted last (`installer-record.json`), so
+//! an operator's later `service configure` stands until the next install that changes it.
 //!
 //! The MSI never sees the token itself, only the path of a file holding it, so the token is in
 //! no MSI property, log or registry value. Adopting rather than reading the registry on every
@@ -12,6 +14,7 @@
 
 use std::path::{Path, PathBuf};
 
+use agent_bom_protocol::secure_file::write_private;
 use agent_bom_state::StateDir;
 
 use crate::enrollment::{self, EnrollmentError, InstallSettings};
@@ -90,22 +93,38 @@ pub struct Adopted {
     pub token: bool,
 }
 
-/// Take `record` into the state in `state_dir`: its settings win over `install.json`'s (the
-/// newest install is the administrator's latest word), and its token is staged unless the
-/// agent is enrolled or a token is already waiting. A token file that cannot be read is an
-/// error; the settings are adopted first all the same.
+/// The settings last adopted, kept in the state directory: a record is adopted once, when it
+/// changes, so that a later `service configure` is not undone by the next service start.
+pub const ADOPTED_FILE: &str = "installer-record.json";
+
+/// Take `record` into the state in `state_dir`: when it differs from the record adopted last,
+/// its settings win over `install.json`'s (a new install is the administrator's latest word);
+/// its token is staged unless the agent is enrolled or a token is already waiting. A token
+/// file that cannot be read is an error; the settings are adopted first all the same.
 pub fn adopt(state_dir: &Path, record: &InstallerRecord) -> Result<Adopted, EnrollmentError> {
     let state = StateDir::open(state_dir).map_err(|e| EnrollmentError::Io {
         path: state_dir.display().to_string(),
         source: std::io::Error::other(e.to_string()),
     })?;
     let mut adopted = Adopted::default();
-    let current = InstallSettings::load(state.path())?;
-    let mut merged = current.clone();
-    merged.merge(record.settings.clone());
-    if merged != current {
-        merged.save(state.path())?;
-        adopted.settings = true;
+    let seen_path = state.path().join(ADOPTED_FILE);
+    let seen: Option<InstallSettings> = std::fs::read(&seen_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    if seen.as_ref() != Some(&record.settings) {
+        let current = InstallSettings::load(state.path())?;
+        let mut merged = current.clone();
+        merged.merge(record.settings.clone());
+        if merged != current {
+            merged.save(state.path())?;
+            adopted.settings = true;
+        }
+        let bytes = serde_json::to_vec_pretty(&record.settings)
+            .map_err(|e| EnrollmentError::Invalid(e.to_string()))?;
+        write_private(&seen_path, &bytes).map_err(|source| EnrollmentError::Io {
+            path: seen_path.display().to_string(),
+            source,
+        })?;
     }
     if let Some(file) = &record.token_file
         && !state.is_enrolled()
@@ -187,13 +206,24 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
 
-        // Starting again changes nothing; an upgrade that passed no properties neither.
+        // Starting again changes nothing.
+        assert_eq!(adopt(&state, &first).unwrap(), Adopted::default());
+        assert_eq!(InstallSettings::load(&state).unwrap(), saved);
+
+        // `service configure` after the install is not undone by the next start, nor by an
+        // upgrade that passed no properties.
+        let mut configured = InstallSettings::load(&state).unwrap();
+        configured.collector = Some("by-hand.example:4433".into());
+        configured.save(&state).unwrap();
         assert_eq!(adopt(&state, &first).unwrap(), Adopted::default());
         assert_eq!(
             adopt(&state, &InstallerRecord::default()).unwrap(),
             Adopted::default()
         );
-        assert_eq!(InstallSettings::load(&state).unwrap(), saved);
+        assert_eq!(
+            InstallSettings::load(&state).unwrap().collector.as_deref(),
+            Some("by-hand.example:4433")
+        );
 
         // A later install with a new collector wins over what was adopted.
         let moved = InstallerRecord {
