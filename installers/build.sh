@@ -71,6 +71,8 @@ echo "built $deb"
 rpm_version="${version//-/~}"
 rpm_root="$work/rpm-stage"
 stage_linux "$rpm_root" usr/lib/systemd/system
+# The .rpm owns the state directory (%dir, 0700); the .deb's configure step creates it.
+install -d -m 0700 "$rpm_root/var/lib/agent-bom"
 sed -e "s/@RPM_VERSION@/$rpm_version/" -e "s/@RPM_ARCH@/$rpm_arch/" \
     "$here/linux/rpm/agent-bom-agent.spec.in" > "$work/agent-bom-agent.spec"
 rpmbuild -bb --quiet \
@@ -94,5 +96,10 @@ if [ -n "$windows_bin" ]; then
     msi="$out/agent-bom-agent-${version}-x64.msi"
     # wixl resolves File sources relative to the working directory.
     (cd "$msi_src" && wixl -a x64 -D "Version=$msi_version" -o "$msi" agent-bom-agent.wxs)
+    # The MDM configuration properties must reach the elevated install: wixl writes
+    # SecureCustomProperties itself (for MajorUpgrade) and has no Secure attribute, so they are
+    # appended to its list here (msibuild, msitools).
+    secure="$(msiinfo export "$msi" Property | awk -F'\t' '$1=="SecureCustomProperties" {print $2}')"
+    msibuild "$msi" -q "UPDATE Property SET Value='${secure:+$secure;}COLLECTOR;CA_PIN;TOKEN_FILE;CONTROL_PLANE_URL;RELEASE_KEYS;CHANNEL' WHERE Property='SecureCustomProperties'"
     echo "built $msi"
 fi

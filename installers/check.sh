@@ -140,12 +140,31 @@ rpm --root "$rroot" -i --nodeps --noscripts --nosignature "$rpm_file" 2>/dev/nul
 rpm --root "$rroot" -q agent-bom-agent >/dev/null 2>&1 || fail "rpm --root: not registered"
 rpm --root "$rroot" -e --nodeps --noscripts agent-bom-agent 2>/dev/null
 [ ! -e "$rroot/opt/agent-bom/bin/agent-bom-agent" ] || fail "rpm --root erase: binary left"
-pass "rpm installs into and erases from a throwaway root"
+[ ! -e "$rroot/etc/agent-bom/agent.toml" ] || fail "rpm erase: the unedited agent.toml was left"
+[ ! -e "$rroot/etc/agent-bom/agent.toml.rpmsave" ] || fail "rpm erase: an unedited agent.toml was saved"
+pass "rpm installs into and erases from a throwaway root (an unedited agent.toml goes)"
+
+# RPM's removal semantics in place of a purge: an edited config is saved, a stray MDM token
+# goes, the identity stays (and %postun says how to forget it).
+rpm -qlvp "$rpm_file" 2>/dev/null | grep -Eq '^drwx------ .* /var/lib/agent-bom$' \
+    || fail "rpm: /var/lib/agent-bom is not an owned 0700 directory"
+grep -q 'rm -rf /var/lib/agent-bom /var/lib/agent-bom-users' <<<"$scripts" \
+    || fail "rpm: %postun does not say how to forget the identity"
+rpm --root "$rroot" -i --nodeps --noscripts --nosignature "$rpm_file" 2>/dev/null
+echo 'collector = "edited.example:4433"' >> "$rroot/etc/agent-bom/agent.toml"
+echo 'stray-token' > "$rroot/etc/agent-bom/enroll.token"
+echo 'identity' > "$rroot/var/lib/agent-bom/identity.test"
+rpm --root "$rroot" -e --nodeps --noscripts agent-bom-agent 2>/dev/null
+grep -q edited.example "$rroot/etc/agent-bom/agent.toml.rpmsave" 2>/dev/null \
+    || fail "rpm erase: the edited agent.toml was not kept as .rpmsave"
+[ ! -e "$rroot/etc/agent-bom/enroll.token" ] || fail "rpm erase: a stray enrollment token was left"
+[ -f "$rroot/var/lib/agent-bom/identity.test" ] || fail "rpm erase: the identity was removed (RPM keeps state)"
+pass "rpm erase: edited config kept as .rpmsave, stray token removed, identity kept until forgotten"
 
 # --- .msi -------------------------------------------------------------------------------------
 if [ -n "$msi" ]; then
     tables="$(msiinfo tables "$msi")"
-    for t in File Component ServiceInstall ServiceControl Property Upgrade; do
+    for t in File Component ServiceInstall ServiceControl Property Upgrade Registry LaunchCondition; do
         grep -qx "$t" <<<"$tables" || fail "msi lacks table $t"
     done
     svc="$(msiinfo export "$msi" ServiceInstall)"
@@ -163,9 +182,23 @@ if [ -n "$msi" ]; then
     grep -q '^UpgradeCode' <<<"$props" || fail "msi: no UpgradeCode"
     grep -q '^ProductVersion' <<<"$props" || fail "msi: no ProductVersion"
     msiinfo suminfo "$msi" | grep -q 'x64' || fail "msi: not an x64 package"
+    # MDM configuration: each property lands in the installer record the service adopts; the
+    # token itself is refused (only a file path is accepted).
+    reg="$(msiinfo export "$msi" Registry)"
+    for pair in collector=COLLECTOR ca_pin=CA_PIN enrollment_token_file=TOKEN_FILE \
+        control_plane_url=CONTROL_PLANE_URL release_keys=RELEASE_KEYS update_channel=CHANNEL; do
+        awk -F'\t' -v name="${pair%%=*}" -v value="[${pair#*=}]" \
+            'NR>3 && $2=="2" && $3=="SOFTWARE\\agent-bom\\Installer\\" && $4==name && $5==value {found=1} END {exit !found}' \
+            <<<"$reg" || fail "msi: no HKLM installer-record value ${pair%%=*} = [${pair#*=}]"
+    done
+    grep -Eq '\[TOKEN\]' <<<"$reg" && fail "msi: a registry value holds the token"
+    grep -q '^SecureCustomProperties.*WIX_UPGRADE_DETECTED.*COLLECTOR;CA_PIN;TOKEN_FILE;CONTROL_PLANE_URL;RELEASE_KEYS;CHANNEL' <<<"$props" \
+        || fail "msi: the configuration properties are not secure (passed to the elevated install)"
+    msiinfo export "$msi" LaunchCondition | grep -q '^NOT TOKEN' || fail "msi: TOKEN= is not refused"
     msiextract -C "$work/msi" "$msi" >/dev/null
     exe="$(find "$work/msi" -name agent-bom-agent.exe | head -n 1)"
     [ -n "$exe" ] && [ "$(head -c 2 "$exe")" = MZ ] || fail "msi: agent-bom-agent.exe is not a Windows program"
     pass "msi tables (File, ServiceInstall: auto, LocalSystem, 'service run'; ServiceControl; Upgrade), x64, PE binary"
+    pass "msi properties COLLECTOR, CA_PIN, TOKEN_FILE, CONTROL_PLANE_URL, RELEASE_KEYS, CHANNEL -> HKLM installer record; TOKEN refused"
 fi
 echo "$checks passed, 0 failed"

@@ -18,6 +18,7 @@ pub mod commands;
 pub mod daemon;
 pub mod effective;
 pub mod enrollment;
+pub mod installer_record;
 pub mod intake;
 pub mod inventory_upload;
 pub mod managed;

@@ -57,10 +57,13 @@ impl ReleaseKey {
         hex::encode(self.0.public_key().as_ref())
     }
     fn sign(&self, version: &str, bytes: &[u8]) -> String {
+        self.sign_for(version, "linux", std::env::consts::ARCH, bytes)
+    }
+    fn sign_for(&self, version: &str, os: &str, arch: &str, bytes: &[u8]) -> String {
         let m = ReleaseManifest {
             version: version.into(),
-            os: "linux".into(),
-            arch: std::env::consts::ARCH.into(),
+            os: os.into(),
+            arch: arch.into(),
             sha256: agent_bom_protocol::digest::sha256_hex(bytes),
             size: bytes.len() as u64,
         };
@@ -696,5 +699,235 @@ async fn a_rollout_halts_on_refusals(database_url: Option<String>) {
         assert!(actions.iter().any(|(a, _)| a == action), "{action} missing");
     }
     agent.stop().await;
+    server.stop().await;
+}
+
+/// `update rollback` by hand on the real binary: the build the last update replaced comes back
+/// (as the service will start it), the update record is closed as rolled back, and a second
+/// rollback, with nothing kept, is refused with the reason and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_by_hand_restores_the_previous_build_once() {
+    let base = std::fs::read(agent_binary()).unwrap();
+    let stamped = |version: &str| {
+        let mut bytes = base.clone();
+        stamp_version(&mut bytes, version).unwrap();
+        bytes
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let exe = dir
+        .path()
+        .join(format!("agent-bom-agent{}", std::env::consts::EXE_SUFFIX));
+    let paths = agent_bom_agent::update::install::Paths::for_exe(&exe);
+    std::fs::write(&exe, stamped("0.9.1")).unwrap();
+    std::fs::write(&paths.previous, stamped("0.9.0")).unwrap();
+    make_executable(&exe);
+    make_executable(&paths.previous);
+
+    let rollback = || {
+        let exe = exe.clone();
+        let state = state.clone();
+        async move {
+            tokio::process::Command::new(&exe)
+                .args(["update", "rollback", "--no-restart", "--state-dir"])
+                .arg(&state)
+                .stdin(Stdio::null())
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    let version = || {
+        let out = std::process::Command::new(&exe)
+            .arg("--version")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+
+    let done = rollback().await;
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert!(String::from_utf8_lossy(&done.stdout).contains("rolled back to 0.9.0"));
+    assert_eq!(version(), "agent-bom-agent 0.9.0");
+    assert!(!paths.previous.exists());
+
+    let refused = rollback().await;
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("no previous build"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert_eq!(
+        version(),
+        "agent-bom-agent 0.9.0",
+        "a refusal changes nothing"
+    );
+}
+
+/// The Windows install script checks the release signature itself, before the downloaded
+/// build is run or installed: it is served with the published release key, calls the check
+/// before moving the build into place, and the ed25519 verification it embeds (run here through
+/// its line-for-line twin, `tests/fixtures/install-ps1/ed25519_twin.py`, since PowerShell does
+/// not run on this machine) accepts RFC 8032's vectors and the control plane's real release
+/// record, and refuses a tampered digest, size or version, another key's signature and a
+/// malleated one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_windows_install_script_verifies_the_release_signature_in_script() {
+    let server = TestServer::start(None).await;
+    let key = ReleaseKey::new();
+    let build = b"MZ not really a Windows build".to_vec();
+    let signature = key.sign_for("0.4.0", "windows", "x86_64", &build);
+    releases::publish(
+        &server.store,
+        &Actor::cli(),
+        Publish {
+            bytes: &build,
+            version: "0.4.0",
+            os: "windows",
+            arch: "x86_64",
+            channel: "stable",
+            signature: &signature,
+            public_keys: &[key.public()],
+        },
+    )
+    .await
+    .unwrap();
+
+    let script = server.get("/install/agent.ps1", None).await;
+    assert_eq!(script.status, 200);
+    let text = script.text;
+    assert!(
+        text.contains(&key.public()),
+        "the script pins the release key"
+    );
+    assert!(
+        !text.contains(&server.enrollment_token),
+        "no token in the script"
+    );
+    let check = text
+        .find("Assert-ReleaseSignature $latest \"windows\" $Arch $ReleaseKeys")
+        .expect("the script checks the signature");
+    let install = text
+        .find("Move-Item -Force -Path $download")
+        .expect("the script installs the build");
+    assert!(
+        check < install,
+        "the signature is checked before the build is installed"
+    );
+    assert!(
+        !text[..install].contains("& $download"),
+        "the downloaded build is not run before it is checked"
+    );
+    for function in [
+        "Ed-Mod",
+        "Ed-Inv",
+        "Ed-Int",
+        "Ed-PointAdd",
+        "Ed-ScalarMul",
+        "Ed-PointEqual",
+        "Ed-RecoverX",
+        "Ed-Decompress",
+        "Test-Ed25519Signature",
+        "Get-ReleaseManifestBytes",
+    ] {
+        assert!(
+            text.contains(&format!("function {function}(")),
+            "the script embeds {function}, as its twin does"
+        );
+    }
+
+    let latest = server
+        .get(
+            "/install/latest?os=windows&arch=x86_64&channel=stable",
+            None,
+        )
+        .await;
+    assert_eq!(latest.status, 200);
+    let latest: Value = serde_json::from_str(&latest.text).unwrap();
+    let release = json!({
+        "version": latest["version"], "os": "windows", "arch": "x86_64",
+        "sha256": latest["sha256"], "size": latest["size"],
+    });
+    let served = latest["signature"].as_str().unwrap().to_string();
+    let with = |field: &str, value: Value| {
+        let mut r = release.clone();
+        r[field] = value;
+        r
+    };
+    // S + L: the same point equation, a different encoding; RFC 8032 refuses S >= L.
+    let malleated = {
+        let mut sig = hex::decode(&served).unwrap();
+        let l = hex::decode("edd3f55c1a631258d69cf7a2def9de1400000000000000000000000000000010")
+            .unwrap();
+        let mut carry = 0u16;
+        for i in 0..32 {
+            let sum = u16::from(sig[32 + i]) + u16::from(l[i]) + carry;
+            sig[32 + i] = (sum & 0xff) as u8;
+            carry = sum >> 8;
+        }
+        hex::encode(sig)
+    };
+    let rogue = ReleaseKey::new();
+    let cases = json!([
+        {"name": "rfc8032 test 1",
+         "key": "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a",
+         "message_hex": "",
+         "signature": "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b",
+         "expect": true},
+        {"name": "rfc8032 test 2",
+         "key": "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c",
+         "message_hex": "72",
+         "signature": "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00",
+         "expect": true},
+        {"name": "rfc8032 test 2, another message",
+         "key": "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c",
+         "message_hex": "73",
+         "signature": "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00",
+         "expect": false},
+        {"name": "the served release", "key": key.public(), "release": release,
+         "signature": served, "expect": true},
+        {"name": "tampered digest", "key": key.public(),
+         "release": with("sha256", json!("0".repeat(64))), "signature": served, "expect": false},
+        {"name": "tampered size", "key": key.public(),
+         "release": with("size", json!(build.len() + 1)), "signature": served, "expect": false},
+        {"name": "tampered version", "key": key.public(),
+         "release": with("version", json!("0.4.1")), "signature": served, "expect": false},
+        {"name": "another key's signature", "key": key.public(), "release": release,
+         "signature": rogue.sign_for("0.4.0", "windows", "x86_64", &build), "expect": false},
+        {"name": "checked with another key", "key": rogue.public(), "release": release,
+         "signature": served, "expect": false},
+        {"name": "malleated S", "key": key.public(), "release": release,
+         "signature": malleated, "expect": false},
+    ]);
+    let twin = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/install-ps1/ed25519_twin.py");
+    let mut child = tokio::process::Command::new("python3")
+        .arg(&twin)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs the script's verification twin");
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(cases.to_string().as_bytes()).await.unwrap();
+    }
+    let out = tokio::time::timeout(PATIENCE, child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.lines().count(), 10, "{stdout}");
     server.stop().await;
 }

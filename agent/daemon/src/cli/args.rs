@@ -302,6 +302,20 @@ pub(crate) enum UpdateAction {
         #[arg(long)]
         no_restart: bool,
     },
+    /// Put back the build the last update replaced (kept beside the binary), then restart the
+    /// service. Refused when there is none, when it does not run, or while an update is still
+    /// being watched.
+    Rollback {
+        /// State directory (the update record).
+        #[arg(long, env = env::STATE_DIR)]
+        state_dir: Option<PathBuf>,
+        /// The installed binary (default: this one).
+        #[arg(long)]
+        exe: Option<PathBuf>,
+        /// Do not restart the service afterwards.
+        #[arg(long)]
+        no_restart: bool,
+    },
     /// Guard a swapped build: roll back if it does not reconnect in time (started by the agent).
     #[command(hide = true)]
     Watch {

@@ -111,6 +111,7 @@ fn daemon_config(
         .clone()
         .or(file.state_dir.clone())
         .unwrap_or_else(default_state_dir);
+    adopt_installer_record(&state_dir);
     let flags = Layer {
         workspace_roots: (!target.workspaces.is_empty()).then(|| target.workspaces.clone()),
         ..Layer::default()
@@ -170,6 +171,25 @@ fn daemon_config(
         restart: restart.clone(),
     });
     Ok(daemon)
+}
+
+/// Take what the MSI was told (Windows; nothing elsewhere) into the state before the settings
+/// are resolved. A bad record is reported and skipped: it never stops the agent.
+fn adopt_installer_record(state_dir: &std::path::Path) {
+    use agent_bom_agent::installer_record;
+    let adopted = installer_record::read().and_then(|r| {
+        r.map(|r| installer_record::adopt(state_dir, &r))
+            .transpose()
+    });
+    match adopted {
+        Ok(Some(a)) if a.settings || a.token => tracing::info!(
+            settings = a.settings,
+            token_staged = a.token,
+            "adopted the MSI's installer record"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "the MSI's installer record is not usable; ignored"),
+    }
 }
 
 /// Every release key this agent accepts: built in, pinned by the installer, in `agent.toml`,

@@ -1,9 +1,10 @@
-//! `update check|apply` (by hand) and `update watch` (the watchdog a self-update starts).
+//! `update check|apply|rollback` (by hand) and `update watch` (the watchdog a self-update starts).
 
 use std::path::PathBuf;
 
 use agent_bom_agent::enrollment::InstallSettings;
 use agent_bom_agent::settings::FileSettings;
+use agent_bom_agent::update::rollback;
 use agent_bom_agent::update::watchdog::{self, Watched};
 use agent_bom_protocol::release::{ReleaseManifest, compare_versions};
 use agent_bom_state::layout::default_state_dir;
@@ -163,6 +164,24 @@ pub(crate) async fn update(action: UpdateAction) -> Result<()> {
                 paths.exe.display(),
                 paths.previous.display()
             );
+            if !no_restart {
+                restart_service();
+            }
+            Ok(())
+        }
+        UpdateAction::Rollback {
+            state_dir,
+            exe,
+            no_restart,
+        } => {
+            let state_dir: PathBuf = state_dir.unwrap_or_else(default_state_dir);
+            let exe = match exe {
+                Some(exe) => exe,
+                None => std::env::current_exe().context("cannot locate this agent binary")?,
+            };
+            let exe = std::fs::canonicalize(&exe).unwrap_or(exe);
+            let done = rollback::roll_back_by_hand(&exe, &state_dir).await?;
+            println!("rolled back to {} at {}", done.version, done.exe.display());
             if !no_restart {
                 restart_service();
             }

@@ -98,12 +98,18 @@ pub fn expand(s: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
 }
 
 /// The values of the policy key, or `None` when the key does not exist.
-#[cfg(windows)]
 pub fn read_policy() -> std::io::Result<Option<Vec<(String, RegValue)>>> {
+    read_key(super::WINDOWS_POLICY_KEY)
+}
+
+/// The values of `HKLM\{path}`, or `None` when the key does not exist (also read for the MSI's
+/// installer record, `crate::installer_record`).
+#[cfg(windows)]
+pub fn read_key(path: &str) -> std::io::Result<Option<Vec<(String, RegValue)>>> {
     use windows_registry::{LOCAL_MACHINE, Type};
-    // HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND): the key is absent, nothing is managed.
+    // HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND): the key is absent.
     const NOT_FOUND: i32 = 0x8007_0002_u32 as i32;
-    let key = match LOCAL_MACHINE.open(super::WINDOWS_POLICY_KEY) {
+    let key = match LOCAL_MACHINE.open(path) {
         Ok(key) => key,
         Err(e) if e.code().0 == NOT_FOUND => return Ok(None),
         Err(e) => return Err(std::io::Error::other(e.message())),
@@ -130,9 +136,9 @@ pub fn read_policy() -> std::io::Result<Option<Vec<(String, RegValue)>>> {
     Ok(Some(values))
 }
 
-/// Elsewhere there is no registry: nothing is managed through it.
+/// Elsewhere there is no registry: nothing is read from it.
 #[cfg(not(windows))]
-pub fn read_policy() -> std::io::Result<Option<Vec<(String, RegValue)>>> {
+pub fn read_key(_path: &str) -> std::io::Result<Option<Vec<(String, RegValue)>>> {
     Ok(None)
 }
 

@@ -27,6 +27,7 @@
 
 pub mod install;
 pub mod manager;
+pub mod rollback;
 pub mod state;
 pub mod watchdog;
 
