@@ -19,6 +19,8 @@ const LAST_SEEN_CHUNK: usize = 500;
 const EVENT_COLUMNS: usize = 13;
 /// Events per multi-row insert (1,300 parameters: far below SQLite's and Postgres's limits).
 const EVENT_ROWS: usize = 100;
+/// Tool rows per multi-row upsert (8 parameters each).
+const TOOL_ROWS: usize = 500;
 
 fn classify(e: StoreError) -> CollectorStoreError {
     if e.is_unavailable() {
@@ -199,11 +201,12 @@ impl Store {
     /// commit that holds it; a full queue is "unavailable, retry later".
     async fn grouped<T: Send + 'static>(
         &self,
-        tenant_id: &str,
+        device: &DeviceSession,
         work: Work<T, Failure>,
     ) -> Result<T, Failure> {
-        self.writer
-            .write(tenant_id, work)
+        self.writers
+            .of(&device.agent_id)
+            .write(&device.tenant_id, work)
             .await
             .map_err(|e| match e {
                 WriteError::Job(f) => f,
@@ -224,10 +227,10 @@ impl Store {
         let seq = sequence(seq)?;
         let (device, agent_version) = (device.clone(), agent_version.to_string());
         let inventory = inventory.clone();
-        let tenant = device.tenant_id.clone();
+        let owner = device.clone();
         let outcome = self
             .grouped(
-                &tenant,
+                &owner,
                 Box::new(move |batch| {
                     Box::pin(async move {
                         let conn = batch.conn();
@@ -281,10 +284,10 @@ impl Store {
         let (device, agent_version) = (device.clone(), agent_version.to_string());
         let (base_hash, hash) = (upload.base_hash.to_string(), upload.hash.to_string());
         let changes = upload.changes.clone();
-        let tenant = device.tenant_id.clone();
+        let owner = device.clone();
         let outcome = self
             .grouped(
-                &tenant,
+                &owner,
                 Box::new(move |batch| {
                     Box::pin(async move {
                         let delta = StoredDelta {
@@ -550,11 +553,11 @@ impl Store {
             Failure::Refuse(CollectorStoreError::Invalid("sequence out of range".into()))
         })?;
         let (device, events) = (device.clone(), events.to_vec());
-        let tenant = device.tenant_id.clone();
+        let owner = device.clone();
         let count = events.len() as u64;
         let outcome = self
             .grouped(
-                &tenant,
+                &owner,
                 Box::new(move |batch| {
                     Box::pin(async move {
                         let outcome =
@@ -950,24 +953,34 @@ async fn write_proxy_events(
             seen.blocked += i64::from(e.decision == "block");
         }
     }
-    for ((server_id, tool), seen) in tools {
-        sqlx::query(
+    // One multi-row upsert for every (server, tool) of the upload, not one statement each: the
+    // writer runs a batch's statements one after another on one connection.
+    let tools: Vec<_> = tools.into_iter().collect();
+    for chunk in tools.chunks(TOOL_ROWS) {
+        let rows = (0..chunk.len())
+            .map(|i| format!("({})", placeholders(1 + i * 8, 8)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = sqlx::AssertSqlSafe(format!(
             "INSERT INTO endpoint_tools (tenant_id, endpoint_id, server_id, tool, first_seen, last_seen, calls, blocked) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             VALUES {rows} \
              ON CONFLICT (endpoint_id, server_id, tool) DO UPDATE SET \
              last_seen = CASE WHEN excluded.last_seen > endpoint_tools.last_seen THEN excluded.last_seen ELSE endpoint_tools.last_seen END, \
-             calls = endpoint_tools.calls + excluded.calls, blocked = endpoint_tools.blocked + excluded.blocked",
-        )
-        .bind(tenant)
-        .bind(agent)
-        .bind(server_id)
-        .bind(tool)
-        .bind(seen.first)
-        .bind(seen.last)
-        .bind(seen.calls)
-        .bind(seen.blocked)
-        .execute(&mut *conn)
-        .await?;
+             calls = endpoint_tools.calls + excluded.calls, blocked = endpoint_tools.blocked + excluded.blocked"
+        ));
+        let mut query = sqlx::query(sql);
+        for ((server_id, tool), seen) in chunk {
+            query = query
+                .bind(tenant)
+                .bind(agent)
+                .bind(server_id)
+                .bind(tool)
+                .bind(seen.first)
+                .bind(seen.last)
+                .bind(seen.calls)
+                .bind(seen.blocked);
+        }
+        query.execute(&mut *conn).await?;
     }
     Ok(ApplyOutcome::Applied)
 }

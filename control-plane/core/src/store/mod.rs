@@ -100,8 +100,8 @@ pub struct Store {
     notices: dialect::notices::Notices,
     /// Endpoints not seen for this long are `stale` (milliseconds).
     stale_after_ms: i64,
-    /// The group-commit writer of agents' uploads (see `writer`).
-    writer: writer::Writer,
+    /// The group-commit writers of agents' uploads (see `writer`), one per shard of devices.
+    writers: writer::Writers,
 }
 
 /// Row-level-security scope of the few lookups that find a tenant from a credential (API key
@@ -141,7 +141,7 @@ impl Store {
             backend,
             notices: backend.notices(url),
             stale_after_ms: fleet::STALE_AFTER_MS,
-            writer: writer::Writer::start(pools.write, backend),
+            writers: writer::Writers::start(pools.write, backend),
         };
         backend.migrate(&store.pool).await?;
         Ok(store)

@@ -93,6 +93,40 @@ struct Answer {
     send: Reply,
 }
 
+/// Writers per store on Postgres: one connection runs a batch's statements one after another,
+/// so a single writer would leave the database's other cores idle. Devices are spread over the
+/// shards by id, so one device's uploads stay in order on one writer and two shards never write
+/// the same endpoint rows. SQLite has one writer connection, hence one shard.
+const POSTGRES_SHARDS: usize = 4;
+
+/// The writers of a store.
+#[derive(Debug, Clone)]
+pub(crate) struct Writers(std::sync::Arc<[Writer]>);
+
+impl Writers {
+    /// Start the writers of `pool` (one on SQLite, [`POSTGRES_SHARDS`] on Postgres).
+    pub(crate) fn start(pool: AnyPool, backend: Backend) -> Self {
+        let shards = match backend {
+            Backend::Sqlite => 1,
+            Backend::Postgres => POSTGRES_SHARDS,
+        };
+        Self(
+            (0..shards)
+                .map(|_| Writer::start(pool.clone(), backend))
+                .collect(),
+        )
+    }
+
+    /// The writer of device `agent_id`.
+    pub(crate) fn of(&self, agent_id: &str) -> &Writer {
+        let hash = agent_id
+            .bytes()
+            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+        let shard = usize::try_from(hash % self.0.len() as u64).unwrap_or(0);
+        &self.0[shard]
+    }
+}
+
 /// The handle callers queue jobs on. Cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct Writer {
