@@ -54,7 +54,7 @@ async fn seed(store: &Store, tenant: &str, n: usize, servers: usize) {
     let now = agent_bom_control_plane::store::now_ms();
     let count = |what: &str| {
         sqlx::AssertSqlSafe(format!(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1) {what}"
+            "WITH RECURSIVE n(i) AS (SELECT CAST(1 AS BIGINT) UNION ALL SELECT i + 1 FROM n WHERE i < $1) {what}"
         ))
     };
     sqlx::query(count(

@@ -118,6 +118,10 @@ async fn phase(o: &SyncOptions, client: &reqwest::Client, sources: Vec<String>) 
                 let Some(source) = sources.get(i) else { break };
                 let mut body = template.clone();
                 body["source_id"] = Value::String(source.clone());
+                // The recorded body carries one Idempotency-Key; each push is its own request.
+                if let Some(map) = body.as_object_mut() {
+                    map.remove("idempotency_key");
+                }
                 let sent = Instant::now();
                 let answer = client.post(&url).bearer_auth(&key).json(&body).send().await;
                 let took = sent.elapsed().as_secs_f64() * 1e3;
