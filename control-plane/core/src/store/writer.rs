@@ -93,25 +93,17 @@ struct Answer {
     send: Reply,
 }
 
-/// Writers per store on Postgres: one connection runs a batch's statements one after another,
-/// so a single writer would leave the database's other cores idle. Devices are spread over the
+/// The writers of a store, [`Backend::writer_shards`] of them. Devices are spread over the
 /// shards by id, so one device's uploads stay in order on one writer and two shards never write
-/// the same endpoint rows. SQLite has one writer connection, hence one shard.
-const POSTGRES_SHARDS: usize = 4;
-
-/// The writers of a store.
+/// the same endpoint rows.
 #[derive(Debug, Clone)]
 pub(crate) struct Writers(std::sync::Arc<[Writer]>);
 
 impl Writers {
-    /// Start the writers of `pool` (one on SQLite, [`POSTGRES_SHARDS`] on Postgres).
+    /// Start the writers of `pool`.
     pub(crate) fn start(pool: AnyPool, backend: Backend) -> Self {
-        let shards = match backend {
-            Backend::Sqlite => 1,
-            Backend::Postgres => POSTGRES_SHARDS,
-        };
         Self(
-            (0..shards)
+            (0..backend.writer_shards())
                 .map(|_| Writer::start(pool.clone(), backend))
                 .collect(),
         )

@@ -174,6 +174,16 @@ impl Backend {
         }
     }
 
+    /// How many group-commit writers a store runs (see `store::writer`). SQLite has one writer
+    /// connection, hence one. On Postgres one connection runs a batch's statements one after
+    /// another, so a single writer would leave the database's other cores idle: four.
+    pub(crate) fn writer_shards(self) -> usize {
+        match self {
+            Self::Sqlite => 1,
+            Self::Postgres => 4,
+        }
+    }
+
     /// Begin a transaction that will write. On SQLite it takes the write lock up front
     /// (`BEGIN IMMEDIATE`), so a transaction that reads before it writes waits for other writers
     /// (busy timeout) instead of failing with "database is locked" when it upgrades its lock.
