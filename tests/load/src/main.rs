@@ -6,6 +6,8 @@
 //! cargo run --release -p agent-bom-load                                # full size
 //! cargo run --release -p agent-bom-load -- --quick                     # a few seconds
 //! cargo run --release -p agent-bom-load -- --connections 20000 --backends postgres
+//! cargo run --release -p agent-bom-load -- sync --url http://127.0.0.1:8422 --key KEY    # fleet sync over HTTP
+//! cargo run --release -p agent-bom-load -- fleet-list --endpoints 100000                # list server time
 //! ```
 //!
 //! It plays agents with the agent library's public uplink building blocks (the pinned-CA TLS
@@ -18,6 +20,9 @@
 //! phase is bounded in count and time. Numbers are printed, never asserted: the machine is shared.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod fleet_list;
+mod sync;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -116,6 +121,35 @@ fn main() {
     agent_bom_control_plane::install_crypto_provider();
     if std::env::var_os(CHILD_ENV).is_some() {
         return child_main();
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("fleet-list") {
+        let Some(options) = fleet_list::ListOptions::parse(&args[1..]) else {
+            eprintln!(
+                "usage: agent-bom-load fleet-list [--endpoints 100000] [--servers 10] [--runs 40] \
+                 [--backends sqlite,postgres]"
+            );
+            std::process::exit(2);
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        return runtime.block_on(fleet_list::run(options));
+    }
+    if args.first().map(String::as_str) == Some("sync") {
+        let Some(options) = sync::SyncOptions::parse(&args[1..]) else {
+            eprintln!(
+                "usage: agent-bom-load sync --key KEY [--url http://127.0.0.1:8422] [--concurrency 64] \
+                 [--endpoints N] [--repushes N] [--prefix P]   (key also from AGENT_BOM_API_KEY)"
+            );
+            std::process::exit(2);
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        return runtime.block_on(sync::run(options));
     }
     let Some(options) = Options::parse() else {
         eprintln!(
@@ -815,7 +849,55 @@ async fn enrollment_burst(b: &Backend, options: &Options, collector: &CollectorP
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Upload {
     Inventory,
+    /// Inventory deltas: after one snapshot, each upload changes one server against the last
+    /// acknowledged inventory (alternating between two versions), as a watching agent does.
+    Delta,
     Events,
+}
+
+/// The two inventories a delta-uploading agent alternates between, and the delta from each to
+/// the other.
+struct DeltaPair {
+    versions: [Inventory; 2],
+    hashes: [String; 2],
+    changes: [agent_bom_protocol::inventory_delta::InventoryChanges; 2],
+}
+
+impl DeltaPair {
+    fn new(base: &Inventory) -> Self {
+        use agent_bom_protocol::inventory_delta::diff;
+        let mut other = base.clone();
+        if let Some(s) = other.servers.first_mut() {
+            s.args.push("--changed".into());
+        }
+        let versions = [base.clone(), other];
+        Self {
+            hashes: [versions[0].content_hash(), versions[1].content_hash()],
+            changes: [
+                diff(&versions[0], &versions[1]),
+                diff(&versions[1], &versions[0]),
+            ],
+            versions,
+        }
+    }
+
+    /// The message of upload `seq` (1 is the snapshot; after it, a delta from `seq - 1`).
+    fn message(&self, seq: u64) -> AgentMessage {
+        let now = (seq % 2) as usize;
+        if seq == 1 {
+            return AgentMessage::InventorySnapshot {
+                seq,
+                inventory: Box::new(self.versions[now].clone()),
+            };
+        }
+        AgentMessage::InventoryDelta {
+            seq,
+            base_seq: seq - 1,
+            base_hash: self.hashes[1 - now].clone(),
+            hash: self.hashes[now].clone(),
+            changes: Box::new(self.changes[1 - now].clone()),
+        }
+    }
 }
 
 fn inventory() -> Inventory {
@@ -861,6 +943,7 @@ async fn ingest(b: &Backend, options: &Options, collector: &CollectorProcess, ki
     }
     let inventory = Arc::new(inventory());
     let batch = Arc::new(events());
+    let deltas = Arc::new(DeltaPair::new(&inventory));
     let stats = Arc::new(PhaseStats::default());
     let seconds = options.ingest_seconds;
     let per_second: Arc<Vec<AtomicU64>> =
@@ -874,11 +957,12 @@ async fn ingest(b: &Backend, options: &Options, collector: &CollectorProcess, ki
     let deadline = started + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
     for conn in conns {
-        let (inventory, batch, stats, per_second) = (
+        let (inventory, batch, stats, per_second, deltas) = (
             inventory.clone(),
             batch.clone(),
             stats.clone(),
             per_second.clone(),
+            deltas.clone(),
         );
         tasks.push(tokio::spawn(async move {
             let mut seq = 0u64;
@@ -889,6 +973,7 @@ async fn ingest(b: &Backend, options: &Options, collector: &CollectorProcess, ki
                         seq,
                         inventory: Box::new(Inventory::clone(&inventory)),
                     },
+                    Upload::Delta => deltas.message(seq),
                     Upload::Events => AgentMessage::ProxyEvents {
                         seq,
                         events: batch.to_vec(),
@@ -930,13 +1015,14 @@ async fn ingest(b: &Backend, options: &Options, collector: &CollectorProcess, ki
         .sum();
     let elapsed = started.elapsed().as_secs_f64();
     // Baseline: the same uploads straight into the store, same concurrency and duration.
-    let direct = direct_ingest(&store, &fleet, options, kind, &inventory, &batch).await;
+    let direct = direct_ingest(&store, &fleet, options, kind, &inventory, &batch, &deltas).await;
     let unit = match kind {
-        Upload::Inventory => 1.0,
+        Upload::Inventory | Upload::Delta => 1.0,
         Upload::Events => EVENTS_PER_BATCH as f64,
     };
     let what = match kind {
         Upload::Inventory => "inventory snapshots",
+        Upload::Delta => "inventory deltas",
         Upload::Events => "audit events",
     };
     println!("\n### {} — ingest of {what}\n", b.name);
@@ -967,6 +1053,7 @@ async fn direct_ingest(
     kind: Upload,
     inventory: &Arc<Inventory>,
     batch: &Arc<Vec<ProxyEvent>>,
+    deltas: &Arc<DeltaPair>,
 ) -> f64 {
     let mut sessions = Vec::new();
     for _ in 0..options.ingest_agents {
@@ -996,11 +1083,12 @@ async fn direct_ingest(
     let deadline = started + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
     for session in sessions {
-        let (store, inventory, batch, per_second) = (
+        let (store, inventory, batch, per_second, deltas) = (
             store.clone(),
             inventory.clone(),
             batch.clone(),
             per_second.clone(),
+            deltas.clone(),
         );
         tasks.push(tokio::spawn(async move {
             let mut seq = 0u64;
@@ -1011,6 +1099,35 @@ async fn direct_ingest(
                         .apply_inventory(&session, "load", seq, &inventory)
                         .await
                         .is_ok(),
+                    Upload::Delta => match deltas.message(seq) {
+                        AgentMessage::InventorySnapshot { inventory, .. } => store
+                            .apply_inventory(&session, "load", seq, &inventory)
+                            .await
+                            .is_ok(),
+                        AgentMessage::InventoryDelta {
+                            base_seq,
+                            base_hash,
+                            hash,
+                            changes,
+                            ..
+                        } => matches!(
+                            store
+                                .apply_inventory_delta(
+                                    &session,
+                                    "load",
+                                    agent_bom_collector::store::DeltaUpload {
+                                        seq,
+                                        base_seq,
+                                        base_hash: &base_hash,
+                                        hash: &hash,
+                                        changes: &changes,
+                                    },
+                                )
+                                .await,
+                            Ok(agent_bom_collector::store::DeltaOutcome::Applied)
+                        ),
+                        _ => false,
+                    },
                     Upload::Events => store
                         .apply_proxy_events(&session, seq, &batch, 0)
                         .await
@@ -1070,6 +1187,7 @@ async fn bench(options: Options) {
         let collector = CollectorProcess::start(&b.url, b.data_dir.path());
         enrollment_burst(&b, &options, &collector).await;
         ingest(&b, &options, &collector, Upload::Inventory).await;
+        ingest(&b, &options, &collector, Upload::Delta).await;
         ingest(&b, &options, &collector, Upload::Events).await;
         collector.stop();
         println!("\nafter {name}: {}", machine());

@@ -300,7 +300,7 @@ async fn unsupported_urls_are_refused_without_leaking_credentials() {
 /// (`store::dialect::schema`), read from a SQLite and a Postgres database it migrated. sqlx
 /// decides by exactly these two columns whether a recorded migration is known, so a fresh
 /// database recording the same pairs proves an existing one opens without re-running anything.
-const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 24] = [
+const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 25] = [
     (
         1,
         "604fda044c6654e64fa251f63bdf4696ba60a2771a9a9646be0cc20eacdd2b28fa51b45e386a9973c199636b88263644",
@@ -374,6 +374,10 @@ const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 24] = [
         203,
         "a3f0bfba9b1d1685eea1261e19c7633da652c4a4016afc4014274fab1baa5c2ebe7036c1425ef16785d5386cbd2282ec",
     ),
+    (
+        204,
+        "43ea71d0e392582bcb29ee772d6f2f1fbea9ddda06628afd67159368d1b4d984f7b5dae8c36f8448b4443340ee5201e0",
+    ),
     // Agent releases (issue 14); frozen from here on like every released migration.
     (
         300,
@@ -431,7 +435,7 @@ async fn sqlite_databases_of_earlier_releases_are_recognised() {
     let store = Store::open_sqlite(dir.path()).await.unwrap();
     assert_eq!(
         recorded_migrations(&store).await,
-        expected_records(&[1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 300, 500, 502])
+        expected_records(&[1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 204, 300, 500, 502])
     );
     store.close().await;
 }
@@ -443,7 +447,8 @@ async fn postgres_databases_of_earlier_releases_are_recognised() {
     assert_eq!(
         recorded_migrations(&store).await,
         expected_records(&[
-            1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 201, 202, 203, 300, 301, 500, 501, 502, 503
+            1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 201, 202, 203, 204, 300, 301, 500, 501, 502,
+            503
         ])
     );
     store.close().await;

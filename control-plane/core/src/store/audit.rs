@@ -87,6 +87,101 @@ fn entry_from_row(r: &sqlx::any::AnyRow) -> Result<(AuditEntry, String), StoreEr
     ))
 }
 
+/// An entry to append to a tenant's chain.
+#[derive(Debug, Clone)]
+pub(crate) struct NewEntry {
+    pub(crate) actor: String,
+    pub(crate) action: String,
+    pub(crate) target: String,
+    pub(crate) detail: Value,
+}
+
+/// Entries per insert statement (9 parameters each).
+const ENTRIES_PER_INSERT: usize = 1_000;
+
+/// Append `entries` to the tenant's chain on `conn`, in order, in one step: the head is read
+/// once, the chain computed here, and the rows written with multi-row inserts. The caller holds
+/// the tenant's [`TenantLock::AuditChain`] until its transaction ends (see
+/// [`Store::append_audit_in`]), so no other append reads the same head.
+pub(crate) async fn append_entries(
+    conn: &mut sqlx::AnyConnection,
+    tenant_id: &str,
+    entries: &[NewEntry],
+) -> Result<(), StoreError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let head = sqlx::query(
+        "SELECT seq, hash FROM audit_log WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(tenant_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let (mut seq, mut prev) = match head {
+        Some(r) => (r.try_get::<i64, _>("seq")?, r.try_get::<String, _>("hash")?),
+        None => (0, GENESIS_HASH.to_string()),
+    };
+    let at = now_ms();
+    // (seq, detail text, prev, hash) of each entry.
+    let mut chained = Vec::with_capacity(entries.len());
+    for e in entries {
+        seq += 1;
+        let detail = e.detail.to_string();
+        let hash = entry_hash(&prev, seq, at, &e.actor, &e.action, &e.target, &detail);
+        chained.push((seq, detail, prev, hash.clone()));
+        prev = hash;
+    }
+    for (entries, chained) in entries
+        .chunks(ENTRIES_PER_INSERT)
+        .zip(chained.chunks(ENTRIES_PER_INSERT))
+    {
+        let rows = (0..entries.len())
+            .map(|i| {
+                let p = i * 9;
+                format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4,
+                    p + 5,
+                    p + 6,
+                    p + 7,
+                    p + 8,
+                    p + 9
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = sqlx::AssertSqlSafe(format!(
+            "INSERT INTO audit_log (tenant_id, seq, at, actor, action, target, detail, prev_hash, hash) \
+             VALUES {rows} ON CONFLICT (tenant_id, seq) DO NOTHING"
+        ));
+        let mut query = sqlx::query(sql);
+        for (e, (seq, detail, prev, hash)) in entries.iter().zip(chained) {
+            query = query
+                .bind(tenant_id)
+                .bind(*seq)
+                .bind(at)
+                .bind(&e.actor)
+                .bind(&e.action)
+                .bind(&e.target)
+                .bind(detail)
+                .bind(prev)
+                .bind(hash);
+        }
+        let inserted = query.execute(&mut *conn).await?;
+        if inserted.rows_affected() != entries.len() as u64 {
+            // Only a writer that does not take the chain's lock (a replica of an earlier
+            // release during a rolling upgrade) can get here first.
+            return Err(StoreError::Conflict(
+                "the audit log moved concurrently; retry the action".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl Store {
     /// Append an entry to the tenant's chain in its own transaction (proxy detections, which
     /// are recorded after the events they describe). Operator actions go through
@@ -118,47 +213,19 @@ impl Store {
         target: &str,
         detail: Value,
     ) -> Result<(), StoreError> {
-        let detail = detail.to_string();
         tx.lock_tenant(TenantLock::AuditChain, tenant_id).await?;
         let conn = tx.scoped(tenant_id).await?;
-        let head = sqlx::query(
-            "SELECT seq, hash FROM audit_log WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1",
+        append_entries(
+            conn,
+            tenant_id,
+            &[NewEntry {
+                actor: actor.to_string(),
+                action: action.to_string(),
+                target: target.to_string(),
+                detail,
+            }],
         )
-        .bind(tenant_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-        let (seq, prev) = match head {
-            Some(r) => (
-                r.try_get::<i64, _>("seq")? + 1,
-                r.try_get::<String, _>("hash")?,
-            ),
-            None => (1, GENESIS_HASH.to_string()),
-        };
-        let at = now_ms();
-        let hash = entry_hash(&prev, seq, at, actor, action, target, &detail);
-        let inserted = sqlx::query(
-            "INSERT INTO audit_log (tenant_id, seq, at, actor, action, target, detail, prev_hash, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (tenant_id, seq) DO NOTHING",
-        )
-        .bind(tenant_id)
-        .bind(seq)
-        .bind(at)
-        .bind(actor)
-        .bind(action)
-        .bind(target)
-        .bind(&detail)
-        .bind(&prev)
-        .bind(&hash)
-        .execute(&mut *conn)
-        .await?;
-        if inserted.rows_affected() != 1 {
-            // Only a writer that does not take the chain's lock (a replica of an earlier
-            // release during a rolling upgrade) can get here first.
-            return Err(StoreError::Conflict(
-                "the audit log moved concurrently; retry the action".into(),
-            ));
-        }
-        Ok(())
+        .await
     }
 
     /// A page of the tenant's audit log after `after_seq`, oldest first, optionally one action.

@@ -9,6 +9,7 @@ use sqlx::Row;
 
 use super::writer::{Work, WriteError};
 use super::{Store, StoreError, Tx, now_ms};
+use super::{audit, rows};
 use crate::metrics;
 use crate::secrets::{self, ENROLL_TOKEN_KIND};
 
@@ -18,6 +19,8 @@ const LAST_SEEN_CHUNK: usize = 500;
 const EVENT_COLUMNS: usize = 13;
 /// Events per multi-row insert (1,300 parameters: far below SQLite's and Postgres's limits).
 const EVENT_ROWS: usize = 100;
+/// Tool rows per multi-row upsert (8 parameters each).
+const TOOL_ROWS: usize = 500;
 
 fn classify(e: StoreError) -> CollectorStoreError {
     if e.is_unavailable() {
@@ -236,11 +239,12 @@ impl Store {
     /// commit that holds it; a full queue is "unavailable, retry later".
     async fn grouped<T: Send + 'static>(
         &self,
-        tenant_id: &str,
+        device: &DeviceSession,
         work: Work<T, Failure>,
     ) -> Result<T, Failure> {
-        self.writer
-            .write(tenant_id, work)
+        self.writers
+            .of(&device.agent_id)
+            .write(&device.tenant_id, work)
             .await
             .map_err(|e| match e {
                 WriteError::Job(f) => f,
@@ -261,12 +265,13 @@ impl Store {
         let seq = sequence(seq)?;
         let (device, agent_version) = (device.clone(), agent_version.to_string());
         let inventory = inventory.clone();
-        let tenant = device.tenant_id.clone();
+        let owner = device.clone();
         let outcome = self
             .grouped(
-                &tenant,
-                Box::new(move |conn| {
+                &owner,
+                Box::new(move |batch| {
                     Box::pin(async move {
+                        let conn = batch.conn();
                         let write = InventoryWrite {
                             device: &device,
                             agent_version: &agent_version,
@@ -317,11 +322,11 @@ impl Store {
         let (device, agent_version) = (device.clone(), agent_version.to_string());
         let (base_hash, hash) = (upload.base_hash.to_string(), upload.hash.to_string());
         let changes = upload.changes.clone();
-        let tenant = device.tenant_id.clone();
+        let owner = device.clone();
         let outcome = self
             .grouped(
-                &tenant,
-                Box::new(move |conn| {
+                &owner,
+                Box::new(move |batch| {
                     Box::pin(async move {
                         let delta = StoredDelta {
                             device: &device,
@@ -332,7 +337,7 @@ impl Store {
                             hash: &hash,
                             changes: &changes,
                         };
-                        delta.apply(conn).await
+                        delta.apply(batch.conn()).await
                     })
                 }),
             )
@@ -354,7 +359,7 @@ impl Store {
             for s in &chunk {
                 query = query.bind(&s.agent_id);
             }
-            let mut tx = self.scope(tenant).await?;
+            let mut tx = self.scope_write(tenant).await?;
             query.execute(&mut *tx).await?;
             tx.commit().await?;
         }
@@ -449,37 +454,9 @@ impl CollectorStore for Store {
         events: &[ProxyEvent],
         dropped: u64,
     ) -> Result<ApplyOutcome, CollectorStoreError> {
-        let outcome = self
+        Ok(self
             .apply_proxy_events_inner(device, seq, events, dropped)
-            .await?;
-        if outcome == ApplyOutcome::Applied {
-            // Detections go into the tenant's hash-chained audit log too. After the commit: a
-            // failure here is logged and the events themselves are already stored.
-            for e in events.iter().filter(|e| e.decision != "forward") {
-                let detail = serde_json::json!({
-                    "endpoint_id": device.agent_id,
-                    "tool": e.tool,
-                    "client": e.client,
-                    "decision": e.decision,
-                    "reasons": e.reasons,
-                    "at_ms": e.ts_ms,
-                });
-                let actor = format!("agent:{}", device.agent_id);
-                if let Err(err) = self
-                    .audit(
-                        &device.tenant_id,
-                        &actor,
-                        "proxy.detection",
-                        &e.server_id,
-                        detail,
-                    )
-                    .await
-                {
-                    tracing::warn!(error = %err, "cannot append a proxy detection to the audit log");
-                }
-            }
-        }
-        Ok(outcome)
+            .await?)
     }
 
     async fn session_commands(
@@ -618,14 +595,22 @@ impl Store {
             Failure::Refuse(CollectorStoreError::Invalid("sequence out of range".into()))
         })?;
         let (device, events) = (device.clone(), events.to_vec());
-        let tenant = device.tenant_id.clone();
+        let owner = device.clone();
         let count = events.len() as u64;
         let outcome = self
             .grouped(
-                &tenant,
-                Box::new(move |conn| {
+                &owner,
+                Box::new(move |batch| {
                     Box::pin(async move {
-                        write_proxy_events(conn, &device, seq, &events, dropped).await
+                        let outcome =
+                            write_proxy_events(batch.conn(), &device, seq, &events, dropped)
+                                .await?;
+                        if outcome == ApplyOutcome::Applied {
+                            // Detections go into the tenant's hash-chained audit log in the
+                            // same commit as the events (see `Batch::audit`).
+                            batch.audit(&device.tenant_id, detections(&device, &events));
+                        }
+                        Ok(outcome)
                     })
                 }),
             )
@@ -856,81 +841,75 @@ impl InventoryWrite<'_> {
         if update.execute(&mut *tx).await?.rows_affected() == 0 {
             return Ok(false);
         }
-        for table in [
-            "endpoint_clients",
-            "endpoint_servers",
-            "endpoint_scan_errors",
-        ] {
-            let sql = sqlx::AssertSqlSafe(format!(
-                "DELETE FROM {table} WHERE endpoint_id = $1 AND tenant_id = $2"
-            ));
-            sqlx::query(sql)
-                .bind(agent)
-                .bind(tenant)
-                .execute(&mut *tx)
-                .await?;
-        }
-        for client in &inventory.clients {
-            sqlx::query(
-                "INSERT INTO endpoint_clients (tenant_id, endpoint_id, name, config_files) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (endpoint_id, name) DO UPDATE SET config_files = excluded.config_files",
-            )
-            .bind(tenant)
-            .bind(agent)
-            .bind(&client.name)
-            .bind(json(&client.config_files))
-            .execute(&mut *tx)
-            .await?;
-        }
-        for (ordinal, s) in inventory.servers.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO endpoint_servers (tenant_id, endpoint_id, ordinal, server_id, name, client, scope, transport, \
-                 command, args, url, env_keys, header_keys, cwd, enabled, project, risk_flags, config_path, \
-                 wrapped, auto_approve, credential_names, launch_hash, owner) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)",
-            )
-            .bind(tenant)
-            .bind(agent)
-            .bind(i64::try_from(ordinal).unwrap_or(i64::MAX))
-            .bind(&s.id)
-            .bind(&s.name)
-            .bind(&s.client)
-            .bind(s.scope.as_str())
-            .bind(s.transport.as_str())
-            .bind(s.command.as_deref())
-            .bind(json(&s.args))
-            .bind(s.url.as_deref())
-            .bind(json(&s.env_keys))
-            .bind(json(&s.header_keys))
-            .bind(s.cwd.as_deref())
-            .bind(i64::from(s.enabled))
-            .bind(s.project.as_deref())
-            .bind(json(&s.risk_flags))
-            .bind(&s.config_path)
-            .bind(i64::from(s.wrapped))
-            .bind(json(&s.auto_approve))
-            .bind(json(&s.credential_names))
-            .bind(&s.launch_hash)
-            .bind(s.user.as_deref())
-            .execute(&mut *tx)
-            .await?;
-        }
-        for (ordinal, e) in inventory.errors.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO endpoint_scan_errors (tenant_id, endpoint_id, ordinal, path, message) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(tenant)
-            .bind(agent)
-            .bind(i64::try_from(ordinal).unwrap_or(i64::MAX))
-            .bind(&e.path)
-            .bind(&e.message)
-            .execute(&mut *tx)
-            .await?;
-        }
+        // The rows as sets: a few statements whatever the inventory's size, and only rows
+        // past the new set are deleted.
+        let clients: Vec<(String, String)> = inventory
+            .clients
+            .iter()
+            .map(|c| (c.name.clone(), json(&c.config_files)))
+            .collect::<std::collections::BTreeMap<_, _>>()
+            .into_iter()
+            .collect();
+        rows::replace_clients(tx, tenant, agent, &clients).await?;
+        let servers: Vec<rows::ServerRow> = inventory
+            .servers
+            .iter()
+            .map(|s| rows::ServerRow {
+                server_id: s.id.clone(),
+                name: s.name.clone(),
+                client: s.client.clone(),
+                scope: s.scope.as_str().to_string(),
+                transport: s.transport.as_str().to_string(),
+                command: s.command.clone(),
+                args: json(&s.args),
+                url: s.url.clone(),
+                env_keys: json(&s.env_keys),
+                header_keys: json(&s.header_keys),
+                cwd: s.cwd.clone(),
+                enabled: i64::from(s.enabled),
+                project: s.project.clone(),
+                risk_flags: json(&s.risk_flags),
+                config_path: s.config_path.clone(),
+                wrapped: i64::from(s.wrapped),
+                auto_approve: json(&s.auto_approve),
+                credential_names: json(&s.credential_names),
+                launch_hash: s.launch_hash.clone(),
+                owner: s.user.clone(),
+            })
+            .collect();
+        rows::replace_servers(tx, tenant, agent, &servers).await?;
+        let errors: Vec<(String, String)> = inventory
+            .errors
+            .iter()
+            .map(|e| (e.path.clone(), e.message.clone()))
+            .collect();
+        rows::replace_scan_errors(tx, tenant, agent, &errors).await?;
         let identities = inventory.servers.iter().map(|s| s.id.clone()).collect();
         Store::touch_server_identities(tx, tenant, &identities, now).await?;
         Ok(true)
     }
+}
+
+/// The audit entries of an upload's detections (every event the proxy did not just forward).
+fn detections(device: &DeviceSession, events: &[ProxyEvent]) -> Vec<audit::NewEntry> {
+    let actor = format!("agent:{}", device.agent_id);
+    events
+        .iter()
+        .filter(|e| e.decision != "forward")
+        .map(|e| audit::NewEntry {
+            actor: actor.clone(),
+            action: "proxy.detection".into(),
+            target: e.server_id.clone(),
+            detail: serde_json::json!({
+                "endpoint_id": device.agent_id,
+                "tool": e.tool,
+                "client": e.client,
+                "decision": e.decision,
+                "reasons": e.reasons,
+                "at_ms": e.ts_ms,
+            }),
+        })
+        .collect()
 }
 
 /// Store one upload of proxy events on `conn`, gated by the device's event sequence.
@@ -1022,24 +1001,34 @@ async fn write_proxy_events(
             seen.blocked += i64::from(e.decision == "block");
         }
     }
-    for ((server_id, tool), seen) in tools {
-        sqlx::query(
+    // One multi-row upsert for every (server, tool) of the upload, not one statement each: the
+    // writer runs a batch's statements one after another on one connection.
+    let tools: Vec<_> = tools.into_iter().collect();
+    for chunk in tools.chunks(TOOL_ROWS) {
+        let rows = (0..chunk.len())
+            .map(|i| format!("({})", placeholders(1 + i * 8, 8)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = sqlx::AssertSqlSafe(format!(
             "INSERT INTO endpoint_tools (tenant_id, endpoint_id, server_id, tool, first_seen, last_seen, calls, blocked) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             VALUES {rows} \
              ON CONFLICT (endpoint_id, server_id, tool) DO UPDATE SET \
              last_seen = CASE WHEN excluded.last_seen > endpoint_tools.last_seen THEN excluded.last_seen ELSE endpoint_tools.last_seen END, \
-             calls = endpoint_tools.calls + excluded.calls, blocked = endpoint_tools.blocked + excluded.blocked",
-        )
-        .bind(tenant)
-        .bind(agent)
-        .bind(server_id)
-        .bind(tool)
-        .bind(seen.first)
-        .bind(seen.last)
-        .bind(seen.calls)
-        .bind(seen.blocked)
-        .execute(&mut *conn)
-        .await?;
+             calls = endpoint_tools.calls + excluded.calls, blocked = endpoint_tools.blocked + excluded.blocked"
+        ));
+        let mut query = sqlx::query(sql);
+        for ((server_id, tool), seen) in chunk {
+            query = query
+                .bind(tenant)
+                .bind(agent)
+                .bind(server_id)
+                .bind(tool)
+                .bind(seen.first)
+                .bind(seen.last)
+                .bind(seen.calls)
+                .bind(seen.blocked);
+        }
+        query.execute(&mut *conn).await?;
     }
     Ok(ApplyOutcome::Applied)
 }

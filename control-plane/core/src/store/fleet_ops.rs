@@ -302,18 +302,7 @@ impl Store {
         identities: &BTreeSet<String>,
         now: i64,
     ) -> Result<(), sqlx::Error> {
-        for identity in identities {
-            sqlx::query(
-                "INSERT INTO server_identities (tenant_id, identity, first_seen, last_seen) VALUES ($1, $2, $3, $3) \
-                 ON CONFLICT (tenant_id, identity) DO UPDATE SET last_seen = excluded.last_seen",
-            )
-            .bind(tenant_id)
-            .bind(identity)
-            .bind(now)
-            .execute(&mut *conn)
-            .await?;
-        }
-        Ok(())
+        super::rows::touch_server_identities(conn, tenant_id, identities, now).await
     }
 
     /// The tenant's MCP servers grouped by identity, ordered by identity, paged.

@@ -20,6 +20,7 @@ pub mod policies;
 pub mod posture;
 pub mod rate_windows;
 pub mod releases;
+mod rows;
 pub mod sync;
 pub mod tenants;
 mod tx;
@@ -94,13 +95,15 @@ impl StoreError {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// Write transactions (one connection on SQLite; see `dialect::Pools`).
+    write_pool: AnyPool,
     backend: Backend,
     /// How this store's collectors hear about changes (see `notify`).
     notices: dialect::notices::Notices,
     /// Endpoints not seen for this long are `stale` (milliseconds).
     stale_after_ms: i64,
-    /// The group-commit writer of agents' uploads (see `writer`).
-    writer: writer::Writer,
+    /// The group-commit writers of agents' uploads (see `writer`), one per shard of devices.
+    writers: writer::Writers,
 }
 
 /// Row-level-security scope of the few lookups that find a tenant from a credential (API key
@@ -133,13 +136,14 @@ impl Store {
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         install_default_drivers();
         let backend = Backend::of_url(url)?;
-        let pool = backend.connect(url).await.map_err(StoreError::Connect)?;
+        let pools = backend.connect(url).await.map_err(StoreError::Connect)?;
         let store = Self {
-            pool: pool.clone(),
+            pool: pools.read,
+            write_pool: pools.write.clone(),
             backend,
             notices: backend.notices(url),
             stale_after_ms: fleet::STALE_AFTER_MS,
-            writer: writer::Writer::start(pool.clone(), backend),
+            writers: writer::Writers::start(pools.write, backend),
         };
         backend.migrate(&store.pool).await?;
         Ok(store)
@@ -147,7 +151,7 @@ impl Store {
 
     /// Begin a transaction that will write (see [`Backend::begin_write`]).
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
-        self.backend.begin_write(&self.pool).await
+        self.backend.begin_write(&self.write_pool).await
     }
 
     /// Set the row-level-security tenant of a transaction (see [`Backend::set_scope`]).
@@ -244,9 +248,10 @@ impl Store {
         Ok((row.try_get("n")?, row.try_get("latest")?))
     }
 
-    /// Close the pool.
+    /// Close the pools.
     pub async fn close(&self) {
         self.pool.close().await;
+        self.write_pool.close().await;
     }
 }
 

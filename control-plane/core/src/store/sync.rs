@@ -19,6 +19,7 @@ use serde_json::{Map, Value};
 use sqlx::Row;
 
 use super::fleet_ops::normalize_tags;
+use super::rows;
 use super::{Store, StoreError, Tx, new_id, now_ms, sha256_hex, to_json_text};
 
 /// Route name used in idempotency records.
@@ -445,22 +446,10 @@ impl Store {
         .bind(&endpoint_id)
         .execute(&mut *conn)
         .await?;
-        for table in [
-            "endpoint_clients",
-            "endpoint_servers",
-            "endpoint_scan_errors",
-        ] {
-            let sql = sqlx::AssertSqlSafe(format!(
-                "DELETE FROM {table} WHERE tenant_id = $1 AND endpoint_id = $2"
-            ));
-            sqlx::query(sql)
-                .bind(tenant_id)
-                .bind(&endpoint_id)
-                .execute(&mut *conn)
-                .await?;
-        }
+        // The rows as sets (see `rows`): a re-push of the same body deletes nothing.
         let mut new = 0;
         let mut seen_clients = BTreeSet::new();
+        let mut clients = Vec::with_capacity(payload.clients.len());
         for (name, files) in &payload.clients {
             if !seen_clients.insert(name.clone()) {
                 continue;
@@ -468,39 +457,37 @@ impl Store {
             if !known.contains(name) {
                 new += 1;
             }
-            sqlx::query(
-                "INSERT INTO endpoint_clients (tenant_id, endpoint_id, name, config_files) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(tenant_id)
-            .bind(&endpoint_id)
-            .bind(name)
-            .bind(to_json_text(files))
-            .execute(&mut *conn)
-            .await?;
+            clients.push((name.clone(), to_json_text(files)));
         }
-        for (ordinal, s) in payload.servers.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO endpoint_servers (tenant_id, endpoint_id, ordinal, server_id, name, client, scope, transport, \
-                 command, args, url, env_keys, header_keys, cwd, enabled, project, risk_flags, config_path) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 'user', $7, $8, $9, $10, $11, $12, NULL, 1, NULL, $13, $14)",
-            )
-            .bind(tenant_id)
-            .bind(&endpoint_id)
-            .bind(i64::try_from(ordinal).unwrap_or(i64::MAX))
-            .bind(&s.id)
-            .bind(&s.name)
-            .bind(&s.client)
-            .bind(s.transport.as_str())
-            .bind(s.command.as_deref())
-            .bind(to_json_text(&s.args))
-            .bind(s.url.as_deref())
-            .bind(to_json_text(&s.env_keys))
-            .bind(to_json_text(&s.header_keys))
-            .bind(to_json_text(&s.risk_flags))
-            .bind(&s.config_path)
-            .execute(&mut *conn)
-            .await?;
-        }
+        rows::replace_clients(conn, tenant_id, &endpoint_id, &clients).await?;
+        let servers: Vec<rows::ServerRow> = payload
+            .servers
+            .iter()
+            .map(|s| rows::ServerRow {
+                server_id: s.id.clone(),
+                name: s.name.clone(),
+                client: s.client.clone(),
+                scope: "user".into(),
+                transport: s.transport.as_str().to_string(),
+                command: s.command.clone(),
+                args: to_json_text(&s.args),
+                url: s.url.clone(),
+                env_keys: to_json_text(&s.env_keys),
+                header_keys: to_json_text(&s.header_keys),
+                cwd: None,
+                enabled: 1,
+                project: None,
+                risk_flags: to_json_text(&s.risk_flags),
+                config_path: s.config_path.clone(),
+                wrapped: 0,
+                auto_approve: "[]".into(),
+                credential_names: "[]".into(),
+                launch_hash: String::new(),
+                owner: None,
+            })
+            .collect();
+        rows::replace_servers(conn, tenant_id, &endpoint_id, &servers).await?;
+        rows::replace_scan_errors(conn, tenant_id, &endpoint_id, &[]).await?;
         let identities = payload.servers.iter().map(|s| s.id.clone()).collect();
         Store::touch_server_identities(conn, tenant_id, &identities, now).await?;
         let synced = i64::try_from(seen_clients.len()).unwrap_or(i64::MAX);

@@ -30,7 +30,7 @@ pub struct Tx {
 impl Store {
     /// Begin a write transaction scoped to `tenant_id`.
     pub(crate) async fn begin(&self, tenant_id: &str) -> Result<Tx, StoreError> {
-        let mut inner = self.backend.begin_write(&self.pool).await?;
+        let mut inner = self.begin_write().await?;
         self.backend.set_scope(&mut inner, tenant_id).await?;
         Ok(Tx {
             inner,

@@ -22,7 +22,9 @@ use futures_util::future::BoxFuture;
 use sqlx::{AnyConnection, AnyPool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::dialect::Backend;
+use super::StoreError;
+use super::audit::{self, NewEntry};
+use super::dialect::{Backend, TenantLock};
 use crate::metrics;
 
 /// Jobs waiting for the writer at most; beyond, writes are shed with retry-after.
@@ -30,10 +32,34 @@ pub(crate) const QUEUE: usize = 8_192;
 /// Jobs per transaction at most: bounds a commit's duration and the work one failure retries.
 pub(crate) const MAX_BATCH: usize = 512;
 
-/// What a job does on the batch's connection: its statements, then its answer (sent only once
-/// the batch committed). `Err` rolls the job's savepoint back.
+/// What a job does in the batch: its statements, then its answer (sent only once the batch
+/// committed). `Err` rolls the job's savepoint back, with the audit entries it added.
 pub(crate) type Work<T, E> =
-    Box<dyn for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<T, E>> + Send>;
+    Box<dyn for<'c> FnOnce(&'c mut Batch) -> BoxFuture<'c, Result<T, E>> + Send>;
+
+/// The open transaction of a batch, as a job sees it.
+pub(crate) struct Batch {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    /// Audit entries of the batch's jobs, by tenant, appended to the chains last (see
+    /// [`Batch::audit`]).
+    audit: Vec<(String, NewEntry)>,
+}
+
+impl Batch {
+    /// The batch's connection, scoped to the job's tenant.
+    pub(crate) fn conn(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+
+    /// Append `entries` to `tenant_id`'s audit chain in this batch's commit. Every job's entries
+    /// are appended after all jobs ran, one chain lock and one head read per tenant per batch:
+    /// taking the chain's lock last, as every other writer does, keeps lock order the same
+    /// everywhere (no deadlock with an API change that holds a row and waits for the chain).
+    pub(crate) fn audit(&mut self, tenant_id: &str, entries: Vec<NewEntry>) {
+        self.audit
+            .extend(entries.into_iter().map(|e| (tenant_id.to_string(), e)));
+    }
+}
 
 /// Why a queued job has no answer.
 #[derive(Debug)]
@@ -49,7 +75,7 @@ pub(crate) enum WriteError<E> {
 
 /// A job type-erased, so one queue carries every kind: runs its statements and returns how
 /// to answer its caller.
-type Run = Box<dyn for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Answer> + Send>;
+type Run = Box<dyn for<'c> FnOnce(&'c mut Batch) -> BoxFuture<'c, Answer> + Send>;
 
 /// Sends a job's result: given `None` after the commit, `Some(error)` when the batch failed.
 type Reply = Box<dyn FnOnce(Option<&sqlx::Error>) + Send>;
@@ -65,6 +91,32 @@ struct Answer {
     /// The job's statements succeeded: its savepoint is kept.
     ok: bool,
     send: Reply,
+}
+
+/// The writers of a store, [`Backend::writer_shards`] of them. Devices are spread over the
+/// shards by id, so one device's uploads stay in order on one writer and two shards never write
+/// the same endpoint rows.
+#[derive(Debug, Clone)]
+pub(crate) struct Writers(std::sync::Arc<[Writer]>);
+
+impl Writers {
+    /// Start the writers of `pool`.
+    pub(crate) fn start(pool: AnyPool, backend: Backend) -> Self {
+        Self(
+            (0..backend.writer_shards())
+                .map(|_| Writer::start(pool.clone(), backend))
+                .collect(),
+        )
+    }
+
+    /// The writer of device `agent_id`.
+    pub(crate) fn of(&self, agent_id: &str) -> &Writer {
+        let hash = agent_id
+            .bytes()
+            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+        let shard = usize::try_from(hash % self.0.len() as u64).unwrap_or(0);
+        &self.0[shard]
+    }
 }
 
 /// The handle callers queue jobs on. Cheap to clone.
@@ -100,9 +152,9 @@ impl Writer {
         E: Send + 'static,
     {
         let (reply, answer) = oneshot::channel::<Result<T, WriteError<E>>>();
-        let run: Run = Box::new(move |conn: &mut AnyConnection| {
+        let run: Run = Box::new(move |batch: &mut Batch| {
             Box::pin(async move {
-                let outcome = work(conn).await;
+                let outcome = work(batch).await;
                 let ok = outcome.is_ok();
                 let send: Reply = Box::new(move |failed: Option<&sqlx::Error>| {
                     let result = match (outcome, failed) {
@@ -159,29 +211,61 @@ async fn run(pool: AnyPool, backend: Backend, mut jobs: mpsc::Receiver<Job>) {
     }
 }
 
+/// The batch's audit entries, tenant by tenant in order of first appearance, each tenant's
+/// chain extended once.
+async fn append_audit(backend: Backend, open: &mut Batch) -> Result<(), sqlx::Error> {
+    let mut by_tenant: Vec<(String, Vec<NewEntry>)> = Vec::new();
+    for (tenant, entry) in std::mem::take(&mut open.audit) {
+        match by_tenant.iter_mut().find(|(t, _)| *t == tenant) {
+            Some((_, entries)) => entries.push(entry),
+            None => by_tenant.push((tenant, vec![entry])),
+        }
+    }
+    for (tenant, entries) in by_tenant {
+        backend.set_scope(&mut open.tx, &tenant).await?;
+        backend
+            .lock_tenant(&mut open.tx, TenantLock::AuditChain, &tenant)
+            .await?;
+        audit::append_entries(&mut open.tx, &tenant, &entries)
+            .await
+            .map_err(|e| match e {
+                StoreError::Query(q) => q,
+                other => sqlx::Error::Protocol(other.to_string()),
+            })?;
+    }
+    Ok(())
+}
+
 /// One transaction for `batch`; every job is answered. `true` when it committed.
 async fn run_batch(pool: &AnyPool, backend: Backend, batch: Vec<Job>) -> bool {
     let mut answers = Vec::with_capacity(batch.len());
     let result: Result<(), sqlx::Error> = async {
-        let mut tx = backend.begin_write(pool).await?;
+        let mut open = Batch {
+            tx: backend.begin_write(pool).await?,
+            audit: Vec::new(),
+        };
         let mut scope: Option<String> = None;
-        let mut pending = batch.into_iter();
-        for job in pending.by_ref() {
+        for job in batch {
             if scope.as_deref() != Some(job.tenant_id.as_str()) {
-                backend.set_scope(&mut tx, &job.tenant_id).await?;
+                backend.set_scope(&mut open.tx, &job.tenant_id).await?;
                 scope = Some(job.tenant_id.clone());
             }
-            sqlx::raw_sql("SAVEPOINT job").execute(&mut *tx).await?;
-            let answer = (job.run)(&mut tx).await;
+            sqlx::raw_sql("SAVEPOINT job")
+                .execute(&mut *open.tx)
+                .await?;
+            let audited = open.audit.len();
+            let answer = (job.run)(&mut open).await;
             let end = if answer.ok {
                 "RELEASE SAVEPOINT job"
             } else {
+                open.audit.truncate(audited);
                 "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job"
             };
             answers.push(answer);
-            sqlx::raw_sql(end).execute(&mut *tx).await?;
+            sqlx::raw_sql(end).execute(&mut *open.tx).await?;
         }
-        tx.commit().await
+        append_audit(backend, &mut open).await?;
+        open.tx.commit().await
     }
     .await;
     let failed = result.as_ref().err();

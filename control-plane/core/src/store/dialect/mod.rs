@@ -35,18 +35,35 @@ pub(crate) const SCOPE_SETTING: &str = "app.tenant_id";
 
 /// How long a caller waits for a pool connection before the store reports it unavailable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Pool size on SQLite: one writer at a time is its model; WAL lets readers run beside it.
+/// Reader pool size on SQLite: WAL lets readers run beside the one writer.
 const SQLITE_CONNECTIONS: u32 = 8;
 /// Pool size on Postgres.
 const POSTGRES_CONNECTIONS: u32 = 16;
-/// Settings of every SQLite connection: WAL (readers beside the writer), fsync at checkpoints,
-/// foreign keys enforced, and a wait instead of "database is locked" while another writer runs.
+/// Settings of every SQLite connection: WAL (readers beside the writer), foreign keys enforced,
+/// and a wait instead of "database is locked" should a reader connection write (migrations).
 const SQLITE_PRAGMAS: [&str; 4] = [
     "PRAGMA journal_mode = WAL",
     "PRAGMA synchronous = NORMAL",
     "PRAGMA foreign_keys = ON",
     "PRAGMA busy_timeout = 10000",
 ];
+
+/// The SQLite writer connection's durability: every commit is fsynced before it returns
+/// (`FULL`), so an upload acknowledged to an agent (which then deletes it from its spool) and an
+/// answered API change survive a power loss, not only a crash of the process. The group-commit
+/// writer pays one fsync per batch, not per upload.
+const SQLITE_WRITER_SYNCHRONOUS: &str = "PRAGMA synchronous = FULL";
+
+/// The pools of a store: readers, and the connections that write.
+#[derive(Debug, Clone)]
+pub(crate) struct Pools {
+    /// Reads (and the few writes outside a write transaction, such as migrations).
+    pub(crate) read: AnyPool,
+    /// Write transactions. On SQLite one connection: every writer of the process queues for
+    /// it in order instead of spinning on the database's write lock (no busy-wait tail). On
+    /// Postgres the same pool as `read`.
+    pub(crate) write: AnyPool,
+}
 
 /// Per-tenant work that must not interleave with other work of the same kind in the tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,15 +113,16 @@ impl Backend {
         }
     }
 
-    /// Connect a pool to `url` with this backend's sizes and per-connection settings.
-    pub(crate) async fn connect(self, url: &str) -> Result<AnyPool, sqlx::Error> {
-        let options = AnyPoolOptions::new().acquire_timeout(ACQUIRE_TIMEOUT);
+    /// Connect the pools of `url` with this backend's sizes and per-connection settings.
+    pub(crate) async fn connect(self, url: &str) -> Result<Pools, sqlx::Error> {
+        let options = || AnyPoolOptions::new().acquire_timeout(ACQUIRE_TIMEOUT);
         match self {
             Self::Sqlite => {
                 // `mode=rwc`: create the file if it is missing (`Store::open_sqlite` creates it
                 // 0600 first; a URL given by the operator may name a new file).
                 let sep = if url.contains('?') { '&' } else { '?' };
-                options
+                let url = format!("{url}{sep}mode=rwc");
+                let read = options()
                     .max_connections(SQLITE_CONNECTIONS)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
@@ -114,14 +132,34 @@ impl Backend {
                             Ok(())
                         })
                     })
-                    .connect(&format!("{url}{sep}mode=rwc"))
-                    .await
+                    .connect(&url)
+                    .await?;
+                let write = options()
+                    .max_connections(1)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            for pragma in SQLITE_PRAGMAS {
+                                sqlx::query(pragma).execute(&mut *conn).await?;
+                            }
+                            sqlx::query(SQLITE_WRITER_SYNCHRONOUS)
+                                .execute(&mut *conn)
+                                .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&url)
+                    .await?;
+                Ok(Pools { read, write })
             }
             Self::Postgres => {
-                options
+                let pool = options()
                     .max_connections(POSTGRES_CONNECTIONS)
                     .connect(url)
-                    .await
+                    .await?;
+                Ok(Pools {
+                    read: pool.clone(),
+                    write: pool,
+                })
             }
         }
     }
@@ -133,6 +171,16 @@ impl Backend {
         match self {
             Self::Sqlite => Notices::in_process(),
             Self::Postgres => Notices::Listen(ListenUrl(url.to_string())),
+        }
+    }
+
+    /// How many group-commit writers a store runs (see `store::writer`). SQLite has one writer
+    /// connection, hence one. On Postgres one connection runs a batch's statements one after
+    /// another, so a single writer would leave the database's other cores idle: four.
+    pub(crate) fn writer_shards(self) -> usize {
+        match self {
+            Self::Sqlite => 1,
+            Self::Postgres => 4,
         }
     }
 

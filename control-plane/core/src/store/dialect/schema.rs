@@ -65,7 +65,7 @@ struct Step {
 }
 
 /// Every migration, in version order. Gaps per backend are versions of the other backend.
-const STEPS: [Step; 24] = [
+const STEPS: [Step; 25] = [
     Step {
         version: 1,
         description: "init",
@@ -202,6 +202,14 @@ const STEPS: [Step; 24] = [
         on: On::Both,
         sql: Sql::File(include_str!(
             "../../../migrations/0203_deployment_secrets.sql"
+        )),
+    },
+    Step {
+        version: 204,
+        description: "fleet sort indexes",
+        on: On::Both,
+        sql: Sql::File(include_str!(
+            "../../../migrations/0204_fleet_sort_indexes.sql"
         )),
     },
     // Releases and rollouts (issue 14): numbered from 300 so other work's migrations do not
@@ -653,13 +661,13 @@ mod tests {
         for (backend, versions) in [
             (
                 Backend::Sqlite,
-                vec![1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 300, 500, 502],
+                vec![1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 204, 300, 500, 502],
             ),
             (
                 Backend::Postgres,
                 vec![
-                    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 201, 202, 203, 300, 301, 500, 501,
-                    502, 503,
+                    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 201, 202, 203, 204, 300, 301, 500,
+                    501, 502, 503,
                 ],
             ),
         ] {

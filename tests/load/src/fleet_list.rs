@@ -1,0 +1,264 @@
+//! `agent-bom-load fleet-list`: the fleet list's server time at fleet scale. Seeds one tenant
+//! with `--endpoints` endpoints (default 100,000) and `--servers` servers each (default 10: 1M
+//! server rows) straight in SQL, then times `Store::list_endpoints` (what `GET
+//! /v1/fleet/endpoints` runs, minus HTTP) for every sort and every filter, first page and a
+//! page deep in the keyset, `--runs` times each, and prints p50 / p95.
+
+use std::time::Instant;
+
+use agent_bom_control_plane::store::{Backend, EndpointQuery, EndpointSort, EndpointStatus, Store};
+use agent_bom_tests::postgres::TestDatabase;
+
+/// What `agent-bom-load fleet-list` does.
+#[derive(Debug, Clone)]
+pub(crate) struct ListOptions {
+    endpoints: usize,
+    servers: usize,
+    runs: usize,
+    backends: Vec<String>,
+}
+
+impl ListOptions {
+    pub(crate) fn parse(args: &[String]) -> Option<Self> {
+        let mut o = Self {
+            endpoints: 100_000,
+            servers: 10,
+            runs: 40,
+            backends: vec!["sqlite".into(), "postgres".into()],
+        };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let value = it.next()?;
+            match a.as_str() {
+                "--endpoints" => o.endpoints = value.parse().ok()?,
+                "--servers" => o.servers = value.parse().ok()?,
+                "--runs" => o.runs = value.parse().ok()?,
+                "--backends" => o.backends = value.split(',').map(str::to_string).collect(),
+                _ => return None,
+            }
+        }
+        Some(o)
+    }
+}
+
+/// Seed `tenant` with `n` endpoints of `servers` servers each, in SQL (one statement per table).
+async fn seed(store: &Store, tenant: &str, n: usize, servers: usize) {
+    let mut tx = store.pool().begin().await.unwrap();
+    if store.backend() == Backend::Postgres {
+        sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+            .bind(tenant)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    let now = agent_bom_control_plane::store::now_ms();
+    let count = |what: &str| {
+        sqlx::AssertSqlSafe(format!(
+            "WITH RECURSIVE n(i) AS (SELECT CAST(1 AS BIGINT) UNION ALL SELECT i + 1 FROM n WHERE i < $1) {what}"
+        ))
+    };
+    sqlx::query(count(
+        "INSERT INTO endpoints (id, tenant_id, hostname, os, arch, agent_version, cert_fingerprint, \
+         enrolled_at, last_seen, server_count, owner, environment, tags, lifecycle_state) \
+         SELECT 'e-' || i, $2, 'host-' || ((i * 7919) % $1), \
+         CASE WHEN i % 3 = 0 THEN 'macos' WHEN i % 3 = 1 THEN 'linux' ELSE 'windows' END, 'x86_64', \
+         CASE WHEN i % 2 = 0 THEN '1.2.0' ELSE '1.3.0' END, 'fp-' || i, $3 - i * 1000, \
+         $3 - ((i * 104729) % 86400000), $4, 'owner-' || (i % 50), \
+         CASE WHEN i % 4 = 0 THEN 'prod' ELSE 'dev' END, \
+         CASE WHEN i % 5 = 0 THEN '[\"laptop\",\"eng\"]' ELSE '[\"laptop\"]' END, \
+         CASE WHEN i % 10 = 0 THEN 'approved' ELSE 'discovered' END FROM n",
+    ))
+    .bind(n as i64)
+    .bind(tenant)
+    .bind(now)
+    .bind(servers as i64)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    for ordinal in 0..servers {
+        sqlx::query(count(
+            "INSERT INTO endpoint_servers (tenant_id, endpoint_id, ordinal, server_id, name, client, scope, \
+             transport, command, args, url, env_keys, header_keys, cwd, enabled, project, risk_flags, config_path) \
+             SELECT $2, 'e-' || i, $3, 'srv-' || ((i + $3) % 500), 'server-' || ((i + $3) % 500), \
+             CASE WHEN $3 % 2 = 0 THEN 'cursor' ELSE 'claude-desktop' END, 'user', 'stdio', 'npx', '[]', NULL, \
+             '[]', '[]', NULL, 1, NULL, \
+             CASE WHEN (i + $3) % 17 = 0 THEN '[\"shell_access\"]' ELSE '[]' END, '/home/u/.cursor/mcp.json' FROM n",
+        ))
+        .bind(n as i64)
+        .bind(tenant)
+        .bind(ordinal as i64)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    // Fresh statistics, as autovacuum (Postgres) or `PRAGMA optimize` (SQLite) would have.
+    sqlx::query("ANALYZE").execute(store.pool()).await.unwrap();
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// p50 and p95 (ms) of `runs` runs of the first page of `query`, and of the page after it.
+async fn time(store: &Store, tenant: &str, query: &EndpointQuery, runs: usize) -> (f64, f64, f64) {
+    let mut first = Vec::with_capacity(runs);
+    let mut next = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let started = Instant::now();
+        let page = store.list_endpoints(tenant, query).await.unwrap();
+        first.push(started.elapsed().as_secs_f64() * 1e3);
+        if let Some(cursor) = page.next_cursor {
+            let deeper = EndpointQuery {
+                cursor: Some(cursor),
+                ..query.clone()
+            };
+            let started = Instant::now();
+            store.list_endpoints(tenant, &deeper).await.unwrap();
+            next.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    first.sort_by(|a, b| a.total_cmp(b));
+    next.sort_by(|a, b| a.total_cmp(b));
+    (
+        percentile(&first, 0.5),
+        percentile(&first, 0.95),
+        if next.is_empty() {
+            0.0
+        } else {
+            percentile(&next, 0.95)
+        },
+    )
+}
+
+/// Seed each backend and print the table.
+pub(crate) async fn run(o: ListOptions) {
+    println!("## fleet list: {o:?}");
+    println!("machine: {}", crate::machine());
+    for backend in &o.backends {
+        let dir = tempfile::tempdir().unwrap();
+        let db = (backend == "postgres").then_some(TestDatabase::create().await);
+        let store = match &db {
+            Some(db) => Store::connect(&db.url).await.unwrap(),
+            None => Store::open_sqlite(dir.path()).await.unwrap(),
+        };
+        let tenant = store.create_tenant("fleet").await.unwrap();
+        let started = Instant::now();
+        seed(&store, &tenant.id, o.endpoints, o.servers).await;
+        println!(
+            "\n### {backend}: {} endpoints, {} server rows (seeded in {:.1} s)\n",
+            o.endpoints,
+            o.endpoints * o.servers,
+            started.elapsed().as_secs_f64()
+        );
+        println!("| query (100 a page) | p50 | p95 | p95 of the next page |\n|---|---|---|---|");
+        let page = |q: EndpointQuery| EndpointQuery {
+            limit: Some(100),
+            ..q
+        };
+        let mut cases: Vec<(String, EndpointQuery)> = Vec::new();
+        for sort in [
+            "hostname",
+            "-hostname",
+            "last_seen",
+            "-last_seen",
+            "enrolled_at",
+            "-enrolled_at",
+            "server_count",
+            "-server_count",
+        ] {
+            let sort_by = EndpointSort::parse(sort).unwrap();
+            cases.push((
+                format!("sort={sort}"),
+                page(EndpointQuery {
+                    sort: sort_by,
+                    ..Default::default()
+                }),
+            ));
+        }
+        let filters: Vec<(&str, EndpointQuery)> = vec![
+            (
+                "status=online",
+                EndpointQuery {
+                    status: Some(EndpointStatus::Online),
+                    ..Default::default()
+                },
+            ),
+            (
+                "os=macos",
+                EndpointQuery {
+                    os: Some("macos".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                "tag=eng",
+                EndpointQuery {
+                    tag: Some("eng".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                "owner=owner-7",
+                EndpointQuery {
+                    owner: Some("owner-7".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                "environment=prod",
+                EndpointQuery {
+                    environment: Some("prod".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                "agent_version=1.3.0",
+                EndpointQuery {
+                    agent_version: Some("1.3.0".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                "client=cursor",
+                EndpointQuery {
+                    client: Some("cursor".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                "server=srv-42",
+                EndpointQuery {
+                    server: Some("srv-42".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                "risk_flag=shell_access",
+                EndpointQuery {
+                    risk_flag: Some("shell_access".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                "q=host-4242",
+                EndpointQuery {
+                    q: Some("host-4242".into()),
+                    ..Default::default()
+                },
+            ),
+        ];
+        for (name, q) in filters {
+            cases.push((name.to_string(), page(q)));
+        }
+        for (name, q) in cases {
+            let (p50, p95, deeper) = time(&store, &tenant.id, &q, o.runs).await;
+            println!("| {name} | {p50:.1} ms | {p95:.1} ms | {deeper:.1} ms |");
+        }
+        store.close().await;
+        if let Some(db) = db {
+            db.drop_database().await;
+        }
+    }
+}
