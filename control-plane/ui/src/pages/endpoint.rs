@@ -4,19 +4,19 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use serde_json::Value;
 
 use super::fleet::run_action;
 use super::items;
+use crate::UiState;
 use crate::html::{enc, esc, field, text};
 use crate::layout::{self, badge};
 use crate::nav::Section;
 use crate::session::Flash;
-use crate::{Form, UiState};
+use crate::{CheckedPost, SignedIn, SignedInFragment};
 
 /// Commands listed.
 const COMMANDS_SHOWN: u32 = 20;
@@ -29,13 +29,9 @@ fn list(v: &Value) -> String {
 
 pub(crate) async fn page(
     State(state): State<Arc<UiState>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
+    SignedIn(ctx): SignedIn,
 ) -> Response {
-    let ctx = match state.ctx(&headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     if !ctx.can("fleet:read") {
         return layout::forbidden(&ctx, Section::Fleet, "fleet:read");
     }
@@ -260,12 +256,9 @@ fn commands_html(page: &Value) -> String {
 /// The commands table alone, for the live refresh.
 pub(crate) async fn commands_fragment(
     State(state): State<Arc<UiState>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
+    SignedInFragment(ctx): SignedInFragment,
 ) -> Response {
-    let Ok(ctx) = state.ctx(&headers).await else {
-        return StatusCode::UNAUTHORIZED.into_response();
-    };
     match commands(&state, &ctx, &id).await {
         Ok(page) => Html(commands_html(&page)).into_response(),
         Err(_) => StatusCode::BAD_GATEWAY.into_response(),
@@ -274,18 +267,9 @@ pub(crate) async fn commands_fragment(
 
 pub(crate) async fn action(
     State(state): State<Arc<UiState>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    body: Bytes,
+    CheckedPost { ctx, form }: CheckedPost,
 ) -> Response {
-    let ctx = match state.ctx(&headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let form = Form::parse(&body);
-    if let Some(r) = state.refuse_post(&ctx, &headers, &form) {
-        return r;
-    }
     let action = form.get("action").unwrap_or_default();
     let (ok, error) = run_action(&state, &ctx, action, &[id.as_str()]).await;
     let flash = match error {

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::Value;
 
 use super::items;
+use crate::SignedIn;
 use crate::UiState;
 use crate::chart;
 use crate::html::{esc, field, time_ms};
@@ -23,11 +23,7 @@ const TREND_WINDOW: i64 = 1000;
 /// Days in the trend chart.
 const TREND_DAYS: i64 = 14;
 
-pub(crate) async fn page(State(state): State<Arc<UiState>>, headers: HeaderMap) -> Response {
-    let ctx = match state.ctx(&headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+pub(crate) async fn page(State(state): State<Arc<UiState>>, SignedIn(ctx): SignedIn) -> Response {
     let p = ctx.posture().clone();
     let n = |k: &str| p[k].as_i64().unwrap_or(0);
     let mode = nav::mode_of(&p);
