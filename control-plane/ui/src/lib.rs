@@ -291,7 +291,7 @@ impl FromRequestParts<Arc<UiState>> for SignedIn {
 }
 
 /// The signed-in context of a live-region refresh (a fragment, not a page): without one the
-/// answer is a bare 401, not a redirect the script would swap into the page.
+/// answer is a bare 401, on which `assets/app.js` sends the browser to sign-in.
 pub(crate) struct SignedInFragment(pub Ctx);
 
 impl FromRequestParts<Arc<UiState>> for SignedInFragment {

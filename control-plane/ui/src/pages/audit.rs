@@ -9,11 +9,10 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use super::items;
-use crate::SignedIn;
-use crate::UiState;
 use crate::html::{esc, field, query, time_ms};
 use crate::layout::{self, badge};
 use crate::nav::Section;
+use crate::{SignedIn, UiState};
 
 /// Entries per page.
 const PAGE: i64 = 50;

@@ -10,22 +10,15 @@ use axum::response::{Html, IntoResponse, Response};
 use serde_json::Value;
 
 use super::fleet::run_action;
-use super::items;
-use crate::UiState;
+use super::{items, list_text};
 use crate::html::{enc, esc, field, text};
 use crate::layout::{self, badge};
 use crate::nav::Section;
 use crate::session::Flash;
-use crate::{CheckedPost, SignedIn, SignedInFragment};
+use crate::{CheckedPost, SignedIn, SignedInFragment, UiState};
 
 /// Commands listed.
 const COMMANDS_SHOWN: u32 = 20;
-
-fn list(v: &Value) -> String {
-    v.as_array()
-        .map(|a| a.iter().map(text).collect::<Vec<_>>().join(", "))
-        .unwrap_or_default()
-}
 
 pub(crate) async fn page(
     State(state): State<Arc<UiState>>,
@@ -61,7 +54,7 @@ pub(crate) async fn page(
         field(h, "arch"),
         field(h, "kernel_version"),
         field(h, "cpu_count"),
-        esc(&list(&h["users"])),
+        esc(&list_text(&h["users"])),
         field(&d, "agent_version"),
         field(&d, "origin"),
         field(&d, "last_seen"),
@@ -69,7 +62,7 @@ pub(crate) async fn page(
         field(&d, "applied_policy_revision"),
         field(&d, "owner"),
         field(&d, "environment"),
-        esc(&list(&d["tags"])),
+        esc(&list_text(&d["tags"])),
         esc(&id),
     );
     if ctx.can("fleet:write") {
@@ -90,7 +83,7 @@ pub(crate) async fn page(
         body.push_str(&format!(
             "<tr><td>{}</td><td>{}</td></tr>",
             field(c, "name"),
-            esc(&list(&c["config_files"]))
+            esc(&list_text(&c["config_files"]))
         ));
     }
     body.push_str("</tbody></table>");
@@ -102,7 +95,7 @@ pub(crate) async fn page(
             None => format!(
                 "{} {}",
                 text(&s["command"]),
-                list(&s["args"]).replace(", ", " ")
+                list_text(&s["args"]).replace(", ", " ")
             ),
         };
         let flags: String = s["risk_flags"]
@@ -117,7 +110,7 @@ pub(crate) async fn page(
             esc(&launch),
             flags,
             if s["wrapped"].as_bool() == Some(true) { badge("wrapped") } else { String::from("—") },
-            esc(&list(&s["credential_names"])),
+            esc(&list_text(&s["credential_names"])),
         ));
     }
     body.push_str("</tbody></table></div>");

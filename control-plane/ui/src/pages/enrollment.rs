@@ -15,8 +15,7 @@ use crate::html::{enc, esc, field, time_ms};
 use crate::layout::{self, badge};
 use crate::nav::Section;
 use crate::session::Flash;
-use crate::{CheckedPost, SignedIn};
-use crate::{Form, UiState};
+use crate::{CheckedPost, Form, SignedIn, UiState};
 
 /// The URL machines reach the API at: the configured public URL, or this page's own origin
 /// when the dashboard is served on the API's origin.

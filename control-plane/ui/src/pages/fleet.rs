@@ -9,13 +9,12 @@ use axum::response::{Html, IntoResponse, Response};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::items;
+use super::{items, list_text};
 use crate::html::{enc, esc, field, query};
 use crate::layout::{self, badge};
 use crate::nav::Section;
 use crate::session::Flash;
-use crate::{CheckedPost, SignedIn, SignedInFragment};
-use crate::{Ctx, UiState};
+use crate::{CheckedPost, Ctx, SignedIn, SignedInFragment, UiState};
 
 /// Rows per page.
 const PAGE_ROWS: &str = "50";
@@ -254,15 +253,7 @@ fn rows_html(page: &Value, writer: bool) -> String {
                 field(e, "hostname")
             ));
         }
-        let tags = e["tags"]
-            .as_array()
-            .map(|t| {
-                t.iter()
-                    .map(crate::html::text)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .unwrap_or_default();
+        let tags = list_text(&e["tags"]);
         out.push_str(&format!(
             r#"<td><a href="/ui/endpoints/{}">{}</a></td><td data-testid="status">{}</td><td data-testid="state">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} / {}</td><td>{}</td></tr>"#,
             enc(id),

@@ -10,12 +10,11 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::items;
-use crate::UiState;
 use crate::html::{enc, esc, field, time_ms};
 use crate::layout::{self, badge};
 use crate::nav::Section;
 use crate::session::Flash;
-use crate::{CheckedPost, SignedIn};
+use crate::{CheckedPost, SignedIn, UiState};
 
 /// Overlap windows offered when rotating: (seconds, label).
 const OVERLAPS: &[(i64, &str)] = &[

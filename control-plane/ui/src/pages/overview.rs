@@ -8,13 +8,11 @@ use axum::extract::State;
 use axum::response::Response;
 use serde_json::Value;
 
-use super::items;
-use crate::SignedIn;
-use crate::UiState;
-use crate::chart;
+use super::{items, list_text};
 use crate::html::{esc, field, time_ms};
 use crate::layout::{self, badge, tile};
 use crate::nav::{self, Section};
+use crate::{SignedIn, UiState, chart};
 
 /// Detections shown.
 const RECENT_DETECTIONS: usize = 8;
@@ -181,15 +179,7 @@ pub(crate) fn detections_table<'a>(entries: impl Iterator<Item = &'a Value>) -> 
     for e in entries {
         let d = &e["detail"];
         let endpoint = d["endpoint_id"].as_str().unwrap_or_default();
-        let reasons = d["reasons"]
-            .as_array()
-            .map(|r| {
-                r.iter()
-                    .map(crate::html::text)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .unwrap_or_default();
+        let reasons = list_text(&d["reasons"]);
         out.push_str(&format!(
             r#"<tr><td>{}</td><td><a href="/ui/endpoints/{}">{}</a></td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
             time_ms(e["at_ms"].as_i64().unwrap_or(0)),

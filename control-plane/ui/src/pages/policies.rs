@@ -11,11 +11,9 @@ use serde_json::{Value, json};
 
 use super::items;
 use crate::html::{esc, field};
-use crate::layout;
 use crate::nav::Section;
 use crate::session::Flash;
-use crate::{CheckedPost, SignedIn};
-use crate::{Ctx, UiState};
+use crate::{CheckedPost, Ctx, SignedIn, UiState, layout};
 
 async fn render(state: &UiState, ctx: &Ctx, draft: Option<(&str, &str)>) -> Response {
     let api = &state.api;

@@ -13,12 +13,11 @@ use serde_json::{Map, Value, json};
 
 use super::items;
 use super::overview::detections_table;
-use crate::UiState;
 use crate::html::{enc, esc, field, time_ms};
 use crate::layout::{self, badge};
 use crate::nav::Section;
 use crate::session::Flash;
-use crate::{CheckedPost, SignedIn};
+use crate::{CheckedPost, SignedIn, UiState};
 
 /// Detections read (one API page, the newest).
 const WINDOW: i64 = 1000;

@@ -7,11 +7,10 @@ use axum::extract::{RawQuery, State};
 use axum::response::Response;
 
 use super::{items, list_text};
-use crate::SignedIn;
-use crate::UiState;
 use crate::html::{esc, field, query, text};
 use crate::layout::{self, badge};
 use crate::nav::Section;
+use crate::{SignedIn, UiState};
 
 pub(crate) async fn page(
     State(state): State<Arc<UiState>>,

@@ -9,12 +9,10 @@ use reqwest::Method;
 use serde_json::{Map, Value, json};
 
 use super::items;
-use crate::UiState;
 use crate::html::{enc, esc, time_ms};
-use crate::layout;
 use crate::nav::Section;
 use crate::session::Flash;
-use crate::{CheckedPost, SignedIn};
+use crate::{CheckedPost, SignedIn, UiState, layout};
 
 /// Tenants listed with their quotas.
 const MAX_SHOWN: usize = 200;
