@@ -119,13 +119,22 @@ impl ApiClient {
         path: &str,
         headers: &[&str],
     ) -> Result<(Vec<u8>, Vec<(String, String)>), ApiFailure> {
-        let response = self
+        let request = self
             .http
             .get(format!("{}{path}", self.base))
-            .bearer_auth(credential.expose())
-            .send()
-            .await
-            .map_err(|e| self.unreachable(&e))?;
+            .bearer_auth(credential.expose());
+        let (bytes, picked) = self.exchange(request, headers).await?;
+        Ok((bytes.to_vec(), picked))
+    }
+
+    /// Send `request` and read its whole answer with the named response headers; an error
+    /// status is the refusal its body describes.
+    async fn exchange(
+        &self,
+        request: reqwest::RequestBuilder,
+        headers: &[&str],
+    ) -> Result<(axum::body::Bytes, Vec<(String, String)>), ApiFailure> {
+        let response = request.send().await.map_err(|e| self.unreachable(&e))?;
         let status = response.status().as_u16();
         let picked = headers
             .iter()
@@ -141,7 +150,7 @@ impl ApiClient {
         if status >= 400 {
             return Err(refusal(status, &bytes));
         }
-        Ok((bytes.to_vec(), picked))
+        Ok((bytes, picked))
     }
 
     async fn call(
@@ -158,12 +167,7 @@ impl ApiClient {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await.map_err(|e| self.unreachable(&e))?;
-        let status = response.status().as_u16();
-        let bytes = response.bytes().await.map_err(|e| self.unreachable(&e))?;
-        if status >= 400 {
-            return Err(refusal(status, &bytes));
-        }
+        let (bytes, _) = self.exchange(request, &[]).await?;
         if bytes.is_empty() {
             return Ok(Value::Null);
         }

@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -271,6 +272,65 @@ impl UiState {
             self.posture.invalidate(t);
         }
         Redirect::to(to).into_response()
+    }
+}
+
+/// The signed-in context of a page request, as an extractor. Its rejection is what
+/// [`UiState::ctx`] sends instead: a redirect to sign-in, or an error page.
+pub(crate) struct SignedIn(pub Ctx);
+
+impl FromRequestParts<Arc<UiState>> for SignedIn {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<UiState>,
+    ) -> Result<Self, Self::Rejection> {
+        state.ctx(&parts.headers).await.map(SignedIn)
+    }
+}
+
+/// The signed-in context of a live-region refresh (a fragment, not a page): without one the
+/// answer is a bare 401, on which `assets/app.js` sends the browser to sign-in.
+pub(crate) struct SignedInFragment(pub Ctx);
+
+impl FromRequestParts<Arc<UiState>> for SignedInFragment {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<UiState>,
+    ) -> Result<Self, Self::Rejection> {
+        state
+            .ctx(&parts.headers)
+            .await
+            .map(SignedInFragment)
+            .map_err(|_| StatusCode::UNAUTHORIZED.into_response())
+    }
+}
+
+/// A state-changing form post from a signed-in caller that carries the session's CSRF token
+/// and comes from this origin. Its rejection is the body's own rejection, what
+/// [`UiState::ctx`] sends instead of a context, or the refusal of [`UiState::refuse_post`].
+pub(crate) struct CheckedPost {
+    pub ctx: Ctx,
+    pub form: Form,
+}
+
+impl FromRequest<Arc<UiState>> for CheckedPost {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &Arc<UiState>) -> Result<Self, Self::Rejection> {
+        let headers = request.headers().clone();
+        let body = Bytes::from_request(request, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let ctx = state.ctx(&headers).await?;
+        let form = Form::parse(&body);
+        if let Some(r) = state.refuse_post(&ctx, &headers, &form) {
+            return Err(r);
+        }
+        Ok(Self { ctx, form })
     }
 }
 

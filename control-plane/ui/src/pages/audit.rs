@@ -5,27 +5,23 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use super::items;
-use crate::UiState;
 use crate::html::{esc, field, query, time_ms};
 use crate::layout::{self, badge};
 use crate::nav::Section;
+use crate::{SignedIn, UiState};
 
 /// Entries per page.
 const PAGE: i64 = 50;
 
 pub(crate) async fn page(
     State(state): State<Arc<UiState>>,
-    headers: HeaderMap,
     RawQuery(raw): RawQuery,
+    SignedIn(ctx): SignedIn,
 ) -> Response {
-    let ctx = match state.ctx(&headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     if let Some(r) = layout::unavailable(&ctx, Section::Audit) {
         return r;
     }
@@ -120,13 +116,9 @@ pub(crate) async fn page(
 /// A signed export, passed through with its signature header, as a download.
 pub(crate) async fn export(
     State(state): State<Arc<UiState>>,
-    headers: HeaderMap,
     Path(which): Path<String>,
+    SignedIn(ctx): SignedIn,
 ) -> Response {
-    let ctx = match state.ctx(&headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let path = match which.as_str() {
         "audit" => "/v1/audit/export",
         "fleet" => "/v1/fleet/export",

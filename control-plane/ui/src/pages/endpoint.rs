@@ -4,38 +4,27 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use serde_json::Value;
 
 use super::fleet::run_action;
-use super::items;
+use super::{items, list_text};
 use crate::html::{enc, esc, field, text};
 use crate::layout::{self, badge};
 use crate::nav::Section;
 use crate::session::Flash;
-use crate::{Form, UiState};
+use crate::{CheckedPost, SignedIn, SignedInFragment, UiState};
 
 /// Commands listed.
 const COMMANDS_SHOWN: u32 = 20;
 
-fn list(v: &Value) -> String {
-    v.as_array()
-        .map(|a| a.iter().map(text).collect::<Vec<_>>().join(", "))
-        .unwrap_or_default()
-}
-
 pub(crate) async fn page(
     State(state): State<Arc<UiState>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
+    SignedIn(ctx): SignedIn,
 ) -> Response {
-    let ctx = match state.ctx(&headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     if !ctx.can("fleet:read") {
         return layout::forbidden(&ctx, Section::Fleet, "fleet:read");
     }
@@ -65,7 +54,7 @@ pub(crate) async fn page(
         field(h, "arch"),
         field(h, "kernel_version"),
         field(h, "cpu_count"),
-        esc(&list(&h["users"])),
+        esc(&list_text(&h["users"])),
         field(&d, "agent_version"),
         field(&d, "origin"),
         field(&d, "last_seen"),
@@ -73,7 +62,7 @@ pub(crate) async fn page(
         field(&d, "applied_policy_revision"),
         field(&d, "owner"),
         field(&d, "environment"),
-        esc(&list(&d["tags"])),
+        esc(&list_text(&d["tags"])),
         esc(&id),
     );
     if ctx.can("fleet:write") {
@@ -94,7 +83,7 @@ pub(crate) async fn page(
         body.push_str(&format!(
             "<tr><td>{}</td><td>{}</td></tr>",
             field(c, "name"),
-            esc(&list(&c["config_files"]))
+            esc(&list_text(&c["config_files"]))
         ));
     }
     body.push_str("</tbody></table>");
@@ -106,7 +95,7 @@ pub(crate) async fn page(
             None => format!(
                 "{} {}",
                 text(&s["command"]),
-                list(&s["args"]).replace(", ", " ")
+                list_text(&s["args"]).replace(", ", " ")
             ),
         };
         let flags: String = s["risk_flags"]
@@ -121,7 +110,7 @@ pub(crate) async fn page(
             esc(&launch),
             flags,
             if s["wrapped"].as_bool() == Some(true) { badge("wrapped") } else { String::from("—") },
-            esc(&list(&s["credential_names"])),
+            esc(&list_text(&s["credential_names"])),
         ));
     }
     body.push_str("</tbody></table></div>");
@@ -260,12 +249,9 @@ fn commands_html(page: &Value) -> String {
 /// The commands table alone, for the live refresh.
 pub(crate) async fn commands_fragment(
     State(state): State<Arc<UiState>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
+    SignedInFragment(ctx): SignedInFragment,
 ) -> Response {
-    let Ok(ctx) = state.ctx(&headers).await else {
-        return StatusCode::UNAUTHORIZED.into_response();
-    };
     match commands(&state, &ctx, &id).await {
         Ok(page) => Html(commands_html(&page)).into_response(),
         Err(_) => StatusCode::BAD_GATEWAY.into_response(),
@@ -274,18 +260,9 @@ pub(crate) async fn commands_fragment(
 
 pub(crate) async fn action(
     State(state): State<Arc<UiState>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    body: Bytes,
+    CheckedPost { ctx, form }: CheckedPost,
 ) -> Response {
-    let ctx = match state.ctx(&headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let form = Form::parse(&body);
-    if let Some(r) = state.refuse_post(&ctx, &headers, &form) {
-        return r;
-    }
     let action = form.get("action").unwrap_or_default();
     let (ok, error) = run_action(&state, &ctx, action, &[id.as_str()]).await;
     let flash = match error {

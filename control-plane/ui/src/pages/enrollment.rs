@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
@@ -16,7 +15,7 @@ use crate::html::{enc, esc, field, time_ms};
 use crate::layout::{self, badge};
 use crate::nav::Section;
 use crate::session::Flash;
-use crate::{Form, UiState};
+use crate::{CheckedPost, Form, SignedIn, UiState};
 
 /// The URL machines reach the API at: the configured public URL, or this page's own origin
 /// when the dashboard is served on the API's origin.
@@ -40,11 +39,11 @@ fn public_api(state: &UiState, headers: &HeaderMap) -> String {
     format!("{scheme}://{host}")
 }
 
-pub(crate) async fn page(State(state): State<Arc<UiState>>, headers: HeaderMap) -> Response {
-    let ctx = match state.ctx(&headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+pub(crate) async fn page(
+    State(state): State<Arc<UiState>>,
+    headers: HeaderMap,
+    SignedIn(ctx): SignedIn,
+) -> Response {
     if let Some(r) = layout::unavailable(&ctx, Section::Enrollment) {
         return r;
     }
@@ -161,17 +160,8 @@ fn number(form: &Form, key: &str, label: &str, max: i64) -> Result<Option<i64>, 
 
 pub(crate) async fn create(
     State(state): State<Arc<UiState>>,
-    headers: HeaderMap,
-    body: Bytes,
+    CheckedPost { ctx, form }: CheckedPost,
 ) -> Response {
-    let ctx = match state.ctx(&headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let form = Form::parse(&body);
-    if let Some(r) = state.refuse_post(&ctx, &headers, &form) {
-        return r;
-    }
     let error = |text: String| Flash {
         kind: "error",
         text,
@@ -216,18 +206,9 @@ pub(crate) async fn create(
 
 pub(crate) async fn revoke(
     State(state): State<Arc<UiState>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    body: Bytes,
+    CheckedPost { ctx, .. }: CheckedPost,
 ) -> Response {
-    let ctx = match state.ctx(&headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let form = Form::parse(&body);
-    if let Some(r) = state.refuse_post(&ctx, &headers, &form) {
-        return r;
-    }
     let flash = match state
         .api
         .send(

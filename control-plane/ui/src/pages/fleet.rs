@@ -3,19 +3,18 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::items;
+use super::{items, list_text};
 use crate::html::{enc, esc, field, query};
 use crate::layout::{self, badge};
 use crate::nav::Section;
 use crate::session::Flash;
-use crate::{Ctx, Form, UiState};
+use crate::{CheckedPost, Ctx, SignedIn, SignedInFragment, UiState};
 
 /// Rows per page.
 const PAGE_ROWS: &str = "50";
@@ -86,13 +85,9 @@ impl Params {
 
 pub(crate) async fn page(
     State(state): State<Arc<UiState>>,
-    headers: HeaderMap,
     RawQuery(raw): RawQuery,
+    SignedIn(ctx): SignedIn,
 ) -> Response {
-    let ctx = match state.ctx(&headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     if let Some(r) = layout::unavailable(&ctx, Section::Fleet) {
         return r;
     }
@@ -160,13 +155,9 @@ pub(crate) async fn page(
 /// The table body alone, for the live refresh.
 pub(crate) async fn rows(
     State(state): State<Arc<UiState>>,
-    headers: HeaderMap,
     RawQuery(raw): RawQuery,
+    SignedInFragment(ctx): SignedInFragment,
 ) -> Response {
-    let ctx = match state.ctx(&headers).await {
-        Ok(c) => c,
-        Err(_) => return StatusCode::UNAUTHORIZED.into_response(),
-    };
     let params = Params::parse(raw.as_deref());
     match state
         .api
@@ -262,15 +253,7 @@ fn rows_html(page: &Value, writer: bool) -> String {
                 field(e, "hostname")
             ));
         }
-        let tags = e["tags"]
-            .as_array()
-            .map(|t| {
-                t.iter()
-                    .map(crate::html::text)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .unwrap_or_default();
+        let tags = list_text(&e["tags"]);
         out.push_str(&format!(
             r#"<td><a href="/ui/endpoints/{}">{}</a></td><td data-testid="status">{}</td><td data-testid="state">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} / {}</td><td>{}</td></tr>"#,
             enc(id),
@@ -338,17 +321,8 @@ pub(crate) async fn run_action(
 
 pub(crate) async fn bulk(
     State(state): State<Arc<UiState>>,
-    headers: HeaderMap,
-    body: Bytes,
+    CheckedPost { ctx, form }: CheckedPost,
 ) -> Response {
-    let ctx = match state.ctx(&headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let form = Form::parse(&body);
-    if let Some(r) = state.refuse_post(&ctx, &headers, &form) {
-        return r;
-    }
     let back = format!(
         "/ui/fleet{}",
         form.get("return")

@@ -4,9 +4,7 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -16,7 +14,7 @@ use crate::html::{enc, esc, field, time_ms};
 use crate::layout::{self, badge};
 use crate::nav::Section;
 use crate::session::Flash;
-use crate::{Form, UiState};
+use crate::{CheckedPost, SignedIn, UiState};
 
 /// Overlap windows offered when rotating: (seconds, label).
 const OVERLAPS: &[(i64, &str)] = &[
@@ -30,11 +28,7 @@ fn when(v: &Value) -> String {
     v.as_i64().map_or_else(|| "—".into(), time_ms)
 }
 
-pub(crate) async fn page(State(state): State<Arc<UiState>>, headers: HeaderMap) -> Response {
-    let ctx = match state.ctx(&headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+pub(crate) async fn page(State(state): State<Arc<UiState>>, SignedIn(ctx): SignedIn) -> Response {
     if let Some(r) = layout::unavailable(&ctx, Section::Keys) {
         return r;
     }
@@ -157,17 +151,8 @@ fn shown_once(text: String, response: &Value) -> Flash {
 
 pub(crate) async fn create(
     State(state): State<Arc<UiState>>,
-    headers: HeaderMap,
-    body: Bytes,
+    CheckedPost { ctx, form }: CheckedPost,
 ) -> Response {
-    let ctx = match state.ctx(&headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let form = Form::parse(&body);
-    if let Some(r) = state.refuse_post(&ctx, &headers, &form) {
-        return r;
-    }
     let mut request = json!({
         "name": form.get("name").unwrap_or_default().trim(),
         "role": form.get("role").unwrap_or("viewer"),
@@ -219,18 +204,9 @@ pub(crate) async fn create(
 
 pub(crate) async fn act(
     State(state): State<Arc<UiState>>,
-    headers: HeaderMap,
     Path((id, verb)): Path<(String, String)>,
-    body: Bytes,
+    CheckedPost { ctx, form }: CheckedPost,
 ) -> Response {
-    let ctx = match state.ctx(&headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let form = Form::parse(&body);
-    if let Some(r) = state.refuse_post(&ctx, &headers, &form) {
-        return r;
-    }
     let path = format!("/v1/keys/{}", enc(&id));
     let result = match verb.as_str() {
         "rotate" => {

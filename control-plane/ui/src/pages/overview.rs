@@ -5,16 +5,14 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::Value;
 
-use super::items;
-use crate::UiState;
-use crate::chart;
+use super::{items, list_text};
 use crate::html::{esc, field, time_ms};
 use crate::layout::{self, badge, tile};
 use crate::nav::{self, Section};
+use crate::{SignedIn, UiState, chart};
 
 /// Detections shown.
 const RECENT_DETECTIONS: usize = 8;
@@ -23,11 +21,7 @@ const TREND_WINDOW: i64 = 1000;
 /// Days in the trend chart.
 const TREND_DAYS: i64 = 14;
 
-pub(crate) async fn page(State(state): State<Arc<UiState>>, headers: HeaderMap) -> Response {
-    let ctx = match state.ctx(&headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+pub(crate) async fn page(State(state): State<Arc<UiState>>, SignedIn(ctx): SignedIn) -> Response {
     let p = ctx.posture().clone();
     let n = |k: &str| p[k].as_i64().unwrap_or(0);
     let mode = nav::mode_of(&p);
@@ -185,15 +179,7 @@ pub(crate) fn detections_table<'a>(entries: impl Iterator<Item = &'a Value>) -> 
     for e in entries {
         let d = &e["detail"];
         let endpoint = d["endpoint_id"].as_str().unwrap_or_default();
-        let reasons = d["reasons"]
-            .as_array()
-            .map(|r| {
-                r.iter()
-                    .map(crate::html::text)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .unwrap_or_default();
+        let reasons = list_text(&d["reasons"]);
         out.push_str(&format!(
             r#"<tr><td>{}</td><td><a href="/ui/endpoints/{}">{}</a></td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
             time_ms(e["at_ms"].as_i64().unwrap_or(0)),

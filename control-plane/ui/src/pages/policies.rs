@@ -3,19 +3,17 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::items;
 use crate::html::{esc, field};
-use crate::layout;
 use crate::nav::Section;
 use crate::session::Flash;
-use crate::{Ctx, Form, UiState};
+use crate::{CheckedPost, Ctx, SignedIn, UiState, layout};
 
 async fn render(state: &UiState, ctx: &Ctx, draft: Option<(&str, &str)>) -> Response {
     let api = &state.api;
@@ -125,11 +123,7 @@ async fn render(state: &UiState, ctx: &Ctx, draft: Option<(&str, &str)>) -> Resp
     layout::page_with_status(ctx, status, Some(Section::Policies), "Policies", &body)
 }
 
-pub(crate) async fn page(State(state): State<Arc<UiState>>, headers: HeaderMap) -> Response {
-    let ctx = match state.ctx(&headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+pub(crate) async fn page(State(state): State<Arc<UiState>>, SignedIn(ctx): SignedIn) -> Response {
     if let Some(r) = layout::unavailable(&ctx, Section::Policies) {
         return r;
     }
@@ -138,17 +132,8 @@ pub(crate) async fn page(State(state): State<Arc<UiState>>, headers: HeaderMap) 
 
 pub(crate) async fn publish(
     State(state): State<Arc<UiState>>,
-    headers: HeaderMap,
-    body: Bytes,
+    CheckedPost { ctx, form }: CheckedPost,
 ) -> Response {
-    let ctx = match state.ctx(&headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let form = Form::parse(&body);
-    if let Some(r) = state.refuse_post(&ctx, &headers, &form) {
-        return r;
-    }
     let text = form.get("policy").unwrap_or_default().replace("\r\n", "\n");
     match state
         .api

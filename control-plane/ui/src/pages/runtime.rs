@@ -6,9 +6,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::Response;
 use reqwest::Method;
 use serde_json::{Map, Value, json};
@@ -19,7 +17,7 @@ use crate::html::{enc, esc, field, time_ms};
 use crate::layout::{self, badge};
 use crate::nav::Section;
 use crate::session::Flash;
-use crate::{Form, UiState};
+use crate::{CheckedPost, SignedIn, UiState};
 
 /// Detections read (one API page, the newest).
 const WINDOW: i64 = 1000;
@@ -45,11 +43,7 @@ fn pinned_tools(entry: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-pub(crate) async fn page(State(state): State<Arc<UiState>>, headers: HeaderMap) -> Response {
-    let ctx = match state.ctx(&headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+pub(crate) async fn page(State(state): State<Arc<UiState>>, SignedIn(ctx): SignedIn) -> Response {
     if let Some(r) = layout::unavailable(&ctx, Section::Runtime) {
         return r;
     }
@@ -225,17 +219,8 @@ pub(crate) async fn page(State(state): State<Arc<UiState>>, headers: HeaderMap) 
 
 pub(crate) async fn approve(
     State(state): State<Arc<UiState>>,
-    headers: HeaderMap,
-    body: Bytes,
+    CheckedPost { ctx, form }: CheckedPost,
 ) -> Response {
-    let ctx = match state.ctx(&headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let form = Form::parse(&body);
-    if let Some(r) = state.refuse_post(&ctx, &headers, &form) {
-        return r;
-    }
     let endpoint = form.get("endpoint").unwrap_or_default();
     let tools: Map<String, Value> = form
         .all("tool")

@@ -4,24 +4,19 @@
 use std::sync::Arc;
 
 use axum::extract::{RawQuery, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 
 use super::{items, list_text};
-use crate::UiState;
 use crate::html::{esc, field, query, text};
 use crate::layout::{self, badge};
 use crate::nav::Section;
+use crate::{SignedIn, UiState};
 
 pub(crate) async fn page(
     State(state): State<Arc<UiState>>,
-    headers: HeaderMap,
     RawQuery(raw): RawQuery,
+    SignedIn(ctx): SignedIn,
 ) -> Response {
-    let ctx = match state.ctx(&headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     if let Some(r) = layout::unavailable(&ctx, Section::Servers) {
         return r;
     }

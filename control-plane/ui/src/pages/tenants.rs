@@ -3,19 +3,16 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 
 use super::items;
 use crate::html::{enc, esc, time_ms};
-use crate::layout;
 use crate::nav::Section;
 use crate::session::Flash;
-use crate::{Form, UiState};
+use crate::{CheckedPost, SignedIn, UiState, layout};
 
 /// Tenants listed with their quotas.
 const MAX_SHOWN: usize = 200;
@@ -28,11 +25,7 @@ const QUOTAS: &[(&str, &str)] = &[
     ("rate_per_tenant_per_min", "Requests/min per tenant"),
 ];
 
-pub(crate) async fn page(State(state): State<Arc<UiState>>, headers: HeaderMap) -> Response {
-    let ctx = match state.ctx(&headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+pub(crate) async fn page(State(state): State<Arc<UiState>>, SignedIn(ctx): SignedIn) -> Response {
     if let Some(r) = layout::unavailable(&ctx, Section::Tenants) {
         return r;
     }
@@ -103,17 +96,8 @@ pub(crate) async fn page(State(state): State<Arc<UiState>>, headers: HeaderMap) 
 
 pub(crate) async fn create(
     State(state): State<Arc<UiState>>,
-    headers: HeaderMap,
-    body: Bytes,
+    CheckedPost { ctx, form }: CheckedPost,
 ) -> Response {
-    let ctx = match state.ctx(&headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let form = Form::parse(&body);
-    if let Some(r) = state.refuse_post(&ctx, &headers, &form) {
-        return r;
-    }
     let name = form.get("name").unwrap_or_default().trim().to_string();
     let flash = match state
         .api
@@ -141,18 +125,9 @@ pub(crate) async fn create(
 
 pub(crate) async fn set_quotas(
     State(state): State<Arc<UiState>>,
-    headers: HeaderMap,
     Path(name): Path<String>,
-    body: Bytes,
+    CheckedPost { ctx, form }: CheckedPost,
 ) -> Response {
-    let ctx = match state.ctx(&headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let form = Form::parse(&body);
-    if let Some(r) = state.refuse_post(&ctx, &headers, &form) {
-        return r;
-    }
     let mut quotas = Map::new();
     for (key, label) in QUOTAS {
         let raw = form.get(key).unwrap_or_default().trim();
