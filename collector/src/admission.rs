@@ -181,6 +181,17 @@ pub enum Refusal {
     Source,
 }
 
+impl Refusal {
+    /// The metric label of this refusal.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::Connections => "connections",
+            Self::Handshakes => "handshakes",
+            Self::Source => "source",
+        }
+    }
+}
+
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -274,7 +285,7 @@ impl ConnectionBudget {
     }
 
     fn refuse(&self, why: Refusal) -> Refusal {
-        crate::metrics::connection_refused(why);
+        crate::metrics::connection_refused(why.label());
         let total = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
         // One line per interval, not one per refused connection: a reconnect storm must not
         // turn into a log storm.

@@ -5,8 +5,6 @@
 
 use metrics::{counter, gauge};
 
-use crate::admission::Refusal;
-
 const CONNECTIONS: &str = "agent_bom_collector_connections";
 const HANDSHAKES: &str = "agent_bom_collector_handshakes_total";
 const REFUSED: &str = "agent_bom_collector_connections_refused_total";
@@ -30,13 +28,8 @@ pub(crate) fn handshake(transport: &'static str, ok: bool) {
     counter!(HANDSHAKES, "transport" => transport, "outcome" => outcome).increment(1);
 }
 
-/// A new connection was refused by admission.
-pub(crate) fn connection_refused(why: Refusal) {
-    let reason = match why {
-        Refusal::Connections => "connections",
-        Refusal::Handshakes => "handshakes",
-        Refusal::Source => "source",
-    };
+/// A new connection was refused by admission (`reason`: the refusal's label).
+pub(crate) fn connection_refused(reason: &'static str) {
     counter!(REFUSED, "reason" => reason).increment(1);
 }
 

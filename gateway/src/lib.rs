@@ -211,9 +211,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/healthz", get(healthz))
         .route(
             "/mcp/{upstream}",
-            get(relay::get_stream)
-                .post(relay::post)
-                .delete(relay::delete),
+            get(get_stream).post(relay::post).delete(relay::delete),
         )
         .route("/mcp/{upstream}/sse", get(legacy::open))
         .route(
@@ -230,6 +228,25 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(shared)
+}
+
+/// `GET /mcp/{upstream}`: the server's message stream, opened the way the upstream's transport
+/// speaks (Streamable HTTP, or the older HTTP+SSE). Dispatched here, above both relays.
+async fn get_stream(
+    axum::extract::State(shared): axum::extract::State<Arc<Shared>>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    let admitted = match relay::admit(&shared, &headers, &name).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    match admitted.upstream.transport {
+        agent_bom_control_plane::store::gateway::UpstreamTransport::Sse => {
+            legacy::open_admitted(shared, admitted, headers).await
+        }
+        _ => relay::stream_admitted(shared, admitted, headers).await,
+    }
 }
 
 async fn healthz(

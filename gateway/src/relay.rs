@@ -398,19 +398,13 @@ pub(crate) async fn post(
     respond(shared, a, session, response, &id).await
 }
 
-/// `GET /mcp/{upstream}`: the stream of server-initiated messages.
-pub(crate) async fn get_stream(
-    State(shared): State<Arc<Shared>>,
-    Path(name): Path<String>,
+/// `GET /mcp/{upstream}` on a Streamable HTTP upstream (admitted by [`crate::get_stream`]): the
+/// stream of server-initiated messages.
+pub(crate) async fn stream_admitted(
+    shared: Arc<Shared>,
+    a: Admitted,
     headers: HeaderMap,
 ) -> Response {
-    let a = match admit(&shared, &headers, &name).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    if a.upstream.transport == UpstreamTransport::Sse {
-        return crate::legacy::open_admitted(shared, a, headers).await;
-    }
     let session = match shared.sessions.for_request(
         &a.principal.tenant_id,
         &a.server_id,
