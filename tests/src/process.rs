@@ -63,6 +63,20 @@ pub struct ServeArgs<'a> {
     pub env: &'a [(&'a str, &'a str)],
 }
 
+impl<'a> ServeArgs<'a> {
+    /// `serve` on any loopback ports, with no more flags or environment.
+    pub fn on_loopback(data_dir: &'a Path, admin_key: &'a str) -> Self {
+        Self {
+            data_dir,
+            api: "127.0.0.1:0",
+            collector: "127.0.0.1:0",
+            admin_key,
+            extra: &[],
+            env: &[],
+        }
+    }
+}
+
 /// A running `serve`.
 pub struct Served {
     /// The process.

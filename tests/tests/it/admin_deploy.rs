@@ -47,14 +47,10 @@ fn pki_create_makes_the_ca_a_server_then_uses() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
 
     // A control plane on a data directory holding these files presents this CA.
-    let served = serve(&ServeArgs {
-        data_dir: &pki,
-        api: "127.0.0.1:0",
-        collector: "127.0.0.1:0",
-        admin_key: "abk_deploytest_0123456789abcdef0123456789abcdef",
-        extra: &[],
-        env: &[],
-    });
+    let served = serve(&ServeArgs::on_loopback(
+        &pki,
+        "abk_deploytest_0123456789abcdef0123456789abcdef",
+    ));
     assert!(served.stdout.contains(&pin), "{}", served.stdout);
 }
 

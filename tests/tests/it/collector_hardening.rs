@@ -225,14 +225,9 @@ async fn unauthenticated_frames_cannot_make_the_collector_hold_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_enrolled_device_cannot_make_the_collector_hold_memory_either() {
     let data = tempfile::tempdir().unwrap();
-    let served = agent_bom_tests::process::serve(&agent_bom_tests::process::ServeArgs {
-        data_dir: data.path(),
-        api: "127.0.0.1:0",
-        collector: "127.0.0.1:0",
-        admin_key: ADMIN_KEY,
-        extra: &[],
-        env: &[],
-    });
+    let served = agent_bom_tests::process::serve(
+        &agent_bom_tests::process::ServeArgs::on_loopback(data.path(), ADMIN_KEY),
+    );
     let pid = served.child.0.id();
     let pin = std::fs::read_to_string(data.path().join("ca.pin")).unwrap();
     let state_dir = tempfile::tempdir().unwrap();

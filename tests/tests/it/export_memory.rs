@@ -58,14 +58,9 @@ fn get_raw(api: &str, path: &str) -> (u16, Vec<u8>, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_signed_export_stays_within_a_memory_budget() {
     let data = tempfile::tempdir().unwrap();
-    let served = agent_bom_tests::process::serve(&agent_bom_tests::process::ServeArgs {
-        data_dir: data.path(),
-        api: "127.0.0.1:0",
-        collector: "127.0.0.1:0",
-        admin_key: ADMIN_KEY,
-        extra: &[],
-        env: &[],
-    });
+    let served = agent_bom_tests::process::serve(
+        &agent_bom_tests::process::ServeArgs::on_loopback(data.path(), ADMIN_KEY),
+    );
     let pid = served.child.0.id();
 
     // Seed the log through the store beside the running server (SQLite allows it).

@@ -561,42 +561,10 @@ async fn one_tenant_hits_its_rate_limit_across_replicas_another_does_not() {
 /// One JSON-RPC `tools/call` over plain HTTP after an `initialize` (each on a fresh session, so
 /// the replica that answers does not matter): the status and Retry-After of the call.
 async fn raw_call(http: &reqwest::Client, url: &str, key: &str, n: i64) -> (u16, Option<String>) {
-    let init = http
-        .post(url)
-        .bearer_auth(key)
-        .header("accept", "application/json, text/event-stream")
-        .json(
-            &json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {},
-            "clientInfo": {"name": "raw", "version": "1"}}}),
-        )
-        .send()
-        .await
-        .unwrap();
-    if init.status() == 429 {
-        let retry = init
-            .headers()
-            .get("retry-after")
-            .map(|v| v.to_str().unwrap().to_string());
-        return (429, retry);
-    }
-    assert_eq!(init.status(), 200);
-    let session = init.headers()["mcp-session-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    let _ = init.bytes().await;
-    let notify = http
-        .post(url)
-        .bearer_auth(key)
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-session-id", &session)
-        .header("mcp-protocol-version", "2025-06-18")
-        .json(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(notify.status().is_success());
+    let session = match open_raw_session(http, url, key).await {
+        Ok(session) => session,
+        Err(limited) => return limited,
+    };
     let call = http
         .post(url)
         .bearer_auth(key)
@@ -791,6 +759,18 @@ async fn a_user_logs_in_with_pkce_and_calls_through_the_gateway() {
 
 /// Open a session over plain HTTP (`initialize`, `notifications/initialized`); its id.
 async fn raw_session(http: &reqwest::Client, url: &str, key: &str) -> String {
+    match open_raw_session(http, url, key).await {
+        Ok(session) => session,
+        Err(limited) => panic!("initialize was rate limited: {limited:?}"),
+    }
+}
+
+/// [`raw_session`], or the status and Retry-After when the gateway rate-limited the `initialize`.
+async fn open_raw_session(
+    http: &reqwest::Client,
+    url: &str,
+    key: &str,
+) -> Result<String, (u16, Option<String>)> {
     let init = http
         .post(url)
         .bearer_auth(key)
@@ -803,6 +783,13 @@ async fn raw_session(http: &reqwest::Client, url: &str, key: &str) -> String {
         .send()
         .await
         .unwrap();
+    if init.status() == 429 {
+        let retry = init
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_string());
+        return Err((429, retry));
+    }
     assert_eq!(init.status(), 200, "initialize");
     let session = init.headers()["mcp-session-id"]
         .to_str()
@@ -820,7 +807,7 @@ async fn raw_session(http: &reqwest::Client, url: &str, key: &str) -> String {
         .await
         .unwrap();
     assert!(r.status().is_success());
-    session
+    Ok(session)
 }
 
 /// One `tools/call add` on an open session: the HTTP status and the JSON-RPC answer (the

@@ -16,14 +16,7 @@ const ADMIN_KEY: &str = "abk_g1g2g3g4g5g6_0123456789abcdef0123456789abcdef012345
 #[test]
 fn gateway_starts_beside_serve_and_challenges_callers() {
     let data = tempfile::tempdir().unwrap();
-    let served = agent_bom_tests::process::serve(&ServeArgs {
-        data_dir: data.path(),
-        api: "127.0.0.1:0",
-        collector: "127.0.0.1:0",
-        admin_key: ADMIN_KEY,
-        extra: &[],
-        env: &[],
-    });
+    let served = agent_bom_tests::process::serve(&ServeArgs::on_loopback(data.path(), ADMIN_KEY));
     let http = reqwest::blocking::Client::new();
     let api = |path: &str| format!("http://{}{path}", served.api);
     let r = http

@@ -20,14 +20,7 @@ fn fixture_home() -> PathBuf {
 /// Start `serve` on port 0; return the child, the full stdout up to the listening line, and
 /// the API and collector addresses it printed.
 fn serve(data_dir: &Path) -> (KillOnDrop, String, String, String) {
-    let s = agent_bom_tests::process::serve(&ServeArgs {
-        data_dir,
-        api: "127.0.0.1:0",
-        collector: "127.0.0.1:0",
-        admin_key: ADMIN_KEY,
-        extra: &[],
-        env: &[],
-    });
+    let s = agent_bom_tests::process::serve(&ServeArgs::on_loopback(data_dir, ADMIN_KEY));
     (s.child, s.stdout, s.api, s.collector)
 }
 
