@@ -29,6 +29,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use agent_bom_control_plane::api::listener::HttpLimits;
 use agent_bom_control_plane::oidc::{OidcConfig, OidcVerifier};
 use agent_bom_control_plane::store::{Store, now_ms};
 use axum::Router;
@@ -41,6 +42,10 @@ pub const DEFAULT_CONFIG_TTL: Duration = Duration::from_secs(5);
 pub const DEFAULT_AUTH_CACHE: Duration = Duration::from_secs(2);
 /// Default interval of the heartbeat (and configuration refresh, and session sweep).
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
+/// Time a request has to deliver its body and get its response under way: long, since a tool
+/// call's answer comes only when the upstream has finished; it bounds clients that never finish
+/// sending (event streams, once started, are not bounded by it).
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(15 * 60);
 /// Default idle time after which a session's inspection state is dropped.
 pub const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
 /// Largest request or JSON response body relayed (the policy's `max_message_bytes` may be
@@ -153,13 +158,16 @@ impl Gateway {
         ));
         tracing::info!(%addr, public_url = %shared.public_url, "gateway listening");
         let app = router(shared.clone());
-        let stop = shutdown.clone();
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
+        // The API's HTTP server: connection caps, header deadline, bounded heads answered
+        // with the error envelope.
+        let limits = HttpLimits {
+            request_deadline: REQUEST_DEADLINE,
+            ..HttpLimits::default()
+        };
+        agent_bom_control_plane::api::listener::serve(listener, app, limits, shutdown.clone())
             .await;
         shutdown.cancel();
         background.abort();
-        served?;
         Ok(())
     }
 

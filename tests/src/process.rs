@@ -182,3 +182,23 @@ pub fn enroll(collector: &str, pin: &str, data: &Path, state: &Path) -> std::pro
         .output()
         .unwrap()
 }
+
+/// Resident and peak resident memory of a process, in bytes (Linux).
+pub fn memory(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap()
+            * 1024
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Reset a process's peak resident memory (`VmHWM`) to its current level (Linux), so that a
+/// measurement's peak is the measurement's and not the start-up's.
+pub fn reset_peak_memory(pid: u32) {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+}

@@ -440,9 +440,13 @@ async fn failed_authentication_is_throttled_per_address() {
     server.stop().await;
 }
 
-/// Oversized request targets and headers are answered 414 and 431 with the JSON envelope.
+/// Oversized request targets and headers are answered 414 and 431 with the JSON envelope,
+/// whatever their size: heads the router sees (10 and 40 KiB) and heads beyond the listener's
+/// 64 KiB buffer (70 KiB, 1 MiB, 16 MiB), which hyper answered with a bare status before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_heads_get_the_error_envelope() {
+    use agent_bom_tests::raw_http::{Padding, oversized_head};
+
     let server = TestServer::start(None).await;
     let long = format!("/v1/posture/counts?pad={}", "a".repeat(10 * 1024));
     let r = server.get(&long, Some(&server.admin_key)).await;
@@ -461,5 +465,103 @@ async fn oversized_heads_get_the_error_envelope() {
         .await;
     assert_eq!(r.status, 431, "{}", r.text);
     assert_eq!(r.json["error"]["code"], "headers_too_large", "{}", r.text);
+
+    for size in [70 * 1024, 1024 * 1024, 16 * 1024 * 1024] {
+        for (padding, status, code) in [
+            (Padding::Target, 414, "uri_too_long"),
+            (Padding::Header, 431, "headers_too_large"),
+        ] {
+            let r = oversized_head(server.api, "/v1/posture/counts", padding, size).await;
+            assert_eq!(r.status, status, "{padding:?} {size}: {}", r.head);
+            assert_eq!(r.json["error"]["code"], code, "{padding:?} {size}: {r:?}");
+            let id = r.json["error"]["request_id"].as_str().unwrap_or_default();
+            assert!(!id.is_empty(), "{r:?}");
+            assert!(r.head.contains(&format!("x-request-id: {id}")), "{r:?}");
+        }
+    }
+    // The server is fine afterwards.
+    assert_eq!(server.get("/healthz", None).await.status, 200);
+    server.stop().await;
+}
+
+/// A burst of 16 MiB heads, 32 at a time, to a real `agent-bom serve`: every one is answered
+/// with the envelope and the server's peak memory grows by far less than one of them (each
+/// connection holds at most the listener's 64 KiB head buffer).
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_heads_cost_bounded_memory() {
+    use agent_bom_tests::process::{ServeArgs, memory, reset_peak_memory, serve};
+    use agent_bom_tests::raw_http::{Padding, oversized_head};
+
+    const MIB: u64 = 1024 * 1024;
+    const ADMIN_KEY: &str = "abk_b1b2b3b4b5b6_0123456789abcdef0123456789abcdef0123456789abcdef";
+    const AT_ONCE: usize = 32;
+    const BUDGET: u64 = 16 * MIB;
+    let data = tempfile::tempdir().unwrap();
+    let served = serve(&ServeArgs::on_loopback(data.path(), ADMIN_KEY));
+    let pid = served.child.0.id();
+    let api: std::net::SocketAddr = served.api.parse().unwrap();
+    // Warm up the path once, then take the idle level.
+    let r = oversized_head(api, "/healthz", Padding::Header, 70 * 1024).await;
+    assert_eq!(r.status, 431, "{}", r.head);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    reset_peak_memory(pid);
+    let (idle, _) = memory(pid);
+    let burst: Vec<_> = (0..AT_ONCE)
+        .map(|i| {
+            let padding = if i % 2 == 0 {
+                Padding::Target
+            } else {
+                Padding::Header
+            };
+            tokio::spawn(oversized_head(api, "/healthz", padding, 16 * 1024 * 1024))
+        })
+        .collect();
+    for task in burst {
+        let r = task.await.unwrap();
+        assert!(
+            r.status == 414 || r.status == 431,
+            "{} {:?}",
+            r.head,
+            r.json
+        );
+        assert!(r.json["error"]["code"].is_string(), "{r:?}");
+    }
+    let (rss, hwm) = memory(pid);
+    let peak = rss.max(hwm);
+    eprintln!(
+        "API memory under {AT_ONCE} heads of 16 MiB: idle {:.1} MiB, peak {:.1} MiB (+{:.1})",
+        idle as f64 / MIB as f64,
+        peak as f64 / MIB as f64,
+        (peak.saturating_sub(idle)) as f64 / MIB as f64,
+    );
+    assert!(peak.saturating_sub(idle) < BUDGET);
+    let health = tokio::task::spawn_blocking(move || {
+        agent_bom_tests::process::http_get(&served.api, "/healthz", ADMIN_KEY)
+    })
+    .await
+    .unwrap();
+    assert_eq!(health.map(|(status, _)| status), Some(200));
+}
+
+/// The gateway serves through the API's listener: a head beyond its buffer is answered with
+/// the error envelope too (before, hyper's default buffer of about 400 KiB, then a bare 431).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_answers_oversized_heads_with_the_envelope() {
+    use agent_bom_tests::gateway::{TestGateway, test_options};
+    use agent_bom_tests::raw_http::{Padding, oversized_head};
+
+    let server = TestServer::start(None).await;
+    let gateway = TestGateway::start(server.store.clone(), test_options()).await;
+    for (padding, status) in [(Padding::Target, 414), (Padding::Header, 431)] {
+        let r = oversized_head(gateway.addr, "/mcp/any", padding, 1024 * 1024).await;
+        assert_eq!(r.status, status, "{padding:?}: {}", r.head);
+        assert!(r.json["error"]["code"].is_string(), "{r:?}");
+    }
+    let health = reqwest::get(format!("http://{}/healthz", gateway.addr))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    gateway.stop().await;
     server.stop().await;
 }

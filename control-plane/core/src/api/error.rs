@@ -43,7 +43,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    fn status(self) -> StatusCode {
+    pub(super) fn status(self) -> StatusCode {
         match self {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
@@ -220,6 +220,18 @@ pub(super) fn stamp_request_id(mut response: Response, request_id: &str) -> Resp
         out.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
     }
     out
+}
+
+/// The envelope's JSON, for answers written below the router (the connection layer).
+pub(super) fn envelope_json(code: ErrorCode, message: &str, request_id: &str) -> Vec<u8> {
+    let body = Envelope {
+        error: Body {
+            code,
+            message,
+            request_id,
+        },
+    };
+    serde_json::to_vec(&body).unwrap_or_default()
 }
 
 fn is_plain_text(response: &Response) -> bool {

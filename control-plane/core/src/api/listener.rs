@@ -1,9 +1,10 @@
 //! Serving the API on a bound listener with the limits a network-facing HTTP server needs, so
 //! that slow, half-open or plentiful clients cannot take it down: a cap on connections in
 //! total and per client address, a deadline for each request's head (which also ends idle
-//! keep-alive connections), a deadline to read the body and produce the response, and a head
-//! size beyond which hyper itself refuses (the router's own, smaller limits answer with the
-//! JSON error envelope first; see `head_limits` in `api/mod.rs`).
+//! keep-alive connections), a deadline to read the body and produce the response, and a hard
+//! cap on the head hyper buffers. The router's own, smaller head limits answer with the JSON
+//! error envelope (`head_limits` in `api/mod.rs`); a head beyond the cap, whatever its size,
+//! gets the same envelope from the connection layer (`head_refusal`).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -60,8 +61,9 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 256;
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default of [`HttpLimits::request_deadline`]: an 8 MiB push over a slow link fits.
 pub const DEFAULT_REQUEST_DEADLINE: Duration = Duration::from_secs(60);
-/// Bytes hyper buffers for a request head; a head larger than this is refused by hyper with a
-/// bare 431 (the router answers smaller oversized heads with the envelope).
+/// Bytes hyper buffers for a request head, per connection: above the router's limits
+/// (`MAX_URI_BYTES` + `MAX_HEADER_BYTES`), so that the router answers heads up to here, and
+/// the memory bound of a connection's head; larger heads are refused at the connection layer.
 const MAX_HEAD_BUFFER: usize = 64 * 1024;
 
 /// Serve `app` on `listener` within `limits` until `shutdown`, then let the requests in flight
@@ -124,7 +126,8 @@ pub async fn serve(
             .max_buf_size(MAX_HEAD_BUFFER);
         let stop = shutdown.clone();
         tasks.spawn(async move {
-            let connection = http.serve_connection(TokioIo::new(stream), service);
+            let io = TokioIo::new(super::head_refusal::EnvelopedRefusals::new(stream));
+            let connection = http.serve_connection(io, service);
             let mut connection = std::pin::pin!(connection);
             tokio::select! {
                 _ = connection.as_mut() => {}

@@ -7,6 +7,7 @@ mod enrollment;
 mod error;
 mod fleet;
 mod gateway;
+mod head_refusal;
 mod keys;
 pub mod listener;
 mod me;
@@ -242,7 +243,8 @@ pub const MAX_URI_BYTES: usize = 8 * 1024;
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 
 /// Refuse a request whose target or headers are larger than any the API needs, with the error
-/// envelope (heads beyond the listener's buffer are refused by hyper before this runs).
+/// envelope (heads beyond the listener's buffer never get here: `head_refusal` answers them
+/// with the same envelope).
 async fn head_limits(request: Request, next: Next) -> Result<Response, ApiError> {
     if request.uri().to_string().len() > MAX_URI_BYTES {
         return Err(ApiError::new(
