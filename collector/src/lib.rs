@@ -18,6 +18,7 @@ pub mod ingress;
 pub mod liveness;
 mod metrics;
 pub mod pki;
+mod prior_identity;
 mod quic;
 pub mod quic_keys;
 mod reply;

@@ -17,6 +17,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
+use agent_bom_protocol::prior_identity::PriorIdentity;
 use agent_bom_protocol::{
     AgentMessage, CollectorMessage, Command, ErrorCode, PROTOCOL_VERSION, capability, close,
 };
@@ -29,6 +30,7 @@ use crate::ingress::EventBudget;
 use crate::liveness::{Liveness, SessionHandle};
 use crate::metrics;
 use crate::pki::{CertificateAuthority, fingerprint};
+use crate::prior_identity;
 use crate::reply::{
     Close, UNAVAILABLE_RETRY, error, millis, overloaded, store_error, unsupported_version,
 };
@@ -172,11 +174,13 @@ impl<S: CollectorStore> Context<S> {
                 token,
                 csr_pem,
                 hostname,
+                prior_identity,
             }) => {
                 if protocol_version != PROTOCOL_VERSION {
                     unsupported_version(protocol_version)
                 } else {
-                    self.enroll(token, &csr_pem, &hostname).await
+                    self.enroll(token, &csr_pem, &hostname, prior_identity.as_ref())
+                        .await
                 }
             }
             Ok(AgentMessage::Unknown) => error(ErrorCode::UnknownKind, "unknown message kind"),
@@ -188,7 +192,13 @@ impl<S: CollectorStore> Context<S> {
         }
     }
 
-    async fn enroll(&self, token: String, csr_pem: &str, hostname: &str) -> CollectorMessage {
+    async fn enroll(
+        &self,
+        token: String,
+        csr_pem: &str,
+        hostname: &str,
+        prior_identity: Option<&PriorIdentity>,
+    ) -> CollectorMessage {
         // Before signing: a shed enrollment should cost as little as possible.
         let _permit = match self.work.acquire().await {
             Ok(p) => p,
@@ -198,6 +208,12 @@ impl<S: CollectorStore> Context<S> {
         if let Err(e) = self.store.check_enrollment_token(&token).await {
             return store_error(&e);
         }
+        // A proof of an earlier identity that does not hold is refused, never ignored.
+        let continues = match prior_identity.map(|p| prior_identity::verify(p, csr_pem)) {
+            None => None,
+            Some(Ok(proven)) => Some(proven),
+            Some(Err(why)) => return error(ErrorCode::Unauthorized, &why),
+        };
         let agent_id = uuid::Uuid::new_v4().to_string();
         let cert = match self.ca.sign_device_csr(csr_pem, &agent_id) {
             Ok(c) => c,
@@ -209,6 +225,7 @@ impl<S: CollectorStore> Context<S> {
             cert_fingerprint: cert.fingerprint.clone(),
             cert_not_after: cert.not_after_unix,
             hostname: truncate(hostname, MAX_HOSTNAME),
+            continues,
         };
         match self.store.enroll_device(request).await {
             Ok(tenant_id) => {

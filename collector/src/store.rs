@@ -20,6 +20,19 @@ pub struct EnrollmentRequest {
     pub cert_not_after: i64,
     /// Hostname the agent reported.
     pub hostname: String,
+    /// An earlier identity the device proved it holds (its key signed for this enrollment):
+    /// the store retires it as replaced by the new device, if it is an endpoint of the token's
+    /// tenant whose certificate on record is the one proven.
+    pub continues: Option<ContinuedIdentity>,
+}
+
+/// An earlier device identity an enrolling device proved it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContinuedIdentity {
+    /// The earlier device id (its certificate's common name).
+    pub agent_id: String,
+    /// Hex SHA-256 of the earlier certificate.
+    pub cert_fingerprint: String,
 }
 
 /// An authenticated device on a live connection.

@@ -162,6 +162,7 @@ pub(crate) fn enroll_message(token: &str, key: &KeyPair) -> AgentMessage {
         token: token.to_string(),
         csr_pem: csr(key),
         hostname: "laptop-1".into(),
+        prior_identity: None,
     }
 }
 

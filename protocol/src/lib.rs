@@ -23,6 +23,7 @@ pub mod inventory_delta;
 pub mod messages;
 pub mod opening;
 pub mod policy;
+pub mod prior_identity;
 pub mod release;
 pub mod sanitize;
 pub mod secure_file;

@@ -53,6 +53,10 @@ pub enum AgentMessage {
         csr_pem: String,
         /// Hostname at enrollment, for the operator's first view of the device.
         hostname: String,
+        /// Proof that the device holds an earlier identity, which this enrollment then
+        /// replaces (absent on a first enrollment).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prior_identity: Option<crate::prior_identity::PriorIdentity>,
     },
     /// A complete inventory. The collector acknowledges it only after its database commit.
     InventorySnapshot {
@@ -154,6 +158,8 @@ mod agent_decode {
         token: String,
         csr_pem: String,
         hostname: String,
+        #[serde(default)]
+        prior_identity: Option<crate::prior_identity::PriorIdentity>,
     }
 
     #[derive(Deserialize)]
@@ -234,6 +240,7 @@ mod agent_decode {
                         token: f.token,
                         csr_pem: f.csr_pem,
                         hostname: f.hostname,
+                        prior_identity: f.prior_identity,
                     }
                 }
                 "inventory_snapshot" => {
@@ -518,6 +525,17 @@ mod tests {
                 token: "abe_x".into(),
                 csr_pem: "csr".into(),
                 hostname: "h".into(),
+                prior_identity: None,
+            },
+            AgentMessage::Enroll {
+                protocol_version: 1,
+                token: "abe_x".into(),
+                csr_pem: "csr".into(),
+                hostname: "h".into(),
+                prior_identity: Some(crate::prior_identity::PriorIdentity {
+                    certificate_pem: "cert".into(),
+                    signature: "0a".into(),
+                }),
             },
             AgentMessage::InventorySnapshot {
                 seq: 3,

@@ -51,6 +51,7 @@ mod tests {
             token: "abe_x".into(),
             csr_pem: "-----BEGIN CERTIFICATE REQUEST-----".into(),
             hostname: "laptop".into(),
+            prior_identity: None,
         };
         for message in [hello, enroll] {
             assert_eq!(
@@ -87,6 +88,7 @@ mod tests {
             token: "abe_x".into(),
             csr_pem: "csr".into(),
             hostname: "h".into(),
+            prior_identity: None,
         });
         let mut state: u64 = 0x2545_F491_4F6C_DD1D;
         let mut next = move || {

@@ -246,6 +246,7 @@ async fn enrollment_with_a_bad_token_or_csr_is_refused() {
         token: h.token.clone(),
         csr_pem: "not a csr".into(),
         hostname: "x".into(),
+        prior_identity: None,
     };
     let (reply, _) = ended(h.open_anonymous(bad_csr, REMOTE).await);
     assert_eq!(error_code(&reply), ErrorCode::InvalidCsr);
@@ -262,6 +263,7 @@ async fn the_token_is_checked_before_anything_is_signed() {
         token: "abe_guess".into(),
         csr_pem: "not a csr".into(),
         hostname: "x".into(),
+        prior_identity: None,
     };
     let (reply, _) = ended(h.open_anonymous(wrong_token_bad_csr, REMOTE).await);
     assert_eq!(error_code(&reply), ErrorCode::InvalidToken);
@@ -294,6 +296,7 @@ async fn an_anonymous_peer_may_only_enroll() {
         token: h.token.clone(),
         csr_pem: csr(&key),
         hostname: "x".into(),
+        prior_identity: None,
     };
     let (reply, _) = ended(h.open_anonymous(future, REMOTE).await);
     assert_eq!(error_code(&reply), ErrorCode::UnsupportedVersion);

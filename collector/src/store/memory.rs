@@ -750,6 +750,7 @@ mod tests {
             cert_fingerprint: format!("fp-{agent_id}"),
             cert_not_after: 4_000_000_000,
             hostname: "host".into(),
+            continues: None,
         }))
     }
 

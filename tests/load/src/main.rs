@@ -386,6 +386,7 @@ impl Fleet {
                 cert_fingerprint: cert.fingerprint.clone(),
                 cert_not_after: cert.not_after_unix,
                 hostname: format!("load-{agent_id}"),
+                continues: None,
             })
             .await
             .unwrap();
@@ -464,6 +465,7 @@ impl Fleet {
             token: self.token.clone(),
             csr_pem: self.csr_pem.clone(),
             hostname: "load-generator".into(),
+            prior_identity: None,
         };
         for attempt in 0u32.. {
             match self.request_once(addr, &config, &message).await {
@@ -1066,6 +1068,7 @@ async fn direct_ingest(
                 cert_fingerprint: cert.fingerprint.clone(),
                 cert_not_after: cert.not_after_unix,
                 hostname: "direct".into(),
+                continues: None,
             })
             .await
             .unwrap();

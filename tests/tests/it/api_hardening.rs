@@ -250,6 +250,7 @@ async fn enroll_raw(server: &TestServer, token: &str) -> agent_bom_protocol::Col
             token: token.into(),
             csr_pem: csr,
             hostname: "probe".into(),
+            prior_identity: None,
         },
     )
     .await

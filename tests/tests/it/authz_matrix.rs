@@ -350,11 +350,12 @@ async fn matrix(database_url: Option<String>) {
                 }
                 _ => {
                     if allowed(who, p)
-                        && route.path.ends_with("/commands")
+                        && (route.path.ends_with("/commands")
+                            || route.path.ends_with("/reenroll-token"))
                         && route.method == "POST"
                     {
                         // The target is a `fleet sync` endpoint: authorized, but it has no
-                        // agent to command.
+                        // agent to command or re-enroll.
                         assert_eq!(r.status, 409, "{ctx}");
                         assert_eq!(r.json["error"]["code"], "conflict", "{ctx}");
                     } else if allowed(who, p) {

@@ -421,6 +421,7 @@ async fn a_tls_client_without_the_alpn_is_refused() {
         token: server.enrollment_token.clone(),
         csr_pem: "x".into(),
         hostname: "h".into(),
+        prior_identity: None,
     };
     let _ = tls
         .write_all(&agent_bom_protocol::encode(&enroll).unwrap())

@@ -309,3 +309,358 @@ async fn copied_identity_newest_connection_wins_and_is_flagged() {
     assert_eq!(e["cloned_identity"], true, "{e}");
     server.stop().await;
 }
+
+/// A copy of `device`'s state directory: the old identity kept aside, to show it is refused
+/// once the device re-enrolled over it.
+fn copy_identity(device: &Device) -> Device {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(device.state.path()).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+        }
+    }
+    Device {
+        id: device.id.clone(),
+        state: StateDir::open(dir.path()).unwrap(),
+        _dir: dir,
+    }
+}
+
+/// `agent-bom-agent enroll --force` on the device's state directory (the real enrollment): the
+/// device under its new identity, or the refusal.
+async fn re_enroll(server: &TestServer, device: Device, token: &str) -> Result<Device, String> {
+    let record = uplink::enroll(
+        &device.state,
+        &uplink::EnrollOptions {
+            collector: server.collector.to_string(),
+            token: token.to_string(),
+            ca_pin: Some(server.ca_pin.clone()),
+            force: true,
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(Device {
+        id: record.agent_id,
+        state: device.state,
+        _dir: device._dir,
+    })
+}
+
+/// What an operator decided about an endpoint: owner, tags, approved.
+async fn curate(server: &TestServer, id: &str) {
+    let r = server
+        .request(
+            "PATCH",
+            &format!("/v1/fleet/endpoints/{id}"),
+            Some(&server.admin_key),
+            Some(&serde_json::json!({"owner": "alice@example.com", "tags": ["finance"]})),
+            &[],
+        )
+        .await;
+    assert!(r.status < 300, "{}", r.text);
+    let r = server
+        .request(
+            "POST",
+            &format!("/v1/fleet/endpoints/{id}/state"),
+            Some(&server.admin_key),
+            Some(&serde_json::json!({"state": "approved", "reason": "reviewed"})),
+            &[],
+        )
+        .await;
+    assert!(r.status < 300, "{}", r.text);
+}
+
+/// `old` was retired as replaced by `new` on `grounds`: linked both ways, revoked and
+/// decommissioned, the operator's decisions carried over, audited; the new identity works.
+async fn assert_replaced(server: &TestServer, old: &Device, new: &Device, grounds: &str) {
+    let (o, n) = (
+        endpoint(server, &old.id).await,
+        endpoint(server, &new.id).await,
+    );
+    assert_eq!(o["replaced_by"], new.id.as_str(), "{o}");
+    assert_eq!(o["lifecycle_state"], "decommissioned", "{o}");
+    assert_eq!(n["replaces"], old.id.as_str(), "{n}");
+    assert_eq!(n["owner"], "alice@example.com", "{n}");
+    assert_eq!(n["tags"], serde_json::json!(["finance"]), "{n}");
+    assert_eq!(n["lifecycle_state"], "approved", "{n}");
+    assert!(
+        refused(server, old).await,
+        "the replaced identity still works"
+    );
+    assert!(!refused(server, new).await);
+    let audit = server
+        .get("/v1/audit?action=endpoint.replace", Some(&server.admin_key))
+        .await;
+    let entries: Vec<&Value> = audit.json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["target"] == old.id.as_str())
+        .collect();
+    assert_eq!(entries.len(), 1, "{}", audit.text);
+    assert_eq!(entries[0]["detail"]["replaced_by"], new.id.as_str());
+    assert_eq!(entries[0]["detail"]["grounds"], grounds);
+}
+
+/// A reinstall that kept the state directory (or an expired certificate): the agent re-enrolls
+/// with `--force`, proves it holds the earlier key, and the earlier endpoint is retired as
+/// replaced by the new one. Its hardware UUID then matches no live endpoint: nothing is flagged.
+/// Before, the earlier endpoint stayed enrolled and both were flagged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_proving_its_earlier_key_replaces_it() {
+    proven_reinstall(TestServer::start(None).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_proving_its_earlier_key_replaces_it_on_postgres() {
+    let db = TestDatabase::create_with_app_role().await;
+    proven_reinstall(TestServer::start(Some(db.url.clone())).await).await;
+    db.drop_database().await;
+}
+
+async fn proven_reinstall(server: TestServer) {
+    let device = enroll(&server).await;
+    report(&server, &device, "uuid-kept").await;
+    curate(&server, &device.id).await;
+    let old = copy_identity(&device);
+    let new = re_enroll(&server, device, &server.enrollment_token)
+        .await
+        .unwrap();
+    assert_ne!(new.id, old.id);
+    assert_replaced(&server, &old, &new, "device_key").await;
+    report(&server, &new, "uuid-kept").await;
+    let n = endpoint(&server, &new.id).await;
+    assert_eq!(n["duplicate_hardware_uuid"], false, "{n}");
+    // The copy of the earlier key proves nothing any more: that endpoint is replaced already.
+    let again = re_enroll(&server, old, &server.enrollment_token).await;
+    assert!(
+        again
+            .as_ref()
+            .is_err_and(|e| e.contains("already replaced")),
+        "{:?}",
+        again.map(|d| d.id)
+    );
+    server.stop().await;
+}
+
+/// An `enroll` whose proof of an earlier identity is `prior`, with a fresh key's CSR.
+async fn enroll_claiming(
+    server: &TestServer,
+    csr_pem: String,
+    prior: agent_bom_protocol::prior_identity::PriorIdentity,
+) -> CollectorMessage {
+    use agent_bom_agent::tls::{PinnedCaVerifier, enrollment_config};
+    let verifier = std::sync::Arc::new(PinnedCaVerifier::new(Some(server.ca_pin.clone())));
+    let (_endpoint, conn) =
+        uplink::connect(&server.collector.to_string(), enrollment_config(verifier))
+            .await
+            .unwrap();
+    uplink::exchange(
+        &conn,
+        &AgentMessage::Enroll {
+            protocol_version: PROTOCOL_VERSION,
+            token: server.enrollment_token.clone(),
+            csr_pem,
+            hostname: "claimant".into(),
+            prior_identity: Some(prior),
+        },
+    )
+    .await
+    .unwrap()
+}
+
+fn csr(key: &rcgen::KeyPair) -> String {
+    rcgen::CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .serialize_request(key)
+        .unwrap()
+        .pem()
+        .unwrap()
+}
+
+fn sign(key_pem: &str, csr_pem: &str) -> String {
+    use rcgen::SigningKey;
+    let key = rcgen::KeyPair::from_pem(key_pem).unwrap();
+    hex::encode(
+        key.sign(&agent_bom_protocol::prior_identity::statement(csr_pem))
+            .unwrap(),
+    )
+}
+
+/// A proof signed with another key than the earlier certificate's, or the earlier key's proof
+/// replayed for another enrollment's CSR: refused, and the earlier endpoint keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proof_with_the_wrong_key_is_refused() {
+    use agent_bom_protocol::prior_identity::PriorIdentity;
+
+    let server = TestServer::start(None).await;
+    let victim = enroll(&server).await;
+    let (victim_key, victim_cert, _) = victim.state.identity_pems().unwrap();
+    let fresh = rcgen::KeyPair::generate().unwrap();
+    let csr_pem = csr(&fresh);
+
+    let forged = PriorIdentity {
+        certificate_pem: victim_cert.clone(),
+        signature: sign(&fresh.serialize_pem(), &csr_pem),
+    };
+    let replayed = PriorIdentity {
+        certificate_pem: victim_cert,
+        signature: sign(&victim_key, "another enrollment's CSR"),
+    };
+    for prior in [forged, replayed] {
+        let reply = enroll_claiming(&server, csr_pem.clone(), prior).await;
+        assert!(
+            matches!(
+                &reply,
+                CollectorMessage::Error {
+                    code: ErrorCode::Unauthorized,
+                    ..
+                }
+            ),
+            "{reply:?}"
+        );
+    }
+    let v = endpoint(&server, &victim.id).await;
+    assert_eq!(v["replaced_by"], Value::Null, "{v}");
+    assert!(!refused(&server, &victim).await);
+    // Nothing was enrolled either.
+    let list = server
+        .get("/v1/fleet/endpoints", Some(&server.admin_key))
+        .await;
+    assert_eq!(
+        list.json["items"].as_array().unwrap().len(),
+        1,
+        "{}",
+        list.text
+    );
+    server.stop().await;
+}
+
+/// The operator issues a re-enroll token for an endpoint (the API and `agent-bom admin` share
+/// the service): a fresh install enrolling with it replaces that endpoint. The token works once;
+/// an operator of another tenant cannot issue one for this tenant's endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_reenroll_token_replaces_its_endpoint() {
+    reenroll_token(TestServer::start(None).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_reenroll_token_replaces_its_endpoint_on_postgres() {
+    let db = TestDatabase::create_with_app_role().await;
+    reenroll_token(TestServer::start(Some(db.url.clone())).await).await;
+    db.drop_database().await;
+}
+
+async fn reenroll_token(server: TestServer) {
+    let old = enroll(&server).await;
+    report(&server, &old, "uuid-wiped").await;
+    curate(&server, &old.id).await;
+
+    // Another tenant's operator cannot bind a token to this endpoint.
+    let r = server
+        .post(
+            "/v1/tenants",
+            Some(&server.admin_key),
+            &serde_json::json!({"name": "other"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let other_admin = r.json["admin_key"].as_str().unwrap().to_string();
+    let r = server
+        .post(
+            &format!("/v1/fleet/endpoints/{}/reenroll-token", old.id),
+            Some(&other_admin),
+            &serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 404, "{}", r.text);
+
+    let r = server
+        .post(
+            &format!("/v1/fleet/endpoints/{}/reenroll-token", old.id),
+            Some(&server.admin_key),
+            &serde_json::json!({"expires_in_secs": 3600}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(
+        r.json["enrollment_token"]["replaces_endpoint_id"],
+        old.id.as_str()
+    );
+    assert_eq!(r.json["enrollment_token"]["max_uses"], 1);
+    let token = r.json["token"].as_str().unwrap().to_string();
+
+    // The machine was wiped: a fresh state directory, no earlier key.
+    let fresh = server.enroll_with_token(&token).await;
+    let new = Device {
+        id: fresh.record.agent_id,
+        state: fresh.state,
+        _dir: fresh.dir,
+    };
+    assert_replaced(&server, &old, &new, "reenroll_token").await;
+    report(&server, &new, "uuid-wiped").await;
+    assert_eq!(
+        endpoint(&server, &new.id).await["duplicate_hardware_uuid"],
+        false
+    );
+
+    // Used twice: refused.
+    let twice = server.try_enroll_with_token(&token).await;
+    assert!(
+        twice.as_ref().is_err_and(|e| e.contains("no uses left")),
+        "{:?}",
+        twice.map(|d| d.record.agent_id)
+    );
+    // A replaced endpoint gets no new token.
+    let r = server
+        .post(
+            &format!("/v1/fleet/endpoints/{}/reenroll-token", old.id),
+            Some(&server.admin_key),
+            &serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    server.stop().await;
+}
+
+/// A device of one tenant re-enrolling (`--force`) with another tenant's token proves an
+/// identity that is not an endpoint there: it enrolls as new, and the endpoint in its first
+/// tenant is left alone (the proof never reaches across tenants).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proof_never_reaches_into_another_tenant() {
+    let server = TestServer::start(None).await;
+    let device = enroll(&server).await;
+    let first = copy_identity(&device);
+    let r = server
+        .post(
+            "/v1/tenants",
+            Some(&server.admin_key),
+            &serde_json::json!({"name": "other"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let other_admin = r.json["admin_key"].as_str().unwrap().to_string();
+    let r = server
+        .post(
+            "/v1/enrollment-tokens",
+            Some(&other_admin),
+            &serde_json::json!({"name": "other"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let token = r.json["token"].as_str().unwrap().to_string();
+    let moved = re_enroll(&server, device, &token).await.unwrap();
+    let r = server
+        .get(
+            &format!("/v1/fleet/endpoints/{}", moved.id),
+            Some(&other_admin),
+        )
+        .await;
+    assert_eq!(r.json["replaces"], Value::Null, "{}", r.text);
+    let f = endpoint(&server, &first.id).await;
+    assert_eq!(f["replaced_by"], Value::Null, "{f}");
+    assert!(!refused(&server, &first).await);
+    server.stop().await;
+}

@@ -474,6 +474,7 @@ async fn an_enrollment_burst_beyond_the_pool_size_does_not_deadlock_the_store() 
                     cert_fingerprint: cert.fingerprint,
                     cert_not_after: cert.not_after_unix,
                     hostname: "burst".into(),
+                    continues: None,
                 };
                 // Below the pool's acquire timeout: a deadlock shows up here, not as a pool error.
                 tokio::time::timeout(Duration::from_secs(8), store.enroll_device(request)).await
@@ -508,6 +509,7 @@ async fn enrollment_respects_the_endpoint_quota(database_url: Option<String>) {
         cert_fingerprint: format!("fp-{agent_id}"),
         cert_not_after: 4_000_000_000,
         hostname: "quota".into(),
+        continues: None,
     };
     server.store.enroll_device(enroll("quota-1")).await.unwrap();
     let refused = server.store.enroll_device(enroll("quota-2")).await;

@@ -18,6 +18,7 @@ fn request(token: &str, agent_id: &str) -> EnrollmentRequest {
         cert_fingerprint: format!("fp-{agent_id}"),
         cert_not_after: 4_000_000_000,
         hostname: format!("host-{agent_id}"),
+        continues: None,
     }
 }
 
@@ -300,7 +301,7 @@ async fn unsupported_urls_are_refused_without_leaking_credentials() {
 /// (`store::dialect::schema`), read from a SQLite and a Postgres database it migrated. sqlx
 /// decides by exactly these two columns whether a recorded migration is known, so a fresh
 /// database recording the same pairs proves an existing one opens without re-running anything.
-const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 25] = [
+const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 26] = [
     (
         1,
         "604fda044c6654e64fa251f63bdf4696ba60a2771a9a9646be0cc20eacdd2b28fa51b45e386a9973c199636b88263644",
@@ -404,6 +405,11 @@ const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 25] = [
         503,
         "984a2698934cd3db69da9897f33e8c02aa77c705775bdf02795d4823c6e3ad79e1453b8f881c0d5eba65e080f04f7784",
     ),
+    // Hardening (issue 11).
+    (
+        600,
+        "4c69b203e23f43780707c20c549624aad175f3b9e50df7168dd193c1ff4b319182fd046c07ae555a47dfb3ceab56a3b7",
+    ),
 ];
 
 async fn recorded_migrations(store: &Store) -> Vec<(i64, String)> {
@@ -435,7 +441,9 @@ async fn sqlite_databases_of_earlier_releases_are_recognised() {
     let store = Store::open_sqlite(dir.path()).await.unwrap();
     assert_eq!(
         recorded_migrations(&store).await,
-        expected_records(&[1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 204, 300, 500, 502])
+        expected_records(&[
+            1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 204, 300, 500, 502, 600
+        ])
     );
     store.close().await;
 }
@@ -448,7 +456,7 @@ async fn postgres_databases_of_earlier_releases_are_recognised() {
         recorded_migrations(&store).await,
         expected_records(&[
             1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 201, 202, 203, 204, 300, 301, 500, 501, 502,
-            503
+            503, 600
         ])
     );
     store.close().await;

@@ -105,6 +105,9 @@ async fn enroll_with(
         .and_then(|csr| csr.pem())
         .map_err(|e| UplinkError::Tls(e.to_string()))?;
 
+    let prior_identity = pin
+        .as_deref()
+        .and_then(|pin| prior_identity_proof(state, pin, &csr_pem));
     let verifier = Arc::new(PinnedCaVerifier::new(pin.clone()));
     let config = tls::enrollment_config(verifier.clone());
     let link = Link::open(&options.collector, config, transport::DEFAULT_QUIC_ATTEMPT).await?;
@@ -114,6 +117,7 @@ async fn enroll_with(
             token: options.token.clone(),
             csr_pem,
             hostname,
+            prior_identity,
         })
         .await;
     link.close().await;
@@ -162,6 +166,45 @@ async fn enroll_with(
             "unexpected reply to enroll: {other:?}"
         ))),
     }
+}
+
+/// Proof that this device holds the identity already in `state` (re-enrolling with `--force`:
+/// a reinstall that kept the state directory, or a certificate that expired), for a collector
+/// of the same deployment (the pinned CA is the one the identity was issued under): the
+/// collector then retires that identity as replaced by the new one. `None` without an identity,
+/// for another deployment, or when the identity cannot be read (the device then enrolls as new).
+fn prior_identity_proof(
+    state: &StateDir,
+    pin: &str,
+    csr_pem: &str,
+) -> Option<agent_bom_protocol::prior_identity::PriorIdentity> {
+    use rcgen::SigningKey;
+    if !state.is_enrolled() {
+        return None;
+    }
+    let record = state.record().ok()?;
+    if tls::normalize_pin(&record.ca_pin).ok()?.as_str() != pin {
+        return None;
+    }
+    let proof = state
+        .identity_pems()
+        .ok()
+        .and_then(|(key_pem, cert_pem, _)| {
+            let key = rcgen::KeyPair::from_pem(&key_pem).ok()?;
+            let signature = key
+                .sign(&agent_bom_protocol::prior_identity::statement(csr_pem))
+                .ok()?;
+            Some(agent_bom_protocol::prior_identity::PriorIdentity {
+                certificate_pem: cert_pem,
+                signature: hex::encode(signature),
+            })
+        });
+    if proof.is_none() {
+        tracing::warn!(
+            "the identity in the state directory cannot be read; enrolling as a new device"
+        );
+    }
+    proof
 }
 
 /// What `run` needs.

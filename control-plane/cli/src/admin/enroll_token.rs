@@ -1,4 +1,4 @@
-//! `agent-bom admin enroll-token create | list | revoke`.
+//! `agent-bom admin enroll-token create | reenroll | list | revoke`.
 
 use agent_bom_control_plane::service::Actor;
 use agent_bom_control_plane::service::enrollment::{self, TokenRequest};
@@ -22,6 +22,18 @@ pub(crate) enum TokenCommand {
         /// Hours until it expires.
         #[arg(long)]
         expires_in_hours: Option<u32>,
+    },
+    /// Issue a re-enroll token for one endpoint and print it (shown once): the device that
+    /// enrolls with it (one use) replaces the endpoint, which is retired.
+    Reenroll {
+        #[arg(long)]
+        tenant: String,
+        /// The endpoint the enrolling device replaces.
+        #[arg(long)]
+        endpoint: String,
+        /// Hours until it expires (at most 720).
+        #[arg(long, default_value_t = 24)]
+        expires_in_hours: u32,
     },
     /// List a tenant's tokens (metadata only).
     List {
@@ -51,6 +63,22 @@ pub(crate) async fn run(store: &Store, command: TokenCommand) -> Result<()> {
                 expires_in_secs: expires_in_hours.map(|h| i64::from(h) * 3_600),
             };
             let (_, plaintext) = enrollment::create(store, &Actor::cli(), &t.id, &request).await?;
+            println!("{plaintext}");
+        }
+        TokenCommand::Reenroll {
+            tenant,
+            endpoint,
+            expires_in_hours,
+        } => {
+            let t = super::tenant(store, &tenant).await?;
+            let (_, plaintext) = enrollment::create_reenroll_token(
+                store,
+                &Actor::cli(),
+                &t.id,
+                &endpoint,
+                Some(i64::from(expires_in_hours) * 3_600),
+            )
+            .await?;
             println!("{plaintext}");
         }
         TokenCommand::List { tenant } => {

@@ -163,6 +163,12 @@ pub const ROUTES: &[RouteSpec] = &[
         "Lifecycle transition",
     ),
     route(
+        "POST",
+        "/v1/fleet/endpoints/{id}/reenroll-token",
+        Some(Permission::FleetWrite),
+        "Issue a re-enroll token: the device enrolling with it replaces the endpoint",
+    ),
+    route(
         "GET",
         "/v1/fleet/endpoints/{id}/commands",
         Some(Permission::FleetRead),

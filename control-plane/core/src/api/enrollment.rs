@@ -1,5 +1,6 @@
 //! `/v1/enrollment-tokens`: the tokens machines enroll with (create shows the token once; list;
-//! revoke). The same service functions as `agent-bom admin enroll-token`.
+//! revoke), and `/v1/fleet/endpoints/{id}/reenroll-token`: a token for one endpoint, whose
+//! device replaces it. The same service functions as `agent-bom admin enroll-token`.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -81,4 +82,38 @@ pub(super) async fn revoke(
     caller.require(Permission::FleetWrite)?;
     service::enrollment::revoke(&state.store, &caller.as_actor(), caller.tenant_id(), &id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateReenrollToken {
+    expires_in_secs: Option<i64>,
+}
+
+/// `POST /v1/fleet/endpoints/{id}/reenroll-token`: a one-use token (shown once) whose device
+/// replaces the endpoint; the body (`{"expires_in_secs"}`) may be empty.
+pub(super) async fn create_reenroll(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require(Permission::FleetWrite)?;
+    let req: CreateReenrollToken = if body.iter().all(u8::is_ascii_whitespace) {
+        CreateReenrollToken::default()
+    } else {
+        json_body(&body)?
+    };
+    let (token, plaintext) = service::enrollment::create_reenroll_token(
+        &state.store,
+        &caller.as_actor(),
+        caller.tenant_id(),
+        &id,
+        req.expires_in_secs,
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "token": plaintext, "enrollment_token": token })),
+    ))
 }

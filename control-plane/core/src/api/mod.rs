@@ -154,6 +154,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/fleet/endpoints/{id}/state", post(fleet::transition))
         .route(
+            "/v1/fleet/endpoints/{id}/reenroll-token",
+            post(enrollment::create_reenroll),
+        )
+        .route(
             "/v1/fleet/endpoints/{id}/commands",
             get(policy::list_commands).post(policy::queue_command),
         )

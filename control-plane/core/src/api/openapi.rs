@@ -115,6 +115,11 @@ fn extras(method: &str, path: &str) -> (Vec<Value>, Option<Value>) {
                     "expires_in_secs": {"type": ["integer", "null"], "minimum": 1, "maximum": 315_360_000}}}),
             ),
         ),
+        ("POST", "/v1/fleet/endpoints/{id}/reenroll-token") => (
+            vec![],
+            Some(json!({"type": "object", "additionalProperties": false,
+                "properties": {"expires_in_secs": {"type": ["integer", "null"], "minimum": 1, "maximum": 2_592_000}}})),
+        ),
         ("POST", "/v1/tenants") => (
             vec![],
             Some(

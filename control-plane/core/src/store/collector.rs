@@ -138,7 +138,22 @@ impl Store {
             .lock_tenant(&mut tx, super::dialect::TenantLock::Policy, &tenant_id)
             .await?;
         super::policies::queue_current_policy(&mut tx, &tenant_id, &request.agent_id).await?;
+        let retired = super::succession::retire_predecessor(
+            &mut tx,
+            self.backend,
+            &tenant_id,
+            &token_id,
+            &request,
+        )
+        .await??;
         tx.commit().await?;
+        if let Some(agent_id) = retired {
+            self.notices
+                .announce(agent_bom_collector::StoreNotice::Revoked {
+                    tenant_id: tenant_id.clone(),
+                    agent_id,
+                });
+        }
         Ok(tenant_id)
     }
 

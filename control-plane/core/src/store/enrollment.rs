@@ -27,10 +27,11 @@ pub struct EnrollmentToken {
     pub uses: i64,
     /// Unix ms.
     pub revoked_at: Option<i64>,
+    /// The endpoint a device enrolling with this token replaces (a re-enroll token).
+    pub replaces_endpoint_id: Option<String>,
 }
 
-const TOKEN_COLUMNS: &str =
-    "id, tenant_id, prefix, name, created_at, expires_at, max_uses, uses, revoked_at";
+const TOKEN_COLUMNS: &str = "id, tenant_id, prefix, name, created_at, expires_at, max_uses, uses, revoked_at, replaces_endpoint_id";
 
 fn token_from_row(row: &sqlx::any::AnyRow) -> Result<EnrollmentToken, StoreError> {
     Ok(EnrollmentToken {
@@ -43,6 +44,7 @@ fn token_from_row(row: &sqlx::any::AnyRow) -> Result<EnrollmentToken, StoreError
         max_uses: row.try_get("max_uses")?,
         uses: row.try_get("uses")?,
         revoked_at: row.try_get("revoked_at")?,
+        replaces_endpoint_id: row.try_get("replaces_endpoint_id")?,
     })
 }
 
@@ -87,6 +89,7 @@ impl Store {
             max_uses,
             uses: 0,
             revoked_at: None,
+            replaces_endpoint_id: None,
         };
         sqlx::query(
             "INSERT INTO enrollment_tokens (id, tenant_id, prefix, secret_hash, name, created_at, expires_at, max_uses) \
@@ -103,6 +106,50 @@ impl Store {
         .execute(tx.scoped(tenant_id).await?)
         .await?;
         Ok((token, secret.plaintext))
+    }
+
+    /// A re-enroll token for `endpoint_id` on `tx`: one use, until `expires_at`; the device
+    /// that enrolls with it replaces the endpoint (see `succession`). Refused for an endpoint
+    /// that is not an enrolled agent of the tenant, or was replaced already.
+    pub(crate) async fn create_reenroll_token_in(
+        &self,
+        tx: &mut Tx,
+        tenant_id: &str,
+        endpoint_id: &str,
+        expires_at: i64,
+    ) -> Result<(EnrollmentToken, String), StoreError> {
+        let row = sqlx::query(
+            "SELECT origin, replaced_by FROM endpoints WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(tenant_id)
+        .bind(endpoint_id)
+        .fetch_optional(tx.scoped(tenant_id).await?)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("endpoint {endpoint_id:?}")))?;
+        if row.try_get::<String, _>("origin")? != "agent" {
+            return Err(StoreError::Conflict(
+                "a `fleet sync` endpoint has no agent to re-enroll".into(),
+            ));
+        }
+        if let Some(by) = row.try_get::<Option<String>, _>("replaced_by")? {
+            return Err(StoreError::Conflict(format!(
+                "endpoint {endpoint_id} was already replaced by {by}"
+            )));
+        }
+        let name = format!("re-enroll {endpoint_id}");
+        let (mut token, plaintext) = self
+            .create_enrollment_token_in(tx, tenant_id, &name, Some(expires_at), Some(1))
+            .await?;
+        sqlx::query(
+            "UPDATE enrollment_tokens SET replaces_endpoint_id = $1 WHERE tenant_id = $2 AND id = $3",
+        )
+        .bind(endpoint_id)
+        .bind(tenant_id)
+        .bind(&token.id)
+        .execute(tx.scoped(tenant_id).await?)
+        .await?;
+        token.replaces_endpoint_id = Some(endpoint_id.to_string());
+        Ok((token, plaintext))
     }
 
     /// Tokens of a tenant.

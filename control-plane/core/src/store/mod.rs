@@ -21,6 +21,7 @@ pub mod posture;
 pub mod rate_windows;
 pub mod releases;
 mod rows;
+mod succession;
 pub mod sync;
 pub mod tenants;
 mod tx;

@@ -88,6 +88,7 @@ fn enrollment(token: &str, agent_id: &str) -> EnrollmentRequest {
         cert_fingerprint: format!("fp-{agent_id}"),
         cert_not_after: 4_000_000_000,
         hostname: format!("host-{agent_id}"),
+        continues: None,
     }
 }
 
