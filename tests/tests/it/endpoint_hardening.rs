@@ -98,6 +98,63 @@ fn a_symlinked_directory_never_leads_out_of_the_home() {
     }
 }
 
+/// The watcher never watches through a directory symlink out of the home either: a change in
+/// the directory `~/.cursor` points at (outside) starts no rescan, while a change in the home
+/// does.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watcher_never_follows_a_directory_symlink_out_of_the_home() {
+    use agent_bom_discovery::watch::ConfigWatcher;
+    use std::time::Duration;
+
+    let home = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    write(&elsewhere.path().join("cursor/mcp.json"), VICTIM);
+    std::os::unix::fs::symlink(elsewhere.path().join("cursor"), home.path().join(".cursor"))
+        .unwrap();
+    let options = scan_options(home.path(), &[]);
+    let mut watcher = tokio::task::spawn_blocking(move || {
+        ConfigWatcher::start(options, Duration::from_millis(100))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let scans = watcher.scans();
+
+    write(
+        &elsewhere.path().join("cursor/mcp.json"),
+        &VICTIM.replace("root-only", "root-only-2"),
+    );
+    let followed = tokio::time::timeout(Duration::from_secs(2), watcher.next_change()).await;
+    assert!(followed.is_err(), "a change outside the home: {followed:?}");
+    assert_eq!(
+        watcher.scans(),
+        scans,
+        "a change outside the home started a rescan"
+    );
+
+    // The watcher does work: a server added in the home is seen.
+    write(
+        &home.path().join(".claude.json"),
+        r#"{"mcpServers": {"inside": {"command": "node", "args": ["s.js"]}}}"#,
+    );
+    let seen =
+        tokio::time::timeout(agent_bom_tests::harness::PATIENCE, watcher.next_change()).await;
+    assert!(
+        matches!(&seen, Ok(Some(changes)) if !changes.is_empty()),
+        "{seen:?}"
+    );
+    assert!(
+        watcher
+            .inventory()
+            .servers
+            .iter()
+            .all(|s| !s.name.starts_with("root-only")),
+        "{:#?}",
+        watcher.inventory().servers
+    );
+}
+
 /// Dotfile managers link directories and files inside the home: those are still read and
 /// wrapped, and the link stays a link.
 #[cfg(unix)]
