@@ -485,6 +485,27 @@ async fn oversized_heads_get_the_error_envelope() {
     server.stop().await;
 }
 
+/// A head hyper cannot parse is answered `400 invalid_request` with the envelope too (before:
+/// a bare 400 with no body).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_head_gets_the_error_envelope() {
+    use tokio::io::AsyncWriteExt;
+
+    let server = TestServer::start(None).await;
+    let mut stream = tokio::net::TcpStream::connect(server.api).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nbad header line\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = String::from_utf8_lossy(&closed_by_server(&mut stream).await).to_string();
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    let (_, body) = answer.split_once("\r\n\r\n").unwrap();
+    let json: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(json["error"]["code"], "invalid_request", "{answer}");
+    assert!(json["error"]["request_id"].is_string(), "{answer}");
+    server.stop().await;
+}
+
 /// A burst of 16 MiB heads, 32 at a time, to a real `agent-bom serve`: every one is answered
 /// with the envelope and the server's peak memory grows by far less than one of them (each
 /// connection holds at most the listener's 64 KiB head buffer).
