@@ -257,6 +257,40 @@ fn upstream_from_row(row: &sqlx::any::AnyRow) -> Result<Upstream, StoreError> {
 }
 
 impl Store {
+    /// A `settings` command whose `gateway` names only the gateway's URL gets the tenant's
+    /// upstreams as its routes, so an operator tells agents where the gateway is and the
+    /// control plane tells them what it serves. Anything else is returned as given.
+    pub async fn with_gateway_routes(
+        &self,
+        tenant_id: &str,
+        kind: &str,
+        payload: &serde_json::Value,
+    ) -> Result<serde_json::Value, StoreError> {
+        let mut payload = payload.clone();
+        let Some(gateway) = payload
+            .get_mut("gateway")
+            .and_then(serde_json::Value::as_object_mut)
+            .filter(|g| kind == "settings" && !g.contains_key("upstreams"))
+        else {
+            return Ok(payload);
+        };
+        let routes: Vec<serde_json::Value> = self
+            .gateway_config(tenant_id)
+            .await?
+            .upstreams
+            .iter()
+            .map(|u| {
+                serde_json::json!({
+                    "name": u.name,
+                    "url": u.url,
+                    "transport": u.transport.as_str(),
+                })
+            })
+            .collect();
+        gateway.insert("upstreams".into(), routes.into());
+        Ok(payload)
+    }
+
     /// The tenant's gateway configuration.
     pub async fn gateway_config(&self, tenant_id: &str) -> Result<GatewayConfig, StoreError> {
         let mut tx = self.scope(tenant_id).await?;

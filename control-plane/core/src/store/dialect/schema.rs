@@ -65,7 +65,7 @@ struct Step {
 }
 
 /// Every migration, in version order. Gaps per backend are versions of the other backend.
-const STEPS: [Step; 25] = [
+const STEPS: [Step; 26] = [
     Step {
         version: 1,
         description: "init",
@@ -259,6 +259,15 @@ const STEPS: [Step; 25] = [
             build: || tenant_isolation(&TENANT_TABLES[21..22]),
             recorded: "984a2698934cd3db69da9897f33e8c02aa77c705775bdf02795d4823c6e3ad79e1453b8f881c0d5eba65e080f04f7784",
         },
+    },
+    // Remote servers routed through the gateway (issue 16, item 5): numbered from 700.
+    Step {
+        version: 700,
+        description: "server gateway route",
+        on: On::Both,
+        sql: Sql::File(include_str!(
+            "../../../migrations/0700_server_gateway_route.sql"
+        )),
     },
 ];
 
@@ -661,13 +670,15 @@ mod tests {
         for (backend, versions) in [
             (
                 Backend::Sqlite,
-                vec![1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 204, 300, 500, 502],
+                vec![
+                    1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 204, 300, 500, 502, 700,
+                ],
             ),
             (
                 Backend::Postgres,
                 vec![
                     1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 201, 202, 203, 204, 300, 301, 500,
-                    501, 502, 503,
+                    501, 502, 503, 700,
                 ],
             ),
         ] {
