@@ -217,7 +217,8 @@ async fn sdk_session_through_the_gateway_postgres() {
 
 /// A tool whose definition changes between sessions is hidden and its calls refused, as the
 /// local proxy does, even when the change reaches another replica than the one that pinned the
-/// tool: the pins are shared through the store.
+/// tool: the pins are shared through the store. An approval of the change given in the control
+/// plane is honoured by every replica.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rug_pulled_tool_is_blocked_at_another_replica() {
     let server = TestServer::start(None).await;
@@ -277,6 +278,92 @@ async fn a_rug_pulled_tool_is_blocked_at_another_replica() {
     })
     .await;
     assert!(!events.is_empty());
+
+    // The operator approves the change in the control plane; every replica honours it: the
+    // replica that pinned the old definition re-pins the new one at its next listing, and the
+    // other brings the new pins down.
+    let path = "/v1/gateway/upstreams/py/pin-approvals";
+    let r = server
+        .post(path, Some(&admin), &json!({"tools": {"add": "nothex"}}))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    let r = server
+        .post(
+            "/v1/gateway/upstreams/nope/pin-approvals",
+            Some(&admin),
+            &json!({"tools": {"add": null}}),
+        )
+        .await;
+    assert_eq!(r.status, 404, "{}", r.text);
+    let (reader, _, _) = gateway_key(&server, &admin).await;
+    let r = server
+        .post(path, Some(&reader), &json!({"tools": {"add": null}}))
+        .await;
+    assert_eq!(r.status, 403, "a gateway key cannot approve: {}", r.text);
+    let r = server
+        .post(path, Some(&admin), &json!({"tools": {"add": null}}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.json["upstream"], "py");
+    let approved = mcp::client(
+        "legacy",
+        &first.url("py"),
+        &json!([
+            {"op": "list"},
+            {"op": "call", "tool": "add", "args": {"a": 2, "b": 3}},
+        ]),
+        &env,
+    )
+    .await;
+    assert!(
+        approved.steps[0]["tools"]["add"].is_string(),
+        "{:#?}",
+        approved.steps
+    );
+    assert_eq!(approved.steps[1]["text"], "5", "{:#?}", approved.steps);
+    let elsewhere = eventually(
+        PATIENCE,
+        "the approved pins at the other replica",
+        || async {
+            let run = mcp::client(
+                "legacy",
+                &second.url("py"),
+                &json!([{"op": "call", "tool": "add", "args": {"a": 3, "b": 4}}]),
+                &env,
+            )
+            .await;
+            (run.steps[0]["text"] == "7").then_some(run)
+        },
+    )
+    .await;
+    assert_eq!(elsewhere.steps[0]["text"], "7");
+    // Listed, audited, and a second approval can be withdrawn before it is used.
+    let r = server
+        .post(path, Some(&admin), &json!({"tools": {"echo": null}}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = r.json["id"].as_str().unwrap().to_string();
+    let r = server.get("/v1/gateway/pin-approvals", Some(&admin)).await;
+    assert_eq!(r.json["items"].as_array().unwrap().len(), 2, "{}", r.text);
+    let r = server
+        .request(
+            "DELETE",
+            &format!("/v1/gateway/pin-approvals/{id}"),
+            Some(&admin),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = server.get("/v1/gateway/pin-approvals", Some(&admin)).await;
+    assert_eq!(r.json["items"].as_array().unwrap().len(), 1, "{}", r.text);
+    let r = server.get("/v1/audit?limit=200", Some(&admin)).await;
+    let actions: Vec<&str> = r.json["items"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["action"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(actions.contains(&"gateway.pins.approve"), "{actions:?}");
+    assert!(actions.contains(&"gateway.pins.withdraw"), "{actions:?}");
     first.stop().await;
     second.stop().await;
     server.stop().await;
