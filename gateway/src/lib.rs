@@ -303,7 +303,7 @@ async fn housekeeping(shared: Arc<Shared>, instance: String, every: Duration, id
             }
         }
         if let Some(pins) = &shared.pins {
-            pins.upload_changed().await;
+            pins.heartbeat().await;
         }
         shared.sessions.sweep(idle_ms);
         shared.legacy.sweep();

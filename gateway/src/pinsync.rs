@@ -6,7 +6,10 @@
 //! brought down when it is newer than the local file ([`PinSync::hydrate`], at most once per
 //! ttl per upstream); at every heartbeat, local files that changed are sent up
 //! ([`PinSync::upload_changed`]). So a rug pull is judged against the pins any replica took,
-//! within a heartbeat of their taking.
+//! within a heartbeat of their taking. Operators' approvals of changed definitions
+//! (`gateway_pin_approvals`) are mirrored into the tenant's approvals file, which the engines
+//! read whenever a listing differs from the pins, at the same moments ([`PinSync::sync_approvals`]):
+//! an approval given in the control plane is honoured by every replica; one withdrawn is dropped.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 use agent_bom_control_plane::store::Store;
 use agent_bom_protocol::digest::sha256_hex;
 use agent_bom_proxy::pins::{PinStore, ServerPins};
+use agent_bom_state::approvals::Approval;
 
 #[derive(Debug, Default)]
 struct Known {
@@ -76,6 +80,7 @@ impl PinSync {
                 return;
             }
         }
+        self.sync_approvals(tenant_id, server_id).await;
         let row = match self.store.gateway_pins(tenant_id, server_id).await {
             Ok(row) => row,
             Err(e) => {
@@ -111,6 +116,51 @@ impl PinSync {
             }
             entry.synced = Some(sha256_hex(text.as_bytes()));
         }
+    }
+
+    /// Mirror the control plane's pin approvals of `server_id` into the tenant's approvals file.
+    /// A store that does not answer leaves the local copy as it is.
+    pub async fn sync_approvals(&self, tenant_id: &str, server_id: &str) {
+        let approvals = match self
+            .store
+            .gateway_pin_approvals(tenant_id, Some(server_id))
+            .await
+        {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read pin approvals; using this replica's");
+                return;
+            }
+        };
+        let approvals = approvals
+            .into_iter()
+            .map(|a| Approval {
+                id: a.id,
+                server_id: a.server_id,
+                tools: a.tools,
+                approved_at_ms: a.approved_at_ms,
+            })
+            .collect();
+        let store = Self::pin_store(&self.root, tenant_id);
+        if let Err(e) = store.approvals().replace_for_server(server_id, approvals) {
+            tracing::warn!(error = %e, "cannot store pin approvals");
+        }
+    }
+
+    /// At a heartbeat: mirror the approvals of every upstream this replica served, and send up
+    /// the pins that changed.
+    pub async fn heartbeat(&self) {
+        let keys: Vec<(String, String)> = self
+            .known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        for (tenant_id, server_id) in &keys {
+            self.sync_approvals(tenant_id, server_id).await;
+        }
+        self.upload_changed().await;
     }
 
     /// Send up every local pin file (of the upstreams this replica served) that changed since

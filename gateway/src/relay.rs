@@ -11,9 +11,6 @@
 use std::sync::Arc;
 
 use agent_bom_control_plane::store::gateway::{Upstream, UpstreamTransport};
-use agent_bom_protocol::Transport;
-use agent_bom_protocol::sanitize::sanitize_url;
-use agent_bom_protocol::server_id::server_id;
 use agent_bom_proxy::engine::Verdict;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
@@ -67,15 +64,6 @@ pub struct Admitted {
     pub server_id: String,
 }
 
-/// The inventory's identity of an upstream.
-pub fn upstream_server_id(upstream: &Upstream) -> String {
-    let transport = match upstream.transport {
-        UpstreamTransport::StreamableHttp => Transport::StreamableHttp,
-        UpstreamTransport::Sse => Transport::Sse,
-    };
-    server_id(transport, None, &[], Some(&sanitize_url(&upstream.url)))
-}
-
 /// Authenticate the caller and find the upstream in its tenant.
 pub async fn admit(
     shared: &Shared,
@@ -111,7 +99,7 @@ pub async fn admit(
             &format!("no gateway upstream named {upstream:?} in this tenant"),
         ));
     };
-    let server_id = upstream_server_id(&found);
+    let server_id = found.server_id();
     if let Some(pins) = &shared.pins {
         pins.hydrate(&principal.tenant_id, &server_id).await;
     }

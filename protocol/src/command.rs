@@ -12,7 +12,7 @@
 //! | `quarantine` | `{reason?}` | no (endpoint lifecycle) |
 //! | `release` | none | no (endpoint lifecycle) |
 //! | `policy` | `{revision, policy}` | no (policy publishing) |
-//! | `settings` | `{rescan_interval_secs?, managed_wrapping?}` (`null` resets) | yes |
+//! | `settings` | `{rescan_interval_secs?, managed_wrapping?, gateway?}` (`null` resets; `gateway` is a [`GatewayRoutes`]) | yes |
 //! | `wrap` / `unwrap` | `{client?}` (a catalog name: `a-z`, `0-9`, `-`) | yes |
 //! | `approve_pins` | `{server_id, tools: {name: sha256 or null}}` | yes |
 //! | `rotate_credential` | none | yes |
@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::gateway_routes::GatewayRoutes;
 use crate::policy::Policy;
 
 /// Shortest rescan interval the control plane may set (a fleet-wide typo must not turn every
@@ -108,13 +109,13 @@ pub enum Patch<T> {
     Set(T),
 }
 
-impl<T: Copy> Patch<T> {
+impl<T: Clone> Patch<T> {
     /// Apply to the value in force.
-    pub fn apply(self, current: Option<T>) -> Option<T> {
+    pub fn apply(&self, current: Option<T>) -> Option<T> {
         match self {
             Self::Keep => current,
             Self::Reset => None,
-            Self::Set(v) => Some(v),
+            Self::Set(v) => Some(v.clone()),
         }
     }
 
@@ -124,12 +125,14 @@ impl<T: Copy> Patch<T> {
 }
 
 /// Payload of `settings`: the keys to change, all or nothing.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SettingsPatch {
     /// Seconds between periodic rescans ([`MIN_REMOTE_RESCAN_SECS`] to [`MAX_REMOTE_RESCAN_SECS`]).
     pub rescan_interval_secs: Patch<u64>,
     /// Keep every stdio server of every client wrapped by the proxy.
     pub managed_wrapping: Patch<bool>,
+    /// The tenant's gateway and its upstream routes, which `wrap` sends remote servers through.
+    pub gateway: Patch<GatewayRoutes>,
 }
 
 impl SettingsPatch {
@@ -141,6 +144,9 @@ impl SettingsPatch {
         }
         if !self.managed_wrapping.is_keep() {
             keys.push("managed_wrapping");
+        }
+        if !self.gateway.is_keep() {
+            keys.push("gateway");
         }
         keys
     }
@@ -174,9 +180,20 @@ impl SettingsPatch {
                         ),
                     }
                 }
+                "gateway" => {
+                    patch.gateway = match value {
+                        Value::Null => Patch::Reset,
+                        v => {
+                            let routes: GatewayRoutes = serde_json::from_value(v.clone())
+                                .map_err(|e| format!("gateway: {e}"))?;
+                            routes.validate()?;
+                            Patch::Set(routes)
+                        }
+                    }
+                }
                 other => {
                     return Err(format!(
-                        "unknown setting {other:?} (known: rescan_interval_secs, managed_wrapping)"
+                        "unknown setting {other:?} (known: rescan_interval_secs, managed_wrapping, gateway)"
                     ));
                 }
             }
@@ -184,7 +201,7 @@ impl SettingsPatch {
         Ok(patch)
     }
 
-    fn to_object(self) -> Map<String, Value> {
+    fn to_object(&self) -> Map<String, Value> {
         fn put<T: Into<Value>>(o: &mut Map<String, Value>, key: &str, patch: Patch<T>) {
             match patch {
                 Patch::Keep => {}
@@ -199,6 +216,18 @@ impl SettingsPatch {
         let mut o = Map::new();
         put(&mut o, "rescan_interval_secs", self.rescan_interval_secs);
         put(&mut o, "managed_wrapping", self.managed_wrapping);
+        match &self.gateway {
+            Patch::Keep => {}
+            Patch::Reset => {
+                o.insert("gateway".into(), Value::Null);
+            }
+            Patch::Set(routes) => {
+                o.insert(
+                    "gateway".into(),
+                    serde_json::to_value(routes).unwrap_or(Value::Null),
+                );
+            }
+        }
         o
     }
 }
@@ -344,7 +373,7 @@ impl UpdateNotice {
 /// (they would be stored in the command and its audit entry), spaces or control characters.
 /// Plain HTTP is tolerable there because the build itself is checked against its signed digest;
 /// off the machine it would still leak what is being installed, so it is refused.
-fn check_download_url(url: &str) -> Result<(), String> {
+pub(crate) fn check_download_url(url: &str) -> Result<(), String> {
     let bad = |why: &str| Err(format!("url {why}"));
     if url.len() > MAX_URL_LEN {
         return bad(&format!("is longer than {MAX_URL_LEN} characters"));
@@ -580,6 +609,22 @@ mod tests {
             CommandKind::Settings(SettingsPatch {
                 rescan_interval_secs: Patch::Set(60),
                 managed_wrapping: Patch::Reset,
+                gateway: Patch::Keep,
+            }),
+            CommandKind::Settings(SettingsPatch {
+                gateway: Patch::Set(crate::gateway_routes::GatewayRoutes {
+                    url: "https://gw.example.com".into(),
+                    upstreams: vec![crate::gateway_routes::GatewayRoute {
+                        name: "docs".into(),
+                        url: "https://mcp.example.com/mcp".into(),
+                        transport: crate::gateway_routes::RouteTransport::Sse,
+                    }],
+                }),
+                ..SettingsPatch::default()
+            }),
+            CommandKind::Settings(SettingsPatch {
+                gateway: Patch::Reset,
+                ..SettingsPatch::default()
             }),
             CommandKind::Wrap(WrapTarget {
                 client: Some("cursor".into()),
@@ -618,6 +663,18 @@ mod tests {
         let e = |k: &str, p: &str| CommandKind::parse(k, p).unwrap_err().to_string();
         assert!(e("settings", r#"{"rescan_interval_secs":5}"#).contains("30-86400"));
         assert!(e("settings", r#"{"colour":"red"}"#).contains("unknown setting"));
+        assert!(e("settings", r#"{"gateway":{"url":"http://gw.example.com"}}"#).contains("https"));
+        assert!(
+            e(
+                "settings",
+                r#"{"gateway":{"url":"https://gw","upstreams":[{"name":"a b","url":"https://x"}]}}"#
+            )
+            .contains("a-z")
+        );
+        assert!(
+            e("settings", r#"{"gateway":{"url":"https://gw","extra":1}}"#)
+                .contains("unknown field")
+        );
         assert!(e("approve_pins", r#"{"server_id":"s","tools":{}}"#).contains("at least one"));
         assert!(e("approve_pins", r#"{"server_id":"s","tools":{"t":"abc"}}"#).contains("SHA-256"));
         assert!(

@@ -195,6 +195,10 @@ pub struct ServerEntry {
     /// other fields then describe the wrapped server itself.
     #[serde(default)]
     pub wrapped: bool,
+    /// For a remote server `wrap` routed through the tenant's MCP gateway: the gateway route
+    /// (upstream name) it goes through; `url` is then the server's own URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
     /// Hash of everything that decides what runs (transport, command, arguments, URL, env and
     /// header names, cwd): any change to the launch is a new launch hash.
     #[serde(default)]

@@ -18,6 +18,7 @@ pub mod command;
 pub mod deployment;
 pub mod digest;
 pub mod frame;
+pub mod gateway_routes;
 pub mod inventory;
 pub mod inventory_delta;
 pub mod messages;

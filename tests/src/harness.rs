@@ -325,6 +325,28 @@ impl TestServer {
         self.request("POST", path, key, Some(body), &[]).await
     }
 
+    /// Queue a command (`{"kind", "payload"}`) for `endpoint` through the API and wait for its
+    /// agent's answer; returns the command as the API lists it.
+    pub async fn run_command(&self, key: &str, endpoint: &str, body: Value) -> Value {
+        let path = format!("/v1/fleet/endpoints/{endpoint}/commands");
+        let r = self.post(&path, Some(key), &body).await;
+        assert_eq!(r.status, 202, "{}", r.text);
+        let id = r.json["id"].as_str().expect("command id").to_string();
+        eventually(PATIENCE, &format!("answer to {body}"), || async {
+            let r = self.get(&path, Some(key)).await;
+            r.json["items"]
+                .as_array()
+                .expect("command list")
+                .iter()
+                .find(|c| {
+                    c["id"] == id.as_str()
+                        && !["pending", "delivered"].contains(&c["status"].as_str().unwrap_or(""))
+                })
+                .cloned()
+        })
+        .await
+    }
+
     /// Status of a command as the store has it.
     pub async fn command_status(&self, command_id: &str) -> Option<String> {
         use sqlx::Row;

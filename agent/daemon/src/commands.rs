@@ -197,6 +197,7 @@ fn wrap(ctx: Context<'_>, target: WrapTarget, wrap: bool) -> Outcome {
         dry_run: false,
         proxy_exe,
         state_dir: ctx.state.path().to_path_buf(),
+        gateway: crate::settings::RemoteSettings::gateway_routes(ctx.state.path()),
     };
     let results = if wrap {
         crate::wrap::wrap(&options)

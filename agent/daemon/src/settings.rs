@@ -195,6 +195,10 @@ pub struct RemoteSettings {
     /// client or user reverted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub managed_wrapping: Option<bool>,
+    /// The tenant's MCP gateway and its upstream routes: `wrap` sends the remote servers whose
+    /// URL is an upstream's through it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<agent_bom_protocol::gateway_routes::GatewayRoutes>,
 }
 
 impl RemoteSettings {
@@ -211,11 +215,27 @@ impl RemoteSettings {
         }
     }
 
+    /// The gateway routes the control plane set in `state_dir`, when they are valid (a file
+    /// edited by hand into something invalid routes nothing).
+    pub fn gateway_routes(
+        state_dir: &Path,
+    ) -> Option<agent_bom_protocol::gateway_routes::GatewayRoutes> {
+        let routes = Self::load(state_dir).gateway?;
+        match routes.validate() {
+            Ok(()) => Some(routes),
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring invalid gateway routes in the control-plane settings");
+                None
+            }
+        }
+    }
+
     /// Apply a validated `settings` patch (see `agent_bom_protocol::command`). Returns the
     /// keys that changed.
     pub fn apply(&mut self, patch: &SettingsPatch) -> Vec<&'static str> {
         self.rescan_interval_secs = patch.rescan_interval_secs.apply(self.rescan_interval_secs);
         self.managed_wrapping = patch.managed_wrapping.apply(self.managed_wrapping);
+        self.gateway = patch.gateway.apply(self.gateway.take());
         patch.keys()
     }
 

@@ -91,7 +91,8 @@ fn changed_fields(a: &ServerEntry, b: &ServerEntry) -> Vec<&'static str> {
         risk_flags,
         scope,
         user,
-        wrapped
+        wrapped,
+        gateway
     );
     out
 }

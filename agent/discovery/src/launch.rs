@@ -74,6 +74,59 @@ pub fn wrapped_args(command: &str, args: &[String]) -> Vec<String> {
     out
 }
 
+/// The fragment that marks a remote entry `wrap` routed through the tenant's gateway; the
+/// original URL follows it, percent-encoded. A fragment never leaves the client (HTTP requests
+/// carry no fragment, and MCP clients drop it from the OAuth resource), so the gateway sees the
+/// plain route while the entry itself keeps what `unwrap` restores.
+pub const GATEWAY_MARKER: &str = "#agent-bom-original=";
+
+/// The keys a remote entry's URL may be under, in the order the clients read them.
+pub const URL_KEYS: [&str; 4] = ["httpUrl", "url", "serverUrl", "uri"];
+
+/// The URL of an entry routed through the gateway at `route_url`, keeping `original`.
+pub fn routed_url(route_url: &str, original: &str) -> String {
+    let mut out = String::with_capacity(route_url.len() + GATEWAY_MARKER.len() + original.len());
+    out.push_str(route_url);
+    out.push_str(GATEWAY_MARKER);
+    for b in original.bytes() {
+        // Everything a fragment may hold as is stays readable; the rest (`%`, `#`, spaces,
+        // quotes, non-ASCII) is encoded, so decoding gives back the exact original bytes.
+        if b.is_ascii_alphanumeric() || b"-._~:/?@!$&'()*+,;=".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// For a URL `wrap` routed through the gateway: the route part (what the client calls) and the
+/// original URL it replaced. `None` for any other URL (or a marker that does not decode).
+pub fn routed_parts(url: &str) -> Option<(&str, String)> {
+    let (route, encoded) = url.split_once(GATEWAY_MARKER)?;
+    let mut bytes = Vec::with_capacity(encoded.len());
+    let mut rest = encoded.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        if b == b'%' {
+            let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
+            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+            rest = &tail[2..];
+        } else {
+            bytes.push(b);
+            rest = tail;
+        }
+    }
+    Some((route, String::from_utf8(bytes).ok()?))
+}
+
+/// The gateway route name (`/mcp/{name}`) of a routed URL's route part.
+pub fn route_name(route: &str) -> Option<&str> {
+    let path = route.split_once("://").map_or(route, |(_, r)| r);
+    let (_, after) = path.rsplit_once("/mcp/")?;
+    let name = after.strip_suffix("/sse").unwrap_or(after);
+    (!name.is_empty() && !name.contains('/')).then_some(name)
+}
+
 /// The launch-relevant fields of an entry, read from whichever names the client uses.
 #[derive(Debug, Default)]
 pub struct Launch<'a> {
@@ -257,6 +310,36 @@ mod tests {
                 "node".to_string(),
                 ["s.js", "--port", "1"].map(String::from).to_vec()
             ))
+        );
+    }
+
+    #[test]
+    fn routed_url_keeps_the_original_exactly() {
+        for original in [
+            "https://mcp.example.com/mcp",
+            "https://h/mcp?token=a%20b&x=1#frag",
+            "http://localhost:8080/sse",
+            "https://h/ünï code/\"q\" <x>",
+        ] {
+            let routed = routed_url("https://gw.example.com/mcp/github", original);
+            assert_eq!(routed.matches('#').count(), 1, "{routed}");
+            assert!(!routed.contains(' '), "{routed}");
+            let (route, back) = routed_parts(&routed).unwrap();
+            assert_eq!(route, "https://gw.example.com/mcp/github");
+            assert_eq!(back, original);
+            assert_eq!(route_name(route), Some("github"));
+        }
+        assert_eq!(route_name("https://gw/mcp/legacy/sse"), Some("legacy"));
+        assert!(routed_parts("https://h/mcp#other").is_none());
+        assert!(routed_parts("https://gw/mcp/x#agent-bom-original=%zz").is_none());
+        assert_eq!(
+            infer_transport(
+                None,
+                false,
+                false,
+                Some(&routed_url("https://gw/mcp/l/sse", "http://h/sse"))
+            ),
+            Transport::Sse
         );
     }
 }

@@ -33,6 +33,25 @@ pub fn normalize(client: &str, file: &FileFacts, raw: &RawEntry) -> ServerEntry 
         }
         None => false,
     };
+    // A remote entry routed through the tenant's gateway by `wrap` is reported as the server it
+    // reaches (same id as before), with the gateway route it goes through.
+    let routed = l
+        .url
+        .as_deref()
+        .and_then(crate::launch::routed_parts)
+        .map(|(route, original)| {
+            (
+                crate::launch::route_name(route).map(str::to_string),
+                original,
+            )
+        });
+    let gateway = match routed {
+        Some((name, original)) => {
+            l.url = Some(original);
+            Some(name.unwrap_or_default())
+        }
+        None => None,
+    };
     let mut env_keys = keys(l.env);
     env_keys.extend(l.env_names.iter().cloned());
     env_keys.sort();
@@ -71,6 +90,7 @@ pub fn normalize(client: &str, file: &FileFacts, raw: &RawEntry) -> ServerEntry 
         risk_flags,
         launch_hash: String::new(),
         wrapped,
+        gateway,
         user: file.owner.clone(),
         config_path: file.path.clone(),
     };

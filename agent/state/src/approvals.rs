@@ -86,6 +86,33 @@ impl Approvals {
         write_private(&self.path, &bytes)
     }
 
+    /// Make `server_id`'s approvals exactly `approvals` (a gateway replica mirroring the control
+    /// plane's: new ones added, withdrawn ones gone); other servers' stay. No write when nothing
+    /// changes.
+    pub fn replace_for_server(
+        &self,
+        server_id: &str,
+        approvals: Vec<Approval>,
+    ) -> std::io::Result<()> {
+        let mut file = self.read();
+        let current: Vec<&Approval> = file
+            .approvals
+            .iter()
+            .filter(|a| a.server_id == server_id)
+            .collect();
+        if current.len() == approvals.len() && current.iter().zip(&approvals).all(|(a, b)| *a == b)
+        {
+            return Ok(());
+        }
+        file.approvals.retain(|a| a.server_id != server_id);
+        file.approvals
+            .extend(approvals.into_iter().filter(|a| a.server_id == server_id));
+        let excess = file.approvals.len().saturating_sub(MAX_APPROVALS);
+        file.approvals.drain(..excess);
+        let bytes = serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)?;
+        write_private(&self.path, &bytes)
+    }
+
     /// Approvals for `server_id`, oldest first.
     pub fn for_server(&self, server_id: &str) -> Vec<Approval> {
         self.read()
@@ -132,6 +159,15 @@ mod tests {
         assert_eq!(a.for_server("s1"), vec![one]);
         assert!(a.for_server("s2").is_empty());
         assert!(parse_command("c2", r#"{"server_id":"s1","tools":{}}"#).is_err());
+        // Mirroring: another server's approvals stay; this server's become exactly the list.
+        let other = parse_command("c3", r#"{"server_id":"s2","tools":{"t":null}}"#).unwrap();
+        a.add(other.clone()).unwrap();
+        let newer = parse_command("c4", r#"{"server_id":"s1","tools":{"u":null}}"#).unwrap();
+        a.replace_for_server("s1", vec![newer.clone()]).unwrap();
+        assert_eq!(a.for_server("s1"), vec![newer]);
+        assert_eq!(a.for_server("s2"), vec![other]);
+        a.replace_for_server("s1", Vec::new()).unwrap();
+        assert!(a.for_server("s1").is_empty());
         assert!(parse_command("c2", r#"{"server_id":"s1","tools":{"t":"abc"}}"#).is_err());
         assert!(parse_command("c2", r#"{"server_id":"s1","tools":{"t":null},"x":1}"#).is_err());
     }

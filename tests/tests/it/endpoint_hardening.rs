@@ -27,6 +27,7 @@ fn wrap_options(home: &Path, state: &Path) -> WrapOptions {
         dry_run: false,
         proxy_exe: "/opt/agent-bom/agent-bom-agent".into(),
         state_dir: state.to_path_buf(),
+        gateway: None,
     }
 }
 

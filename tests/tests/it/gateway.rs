@@ -3,8 +3,9 @@
 //! modes, through `agent-bom gateway` on a real control plane (SQLite and Postgres): listing,
 //! calls, streaming, server-initiated requests, cancellation, a blocked call, a rug-pulled tool,
 //! a redacted secret, a key revoked mid-session, the OAuth authorization-code flow with PKCE
-//! against a test OIDC provider, and rate limits that hold across replicas for one tenant while
-//! another is unaffected.
+//! against a test OIDC provider, rate limits that hold across replicas for one tenant while
+//! another is unaffected, and a client config's remote entry that the agent's `wrap` routed
+//! through the gateway.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use agent_bom_control_plane::ratelimit::{Decision, SharedLimiter};
 use agent_bom_tests::gateway::{TestGateway, test_options};
-use agent_bom_tests::harness::{PATIENCE, TestServer, eventually};
+use agent_bom_tests::harness::{PATIENCE, TestAgent, TestServer, eventually};
 use agent_bom_tests::mcp;
 use agent_bom_tests::postgres::TestDatabase;
 use serde_json::{Value, json};
@@ -216,7 +217,8 @@ async fn sdk_session_through_the_gateway_postgres() {
 
 /// A tool whose definition changes between sessions is hidden and its calls refused, as the
 /// local proxy does, even when the change reaches another replica than the one that pinned the
-/// tool: the pins are shared through the store.
+/// tool: the pins are shared through the store. An approval of the change given in the control
+/// plane is honoured by every replica.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rug_pulled_tool_is_blocked_at_another_replica() {
     let server = TestServer::start(None).await;
@@ -276,6 +278,92 @@ async fn a_rug_pulled_tool_is_blocked_at_another_replica() {
     })
     .await;
     assert!(!events.is_empty());
+
+    // The operator approves the change in the control plane; every replica honours it: the
+    // replica that pinned the old definition re-pins the new one at its next listing, and the
+    // other brings the new pins down.
+    let path = "/v1/gateway/upstreams/py/pin-approvals";
+    let r = server
+        .post(path, Some(&admin), &json!({"tools": {"add": "nothex"}}))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    let r = server
+        .post(
+            "/v1/gateway/upstreams/nope/pin-approvals",
+            Some(&admin),
+            &json!({"tools": {"add": null}}),
+        )
+        .await;
+    assert_eq!(r.status, 404, "{}", r.text);
+    let (reader, _, _) = gateway_key(&server, &admin).await;
+    let r = server
+        .post(path, Some(&reader), &json!({"tools": {"add": null}}))
+        .await;
+    assert_eq!(r.status, 403, "a gateway key cannot approve: {}", r.text);
+    let r = server
+        .post(path, Some(&admin), &json!({"tools": {"add": null}}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.json["upstream"], "py");
+    let approved = mcp::client(
+        "legacy",
+        &first.url("py"),
+        &json!([
+            {"op": "list"},
+            {"op": "call", "tool": "add", "args": {"a": 2, "b": 3}},
+        ]),
+        &env,
+    )
+    .await;
+    assert!(
+        approved.steps[0]["tools"]["add"].is_string(),
+        "{:#?}",
+        approved.steps
+    );
+    assert_eq!(approved.steps[1]["text"], "5", "{:#?}", approved.steps);
+    let elsewhere = eventually(
+        PATIENCE,
+        "the approved pins at the other replica",
+        || async {
+            let run = mcp::client(
+                "legacy",
+                &second.url("py"),
+                &json!([{"op": "call", "tool": "add", "args": {"a": 3, "b": 4}}]),
+                &env,
+            )
+            .await;
+            (run.steps[0]["text"] == "7").then_some(run)
+        },
+    )
+    .await;
+    assert_eq!(elsewhere.steps[0]["text"], "7");
+    // Listed, audited, and a second approval can be withdrawn before it is used.
+    let r = server
+        .post(path, Some(&admin), &json!({"tools": {"echo": null}}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = r.json["id"].as_str().unwrap().to_string();
+    let r = server.get("/v1/gateway/pin-approvals", Some(&admin)).await;
+    assert_eq!(r.json["items"].as_array().unwrap().len(), 2, "{}", r.text);
+    let r = server
+        .request(
+            "DELETE",
+            &format!("/v1/gateway/pin-approvals/{id}"),
+            Some(&admin),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = server.get("/v1/gateway/pin-approvals", Some(&admin)).await;
+    assert_eq!(r.json["items"].as_array().unwrap().len(), 1, "{}", r.text);
+    let r = server.get("/v1/audit?limit=200", Some(&admin)).await;
+    let actions: Vec<&str> = r.json["items"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["action"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(actions.contains(&"gateway.pins.approve"), "{actions:?}");
+    assert!(actions.contains(&"gateway.pins.withdraw"), "{actions:?}");
     first.stop().await;
     second.stop().await;
     server.stop().await;
@@ -899,6 +987,125 @@ async fn fail_modes_when_the_control_plane_is_unreachable() {
         },
     )
     .await;
+    gateway.stop().await;
+    server.stop().await;
+}
+
+/// Endpoints use the gateway where it exists: the operator tells agents where the gateway is,
+/// the control plane adds the tenant's upstreams as routes, `wrap` rewrites the client config's
+/// matching remote entry to the gateway route, the inventory says the server goes through the
+/// gateway, the SDK's client reaches the upstream through the rewritten URL (marker fragment and
+/// all), and `unwrap` gives back the file byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrapped_remote_entry_reaches_its_upstream_through_the_gateway() {
+    let server = TestServer::start(None).await;
+    let admin = server.admin_key.clone();
+    let upstream = mcp::python_http_server(&[]).await;
+    let upstream_url = format!("http://127.0.0.1:{}/mcp", upstream.port);
+    put_upstream(&server, &admin, "py", json!({"url": upstream_url})).await;
+    let (key, _, prefix) = gateway_key(&server, &admin).await;
+    let gateway = TestGateway::start(server.store.clone(), test_options()).await;
+
+    let home = tempfile::tempdir().unwrap();
+    let cursor = home.path().join(".cursor/mcp.json");
+    std::fs::create_dir_all(cursor.parent().unwrap()).unwrap();
+    let original = format!(
+        "{{\n  // hosted servers\n  \"mcpServers\": {{\n    \"py\": {{ \"url\": \"{upstream_url}/\" }},\n    \"elsewhere\": {{ \"url\": \"https://other.example.com/mcp\" }}\n  }}\n}}\n"
+    );
+    std::fs::write(&cursor, &original).unwrap();
+    let agent = TestAgent::start(&server, home.path(), &[], Duration::from_secs(60)).await;
+    let id = agent.agent_id.clone();
+
+    // Only the gateway's URL is given; the command the agent gets carries the routes.
+    let base = format!("http://{}", gateway.addr);
+    let c = server
+        .run_command(
+            &admin,
+            &id,
+            json!({"kind": "settings", "payload": {"gateway": {"url": base}}}),
+        )
+        .await;
+    assert_eq!(c["status"], "applied", "{c}");
+    let routes = agent_bom_agent::settings::RemoteSettings::gateway_routes(agent.state_dir.path())
+        .expect("the gateway routes in the agent's settings");
+    assert_eq!(routes.upstreams.len(), 1);
+    assert_eq!(routes.upstreams[0].name, "py");
+    assert_eq!(routes.upstreams[0].url, upstream_url);
+
+    let c = server
+        .run_command(&admin, &id, json!({"kind": "wrap", "payload": {}}))
+        .await;
+    assert_eq!(c["status"], "applied", "{c}");
+    let text = std::fs::read_to_string(&cursor).unwrap();
+    let doc = agent_bom_discovery::parse::parse_document(
+        &text,
+        agent_bom_discovery::catalog::Format::Jsonc,
+        &cursor,
+    )
+    .unwrap();
+    let routed = doc["mcpServers"]["py"]["url"].as_str().unwrap().to_string();
+    assert_eq!(
+        routed,
+        format!("{}#agent-bom-original={upstream_url}/", gateway.url("py"))
+    );
+    assert_eq!(
+        doc["mcpServers"]["elsewhere"]["url"],
+        "https://other.example.com/mcp"
+    );
+    assert!(text.contains("// hosted servers"));
+
+    // The inventory: the server's own URL, and the gateway route it goes through.
+    let servers = eventually(PATIENCE, "the routed server in the inventory", || async {
+        let r = server
+            .get(&format!("/v1/fleet/endpoints/{id}"), Some(&admin))
+            .await;
+        let servers = r.json["servers"].as_array().cloned().unwrap_or_default();
+        servers
+            .iter()
+            .any(|s| s["name"] == "py" && s["gateway"] == "py")
+            .then_some(servers)
+    })
+    .await;
+    let py = servers.iter().find(|s| s["name"] == "py").unwrap();
+    assert_eq!(py["url"], format!("{upstream_url}/"));
+    let elsewhere = servers.iter().find(|s| s["name"] == "elsewhere").unwrap();
+    assert_eq!(elsewhere["gateway"], Value::Null);
+
+    // A real MCP client on the URL from the file reaches the upstream through the gateway.
+    let run = mcp::client(
+        "legacy",
+        &routed,
+        &json!([
+            {"op": "list"},
+            {"op": "call", "tool": "add", "args": {"a": 40, "b": 2}},
+        ]),
+        &[("AGENT_BOM_TOKEN", &key)],
+    )
+    .await;
+    assert!(run.steps[0]["tools"]["add"].is_string(), "{:#?}", run.steps);
+    assert_eq!(step(&run.steps, 1)["text"], "42", "{}", run.stderr);
+    let principal = format!("key:{prefix}");
+    eventually(PATIENCE, "the routed call in the gateway audit", || async {
+        gateway_events(&server, &admin)
+            .await
+            .iter()
+            .any(|e| {
+                e["kind"] == "call"
+                    && e["tool"] == "add"
+                    && e["upstream"] == "py"
+                    && e["principal"] == principal.as_str()
+            })
+            .then_some(())
+    })
+    .await;
+
+    let c = server
+        .run_command(&admin, &id, json!({"kind": "unwrap"}))
+        .await;
+    assert_eq!(c["status"], "applied", "{c}");
+    assert_eq!(std::fs::read_to_string(&cursor).unwrap(), original);
+
+    agent.stop().await;
     gateway.stop().await;
     server.stop().await;
 }

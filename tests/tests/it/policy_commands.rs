@@ -34,26 +34,6 @@ async fn put_policy(server: &TestServer, key: &str, policy: &str) -> Reply {
 }
 
 /// Queue a command and wait for the agent's answer; returns the command as the API lists it.
-async fn run_command(server: &TestServer, key: &str, endpoint: &str, body: Value) -> Value {
-    let path = format!("/v1/fleet/endpoints/{endpoint}/commands");
-    let r = server.post(&path, Some(key), &body).await;
-    assert_eq!(r.status, 202, "{}", r.text);
-    let id = r.json["id"].as_str().unwrap().to_string();
-    eventually(PATIENCE, &format!("answer to {body}"), || async {
-        let r = server.get(&path, Some(key)).await;
-        r.json["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| {
-                c["id"] == id.as_str()
-                    && !["pending", "delivered"].contains(&c["status"].as_str().unwrap())
-            })
-            .cloned()
-    })
-    .await
-}
-
 async fn applied_revision(server: &TestServer, key: &str, endpoint: &str) -> Option<i64> {
     server
         .get(&format!("/v1/fleet/endpoints/{endpoint}"), Some(key))
@@ -133,13 +113,13 @@ async fn policy_and_commands(database_url: Option<String>) {
     std::fs::write(&file, &original).unwrap();
 
     // Settings: applied all-or-nothing, an invalid one is refused by the API.
-    let c = run_command(
-        &server,
-        &key,
-        &id,
-        json!({"kind": "settings", "payload": {"rescan_interval_secs": 600}}),
-    )
-    .await;
+    let c = server
+        .run_command(
+            &key,
+            &id,
+            json!({"kind": "settings", "payload": {"rescan_interval_secs": 600}}),
+        )
+        .await;
     assert_eq!(c["status"], "applied", "{c}");
     assert_eq!(
         agent_bom_agent::settings::RemoteSettings::load(&state).rescan_interval_secs,
@@ -163,9 +143,7 @@ async fn policy_and_commands(database_url: Option<String>) {
     assert_eq!(r.status, 400, "{}", r.text);
 
     // Pin approval and update notice land in the state directory.
-    let c = run_command(
-        &server,
-        &key,
+    let c = server.run_command(&key,
         &id,
         json!({"kind": "approve_pins", "payload": {"server_id": "srv", "tools": {"add": null}}}),
     )
@@ -173,13 +151,13 @@ async fn policy_and_commands(database_url: Option<String>) {
     assert_eq!(c["status"], "applied", "{c}");
     let approvals = agent_bom_state::approvals::Approvals::new(&state);
     assert_eq!(approvals.for_server("srv").len(), 1);
-    let c = run_command(
-        &server,
-        &key,
-        &id,
-        json!({"kind": "update_available", "payload": {"version": "9.1.0"}}),
-    )
-    .await;
+    let c = server
+        .run_command(
+            &key,
+            &id,
+            json!({"kind": "update_available", "payload": {"version": "9.1.0"}}),
+        )
+        .await;
     assert_eq!(c["status"], "applied", "{c}");
     assert_eq!(
         agent_bom_agent::commands::update_notice_version(&state).as_deref(),
@@ -191,12 +169,16 @@ async fn policy_and_commands(database_url: Option<String>) {
     // looks for the agent binary, is covered by the CLI tests instead).
     let vscode = home.path().join(".config/Code/User/mcp.json");
     let original = std::fs::read(&vscode).unwrap();
-    let c = run_command(&server, &key, &id, json!({"kind": "wrap", "payload": {}})).await;
+    let c = server
+        .run_command(&key, &id, json!({"kind": "wrap", "payload": {}}))
+        .await;
     assert_eq!(c["status"], "applied", "{c}");
     assert!(c["result"].as_str().unwrap().contains("changed"), "{c}");
     let wrapped = std::fs::read_to_string(&vscode).unwrap();
     assert!(wrapped.contains("\"--server-id\""), "{wrapped}");
-    let c = run_command(&server, &key, &id, json!({"kind": "unwrap"})).await;
+    let c = server
+        .run_command(&key, &id, json!({"kind": "unwrap"}))
+        .await;
     assert_eq!(c["status"], "applied", "{c}");
     assert_eq!(
         std::fs::read(&vscode).unwrap(),
@@ -215,7 +197,9 @@ async fn policy_and_commands(database_url: Option<String>) {
             .unwrap()
     };
     let before = fingerprint().await;
-    let c = run_command(&server, &key, &id, json!({"kind": "rotate_credential"})).await;
+    let c = server
+        .run_command(&key, &id, json!({"kind": "rotate_credential"}))
+        .await;
     assert_eq!(c["status"], "applied", "{c}");
     eventually(PATIENCE, "rotated certificate in use", || async {
         (fingerprint().await != before).then_some(())

@@ -170,6 +170,7 @@ fn uninstall(level: Level, unwrap: bool, forget: bool, state_dir: Option<PathBuf
             dry_run: false,
             proxy_exe: this_exe()?,
             state_dir: state_dir.clone(),
+            gateway: None,
         };
         let mut restored = 0;
         for result in agent_bom_agent::wrap::unwrap(&options) {

@@ -28,13 +28,15 @@ pub(crate) struct EditArgs {
 
 impl EditArgs {
     pub(crate) fn options(&self) -> Result<WrapOptions> {
+        let state_dir = self.state_dir.clone().unwrap_or_else(default_state_dir);
         Ok(WrapOptions {
             scan: self.target.scan_options()?,
             client: self.client.clone(),
             dry_run: self.dry_run,
             proxy_exe: wrap::this_exe()
                 .context("cannot locate this agent binary for the proxy command")?,
-            state_dir: self.state_dir.clone().unwrap_or_else(default_state_dir),
+            gateway: agent_bom_agent::settings::RemoteSettings::gateway_routes(&state_dir),
+            state_dir,
         })
     }
 }

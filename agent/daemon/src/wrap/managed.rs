@@ -59,8 +59,11 @@ pub fn rewrap_with(
     if !switch.enabled(&options.state_dir) {
         return Vec::new();
     }
+    // The gateway routes are read on every pass, like the switch: a `settings` command that
+    // changes them takes effect at the next pass.
     let options = WrapOptions {
         dry_run: false,
+        gateway: RemoteSettings::gateway_routes(&options.state_dir),
         ..options.clone()
     };
     super::wrap(&options)
@@ -155,6 +158,7 @@ mod tests {
             dry_run: true,
             proxy_exe: "/opt/agent-bom/agent-bom-agent".into(),
             state_dir: state.clone(),
+            gateway: None,
         };
         assert!(rewrap_if_managed(&options).is_empty(), "off by default");
         assert_eq!(std::fs::read_to_string(&config).unwrap(), original);

@@ -1,5 +1,6 @@
 //! `wrap` / `unwrap`: rewrite the stdio servers of client configs to run through the proxy, and
-//! back.
+//! the remote servers that are upstreams of the tenant's MCP gateway to reach it through the
+//! gateway ([`route`]), and back.
 //!
 //! Files come from the discovery catalog, in every syntax it has: JSON/JSONC, TOML and YAML.
 //! Edits keep every other byte ([`edit`]; TOML and YAML changes are planned on the parsed
@@ -20,6 +21,7 @@ pub mod edit;
 pub mod managed;
 pub mod plan;
 pub mod record;
+pub mod route;
 pub mod write;
 
 use std::path::PathBuf;
@@ -31,6 +33,7 @@ use agent_bom_discovery::confine::{self, Resolved};
 use agent_bom_discovery::catalog::{Format, Layout, Location};
 use agent_bom_discovery::parse::{extract_entries, parse_document, resolve_format};
 use agent_bom_discovery::{self, ScanOptions};
+use agent_bom_protocol::gateway_routes::GatewayRoutes;
 
 /// Attempts at an edit when the file keeps changing under us.
 const ATTEMPTS: usize = 5;
@@ -93,17 +96,21 @@ pub struct WrapOptions {
     pub proxy_exe: PathBuf,
     /// The agent state directory (records of originals).
     pub state_dir: PathBuf,
+    /// The tenant's gateway and its upstreams (from the control plane's settings): remote
+    /// entries whose URL is an upstream's are routed through it. `None`: remote entries stay.
+    pub gateway: Option<GatewayRoutes>,
 }
 
 impl WrapOptions {
     /// The daemon's options: every client of `scan`, records in `state_dir`, this binary as
-    /// the proxy.
+    /// the proxy, the gateway the control plane set.
     pub fn daemon(scan: ScanOptions, state_dir: PathBuf) -> std::io::Result<Self> {
         Ok(Self {
             scan,
             client: None,
             dry_run: false,
             proxy_exe: this_exe()?,
+            gateway: crate::settings::RemoteSettings::gateway_routes(&state_dir),
             state_dir,
         })
     }
@@ -199,7 +206,8 @@ fn wrap_file(
             message,
         };
         let Some(edited) =
-            edit::wrap_text(&before, format, loc.layout, exe).map_err(parse_error)?
+            edit::wrap_text(&before, format, loc.layout, exe, options.gateway.as_ref())
+                .map_err(parse_error)?
         else {
             return Ok(None);
         };

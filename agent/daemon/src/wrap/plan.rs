@@ -7,6 +7,10 @@ use serde_json::Value;
 use agent_bom_discovery::catalog::Layout;
 use agent_bom_discovery::launch::{is_wrapped, unwrapped_launch, wrapped_args};
 use agent_bom_discovery::parse::is_nested_server_map;
+use agent_bom_protocol::gateway_routes::GatewayRoutes;
+
+use super::edit::Skipped;
+use super::route::{self, UrlChange};
 
 /// One step of a path into the parsed document.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +111,62 @@ pub fn unwrap_changes(doc: &Value, layout: Layout) -> Vec<Change> {
         .collect()
 }
 
+/// The change of one remote entry's URL (routed through the gateway, or back).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlStep {
+    /// The server's name (for messages).
+    pub name: String,
+    /// Where the entry sits.
+    pub path: Vec<Seg>,
+    /// The key and its new value.
+    pub change: UrlChange,
+}
+
+impl UrlStep {
+    /// Apply this change to the parsed document.
+    pub fn apply_to(&self, doc: &mut Value) {
+        if let Some(Value::Object(entry)) = at_path_mut(doc, &self.path) {
+            entry.insert(self.change.key.into(), Value::from(self.change.url.clone()));
+        }
+    }
+}
+
+/// The URL changes that route the remote entries matching an upstream of `routes`, and the
+/// entries that match one but cannot use it.
+pub fn route_steps(
+    doc: &Value,
+    layout: Layout,
+    routes: &GatewayRoutes,
+) -> (Vec<UrlStep>, Vec<Skipped>) {
+    let mut steps = Vec::new();
+    let mut skipped = Vec::new();
+    for (name, path, body) in entries(doc, layout) {
+        match route::route(body, routes) {
+            Some(Ok(change)) => steps.push(UrlStep { name, path, change }),
+            Some(Err(reason)) => skipped.push(Skipped {
+                server: name,
+                reason,
+            }),
+            None => {}
+        }
+    }
+    (steps, skipped)
+}
+
+/// The URL changes that restore every routed entry.
+pub fn unroute_steps(doc: &Value, layout: Layout) -> Vec<UrlStep> {
+    entries(doc, layout)
+        .into_iter()
+        .filter_map(|(name, path, body)| {
+            Some(UrlStep {
+                name,
+                path,
+                change: route::unroute(body)?,
+            })
+        })
+        .collect()
+}
+
 /// The section a layout reads, as discovery reads it (see `discovery::parse::extract_entries`).
 fn section(doc: &Value, layout: Layout) -> Option<Vec<Seg>> {
     let root = doc.as_object()?;
@@ -130,7 +190,8 @@ fn section(doc: &Value, layout: Layout) -> Option<Vec<Seg>> {
     }
 }
 
-fn stdio_entries(doc: &Value, layout: Layout) -> Vec<Stdio> {
+/// Every entry of the layout's server section: name, path and body.
+fn entries(doc: &Value, layout: Layout) -> Vec<(String, Vec<Seg>, &Value)> {
     let Some(path) = section(doc, layout) else {
         return Vec::new();
     };
@@ -177,6 +238,10 @@ fn stdio_entries(doc: &Value, layout: Layout) -> Vec<Stdio> {
         })
         .collect();
     entries
+}
+
+fn stdio_entries(doc: &Value, layout: Layout) -> Vec<Stdio> {
+    entries(doc, layout)
         .into_iter()
         .filter_map(|(name, path, body)| {
             let (command_key, command, args) = stdio_launch(body)?;
@@ -224,6 +289,14 @@ fn stdio_launch(body: &Value) -> Option<(&'static str, String, Vec<String>)> {
         Some(_) => return None,
     };
     Some((command_key, command, args))
+}
+
+/// The value at `path` inside `doc`, mutably.
+fn at_path_mut<'a>(doc: &'a mut Value, path: &[Seg]) -> Option<&'a mut Value> {
+    path.iter().try_fold(doc, |v, seg| match seg {
+        Seg::Key(k) => v.get_mut(k.as_str()),
+        Seg::Index(i) => v.get_mut(*i),
+    })
 }
 
 /// The value at `path` inside `doc`.

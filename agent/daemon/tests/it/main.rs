@@ -13,3 +13,4 @@ mod user_share;
 mod watch;
 mod wrap_cli;
 mod wrap_formats;
+mod wrap_gateway;

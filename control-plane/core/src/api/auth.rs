@@ -265,6 +265,24 @@ pub const ROUTES: &[RouteSpec] = &[
         "Gateway audit events, each with the user or key that made the call",
     ),
     route(
+        "POST",
+        "/v1/gateway/upstreams/{name}/pin-approvals",
+        Some(Permission::PolicyWrite),
+        "Approve changed tool definitions of a gateway upstream at every replica",
+    ),
+    route(
+        "GET",
+        "/v1/gateway/pin-approvals",
+        Some(Permission::PolicyRead),
+        "Gateway pin approvals",
+    ),
+    route(
+        "DELETE",
+        "/v1/gateway/pin-approvals/{id}",
+        Some(Permission::PolicyWrite),
+        "Withdraw a gateway pin approval",
+    ),
+    route(
         "GET",
         "/v1/audit",
         Some(Permission::AuditRead),

@@ -124,3 +124,60 @@ pub(super) async fn events(
         .await?;
     Ok(Json(json!({ "items": items })))
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApproveBody {
+    tools: Value,
+}
+
+/// `POST /v1/gateway/upstreams/{name}/pin-approvals`: accept changed tool definitions of the
+/// upstream (`{"tools": {"name": "<sha256>" or null}}`) at every replica.
+pub(super) async fn approve_pins(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+    caller.require(Permission::PolicyWrite)?;
+    let body: ApproveBody = json_body(&body)?;
+    let approval = service::gateway::approve_pins(
+        &state.store,
+        &caller.as_actor(),
+        caller.tenant_id(),
+        &name,
+        &body.tools,
+    )
+    .await?;
+    Ok((axum::http::StatusCode::CREATED, Json(json!(approval))))
+}
+
+/// `GET /v1/gateway/pin-approvals`: the tenant's gateway pin approvals, oldest first.
+pub(super) async fn pin_approvals(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Permission::PolicyRead)?;
+    let items = state
+        .store
+        .gateway_pin_approvals(caller.tenant_id(), None)
+        .await?;
+    Ok(Json(json!({ "items": items })))
+}
+
+/// `DELETE /v1/gateway/pin-approvals/{id}`: withdraw an approval.
+pub(super) async fn withdraw_pin_approval(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Permission::PolicyWrite)?;
+    let approval = service::gateway::withdraw_pin_approval(
+        &state.store,
+        &caller.as_actor(),
+        caller.tenant_id(),
+        &id,
+    )
+    .await?;
+    Ok(Json(json!(approval)))
+}

@@ -182,6 +182,15 @@ pub fn router(state: AppState) -> Router {
             axum::routing::put(gateway::set_limits),
         )
         .route("/v1/gateway/events", get(gateway::events))
+        .route(
+            "/v1/gateway/upstreams/{name}/pin-approvals",
+            axum::routing::post(gateway::approve_pins),
+        )
+        .route("/v1/gateway/pin-approvals", get(gateway::pin_approvals))
+        .route(
+            "/v1/gateway/pin-approvals/{id}",
+            axum::routing::delete(gateway::withdraw_pin_approval),
+        )
         .route("/v1/audit", get(audit::list))
         .route("/v1/audit/verify", get(audit::verify))
         .route("/v1/audit/export", get(audit::export_audit))

@@ -178,6 +178,14 @@ fn extras(method: &str, path: &str) -> (Vec<Value>, Option<Value>) {
                     "payload": {"type": "object"}}}),
             ),
         ),
+        ("POST", "/v1/gateway/upstreams/{name}/pin-approvals") => (
+            vec![],
+            Some(
+                json!({"type": "object", "additionalProperties": false, "required": ["tools"],
+                "properties": {"tools": {"type": "object", "minProperties": 1,
+                    "additionalProperties": {"type": ["string", "null"], "pattern": "^[0-9a-f]{64}$"}}}}),
+            ),
+        ),
         ("PUT", "/v1/policy") => (
             vec![],
             Some(

@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::{Actor, ServiceError, record};
 use crate::store::Store;
-use crate::store::gateway::UpstreamSpec;
+use crate::store::gateway::{PinApproval, UpstreamSpec};
 
 /// Create or replace upstream `name`. Audit: `gateway.upstream.put` (name, URL's scheme and host
 /// only, transport, fail mode, rate); returns the new configuration revision.
@@ -86,6 +86,59 @@ pub async fn set_tenant_rate(
     .await?;
     tx.commit().await?;
     Ok(revision)
+}
+
+/// Approve changed tool definitions of upstream `name` (`tools`: name -> expected SHA-256 or
+/// null, as an `approve_pins` command). Every replica brings it into its pin store at its next
+/// sync. Audit: `gateway.pins.approve`.
+pub async fn approve_pins(
+    store: &Store,
+    actor: &Actor,
+    tenant_id: &str,
+    name: &str,
+    tools: &serde_json::Value,
+) -> Result<PinApproval, ServiceError> {
+    let mut tx = store.begin(tenant_id).await?;
+    let approval = store
+        .approve_gateway_pins_in(&mut tx, tenant_id, name, tools, actor.name())
+        .await?;
+    record(
+        store,
+        &mut tx,
+        actor,
+        tenant_id,
+        "gateway.pins.approve",
+        name,
+        json!({ "id": approval.id, "server_id": approval.server_id, "tools": approval.tools }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(approval)
+}
+
+/// Withdraw a pin approval not yet used. Audit: `gateway.pins.withdraw`.
+pub async fn withdraw_pin_approval(
+    store: &Store,
+    actor: &Actor,
+    tenant_id: &str,
+    id: &str,
+) -> Result<PinApproval, ServiceError> {
+    let mut tx = store.begin(tenant_id).await?;
+    let approval = store
+        .withdraw_gateway_pin_approval_in(&mut tx, tenant_id, id)
+        .await?;
+    record(
+        store,
+        &mut tx,
+        actor,
+        tenant_id,
+        "gateway.pins.withdraw",
+        &approval.upstream,
+        json!({ "id": approval.id, "server_id": approval.server_id }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(approval)
 }
 
 /// `scheme://host[:port]` of a URL: what the audit log keeps (a path or query may carry a token).

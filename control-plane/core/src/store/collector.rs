@@ -890,6 +890,7 @@ impl InventoryWrite<'_> {
                 credential_names: json(&s.credential_names),
                 launch_hash: s.launch_hash.clone(),
                 owner: s.user.clone(),
+                gateway: s.gateway.clone(),
             })
             .collect();
         rows::replace_servers(tx, tenant, agent, &servers).await?;

@@ -116,7 +116,7 @@ pub struct EndpointDetail {
     pub host: Value,
     /// MCP clients found.
     pub clients: Vec<Value>,
-    /// MCP servers, fields as in `agent-bom-agent scan --json` plus `wrapped`.
+    /// MCP servers, fields as in `agent-bom-agent scan --json` plus `wrapped` and `gateway`.
     pub servers: Vec<Value>,
     /// Config files that could not be read or parsed.
     pub errors: Vec<Value>,
@@ -658,8 +658,8 @@ impl Store {
         let servers = endpoint_rows(
             &mut tx,
             "SELECT server_id, name, client, scope, transport, command, args, url, env_keys, header_keys, cwd, \
-             enabled, project, risk_flags, config_path, wrapped, auto_approve, credential_names, launch_hash, owner \
-             FROM endpoint_servers WHERE tenant_id = $1 AND endpoint_id = $2 ORDER BY ordinal",
+             enabled, project, risk_flags, config_path, wrapped, auto_approve, credential_names, launch_hash, owner, \
+             gateway FROM endpoint_servers WHERE tenant_id = $1 AND endpoint_id = $2 ORDER BY ordinal",
             tenant_id,
             id,
             |r| {
@@ -684,6 +684,7 @@ impl Store {
                     "credential_names": parse_list(r, "credential_names")?,
                     "launch_hash": r.try_get::<String, _>("launch_hash")?,
                     "user": r.try_get::<Option<String>, _>("owner")?,
+                    "gateway": r.try_get::<Option<String>, _>("gateway")?,
                 }))
             },
         )

@@ -257,6 +257,40 @@ fn upstream_from_row(row: &sqlx::any::AnyRow) -> Result<Upstream, StoreError> {
 }
 
 impl Store {
+    /// A `settings` command whose `gateway` names only the gateway's URL gets the tenant's
+    /// upstreams as its routes, so an operator tells agents where the gateway is and the
+    /// control plane tells them what it serves. Anything else is returned as given.
+    pub async fn with_gateway_routes(
+        &self,
+        tenant_id: &str,
+        kind: &str,
+        payload: &serde_json::Value,
+    ) -> Result<serde_json::Value, StoreError> {
+        let mut payload = payload.clone();
+        let Some(gateway) = payload
+            .get_mut("gateway")
+            .and_then(serde_json::Value::as_object_mut)
+            .filter(|g| kind == "settings" && !g.contains_key("upstreams"))
+        else {
+            return Ok(payload);
+        };
+        let routes: Vec<serde_json::Value> = self
+            .gateway_config(tenant_id)
+            .await?
+            .upstreams
+            .iter()
+            .map(|u| {
+                serde_json::json!({
+                    "name": u.name,
+                    "url": u.url,
+                    "transport": u.transport.as_str(),
+                })
+            })
+            .collect();
+        gateway.insert("upstreams".into(), routes.into());
+        Ok(payload)
+    }
+
     /// The tenant's gateway configuration.
     pub async fn gateway_config(&self, tenant_id: &str) -> Result<GatewayConfig, StoreError> {
         let mut tx = self.scope(tenant_id).await?;
@@ -606,5 +640,168 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(now)
+    }
+}
+
+impl Upstream {
+    /// The inventory's identity of this upstream (the server id of its URL), under which the
+    /// gateway pins its tools.
+    pub fn server_id(&self) -> String {
+        let transport = match self.transport {
+            UpstreamTransport::StreamableHttp => agent_bom_protocol::Transport::StreamableHttp,
+            UpstreamTransport::Sse => agent_bom_protocol::Transport::Sse,
+        };
+        agent_bom_protocol::server_id::server_id(
+            transport,
+            None,
+            &[],
+            Some(&agent_bom_protocol::sanitize::sanitize_url(&self.url)),
+        )
+    }
+}
+
+/// Approvals kept per upstream server (oldest dropped first), as many as an agent keeps.
+pub const MAX_PIN_APPROVALS: i64 = 512;
+
+/// An operator's approval of changed tool definitions at the gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PinApproval {
+    /// Its id (unique; an engine applies each once per tool).
+    pub id: String,
+    /// The upstream it was given for.
+    pub upstream: String,
+    /// The upstream's server identity.
+    pub server_id: String,
+    /// Tool name -> expected SHA-256 of the new definition, or `None` for the next one seen.
+    pub tools: std::collections::BTreeMap<String, Option<String>>,
+    /// Unix ms.
+    pub approved_at_ms: i64,
+    /// Who approved it.
+    pub approved_by: Option<String>,
+}
+
+fn approval_from_row(row: &sqlx::any::AnyRow) -> Result<PinApproval, StoreError> {
+    let tools: String = row.try_get("tools")?;
+    Ok(PinApproval {
+        id: row.try_get("id")?,
+        upstream: row.try_get("upstream")?,
+        server_id: row.try_get("server_id")?,
+        tools: serde_json::from_str(&tools)
+            .map_err(|e| StoreError::Invalid(format!("stored pin approval: {e}")))?,
+        approved_at_ms: row.try_get("approved_at")?,
+        approved_by: row.try_get("approved_by")?,
+    })
+}
+
+impl Store {
+    /// Record an approval of changed tool definitions of upstream `name` on `tx` (the tools as
+    /// an `approve_pins` command names them, validated the same way). Records no audit entry
+    /// (see `crate::service::gateway`).
+    pub(crate) async fn approve_gateway_pins_in(
+        &self,
+        tx: &mut Tx,
+        tenant_id: &str,
+        name: &str,
+        tools: &serde_json::Value,
+        actor: &str,
+    ) -> Result<PinApproval, StoreError> {
+        let conn = tx.scoped(tenant_id).await?;
+        let row = sqlx::query(
+            "SELECT name, url, transport, fail_mode, rate_per_min, updated_at FROM gateway_upstreams \
+             WHERE tenant_id = $1 AND name = $2",
+        )
+        .bind(tenant_id)
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("gateway upstream {name:?}")))?;
+        let server_id = upstream_from_row(&row)?.server_id();
+        let payload = serde_json::json!({"server_id": server_id, "tools": tools}).to_string();
+        let tools = match agent_bom_protocol::CommandKind::parse("approve_pins", &payload) {
+            Ok(agent_bom_protocol::CommandKind::ApprovePins(p)) => p.tools,
+            Ok(_) => return Err(StoreError::Invalid("not a pin approval".into())),
+            Err(e) => return Err(StoreError::Invalid(e.to_string())),
+        };
+        let approval = PinApproval {
+            id: super::new_id(),
+            upstream: name.to_string(),
+            server_id,
+            tools,
+            approved_at_ms: now_ms(),
+            approved_by: Some(actor.to_string()),
+        };
+        let text = serde_json::to_string(&approval.tools)
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO gateway_pin_approvals (tenant_id, id, upstream, server_id, tools, approved_at, approved_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(tenant_id)
+        .bind(&approval.id)
+        .bind(&approval.upstream)
+        .bind(&approval.server_id)
+        .bind(&text)
+        .bind(approval.approved_at_ms)
+        .bind(actor)
+        .execute(&mut *conn)
+        .await?;
+        // Keep the newest approvals of the server only.
+        sqlx::query(
+            "DELETE FROM gateway_pin_approvals WHERE tenant_id = $1 AND server_id = $2 AND id NOT IN \
+             (SELECT id FROM gateway_pin_approvals WHERE tenant_id = $1 AND server_id = $2 \
+              ORDER BY approved_at DESC, id DESC LIMIT $3)",
+        )
+        .bind(tenant_id)
+        .bind(&approval.server_id)
+        .bind(MAX_PIN_APPROVALS)
+        .execute(&mut *conn)
+        .await?;
+        Ok(approval)
+    }
+
+    /// Withdraw an approval on `tx` (replicas drop it at their next sync; one already applied
+    /// stays applied).
+    pub(crate) async fn withdraw_gateway_pin_approval_in(
+        &self,
+        tx: &mut Tx,
+        tenant_id: &str,
+        id: &str,
+    ) -> Result<PinApproval, StoreError> {
+        let conn = tx.scoped(tenant_id).await?;
+        let row = sqlx::query(
+            "SELECT id, upstream, server_id, tools, approved_at, approved_by FROM gateway_pin_approvals \
+             WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("pin approval {id:?}")))?;
+        let approval = approval_from_row(&row)?;
+        sqlx::query("DELETE FROM gateway_pin_approvals WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+        Ok(approval)
+    }
+
+    /// The tenant's pin approvals, oldest first: of one upstream server (`server_id`), or all.
+    pub async fn gateway_pin_approvals(
+        &self,
+        tenant_id: &str,
+        server_id: Option<&str>,
+    ) -> Result<Vec<PinApproval>, StoreError> {
+        let mut tx = self.scope(tenant_id).await?;
+        let rows = sqlx::query(
+            "SELECT id, upstream, server_id, tools, approved_at, approved_by FROM gateway_pin_approvals \
+             WHERE tenant_id = $1 AND ($2 IS NULL OR server_id = $2) ORDER BY approved_at, id",
+        )
+        .bind(tenant_id)
+        .bind(server_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter().map(approval_from_row).collect()
     }
 }

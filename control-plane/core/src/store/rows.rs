@@ -36,9 +36,11 @@ pub(crate) struct ServerRow {
     pub(crate) credential_names: String,
     pub(crate) launch_hash: String,
     pub(crate) owner: Option<String>,
+    /// The gateway route a remote server is reached through (`wrap`).
+    pub(crate) gateway: Option<String>,
 }
 
-const SERVER_COLUMNS: [&str; 23] = [
+const SERVER_COLUMNS: [&str; 24] = [
     "tenant_id",
     "endpoint_id",
     "ordinal",
@@ -62,6 +64,7 @@ const SERVER_COLUMNS: [&str; 23] = [
     "credential_names",
     "launch_hash",
     "owner",
+    "gateway",
 ];
 
 /// `($a, $a+1, ...), (...)` for `rows` rows of `columns` parameters, numbered from `$first`.
@@ -195,6 +198,7 @@ fn bind_server<'q>(
         .bind(&s.credential_names)
         .bind(&s.launch_hash)
         .bind(s.owner.as_deref())
+        .bind(s.gateway.as_deref())
 }
 
 /// Make `endpoint`'s scan errors exactly `errors` (path, message), in order.

@@ -484,6 +484,7 @@ impl Store {
                 credential_names: "[]".into(),
                 launch_hash: String::new(),
                 owner: None,
+                gateway: None,
             })
             .collect();
         rows::replace_servers(conn, tenant_id, &endpoint_id, &servers).await?;

@@ -88,7 +88,7 @@ pub(crate) async fn page(
     }
     body.push_str("</tbody></table>");
 
-    body.push_str(r#"<h2>MCP servers</h2><div class="table-wrap"><table data-testid="servers"><thead><tr><th scope="col">Server</th><th scope="col">Client</th><th scope="col">Transport</th><th scope="col">Launch</th><th scope="col">Risk flags</th><th scope="col">Proxy</th><th scope="col">Credentials (names)</th></tr></thead><tbody>"#);
+    body.push_str(r#"<h2>MCP servers</h2><div class="table-wrap"><table data-testid="servers"><thead><tr><th scope="col">Server</th><th scope="col">Client</th><th scope="col">Transport</th><th scope="col">Launch</th><th scope="col">Risk flags</th><th scope="col">Proxy / gateway</th><th scope="col">Credentials (names)</th></tr></thead><tbody>"#);
     for s in items(&d, "servers") {
         let launch = match s["url"].as_str() {
             Some(u) => u.to_string(),
@@ -109,7 +109,11 @@ pub(crate) async fn page(
             field(s, "transport"),
             esc(&launch),
             flags,
-            if s["wrapped"].as_bool() == Some(true) { badge("wrapped") } else { String::from("—") },
+            match (s["wrapped"].as_bool() == Some(true), s["gateway"].as_str()) {
+                (true, _) => badge("wrapped"),
+                (false, Some(route)) => format!("{} {}", badge("gateway"), esc(route)),
+                (false, None) => String::from("—"),
+            },
             esc(&list_text(&s["credential_names"])),
         ));
     }

@@ -1,12 +1,15 @@
 //! Comment- and format-preserving edits of JSON/JSONC client configs (jsonc-parser's CST): only
-//! the `command` and `args` values of stdio entries change; every other byte stays.
+//! the `command` and `args` values of stdio entries, and the URL of remote entries routed through
+//! the gateway, change; every other byte stays.
 
 use jsonc_parser::cst::{CstInputValue, CstObject, CstRootNode};
 
-use super::Edited;
+use super::{Edited, Skipped};
+use crate::wrap::route::{self, UrlChange};
 use agent_bom_discovery::catalog::Layout;
 use agent_bom_discovery::launch::{is_wrapped, unwrapped_launch, wrapped_args};
 use agent_bom_discovery::parse::{LAUNCH_FIELDS, SERVER_MAP_KEYS};
+use agent_bom_protocol::gateway_routes::GatewayRoutes;
 
 /// Parse options matching the scanner's (comments and trailing commas accepted).
 fn parse(text: &str) -> Result<CstRootNode, String> {
@@ -129,34 +132,57 @@ fn set_launch(entry: &CstObject, command: &str, args: &[String]) {
     }
 }
 
-/// Rewrite every unwrapped stdio entry of `text` to run through `proxy_exe`. `None` when
-/// nothing needs wrapping.
-pub fn wrap_text(text: &str, layout: Layout, proxy_exe: &str) -> Result<Option<Edited>, String> {
+/// Rewrite every unwrapped stdio entry of `text` to run through `proxy_exe`, and, with
+/// `routes`, every remote entry whose URL is a gateway upstream's to that upstream's route.
+/// `None` when nothing needs a change.
+pub fn wrap_text(
+    text: &str,
+    layout: Layout,
+    proxy_exe: &str,
+    routes: Option<&GatewayRoutes>,
+) -> Result<Option<Edited>, String> {
     let root = parse(text)?;
     let mut servers = Vec::new();
+    let mut skipped = Vec::new();
     for map in server_maps(&root, layout) {
         for prop in map.properties() {
             let Some(entry) = prop.object_value() else {
                 continue;
             };
+            let name = || prop.decoded_name().unwrap_or_default();
             let Some((command, args)) = launch(&entry) else {
+                let decided = routes.and_then(|r| route::route(&entry_value(&entry)?, r));
+                match decided {
+                    Some(Ok(change)) => {
+                        set_url(&entry, &change);
+                        servers.push(name());
+                    }
+                    Some(Err(reason)) => skipped.push(Skipped {
+                        server: name(),
+                        reason,
+                    }),
+                    None => {}
+                }
                 continue;
             };
             if !is_stdio(&entry) || is_wrapped(&command, &args) {
                 continue;
             }
             set_launch(&entry, proxy_exe, &wrapped_args(&command, &args));
-            servers.push(prop.decoded_name().unwrap_or_default());
+            servers.push(name());
         }
     }
-    Ok((!servers.is_empty()).then(|| Edited {
-        text: root.to_string(),
-        servers,
-        skipped: Vec::new(),
-    }))
+    Ok(
+        (!servers.is_empty() || !skipped.is_empty()).then(|| Edited {
+            text: root.to_string(),
+            servers,
+            skipped,
+        }),
+    )
 }
 
-/// Restore the original launch of every wrapped entry of `text`. `None` when nothing is wrapped.
+/// Restore the original launch of every wrapped entry, and the original URL of every routed
+/// one, of `text`. `None` when nothing is wrapped.
 pub fn unwrap_text(text: &str, layout: Layout) -> Result<Option<Edited>, String> {
     let root = parse(text)?;
     let mut servers = Vec::new();
@@ -166,6 +192,10 @@ pub fn unwrap_text(text: &str, layout: Layout) -> Result<Option<Edited>, String>
                 continue;
             };
             let Some((command, args)) = launch(&entry) else {
+                if let Some(change) = entry_value(&entry).as_ref().and_then(route::unroute) {
+                    set_url(&entry, &change);
+                    servers.push(prop.decoded_name().unwrap_or_default());
+                }
                 continue;
             };
             if !is_wrapped(&command, &args) {
@@ -183,6 +213,22 @@ pub fn unwrap_text(text: &str, layout: Layout) -> Result<Option<Edited>, String>
         servers,
         skipped: Vec::new(),
     }))
+}
+
+/// The entry as the scanner parses it.
+fn entry_value(entry: &CstObject) -> Option<serde_json::Value> {
+    agent_bom_discovery::parse::parse_document(
+        &entry.to_string(),
+        agent_bom_discovery::catalog::Format::Jsonc,
+        std::path::Path::new(""),
+    )
+    .ok()
+}
+
+fn set_url(entry: &CstObject, change: &UrlChange) {
+    if let Some(prop) = entry.get(change.key) {
+        prop.set_value(CstInputValue::String(change.url.clone()));
+    }
 }
 
 #[cfg(test)]
@@ -209,7 +255,7 @@ mod tests {
 
     #[test]
     fn wrap_keeps_everything_else_and_is_idempotent() {
-        let edited = wrap_text(FILE, Layout::At(&[&["mcpServers"]]), EXE)
+        let edited = wrap_text(FILE, Layout::At(&[&["mcpServers"]]), EXE, None)
             .unwrap()
             .unwrap();
         assert_eq!(edited.servers, vec!["fs", "bare"]);
@@ -247,7 +293,7 @@ mod tests {
         );
         assert_eq!(doc["mcpServers"]["bare"]["args"][4], "my-server");
         assert!(
-            wrap_text(t, Layout::At(&[&["mcpServers"]]), EXE)
+            wrap_text(t, Layout::At(&[&["mcpServers"]]), EXE, None)
                 .unwrap()
                 .is_none()
         );
@@ -269,7 +315,7 @@ mod tests {
     #[test]
     fn claude_code_project_sections() {
         let text = r#"{"numStartups": 3, "projects": {"/p": {"mcpServers": {"a": {"type": "stdio", "command": "x", "args": []}}}}, "mcpServers": {"b": {"command": "y"}}}"#;
-        let e = wrap_text(text, Layout::ClaudeCodeUserFile, EXE)
+        let e = wrap_text(text, Layout::ClaudeCodeUserFile, EXE, None)
             .unwrap()
             .unwrap();
         assert_eq!(e.servers.len(), 2);
@@ -278,9 +324,9 @@ mod tests {
 
     #[test]
     fn invalid_files_are_errors() {
-        assert!(wrap_text("{ nope", Layout::At(&[&["mcpServers"]]), EXE).is_err());
+        assert!(wrap_text("{ nope", Layout::At(&[&["mcpServers"]]), EXE, None).is_err());
         assert!(
-            wrap_text("", Layout::At(&[&["mcpServers"]]), EXE)
+            wrap_text("", Layout::At(&[&["mcpServers"]]), EXE, None)
                 .unwrap()
                 .is_none()
         );

@@ -5,16 +5,17 @@
 
 use toml_edit::{Array, DocumentMut, Item, TableLike, Value};
 
-use crate::wrap::plan::{ArgsEdit, Change, Seg};
+use crate::wrap::plan::{ArgsEdit, Change, Seg, UrlStep};
 
-/// Apply one change to `text`.
-pub fn apply(text: &str, change: &Change) -> Result<String, String> {
+/// Split off a byte-order mark and parse the rest, refusing a file `toml_edit` would not write
+/// back byte for byte.
+fn parse(text: &str) -> Result<(&'static str, DocumentMut), String> {
     let (bom, body) = match text.strip_prefix('\u{feff}') {
         Some(rest) => ("\u{feff}", rest),
         None => ("", text),
     };
     // The position only: the parser's message quotes the line, which may hold a credential.
-    let mut doc: DocumentMut = body.parse().map_err(|e: toml_edit::TomlError| {
+    let doc: DocumentMut = body.parse().map_err(|e: toml_edit::TomlError| {
         e.span().map_or_else(
             || "invalid TOML".to_string(),
             |span| format!("invalid TOML at byte {}", span.start),
@@ -24,6 +25,26 @@ pub fn apply(text: &str, change: &Change) -> Result<String, String> {
     if doc.to_string() != body {
         return Err("this file's formatting cannot be preserved by the TOML editor".into());
     }
+    Ok((bom, doc))
+}
+
+/// Replace one remote entry's URL, keeping its decoration (a trailing comment).
+pub fn set_url(text: &str, step: &UrlStep) -> Result<String, String> {
+    let (bom, mut doc) = parse(text)?;
+    let entry = entry_mut(doc.as_item_mut(), &step.path)
+        .ok_or("the entry is not a table the TOML editor can change")?;
+    let slot = entry
+        .get_mut(step.change.key)
+        .and_then(Item::as_value_mut)
+        .filter(|v| v.is_str())
+        .ok_or("its URL is not a string")?;
+    set_keeping_decor(slot, Value::from(step.change.url.as_str()));
+    Ok(format!("{bom}{doc}"))
+}
+
+/// Apply one change to `text`.
+pub fn apply(text: &str, change: &Change) -> Result<String, String> {
+    let (bom, mut doc) = parse(text)?;
     let entry = entry_mut(doc.as_item_mut(), &change.path)
         .ok_or("the entry is not a table the TOML editor can change")?;
     let old_command = entry
@@ -180,10 +201,12 @@ mod tests {
     const CODEX: Layout = Layout::At(&[&["mcp_servers"]]);
 
     fn round_trip(text: &str) -> String {
-        let w = wrap_text(text, Format::Toml, CODEX, EXE).unwrap().unwrap();
+        let w = wrap_text(text, Format::Toml, CODEX, EXE, None)
+            .unwrap()
+            .unwrap();
         assert!(w.skipped.is_empty(), "{:?}", w.skipped);
         assert!(
-            wrap_text(&w.text, Format::Toml, CODEX, EXE)
+            wrap_text(&w.text, Format::Toml, CODEX, EXE, None)
                 .unwrap()
                 .is_none(),
             "idempotent"
@@ -222,7 +245,9 @@ mod tests {
     #[test]
     fn an_entry_without_args_gets_them() {
         let text = "[mcp_servers.bare]\ncommand = \"my-server\"\nenabled = true\n";
-        let w = wrap_text(text, Format::Toml, CODEX, EXE).unwrap().unwrap();
+        let w = wrap_text(text, Format::Toml, CODEX, EXE, None)
+            .unwrap()
+            .unwrap();
         let doc: serde_json::Value = toml::from_str(&w.text).unwrap();
         assert_eq!(doc["mcp_servers"]["bare"]["args"][4], "my-server");
         assert_eq!(doc["mcp_servers"]["bare"]["command"], EXE);
@@ -249,6 +274,6 @@ mod tests {
 
     #[test]
     fn invalid_toml_is_an_error() {
-        assert!(wrap_text("[mcp_servers.x\n", Format::Toml, CODEX, EXE).is_err());
+        assert!(wrap_text("[mcp_servers.x\n", Format::Toml, CODEX, EXE, None).is_err());
     }
 }

@@ -12,7 +12,7 @@
 
 use std::ops::Range;
 
-use crate::wrap::plan::{ArgsEdit, Change, Seg};
+use crate::wrap::plan::{ArgsEdit, Change, Seg, UrlStep};
 
 /// Apply one change to `text`.
 pub fn apply(text: &str, change: &Change) -> Result<String, String> {
@@ -29,6 +29,49 @@ pub fn apply(text: &str, change: &Change) -> Result<String, String> {
         out.replace_range(range, &with);
     }
     Ok(format!("{bom}{out}"))
+}
+
+/// Replace one remote entry's URL: a single-line scalar on its key's line.
+pub fn set_url(text: &str, step: &UrlStep) -> Result<String, String> {
+    let (bom, body) = match text.strip_prefix('\u{feff}') {
+        Some(rest) => ("\u{feff}", rest),
+        None => ("", text),
+    };
+    let doc = Doc::new(body);
+    let (entry_seg, section) = step.path.split_last().ok_or("the entry has no path")?;
+    let entry = doc.entry(section, entry_seg)?;
+    doc.check_plain_nodes(&entry)?;
+    let keys = doc.keys(&entry)?;
+    let node = keys
+        .iter()
+        .find(|k| k.key == step.change.key)
+        .ok_or("its URL is not written as a plain `key: value` line")?;
+    let span = node
+        .inline
+        .clone()
+        .ok_or("its URL is not written on the key's line")?;
+    if !doc.inline(span.clone())?.is_scalar() || !node.children.is_empty() {
+        return Err("its URL is not a single-line scalar".into());
+    }
+    let old = &body[span.clone()];
+    let mut out = body.to_string();
+    out.replace_range(span, &url_scalar(old, &step.change.url));
+    Ok(format!("{bom}{out}"))
+}
+
+/// A URL as YAML text, plain when the text it replaces was plain and the URL reads back as
+/// the same string unquoted (so a structural unwrap gives back a plain URL), else quoted.
+fn url_scalar(old: &str, url: &str) -> String {
+    let plain_safe = !old.starts_with(['"', '\''])
+        && url.starts_with(|c: char| c.is_ascii_alphabetic())
+        && !url.contains(": ")
+        && !url.contains(" #")
+        && url.chars().all(|c| c.is_ascii_graphic());
+    if plain_safe {
+        url.to_string()
+    } else {
+        serde_json::to_string(url).unwrap_or_else(|_| format!("{url:?}"))
+    }
 }
 
 /// One line: byte offsets into the text.
@@ -729,11 +772,13 @@ mod tests {
 
     /// Wrap (all servers), check idempotence, unwrap structurally back to the same bytes.
     fn round_trip(text: &str, layout: Layout) -> String {
-        let w = wrap_text(text, Format::Yaml, layout, EXE).unwrap().unwrap();
+        let w = wrap_text(text, Format::Yaml, layout, EXE, None)
+            .unwrap()
+            .unwrap();
         assert!(w.skipped.is_empty(), "{:?}", w.skipped);
         assert!(!w.servers.is_empty());
         assert!(
-            wrap_text(&w.text, Format::Yaml, layout, EXE)
+            wrap_text(&w.text, Format::Yaml, layout, EXE, None)
                 .unwrap()
                 .is_none(),
             "idempotent:\n{}",
@@ -801,7 +846,9 @@ mod tests {
     #[test]
     fn an_entry_without_args_gets_them_below_the_command() {
         let text = "extensions:\n  gh:\n    type: stdio\n    cmd: gh-mcp\n    enabled: true";
-        let w = wrap_text(text, Format::Yaml, GOOSE, EXE).unwrap().unwrap();
+        let w = wrap_text(text, Format::Yaml, GOOSE, EXE, None)
+            .unwrap()
+            .unwrap();
         assert!(
             w.text
                 .contains(&format!("    cmd: {EXE}\n    args: [proxy, --server-id, ")),
@@ -816,7 +863,7 @@ mod tests {
         let u = unwrap_text(&w.text, Format::Yaml, GOOSE).unwrap().unwrap();
         assert_eq!(doc(&u.text)["extensions"]["gh"]["cmd"], "gh-mcp");
         let list = "mcpServers:\n- name: last\n  command: srv";
-        let w = wrap_text(list, Format::Yaml, CONTINUE, EXE)
+        let w = wrap_text(list, Format::Yaml, CONTINUE, EXE, None)
             .unwrap()
             .unwrap();
         assert_eq!(doc(&w.text)["mcpServers"][0]["args"][4], "srv");
@@ -843,7 +890,7 @@ mod tests {
             "extensions:\n  a:\n    cmd: uvx\n    args:\n      - \"x\n        y\"\n",
         ];
         for text in cases {
-            let e = wrap_text(text, Format::Yaml, GOOSE, EXE)
+            let e = wrap_text(text, Format::Yaml, GOOSE, EXE, None)
                 .unwrap()
                 .unwrap_or_else(|| panic!("no change planned for {text}"));
             assert!(e.servers.is_empty(), "{text}: {e:?}");
@@ -855,7 +902,9 @@ mod tests {
         }
         // The other servers of the file are still wrapped.
         let mixed = "extensions:\n  a: {cmd: uvx}\n  b:\n    cmd: npx\n";
-        let e = wrap_text(mixed, Format::Yaml, GOOSE, EXE).unwrap().unwrap();
+        let e = wrap_text(mixed, Format::Yaml, GOOSE, EXE, None)
+            .unwrap()
+            .unwrap();
         assert_eq!(e.servers, ["b"]);
         assert_eq!(e.skipped[0].server, "a");
         assert!(
@@ -972,7 +1021,7 @@ mod tests {
                     }
                 }
             }
-            let Ok(Some(w)) = wrap_text(&text, Format::Yaml, layout, EXE) else {
+            let Ok(Some(w)) = wrap_text(&text, Format::Yaml, layout, EXE, None) else {
                 continue;
             };
             if w.servers.is_empty() {
@@ -996,6 +1045,6 @@ mod tests {
 
     #[test]
     fn invalid_yaml_is_an_error() {
-        assert!(wrap_text("extensions: [\n", Format::Yaml, GOOSE, EXE).is_err());
+        assert!(wrap_text("extensions: [\n", Format::Yaml, GOOSE, EXE, None).is_err());
     }
 }

@@ -65,7 +65,7 @@ struct Step {
 }
 
 /// Every migration, in version order. Gaps per backend are versions of the other backend.
-const STEPS: [Step; 26] = [
+const STEPS: [Step; 29] = [
     Step {
         version: 1,
         description: "init",
@@ -267,13 +267,39 @@ const STEPS: [Step; 26] = [
         on: On::Both,
         sql: Sql::File(include_str!("../../../migrations/0600_reenroll_tokens.sql")),
     },
+    // Remote servers routed through the gateway (issue 16, item 5): numbered from 700.
+    Step {
+        version: 700,
+        description: "server gateway route",
+        on: On::Both,
+        sql: Sql::File(include_str!(
+            "../../../migrations/0700_server_gateway_route.sql"
+        )),
+    },
+    Step {
+        version: 701,
+        description: "gateway pin approvals",
+        on: On::Both,
+        sql: Sql::File(include_str!(
+            "../../../migrations/0701_gateway_pin_approvals.sql"
+        )),
+    },
+    Step {
+        version: 702,
+        description: "gateway pin approvals row level security",
+        on: On::Postgres,
+        sql: Sql::Generated {
+            build: || tenant_isolation(&TENANT_TABLES[22..23]),
+            recorded: "0cf2b0da9a83412ac12dea74797f5ae11ef4bafa3ec2f0d4c848f7c4c1c00b96796cbc2701476586f31353368e5e0365",
+        },
+    },
 ];
 
 /// Every table that holds tenant data (it has a `tenant_id` column): on Postgres each gets
 /// row-level security. Append only, in the order migrations introduced them; each migration
 /// above names the slice it secured. A test checks that every table of a migrated database with
 /// a `tenant_id` column is listed and secured.
-pub const TENANT_TABLES: [&str; 22] = [
+pub const TENANT_TABLES: [&str; 23] = [
     "api_keys",
     "enrollment_tokens",
     "endpoints",
@@ -302,6 +328,8 @@ pub const TENANT_TABLES: [&str; 22] = [
     "rate_windows",
     // version 503
     "gateway_pins",
+    // version 702
+    "gateway_pin_approvals",
 ];
 
 /// Row-level security for `tables`: a row is visible and writable only in a transaction whose
@@ -591,7 +619,11 @@ mod tests {
 
     /// Hex SHA-384 of each generated migration's SQL as released. A change here means existing
     /// databases would run other SQL than new ones: add a new version instead.
-    const GENERATED: [(i64, &str); 10] = [
+    const GENERATED: [(i64, &str); 11] = [
+        (
+            702,
+            "0cf2b0da9a83412ac12dea74797f5ae11ef4bafa3ec2f0d4c848f7c4c1c00b96796cbc2701476586f31353368e5e0365",
+        ),
         (
             3,
             "c48bf269d0b49d8b615af10622fac47ff4d4b543f4cf9ac49b8abc73e38203ab969ab3087555a5e47357176558d4ad4e",
@@ -669,14 +701,15 @@ mod tests {
             (
                 Backend::Sqlite,
                 vec![
-                    1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 204, 300, 500, 502, 600,
+                    1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 204, 300, 500, 502, 600, 700,
+                    701,
                 ],
             ),
             (
                 Backend::Postgres,
                 vec![
                     1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 201, 202, 203, 204, 300, 301, 500,
-                    501, 502, 503, 600,
+                    501, 502, 503, 600, 700, 701, 702,
                 ],
             ),
         ] {
