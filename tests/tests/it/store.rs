@@ -300,7 +300,7 @@ async fn unsupported_urls_are_refused_without_leaking_credentials() {
 /// (`store::dialect::schema`), read from a SQLite and a Postgres database it migrated. sqlx
 /// decides by exactly these two columns whether a recorded migration is known, so a fresh
 /// database recording the same pairs proves an existing one opens without re-running anything.
-const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 25] = [
+const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 29] = [
     (
         1,
         "604fda044c6654e64fa251f63bdf4696ba60a2771a9a9646be0cc20eacdd2b28fa51b45e386a9973c199636b88263644",
@@ -404,6 +404,22 @@ const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 25] = [
         503,
         "984a2698934cd3db69da9897f33e8c02aa77c705775bdf02795d4823c6e3ad79e1453b8f881c0d5eba65e080f04f7784",
     ),
+    (
+        800,
+        "2e6905af56f946e48fff953612fc12d37b77b4c6902e15172e532d8958ad6f56165f9b4ed10eca3cd183afa94fdf426f",
+    ),
+    (
+        801,
+        "11b0c3ce8d9550879cb77fbd1b748db930ce226451a82d7544759352fd39dfe6290f0e03ab27a90c54a83bbeaae020fa",
+    ),
+    (
+        802,
+        "e456d6e7fe96fe4840748fe4fff2d4de1339c7ed9caf45c253734a0c540dc77937bfe7bfb84e4510731493b731cd1190",
+    ),
+    (
+        803,
+        "6057ae851aeaa4a223593c333a7e7672b1fad2d10047fba86af6c872accd71bfe88b93232c17a9dd730111bbf87ddc46",
+    ),
 ];
 
 async fn recorded_migrations(store: &Store) -> Vec<(i64, String)> {
@@ -435,7 +451,9 @@ async fn sqlite_databases_of_earlier_releases_are_recognised() {
     let store = Store::open_sqlite(dir.path()).await.unwrap();
     assert_eq!(
         recorded_migrations(&store).await,
-        expected_records(&[1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 204, 300, 500, 502])
+        expected_records(&[
+            1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 204, 300, 500, 502, 800, 801
+        ])
     );
     store.close().await;
 }
@@ -448,7 +466,7 @@ async fn postgres_databases_of_earlier_releases_are_recognised() {
         recorded_migrations(&store).await,
         expected_records(&[
             1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 201, 202, 203, 204, 300, 301, 500, 501, 502,
-            503
+            503, 800, 802, 803
         ])
     );
     store.close().await;

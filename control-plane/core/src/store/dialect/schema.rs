@@ -65,7 +65,7 @@ struct Step {
 }
 
 /// Every migration, in version order. Gaps per backend are versions of the other backend.
-const STEPS: [Step; 25] = [
+const STEPS: [Step; 29] = [
     Step {
         version: 1,
         description: "init",
@@ -259,6 +259,39 @@ const STEPS: [Step; 25] = [
             build: || tenant_isolation(&TENANT_TABLES[21..22]),
             recorded: "984a2698934cd3db69da9897f33e8c02aa77c705775bdf02795d4823c6e3ad79e1453b8f881c0d5eba65e080f04f7784",
         },
+    }, // The read path at fleet scale (issues 12 and 13): numbered from 800.
+    Step {
+        version: 800,
+        description: "fleet read indexes",
+        on: On::Both,
+        sql: Sql::File(include_str!(
+            "../../../migrations/0800_fleet_read_indexes.sql"
+        )),
+    },
+    Step {
+        version: 801,
+        description: "tenant posture counters (sqlite)",
+        on: On::Sqlite,
+        sql: Sql::File(include_str!(
+            "../../../migrations/0801_tenant_posture_sqlite.sql"
+        )),
+    },
+    Step {
+        version: 802,
+        description: "tenant posture counters (postgres)",
+        on: On::Postgres,
+        sql: Sql::File(include_str!(
+            "../../../migrations/0802_tenant_posture_postgres.sql"
+        )),
+    },
+    Step {
+        version: 803,
+        description: "tenant posture row level security",
+        on: On::Postgres,
+        sql: Sql::Generated {
+            build: || tenant_isolation(&TENANT_TABLES[22..23]),
+            recorded: "6057ae851aeaa4a223593c333a7e7672b1fad2d10047fba86af6c872accd71bfe88b93232c17a9dd730111bbf87ddc46",
+        },
     },
 ];
 
@@ -266,7 +299,7 @@ const STEPS: [Step; 25] = [
 /// row-level security. Append only, in the order migrations introduced them; each migration
 /// above names the slice it secured. A test checks that every table of a migrated database with
 /// a `tenant_id` column is listed and secured.
-pub const TENANT_TABLES: [&str; 22] = [
+pub const TENANT_TABLES: [&str; 23] = [
     "api_keys",
     "enrollment_tokens",
     "endpoints",
@@ -295,6 +328,8 @@ pub const TENANT_TABLES: [&str; 22] = [
     "rate_windows",
     // version 503
     "gateway_pins",
+    // version 803
+    "tenant_posture",
 ];
 
 /// Row-level security for `tables`: a row is visible and writable only in a transaction whose
@@ -584,7 +619,7 @@ mod tests {
 
     /// Hex SHA-384 of each generated migration's SQL as released. A change here means existing
     /// databases would run other SQL than new ones: add a new version instead.
-    const GENERATED: [(i64, &str); 10] = [
+    const GENERATED: [(i64, &str); 11] = [
         (
             3,
             "c48bf269d0b49d8b615af10622fac47ff4d4b543f4cf9ac49b8abc73e38203ab969ab3087555a5e47357176558d4ad4e",
@@ -625,6 +660,10 @@ mod tests {
             503,
             "984a2698934cd3db69da9897f33e8c02aa77c705775bdf02795d4823c6e3ad79e1453b8f881c0d5eba65e080f04f7784",
         ),
+        (
+            803,
+            "6057ae851aeaa4a223593c333a7e7672b1fad2d10047fba86af6c872accd71bfe88b93232c17a9dd730111bbf87ddc46",
+        ),
     ];
 
     fn sha384_hex(text: &str) -> String {
@@ -661,13 +700,15 @@ mod tests {
         for (backend, versions) in [
             (
                 Backend::Sqlite,
-                vec![1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 204, 300, 500, 502],
+                vec![
+                    1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 204, 300, 500, 502, 800, 801,
+                ],
             ),
             (
                 Backend::Postgres,
                 vec![
                     1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 201, 202, 203, 204, 300, 301, 500,
-                    501, 502, 503,
+                    501, 502, 503, 800, 802, 803,
                 ],
             ),
         ] {
