@@ -2,7 +2,8 @@
 //! with `--endpoints` endpoints (default 100,000) and `--servers` servers each (default 10: 1M
 //! server rows) straight in SQL, then times `Store::list_endpoints` (what `GET
 //! /v1/fleet/endpoints` runs, minus HTTP) for every sort and every filter, first page and a
-//! page deep in the keyset, `--runs` times each, and prints p50 / p95.
+//! page deep in the keyset, `--runs` times each, and prints p50 / p95; then the dashboard's
+//! other large reads, `Store::posture_counts` and a page of `Store::list_server_groups`.
 
 use std::time::Instant;
 
@@ -91,6 +92,16 @@ async fn seed(store: &Store, tenant: &str, n: usize, servers: usize) {
         .await
         .unwrap();
     }
+    sqlx::query(count(
+        "INSERT INTO endpoint_clients (tenant_id, endpoint_id, name, config_files) \
+         SELECT $2, 'e-' || i, c.name, '[]' FROM n CROSS JOIN \
+         (SELECT 'cursor' AS name UNION ALL SELECT 'claude-desktop') c",
+    ))
+    .bind(n as i64)
+    .bind(tenant)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
     // Fresh statistics, as autovacuum (Postgres) or `PRAGMA optimize` (SQLite) would have.
     sqlx::query("ANALYZE").execute(store.pool()).await.unwrap();
@@ -256,6 +267,42 @@ pub(crate) async fn run(o: ListOptions) {
             let (p50, p95, deeper) = time(&store, &tenant.id, &q, o.runs).await;
             println!("| {name} | {p50:.1} ms | {p95:.1} ms | {deeper:.1} ms |");
         }
+        // The dashboard's other reads of the same tenant: the posture counts (menu and
+        // Overview) and a page of the MCP servers grouped by identity.
+        let mut posture = Vec::with_capacity(o.runs);
+        let mut groups = Vec::with_capacity(o.runs);
+        let mut next = Vec::with_capacity(o.runs);
+        for _ in 0..o.runs {
+            let started = Instant::now();
+            store.posture_counts(&tenant.id).await.unwrap();
+            posture.push(started.elapsed().as_secs_f64() * 1e3);
+            let started = Instant::now();
+            let page = store
+                .list_server_groups(&tenant.id, Some(100), None)
+                .await
+                .unwrap();
+            groups.push(started.elapsed().as_secs_f64() * 1e3);
+            let started = Instant::now();
+            store
+                .list_server_groups(&tenant.id, Some(100), page.next_cursor.as_deref())
+                .await
+                .unwrap();
+            next.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+        for v in [&mut posture, &mut groups, &mut next] {
+            v.sort_by(|a, b| a.total_cmp(b));
+        }
+        println!(
+            "| posture counts | {:.1} ms | {:.1} ms | |",
+            percentile(&posture, 0.5),
+            percentile(&posture, 0.95)
+        );
+        println!(
+            "| server groups (100) | {:.1} ms | {:.1} ms | {:.1} ms |",
+            percentile(&groups, 0.5),
+            percentile(&groups, 0.95),
+            percentile(&next, 0.95)
+        );
         store.close().await;
         if let Some(db) = db {
             db.drop_database().await;

@@ -32,6 +32,7 @@ mod overload;
 mod policy_commands;
 mod proxy_events;
 mod quotas;
+mod read_path;
 mod renewal;
 mod revocation;
 mod rls;

@@ -301,7 +301,7 @@ async fn unsupported_urls_are_refused_without_leaking_credentials() {
 /// (`store::dialect::schema`), read from a SQLite and a Postgres database it migrated. sqlx
 /// decides by exactly these two columns whether a recorded migration is known, so a fresh
 /// database recording the same pairs proves an existing one opens without re-running anything.
-const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 26] = [
+const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 33] = [
     (
         1,
         "604fda044c6654e64fa251f63bdf4696ba60a2771a9a9646be0cc20eacdd2b28fa51b45e386a9973c199636b88263644",
@@ -409,6 +409,35 @@ const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 26] = [
     (
         600,
         "4c69b203e23f43780707c20c549624aad175f3b9e50df7168dd193c1ff4b319182fd046c07ae555a47dfb3ceab56a3b7",
+    ),    // The gateway (issue 16).
+    (
+        700,
+        "e480dc941773248497d45fcd02065ea4e6931f724e51f4bfa80e06987759663a0f9fa49a4099ce68db7e189506a8a83b",
+    ),
+    (
+        701,
+        "1e70dbc4ffd85e1b92cde923af83611cff6440ba0e25570f3c948fbd01e4268a5553d665934a560dec0d7b479e19da0b",
+    ),
+    (
+        702,
+        "0cf2b0da9a83412ac12dea74797f5ae11ef4bafa3ec2f0d4c848f7c4c1c00b96796cbc2701476586f31353368e5e0365",
+    ),
+    // The read path (issues 12 and 13).
+    (
+        800,
+        "2e6905af56f946e48fff953612fc12d37b77b4c6902e15172e532d8958ad6f56165f9b4ed10eca3cd183afa94fdf426f",
+    ),
+    (
+        801,
+        "11b0c3ce8d9550879cb77fbd1b748db930ce226451a82d7544759352fd39dfe6290f0e03ab27a90c54a83bbeaae020fa",
+    ),
+    (
+        802,
+        "e456d6e7fe96fe4840748fe4fff2d4de1339c7ed9caf45c253734a0c540dc77937bfe7bfb84e4510731493b731cd1190",
+    ),
+    (
+        803,
+        "6057ae851aeaa4a223593c333a7e7672b1fad2d10047fba86af6c872accd71bfe88b93232c17a9dd730111bbf87ddc46",
     ),
 ];
 
@@ -442,7 +471,7 @@ async fn sqlite_databases_of_earlier_releases_are_recognised() {
     assert_eq!(
         recorded_migrations(&store).await,
         expected_records(&[
-            1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 204, 300, 500, 502, 600
+            1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 204, 300, 500, 502, 600, 700, 701, 800, 801
         ])
     );
     store.close().await;
@@ -456,7 +485,7 @@ async fn postgres_databases_of_earlier_releases_are_recognised() {
         recorded_migrations(&store).await,
         expected_records(&[
             1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 201, 202, 203, 204, 300, 301, 500, 501, 502,
-            503, 600
+            503, 600, 700, 701, 702, 800, 802, 803
         ])
     );
     store.close().await;

@@ -418,6 +418,48 @@ impl Sql {
     }
 }
 
+/// The server names of a tenant that a `q` search matches.
+enum ServerNameMatch {
+    /// At most [`FEW_NAMES`] names.
+    Few(Vec<String>),
+    /// More than that.
+    Many,
+}
+
+/// Up to this many matching server names are looked up by name; beyond, matches are common
+/// enough that testing endpoints in sort order fills a page sooner.
+const FEW_NAMES: usize = 64;
+
+/// The tenant's distinct server names matching the lowercase `LIKE` pattern. The names are
+/// walked with one seek of the name index each (a loose index scan), so the cost follows the
+/// number of distinct names (thousands), not of server rows (millions).
+async fn matching_server_names(
+    conn: &mut sqlx::AnyConnection,
+    tenant_id: &str,
+    pattern: &str,
+) -> Result<ServerNameMatch, StoreError> {
+    let rows = sqlx::query(
+        "WITH RECURSIVE names(name) AS ( \
+         SELECT MIN(name) FROM endpoint_servers WHERE tenant_id = $1 \
+         UNION ALL SELECT (SELECT MIN(s.name) FROM endpoint_servers s WHERE s.tenant_id = $1 AND s.name > names.name) \
+         FROM names WHERE names.name IS NOT NULL) \
+         SELECT name FROM names WHERE name IS NOT NULL AND LOWER(name) LIKE $2 ESCAPE '\\' LIMIT $3",
+    )
+    .bind(tenant_id)
+    .bind(pattern)
+    .bind(FEW_NAMES as i64 + 1)
+    .fetch_all(conn)
+    .await?;
+    if rows.len() > FEW_NAMES {
+        return Ok(ServerNameMatch::Many);
+    }
+    Ok(ServerNameMatch::Few(
+        rows.iter()
+            .map(|r| r.try_get::<String, _>("name"))
+            .collect::<Result<_, _>>()?,
+    ))
+}
+
 /// `LIKE` pattern matching `needle` literally inside a JSON string list (`"needle"`).
 fn json_member_pattern(needle: &str) -> String {
     format!("%{}%", like_escape(&format!("\"{needle}\"")))
@@ -483,30 +525,32 @@ impl Store {
         let mut w = Sql::default();
         let t = w.p(Param::Text(tenant_id.to_string()));
         w.text = format!("SELECT {SUMMARY_COLUMNS} FROM endpoints e WHERE tenant_id = {t}");
-        let (column, is_text, desc) = query.sort.column();
+        let (column, _, desc) = query.sort.column();
         if let Some(cursor) = query.cursor.as_deref() {
             let (value, id) = decode_cursor(cursor, query.sort)?;
-            let _ = is_text;
             let v = w.p(value);
             let i = w.p(Param::Text(id));
             let op = if desc { "<" } else { ">" };
-            w.text.push_str(&format!(
-                " AND ({column} {op} {v} OR ({column} = {v} AND id {op} {i}))"
-            ));
+            // A row-value comparison: both backends seek the sort's index to the cursor.
+            w.text
+                .push_str(&format!(" AND ({column}, id) {op} ({v}, {i})"));
         }
-        // Status is derived from last_seen; filter in SQL with the same thresholds.
+        // Status is derived from last_seen; filter in SQL with the same thresholds, written
+        // as ranges of the indexed expressions (`COALESCE(last_seen, 0)` is the last-seen
+        // sort's; thresholds are positive, so a null last-seen is never online).
         let online_since = now - ONLINE_WINDOW_MS;
         let stale_before = now - self.stale_after_ms();
         match query.status {
             Some(EndpointStatus::Online) => {
                 let a = w.p(Param::Int(online_since));
-                w.text.push_str(&format!(" AND last_seen >= {a}"));
+                w.text
+                    .push_str(&format!(" AND COALESCE(last_seen, 0) >= {a}"));
             }
             Some(EndpointStatus::Offline) => {
                 let a = w.p(Param::Int(online_since));
                 let b = w.p(Param::Int(stale_before));
                 w.text.push_str(&format!(
-                    " AND (last_seen IS NULL OR last_seen < {a}) AND COALESCE(last_seen, enrolled_at) >= {b}"
+                    " AND COALESCE(last_seen, 0) < {a} AND COALESCE(last_seen, enrolled_at) >= {b}"
                 ));
             }
             Some(EndpointStatus::Stale) => {
@@ -544,9 +588,10 @@ impl Store {
         }
         if let Some(server) = &query.server {
             let a = w.p(Param::Text(server.clone()));
+            // The endpoints of the identity and of the name, each an index range.
             w.text.push_str(&format!(
-                " AND EXISTS (SELECT 1 FROM endpoint_servers s WHERE s.tenant_id = {t} AND s.endpoint_id = e.id \
-                 AND (s.name = {a} OR s.server_id = {a}))"
+                " AND e.id IN (SELECT s.endpoint_id FROM endpoint_servers s WHERE s.tenant_id = {t} AND s.server_id = {a} \
+                 UNION SELECT s.endpoint_id FROM endpoint_servers s WHERE s.tenant_id = {t} AND s.name = {a})"
             ));
         }
         if let Some(flag) = &query.risk_flag {
@@ -557,12 +602,34 @@ impl Store {
             ));
         }
         if let Some(q) = &query.q {
-            let a = w.p(Param::Text(format!("%{}%", like_escape(&q.to_lowercase()))));
+            let pattern = format!("%{}%", like_escape(&q.to_lowercase()));
+            let names = matching_server_names(&mut tx, tenant_id, &pattern).await?;
+            let a = w.p(Param::Text(pattern));
+            let servers = match names {
+                // No server name matches: only the endpoint's own columns can.
+                ServerNameMatch::Few(names) if names.is_empty() => String::new(),
+                // A few names: their endpoints are index ranges of the name index.
+                ServerNameMatch::Few(names) => {
+                    let list = names
+                        .into_iter()
+                        .map(|n| w.p(Param::Text(n)))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    format!(
+                        " OR e.id IN (SELECT s.endpoint_id FROM endpoint_servers s \
+                         WHERE s.tenant_id = {t} AND s.name IN ({list}))"
+                    )
+                }
+                // Many names: matches are common, so the page fills after a few endpoints
+                // in sort order; test each one's servers.
+                ServerNameMatch::Many => format!(
+                    " OR EXISTS (SELECT 1 FROM endpoint_servers s WHERE s.tenant_id = {t} AND s.endpoint_id = e.id \
+                     AND LOWER(s.name) LIKE {a} ESCAPE '\\')"
+                ),
+            };
             w.text.push_str(&format!(
                 " AND (LOWER(hostname) LIKE {a} ESCAPE '\\' OR LOWER(COALESCE(owner, '')) LIKE {a} ESCAPE '\\' \
-                 OR LOWER(COALESCE(environment, '')) LIKE {a} ESCAPE '\\' OR LOWER(COALESCE(source_id, '')) LIKE {a} ESCAPE '\\' \
-                 OR EXISTS (SELECT 1 FROM endpoint_servers s WHERE s.tenant_id = {t} AND s.endpoint_id = e.id \
-                 AND LOWER(s.name) LIKE {a} ESCAPE '\\'))"
+                 OR LOWER(COALESCE(environment, '')) LIKE {a} ESCAPE '\\' OR LOWER(COALESCE(source_id, '')) LIKE {a} ESCAPE '\\'{servers})"
             ));
         }
         let dir = if desc { "DESC" } else { "ASC" };

@@ -295,15 +295,17 @@ pub struct TenantUsage {
 }
 
 impl Store {
-    /// The usage counted against a tenant's quotas: two counts, both on tenant-leading indexes.
+    /// The usage counted against a tenant's quotas: the endpoint counter (one row, kept by
+    /// triggers) and a count of the tenant's keys.
     pub async fn tenant_usage(&self, tenant_id: &str) -> Result<TenantUsage, StoreError> {
         let mut tx = self.scope(tenant_id).await?;
-        let endpoints: i64 =
-            sqlx::query("SELECT COUNT(*) AS n FROM endpoints WHERE tenant_id = $1")
-                .bind(tenant_id)
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get("n")?;
+        let endpoints = sqlx::query("SELECT endpoints FROM tenant_usage WHERE tenant_id = $1")
+            .bind(tenant_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.try_get::<i64, _>("endpoints"))
+            .transpose()?
+            .unwrap_or(0);
         let api_keys: i64 = sqlx::query(
             "SELECT COUNT(*) AS n FROM api_keys WHERE tenant_id = $1 AND revoked_at IS NULL \
              AND (expires_at IS NULL OR expires_at > $2)",

@@ -65,7 +65,7 @@ struct Step {
 }
 
 /// Every migration, in version order. Gaps per backend are versions of the other backend.
-const STEPS: [Step; 29] = [
+const STEPS: [Step; 33] = [
     Step {
         version: 1,
         description: "init",
@@ -293,13 +293,47 @@ const STEPS: [Step; 29] = [
             recorded: "0cf2b0da9a83412ac12dea74797f5ae11ef4bafa3ec2f0d4c848f7c4c1c00b96796cbc2701476586f31353368e5e0365",
         },
     },
+    // The read path at fleet scale (issues 12 and 13): numbered from 800.
+    Step {
+        version: 800,
+        description: "fleet read indexes",
+        on: On::Both,
+        sql: Sql::File(include_str!(
+            "../../../migrations/0800_fleet_read_indexes.sql"
+        )),
+    },
+    Step {
+        version: 801,
+        description: "tenant posture counters (sqlite)",
+        on: On::Sqlite,
+        sql: Sql::File(include_str!(
+            "../../../migrations/0801_tenant_posture_sqlite.sql"
+        )),
+    },
+    Step {
+        version: 802,
+        description: "tenant posture counters (postgres)",
+        on: On::Postgres,
+        sql: Sql::File(include_str!(
+            "../../../migrations/0802_tenant_posture_postgres.sql"
+        )),
+    },
+    Step {
+        version: 803,
+        description: "tenant posture row level security",
+        on: On::Postgres,
+        sql: Sql::Generated {
+            build: || tenant_isolation(&TENANT_TABLES[23..24]),
+            recorded: "6057ae851aeaa4a223593c333a7e7672b1fad2d10047fba86af6c872accd71bfe88b93232c17a9dd730111bbf87ddc46",
+        },
+    },
 ];
 
 /// Every table that holds tenant data (it has a `tenant_id` column): on Postgres each gets
 /// row-level security. Append only, in the order migrations introduced them; each migration
 /// above names the slice it secured. A test checks that every table of a migrated database with
 /// a `tenant_id` column is listed and secured.
-pub const TENANT_TABLES: [&str; 23] = [
+pub const TENANT_TABLES: [&str; 24] = [
     "api_keys",
     "enrollment_tokens",
     "endpoints",
@@ -330,6 +364,8 @@ pub const TENANT_TABLES: [&str; 23] = [
     "gateway_pins",
     // version 702
     "gateway_pin_approvals",
+    // version 803
+    "tenant_posture",
 ];
 
 /// Row-level security for `tables`: a row is visible and writable only in a transaction whose
@@ -619,7 +655,7 @@ mod tests {
 
     /// Hex SHA-384 of each generated migration's SQL as released. A change here means existing
     /// databases would run other SQL than new ones: add a new version instead.
-    const GENERATED: [(i64, &str); 11] = [
+    const GENERATED: [(i64, &str); 12] = [
         (
             702,
             "0cf2b0da9a83412ac12dea74797f5ae11ef4bafa3ec2f0d4c848f7c4c1c00b96796cbc2701476586f31353368e5e0365",
@@ -664,6 +700,10 @@ mod tests {
             503,
             "984a2698934cd3db69da9897f33e8c02aa77c705775bdf02795d4823c6e3ad79e1453b8f881c0d5eba65e080f04f7784",
         ),
+        (
+            803,
+            "6057ae851aeaa4a223593c333a7e7672b1fad2d10047fba86af6c872accd71bfe88b93232c17a9dd730111bbf87ddc46",
+        ),
     ];
 
     fn sha384_hex(text: &str) -> String {
@@ -702,14 +742,14 @@ mod tests {
                 Backend::Sqlite,
                 vec![
                     1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 204, 300, 500, 502, 600, 700,
-                    701,
+                    701, 800, 801,
                 ],
             ),
             (
                 Backend::Postgres,
                 vec![
                     1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 201, 202, 203, 204, 300, 301, 500,
-                    501, 502, 503, 600, 700, 701, 702,
+                    501, 502, 503, 600, 700, 701, 702, 800, 802, 803,
                 ],
             ),
         ] {
