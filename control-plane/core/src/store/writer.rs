@@ -54,6 +54,11 @@ impl Batch {
         &mut self.tx
     }
 
+    /// The store's backend.
+    pub(crate) fn backend(&self) -> Backend {
+        self.backend
+    }
+
     /// The batch's connection scoped to `tenant_id` (switched first if the batch works in
     /// another tenant now), for a job that finds its tenant itself (an enrollment finds it from
     /// its token). The writer scopes the next job again, whatever this one did.
