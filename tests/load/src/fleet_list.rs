@@ -43,7 +43,7 @@ impl ListOptions {
 }
 
 /// Seed `tenant` with `n` endpoints of `servers` servers each, in SQL (one statement per table).
-async fn seed(store: &Store, tenant: &str, n: usize, servers: usize) {
+pub(crate) async fn seed(store: &Store, tenant: &str, n: usize, servers: usize) {
     let mut tx = store.pool().begin().await.unwrap();
     if store.backend() == Backend::Postgres {
         sqlx::query("SELECT set_config('app.tenant_id', $1, true)")

@@ -68,6 +68,8 @@ struct Options {
     connect_concurrency: usize,
     ingest_seconds: u64,
     idle_cpu_seconds: u64,
+    /// Endpoints seeded in the tenant before the enrollment burst (enrollment at fleet size).
+    tenant_endpoints: usize,
     backends: Vec<String>,
 }
 
@@ -84,6 +86,7 @@ impl Options {
             connect_concurrency: CONNECT_CONCURRENCY,
             ingest_seconds: 10,
             idle_cpu_seconds: 20,
+            tenant_endpoints: 0,
             backends: vec!["sqlite".into(), "postgres".into()],
         };
         let mut it = args.iter();
@@ -102,6 +105,7 @@ impl Options {
                 "--connect-concurrency" => o.connect_concurrency = num(),
                 "--ingest-seconds" => o.ingest_seconds = num() as u64,
                 "--idle-cpu-seconds" => o.idle_cpu_seconds = num() as u64,
+                "--tenant-endpoints" => o.tenant_endpoints = num(),
                 "--backends" => {
                     o.backends = it
                         .next()
@@ -154,7 +158,8 @@ fn main() {
     let Some(options) = Options::parse() else {
         eprintln!(
             "usage: agent-bom-load [--quick] [--connections N] [--enrollments N] [--ingest-agents N] \
-             [--connect-concurrency N] [--ingest-seconds S] [--idle-cpu-seconds S] [--backends sqlite,postgres]"
+             [--connect-concurrency N] [--ingest-seconds S] [--idle-cpu-seconds S] [--tenant-endpoints N] \
+             [--backends sqlite,postgres]"
         );
         return;
     };
@@ -787,6 +792,34 @@ async fn idle_connections(b: &Backend, options: &Options) {
     collector.stop();
 }
 
+/// Seed `n` endpoints (rows only, in SQL) into the bootstrap tenant, with room for the
+/// enrollments after them: the enrollment burst then runs at fleet size.
+async fn seed_tenant(b: &Backend, n: usize) {
+    let store = &b.server.store;
+    let tenant_id = &b.server.bootstrap.as_ref().unwrap().tenant_id;
+    let room = agent_bom_control_plane::service::tenants::QuotaChange {
+        max_endpoints: Some(i64::try_from(n).unwrap() + 1_000_000),
+        max_api_keys: None,
+        rate_per_key_per_min: None,
+        rate_per_tenant_per_min: None,
+    };
+    agent_bom_control_plane::service::tenants::change_quotas(
+        store,
+        &agent_bom_control_plane::service::Actor::cli(),
+        tenant_id,
+        &room,
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    fleet_list::seed(store, tenant_id, n, 0).await;
+    println!(
+        "\n{} endpoints seeded in the tenant in {:.1} s",
+        n,
+        started.elapsed().as_secs_f64()
+    );
+}
+
 /// Enrollment burst over QUIC, and the same enrollments straight into the store as the baseline.
 async fn enrollment_burst(b: &Backend, options: &Options, collector: &CollectorProcess) {
     let token = b
@@ -1187,6 +1220,9 @@ async fn bench(options: Options) {
     for name in options.backends.clone() {
         let b = open_backend(&name).await;
         idle_connections(&b, &options).await;
+        if options.tenant_endpoints > 0 {
+            seed_tenant(&b, options.tenant_endpoints).await;
+        }
         let collector = CollectorProcess::start(&b.url, b.data_dir.path());
         enrollment_burst(&b, &options, &collector).await;
         ingest(&b, &options, &collector, Upload::Inventory).await;

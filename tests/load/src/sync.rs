@@ -118,6 +118,13 @@ async fn phase(o: &SyncOptions, client: &reqwest::Client, sources: Vec<String>) 
                 let Some(source) = sources.get(i) else { break };
                 let mut body = template.clone();
                 body["source_id"] = Value::String(source.clone());
+                // agent-bom also puts the source id on every agent, and that one names the
+                // endpoint: without this every push would land on the recorded machine.
+                if let Some(agents) = body["agents"].as_array_mut() {
+                    for agent in agents {
+                        agent["source_id"] = Value::String(source.clone());
+                    }
+                }
                 // The recorded body carries one Idempotency-Key; each push is its own request.
                 if let Some(map) = body.as_object_mut() {
                     map.remove("idempotency_key");

@@ -675,3 +675,82 @@ async fn ingest_keys_limits_audit_postgres() {
     ingest_keys_limits_audit(Some(db.url.clone())).await;
     db.drop_database().await;
 }
+
+/// Pushes arriving together share the group-commit writer's commits: each is answered with its
+/// own endpoint after the commit that holds it, each leaves exactly one `fleet.sync` entry in an
+/// intact chain, and requests racing with one Idempotency-Key store one push and replay it.
+async fn concurrent_pushes(database_url: Option<String>) {
+    const PUSHES: usize = 40;
+    const RACERS: usize = 12;
+    let server = std::sync::Arc::new(TestServer::start(database_url).await);
+    let admin = server.admin_key.clone();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..PUSHES {
+        let (server, admin) = (server.clone(), admin.clone());
+        tasks.spawn(async move {
+            let body = push(
+                &format!("batch-{i}"),
+                &[("cursor", &[("fs", "@mcp/fs")])],
+                json!({}),
+            );
+            let r = server.post("/v1/fleet/sync", Some(&admin), &body).await;
+            assert_eq!(r.status, 200, "{}", r.text);
+            r.json["endpoint_id"].as_str().unwrap().to_string()
+        });
+    }
+    let race = push("raced", &[("cursor", &[("gh", "@mcp/github")])], json!({}));
+    for _ in 0..RACERS {
+        let (server, admin, race) = (server.clone(), admin.clone(), race.clone());
+        tasks.spawn(async move {
+            let h = [("idempotency-key", "one-key")];
+            let r = server
+                .request("POST", "/v1/fleet/sync", Some(&admin), Some(&race), &h)
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text);
+            let replay = r.json["idempotent_replay"] == true;
+            format!("{}:{replay}", r.json["endpoint_id"].as_str().unwrap())
+        });
+    }
+    let answers = tasks.join_all().await;
+    let (raced, pushed): (Vec<&String>, Vec<&String>) =
+        answers.iter().partition(|a| a.contains(':'));
+    // One racer stores the push, the others replay its answer: one endpoint.
+    let stored = raced.iter().filter(|a| a.ends_with(":false")).count();
+    assert_eq!(stored, 1, "exactly one racer stores the push: {raced:?}");
+    let endpoints: std::collections::BTreeSet<&str> =
+        raced.iter().map(|a| a.split(':').next().unwrap()).collect();
+    assert_eq!(endpoints.len(), 1, "{raced:?}");
+    let pushed: std::collections::BTreeSet<&String> = pushed.into_iter().collect();
+    assert_eq!(pushed.len(), PUSHES, "one endpoint per source");
+
+    let r = server
+        .get("/v1/audit?limit=1000&action=fleet.sync", Some(&admin))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let entries = r.json["items"].as_array().unwrap();
+    assert_eq!(entries.len(), PUSHES + 1, "one entry per stored push");
+    let targets: std::collections::BTreeSet<&str> = entries
+        .iter()
+        .map(|e| e["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(targets.len(), PUSHES + 1);
+    let v = server.get("/v1/audit/verify", Some(&admin)).await;
+    assert_eq!(v.json["ok"], true, "{}", v.text);
+    let r = server
+        .get("/v1/fleet/endpoints?limit=100", Some(&admin))
+        .await;
+    assert_eq!(r.json["items"].as_array().unwrap().len(), PUSHES + 1);
+    std::sync::Arc::into_inner(server).unwrap().stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pushes_sqlite() {
+    concurrent_pushes(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pushes_postgres_rls() {
+    let db = TestDatabase::create_with_app_role().await;
+    concurrent_pushes(Some(db.url.clone())).await;
+    db.drop_database().await;
+}

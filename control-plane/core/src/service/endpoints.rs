@@ -3,8 +3,8 @@
 
 use serde_json::json;
 
-use super::{Actor, ServiceError, record};
-use crate::store::sync::{PreparedSync, SyncResult};
+use super::{Actor, ServiceError, batched_entry, record};
+use crate::store::sync::{PreparedSync, SyncAudit, SyncResult};
 use crate::store::{LifecycleState, MetadataUpdate, Store};
 
 /// Longest reason a lifecycle transition may carry.
@@ -139,23 +139,16 @@ pub async fn sync(
         PreparedSync::Replay(result) => return Ok(result),
         PreparedSync::Write(write) => write,
     };
-    let mut tx = store.begin(tenant_id).await?;
-    let Some(result) = store.write_sync_in(&mut tx, tenant_id, &write).await? else {
-        // A concurrent push with the same key was stored first: answer as it was answered.
-        drop(tx);
-        return Ok(store.replay_lost_race(tenant_id, &write).await?);
-    };
-    record(
-        store,
-        &mut tx,
-        actor,
-        tenant_id,
-        "fleet.sync",
-        &result.endpoint_id,
-        json!({ "synced": result.synced, "new": result.new, "updated": result.updated, "source_id": result.source_id }),
-    )
-    .await?;
-    tx.commit().await?;
-    crate::metrics::committed(crate::metrics::Committed::FleetSync, 1);
-    Ok(result)
+    // The push and its audit entry commit together, in a batch of the group-commit writer.
+    let (actor, result_tenant) = (actor.clone(), tenant_id.to_string());
+    let audit: SyncAudit = Box::new(move |result: &SyncResult| {
+        batched_entry(
+            &actor,
+            &result_tenant,
+            "fleet.sync",
+            &result.endpoint_id,
+            json!({ "synced": result.synced, "new": result.new, "updated": result.updated, "source_id": result.source_id }),
+        )
+    });
+    Ok(store.write_sync(tenant_id, write, Some(audit)).await?)
 }

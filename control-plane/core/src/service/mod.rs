@@ -21,6 +21,7 @@ pub mod tenants;
 use serde_json::Value;
 
 use crate::permissions::Grant;
+use crate::store::audit::NewEntry;
 use crate::store::{Store, StoreError, Tx};
 
 /// Errors of the service layer.
@@ -171,4 +172,22 @@ async fn record(
         )
         .await?;
     Ok(())
+}
+
+/// The audit entry of a change a group-commit writer makes (the writer appends it in the commit
+/// that holds the change): the chain `actor` records actions on `tenant_id` in, and the entry.
+fn batched_entry(
+    actor: &Actor,
+    tenant_id: &str,
+    action: &str,
+    target: &str,
+    detail: Value,
+) -> (String, NewEntry) {
+    let entry = NewEntry {
+        actor: actor.name().to_string(),
+        action: action.to_string(),
+        target: target.to_string(),
+        detail,
+    };
+    (actor.chain(tenant_id).to_string(), entry)
 }

@@ -7,7 +7,7 @@ use agent_bom_collector::store::{
 use agent_bom_protocol::{Command, Inventory, ProxyEvent, inventory_delta};
 use sqlx::Row;
 
-use super::writer::{Work, WriteError};
+use super::writer::{Batch, Work, WriteError};
 use super::{Store, StoreError, Tx, now_ms};
 use super::{audit, rows};
 use crate::metrics;
@@ -67,86 +67,30 @@ fn json<T: serde::Serialize>(v: &T) -> String {
 }
 
 impl Store {
+    /// Enrollments go through the group-commit writer like uploads: on SQLite its one connection
+    /// would otherwise alternate between a batch and a single enrollment with a commit (an
+    /// fsync) each. Enrollments of one token share a writer, so writers never wait on each
+    /// other for the token's use counter.
     async fn enroll_device_inner(&self, request: EnrollmentRequest) -> Result<String, Failure> {
         let invalid = |m: &str| CollectorStoreError::InvalidToken(m.to_string());
         let Some(prefix) = secrets::prefix_of(ENROLL_TOKEN_KIND, &request.token) else {
             return Err(Failure::Refuse(invalid("malformed enrollment token")));
         };
-        let mut tx = self.scope_write(super::CREDENTIAL_LOOKUP_SCOPE).await?;
-        let row = sqlx::query(
-            "SELECT id, tenant_id, secret_hash, expires_at, max_uses, uses, revoked_at \
-             FROM enrollment_tokens WHERE prefix = $1",
-        )
-        .bind(prefix)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| invalid("unknown enrollment token"))
-        .map_err(Failure::Refuse)?;
-        let token_id: String = row.try_get("id")?;
-        let tenant_id: String = row.try_get("tenant_id")?;
-        let stored_hash: String = row.try_get("secret_hash")?;
-        let expires_at: Option<i64> = row.try_get("expires_at")?;
-        let revoked_at: Option<i64> = row.try_get("revoked_at")?;
-        let now = now_ms();
-        if !secrets::hashes_equal(&secrets::hash(&request.token), &stored_hash) {
-            return Err(Failure::Refuse(invalid("unknown enrollment token")));
-        }
-        if revoked_at.is_some() {
-            return Err(Failure::Refuse(invalid("enrollment token was revoked")));
-        }
-        if expires_at.is_some_and(|e| e <= now) {
-            return Err(Failure::Refuse(invalid("enrollment token expired")));
-        }
-        // From here on the transaction works inside the token's tenant only.
-        self.set_scope(&mut tx, &tenant_id).await?;
-        // The conditional update is the use counter and the race guard in one statement.
-        let used = sqlx::query(
-            "UPDATE enrollment_tokens SET uses = uses + 1 \
-             WHERE id = $1 AND tenant_id = $2 AND (max_uses IS NULL OR uses < max_uses)",
-        )
-        .bind(&token_id)
-        .bind(&tenant_id)
-        .execute(&mut *tx)
-        .await?;
-        if used.rows_affected() != 1 {
-            return Err(Failure::Refuse(invalid(
-                "enrollment token has no uses left",
-            )));
-        }
-        sqlx::query(
-            "INSERT INTO endpoints (id, tenant_id, hostname, cert_fingerprint, cert_not_after, enrollment_token_id, enrolled_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&request.agent_id)
-        .bind(&tenant_id)
-        .bind(&request.hostname)
-        .bind(&request.cert_fingerprint)
-        .bind(request.cert_not_after.saturating_mul(1000))
-        .bind(&token_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        // Checked after the insert, on this transaction: see `endpoint_quota_holds`.
-        if let Err(e) = Self::endpoint_quota_holds(&mut tx, &tenant_id).await {
-            return Err(match e {
-                StoreError::QuotaExceeded(m) => Failure::Refuse(CollectorStoreError::Invalid(m)),
-                StoreError::Query(q) => Failure::Db(q),
-                other => Failure::Refuse(classify(other)),
-            });
-        }
-        self.backend
-            .lock_tenant(&mut tx, super::dialect::TenantLock::Policy, &tenant_id)
-            .await?;
-        super::policies::queue_current_policy(&mut tx, &tenant_id, &request.agent_id).await?;
-        let retired = super::succession::retire_predecessor(
-            &mut tx,
-            self.backend,
-            &tenant_id,
-            &token_id,
-            &request,
-        )
-        .await??;
-        tx.commit().await?;
+        let writer = self.writers.of(prefix).clone();
+        let Enrolled { tenant_id, retired } = writer
+            .write(
+                super::CREDENTIAL_LOOKUP_SCOPE,
+                Box::new(move |batch| Box::pin(enroll_in(batch, request))),
+            )
+            .await
+            .map_err(|e| match e {
+                WriteError::Job(f) => f,
+                WriteError::Shed => Failure::Refuse(CollectorStoreError::Unavailable(
+                    "the store's write queue is full".into(),
+                )),
+                WriteError::Commit(e) => Failure::Db(e),
+            })?;
+        // After the commit: collectors drop the retired endpoint's sessions.
         if let Some(agent_id) = retired {
             self.notices
                 .announce(agent_bom_collector::StoreNotice::Revoked {
@@ -380,6 +324,92 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// A committed enrollment: the tenant the device joined and the endpoint it replaced, if any.
+struct Enrolled {
+    tenant_id: String,
+    retired: Option<String>,
+}
+
+/// Enroll a device in a writer's batch (see `Store::enroll_device_inner`): the token's tenant
+/// is found in the credential-lookup scope, everything else runs scoped to that tenant.
+async fn enroll_in(batch: &mut Batch, request: EnrollmentRequest) -> Result<Enrolled, Failure> {
+    let invalid = |m: &str| CollectorStoreError::InvalidToken(m.to_string());
+    let Some(prefix) = secrets::prefix_of(ENROLL_TOKEN_KIND, &request.token) else {
+        return Err(Failure::Refuse(invalid("malformed enrollment token")));
+    };
+    let tx = batch.scoped(super::CREDENTIAL_LOOKUP_SCOPE).await?;
+    let row = sqlx::query(
+        "SELECT id, tenant_id, secret_hash, expires_at, max_uses, uses, revoked_at \
+         FROM enrollment_tokens WHERE prefix = $1",
+    )
+    .bind(prefix)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| invalid("unknown enrollment token"))
+    .map_err(Failure::Refuse)?;
+    let token_id: String = row.try_get("id")?;
+    let tenant_id: String = row.try_get("tenant_id")?;
+    let stored_hash: String = row.try_get("secret_hash")?;
+    let expires_at: Option<i64> = row.try_get("expires_at")?;
+    let revoked_at: Option<i64> = row.try_get("revoked_at")?;
+    let now = now_ms();
+    if !secrets::hashes_equal(&secrets::hash(&request.token), &stored_hash) {
+        return Err(Failure::Refuse(invalid("unknown enrollment token")));
+    }
+    if revoked_at.is_some() {
+        return Err(Failure::Refuse(invalid("enrollment token was revoked")));
+    }
+    if expires_at.is_some_and(|e| e <= now) {
+        return Err(Failure::Refuse(invalid("enrollment token expired")));
+    }
+    // From here on the transaction works inside the token's tenant only.
+    let backend = batch.backend();
+    let tx = batch.scoped(&tenant_id).await?;
+    // The conditional update is the use counter and the race guard in one statement.
+    let used = sqlx::query(
+        "UPDATE enrollment_tokens SET uses = uses + 1 \
+         WHERE id = $1 AND tenant_id = $2 AND (max_uses IS NULL OR uses < max_uses)",
+    )
+    .bind(&token_id)
+    .bind(&tenant_id)
+    .execute(&mut *tx)
+    .await?;
+    if used.rows_affected() != 1 {
+        return Err(Failure::Refuse(invalid(
+            "enrollment token has no uses left",
+        )));
+    }
+    sqlx::query(
+        "INSERT INTO endpoints (id, tenant_id, hostname, cert_fingerprint, cert_not_after, enrollment_token_id, enrolled_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&request.agent_id)
+    .bind(&tenant_id)
+    .bind(&request.hostname)
+    .bind(&request.cert_fingerprint)
+    .bind(request.cert_not_after.saturating_mul(1000))
+    .bind(&token_id)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    // Checked after the insert, on this transaction: see `endpoint_quota_holds`.
+    if let Err(e) = Store::endpoint_quota_holds(&mut *tx, &tenant_id).await {
+        return Err(match e {
+            StoreError::QuotaExceeded(m) => Failure::Refuse(CollectorStoreError::Invalid(m)),
+            StoreError::Query(q) => Failure::Db(q),
+            other => Failure::Refuse(classify(other)),
+        });
+    }
+    backend
+        .lock_tenant(&mut *tx, super::dialect::TenantLock::Policy, &tenant_id)
+        .await?;
+    super::policies::queue_current_policy(&mut *tx, &tenant_id, &request.agent_id).await?;
+    let retired =
+        super::succession::retire_predecessor(tx, backend, &tenant_id, &token_id, &request)
+            .await??;
+    Ok(Enrolled { tenant_id, retired })
 }
 
 impl CollectorStore for Store {

@@ -406,7 +406,7 @@ pub(crate) fn policy_payload(revision: i64, body: &str) -> String {
 /// Queue the tenant's policy in force for a newly enrolled device, inside the enrollment
 /// transaction (which is scoped to the tenant).
 pub(crate) async fn queue_current_policy(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tx: &mut sqlx::AnyConnection,
     tenant_id: &str,
     endpoint_id: &str,
 ) -> Result<(), sqlx::Error> {
@@ -414,7 +414,7 @@ pub(crate) async fn queue_current_policy(
         "SELECT revision, body FROM policies WHERE tenant_id = $1 ORDER BY revision DESC LIMIT 1",
     )
     .bind(tenant_id)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(&mut *tx)
     .await?
     else {
         return Ok(());
@@ -430,7 +430,7 @@ pub(crate) async fn queue_current_policy(
     .bind(endpoint_id)
     .bind(policy_payload(revision, &body))
     .bind(now_ms())
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }

@@ -16,11 +16,13 @@ use agent_bom_protocol::sanitize::{sanitize_args, sanitize_command, sanitize_tex
 use agent_bom_protocol::server_id::server_id;
 use serde::Serialize;
 use serde_json::{Map, Value};
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 
+use super::audit::NewEntry;
 use super::fleet_ops::normalize_tags;
 use super::rows;
-use super::{Store, StoreError, Tx, new_id, now_ms, sha256_hex, to_json_text};
+use super::writer::{Batch, WriteError};
+use super::{Store, StoreError, new_id, now_ms, sha256_hex, to_json_text};
 
 /// Route name used in idempotency records.
 pub const SYNC_ROUTE: &str = "/v1/fleet/sync";
@@ -86,6 +88,24 @@ pub(crate) enum PreparedSync {
     Replay(SyncResult),
     /// It is to be written.
     Write(SyncWrite),
+}
+
+/// How a push's audit entry is made from its result: the chain it goes into (a tenant id) and
+/// the entry.
+pub(crate) type SyncAudit = Box<dyn FnOnce(&SyncResult) -> (String, NewEntry) + Send>;
+
+/// Why a push's write in a batch was rolled back.
+enum SyncRefusal {
+    /// A concurrent push with the same Idempotency-Key was stored first.
+    LostRace,
+    /// The store refused or failed.
+    Store(StoreError),
+}
+
+impl From<StoreError> for SyncRefusal {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
 }
 
 /// A validated push.
@@ -309,24 +329,59 @@ impl Store {
         header_source: Option<&str>,
         idempotency_key: Option<&str>,
     ) -> Result<SyncResult, StoreError> {
-        let write = match self
+        match self
             .prepare_sync(tenant_id, raw_body, header_source, idempotency_key)
             .await?
         {
-            PreparedSync::Replay(result) => return Ok(result),
-            PreparedSync::Write(write) => write,
-        };
-        let mut tx = self.begin(tenant_id).await?;
-        match self.write_sync_in(&mut tx, tenant_id, &write).await? {
-            Some(result) => {
-                tx.commit().await?;
+            PreparedSync::Replay(result) => Ok(result),
+            PreparedSync::Write(write) => self.write_sync(tenant_id, write, None).await,
+        }
+    }
+
+    /// Write a prepared push through the store's group-commit writer (see `writer`), with the
+    /// audit entry `audit` makes of its result appended to the chain it names in the same
+    /// commit; answered after that commit. Pushes of one source go to one writer, so they stay
+    /// in order and writers never race for one endpoint's rows.
+    pub(crate) async fn write_sync(
+        &self,
+        tenant_id: &str,
+        write: SyncWrite,
+        audit: Option<SyncAudit>,
+    ) -> Result<SyncResult, StoreError> {
+        let write = std::sync::Arc::new(write);
+        let (job_write, tenant) = (write.clone(), tenant_id.to_string());
+        let outcome = self
+            .writers
+            .of(&write.payload.source_id)
+            .write(
+                tenant_id,
+                Box::new(move |batch: &mut Batch| {
+                    Box::pin(async move {
+                        let Some(result) = write_sync_on(batch.conn(), &tenant, &job_write).await?
+                        else {
+                            return Err(SyncRefusal::LostRace);
+                        };
+                        if let Some(audit) = audit {
+                            let (chain, entry) = audit(&result);
+                            batch.audit(&chain, vec![entry]);
+                        }
+                        Ok(result)
+                    })
+                }),
+            )
+            .await;
+        match outcome {
+            Ok(result) => {
                 crate::metrics::committed(crate::metrics::Committed::FleetSync, 1);
                 Ok(result)
             }
-            None => {
-                drop(tx);
+            // A concurrent push with the same key was stored first: answer as it was answered.
+            Err(WriteError::Job(SyncRefusal::LostRace)) => {
                 self.replay_lost_race(tenant_id, &write).await
             }
+            Err(WriteError::Job(SyncRefusal::Store(e))) => Err(e),
+            Err(WriteError::Shed) => Err(StoreError::Query(sqlx::Error::PoolTimedOut)),
+            Err(WriteError::Commit(e)) => Err(StoreError::Query(e)),
         }
     }
 
@@ -375,161 +430,6 @@ impl Store {
         }))
     }
 
-    /// Write a prepared push on `tx`. `None` when a concurrent request with the same
-    /// Idempotency-Key was stored first: roll `tx` back and answer with
-    /// [`Self::replay_lost_race`].
-    pub(crate) async fn write_sync_in(
-        &self,
-        tx: &mut Tx,
-        tenant_id: &str,
-        write: &SyncWrite,
-    ) -> Result<Option<SyncResult>, StoreError> {
-        let SyncWrite {
-            payload,
-            key,
-            body_hash,
-            existing,
-        } = write;
-        let now = now_ms();
-        let conn = tx.scoped(tenant_id).await?;
-        let endpoint_id = match existing {
-            Some(id) => id.clone(),
-            None => {
-                let id = new_id();
-                let inserted = sqlx::query(
-                    "INSERT INTO endpoints (id, tenant_id, hostname, cert_fingerprint, enrolled_at, origin, source_id) \
-                     VALUES ($1, $2, $3, '', $4, 'fleet_sync', $5) ON CONFLICT (tenant_id, source_id) DO NOTHING",
-                )
-                .bind(&id)
-                .bind(tenant_id)
-                .bind(&payload.hostname)
-                .bind(now)
-                .bind(&payload.source_id)
-                .execute(&mut *conn)
-                .await?;
-                if inserted.rows_affected() == 1 {
-                    // After the insert, on this transaction: see `endpoint_quota_holds`.
-                    Self::endpoint_quota_holds(&mut *conn, tenant_id).await?;
-                }
-                sqlx::query("SELECT id FROM endpoints WHERE tenant_id = $1 AND source_id = $2")
-                    .bind(tenant_id)
-                    .bind(&payload.source_id)
-                    .fetch_one(&mut *conn)
-                    .await?
-                    .try_get("id")?
-            }
-        };
-        let known: BTreeSet<String> = sqlx::query(
-            "SELECT name FROM endpoint_clients WHERE tenant_id = $1 AND endpoint_id = $2",
-        )
-        .bind(tenant_id)
-        .bind(&endpoint_id)
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(|r| r.try_get("name"))
-        .collect::<Result<_, _>>()?;
-        sqlx::query(
-            "UPDATE endpoints SET hostname = $1, last_seen = $2, last_inventory_at = $2, server_count = $3, \
-             agent_version = 'agent-bom fleet sync', \
-             owner = COALESCE($4, owner), environment = COALESCE($5, environment), \
-             tags = CASE WHEN $6 = '[]' THEN tags ELSE $6 END \
-             WHERE tenant_id = $7 AND id = $8",
-        )
-        .bind(&payload.hostname)
-        .bind(now)
-        .bind(i64::try_from(payload.servers.len()).unwrap_or(i64::MAX))
-        .bind(payload.owner.as_deref())
-        .bind(payload.environment.as_deref())
-        .bind(to_json_text(&payload.tags))
-        .bind(tenant_id)
-        .bind(&endpoint_id)
-        .execute(&mut *conn)
-        .await?;
-        // The rows as sets (see `rows`): a re-push of the same body deletes nothing.
-        let mut new = 0;
-        let mut seen_clients = BTreeSet::new();
-        let mut clients = Vec::with_capacity(payload.clients.len());
-        for (name, files) in &payload.clients {
-            if !seen_clients.insert(name.clone()) {
-                continue;
-            }
-            if !known.contains(name) {
-                new += 1;
-            }
-            clients.push((name.clone(), to_json_text(files)));
-        }
-        rows::replace_clients(conn, tenant_id, &endpoint_id, &clients).await?;
-        let servers: Vec<rows::ServerRow> = payload
-            .servers
-            .iter()
-            .map(|s| rows::ServerRow {
-                server_id: s.id.clone(),
-                name: s.name.clone(),
-                client: s.client.clone(),
-                scope: "user".into(),
-                transport: s.transport.as_str().to_string(),
-                command: s.command.clone(),
-                args: to_json_text(&s.args),
-                url: s.url.clone(),
-                env_keys: to_json_text(&s.env_keys),
-                header_keys: to_json_text(&s.header_keys),
-                cwd: None,
-                enabled: 1,
-                project: None,
-                risk_flags: to_json_text(&s.risk_flags),
-                config_path: s.config_path.clone(),
-                wrapped: 0,
-                auto_approve: "[]".into(),
-                credential_names: "[]".into(),
-                launch_hash: String::new(),
-                owner: None,
-                gateway: None,
-            })
-            .collect();
-        rows::replace_servers(conn, tenant_id, &endpoint_id, &servers).await?;
-        rows::replace_scan_errors(conn, tenant_id, &endpoint_id, &[]).await?;
-        let identities = payload.servers.iter().map(|s| s.id.clone()).collect();
-        Store::touch_server_identities(conn, tenant_id, &identities, now).await?;
-        let synced = i64::try_from(seen_clients.len()).unwrap_or(i64::MAX);
-        let result = SyncResult {
-            synced,
-            new,
-            updated: synced - new,
-            source_id: payload.source_id.clone(),
-            endpoint_id,
-            idempotent_replay: false,
-        };
-        if let Some(k) = &key {
-            // Keys are remembered for a day: enough for any client's retries.
-            sqlx::query(
-                "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND route = $2 AND created_at < $3",
-            )
-            .bind(tenant_id)
-            .bind(SYNC_ROUTE)
-            .bind(now - IDEMPOTENCY_TTL_MS)
-            .execute(&mut *conn)
-            .await?;
-            let stored = sqlx::query(
-                "INSERT INTO idempotency_keys (tenant_id, route, key, body_hash, response, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, route, key) DO NOTHING",
-            )
-            .bind(tenant_id)
-            .bind(SYNC_ROUTE)
-            .bind(k)
-            .bind(body_hash)
-            .bind(to_json_text(&result))
-            .bind(now)
-            .execute(&mut *conn)
-            .await?;
-            if stored.rows_affected() == 0 {
-                // A concurrent request with the same key won.
-                return Ok(None);
-            }
-        }
-        Ok(Some(result))
-    }
-
     /// The answer to a push whose [`Self::write_sync_in`] lost the race for its
     /// Idempotency-Key: the winner's, as a replay.
     pub(crate) async fn replay_lost_race(
@@ -576,6 +476,158 @@ impl Store {
         result.idempotent_replay = true;
         Ok(Some(result))
     }
+}
+
+/// Write a prepared push on `conn`, a write transaction scoped to `tenant_id`. `None` when a
+/// concurrent request with the same Idempotency-Key was stored first: roll the writes back and
+/// answer with [`Store::replay_lost_race`].
+async fn write_sync_on(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    write: &SyncWrite,
+) -> Result<Option<SyncResult>, StoreError> {
+    let SyncWrite {
+        payload,
+        key,
+        body_hash,
+        existing,
+    } = write;
+    let now = now_ms();
+    let endpoint_id = match existing {
+        Some(id) => id.clone(),
+        None => {
+            let id = new_id();
+            let inserted = sqlx::query(
+                "INSERT INTO endpoints (id, tenant_id, hostname, cert_fingerprint, enrolled_at, origin, source_id) \
+                 VALUES ($1, $2, $3, '', $4, 'fleet_sync', $5) ON CONFLICT (tenant_id, source_id) DO NOTHING",
+            )
+            .bind(&id)
+            .bind(tenant_id)
+            .bind(&payload.hostname)
+            .bind(now)
+            .bind(&payload.source_id)
+            .execute(&mut *conn)
+            .await?;
+            if inserted.rows_affected() == 1 {
+                // After the insert, on this transaction: see `endpoint_quota_holds`.
+                Store::endpoint_quota_holds(&mut *conn, tenant_id).await?;
+            }
+            sqlx::query("SELECT id FROM endpoints WHERE tenant_id = $1 AND source_id = $2")
+                .bind(tenant_id)
+                .bind(&payload.source_id)
+                .fetch_one(&mut *conn)
+                .await?
+                .try_get("id")?
+        }
+    };
+    let known: BTreeSet<String> =
+        sqlx::query("SELECT name FROM endpoint_clients WHERE tenant_id = $1 AND endpoint_id = $2")
+            .bind(tenant_id)
+            .bind(&endpoint_id)
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|r| r.try_get("name"))
+            .collect::<Result<_, _>>()?;
+    sqlx::query(
+        "UPDATE endpoints SET hostname = $1, last_seen = $2, last_inventory_at = $2, server_count = $3, \
+         agent_version = 'agent-bom fleet sync', \
+         owner = COALESCE($4, owner), environment = COALESCE($5, environment), \
+         tags = CASE WHEN $6 = '[]' THEN tags ELSE $6 END \
+         WHERE tenant_id = $7 AND id = $8",
+    )
+    .bind(&payload.hostname)
+    .bind(now)
+    .bind(i64::try_from(payload.servers.len()).unwrap_or(i64::MAX))
+    .bind(payload.owner.as_deref())
+    .bind(payload.environment.as_deref())
+    .bind(to_json_text(&payload.tags))
+    .bind(tenant_id)
+    .bind(&endpoint_id)
+    .execute(&mut *conn)
+    .await?;
+    // The rows as sets (see `rows`): a re-push of the same body deletes nothing.
+    let mut new = 0;
+    let mut seen_clients = BTreeSet::new();
+    let mut clients = Vec::with_capacity(payload.clients.len());
+    for (name, files) in &payload.clients {
+        if !seen_clients.insert(name.clone()) {
+            continue;
+        }
+        if !known.contains(name) {
+            new += 1;
+        }
+        clients.push((name.clone(), to_json_text(files)));
+    }
+    rows::replace_clients(conn, tenant_id, &endpoint_id, &clients).await?;
+    let servers: Vec<rows::ServerRow> = payload
+        .servers
+        .iter()
+        .map(|s| rows::ServerRow {
+            server_id: s.id.clone(),
+            name: s.name.clone(),
+            client: s.client.clone(),
+            scope: "user".into(),
+            transport: s.transport.as_str().to_string(),
+            command: s.command.clone(),
+            args: to_json_text(&s.args),
+            url: s.url.clone(),
+            env_keys: to_json_text(&s.env_keys),
+            header_keys: to_json_text(&s.header_keys),
+            cwd: None,
+            enabled: 1,
+            project: None,
+            risk_flags: to_json_text(&s.risk_flags),
+            config_path: s.config_path.clone(),
+            wrapped: 0,
+            auto_approve: "[]".into(),
+            credential_names: "[]".into(),
+            launch_hash: String::new(),
+            owner: None,
+            gateway: None,
+        })
+        .collect();
+    rows::replace_servers(conn, tenant_id, &endpoint_id, &servers).await?;
+    rows::replace_scan_errors(conn, tenant_id, &endpoint_id, &[]).await?;
+    let identities = payload.servers.iter().map(|s| s.id.clone()).collect();
+    Store::touch_server_identities(conn, tenant_id, &identities, now).await?;
+    let synced = i64::try_from(seen_clients.len()).unwrap_or(i64::MAX);
+    let result = SyncResult {
+        synced,
+        new,
+        updated: synced - new,
+        source_id: payload.source_id.clone(),
+        endpoint_id,
+        idempotent_replay: false,
+    };
+    if let Some(k) = &key {
+        // Keys are remembered for a day: enough for any client's retries.
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND route = $2 AND created_at < $3",
+        )
+        .bind(tenant_id)
+        .bind(SYNC_ROUTE)
+        .bind(now - IDEMPOTENCY_TTL_MS)
+        .execute(&mut *conn)
+        .await?;
+        let stored = sqlx::query(
+            "INSERT INTO idempotency_keys (tenant_id, route, key, body_hash, response, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, route, key) DO NOTHING",
+        )
+        .bind(tenant_id)
+        .bind(SYNC_ROUTE)
+        .bind(k)
+        .bind(body_hash)
+        .bind(to_json_text(&result))
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+        if stored.rows_affected() == 0 {
+            // A concurrent request with the same key won.
+            return Ok(None);
+        }
+    }
+    Ok(Some(result))
 }
 
 #[cfg(test)]

@@ -40,6 +40,9 @@ pub(crate) type Work<T, E> =
 /// The open transaction of a batch, as a job sees it.
 pub(crate) struct Batch {
     tx: sqlx::Transaction<'static, sqlx::Any>,
+    backend: Backend,
+    /// The tenant the transaction is scoped to now (`None` before the first job).
+    scope: Option<String>,
     /// Audit entries of the batch's jobs, by tenant, appended to the chains last (see
     /// [`Batch::audit`]).
     audit: Vec<(String, NewEntry)>,
@@ -49,6 +52,25 @@ impl Batch {
     /// The batch's connection, scoped to the job's tenant.
     pub(crate) fn conn(&mut self) -> &mut AnyConnection {
         &mut self.tx
+    }
+
+    /// The store's backend.
+    pub(crate) fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The batch's connection scoped to `tenant_id` (switched first if the batch works in
+    /// another tenant now), for a job that finds its tenant itself (an enrollment finds it from
+    /// its token). The writer scopes the next job again, whatever this one did.
+    pub(crate) async fn scoped(
+        &mut self,
+        tenant_id: &str,
+    ) -> Result<&mut AnyConnection, sqlx::Error> {
+        if self.scope.as_deref() != Some(tenant_id) {
+            self.backend.set_scope(&mut self.tx, tenant_id).await?;
+            self.scope = Some(tenant_id.to_string());
+        }
+        Ok(&mut self.tx)
     }
 
     /// Append `entries` to `tenant_id`'s audit chain in this batch's commit. Every job's entries
@@ -222,11 +244,11 @@ async fn append_audit(backend: Backend, open: &mut Batch) -> Result<(), sqlx::Er
         }
     }
     for (tenant, entries) in by_tenant {
-        backend.set_scope(&mut open.tx, &tenant).await?;
+        let conn = open.scoped(&tenant).await?;
         backend
-            .lock_tenant(&mut open.tx, TenantLock::AuditChain, &tenant)
+            .lock_tenant(conn, TenantLock::AuditChain, &tenant)
             .await?;
-        audit::append_entries(&mut open.tx, &tenant, &entries)
+        audit::append_entries(conn, &tenant, &entries)
             .await
             .map_err(|e| match e {
                 StoreError::Query(q) => q,
@@ -242,14 +264,12 @@ async fn run_batch(pool: &AnyPool, backend: Backend, batch: Vec<Job>) -> bool {
     let result: Result<(), sqlx::Error> = async {
         let mut open = Batch {
             tx: backend.begin_write(pool).await?,
+            backend,
+            scope: None,
             audit: Vec::new(),
         };
-        let mut scope: Option<String> = None;
         for job in batch {
-            if scope.as_deref() != Some(job.tenant_id.as_str()) {
-                backend.set_scope(&mut open.tx, &job.tenant_id).await?;
-                scope = Some(job.tenant_id.clone());
-            }
+            open.scoped(&job.tenant_id).await?;
             sqlx::raw_sql("SAVEPOINT job")
                 .execute(&mut *open.tx)
                 .await?;
@@ -259,6 +279,9 @@ async fn run_batch(pool: &AnyPool, backend: Backend, batch: Vec<Job>) -> bool {
                 "RELEASE SAVEPOINT job"
             } else {
                 open.audit.truncate(audited);
+                // Rolling back undoes a scope the job set inside its savepoint (Postgres
+                // restores the setting): scope the next job afresh.
+                open.scope = None;
                 "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job"
             };
             answers.push(answer);
