@@ -21,6 +21,7 @@ mod endpoint_hardening;
 mod export_memory;
 mod failover;
 mod faults;
+mod fleet_events;
 mod gateway;
 mod images;
 mod inventory_deltas;

@@ -7,6 +7,7 @@ use agent_bom_collector::store::{
 use agent_bom_protocol::{Command, Inventory, ProxyEvent, inventory_delta};
 use sqlx::Row;
 
+use super::changes::ChangeKind;
 use super::writer::{Work, WriteError};
 use super::{Store, StoreError, Tx, now_ms};
 use super::{audit, rows};
@@ -139,6 +140,7 @@ impl Store {
             .await?;
         super::policies::queue_current_policy(&mut tx, &tenant_id, &request.agent_id).await?;
         tx.commit().await?;
+        self.announce_fleet(&tenant_id, &request.agent_id, ChangeKind::Endpoint);
         Ok(tenant_id)
     }
 
@@ -299,6 +301,7 @@ impl Store {
             .await?;
         if outcome == ApplyOutcome::Applied {
             metrics::committed(metrics::Committed::Inventory, 1);
+            self.announce_fleet(&owner.tenant_id, &owner.agent_id, ChangeKind::Inventory);
         }
         Ok(outcome)
     }
@@ -344,6 +347,7 @@ impl Store {
             .await?;
         if outcome == DeltaOutcome::Applied {
             metrics::committed(metrics::Committed::Delta, 1);
+            self.announce_fleet(&owner.tenant_id, &owner.agent_id, ChangeKind::Inventory);
         }
         Ok(outcome)
     }
@@ -360,8 +364,34 @@ impl Store {
                 query = query.bind(&s.agent_id);
             }
             let mut tx = self.scope_write(tenant).await?;
+            // Where the store announces fleet changes (SQLite), find the devices this flush
+            // brings back online first; on Postgres a trigger does it in the database.
+            let back_online = if self.fleet.announced_by_store() {
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT id FROM endpoints WHERE tenant_id = $1 \
+                     AND (last_seen IS NULL OR last_seen < $2) AND id IN ({})",
+                    placeholders(3, chunk.len())
+                ));
+                let mut select = sqlx::query(sql)
+                    .bind(tenant)
+                    .bind(at - crate::store::fleet::ONLINE_WINDOW_MS);
+                for s in &chunk {
+                    select = select.bind(&s.agent_id);
+                }
+                select
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .iter()
+                    .map(|r| r.try_get::<String, _>("id"))
+                    .collect::<Result<Vec<_>, _>>()?
+            } else {
+                Vec::new()
+            };
             query.execute(&mut *tx).await?;
             tx.commit().await?;
+            for id in back_online {
+                self.announce_fleet(tenant, &id, ChangeKind::Status);
+            }
         }
         Ok(())
     }
@@ -694,6 +724,9 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
+        if updated.rows_affected() == 1 {
+            self.announce_fleet(&device.tenant_id, &device.agent_id, ChangeKind::Commands);
+        }
         Ok(())
     }
 

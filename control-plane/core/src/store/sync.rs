@@ -526,6 +526,11 @@ impl Store {
                 return Ok(None);
             }
         }
+        tx.after_commit_fleet(
+            tenant_id,
+            &result.endpoint_id,
+            super::changes::ChangeKind::Inventory,
+        );
         Ok(Some(result))
     }
 

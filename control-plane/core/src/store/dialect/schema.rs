@@ -65,7 +65,7 @@ struct Step {
 }
 
 /// Every migration, in version order. Gaps per backend are versions of the other backend.
-const STEPS: [Step; 25] = [
+const STEPS: [Step; 26] = [
     Step {
         version: 1,
         description: "init",
@@ -259,6 +259,15 @@ const STEPS: [Step; 25] = [
             build: || tenant_isolation(&TENANT_TABLES[21..22]),
             recorded: "984a2698934cd3db69da9897f33e8c02aa77c705775bdf02795d4823c6e3ad79e1453b8f881c0d5eba65e080f04f7784",
         },
+    },
+    // The dashboard (issue 13): numbered from 1000.
+    Step {
+        version: 1000,
+        description: "fleet change notifications",
+        on: On::Postgres,
+        sql: Sql::File(include_str!(
+            "../../../migrations/1000_fleet_change_notify_postgres.sql"
+        )),
     },
 ];
 
@@ -667,7 +676,7 @@ mod tests {
                 Backend::Postgres,
                 vec![
                     1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 201, 202, 203, 204, 300, 301, 500,
-                    501, 502, 503,
+                    501, 502, 503, 1000,
                 ],
             ),
         ] {
