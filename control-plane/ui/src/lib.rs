@@ -13,6 +13,7 @@ pub mod api;
 mod chart;
 mod html;
 mod layout;
+mod live;
 mod nav;
 pub mod oidc;
 mod pages;
@@ -96,6 +97,8 @@ pub(crate) struct UiState {
     pub config: UiConfig,
     pub oidc: oidc::OidcState,
     pub posture: posture::PostureCache,
+    /// Set when the dashboard shuts down: relayed event streams end (see `live`).
+    pub stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl Ui {
@@ -109,6 +112,7 @@ impl Ui {
                 config,
                 oidc: oidc::OidcState::default(),
                 posture: posture::PostureCache::default(),
+                stop: tokio::sync::watch::channel(false).0,
             }),
         })
     }
@@ -132,6 +136,7 @@ impl Ui {
             .route("/ui/login/oidc", get(oidc_begin))
             .route("/ui/login/oidc/callback", get(oidc_callback))
             .route("/ui/logout", post(logout))
+            .route("/ui/events", get(live::events))
             .merge(pages::routes())
             .layer(axum::middleware::from_fn(security::headers))
             .with_state(self.state.clone())
@@ -147,6 +152,11 @@ pub async fn serve(
     let app = ui.router().fallback(|| async {
         (StatusCode::NOT_FOUND, Html("<!doctype html><title>Not found</title><p>Not found. <a href=\"/ui/\">Dashboard</a></p>"))
     });
+    let stop = ui.state.stop.clone();
+    let shutdown = async move {
+        shutdown.await;
+        stop.send_replace(true);
+    };
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

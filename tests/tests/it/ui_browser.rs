@@ -380,6 +380,7 @@ async fn dashboard_in_headless_chromium() {
     scenarios(
         &run,
         &agent,
+        home.path(),
         &agent_host,
         &local_key,
         &cluster_key,
@@ -399,6 +400,7 @@ async fn dashboard_in_headless_chromium() {
 async fn scenarios(
     run: &Run,
     agent: &TestAgent,
+    home: &std::path::Path,
     agent_host: &str,
     local_key: &str,
     cluster_key: &str,
@@ -593,6 +595,86 @@ async fn scenarios(
             .await,
         true,
         "the fleet table refreshed in place"
+    );
+    // It came by the event stream, not a poll: while the stream is open nothing polls.
+    assert_eq!(
+        b.execute(
+            "return document.body.getAttribute('data-live-mode');",
+            json!([])
+        )
+        .await,
+        "stream",
+        "the fleet page listens to /ui/events"
+    );
+
+    // Live from a real agent: its config changes on disk, the agent ships the new inventory,
+    // the event stream names it, and the open fleet table, then the open endpoint page, show
+    // it without a reload.
+    let cursor = home.join(".cursor/mcp.json");
+    let before = run
+        .server
+        .get(
+            &format!("/v1/fleet/endpoints/{}", agent.agent_id),
+            Some(&admin),
+        )
+        .await
+        .json["server_count"]
+        .as_u64()
+        .unwrap();
+    let row_cells = format!(
+        "var r = document.querySelector(\"tr[data-endpoint='{}']\"); \
+         return r ? Array.from(r.cells).map(function (c) {{ return c.textContent.trim(); }}) : [];",
+        agent.agent_id
+    );
+    std::fs::write(
+        &cursor,
+        r#"{"mcpServers": {"linear": {"url": "https://mcp.linear.app/sse"}, "live-time": {"command": "uvx", "args": ["mcp-server-time"]}}}"#,
+    )
+    .unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let cells = b.execute(&row_cells, json!([])).await;
+        if cells
+            .as_array()
+            .is_some_and(|c| c.contains(&json!((before + 1).to_string())))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent's new server count never showed in the open fleet table: {cells}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        b.execute("return window.__stillThisPage === true;", json!([]))
+            .await,
+        true,
+        "the fleet table refreshed in place"
+    );
+    run.open(&format!("/ui/endpoints/{}", agent.agent_id)).await;
+    b.execute("window.__stillThisPage = true; return null;", json!([]))
+        .await;
+    assert!(
+        !b.text(&b.find("[data-testid=servers]").await)
+            .await
+            .contains("live-fetch")
+    );
+    std::fs::write(
+        &cursor,
+        r#"{"mcpServers": {"linear": {"url": "https://mcp.linear.app/sse"}, "live-time": {"command": "uvx", "args": ["mcp-server-time"]}, "live-fetch": {"command": "uvx", "args": ["mcp-server-fetch"]}}}"#,
+    )
+    .unwrap();
+    run.wait_for_text("[data-testid=servers]", "live-fetch")
+        .await;
+    assert_eq!(
+        b.execute(
+            "return window.__stillThisPage === true && document.body.getAttribute('data-live-mode');",
+            json!([])
+        )
+        .await,
+        "stream",
+        "the endpoint page refreshed in place, from the event stream"
     );
 
     // --- A small laptop width: the menu folds above the content, the table scrolls in place.
