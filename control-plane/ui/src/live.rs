@@ -24,10 +24,10 @@ const API_EVENTS: &str = "/v1/fleet/events";
 /// (it does not retry a refusal); the page then falls back to polling, which sends it to
 /// sign-in.
 pub(crate) async fn events(State(state): State<Arc<UiState>>, headers: HeaderMap) -> Response {
-    let Some(sid) = security::session_id(&headers, state.config.secure_cookies) else {
+    let Some(cookie) = security::session_cookie_value(&headers, state.config.secure_cookies) else {
         return StatusCode::UNAUTHORIZED.into_response();
     };
-    let Some(session) = state.sessions.get(&sid) else {
+    let Some(session) = state.sessions.get(&cookie) else {
         return StatusCode::UNAUTHORIZED.into_response();
     };
     let last_event_id = headers
@@ -42,7 +42,7 @@ pub(crate) async fn events(State(state): State<Arc<UiState>>, headers: HeaderMap
         Ok(r) => r,
         Err(ApiFailure::Refused { status: 401, .. }) => {
             // The key was revoked or expired: the session ends with it.
-            state.sessions.remove(&sid);
+            state.sessions.end(&session);
             return StatusCode::UNAUTHORIZED.into_response();
         }
         Err(e) => {

@@ -44,4 +44,5 @@ mod tcp_fallback;
 mod tenant_context;
 mod ui_bench;
 mod ui_browser;
+mod ui_sessions;
 mod vocabulary;
