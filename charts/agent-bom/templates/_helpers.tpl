@@ -132,3 +132,14 @@ ClusterIP
   {{- end }}
 {{- end -}}
 {{- end -}}
+
+{{/* The Secret with the dashboard's session key (key `session-key`), shared by the UI replicas
+and the API's own dashboard. */}}
+{{- define "agent-bom.uiSessionSecret" -}}
+{{- default (printf "%s-ui-session" (include "agent-bom.fullname" .)) .Values.ui.sessionKeySecret -}}
+{{- end -}}
+
+{{/* Where the session key is mounted. */}}
+{{- define "agent-bom.uiSessionKeyFile" -}}
+/etc/agent-bom/ui-session/session-key
+{{- end -}}

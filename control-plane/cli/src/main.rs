@@ -36,7 +36,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Control plane (API) with the collector embedded.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// A collector alone on a shared Postgres store (cluster mode).
     Collector(serve::CollectorArgs),
     /// The MCP gateway: relay and policy point for the tenants' remote MCP servers.
@@ -128,7 +128,7 @@ fn shutdown_on_signal() -> CancellationToken {
 
 async fn dispatch(command: Command) -> Result<()> {
     match command {
-        Command::Serve(args) => serve::serve(args, shutdown_on_signal()).await,
+        Command::Serve(args) => serve::serve(*args, shutdown_on_signal()).await,
         Command::Collector(args) => serve::collector(args, shutdown_on_signal()).await,
         Command::Gateway(args) => gateway::gateway(args, shutdown_on_signal()).await,
         Command::Up {

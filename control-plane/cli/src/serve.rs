@@ -55,6 +55,11 @@ pub(crate) struct ServeArgs {
     /// Deployment with `agent-bom ui`).
     #[arg(long, env = "AGENT_BOM_NO_DASHBOARD")]
     no_dashboard: bool,
+    /// File with the secret that seals the dashboard's session cookies (see `agent-bom ui
+    /// --session-key-file`); default `ui-session.key` in the data directory, created on first
+    /// start.
+    #[arg(long, env = "AGENT_BOM_UI_SESSION_KEY_FILE")]
+    ui_session_key_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     limits: CollectorLimits,
     #[command(flatten)]
@@ -251,8 +256,13 @@ pub(crate) async fn serve(args: ServeArgs, shutdown: CancellationToken) -> Resul
         listeners = listeners.with_metrics(addr).await?;
     }
     if !args.no_dashboard {
+        let key_file = args
+            .ui_session_key_file
+            .clone()
+            .unwrap_or_else(|| data_dir.join(agent_bom_ui::session::KEY_FILE));
         server.extra_routes = Some(
-            crate::ui::on_api_origin(listeners.api.local_addr()?, secure_cookies, sso)?.router(),
+            crate::ui::on_api_origin(listeners.api.local_addr()?, secure_cookies, sso, key_file)?
+                .router(),
         );
     }
     if let Some(b) = &server.bootstrap {

@@ -30,6 +30,11 @@ pub(crate) struct UiArgs {
     /// is then `Secure` and `__Host-` prefixed. Set it whenever users use https://.
     #[arg(long, env = "AGENT_BOM_UI_SECURE_COOKIES")]
     secure_cookies: bool,
+    /// File with the secret (at least 32 random bytes) that seals session cookies; every
+    /// replica needs the same file, and sessions survive restarts. One secret per line: the
+    /// first seals, all open (rotation). Without it sessions end when this process restarts.
+    #[arg(long, env = "AGENT_BOM_UI_SESSION_KEY_FILE")]
+    session_key_file: Option<PathBuf>,
     #[command(flatten)]
     sso: SsoArgs,
 }
@@ -99,6 +104,12 @@ pub(crate) async fn run(args: UiArgs, shutdown: CancellationToken) -> Result<()>
         );
     }
     config.secure_cookies = args.secure_cookies;
+    if args.session_key_file.is_none() {
+        eprintln!(
+            "warning: no --session-key-file: sessions end when this dashboard restarts, and a second replica would not accept them"
+        );
+    }
+    config.session_key_file = args.session_key_file.clone();
     // Machines install from the API, not from this companion.
     config.public_api_url = Some(args.api.clone());
     config.oidc = args.sso.login(None)?;
@@ -121,6 +132,7 @@ pub(crate) fn on_api_origin(
     api: SocketAddr,
     secure_cookies: bool,
     oidc: Option<agent_bom_ui::oidc::OidcLogin>,
+    session_key_file: PathBuf,
 ) -> Result<Ui> {
     let host = match api.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -130,5 +142,7 @@ pub(crate) fn on_api_origin(
     let mut config = UiConfig::new(format!("http://{}", SocketAddr::new(host, api.port())));
     config.secure_cookies = secure_cookies;
     config.oidc = oidc;
+    config.session_key_file = Some(session_key_file);
+    config.create_session_key = true;
     Ok(Ui::new(config)?)
 }

@@ -94,8 +94,13 @@ pub(crate) async fn run(config: UpConfig, shutdown: CancellationToken) -> Result
     };
     // The dashboard on the API's origin, and a one-time link that signs this user in with the
     // local admin key (the key itself never reaches the browser).
-    let dashboard = crate::ui::on_api_origin(api_addr, false, None)
-        .map_err(|e| ServeError::Io(format!("dashboard: {e:#}")))?;
+    let dashboard = crate::ui::on_api_origin(
+        api_addr,
+        false,
+        None,
+        config.data_dir.join(agent_bom_ui::session::KEY_FILE),
+    )
+    .map_err(|e| ServeError::Io(format!("dashboard: {e:#}")))?;
     let sign_in = dashboard.sign_in_link(&admin_key);
     server.extra_routes = Some(dashboard.router());
     let server_task = tokio::spawn(server.run(listeners, shutdown.clone()));

@@ -288,6 +288,12 @@ impl Server {
             state.rollouts_wake.clone(),
             shutdown.clone(),
         ));
+        // Open event streams end with the server, or they would hold its graceful shutdown.
+        let (events, stop) = (state.fleet_events.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            events.shutdown();
+        });
         let mut app = api::router(state);
         if let Some(extra) = self.extra_routes {
             app = app.merge(extra);

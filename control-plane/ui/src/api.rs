@@ -11,6 +11,8 @@ use crate::session::Credential;
 
 /// How long one API call may take before the page shows an error instead.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest an event stream is relayed; the API ends its streams well before (10 minutes).
+pub const STREAM_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// A failed API call.
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +127,40 @@ impl ApiClient {
             .bearer_auth(credential.expose());
         let (bytes, picked) = self.exchange(request, headers).await?;
         Ok((bytes.to_vec(), picked))
+    }
+
+    /// Open `GET path` as a stream of server-sent events (`/v1/fleet/events`), resuming after
+    /// `last_event_id`. The answer's body is read by the caller as it comes; the API ends the
+    /// stream itself (see its `STREAM_LIFETIME`), so only the wait for the head is bounded by
+    /// [`CALL_TIMEOUT`] and the whole stream by [`STREAM_TIMEOUT`].
+    pub async fn open_stream(
+        &self,
+        credential: &Credential,
+        path: &str,
+        last_event_id: Option<&str>,
+    ) -> Result<reqwest::Response, ApiFailure> {
+        let mut request = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(credential.expose())
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .timeout(STREAM_TIMEOUT);
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = tokio::time::timeout(CALL_TIMEOUT, request.send())
+            .await
+            .map_err(|_| ApiFailure::Unreachable {
+                url: self.base.clone(),
+                detail: format!("{path} did not answer within {CALL_TIMEOUT:?}"),
+            })?
+            .map_err(|e| self.unreachable(&e))?;
+        let status = response.status().as_u16();
+        if status >= 400 {
+            let bytes = response.bytes().await.map_err(|e| self.unreachable(&e))?;
+            return Err(refusal(status, &bytes));
+        }
+        Ok(response)
     }
 
     /// Send `request` and read its whole answer with the named response headers; an error

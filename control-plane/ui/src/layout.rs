@@ -75,7 +75,18 @@ pub(crate) fn page_with_status(
         role = field(me, "role"),
         csrf = ctx.csrf_input(),
     );
-    (status, Html(html)).into_response()
+    let mut response = (status, Html(html)).into_response();
+    if ctx.flash.is_some()
+        && let Ok(v) = axum::http::HeaderValue::from_str(&crate::security::clear_flash_cookie(
+            ctx.secure_cookies,
+        ))
+    {
+        // Shown once: the message's cookie goes.
+        response
+            .headers_mut()
+            .append(axum::http::header::SET_COOKIE, v);
+    }
+    response
 }
 
 /// The page of a section that does not apply or is not allowed (a direct link to a hidden
@@ -118,6 +129,10 @@ pub(crate) fn forbidden(ctx: &Ctx, section: Section, permission: &str) -> Respon
 
 /// A page saying an API call failed, with the API's status.
 pub(crate) fn failure(ctx: &Ctx, section: Option<Section>, e: &ApiFailure) -> Response {
+    if e.status() == 401 {
+        // The API no longer accepts the session's credential (revoked, expired): sign in again.
+        return crate::ended(ctx.secure_cookies);
+    }
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_GATEWAY);
     page_with_status(
         ctx,

@@ -13,6 +13,7 @@ pub mod api;
 mod chart;
 mod html;
 mod layout;
+mod live;
 mod nav;
 pub mod oidc;
 mod pages;
@@ -34,7 +35,7 @@ use serde_json::Value;
 
 use crate::api::{ApiClient, ApiFailure};
 use crate::html::esc;
-use crate::session::{Credential, Flash, Session, Sessions};
+use crate::session::{Credential, Flash, Session, SessionKey, Sessions};
 
 /// How long `/v1/me` is reused before a page asks again (role or quota changes show within it).
 const ME_TTL: Duration = Duration::from_secs(30);
@@ -67,6 +68,13 @@ pub struct UiConfig {
     pub public_api_url: Option<String>,
     /// Sign-in with an OpenID Connect provider, besides API keys.
     pub oidc: Option<oidc::OidcLogin>,
+    /// File with the secret that seals session cookies (see [`session`]); every replica of the
+    /// dashboard must have the same. Unset: a random key of this process (sessions end when it
+    /// restarts; a second replica would not accept them).
+    pub session_key_file: Option<std::path::PathBuf>,
+    /// Create [`Self::session_key_file`] with a fresh secret when it does not exist (`serve`
+    /// and `up`, which keep it in their data directory).
+    pub create_session_key: bool,
 }
 
 impl UiConfig {
@@ -79,6 +87,8 @@ impl UiConfig {
             live_interval: Duration::from_secs(5),
             public_api_url: None,
             oidc: None,
+            session_key_file: None,
+            create_session_key: false,
         }
     }
 }
@@ -96,19 +106,28 @@ pub(crate) struct UiState {
     pub config: UiConfig,
     pub oidc: oidc::OidcState,
     pub posture: posture::PostureCache,
+    /// Set when the dashboard shuts down: relayed event streams end (see `live`).
+    pub stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl Ui {
     /// A dashboard in front of the API of `config`.
     pub fn new(config: UiConfig) -> Result<Self, UiError> {
         let api = ApiClient::new(&config.api_url, config.api_ca_pem.as_deref())?;
+        let key = match &config.session_key_file {
+            Some(path) if config.create_session_key => SessionKey::load_or_create(path),
+            Some(path) => SessionKey::from_file(path),
+            None => Ok(SessionKey::ephemeral()),
+        }
+        .map_err(|e| UiError::Config(e.to_string()))?;
         Ok(Self {
             state: Arc::new(UiState {
                 api,
-                sessions: Sessions::default(),
+                sessions: Sessions::new(key),
                 config,
                 oidc: oidc::OidcState::default(),
                 posture: posture::PostureCache::default(),
+                stop: tokio::sync::watch::channel(false).0,
             }),
         })
     }
@@ -132,7 +151,12 @@ impl Ui {
             .route("/ui/login/oidc", get(oidc_begin))
             .route("/ui/login/oidc/callback", get(oidc_callback))
             .route("/ui/logout", post(logout))
+            .route("/ui/events", get(live::events))
             .merge(pages::routes())
+            .layer(axum::middleware::from_fn_with_state(
+                self.state.clone(),
+                refresh_session,
+            ))
             .layer(axum::middleware::from_fn(security::headers))
             .with_state(self.state.clone())
     }
@@ -147,17 +171,60 @@ pub async fn serve(
     let app = ui.router().fallback(|| async {
         (StatusCode::NOT_FOUND, Html("<!doctype html><title>Not found</title><p>Not found. <a href=\"/ui/\">Dashboard</a></p>"))
     });
+    let stop = ui.state.stop.clone();
+    let shutdown = async move {
+        shutdown.await;
+        stop.send_replace(true);
+    };
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|e| UiError::Io(e.to_string()))
 }
 
+/// Re-seal the session cookie with a fresh last-use time once the one it carries is
+/// [`session::REFRESH_AFTER`] old (the idle timeout counts from it), unless the response sets
+/// the session cookie itself (sign-in, sign-out). Checked after the handler: a session it
+/// ended is not renewed.
+async fn refresh_session(
+    State(state): State<Arc<UiState>>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let secure = state.config.secure_cookies;
+    let cookie = security::session_cookie_value(request.headers(), secure);
+    let mut response = next.run(request).await;
+    let Some(cookie) = cookie else {
+        return response;
+    };
+    let name = format!("{}=", security::cookie_name(secure));
+    let sets_it = response
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .any(|v| v.as_bytes().starts_with(name.as_bytes()));
+    if sets_it {
+        return response;
+    }
+    if let Some(value) = state
+        .sessions
+        .get(&cookie)
+        .filter(Session::needs_refresh)
+        .and_then(|s| state.sessions.refreshed(&s))
+        && let Ok(v) = HeaderValue::from_str(&security::session_cookie(&value, secure))
+    {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+    response
+}
+
 /// A signed-in request: its session and what the layout needs.
 pub(crate) struct Ctx {
-    pub sid: String,
     pub session: Session,
+    /// The message of the last redirect (its cookie is cleared by the page that shows it).
     pub flash: Option<Flash>,
+    /// Cookies are `Secure` (the page that shows a flash clears its cookie by this name).
+    pub secure_cookies: bool,
     empty: Value,
 }
 
@@ -192,23 +259,21 @@ impl UiState {
     /// The signed-in context of a request, or the response to send instead (a redirect to
     /// sign-in, or an error page).
     pub(crate) async fn ctx(&self, headers: &HeaderMap) -> Result<Ctx, Response> {
+        let secure = self.config.secure_cookies;
         let to_login = || Redirect::to("/ui/login").into_response();
-        let sid = security::session_id(headers, self.config.secure_cookies).ok_or_else(to_login)?;
-        let mut session = self.sessions.get(&sid).ok_or_else(to_login)?;
-        if session.me_at.elapsed() > ME_TTL {
+        let cookie = security::session_cookie_value(headers, secure).ok_or_else(to_login)?;
+        let mut session = self.sessions.get(&cookie).ok_or_else(to_login)?;
+        if session.me_at.is_none_or(|at| at.elapsed() > ME_TTL) {
             match self.api.get(&session.credential, "/v1/me").await {
                 Ok(me) => {
                     session.me = me.clone();
-                    session.me_at = Instant::now();
-                    self.sessions.update(&sid, |s| {
-                        s.me = me;
-                        s.me_at = Instant::now();
-                    });
+                    session.me_at = Some(Instant::now());
+                    self.sessions.cache_me(&session.sid, me);
                 }
                 Err(ApiFailure::Refused { status: 401, .. }) => {
                     // The key was revoked or expired: the session ends with it.
-                    self.sessions.remove(&sid);
-                    return Err(to_login());
+                    self.sessions.end(&session);
+                    return Err(ended(secure));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot refresh /v1/me; using the last answer")
@@ -226,16 +291,17 @@ impl UiState {
         {
             Ok(p) => session.posture = Some((Instant::now(), p)),
             Err(ApiFailure::Refused { status: 401, .. }) => {
-                self.sessions.remove(&sid);
-                return Err(to_login());
+                self.sessions.end(&session);
+                return Err(ended(secure));
             }
             Err(e) => tracing::warn!(error = %e, "cannot read posture counts"),
         }
-        let flash = self.sessions.take_flash(&sid);
+        let flash = security::flash_cookie_value(headers, secure)
+            .and_then(|v| self.sessions.open_flash(&session, &v));
         Ok(Ctx {
-            sid,
             session,
             flash,
+            secure_cookies: secure,
             empty: Value::Object(Default::default()),
         })
     }
@@ -264,14 +330,21 @@ impl UiState {
         ))
     }
 
-    /// Set a flash message and redirect (post/redirect/get).
+    /// Set a flash message and redirect (post/redirect/get). The message travels in its own
+    /// sealed cookie, so the next page shows it whichever replica serves it.
     pub(crate) fn flash_redirect(&self, ctx: &Ctx, to: &str, flash: Flash) -> Response {
-        self.sessions.update(&ctx.sid, |s| s.flash = Some(flash));
         // What the action changed may move the counts and the menu.
         if let Some(t) = ctx.session.me["tenant"]["id"].as_str() {
             self.posture.invalidate(t);
         }
-        Redirect::to(to).into_response()
+        let mut r = Redirect::to(to).into_response();
+        if let Some(value) = self.sessions.seal_flash(&ctx.session, flash)
+            && let Ok(v) =
+                HeaderValue::from_str(&security::flash_cookie(&value, self.config.secure_cookies))
+        {
+            r.headers_mut().insert(header::SET_COOKIE, v);
+        }
+        r
     }
 }
 
@@ -418,7 +491,12 @@ async fn login_form(State(state): State<Arc<UiState>>) -> Response {
 async fn start_session(state: &UiState, credential: Credential) -> Response {
     match state.api.get(&credential, "/v1/me").await {
         Ok(me) => {
-            let id = state.sessions.create(credential, me);
+            let id = match state.sessions.create(credential, me) {
+                Ok(id) => id,
+                Err(e) => {
+                    return login_page(state, StatusCode::BAD_REQUEST, Some(&e.to_string()));
+                }
+            };
             let mut r = Redirect::to("/ui/").into_response();
             if let Ok(v) =
                 HeaderValue::from_str(&security::session_cookie(&id, state.config.secure_cookies))
@@ -477,10 +555,20 @@ async fn logout(State(state): State<Arc<UiState>>, headers: HeaderMap, body: Byt
         if let Some(r) = state.refuse_post(&ctx, &headers, &form) {
             return r;
         }
-        state.sessions.remove(&ctx.sid);
+        state.sessions.end(&ctx.session);
     }
     let mut r = Redirect::to("/ui/login").into_response();
     if let Ok(v) = HeaderValue::from_str(&security::clear_cookie(state.config.secure_cookies)) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// The answer when the API ended a session (its key was revoked or expired): to sign-in, with
+/// the cookie cleared.
+pub(crate) fn ended(secure: bool) -> Response {
+    let mut r = Redirect::to("/ui/login").into_response();
+    if let Ok(v) = HeaderValue::from_str(&security::clear_cookie(secure)) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r

@@ -18,6 +18,10 @@ pub const COOKIE: &str = "agent_bom_session";
 /// Under TLS: the `__Host-` prefix makes browsers refuse it without Secure, with a Domain, or
 /// on another path.
 pub const COOKIE_SECURE: &str = "__Host-agent_bom_session";
+/// The cookie of a message shown once after a redirect (plain HTTP, and under TLS).
+pub const FLASH_COOKIE: &str = "agent_bom_flash";
+/// See [`FLASH_COOKIE`].
+pub const FLASH_COOKIE_SECURE: &str = "__Host-agent_bom_flash";
 
 /// Add the security headers to every dashboard response.
 pub(crate) async fn headers(request: Request, next: Next) -> Response {
@@ -68,17 +72,67 @@ pub(crate) fn clear_cookie(secure: bool) -> String {
     c
 }
 
-/// The session id from the request's cookies.
-pub(crate) fn session_id(headers: &HeaderMap, secure: bool) -> Option<String> {
-    let name = cookie_name(secure);
+/// A cookie's value from the request, if it looks like a sealed value (base64url and dots,
+/// within the size browsers keep).
+fn sealed_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, v)| *k == name && v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+        .find(|(k, v)| {
+            *k == name
+                && !v.is_empty()
+                && v.len() <= crate::session::MAX_COOKIE
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        })
         .map(|(_, v)| v.to_string())
+}
+
+/// The sealed session from the request's cookies.
+pub(crate) fn session_cookie_value(headers: &HeaderMap, secure: bool) -> Option<String> {
+    sealed_cookie(headers, cookie_name(secure))
+}
+
+/// The flash cookie's name in use.
+fn flash_cookie_name(secure: bool) -> &'static str {
+    if secure {
+        FLASH_COOKIE_SECURE
+    } else {
+        FLASH_COOKIE
+    }
+}
+
+/// `Set-Cookie` for a message shown on the next page (a sealed value, short-lived).
+pub(crate) fn flash_cookie(value: &str, secure: bool) -> String {
+    let mut c = format!(
+        "{}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+        flash_cookie_name(secure),
+        crate::session::FLASH_TTL.as_secs()
+    );
+    if secure {
+        c.push_str("; Secure");
+    }
+    c
+}
+
+/// `Set-Cookie` that removes the flash cookie once shown.
+pub(crate) fn clear_flash_cookie(secure: bool) -> String {
+    let mut c = format!(
+        "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
+        flash_cookie_name(secure)
+    );
+    if secure {
+        c.push_str("; Secure");
+    }
+    c
+}
+
+/// The sealed flash message from the request's cookies.
+pub(crate) fn flash_cookie_value(headers: &HeaderMap, secure: bool) -> Option<String> {
+    sealed_cookie(headers, flash_cookie_name(secure))
 }
 
 /// Whether a state-changing request comes from a page of this origin: `Sec-Fetch-Site`, when
@@ -128,19 +182,23 @@ mod tests {
     }
 
     #[test]
-    fn session_id_must_look_like_one() {
-        let id = "ab".repeat(32);
-        let good = HeaderValue::from_str(&format!("x=1; agent_bom_session={id}")).unwrap();
+    fn session_cookie_must_look_sealed() {
+        let value = "v1.AbC-_9";
+        let good = HeaderValue::from_str(&format!("x=1; agent_bom_session={value}")).unwrap();
         let mut m = HeaderMap::new();
         m.insert(header::COOKIE, good);
-        assert_eq!(session_id(&m, false), Some(id.clone()));
+        assert_eq!(session_cookie_value(&m, false).as_deref(), Some(value));
         assert_eq!(
-            session_id(&m, true),
+            session_cookie_value(&m, true),
             None,
             "the plain cookie does not count under TLS"
         );
         assert_eq!(
-            session_id(&h(&[("cookie", "agent_bom_session=short")]), false),
+            session_cookie_value(&h(&[("cookie", "agent_bom_session=a b")]), false),
+            None
+        );
+        assert_eq!(
+            session_cookie_value(&h(&[("cookie", "agent_bom_session=")]), false),
             None
         );
     }

@@ -123,6 +123,50 @@ impl Run {
 
     /// POST a form to the dashboard outside the browser, with the browser's session cookie.
     async fn post_form(&self, path: &str, pairs: &[(&str, &str)], origin: Option<&str>) -> u16 {
+        self.post_form_response(path, pairs, origin)
+            .await
+            .status()
+            .as_u16()
+    }
+
+    /// POST a form like [`Self::post_form`], then follow its redirect with the session and
+    /// the message cookie it set, as the browser would: the page's text.
+    async fn post_form_then_page(&self, path: &str, pairs: &[(&str, &str)]) -> String {
+        let posted = self.post_form_response(path, pairs, None).await;
+        assert_eq!(posted.status(), 303);
+        let to = posted.headers()["location"].to_str().unwrap().to_string();
+        let flash = posted.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let session = self.session_cookie().await;
+        reqwest::Client::new()
+            .get(format!("{}{to}", self.base))
+            .header(
+                "cookie",
+                format!(
+                    "{}={}; {flash}",
+                    session["name"].as_str().unwrap(),
+                    session["value"].as_str().unwrap()
+                ),
+            )
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    async fn post_form_response(
+        &self,
+        path: &str,
+        pairs: &[(&str, &str)],
+        origin: Option<&str>,
+    ) -> reqwest::Response {
         let cookie = self.session_cookie().await;
         let body: String = form_urlencoded(pairs);
         let mut r = reqwest::Client::builder()
@@ -143,7 +187,7 @@ impl Run {
         if let Some(o) = origin {
             r = r.header("origin", o);
         }
-        r.send().await.unwrap().status().as_u16()
+        r.send().await.unwrap()
     }
 
     /// GET a dashboard path outside the browser with its session cookie: (status, signature
@@ -380,6 +424,7 @@ async fn dashboard_in_headless_chromium() {
     scenarios(
         &run,
         &agent,
+        home.path(),
         &agent_host,
         &local_key,
         &cluster_key,
@@ -399,6 +444,7 @@ async fn dashboard_in_headless_chromium() {
 async fn scenarios(
     run: &Run,
     agent: &TestAgent,
+    home: &std::path::Path,
     agent_host: &str,
     local_key: &str,
     cluster_key: &str,
@@ -428,7 +474,7 @@ async fn scenarios(
     assert_eq!(cookie["sameSite"], "Strict", "{cookie}");
     assert!(
         !cookie["value"].as_str().unwrap().contains(&admin[..12]),
-        "the cookie is a session id, not the key"
+        "the cookie is the sealed session, not the key in the clear"
     );
 
     // --- Overview: tenant, identity, mode, counts, charts.
@@ -593,6 +639,86 @@ async fn scenarios(
             .await,
         true,
         "the fleet table refreshed in place"
+    );
+    // It came by the event stream, not a poll: while the stream is open nothing polls.
+    assert_eq!(
+        b.execute(
+            "return document.body.getAttribute('data-live-mode');",
+            json!([])
+        )
+        .await,
+        "stream",
+        "the fleet page listens to /ui/events"
+    );
+
+    // Live from a real agent: its config changes on disk, the agent ships the new inventory,
+    // the event stream names it, and the open fleet table, then the open endpoint page, show
+    // it without a reload.
+    let cursor = home.join(".cursor/mcp.json");
+    let before = run
+        .server
+        .get(
+            &format!("/v1/fleet/endpoints/{}", agent.agent_id),
+            Some(&admin),
+        )
+        .await
+        .json["server_count"]
+        .as_u64()
+        .unwrap();
+    let row_cells = format!(
+        "var r = document.querySelector(\"tr[data-endpoint='{}']\"); \
+         return r ? Array.from(r.cells).map(function (c) {{ return c.textContent.trim(); }}) : [];",
+        agent.agent_id
+    );
+    std::fs::write(
+        &cursor,
+        r#"{"mcpServers": {"linear": {"url": "https://mcp.linear.app/sse"}, "live-time": {"command": "uvx", "args": ["mcp-server-time"]}}}"#,
+    )
+    .unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let cells = b.execute(&row_cells, json!([])).await;
+        if cells
+            .as_array()
+            .is_some_and(|c| c.contains(&json!((before + 1).to_string())))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent's new server count never showed in the open fleet table: {cells}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        b.execute("return window.__stillThisPage === true;", json!([]))
+            .await,
+        true,
+        "the fleet table refreshed in place"
+    );
+    run.open(&format!("/ui/endpoints/{}", agent.agent_id)).await;
+    b.execute("window.__stillThisPage = true; return null;", json!([]))
+        .await;
+    assert!(
+        !b.text(&b.find("[data-testid=servers]").await)
+            .await
+            .contains("live-fetch")
+    );
+    std::fs::write(
+        &cursor,
+        r#"{"mcpServers": {"linear": {"url": "https://mcp.linear.app/sse"}, "live-time": {"command": "uvx", "args": ["mcp-server-time"]}, "live-fetch": {"command": "uvx", "args": ["mcp-server-fetch"]}}}"#,
+    )
+    .unwrap();
+    run.wait_for_text("[data-testid=servers]", "live-fetch")
+        .await;
+    assert_eq!(
+        b.execute(
+            "return window.__stillThisPage === true && document.body.getAttribute('data-live-mode');",
+            json!([])
+        )
+        .await,
+        "stream",
+        "the endpoint page refreshed in place, from the event stream"
     );
 
     // --- A small laptop width: the menu folds above the content, the table scrolls in place.
@@ -1031,21 +1157,16 @@ async fn scenarios(
         "no row selection for a viewer"
     );
     let csrf = run.csrf().await;
-    assert_eq!(
-        run.post_form(
+    let flash = run
+        .post_form_then_page(
             "/ui/fleet/bulk",
             &[
                 ("action", "approve"),
                 ("id", &agent.agent_id),
-                ("csrf", &csrf)
+                ("csrf", &csrf),
             ],
-            None
         )
-        .await,
-        303
-    );
-    run.open("/ui/fleet").await;
-    let flash = b.text(&b.find(".flash").await).await;
+        .await;
     assert!(
         flash.contains("forbidden") || flash.contains("lacks permission"),
         "the API refused: {flash}"

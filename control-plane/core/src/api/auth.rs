@@ -206,6 +206,12 @@ pub const ROUTES: &[RouteSpec] = &[
     ),
     route(
         "GET",
+        "/v1/fleet/events",
+        Some(Permission::FleetRead),
+        "Server-sent events: which endpoint changed (status, inventory, commands, record)",
+    ),
+    route(
+        "GET",
         "/v1/fleet/servers",
         Some(Permission::FleetRead),
         "MCP servers grouped by identity",

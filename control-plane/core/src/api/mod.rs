@@ -5,6 +5,7 @@ pub mod auth;
 pub mod auth_throttle;
 mod enrollment;
 mod error;
+pub mod events;
 mod fleet;
 mod gateway;
 mod head_refusal;
@@ -56,6 +57,8 @@ pub struct AppState {
     pub distribution: Option<Arc<releases::Distribution>>,
     /// Wakes the rollout driver (a rollout was created or changed).
     pub rollouts_wake: Arc<tokio::sync::Notify>,
+    /// The fan-out of fleet changes to `GET /v1/fleet/events` streams.
+    pub fleet_events: events::FleetEvents,
 }
 
 impl AppState {
@@ -63,6 +66,7 @@ impl AppState {
     pub fn new(store: Store, signer: Arc<ExportSigner>) -> Self {
         Self {
             limiter: RateLimiter::new(store.clone()),
+            fleet_events: events::FleetEvents::new(store.clone()),
             store,
             auth_failures: auth_throttle::AuthFailureThrottle::default(),
             signer,
@@ -146,6 +150,7 @@ pub fn router(state: AppState) -> Router {
             axum::routing::delete(enrollment::revoke),
         )
         .route("/v1/fleet/endpoints", get(fleet::list_endpoints))
+        .route("/v1/fleet/events", get(events::stream))
         .route(
             "/v1/fleet/endpoints/{id}",
             get(fleet::get_endpoint)

@@ -7,6 +7,7 @@ use agent_bom_collector::store::{
 use agent_bom_protocol::{Command, Inventory, ProxyEvent, inventory_delta};
 use sqlx::Row;
 
+use super::changes::ChangeKind;
 use super::writer::{Batch, Work, WriteError};
 use super::{Store, StoreError, Tx, now_ms};
 use super::{audit, rows};
@@ -77,6 +78,7 @@ impl Store {
             return Err(Failure::Refuse(invalid("malformed enrollment token")));
         };
         let writer = self.writers.of(prefix).clone();
+        let agent_id = request.agent_id.clone();
         let Enrolled { tenant_id, retired } = writer
             .write(
                 super::CREDENTIAL_LOOKUP_SCOPE,
@@ -90,14 +92,16 @@ impl Store {
                 )),
                 WriteError::Commit(e) => Failure::Db(e),
             })?;
-        // After the commit: collectors drop the retired endpoint's sessions.
-        if let Some(agent_id) = retired {
+        // After the commit: collectors drop the retired endpoint's sessions, event streams
+        // show the new endpoint.
+        if let Some(retired) = retired {
             self.notices
                 .announce(agent_bom_collector::StoreNotice::Revoked {
                     tenant_id: tenant_id.clone(),
-                    agent_id,
+                    agent_id: retired,
                 });
         }
+        self.announce_fleet(&tenant_id, &agent_id, ChangeKind::Endpoint);
         Ok(tenant_id)
     }
 
@@ -258,6 +262,7 @@ impl Store {
             .await?;
         if outcome == ApplyOutcome::Applied {
             metrics::committed(metrics::Committed::Inventory, 1);
+            self.announce_fleet(&owner.tenant_id, &owner.agent_id, ChangeKind::Inventory);
         }
         Ok(outcome)
     }
@@ -303,6 +308,7 @@ impl Store {
             .await?;
         if outcome == DeltaOutcome::Applied {
             metrics::committed(metrics::Committed::Delta, 1);
+            self.announce_fleet(&owner.tenant_id, &owner.agent_id, ChangeKind::Inventory);
         }
         Ok(outcome)
     }
@@ -319,8 +325,34 @@ impl Store {
                 query = query.bind(&s.agent_id);
             }
             let mut tx = self.scope_write(tenant).await?;
+            // Where the store announces fleet changes (SQLite), find the devices this flush
+            // brings back online first; on Postgres a trigger does it in the database.
+            let back_online = if self.fleet.announced_by_store() {
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT id FROM endpoints WHERE tenant_id = $1 \
+                     AND (last_seen IS NULL OR last_seen < $2) AND id IN ({})",
+                    placeholders(3, chunk.len())
+                ));
+                let mut select = sqlx::query(sql)
+                    .bind(tenant)
+                    .bind(at - crate::store::fleet::ONLINE_WINDOW_MS);
+                for s in &chunk {
+                    select = select.bind(&s.agent_id);
+                }
+                select
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .iter()
+                    .map(|r| r.try_get::<String, _>("id"))
+                    .collect::<Result<Vec<_>, _>>()?
+            } else {
+                Vec::new()
+            };
             query.execute(&mut *tx).await?;
             tx.commit().await?;
+            for id in back_online {
+                self.announce_fleet(tenant, &id, ChangeKind::Status);
+            }
         }
         Ok(())
     }
@@ -739,6 +771,9 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
+        if updated.rows_affected() == 1 {
+            self.announce_fleet(&device.tenant_id, &device.agent_id, ChangeKind::Commands);
+        }
         Ok(())
     }
 

@@ -7,6 +7,7 @@ use agent_bom_collector::StoreNotice;
 use serde_json::Value;
 use sqlx::Row;
 
+use super::changes::ChangeKind;
 use super::fleet::{LifecycleState, MetadataUpdate, ServerGroup, ServerGroupPage, rfc3339};
 use super::{Store, StoreError, Tx, new_id, now_ms, string_list, to_json_text};
 
@@ -187,6 +188,7 @@ impl Store {
                 agent_id: endpoint_id.to_string(),
             });
         }
+        tx.after_commit_fleet(tenant_id, endpoint_id, ChangeKind::Endpoint);
         Ok(from)
     }
 
@@ -240,6 +242,7 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("endpoint {endpoint_id:?}")));
         }
+        tx.after_commit_fleet(tenant_id, endpoint_id, ChangeKind::Endpoint);
         Ok(())
     }
 
@@ -292,6 +295,7 @@ impl Store {
             tenant_id: tenant_id.to_string(),
             agent_id: endpoint_id.to_string(),
         });
+        tx.after_commit_fleet(tenant_id, endpoint_id, ChangeKind::Endpoint);
         Ok(())
     }
 

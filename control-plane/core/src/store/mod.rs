@@ -7,6 +7,7 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod changes;
 mod collector;
 mod deployment;
 pub mod dialect;
@@ -101,6 +102,8 @@ pub struct Store {
     backend: Backend,
     /// How this store's collectors hear about changes (see `notify`).
     notices: dialect::notices::Notices,
+    /// Who announces fleet changes to the API's event streams (see `changes`).
+    fleet: changes::FleetFeed,
     /// Endpoints not seen for this long are `stale` (milliseconds).
     stale_after_ms: i64,
     /// The group-commit writers of agents' uploads (see `writer`), one per shard of devices.
@@ -143,6 +146,7 @@ impl Store {
             write_pool: pools.write.clone(),
             backend,
             notices: backend.notices(url),
+            fleet: backend.fleet_feed(url),
             stale_after_ms: fleet::STALE_AFTER_MS,
             writers: writer::Writers::start(pools.write, backend),
         };

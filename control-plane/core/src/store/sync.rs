@@ -373,6 +373,11 @@ impl Store {
         match outcome {
             Ok(result) => {
                 crate::metrics::committed(crate::metrics::Committed::FleetSync, 1);
+                self.announce_fleet(
+                    tenant_id,
+                    &result.endpoint_id,
+                    super::changes::ChangeKind::Inventory,
+                );
                 Ok(result)
             }
             // A concurrent push with the same key was stored first: answer as it was answered.

@@ -11,6 +11,7 @@
 use agent_bom_collector::StoreNotice;
 use sqlx::AnyConnection;
 
+use super::changes::{ChangeKind, FleetFeed};
 use super::dialect::notices::Notices;
 use super::dialect::{Backend, TenantLock};
 use super::{Store, StoreError};
@@ -25,6 +26,9 @@ pub struct Tx {
     notices: Notices,
     /// Notices to send once the transaction committed.
     after_commit: Vec<StoreNotice>,
+    /// Who announces fleet changes, and the changes to announce once committed.
+    fleet: FleetFeed,
+    fleet_after_commit: Vec<(String, String, ChangeKind)>,
 }
 
 impl Store {
@@ -38,6 +42,8 @@ impl Store {
             scope: tenant_id.to_string(),
             notices: self.notices.clone(),
             after_commit: Vec::new(),
+            fleet: self.fleet.clone(),
+            fleet_after_commit: Vec::new(),
         })
     }
 }
@@ -78,11 +84,37 @@ impl Tx {
         self.after_commit.push(notice);
     }
 
+    /// Announce a change of an endpoint's record to the fleet's event streams once the
+    /// transaction committed (where the store announces; see [`FleetFeed`]).
+    pub(crate) fn after_commit_fleet(
+        &mut self,
+        tenant_id: &str,
+        endpoint_id: &str,
+        kind: ChangeKind,
+    ) {
+        if self.fleet.announced_by_store() {
+            self.fleet_after_commit
+                .push((tenant_id.to_string(), endpoint_id.to_string(), kind));
+        }
+    }
+
     /// Commit, then send the notices of what was committed.
     pub async fn commit(self) -> Result<(), StoreError> {
         self.inner.commit().await?;
         for notice in self.after_commit {
+            // Queued commands change what the endpoint's page shows, too.
+            if let StoreNotice::Commands {
+                tenant_id,
+                agent_id,
+            } = &notice
+            {
+                self.fleet
+                    .announce(tenant_id, agent_id, ChangeKind::Commands);
+            }
             self.notices.announce(notice);
+        }
+        for (tenant_id, endpoint_id, kind) in &self.fleet_after_commit {
+            self.fleet.announce(tenant_id, endpoint_id, *kind);
         }
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! Endpoint: host facts, MCP clients, servers with risk flags and wrap state, tools seen by its
-//! proxies, scan errors, and its commands with their state (refreshed live), with the actions
-//! an admin may take on it.
+//! proxies, scan errors, and its commands with their state, all refreshed live when the fleet's
+//! event stream names this endpoint, with the actions an admin may take on it.
 
 use std::sync::Arc;
 
@@ -28,43 +28,11 @@ pub(crate) async fn page(
     if !ctx.can("fleet:read") {
         return layout::forbidden(&ctx, Section::Fleet, "fleet:read");
     }
-    let d = match state
-        .api
-        .get(
-            ctx.credential(),
-            &format!("/v1/fleet/endpoints/{}", enc(&id)),
-        )
-        .await
-    {
+    let d = match detail(&state, &ctx, &id).await {
         Ok(d) => d,
         Err(e) => return layout::failure(&ctx, Some(Section::Fleet), &e),
     };
-    let h = &d["host"];
-    let mut body = format!(
-        r#"<section class="facts" data-testid="host-facts"><dl>
-<dt>Status</dt><dd>{}</dd><dt>State</dt><dd data-testid="lifecycle-state">{}</dd>
-<dt>OS</dt><dd>{} {} ({})</dd><dt>Kernel</dt><dd>{}</dd><dt>CPUs</dt><dd>{}</dd>
-<dt>Users</dt><dd>{}</dd><dt>Agent</dt><dd>{}</dd><dt>Origin</dt><dd>{}</dd>
-<dt>Last seen</dt><dd>{}</dd><dt>Enrolled</dt><dd>{}</dd><dt>Policy applied</dt><dd>{}</dd>
-<dt>Owner</dt><dd>{}</dd><dt>Environment</dt><dd>{}</dd><dt>Tags</dt><dd>{}</dd><dt>Id</dt><dd><code>{}</code></dd></dl></section>"#,
-        badge(d["status"].as_str().unwrap_or("?")),
-        badge(d["lifecycle_state"].as_str().unwrap_or("?")),
-        field(h, "os"),
-        field(h, "os_version"),
-        field(h, "arch"),
-        field(h, "kernel_version"),
-        field(h, "cpu_count"),
-        esc(&list_text(&h["users"])),
-        field(&d, "agent_version"),
-        field(&d, "origin"),
-        field(&d, "last_seen"),
-        field(&d, "enrolled_at"),
-        field(&d, "applied_policy_revision"),
-        field(&d, "owner"),
-        field(&d, "environment"),
-        esc(&list_text(&d["tags"])),
-        esc(&id),
-    );
+    let mut body = String::new();
     if ctx.can("fleet:write") {
         body.push_str(&format!(
             r#"<form method="post" action="/ui/endpoints/{}/action" class="actions" aria-label="Actions on this endpoint">{}
@@ -77,9 +45,66 @@ pub(crate) async fn page(
             ctx.csrf_input()
         ));
     }
+    // Everything below the actions is one live region: re-read when an event names this
+    // endpoint (status, inventory, commands, its record).
+    body.push_str(&format!(
+        r#"<div data-live="/ui/endpoints/{}/live" data-live-endpoint="{}" data-live-interval="{}">"#,
+        enc(&id),
+        esc(&id),
+        state.config.live_interval.as_millis()
+    ));
+    let sent = commands(&state, &ctx, &id).await;
+    body.push_str(&details_html(&d, &id, &sent));
+    body.push_str("</div>");
+    let title = format!("Endpoint {}", text(&d["hostname"]));
+    layout::page(&ctx, Some(Section::Fleet), &title, &body)
+}
+
+async fn detail(
+    state: &UiState,
+    ctx: &crate::Ctx,
+    id: &str,
+) -> Result<Value, crate::api::ApiFailure> {
+    state
+        .api
+        .get(
+            ctx.credential(),
+            &format!("/v1/fleet/endpoints/{}", enc(id)),
+        )
+        .await
+}
+
+/// Host facts, clients, servers, tools, scan errors, commands and the timeline.
+fn details_html(d: &Value, id: &str, sent: &Result<Value, String>) -> String {
+    let h = &d["host"];
+    let mut body = format!(
+        r#"<section class="facts" data-testid="host-facts"><dl>
+<dt>Status</dt><dd data-testid="endpoint-status">{}</dd><dt>State</dt><dd data-testid="lifecycle-state">{}</dd>
+<dt>OS</dt><dd>{} {} ({})</dd><dt>Kernel</dt><dd>{}</dd><dt>CPUs</dt><dd>{}</dd>
+<dt>Users</dt><dd>{}</dd><dt>Agent</dt><dd>{}</dd><dt>Origin</dt><dd>{}</dd>
+<dt>Last seen</dt><dd>{}</dd><dt>Enrolled</dt><dd>{}</dd><dt>Policy applied</dt><dd>{}</dd>
+<dt>Owner</dt><dd>{}</dd><dt>Environment</dt><dd>{}</dd><dt>Tags</dt><dd>{}</dd><dt>Id</dt><dd><code>{}</code></dd></dl></section>"#,
+        badge(d["status"].as_str().unwrap_or("?")),
+        badge(d["lifecycle_state"].as_str().unwrap_or("?")),
+        field(h, "os"),
+        field(h, "os_version"),
+        field(h, "arch"),
+        field(h, "kernel_version"),
+        field(h, "cpu_count"),
+        esc(&list_text(&h["users"])),
+        field(d, "agent_version"),
+        field(d, "origin"),
+        field(d, "last_seen"),
+        field(d, "enrolled_at"),
+        field(d, "applied_policy_revision"),
+        field(d, "owner"),
+        field(d, "environment"),
+        esc(&list_text(&d["tags"])),
+        esc(id),
+    );
 
     body.push_str(r#"<h2>MCP clients</h2><table data-testid="clients"><thead><tr><th scope="col">Client</th><th scope="col">Config files</th></tr></thead><tbody>"#);
-    for c in items(&d, "clients") {
+    for c in items(d, "clients") {
         body.push_str(&format!(
             "<tr><td>{}</td><td>{}</td></tr>",
             field(c, "name"),
@@ -89,7 +114,7 @@ pub(crate) async fn page(
     body.push_str("</tbody></table>");
 
     body.push_str(r#"<h2>MCP servers</h2><div class="table-wrap"><table data-testid="servers"><thead><tr><th scope="col">Server</th><th scope="col">Client</th><th scope="col">Transport</th><th scope="col">Launch</th><th scope="col">Risk flags</th><th scope="col">Proxy / gateway</th><th scope="col">Credentials (names)</th></tr></thead><tbody>"#);
-    for s in items(&d, "servers") {
+    for s in items(d, "servers") {
         let launch = match s["url"].as_str() {
             Some(u) => u.to_string(),
             None => format!(
@@ -119,7 +144,7 @@ pub(crate) async fn page(
     }
     body.push_str("</tbody></table></div>");
 
-    let tools = items(&d, "tools");
+    let tools = items(d, "tools");
     if !tools.is_empty() {
         body.push_str(r#"<h2>Tools seen by the proxy</h2><table data-testid="tools"><thead><tr><th scope="col">Server</th><th scope="col">Tool</th><th scope="col">Calls</th><th scope="col">Blocked</th><th scope="col">Last seen</th></tr></thead><tbody>"#);
         for t in tools {
@@ -134,7 +159,7 @@ pub(crate) async fn page(
         }
         body.push_str("</tbody></table>");
     }
-    let errors = items(&d, "errors");
+    let errors = items(d, "errors");
     if !errors.is_empty() {
         body.push_str(r#"<h2>Config files that could not be read</h2><ul class="errors">"#);
         for e in errors {
@@ -146,21 +171,14 @@ pub(crate) async fn page(
         }
         body.push_str("</ul>");
     }
-    body.push_str(&format!(
-        r#"<h2>Commands</h2><div data-live="/ui/endpoints/{}/commands" data-live-interval="{}">"#,
-        enc(&id),
-        state.config.live_interval.as_millis()
-    ));
-    let sent = commands(&state, &ctx, &id).await;
-    match &sent {
+    body.push_str("<h2>Commands</h2>");
+    match sent {
         Ok(page) => body.push_str(&commands_html(page)),
         Err(e) => body.push_str(&format!(r#"<p class="flash error">{}</p>"#, esc(e))),
     }
-    body.push_str("</div>");
     body.push_str("<h2>Timeline</h2>");
-    body.push_str(&timeline(&d, sent.as_ref().ok()));
-    let title = format!("Endpoint {}", text(&d["hostname"]));
-    layout::page(&ctx, Some(Section::Fleet), &title, &body)
+    body.push_str(&timeline(d, sent.as_ref().ok()));
+    body
 }
 
 async fn commands(state: &UiState, ctx: &crate::Ctx, id: &str) -> Result<Value, String> {
@@ -250,16 +268,22 @@ fn commands_html(page: &Value) -> String {
     out
 }
 
-/// The commands table alone, for the live refresh.
-pub(crate) async fn commands_fragment(
+/// Everything under the actions, for the live refresh.
+pub(crate) async fn live_fragment(
     State(state): State<Arc<UiState>>,
     Path(id): Path<String>,
     SignedInFragment(ctx): SignedInFragment,
 ) -> Response {
-    match commands(&state, &ctx, &id).await {
-        Ok(page) => Html(commands_html(&page)).into_response(),
-        Err(_) => StatusCode::BAD_GATEWAY.into_response(),
-    }
+    let d = match detail(&state, &ctx, &id).await {
+        Ok(d) => d,
+        Err(e) => {
+            return StatusCode::from_u16(e.status())
+                .unwrap_or(StatusCode::BAD_GATEWAY)
+                .into_response();
+        }
+    };
+    let sent = commands(&state, &ctx, &id).await;
+    Html(details_html(&d, &id, &sent)).into_response()
 }
 
 pub(crate) async fn action(

@@ -27,10 +27,7 @@ pub(crate) fn routes() -> Router<Arc<UiState>> {
         .route("/ui/fleet/rows", get(fleet::rows))
         .route("/ui/fleet/bulk", post(fleet::bulk))
         .route("/ui/endpoints/{id}", get(endpoint::page))
-        .route(
-            "/ui/endpoints/{id}/commands",
-            get(endpoint::commands_fragment),
-        )
+        .route("/ui/endpoints/{id}/live", get(endpoint::live_fragment))
         .route("/ui/endpoints/{id}/action", post(endpoint::action))
         .route("/ui/servers", get(servers::page))
         .route("/ui/runtime", get(runtime::page))

@@ -174,6 +174,18 @@ impl Backend {
         }
     }
 
+    /// Who announces fleet changes to the API's event streams (see `store::changes`): the
+    /// database's triggers on Postgres, the store itself on SQLite.
+    pub(crate) fn fleet_feed(self, url: &str) -> crate::store::changes::FleetFeed {
+        use crate::store::changes::FleetFeed;
+        match self {
+            Self::Sqlite => {
+                FleetFeed::InProcess(tokio::sync::broadcast::channel(notices::FLEET_BUFFER).0)
+            }
+            Self::Postgres => FleetFeed::Listen(ListenUrl(url.to_string())),
+        }
+    }
+
     /// How many group-commit writers a store runs (see `store::writer`). SQLite has one writer
     /// connection, hence one. On Postgres one connection runs a batch's statements one after
     /// another, so a single writer would leave the database's other cores idle: four.

@@ -9,10 +9,19 @@ use agent_bom_collector::store::StoreNotice;
 use sqlx::postgres::PgListener;
 use tokio::sync::{broadcast, mpsc};
 
+use crate::store::changes::{FeedItem, FleetChange};
+
 /// Channel of queued commands; payload `tenant_id:endpoint_id`.
 pub(crate) const COMMANDS_CHANNEL: &str = "agent_bom_commands";
 /// Channel of revoked or deleted devices; payload `tenant_id:endpoint_id`.
 pub(crate) const REVOCATIONS_CHANNEL: &str = "agent_bom_revocations";
+
+/// Channel of fleet changes for the API's event streams; payload `kind|tenant_id:endpoint_id`
+/// (see [`crate::store::changes`]).
+pub(crate) const FLEET_CHANNEL: &str = "agent_bom_fleet";
+
+/// Fleet changes buffered for the API's fan-out before the listener waits.
+pub(crate) const FLEET_BUFFER: usize = 4096;
 
 /// Notices buffered for a collector that is busy; beyond it the listener waits (the database
 /// keeps queueing on its side).
@@ -84,16 +93,48 @@ pub(crate) fn parse(channel: &str, payload: &str) -> Option<StoreNotice> {
 const LISTEN_RETRY_MIN: Duration = Duration::from_millis(500);
 const LISTEN_RETRY_MAX: Duration = Duration::from_secs(30);
 
+/// What one listening connection listens to and how it reads a notification.
+struct Subscription<T> {
+    channels: &'static [&'static str],
+    /// `None` for a payload that is not one of ours.
+    parse: fn(&str, &str) -> Option<T>,
+    /// Sent after every (re)connection: what was sent meanwhile is lost.
+    resync: T,
+    /// Who listens, for the log.
+    who: &'static str,
+}
+
 /// Keep a LISTEN connection open, reconnecting with capped backoff, and forward notifications.
 /// After every (re)connection it sends `Resync`: notifications sent while nobody listened are
 /// lost, so the collector checks every connected device once.
 pub(crate) async fn listen(url: ListenUrl, tx: mpsc::Sender<StoreNotice>) {
+    let subscription = Subscription {
+        channels: &[COMMANDS_CHANNEL, REVOCATIONS_CHANNEL],
+        parse,
+        resync: StoreNotice::Resync,
+        who: "command notification listener",
+    };
+    listen_to(url, subscription, tx).await;
+}
+
+/// [`listen`] for the fleet change feed: after a reconnection readers are told to read again.
+pub(crate) async fn listen_fleet(url: ListenUrl, tx: mpsc::Sender<FeedItem>) {
+    let subscription = Subscription {
+        channels: &[FLEET_CHANNEL],
+        parse: |_, payload| FleetChange::parse(payload).map(FeedItem::Change),
+        resync: FeedItem::Resync,
+        who: "fleet change listener",
+    };
+    listen_to(url, subscription, tx).await;
+}
+
+async fn listen_to<T: Clone>(url: ListenUrl, subscription: Subscription<T>, tx: mpsc::Sender<T>) {
     let mut retry = LISTEN_RETRY_MIN;
     loop {
-        match listen_once(&url, &tx, &mut retry).await {
+        match listen_once(&url, &subscription, &tx, &mut retry).await {
             Ok(()) => return,
             Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?retry, "command notification listener lost its connection; the periodic sweep covers the gap");
+                tracing::warn!(error = %e, retry_in = ?retry, listener = subscription.who, "notification listener lost its connection; the periodic sweep covers the gap");
             }
         }
         tokio::select! {
@@ -104,19 +145,20 @@ pub(crate) async fn listen(url: ListenUrl, tx: mpsc::Sender<StoreNotice>) {
     }
 }
 
-/// One listening connection. `Ok` when the collector is gone, `Err` when the connection is.
-async fn listen_once(
+/// One listening connection. `Ok` when the reader is gone, `Err` when the connection is.
+async fn listen_once<T: Clone>(
     url: &ListenUrl,
-    tx: &mpsc::Sender<StoreNotice>,
+    subscription: &Subscription<T>,
+    tx: &mpsc::Sender<T>,
     retry: &mut Duration,
 ) -> Result<(), sqlx::Error> {
     let mut listener = PgListener::connect(&url.0).await?;
     listener
-        .listen_all([COMMANDS_CHANNEL, REVOCATIONS_CHANNEL])
+        .listen_all(subscription.channels.iter().copied())
         .await?;
     *retry = LISTEN_RETRY_MIN;
-    tracing::debug!("listening for command and revocation notifications");
-    if tx.send(StoreNotice::Resync).await.is_err() {
+    tracing::debug!(listener = subscription.who, "listening for notifications");
+    if tx.send(subscription.resync.clone()).await.is_err() {
         return Ok(());
     }
     loop {
@@ -129,8 +171,8 @@ async fn listen_once(
         let Some(notification) = next else {
             return Err(sqlx::Error::Protocol("listening connection closed".into()));
         };
-        if let Some(notice) = parse(notification.channel(), notification.payload())
-            && tx.send(notice).await.is_err()
+        if let Some(item) = (subscription.parse)(notification.channel(), notification.payload())
+            && tx.send(item).await.is_err()
         {
             return Ok(());
         }

@@ -65,7 +65,7 @@ struct Step {
 }
 
 /// Every migration, in version order. Gaps per backend are versions of the other backend.
-const STEPS: [Step; 33] = [
+const STEPS: [Step; 34] = [
     Step {
         version: 1,
         description: "init",
@@ -326,6 +326,15 @@ const STEPS: [Step; 33] = [
             build: || tenant_isolation(&TENANT_TABLES[23..24]),
             recorded: "6057ae851aeaa4a223593c333a7e7672b1fad2d10047fba86af6c872accd71bfe88b93232c17a9dd730111bbf87ddc46",
         },
+    },
+    // The dashboard (issue 13): numbered from 1000.
+    Step {
+        version: 1000,
+        description: "fleet change notifications",
+        on: On::Postgres,
+        sql: Sql::File(include_str!(
+            "../../../migrations/1000_fleet_change_notify_postgres.sql"
+        )),
     },
 ];
 
@@ -749,7 +758,7 @@ mod tests {
                 Backend::Postgres,
                 vec![
                     1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 201, 202, 203, 204, 300, 301, 500,
-                    501, 502, 503, 600, 700, 701, 702, 800, 802, 803,
+                    501, 502, 503, 600, 700, 701, 702, 800, 802, 803, 1000,
                 ],
             ),
         ] {
