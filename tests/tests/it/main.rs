@@ -24,6 +24,7 @@ mod faults;
 mod gateway;
 mod images;
 mod inventory_deltas;
+mod load_smoke;
 mod managed_config;
 mod notify;
 mod observe;
