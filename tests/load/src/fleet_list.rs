@@ -146,7 +146,7 @@ async fn time(store: &Store, tenant: &str, query: &EndpointQuery, runs: usize) -
 /// Seed each backend and print the table.
 pub(crate) async fn run(o: ListOptions) {
     println!("## fleet list: {o:?}");
-    println!("machine: {}", crate::machine());
+    println!("machine: {}", agent_bom_load::procfs::machine());
     for backend in &o.backends {
         let dir = tempfile::tempdir().unwrap();
         let db = (backend == "postgres").then_some(TestDatabase::create().await);

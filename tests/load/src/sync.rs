@@ -175,7 +175,7 @@ pub(crate) async fn run(o: SyncOptions) {
             ..o.clone()
         }
     );
-    println!("machine: {}", crate::machine());
+    println!("machine: {}", agent_bom_load::procfs::machine());
     println!("| phase | pushes | rate | p50 | p99 | max | failures |");
     println!("|---|---|---|---|---|---|---|");
     let new: Vec<String> = (0..o.endpoints)
