@@ -371,6 +371,7 @@ async fn direct_ingest(
                 cert_fingerprint: cert.fingerprint.clone(),
                 cert_not_after: cert.not_after_unix,
                 hostname: "direct".into(),
+                continues: None,
             })
             .await
             .unwrap();

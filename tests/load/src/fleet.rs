@@ -121,6 +121,7 @@ impl Fleet {
                 cert_fingerprint: cert.fingerprint.clone(),
                 cert_not_after: cert.not_after_unix,
                 hostname: format!("load-{agent_id}"),
+                continues: None,
             })
             .await
             .unwrap();
@@ -199,6 +200,7 @@ impl Fleet {
             token: self.token.clone(),
             csr_pem: self.csr_pem.clone(),
             hostname: "load-generator".into(),
+            prior_identity: None,
         };
         for attempt in 0u32.. {
             match self.request_once(addr, &config, &message).await {

@@ -163,6 +163,7 @@ async fn enroll(store: &Store, token: &str, id: &str) -> agent_bom_collector::st
             cert_fingerprint: format!("fp-{id}"),
             cert_not_after: 4_000_000_000,
             hostname: format!("host-{id}"),
+            continues: None,
         })
         .await
         .unwrap();
