@@ -485,6 +485,55 @@ async fn oversized_heads_get_the_error_envelope() {
     server.stop().await;
 }
 
+/// On a kept-alive connection, an oversized target after a served request is still told apart
+/// from oversized headers (414, not 431).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_head_after_a_served_request_gets_the_envelope() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let server = TestServer::start(None).await;
+    let mut stream = tokio::net::TcpStream::connect(server.api).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // Read the first answer whole (head and its content-length body).
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let first = tokio::time::timeout(agent_bom_tests::harness::PATIENCE, async {
+        loop {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed after the first request");
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got).to_string();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .unwrap();
+                if body.len() >= length {
+                    return text;
+                }
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(first.starts_with("HTTP/1.1 200 "), "{first}");
+    let mut request = b"GET /healthz?pad=".to_vec();
+    request.extend(std::iter::repeat_n(b'a', 70 * 1024));
+    request.extend_from_slice(b" HTTP/1.1\r\nhost: x\r\n\r\n");
+    let _ = stream.write_all(&request).await;
+    let answer = String::from_utf8_lossy(&closed_by_server(&mut stream).await).to_string();
+    assert!(answer.starts_with("HTTP/1.1 414 "), "{answer}");
+    assert!(answer.contains("\"uri_too_long\""), "{answer}");
+    server.stop().await;
+}
+
 /// A head hyper cannot parse is answered `400 invalid_request` with the envelope too (before:
 /// a bare 400 with no body).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -664,3 +664,68 @@ async fn a_proof_never_reaches_into_another_tenant() {
     assert!(!refused(&server, &first).await);
     server.stop().await;
 }
+
+/// The same through the shipped binaries: `agent-bom-agent enroll`, then `enroll --force` on
+/// the same state directory against a real `agent-bom serve`; the earlier endpoint is replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_binary_re_enrolling_with_force_replaces_its_endpoint() {
+    use agent_bom_tests::process::{ServeArgs, agent_bin, enroll as enroll_cli, http_get, serve};
+
+    const ADMIN_KEY: &str = "abk_c1c2c3c4c5c6_0123456789abcdef0123456789abcdef0123456789abcdef";
+    let data = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let served = serve(&ServeArgs::on_loopback(data.path(), ADMIN_KEY));
+    let pin = std::fs::read_to_string(data.path().join("ca.pin")).unwrap();
+    let pin = pin.trim().to_string();
+    let agent_id = || {
+        StateDir::open(state.path())
+            .unwrap()
+            .record()
+            .unwrap()
+            .agent_id
+    };
+
+    let first = enroll_cli(&served.collector, &pin, data.path(), state.path());
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let old = agent_id();
+    let again = std::process::Command::new(agent_bin())
+        .args([
+            "enroll",
+            "--collector",
+            &served.collector,
+            "--ca-pin",
+            &pin,
+            "--token-file",
+        ])
+        .arg(data.path().join("enrollment.token"))
+        .arg("--state-dir")
+        .arg(state.path())
+        .arg("--force")
+        .env("AGENT_BOM_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let new = agent_id();
+    assert_ne!(new, old);
+
+    let api = served.api.clone();
+    let (o, n) = tokio::task::spawn_blocking(move || {
+        let get = |id: &str| http_get(&api, &format!("/v1/fleet/endpoints/{id}"), ADMIN_KEY);
+        (get(&old), get(&new))
+    })
+    .await
+    .unwrap();
+    let ((os, o), (ns, n)) = (o.unwrap(), n.unwrap());
+    assert_eq!((os, ns), (200, 200), "{o} {n}");
+    assert_eq!(o["replaced_by"], n["id"], "{o}");
+    assert_eq!(n["replaces"], o["id"], "{n}");
+    assert_eq!(o["lifecycle_state"], "decommissioned", "{o}");
+}

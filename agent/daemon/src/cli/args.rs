@@ -69,7 +69,9 @@ pub(crate) enum Command {
         /// State directory for the identity.
         #[arg(long, env = env::STATE_DIR)]
         state_dir: Option<PathBuf>,
-        /// Replace an existing identity.
+        /// Replace an existing identity. With the same `--ca-pin` as that identity's, the
+        /// agent proves it holds the earlier key and the control plane retires the earlier
+        /// endpoint as replaced by this one.
         #[arg(long)]
         force: bool,
     },

@@ -32,8 +32,9 @@ const LINGER_READS_PER_POLL: usize = 64;
 /// A connection's I/O whose bare head refusals by hyper become envelopes.
 pub(super) struct EnvelopedRefusals<IO> {
     io: IO,
-    /// The head being read has not finished its request line yet (decides 414 over 431).
-    request_line_open: bool,
+    /// The request line of the head being read: its length so far, and whether it is still
+    /// open (no line end read yet). An overlong one makes a refusal 414 rather than 431.
+    request_line: (usize, bool),
     /// The envelope replacing hyper's refusal, and how much of it is written.
     replacement: Option<(Vec<u8>, usize)>,
     /// Set once the refused connection's write side is shut: lingering until this deadline.
@@ -44,7 +45,7 @@ impl<IO> EnvelopedRefusals<IO> {
     pub(super) fn new(io: IO) -> Self {
         Self {
             io,
-            request_line_open: true,
+            request_line: (0, true),
             replacement: None,
             linger: None,
         }
@@ -76,16 +77,17 @@ fn hyper_refusal(buf: &[u8]) -> Option<u16> {
     empty_body.then_some(status)
 }
 
-/// The envelope answering a head hyper refused with `status`.
-fn envelope_for(status: u16, request_line_open: bool) -> Vec<u8> {
+/// The envelope answering a head hyper refused with `status`, whose request line had
+/// `request_line` bytes.
+fn envelope_for(status: u16, request_line: usize) -> Vec<u8> {
     let (code, message) = match status {
         400 => (
             ErrorCode::InvalidRequest,
             "malformed request head".to_string(),
         ),
-        // hyper says 431 for any head beyond its buffer; a request line that never ended is
-        // an overlong target.
-        _ if request_line_open => (
+        // hyper says 431 for any head beyond its buffer; the router's rule tells them apart:
+        // a target over its limit is 414.
+        _ if request_line > super::MAX_URI_BYTES => (
             ErrorCode::UriTooLong,
             format!(
                 "the request target is longer than {} bytes",
@@ -139,8 +141,13 @@ impl<IO: AsyncRead + Unpin> AsyncRead for EnvelopedRefusals<IO> {
         let this = self.get_mut();
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
-        if this.request_line_open && buf.filled()[before..].contains(&b'\n') {
-            this.request_line_open = false;
+        let (length, open) = &mut this.request_line;
+        if *open {
+            let read = &buf.filled()[before..];
+            match read.iter().position(|&b| b == b'\n') {
+                Some(end) => (*length, *open) = (*length + end, false),
+                None => *length += read.len(),
+            }
         }
         Poll::Ready(Ok(()))
     }
@@ -156,12 +163,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for EnvelopedRefusals<IO> {
         if this.replacement.is_none() {
             match hyper_refusal(buf) {
                 Some(status) => {
-                    this.replacement = Some((envelope_for(status, this.request_line_open), 0));
+                    this.replacement = Some((envelope_for(status, this.request_line.0), 0));
                 }
                 None => {
                     let n = ready!(Pin::new(&mut this.io).poll_write(cx, buf))?;
                     // An answer went out: what the client sends next starts a new request.
-                    this.request_line_open = true;
+                    this.request_line = (0, true);
                     return Poll::Ready(Ok(n));
                 }
             }
@@ -183,7 +190,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for EnvelopedRefusals<IO> {
             return Pin::new(this).poll_write(cx, first);
         }
         let n = ready!(Pin::new(&mut this.io).poll_write_vectored(cx, bufs))?;
-        this.request_line_open = true;
+        this.request_line = (0, true);
         Poll::Ready(Ok(n))
     }
 
@@ -249,14 +256,14 @@ mod tests {
     }
 
     #[test]
-    fn an_unfinished_request_line_is_an_overlong_target() {
-        let answer = String::from_utf8(envelope_for(431, true)).unwrap();
+    fn an_overlong_request_line_is_an_overlong_target() {
+        let answer = String::from_utf8(envelope_for(431, 70 * 1024)).unwrap();
         assert!(
             answer.starts_with("HTTP/1.1 414 URI Too Long\r\n"),
             "{answer}"
         );
         assert!(answer.contains("\"code\":\"uri_too_long\""), "{answer}");
-        let answer = String::from_utf8(envelope_for(431, false)).unwrap();
+        let answer = String::from_utf8(envelope_for(431, 100)).unwrap();
         assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
         assert!(
             answer.contains("\"code\":\"headers_too_large\""),
