@@ -409,7 +409,8 @@ const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 33] = [
     (
         600,
         "4c69b203e23f43780707c20c549624aad175f3b9e50df7168dd193c1ff4b319182fd046c07ae555a47dfb3ceab56a3b7",
-    ),    // The gateway (issue 16).
+    ),
+    // The gateway (issue 16).
     (
         700,
         "e480dc941773248497d45fcd02065ea4e6931f724e51f4bfa80e06987759663a0f9fa49a4099ce68db7e189506a8a83b",
