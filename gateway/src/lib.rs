@@ -42,10 +42,6 @@ pub const DEFAULT_CONFIG_TTL: Duration = Duration::from_secs(5);
 pub const DEFAULT_AUTH_CACHE: Duration = Duration::from_secs(2);
 /// Default interval of the heartbeat (and configuration refresh, and session sweep).
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
-/// Time a request has to deliver its body and get its response under way: long, since a tool
-/// call's answer comes only when the upstream has finished; it bounds clients that never finish
-/// sending (event streams, once started, are not bounded by it).
-pub const REQUEST_DEADLINE: Duration = Duration::from_secs(15 * 60);
 /// Default idle time after which a session's inspection state is dropped.
 pub const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
 /// Largest request or JSON response body relayed (the policy's `max_message_bytes` may be
@@ -158,13 +154,15 @@ impl Gateway {
         ));
         tracing::info!(%addr, public_url = %shared.public_url, "gateway listening");
         let app = router(shared.clone());
-        // The API's HTTP server: connection caps, header deadline, bounded heads answered
-        // with the error envelope.
-        let limits = HttpLimits {
-            request_deadline: REQUEST_DEADLINE,
-            ..HttpLimits::default()
-        };
-        agent_bom_control_plane::api::listener::serve(listener, app, limits, shutdown.clone())
+        // The API's HTTP server: connection caps, header and body deadlines (a tool call's
+        // wait for its upstream is not timed by them), bounded heads answered with the error
+        // envelope.
+        agent_bom_control_plane::api::listener::serve(
+            listener,
+            app,
+            HttpLimits::default(),
+            shutdown.clone(),
+        )
             .await;
         shutdown.cancel();
         background.abort();

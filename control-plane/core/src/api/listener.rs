@@ -1,7 +1,7 @@
 //! Serving the API on a bound listener with the limits a network-facing HTTP server needs, so
 //! that slow, half-open or plentiful clients cannot take it down: a cap on connections in
 //! total and per client address, a deadline for each request's head (which also ends idle
-//! keep-alive connections), a deadline to read the body and produce the response, and a hard
+//! keep-alive connections), a deadline for each request's body, and a hard
 //! cap on the head hyper buffers. The router's own, smaller head limits answer with the JSON
 //! error envelope (`head_limits` in `api/mod.rs`); a head beyond the cap, whatever its size,
 //! gets the same envelope from the connection layer (`head_refusal`).
@@ -9,7 +9,11 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -33,7 +37,9 @@ pub struct HttpLimits {
     /// Time a client has to send a request's head, from the connection's start or the end of
     /// its previous response; a connection that sends nothing is closed after it.
     pub header_timeout: Duration,
-    /// Time a request has to deliver its body and get its response under way.
+    /// Time a request has to deliver its body, from the end of its head. Only the client's
+    /// part is timed: a handler's own work (a large export spooled before it is signed) is not
+    /// a slow client and is not cut off by it.
     pub request_deadline: Duration,
     /// Failed authentications one client address may make per minute before it is answered
     /// 429 without a lookup (see `auth_throttle`).
@@ -59,7 +65,7 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 8_192;
 pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 256;
 /// Default of [`HttpLimits::header_timeout`].
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default of [`HttpLimits::request_deadline`]: an 8 MiB push over a slow link fits.
+/// Default of [`HttpLimits::request_deadline`]: an 8 MiB body over a slow link fits.
 pub const DEFAULT_REQUEST_DEADLINE: Duration = Duration::from_secs(60);
 /// Bytes hyper buffers for a request head, per connection: above the router's limits
 /// (`MAX_URI_BYTES` + `MAX_HEADER_BYTES`), so that the router answers heads up to here, and
@@ -107,15 +113,25 @@ pub async fn serve(
                 request.extensions_mut().insert(ConnectInfo(remote));
                 let app = app.clone();
                 async move {
-                    let response = tokio::time::timeout(
-                        deadline,
-                        app.oneshot(request.map(axum::body::Body::new)),
-                    )
-                    .await;
-                    Ok::<Response, Infallible>(match response {
-                        Ok(Ok(response)) => response,
-                        Ok(Err(never)) => match never {},
-                        Err(_) => deadline_passed(),
+                    let expired = Arc::new(AtomicBool::new(false));
+                    let (parts, inner) = request.into_parts();
+                    let body = DeadlineBody {
+                        inner,
+                        deadline: Box::pin(tokio::time::sleep(deadline)),
+                        expired: expired.clone(),
+                    };
+                    let request =
+                        axum::http::Request::from_parts(parts, axum::body::Body::new(body));
+                    let response = match app.oneshot(request).await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    };
+                    // Whatever the handler made of a body cut off by the deadline, the answer
+                    // is the timeout.
+                    Ok::<Response, Infallible>(if expired.load(Ordering::Relaxed) {
+                        deadline_passed()
+                    } else {
+                        response
                     })
                 }
             }
@@ -143,8 +159,42 @@ pub async fn serve(
     tasks.wait().await;
 }
 
-/// The answer to a request that did not deliver its body (or get its response under way) in
-/// time.
+/// A request body that must arrive by a deadline: past it, the next read fails and `expired`
+/// tells the connection to answer 408.
+struct DeadlineBody {
+    inner: hyper::body::Incoming,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    expired: Arc<AtomicBool>,
+}
+
+impl hyper::body::Body for DeadlineBody {
+    type Data = hyper::body::Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            self.expired.store(true, Ordering::Relaxed);
+            return Poll::Ready(Some(Err("the request body was not received in time".into())));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The answer to a request that did not deliver its body in time.
 fn deadline_passed() -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
     let mut response = ApiError::new(
