@@ -157,6 +157,8 @@ pub fn router(state: AppState) -> Router {
                 .delete(fleet::delete_endpoint),
         )
         .route("/v1/fleet/endpoints/{id}/state", post(fleet::transition))
+        .route("/v1/fleet/endpoints/{id}/timeline", get(fleet::timeline))
+        .route("/v1/fleet/endpoints/{id}/pins/deny", post(fleet::deny_pins))
         .route(
             "/v1/fleet/endpoints/{id}/commands",
             get(policy::list_commands).post(policy::queue_command),
