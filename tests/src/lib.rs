@@ -16,3 +16,4 @@ pub mod oidc_provider;
 pub mod postgres;
 pub mod private_postgres;
 pub mod process;
+pub mod tls_front;
