@@ -300,7 +300,7 @@ async fn unsupported_urls_are_refused_without_leaking_credentials() {
 /// (`store::dialect::schema`), read from a SQLite and a Postgres database it migrated. sqlx
 /// decides by exactly these two columns whether a recorded migration is known, so a fresh
 /// database recording the same pairs proves an existing one opens without re-running anything.
-const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 25] = [
+const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 28] = [
     (
         1,
         "604fda044c6654e64fa251f63bdf4696ba60a2771a9a9646be0cc20eacdd2b28fa51b45e386a9973c199636b88263644",
@@ -404,6 +404,19 @@ const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 25] = [
         503,
         "984a2698934cd3db69da9897f33e8c02aa77c705775bdf02795d4823c6e3ad79e1453b8f881c0d5eba65e080f04f7784",
     ),
+    // The dashboard (issue 13): fleet change notifications, inventory changes.
+    (
+        1000,
+        "b9da1bd5db7c2934839fe3e0363b92fcc09e2725a15448e995b9251ce6f92f5f07594f29419a5edd00d2730435a6766b",
+    ),
+    (
+        1001,
+        "ff83433d034c2872b8ff8be82fb3e30d242430318e1b880b067fef20b385c91ff1568344e3d35f4bf0133b909c9cfe01",
+    ),
+    (
+        1002,
+        "b1e023a72bed54cb99273cc8d7a0759303efa4a2abb0026dbca32a9ffd10e8404040ec09e4cf5eac7857b448e988a6fe",
+    ),
 ];
 
 async fn recorded_migrations(store: &Store) -> Vec<(i64, String)> {
@@ -435,7 +448,9 @@ async fn sqlite_databases_of_earlier_releases_are_recognised() {
     let store = Store::open_sqlite(dir.path()).await.unwrap();
     assert_eq!(
         recorded_migrations(&store).await,
-        expected_records(&[1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 204, 300, 500, 502])
+        expected_records(&[
+            1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 204, 300, 500, 502, 1001
+        ])
     );
     store.close().await;
 }
@@ -448,7 +463,7 @@ async fn postgres_databases_of_earlier_releases_are_recognised() {
         recorded_migrations(&store).await,
         expected_records(&[
             1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 201, 202, 203, 204, 300, 301, 500, 501, 502,
-            503
+            503, 1000, 1001, 1002
         ])
     );
     store.close().await;
