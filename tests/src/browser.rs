@@ -252,6 +252,32 @@ impl Browser {
             .to_string()
     }
 
+    /// The rendered text of an element, or `None` when the page replaced it meanwhile (a live
+    /// region refreshed between finding the element and reading it).
+    pub async fn try_text(&self, e: &Element) -> Option<String> {
+        match self
+            .try_cmd("GET", &format!("/element/{}/text", e.0), None)
+            .await
+        {
+            Ok(v) => Some(v.as_str().unwrap_or_default().to_string()),
+            Err(error) if error.starts_with("stale element reference") => None,
+            Err(error) => panic!("WebDriver GET /element/{}/text: {error}", e.0),
+        }
+    }
+
+    /// The rendered text of the first element matching `css`, found again when a live refresh
+    /// replaced it before it could be read.
+    pub async fn text_of(&self, css: &str) -> String {
+        for _ in 0..50 {
+            let e = self.find(css).await;
+            if let Some(t) = self.try_text(&e).await {
+                return t;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{css} kept being replaced before it could be read");
+    }
+
     /// The rendered text of the page.
     pub async fn text_of_body(&self) -> String {
         match self

@@ -17,3 +17,4 @@ pub mod postgres;
 pub mod private_postgres;
 pub mod process;
 pub mod raw_http;
+pub mod tls_front;

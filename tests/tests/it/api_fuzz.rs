@@ -86,6 +86,9 @@ async fn schemathesis_finds_no_server_errors() {
         // ("AST constructor recursion depth mismatch") with no request at fault.
         .args(["--workers", "1"])
         .args(["--request-timeout", "20"])
+        // An event stream answers at once and then never ends: a request of it can only time
+        // out. Its authorization and tenant scoping are in `authz_matrix` and `fleet_events`.
+        .args(["--exclude-path", "/v1/fleet/events"])
         .args([
             "--seed",
             &std::env::var("AGENT_BOM_FUZZ_SEED").unwrap_or_else(|_| "5".into()),

@@ -7,7 +7,7 @@
 use agent_bom_control_plane::api::Permission;
 use agent_bom_control_plane::api::auth::{ROUTES, RouteSpec, role_allows};
 use agent_bom_control_plane::store::{NewApiKey, Role, now_ms};
-use agent_bom_tests::harness::TestServer;
+use agent_bom_tests::harness::{Reply, TestServer};
 use agent_bom_tests::postgres::TestDatabase;
 use serde_json::{Value, json};
 
@@ -222,6 +222,9 @@ fn request_for(route: &RouteSpec, t: &Target, n: usize) -> (String, Option<Value
         ("POST", "/v1/fleet/endpoints/{id}/state") => Some(json!({"state": "quarantined"})),
         ("POST", "/v1/fleet/sync") => Some(push_body(&t.source_id)),
         ("POST", "/v1/fleet/endpoints/{id}/commands") => Some(json!({"kind": "rescan"})),
+        ("POST", "/v1/fleet/endpoints/{id}/pins/deny") => {
+            Some(json!({"server_id": "srv", "tools": ["t"]}))
+        }
         ("PUT", "/v1/policy") => Some(json!({"policy": format!("version = 1\n# {n}\n")})),
         ("PUT", "/v1/gateway/upstreams/{name}") => Some(json!({"url": "http://127.0.0.1:9/mcp"})),
         ("PUT", "/v1/gateway/limits") => Some(json!({"rate_per_tenant_per_min": 100})),
@@ -229,6 +232,30 @@ fn request_for(route: &RouteSpec, t: &Target, n: usize) -> (String, Option<Value
         _ => None,
     };
     (path, body)
+}
+
+/// `GET path` of an event stream: the status, and the error envelope of a refusal (which ends);
+/// an accepted stream is closed after its head.
+async fn stream_head(server: &TestServer, path: &str, key: Option<&str>) -> Reply {
+    let mut request = reqwest::Client::new().get(format!("http://{}{path}", server.api));
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = if status >= 400 {
+        response.text().await.unwrap()
+    } else {
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        String::new()
+    };
+    Reply {
+        status,
+        json: serde_json::from_str(&text).unwrap_or(Value::Null),
+        text,
+        retry_after: None,
+        signature: None,
+    }
 }
 
 fn key_of(keys: &Keys, who: Who) -> Option<&str> {
@@ -310,9 +337,14 @@ async fn matrix(database_url: Option<String>) {
             let target = fresh_target(&server, &a.id, n, route).await;
             let before = snapshot(&server, &keys, &target).await;
             let (path, body) = request_for(route, &target, n);
-            let r = server
-                .request(route.method, &path, key_of(&keys, who), body.as_ref(), &[])
-                .await;
+            let r = if route.path == "/v1/fleet/events" {
+                // An event stream does not end: its head is the answer.
+                stream_head(&server, &path, key_of(&keys, who)).await
+            } else {
+                server
+                    .request(route.method, &path, key_of(&keys, who), body.as_ref(), &[])
+                    .await
+            };
             let ctx = format!(
                 "{} {} as {who:?}: {} {}",
                 route.method, path, r.status, r.text

@@ -25,6 +25,7 @@ mod fleet_events;
 mod gateway;
 mod images;
 mod inventory_deltas;
+mod inventory_timeline;
 mod load_smoke;
 mod managed_config;
 mod notify;

@@ -301,7 +301,7 @@ async fn unsupported_urls_are_refused_without_leaking_credentials() {
 /// (`store::dialect::schema`), read from a SQLite and a Postgres database it migrated. sqlx
 /// decides by exactly these two columns whether a recorded migration is known, so a fresh
 /// database recording the same pairs proves an existing one opens without re-running anything.
-const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 33] = [
+const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 36] = [
     (
         1,
         "604fda044c6654e64fa251f63bdf4696ba60a2771a9a9646be0cc20eacdd2b28fa51b45e386a9973c199636b88263644",
@@ -440,6 +440,19 @@ const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 33] = [
         803,
         "6057ae851aeaa4a223593c333a7e7672b1fad2d10047fba86af6c872accd71bfe88b93232c17a9dd730111bbf87ddc46",
     ),
+    // The dashboard (issue 13): fleet change notifications, inventory changes.
+    (
+        1000,
+        "b9da1bd5db7c2934839fe3e0363b92fcc09e2725a15448e995b9251ce6f92f5f07594f29419a5edd00d2730435a6766b",
+    ),
+    (
+        1001,
+        "ff83433d034c2872b8ff8be82fb3e30d242430318e1b880b067fef20b385c91ff1568344e3d35f4bf0133b909c9cfe01",
+    ),
+    (
+        1002,
+        "b1e023a72bed54cb99273cc8d7a0759303efa4a2abb0026dbca32a9ffd10e8404040ec09e4cf5eac7857b448e988a6fe",
+    ),
 ];
 
 async fn recorded_migrations(store: &Store) -> Vec<(i64, String)> {
@@ -472,7 +485,7 @@ async fn sqlite_databases_of_earlier_releases_are_recognised() {
     assert_eq!(
         recorded_migrations(&store).await,
         expected_records(&[
-            1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 204, 300, 500, 502, 600, 700, 701, 800, 801
+            1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 204, 300, 500, 502, 600, 700, 701, 800, 801, 1001
         ])
     );
     store.close().await;
@@ -486,7 +499,7 @@ async fn postgres_databases_of_earlier_releases_are_recognised() {
         recorded_migrations(&store).await,
         expected_records(&[
             1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 201, 202, 203, 204, 300, 301, 500, 501, 502,
-            503, 600, 700, 701, 702, 800, 802, 803
+            503, 600, 700, 701, 702, 800, 802, 803, 1000, 1001, 1002
         ])
     );
     store.close().await;

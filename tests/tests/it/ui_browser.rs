@@ -220,7 +220,10 @@ impl Run {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             for e in self.browser.find_all(css).await {
-                let t = self.browser.text(&e).await;
+                // A live region may replace the element before it is read: look again.
+                let Some(t) = self.browser.try_text(&e).await else {
+                    continue;
+                };
                 if t.contains(needle) {
                     return t;
                 }
@@ -278,7 +281,7 @@ async fn wait_for_command(run: &Run, kind: &str, state: &str) {
             .find_all(&format!("[data-testid=command-state][data-kind={kind}]"))
             .await;
         if let Some(c) = cells.first()
-            && b.text(c).await == state
+            && b.try_text(c).await.as_deref() == Some(state)
         {
             return;
         }
@@ -485,24 +488,14 @@ async fn scenarios(
         "overview first load: responseEnd {response_end:.0} ms, loadEventEnd {load_end:.0} ms (WebDriver round trip {:?})",
         started.elapsed()
     );
-    assert!(
-        b.text(&b.find("[data-testid=tenant]").await)
-            .await
-            .contains("default")
-    );
-    let who = b.text(&b.find("[data-testid=identity]").await).await;
+    assert!(b.text_of("[data-testid=tenant]").await.contains("default"));
+    let who = b.text_of("[data-testid=identity]").await;
     assert!(who.starts_with("key:") && who.contains("admin"), "{who}");
     assert_eq!(
-        b.text(&b.find("[data-testid=mode]").await)
-            .await
-            .to_lowercase(),
+        b.text_of("[data-testid=mode]").await.to_lowercase(),
         "fleet"
     );
-    assert_eq!(
-        b.text(&b.find("[data-testid=tile-endpoints] .v").await)
-            .await,
-        "2"
-    );
+    assert_eq!(b.text_of("[data-testid=tile-endpoints] .v").await, "2");
     let recent = b
         .text(&b.find("[data-testid=recent-endpoints]").await)
         .await;
@@ -559,7 +552,7 @@ async fn scenarios(
 
     // --- Fleet: both endpoints; the search filter; the sort.
     run.open("/ui/fleet").await;
-    let table = b.text(&b.find("[data-testid=fleet-table]").await).await;
+    let table = b.text_of("[data-testid=fleet-table]").await;
     assert!(
         table.contains(agent_host) && table.contains(PUSHED_HOST),
         "{table}"
@@ -700,7 +693,7 @@ async fn scenarios(
     b.execute("window.__stillThisPage = true; return null;", json!([]))
         .await;
     assert!(
-        !b.text(&b.find("[data-testid=servers]").await)
+        !b.text_of("[data-testid=servers]")
             .await
             .contains("live-fetch")
     );
@@ -710,6 +703,9 @@ async fn scenarios(
     )
     .unwrap();
     run.wait_for_text("[data-testid=servers]", "live-fetch")
+        .await;
+    // The timeline names what the edit changed (the API's inventory diff).
+    run.wait_for_text("[data-testid=timeline]", "server live-fetch (cursor) added")
         .await;
     assert_eq!(
         b.execute(
@@ -731,7 +727,7 @@ async fn scenarios(
 
     // --- Endpoint: the agent's servers from the fixture home.
     run.open(&format!("/ui/endpoints/{}", agent.agent_id)).await;
-    let servers = b.text(&b.find("[data-testid=servers]").await).await;
+    let servers = b.text_of("[data-testid=servers]").await;
     for expected in fixture::EXPECTED_SERVERS.iter().filter(|s| s.2 == "user") {
         assert!(
             servers.contains(expected.1),
@@ -739,7 +735,7 @@ async fn scenarios(
             expected.1
         );
     }
-    let timeline = b.text(&b.find("[data-testid=timeline]").await).await;
+    let timeline = b.text_of("[data-testid=timeline]").await;
     assert!(
         timeline.contains("Enrolled (agent)") && timeline.contains("Latest inventory"),
         "{timeline}"
@@ -773,24 +769,64 @@ async fn scenarios(
         reasons: vec!["tool `exec_shell` is denied by pattern `exec*`".into()],
         ..Default::default()
     });
+    // A second changed tool, on another server: this one is denied.
+    audit.emit(AuditEvent {
+        ts_ms: 1_800_000_000_002,
+        kind: "pin".into(),
+        server_id: "srv-denied".into(),
+        client: Some("cursor".into()),
+        method: Some("tools/list".into()),
+        decision: "block".into(),
+        reasons: vec!["tool `fetch` changed since it was pinned".into()],
+        ..Default::default()
+    });
     audit.flush(Duration::from_secs(10)).await;
     eventually(PATIENCE, "the detections in the audit log", || async {
         let r = run
             .server
             .get("/v1/audit?action=proxy.detection", Some(&admin))
             .await;
-        (r.json["items"].as_array().is_some_and(|i| i.len() >= 2)).then_some(())
+        (r.json["items"].as_array().is_some_and(|i| i.len() >= 3)).then_some(())
     })
     .await;
     run.open("/ui/runtime").await;
-    let changes = b.text(&b.find("[data-testid=pin-changes]").await).await;
+    let changes = b.text_of("[data-testid=pin-changes]").await;
     assert!(changes.contains("search"), "{changes}");
-    let detections = b.text(&b.find("[data-testid=detections]").await).await;
+    let detections = b.text_of("[data-testid=detections]").await;
     assert!(detections.contains("exec_shell"), "{detections}");
     run.accessible("runtime").await;
     run.shot("runtime").await;
-    b.click(&b.find("form[action='/ui/runtime/approve'] button").await)
+    // Deny one change: it stays blocked, and the decision is recorded with who made it.
+    b.click(
+        &b.find("form:has(input[name=server][value='srv-denied']) button.danger")
+            .await,
+    )
+    .await;
+    b.accept_alert().await;
+    run.wait_for_text(".flash.ok", "Denied").await;
+    let denied = b.text_of("[data-testid=denial-state]").await;
+    assert!(denied.starts_with("denied by key:"), "{denied}");
+    let recorded = run
+        .server
+        .get("/v1/audit?action=runtime.pins_denied", Some(&admin))
         .await;
+    assert_eq!(
+        recorded.json["items"][0]["target"], "srv-denied",
+        "{}",
+        recorded.text
+    );
+    assert_eq!(
+        recorded.json["items"][0]["detail"]["tools"],
+        json!(["fetch"]),
+        "{}",
+        recorded.text
+    );
+    // And approve the other.
+    b.click(
+        &b.find("form:has(input[name=server][value='srv-pinned']) button:not(.danger)")
+            .await,
+    )
+    .await;
     b.accept_alert().await;
     run.wait_for_text(".flash.ok", "Approval sent").await;
     eventually(PATIENCE, "the agent applied the approval", || async {
@@ -810,7 +846,7 @@ async fn scenarios(
     })
     .await;
     run.open("/ui/runtime").await;
-    let state = b.text(&b.find("[data-testid=approval-state]").await).await;
+    let state = b.text_of("[data-testid=approval-state]").await;
     assert_eq!(
         state, "approval applied",
         "the page shows the approval was applied"
@@ -866,7 +902,7 @@ async fn scenarios(
         .await;
     run.open(&format!("/ui/endpoints/{}", agent.agent_id)).await;
     assert!(
-        b.text(&b.find("[data-testid=lifecycle-state]").await)
+        b.text_of("[data-testid=lifecycle-state]")
             .await
             .contains("quarantined")
     );
@@ -917,7 +953,7 @@ async fn scenarios(
 
     // --- MCP servers: grouped by identity, each linking to where it runs.
     run.open("/ui/servers").await;
-    let groups = b.text(&b.find("[data-testid=server-groups]").await).await;
+    let groups = b.text_of("[data-testid=server-groups]").await;
     assert!(
         groups.contains("github") && groups.contains("filesystem"),
         "{groups}"
@@ -938,7 +974,7 @@ async fn scenarios(
     )
     .await;
     b.accept_alert().await;
-    let error = b.text(&b.find("[data-testid=policy-error]").await).await;
+    let error = b.text_of("[data-testid=policy-error]").await;
     assert!(!error.is_empty(), "the API's validation error is shown");
     let kept = b
         .execute("return document.querySelector('#policy').value;", json!([]))
@@ -961,7 +997,7 @@ async fn scenarios(
     b.accept_alert().await;
     run.wait_for_text(".flash.ok", "Published revision 1").await;
     assert!(
-        b.text(&b.find("[data-testid=policy-revisions]").await)
+        b.text_of("[data-testid=policy-revisions]")
             .await
             .contains('1')
     );
@@ -988,7 +1024,7 @@ async fn scenarios(
     run.open("/ui/runtime").await;
     b.find("[data-testid=tile-wrapped]").await;
     run.open("/ui/enrollment").await;
-    let unix = b.text(&b.find("[data-testid=install-unix]").await).await;
+    let unix = b.text_of("[data-testid=install-unix]").await;
     assert!(
         unix.contains(&format!("{}/install/agent.sh", run.base)),
         "{unix}"
@@ -1015,7 +1051,7 @@ async fn scenarios(
     assert!(token.starts_with("abe_"), "an enrollment token: {token}");
     let enrolled = run.server.enroll_with_token(&token).await;
     run.open("/ui/enrollment").await;
-    let tokens = b.text(&b.find("[data-testid=enroll-tokens]").await).await;
+    let tokens = b.text_of("[data-testid=enroll-tokens]").await;
     assert!(
         tokens.contains("laptops") && tokens.contains("1 / 5"),
         "one use of five: {tokens}"
@@ -1046,9 +1082,9 @@ async fn scenarios(
 
     // --- Audit: the chain verifies, the UI's own actions are there, the export is signed.
     run.open("/ui/audit").await;
-    let chain = b.text(&b.find("[data-testid=chain-status]").await).await;
+    let chain = b.text_of("[data-testid=chain-status]").await;
     assert!(chain.contains("verified"), "{chain}");
-    let log = b.text(&b.find("[data-testid=audit]").await).await;
+    let log = b.text_of("[data-testid=audit]").await;
     assert!(
         log.contains("policy.publish") || log.contains("policy"),
         "{log}"
@@ -1117,7 +1153,7 @@ async fn scenarios(
 
     // --- Tenants (super-admin): the list with quotas.
     run.open("/ui/tenants").await;
-    let tenants = b.text(&b.find("[data-testid=tenants]").await).await;
+    let tenants = b.text_of("[data-testid=tenants]").await;
     assert!(
         tenants.contains("hybrid-t") && tenants.contains("default"),
         "{tenants}"
@@ -1220,12 +1256,7 @@ async fn scenarios(
     for (mode, key, menu) in expectations {
         run.sign_in(key).await;
         run.open("/ui/").await;
-        assert_eq!(
-            b.text(&b.find("[data-testid=mode]").await)
-                .await
-                .to_lowercase(),
-            mode
-        );
+        assert_eq!(b.text_of("[data-testid=mode]").await.to_lowercase(), mode);
         assert_eq!(run.menu().await, menu, "{mode} navigation");
         run.accessible(&format!("overview ({mode})")).await;
         run.shot(&format!("overview-{mode}")).await;
@@ -1237,7 +1268,7 @@ async fn scenarios(
         "a local tenant is told how to start"
     );
     run.open("/ui/fleet").await;
-    let empty = b.text(&b.find("[data-testid=empty-state]").await).await;
+    let empty = b.text_of("[data-testid=empty-state]").await;
     assert!(
         empty.contains("local") && empty.contains("Enroll an agent"),
         "{empty}"
@@ -1248,7 +1279,7 @@ async fn scenarios(
     // tenant's endpoint is not found.
     run.sign_in(hybrid_key).await;
     run.open("/ui/fleet").await;
-    let table = b.text(&b.find("[data-testid=fleet-table]").await).await;
+    let table = b.text_of("[data-testid=fleet-table]").await;
     assert!(
         table.contains("hybrid-laptop") && table.contains("k8s-node-2"),
         "{table}"
@@ -1270,15 +1301,11 @@ async fn scenarios(
     b.clear_cookies().await;
     let link = run.server.ui.sign_in_link(&admin);
     run.open(&link).await;
-    assert!(
-        b.text(&b.find("[data-testid=tenant]").await)
-            .await
-            .contains("default")
-    );
+    assert!(b.text_of("[data-testid=tenant]").await.contains("default"));
     b.clear_cookies().await;
     run.open(&link).await;
     assert!(
-        b.text(&b.find("[data-testid=login-error]").await)
+        b.text_of("[data-testid=login-error]")
             .await
             .contains("used already")
     );
@@ -1303,21 +1330,17 @@ async fn companion_with_single_sign_on(run: &Run, idp: &Idp, agent_host: &str) {
     // A callback this browser did not start is refused.
     b.goto(&format!("{base}/ui/login/oidc/callback?code=x&state=y"))
         .await;
-    let e = b.text(&b.find("[data-testid=login-error]").await).await;
+    let e = b.text_of("[data-testid=login-error]").await;
     assert!(e.contains("not started in this browser"), "{e}");
 
     b.goto(&format!("{base}/ui/login")).await;
     b.click(&b.find("[data-testid=sso]").await).await;
-    let who = b.text(&b.find("[data-testid=identity]").await).await;
+    let who = b.text_of("[data-testid=identity]").await;
     assert_eq!(
         who, "oidc:alice · analyst",
         "signed in through the provider"
     );
-    assert!(
-        b.text(&b.find("[data-testid=tenant]").await)
-            .await
-            .contains("default")
-    );
+    assert!(b.text_of("[data-testid=tenant]").await.contains("default"));
     assert!(
         b.url().await.starts_with(&base),
         "on the companion's origin"
@@ -1328,7 +1351,7 @@ async fn companion_with_single_sign_on(run: &Run, idp: &Idp, agent_host: &str) {
         "{menu:?}"
     );
     b.goto(&format!("{base}/ui/fleet")).await;
-    let table = b.text(&b.find("[data-testid=fleet-table]").await).await;
+    let table = b.text_of("[data-testid=fleet-table]").await;
     assert!(
         table.contains(agent_host),
         "the companion reads the API: {table}"

@@ -170,6 +170,18 @@ pub const ROUTES: &[RouteSpec] = &[
     ),
     route(
         "GET",
+        "/v1/fleet/endpoints/{id}/timeline",
+        Some(Permission::FleetRead),
+        "What changed between the endpoint's inventories: servers and clients added, removed, changed",
+    ),
+    route(
+        "POST",
+        "/v1/fleet/endpoints/{id}/pins/deny",
+        Some(Permission::FleetWrite),
+        "Deny changed tool definitions: they stay blocked, and the decision is audited",
+    ),
+    route(
+        "GET",
         "/v1/fleet/endpoints/{id}/commands",
         Some(Permission::FleetRead),
         "Commands of an endpoint with state and answers",

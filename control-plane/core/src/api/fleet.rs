@@ -210,6 +210,73 @@ struct ServerParams {
     cursor: Option<String>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PinDenial {
+    server_id: String,
+    tools: Vec<String>,
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /v1/fleet/endpoints/{id}/pins/deny`: keep changed tool definitions blocked, recorded.
+pub(super) async fn deny_pins(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require(Permission::FleetWrite)?;
+    let denial: PinDenial = json_body(&body)?;
+    service::endpoints::deny_pins(
+        &state.store,
+        &caller.as_actor(),
+        caller.tenant_id(),
+        &id,
+        &denial.server_id,
+        &denial.tools,
+        &denial.reason,
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            json!({"endpoint_id": id, "server_id": denial.server_id, "tools": denial.tools, "denied": true}),
+        ),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TimelineParams {
+    limit: Option<i64>,
+}
+
+/// `GET /v1/fleet/endpoints/{id}/timeline`: what changed between the endpoint's inventories,
+/// newest first.
+pub(super) async fn timeline(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Permission::FleetRead)?;
+    let params: TimelineParams = parse_query(query.as_deref())?;
+    let kept = crate::store::inventory_history::KEPT_PER_ENDPOINT;
+    let limit = params.limit.unwrap_or(kept);
+    if !(1..=kept).contains(&limit) {
+        return Err(ApiError::invalid(&format!(
+            "limit must be between 1 and {kept}"
+        )));
+    }
+    Ok(Json(
+        state
+            .store
+            .inventory_timeline(caller.tenant_id(), &id, limit)
+            .await?,
+    ))
+}
+
 /// `GET /v1/fleet/servers`
 pub(super) async fn list_servers(
     State(state): State<AppState>,

@@ -158,6 +158,8 @@ pub fn router(state: AppState) -> Router {
                 .delete(fleet::delete_endpoint),
         )
         .route("/v1/fleet/endpoints/{id}/state", post(fleet::transition))
+        .route("/v1/fleet/endpoints/{id}/timeline", get(fleet::timeline))
+        .route("/v1/fleet/endpoints/{id}/pins/deny", post(fleet::deny_pins))
         .route(
             "/v1/fleet/endpoints/{id}/reenroll-token",
             post(enrollment::create_reenroll),

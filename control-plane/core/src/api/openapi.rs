@@ -166,6 +166,22 @@ fn extras(method: &str, path: &str) -> (Vec<Value>, Option<Value>) {
                 "tags": {"type": "array", "maxItems": 64, "items": {"type": "string", "pattern": "^[A-Za-z0-9._:=/-]{1,64}$"}}}}),
             ),
         ),
+        ("POST", "/v1/fleet/endpoints/{id}/pins/deny") => (
+            vec![],
+            Some(
+                json!({"type": "object", "additionalProperties": false, "required": ["server_id", "tools"],
+                "properties": {"server_id": {"type": "string", "minLength": 1, "maxLength": 200},
+                "tools": {"type": "array", "minItems": 1, "maxItems": 100, "items": {"type": "string", "minLength": 1, "maxLength": 200}},
+                "reason": {"type": "string", "maxLength": 1000}}}),
+            ),
+        ),
+        ("GET", "/v1/fleet/endpoints/{id}/timeline") => (
+            vec![q(
+                "limit",
+                json!({"type": "integer", "minimum": 1, "maximum": 100}),
+            )],
+            None,
+        ),
         ("GET", "/v1/fleet/endpoints/{id}/commands")
         | ("GET", "/v1/policy/revisions")
         | ("GET", "/v1/policy/rollout") => (vec![q("limit", limit())], None),

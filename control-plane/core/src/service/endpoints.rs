@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::{Actor, ServiceError, batched_entry, record};
 use crate::store::sync::{PreparedSync, SyncAudit, SyncResult};
-use crate::store::{LifecycleState, MetadataUpdate, Store};
+use crate::store::{LifecycleState, MetadataUpdate, Store, StoreError};
 
 /// Longest reason a lifecycle transition may carry.
 pub const MAX_REASON_CHARS: usize = 1000;
@@ -90,6 +90,66 @@ pub async fn delete(
         "fleet.delete",
         endpoint_id,
         json!({}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Longest server id or tool name a pin decision names; most tools one decision names.
+const MAX_PIN_NAME: usize = 200;
+const MAX_PIN_TOOLS: usize = 100;
+
+/// Deny changed tool definitions on an endpoint: they stay blocked (the proxy blocks a changed
+/// pin until it is approved), and the decision is recorded with who made it and why, so the
+/// Runtime page and the audit log show it. Audit: `runtime.pins_denied`.
+pub async fn deny_pins(
+    store: &Store,
+    actor: &Actor,
+    tenant_id: &str,
+    endpoint_id: &str,
+    server_id: &str,
+    tools: &[String],
+    reason: &str,
+) -> Result<(), ServiceError> {
+    let bounded = |what: &str, v: &str| {
+        if v.trim().is_empty() || v.chars().count() > MAX_PIN_NAME {
+            Err(ServiceError::Invalid(format!(
+                "{what} must be 1-{MAX_PIN_NAME} characters"
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    bounded("server_id", server_id)?;
+    if tools.is_empty() || tools.len() > MAX_PIN_TOOLS {
+        return Err(ServiceError::Invalid(format!(
+            "tools must name 1-{MAX_PIN_TOOLS} tools"
+        )));
+    }
+    for t in tools {
+        bounded("a tool name", t)?;
+    }
+    if reason.chars().count() > MAX_REASON_CHARS {
+        return Err(ServiceError::Invalid(format!(
+            "reason must be at most {MAX_REASON_CHARS} characters"
+        )));
+    }
+    let mut tx = store.begin(tenant_id).await?;
+    if !store
+        .endpoint_exists_in(&mut tx, tenant_id, endpoint_id)
+        .await?
+    {
+        return Err(StoreError::NotFound(format!("endpoint {endpoint_id:?}")).into());
+    }
+    record(
+        store,
+        &mut tx,
+        actor,
+        tenant_id,
+        "runtime.pins_denied",
+        server_id,
+        json!({ "endpoint_id": endpoint_id, "tools": tools, "reason": reason }),
     )
     .await?;
     tx.commit().await?;

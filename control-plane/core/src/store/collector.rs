@@ -10,7 +10,7 @@ use sqlx::Row;
 use super::changes::ChangeKind;
 use super::writer::{Batch, Work, WriteError};
 use super::{Store, StoreError, Tx, now_ms};
-use super::{audit, rows};
+use super::{audit, inventory_history, rows};
 use crate::metrics;
 use crate::secrets::{self, ENROLL_TOKEN_KIND};
 
@@ -241,6 +241,7 @@ impl Store {
                             seq,
                             inventory: &inventory,
                             requires: Requires::Older,
+                            previous: None,
                         };
                         if write.run(conn).await? {
                             return Ok(ApplyOutcome::Applied);
@@ -866,6 +867,9 @@ struct InventoryWrite<'a> {
     seq: i64,
     inventory: &'a Inventory,
     requires: Requires<'a>,
+    /// The inventory this one follows, when known (a delta's base); a snapshot reads the
+    /// stored one. The endpoint's timeline records what changed between them.
+    previous: Option<&'a Inventory>,
 }
 
 impl InventoryWrite<'_> {
@@ -880,6 +884,11 @@ impl InventoryWrite<'_> {
             Requires::Base { .. } => "last_seq = $22 AND inventory_hash = $23 AND last_seq < $1",
         };
         let (owner, environment, tags) = endpoint_labels(host);
+        let stored_previous = match (self.previous, &self.requires) {
+            (None, Requires::Older) => stored_inventory(tx, tenant, agent).await?,
+            _ => None,
+        };
+        let previous = self.previous.or(stored_previous.as_ref());
         let sql = sqlx::AssertSqlSafe(format!(
             "UPDATE endpoints SET last_seq = $1, hostname = $2, os = $3, os_version = $4, arch = $5, \
              kernel_version = $6, cpu_count = $7, memory_bytes = $8, uptime_secs = $9, agent_version = $10, \
@@ -967,8 +976,28 @@ impl InventoryWrite<'_> {
         rows::replace_scan_errors(tx, tenant, agent, &errors).await?;
         let identities = inventory.servers.iter().map(|s| s.id.clone()).collect();
         Store::touch_server_identities(tx, tenant, &identities, now).await?;
+        inventory_history::record(tx, tenant, agent, seq, now, previous, inventory).await?;
         Ok(true)
     }
+}
+
+/// The inventory last stored for a device (`None` before its first upload, or when the
+/// stored document no longer parses).
+async fn stored_inventory(
+    conn: &mut sqlx::AnyConnection,
+    tenant: &str,
+    agent: &str,
+) -> Result<Option<Inventory>, sqlx::Error> {
+    let row = sqlx::query("SELECT inventory_doc FROM endpoints WHERE id = $1 AND tenant_id = $2")
+        .bind(agent)
+        .bind(tenant)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let doc: Option<String> = match row {
+        Some(r) => r.try_get("inventory_doc")?,
+        None => None,
+    };
+    Ok(doc.and_then(|d| serde_json::from_str(&d).ok()))
 }
 
 /// The audit entries of an upload's detections (every event the proxy did not just forward).
@@ -1199,6 +1228,7 @@ impl StoredDelta<'_> {
                 seq: self.base_seq,
                 hash: self.base_hash,
             },
+            previous: Some(&base),
         };
         if !write.run(conn).await? {
             // Another writer moved the row between the read and the write.

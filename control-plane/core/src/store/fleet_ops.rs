@@ -273,6 +273,7 @@ impl Store {
             "endpoint_clients",
             "endpoint_servers",
             "endpoint_scan_errors",
+            "endpoint_inventory_changes",
         ] {
             let sql = sqlx::AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE tenant_id = $1 AND endpoint_id = $2"
@@ -297,6 +298,23 @@ impl Store {
         });
         tx.after_commit_fleet(tenant_id, endpoint_id, ChangeKind::Endpoint);
         Ok(())
+    }
+
+    /// Whether `endpoint_id` is an endpoint of `tenant_id`, on `tx`.
+    pub(crate) async fn endpoint_exists_in(
+        &self,
+        tx: &mut Tx,
+        tenant_id: &str,
+        endpoint_id: &str,
+    ) -> Result<bool, StoreError> {
+        Ok(
+            sqlx::query("SELECT 1 AS one FROM endpoints WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant_id)
+                .bind(endpoint_id)
+                .fetch_optional(tx.scoped(tenant_id).await?)
+                .await?
+                .is_some(),
+        )
     }
 
     /// Record that server identities were reported now (first/last seen of the server view).

@@ -16,6 +16,7 @@ pub mod fleet;
 pub mod fleet_ops;
 pub mod gateway;
 mod identity;
+pub mod inventory_history;
 pub mod notify;
 pub mod policies;
 pub mod posture;

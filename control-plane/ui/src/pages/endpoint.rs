@@ -53,8 +53,11 @@ pub(crate) async fn page(
         esc(&id),
         state.config.live_interval.as_millis()
     ));
-    let sent = commands(&state, &ctx, &id).await;
-    body.push_str(&details_html(&d, &id, &sent));
+    let (sent, changes) = tokio::join!(
+        commands(&state, &ctx, &id),
+        inventory_changes(&state, &ctx, &id)
+    );
+    body.push_str(&details_html(&d, &id, &sent, changes.as_ref()));
     body.push_str("</div>");
     let title = format!("Endpoint {}", text(&d["hostname"]));
     layout::page(&ctx, Some(Section::Fleet), &title, &body)
@@ -75,7 +78,12 @@ async fn detail(
 }
 
 /// Host facts, clients, servers, tools, scan errors, commands and the timeline.
-fn details_html(d: &Value, id: &str, sent: &Result<Value, String>) -> String {
+fn details_html(
+    d: &Value,
+    id: &str,
+    sent: &Result<Value, String>,
+    changes: Option<&Value>,
+) -> String {
     let h = &d["host"];
     let mut body = format!(
         r#"<section class="facts" data-testid="host-facts"><dl>
@@ -177,8 +185,52 @@ fn details_html(d: &Value, id: &str, sent: &Result<Value, String>) -> String {
         Err(e) => body.push_str(&format!(r#"<p class="flash error">{}</p>"#, esc(e))),
     }
     body.push_str("<h2>Timeline</h2>");
-    body.push_str(&timeline(d, sent.as_ref().ok()));
+    body.push_str(&timeline(d, sent.as_ref().ok(), changes));
     body
+}
+
+/// `GET /v1/fleet/endpoints/{id}/timeline` (none when it cannot be read: the timeline then
+/// shows the rest).
+async fn inventory_changes(state: &UiState, ctx: &crate::Ctx, id: &str) -> Option<Value> {
+    state
+        .api
+        .get(
+            ctx.credential(),
+            &format!("/v1/fleet/endpoints/{}/timeline?limit=30", enc(id)),
+        )
+        .await
+        .ok()
+}
+
+/// One timeline line of an inventory change entry: what was added, removed or changed.
+fn describe_changes(entry: &Value) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for c in items(entry, "changes") {
+        let mut what = format!("{} {}", text(&c["item"]), text(&c["name"]));
+        if let Some(client) = c["client"].as_str() {
+            what.push_str(&format!(" ({client})"));
+        }
+        what.push(' ');
+        what.push_str(&text(&c["change"]));
+        let fields: Vec<String> = c["fields"]
+            .as_array()
+            .map(|f| f.iter().map(|x| text(x).replace('_', " ")).collect())
+            .unwrap_or_default();
+        if !fields.is_empty() {
+            what.push_str(&format!(": {}", fields.join(", ")));
+        }
+        parts.push(what);
+    }
+    let more = entry["more"].as_u64().unwrap_or(0);
+    if more > 0 {
+        parts.push(format!("and {more} more"));
+    }
+    let lead = if entry["first"].as_bool() == Some(true) {
+        "First inventory"
+    } else {
+        "Inventory changed"
+    };
+    format!("{lead}: {}", parts.join("; "))
 }
 
 async fn commands(state: &UiState, ctx: &crate::Ctx, id: &str) -> Result<Value, String> {
@@ -195,10 +247,10 @@ async fn commands(state: &UiState, ctx: &crate::Ctx, id: &str) -> Result<Value, 
         .map_err(|e| e.to_string())
 }
 
-/// What is known of an endpoint's history, newest first: enrollment, its last inventory,
-/// tools its proxies first saw, and commands sent and answered. (Inventory diffs themselves
-/// are not kept by the control plane.)
-fn timeline(d: &Value, commands: Option<&Value>) -> String {
+/// What is known of an endpoint's history, newest first: enrollment, what each inventory
+/// changed (servers and clients added, removed, changed), tools its proxies first saw, and
+/// commands sent and answered.
+fn timeline(d: &Value, commands: Option<&Value>, changes: Option<&Value>) -> String {
     let mut events: Vec<(String, String)> = Vec::new();
     let mut add = |at: &Value, what: String| {
         if let Some(at) = at.as_str() {
@@ -210,6 +262,9 @@ fn timeline(d: &Value, commands: Option<&Value>) -> String {
         format!("Enrolled ({})", text(&d["origin"])),
     );
     add(&d["last_inventory_at"], "Latest inventory received".into());
+    for entry in changes.map(|c| items(c, "items")).unwrap_or_default() {
+        add(&entry["at"], describe_changes(entry));
+    }
     for t in items(d, "tools") {
         add(
             &t["first_seen"],
@@ -282,8 +337,11 @@ pub(crate) async fn live_fragment(
                 .into_response();
         }
     };
-    let sent = commands(&state, &ctx, &id).await;
-    Html(details_html(&d, &id, &sent)).into_response()
+    let (sent, changes) = tokio::join!(
+        commands(&state, &ctx, &id),
+        inventory_changes(&state, &ctx, &id)
+    );
+    Html(details_html(&d, &id, &sent, changes.as_ref())).into_response()
 }
 
 pub(crate) async fn action(

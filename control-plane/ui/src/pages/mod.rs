@@ -32,6 +32,7 @@ pub(crate) fn routes() -> Router<Arc<UiState>> {
         .route("/ui/servers", get(servers::page))
         .route("/ui/runtime", get(runtime::page))
         .route("/ui/runtime/approve", post(runtime::approve))
+        .route("/ui/runtime/deny", post(runtime::deny))
         .route("/ui/policies", get(policies::page).post(policies::publish))
         .route("/ui/audit", get(audit::page))
         .route("/ui/audit/export/{which}", get(audit::export))

@@ -1,7 +1,8 @@
 //! Runtime: what the inspecting proxies saw (detections and blocked calls from the audit log)
 //! and tool-definition changes that block a server until approved; approving sends the
-//! endpoint an `approve_pins` command, which its proxy applies. Leaving a change unapproved
-//! keeps the tool blocked (that is the deny).
+//! endpoint an `approve_pins` command, which its proxy applies. Denying keeps the tools
+//! blocked and records the decision (`POST /v1/fleet/endpoints/{id}/pins/deny`, audit
+//! `runtime.pins_denied`), shown here and in the audit log.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -87,6 +88,32 @@ pub(crate) async fn page(State(state): State<Arc<UiState>>, SignedIn(ctx): Signe
         Err(e) => return layout::failure(&ctx, Some(Section::Runtime), &e),
     };
     let list = items(&detections, "items");
+    // Denials recorded: the newest per endpoint and server, with who denied.
+    let mut denials: HashMap<(String, String), (String, String)> = HashMap::new();
+    if let Ok(denied) = state
+        .api
+        .get(
+            ctx.credential(),
+            &format!("/v1/audit?action=runtime.pins_denied&after={after}&limit={WINDOW}"),
+        )
+        .await
+    {
+        for d in items(&denied, "items") {
+            denials.insert(
+                (
+                    d["detail"]["endpoint_id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    d["target"].as_str().unwrap_or_default().to_string(),
+                ),
+                (
+                    d["at"].as_str().unwrap_or_default().to_string(),
+                    d["actor"].as_str().unwrap_or_default().to_string(),
+                ),
+            );
+        }
+    }
     // Pin changes that block (decision block, newest first), one row per endpoint and server.
     let mut seen = BTreeSet::new();
     let mut awaiting = Vec::new();
@@ -161,10 +188,23 @@ pub(crate) async fn page(State(state): State<Arc<UiState>>, SignedIn(ctx): Signe
                     e["target"].as_str().unwrap_or_default().to_string(),
                 ))
                 .filter(|(created, _)| created.as_str() >= e["at"].as_str().unwrap_or_default());
+            let at = e["at"].as_str().unwrap_or_default();
+            let denied = denials
+                .get(&(
+                    endpoint.to_string(),
+                    e["target"].as_str().unwrap_or_default().to_string(),
+                ))
+                .filter(|(when, _)| when.as_str() >= at);
             let approve = if let Some((_, status)) = sent {
                 format!(
                     r#"<span data-testid="approval-state">approval {}</span>"#,
                     badge(status)
+                )
+            } else if let Some((_, by)) = denied {
+                format!(
+                    r#"<span data-testid="denial-state">{} by {}</span>"#,
+                    badge("denied"),
+                    esc(by)
                 )
             } else if ctx.can("fleet:write") {
                 let mut hidden = String::new();
@@ -175,7 +215,7 @@ pub(crate) async fn page(State(state): State<Arc<UiState>>, SignedIn(ctx): Signe
                     ));
                 }
                 format!(
-                    r#"<form method="post" action="/ui/runtime/approve" class="actions">{}<input type="hidden" name="endpoint" value="{}"><input type="hidden" name="server" value="{}">{hidden}<button type="submit" data-confirm="Approve the new definitions of these tools on this endpoint?">Approve</button><span class="hint">or leave it blocked</span></form>"#,
+                    r#"<form method="post" action="/ui/runtime/approve" class="actions">{}<input type="hidden" name="endpoint" value="{}"><input type="hidden" name="server" value="{}">{hidden}<button type="submit" data-confirm="Approve the new definitions of these tools on this endpoint?">Approve</button><button type="submit" class="danger" formaction="/ui/runtime/deny" data-confirm="Deny the new definitions? The tools stay blocked and the decision is recorded.">Deny</button></form>"#,
                     ctx.csrf_input(),
                     esc(endpoint),
                     field(e, "target"),
@@ -247,6 +287,40 @@ pub(crate) async fn approve(
         Err(e) => Flash {
             kind: "error",
             text: format!("Approval refused: {e}"),
+            secret: None,
+        },
+    };
+    state.flash_redirect(&ctx, "/ui/runtime", flash)
+}
+
+pub(crate) async fn deny(
+    State(state): State<Arc<UiState>>,
+    CheckedPost { ctx, form }: CheckedPost,
+) -> Response {
+    let endpoint = form.get("endpoint").unwrap_or_default();
+    let denial = json!({
+        "server_id": form.get("server").unwrap_or_default(),
+        "tools": form.all("tool"),
+        "reason": "denied on the Runtime page",
+    });
+    let flash = match state
+        .api
+        .send(
+            Method::POST,
+            ctx.credential(),
+            &format!("/v1/fleet/endpoints/{}/pins/deny", enc(endpoint)),
+            Some(&denial),
+        )
+        .await
+    {
+        Ok(_) => Flash {
+            kind: "ok",
+            text: "Denied: the tools stay blocked, and the decision is in the audit log.".into(),
+            secret: None,
+        },
+        Err(e) => Flash {
+            kind: "error",
+            text: format!("Deny refused: {e}"),
             secret: None,
         },
     };
