@@ -300,7 +300,7 @@ async fn unsupported_urls_are_refused_without_leaking_credentials() {
 /// (`store::dialect::schema`), read from a SQLite and a Postgres database it migrated. sqlx
 /// decides by exactly these two columns whether a recorded migration is known, so a fresh
 /// database recording the same pairs proves an existing one opens without re-running anything.
-const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 25] = [
+const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 28] = [
     (
         1,
         "604fda044c6654e64fa251f63bdf4696ba60a2771a9a9646be0cc20eacdd2b28fa51b45e386a9973c199636b88263644",
@@ -404,6 +404,18 @@ const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 25] = [
         503,
         "984a2698934cd3db69da9897f33e8c02aa77c705775bdf02795d4823c6e3ad79e1453b8f881c0d5eba65e080f04f7784",
     ),
+    (
+        700,
+        "e480dc941773248497d45fcd02065ea4e6931f724e51f4bfa80e06987759663a0f9fa49a4099ce68db7e189506a8a83b",
+    ),
+    (
+        701,
+        "1e70dbc4ffd85e1b92cde923af83611cff6440ba0e25570f3c948fbd01e4268a5553d665934a560dec0d7b479e19da0b",
+    ),
+    (
+        702,
+        "0cf2b0da9a83412ac12dea74797f5ae11ef4bafa3ec2f0d4c848f7c4c1c00b96796cbc2701476586f31353368e5e0365",
+    ),
 ];
 
 async fn recorded_migrations(store: &Store) -> Vec<(i64, String)> {
@@ -435,7 +447,9 @@ async fn sqlite_databases_of_earlier_releases_are_recognised() {
     let store = Store::open_sqlite(dir.path()).await.unwrap();
     assert_eq!(
         recorded_migrations(&store).await,
-        expected_records(&[1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 204, 300, 500, 502])
+        expected_records(&[
+            1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 204, 300, 500, 502, 700, 701
+        ])
     );
     store.close().await;
 }
@@ -448,7 +462,7 @@ async fn postgres_databases_of_earlier_releases_are_recognised() {
         recorded_migrations(&store).await,
         expected_records(&[
             1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 201, 202, 203, 204, 300, 301, 500, 501, 502,
-            503
+            503, 700, 701, 702
         ])
     );
     store.close().await;
