@@ -14,7 +14,9 @@
 //! Another gateway can be measured in the same run on the same upstream and load: bind the
 //! upstream at a fixed address (`AGENT_BOM_BENCH_UPSTREAM=127.0.0.1:PORT`), start that gateway
 //! relaying to `http://127.0.0.1:PORT/mcp`, and name its route in `AGENT_BOM_BENCH_PEER` (its
-//! clients send no credential: run it on loopback without auth).
+//! clients send no credential: run it on loopback without auth). Its closed-loop phase runs at
+//! `AGENT_BOM_BENCH_PEER_SESSIONS` sessions (default 50), beside direct and this gateway at the
+//! same load.
 
 // A benchmark reports failure by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -211,11 +213,11 @@ async fn sequential(t: &Target, text: &str) -> Vec<Duration> {
     out
 }
 
-/// SESSIONS concurrent sessions, each opened, then CALLS_PER_SESSION calls in a row; returns
-/// the sorted call latencies and calls per second over the calling phase.
-async fn concurrent(t: &Target, text: &str) -> (Vec<Duration>, f64) {
-    let mut sessions = Vec::with_capacity(SESSIONS);
-    for _ in 0..SESSIONS {
+/// `n` concurrent sessions, each opened, then CALLS_PER_SESSION calls in a row; returns the
+/// sorted call latencies and calls per second over the calling phase.
+async fn concurrent(t: &Target, text: &str, n: usize) -> (Vec<Duration>, f64) {
+    let mut sessions = Vec::with_capacity(n);
+    for _ in 0..n {
         sessions.push(t.open().await);
     }
     let done = Arc::new(AtomicU64::new(0));
@@ -234,7 +236,7 @@ async fn concurrent(t: &Target, text: &str) -> (Vec<Duration>, f64) {
             lat
         }));
     }
-    let mut all = Vec::with_capacity(SESSIONS * CALLS_PER_SESSION);
+    let mut all = Vec::with_capacity(n * CALLS_PER_SESSION);
     for task in tasks {
         all.extend(task.await.unwrap());
     }
@@ -388,16 +390,30 @@ async fn bench() {
         pct(&g, 0.99) - pct(&d, 0.99)
     );
 
-    let (d, d_rate) = concurrent(&direct, &text).await;
-    let (g, g_rate) = concurrent(&via, &text).await;
+    let (d, d_rate) = concurrent(&direct, &text, SESSIONS).await;
+    let (g, g_rate) = concurrent(&via, &text, SESSIONS).await;
     if let Some(peer) = &peer {
-        let (p, p_rate) = concurrent(peer, &text).await;
-        println!(
-            "peer gateway, {SESSIONS} sessions: p50 {:.0} µs, p95 {:.0} µs, p99 {:.0} µs, {p_rate:.0} calls/s",
-            pct(&p, 0.5),
-            pct(&p, 0.95),
-            pct(&p, 0.99)
-        );
+        // The peer at a concurrency it survives (agent-bom 0.110.0's upstream circuit breaker
+        // opens under 500), with the direct and our gateway rows at the same load.
+        let n: usize = std::env::var("AGENT_BOM_BENCH_PEER_SESSIONS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(50);
+        println!("## {n} concurrent sessions x {CALLS_PER_SESSION} tools/call, with the peer");
+        println!("| | p50 | p95 | p99 | calls/s |\n|---|---|---|---|---|");
+        for (label, t) in [
+            ("direct", &direct),
+            ("via gateway", &via),
+            ("peer gateway", peer),
+        ] {
+            let (l, rate) = concurrent(t, &text, n).await;
+            println!(
+                "| {label} | {:.0} µs | {:.0} µs | {:.0} µs | {rate:.0} |",
+                pct(&l, 0.5),
+                pct(&l, 0.95),
+                pct(&l, 0.99)
+            );
+        }
     }
     println!("## {SESSIONS} concurrent sessions x {CALLS_PER_SESSION} tools/call");
     println!("| | p50 | p95 | p99 | calls/s |\n|---|---|---|---|---|");

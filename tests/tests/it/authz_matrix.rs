@@ -58,6 +58,7 @@ struct Target {
     rollout_id: String,
     release_id: String,
     enroll_token_id: String,
+    pin_approval_id: String,
 }
 
 /// A published build, and a rollout of it in tenant A in the state `route` acts on: open
@@ -152,7 +153,10 @@ async fn fresh_target(server: &TestServer, tenant_a: &str, n: usize, route: &Rou
         } else {
             (String::new(), String::new())
         };
-    if route.path.starts_with("/v1/gateway/upstreams") {
+    let mut pin_approval_id = String::new();
+    if route.path.starts_with("/v1/gateway/upstreams")
+        || route.path.starts_with("/v1/gateway/pin-approvals")
+    {
         // The upstream a DELETE removes, in both tenants (B deletes its own).
         let spec: agent_bom_control_plane::store::gateway::UpstreamSpec =
             serde_json::from_value(json!({"url": "http://127.0.0.1:9/mcp"})).unwrap();
@@ -168,6 +172,17 @@ async fn fresh_target(server: &TestServer, tenant_a: &str, n: usize, route: &Rou
             .await
             .unwrap();
         }
+        // The approval a DELETE withdraws, in tenant A.
+        pin_approval_id = agent_bom_control_plane::service::gateway::approve_pins(
+            &server.store,
+            &agent_bom_control_plane::service::Actor::cli(),
+            tenant_a,
+            "default",
+            &json!({"add": null}),
+        )
+        .await
+        .unwrap()
+        .id;
     }
     let source_id = format!("victim-{n}");
     let body = push_body(&source_id).to_string();
@@ -193,6 +208,7 @@ async fn fresh_target(server: &TestServer, tenant_a: &str, n: usize, route: &Rou
         rollout_id,
         release_id,
         enroll_token_id: token.id,
+        pin_approval_id,
     }
 }
 
@@ -205,6 +221,8 @@ fn request_for(route: &RouteSpec, t: &Target, n: usize) -> (String, Option<Value
         &t.release_id
     } else if route.path.starts_with("/v1/enrollment-tokens") {
         &t.enroll_token_id
+    } else if route.path.starts_with("/v1/gateway/pin-approvals") {
+        &t.pin_approval_id
     } else {
         &t.endpoint_id
     };
@@ -228,6 +246,9 @@ fn request_for(route: &RouteSpec, t: &Target, n: usize) -> (String, Option<Value
         ("PUT", "/v1/policy") => Some(json!({"policy": format!("version = 1\n# {n}\n")})),
         ("PUT", "/v1/gateway/upstreams/{name}") => Some(json!({"url": "http://127.0.0.1:9/mcp"})),
         ("PUT", "/v1/gateway/limits") => Some(json!({"rate_per_tenant_per_min": 100})),
+        ("POST", "/v1/gateway/upstreams/{name}/pin-approvals") => {
+            Some(json!({"tools": {"add": null}}))
+        }
         ("POST", "/v1/rollouts") => Some(json!({"version": "0.0.1", "soak_secs": 0})),
         _ => None,
     };
