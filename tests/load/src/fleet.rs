@@ -46,9 +46,21 @@ pub struct Device {
     config: quinn::ClientConfig,
 }
 
-/// A client UDP socket (one quinn endpoint) with a large receive buffer.
-pub fn client_endpoint() -> quinn::Endpoint {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+/// The loopback address of client socket `index`. On Linux all of 127/8 is loopback, so the
+/// sockets spread over 64 addresses, as a fleet comes from many: the collector's admission caps
+/// connections per source address (`max_opening_per_source`), which one address for the whole
+/// simulated fleet would hit instead of the collector's real limits. Elsewhere, 127.0.0.1.
+fn client_address(index: usize) -> std::net::Ipv4Addr {
+    if cfg!(target_os = "linux") {
+        std::net::Ipv4Addr::new(127, 0, 0, 2 + (index % 64) as u8)
+    } else {
+        std::net::Ipv4Addr::LOCALHOST
+    }
+}
+
+/// Client UDP socket `index` (one quinn endpoint) with a large receive buffer.
+pub fn client_endpoint(index: usize) -> quinn::Endpoint {
+    let socket = std::net::UdpSocket::bind((client_address(index), 0)).unwrap();
     let state = quinn::udp::UdpSocketState::new((&socket).into()).unwrap();
     let _ = state.set_recv_buffer_size((&socket).into(), CLIENT_RECEIVE_BUFFER);
     socket.set_nonblocking(true).unwrap();
@@ -81,7 +93,7 @@ impl Fleet {
             .distinguished_name
             .push(rcgen::DnType::CommonName, "load-generator");
         let csr_pem = params.serialize_request(&key).unwrap().pem().unwrap();
-        let endpoints = (0..endpoints.max(1)).map(|_| client_endpoint()).collect();
+        let endpoints = (0..endpoints.max(1)).map(client_endpoint).collect();
         Self {
             ca_der: ca.cert_der().clone(),
             pin: ca.pin(),
