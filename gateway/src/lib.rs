@@ -163,7 +163,7 @@ impl Gateway {
             HttpLimits::default(),
             shutdown.clone(),
         )
-            .await;
+        .await;
         shutdown.cancel();
         background.abort();
         Ok(())

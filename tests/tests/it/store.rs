@@ -485,7 +485,8 @@ async fn sqlite_databases_of_earlier_releases_are_recognised() {
     assert_eq!(
         recorded_migrations(&store).await,
         expected_records(&[
-            1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 204, 300, 500, 502, 600, 700, 701, 800, 801, 1001
+            1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 204, 300, 500, 502, 600, 700, 701, 800, 801,
+            1001
         ])
     );
     store.close().await;

@@ -8,8 +8,8 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -180,7 +180,9 @@ impl hyper::body::Body for DeadlineBody {
         }
         if self.deadline.as_mut().poll(cx).is_ready() {
             self.expired.store(true, Ordering::Relaxed);
-            return Poll::Ready(Some(Err("the request body was not received in time".into())));
+            return Poll::Ready(Some(
+                Err("the request body was not received in time".into()),
+            ));
         }
         Poll::Pending
     }
