@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 use agent_bom_control_plane::store::Store;
 use agent_bom_protocol::digest::sha256_hex;
 use agent_bom_proxy::pins::{PinStore, ServerPins};
-use agent_bom_state::approvals::Approval;
+use agent_bom_proxy::pins::Approval;
 
 #[derive(Debug, Default)]
 struct Known {

@@ -89,6 +89,9 @@ fn write_canonical(value: &Value, out: &mut String) {
 
 /// Hex SHA-256.
 pub use agent_bom_protocol::digest::sha256_hex;
+/// An operator's approval of changed tools, as the pin store keeps it (the gateway mirrors the
+/// control plane's into it).
+pub use agent_bom_state::approvals::Approval;
 
 /// The pins of one server, as stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -237,7 +237,7 @@ impl Store {
     /// total never changes: rows appended meanwhile are not seen and stay, and a concurrent
     /// fold waits for this one's row locks, then skips the rows it removed.
     async fn fold_posture(&self, tenant_id: &str) -> Result<(), StoreError> {
-        if self.backend() != super::Backend::Postgres {
+        if !self.backend().appends_counter_rows() {
             return Ok(());
         }
         let columns = COUNTER_COLUMNS.join(", ");

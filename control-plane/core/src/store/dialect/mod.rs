@@ -100,6 +100,13 @@ pub(crate) fn embedded_url(path: &std::path::Path) -> String {
 }
 
 impl Backend {
+    /// Whether trigger-kept counters (`tenant_posture`) are appended as a row per writing
+    /// statement, folded by readers (Postgres: the writer's shards then never queue on one
+    /// shared row), rather than kept in one row per tenant (SQLite, one writer).
+    pub(crate) fn appends_counter_rows(self) -> bool {
+        self == Self::Postgres
+    }
+
     /// The backend a database URL names (`sqlite:` or `postgres:` / `postgresql:`).
     pub(crate) fn of_url(url: &str) -> Result<Self, StoreError> {
         if url.starts_with("sqlite:") {
