@@ -18,8 +18,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use agent_bom_control_plane::store::Store;
 use agent_bom_protocol::digest::sha256_hex;
-use agent_bom_proxy::pins::{PinStore, ServerPins};
 use agent_bom_proxy::pins::Approval;
+use agent_bom_proxy::pins::{PinStore, ServerPins};
 
 #[derive(Debug, Default)]
 struct Known {
