@@ -232,7 +232,8 @@ fn request_for(route: &RouteSpec, t: &Target, n: usize) -> (String, Option<Value
     }
     let body = match (route.method, route.path) {
         ("POST", "/v1/tenants") => Some(json!({"name": format!("t-{n}")})),
-        ("PUT", "/v1/tenants/{name}/quotas") => Some(json!({})),
+        // A PUT replaces the whole quota set: keep the matrix's own room (see `matrix`).
+        ("PUT", "/v1/tenants/{name}/quotas") => Some(MATRIX_QUOTAS.clone()),
         ("POST", "/v1/keys") => Some(json!({"name": "m", "role": "viewer"})),
         ("POST", "/v1/enrollment-tokens") => Some(json!({"name": "m", "max_uses": 1})),
         ("POST", "/v1/keys/{id}/rotate") => Some(json!({"overlap_secs": 60})),
@@ -322,10 +323,31 @@ async fn snapshot(server: &TestServer, keys: &Keys, t: &Target) -> (Value, Value
     (e, k)
 }
 
+/// The quotas the matrix runs under: room for its requests (every route for every principal,
+/// with snapshots around each) within a minute.
+static MATRIX_QUOTAS: std::sync::LazyLock<Value> = std::sync::LazyLock::new(
+    || json!({"rate_per_key_per_min": 1_000_000, "rate_per_tenant_per_min": 1_000_000}),
+);
+
 async fn matrix(database_url: Option<String>) {
     let server = TestServer::start(database_url).await;
     let a = server.store.tenant_by_name("default").await.unwrap();
     let b = server.store.create_tenant("other").await.unwrap();
+    // Every route for every principal, with snapshots around each request: more requests per
+    // key and tenant in a minute than the default rate limits allow. Through the API, so that
+    // its cached limits are dropped too.
+    for tenant in ["default", "other"] {
+        let r = server
+            .request(
+                "PUT",
+                &format!("/v1/tenants/{tenant}/quotas"),
+                Some(&server.admin_key),
+                Some(&MATRIX_QUOTAS),
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
     let mk = |tenant: String, role: Role, expires: Option<i64>| {
         let store = server.store.clone();
         async move {

@@ -114,7 +114,10 @@ impl Stream {
     }
 }
 
-async fn fleet_changes_stream_to_their_tenant(server: &TestServer) {
+/// `listens`: the backend's changes come through a listening database connection (Postgres),
+/// which the hub opens with its first stream and which begins with a `resync` (what was
+/// committed before it listened is not announced).
+async fn fleet_changes_stream_to_their_tenant(server: &TestServer, listens: bool) {
     let admin = server.admin_key.clone();
     let other = server
         .post(
@@ -148,6 +151,14 @@ async fn fleet_changes_stream_to_their_tenant(server: &TestServer) {
 
     let mut mine = Stream::open(server, &admin, None).await.unwrap();
     let mut theirs = Stream::open(server, &other_key, None).await.unwrap();
+    if listens {
+        let first = mine.next(WITHIN).await;
+        assert_eq!(
+            first.map(|e| e.name),
+            Some("resync".to_string()),
+            "the listening connection opens with a resync"
+        );
+    }
 
     // A real agent: enrolled (its record), then its inventory.
     let home = fixture::copy_to_temp(&fixture::home_linux());
@@ -212,7 +223,7 @@ async fn fleet_changes_stream_to_their_tenant(server: &TestServer) {
 async fn fleet_events_postgres() {
     let db = TestDatabase::create().await;
     let server = TestServer::start(Some(db.url.clone())).await;
-    fleet_changes_stream_to_their_tenant(&server).await;
+    fleet_changes_stream_to_their_tenant(&server, true).await;
     server.stop().await;
     db.drop_database().await;
 }
@@ -220,6 +231,6 @@ async fn fleet_events_postgres() {
 #[tokio::test]
 async fn fleet_events_sqlite() {
     let server = TestServer::start(None).await;
-    fleet_changes_stream_to_their_tenant(&server).await;
+    fleet_changes_stream_to_their_tenant(&server, false).await;
     server.stop().await;
 }
