@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::Transport;
-use crate::command::check_download_url;
+use crate::agent_url::{MAX_URL_LEN, check_download_url};
 
 /// Most routes one `gateway` setting may carry (the control plane's per-tenant upstream cap).
 pub const MAX_ROUTES: usize = 256;
@@ -83,7 +83,7 @@ impl GatewayRoutes {
             if !names.insert(route.name.as_str()) {
                 return Err(format!("gateway upstream {:?} is listed twice", route.name));
             }
-            if endpoint_key(&route.url).is_none() || route.url.len() > crate::command::MAX_URL_LEN {
+            if endpoint_key(&route.url).is_none() || route.url.len() > MAX_URL_LEN {
                 return Err(format!(
                     "gateway upstream {:?} needs an http:// or https:// url",
                     route.name

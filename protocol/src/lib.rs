@@ -11,6 +11,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod agent_url;
 pub mod audit;
 pub mod clock;
 pub mod close;

@@ -742,6 +742,8 @@ fn value(v: &str, base: usize, found: &mut Vec<(usize, usize)>, depth: u8) {
         if !name.is_empty() && v[..scheme_at].ends_with(['=', ':']) && is_secret_name(name) {
             found.push((base + scheme_at, base + v.len()));
         } else {
+            // The prefix is judged too: `ghp_…:0://` is a token before a URL-shaped tail.
+            tokens(&v[..scheme_at], base, found, depth);
             url(&v[scheme_at..], base + scheme_at, found, depth);
         }
         return;
@@ -1418,6 +1420,16 @@ mod tests {
             let _ = sanitize_url(input);
             let _ = sanitize_text(input);
             let _ = sanitize_args(&s(&[input, input]));
+        }
+    }
+
+    /// Found by `tokens_never_survive`: a token right before a URL-shaped tail (`:0://`) was
+    /// taken for the name in front of a URL and left as it was.
+    #[test]
+    fn a_token_before_a_url_tail_is_redacted() {
+        for text in [format!("{GH}:0://"), format!("x={GH}:a://h")] {
+            assert!(!sanitize_text(&text).contains(&GH[4..]), "{text}");
+            assert!(!sanitize_args(&s(&[&text])).concat().contains(&GH[4..]), "{text}");
         }
     }
 

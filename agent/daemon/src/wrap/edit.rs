@@ -19,14 +19,7 @@ use agent_bom_discovery::catalog::{Format, Layout};
 use agent_bom_discovery::parse::parse_document;
 use agent_bom_protocol::gateway_routes::GatewayRoutes;
 
-/// A server left as it was, and why (a YAML form the editor cannot change safely, say).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Skipped {
-    /// The server's name in the config.
-    pub server: String,
-    /// Why it was not changed.
-    pub reason: String,
-}
+pub use super::plan::Skipped;
 
 /// Result of an edit: the new text and the names of the entries changed.
 #[derive(Debug, Clone, PartialEq, Eq)]

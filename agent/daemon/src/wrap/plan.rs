@@ -9,8 +9,16 @@ use agent_bom_discovery::launch::{is_wrapped, unwrapped_launch, wrapped_args};
 use agent_bom_discovery::parse::is_nested_server_map;
 use agent_bom_protocol::gateway_routes::GatewayRoutes;
 
-use super::edit::Skipped;
 use super::route::{self, UrlChange};
+
+/// A server left as it was, and why (a YAML form the editor cannot change safely, say).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// The server's name in the config.
+    pub server: String,
+    /// Why it was not changed.
+    pub reason: String,
+}
 
 /// One step of a path into the parsed document.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,6 +13,7 @@ mod deployment;
 pub mod dialect;
 mod enrollment;
 pub mod fleet;
+mod fleet_change;
 pub mod fleet_ops;
 pub mod gateway;
 mod identity;

@@ -9,7 +9,7 @@ use agent_bom_collector::store::StoreNotice;
 use sqlx::postgres::PgListener;
 use tokio::sync::{broadcast, mpsc};
 
-use crate::store::changes::{FeedItem, FleetChange};
+use crate::store::fleet_change::{FeedItem, FleetChange};
 
 /// Channel of queued commands; payload `tenant_id:endpoint_id`.
 pub(crate) const COMMANDS_CHANNEL: &str = "agent_bom_commands";
