@@ -1429,7 +1429,10 @@ mod tests {
     fn a_token_before_a_url_tail_is_redacted() {
         for text in [format!("{GH}:0://"), format!("x={GH}:a://h")] {
             assert!(!sanitize_text(&text).contains(&GH[4..]), "{text}");
-            assert!(!sanitize_args(&s(&[&text])).concat().contains(&GH[4..]), "{text}");
+            assert!(
+                !sanitize_args(&s(&[&text])).concat().contains(&GH[4..]),
+                "{text}"
+            );
         }
     }
 
