@@ -319,7 +319,7 @@ impl Store {
             let at = chunk.iter().map(|s| s.at_ms).max().unwrap_or_else(now_ms);
             let sql = sqlx::AssertSqlSafe(format!(
                 "UPDATE endpoints SET last_seen = $1 WHERE tenant_id = $2 AND id IN ({})",
-                placeholders(3, chunk.len())
+                rows::placeholders(3, chunk.len())
             ));
             let mut query = sqlx::query(sql).bind(at).bind(tenant);
             for s in &chunk {
@@ -332,7 +332,7 @@ impl Store {
                 let sql = sqlx::AssertSqlSafe(format!(
                     "SELECT id FROM endpoints WHERE tenant_id = $1 \
                      AND (last_seen IS NULL OR last_seen < $2) AND id IN ({})",
-                    placeholders(3, chunk.len())
+                    rows::placeholders(3, chunk.len())
                 ));
                 let mut select = sqlx::query(sql)
                     .bind(tenant)
@@ -637,7 +637,7 @@ impl Store {
         for (tenant, chunk) in tenant_chunks(connected) {
             let sql = sqlx::AssertSqlSafe(format!(
                 "SELECT id FROM endpoints WHERE tenant_id = $1 AND revoked_at IS NULL AND id IN ({})",
-                placeholders(2, chunk.len())
+                rows::placeholders(2, chunk.len())
             ));
             let mut query = sqlx::query(sql).bind(tenant);
             for s in &chunk {
@@ -728,7 +728,7 @@ impl Store {
             let sql = sqlx::AssertSqlSafe(format!(
                 "SELECT id, endpoint_id, kind, payload FROM endpoint_commands \
                      WHERE tenant_id = $1 AND status = 'pending' AND endpoint_id IN ({}) ORDER BY created_at, id",
-                placeholders(2, chunk.len())
+                rows::placeholders(2, chunk.len())
             ));
             let mut query = sqlx::query(sql).bind(tenant);
             for s in &chunk {
@@ -1060,7 +1060,12 @@ async fn write_proxy_events(
     // Multi-row inserts: one statement per EVENT_ROWS events instead of one per event.
     for chunk in events.chunks(EVENT_ROWS) {
         let rows = (0..chunk.len())
-            .map(|i| format!("({})", placeholders(1 + i * EVENT_COLUMNS, EVENT_COLUMNS)))
+            .map(|i| {
+                format!(
+                    "({})",
+                    rows::placeholders(1 + i * EVENT_COLUMNS, EVENT_COLUMNS)
+                )
+            })
             .collect::<Vec<_>>()
             .join(", ");
         let sql = sqlx::AssertSqlSafe(format!(
@@ -1116,7 +1121,7 @@ async fn write_proxy_events(
     let tools: Vec<_> = tools.into_iter().collect();
     for chunk in tools.chunks(TOOL_ROWS) {
         let rows = (0..chunk.len())
-            .map(|i| format!("({})", placeholders(1 + i * 8, 8)))
+            .map(|i| format!("({})", rows::placeholders(1 + i * 8, 8)))
             .collect::<Vec<_>>()
             .join(", ");
         let sql = sqlx::AssertSqlSafe(format!(
@@ -1259,14 +1264,6 @@ fn tenant_chunks(devices: &[LastSeen]) -> Vec<(&str, Vec<&LastSeen>)> {
                 .collect::<Vec<_>>()
         })
         .collect()
-}
-
-/// `$first, $first+1, ...` for `n` parameters.
-fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn command_from_row(r: &sqlx::any::AnyRow) -> Result<Command, sqlx::Error> {

@@ -372,10 +372,7 @@ impl Store {
         let page = &ids[..ids.len().min(limit)];
         let mut groups: BTreeMap<String, ServerGroup> = BTreeMap::new();
         if !page.is_empty() {
-            let list = (0..page.len())
-                .map(|i| format!("${}", i + 2))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let list = super::rows::placeholders(2, page.len());
             let bind = |sql: String| {
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant_id.to_string());
                 for id in page {

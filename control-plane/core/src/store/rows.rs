@@ -67,6 +67,14 @@ const SERVER_COLUMNS: [&str; 24] = [
     "gateway",
 ];
 
+/// `$first, $first+1, ...` for `n` parameters (an `IN (...)` list).
+pub(crate) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `($a, $a+1, ...), (...)` for `rows` rows of `columns` parameters, numbered from `$first`.
 fn values(first: usize, rows: usize, columns: usize) -> String {
     (0..rows)
@@ -258,10 +266,7 @@ pub(crate) async fn touch_server_identities(
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT identity FROM server_identities \
              WHERE tenant_id = $1 AND last_seen >= $2 AND identity IN ({})",
-            (0..chunk.len())
-                .map(|i| format!("${}", i + 3))
-                .collect::<Vec<_>>()
-                .join(", ")
+            placeholders(3, chunk.len())
         ));
         let mut query = sqlx::query_scalar::<_, String>(sql)
             .bind(tenant)
