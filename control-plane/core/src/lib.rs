@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod observe;
 pub mod oidc;
 pub mod permissions;
+pub mod posture_sampler;
 pub mod ratelimit;
 pub mod secrets;
 pub mod server;

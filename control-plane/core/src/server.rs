@@ -288,6 +288,10 @@ impl Server {
             state.rollouts_wake.clone(),
             shutdown.clone(),
         ));
+        let sampler = tokio::spawn(crate::posture_sampler::run(
+            self.store.clone(),
+            shutdown.clone(),
+        ));
         // Open event streams end with the server, or they would hold its graceful shutdown.
         let (events, stop) = (state.fleet_events.clone(), shutdown.clone());
         tokio::spawn(async move {
@@ -308,6 +312,7 @@ impl Server {
         .await;
         shutdown.cancel();
         let _ = driver.await;
+        let _ = sampler.await;
         if let Some(task) = metrics_task {
             let _ = task.await;
         }

@@ -33,6 +33,7 @@ mod observe;
 mod oidc;
 mod overload;
 mod policy_commands;
+mod posture_history;
 mod proxy_events;
 mod quotas;
 mod read_path;

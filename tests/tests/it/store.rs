@@ -301,7 +301,7 @@ async fn unsupported_urls_are_refused_without_leaking_credentials() {
 /// (`store::dialect::schema`), read from a SQLite and a Postgres database it migrated. sqlx
 /// decides by exactly these two columns whether a recorded migration is known, so a fresh
 /// database recording the same pairs proves an existing one opens without re-running anything.
-const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 36] = [
+const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 38] = [
     (
         1,
         "604fda044c6654e64fa251f63bdf4696ba60a2771a9a9646be0cc20eacdd2b28fa51b45e386a9973c199636b88263644",
@@ -453,6 +453,15 @@ const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 36] = [
         1002,
         "b1e023a72bed54cb99273cc8d7a0759303efa4a2abb0026dbca32a9ffd10e8404040ec09e4cf5eac7857b448e988a6fe",
     ),
+    // Posture history (issue 13, the Overview's trends).
+    (
+        1500,
+        "d939d3271dec3c8a407534cb6db5733aff0b965710db2c1aaca4d3f09e299004e1762f0e3cf679af14e5cf6f3b973392",
+    ),
+    (
+        1501,
+        "c4632837247d14f9e4e7e012766f546698553281a186d9c60754ab56b6c3ee42cb3e2ca6093c8a966356317dc8394d41",
+    ),
 ];
 
 async fn recorded_migrations(store: &Store) -> Vec<(i64, String)> {
@@ -486,7 +495,7 @@ async fn sqlite_databases_of_earlier_releases_are_recognised() {
         recorded_migrations(&store).await,
         expected_records(&[
             1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 204, 300, 500, 502, 600, 700, 701, 800, 801,
-            1001
+            1001, 1500
         ])
     );
     store.close().await;
@@ -500,7 +509,7 @@ async fn postgres_databases_of_earlier_releases_are_recognised() {
         recorded_migrations(&store).await,
         expected_records(&[
             1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 201, 202, 203, 204, 300, 301, 500, 501, 502,
-            503, 600, 700, 701, 702, 800, 802, 803, 1000, 1001, 1002
+            503, 600, 700, 701, 702, 800, 802, 803, 1000, 1001, 1002, 1500, 1501
         ])
     );
     store.close().await;

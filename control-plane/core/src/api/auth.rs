@@ -248,6 +248,12 @@ pub const ROUTES: &[RouteSpec] = &[
     ),
     route(
         "GET",
+        "/v1/posture/history",
+        Some(Permission::PostureRead),
+        "Posture samples over a window (24h, 7d, 30d) for trend charts",
+    ),
+    route(
+        "GET",
         "/v1/me",
         Some(Permission::PostureRead),
         "The caller: tenant, identity, role, permissions, quotas and usage",

@@ -178,6 +178,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/fleet/export", get(audit::export_fleet))
         .route("/v1/posture/counts", get(posture::counts))
+        .route("/v1/posture/history", get(posture::history))
         .route("/v1/me", get(me::me))
         .route("/v1/gateway", get(gateway::overview))
         .route(

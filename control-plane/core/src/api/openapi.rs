@@ -64,6 +64,13 @@ fn extras(method: &str, path: &str) -> (Vec<Value>, Option<Value>) {
             ],
             None,
         ),
+        ("GET", "/v1/posture/history") => (
+            vec![q(
+                "window",
+                json!({"type": "string", "enum": crate::store::posture_history::Window::NAMES}),
+            )],
+            None,
+        ),
         ("GET", "/install/latest") => (
             vec![
                 json!({"name": "os", "in": "query", "required": true, "schema": {"type": "string", "enum": ["linux", "macos", "windows"]}}),

@@ -21,6 +21,7 @@ pub mod inventory_history;
 pub mod notify;
 pub mod policies;
 pub mod posture;
+pub mod posture_history;
 pub mod rate_windows;
 pub mod releases;
 mod rows;

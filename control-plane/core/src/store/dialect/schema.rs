@@ -65,7 +65,7 @@ struct Step {
 }
 
 /// Every migration, in version order. Gaps per backend are versions of the other backend.
-const STEPS: [Step; 36] = [
+const STEPS: [Step; 38] = [
     Step {
         version: 1,
         description: "init",
@@ -352,13 +352,28 @@ const STEPS: [Step; 36] = [
             "../../../migrations/1002_inventory_changes_rls_postgres.sql"
         )),
     },
+    // Posture history, the Overview's trends (issue 13): numbered from 1500.
+    Step {
+        version: 1500,
+        description: "posture samples",
+        on: On::Both,
+        sql: Sql::File(include_str!("../../../migrations/1500_posture_samples.sql")),
+    },
+    Step {
+        version: 1501,
+        description: "posture samples row level security",
+        on: On::Postgres,
+        sql: Sql::File(include_str!(
+            "../../../migrations/1501_posture_samples_rls_postgres.sql"
+        )),
+    },
 ];
 
 /// Every table that holds tenant data (it has a `tenant_id` column): on Postgres each gets
 /// row-level security. Append only, in the order migrations introduced them; each migration
 /// above names the slice it secured. A test checks that every table of a migrated database with
 /// a `tenant_id` column is listed and secured.
-pub const TENANT_TABLES: [&str; 25] = [
+pub const TENANT_TABLES: [&str; 26] = [
     "api_keys",
     "enrollment_tokens",
     "endpoints",
@@ -393,6 +408,8 @@ pub const TENANT_TABLES: [&str; 25] = [
     "tenant_posture",
     // version 1002
     "endpoint_inventory_changes",
+    // version 1501
+    "posture_samples",
 ];
 
 /// Row-level security for `tables`: a row is visible and writable only in a transaction whose
@@ -769,14 +786,14 @@ mod tests {
                 Backend::Sqlite,
                 vec![
                     1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 204, 300, 500, 502, 600, 700, 701, 800,
-                    801, 1001,
+                    801, 1001, 1500,
                 ],
             ),
             (
                 Backend::Postgres,
                 vec![
                     1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 201, 202, 203, 204, 300, 301, 500,
-                    501, 502, 503, 600, 700, 701, 702, 800, 802, 803, 1000, 1001, 1002,
+                    501, 502, 503, 600, 700, 701, 702, 800, 802, 803, 1000, 1001, 1002, 1500, 1501,
                 ],
             ),
         ] {
