@@ -8,20 +8,15 @@ use agent_bom_protocol::{Command, Inventory, ProxyEvent, inventory_delta};
 use sqlx::Row;
 
 use super::changes::ChangeKind;
-use super::writer::{Batch, Work, WriteError};
+use super::writer::{Batch, JobError, Work, WriteError};
 use super::{Store, StoreError, Tx, now_ms};
 use super::{audit, inventory_history, rows};
 use crate::metrics;
 use crate::secrets::{self, ENROLL_TOKEN_KIND};
+use std::sync::Arc;
 
 /// Devices per `last_seen` statement.
 const LAST_SEEN_CHUNK: usize = 500;
-/// Columns of one `proxy_events` row.
-const EVENT_COLUMNS: usize = 13;
-/// Events per multi-row insert (1,300 parameters: far below SQLite's and Postgres's limits).
-const EVENT_ROWS: usize = 100;
-/// Tool rows per multi-row upsert (8 parameters each).
-const TOOL_ROWS: usize = 500;
 
 fn classify(e: StoreError) -> CollectorStoreError {
     if e.is_unavailable() {
@@ -54,6 +49,12 @@ impl From<CollectorStoreError> for Failure {
     }
 }
 
+impl JobError for Failure {
+    fn is_refusal(&self) -> bool {
+        matches!(self, Self::Refuse(_))
+    }
+}
+
 impl From<Failure> for CollectorStoreError {
     fn from(f: Failure) -> Self {
         match f {
@@ -82,7 +83,7 @@ impl Store {
         let Enrolled { tenant_id, retired } = writer
             .write(
                 super::CREDENTIAL_LOOKUP_SCOPE,
-                Box::new(move |batch| Box::pin(enroll_in(batch, request))),
+                Box::new(move |batch| Box::pin(enroll_in(batch, request.clone()))),
             )
             .await
             .map_err(|e| match e {
@@ -226,27 +227,27 @@ impl Store {
         inventory: &Inventory,
     ) -> Result<ApplyOutcome, Failure> {
         let seq = sequence(seq)?;
-        let (device, agent_version) = (device.clone(), agent_version.to_string());
-        let inventory = inventory.clone();
+        let job = Arc::new((device.clone(), agent_version.to_string(), inventory.clone()));
         let owner = device.clone();
         let outcome = self
             .grouped(
                 &owner,
                 Box::new(move |batch| {
+                    let job = job.clone();
                     Box::pin(async move {
-                        let conn = batch.conn();
+                        let (device, agent_version, inventory) = &*job;
                         let write = InventoryWrite {
-                            device: &device,
-                            agent_version: &agent_version,
+                            device,
+                            agent_version,
                             seq,
-                            inventory: &inventory,
+                            inventory,
                             requires: Requires::Older,
                             previous: None,
                         };
-                        if write.run(conn).await? {
+                        if write.run(batch).await? {
                             return Ok(ApplyOutcome::Applied);
                         }
-                        match endpoint_state(conn, &device).await? {
+                        match endpoint_state(batch.conn(), device).await? {
                             EndpointState::Unknown => {
                                 Err(CollectorStoreError::Unauthorized("unknown device".into())
                                     .into())
@@ -284,25 +285,31 @@ impl Store {
             )
             .into());
         }
-        let (device, agent_version) = (device.clone(), agent_version.to_string());
-        let (base_hash, hash) = (upload.base_hash.to_string(), upload.hash.to_string());
-        let changes = upload.changes.clone();
+        let job = Arc::new((
+            device.clone(),
+            agent_version.to_string(),
+            upload.base_hash.to_string(),
+            upload.hash.to_string(),
+            upload.changes.clone(),
+        ));
         let owner = device.clone();
         let outcome = self
             .grouped(
                 &owner,
                 Box::new(move |batch| {
+                    let job = job.clone();
                     Box::pin(async move {
+                        let (device, agent_version, base_hash, hash, changes) = &*job;
                         let delta = StoredDelta {
-                            device: &device,
-                            agent_version: &agent_version,
+                            device,
+                            agent_version,
                             seq,
                             base_seq,
-                            base_hash: &base_hash,
-                            hash: &hash,
-                            changes: &changes,
+                            base_hash,
+                            hash,
+                            changes,
                         };
-                        delta.apply(batch.conn()).await
+                        delta.apply(batch).await
                     })
                 }),
             )
@@ -369,6 +376,8 @@ struct Enrolled {
 /// is found in the credential-lookup scope, everything else runs scoped to that tenant.
 async fn enroll_in(batch: &mut Batch, request: EnrollmentRequest) -> Result<Enrolled, Failure> {
     let invalid = |m: &str| CollectorStoreError::InvalidToken(m.to_string());
+    // The endpoint quota and the predecessor's retirement are decided after writes.
+    batch.guard().await?;
     let Some(prefix) = secrets::prefix_of(ENROLL_TOKEN_KIND, &request.token) else {
         return Err(Failure::Refuse(invalid("malformed enrollment token")));
     };
@@ -672,21 +681,22 @@ impl Store {
         let seq = i64::try_from(seq).map_err(|_| {
             Failure::Refuse(CollectorStoreError::Invalid("sequence out of range".into()))
         })?;
-        let (device, events) = (device.clone(), events.to_vec());
+        let job = Arc::new((device.clone(), events.to_vec()));
         let owner = device.clone();
         let count = events.len() as u64;
         let outcome = self
             .grouped(
                 &owner,
                 Box::new(move |batch| {
+                    let job = job.clone();
                     Box::pin(async move {
+                        let (device, events) = &*job;
                         let outcome =
-                            write_proxy_events(batch.conn(), &device, seq, &events, dropped)
-                                .await?;
+                            write_proxy_events(batch, device, seq, events, dropped).await?;
                         if outcome == ApplyOutcome::Applied {
                             // Detections go into the tenant's hash-chained audit log in the
                             // same commit as the events (see `Batch::audit`).
-                            batch.audit(&device.tenant_id, detections(&device, &events));
+                            batch.audit(&device.tenant_id, detections(device, events));
                         }
                         Ok(outcome)
                     })
@@ -873,8 +883,10 @@ struct InventoryWrite<'a> {
 }
 
 impl InventoryWrite<'_> {
-    /// Write inside `tx` when the precondition holds; `false` (nothing written) otherwise.
-    async fn run(&self, tx: &mut sqlx::AnyConnection) -> Result<bool, Failure> {
+    /// Write in `batch` when the precondition holds (the endpoint row now, its rows with the
+    /// batch's); `false` (nothing written) otherwise.
+    async fn run(&self, batch: &mut Batch) -> Result<bool, Failure> {
+        let tx = batch.conn();
         let (tenant, agent) = (&self.device.tenant_id, &self.device.agent_id);
         let (inventory, seq) = (self.inventory, self.seq);
         let host = &inventory.host;
@@ -939,7 +951,6 @@ impl InventoryWrite<'_> {
             .collect::<std::collections::BTreeMap<_, _>>()
             .into_iter()
             .collect();
-        rows::replace_clients(tx, tenant, agent, &clients).await?;
         let servers: Vec<rows::ServerRow> = inventory
             .servers
             .iter()
@@ -967,16 +978,29 @@ impl InventoryWrite<'_> {
                 gateway: s.gateway.clone(),
             })
             .collect();
-        rows::replace_servers(tx, tenant, agent, &servers).await?;
         let errors: Vec<(String, String)> = inventory
             .errors
             .iter()
             .map(|e| (e.path.clone(), e.message.clone()))
             .collect();
-        rows::replace_scan_errors(tx, tenant, agent, &errors).await?;
-        let identities = inventory.servers.iter().map(|s| s.id.clone()).collect();
-        Store::touch_server_identities(tx, tenant, &identities, now).await?;
-        inventory_history::record(tx, tenant, agent, seq, now, previous, inventory).await?;
+        let rows = batch.rows(tenant);
+        rows.replace_inventory(
+            agent,
+            rows::EndpointRows {
+                clients,
+                servers,
+                errors,
+            },
+        );
+        rows.touch_identities(inventory.servers.iter().map(|s| s.id.clone()), now);
+        if let Some(changes) = inventory_history::entry(previous, inventory) {
+            rows.history(rows::HistoryRow {
+                endpoint: agent.to_string(),
+                seq,
+                at: now,
+                changes,
+            });
+        }
         Ok(true)
     }
 }
@@ -1022,15 +1046,17 @@ fn detections(device: &DeviceSession, events: &[ProxyEvent]) -> Vec<audit::NewEn
         .collect()
 }
 
-/// Store one upload of proxy events on `conn`, gated by the device's event sequence.
+/// Store one upload of proxy events in `batch`, gated by the device's event sequence: the
+/// gate now, the events and tool counters with the batch's rows.
 async fn write_proxy_events(
-    conn: &mut sqlx::AnyConnection,
+    batch: &mut Batch,
     device: &DeviceSession,
     seq: i64,
     events: &[ProxyEvent],
     dropped: u64,
 ) -> Result<ApplyOutcome, Failure> {
     let (tenant, agent) = (&device.tenant_id, &device.agent_id);
+    let conn = batch.conn();
     let advanced = sqlx::query(
         "UPDATE endpoints SET last_event_seq = $1, events_dropped = events_dropped + $2 \
          WHERE id = $3 AND tenant_id = $4 AND revoked_at IS NULL AND (last_event_seq IS NULL OR last_event_seq < $1)",
@@ -1057,93 +1083,42 @@ async fn write_proxy_events(
     }
     let now = now_ms();
     let clip = |v: &str, n: usize| v.chars().take(n).collect::<String>();
-    // Multi-row inserts: one statement per EVENT_ROWS events instead of one per event.
-    for chunk in events.chunks(EVENT_ROWS) {
-        let rows = (0..chunk.len())
-            .map(|i| {
-                format!(
-                    "({})",
-                    rows::placeholders(1 + i * EVENT_COLUMNS, EVENT_COLUMNS)
-                )
+    let rows = batch.rows(tenant);
+    rows.events(
+        agent,
+        events
+            .iter()
+            .map(|e| rows::EventRow {
+                ts: e.ts_ms,
+                kind: clip(&e.kind, 32),
+                server_id: clip(&e.server_id, 128),
+                client: e.client.as_deref().map(|c| clip(c, 128)),
+                method: e.method.as_deref().map(|m| clip(m, 128)),
+                tool: e.tool.as_deref().map(|t| clip(t, 256)),
+                decision: clip(&e.decision, 16),
+                reasons: json(&e.reasons),
+                latency_us: e.latency_us.and_then(|l| i64::try_from(l).ok()),
+                request_bytes: i64::try_from(e.request_bytes).unwrap_or(i64::MAX),
+                response_bytes: i64::try_from(e.response_bytes).unwrap_or(i64::MAX),
             })
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = sqlx::AssertSqlSafe(format!(
-            "INSERT INTO proxy_events (tenant_id, endpoint_id, ts, kind, server_id, client, method, tool, decision, \
-             reasons, latency_us, request_bytes, response_bytes) VALUES {rows}"
-        ));
-        let mut query = sqlx::query(sql);
-        for e in chunk {
-            query = query
-                .bind(tenant)
-                .bind(agent)
-                .bind(e.ts_ms)
-                .bind(clip(&e.kind, 32))
-                .bind(clip(&e.server_id, 128))
-                .bind(e.client.as_deref().map(|c| clip(c, 128)))
-                .bind(e.method.as_deref().map(|m| clip(m, 128)))
-                .bind(e.tool.as_deref().map(|t| clip(t, 256)))
-                .bind(clip(&e.decision, 16))
-                .bind(json(&e.reasons))
-                .bind(e.latency_us.and_then(|l| i64::try_from(l).ok()))
-                .bind(i64::try_from(e.request_bytes).unwrap_or(i64::MAX))
-                .bind(i64::try_from(e.response_bytes).unwrap_or(i64::MAX));
-        }
-        query.execute(&mut *conn).await?;
-    }
-    // Tools seen: one upsert per distinct (server, tool) of the batch, not one per call.
-    #[derive(Default)]
-    struct Seen {
-        first: i64,
-        last: i64,
-        calls: i64,
-        blocked: i64,
-    }
-    let mut tools: std::collections::BTreeMap<(String, String), Seen> = Default::default();
+            .collect(),
+    );
+    // Tools seen: one counter row per distinct (server, tool), not one per call.
     for e in events {
         if let (Some(tool), true) = (&e.tool, e.kind == "call") {
             let at = if e.ts_ms > 0 { e.ts_ms } else { now };
-            let seen = tools
-                .entry((clip(&e.server_id, 128), clip(tool, 256)))
-                .or_insert(Seen {
+            rows.tool_calls(
+                agent,
+                &clip(&e.server_id, 128),
+                &clip(tool, 256),
+                rows::ToolCalls {
                     first: at,
                     last: at,
-                    ..Seen::default()
-                });
-            seen.first = seen.first.min(at);
-            seen.last = seen.last.max(at);
-            seen.calls += 1;
-            seen.blocked += i64::from(e.decision == "block");
+                    calls: 1,
+                    blocked: i64::from(e.decision == "block"),
+                },
+            );
         }
-    }
-    // One multi-row upsert for every (server, tool) of the upload, not one statement each: the
-    // writer runs a batch's statements one after another on one connection.
-    let tools: Vec<_> = tools.into_iter().collect();
-    for chunk in tools.chunks(TOOL_ROWS) {
-        let rows = (0..chunk.len())
-            .map(|i| format!("({})", rows::placeholders(1 + i * 8, 8)))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = sqlx::AssertSqlSafe(format!(
-            "INSERT INTO endpoint_tools (tenant_id, endpoint_id, server_id, tool, first_seen, last_seen, calls, blocked) \
-             VALUES {rows} \
-             ON CONFLICT (endpoint_id, server_id, tool) DO UPDATE SET \
-             last_seen = CASE WHEN excluded.last_seen > endpoint_tools.last_seen THEN excluded.last_seen ELSE endpoint_tools.last_seen END, \
-             calls = endpoint_tools.calls + excluded.calls, blocked = endpoint_tools.blocked + excluded.blocked"
-        ));
-        let mut query = sqlx::query(sql);
-        for ((server_id, tool), seen) in chunk {
-            query = query
-                .bind(tenant)
-                .bind(agent)
-                .bind(server_id)
-                .bind(tool)
-                .bind(seen.first)
-                .bind(seen.last)
-                .bind(seen.calls)
-                .bind(seen.blocked);
-        }
-        query.execute(&mut *conn).await?;
     }
     Ok(ApplyOutcome::Applied)
 }
@@ -1184,9 +1159,10 @@ struct StoredDelta<'a> {
 }
 
 impl StoredDelta<'_> {
-    /// Check the base, apply the changes and write the result, on `conn`.
-    async fn apply(&self, conn: &mut sqlx::AnyConnection) -> Result<DeltaOutcome, Failure> {
+    /// Check the base, apply the changes and write the result, in `batch`.
+    async fn apply(&self, batch: &mut Batch) -> Result<DeltaOutcome, Failure> {
         let (tenant, agent) = (&self.device.tenant_id, &self.device.agent_id);
+        let conn = batch.conn();
         let row = sqlx::query(
             "SELECT last_seq, revoked_at, inventory_hash, inventory_doc FROM endpoints WHERE id = $1 AND tenant_id = $2",
         )
@@ -1235,7 +1211,7 @@ impl StoredDelta<'_> {
             },
             previous: Some(&base),
         };
-        if !write.run(conn).await? {
+        if !write.run(batch).await? {
             // Another writer moved the row between the read and the write.
             return Ok(DeltaOutcome::SnapshotRequired);
         }

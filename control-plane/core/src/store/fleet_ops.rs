@@ -317,16 +317,6 @@ impl Store {
         )
     }
 
-    /// Record that server identities were reported now (first/last seen of the server view).
-    pub(crate) async fn touch_server_identities(
-        conn: &mut sqlx::AnyConnection,
-        tenant_id: &str,
-        identities: &BTreeSet<String>,
-        now: i64,
-    ) -> Result<(), sqlx::Error> {
-        super::rows::touch_server_identities(conn, tenant_id, identities, now).await
-    }
-
     /// The tenant's MCP servers grouped by identity, ordered by identity, paged.
     pub async fn list_server_groups(
         &self,

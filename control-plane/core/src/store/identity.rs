@@ -27,6 +27,41 @@ impl Store {
         &self,
         device: &DeviceSession,
     ) -> Result<(), StoreError> {
+        if self.identity_settled(device).await? {
+            return Ok(());
+        }
+        self.reconcile_identity_write(device).await
+    }
+
+    /// Whether the device's identity needs no write: no UUID reported, the first one again, or
+    /// a change already flagged. Read on the read pool: in the steady state an upload then
+    /// costs no write transaction of its own (on SQLite a commit and an fsync on the one
+    /// writer connection, between the group-commit writer's batches).
+    async fn identity_settled(&self, device: &DeviceSession) -> Result<bool, StoreError> {
+        let mut tx = self.scope(&device.tenant_id).await?;
+        let row = sqlx::query(
+            "SELECT hardware_uuid, first_hardware_uuid, cloned_identity FROM endpoints \
+             WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL",
+        )
+        .bind(&device.tenant_id)
+        .bind(&device.agent_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let Some(row) = row else { return Ok(true) };
+        let Some(uuid) = row.try_get::<Option<String>, _>("hardware_uuid")? else {
+            return Ok(true);
+        };
+        Ok(
+            match row.try_get::<Option<String>, _>("first_hardware_uuid")? {
+                Some(first) => first == uuid || row.try_get::<i64, _>("cloned_identity")? != 0,
+                None => false,
+            },
+        )
+    }
+
+    /// [`Self::reconcile_identity`]'s writes, decided again under the write lock.
+    async fn reconcile_identity_write(&self, device: &DeviceSession) -> Result<(), StoreError> {
         let (tenant, me) = (&device.tenant_id, &device.agent_id);
         let mut tx = self.scope_write(tenant).await?;
         let Some(row) = sqlx::query(

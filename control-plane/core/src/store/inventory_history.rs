@@ -128,18 +128,10 @@ fn server(s: &ServerEntry, change: &'static str, fields: Vec<&'static str>) -> C
     }
 }
 
-/// Record what changed from `old` to `new` as the endpoint's entry for upload `seq`, and drop
-/// entries beyond [`KEPT_PER_ENDPOINT`]. Nothing when no server or client changed. `old` is
-/// `None` for the first inventory: the entry then lists what it brought.
-pub(crate) async fn record(
-    conn: &mut sqlx::AnyConnection,
-    tenant: &str,
-    endpoint: &str,
-    seq: i64,
-    at: i64,
-    old: Option<&Inventory>,
-    new: &Inventory,
-) -> Result<(), sqlx::Error> {
+/// The timeline entry (JSON text) of storing `new` after `old` (`None`: the endpoint's first
+/// inventory); `None` when no server or client changed. Written with the batch's rows, which
+/// keep the newest [`KEPT_PER_ENDPOINT`] entries per endpoint (`store::rows`).
+pub(crate) fn entry(old: Option<&Inventory>, new: &Inventory) -> Option<String> {
     let empty = Inventory {
         host: new.host.clone(),
         clients: Vec::new(),
@@ -148,7 +140,7 @@ pub(crate) async fn record(
     };
     let changes = diff(old.unwrap_or(&empty), new);
     if changes.is_empty() {
-        return Ok(());
+        return None;
     }
     let more = changes.len().saturating_sub(CHANGES_PER_ENTRY);
     let doc = json!({
@@ -156,28 +148,7 @@ pub(crate) async fn record(
         "changes": &changes[..changes.len().min(CHANGES_PER_ENTRY)],
         "more": more,
     });
-    sqlx::query(
-        "INSERT INTO endpoint_inventory_changes (tenant_id, endpoint_id, seq, at, changes) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (endpoint_id, seq) DO NOTHING",
-    )
-    .bind(tenant)
-    .bind(endpoint)
-    .bind(seq)
-    .bind(at)
-    .bind(doc.to_string())
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "DELETE FROM endpoint_inventory_changes WHERE tenant_id = $1 AND endpoint_id = $2 AND seq < \
-         (SELECT MIN(seq) FROM (SELECT seq FROM endpoint_inventory_changes \
-          WHERE tenant_id = $1 AND endpoint_id = $2 ORDER BY seq DESC LIMIT $3) AS kept)",
-    )
-    .bind(tenant)
-    .bind(endpoint)
-    .bind(KEPT_PER_ENDPOINT)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    Some(doc.to_string())
 }
 
 impl Store {

@@ -1,20 +1,21 @@
-//! An endpoint's inventory rows (clients, servers, scan errors, server identities) written as
-//! sets: a few multi-row statements per upload instead of one statement per row, and only what
-//! changed is deleted (rows past the new set), so a re-push of the same inventory deletes
-//! nothing and an upload costs the same number of statements whatever its size. Shared by the
-//! collector's inventory writes and `/v1/fleet/sync`.
+//! An endpoint's inventory rows (clients, servers, scan errors), server identities, timeline
+//! entries and proxy events, written as sets per batch of the group-commit writer: a job stages
+//! its rows ([`TenantRows`]), the writer merges the batch's jobs and writes each table with one
+//! statement for the whole batch (rows bound as one JSON parameter, see
+//! `dialect::json_rows`), and deletes only what is gone (rows past an endpoint's new set), so a
+//! re-push of the same inventory deletes nothing and a batch costs the same number of
+//! statements whatever the number of its uploads. Shared by the collector's writes and
+//! `/v1/fleet/sync`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
+use serde_json::{Value, json};
 use sqlx::AnyConnection;
-use sqlx::any::AnyArguments;
-use sqlx::query::Query;
 
-/// Bind parameters per statement at most: below SQLite's limit (32,766) and Postgres's (65,535).
-const MAX_PARAMETERS: usize = 30_000;
+use super::dialect::Backend;
 
 /// One `endpoint_servers` row (the columns after tenant, endpoint and ordinal).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct ServerRow {
     pub(crate) server_id: String,
     pub(crate) name: String,
@@ -75,220 +76,551 @@ pub(crate) fn placeholders(first: usize, n: usize) -> String {
         .join(", ")
 }
 
-/// `($a, $a+1, ...), (...)` for `rows` rows of `columns` parameters, numbered from `$first`.
-fn values(first: usize, rows: usize, columns: usize) -> String {
-    (0..rows)
-        .map(|r| {
-            let row = (0..columns)
-                .map(|c| format!("${}", first + r * columns + c))
-                .collect::<Vec<_>>()
-                .join(", ");
-            format!("({row})")
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+/// An endpoint's inventory rows, replacing what is stored for it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct EndpointRows {
+    /// Name and config files (JSON text); names unique.
+    pub(crate) clients: Vec<(String, String)>,
+    /// In order: row `i` has ordinal `i`.
+    pub(crate) servers: Vec<ServerRow>,
+    /// Path and message, in order.
+    pub(crate) errors: Vec<(String, String)>,
 }
 
-/// Rows per statement for `columns` parameters a row.
-fn chunk_rows(columns: usize) -> usize {
-    (MAX_PARAMETERS / columns).max(1)
+/// One `proxy_events` row (the columns after tenant and endpoint).
+#[derive(Debug, Clone)]
+pub(crate) struct EventRow {
+    pub(crate) ts: i64,
+    pub(crate) kind: String,
+    pub(crate) server_id: String,
+    pub(crate) client: Option<String>,
+    pub(crate) method: Option<String>,
+    pub(crate) tool: Option<String>,
+    pub(crate) decision: String,
+    pub(crate) reasons: String,
+    pub(crate) latency_us: Option<i64>,
+    pub(crate) request_bytes: i64,
+    pub(crate) response_bytes: i64,
+}
+
+/// Calls of one (endpoint, server, tool) in a batch, added to its `endpoint_tools` row.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ToolCalls {
+    pub(crate) first: i64,
+    pub(crate) last: i64,
+    pub(crate) calls: i64,
+    pub(crate) blocked: i64,
+}
+
+impl ToolCalls {
+    fn merge(&mut self, other: Self) {
+        self.first = self.first.min(other.first);
+        self.last = self.last.max(other.last);
+        self.calls += other.calls;
+        self.blocked += other.blocked;
+    }
+}
+
+/// An `endpoint_inventory_changes` entry (see `inventory_history`).
+#[derive(Debug, Clone)]
+pub(crate) struct HistoryRow {
+    pub(crate) endpoint: String,
+    pub(crate) seq: i64,
+    pub(crate) at: i64,
+    /// The entry's document (JSON text).
+    pub(crate) changes: String,
+}
+
+/// The rows one tenant's jobs of a batch write. A later job's inventory for an endpoint replaces
+/// an earlier one's (jobs run in order, so the last is what the endpoint now holds); events,
+/// timeline entries and identities add up.
+#[derive(Debug, Default)]
+pub(crate) struct TenantRows {
+    inventories: BTreeMap<String, EndpointRows>,
+    identities: BTreeSet<String>,
+    identities_at: i64,
+    history: Vec<HistoryRow>,
+    events: Vec<(String, EventRow)>,
+    tools: BTreeMap<(String, String, String), ToolCalls>,
+}
+
+impl TenantRows {
+    /// Make `endpoint`'s clients, servers and scan errors exactly `rows`.
+    pub(crate) fn replace_inventory(&mut self, endpoint: &str, rows: EndpointRows) {
+        self.inventories.insert(endpoint.to_string(), rows);
+    }
+
+    /// The client names an earlier job of the batch gave `endpoint`, not yet written.
+    pub(crate) fn pending_clients(&self, endpoint: &str) -> Option<BTreeSet<String>> {
+        self.inventories
+            .get(endpoint)
+            .map(|r| r.clients.iter().map(|(name, _)| name.clone()).collect())
+    }
+
+    /// Record that the tenant's servers `identities` were seen at `now` (see
+    /// [`IDENTITY_TOUCH_INTERVAL_MS`]).
+    pub(crate) fn touch_identities(
+        &mut self,
+        identities: impl IntoIterator<Item = String>,
+        now: i64,
+    ) {
+        self.identities.extend(identities);
+        self.identities_at = self.identities_at.max(now);
+    }
+
+    /// Add a timeline entry.
+    pub(crate) fn history(&mut self, entry: HistoryRow) {
+        self.history.push(entry);
+    }
+
+    /// Add `endpoint`'s proxy events.
+    pub(crate) fn events(&mut self, endpoint: &str, events: Vec<EventRow>) {
+        self.events
+            .extend(events.into_iter().map(|e| (endpoint.to_string(), e)));
+    }
+
+    /// Add calls of `tool` of `server` on `endpoint`.
+    pub(crate) fn tool_calls(
+        &mut self,
+        endpoint: &str,
+        server: &str,
+        tool: &str,
+        calls: ToolCalls,
+    ) {
+        let key = (endpoint.to_string(), server.to_string(), tool.to_string());
+        match self.tools.get_mut(&key) {
+            Some(seen) => seen.merge(calls),
+            None => {
+                self.tools.insert(key, calls);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.inventories.is_empty()
+            && self.identities.is_empty()
+            && self.history.is_empty()
+            && self.events.is_empty()
+            && self.tools.is_empty()
+    }
+
+    /// Add a later job's rows.
+    fn absorb(&mut self, later: Self) {
+        self.inventories.extend(later.inventories);
+        self.identities.extend(later.identities);
+        self.identities_at = self.identities_at.max(later.identities_at);
+        self.history.extend(later.history);
+        self.events.extend(later.events);
+        for ((endpoint, server, tool), calls) in later.tools {
+            self.tool_calls(&endpoint, &server, &tool, calls);
+        }
+    }
+}
+
+/// Staged rows of a job or a batch, by tenant.
+#[derive(Debug, Default)]
+pub(crate) struct RowSets(BTreeMap<String, TenantRows>);
+
+impl RowSets {
+    /// The rows of `tenant`.
+    pub(crate) fn tenant(&mut self, tenant: &str) -> &mut TenantRows {
+        self.0.entry(tenant.to_string()).or_default()
+    }
+
+    /// Add a later job's rows.
+    pub(crate) fn absorb(&mut self, later: Self) {
+        for (tenant, rows) in later.0 {
+            self.tenant(&tenant).absorb(rows);
+        }
+    }
+
+    /// The rows by tenant, for writing (each tenant's in a transaction scoped to it).
+    pub(crate) fn into_tenants(self) -> impl Iterator<Item = (String, TenantRows)> {
+        self.0.into_iter().filter(|(_, rows)| !rows.is_empty())
+    }
 }
 
 fn ordinal(i: usize) -> i64 {
     i64::try_from(i).unwrap_or(i64::MAX)
 }
 
-/// Make `endpoint`'s clients exactly `clients` (name, config files as JSON text; names unique).
-pub(crate) async fn replace_clients(
+/// Columns `0..n` of a JSON row, for a `SELECT` list: `kinds[i]` is `'t'` (text) or `'i'`
+/// (integer).
+fn json_columns(backend: Backend, kinds: &str) -> String {
+    kinds
+        .chars()
+        .enumerate()
+        .map(|(i, kind)| match kind {
+            'i' => backend.json_int(i),
+            _ => backend.json_text(i),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Write `rows`, all of `tenant`, on `conn` (a write transaction scoped to `tenant`): one
+/// statement per table and kind (upsert, delete) whatever the number of endpoints.
+pub(crate) async fn write(
     conn: &mut AnyConnection,
+    backend: Backend,
     tenant: &str,
-    endpoint: &str,
-    clients: &[(String, String)],
+    rows: TenantRows,
 ) -> Result<(), sqlx::Error> {
-    for chunk in clients.chunks(chunk_rows(4)) {
-        let sql = sqlx::AssertSqlSafe(format!(
-            "INSERT INTO endpoint_clients (tenant_id, endpoint_id, name, config_files) VALUES {} \
-             ON CONFLICT (endpoint_id, name) DO UPDATE SET config_files = excluded.config_files \
-             WHERE endpoint_clients.config_files <> excluded.config_files",
-            values(1, chunk.len(), 4)
-        ));
-        let mut query = sqlx::query(sql);
-        for (name, files) in chunk {
-            query = query.bind(tenant).bind(endpoint).bind(name).bind(files);
-        }
-        query.execute(&mut *conn).await?;
+    let TenantRows {
+        inventories,
+        identities,
+        identities_at,
+        history,
+        events,
+        tools,
+    } = rows;
+    if !inventories.is_empty() {
+        write_inventories(conn, backend, tenant, &inventories).await?;
     }
-    // The clients no longer there: one statement, nothing when the set did not shrink.
-    let keep = values(3, 1, clients.len());
-    let sql = if clients.is_empty() {
-        "DELETE FROM endpoint_clients WHERE tenant_id = $1 AND endpoint_id = $2".to_string()
-    } else {
-        format!(
-            "DELETE FROM endpoint_clients WHERE tenant_id = $1 AND endpoint_id = $2 AND name NOT IN {keep}"
-        )
-    };
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(tenant)
-        .bind(endpoint);
-    for (name, _) in clients {
-        query = query.bind(name);
+    if !identities.is_empty() {
+        touch_server_identities(conn, backend, tenant, &identities, identities_at).await?;
+    }
+    if !history.is_empty() {
+        write_history(conn, backend, tenant, &history).await?;
+    }
+    if !events.is_empty() {
+        write_events(conn, backend, tenant, &events).await?;
+    }
+    if !tools.is_empty() {
+        write_tools(conn, backend, tenant, &tools).await?;
+    }
+    Ok(())
+}
+
+/// Execute `sql` with the tenant as `$1` and `params` (JSON text) as `$2...`.
+async fn execute(
+    conn: &mut AnyConnection,
+    sql: String,
+    tenant: &str,
+    params: &[&Value],
+) -> Result<(), sqlx::Error> {
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant);
+    for p in params {
+        query = query.bind(p.to_string());
     }
     query.execute(&mut *conn).await?;
     Ok(())
 }
 
-/// Make `endpoint`'s servers exactly `servers`, in order (row `i` has ordinal `i`).
-pub(crate) async fn replace_servers(
+async fn write_inventories(
     conn: &mut AnyConnection,
+    backend: Backend,
     tenant: &str,
-    endpoint: &str,
-    servers: &[ServerRow],
+    inventories: &BTreeMap<String, EndpointRows>,
 ) -> Result<(), sqlx::Error> {
-    let columns = SERVER_COLUMNS.len();
-    let updates = SERVER_COLUMNS[3..]
-        .iter()
-        .map(|c| format!("{c} = excluded.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let rows = chunk_rows(columns);
-    for (n, chunk) in servers.chunks(rows).enumerate() {
-        let sql = sqlx::AssertSqlSafe(format!(
-            "INSERT INTO endpoint_servers ({}) VALUES {} \
+    let endpoints = Value::Array(inventories.keys().map(|e| json!([e])).collect());
+    // Clients: upsert the new sets, then delete the endpoints' clients not in them.
+    let clients = Value::Array(
+        inventories
+            .iter()
+            .flat_map(|(e, r)| {
+                r.clients
+                    .iter()
+                    .map(move |(name, files)| json!([e, name, files]))
+            })
+            .collect(),
+    );
+    if clients.as_array().is_some_and(|c| !c.is_empty()) {
+        let sql = format!(
+            "INSERT INTO endpoint_clients (tenant_id, endpoint_id, name, config_files) \
+             SELECT $1, {} FROM {} WHERE true \
+             ON CONFLICT (endpoint_id, name) DO UPDATE SET config_files = excluded.config_files \
+             WHERE endpoint_clients.config_files <> excluded.config_files",
+            json_columns(backend, "ttt"),
+            backend.json_rows(2)
+        );
+        execute(conn, sql, tenant, &[&clients]).await?;
+    }
+    let sql = format!(
+        "DELETE FROM endpoint_clients WHERE tenant_id = $1 \
+         AND endpoint_id IN (SELECT {} FROM {}) \
+         AND (endpoint_id, name) NOT IN (SELECT {} FROM {})",
+        backend.json_text(0),
+        backend.json_rows(2),
+        json_columns(backend, "tt"),
+        backend.json_rows(3)
+    );
+    execute(conn, sql, tenant, &[&endpoints, &clients]).await?;
+    // Servers and scan errors: upsert by ordinal, then delete the ordinals past each new set.
+    let servers = Value::Array(
+        inventories
+            .iter()
+            .flat_map(|(e, r)| {
+                r.servers
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, s)| server_json(e, ordinal(i), s))
+            })
+            .collect(),
+    );
+    if servers.as_array().is_some_and(|s| !s.is_empty()) {
+        let updates = SERVER_COLUMNS[3..]
+            .iter()
+            .map(|c| format!("{c} = excluded.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO endpoint_servers ({}) SELECT $1, {} FROM {} WHERE true \
              ON CONFLICT (endpoint_id, ordinal) DO UPDATE SET {updates}",
             SERVER_COLUMNS.join(", "),
-            values(1, chunk.len(), columns)
-        ));
-        let mut query = sqlx::query(sql);
-        for (i, s) in chunk.iter().enumerate() {
-            query = bind_server(query, tenant, endpoint, ordinal(n * rows + i), s);
-        }
-        query.execute(&mut *conn).await?;
+            json_columns(backend, SERVER_KINDS),
+            backend.json_rows(2)
+        );
+        execute(conn, sql, tenant, &[&servers]).await?;
     }
-    sqlx::query(
-        "DELETE FROM endpoint_servers WHERE tenant_id = $1 AND endpoint_id = $2 AND ordinal >= $3",
+    let counts = |n: fn(&EndpointRows) -> usize| {
+        Value::Array(
+            inventories
+                .iter()
+                .map(|(e, r)| json!([e, ordinal(n(r))]))
+                .collect(),
+        )
+    };
+    delete_past(
+        conn,
+        backend,
+        tenant,
+        "endpoint_servers",
+        &counts(|r| r.servers.len()),
     )
-    .bind(tenant)
-    .bind(endpoint)
-    .bind(ordinal(servers.len()))
-    .execute(&mut *conn)
     .await?;
-    Ok(())
-}
-
-fn bind_server<'q>(
-    query: Query<'q, sqlx::Any, AnyArguments>,
-    tenant: &'q str,
-    endpoint: &'q str,
-    ordinal: i64,
-    s: &'q ServerRow,
-) -> Query<'q, sqlx::Any, AnyArguments> {
-    query
-        .bind(tenant)
-        .bind(endpoint)
-        .bind(ordinal)
-        .bind(&s.server_id)
-        .bind(&s.name)
-        .bind(&s.client)
-        .bind(&s.scope)
-        .bind(&s.transport)
-        .bind(s.command.as_deref())
-        .bind(&s.args)
-        .bind(s.url.as_deref())
-        .bind(&s.env_keys)
-        .bind(&s.header_keys)
-        .bind(s.cwd.as_deref())
-        .bind(s.enabled)
-        .bind(s.project.as_deref())
-        .bind(&s.risk_flags)
-        .bind(&s.config_path)
-        .bind(s.wrapped)
-        .bind(&s.auto_approve)
-        .bind(&s.credential_names)
-        .bind(&s.launch_hash)
-        .bind(s.owner.as_deref())
-        .bind(s.gateway.as_deref())
-}
-
-/// Make `endpoint`'s scan errors exactly `errors` (path, message), in order.
-pub(crate) async fn replace_scan_errors(
-    conn: &mut AnyConnection,
-    tenant: &str,
-    endpoint: &str,
-    errors: &[(String, String)],
-) -> Result<(), sqlx::Error> {
-    let rows = chunk_rows(5);
-    for (n, chunk) in errors.chunks(rows).enumerate() {
-        let sql = sqlx::AssertSqlSafe(format!(
-            "INSERT INTO endpoint_scan_errors (tenant_id, endpoint_id, ordinal, path, message) VALUES {} \
+    let errors = Value::Array(
+        inventories
+            .iter()
+            .flat_map(|(e, r)| {
+                r.errors
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, (path, message))| json!([e, ordinal(i), path, message]))
+            })
+            .collect(),
+    );
+    if errors.as_array().is_some_and(|e| !e.is_empty()) {
+        let sql = format!(
+            "INSERT INTO endpoint_scan_errors (tenant_id, endpoint_id, ordinal, path, message) \
+             SELECT $1, {} FROM {} WHERE true \
              ON CONFLICT (endpoint_id, ordinal) DO UPDATE SET path = excluded.path, message = excluded.message",
-            values(1, chunk.len(), 5)
-        ));
-        let mut query = sqlx::query(sql);
-        for (i, (path, message)) in chunk.iter().enumerate() {
-            query = query
-                .bind(tenant)
-                .bind(endpoint)
-                .bind(ordinal(n * rows + i))
-                .bind(path)
-                .bind(message);
-        }
-        query.execute(&mut *conn).await?;
+            json_columns(backend, "titt"),
+            backend.json_rows(2)
+        );
+        execute(conn, sql, tenant, &[&errors]).await?;
     }
-    sqlx::query(
-        "DELETE FROM endpoint_scan_errors WHERE tenant_id = $1 AND endpoint_id = $2 AND ordinal >= $3",
+    delete_past(
+        conn,
+        backend,
+        tenant,
+        "endpoint_scan_errors",
+        &counts(|r| r.errors.len()),
     )
-    .bind(tenant)
-    .bind(endpoint)
-    .bind(ordinal(errors.len()))
-    .execute(&mut *conn)
-    .await?;
+    .await
+}
+
+/// Delete the rows of `table` (keyed by endpoint and ordinal) past each endpoint's new count:
+/// `counts` holds `[endpoint, count]` rows.
+async fn delete_past(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    tenant: &str,
+    table: &str,
+    counts: &Value,
+) -> Result<(), sqlx::Error> {
+    let sql = format!(
+        "DELETE FROM {table} WHERE tenant_id = $1 AND (endpoint_id, ordinal) IN \
+         (SELECT r.endpoint_id, r.ordinal FROM {} JOIN {table} r \
+          ON r.endpoint_id = {} AND r.ordinal >= {} WHERE r.tenant_id = $1)",
+        backend.json_rows(2),
+        backend.json_text(0),
+        backend.json_int(1)
+    );
+    execute(conn, sql, tenant, &[counts]).await
+}
+
+/// Kinds of [`SERVER_COLUMNS`] after the tenant (see [`json_columns`]).
+const SERVER_KINDS: &str = "titttttttttttitttittttt";
+
+fn server_json(endpoint: &str, ordinal: i64, s: &ServerRow) -> Value {
+    json!([
+        endpoint,
+        ordinal,
+        s.server_id,
+        s.name,
+        s.client,
+        s.scope,
+        s.transport,
+        s.command,
+        s.args,
+        s.url,
+        s.env_keys,
+        s.header_keys,
+        s.cwd,
+        s.enabled,
+        s.project,
+        s.risk_flags,
+        s.config_path,
+        s.wrapped,
+        s.auto_approve,
+        s.credential_names,
+        s.launch_hash,
+        s.owner,
+        s.gateway,
+    ])
+}
+
+/// Timeline entries, then each endpoint's entries beyond the newest
+/// [`super::inventory_history::KEPT_PER_ENDPOINT`] deleted.
+async fn write_history(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    tenant: &str,
+    history: &[HistoryRow],
+) -> Result<(), sqlx::Error> {
+    let entries = Value::Array(
+        history
+            .iter()
+            .map(|h| json!([h.endpoint, h.seq, h.at, h.changes]))
+            .collect(),
+    );
+    let sql = format!(
+        "INSERT INTO endpoint_inventory_changes (tenant_id, endpoint_id, seq, at, changes) \
+         SELECT $1, {} FROM {} WHERE true ON CONFLICT (endpoint_id, seq) DO NOTHING",
+        json_columns(backend, "tiit"),
+        backend.json_rows(2)
+    );
+    execute(conn, sql, tenant, &[&entries]).await?;
+    let sql = sqlx::AssertSqlSafe(format!(
+        "DELETE FROM endpoint_inventory_changes WHERE tenant_id = $1 AND (endpoint_id, seq) IN \
+         (SELECT r.endpoint_id, r.seq FROM (SELECT c.endpoint_id, c.seq, \
+          ROW_NUMBER() OVER (PARTITION BY c.endpoint_id ORDER BY c.seq DESC) AS n \
+          FROM endpoint_inventory_changes c WHERE c.tenant_id = $1 \
+          AND c.endpoint_id IN (SELECT {} FROM {})) AS r WHERE r.n > $3)",
+        backend.json_text(0),
+        backend.json_rows(2)
+    ));
+    sqlx::query(sql)
+        .bind(tenant)
+        .bind(entries.to_string())
+        .bind(super::inventory_history::KEPT_PER_ENDPOINT)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
+}
+
+async fn write_events(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    tenant: &str,
+    events: &[(String, EventRow)],
+) -> Result<(), sqlx::Error> {
+    let rows = Value::Array(
+        events
+            .iter()
+            .map(|(endpoint, e)| {
+                json!([
+                    endpoint,
+                    e.ts,
+                    e.kind,
+                    e.server_id,
+                    e.client,
+                    e.method,
+                    e.tool,
+                    e.decision,
+                    e.reasons,
+                    e.latency_us,
+                    e.request_bytes,
+                    e.response_bytes
+                ])
+            })
+            .collect(),
+    );
+    let sql = format!(
+        "INSERT INTO proxy_events (tenant_id, endpoint_id, ts, kind, server_id, client, method, tool, \
+         decision, reasons, latency_us, request_bytes, response_bytes) SELECT $1, {} FROM {}",
+        json_columns(backend, "titttttttiii"),
+        backend.json_rows(2)
+    );
+    execute(conn, sql, tenant, &[&rows]).await
+}
+
+async fn write_tools(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    tenant: &str,
+    tools: &BTreeMap<(String, String, String), ToolCalls>,
+) -> Result<(), sqlx::Error> {
+    let rows = Value::Array(
+        tools
+            .iter()
+            .map(|((endpoint, server, tool), c)| {
+                json!([endpoint, server, tool, c.first, c.last, c.calls, c.blocked])
+            })
+            .collect(),
+    );
+    let sql = format!(
+        "INSERT INTO endpoint_tools (tenant_id, endpoint_id, server_id, tool, first_seen, last_seen, calls, blocked) \
+         SELECT $1, {} FROM {} WHERE true \
+         ON CONFLICT (endpoint_id, server_id, tool) DO UPDATE SET \
+         last_seen = CASE WHEN excluded.last_seen > endpoint_tools.last_seen THEN excluded.last_seen ELSE endpoint_tools.last_seen END, \
+         calls = endpoint_tools.calls + excluded.calls, blocked = endpoint_tools.blocked + excluded.blocked",
+        json_columns(backend, "tttiiii"),
+        backend.json_rows(2)
+    );
+    execute(conn, sql, tenant, &[&rows]).await
 }
 
 /// An identity seen within this long is not written again: its `last_seen` is accurate to
 /// this interval. Identities are shared by the whole fleet, and the writer's Postgres shards
-/// upserting the same rows in batch order deadlocked on each other; in the steady state (every
-/// identity known and fresh) an upload now takes no lock on them at all.
+/// upserting the same rows deadlocked on each other; in the steady state (every identity known
+/// and fresh) a batch takes no lock on them at all, and a batch that does writes them once, in
+/// key order, after its other rows.
 const IDENTITY_TOUCH_INTERVAL_MS: i64 = 60_000;
 
 /// Record that the tenant's servers `identities` were seen at `now` (first sighting keeps its
 /// time; see [`IDENTITY_TOUCH_INTERVAL_MS`]).
-pub(crate) async fn touch_server_identities(
+async fn touch_server_identities(
     conn: &mut AnyConnection,
+    backend: Backend,
     tenant: &str,
     identities: &BTreeSet<String>,
     now: i64,
 ) -> Result<(), sqlx::Error> {
+    let all = Value::Array(identities.iter().map(|i| json!([i])).collect());
     // A plain read takes no row locks: find the identities that need no write.
-    let mut fresh = BTreeSet::new();
-    let all: Vec<&String> = identities.iter().collect();
-    for chunk in all.chunks(chunk_rows(1) - 2) {
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT identity FROM server_identities \
-             WHERE tenant_id = $1 AND last_seen >= $2 AND identity IN ({})",
-            placeholders(3, chunk.len())
-        ));
-        let mut query = sqlx::query_scalar::<_, String>(sql)
-            .bind(tenant)
-            .bind(now - IDENTITY_TOUCH_INTERVAL_MS);
-        for identity in chunk {
-            query = query.bind(*identity);
-        }
-        fresh.extend(query.fetch_all(&mut *conn).await?);
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT identity FROM server_identities \
+         WHERE tenant_id = $1 AND last_seen >= $2 AND identity IN (SELECT {} FROM {})",
+        backend.json_text(0),
+        backend.json_rows(3)
+    ));
+    let fresh: BTreeSet<String> = sqlx::query_scalar::<_, String>(sql)
+        .bind(tenant)
+        .bind(now - IDENTITY_TOUCH_INTERVAL_MS)
+        .bind(all.to_string())
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect();
+    let stale = Value::Array(identities.difference(&fresh).map(|i| json!([i])).collect());
+    if stale.as_array().is_some_and(Vec::is_empty) {
+        return Ok(());
     }
-    let identities: Vec<&String> = identities.difference(&fresh).collect();
-    for chunk in identities.chunks(chunk_rows(4)) {
-        let sql = sqlx::AssertSqlSafe(format!(
-            "INSERT INTO server_identities (tenant_id, identity, first_seen, last_seen) VALUES {} \
-             ON CONFLICT (tenant_id, identity) DO UPDATE SET last_seen = excluded.last_seen",
-            values(1, chunk.len(), 4)
-        ));
-        let mut query = sqlx::query(sql);
-        for identity in chunk {
-            query = query.bind(tenant).bind(*identity).bind(now).bind(now);
-        }
-        query.execute(&mut *conn).await?;
-    }
+    let sql = sqlx::AssertSqlSafe(format!(
+        "INSERT INTO server_identities (tenant_id, identity, first_seen, last_seen) \
+         SELECT $1, {}, $2, $2 FROM {} WHERE true \
+         ON CONFLICT (tenant_id, identity) DO UPDATE SET last_seen = excluded.last_seen",
+        backend.json_text(0),
+        backend.json_rows(3)
+    ));
+    sqlx::query(sql)
+        .bind(tenant)
+        .bind(now)
+        .bind(stale.to_string())
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -297,9 +629,48 @@ mod tests {
     use super::*;
 
     #[test]
-    fn values_number_every_parameter_once() {
-        assert_eq!(values(1, 2, 3), "($1, $2, $3), ($4, $5, $6)");
-        assert_eq!(values(3, 1, 2), "($3, $4)");
-        assert!(chunk_rows(SERVER_COLUMNS.len()) * SERVER_COLUMNS.len() <= MAX_PARAMETERS);
+    fn every_server_column_has_a_kind_and_a_value() {
+        assert_eq!(SERVER_KINDS.len() + 1, SERVER_COLUMNS.len());
+        let row = server_json("e", 0, &ServerRow::default());
+        assert_eq!(row.as_array().map(Vec::len), Some(SERVER_KINDS.len()));
+    }
+
+    #[test]
+    fn a_later_job_replaces_an_endpoint_and_adds_calls() {
+        let mut batch = RowSets::default();
+        let calls = ToolCalls {
+            first: 5,
+            last: 5,
+            calls: 1,
+            blocked: 0,
+        };
+        for n in 0..2 {
+            let mut job = RowSets::default();
+            let rows = job.tenant("t");
+            rows.replace_inventory(
+                "e",
+                EndpointRows {
+                    clients: vec![(format!("c{n}"), "[]".into())],
+                    ..Default::default()
+                },
+            );
+            rows.tool_calls(
+                "e",
+                "s",
+                "tool",
+                ToolCalls {
+                    first: 5 - n,
+                    ..calls
+                },
+            );
+            batch.absorb(job);
+        }
+        let rows = batch.tenant("t");
+        assert_eq!(
+            rows.pending_clients("e"),
+            Some(BTreeSet::from(["c1".to_string()]))
+        );
+        let merged = rows.tools[&("e".into(), "s".into(), "tool".into())];
+        assert_eq!((merged.first, merged.last, merged.calls), (4, 5, 2));
     }
 }

@@ -16,12 +16,12 @@ use agent_bom_protocol::sanitize::{sanitize_args, sanitize_command, sanitize_tex
 use agent_bom_protocol::server_id::server_id;
 use serde::Serialize;
 use serde_json::{Map, Value};
-use sqlx::{AnyConnection, Row};
+use sqlx::Row;
 
 use super::audit::NewEntry;
 use super::fleet_ops::normalize_tags;
 use super::rows;
-use super::writer::{Batch, WriteError};
+use super::writer::{Batch, JobError, WriteError};
 use super::{Store, StoreError, new_id, now_ms, sha256_hex, to_json_text};
 
 /// Route name used in idempotency records.
@@ -92,7 +92,7 @@ pub(crate) enum PreparedSync {
 
 /// How a push's audit entry is made from its result: the chain it goes into (a tenant id) and
 /// the entry.
-pub(crate) type SyncAudit = Box<dyn FnOnce(&SyncResult) -> (String, NewEntry) + Send>;
+pub(crate) type SyncAudit = Box<dyn Fn(&SyncResult) -> (String, NewEntry) + Send + Sync>;
 
 /// Why a push's write in a batch was rolled back.
 enum SyncRefusal {
@@ -100,6 +100,21 @@ enum SyncRefusal {
     LostRace,
     /// The store refused or failed.
     Store(StoreError),
+}
+
+impl JobError for SyncRefusal {
+    fn is_refusal(&self) -> bool {
+        match self {
+            Self::LostRace => true,
+            Self::Store(e) => !matches!(e, StoreError::Query(_)),
+        }
+    }
+}
+
+impl From<sqlx::Error> for SyncRefusal {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Store(StoreError::Query(e))
+    }
 }
 
 impl From<StoreError> for SyncRefusal {
@@ -349,16 +364,17 @@ impl Store {
         audit: Option<SyncAudit>,
     ) -> Result<SyncResult, StoreError> {
         let write = std::sync::Arc::new(write);
-        let (job_write, tenant) = (write.clone(), tenant_id.to_string());
+        let job = std::sync::Arc::new((write.clone(), tenant_id.to_string(), audit));
         let outcome = self
             .writers
             .of(&write.payload.source_id)
             .write(
                 tenant_id,
                 Box::new(move |batch: &mut Batch| {
+                    let job = job.clone();
                     Box::pin(async move {
-                        let Some(result) = write_sync_on(batch.conn(), &tenant, &job_write).await?
-                        else {
+                        let (write, tenant, audit) = &*job;
+                        let Some(result) = write_sync_in(batch, tenant, write).await? else {
                             return Err(SyncRefusal::LostRace);
                         };
                         if let Some(audit) = audit {
@@ -435,7 +451,7 @@ impl Store {
         }))
     }
 
-    /// The answer to a push whose [`Self::write_sync_in`] lost the race for its
+    /// The answer to a push whose `write_sync_in` lost the race for its
     /// Idempotency-Key: the winner's, as a replay.
     pub(crate) async fn replay_lost_race(
         &self,
@@ -483,11 +499,12 @@ impl Store {
     }
 }
 
-/// Write a prepared push on `conn`, a write transaction scoped to `tenant_id`. `None` when a
-/// concurrent request with the same Idempotency-Key was stored first: roll the writes back and
-/// answer with [`Store::replay_lost_race`].
-async fn write_sync_on(
-    conn: &mut AnyConnection,
+/// Write a prepared push in `batch` (scoped to `tenant_id`): the endpoint row now, its
+/// clients, servers and identities with the batch's rows. `None` when a concurrent request
+/// with the same Idempotency-Key was stored first, decided before the push writes anything
+/// but a new endpoint (under a savepoint): answer with [`Store::replay_lost_race`].
+async fn write_sync_in(
+    batch: &mut Batch,
     tenant_id: &str,
     write: &SyncWrite,
 ) -> Result<Option<SyncResult>, StoreError> {
@@ -501,6 +518,10 @@ async fn write_sync_on(
     let endpoint_id = match existing {
         Some(id) => id.clone(),
         None => {
+            // The endpoint quota is checked after the insert (see `endpoint_quota_holds`):
+            // a refusal then has a write to undo.
+            batch.guard().await?;
+            let conn = batch.conn();
             let id = new_id();
             let inserted = sqlx::query(
                 "INSERT INTO endpoints (id, tenant_id, hostname, cert_fingerprint, enrolled_at, origin, source_id) \
@@ -516,24 +537,84 @@ async fn write_sync_on(
             if inserted.rows_affected() == 1 {
                 // After the insert, on this transaction: see `endpoint_quota_holds`.
                 Store::endpoint_quota_holds(&mut *conn, tenant_id).await?;
+                id
+            } else {
+                sqlx::query("SELECT id FROM endpoints WHERE tenant_id = $1 AND source_id = $2")
+                    .bind(tenant_id)
+                    .bind(&payload.source_id)
+                    .fetch_one(&mut *conn)
+                    .await?
+                    .try_get("id")?
             }
-            sqlx::query("SELECT id FROM endpoints WHERE tenant_id = $1 AND source_id = $2")
-                .bind(tenant_id)
-                .bind(&payload.source_id)
-                .fetch_one(&mut *conn)
-                .await?
-                .try_get("id")?
         }
     };
-    let known: BTreeSet<String> =
-        sqlx::query("SELECT name FROM endpoint_clients WHERE tenant_id = $1 AND endpoint_id = $2")
-            .bind(tenant_id)
-            .bind(&endpoint_id)
-            .fetch_all(&mut *conn)
-            .await?
-            .iter()
-            .map(|r| r.try_get("name"))
-            .collect::<Result<_, _>>()?;
+    // The clients this source had: an earlier push of the batch's, else the stored ones (a
+    // new endpoint has none).
+    let known: BTreeSet<String> = match batch.rows(tenant_id).pending_clients(&endpoint_id) {
+        Some(pending) => pending,
+        None if existing.is_none() => BTreeSet::new(),
+        None => sqlx::query(
+            "SELECT name FROM endpoint_clients WHERE tenant_id = $1 AND endpoint_id = $2",
+        )
+        .bind(tenant_id)
+        .bind(&endpoint_id)
+        .fetch_all(&mut *batch.conn())
+        .await?
+        .iter()
+        .map(|r| r.try_get("name"))
+        .collect::<Result<_, _>>()?,
+    };
+    let mut new = 0;
+    let mut seen_clients = BTreeSet::new();
+    let mut clients = Vec::with_capacity(payload.clients.len());
+    for (name, files) in &payload.clients {
+        if !seen_clients.insert(name.clone()) {
+            continue;
+        }
+        if !known.contains(name) {
+            new += 1;
+        }
+        clients.push((name.clone(), to_json_text(files)));
+    }
+    let synced = i64::try_from(seen_clients.len()).unwrap_or(i64::MAX);
+    let result = SyncResult {
+        synced,
+        new,
+        updated: synced - new,
+        source_id: payload.source_id.clone(),
+        endpoint_id,
+        idempotent_replay: false,
+    };
+    let conn = batch.conn();
+    if let Some(k) = &key {
+        // Keys are remembered for a day: enough for any client's retries. Dropping expired
+        // ones needs no undoing, whatever becomes of this push.
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND route = $2 AND created_at < $3",
+        )
+        .bind(tenant_id)
+        .bind(SYNC_ROUTE)
+        .bind(now - IDEMPOTENCY_TTL_MS)
+        .execute(&mut *conn)
+        .await?;
+        // The push's first write: a lost race has written nothing to undo.
+        let stored = sqlx::query(
+            "INSERT INTO idempotency_keys (tenant_id, route, key, body_hash, response, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, route, key) DO NOTHING",
+        )
+        .bind(tenant_id)
+        .bind(SYNC_ROUTE)
+        .bind(k)
+        .bind(body_hash)
+        .bind(to_json_text(&result))
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+        if stored.rows_affected() == 0 {
+            // A concurrent request with the same key won.
+            return Ok(None);
+        }
+    }
     sqlx::query(
         "UPDATE endpoints SET hostname = $1, last_seen = $2, last_inventory_at = $2, server_count = $3, \
          agent_version = 'agent-bom fleet sync', \
@@ -548,23 +629,11 @@ async fn write_sync_on(
     .bind(payload.environment.as_deref())
     .bind(to_json_text(&payload.tags))
     .bind(tenant_id)
-    .bind(&endpoint_id)
+    .bind(&result.endpoint_id)
     .execute(&mut *conn)
     .await?;
-    // The rows as sets (see `rows`): a re-push of the same body deletes nothing.
-    let mut new = 0;
-    let mut seen_clients = BTreeSet::new();
-    let mut clients = Vec::with_capacity(payload.clients.len());
-    for (name, files) in &payload.clients {
-        if !seen_clients.insert(name.clone()) {
-            continue;
-        }
-        if !known.contains(name) {
-            new += 1;
-        }
-        clients.push((name.clone(), to_json_text(files)));
-    }
-    rows::replace_clients(conn, tenant_id, &endpoint_id, &clients).await?;
+    // The rows as sets, with the batch's (see `rows`): a re-push of the same body deletes
+    // nothing.
     let servers: Vec<rows::ServerRow> = payload
         .servers
         .iter()
@@ -592,46 +661,16 @@ async fn write_sync_on(
             gateway: None,
         })
         .collect();
-    rows::replace_servers(conn, tenant_id, &endpoint_id, &servers).await?;
-    rows::replace_scan_errors(conn, tenant_id, &endpoint_id, &[]).await?;
-    let identities = payload.servers.iter().map(|s| s.id.clone()).collect();
-    Store::touch_server_identities(conn, tenant_id, &identities, now).await?;
-    let synced = i64::try_from(seen_clients.len()).unwrap_or(i64::MAX);
-    let result = SyncResult {
-        synced,
-        new,
-        updated: synced - new,
-        source_id: payload.source_id.clone(),
-        endpoint_id,
-        idempotent_replay: false,
-    };
-    if let Some(k) = &key {
-        // Keys are remembered for a day: enough for any client's retries.
-        sqlx::query(
-            "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND route = $2 AND created_at < $3",
-        )
-        .bind(tenant_id)
-        .bind(SYNC_ROUTE)
-        .bind(now - IDEMPOTENCY_TTL_MS)
-        .execute(&mut *conn)
-        .await?;
-        let stored = sqlx::query(
-            "INSERT INTO idempotency_keys (tenant_id, route, key, body_hash, response, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, route, key) DO NOTHING",
-        )
-        .bind(tenant_id)
-        .bind(SYNC_ROUTE)
-        .bind(k)
-        .bind(body_hash)
-        .bind(to_json_text(&result))
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
-        if stored.rows_affected() == 0 {
-            // A concurrent request with the same key won.
-            return Ok(None);
-        }
-    }
+    let rows = batch.rows(tenant_id);
+    rows.replace_inventory(
+        &result.endpoint_id,
+        rows::EndpointRows {
+            clients,
+            servers,
+            errors: Vec::new(),
+        },
+    );
+    rows.touch_identities(payload.servers.iter().map(|s| s.id.clone()), now);
     Ok(Some(result))
 }
 

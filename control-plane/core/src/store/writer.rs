@@ -1,20 +1,30 @@
 //! Group commit: the store's write pipeline for uploads from many agents.
 //!
-//! Each write (an inventory snapshot or delta, a batch of proxy events) is queued as a job; one
-//! task per store takes every job that queued while its previous commit ran (at most
-//! [`MAX_BATCH`]), runs them in one transaction, and answers each caller only after the commit
-//! that holds its write. Under load a commit carries hundreds of uploads; idle, a job runs at once
-//! (no timer adds latency): the coalescing window is the previous commit's duration.
+//! Each write (an inventory snapshot or delta, a batch of proxy events, a fleet-sync push, an
+//! enrollment) is queued as a job; one task per writer takes every job that queued while its
+//! previous commit ran (at most [`MAX_BATCH`]), runs them in one transaction, and answers each
+//! caller only after the commit that holds its write. Under load a commit carries hundreds of
+//! uploads; idle, a job runs at once (no timer adds latency): the coalescing window is the
+//! previous commit's duration.
 //!
-//! Each job runs inside its own savepoint, so a job that fails or refuses (an unknown device, a
-//! quota) leaves nothing behind and costs the others nothing. A job keeps exactly the checks it
-//! had in a transaction of its own (the `(endpoint, seq)` gates, tenant scoping): the writer
-//! scopes the transaction to the job's tenant before the savepoint, so on Postgres row-level
-//! security holds for every statement.
+//! A job runs its checks and gates (the `(endpoint, seq)` conditional updates, tenant scoping)
+//! and *stages* its rows ([`Batch::rows`]); the writer merges the batch's staged rows and writes
+//! each table once for the whole batch (`rows`), then appends the batch's audit entries, then
+//! commits. So a batch costs a few statements per job plus a few per table, not ten per job.
+//!
+//! Isolation: a job refuses (an unknown device, a stale base, a lost Idempotency-Key race)
+//! before its first write, so a refusal needs nothing undone; a job that must write before it
+//! can refuse (an enrollment's quota check) takes a savepoint first ([`Batch::guard`]). When
+//! anything else fails (a statement of a job, or the batch's row statements), the batch is run
+//! again with every job in its own savepoint and its rows written inside it: the failing job
+//! gets its error, the others commit. Jobs are therefore re-runnable ([`Work`] is `Fn`).
+//! The writer scopes the transaction to each job's tenant before the job runs, and each
+//! tenant's rows are written scoped to it, so on Postgres row-level security holds for every
+//! statement.
 //!
 //! Backpressure: the queue is bounded ([`QUEUE`]); when it is full the job is refused at once
-//! with [`WriteError::Shed`] and the caller answers "retry later" (the collector's nack with retry-after),
-//! so a database slower than the fleet never grows memory.
+//! with [`WriteError::Shed`] and the caller answers "retry later" (the collector's nack with
+//! retry-after), so a database slower than the fleet never grows memory.
 
 use std::time::Instant;
 
@@ -25,6 +35,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::StoreError;
 use super::audit::{self, NewEntry};
 use super::dialect::{Backend, TenantLock};
+use super::rows::{self, RowSets, TenantRows};
 use crate::metrics;
 
 /// Jobs waiting for the writer at most; beyond, writes are shed with retry-after.
@@ -32,10 +43,19 @@ pub(crate) const QUEUE: usize = 8_192;
 /// Jobs per transaction at most: bounds a commit's duration and the work one failure retries.
 pub(crate) const MAX_BATCH: usize = 512;
 
-/// What a job does in the batch: its statements, then its answer (sent only once the batch
-/// committed). `Err` rolls the job's savepoint back, with the audit entries it added.
+/// What a job does in the batch: its checks, statements and staged rows, then its answer (sent
+/// only once the batch committed). Called again when the batch is retried job by job (see the
+/// module docs), so it must not consume what it captured.
 pub(crate) type Work<T, E> =
-    Box<dyn for<'c> FnOnce(&'c mut Batch) -> BoxFuture<'c, Result<T, E>> + Send>;
+    Box<dyn for<'c> Fn(&'c mut Batch) -> BoxFuture<'c, Result<T, E>> + Send + Sync>;
+
+/// A job's error, as the writer must tell them apart.
+pub(crate) trait JobError {
+    /// The job decided to refuse before its first write (or under [`Batch::guard`]): nothing
+    /// of it is to be undone. Anything else (a failed statement) makes the writer retry the
+    /// batch job by job.
+    fn is_refusal(&self) -> bool;
+}
 
 /// The open transaction of a batch, as a job sees it.
 pub(crate) struct Batch {
@@ -46,6 +66,10 @@ pub(crate) struct Batch {
     /// Audit entries of the batch's jobs, by tenant, appended to the chains last (see
     /// [`Batch::audit`]).
     audit: Vec<(String, NewEntry)>,
+    /// The running job's staged rows.
+    staged: RowSets,
+    /// Whether the running job is inside a savepoint.
+    guarded: bool,
 }
 
 impl Batch {
@@ -73,6 +97,24 @@ impl Batch {
         Ok(&mut self.tx)
     }
 
+    /// Put the rest of the running job inside a savepoint: for a job that may refuse after it
+    /// wrote (an enrollment's quota is checked after its insert). Its refusal then undoes its
+    /// writes and costs the others nothing.
+    pub(crate) async fn guard(&mut self) -> Result<(), sqlx::Error> {
+        if !self.guarded {
+            sqlx::raw_sql("SAVEPOINT job")
+                .execute(&mut *self.tx)
+                .await?;
+            self.guarded = true;
+        }
+        Ok(())
+    }
+
+    /// The running job's rows of `tenant_id`, written with the batch's (see `rows`).
+    pub(crate) fn rows(&mut self, tenant_id: &str) -> &mut TenantRows {
+        self.staged.tenant(tenant_id)
+    }
+
     /// Append `entries` to `tenant_id`'s audit chain in this batch's commit. Every job's entries
     /// are appended after all jobs ran, one chain lock and one head read per tenant per batch:
     /// taking the chain's lock last, as every other writer does, keeps lock order the same
@@ -86,34 +128,82 @@ impl Batch {
 /// Why a queued job has no answer.
 #[derive(Debug)]
 pub(crate) enum WriteError<E> {
-    /// The job itself failed or refused (its savepoint was rolled back).
+    /// The job itself failed or refused (its writes were undone).
     Job(E),
     /// The queue was full.
     Shed,
-    /// The batch's transaction could not begin or commit (the database is unavailable); the
-    /// job's write is not stored.
+    /// The batch's transaction could not begin or commit (the database is unavailable), or
+    /// the job's rows could not be written; the job's write is not stored.
     Commit(sqlx::Error),
 }
 
-/// A job type-erased, so one queue carries every kind: runs its statements and returns how
-/// to answer its caller.
-type Run = Box<dyn for<'c> FnOnce(&'c mut Batch) -> BoxFuture<'c, Answer> + Send>;
+/// How a job's run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ran {
+    Ok,
+    /// Refused before writing (or under its guard).
+    Refused,
+    /// A statement failed: what it wrote is not known to be undone.
+    Failed,
+}
 
-/// Sends a job's result: given `None` after the commit, `Some(error)` when the batch failed.
-type Reply = Box<dyn FnOnce(Option<&sqlx::Error>) + Send>;
+/// A job type-erased, so one queue carries every kind.
+trait Pending: Send {
+    fn tenant(&self) -> &str;
+    /// Run the job's work in `batch`, keeping its outcome for the answer.
+    fn run<'c>(&'c mut self, batch: &'c mut Batch) -> BoxFuture<'c, Ran>;
+    /// The job's rows could not be written: it is answered with `e`.
+    fn fail(&mut self, e: &sqlx::Error);
+    /// Answer the caller: `failed` when the batch did not commit.
+    fn answer(self: Box<Self>, failed: Option<&sqlx::Error>);
+}
+
+/// A job of result `T`, error `E`.
+struct Typed<T, E> {
+    tenant_id: String,
+    work: Work<T, E>,
+    outcome: Option<Result<T, WriteError<E>>>,
+    reply: oneshot::Sender<Result<T, WriteError<E>>>,
+}
+
+impl<T: Send + 'static, E: JobError + Send + 'static> Pending for Typed<T, E> {
+    fn tenant(&self) -> &str {
+        &self.tenant_id
+    }
+
+    fn run<'c>(&'c mut self, batch: &'c mut Batch) -> BoxFuture<'c, Ran> {
+        Box::pin(async move {
+            let outcome = (self.work)(batch).await;
+            let ran = match &outcome {
+                Ok(_) => Ran::Ok,
+                Err(e) if e.is_refusal() => Ran::Refused,
+                Err(_) => Ran::Failed,
+            };
+            self.outcome = Some(outcome.map_err(WriteError::Job));
+            ran
+        })
+    }
+
+    fn fail(&mut self, e: &sqlx::Error) {
+        self.outcome = Some(Err(WriteError::Commit(copy_error(e))));
+    }
+
+    fn answer(self: Box<Self>, failed: Option<&sqlx::Error>) {
+        let result = match (self.outcome, failed) {
+            // A refusal stands whatever became of the batch.
+            (Some(Err(e)), _) => Err(e),
+            (Some(Ok(v)), None) => Ok(v),
+            (Some(Ok(_)), Some(e)) => Err(WriteError::Commit(copy_error(e))),
+            (None, e) => Err(WriteError::Commit(
+                e.map_or(sqlx::Error::WorkerCrashed, copy_error),
+            )),
+        };
+        let _ = self.reply.send(result);
+    }
+}
 
 /// A queued job.
-struct Job {
-    tenant_id: String,
-    run: Run,
-}
-
-/// A job's answer, sent after the batch's fate is known.
-struct Answer {
-    /// The job's statements succeeded: its savepoint is kept.
-    ok: bool,
-    send: Reply,
-}
+type Job = Box<dyn Pending>;
 
 /// The writers of a store, [`Backend::writer_shards`] of them. Devices are spread over the
 /// shards by id, so one device's uploads stay in order on one writer and two shards never write
@@ -147,14 +237,6 @@ pub(crate) struct Writer {
     queue: mpsc::Sender<Job>,
 }
 
-impl std::fmt::Debug for Job {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job")
-            .field("tenant_id", &self.tenant_id)
-            .finish_non_exhaustive()
-    }
-}
-
 impl Writer {
     /// Start the writer of `pool`. It ends when every handle is dropped.
     pub(crate) fn start(pool: AnyPool, backend: Backend) -> Self {
@@ -171,29 +253,15 @@ impl Writer {
     ) -> Result<T, WriteError<E>>
     where
         T: Send + 'static,
-        E: Send + 'static,
+        E: JobError + Send + 'static,
     {
         let (reply, answer) = oneshot::channel::<Result<T, WriteError<E>>>();
-        let run: Run = Box::new(move |batch: &mut Batch| {
-            Box::pin(async move {
-                let outcome = work(batch).await;
-                let ok = outcome.is_ok();
-                let send: Reply = Box::new(move |failed: Option<&sqlx::Error>| {
-                    let result = match (outcome, failed) {
-                        // A refusal stands whatever became of the batch.
-                        (Err(e), _) => Err(WriteError::Job(e)),
-                        (Ok(v), None) => Ok(v),
-                        (Ok(_), Some(e)) => Err(WriteError::Commit(copy_error(e))),
-                    };
-                    let _ = reply.send(result);
-                });
-                Answer { ok, send }
-            })
-        });
-        let job = Job {
+        let job: Job = Box::new(Typed {
             tenant_id: tenant_id.to_string(),
-            run,
-        };
+            work,
+            outcome: None,
+            reply,
+        });
         match self.queue.try_send(job) {
             Ok(()) => metrics::writer_queued(),
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -259,44 +327,112 @@ async fn append_audit(backend: Backend, open: &mut Batch) -> Result<(), sqlx::Er
 }
 
 /// One transaction for `batch`; every job is answered. `true` when it committed.
-async fn run_batch(pool: &AnyPool, backend: Backend, batch: Vec<Job>) -> bool {
-    let mut answers = Vec::with_capacity(batch.len());
-    let result: Result<(), sqlx::Error> = async {
-        let mut open = Batch {
-            tx: backend.begin_write(pool).await?,
-            backend,
-            scope: None,
-            audit: Vec::new(),
-        };
-        for job in batch {
-            open.scoped(&job.tenant_id).await?;
-            sqlx::raw_sql("SAVEPOINT job")
-                .execute(&mut *open.tx)
-                .await?;
-            let audited = open.audit.len();
-            let answer = (job.run)(&mut open).await;
-            let end = if answer.ok {
+async fn run_batch(pool: &AnyPool, backend: Backend, mut batch: Vec<Job>) -> bool {
+    let mut result = run_in(pool, backend, &mut batch, Mode::Grouped).await;
+    if let Err(Retry::JobByJob(e)) = &result
+        && batch.len() > 1
+    {
+        tracing::debug!(error = %e, jobs = batch.len(), "a group commit failed; running its jobs one by one");
+        result = run_in(pool, backend, &mut batch, Mode::JobByJob).await;
+    }
+    let failed = match &result {
+        Ok(()) => None,
+        Err(Retry::JobByJob(e) | Retry::No(e)) => Some(e),
+    };
+    if let Some(e) = failed {
+        tracing::warn!(error = %e, jobs = batch.len(), "a group commit failed; its writes are retried by their senders");
+    }
+    for job in batch {
+        job.answer(failed);
+    }
+    failed.is_none()
+}
+
+/// How a batch runs its jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Rows of every job written together, savepoints only where a job asks for one.
+    Grouped,
+    /// Every job in its own savepoint with its rows written inside it: one job's failure costs
+    /// the others nothing.
+    JobByJob,
+}
+
+/// Why a batch did not commit.
+enum Retry {
+    /// A job's statement or the batch's rows failed: running job by job may commit the rest.
+    JobByJob(sqlx::Error),
+    /// The transaction itself failed (begin, savepoints, audit, commit).
+    No(sqlx::Error),
+}
+
+/// Run `batch` in one transaction in `mode`, keeping each job's outcome.
+async fn run_in(
+    pool: &AnyPool,
+    backend: Backend,
+    batch: &mut [Job],
+    mode: Mode,
+) -> Result<(), Retry> {
+    let fatal = Retry::No;
+    let mut open = Batch {
+        tx: backend.begin_write(pool).await.map_err(fatal)?,
+        backend,
+        scope: None,
+        audit: Vec::new(),
+        staged: RowSets::default(),
+        guarded: false,
+    };
+    let mut rows = RowSets::default();
+    for job in batch.iter_mut() {
+        open.scoped(job.tenant()).await.map_err(fatal)?;
+        if mode == Mode::JobByJob {
+            open.guard().await.map_err(fatal)?;
+        }
+        let audited = open.audit.len();
+        let mut ran = job.run(&mut open).await;
+        let staged = std::mem::take(&mut open.staged);
+        if ran == Ran::Ok && mode == Mode::JobByJob {
+            if let Err(e) = write_rows(&mut open, staged).await {
+                job.fail(&e);
+                ran = Ran::Failed;
+            }
+        } else if ran == Ran::Ok {
+            rows.absorb(staged);
+        }
+        if ran != Ran::Ok {
+            open.audit.truncate(audited);
+        }
+        if open.guarded {
+            open.guarded = false;
+            let end = if ran == Ran::Ok {
                 "RELEASE SAVEPOINT job"
             } else {
-                open.audit.truncate(audited);
                 // Rolling back undoes a scope the job set inside its savepoint (Postgres
                 // restores the setting): scope the next job afresh.
                 open.scope = None;
                 "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job"
             };
-            answers.push(answer);
-            sqlx::raw_sql(end).execute(&mut *open.tx).await?;
+            sqlx::raw_sql(end)
+                .execute(&mut *open.tx)
+                .await
+                .map_err(fatal)?;
+        } else if ran == Ran::Failed {
+            return Err(Retry::JobByJob(sqlx::Error::Protocol(
+                "a job's statement failed".into(),
+            )));
         }
-        append_audit(backend, &mut open).await?;
-        open.tx.commit().await
     }
-    .await;
-    let failed = result.as_ref().err();
-    if let Some(e) = failed {
-        tracing::warn!(error = %e, jobs = answers.len(), "a group commit failed; its writes are retried by their senders");
+    write_rows(&mut open, rows).await.map_err(Retry::JobByJob)?;
+    append_audit(backend, &mut open).await.map_err(fatal)?;
+    open.tx.commit().await.map_err(fatal)
+}
+
+/// Write staged `rows`, each tenant's scoped to it.
+async fn write_rows(open: &mut Batch, rows: RowSets) -> Result<(), sqlx::Error> {
+    let backend = open.backend;
+    for (tenant, rows) in rows.into_tenants() {
+        let conn = open.scoped(&tenant).await?;
+        rows::write(conn, backend, &tenant, rows).await?;
     }
-    for answer in answers {
-        (answer.send)(failed);
-    }
-    failed.is_none()
+    Ok(())
 }

@@ -7,6 +7,7 @@
 //! hear about changes, and which migrations make up the schema ([`schema`]). No other store
 //! module names a backend; a new difference gets a named function here.
 
+mod json_rows;
 pub(crate) mod notices;
 pub(crate) mod schema;
 

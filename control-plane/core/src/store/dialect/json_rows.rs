@@ -1,0 +1,30 @@
+//! Rows passed as one JSON parameter: a set-based statement binds a whole batch's rows as one
+//! JSON array of arrays (one inner array per row, columns by position) and expands it in SQL,
+//! instead of binding every value. One parameter whatever the batch's size: no statement
+//! grows past a backend's parameter limit, and SQLite does not look up hundreds of parameter
+//! names per statement (`sqlite3_bind_parameter_name` walks the list, quadratic in its length).
+
+use super::Backend;
+
+impl Backend {
+    /// A `FROM` item (aliased `j`) with one row per element of the JSON array bound to `$param`.
+    pub(crate) fn json_rows(self, param: usize) -> String {
+        match self {
+            Self::Sqlite => format!("json_each(${param}) AS j"),
+            Self::Postgres => format!("jsonb_array_elements(${param}::jsonb) AS j(value)"),
+        }
+    }
+
+    /// Column `i` of a [`Self::json_rows`] row as text (a JSON `null` is SQL `NULL`).
+    pub(crate) fn json_text(self, i: usize) -> String {
+        format!("(j.value ->> {i})")
+    }
+
+    /// Column `i` of a [`Self::json_rows`] row as a 64-bit integer.
+    pub(crate) fn json_int(self, i: usize) -> String {
+        match self {
+            Self::Sqlite => format!("(j.value ->> {i})"),
+            Self::Postgres => format!("CAST(j.value ->> {i} AS BIGINT)"),
+        }
+    }
+}
