@@ -11,6 +11,15 @@
 //! secrets, one audit event per call written through the store), and the client is reqwest
 //! with keep-alive.
 //!
+//! The closed loop above mixes three parties on the same two threads. The isolated phase runs
+//! the gateway as its own process (this binary re-executed as the gateway, and, when
+//! `AGENT_BOM_BENCH_GATEWAY_BIN` names a built `agent-bom`, the real binary as well) with client
+//! and upstream here, and reports calls/s and the gateway process's own CPU time per call (from
+//! `/proc/PID/stat`): the figure that holds on a shared machine, and from it the calls/s the
+//! gateway sustains per core. `AGENT_BOM_BENCH_GATEWAY_CPUS` pins the gateway (`taskset -c`),
+//! `AGENT_BOM_BENCH_CLIENT_CPUS` this process (client and upstream);
+//! `AGENT_BOM_BENCH_PHASES=isolated` runs that phase alone.
+//!
 //! Another gateway can be measured in the same run on the same upstream and load: bind the
 //! upstream at a fixed address (`AGENT_BOM_BENCH_UPSTREAM=127.0.0.1:PORT`), start that gateway
 //! relaying to `http://127.0.0.1:PORT/mcp`, and name its route in `AGENT_BOM_BENCH_PEER` (its
@@ -21,7 +30,10 @@
 // A benchmark reports failure by panicking.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -44,8 +56,17 @@ const PAYLOAD: usize = 512;
 /// Each paced session calls once per PACE: 500 sessions offer 1,000 calls/s.
 const PACE: Duration = Duration::from_millis(500);
 const PACED_ROUNDS: usize = 10;
+/// Calls per session in the isolated phase: enough calls for the gateway's CPU time (read in
+/// clock ticks) to be measured to about a percent.
+const ISOLATED_CALLS_PER_SESSION: usize = 60;
+/// Set in the environment of this binary re-executed as the gateway: the data directory.
+const CHILD_ENV: &str = "AGENT_BOM_BENCH_GATEWAY_CHILD";
 
 fn main() {
+    if let Some(dir) = std::env::var_os(CHILD_ENV) {
+        gateway_child(Path::new(&dir));
+        return;
+    }
     if std::env::var_os("AGENT_BOM_BENCH").is_none_or(|v| v != "1") {
         println!("gateway_bench: skipped (set AGENT_BOM_BENCH=1, build with --release)");
         return;
@@ -53,12 +74,135 @@ fn main() {
     if cfg!(debug_assertions) {
         println!("gateway_bench: warning: debug build; numbers are not representative");
     }
+    // Before the runtime's threads exist, so that they inherit it.
+    if let Ok(cpus) = std::env::var("AGENT_BOM_BENCH_CLIENT_CPUS") {
+        let ok = Command::new("taskset")
+            .args(["-a", "-c", "-p", &cpus, &std::process::id().to_string()])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "taskset -c {cpus} failed");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(bench());
+}
+
+/// This binary as the gateway process: the library on the store in `dir` (made by the parent),
+/// a runtime with a worker per CPU it may run on; prints its address, serves until stdin
+/// closes.
+fn gateway_child(dir: &Path) {
+    agent_bom_control_plane::install_crypto_provider();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let store = Store::open_sqlite(dir).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        println!(
+            "agent-bom gateway serving MCP at http://{}/mcp/{{upstream}}",
+            listener.local_addr().unwrap()
+        );
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+            stop.cancel();
+        });
+        let options = GatewayOptions {
+            data_dir: Some(dir.join("gateway")),
+            ..GatewayOptions::default()
+        };
+        Gateway::new(store, options)
+            .run(listener, shutdown)
+            .await
+            .unwrap();
+    });
+}
+
+/// A gateway process on the store in `dir`: `agent-bom gateway` when `bin` is given, else this
+/// binary re-executed; pinned to `cpus` when given.
+struct GatewayProcess {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl GatewayProcess {
+    fn start(bin: Option<&Path>, dir: &Path, cpus: Option<&str>) -> Self {
+        let exe = std::env::current_exe().unwrap();
+        let mut cmd = match cpus {
+            Some(c) => {
+                let mut cmd = Command::new("taskset");
+                cmd.args(["-c", c]);
+                cmd.arg(bin.unwrap_or(&exe));
+                cmd
+            }
+            None => Command::new(bin.unwrap_or(&exe)),
+        };
+        match bin {
+            Some(_) => {
+                cmd.args(["gateway", "--listen", "127.0.0.1:0", "--data-dir"])
+                    .arg(dir)
+                    .env("AGENT_BOM_LOG", "warn");
+            }
+            None => {
+                cmd.env(CHILD_ENV, dir);
+            }
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("gateway process said {line:?}"));
+        Self { child, addr }
+    }
+
+    /// User plus system CPU time of the process so far (all its threads).
+    fn cpu(&self) -> Duration {
+        cpu_time(&format!("/proc/{}/stat", self.child.id()))
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// User plus system CPU time (`utime` + `stime`, all threads) from a `/proc/PID/stat` file.
+fn cpu_time(stat_path: &str) -> Duration {
+    let stat = std::fs::read_to_string(stat_path).unwrap();
+    // The fields after the command name (which may hold spaces): utime is the 14th of the
+    // line, the 12th after the name.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second())
 }
 
 /// The upstream: answers `initialize` with a session id, notifications with 202, `tools/list`
@@ -216,10 +360,27 @@ async fn sequential(t: &Target, text: &str) -> Vec<Duration> {
 /// `n` concurrent sessions, each opened, then CALLS_PER_SESSION calls in a row; returns the
 /// sorted call latencies and calls per second over the calling phase.
 async fn concurrent(t: &Target, text: &str, n: usize) -> (Vec<Duration>, f64) {
+    let sessions = open_sessions(t, n).await;
+    closed_loop(t, text, sessions, CALLS_PER_SESSION).await
+}
+
+async fn open_sessions(t: &Target, n: usize) -> Vec<String> {
     let mut sessions = Vec::with_capacity(n);
     for _ in 0..n {
         sessions.push(t.open().await);
     }
+    sessions
+}
+
+/// Every session calls `calls` times in a row, all sessions at once; returns the sorted call
+/// latencies and calls per second.
+async fn closed_loop(
+    t: &Target,
+    text: &str,
+    sessions: Vec<String>,
+    calls: usize,
+) -> (Vec<Duration>, f64) {
+    let n = sessions.len();
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -228,21 +389,97 @@ async fn concurrent(t: &Target, text: &str, n: usize) -> (Vec<Duration>, f64) {
         let text = text.to_string();
         let done = done.clone();
         tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::with_capacity(CALLS_PER_SESSION);
-            for i in 0..CALLS_PER_SESSION {
+            let mut lat = Vec::with_capacity(calls);
+            for i in 0..calls {
                 lat.push(t.call(&session, i as u64 + 2, &text).await);
                 done.fetch_add(1, Ordering::Relaxed);
             }
             lat
         }));
     }
-    let mut all = Vec::with_capacity(n * CALLS_PER_SESSION);
+    let mut all = Vec::with_capacity(n * calls);
     for task in tasks {
         all.extend(task.await.unwrap());
     }
     let rate = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
     all.sort();
     (all, rate)
+}
+
+/// One closed loop of the isolated phase: calls/s, and CPU per call of the gateway process
+/// (`None` for direct calls) and of this process (client and upstream).
+struct Isolated {
+    rate: f64,
+    p50_us: f64,
+    gateway_cpu_per_call: Option<Duration>,
+    client_cpu_per_call: Duration,
+}
+
+async fn isolated(t: &Target, text: &str, gateway: Option<&GatewayProcess>) -> Isolated {
+    let sessions = open_sessions(t, SESSIONS).await;
+    let calls = SESSIONS * ISOLATED_CALLS_PER_SESSION;
+    let gateway_before = gateway.map(GatewayProcess::cpu);
+    let own_before = cpu_time("/proc/self/stat");
+    let (lat, rate) = closed_loop(t, text, sessions, ISOLATED_CALLS_PER_SESSION).await;
+    let per_call = |d: Duration| d / u32::try_from(calls).unwrap();
+    Isolated {
+        rate,
+        p50_us: pct(&lat, 0.5),
+        gateway_cpu_per_call: gateway
+            .zip(gateway_before)
+            .map(|(g, before)| per_call(g.cpu().saturating_sub(before))),
+        client_cpu_per_call: per_call(cpu_time("/proc/self/stat").saturating_sub(own_before)),
+    }
+}
+
+/// The gateway as its own process: this binary re-executed and, when given, the real
+/// `agent-bom` binary, each against the same client, upstream and load as the direct row.
+async fn isolated_phase(dir: &Path, direct: &Target, key: &str, text: &str) {
+    let cpus = std::env::var("AGENT_BOM_BENCH_GATEWAY_CPUS").ok();
+    let bin = std::env::var_os("AGENT_BOM_BENCH_GATEWAY_BIN").map(std::path::PathBuf::from);
+    println!(
+        "## gateway in its own process (pinned to CPUs {}, client and upstream on {}), {SESSIONS} sessions x {ISOLATED_CALLS_PER_SESSION} tools/call, closed loop",
+        cpus.as_deref().unwrap_or("any"),
+        std::env::var("AGENT_BOM_BENCH_CLIENT_CPUS")
+            .as_deref()
+            .unwrap_or("any")
+    );
+    println!(
+        "| | calls/s | p50 | gateway CPU per call | gateway calls/s per core (1 / CPU per call) | on 2 cores | client + upstream CPU per call |\n|---|---|---|---|---|---|---|"
+    );
+    let row = |label: &str, r: &Isolated| {
+        let (cpu, per_core, two) = match r.gateway_cpu_per_call {
+            Some(c) if !c.is_zero() => {
+                let per_core = 1.0 / c.as_secs_f64();
+                (
+                    format!("{:.1} µs", c.as_secs_f64() * 1e6),
+                    format!("{per_core:.0}"),
+                    format!("{:.0}", 2.0 * per_core),
+                )
+            }
+            _ => ("".into(), "".into(), "".into()),
+        };
+        println!(
+            "| {label} | {:.0} | {:.0} µs | {cpu} | {per_core} | {two} | {:.1} µs |",
+            r.rate,
+            r.p50_us,
+            r.client_cpu_per_call.as_secs_f64() * 1e6
+        );
+    };
+    row("direct", &isolated(direct, text, None).await);
+    let mut children = vec![("gateway (this binary re-executed)", None)];
+    if let Some(bin) = &bin {
+        children.push(("gateway (agent-bom binary)", Some(bin.as_path())));
+    }
+    for (label, bin) in children {
+        let process = GatewayProcess::start(bin, dir, cpus.as_deref());
+        let via = Target {
+            url: format!("http://{}/mcp/bench", process.addr),
+            key: Some(key.to_string()),
+            http: direct.http.clone(),
+        };
+        row(label, &isolated(&via, text, Some(&process)).await);
+    }
 }
 
 /// SESSIONS open sessions, each calling once every PACE (phases spread evenly), for PACED_ROUNDS
@@ -345,6 +582,14 @@ async fn bench() {
     let text = payload(PAYLOAD);
     let load = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("load average before: {}", load().trim());
+
+    if std::env::var("AGENT_BOM_BENCH_PHASES").is_ok_and(|v| v == "isolated") {
+        isolated_phase(dir.path(), &direct, via.key.as_deref().unwrap(), &text).await;
+        println!("load average after: {}", load().trim());
+        shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), gateway).await;
+        return;
+    }
 
     // Memory first, while the allocator has no freed memory to hand back.
     let direct_bytes = idle_sessions(&direct).await;
@@ -467,6 +712,8 @@ async fn bench() {
             pct(&p, 0.99)
         );
     }
+
+    isolated_phase(dir.path(), &direct, via.key.as_deref().unwrap(), &text).await;
 
     println!("load average after: {}", load().trim());
     shutdown.cancel();
