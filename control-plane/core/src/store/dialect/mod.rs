@@ -9,6 +9,7 @@
 
 pub(crate) mod notices;
 pub(crate) mod schema;
+pub(crate) mod search;
 
 pub use schema::TENANT_TABLES;
 
