@@ -434,9 +434,11 @@ async fn filters_match_a_scan(store: Store) {
     // = "srv") and a few rare ones; a third of them seen just now.
     let now = agent_bom_control_plane::store::now_ms();
     let mut seen = Vec::new();
+    let mut sessions = Vec::new();
     for i in 0..40usize {
         let id = format!("a-{i:02}");
         let session = enroll(&store, &token, &id).await;
+        sessions.push(session.clone());
         let names: Vec<String> = (0..3)
             .map(|k| format!("srv-{}", (i * 7 + k * 13) % 90))
             .chain((i.is_multiple_of(10)).then(|| format!("Rare-Tool-{i}")))
@@ -475,6 +477,26 @@ async fn filters_match_a_scan(store: Store) {
         .fleet_sync(&tenant.id, &push("rare-push", &["srv-1"]), None, None)
         .await
         .unwrap();
+    // Owners and environments, some not ASCII, for the search's other columns.
+    for (i, owner, environment) in [
+        (3, Some("Alice Müller"), Some("production-eu")),
+        (4, Some("bob"), Some("staging")),
+        (5, None, Some("Production-US")),
+        (6, Some("Zoë \"Quote\" 100%"), None),
+    ] {
+        store
+            .update_endpoint_metadata(
+                &tenant.id,
+                &format!("a-{i:02}"),
+                &MetadataUpdate {
+                    owner: Some(owner.map(String::from)),
+                    environment: Some(environment.map(String::from)),
+                    tags: None,
+                },
+            )
+            .await
+            .unwrap();
+    }
 
     // The reference: every endpoint's detail, filtered in Rust.
     let everything = all_pages(&store, &tenant.id, &EndpointQuery::default()).await;
@@ -495,19 +517,8 @@ async fn filters_match_a_scan(store: Store) {
             .map(|s| s["name"].as_str().unwrap().to_string())
             .collect::<Vec<_>>()
     };
-    let contains = |d: &agent_bom_control_plane::store::EndpointDetail, q: &str| {
-        let q = q.to_lowercase();
-        d.summary.hostname.to_lowercase().contains(&q)
-            || d.summary
-                .source_id
-                .as_deref()
-                .unwrap_or("")
-                .to_lowercase()
-                .contains(&q)
-            || server_names(d)
-                .iter()
-                .any(|n| n.to_lowercase().contains(&q))
-    };
+    let contains =
+        |d: &agent_bom_control_plane::store::EndpointDetail, q: &str| search_matches(d, q);
     let cases: Vec<(EndpointQuery, BTreeSet<String>)> = vec![
         (
             EndpointQuery {
@@ -574,6 +585,8 @@ async fn filters_match_a_scan(store: Store) {
         ),
     ];
     let sizes: Vec<usize> = cases.iter().map(|c| c.1.len()).collect();
+    assert_every_page_of_every_sort(&store, &tenant.id, cases.clone()).await;
+
     assert!(
         sizes[..3].iter().all(|n| *n >= 10),
         "every status present: {sizes:?}"
@@ -582,6 +595,143 @@ async fn filters_match_a_scan(store: Store) {
         sizes[5] == 4 && sizes[4] > 30,
         "rare and common matches: {sizes:?}"
     );
+    // The search on the endpoints' own columns (through the trigram index from three
+    // characters), on server names, short texts (a scan), case, non-ASCII text, and text that
+    // means something to `LIKE` or to a full-text query.
+    let searches = [
+        "host-1",
+        "HOST-0",
+        "ost-3",
+        "müll",
+        "MÜLL",
+        "ZOË",
+        "production",
+        "-us",
+        "staging",
+        "rare-push",
+        "rare-tool-2",
+        "srv-13",
+        "h",
+        "b",
+        "ö",
+        "zz",
+        "\"quote\"",
+        "100%",
+        "%",
+        "_",
+        "\"",
+        "o OR b",
+        "nothing-matches",
+    ];
+    assert_search_matches_scan(&store, &tenant.id, &searches).await;
+
+    // Renames (a new inventory's hostname, a new owner), a cleared owner and deletes: the
+    // index follows every write.
+    store
+        .apply_inventory(
+            &sessions[12],
+            "1.0",
+            2,
+            &inventory(
+                "Renamed-Zürich",
+                &[("srv-77", "srv-77", Transport::Stdio, false, false)],
+            ),
+        )
+        .await
+        .unwrap();
+    for (id, owner) in [("a-04", Some("Carol")), ("a-03", None)] {
+        store
+            .update_endpoint_metadata(
+                &tenant.id,
+                id,
+                &MetadataUpdate {
+                    owner: Some(owner.map(String::from)),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+    }
+    store.delete_endpoint(&tenant.id, "a-21").await.unwrap();
+    store.delete_endpoint(&tenant.id, "a-06").await.unwrap();
+    let after = [
+        "Host-", "renamed", "ZÜRICH", "carol", "bob", "müll", "alice", "zoë", "100%", "srv-77",
+        "host-1",
+    ];
+    let found = assert_search_matches_scan(&store, &tenant.id, &after).await;
+    assert_eq!(found["renamed"], 1, "{found:?}");
+    assert_eq!(found["carol"], 1, "{found:?}");
+    assert_eq!(found["bob"], 0, "{found:?}");
+    assert_eq!(found["alice"], 0, "{found:?}");
+    assert_eq!(found["zoë"], 0, "{found:?}");
+    store.close().await;
+}
+
+/// What the search means, as the scan it replaces: a case-insensitive substring of the
+/// hostname, owner, environment, source id or a server name.
+fn search_matches(d: &agent_bom_control_plane::store::EndpointDetail, q: &str) -> bool {
+    let q = q.to_lowercase();
+    let s = &d.summary;
+    [
+        Some(s.hostname.as_str()),
+        s.owner.as_deref(),
+        s.environment.as_deref(),
+        s.source_id.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(str::to_string)
+    .chain(
+        d.servers
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_string()),
+    )
+    .any(|text| text.to_lowercase().contains(&q))
+}
+
+/// Each `q` in `searches` returns, through every page of every sort, exactly the endpoints
+/// [`search_matches`] finds among all of the tenant's; how many, by search.
+async fn assert_search_matches_scan(
+    store: &Store,
+    tenant: &str,
+    searches: &[&str],
+) -> std::collections::BTreeMap<String, usize> {
+    let everything = all_pages(store, tenant, &EndpointQuery::default()).await;
+    let mut details = Vec::new();
+    for id in &everything {
+        details.push(store.endpoint_detail(tenant, id).await.unwrap());
+    }
+    let cases: Vec<(EndpointQuery, BTreeSet<String>)> = searches
+        .iter()
+        .map(|q| {
+            let expected = details
+                .iter()
+                .filter(|d| search_matches(d, q))
+                .map(|d| d.summary.id.clone())
+                .collect();
+            (
+                EndpointQuery {
+                    q: Some(q.to_string()),
+                    ..Default::default()
+                },
+                expected,
+            )
+        })
+        .collect();
+    let found = cases
+        .iter()
+        .map(|(q, e)| (q.q.clone().unwrap(), e.len()))
+        .collect();
+    assert_every_page_of_every_sort(store, tenant, cases).await;
+    found
+}
+
+/// Every page of every sort of each query returns its expected endpoints, each once.
+async fn assert_every_page_of_every_sort(
+    store: &Store,
+    tenant: &str,
+    cases: Vec<(EndpointQuery, BTreeSet<String>)>,
+) {
     for (query, expected) in cases {
         for sort in [
             "hostname",
@@ -597,13 +747,12 @@ async fn filters_match_a_scan(store: Store) {
                 sort: EndpointSort::parse(sort).unwrap(),
                 ..query.clone()
             };
-            let ids = all_pages(&store, &tenant.id, &q).await;
+            let ids = all_pages(store, tenant, &q).await;
             let set: BTreeSet<String> = ids.iter().cloned().collect();
             assert_eq!(set.len(), ids.len(), "no duplicates: {query:?} {sort}");
             assert_eq!(set, expected, "{query:?} sorted by {sort}");
         }
     }
-    store.close().await;
 }
 
 #[tokio::test]
@@ -614,7 +763,48 @@ async fn sqlite_fleet_filters_match_a_scan() {
 
 #[tokio::test]
 async fn postgres_fleet_filters_match_a_scan() {
-    let db = TestDatabase::create().await;
-    filters_match_a_scan(Store::connect(&db.url).await.unwrap()).await;
+    let db = TestDatabase::create_with_app_role().await;
+    let store = Store::connect(&db.url).await.unwrap();
+    assert!(has_search_index(&store).await, "the pg_trgm index");
+    filters_match_a_scan(store).await;
+    db.drop_database().await;
+}
+
+async fn has_search_index(store: &Store) -> bool {
+    sqlx::query("SELECT 1 AS one FROM pg_indexes WHERE indexname = 'endpoints_search_trgm'")
+        .fetch_optional(store.pool())
+        .await
+        .unwrap()
+        .is_some()
+}
+
+/// A role that may not create the `pg_trgm` extension still migrates (without the index) and
+/// searches correctly, by the scan.
+#[tokio::test]
+async fn postgres_search_without_pg_trgm_privilege() {
+    use sqlx::Connection;
+    let db = TestDatabase::create_with_app_role().await;
+    // The application role owns the database; take back its right to create extensions in it.
+    let (base, name) = db.url.rsplit_once('/').unwrap();
+    let role = base
+        .rsplit_once('@')
+        .unwrap()
+        .0
+        .rsplit_once("://")
+        .unwrap()
+        .1;
+    let admin = std::env::var(agent_bom_tests::postgres::POSTGRES_URL_ENV)
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let mut conn = sqlx::postgres::PgConnection::connect(&admin).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "REVOKE CREATE ON DATABASE {name} FROM {role}"
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    let store = Store::connect(&db.url).await.unwrap();
+    assert!(!has_search_index(&store).await, "no index without pg_trgm");
+    filters_match_a_scan(store).await;
     db.drop_database().await;
 }

@@ -301,7 +301,7 @@ async fn unsupported_urls_are_refused_without_leaking_credentials() {
 /// (`store::dialect::schema`), read from a SQLite and a Postgres database it migrated. sqlx
 /// decides by exactly these two columns whether a recorded migration is known, so a fresh
 /// database recording the same pairs proves an existing one opens without re-running anything.
-const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 38] = [
+const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 40] = [
     (
         1,
         "604fda044c6654e64fa251f63bdf4696ba60a2771a9a9646be0cc20eacdd2b28fa51b45e386a9973c199636b88263644",
@@ -453,6 +453,15 @@ const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 38] = [
         1002,
         "b1e023a72bed54cb99273cc8d7a0759303efa4a2abb0026dbca32a9ffd10e8404040ec09e4cf5eac7857b448e988a6fe",
     ),
+    // The read path at 100k endpoints (issues 12 and 13): the fleet search's trigram index.
+    (
+        1300,
+        "536a408e40f7507ffbe4373e60b3e17cee605f5eb0be9280794c5753f7552675841c7ac6ecbba6299150cbe8b907b4e7",
+    ),
+    (
+        1301,
+        "6c97e607a1c056152475e0195b639aff80a1c9cb460800caf784bf38f1e1a635326a16eff2dbc0c99e99d4d6a2395d44",
+    ),
     // Posture history (issue 13, the Overview's trends).
     (
         1500,
@@ -495,6 +504,7 @@ async fn sqlite_databases_of_earlier_releases_are_recognised() {
         recorded_migrations(&store).await,
         expected_records(&[
             1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 204, 300, 500, 502, 600, 700, 701, 800, 801,
+            1001, 1300
             1001, 1500
         ])
     );
@@ -509,6 +519,7 @@ async fn postgres_databases_of_earlier_releases_are_recognised() {
         recorded_migrations(&store).await,
         expected_records(&[
             1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 201, 202, 203, 204, 300, 301, 500, 501, 502,
+            503, 600, 700, 701, 702, 800, 802, 803, 1000, 1001, 1002, 1301
             503, 600, 700, 701, 702, 800, 802, 803, 1000, 1001, 1002, 1500, 1501
         ])
     );

@@ -4,6 +4,10 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::Row;
 
+use std::collections::BTreeSet;
+
+use super::dialect::Backend;
+use super::dialect::search::MIN_INDEXED_CHARS;
 use super::{Store, StoreError, now_ms};
 
 /// An endpoint counts as online while its last-seen is this recent. The collector flushes
@@ -460,6 +464,59 @@ async fn matching_server_names(
     ))
 }
 
+/// Up to this many endpoints a `q` search may match are tested by id; beyond, matches are
+/// common enough that testing endpoints in sort order fills a page sooner.
+const FEW_CANDIDATES: usize = 1000;
+
+/// The endpoints a `q` search may match, found through the indexes: the trigram index of the
+/// endpoints' own columns (see `dialect::search`) and the name index of the server names that
+/// match (`names`). Every endpoint the search matches is among them. `None` when the indexes
+/// cannot narrow the search: the text is shorter than a trigram, more than [`FEW_NAMES`] server
+/// names or more than [`FEW_CANDIDATES`] endpoints match; the search then tests endpoints in
+/// sort order.
+async fn search_candidates(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    tenant_id: &str,
+    lowered: &str,
+    pattern: &str,
+    names: &ServerNameMatch,
+) -> Result<Option<Vec<String>>, StoreError> {
+    let ServerNameMatch::Few(names) = names else {
+        return Ok(None);
+    };
+    if lowered.chars().count() < MIN_INDEXED_CHARS {
+        return Ok(None);
+    }
+    let cap = i64::try_from(FEW_CANDIDATES + 1).unwrap_or(i64::MAX);
+    let own = sqlx::query(backend.search_candidates_sql())
+        .bind(tenant_id)
+        .bind(backend.search_needle(lowered, pattern))
+        .bind(cap)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut ids = BTreeSet::new();
+    for r in &own {
+        ids.insert(r.try_get::<String, _>("id")?);
+    }
+    if !names.is_empty() {
+        let list = super::rows::placeholders(3, names.len());
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT DISTINCT endpoint_id FROM endpoint_servers WHERE tenant_id = $1 \
+             AND name IN ({list}) LIMIT $2"
+        )))
+        .bind(tenant_id)
+        .bind(cap);
+        for n in names {
+            q = q.bind(n.clone());
+        }
+        for r in q.fetch_all(&mut *conn).await? {
+            ids.insert(r.try_get::<String, _>("endpoint_id")?);
+        }
+    }
+    Ok((ids.len() <= FEW_CANDIDATES).then(|| ids.into_iter().collect()))
+}
+
 /// `LIKE` pattern matching `needle` literally inside a JSON string list (`"needle"`).
 fn json_member_pattern(needle: &str) -> String {
     format!("%{}%", like_escape(&format!("\"{needle}\"")))
@@ -602,8 +659,31 @@ impl Store {
             ));
         }
         if let Some(q) = &query.q {
-            let pattern = format!("%{}%", like_escape(&q.to_lowercase()));
+            let lowered = q.to_lowercase();
+            let pattern = format!("%{}%", like_escape(&lowered));
             let names = matching_server_names(&mut tx, tenant_id, &pattern).await?;
+            // Few candidates from the indexes: the predicate below is tested on just those.
+            if let Some(ids) = search_candidates(
+                &mut tx,
+                self.backend(),
+                tenant_id,
+                &lowered,
+                &pattern,
+                &names,
+            )
+            .await?
+            {
+                if ids.is_empty() {
+                    w.text.push_str(" AND 1 = 0");
+                } else {
+                    let list = ids
+                        .into_iter()
+                        .map(|id| w.p(Param::Text(id)))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    w.text.push_str(&format!(" AND e.id IN ({list})"));
+                }
+            }
             let a = w.p(Param::Text(pattern));
             let servers = match names {
                 // No server name matches: only the endpoint's own columns can.

@@ -10,6 +10,7 @@
 mod json_rows;
 pub(crate) mod notices;
 pub(crate) mod schema;
+pub(crate) mod search;
 
 pub use schema::TENANT_TABLES;
 

@@ -65,7 +65,7 @@ struct Step {
 }
 
 /// Every migration, in version order. Gaps per backend are versions of the other backend.
-const STEPS: [Step; 38] = [
+const STEPS: [Step; 40] = [
     Step {
         version: 1,
         description: "init",
@@ -350,6 +350,23 @@ const STEPS: [Step; 38] = [
         on: On::Postgres,
         sql: Sql::File(include_str!(
             "../../../migrations/1002_inventory_changes_rls_postgres.sql"
+        )),
+    },
+    // The read path at 100k endpoints, continued (issues 12 and 13): numbered from 1300.
+    Step {
+        version: 1300,
+        description: "endpoint search (sqlite)",
+        on: On::Sqlite,
+        sql: Sql::File(include_str!(
+            "../../../migrations/1300_endpoint_search_sqlite.sql"
+        )),
+    },
+    Step {
+        version: 1301,
+        description: "endpoint search (postgres)",
+        on: On::Postgres,
+        sql: Sql::File(include_str!(
+            "../../../migrations/1301_endpoint_search_postgres.sql"
         )),
     },
     // Posture history, the Overview's trends (issue 13): numbered from 1500.
@@ -786,14 +803,15 @@ mod tests {
                 Backend::Sqlite,
                 vec![
                     1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 204, 300, 500, 502, 600, 700, 701, 800,
-                    801, 1001, 1500,
+                    801, 1001, 1300, 1500,
                 ],
             ),
             (
                 Backend::Postgres,
                 vec![
                     1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 201, 202, 203, 204, 300, 301, 500,
-                    501, 502, 503, 600, 700, 701, 702, 800, 802, 803, 1000, 1001, 1002, 1500, 1501,
+                    501, 502, 503, 600, 700, 701, 702, 800, 802, 803, 1000, 1001, 1002, 1301, 1500,
+                    1501,
                 ],
             ),
         ] {
