@@ -504,8 +504,7 @@ async fn sqlite_databases_of_earlier_releases_are_recognised() {
         recorded_migrations(&store).await,
         expected_records(&[
             1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 204, 300, 500, 502, 600, 700, 701, 800, 801,
-            1001, 1300
-            1001, 1500
+            1001, 1300, 1500
         ])
     );
     store.close().await;
@@ -519,8 +518,7 @@ async fn postgres_databases_of_earlier_releases_are_recognised() {
         recorded_migrations(&store).await,
         expected_records(&[
             1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 201, 202, 203, 204, 300, 301, 500, 501, 502,
-            503, 600, 700, 701, 702, 800, 802, 803, 1000, 1001, 1002, 1301
-            503, 600, 700, 701, 702, 800, 802, 803, 1000, 1001, 1002, 1500, 1501
+            503, 600, 700, 701, 702, 800, 802, 803, 1000, 1001, 1002, 1301, 1500, 1501
         ])
     );
     store.close().await;
