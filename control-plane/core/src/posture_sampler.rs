@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::{self, PostureSample};
 use crate::store::Store;
 use crate::store::now_ms;
 use crate::store::posture_history::{SAMPLE_INTERVAL_MS, bucket_of};
@@ -45,14 +46,22 @@ pub async fn sample_all(store: &Store, now: i64, shutdown: &CancellationToken) {
             return;
         }
     };
+    let started = std::time::Instant::now();
     for tenant in tenants {
         if shutdown.is_cancelled() {
             return;
         }
-        if let Err(e) = store.sample_posture(&tenant.id, now).await {
-            tracing::warn!(tenant = %tenant.name, error = %e, "posture sampler: sample failed");
-        }
+        let outcome = match store.sample_posture(&tenant.id, now).await {
+            Ok(true) => PostureSample::Stored,
+            Ok(false) => PostureSample::Taken,
+            Err(e) => {
+                tracing::warn!(tenant = %tenant.name, error = %e, "posture sampler: sample failed");
+                PostureSample::Failed
+            }
+        };
+        metrics::posture_sample(outcome);
     }
+    metrics::posture_pass(started.elapsed());
 }
 
 fn random_offset() -> u64 {
