@@ -68,6 +68,8 @@ const WRITER_COMMITS: &str = "agent_bom_writer_commits_total";
 const ROWS_COMMITTED: &str = "agent_bom_rows_committed_total";
 const ENROLLMENTS: &str = "agent_bom_enrollments_total";
 const TENANT_ENDPOINTS: &str = "agent_bom_tenant_endpoints";
+const POSTURE_SAMPLES: &str = "agent_bom_posture_samples_total";
+const POSTURE_PASS_SECONDS: &str = "agent_bom_posture_sample_pass_seconds";
 
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
@@ -110,6 +112,16 @@ fn describe() {
         TENANT_ENDPOINTS,
         Unit::Count,
         "Endpoints per tenant (enrolled agents and pushed sources), read at scrape time"
+    );
+    describe_counter!(
+        POSTURE_SAMPLES,
+        Unit::Count,
+        "Posture samples by outcome (stored; taken: another replica had the bucket; failed)"
+    );
+    describe_histogram!(
+        POSTURE_PASS_SECONDS,
+        Unit::Seconds,
+        "Duration of one posture sampler pass over every tenant"
     );
 }
 
@@ -169,4 +181,30 @@ pub(crate) fn enrollment(enrolled: bool) {
 /// The endpoint count of a tenant, as read for a scrape.
 pub(crate) fn tenant_endpoints(tenant: &str, endpoints: i64) {
     gauge!(TENANT_ENDPOINTS, "tenant" => tenant.to_string()).set(endpoints as f64);
+}
+
+/// How the posture sampler's attempt at one tenant's bucket ended.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum PostureSample {
+    /// This process stored the sample.
+    Stored,
+    /// The bucket was already sampled (another replica, or earlier).
+    Taken,
+    /// The sample failed (logged; the next bucket tries again).
+    Failed,
+}
+
+/// One tenant's posture sample ended as `outcome`.
+pub(crate) fn posture_sample(outcome: PostureSample) {
+    let outcome = match outcome {
+        PostureSample::Stored => "stored",
+        PostureSample::Taken => "taken",
+        PostureSample::Failed => "failed",
+    };
+    counter!(POSTURE_SAMPLES, "outcome" => outcome).increment(1);
+}
+
+/// A sampler pass over every tenant took `took`.
+pub(crate) fn posture_pass(took: Duration) {
+    histogram!(POSTURE_PASS_SECONDS).record(took.as_secs_f64());
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::{self, PostureSample};
 use crate::store::Store;
 use crate::store::now_ms;
 use crate::store::posture_history::{SAMPLE_INTERVAL_MS, bucket_of};
@@ -17,11 +18,13 @@ use crate::store::posture_history::{SAMPLE_INTERVAL_MS, bucket_of};
 /// Replicas wake up to this long after a bucket starts.
 const MAX_OFFSET_MS: u64 = 20_000;
 
-/// Sample every tenant now, then once per bucket, until `shutdown`.
+/// Sample every tenant early in each bucket, from the next one on, until `shutdown`. The first
+/// pass waits for a bucket start rather than sampling at process start: a restarted replica
+/// adds nothing to a bucket others sample, and a fresh install's first sample is not of the
+/// moment before anything reported.
 pub async fn run(store: Store, shutdown: CancellationToken) {
     let offset = random_offset();
     loop {
-        sample_all(&store, now_ms(), &shutdown).await;
         let now = now_ms();
         let next = bucket_of(now) + SAMPLE_INTERVAL_MS;
         let wait = Duration::from_millis(u64::try_from(next - now).unwrap_or(0) + offset);
@@ -29,6 +32,7 @@ pub async fn run(store: Store, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
+        sample_all(&store, now_ms(), &shutdown).await;
     }
 }
 
@@ -42,14 +46,22 @@ pub async fn sample_all(store: &Store, now: i64, shutdown: &CancellationToken) {
             return;
         }
     };
+    let started = std::time::Instant::now();
     for tenant in tenants {
         if shutdown.is_cancelled() {
             return;
         }
-        if let Err(e) = store.sample_posture(&tenant.id, now).await {
-            tracing::warn!(tenant = %tenant.name, error = %e, "posture sampler: sample failed");
-        }
+        let outcome = match store.sample_posture(&tenant.id, now).await {
+            Ok(true) => PostureSample::Stored,
+            Ok(false) => PostureSample::Taken,
+            Err(e) => {
+                tracing::warn!(tenant = %tenant.name, error = %e, "posture sampler: sample failed");
+                PostureSample::Failed
+            }
+        };
+        metrics::posture_sample(outcome);
     }
+    metrics::posture_pass(started.elapsed());
 }
 
 fn random_offset() -> u64 {

@@ -34,6 +34,7 @@ mod oidc;
 mod overload;
 mod policy_commands;
 mod posture_history;
+mod posture_history_bench;
 mod proxy_events;
 mod quotas;
 mod read_path;

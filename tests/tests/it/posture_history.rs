@@ -1,7 +1,8 @@
 //! Posture history (`GET /v1/posture/history`, the Overview's trends) on SQLite and on Postgres
 //! under row-level security: a sample holds the counts of its moment and the detections since
 //! the previous one, two samplers of one bucket keep one sample, retention thins and drops old
-//! samples, another tenant's history never shows, the window is validated, a viewer may read.
+//! samples, another tenant's history never shows, the window is validated, a viewer may read,
+//! and the sampler's pass covers every tenant.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -230,6 +231,19 @@ async fn posture_history(database_url: Option<String>, second: Option<Store>) {
         Some(&t1),
         "pruning one tenant leaves another's"
     );
+
+    // The sampler's pass samples every tenant; one cancelled by shutdown samples nothing.
+    let pass = now - 30 * 60_000;
+    let running = tokio_util::sync::CancellationToken::new();
+    agent_bom_control_plane::posture_sampler::sample_all(store, pass, &running).await;
+    for id in [&default.id, &acme_id] {
+        assert!(buckets(store, id).await.contains(&pass), "{id} sampled");
+    }
+    let stopped = tokio_util::sync::CancellationToken::new();
+    stopped.cancel();
+    let later = now - 20 * 60_000;
+    agent_bom_control_plane::posture_sampler::sample_all(store, later, &stopped).await;
+    assert!(!buckets(store, &default.id).await.contains(&later));
     server.stop().await;
 }
 

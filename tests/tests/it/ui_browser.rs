@@ -344,9 +344,32 @@ async fn dashboard_in_headless_chromium() {
     .await;
     let admin = server.admin_key.clone();
 
+    // Posture history of tenant `default`, taken by the sampler's own code at past buckets as
+    // the fleet is seeded (hours apart, so the trends have a shape): empty 20 h ago, one agent
+    // 14 h ago, the push from 8 h ago on (and the runtime's detections 3 h ago, see `trends`).
+    let default_id = server.store.tenant_by_name("default").await.unwrap().id;
+    let sample_at = |minutes_ago: i64| {
+        let store = server.store.clone();
+        let id = default_id.clone();
+        async move {
+            let at = agent_bom_control_plane::store::now_ms() - minutes_ago * 60_000;
+            assert!(
+                store.sample_posture(&id, at).await.unwrap(),
+                "sampled {minutes_ago} min ago"
+            );
+        }
+    };
+    sample_at(20 * 60).await;
+
     // Fleet fixture (tenant `default`): a real enrolled agent on the fixture home, and a push.
     let home = fixture::copy_to_temp(&fixture::home_linux());
     let agent = TestAgent::start(&server, home.path(), &[], Duration::from_millis(300)).await;
+    eventually(PATIENCE, "the agent's endpoint", || async {
+        let r = server.get("/v1/posture/counts", Some(&admin)).await;
+        (r.json["endpoints"] == 1).then_some(())
+    })
+    .await;
+    sample_at(14 * 60).await;
     api_post(
         &server,
         &admin,
@@ -372,6 +395,10 @@ async fn dashboard_in_headless_chromium() {
             .then(|| r.json["hostname"].as_str().unwrap().to_string())
     })
     .await;
+    // From 8 h to 4 h ago every five minutes, as a running sampler takes them.
+    for minutes_ago in (4 * 60..=8 * 60).rev().step_by(5) {
+        sample_at(minutes_ago).await;
+    }
 
     // The three other modes, each in its own tenant (created through the API).
     let mut tenant_keys = Vec::new();
@@ -854,6 +881,8 @@ async fn scenarios(
     assert!(!b.exists("form[action='/ui/runtime/approve']").await);
     run.shot("runtime-approved").await;
 
+    trends(run, &admin).await;
+
     // --- CSRF: a post without the token, or from another origin, is refused; with both it
     // passes (so the refusals are the check, not a broken form).
     let csrf = run.csrf().await;
@@ -1313,6 +1342,118 @@ async fn scenarios(
 
 /// The companion deployable (`agent-bom ui --api URL`): the same dashboard on its own port in
 /// front of the API, signing in through the identity provider (code flow with PKCE).
+/// The Overview's trend charts over the seeded history (samples from 20 to 4 hours ago, and
+/// one 3 hours ago with the runtime's detections): a chart per topic with its data table, the window
+/// switch, keyboard access to the tables, axe, and the screenshot docs/ui.md shows.
+async fn trends(run: &Run, admin: &str) {
+    let b = &run.browser;
+    let default_id = run.server.store.tenant_by_name("default").await.unwrap().id;
+    // Three hours ago: a bucket no sampler of this run has taken (they sample the current one).
+    let three_hours_ago = agent_bom_control_plane::store::now_ms() - 3 * 3_600_000;
+    assert!(
+        run.server
+            .store
+            .sample_posture(&default_id, three_hours_ago)
+            .await
+            .unwrap()
+    );
+    run.open("/ui/?window=24h").await;
+    for id in [
+        "trend-endpoints",
+        "trend-servers",
+        "trend-coverage",
+        "trend-detections",
+    ] {
+        assert!(
+            b.exists(&format!("[data-testid={id}] svg[role=img] desc"))
+                .await,
+            "{id} draws with a description"
+        );
+    }
+    // The tables hold the samples: no endpoint 20 h ago, one 14 h ago, both 8 h ago.
+    let totals = b
+        .execute(
+            "return Array.from(document.querySelectorAll('[data-testid=trend-endpoints] tbody tr')).map(function (r) { \
+               return Array.from(r.querySelectorAll('td')).reduce(function (s, c) { return s + parseInt(c.textContent, 10); }, 0); });",
+            json!([]),
+        )
+        .await;
+    let totals: Vec<i64> = totals
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    for n in [0, 1, 2] {
+        assert!(
+            totals.contains(&n),
+            "{n} endpoints at some sample: {totals:?}"
+        );
+    }
+    let detections = b
+        .execute(
+            "return Array.from(document.querySelectorAll('[data-testid=trend-detections] tbody td')).reduce(function (s, c) { return s + parseInt(c.textContent, 10); }, 0);",
+            json!([]),
+        )
+        .await;
+    assert!(
+        detections.as_i64().unwrap() >= 3,
+        "the runtime's detections are in a bucket: {detections}"
+    );
+    let history = run
+        .server
+        .get("/v1/posture/history?window=24h", Some(admin))
+        .await;
+    assert_eq!(
+        history.json["points"].as_array().unwrap().len(),
+        totals.len(),
+        "one table row per point"
+    );
+    // Keyboard: a chart's table opens from its summary with Enter.
+    let focused = b
+        .execute(
+            "var s = document.querySelector('[data-testid=trend-endpoints] summary'); s.focus(); return document.activeElement === s;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(focused, true, "the table's summary takes focus");
+    b.press(browser::ENTER).await;
+    let open = b
+        .execute(
+            "return document.querySelector('[data-testid=trend-endpoints] details').open;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(open, true, "Enter opens the data table");
+    run.accessible("overview trends").await;
+    b.press(browser::ENTER).await;
+    b.execute(
+        "document.getElementById('trends-h').scrollIntoView();",
+        json!([]),
+    )
+    .await;
+    run.shot("overview-trends").await;
+    // The window switch is plain links.
+    b.click(&b.find("[data-testid=window-7d]").await).await;
+    assert!(
+        b.url().await.ends_with("/ui/?window=7d"),
+        "{}",
+        b.url().await
+    );
+    assert_eq!(
+        b.execute(
+            "return document.querySelector('[data-testid=window-7d]').getAttribute('aria-current');",
+            json!([])
+        )
+        .await,
+        "page"
+    );
+    assert!(b.exists("[data-testid=trend-endpoints] svg").await);
+    run.open("/ui/?window=30d").await;
+    assert!(b.exists("[data-testid=trend-coverage] svg").await);
+    run.accessible("overview trends 30d").await;
+}
+
 async fn companion_with_single_sign_on(run: &Run, idp: &Idp, agent_host: &str) {
     let b = &run.browser;
     let mut config = agent_bom_ui::UiConfig::new(run.base.clone());

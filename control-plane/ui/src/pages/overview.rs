@@ -1,10 +1,11 @@
 //! Overview: the deployment mode, endpoint status, MCP servers and their risk, proxy coverage,
-//! recent detections and the audit trend, from posture counts and small API reads (never a
-//! large payload: each list is one page of at most a few dozen rows).
+//! recent detections, the audit trend and the posture trends over a window, from posture counts
+//! and small API reads (never a large payload: each list is one page of at most a few dozen
+//! rows, the history a few hundred points).
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use serde_json::Value;
 
@@ -21,7 +22,28 @@ const TREND_WINDOW: i64 = 1000;
 /// Days in the trend chart.
 const TREND_DAYS: i64 = 14;
 
-pub(crate) async fn page(State(state): State<Arc<UiState>>, SignedIn(ctx): SignedIn) -> Response {
+/// The trend windows the API serves, as the switch offers them.
+const WINDOWS: [(&str, &str); 3] = [("24h", "24 hours"), ("7d", "7 days"), ("30d", "30 days")];
+
+/// `window=` of the page's query: one of [`WINDOWS`], `24h` otherwise.
+fn window_of(query: Option<&str>) -> &'static str {
+    let asked = query
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("window="));
+    WINDOWS
+        .iter()
+        .map(|(w, _)| *w)
+        .find(|w| Some(*w) == asked)
+        .unwrap_or("24h")
+}
+
+pub(crate) async fn page(
+    State(state): State<Arc<UiState>>,
+    RawQuery(query): RawQuery,
+    SignedIn(ctx): SignedIn,
+) -> Response {
+    let window = window_of(query.as_deref());
     let p = ctx.posture().clone();
     let n = |k: &str| p[k].as_i64().unwrap_or(0);
     let mode = nav::mode_of(&p);
@@ -86,7 +108,8 @@ pub(crate) async fn page(State(state): State<Arc<UiState>>, SignedIn(ctx): Signe
     let trend_path = format!("/v1/audit?after={after}&limit={TREND_WINDOW}");
     let detections_path =
         format!("/v1/audit?action=proxy.detection&after={after}&limit={TREND_WINDOW}");
-    let (trend, recent, detections) = tokio::join!(
+    let history_path = format!("/v1/posture/history?window={window}");
+    let (trend, recent, detections, history) = tokio::join!(
         async {
             if audit {
                 Some(api.get(cred, &trend_path).await)
@@ -111,6 +134,7 @@ pub(crate) async fn page(State(state): State<Arc<UiState>>, SignedIn(ctx): Signe
                 None
             }
         },
+        api.get(cred, &history_path),
     );
     if let Some(trend) = trend {
         match trend {
@@ -122,6 +146,7 @@ pub(crate) async fn page(State(state): State<Arc<UiState>>, SignedIn(ctx): Signe
         }
     }
     body.push_str("</section>");
+    body.push_str(&trends(window, history));
 
     if let Some(recent) = recent {
         body.push_str(r#"<section><h2>Recently seen endpoints</h2>"#);
@@ -171,6 +196,152 @@ pub(crate) async fn page(State(state): State<Arc<UiState>>, SignedIn(ctx): Signe
     layout::page(&ctx, Some(Section::Overview), "Overview", &body)
 }
 
+/// The posture trends over `window`: the window switch (plain links), then a chart per topic, or
+/// an empty state that says when the first sample comes.
+fn trends(window: &str, history: Result<Value, crate::api::ApiFailure>) -> String {
+    let mut out = String::from(
+        r#"<section class="trends" aria-labelledby="trends-h" data-testid="trends"><h2 id="trends-h">Trends</h2><ul class="window-switch" aria-label="Trend window">"#,
+    );
+    for (w, label) in WINDOWS {
+        let current = if w == window {
+            r#" aria-current="page""#
+        } else {
+            ""
+        };
+        out.push_str(&format!(
+            r#"<li><a href="/ui/?window={w}"{current} data-testid="window-{w}">{label}</a></li>"#
+        ));
+    }
+    out.push_str("</ul>");
+    let h = match history {
+        Ok(h) => h,
+        Err(e) => {
+            out.push_str(&format!(
+                r#"<p class="flash error">{}</p></section>"#,
+                esc(&e.to_string())
+            ));
+            return out;
+        }
+    };
+    let points = items(&h, "points");
+    let int = |v: &Value| v.as_i64().unwrap_or(0);
+    if points.is_empty() {
+        let next = int(&h["next_sample_at_ms"]);
+        let minutes = ((next - crate::time::now_ms()).max(0) + 59_999) / 60_000;
+        let every = int(&h["sample_interval_ms"]) / 60_000;
+        out.push_str(&format!(
+            r#"<div class="empty" data-testid="trends-empty"><p>No history yet. The control plane samples this tenant's posture every {every} minutes; the first sample arrives at {} UTC (in about {minutes} min). Reload then to see the trends.</p></div></section>"#,
+            time_ms(next)
+        ));
+        return out;
+    }
+    let times: Vec<i64> = points.iter().map(|p| int(&p["at_ms"])).collect();
+    let series = |key: &str| -> Vec<f64> {
+        points
+            .iter()
+            .map(|p| p[key].as_f64().unwrap_or(0.0))
+            .collect()
+    };
+    let (from_ms, to_ms, step_ms) = (int(&h["from_ms"]), int(&h["to_ms"]), int(&h["step_ms"]));
+    let step_words = match step_ms / 60_000 {
+        m if m < 60 => format!("{m} minutes"),
+        60 => "hour".to_string(),
+        m => format!("{} hours", m / 60),
+    };
+    let detections_title = format!("Proxy detections per {step_words}");
+    let charts = [
+        chart::Trend {
+            title: "Endpoints by status",
+            id: "trend-endpoints",
+            kind: chart::TrendKind::Stacked,
+            from_ms,
+            to_ms,
+            step_ms,
+            times: &times,
+            series: vec![
+                chart::Series {
+                    label: "online",
+                    class: "ok",
+                    values: series("endpoints_online"),
+                },
+                chart::Series {
+                    label: "offline",
+                    class: "warn",
+                    values: series("endpoints_offline"),
+                },
+                chart::Series {
+                    label: "stale",
+                    class: "bad",
+                    values: series("endpoints_stale"),
+                },
+            ],
+            max: None,
+            unit: "",
+        },
+        chart::Trend {
+            title: "MCP servers and risky server entries",
+            id: "trend-servers",
+            kind: chart::TrendKind::Lines,
+            from_ms,
+            to_ms,
+            step_ms,
+            times: &times,
+            series: vec![
+                chart::Series {
+                    label: "MCP servers",
+                    class: "acc",
+                    values: series("servers"),
+                },
+                chart::Series {
+                    label: "risky entries",
+                    class: "bad",
+                    values: series("risky_servers"),
+                },
+            ],
+            max: None,
+            unit: "",
+        },
+        chart::Trend {
+            title: "Proxy coverage (server entries behind the proxy)",
+            id: "trend-coverage",
+            kind: chart::TrendKind::Lines,
+            from_ms,
+            to_ms,
+            step_ms,
+            times: &times,
+            series: vec![chart::Series {
+                label: "coverage",
+                class: "ok",
+                values: series("proxy_coverage_percent"),
+            }],
+            max: Some(100.0),
+            unit: "%",
+        },
+        chart::Trend {
+            title: &detections_title,
+            id: "trend-detections",
+            kind: chart::TrendKind::Stacked,
+            from_ms,
+            to_ms,
+            step_ms,
+            times: &times,
+            series: vec![chart::Series {
+                label: "detections",
+                class: "bad",
+                values: series("detections"),
+            }],
+            max: None,
+            unit: "",
+        },
+    ];
+    out.push_str(r#"<div class="charts">"#);
+    for c in &charts {
+        out.push_str(&chart::trend(c));
+    }
+    out.push_str("</div></section>");
+    out
+}
+
 /// A table of `proxy.detection` audit entries.
 pub(crate) fn detections_table<'a>(entries: impl Iterator<Item = &'a Value>) -> String {
     let mut out = String::from(
@@ -216,4 +387,94 @@ fn per_day(entries: &[Value]) -> Vec<(String, i64)> {
             (format!("{m:02}-{d:02}"), c)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_window_comes_from_the_query_and_defaults_to_a_day() {
+        assert_eq!(window_of(None), "24h");
+        assert_eq!(window_of(Some("window=7d")), "7d");
+        assert_eq!(window_of(Some("x=1&window=30d")), "30d");
+        assert_eq!(window_of(Some("window=1y")), "24h");
+        assert_eq!(window_of(Some("window=7d%3Cscript")), "24h");
+    }
+
+    #[test]
+    fn no_history_says_when_the_first_sample_comes() {
+        let next = crate::time::now_ms() + 4 * 60_000;
+        let html = trends(
+            "7d",
+            Ok(
+                json!({"points": [], "next_sample_at_ms": next, "sample_interval_ms": 300_000,
+                      "from_ms": 0, "to_ms": 1, "step_ms": 3_600_000}),
+            ),
+        );
+        assert!(html.contains(r#"data-testid="trends-empty""#), "{html}");
+        assert!(
+            html.contains(&format!("arrives at {} UTC", time_ms(next))),
+            "{html}"
+        );
+        assert!(
+            html.contains("every 5 minutes") && html.contains("in about 4 min"),
+            "{html}"
+        );
+        assert!(!html.contains("<svg"), "no empty charts");
+        assert!(
+            html.contains(r#"href="/ui/?window=7d" aria-current="page""#),
+            "the switch marks the window shown: {html}"
+        );
+    }
+
+    #[test]
+    fn history_draws_a_chart_per_topic() {
+        let point = |at: i64, online: i64, det: i64| {
+            json!({"at_ms": at, "endpoints": 3, "endpoints_online": online, "endpoints_offline": 3 - online,
+                   "endpoints_stale": 0, "servers": 4, "server_entries": 8, "risky_servers": 1,
+                   "wrapped_servers": 2, "proxy_coverage_percent": 25.0, "detections": det})
+        };
+        let html = trends(
+            "24h",
+            Ok(
+                json!({"points": [point(0, 1, 0), point(300_000, 3, 7)], "next_sample_at_ms": 600_000,
+                      "sample_interval_ms": 300_000, "from_ms": 0, "to_ms": 600_000, "step_ms": 300_000}),
+            ),
+        );
+        for id in [
+            "trend-endpoints",
+            "trend-servers",
+            "trend-coverage",
+            "trend-detections",
+        ] {
+            assert!(
+                html.contains(&format!(r#"data-testid="{id}""#)),
+                "{id}: {html}"
+            );
+        }
+        assert!(html.contains("Proxy detections per 5 minutes"), "{html}");
+        assert!(
+            html.contains("<td>25%</td>") && html.contains("<td>7</td>"),
+            "{html}"
+        );
+        assert!(!html.contains("trends-empty"));
+    }
+
+    #[test]
+    fn a_failed_read_is_said_not_hidden() {
+        let html = trends(
+            "24h",
+            Err(crate::api::ApiFailure::Refused {
+                status: 403,
+                code: "forbidden".into(),
+                message: "no".into(),
+            }),
+        );
+        assert!(
+            html.contains(r#"class="flash error""#) && html.contains("forbidden"),
+            "{html}"
+        );
+    }
 }
