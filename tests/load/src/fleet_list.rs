@@ -53,11 +53,14 @@ pub(crate) async fn seed(store: &Store, tenant: &str, n: usize, servers: usize) 
             .unwrap();
     }
     let now = agent_bom_control_plane::store::now_ms();
-    let count = |what: &str| {
-        sqlx::AssertSqlSafe(format!(
-            "WITH RECURSIVE n(i) AS (SELECT CAST(1 AS BIGINT) UNION ALL SELECT i + 1 FROM n WHERE i < $1) {what}"
-        ))
+    // The numbers 1..=$1 as rows `n(i)`: Postgres's set-returning function, SQLite's recursion.
+    let numbers = match store.backend() {
+        Backend::Postgres => "n(i) AS (SELECT CAST(generate_series(1, $1) AS BIGINT))",
+        Backend::Sqlite => {
+            "RECURSIVE n(i) AS (SELECT CAST(1 AS BIGINT) UNION ALL SELECT i + 1 FROM n WHERE i < $1)"
+        }
     };
+    let count = |what: &str| sqlx::AssertSqlSafe(format!("WITH {numbers} {what}"));
     sqlx::query(count(
         "INSERT INTO endpoints (id, tenant_id, hostname, os, arch, agent_version, cert_fingerprint, \
          enrolled_at, last_seen, server_count, owner, environment, tags, lifecycle_state) \
@@ -256,6 +259,30 @@ pub(crate) async fn run(o: ListOptions) {
                 "q=host-4242",
                 EndpointQuery {
                     q: Some("host-4242".into()),
+                    ..Default::default()
+                },
+            ),
+            // 2 % of the fleet: more candidates than are tested by id.
+            (
+                "q=owner-42",
+                EndpointQuery {
+                    q: Some("owner-42".into()),
+                    ..Default::default()
+                },
+            ),
+            // A server name: its endpoints by the name index.
+            (
+                "q=server-123",
+                EndpointQuery {
+                    q: Some("server-123".into()),
+                    ..Default::default()
+                },
+            ),
+            // Shorter than a trigram and matching nothing: the worst case of the scan.
+            (
+                "q=zq",
+                EndpointQuery {
+                    q: Some("zq".into()),
                     ..Default::default()
                 },
             ),

@@ -24,6 +24,7 @@ pub mod posture;
 pub mod rate_windows;
 pub mod releases;
 mod rows;
+pub mod server_groups;
 mod succession;
 pub mod sync;
 pub mod tenants;
