@@ -155,6 +155,102 @@ async fn assert_counts_exact(store: &Store, tenant: &str, context: &str) {
     assert_eq!(p.has_cluster_scan, cluster > 0, "cluster ({context})");
 }
 
+/// Every page of the MCP servers view against a `GROUP BY` of the server rows, as the view was
+/// read before the rollup existed.
+async fn assert_server_groups_exact(store: &Store, tenant: &str, context: &str) {
+    type Group = (
+        String,
+        Vec<String>,
+        String,
+        Option<String>,
+        Option<String>,
+        i64,
+        Vec<String>,
+        Vec<String>,
+    );
+    let mut tx = store.pool().begin().await.unwrap();
+    if store.backend() == Backend::Postgres {
+        sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+            .bind(tenant)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    let heads = sqlx::query(
+        "SELECT server_id, COUNT(DISTINCT endpoint_id) AS endpoints, MIN(transport) AS transport, \
+         MIN(command) AS command, MIN(url) AS url FROM endpoint_servers WHERE tenant_id = $1 \
+         GROUP BY server_id ORDER BY server_id",
+    )
+    .bind(tenant)
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    let details = sqlx::query(
+        "SELECT DISTINCT server_id, name, client, risk_flags FROM endpoint_servers WHERE tenant_id = $1",
+    )
+    .bind(tenant)
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let mut sets: std::collections::BTreeMap<String, [BTreeSet<String>; 3]> = Default::default();
+    for d in &details {
+        let [names, clients, flags] = sets.entry(d.get("server_id")).or_default();
+        names.insert(d.get("name"));
+        clients.insert(d.get("client"));
+        let f: Vec<String> = serde_json::from_str(&d.get::<String, _>("risk_flags")).unwrap();
+        flags.extend(f);
+    }
+    let expected: Vec<Group> = heads
+        .iter()
+        .map(|h| {
+            let id: String = h.get("server_id");
+            let [names, clients, flags] = sets.remove(&id).unwrap();
+            (
+                id,
+                names.into_iter().collect(),
+                h.get("transport"),
+                h.get("command"),
+                h.get("url"),
+                h.get("endpoints"),
+                clients.into_iter().collect(),
+                flags.into_iter().collect(),
+            )
+        })
+        .collect();
+    let mut got: Vec<Group> = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .list_server_groups(tenant, Some(3), cursor.as_deref())
+            .await
+            .unwrap();
+        got.extend(page.items.into_iter().map(|g| {
+            (
+                g.identity,
+                g.names,
+                g.transport,
+                g.command,
+                g.url,
+                g.endpoint_count,
+                g.clients,
+                g.risk_flags,
+            )
+        }));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(got, expected, "server groups ({context})");
+}
+
+/// Both read-path aggregates against the rows.
+async fn assert_exact(store: &Store, tenant: &str, context: &str) {
+    assert_counts_exact(store, tenant, context).await;
+    assert_server_groups_exact(store, tenant, context).await;
+}
+
 async fn enroll(store: &Store, token: &str, id: &str) -> agent_bom_collector::store::DeviceSession {
     store
         .enroll_device(EnrollmentRequest {
@@ -184,7 +280,7 @@ async fn counters_stay_exact(store: Store) {
         .create_enrollment_token(&other.id, "t", None, None)
         .await
         .unwrap();
-    assert_counts_exact(&store, &tenant.id, "empty").await;
+    assert_exact(&store, &tenant.id, "empty").await;
 
     // Agents enroll and upload at once: their inventories share the writer's batches. Each
     // device's identities are its own while uploads run at once: on Postgres, the writer's
@@ -227,7 +323,7 @@ async fn counters_stay_exact(store: Store) {
         .apply_inventory(&beside, "1.0", 1, &inventory("beside", &first(4, "")))
         .await
         .unwrap();
-    assert_counts_exact(&store, &tenant.id, "after the first uploads").await;
+    assert_exact(&store, &tenant.id, "after the first uploads").await;
 
     // Second uploads change every counted column: sets shrink and grow, flags and transports
     // flip on the rows the upsert keeps.
@@ -242,7 +338,7 @@ async fn counters_stay_exact(store: Store) {
         uploads.spawn(async move { store.apply_inventory(&s, "1.1", 2, &inv).await.unwrap() });
     }
     uploads.join_all().await;
-    assert_counts_exact(&store, &tenant.id, "after the second uploads").await;
+    assert_exact(&store, &tenant.id, "after the second uploads").await;
     // Third uploads, one after the other: identities shared across the fleet.
     for (i, s) in sessions.iter().enumerate() {
         store
@@ -255,7 +351,35 @@ async fn counters_stay_exact(store: Store) {
             .await
             .unwrap();
     }
-    assert_counts_exact(&store, &tenant.id, "after the third uploads").await;
+    assert_exact(&store, &tenant.id, "after the third uploads").await;
+    // Fourth uploads at once, every device carrying the same popular identities: the writer's
+    // shards write rows of shared identities concurrently (the rollup's hot-row case).
+    let mut uploads = tokio::task::JoinSet::new();
+    for (i, s) in sessions.iter().enumerate() {
+        let (store, s) = (store.clone(), s.clone());
+        let mut servers = first(i + 3, "");
+        servers.extend(first(4, "-popular"));
+        // One identity twice on some endpoints (configured under another name too): it
+        // still counts that endpoint once.
+        if i.is_multiple_of(2) {
+            servers.push((
+                "fs-again",
+                "id-fs-popular".to_string(),
+                Transport::Stdio,
+                false,
+                false,
+            ));
+        }
+        let inv = inventory(&format!("host-{i:02}"), &servers);
+        uploads.spawn(async move { store.apply_inventory(&s, "1.3", 4, &inv).await.unwrap() });
+    }
+    uploads.join_all().await;
+    assert_exact(
+        &store,
+        &tenant.id,
+        "after concurrent uploads of shared identities",
+    )
+    .await;
 
     // Pushes, one replaced by a smaller one.
     for (source, servers) in [
@@ -272,7 +396,7 @@ async fn counters_stay_exact(store: Store) {
         .fleet_sync(&tenant.id, &push("push-c", &["fs"]), None, None)
         .await
         .unwrap();
-    assert_counts_exact(&store, &tenant.id, "after the pushes").await;
+    assert_exact(&store, &tenant.id, "after the pushes").await;
 
     // Lifecycle and metadata: quarantine and release, decommission (revokes), cluster markers.
     for id in &ids[0..4] {
@@ -310,7 +434,7 @@ async fn counters_stay_exact(store: Store) {
             .unwrap()
             .has_cluster_scan
     );
-    assert_counts_exact(&store, &tenant.id, "after lifecycle and metadata changes").await;
+    assert_exact(&store, &tenant.id, "after lifecycle and metadata changes").await;
 
     // Deletes cascade to the endpoints' server rows.
     store.delete_endpoint(&tenant.id, &ids[2]).await.unwrap();
@@ -333,8 +457,8 @@ async fn counters_stay_exact(store: Store) {
         .update_endpoint_metadata(&tenant.id, &ids[6], &metadata(Some("dev"), None))
         .await
         .unwrap();
-    assert_counts_exact(&store, &tenant.id, "after deletes").await;
-    assert_counts_exact(&store, &other.id, "the other tenant").await;
+    assert_exact(&store, &tenant.id, "after deletes").await;
+    assert_exact(&store, &other.id, "the other tenant").await;
     assert_eq!(
         store
             .posture_counts(&other.id)
@@ -343,6 +467,34 @@ async fn counters_stay_exact(store: Store) {
             .server_entries,
         first(4, "").len() as i64
     );
+
+    // Many small inventory changes pile up server rollup rows on Postgres; a page read folds
+    // them, exactly.
+    for seq in 0..40usize {
+        store
+            .apply_inventory(
+                &sessions[9],
+                "1.4",
+                10 + seq as u64,
+                &inventory("host-09", &{
+                    let mut servers = first(seq, "");
+                    if seq.is_multiple_of(3) {
+                        servers.push(("git-again", "id-git".into(), Transport::Sse, true, false));
+                    }
+                    servers
+                }),
+            )
+            .await
+            .unwrap();
+    }
+    let rollup_rows = "SELECT COUNT(*) AS n FROM server_group_facets WHERE tenant_id = $1";
+    let piled = scalar(&store, &tenant.id, rollup_rows).await;
+    assert_exact(&store, &tenant.id, "after many inventory changes").await;
+    let folded = scalar(&store, &tenant.id, rollup_rows).await;
+    if store.backend() == Backend::Postgres {
+        assert!(folded < piled, "a read folds: {piled} rows, then {folded}");
+    }
+    assert_exact(&store, &tenant.id, "after the fold of rollup rows").await;
 
     // Many small writes pile up counter rows on Postgres; a read folds them, exactly.
     for i in 0..300u32 {
@@ -356,7 +508,7 @@ async fn counters_stay_exact(store: Store) {
             .await
             .unwrap();
     }
-    assert_counts_exact(&store, &tenant.id, "before the fold").await;
+    assert_exact(&store, &tenant.id, "before the fold").await;
     let rows = scalar(
         &store,
         &tenant.id,
@@ -364,7 +516,7 @@ async fn counters_stay_exact(store: Store) {
     )
     .await;
     assert!(rows <= 256, "{rows} counter rows after a read");
-    assert_counts_exact(&store, &tenant.id, "after the fold").await;
+    assert_exact(&store, &tenant.id, "after the fold").await;
     store.close().await;
 }
 

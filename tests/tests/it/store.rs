@@ -301,7 +301,7 @@ async fn unsupported_urls_are_refused_without_leaking_credentials() {
 /// (`store::dialect::schema`), read from a SQLite and a Postgres database it migrated. sqlx
 /// decides by exactly these two columns whether a recorded migration is known, so a fresh
 /// database recording the same pairs proves an existing one opens without re-running anything.
-const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 40] = [
+const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 43] = [
     (
         1,
         "604fda044c6654e64fa251f63bdf4696ba60a2771a9a9646be0cc20eacdd2b28fa51b45e386a9973c199636b88263644",
@@ -462,6 +462,19 @@ const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 40] = [
         1301,
         "6c97e607a1c056152475e0195b639aff80a1c9cb460800caf784bf38f1e1a635326a16eff2dbc0c99e99d4d6a2395d44",
     ),
+    // The MCP servers page's rollup per identity.
+    (
+        1302,
+        "0fc1cede741183f6f7c28ae8802a5626deebb99dc7dd1e1ee71aef5e5fe305090bce2f4dc4d34b33efa25e0b3a66f333",
+    ),
+    (
+        1303,
+        "a868045fbaad363ecfc10455d0e9c69bc88396ed8bf5415a603fdff0352bdb6b9d984e6b15f56683846125bb0683ac49",
+    ),
+    (
+        1304,
+        "fe4f5a25373cf9163f503023efcea45bd86a0ab1433548f01b41af93e7674cc941101dfd9de262ba4e759cdeef0da6af",
+    ),
     // Posture history (issue 13, the Overview's trends).
     (
         1500,
@@ -504,7 +517,7 @@ async fn sqlite_databases_of_earlier_releases_are_recognised() {
         recorded_migrations(&store).await,
         expected_records(&[
             1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 204, 300, 500, 502, 600, 700, 701, 800, 801,
-            1001, 1300, 1500
+            1001, 1300, 1302, 1500
         ])
     );
     store.close().await;
@@ -518,7 +531,7 @@ async fn postgres_databases_of_earlier_releases_are_recognised() {
         recorded_migrations(&store).await,
         expected_records(&[
             1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 201, 202, 203, 204, 300, 301, 500, 501, 502,
-            503, 600, 700, 701, 702, 800, 802, 803, 1000, 1001, 1002, 1301, 1500, 1501
+            503, 600, 700, 701, 702, 800, 802, 803, 1000, 1001, 1002, 1301, 1303, 1304, 1500, 1501
         ])
     );
     store.close().await;

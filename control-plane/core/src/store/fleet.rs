@@ -466,7 +466,7 @@ async fn matching_server_names(
 
 /// Up to this many endpoints a `q` search may match are tested by id; beyond, matches are
 /// common enough that testing endpoints in sort order fills a page sooner.
-const FEW_CANDIDATES: usize = 1000;
+const FEW_CANDIDATES: usize = 5000;
 
 /// The endpoints a `q` search may match, found through the indexes: the trigram index of the
 /// endpoints' own columns (see `dialect::search`) and the name index of the server names that
@@ -495,6 +495,9 @@ async fn search_candidates(
         .bind(cap)
         .fetch_all(&mut *conn)
         .await?;
+    if own.len() > FEW_CANDIDATES {
+        return Ok(None);
+    }
     let mut ids = BTreeSet::new();
     for r in &own {
         ids.insert(r.try_get::<String, _>("id")?);

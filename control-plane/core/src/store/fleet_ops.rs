@@ -1,18 +1,15 @@
-//! Fleet writes: lifecycle transitions, metadata, commands, deletion, and the fleet-wide server
-//! view. Every statement is scoped to the caller's tenant.
+//! Fleet writes: lifecycle transitions, metadata, commands, deletion. Every statement is scoped
+//! to the caller's tenant.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use agent_bom_collector::StoreNotice;
 use serde_json::Value;
 use sqlx::Row;
 
 use super::changes::ChangeKind;
-use super::fleet::{LifecycleState, MetadataUpdate, ServerGroup, ServerGroupPage, rfc3339};
-use super::{Store, StoreError, Tx, new_id, now_ms, string_list, to_json_text};
-
-/// Largest page of the server view.
-pub const MAX_SERVER_PAGE: u32 = 1000;
+use super::fleet::{LifecycleState, MetadataUpdate, rfc3339};
+use super::{Store, StoreError, Tx, new_id, now_ms, to_json_text};
 
 /// Validate a tag: 1–64 characters of letters, digits and `-_.:=/`.
 pub fn validate_tag(tag: &str) -> Result<(), StoreError> {
@@ -315,128 +312,5 @@ impl Store {
                 .await?
                 .is_some(),
         )
-    }
-
-    /// The tenant's MCP servers grouped by identity, ordered by identity, paged.
-    pub async fn list_server_groups(
-        &self,
-        tenant_id: &str,
-        limit: Option<u32>,
-        cursor: Option<&str>,
-    ) -> Result<ServerGroupPage, StoreError> {
-        let mut tx = self.scope(tenant_id).await?;
-        let limit = limit.unwrap_or(100).clamp(1, MAX_SERVER_PAGE) as usize;
-        let after = match cursor {
-            Some(c) => Some(
-                hex::decode(c)
-                    .ok()
-                    .and_then(|b| String::from_utf8(b).ok())
-                    .ok_or_else(|| {
-                        StoreError::Invalid(
-                            "invalid cursor: pass next_cursor from a previous page".into(),
-                        )
-                    })?,
-            ),
-            None => None,
-        };
-        // The page's identities by a loose index scan (one seek of the identity index each),
-        // then the aggregates of just those identities: the work is bounded by the page and
-        // the rows of its identities, not by the size of the fleet.
-        let ids = sqlx::query(
-            "WITH RECURSIVE ids(server_id) AS ( \
-             SELECT MIN(server_id) FROM endpoint_servers WHERE tenant_id = $1 AND server_id > $2 \
-             UNION ALL SELECT (SELECT MIN(s.server_id) FROM endpoint_servers s \
-             WHERE s.tenant_id = $1 AND s.server_id > ids.server_id) \
-             FROM ids WHERE ids.server_id IS NOT NULL) \
-             SELECT server_id FROM ids WHERE server_id IS NOT NULL LIMIT $3",
-        )
-        .bind(tenant_id)
-        .bind(after.unwrap_or_default())
-        .bind(i64::try_from(limit + 1).unwrap_or(i64::MAX))
-        .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(|r| r.try_get::<String, _>("server_id"))
-        .collect::<Result<Vec<_>, _>>()?;
-        let more = ids.len() > limit;
-        let page = &ids[..ids.len().min(limit)];
-        let mut groups: BTreeMap<String, ServerGroup> = BTreeMap::new();
-        if !page.is_empty() {
-            let list = super::rows::placeholders(2, page.len());
-            let bind = |sql: String| {
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant_id.to_string());
-                for id in page {
-                    q = q.bind(id.clone());
-                }
-                q
-            };
-            let heads = bind(format!(
-                "SELECT s.server_id, COUNT(DISTINCT s.endpoint_id) AS endpoints, MIN(s.transport) AS transport, \
-                 MIN(s.command) AS command, MIN(s.url) AS url FROM endpoint_servers s \
-                 WHERE s.tenant_id = $1 AND s.server_id IN ({list}) GROUP BY s.server_id"
-            ))
-            .fetch_all(&mut *tx)
-            .await?;
-            for h in &heads {
-                let identity: String = h.try_get("server_id")?;
-                groups.insert(
-                    identity.clone(),
-                    ServerGroup {
-                        identity,
-                        names: Vec::new(),
-                        transport: h.try_get("transport")?,
-                        command: h.try_get("command")?,
-                        url: h.try_get("url")?,
-                        endpoint_count: h.try_get("endpoints")?,
-                        clients: Vec::new(),
-                        risk_flags: Vec::new(),
-                        first_seen: None,
-                        last_seen: None,
-                    },
-                );
-            }
-            let seen = bind(format!(
-                "SELECT identity, first_seen, last_seen FROM server_identities \
-                 WHERE tenant_id = $1 AND identity IN ({list})"
-            ))
-            .fetch_all(&mut *tx)
-            .await?;
-            for r in &seen {
-                if let Some(g) = groups.get_mut(&r.try_get::<String, _>("identity")?) {
-                    g.first_seen = r.try_get::<Option<i64>, _>("first_seen")?.map(rfc3339);
-                    g.last_seen = r.try_get::<Option<i64>, _>("last_seen")?.map(rfc3339);
-                }
-            }
-            let details = bind(format!(
-                "SELECT DISTINCT server_id, name, client, risk_flags FROM endpoint_servers \
-                 WHERE tenant_id = $1 AND server_id IN ({list})"
-            ))
-            .fetch_all(&mut *tx)
-            .await?;
-            let mut sets: BTreeMap<String, [BTreeSet<String>; 3]> = BTreeMap::new();
-            for d in &details {
-                let [names, clients, flags] = sets.entry(d.try_get("server_id")?).or_default();
-                names.insert(d.try_get::<String, _>("name")?);
-                clients.insert(d.try_get::<String, _>("client")?);
-                flags.extend(string_list(&d.try_get::<String, _>("risk_flags")?));
-            }
-            for (identity, [names, clients, flags]) in sets {
-                if let Some(g) = groups.get_mut(&identity) {
-                    g.names = names.into_iter().collect();
-                    g.clients = clients.into_iter().collect();
-                    g.risk_flags = flags.into_iter().collect();
-                }
-            }
-        }
-        // An identity whose last row went between the two reads of a read-committed
-        // transaction has no head: it is left out, as a read a moment later would.
-        let items: Vec<ServerGroup> = groups.into_values().collect();
-        tx.commit().await?;
-        let next_cursor = if more {
-            page.last().map(hex::encode)
-        } else {
-            None
-        };
-        Ok(ServerGroupPage { items, next_cursor })
     }
 }

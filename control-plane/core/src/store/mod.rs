@@ -25,6 +25,7 @@ pub mod posture_history;
 pub mod rate_windows;
 pub mod releases;
 mod rows;
+pub mod server_groups;
 mod succession;
 pub mod sync;
 pub mod tenants;

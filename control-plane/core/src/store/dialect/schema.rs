@@ -65,7 +65,7 @@ struct Step {
 }
 
 /// Every migration, in version order. Gaps per backend are versions of the other backend.
-const STEPS: [Step; 40] = [
+const STEPS: [Step; 43] = [
     Step {
         version: 1,
         description: "init",
@@ -369,6 +369,30 @@ const STEPS: [Step; 40] = [
             "../../../migrations/1301_endpoint_search_postgres.sql"
         )),
     },
+    Step {
+        version: 1302,
+        description: "server group rollup (sqlite)",
+        on: On::Sqlite,
+        sql: Sql::File(include_str!(
+            "../../../migrations/1302_server_groups_sqlite.sql"
+        )),
+    },
+    Step {
+        version: 1303,
+        description: "server group rollup (postgres)",
+        on: On::Postgres,
+        sql: Sql::File(include_str!(
+            "../../../migrations/1303_server_groups_postgres.sql"
+        )),
+    },
+    Step {
+        version: 1304,
+        description: "server group rollup row level security",
+        on: On::Postgres,
+        sql: Sql::File(include_str!(
+            "../../../migrations/1304_server_groups_rls_postgres.sql"
+        )),
+    },
     // Posture history, the Overview's trends (issue 13): numbered from 1500.
     Step {
         version: 1500,
@@ -390,7 +414,7 @@ const STEPS: [Step; 40] = [
 /// row-level security. Append only, in the order migrations introduced them; each migration
 /// above names the slice it secured. A test checks that every table of a migrated database with
 /// a `tenant_id` column is listed and secured.
-pub const TENANT_TABLES: [&str; 26] = [
+pub const TENANT_TABLES: [&str; 28] = [
     "api_keys",
     "enrollment_tokens",
     "endpoints",
@@ -425,6 +449,9 @@ pub const TENANT_TABLES: [&str; 26] = [
     "tenant_posture",
     // version 1002
     "endpoint_inventory_changes",
+    // version 1304
+    "server_group_facets",
+    "server_group_endpoints",
     // version 1501
     "posture_samples",
 ];
@@ -803,15 +830,15 @@ mod tests {
                 Backend::Sqlite,
                 vec![
                     1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 204, 300, 500, 502, 600, 700, 701, 800,
-                    801, 1001, 1300, 1500,
+                    801, 1001, 1300, 1302, 1500,
                 ],
             ),
             (
                 Backend::Postgres,
                 vec![
                     1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 201, 202, 203, 204, 300, 301, 500,
-                    501, 502, 503, 600, 700, 701, 702, 800, 802, 803, 1000, 1001, 1002, 1301, 1500,
-                    1501,
+                    501, 502, 503, 600, 700, 701, 702, 800, 802, 803, 1000, 1001, 1002, 1301, 1303,
+                    1304, 1500, 1501,
                 ],
             ),
         ] {
