@@ -365,9 +365,17 @@ impl Store {
     ) -> Result<SyncResult, StoreError> {
         let write = std::sync::Arc::new(write);
         let job = std::sync::Arc::new((write.clone(), tenant_id.to_string(), audit));
+        // A push that creates an endpoint goes to its tenant's writer: on Postgres each batch
+        // holds the tenant's endpoint counter from its first new endpoint to its commit, so
+        // new endpoints spread over the shards would queue the shards behind each other. Once
+        // stored, a source's pushes go to its own writer (spread, in order per source).
+        let shard = match write.existing {
+            Some(_) => write.payload.source_id.as_str(),
+            None => tenant_id,
+        };
         let outcome = self
             .writers
-            .of(&write.payload.source_id)
+            .of(shard)
             .write(
                 tenant_id,
                 Box::new(move |batch: &mut Batch| {
@@ -518,9 +526,8 @@ async fn write_sync_in(
     let endpoint_id = match existing {
         Some(id) => id.clone(),
         None => {
-            // The endpoint quota is checked after the insert (see `endpoint_quota_holds`):
-            // a refusal then has a write to undo.
-            batch.guard().await?;
+            // Admitted under the quota before the insert: a refusal has nothing to undo.
+            batch.admit_endpoint(tenant_id).await?;
             let conn = batch.conn();
             let id = new_id();
             let inserted = sqlx::query(
@@ -535,8 +542,7 @@ async fn write_sync_in(
             .execute(&mut *conn)
             .await?;
             if inserted.rows_affected() == 1 {
-                // After the insert, on this transaction: see `endpoint_quota_holds`.
-                Store::endpoint_quota_holds(&mut *conn, tenant_id).await?;
+                batch.endpoint_inserted(tenant_id);
                 id
             } else {
                 sqlx::query("SELECT id FROM endpoints WHERE tenant_id = $1 AND source_id = $2")
