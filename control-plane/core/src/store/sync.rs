@@ -523,8 +523,9 @@ async fn write_sync_in(
         existing,
     } = write;
     let now = now_ms();
-    let endpoint_id = match existing {
-        Some(id) => id.clone(),
+    // The endpoint, and whether this push created it (then it has no clients yet).
+    let (endpoint_id, created) = match existing {
+        Some(id) => (id.clone(), false),
         None => {
             // Admitted under the quota before the insert: a refusal has nothing to undo.
             batch.admit_endpoint(tenant_id).await?;
@@ -543,22 +544,24 @@ async fn write_sync_in(
             .await?;
             if inserted.rows_affected() == 1 {
                 batch.endpoint_inserted(tenant_id);
-                id
+                (id, true)
             } else {
-                sqlx::query("SELECT id FROM endpoints WHERE tenant_id = $1 AND source_id = $2")
-                    .bind(tenant_id)
-                    .bind(&payload.source_id)
-                    .fetch_one(&mut *conn)
-                    .await?
-                    .try_get("id")?
+                let id =
+                    sqlx::query("SELECT id FROM endpoints WHERE tenant_id = $1 AND source_id = $2")
+                        .bind(tenant_id)
+                        .bind(&payload.source_id)
+                        .fetch_one(&mut *conn)
+                        .await?
+                        .try_get("id")?;
+                (id, false)
             }
         }
     };
-    // The clients this source had: an earlier push of the batch's, else the stored ones (a
-    // new endpoint has none).
+    // The clients this source had: an earlier push of the batch's, else the stored ones (an
+    // endpoint this push created has none).
     let known: BTreeSet<String> = match batch.rows(tenant_id).pending_clients(&endpoint_id) {
         Some(pending) => pending,
-        None if existing.is_none() => BTreeSet::new(),
+        None if created => BTreeSet::new(),
         None => sqlx::query(
             "SELECT name FROM endpoint_clients WHERE tenant_id = $1 AND endpoint_id = $2",
         )
