@@ -51,3 +51,4 @@ mod ui_bench;
 mod ui_browser;
 mod ui_sessions;
 mod vocabulary;
+mod write_path;

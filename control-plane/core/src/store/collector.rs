@@ -423,6 +423,15 @@ async fn enroll_in(batch: &mut Batch, request: EnrollmentRequest) -> Result<Enro
             "enrollment token has no uses left",
         )));
     }
+    // Admitted under the endpoint quota before the insert (counted once per batch).
+    if let Err(e) = batch.admit_endpoint(&tenant_id).await {
+        return Err(match e {
+            StoreError::QuotaExceeded(m) => Failure::Refuse(CollectorStoreError::Invalid(m)),
+            StoreError::Query(q) => Failure::Db(q),
+            other => Failure::Refuse(classify(other)),
+        });
+    }
+    let tx = batch.scoped(&tenant_id).await?;
     sqlx::query(
         "INSERT INTO endpoints (id, tenant_id, hostname, cert_fingerprint, cert_not_after, enrollment_token_id, enrolled_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -436,14 +445,8 @@ async fn enroll_in(batch: &mut Batch, request: EnrollmentRequest) -> Result<Enro
     .bind(now)
     .execute(&mut *tx)
     .await?;
-    // Checked after the insert, on this transaction: see `endpoint_quota_holds`.
-    if let Err(e) = Store::endpoint_quota_holds(&mut *tx, &tenant_id).await {
-        return Err(match e {
-            StoreError::QuotaExceeded(m) => Failure::Refuse(CollectorStoreError::Invalid(m)),
-            StoreError::Query(q) => Failure::Db(q),
-            other => Failure::Refuse(classify(other)),
-        });
-    }
+    batch.endpoint_inserted(&tenant_id);
+    let tx = batch.scoped(&tenant_id).await?;
     backend
         .lock_tenant(&mut *tx, super::dialect::TenantLock::Policy, &tenant_id)
         .await?;

@@ -336,14 +336,14 @@ async fn write_inventories(
         );
         execute(conn, sql, tenant, &[&clients]).await?;
     }
-    let sql = format!(
-        "DELETE FROM endpoint_clients WHERE tenant_id = $1 \
-         AND endpoint_id IN (SELECT {} FROM {}) \
-         AND (endpoint_id, name) NOT IN (SELECT {} FROM {})",
-        backend.json_text(0),
-        backend.json_rows(2),
-        json_columns(backend, "tt"),
-        backend.json_rows(3)
+    let sql = backend.delete_joined(
+        "endpoint_clients",
+        &format!(
+            "r.endpoint_id = {} AND (r.endpoint_id, r.name) NOT IN (SELECT {} FROM {})",
+            backend.json_text(0),
+            json_columns(backend, "tt"),
+            backend.json_rows(3)
+        ),
     );
     execute(conn, sql, tenant, &[&endpoints, &clients]).await?;
     // Servers and scan errors: upsert by ordinal, then delete the ordinals past each new set.
@@ -429,13 +429,13 @@ async fn delete_past(
     table: &str,
     counts: &Value,
 ) -> Result<(), sqlx::Error> {
-    let sql = format!(
-        "DELETE FROM {table} WHERE tenant_id = $1 AND (endpoint_id, ordinal) IN \
-         (SELECT r.endpoint_id, r.ordinal FROM {} JOIN {table} r \
-          ON r.endpoint_id = {} AND r.ordinal >= {} WHERE r.tenant_id = $1)",
-        backend.json_rows(2),
-        backend.json_text(0),
-        backend.json_int(1)
+    let sql = backend.delete_joined(
+        table,
+        &format!(
+            "r.endpoint_id = {} AND r.ordinal >= {}",
+            backend.json_text(0),
+            backend.json_int(1)
+        ),
     );
     execute(conn, sql, tenant, &[counts]).await
 }

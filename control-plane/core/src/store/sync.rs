@@ -365,9 +365,17 @@ impl Store {
     ) -> Result<SyncResult, StoreError> {
         let write = std::sync::Arc::new(write);
         let job = std::sync::Arc::new((write.clone(), tenant_id.to_string(), audit));
+        // A push that creates an endpoint goes to its tenant's writer: on Postgres each batch
+        // holds the tenant's endpoint counter from its first new endpoint to its commit, so
+        // new endpoints spread over the shards would queue the shards behind each other. Once
+        // stored, a source's pushes go to its own writer (spread, in order per source).
+        let shard = match write.existing {
+            Some(_) => write.payload.source_id.as_str(),
+            None => tenant_id,
+        };
         let outcome = self
             .writers
-            .of(&write.payload.source_id)
+            .of(shard)
             .write(
                 tenant_id,
                 Box::new(move |batch: &mut Batch| {
@@ -515,12 +523,12 @@ async fn write_sync_in(
         existing,
     } = write;
     let now = now_ms();
-    let endpoint_id = match existing {
-        Some(id) => id.clone(),
+    // The endpoint, and whether this push created it (then it has no clients yet).
+    let (endpoint_id, created) = match existing {
+        Some(id) => (id.clone(), false),
         None => {
-            // The endpoint quota is checked after the insert (see `endpoint_quota_holds`):
-            // a refusal then has a write to undo.
-            batch.guard().await?;
+            // Admitted under the quota before the insert: a refusal has nothing to undo.
+            batch.admit_endpoint(tenant_id).await?;
             let conn = batch.conn();
             let id = new_id();
             let inserted = sqlx::query(
@@ -535,24 +543,25 @@ async fn write_sync_in(
             .execute(&mut *conn)
             .await?;
             if inserted.rows_affected() == 1 {
-                // After the insert, on this transaction: see `endpoint_quota_holds`.
-                Store::endpoint_quota_holds(&mut *conn, tenant_id).await?;
-                id
+                batch.endpoint_inserted(tenant_id);
+                (id, true)
             } else {
-                sqlx::query("SELECT id FROM endpoints WHERE tenant_id = $1 AND source_id = $2")
-                    .bind(tenant_id)
-                    .bind(&payload.source_id)
-                    .fetch_one(&mut *conn)
-                    .await?
-                    .try_get("id")?
+                let id =
+                    sqlx::query("SELECT id FROM endpoints WHERE tenant_id = $1 AND source_id = $2")
+                        .bind(tenant_id)
+                        .bind(&payload.source_id)
+                        .fetch_one(&mut *conn)
+                        .await?
+                        .try_get("id")?;
+                (id, false)
             }
         }
     };
-    // The clients this source had: an earlier push of the batch's, else the stored ones (a
-    // new endpoint has none).
+    // The clients this source had: an earlier push of the batch's, else the stored ones (an
+    // endpoint this push created has none).
     let known: BTreeSet<String> = match batch.rows(tenant_id).pending_clients(&endpoint_id) {
         Some(pending) => pending,
-        None if existing.is_none() => BTreeSet::new(),
+        None if created => BTreeSet::new(),
         None => sqlx::query(
             "SELECT name FROM endpoint_clients WHERE tenant_id = $1 AND endpoint_id = $2",
         )

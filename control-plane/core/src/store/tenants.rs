@@ -235,39 +235,51 @@ impl Store {
         Ok(())
     }
 
-    /// Call right after inserting an endpoint of `tenant_id` on `conn`, before anything else
-    /// of the transaction: fails with `QuotaExceeded` (the caller rolls back, which undoes the
-    /// insert) when the tenant now holds more endpoints than its quota.
+    /// The endpoints `tenant_id` holds and may hold (its usage counter and quota), read on
+    /// `conn` (a write transaction scoped to the tenant) with the counter row locked until the
+    /// transaction ends: the group-commit writer reads it once per batch and tenant, admits the
+    /// batch's new endpoints against it one by one before inserting them, and no other writer
+    /// can insert an endpoint of the tenant before the batch commits (on Postgres the lock; on
+    /// SQLite the one write transaction at a time).
     ///
-    /// Constant time: the insert's trigger counted the endpoint in `tenant_usage` (migrations
-    /// 200/201), so this reads one row instead of counting the tenant's endpoints. Atomic: on
-    /// Postgres the trigger's update holds the tenant's counter row until the transaction ends,
-    /// so a concurrent insert in the tenant waits and then counts on top of this one; SQLite
-    /// runs one write transaction at a time. Checking after the insert rather than before is
-    /// what closes the race: a check before it would let two transactions see the same count.
-    pub(crate) async fn endpoint_quota_holds(
+    /// Constant time: inserts and deletes keep the counter in `tenant_usage` by trigger
+    /// (migrations 200/201), so this reads one row instead of counting the tenant's endpoints.
+    pub(crate) async fn endpoint_usage_locked(
         conn: &mut AnyConnection,
+        backend: super::dialect::Backend,
         tenant_id: &str,
-    ) -> Result<(), StoreError> {
-        let row = sqlx::query(
+    ) -> Result<(i64, i64), StoreError> {
+        let sql = format!(
             "SELECT u.endpoints AS n, t.max_endpoints AS max_endpoints FROM tenant_usage u \
-             JOIN tenants t ON t.id = u.tenant_id WHERE u.tenant_id = $1",
-        )
-        .bind(tenant_id)
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("usage of tenant {tenant_id:?}")))?;
+             JOIN tenants t ON t.id = u.tenant_id WHERE u.tenant_id = $1{}",
+            backend.for_update_of("u")
+        );
+        let mut row = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(tenant_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if row.is_none() {
+            // A tenant's first endpoint: its counter row is made here (the insert trigger
+            // would make it too), so there is a row to hold.
+            sqlx::query(
+                "INSERT INTO tenant_usage (tenant_id, endpoints) VALUES ($1, 0) \
+                 ON CONFLICT (tenant_id) DO NOTHING",
+            )
+            .bind(tenant_id)
+            .execute(&mut *conn)
+            .await?;
+            row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(tenant_id)
+                .fetch_optional(&mut *conn)
+                .await?;
+        }
+        let row =
+            row.ok_or_else(|| StoreError::NotFound(format!("usage of tenant {tenant_id:?}")))?;
         let count: i64 = row.try_get("n")?;
         let limit = row
             .try_get::<Option<i64>, _>("max_endpoints")?
             .unwrap_or(DEFAULT_MAX_ENDPOINTS);
-        if count > limit {
-            return Err(StoreError::QuotaExceeded(format!(
-                "tenant quota exceeded for endpoints: limit={limit}, current={}, attempted=1",
-                count - 1
-            )));
-        }
-        Ok(())
+        Ok((count, limit))
     }
 
     /// The number of endpoints of `tenant_id` (its usage counter; constant time).

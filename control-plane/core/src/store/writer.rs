@@ -70,6 +70,9 @@ pub(crate) struct Batch {
     staged: RowSets,
     /// Whether the running job is inside a savepoint.
     guarded: bool,
+    /// Endpoints held and allowed, by tenant, once read in this batch (see
+    /// [`Batch::admit_endpoint`]).
+    usage: std::collections::HashMap<String, (i64, i64)>,
 }
 
 impl Batch {
@@ -108,6 +111,36 @@ impl Batch {
             self.guarded = true;
         }
         Ok(())
+    }
+
+    /// Admit one more endpoint of `tenant_id` under its quota, before the job inserts it
+    /// (`QuotaExceeded` refuses with nothing written). The tenant's counter is read, and
+    /// locked, once per batch (`Store::endpoint_usage_locked`); the batch's new endpoints are
+    /// counted on here ([`Batch::endpoint_inserted`]).
+    pub(crate) async fn admit_endpoint(&mut self, tenant_id: &str) -> Result<(), StoreError> {
+        let (count, limit) = match self.usage.get(tenant_id) {
+            Some(usage) => *usage,
+            None => {
+                let backend = self.backend;
+                let conn = self.scoped(tenant_id).await?;
+                let usage = super::Store::endpoint_usage_locked(conn, backend, tenant_id).await?;
+                self.usage.insert(tenant_id.to_string(), usage);
+                usage
+            }
+        };
+        if count >= limit {
+            return Err(StoreError::QuotaExceeded(format!(
+                "tenant quota exceeded for endpoints: limit={limit}, current={count}, attempted=1"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The running job inserted the endpoint [`Batch::admit_endpoint`] admitted.
+    pub(crate) fn endpoint_inserted(&mut self, tenant_id: &str) {
+        if let Some((count, _)) = self.usage.get_mut(tenant_id) {
+            *count += 1;
+        }
     }
 
     /// The running job's rows of `tenant_id`, written with the batch's (see `rows`).
@@ -381,6 +414,7 @@ async fn run_in(
         audit: Vec::new(),
         staged: RowSets::default(),
         guarded: false,
+        usage: std::collections::HashMap::new(),
     };
     let mut rows = RowSets::default();
     for job in batch.iter_mut() {
@@ -408,8 +442,10 @@ async fn run_in(
                 "RELEASE SAVEPOINT job"
             } else {
                 // Rolling back undoes a scope the job set inside its savepoint (Postgres
-                // restores the setting): scope the next job afresh.
+                // restores the setting): scope the next job afresh. An endpoint it was
+                // admitted for is undone too: read the counters again.
                 open.scope = None;
+                open.usage.clear();
                 "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job"
             };
             sqlx::raw_sql(end)

@@ -28,3 +28,25 @@ impl Backend {
         }
     }
 }
+
+impl Backend {
+    /// Delete the rows of `table` (alias `r`) of tenant `$1` that match a row of the JSON array
+    /// bound to `$2` (alias `j`) under `condition`. Written so the JSON rows drive, each a seek
+    /// of `r`'s key, never a walk of the tenant's index: Postgres joins with `USING` (its
+    /// statistics pick the key); SQLite, which has none to tell the two indexes apart, gets the
+    /// JSON rows as the outer loop (`CROSS JOIN`) and the tenant as an expression no index serves
+    /// (still checked on every row).
+    pub(crate) fn delete_joined(self, table: &str, condition: &str) -> String {
+        match self {
+            Self::Sqlite => format!(
+                "DELETE FROM {table} WHERE rowid IN (SELECT r.rowid FROM {} CROSS JOIN {table} r \
+                 WHERE r.tenant_id || '' = $1 AND {condition})",
+                self.json_rows(2)
+            ),
+            Self::Postgres => format!(
+                "DELETE FROM {table} AS r USING {} WHERE r.tenant_id = $1 AND {condition}",
+                self.json_rows(2)
+            ),
+        }
+    }
+}

@@ -255,6 +255,16 @@ impl Backend {
         }
     }
 
+    /// The clause that makes a `SELECT` lock the rows it reads of table alias `alias` until
+    /// the transaction ends (Postgres); SQLite's write transaction already excludes every other
+    /// writer (`BEGIN IMMEDIATE`).
+    pub(crate) fn for_update_of(self, alias: &str) -> String {
+        match self {
+            Self::Sqlite => String::new(),
+            Self::Postgres => format!(" FOR UPDATE OF {alias}"),
+        }
+    }
+
     /// Run the migrations of this backend that `pool` has not applied yet.
     pub(crate) async fn migrate(self, pool: &AnyPool) -> Result<(), StoreError> {
         schema::migrator(self)?.run(pool).await?;

@@ -1,0 +1,314 @@
+//! The group-commit writer's batches keep every upload's guarantees (issue 12), on SQLite and
+//! on Postgres: snapshots, deltas, proxy events and fleet-sync pushes of many endpoints sent at
+//! once share batches whose rows are written as sets, and a job that fails in the database (a
+//! row the database refuses, injected with a test trigger) or refuses (an unknown device) gets
+//! its own error while every other job of its batch commits exactly once, with the audit chain
+//! intact.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use agent_bom_collector::store::{
+    ApplyOutcome, CollectorStore, DeltaOutcome, DeltaUpload, DeviceSession, EnrollmentRequest,
+    StoreError as CollectorStoreError,
+};
+use agent_bom_control_plane::store::{Backend, Store};
+use agent_bom_protocol::{ClientInfo, Inventory, ProxyEvent, ServerEntry, inventory_delta};
+use agent_bom_tests::postgres::TestDatabase;
+use serde_json::json;
+use sqlx::Row;
+
+/// Devices uploading at once.
+const DEVICES: usize = 24;
+
+fn inventory(host: &str, clients: &[&str], servers: &[&str]) -> Inventory {
+    let mut inv = Inventory::default();
+    inv.host.hostname = host.into();
+    inv.host.os = "linux".into();
+    inv.clients = clients
+        .iter()
+        .map(|c| ClientInfo {
+            name: c.to_string(),
+            config_files: vec![format!("/h/.{c}/mcp.json")],
+        })
+        .collect();
+    inv.servers = servers
+        .iter()
+        .map(|s| ServerEntry {
+            id: format!("id-{s}"),
+            name: s.to_string(),
+            client: clients[0].into(),
+            config_path: format!("/h/.{}/mcp.json", clients[0]),
+            ..Default::default()
+        })
+        .collect();
+    inv
+}
+
+fn event(server: &str, decision: &str) -> ProxyEvent {
+    ProxyEvent {
+        ts_ms: 1_700_000_000_000,
+        kind: "call".into(),
+        server_id: format!("id-{server}"),
+        tool: Some("read_file".into()),
+        decision: decision.into(),
+        ..Default::default()
+    }
+}
+
+fn push(source: &str, servers: &[&str]) -> Vec<u8> {
+    let servers: Vec<_> = servers
+        .iter()
+        .map(|n| json!({"name": n, "command": "npx", "args": ["-y", n], "transport": "stdio"}))
+        .collect();
+    json!({"source_id": source, "agents": [{"name": "cursor", "source_id": source, "mcp_servers": servers}]})
+        .to_string()
+        .into_bytes()
+}
+
+/// `sql` (a scalar named `n`, `$1` the tenant, `$2` an endpoint) scoped to the tenant.
+async fn scalar(store: &Store, tenant: &str, endpoint: &str, sql: &str) -> i64 {
+    let mut tx = store.pool().begin().await.unwrap();
+    if store.backend() == Backend::Postgres {
+        sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+            .bind(tenant)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    let n = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+        .bind(tenant)
+        .bind(endpoint)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap()
+        .try_get("n")
+        .unwrap();
+    tx.commit().await.unwrap();
+    n
+}
+
+async fn servers_of(store: &Store, tenant: &str, endpoint: &str) -> i64 {
+    scalar(
+        store,
+        tenant,
+        endpoint,
+        "SELECT COUNT(*) AS n FROM endpoint_servers WHERE tenant_id = $1 AND endpoint_id = $2",
+    )
+    .await
+}
+
+/// A trigger that makes the database refuse a client row named `poison`, as a constraint would.
+async fn poison_clients(store: &Store, on: bool) {
+    let statements: &[&str] = match (store.backend(), on) {
+        (Backend::Sqlite, true) => &[
+            "CREATE TRIGGER poison BEFORE INSERT ON endpoint_clients WHEN NEW.name = 'poison' \
+             BEGIN SELECT RAISE(ABORT, 'poisoned row'); END",
+        ],
+        (Backend::Sqlite, false) => &["DROP TRIGGER poison"],
+        (Backend::Postgres, true) => &[
+            "CREATE FUNCTION poison_client() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN IF NEW.name = 'poison' THEN RAISE EXCEPTION 'poisoned row'; END IF; RETURN NEW; END $$",
+            "CREATE TRIGGER poison BEFORE INSERT ON endpoint_clients FOR EACH ROW \
+             EXECUTE FUNCTION poison_client()",
+        ],
+        (Backend::Postgres, false) => &["DROP TRIGGER poison ON endpoint_clients"],
+    };
+    for sql in statements {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
+}
+
+async fn enroll(store: &Store, token: &str, id: &str) -> DeviceSession {
+    store
+        .enroll_device(EnrollmentRequest {
+            token: token.to_string(),
+            agent_id: id.to_string(),
+            cert_fingerprint: format!("fp-{id}"),
+            cert_not_after: 4_000_000_000,
+            hostname: format!("host-{id}"),
+            continues: None,
+        })
+        .await
+        .unwrap();
+    store
+        .authenticate_device(id, &format!("fp-{id}"))
+        .await
+        .unwrap()
+}
+
+/// What one concurrent job answered.
+#[derive(Debug)]
+enum Answer {
+    Snapshot(usize, Result<ApplyOutcome, CollectorStoreError>),
+    Delta(usize, Result<DeltaOutcome, CollectorStoreError>),
+    Events(usize, Result<ApplyOutcome, CollectorStoreError>),
+    Push(usize, Result<String, String>),
+    Stranger(Result<ApplyOutcome, CollectorStoreError>),
+}
+
+async fn a_failing_job_costs_the_others_nothing(store: Store) {
+    let tenant = store.create_tenant("batched").await.unwrap();
+    let (_, token) = store
+        .create_enrollment_token(&tenant.id, "t", None, None)
+        .await
+        .unwrap();
+    let v1 = inventory("h", &["cursor"], &["fs", "git", "web"]);
+    let v2 = inventory("h", &["cursor", "claude"], &["fs", "db"]);
+    let mut sessions = Vec::new();
+    for i in 0..DEVICES {
+        let s = enroll(&store, &token, &format!("dev-{i:02}")).await;
+        assert_eq!(
+            store.apply_inventory(&s, "1.0", 1, &v1).await.unwrap(),
+            ApplyOutcome::Applied
+        );
+        sessions.push(s);
+    }
+    poison_clients(&store, true).await;
+    // The poisoned device: the last one, its snapshot carries a client the database refuses.
+    let poisoned = DEVICES - 1;
+    let stranger = DeviceSession {
+        tenant_id: tenant.id.clone(),
+        agent_id: "never-enrolled".into(),
+        last_applied_seq: None,
+    };
+    let mut jobs = tokio::task::JoinSet::new();
+    for (i, s) in sessions.iter().enumerate() {
+        let (store, s, v1, v2) = (store.clone(), s.clone(), v1.clone(), v2.clone());
+        jobs.spawn(async move {
+            match i % 3 {
+                _ if i == poisoned => {
+                    let bad = inventory("h", &["poison"], &["fs"]);
+                    Answer::Snapshot(i, store.apply_inventory(&s, "1.1", 2, &bad).await)
+                }
+                0 => Answer::Snapshot(i, store.apply_inventory(&s, "1.1", 2, &v2).await),
+                1 => {
+                    let changes = inventory_delta::diff(&v1, &v2);
+                    let (base_hash, hash) = (v1.content_hash(), v2.content_hash());
+                    let upload = DeltaUpload {
+                        seq: 2,
+                        base_seq: 1,
+                        base_hash: &base_hash,
+                        hash: &hash,
+                        changes: &changes,
+                    };
+                    Answer::Delta(i, store.apply_inventory_delta(&s, "1.1", upload).await)
+                }
+                _ => {
+                    let events = [event("fs", "forward"), event("git", "block")];
+                    Answer::Events(i, store.apply_proxy_events(&s, 1, &events, 0).await)
+                }
+            }
+        });
+    }
+    for i in 0..DEVICES / 2 {
+        let (store, tenant) = (store.clone(), tenant.id.clone());
+        jobs.spawn(async move {
+            let key = format!("key-{i}");
+            let body = push(
+                &format!("push-{i}"),
+                &["fs", "git", "web", "db"][..1 + i % 4],
+            );
+            let pushed = store.fleet_sync(&tenant, &body, None, Some(&key)).await;
+            Answer::Push(i, pushed.map(|r| r.endpoint_id).map_err(|e| e.to_string()))
+        });
+    }
+    {
+        let store = store.clone();
+        jobs.spawn(async move {
+            Answer::Stranger(store.apply_inventory(&stranger, "1.1", 1, &v1).await)
+        });
+    }
+    let answers = jobs.join_all().await;
+    let mut pushed = Vec::new();
+    for answer in answers {
+        match answer {
+            Answer::Snapshot(i, r) if i == poisoned => assert!(
+                matches!(r, Err(CollectorStoreError::Unavailable(_))),
+                "the poisoned snapshot gets its error: {r:?}"
+            ),
+            Answer::Snapshot(i, r) => assert_eq!(r.unwrap(), ApplyOutcome::Applied, "dev {i}"),
+            Answer::Delta(i, r) => assert_eq!(r.unwrap(), DeltaOutcome::Applied, "dev {i}"),
+            Answer::Events(i, r) => assert_eq!(r.unwrap(), ApplyOutcome::Applied, "dev {i}"),
+            Answer::Push(i, r) => pushed.push((i, r.expect("push stored"))),
+            Answer::Stranger(r) => assert!(
+                matches!(r, Err(CollectorStoreError::Unauthorized(_))),
+                "an unknown device is refused: {r:?}"
+            ),
+        }
+    }
+    // Every job but the two refused is stored, exactly once.
+    let t = &tenant.id;
+    for (i, s) in sessions.iter().enumerate() {
+        let id = &s.agent_id;
+        let seq = scalar(
+            &store,
+            t,
+            id,
+            "SELECT last_seq AS n FROM endpoints WHERE tenant_id = $1 AND id = $2",
+        )
+        .await;
+        let clients = scalar(
+            &store,
+            t,
+            id,
+            "SELECT COUNT(*) AS n FROM endpoint_clients WHERE tenant_id = $1 AND endpoint_id = $2",
+        )
+        .await;
+        let events = scalar(
+            &store,
+            t,
+            id,
+            "SELECT COUNT(*) AS n FROM proxy_events WHERE tenant_id = $1 AND endpoint_id = $2",
+        )
+        .await;
+        let (want_seq, want_servers, want_clients, want_events) = match i % 3 {
+            _ if i == poisoned => (1, 3, 1, 0),
+            0 | 1 => (2, 2, 2, 0),
+            _ => (1, 3, 1, 2),
+        };
+        assert_eq!(seq, want_seq, "dev {i}: sequence");
+        assert_eq!(
+            servers_of(&store, t, id).await,
+            want_servers,
+            "dev {i}: servers"
+        );
+        assert_eq!(clients, want_clients, "dev {i}: clients");
+        assert_eq!(events, want_events, "dev {i}: events");
+    }
+    assert_eq!(pushed.len(), DEVICES / 2);
+    for (i, endpoint) in &pushed {
+        let servers = i64::try_from(1 + i % 4).unwrap();
+        assert_eq!(servers_of(&store, t, endpoint).await, servers, "push {i}");
+    }
+    // One detection (the blocked call) per events upload, in an intact chain.
+    let detections = (0..DEVICES)
+        .filter(|i| i % 3 == 2 && *i != poisoned)
+        .count();
+    let audit = store.verify_audit(t).await.unwrap();
+    assert!(audit.ok, "{audit:?}");
+    assert_eq!(audit.entries, i64::try_from(detections).unwrap());
+    // Nothing is wedged: without the trigger the poisoned device's snapshot goes through.
+    poison_clients(&store, false).await;
+    let last = &sessions[poisoned];
+    let bad = inventory("h", &["poison"], &["fs"]);
+    assert_eq!(
+        store.apply_inventory(last, "1.1", 2, &bad).await.unwrap(),
+        ApplyOutcome::Applied
+    );
+    assert_eq!(servers_of(&store, t, &last.agent_id).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_a_failing_job_costs_the_others_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    a_failing_job_costs_the_others_nothing(Store::open_sqlite(dir.path()).await.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_failing_job_costs_the_others_nothing() {
+    let db = TestDatabase::create().await;
+    a_failing_job_costs_the_others_nothing(Store::connect(&db.url).await.unwrap()).await;
+}
