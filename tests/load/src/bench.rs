@@ -131,11 +131,7 @@ async fn idle_connections(b: &Backend, options: &Options) {
         collector_cpu * 1000.0 / n.max(1) as f64,
         generator_cpu * 1000.0 / n.max(1) as f64
     );
-    println!(
-        "| refused / shed while connecting | {} / {} |",
-        stats.refused.load(Ordering::Relaxed),
-        stats.shed.load(Ordering::Relaxed)
-    );
+    println!("| while connecting (each retried) | {} |", stats.summary());
     println!(
         "| collector RSS: start → {n} connections → after idle | {:.1} MB → {:.1} MB → {:.1} MB (peak {:.1} MB) |",
         rss_start as f64 / 1024.0,
@@ -206,12 +202,11 @@ async fn enrollment_burst(b: &Backend, options: &Options, collector: &CollectorP
     println!("\n### {} — enrollment burst\n", b.name);
     println!("| measurement | result |\n|---|---|");
     println!(
-        "| {} enrollments over QUIC ({} at once) | {:.0} /s ({quic:.1} s); refused {}, shed {} |",
+        "| {} enrollments over QUIC ({} at once) | {:.0} /s ({quic:.1} s); {} |",
         options.enrollments,
         options.connect_concurrency,
         n / quic,
-        stats.refused.load(Ordering::Relaxed),
-        stats.shed.load(Ordering::Relaxed)
+        stats.summary()
     );
     println!(
         "| baseline: the same through the store directly | {:.0} /s ({direct:.1} s); QUIC path at {:.0} % of it |",

@@ -18,7 +18,9 @@ use agent_bom_agent::uplink::backoff_delay;
 use agent_bom_agent::uplink::transport::exchange_quic;
 use agent_bom_load::backend::Backend;
 use agent_bom_load::collector::CollectorProcess;
-use agent_bom_load::fleet::{CONNECTIONS_PER_ENDPOINT, Device, Fleet, PhaseStats, upload};
+use agent_bom_load::fleet::{
+    CONNECTIONS_PER_ENDPOINT, ConnectError, Device, Fleet, PhaseStats, upload,
+};
 use agent_bom_load::procfs::{clock_ticks_per_second, cpu_ticks, machine, status_kb};
 use agent_bom_load::uploads::{EVENTS_PER_BATCH, events_from, inventory};
 use agent_bom_protocol::{AgentMessage, CollectorMessage, ErrorCode, PROTOCOL_VERSION};
@@ -169,15 +171,15 @@ pub(crate) async fn drain(b: &Backend, options: &Options) {
         pct(0.99)
     );
     println!(
-        "| refused / shed during the drain (each retried) | {} / {} |",
-        drain_stats.refused.load(Ordering::Relaxed),
-        drain_stats.shed.load(Ordering::Relaxed)
+        "| during the drain (each retried) | {} |",
+        drain_stats.summary()
     );
     println!(
-        "| canary sessions (every 500 ms): welcome / unavailable with retry-after / no answer in {} s | {} / {} / {} (max answer {:.0} ms) |",
+        "| canary sessions (every 500 ms): welcome / unavailable with retry-after / refused at the handshake / no answer in {} s | {} / {} / {} / {} (max answer {:.0} ms) |",
         CANARY_PATIENCE.as_secs(),
         canary.welcomed,
         canary.shed,
+        canary.refused,
         canary.unanswered,
         canary.slowest.as_secs_f64() * 1000.0
     );
@@ -216,7 +218,7 @@ async fn reconnect_and_send(
             conn.close(0u32.into(), b"done");
             return;
         }
-        stats.refused.fetch_add(1, Ordering::Relaxed);
+        stats.lost.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(backoff_delay(attempt, MAX_BACKOFF)).await;
     }
 }
@@ -224,7 +226,10 @@ async fn reconnect_and_send(
 #[derive(Default)]
 struct Canary {
     welcomed: u64,
+    /// Answered `unavailable` with a retry-after.
     shed: u64,
+    /// Refused at the handshake for load (an answer, but not admission).
+    refused: u64,
     unanswered: u64,
     slowest: Duration,
 }
@@ -245,10 +250,10 @@ async fn canary_probe(
     while !done.load(Ordering::Relaxed) {
         let started = Instant::now();
         let answer = tokio::time::timeout(CANARY_PATIENCE, async {
-            let conn = fleet.connect_device(addr, device).await?;
+            let conn = fleet.connect_device(addr, device).await.map_err(Some)?;
             let reply = exchange_quic(&conn, &hello)
                 .await
-                .map_err(|_| None::<Duration>);
+                .map_err(|_| None::<ConnectError>);
             conn.close(0u32.into(), b"canary");
             reply
         })
@@ -260,9 +265,8 @@ async fn canary_probe(
                 retry_after_ms: Some(_),
                 ..
             })) => c.shed += 1,
-            // Refused at the handshake with a retry-after: an answer too.
-            Ok(Err(Some(_))) => c.shed += 1,
-            Ok(Ok(_)) | Ok(Err(None)) | Err(_) => c.unanswered += 1,
+            Ok(Err(Some(ConnectError::Refused(_)))) => c.refused += 1,
+            Ok(Ok(_)) | Ok(Err(Some(ConnectError::Failed) | None)) | Err(_) => c.unanswered += 1,
         }
         c.slowest = c.slowest.max(started.elapsed());
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -235,10 +235,11 @@ impl Fleet {
                     .await;
                 }
                 Ok(other) => panic!("enrollment answered {other:?}"),
-                Err(wait) => {
-                    stats.refused.fetch_add(1, Ordering::Relaxed);
+                Err(e) => {
+                    e.count(stats);
                     tokio::time::sleep(
-                        wait.unwrap_or_else(|| overload_delay(attempt, Duration::from_secs(30))),
+                        e.retry_after()
+                            .unwrap_or_else(|| overload_delay(attempt, Duration::from_secs(30))),
                     )
                     .await;
                 }
@@ -247,16 +248,17 @@ impl Fleet {
         unreachable!()
     }
 
-    /// Connect, run one exchange and close; `Err` with an optional retry-after when the
-    /// connection was refused or failed.
+    /// Connect, run one exchange and close.
     async fn request_once(
         &self,
         addr: SocketAddr,
         config: &quinn::ClientConfig,
         message: &AgentMessage,
-    ) -> Result<CollectorMessage, Option<Duration>> {
+    ) -> Result<CollectorMessage, ConnectError> {
         let conn = self.connect(addr, config).await?;
-        let reply = exchange_quic(&conn, message).await.map_err(|_| None);
+        let reply = exchange_quic(&conn, message)
+            .await
+            .map_err(|_| ConnectError::Failed);
         conn.close(0u32.into(), b"done");
         reply
     }
@@ -265,29 +267,29 @@ impl Fleet {
         &self,
         addr: SocketAddr,
         config: &quinn::ClientConfig,
-    ) -> Result<quinn::Connection, Option<Duration>> {
+    ) -> Result<quinn::Connection, ConnectError> {
         let connecting = self
             .endpoint()
             .connect_with(config.clone(), addr, COLLECTOR_SERVER_NAME)
-            .map_err(|_| None)?;
+            .map_err(|_| ConnectError::Failed)?;
         match tokio::time::timeout(Duration::from_secs(30), connecting).await {
             Ok(Ok(conn)) => Ok(conn),
             Ok(Err(e)) => Err(match load_refusal(&e) {
                 Some(agent_bom_agent::uplink::UplinkError::Refused { retry_after, .. }) => {
-                    retry_after
+                    ConnectError::Refused(retry_after)
                 }
-                _ => None,
+                _ => ConnectError::Failed,
             }),
-            Err(_) => Err(None),
+            Err(_) => Err(ConnectError::Failed),
         }
     }
 
-    /// A connection of `device`, before any request: `Err` with the retry-after when refused.
+    /// A connection of `device`, before any request.
     pub async fn connect_device(
         &self,
         addr: SocketAddr,
         device: &Device,
-    ) -> Result<quinn::Connection, Option<Duration>> {
+    ) -> Result<quinn::Connection, ConnectError> {
         self.connect(addr, &device.config).await
     }
 
@@ -307,10 +309,11 @@ impl Fleet {
         for attempt in 0u32.. {
             let conn = match self.connect(addr, &device.config).await {
                 Ok(c) => c,
-                Err(wait) => {
-                    stats.refused.fetch_add(1, Ordering::Relaxed);
+                Err(e) => {
+                    e.count(stats);
                     tokio::time::sleep(
-                        wait.unwrap_or_else(|| overload_delay(attempt, Duration::from_secs(30))),
+                        e.retry_after()
+                            .unwrap_or_else(|| overload_delay(attempt, Duration::from_secs(30))),
                     )
                     .await;
                     continue;
@@ -333,7 +336,7 @@ impl Fleet {
                 }
                 Ok(other) => panic!("hello of {} answered {other:?}", device.agent_id),
                 Err(_) => {
-                    stats.refused.fetch_add(1, Ordering::Relaxed);
+                    stats.lost.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(overload_delay(attempt, Duration::from_secs(30))).await;
                 }
             }
@@ -342,18 +345,68 @@ impl Fleet {
     }
 }
 
-/// What a phase met on the way: connections refused before or during the handshake, and
-/// requests shed with `unavailable` (both retried).
+/// Why a connection attempt did not give a connection.
+#[derive(Debug, Clone, Copy)]
+pub enum ConnectError {
+    /// Turned away for load (QUIC `CONNECTION_REFUSED`, an overload close), with the
+    /// retry-after the collector gave, if any.
+    Refused(Option<Duration>),
+    /// The handshake failed or timed out: work done on both sides for nothing.
+    Failed,
+}
+
+impl ConnectError {
+    /// The retry-after the collector asked for.
+    pub fn retry_after(self) -> Option<Duration> {
+        match self {
+            Self::Refused(wait) => wait,
+            Self::Failed => None,
+        }
+    }
+
+    fn count(self, stats: &PhaseStats) {
+        match self {
+            Self::Refused(_) => stats.refused.fetch_add(1, Ordering::Relaxed),
+            Self::Failed => stats.failed.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+}
+
+/// What a phase met on the way (all retried): connections refused for load before any
+/// cryptography, handshakes that failed or timed out, connections lost after the handshake
+/// (before an answer), and requests shed with `unavailable`. Refusals are cheap and expected
+/// under load; failed handshakes are wasted work, the sign of a collector taking on more than it
+/// can finish.
 #[derive(Default)]
 pub struct PhaseStats {
-    /// Connections refused or failed.
+    /// Connections refused for load.
     pub refused: AtomicU64,
+    /// Handshakes failed or timed out.
+    pub failed: AtomicU64,
+    /// Connections lost after the handshake, before the exchange was answered.
+    pub lost: AtomicU64,
     /// Requests answered `unavailable`.
     pub shed: AtomicU64,
 }
 
+impl PhaseStats {
+    /// `refused R, failed F, lost L, shed S` for the reports.
+    pub fn summary(&self) -> String {
+        format!(
+            "refused {}, handshakes failed {}, lost {}, shed {}",
+            self.refused.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            self.lost.load(Ordering::Relaxed),
+            self.shed.load(Ordering::Relaxed)
+        )
+    }
+}
+
 /// Send `message` (upload `seq`) on `conn` until it is acknowledged, waiting out `unavailable`
-/// as the agent does. `Err` when the connection failed: the caller reconnects and sends it again.
+/// as the agent does. `Err` when the connection failed, or when the collector did not receive
+/// the frame within its request timeout (`malformed_frame`: this generator sends only
+/// well-formed frames, so under load that answer means "not received in time"): the caller
+/// reconnects and sends it again, as the agent does with its spool.
 pub async fn upload(
     conn: &quinn::Connection,
     message: &AgentMessage,
@@ -370,6 +423,11 @@ pub async fn upload(
                 stats.shed.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(ms)).await;
             }
+            Ok(CollectorMessage::Error {
+                code: ErrorCode::MalformedFrame,
+                message,
+                ..
+            }) => return Err(message),
             Ok(other) => panic!("upload {seq} answered {other:?}"),
             Err(e) => return Err(e.to_string()),
         }
