@@ -29,19 +29,26 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Where relay tasks hand their events.
 #[derive(Debug, Clone)]
 pub struct AuditSink {
-    tx: mpsc::Sender<(String, GatewayEvent)>,
+    tx: mpsc::Sender<(Arc<str>, GatewayEvent)>,
     dropped: Arc<AtomicU64>,
 }
 
 impl AuditSink {
-    /// Queue `events` of `tenant_id`, made by `principal` on `upstream`.
-    pub fn emit(&self, tenant_id: &str, upstream: &str, principal: &str, events: Vec<AuditEvent>) {
+    /// Queue `events` of `tenant_id`, made by `principal` on `upstream` (shared strings: an
+    /// event costs no copies of them).
+    pub fn emit(
+        &self,
+        tenant_id: &Arc<str>,
+        upstream: &Arc<str>,
+        principal: &Arc<str>,
+        events: Vec<AuditEvent>,
+    ) {
         for event in events {
             let item = (
-                tenant_id.to_string(),
+                tenant_id.clone(),
                 GatewayEvent {
-                    upstream: upstream.to_string(),
-                    principal: principal.to_string(),
+                    upstream: upstream.clone(),
+                    principal: principal.clone(),
                     event,
                 },
             );
@@ -77,11 +84,11 @@ pub fn spawn(
 
 async fn write_loop(
     store: Store,
-    mut rx: mpsc::Receiver<(String, GatewayEvent)>,
+    mut rx: mpsc::Receiver<(Arc<str>, GatewayEvent)>,
     dropped: Arc<AtomicU64>,
     shutdown: CancellationToken,
 ) {
-    let mut pending: Vec<(String, GatewayEvent)> = Vec::new();
+    let mut pending: Vec<(Arc<str>, GatewayEvent)> = Vec::new();
     loop {
         let stopping = tokio::select! {
             n = rx.recv_many(&mut pending, BATCH) => n == 0,
@@ -130,8 +137,8 @@ async fn write_loop(
 }
 
 /// Write `pending` grouped by tenant; what was written leaves `pending`. False on a failure.
-async fn write(store: &Store, pending: &mut Vec<(String, GatewayEvent)>) -> bool {
-    let mut by_tenant: BTreeMap<String, Vec<GatewayEvent>> = BTreeMap::new();
+async fn write(store: &Store, pending: &mut Vec<(Arc<str>, GatewayEvent)>) -> bool {
+    let mut by_tenant: BTreeMap<Arc<str>, Vec<GatewayEvent>> = BTreeMap::new();
     for (tenant, event) in pending.drain(..) {
         by_tenant.entry(tenant).or_default().push(event);
     }

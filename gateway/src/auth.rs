@@ -29,9 +29,9 @@ pub const STALE_DECISION_MAX: Duration = Duration::from_secs(600);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     /// The tenant every lookup of the call is scoped to.
-    pub tenant_id: String,
+    pub tenant_id: Arc<str>,
     /// What the audit records: `key:<prefix>` or `oidc:<subject>` (never a secret).
-    pub name: String,
+    pub name: Arc<str>,
 }
 
 /// Why a caller was refused.
@@ -161,8 +161,8 @@ impl Authenticator {
                 return Err(AuthError::Forbidden);
             }
             return Ok(Principal {
-                tenant_id: tenant.id,
-                name: format!("oidc:{}", identity.subject),
+                tenant_id: tenant.id.into(),
+                name: format!("oidc:{}", identity.subject).into(),
             });
         }
         let key = self
@@ -177,8 +177,8 @@ impl Authenticator {
             return Err(AuthError::Forbidden);
         }
         Ok(Principal {
-            tenant_id: key.tenant_id,
-            name: format!("key:{}", key.prefix),
+            tenant_id: key.tenant_id.into(),
+            name: format!("key:{}", key.prefix).into(),
         })
     }
 }

@@ -12,11 +12,35 @@ use agent_bom_control_plane::store::gateway::{FailMode, GatewayConfig, Upstream}
 use agent_bom_control_plane::store::{Store, StoreError};
 use agent_bom_proxy::policy::Policy;
 
+/// An upstream as the relay uses it: its settings, with the route name and server identity
+/// every request and audit event of it carries, made once per configuration read.
+#[derive(Debug)]
+pub struct Route {
+    /// The upstream's settings.
+    pub upstream: Upstream,
+    /// Its route name, shared by the audit events of its calls.
+    pub name: Arc<str>,
+    /// Its server identity (the inventory's id of its URL).
+    pub server_id: Arc<str>,
+}
+
+impl Route {
+    fn new(upstream: Upstream) -> Self {
+        Self {
+            name: upstream.name.as_str().into(),
+            server_id: upstream.server_id().into(),
+            upstream,
+        }
+    }
+}
+
 /// A tenant's configuration as one replica has it.
 #[derive(Debug)]
 pub struct TenantView {
     /// Upstreams, limits and the configuration revision.
     pub config: GatewayConfig,
+    /// The upstreams of `config`, as routes.
+    routes: Vec<Arc<Route>>,
     /// The tenant's policy in force (the built-in default when none was published).
     pub policy: Policy,
     /// Its revision (`None`: the built-in default).
@@ -28,21 +52,57 @@ pub struct TenantView {
 }
 
 impl TenantView {
+    /// The view of `config` under `policy`, read just now.
+    pub fn new(
+        config: GatewayConfig,
+        policy: Policy,
+        policy_revision: Option<i64>,
+        reachable: bool,
+    ) -> Self {
+        Self {
+            routes: config
+                .upstreams
+                .iter()
+                .cloned()
+                .map(|u| Arc::new(Route::new(u)))
+                .collect(),
+            config,
+            policy,
+            policy_revision,
+            fetched_at: Instant::now(),
+            reachable,
+        }
+    }
+
     /// The upstream called `name`.
     pub fn upstream(&self, name: &str) -> Option<&Upstream> {
-        self.config.upstreams.iter().find(|u| u.name == name)
+        self.route(name).map(|r| &r.upstream)
+    }
+
+    /// The route of the upstream called `name`.
+    pub fn route(&self, name: &str) -> Option<&Arc<Route>> {
+        self.routes.iter().find(|r| &*r.name == name)
     }
 
     /// What a session of `upstream` must run with now, and a stamp that changes whenever that
     /// answer does (sessions re-apply the policy when the stamp moves).
     pub fn policy_for(&self, upstream: &Upstream) -> (Policy, PolicyStamp) {
+        let stamp = self.stamp_for(upstream);
+        let policy = match stamp {
+            PolicyStamp::FailClosed => Policy::fail_closed(),
+            PolicyStamp::Revision(_) => self.policy.clone(),
+        };
+        (policy, stamp)
+    }
+
+    /// The stamp of [`Self::policy_for`] alone: what a session checks on every message, so the
+    /// policy is copied only when it changed.
+    pub fn stamp_for(&self, upstream: &Upstream) -> PolicyStamp {
         if !self.reachable && upstream.fail_mode == FailMode::Closed {
-            return (Policy::fail_closed(), PolicyStamp::FailClosed);
+            PolicyStamp::FailClosed
+        } else {
+            PolicyStamp::Revision(self.policy_revision)
         }
-        (
-            self.policy.clone(),
-            PolicyStamp::Revision(self.policy_revision),
-        )
     }
 }
 
@@ -137,13 +197,12 @@ impl Catalog {
                     return Err(CatalogError::Unavailable);
                 };
                 // Keep serving the last good view; retry after another ttl.
-                let view = Arc::new(TenantView {
-                    config: stale.config.clone(),
-                    policy: stale.policy.clone(),
-                    policy_revision: stale.policy_revision,
-                    fetched_at: Instant::now(),
-                    reachable: false,
-                });
+                let view = Arc::new(TenantView::new(
+                    stale.config.clone(),
+                    stale.policy.clone(),
+                    stale.policy_revision,
+                    false,
+                ));
                 self.tenants
                     .write()
                     .unwrap_or_else(|e| e.into_inner())
@@ -166,13 +225,7 @@ impl Catalog {
             },
             None => (Policy::default(), None),
         };
-        Ok(TenantView {
-            config,
-            policy,
-            policy_revision,
-            fetched_at: Instant::now(),
-            reachable: true,
-        })
+        Ok(TenantView::new(config, policy, policy_revision, true))
     }
 
     /// Tenants this replica holds, with the revisions applied (for the heartbeat).

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agent_bom_control_plane::store::gateway::UpstreamTransport;
+use agent_bom_proxy::jsonrpc::Message;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -32,9 +33,9 @@ const MAX_PRELUDE: usize = 64 * 1024;
 /// One client stream of the legacy transport.
 #[derive(Debug)]
 pub struct LegacySession {
-    tenant_id: String,
-    upstream: String,
-    principal: String,
+    tenant_id: Arc<str>,
+    upstream: Arc<str>,
+    principal: Arc<str>,
     /// Where the upstream takes this stream's messages.
     post_url: String,
     session: Arc<Session>,
@@ -84,18 +85,18 @@ pub(crate) async fn open_admitted(
     a: Admitted,
     headers: HeaderMap,
 ) -> Response {
-    if a.upstream.transport != UpstreamTransport::Sse {
+    if a.route.upstream.transport != UpstreamTransport::Sse {
         return plain(
             StatusCode::BAD_REQUEST,
             &format!(
                 "upstream {:?} speaks Streamable HTTP: use /mcp/{}",
-                a.upstream.name, a.upstream.name
+                a.route.upstream.name, a.route.upstream.name
             ),
         );
     }
     let mut request = shared
         .http
-        .get(&a.upstream.url)
+        .get(&a.route.upstream.url)
         .header(header::ACCEPT, "text/event-stream");
     if let Some(v) = headers.get("last-event-id") {
         request = request.header("last-event-id", v.clone());
@@ -105,7 +106,11 @@ pub(crate) async fn open_admitted(
         Ok(r) => {
             return plain(
                 StatusCode::BAD_GATEWAY,
-                &format!("upstream `{}` answered {}", a.upstream.name, r.status()),
+                &format!(
+                    "upstream `{}` answered {}",
+                    a.route.upstream.name,
+                    r.status()
+                ),
             );
         }
         Err(e) => return unreachable(&a, &Value::Null, e),
@@ -130,10 +135,13 @@ pub(crate) async fn open_admitted(
     let Ok(Some((endpoint, rest))) = found else {
         return plain(
             StatusCode::BAD_GATEWAY,
-            &format!("upstream `{}` sent no endpoint event", a.upstream.name),
+            &format!(
+                "upstream `{}` sent no endpoint event",
+                a.route.upstream.name
+            ),
         );
     };
-    let joined = reqwest::Url::parse(&a.upstream.url)
+    let joined = reqwest::Url::parse(&a.route.upstream.url)
         .and_then(|base| base.join(&endpoint).map(|joined| (base, joined)));
     let post_url = match joined {
         Ok((base, joined)) if joined.origin() == base.origin() => joined.to_string(),
@@ -142,15 +150,17 @@ pub(crate) async fn open_admitted(
                 StatusCode::BAD_GATEWAY,
                 &format!(
                     "upstream `{}` named a message endpoint on another origin",
-                    a.upstream.name
+                    a.route.upstream.name
                 ),
             );
         }
     };
-    let (engine, stamp) =
-        shared
-            .sessions
-            .engine(&a.principal.tenant_id, &a.server_id, &a.view, &a.upstream);
+    let (engine, stamp) = shared.sessions.engine(
+        &a.principal.tenant_id,
+        &a.route.server_id,
+        &a.view,
+        &a.route.upstream,
+    );
     let session = Arc::new(Session::with_engine(&a.principal.name, engine, stamp));
     let (inject, injected) = mpsc::channel(64);
     let id = uuid::Uuid::new_v4().to_string();
@@ -163,7 +173,7 @@ pub(crate) async fn open_admitted(
             id.clone(),
             Arc::new(LegacySession {
                 tenant_id: a.principal.tenant_id.clone(),
-                upstream: a.upstream.name.clone(),
+                upstream: a.route.name.clone(),
                 principal: a.principal.name.clone(),
                 post_url,
                 session: session.clone(),
@@ -172,7 +182,7 @@ pub(crate) async fn open_admitted(
         );
     let mut pending = vec![Event {
         event: Some("endpoint".into()),
-        data: format!("/mcp/{}/messages?session={id}", a.upstream.name),
+        data: format!("/mcp/{}/messages?session={id}", a.route.upstream.name),
         ..Event::default()
     }];
     pending.extend(rest);
@@ -214,20 +224,21 @@ pub(crate) async fn post(
     };
     let Some(s) = shared.legacy.get(&q.session).filter(|s| {
         s.tenant_id == a.principal.tenant_id
-            && s.upstream == a.upstream.name
+            && s.upstream == a.route.name
             && s.principal == a.principal.name
             && !s.inject.is_closed()
     }) else {
         return plain(StatusCode::NOT_FOUND, "session not found");
     };
-    let peek = Peek::of(&body);
+    let message = Message::parse(&body);
+    let peek = Peek::of_parsed(message.as_ref(), &body);
     let id = peek.id.clone().unwrap_or(Value::Null);
     if peek.is_call()
         && let Some(refused) = limit(&shared, &a, &id).await
     {
         return refused;
     }
-    let body = match judged_client(&shared, &a, &s.session, body, &id) {
+    let body = match judged_client(&shared, &a, &s.session, body, message, &id) {
         Ok(b) => b,
         Err(answer) => {
             // A refusal is answered on the stream; the POST itself is accepted.

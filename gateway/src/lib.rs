@@ -247,7 +247,7 @@ async fn get_stream(
         Ok(a) => a,
         Err(r) => return r,
     };
-    match admitted.upstream.transport {
+    match admitted.route.upstream.transport {
         agent_bom_control_plane::store::gateway::UpstreamTransport::Sse => {
             legacy::open_admitted(shared, admitted, headers).await
         }

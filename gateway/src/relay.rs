@@ -10,8 +10,9 @@
 
 use std::sync::Arc;
 
-use agent_bom_control_plane::store::gateway::{Upstream, UpstreamTransport};
+use agent_bom_control_plane::store::gateway::UpstreamTransport;
 use agent_bom_proxy::engine::Verdict;
+use agent_bom_proxy::jsonrpc::Message;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
@@ -21,7 +22,7 @@ use tokio::sync::mpsc;
 
 use crate::Shared;
 use crate::auth::{AuthError, Principal, bearer};
-use crate::catalog::TenantView;
+use crate::catalog::{Route, TenantView};
 use crate::limits::Outcome;
 use crate::sessions::Session;
 use crate::sse::{Event, Parser};
@@ -58,10 +59,8 @@ pub struct Admitted {
     pub token: String,
     /// The tenant's configuration.
     pub view: Arc<TenantView>,
-    /// The upstream called.
-    pub upstream: Upstream,
-    /// The upstream's server identity (the inventory's id of its URL).
-    pub server_id: String,
+    /// The upstream called, with its name and server identity.
+    pub route: Arc<Route>,
 }
 
 /// Authenticate the caller and find the upstream in its tenant.
@@ -93,22 +92,20 @@ pub async fn admit(
         .tenant(&principal.tenant_id)
         .await
         .map_err(|e| plain(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()))?;
-    let Some(found) = view.upstream(upstream).cloned() else {
+    let Some(route) = view.route(upstream).cloned() else {
         return Err(plain(
             StatusCode::NOT_FOUND,
             &format!("no gateway upstream named {upstream:?} in this tenant"),
         ));
     };
-    let server_id = found.server_id();
     if let Some(pins) = &shared.pins {
-        pins.hydrate(&principal.tenant_id, &server_id).await;
+        pins.hydrate(&principal.tenant_id, &route.server_id).await;
     }
     Ok(Admitted {
-        server_id,
         principal,
         token: token.to_string(),
         view,
-        upstream: found,
+        route,
     })
 }
 
@@ -184,6 +181,22 @@ impl Peek {
         serde_json::from_slice(body).unwrap_or_default()
     }
 
+    /// The envelope of `body`, taken from `message` (its one parse, which the engine then
+    /// judges) when it is a JSON-RPC message; read from `body` otherwise.
+    pub fn of_parsed(message: Option<&Message>, body: &[u8]) -> Self {
+        let Some(m) = message else {
+            return Self::of(body);
+        };
+        Self {
+            method: m.method().map(str::to_string),
+            id: m.id().cloned(),
+            params: m.params().map(|p| PeekParams {
+                name: p.get("name").cloned(),
+                uri: p.get("uri").cloned(),
+            }),
+        }
+    }
+
     /// A tool call (a `tools/call` request): what the rate limits count.
     pub fn is_call(&self) -> bool {
         self.method.as_deref() == Some("tools/call")
@@ -245,7 +258,7 @@ fn relay_param_headers(
 pub async fn limit(shared: &Shared, a: &Admitted, id: &Value) -> Option<Response> {
     match shared
         .limits
-        .check(&a.principal.tenant_id, &a.view, &a.upstream)
+        .check(&a.principal.tenant_id, &a.view, &a.route.upstream)
         .await
     {
         Outcome::Allowed => None,
@@ -268,18 +281,20 @@ pub async fn limit(shared: &Shared, a: &Admitted, id: &Value) -> Option<Response
     }
 }
 
-/// The engine's verdict on a client message: the bytes to relay, or the answer to send now.
+/// The engine's verdict on a client message (`body`, parsed as `message`): the bytes to relay,
+/// or the answer to send now.
 pub fn judged_client(
     shared: &Shared,
     a: &Admitted,
     session: &Session,
     body: Bytes,
+    message: Option<Message>,
     id: &Value,
 ) -> Result<Bytes, Box<Response>> {
     if body.len() > session.max_message_bytes() {
         shared.audit.emit(
             &a.principal.tenant_id,
-            &a.upstream.name,
+            &a.route.name,
             &a.principal.name,
             vec![session.oversized(true, body.len())],
         );
@@ -290,10 +305,10 @@ pub fn judged_client(
             "message exceeds the policy's max_message_bytes",
         )));
     }
-    let (verdict, events) = session.judge_client(&body, &a.view, &a.upstream);
+    let (verdict, events) = session.judge_client(&body, message, &a.view, &a.route.upstream);
     shared.audit.emit(
         &a.principal.tenant_id,
-        &a.upstream.name,
+        &a.route.name,
         &a.principal.name,
         events,
     );
@@ -321,21 +336,23 @@ pub(crate) async fn post(
         Ok(a) => a,
         Err(r) => return r,
     };
-    if a.upstream.transport != UpstreamTransport::StreamableHttp {
+    if a.route.upstream.transport != UpstreamTransport::StreamableHttp {
         return plain(
             StatusCode::BAD_REQUEST,
             &format!("upstream {name:?} speaks HTTP+SSE: open /mcp/{name}/sse"),
         );
     }
-    let peek = Peek::of(&body);
+    // Parsed once: the envelope is read from the value the engine judges.
+    let message = Message::parse(&body);
+    let peek = Peek::of_parsed(message.as_ref(), &body);
     let id = peek.id();
     let session_id = header_str(&headers, SESSION_HEADER);
     let fresh = peek.method.as_deref() == Some("initialize");
     let session = match shared.sessions.for_request(
         &a.principal.tenant_id,
-        &a.server_id,
+        &a.route.server_id,
         &a.view,
-        &a.upstream,
+        &a.route.upstream,
         session_id,
         &a.principal.name,
         fresh,
@@ -357,11 +374,11 @@ pub(crate) async fn post(
         return refused;
     }
     let original = body.clone();
-    let body = match judged_client(&shared, &a, &session, body, &id) {
+    let body = match judged_client(&shared, &a, &session, body, message, &id) {
         Ok(b) => b,
         Err(answer) => return *answer,
     };
-    let mut request = relay_headers(shared.http.post(&a.upstream.url), &headers);
+    let mut request = relay_headers(shared.http.post(&a.route.upstream.url), &headers);
     if body == original {
         request = relay_param_headers(request, &headers);
     }
@@ -378,7 +395,7 @@ pub(crate) async fn post(
     {
         shared.sessions.bind(
             &a.principal.tenant_id,
-            &a.upstream.name,
+            &a.route.name,
             assigned,
             session.clone(),
         );
@@ -395,9 +412,9 @@ pub(crate) async fn stream_admitted(
 ) -> Response {
     let session = match shared.sessions.for_request(
         &a.principal.tenant_id,
-        &a.server_id,
+        &a.route.server_id,
         &a.view,
-        &a.upstream,
+        &a.route.upstream,
         header_str(&headers, SESSION_HEADER),
         &a.principal.name,
         false,
@@ -405,7 +422,7 @@ pub(crate) async fn stream_admitted(
         Ok(s) => s,
         Err(_) => return plain(StatusCode::NOT_FOUND, "session not found"),
     };
-    let request = relay_headers(shared.http.get(&a.upstream.url), &headers);
+    let request = relay_headers(shared.http.get(&a.route.upstream.url), &headers);
     match request.send().await {
         Ok(r) => respond(shared, a, session, r, &Value::Null).await,
         Err(e) => unreachable(&a, &Value::Null, e),
@@ -430,9 +447,9 @@ pub(crate) async fn delete(
         .sessions
         .for_request(
             &a.principal.tenant_id,
-            &a.server_id,
+            &a.route.server_id,
             &a.view,
-            &a.upstream,
+            &a.route.upstream,
             Some(session_id),
             &a.principal.name,
             false,
@@ -441,11 +458,11 @@ pub(crate) async fn delete(
     {
         return plain(StatusCode::NOT_FOUND, "session not found");
     }
-    let request = relay_headers(shared.http.delete(&a.upstream.url), &headers);
+    let request = relay_headers(shared.http.delete(&a.route.upstream.url), &headers);
     let result = request.send().await;
     shared
         .sessions
-        .remove(&a.principal.tenant_id, &a.upstream.name, session_id);
+        .remove(&a.principal.tenant_id, &a.route.name, session_id);
     match result {
         Ok(r) => passthrough(r, usize::MAX).await,
         Err(e) => unreachable(&a, &Value::Null, e),
@@ -455,12 +472,12 @@ pub(crate) async fn delete(
 /// The upstream could not be reached: 502 with a JSON-RPC error (whatever the fail mode: there
 /// is nothing to fail open to).
 pub fn unreachable(a: &Admitted, id: &Value, e: reqwest::Error) -> Response {
-    tracing::warn!(upstream = %a.upstream.name, error = %e.without_url(), "upstream unreachable");
+    tracing::warn!(upstream = %a.route.upstream.name, error = %e.without_url(), "upstream unreachable");
     rpc_error(
         StatusCode::BAD_GATEWAY,
         id,
         UPSTREAM_ERROR,
-        &format!("upstream `{}` is unreachable", a.upstream.name),
+        &format!("upstream `{}` is unreachable", a.route.upstream.name),
     )
 }
 
@@ -542,7 +559,7 @@ async fn respond(
         Err(len) => {
             shared.audit.emit(
                 &a.principal.tenant_id,
-                &a.upstream.name,
+                &a.route.name,
                 &a.principal.name,
                 vec![session.oversized(false, len)],
             );
@@ -557,7 +574,7 @@ async fn respond(
     let (verdict, events) = session.judge_server(&body);
     shared.audit.emit(
         &a.principal.tenant_id,
-        &a.upstream.name,
+        &a.route.name,
         &a.principal.name,
         events,
     );
@@ -627,7 +644,7 @@ async fn run_pump(p: Pump, tx: mpsc::Sender<Result<Bytes, std::io::Error>>) {
             let (verdict, events) = session.judge_server(event.data.as_bytes());
             shared.audit.emit(
                 &a.principal.tenant_id,
-                &a.upstream.name,
+                &a.route.name,
                 &a.principal.name,
                 events,
             );
@@ -662,11 +679,11 @@ async fn run_pump(p: Pump, tx: mpsc::Sender<Result<Bytes, std::io::Error>>) {
                     Err(e) => {
                         shared.audit.emit(
                             &a.principal.tenant_id,
-                            &a.upstream.name,
+                            &a.route.name,
                             &a.principal.name,
                             vec![session.oversized(false, MAX_EVENT_BYTES)],
                         );
-                        tracing::warn!(upstream = %a.upstream.name, "{e}; closing the stream");
+                        tracing::warn!(upstream = %a.route.upstream.name, "{e}; closing the stream");
                         break;
                     }
                 },
@@ -680,7 +697,7 @@ async fn run_pump(p: Pump, tx: mpsc::Sender<Result<Bytes, std::io::Error>>) {
                     Ok(p) if p == a.principal => Vec::new(),
                     Err(AuthError::Unavailable) => Vec::new(),
                     _ => {
-                        tracing::info!(upstream = %a.upstream.name, principal = %a.principal.name,
+                        tracing::info!(upstream = %a.route.upstream.name, principal = %a.principal.name,
                             "credential revoked or expired; closing its stream");
                         break;
                     }
@@ -733,5 +750,27 @@ mod tests {
         let list = Peek::of(br#"{"jsonrpc":"2.0","id":3,"method":"tools/list"}"#);
         assert!(!list.headers_agree(&headers(&[("mcp-name", "x")])));
         assert!(Peek::of(b"not json").method.is_none());
+    }
+
+    #[test]
+    fn the_envelope_of_a_parsed_message_is_the_one_read_from_its_bytes() {
+        for body in [
+            &br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","arguments":{}}}"#[..],
+            br#"{"jsonrpc":"2.0","id":"x","method":"resources/read","params":{"uri":"file:///a"}}"#,
+            br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            br#"{"jsonrpc":"2.0","id":7,"result":{}}"#,
+            // Not JSON-RPC messages: read leniently from the bytes.
+            br#"{"id":3,"params":{"name":"x"}}"#,
+            b"not json",
+        ] {
+            let parsed = Peek::of_parsed(Message::parse(body).as_ref(), body);
+            let read = Peek::of(body);
+            assert_eq!(parsed.method, read.method);
+            assert_eq!(parsed.id, read.id);
+            let h = headers(&[("mcp-name", "add")]);
+            assert_eq!(parsed.headers_agree(&h), read.headers_agree(&h));
+            let h = headers(&[("mcp-name", "file:///a")]);
+            assert_eq!(parsed.headers_agree(&h), read.headers_agree(&h));
+        }
     }
 }

@@ -13,6 +13,7 @@ use agent_bom_control_plane::store::gateway::Upstream;
 use agent_bom_control_plane::store::now_ms;
 use agent_bom_proxy::audit::AuditEvent;
 use agent_bom_proxy::engine::{Engine, Verdict};
+use agent_bom_proxy::jsonrpc::Message;
 
 use crate::catalog::{PolicyStamp, TenantView};
 
@@ -38,21 +39,23 @@ impl Session {
         }
     }
 
-    /// Judge a message from the client, under the policy `view` says applies to `upstream` now.
+    /// Judge a message from the client (`body`, parsed as `message`), under the policy `view`
+    /// says applies to `upstream` now.
     pub fn judge_client(
         &self,
         body: &[u8],
+        message: Option<Message>,
         view: &TenantView,
         upstream: &Upstream,
     ) -> (Verdict, Vec<AuditEvent>) {
         self.last_used_ms.store(now_ms(), Ordering::Relaxed);
         let mut guard = self.engine.lock().unwrap_or_else(|e| e.into_inner());
-        let (policy, stamp) = view.policy_for(upstream);
-        if guard.1 != stamp {
+        if guard.1 != view.stamp_for(upstream) {
+            let (policy, stamp) = view.policy_for(upstream);
             guard.0.set_policy(policy);
             guard.1 = stamp;
         }
-        guard.0.on_client(body, Instant::now())
+        guard.0.on_client_message(body, message, Instant::now())
     }
 
     /// Judge a message from the upstream.

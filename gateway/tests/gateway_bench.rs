@@ -16,7 +16,9 @@
 //! `AGENT_BOM_BENCH_GATEWAY_BIN` names a built `agent-bom`, the real binary as well) with client
 //! and upstream here, and reports calls/s and the gateway process's own CPU time per call (from
 //! `/proc/PID/stat`): the figure that holds on a shared machine, and from it the calls/s the
-//! gateway sustains per core. `AGENT_BOM_BENCH_GATEWAY_CPUS` pins the gateway (`taskset -c`),
+//! gateway sustains per core. `AGENT_BOM_BENCH_BASELINE_BIN` names another build of this
+//! benchmark (e.g. from main), re-executed as a gateway beside this one: before and after in
+//! one run. `AGENT_BOM_BENCH_GATEWAY_CPUS` pins the gateway (`taskset -c`),
 //! `AGENT_BOM_BENCH_CLIENT_CPUS` this process (client and upstream);
 //! `AGENT_BOM_BENCH_PHASES=isolated` runs that phase alone.
 //!
@@ -59,6 +61,8 @@ const PACED_ROUNDS: usize = 10;
 /// Calls per session in the isolated phase: enough calls for the gateway's CPU time (read in
 /// clock ticks) to be measured to about a percent.
 const ISOLATED_CALLS_PER_SESSION: usize = 60;
+/// Loopback addresses the isolated phase's sessions come from (an equal share each).
+const CLIENT_ADDRESSES: u8 = 4;
 /// Set in the environment of this binary re-executed as the gateway: the data directory.
 const CHILD_ENV: &str = "AGENT_BOM_BENCH_GATEWAY_CHILD";
 
@@ -124,32 +128,44 @@ fn gateway_child(dir: &Path) {
     });
 }
 
-/// A gateway process on the store in `dir`: `agent-bom gateway` when `bin` is given, else this
-/// binary re-executed; pinned to `cpus` when given.
+/// What runs as the gateway process.
+#[derive(Debug, Clone)]
+enum GatewayBin {
+    /// A build of this benchmark (this binary, or one built from another commit for a
+    /// baseline in the same run), re-executed as [`gateway_child`].
+    Bench(std::path::PathBuf),
+    /// `agent-bom gateway`.
+    AgentBom(std::path::PathBuf),
+}
+
+/// A gateway process on the store in `dir`, pinned to `cpus` when given.
 struct GatewayProcess {
     child: Child,
     addr: SocketAddr,
+    /// Its standard output, held open so that it never writes to a closed pipe.
+    _stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl GatewayProcess {
-    fn start(bin: Option<&Path>, dir: &Path, cpus: Option<&str>) -> Self {
-        let exe = std::env::current_exe().unwrap();
+    fn start(bin: &GatewayBin, dir: &Path, cpus: Option<&str>) -> Self {
+        let path = match bin {
+            GatewayBin::Bench(p) | GatewayBin::AgentBom(p) => p,
+        };
         let mut cmd = match cpus {
             Some(c) => {
                 let mut cmd = Command::new("taskset");
-                cmd.args(["-c", c]);
-                cmd.arg(bin.unwrap_or(&exe));
+                cmd.args(["-c", c]).arg(path);
                 cmd
             }
-            None => Command::new(bin.unwrap_or(&exe)),
+            None => Command::new(path),
         };
         match bin {
-            Some(_) => {
+            GatewayBin::AgentBom(_) => {
                 cmd.args(["gateway", "--listen", "127.0.0.1:0", "--data-dir"])
                     .arg(dir)
                     .env("AGENT_BOM_LOG", "warn");
             }
-            None => {
+            GatewayBin::Bench(_) => {
                 cmd.env(CHILD_ENV, dir);
             }
         }
@@ -159,16 +175,19 @@ impl GatewayProcess {
             .spawn()
             .unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut line).unwrap();
         let addr = line
             .split("http://")
             .nth(1)
             .and_then(|rest| rest.split('/').next())
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("gateway process said {line:?}"));
-        Self { child, addr }
+        Self {
+            child,
+            addr,
+            _stdout: stdout,
+        }
     }
 
     /// User plus system CPU time of the process so far (all its threads).
@@ -360,14 +379,16 @@ async fn sequential(t: &Target, text: &str) -> Vec<Duration> {
 /// `n` concurrent sessions, each opened, then CALLS_PER_SESSION calls in a row; returns the
 /// sorted call latencies and calls per second over the calling phase.
 async fn concurrent(t: &Target, text: &str, n: usize) -> (Vec<Duration>, f64) {
-    let sessions = open_sessions(t, n).await;
-    closed_loop(t, text, sessions, CALLS_PER_SESSION).await
+    let sessions = open_sessions(std::slice::from_ref(t), n).await;
+    closed_loop(text, sessions, CALLS_PER_SESSION).await
 }
 
-async fn open_sessions(t: &Target, n: usize) -> Vec<String> {
+/// `n` sessions opened one after the other, spread over `targets` in turn.
+async fn open_sessions(targets: &[Target], n: usize) -> Vec<(Target, String)> {
     let mut sessions = Vec::with_capacity(n);
-    for _ in 0..n {
-        sessions.push(t.open().await);
+    for i in 0..n {
+        let t = &targets[i % targets.len()];
+        sessions.push((t.clone(), t.open().await));
     }
     sessions
 }
@@ -375,17 +396,15 @@ async fn open_sessions(t: &Target, n: usize) -> Vec<String> {
 /// Every session calls `calls` times in a row, all sessions at once; returns the sorted call
 /// latencies and calls per second.
 async fn closed_loop(
-    t: &Target,
     text: &str,
-    sessions: Vec<String>,
+    sessions: Vec<(Target, String)>,
     calls: usize,
 ) -> (Vec<Duration>, f64) {
     let n = sessions.len();
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for session in sessions {
-        let t = t.clone();
+    for (t, session) in sessions {
         let text = text.to_string();
         let done = done.clone();
         tasks.push(tokio::spawn(async move {
@@ -416,11 +435,19 @@ struct Isolated {
 }
 
 async fn isolated(t: &Target, text: &str, gateway: Option<&GatewayProcess>) -> Isolated {
-    let sessions = open_sessions(t, SESSIONS).await;
+    // Clients from several loopback addresses, as many laptops would be: the listener caps
+    // the connections one address may hold (HttpLimits::max_connections_per_address).
+    let targets: Vec<Target> = (0..CLIENT_ADDRESSES)
+        .map(|i| Target {
+            http: client(Some(std::net::Ipv4Addr::new(127, 0, 0, 2 + i).into())),
+            ..t.clone()
+        })
+        .collect();
+    let sessions = open_sessions(&targets, SESSIONS).await;
     let calls = SESSIONS * ISOLATED_CALLS_PER_SESSION;
     let gateway_before = gateway.map(GatewayProcess::cpu);
     let own_before = cpu_time("/proc/self/stat");
-    let (lat, rate) = closed_loop(t, text, sessions, ISOLATED_CALLS_PER_SESSION).await;
+    let (lat, rate) = closed_loop(text, sessions, ISOLATED_CALLS_PER_SESSION).await;
     let per_call = |d: Duration| d / u32::try_from(calls).unwrap();
     Isolated {
         rate,
@@ -436,7 +463,7 @@ async fn isolated(t: &Target, text: &str, gateway: Option<&GatewayProcess>) -> I
 /// `agent-bom` binary, each against the same client, upstream and load as the direct row.
 async fn isolated_phase(dir: &Path, direct: &Target, key: &str, text: &str) {
     let cpus = std::env::var("AGENT_BOM_BENCH_GATEWAY_CPUS").ok();
-    let bin = std::env::var_os("AGENT_BOM_BENCH_GATEWAY_BIN").map(std::path::PathBuf::from);
+
     println!(
         "## gateway in its own process (pinned to CPUs {}, client and upstream on {}), {SESSIONS} sessions x {ISOLATED_CALLS_PER_SESSION} tools/call, closed loop",
         cpus.as_deref().unwrap_or("any"),
@@ -467,12 +494,19 @@ async fn isolated_phase(dir: &Path, direct: &Target, key: &str, text: &str) {
         );
     };
     row("direct", &isolated(direct, text, None).await);
-    let mut children = vec![("gateway (this binary re-executed)", None)];
-    if let Some(bin) = &bin {
-        children.push(("gateway (agent-bom binary)", Some(bin.as_path())));
+    let mut children = Vec::new();
+    if let Some(p) = std::env::var_os("AGENT_BOM_BENCH_BASELINE_BIN") {
+        children.push(("baseline gateway", GatewayBin::Bench(p.into())));
+    }
+    children.push((
+        "gateway (this bench re-executed)",
+        GatewayBin::Bench(std::env::current_exe().unwrap()),
+    ));
+    if let Some(p) = std::env::var_os("AGENT_BOM_BENCH_GATEWAY_BIN") {
+        children.push(("gateway (agent-bom binary)", GatewayBin::AgentBom(p.into())));
     }
     for (label, bin) in children {
-        let process = GatewayProcess::start(bin, dir, cpus.as_deref());
+        let process = GatewayProcess::start(&bin, dir, cpus.as_deref());
         let via = Target {
             url: format!("http://{}/mcp/bench", process.addr),
             key: Some(key.to_string()),
@@ -534,6 +568,16 @@ async fn idle_sessions(t: &Target) -> f64 {
     (after.saturating_sub(before) as f64 * 1024.0) / IDLE_SESSIONS as f64
 }
 
+/// The benchmark's HTTP client (keep-alive), connecting from `from` when given.
+fn client(from: Option<std::net::IpAddr>) -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .tcp_nodelay(true)
+        .local_address(from)
+        .build()
+        .unwrap()
+}
+
 async fn bench() {
     agent_bom_control_plane::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
@@ -564,11 +608,7 @@ async fn bench() {
     };
     let gateway =
         tokio::spawn(Gateway::new(store.clone(), options).run(listener, shutdown.clone()));
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(1024)
-        .tcp_nodelay(true)
-        .build()
-        .unwrap();
+    let http = client(None);
     let direct = Target {
         url: format!("http://{up}/mcp"),
         key: None,

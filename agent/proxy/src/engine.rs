@@ -222,7 +222,18 @@ impl Engine {
 
     /// Judge a line from the client.
     pub fn on_client(&mut self, line: &[u8], now: Instant) -> (Verdict, Vec<AuditEvent>) {
-        let Some(msg) = Message::parse(line) else {
+        self.on_client_message(line, Message::parse(line), now)
+    }
+
+    /// Judge a line from the client that the caller has parsed already (`Message::parse` of
+    /// exactly `line`): a relay that reads the envelope first parses each message once.
+    pub fn on_client_message(
+        &mut self,
+        line: &[u8],
+        parsed: Option<Message>,
+        now: Instant,
+    ) -> (Verdict, Vec<AuditEvent>) {
+        let Some(msg) = parsed else {
             if line.iter().all(u8::is_ascii_whitespace) {
                 return (Verdict::Forward, Vec::new());
             }

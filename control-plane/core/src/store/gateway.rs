@@ -2,6 +2,8 @@
 //! the gateway replicas that serve a tenant, and the gateway's audit events, each attributed to
 //! the user or key that made the call.
 
+use std::sync::Arc;
+
 use agent_bom_protocol::ProxyEvent;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
@@ -14,8 +16,10 @@ pub const MAX_UPSTREAMS: i64 = 256;
 /// A replica not seen for this long no longer counts as serving the tenant (it heartbeats every
 /// few seconds).
 pub const INSTANCE_LIVE_MS: i64 = 60_000;
-/// Events per multi-row insert.
-const EVENT_ROWS: usize = 100;
+/// Events per multi-row insert: 224 parameters. SQLite maps each bound parameter to its name
+/// by a scan of the statement's parameters, so a statement's binding cost grows with the
+/// square of its parameters: 100 rows (1,400 parameters) spent more time there than inserting.
+const EVENT_ROWS: usize = 16;
 /// Columns of one `gateway_events` row.
 const EVENT_COLUMNS: usize = 14;
 
@@ -154,13 +158,18 @@ pub struct GatewayInstance {
     pub live: bool,
 }
 
+/// `v` cut to its first `n` characters (the column's width), without copying.
+fn clip(v: &str, n: usize) -> &str {
+    v.char_indices().nth(n).map_or(v, |(at, _)| &v[..at])
+}
+
 /// A gateway audit event: the proxy engine's event plus where and by whom.
 #[derive(Debug, Clone)]
 pub struct GatewayEvent {
-    /// The upstream's route name.
-    pub upstream: String,
-    /// `key:<prefix>` or `oidc:<subject>`.
-    pub principal: String,
+    /// The upstream's route name (shared by every event of the upstream).
+    pub upstream: Arc<str>,
+    /// `key:<prefix>` or `oidc:<subject>` (shared by every event of the caller).
+    pub principal: Arc<str>,
     /// What the engine decided.
     pub event: ProxyEvent,
 }
@@ -497,7 +506,6 @@ impl Store {
         if events.is_empty() {
             return Ok(());
         }
-        let clip = |v: &str, n: usize| v.chars().take(n).collect::<String>();
         let mut tx = self.scope_write(tenant_id).await?;
         for chunk in events.chunks(EVENT_ROWS) {
             let rows = (0..chunk.len())
