@@ -21,12 +21,6 @@ use tokio_util::sync::CancellationToken;
 use args::DataArgs;
 use up::UpConfig;
 
-/// mimalloc instead of the system allocator: the gateway and the API allocate per message
-/// (JSON values, header maps, audit events) from many threads, where glibc's malloc spent a
-/// quarter of the gateway's time (docs/benchmarks.md, "MCP gateway").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "agent-bom",
