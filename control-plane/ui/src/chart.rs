@@ -86,8 +86,11 @@ pub(crate) fn columns(title: &str, points: &[(String, i64)]) -> String {
 /// How a trend chart draws its series.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TrendKind {
-    /// One column per point, the series stacked (parts of a whole, e.g. endpoints by status).
+    /// One column per point, the series stacked (counts per step, e.g. detections).
     Stacked,
+    /// Stacked areas (parts of a whole over time, e.g. endpoints by status): one shape per
+    /// series and run of samples, however many samples.
+    Areas,
     /// One line per series.
     Lines,
 }
@@ -158,6 +161,19 @@ fn time_label(at_ms: i64, span_ms: i64) -> String {
     }
 }
 
+/// The index ranges of `times` whose samples are at most two steps apart: a longer gap (no
+/// samples then) is drawn as a gap, not bridged.
+fn runs(times: &[i64], step_ms: i64) -> Vec<std::ops::Range<usize>> {
+    let mut out: Vec<std::ops::Range<usize>> = Vec::new();
+    for (i, at) in times.iter().enumerate() {
+        match out.last_mut() {
+            Some(r) if at - times[r.end - 1] <= 2 * step_ms => r.end = i + 1,
+            _ => out.push(i..i + 1),
+        }
+    }
+    out
+}
+
 /// A trend chart: SVG with a `<title>` and `<desc>` (what it shows and its latest values), a
 /// legend, and the data as a table in a disclosure (reachable by keyboard, read by screen
 /// readers) for those who would rather read than look.
@@ -172,7 +188,7 @@ pub(crate) fn trend(t: &Trend<'_>) -> String {
             .sum::<f64>()
     };
     let data_max = match t.kind {
-        TrendKind::Stacked => (0..n).map(stacked_total).fold(0.0, f64::max),
+        TrendKind::Stacked | TrendKind::Areas => (0..n).map(stacked_total).fold(0.0, f64::max),
         TrendKind::Lines => t
             .series
             .iter()
@@ -259,20 +275,53 @@ pub(crate) fn trend(t: &Trend<'_>) -> String {
                 }
             }
         }
+        TrendKind::Areas => {
+            let value = |s: &Series<'_>, i: usize| s.values.get(i).copied().unwrap_or(0.0);
+            let mut base = vec![0.0; n];
+            for s in &t.series {
+                let top: Vec<f64> = (0..n).map(|i| base[i] + value(s, i)).collect();
+                for run in runs(t.times, t.step_ms) {
+                    if run.clone().all(|i| value(s, i) <= 0.0) {
+                        continue;
+                    }
+                    if run.len() == 1 {
+                        // A lone sample is a column of its bucket's width.
+                        let i = run.start;
+                        out.push_str(&format!(
+                            r#"<rect x="{:.1}" y="{:.1}" width="{col_w:.1}" height="{:.1}" class="{}"></rect>"#,
+                            x(t.times[i]) - col_w / 2.0,
+                            y(top[i]),
+                            (y(base[i]) - y(top[i])).max(0.5),
+                            esc(s.class)
+                        ));
+                        continue;
+                    }
+                    // Along the band's top, then back along its bottom.
+                    let pts = run
+                        .clone()
+                        .map(|i| (t.times[i], top[i]))
+                        .chain(run.clone().rev().map(|i| (t.times[i], base[i])))
+                        .map(|(at, v)| format!("{:.1},{:.1}", x(at), y(v)))
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    out.push_str(&format!(
+                        r#"<polygon points="{pts}" class="{}"></polygon>"#,
+                        esc(s.class)
+                    ));
+                }
+                base = top;
+            }
+        }
         TrendKind::Lines => {
             for s in &t.series {
                 // A gap of more than two steps (no samples then) breaks the line.
-                let mut runs: Vec<Vec<(f64, f64)>> = Vec::new();
-                let mut last: Option<i64> = None;
-                for (at, v) in t.times.iter().zip(&s.values) {
-                    if last.is_none_or(|l| at - l > 2 * t.step_ms) {
-                        runs.push(Vec::new());
-                    }
-                    if let Some(run) = runs.last_mut() {
-                        run.push((x(*at), y(*v)));
-                    }
-                    last = Some(*at);
-                }
+                let runs: Vec<Vec<(f64, f64)>> = runs(t.times, t.step_ms)
+                    .into_iter()
+                    .map(|r| {
+                        r.map(|i| (x(t.times[i]), y(s.values.get(i).copied().unwrap_or(0.0))))
+                            .collect()
+                    })
+                    .collect();
                 for run in &runs {
                     if run.len() > 1 {
                         let pts = run
@@ -403,6 +452,20 @@ mod tests {
         );
         // The zero of a stack draws nothing.
         assert_eq!(svg.matches("<rect").count(), 5);
+    }
+
+    #[test]
+    fn areas_stack_bands_per_run_of_samples() {
+        let times = [0, 100_000, 500_000];
+        let svg = trend(&sample_trend(&times, TrendKind::Areas));
+        // Each series: a band over the joined first two samples, a column for the lone third.
+        assert_eq!(svg.matches("<polygon").count(), 2, "{svg}");
+        assert_eq!(svg.matches("<rect").count(), 2, "{svg}");
+        assert_eq!(runs(&times, 100_000), [0..2, 2..3]);
+        assert_eq!(runs(&[], 100_000), []);
+        // The stale band sits on the online one: its top at 3 + 1 = 4 of 10 at the first sample.
+        let y4 = PLOT_BOTTOM - 0.4 * (PLOT_BOTTOM - PLOT_TOP);
+        assert!(svg.contains(&format!("{:.1},{y4:.1}", PLOT_LEFT)), "{svg}");
     }
 
     #[test]

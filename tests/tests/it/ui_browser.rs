@@ -1291,11 +1291,38 @@ async fn scenarios(
         run.shot(&format!("overview-{mode}")).await;
     }
     run.sign_in(local_key).await;
+    // The local tenant has no history unless the sampler passed since it was created (at a
+    // bucket start): the Overview shows what the API holds, read before and after the page.
+    let sampled = || async {
+        let h = run
+            .server
+            .get("/v1/posture/history?window=24h", Some(local_key))
+            .await;
+        !h.json["points"].as_array().unwrap().is_empty()
+    };
+    let before = sampled().await;
     run.open("/ui/").await;
     assert!(
         b.exists("[data-testid=get-started]").await,
         "a local tenant is told how to start"
     );
+    let empty_state = b.exists("[data-testid=trends-empty]").await;
+    if before == sampled().await {
+        assert_eq!(empty_state, !before, "the trends follow the API's history");
+        if empty_state {
+            let text = b.text_of("[data-testid=trends-empty]").await;
+            assert!(
+                text.contains("No history yet") && text.contains("the first sample arrives at"),
+                "{text}"
+            );
+            b.execute(
+                "document.getElementById('trends-h').scrollIntoView();",
+                json!([]),
+            )
+            .await;
+            run.shot("overview-trends-empty").await;
+        }
+    }
     run.open("/ui/fleet").await;
     let empty = b.text_of("[data-testid=empty-state]").await;
     assert!(

@@ -253,7 +253,7 @@ fn trends(window: &str, history: Result<Value, crate::api::ApiFailure>) -> Strin
         chart::Trend {
             title: "Endpoints by status",
             id: "trend-endpoints",
-            kind: chart::TrendKind::Stacked,
+            kind: chart::TrendKind::Areas,
             from_ms,
             to_ms,
             step_ms,
