@@ -225,7 +225,7 @@ impl Store {
         agent_version: &str,
         seq: u64,
         inventory: &Inventory,
-    ) -> Result<ApplyOutcome, Failure> {
+    ) -> Result<(ApplyOutcome, IdentitySettled), Failure> {
         let seq = sequence(seq)?;
         let job = Arc::new((device.clone(), agent_version.to_string(), inventory.clone()));
         let owner = device.clone();
@@ -244,8 +244,8 @@ impl Store {
                             requires: Requires::Older,
                             previous: None,
                         };
-                        if write.run(batch).await? {
-                            return Ok(ApplyOutcome::Applied);
+                        if let Some(settled) = write.run(batch).await? {
+                            return Ok((ApplyOutcome::Applied, settled));
                         }
                         match endpoint_state(batch.conn(), device).await? {
                             EndpointState::Unknown => {
@@ -256,13 +256,13 @@ impl Store {
                                 "device was revoked".into(),
                             )
                             .into()),
-                            EndpointState::Active => Ok(ApplyOutcome::AlreadyApplied),
+                            EndpointState::Active => Ok((ApplyOutcome::AlreadyApplied, true)),
                         }
                     })
                 }),
             )
             .await?;
-        if outcome == ApplyOutcome::Applied {
+        if outcome.0 == ApplyOutcome::Applied {
             metrics::committed(metrics::Committed::Inventory, 1);
             self.announce_fleet(&owner.tenant_id, &owner.agent_id, ChangeKind::Inventory);
         }
@@ -277,7 +277,7 @@ impl Store {
         device: &DeviceSession,
         agent_version: &str,
         upload: DeltaUpload<'_>,
-    ) -> Result<DeltaOutcome, Failure> {
+    ) -> Result<(DeltaOutcome, IdentitySettled), Failure> {
         let (seq, base_seq) = (sequence(upload.seq)?, sequence(upload.base_seq)?);
         if seq <= base_seq {
             return Err(CollectorStoreError::Invalid(
@@ -314,7 +314,7 @@ impl Store {
                 }),
             )
             .await?;
-        if outcome == DeltaOutcome::Applied {
+        if outcome.0 == DeltaOutcome::Applied {
             metrics::committed(metrics::Committed::Delta, 1);
             self.announce_fleet(&owner.tenant_id, &owner.agent_id, ChangeKind::Inventory);
         }
@@ -365,6 +365,10 @@ impl Store {
         Ok(())
     }
 }
+
+/// Whether an applied inventory left the device's hardware identity as it was (no UUID, the
+/// first one again, or a change already flagged): then there is nothing to reconcile.
+type IdentitySettled = bool;
 
 /// A committed enrollment: the tenant the device joined and the endpoint it replaced, if any.
 struct Enrolled {
@@ -488,10 +492,10 @@ impl CollectorStore for Store {
         seq: u64,
         inventory: &Inventory,
     ) -> Result<ApplyOutcome, CollectorStoreError> {
-        let outcome = self
+        let (outcome, settled) = self
             .apply_inventory_inner(device, agent_version, seq, inventory)
             .await?;
-        if outcome == ApplyOutcome::Applied {
+        if outcome == ApplyOutcome::Applied && !settled {
             // After the commit, like the audit of detections: a failure here leaves the
             // inventory stored and is retried with the device's next inventory.
             if let Err(e) = self.reconcile_identity(device).await {
@@ -511,10 +515,10 @@ impl CollectorStore for Store {
         agent_version: &str,
         upload: DeltaUpload<'_>,
     ) -> Result<DeltaOutcome, CollectorStoreError> {
-        let outcome = self
+        let (outcome, settled) = self
             .apply_inventory_delta_inner(device, agent_version, upload)
             .await?;
-        if outcome == DeltaOutcome::Applied {
+        if outcome == DeltaOutcome::Applied && !settled {
             // As for snapshots: a copied identity shows up as a hardware UUID that changed.
             if let Err(e) = self.reconcile_identity(device).await {
                 tracing::warn!(error = %e, "cannot reconcile the device's hardware identity");
@@ -887,8 +891,8 @@ struct InventoryWrite<'a> {
 
 impl InventoryWrite<'_> {
     /// Write in `batch` when the precondition holds (the endpoint row now, its rows with the
-    /// batch's); `false` (nothing written) otherwise.
-    async fn run(&self, batch: &mut Batch) -> Result<bool, Failure> {
+    /// batch's); `None` (nothing written) otherwise.
+    async fn run(&self, batch: &mut Batch) -> Result<Option<IdentitySettled>, Failure> {
         let tx = batch.conn();
         let (tenant, agent) = (&self.device.tenant_id, &self.device.agent_id);
         let (inventory, seq) = (self.inventory, self.seq);
@@ -911,7 +915,8 @@ impl InventoryWrite<'_> {
              inventory_hash = $17, inventory_doc = $18, \
              owner = COALESCE($19, owner), environment = COALESCE($20, environment), \
              tags = CASE WHEN $21 = '[]' THEN tags ELSE $21 END \
-             WHERE id = $13 AND tenant_id = $14 AND revoked_at IS NULL AND {condition}"
+             WHERE id = $13 AND tenant_id = $14 AND revoked_at IS NULL AND {condition} \
+             RETURNING first_hardware_uuid, cloned_identity"
         ));
         let mut update = sqlx::query(sql)
             .bind(seq)
@@ -942,9 +947,19 @@ impl InventoryWrite<'_> {
         if let Requires::Base { seq, hash } = self.requires {
             update = update.bind(seq).bind(hash);
         }
-        if update.execute(&mut *tx).await?.rows_affected() == 0 {
-            return Ok(false);
-        }
+        let Some(identity) = update.fetch_optional(&mut *tx).await? else {
+            return Ok(None);
+        };
+        // Whether the hardware-identity check after the commit has anything to do (see
+        // `identity`): read from the row this update returned, so an upload pays no read of
+        // its own for it.
+        let settled = match host.hardware_uuid.as_deref().map(|v| truncate(v, 64)) {
+            None => true,
+            Some(uuid) => match identity.try_get::<Option<String>, _>("first_hardware_uuid")? {
+                Some(first) => first == uuid || identity.try_get::<i64, _>("cloned_identity")? != 0,
+                None => false,
+            },
+        };
         // The rows as sets: a few statements whatever the inventory's size, and only rows
         // past the new set are deleted.
         let clients: Vec<(String, String)> = inventory
@@ -1004,7 +1019,7 @@ impl InventoryWrite<'_> {
                 changes,
             });
         }
-        Ok(true)
+        Ok(Some(settled))
     }
 }
 
@@ -1163,7 +1178,7 @@ struct StoredDelta<'a> {
 
 impl StoredDelta<'_> {
     /// Check the base, apply the changes and write the result, in `batch`.
-    async fn apply(&self, batch: &mut Batch) -> Result<DeltaOutcome, Failure> {
+    async fn apply(&self, batch: &mut Batch) -> Result<(DeltaOutcome, IdentitySettled), Failure> {
         let (tenant, agent) = (&self.device.tenant_id, &self.device.agent_id);
         let conn = batch.conn();
         let row = sqlx::query(
@@ -1181,13 +1196,13 @@ impl StoredDelta<'_> {
         // A replay of an applied upload is acknowledged before the base is looked at: by then
         // the stored state is past the base, and the agent only needs the ack it lost.
         if last_seq.is_some_and(|last| last >= self.seq) {
-            return Ok(DeltaOutcome::AlreadyApplied);
+            return Ok((DeltaOutcome::AlreadyApplied, true));
         }
         let stored_hash: Option<String> = row.try_get("inventory_hash")?;
         if last_seq != Some(self.base_seq) || stored_hash.as_deref() != Some(self.base_hash) {
             // Behind the base (restored from a backup), ahead of it (the agent lost an ack),
             // or never recorded (stored before deltas existed).
-            return Ok(DeltaOutcome::SnapshotRequired);
+            return Ok((DeltaOutcome::SnapshotRequired, true));
         }
         let doc: Option<String> = row.try_get("inventory_doc")?;
         let base = doc
@@ -1195,13 +1210,13 @@ impl StoredDelta<'_> {
             .filter(|b| b.content_hash() == self.base_hash);
         let Some(base) = base else {
             tracing::warn!(agent_id = %agent, "stored inventory does not match its recorded hash");
-            return Ok(DeltaOutcome::SnapshotRequired);
+            return Ok((DeltaOutcome::SnapshotRequired, true));
         };
         let inventory = match inventory_delta::apply(&base, self.changes) {
             Ok(i) if i.content_hash() == self.hash => i,
             // Changes that do not fit, or a result other than the agent's: the base differs
             // in a way the hash did not show. A snapshot settles it.
-            Ok(_) | Err(_) => return Ok(DeltaOutcome::SnapshotRequired),
+            Ok(_) | Err(_) => return Ok((DeltaOutcome::SnapshotRequired, true)),
         };
         let write = InventoryWrite {
             device: self.device,
@@ -1214,11 +1229,11 @@ impl StoredDelta<'_> {
             },
             previous: Some(&base),
         };
-        if !write.run(batch).await? {
+        match write.run(batch).await? {
+            Some(settled) => Ok((DeltaOutcome::Applied, settled)),
             // Another writer moved the row between the read and the write.
-            return Ok(DeltaOutcome::SnapshotRequired);
+            None => Ok((DeltaOutcome::SnapshotRequired, true)),
         }
-        Ok(DeltaOutcome::Applied)
     }
 }
 
