@@ -3,8 +3,8 @@
 # MSI for Windows. The service unit inside the Linux packages is rendered by the agent itself
 # (`agent-bom-agent service render`), so it is the unit `service install` writes.
 #
-#   installers/build.sh --version 0.1.0 --linux-bin target/release/agent-bom-agent \
-#       [--windows-bin target/x86_64-pc-windows-gnu/release/agent-bom-agent.exe] --out dist
+#   installers/build.sh --version 0.1.0 --linux-bin target/release-agent/agent-bom-agent \
+#       [--windows-bin target/x86_64-pc-windows-gnu/release-agent/agent-bom-agent.exe] --out dist
 #
 # Needs dpkg-deb (dpkg), rpmbuild (rpm) and, for the MSI, wixl (msitools / wixl). macOS
 # packages are built on a Mac: installers/macos/build-pkg.sh.

@@ -11,10 +11,10 @@
 #   NOTARY_PROFILE  a `xcrun notarytool store-credentials` profile name
 #
 # The binary: build both architectures and join them, e.g.
-#   cargo build --release -p agent-bom-agent --target aarch64-apple-darwin
-#   cargo build --release -p agent-bom-agent --target x86_64-apple-darwin
-#   lipo -create -output agent-bom-agent target/aarch64-apple-darwin/release/agent-bom-agent \
-#       target/x86_64-apple-darwin/release/agent-bom-agent
+#   cargo build --profile release-agent -p agent-bom-agent --target aarch64-apple-darwin
+#   cargo build --profile release-agent -p agent-bom-agent --target x86_64-apple-darwin
+#   lipo -create -output agent-bom-agent target/aarch64-apple-darwin/release-agent/agent-bom-agent \
+#       target/x86_64-apple-darwin/release-agent/agent-bom-agent
 set -eu
 version="${1:?version}"; binary="${2:?binary}"; out="${3:?out dir}"
 here="$(cd "$(dirname "$0")" && pwd)"
