@@ -301,7 +301,7 @@ async fn unsupported_urls_are_refused_without_leaking_credentials() {
 /// (`store::dialect::schema`), read from a SQLite and a Postgres database it migrated. sqlx
 /// decides by exactly these two columns whether a recorded migration is known, so a fresh
 /// database recording the same pairs proves an existing one opens without re-running anything.
-const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 43] = [
+const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 44] = [
     (
         1,
         "604fda044c6654e64fa251f63bdf4696ba60a2771a9a9646be0cc20eacdd2b28fa51b45e386a9973c199636b88263644",
@@ -475,6 +475,10 @@ const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 43] = [
         1304,
         "fe4f5a25373cf9163f503023efcea45bd86a0ab1433548f01b41af93e7674cc941101dfd9de262ba4e759cdeef0da6af",
     ),
+    (
+        1305,
+        "3ad3796b898af219ad97d1d4123f6aaaddd473d002ef8465aa5e1deff3e9a3df14a97371d30f46caeb8f7b685e467a0d",
+    ),
     // Posture history (issue 13, the Overview's trends).
     (
         1500,
@@ -531,7 +535,8 @@ async fn postgres_databases_of_earlier_releases_are_recognised() {
         recorded_migrations(&store).await,
         expected_records(&[
             1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 201, 202, 203, 204, 300, 301, 500, 501, 502,
-            503, 600, 700, 701, 702, 800, 802, 803, 1000, 1001, 1002, 1301, 1303, 1304, 1500, 1501
+            503, 600, 700, 701, 702, 800, 802, 803, 1000, 1001, 1002, 1301, 1303, 1304, 1305, 1500,
+            1501
         ])
     );
     store.close().await;

@@ -65,7 +65,7 @@ struct Step {
 }
 
 /// Every migration, in version order. Gaps per backend are versions of the other backend.
-const STEPS: [Step; 43] = [
+const STEPS: [Step; 44] = [
     Step {
         version: 1,
         description: "init",
@@ -391,6 +391,14 @@ const STEPS: [Step; 43] = [
         on: On::Postgres,
         sql: Sql::File(include_str!(
             "../../../migrations/1304_server_groups_rls_postgres.sql"
+        )),
+    },
+    Step {
+        version: 1305,
+        description: "server group trigger plans",
+        on: On::Postgres,
+        sql: Sql::File(include_str!(
+            "../../../migrations/1305_server_group_plans_postgres.sql"
         )),
     },
     // Posture history, the Overview's trends (issue 13): numbered from 1500.
@@ -838,7 +846,7 @@ mod tests {
                 vec![
                     1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 201, 202, 203, 204, 300, 301, 500,
                     501, 502, 503, 600, 700, 701, 702, 800, 802, 803, 1000, 1001, 1002, 1301, 1303,
-                    1304, 1500, 1501,
+                    1304, 1305, 1500, 1501,
                 ],
             ),
         ] {
