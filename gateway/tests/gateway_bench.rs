@@ -18,7 +18,8 @@
 //! `/proc/PID/stat`): the figure that holds on a shared machine, and from it the calls/s the
 //! gateway sustains per core. `AGENT_BOM_BENCH_BASELINE_BIN` names another build of this
 //! benchmark (e.g. from main), re-executed as a gateway beside this one: before and after in
-//! one run. `AGENT_BOM_BENCH_GATEWAY_CPUS` pins the gateway (`taskset -c`),
+//! one run. This benchmark runs on the system allocator and `agent-bom` on mimalloc: their two
+//! rows differ by the allocator. `AGENT_BOM_BENCH_GATEWAY_CPUS` pins the gateway (`taskset -c`),
 //! `AGENT_BOM_BENCH_CLIENT_CPUS` this process (client and upstream);
 //! `AGENT_BOM_BENCH_PHASES=isolated` runs that phase alone.
 //!
@@ -61,7 +62,7 @@ const PACED_ROUNDS: usize = 10;
 /// Calls per session in the isolated phase: enough calls for the gateway's CPU time (read in
 /// clock ticks) to be measured to about a percent.
 const ISOLATED_CALLS_PER_SESSION: usize = 60;
-/// Loopback addresses the isolated phase's sessions come from (an equal share each).
+/// Loopback addresses the sessions of the concurrent phases come from (an equal share each).
 const CLIENT_ADDRESSES: u8 = 4;
 /// Set in the environment of this binary re-executed as the gateway: the data directory.
 const CHILD_ENV: &str = "AGENT_BOM_BENCH_GATEWAY_CHILD";
@@ -379,8 +380,20 @@ async fn sequential(t: &Target, text: &str) -> Vec<Duration> {
 /// `n` concurrent sessions, each opened, then CALLS_PER_SESSION calls in a row; returns the
 /// sorted call latencies and calls per second over the calling phase.
 async fn concurrent(t: &Target, text: &str, n: usize) -> (Vec<Duration>, f64) {
-    let sessions = open_sessions(std::slice::from_ref(t), n).await;
+    let sessions = open_sessions(&spread(t), n).await;
     closed_loop(text, sessions, CALLS_PER_SESSION).await
+}
+
+/// `t` from several loopback addresses, as many laptops would call: the gateway's listener
+/// caps the connections one address may hold (`HttpLimits::max_connections_per_address`, 256),
+/// and hundreds of sessions calling at once each hold one.
+fn spread(t: &Target) -> Vec<Target> {
+    (0..CLIENT_ADDRESSES)
+        .map(|i| Target {
+            http: client(Some(std::net::Ipv4Addr::new(127, 0, 0, 2 + i).into())),
+            ..t.clone()
+        })
+        .collect()
 }
 
 /// `n` sessions opened one after the other, spread over `targets` in turn.
@@ -435,15 +448,7 @@ struct Isolated {
 }
 
 async fn isolated(t: &Target, text: &str, gateway: Option<&GatewayProcess>) -> Isolated {
-    // Clients from several loopback addresses, as many laptops would be: the listener caps
-    // the connections one address may hold (HttpLimits::max_connections_per_address).
-    let targets: Vec<Target> = (0..CLIENT_ADDRESSES)
-        .map(|i| Target {
-            http: client(Some(std::net::Ipv4Addr::new(127, 0, 0, 2 + i).into())),
-            ..t.clone()
-        })
-        .collect();
-    let sessions = open_sessions(&targets, SESSIONS).await;
+    let sessions = open_sessions(&spread(t), SESSIONS).await;
     let calls = SESSIONS * ISOLATED_CALLS_PER_SESSION;
     let gateway_before = gateway.map(GatewayProcess::cpu);
     let own_before = cpu_time("/proc/self/stat");
@@ -519,14 +524,10 @@ async fn isolated_phase(dir: &Path, direct: &Target, key: &str, text: &str) {
 /// SESSIONS open sessions, each calling once every PACE (phases spread evenly), for PACED_ROUNDS
 /// rounds: an offered load below saturation, so the latencies are the relay's, not a queue's.
 async fn paced(t: &Target, text: &str) -> Vec<Duration> {
-    let mut sessions = Vec::with_capacity(SESSIONS);
-    for _ in 0..SESSIONS {
-        sessions.push(t.open().await);
-    }
+    let sessions = open_sessions(&spread(t), SESSIONS).await;
     let start = tokio::time::Instant::now() + Duration::from_millis(100);
     let mut tasks = Vec::new();
-    for (n, session) in sessions.into_iter().enumerate() {
-        let t = t.clone();
+    for (n, (t, session)) in sessions.into_iter().enumerate() {
         let text = text.to_string();
         let offset = PACE * u32::try_from(n).unwrap() / u32::try_from(SESSIONS).unwrap();
         tasks.push(tokio::spawn(async move {
