@@ -18,8 +18,7 @@
 //! `/proc/PID/stat`): the figure that holds on a shared machine, and from it the calls/s the
 //! gateway sustains per core. `AGENT_BOM_BENCH_BASELINE_BIN` names another build of this
 //! benchmark (e.g. from main), re-executed as a gateway beside this one: before and after in
-//! one run. This benchmark runs on the system allocator and `agent-bom` on mimalloc: their two
-//! rows differ by the allocator. `AGENT_BOM_BENCH_GATEWAY_CPUS` pins the gateway (`taskset -c`),
+//! one run. `AGENT_BOM_BENCH_GATEWAY_CPUS` pins the gateway (`taskset -c`),
 //! `AGENT_BOM_BENCH_CLIENT_CPUS` this process (client and upstream);
 //! `AGENT_BOM_BENCH_PHASES=isolated` runs that phase alone.
 //!
