@@ -550,3 +550,42 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A transaction on `store`'s pool for a test's own SQL, scoped to `tenant` as the store scopes
+/// its own (Postgres row-level security reads `app.tenant_id`; SQLite has no scope to set).
+pub async fn tenant_tx(store: &Store, tenant: &str) -> sqlx::Transaction<'static, sqlx::Any> {
+    let mut tx = store.pool().begin().await.unwrap();
+    if store.backend() == agent_bom_control_plane::store::Backend::Postgres {
+        sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+            .bind(tenant)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    tx
+}
+
+/// Enrolls device `id` straight into `store` with `token` (no collector, no real certificate:
+/// a fingerprint derived from the id) and returns its authenticated session.
+pub async fn enroll_in_store(
+    store: &Store,
+    token: &str,
+    id: &str,
+) -> agent_bom_collector::store::DeviceSession {
+    use agent_bom_collector::store::{CollectorStore, EnrollmentRequest};
+    store
+        .enroll_device(EnrollmentRequest {
+            token: token.to_string(),
+            agent_id: id.to_string(),
+            cert_fingerprint: format!("fp-{id}"),
+            cert_not_after: 4_000_000_000,
+            hostname: format!("host-{id}"),
+            continues: None,
+        })
+        .await
+        .unwrap();
+    store
+        .authenticate_device(id, &format!("fp-{id}"))
+        .await
+        .unwrap()
+}

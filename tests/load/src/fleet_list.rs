@@ -44,14 +44,7 @@ impl ListOptions {
 
 /// Seed `tenant` with `n` endpoints of `servers` servers each, in SQL (one statement per table).
 pub(crate) async fn seed(store: &Store, tenant: &str, n: usize, servers: usize) {
-    let mut tx = store.pool().begin().await.unwrap();
-    if store.backend() == Backend::Postgres {
-        sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
-            .bind(tenant)
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-    }
+    let mut tx = agent_bom_tests::harness::tenant_tx(store, tenant).await;
     let now = agent_bom_control_plane::store::now_ms();
     // The numbers 1..=$1 as rows `n(i)`: Postgres's set-returning function, SQLite's recursion.
     let numbers = match store.backend() {

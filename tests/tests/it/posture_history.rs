@@ -9,7 +9,7 @@
 use agent_bom_control_plane::store::posture_history::{
     FULL_RESOLUTION_MS, RETENTION_MS, SAMPLE_INTERVAL_MS, bucket_of,
 };
-use agent_bom_control_plane::store::{Backend, Store, now_ms};
+use agent_bom_control_plane::store::{Store, now_ms};
 use agent_bom_tests::harness::TestServer;
 use agent_bom_tests::postgres::TestDatabase;
 use serde_json::{Value, json};
@@ -19,14 +19,7 @@ const HOUR_MS: i64 = 3_600_000;
 
 /// The tenant's sample buckets, oldest first, read beside the store (as the tenant's scope).
 async fn buckets(store: &Store, tenant_id: &str) -> Vec<i64> {
-    let mut tx = store.pool().begin().await.unwrap();
-    if store.backend() == Backend::Postgres {
-        sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
-            .bind(tenant_id)
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-    }
+    let mut tx = agent_bom_tests::harness::tenant_tx(store, tenant_id).await;
     let rows =
         sqlx::query("SELECT bucket FROM posture_samples WHERE tenant_id = $1 ORDER BY bucket")
             .bind(tenant_id)

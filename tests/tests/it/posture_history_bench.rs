@@ -23,10 +23,10 @@ use agent_bom_control_plane::store::now_ms;
 use agent_bom_control_plane::store::posture_history::{SAMPLE_INTERVAL_MS, bucket_of};
 use agent_bom_tests::harness::TestServer;
 use agent_bom_tests::postgres::TestDatabase;
+
+use crate::ui_bench::{session, time};
 use serde_json::json;
 
-const ROUNDS: usize = 20;
-const WARMUP: usize = 3;
 const SAMPLES: usize = 5;
 
 fn median(mut t: Vec<Duration>) -> Duration {
@@ -106,46 +106,6 @@ async fn seed_history(server: &TestServer, tenant_id: &str, before: i64, endpoin
         .unwrap();
 }
 
-async fn session(server: &TestServer, http: &reqwest::Client, key: &str) -> String {
-    let link = server.ui.sign_in_link(key);
-    let r = http
-        .get(format!("http://{}{link}", server.api))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 303);
-    r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string()
-}
-
-/// Timed GETs of `url` (after warm-up), and the last body.
-async fn time(http: &reqwest::Client, url: &str, header: (&str, &str)) -> (Vec<Duration>, String) {
-    let mut times = Vec::new();
-    let mut body = String::new();
-    for round in 0..WARMUP + ROUNDS {
-        let started = Instant::now();
-        let r = http
-            .get(url)
-            .header(header.0, header.1)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        body = r.text().await.unwrap();
-        let took = started.elapsed();
-        assert!(status.is_success(), "{url}: {status}");
-        if round >= WARMUP {
-            times.push(took);
-        }
-    }
-    (times, body)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "seeds a large Postgres tenant; run by hand for docs/benchmarks.md"]
 async fn posture_history_at_fleet_scale() {
@@ -215,7 +175,7 @@ async fn posture_history_at_fleet_scale() {
     let (before, _) = time(
         &http,
         &format!("{base}/ui/?window=30d"),
-        ("cookie", &cookie),
+        &[("cookie", &cookie)],
     )
     .await;
     seed_history(&server, &tenant.id, now, endpoints).await;
@@ -230,7 +190,7 @@ async fn posture_history_at_fleet_scale() {
         let (t, body) = time(
             &http,
             &format!("{base}/v1/posture/history?window={window}"),
-            ("authorization", &bearer),
+            &[("authorization", &bearer)],
         )
         .await;
         let points = serde_json::from_str::<serde_json::Value>(&body).unwrap()["points"]
@@ -247,7 +207,7 @@ async fn posture_history_at_fleet_scale() {
         let (t, body) = time(
             &http,
             &format!("{base}/ui/?window={window}"),
-            ("cookie", &cookie),
+            &[("cookie", &cookie)],
         )
         .await;
         assert!(

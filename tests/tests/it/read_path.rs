@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 
-use agent_bom_collector::store::{CollectorStore, EnrollmentRequest, LastSeen};
+use agent_bom_collector::store::{CollectorStore, LastSeen};
 use agent_bom_control_plane::store::{
     Backend, EndpointQuery, EndpointSort, EndpointStatus, LifecycleState, MetadataUpdate, Store,
 };
@@ -58,14 +58,7 @@ fn push(source: &str, servers: &[&str]) -> Vec<u8> {
 
 /// `sql` (a `COUNT` named `n`, `$1` the tenant) in a transaction scoped to the tenant.
 async fn scalar(store: &Store, tenant: &str, sql: &str) -> i64 {
-    let mut tx = store.pool().begin().await.unwrap();
-    if store.backend() == Backend::Postgres {
-        sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
-            .bind(tenant)
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-    }
+    let mut tx = agent_bom_tests::harness::tenant_tx(store, tenant).await;
     let n = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
         .bind(tenant)
         .fetch_one(&mut *tx)
@@ -168,14 +161,7 @@ async fn assert_server_groups_exact(store: &Store, tenant: &str, context: &str) 
         Vec<String>,
         Vec<String>,
     );
-    let mut tx = store.pool().begin().await.unwrap();
-    if store.backend() == Backend::Postgres {
-        sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
-            .bind(tenant)
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-    }
+    let mut tx = agent_bom_tests::harness::tenant_tx(store, tenant).await;
     let heads = sqlx::query(
         "SELECT server_id, COUNT(DISTINCT endpoint_id) AS endpoints, MIN(transport) AS transport, \
          MIN(command) AS command, MIN(url) AS url FROM endpoint_servers WHERE tenant_id = $1 \
@@ -251,24 +237,6 @@ async fn assert_exact(store: &Store, tenant: &str, context: &str) {
     assert_server_groups_exact(store, tenant, context).await;
 }
 
-async fn enroll(store: &Store, token: &str, id: &str) -> agent_bom_collector::store::DeviceSession {
-    store
-        .enroll_device(EnrollmentRequest {
-            token: token.to_string(),
-            agent_id: id.to_string(),
-            cert_fingerprint: format!("fp-{id}"),
-            cert_not_after: 4_000_000_000,
-            hostname: format!("host-{id}"),
-            continues: None,
-        })
-        .await
-        .unwrap();
-    store
-        .authenticate_device(id, &format!("fp-{id}"))
-        .await
-        .unwrap()
-}
-
 async fn counters_stay_exact(store: Store) {
     let tenant = store.create_tenant("counted").await.unwrap();
     let other = store.create_tenant("beside").await.unwrap();
@@ -289,9 +257,9 @@ async fn counters_stay_exact(store: Store) {
     let ids: Vec<String> = (0..12).map(|i| format!("agent-{i:02}")).collect();
     let mut sessions = Vec::new();
     for id in &ids {
-        sessions.push(enroll(&store, &token, id).await);
+        sessions.push(agent_bom_tests::harness::enroll_in_store(&store, &token, id).await);
     }
-    let beside = enroll(&store, &other_token, "beside-0").await;
+    let beside = agent_bom_tests::harness::enroll_in_store(&store, &other_token, "beside-0").await;
     let first = |i: usize, device: &str| {
         let t = [
             Transport::Stdio,
@@ -534,14 +502,7 @@ async fn postgres_posture_counters_stay_exact() {
 }
 
 async fn set_last_seen(store: &Store, tenant: &str, id: &str, at: i64) {
-    let mut tx = store.pool().begin().await.unwrap();
-    if store.backend() == Backend::Postgres {
-        sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
-            .bind(tenant)
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-    }
+    let mut tx = agent_bom_tests::harness::tenant_tx(store, tenant).await;
     sqlx::query("UPDATE endpoints SET last_seen = $1 WHERE tenant_id = $2 AND id = $3")
         .bind(at)
         .bind(tenant)
@@ -589,7 +550,7 @@ async fn filters_match_a_scan(store: Store) {
     let mut sessions = Vec::new();
     for i in 0..40usize {
         let id = format!("a-{i:02}");
-        let session = enroll(&store, &token, &id).await;
+        let session = agent_bom_tests::harness::enroll_in_store(&store, &token, &id).await;
         sessions.push(session.clone());
         let names: Vec<String> = (0..3)
             .map(|k| format!("srv-{}", (i * 7 + k * 13) % 90))

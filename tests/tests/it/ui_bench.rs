@@ -80,7 +80,7 @@ async fn seed(server: &TestServer, tenant_id: &str, endpoints: i64) {
 }
 
 /// The session cookie of a dashboard session signed in with `key` (through the one-time link).
-async fn session(server: &TestServer, http: &reqwest::Client, key: &str) -> String {
+pub(crate) async fn session(server: &TestServer, http: &reqwest::Client, key: &str) -> String {
     let link = server.ui.sign_in_link(key);
     let r = http
         .get(format!("http://{}{link}", server.api))
@@ -97,8 +97,14 @@ async fn session(server: &TestServer, http: &reqwest::Client, key: &str) -> Stri
         .to_string()
 }
 
-async fn time(http: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> Vec<Duration> {
+/// Timed GETs of `url` after a warm-up, sorted, and the last body.
+pub(crate) async fn time(
+    http: &reqwest::Client,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> (Vec<Duration>, String) {
     let mut times = Vec::new();
+    let mut body = String::new();
     for round in 0..WARMUP + ROUNDS {
         let mut req = http.get(url);
         for (k, v) in headers {
@@ -107,7 +113,7 @@ async fn time(http: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> Ve
         let started = Instant::now();
         let r = req.send().await.unwrap();
         let status = r.status();
-        let _ = r.bytes().await.unwrap();
+        body = r.text().await.unwrap();
         let took = started.elapsed();
         assert!(status.is_success(), "{url}: {status}");
         if round >= WARMUP {
@@ -115,7 +121,7 @@ async fn time(http: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> Ve
         }
     }
     times.sort();
-    times
+    (times, body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,7 +207,7 @@ async fn dashboard_pages_at_fleet_scale() {
     );
     println!("|---|---|---|");
     for page in pages {
-        let t = time(&http, &format!("{base}{page}"), &[("cookie", &cookie)]).await;
+        let (t, _) = time(&http, &format!("{base}{page}"), &[("cookie", &cookie)]).await;
         println!(
             "| `{page}` | {:.1} ms | {:.1} ms |",
             percentile(&t, 0.5).as_secs_f64() * 1e3,
@@ -212,7 +218,7 @@ async fn dashboard_pages_at_fleet_scale() {
     println!("\n| API route | median | p95 |");
     println!("|---|---|---|");
     for route in api_routes {
-        let t = time(
+        let (t, _) = time(
             &http,
             &format!("{base}{route}"),
             &[("authorization", &bearer)],

@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use agent_bom_collector::store::{
-    ApplyOutcome, CollectorStore, DeltaOutcome, DeltaUpload, DeviceSession, EnrollmentRequest,
+    ApplyOutcome, CollectorStore, DeltaOutcome, DeltaUpload, DeviceSession,
     StoreError as CollectorStoreError,
 };
 use agent_bom_control_plane::store::{Backend, Store};
@@ -67,14 +67,7 @@ fn push(source: &str, servers: &[&str]) -> Vec<u8> {
 
 /// `sql` (a scalar named `n`, `$1` the tenant, `$2` an endpoint) scoped to the tenant.
 async fn scalar(store: &Store, tenant: &str, endpoint: &str, sql: &str) -> i64 {
-    let mut tx = store.pool().begin().await.unwrap();
-    if store.backend() == Backend::Postgres {
-        sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
-            .bind(tenant)
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-    }
+    let mut tx = agent_bom_tests::harness::tenant_tx(store, tenant).await;
     let n = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
         .bind(tenant)
         .bind(endpoint)
@@ -121,24 +114,6 @@ async fn poison_clients(store: &Store, on: bool) {
     }
 }
 
-async fn enroll(store: &Store, token: &str, id: &str) -> DeviceSession {
-    store
-        .enroll_device(EnrollmentRequest {
-            token: token.to_string(),
-            agent_id: id.to_string(),
-            cert_fingerprint: format!("fp-{id}"),
-            cert_not_after: 4_000_000_000,
-            hostname: format!("host-{id}"),
-            continues: None,
-        })
-        .await
-        .unwrap();
-    store
-        .authenticate_device(id, &format!("fp-{id}"))
-        .await
-        .unwrap()
-}
-
 /// What one concurrent job answered.
 #[derive(Debug)]
 enum Answer {
@@ -159,7 +134,8 @@ async fn a_failing_job_costs_the_others_nothing(store: Store) {
     let v2 = inventory("h", &["cursor", "claude"], &["fs", "db"]);
     let mut sessions = Vec::new();
     for i in 0..DEVICES {
-        let s = enroll(&store, &token, &format!("dev-{i:02}")).await;
+        let s =
+            agent_bom_tests::harness::enroll_in_store(&store, &token, &format!("dev-{i:02}")).await;
         assert_eq!(
             store.apply_inventory(&s, "1.0", 1, &v1).await.unwrap(),
             ApplyOutcome::Applied
