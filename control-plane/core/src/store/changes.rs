@@ -78,7 +78,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<String>, super::StoreError> {
         use sqlx::Row;
-        let window = super::fleet::ONLINE_WINDOW_MS;
+        let window = super::fleet_change::ONLINE_WINDOW_MS;
         let mut tx = self.scope(tenant_id).await?;
         // The expression matches the index endpoints_tenant_last_seen.
         let rows = sqlx::query(

@@ -10,11 +10,7 @@ use super::dialect::Backend;
 use super::dialect::search::MIN_INDEXED_CHARS;
 use super::{Store, StoreError, now_ms};
 
-/// An endpoint counts as online while its last-seen is this recent. The collector flushes
-/// last-seen of connected agents every 5 s, so a connected agent is never older than that; a
-/// lost agent is dropped at the 30 s idle timeout (QUIC keep-alive or TCP ping every 10 s), so
-/// it shows offline within 30 + 25 = 55 s of losing its path.
-pub const ONLINE_WINDOW_MS: i64 = 25_000;
+pub use super::fleet_change::ONLINE_WINDOW_MS;
 /// An endpoint not seen for this long is `stale`, unless the store was given another period
 /// (`agent-bom serve --stale-after`, [`Store::set_stale_after`]).
 pub const STALE_AFTER_MS: i64 = 7 * 24 * 3600 * 1000;

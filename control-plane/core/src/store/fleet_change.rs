@@ -78,3 +78,9 @@ pub enum FeedItem {
     /// behind): whoever shows fleet data should read it again.
     Resync,
 }
+
+/// An endpoint counts as online while its last-seen is this recent. The collector flushes
+/// last-seen of connected agents every 5 s, so a connected agent is never older than that; a
+/// lost agent is dropped at the 30 s idle timeout (QUIC keep-alive or TCP ping every 10 s), so
+/// it shows offline within 30 + 25 = 55 s of losing its path.
+pub const ONLINE_WINDOW_MS: i64 = 25_000;

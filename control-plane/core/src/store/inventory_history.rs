@@ -19,8 +19,7 @@ use sqlx::Row;
 use super::fleet::rfc3339;
 use super::{Store, StoreError};
 
-/// Entries kept per endpoint; older ones are dropped as new ones come.
-pub const KEPT_PER_ENDPOINT: i64 = 100;
+pub use super::rows::KEPT_PER_ENDPOINT;
 /// Changes kept in one entry; beyond it the entry says how many more there were.
 pub const CHANGES_PER_ENTRY: usize = 50;
 

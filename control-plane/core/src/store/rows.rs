@@ -14,6 +14,10 @@ use sqlx::AnyConnection;
 
 use super::dialect::Backend;
 
+/// Timeline entries kept per endpoint (`inventory_history`); older ones are dropped as new
+/// ones come.
+pub const KEPT_PER_ENDPOINT: i64 = 100;
+
 /// One `endpoint_servers` row (the columns after tenant, endpoint and ordinal).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ServerRow {
@@ -472,7 +476,7 @@ fn server_json(endpoint: &str, ordinal: i64, s: &ServerRow) -> Value {
 }
 
 /// Timeline entries, then each endpoint's entries beyond the newest
-/// [`super::inventory_history::KEPT_PER_ENDPOINT`] deleted.
+/// [`KEPT_PER_ENDPOINT`] deleted.
 async fn write_history(
     conn: &mut AnyConnection,
     backend: Backend,
@@ -504,7 +508,7 @@ async fn write_history(
     sqlx::query(sql)
         .bind(tenant)
         .bind(entries.to_string())
-        .bind(super::inventory_history::KEPT_PER_ENDPOINT)
+        .bind(KEPT_PER_ENDPOINT)
         .execute(&mut *conn)
         .await?;
     Ok(())
