@@ -46,7 +46,8 @@ fn inventory<S: AsRef<str>>(
     inv
 }
 
-fn push(source: &str, servers: &[&str]) -> Vec<u8> {
+/// An agent-bom fleet-sync body from `source` with one Cursor agent running `servers`.
+pub(crate) fn push(source: &str, servers: &[&str]) -> Vec<u8> {
     let servers: Vec<_> = servers
         .iter()
         .map(|n| json!({"name": n, "command": "npx", "args": ["-y", n], "transport": "stdio"}))

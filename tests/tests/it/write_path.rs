@@ -14,8 +14,9 @@ use agent_bom_collector::store::{
 use agent_bom_control_plane::store::{Backend, Store};
 use agent_bom_protocol::{ClientInfo, Inventory, ProxyEvent, ServerEntry, inventory_delta};
 use agent_bom_tests::postgres::TestDatabase;
-use serde_json::json;
 use sqlx::Row;
+
+use crate::read_path::push;
 
 /// Devices uploading at once.
 const DEVICES: usize = 24;
@@ -53,16 +54,6 @@ fn event(server: &str, decision: &str) -> ProxyEvent {
         decision: decision.into(),
         ..Default::default()
     }
-}
-
-fn push(source: &str, servers: &[&str]) -> Vec<u8> {
-    let servers: Vec<_> = servers
-        .iter()
-        .map(|n| json!({"name": n, "command": "npx", "args": ["-y", n], "transport": "stdio"}))
-        .collect();
-    json!({"source_id": source, "agents": [{"name": "cursor", "source_id": source, "mcp_servers": servers}]})
-        .to_string()
-        .into_bytes()
 }
 
 /// `sql` (a scalar named `n`, `$1` the tenant, `$2` an endpoint) scoped to the tenant.
