@@ -16,6 +16,21 @@ use crate::store::StoreError;
 /// Base of the retry delay suggested when the store is unavailable (jittered up to twice this).
 pub(crate) const UNAVAILABLE_RETRY: Duration = Duration::from_secs(5);
 
+/// Base of the retry delay suggested when a request frame did not arrive in time (jittered up
+/// to twice this). A frame that is late, not wrong, says the path or one of the two ends is
+/// slow (a congested link, a starved CPU, a reconnect storm): the agent should send it again
+/// after a pause, not take it as a refusal.
+pub(crate) const FRAME_TIMEOUT_RETRY: Duration = Duration::from_secs(2);
+
+/// The reply to a request frame that did not arrive within its timeout: `unavailable` with a
+/// jittered retry-after, so agents shed together do not return together.
+fn frame_timed_out() -> CollectorMessage {
+    overloaded(
+        "timed out waiting for a request frame",
+        jittered(FRAME_TIMEOUT_RETRY),
+    )
+}
+
 /// Read one request frame within `timeout`, mapping every failure to the reply the agent
 /// should get.
 pub(crate) async fn read_request<R: tokio::io::AsyncRead + Unpin>(
@@ -25,10 +40,7 @@ pub(crate) async fn read_request<R: tokio::io::AsyncRead + Unpin>(
     match tokio::time::timeout(timeout, read_frame(recv)).await {
         Ok(Ok(msg)) => Ok(msg),
         Ok(Err(e)) => Err(frame_error(&e)),
-        Err(_) => Err(error(
-            ErrorCode::MalformedFrame,
-            "timed out waiting for a request frame",
-        )),
+        Err(_) => Err(frame_timed_out()),
     }
 }
 
@@ -44,12 +56,7 @@ pub(crate) async fn read_opening<R: tokio::io::AsyncRead + Unpin>(
         match tokio::time::timeout(timeout, read_frame_body(recv, MAX_OPENING_FRAME_LEN)).await {
             Ok(Ok(body)) => body,
             Ok(Err(e)) => return Err(frame_error(&e)),
-            Err(_) => {
-                return Err(error(
-                    ErrorCode::MalformedFrame,
-                    "timed out waiting for a request frame",
-                ));
-            }
+            Err(_) => return Err(frame_timed_out()),
         };
     match decode_opening(&body) {
         Ok(Opening::Message(message)) => Ok(message),
@@ -256,12 +263,26 @@ mod tests {
                 other => panic!("unexpected {other:?}"),
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_late_frame_is_answered_retry_later_not_malformed() {
         let (_keep_open, mut silent) = tokio::io::duplex(64);
-        match read_request(&mut silent, Duration::from_millis(10)).await {
-            Err(CollectorMessage::Error { message, .. }) => {
-                assert!(message.contains("timed out"), "{message}")
+        let late = read_request(&mut silent, Duration::from_millis(10)).await;
+        let (_keep_open, mut silent) = tokio::io::duplex(64);
+        let late_opening = read_opening(&mut silent, Duration::from_millis(10)).await;
+        for reply in [late, late_opening] {
+            match reply {
+                Err(CollectorMessage::Error {
+                    code: ErrorCode::Unavailable,
+                    message,
+                    retry_after_ms: Some(ms),
+                }) => {
+                    assert!(message.contains("timed out"), "{message}");
+                    assert!((2_000..4_000).contains(&ms), "{ms}");
+                }
+                other => panic!("unexpected {other:?}"),
             }
-            other => panic!("unexpected {other:?}"),
         }
     }
 }
