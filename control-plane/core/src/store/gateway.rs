@@ -16,13 +16,6 @@ pub const MAX_UPSTREAMS: i64 = 256;
 /// A replica not seen for this long no longer counts as serving the tenant (it heartbeats every
 /// few seconds).
 pub const INSTANCE_LIVE_MS: i64 = 60_000;
-/// Events per multi-row insert: 224 parameters. SQLite maps each bound parameter to its name
-/// by a scan of the statement's parameters, so a statement's binding cost grows with the
-/// square of its parameters: at 100 rows (1,400 parameters) that lookup took 13.5 % of the
-/// gateway's CPU, at 16 rows 1.7 % (docs/benchmarks.md, "MCP gateway").
-const EVENT_ROWS: usize = 16;
-/// Columns of one `gateway_events` row.
-const EVENT_COLUMNS: usize = 14;
 
 /// How the gateway speaks to an upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -498,7 +491,8 @@ impl Store {
             .collect()
     }
 
-    /// Append gateway events of one tenant (multi-row inserts, one transaction).
+    /// Append gateway events of one tenant: one statement whatever their number, the rows
+    /// bound as one JSON parameter (see `dialect::json_rows`).
     pub async fn record_gateway_events(
         &self,
         tenant_id: &str,
@@ -507,43 +501,54 @@ impl Store {
         if events.is_empty() {
             return Ok(());
         }
-        let mut tx = self.scope_write(tenant_id).await?;
-        for chunk in events.chunks(EVENT_ROWS) {
-            let rows = (0..chunk.len())
-                .map(|i| {
-                    let first = 1 + i * EVENT_COLUMNS;
-                    let params: Vec<String> = (first..first + EVENT_COLUMNS)
-                        .map(|n| format!("${n}"))
-                        .collect();
-                    format!("({})", params.join(", "))
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
-            let sql = sqlx::AssertSqlSafe(format!(
-                "INSERT INTO gateway_events (tenant_id, ts, upstream, principal, kind, server_id, client, method, tool, \
-                 decision, reasons, latency_us, request_bytes, response_bytes) VALUES {rows}"
-            ));
-            let mut query = sqlx::query(sql);
-            for g in chunk {
+        let rows: Vec<serde_json::Value> = events
+            .iter()
+            .map(|g| {
                 let e = &g.event;
-                query = query
-                    .bind(tenant_id)
-                    .bind(e.ts_ms)
-                    .bind(clip(&g.upstream, 64))
-                    .bind(clip(&g.principal, 200))
-                    .bind(clip(&e.kind, 32))
-                    .bind(clip(&e.server_id, 128))
-                    .bind(e.client.as_deref().map(|c| clip(c, 128)))
-                    .bind(e.method.as_deref().map(|m| clip(m, 128)))
-                    .bind(e.tool.as_deref().map(|t| clip(t, 256)))
-                    .bind(clip(&e.decision, 16))
-                    .bind(serde_json::to_string(&e.reasons).unwrap_or_else(|_| "[]".into()))
-                    .bind(e.latency_us.and_then(|l| i64::try_from(l).ok()))
-                    .bind(i64::try_from(e.request_bytes).unwrap_or(i64::MAX))
-                    .bind(i64::try_from(e.response_bytes).unwrap_or(i64::MAX));
-            }
-            query.execute(&mut *tx).await?;
-        }
+                serde_json::json!([
+                    e.ts_ms,
+                    clip(&g.upstream, 64),
+                    clip(&g.principal, 200),
+                    clip(&e.kind, 32),
+                    clip(&e.server_id, 128),
+                    e.client.as_deref().map(|c| clip(c, 128)),
+                    e.method.as_deref().map(|m| clip(m, 128)),
+                    e.tool.as_deref().map(|t| clip(t, 256)),
+                    clip(&e.decision, 16),
+                    serde_json::to_string(&e.reasons).unwrap_or_else(|_| "[]".into()),
+                    e.latency_us.and_then(|l| i64::try_from(l).ok()),
+                    i64::try_from(e.request_bytes).unwrap_or(i64::MAX),
+                    i64::try_from(e.response_bytes).unwrap_or(i64::MAX),
+                ])
+            })
+            .collect();
+        let b = self.backend();
+        let (text, int) = (|i| b.json_text(i), |i| b.json_int(i));
+        let sql = sqlx::AssertSqlSafe(format!(
+            "INSERT INTO gateway_events (tenant_id, ts, upstream, principal, kind, server_id, client, method, tool, \
+             decision, reasons, latency_us, request_bytes, response_bytes) \
+             SELECT $1, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {} FROM {}",
+            int(0),
+            text(1),
+            text(2),
+            text(3),
+            text(4),
+            text(5),
+            text(6),
+            text(7),
+            text(8),
+            text(9),
+            int(10),
+            int(11),
+            int(12),
+            b.json_rows(2),
+        ));
+        let mut tx = self.scope_write(tenant_id).await?;
+        sqlx::query(sql)
+            .bind(tenant_id)
+            .bind(serde_json::Value::Array(rows).to_string())
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
