@@ -383,60 +383,123 @@ impl Drop for RefusalAnswer {
     }
 }
 
-/// Database work (uploads, enrollments, authentications) running at once, under a cap. A request
-/// that gets no permit within a short wait is shed with `unavailable` and a jittered retry-after
-/// instead of queueing until the connection pool times out: a bounded queue keeps latency
-/// bounded, and jitter keeps the shed agents from coming back in lockstep.
+/// Database work of one kind running at once, under a cap. The collector has two: reads on the
+/// connection pool (hellos, enrollments, pings, command results, renewals) and uploads for the
+/// store's group-commit writer (inventories, deltas, proxy events), which batches hundreds into
+/// one transaction and so takes far more at once than the pool has connections. A request that
+/// gets no permit within a short wait is shed with `unavailable` and a retry-after instead of
+/// queueing until the pool times out: a bounded queue keeps latency and memory bounded.
+///
+/// The retry-after follows the backlog: the work in flight and waiting, plus the requests shed
+/// lately (they come back), over the rate at which work completes. A backlog that drains in
+/// milliseconds brings the shed agent back in milliseconds; a stalled store (nothing completes)
+/// gets the configured ceiling. Each answer is jittered over `[t, 2t)` so shed agents do not
+/// return in lockstep.
 #[derive(Debug)]
 pub struct WorkBudget {
+    lane: &'static str,
     max_in_flight: usize,
     permits: Arc<tokio::sync::Semaphore>,
     wait: Duration,
     retry_after: Duration,
+    waiting: AtomicUsize,
+    pace: Mutex<Pace>,
     shed: AtomicU64,
     warned_at_ms: AtomicU64,
 }
 
+/// A permit for one request of a [`WorkBudget`]; dropping it counts the work as done.
+#[derive(Debug)]
+pub struct WorkPermit {
+    budget: Arc<WorkBudget>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for WorkPermit {
+    fn drop(&mut self) {
+        self.budget.lock_pace().completed(Instant::now());
+    }
+}
+
 impl WorkBudget {
-    /// At most `max_in_flight` requests at once, each waiting at most `wait` for its turn; shed
-    /// requests are told to retry after `retry_after` to twice that.
-    pub fn new(max_in_flight: usize, wait: Duration, retry_after: Duration) -> Arc<Self> {
+    /// At most `max_in_flight` requests of `lane` (its metric label) at once, each waiting at
+    /// most `wait` for its turn; shed requests are told to retry after the backlog's estimated
+    /// drain time, at most `retry_after` (each answer jittered up to twice that).
+    pub fn new(
+        lane: &'static str,
+        max_in_flight: usize,
+        wait: Duration,
+        retry_after: Duration,
+    ) -> Arc<Self> {
         let max_in_flight = max_in_flight.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
         Arc::new(Self {
+            lane,
             max_in_flight,
             permits: Arc::new(tokio::sync::Semaphore::new(max_in_flight)),
             wait,
             retry_after,
+            waiting: AtomicUsize::new(0),
+            pace: Mutex::new(Pace::new(Instant::now())),
             shed: AtomicU64::new(0),
             warned_at_ms: AtomicU64::new(0),
         })
     }
 
+    fn lock_pace(&self) -> std::sync::MutexGuard<'_, Pace> {
+        // The rates stay meaningful even if a holder panicked.
+        self.pace.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// A permit for one request, or the retry-after to answer with when none came in time.
-    pub async fn acquire(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Duration> {
+    pub async fn acquire(self: &Arc<Self>) -> Result<WorkPermit, Duration> {
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(p) => Ok(p),
             Err(_) if self.wait.is_zero() => Err(()),
-            Err(_) => tokio::time::timeout(self.wait, self.permits.clone().acquire_owned())
-                .await
-                .map_err(|_| ())
-                .and_then(|p| p.map_err(|_| ())),
-        };
-        permit.map_err(|()| {
-            crate::metrics::request_shed();
-            let total = self.shed.fetch_add(1, Ordering::Relaxed) + 1;
-            if rate_limited(&self.warned_at_ms) {
-                tracing::warn!(
-                    max_in_flight = self.max_in_flight,
-                    shed_total = total,
-                    "database work budget exhausted; shedding requests with retry-after"
-                );
+            Err(_) => {
+                self.waiting.fetch_add(1, Ordering::Relaxed);
+                let got = tokio::time::timeout(self.wait, self.permits.clone().acquire_owned())
+                    .await
+                    .map_err(|_| ())
+                    .and_then(|p| p.map_err(|_| ()));
+                self.waiting.fetch_sub(1, Ordering::Relaxed);
+                got
             }
-            self.retry_after()
-        })
+        };
+        match permit {
+            Ok(p) => Ok(WorkPermit {
+                budget: self.clone(),
+                _permit: p,
+            }),
+            Err(()) => {
+                crate::metrics::request_shed(self.lane);
+                let total = self.shed.fetch_add(1, Ordering::Relaxed) + 1;
+                let wait = self.shed_retry_after(Instant::now());
+                if rate_limited(&self.warned_at_ms) {
+                    tracing::warn!(
+                        lane = self.lane,
+                        max_in_flight = self.max_in_flight,
+                        shed_total = total,
+                        retry_after_ms = wait.as_millis() as u64,
+                        "database work budget exhausted; shedding requests with retry-after"
+                    );
+                }
+                Err(wait)
+            }
+        }
     }
 
-    /// A retry-after for an overload answer: uniform in `[base, 2 × base)`.
+    /// The retry-after for a request shed at `now` (counted as backlog: it comes back).
+    fn shed_retry_after(&self, now: Instant) -> Duration {
+        let in_flight =
+            self.max_in_flight - self.permits.available_permits().min(self.max_in_flight);
+        let waiting = self.waiting.load(Ordering::Relaxed);
+        let mut pace = self.lock_pace();
+        pace.shed(now);
+        jittered(pace.drain_time(in_flight + waiting, now, self.retry_after))
+    }
+
+    /// A retry-after for an overload answer outside this budget (a refused connection, which
+    /// says nothing about the database's backlog): the ceiling, jittered.
     pub fn retry_after(&self) -> Duration {
         jittered(self.retry_after)
     }
@@ -444,6 +507,93 @@ impl WorkBudget {
     /// Requests shed since start.
     pub fn shed(&self) -> u64 {
         self.shed.load(Ordering::Relaxed)
+    }
+}
+
+/// The shortest retry-after of a shed request. An agent told to retry ends its session and
+/// comes back with a new handshake, so even a backlog that drains in a few milliseconds is not
+/// worth a retry sooner than this.
+pub const MIN_RETRY_AFTER: Duration = Duration::from_millis(100);
+/// The window over which a [`Pace`] counts before it folds the counts into its rates.
+const PACE_WINDOW: Duration = Duration::from_millis(100);
+/// How long a rate remembers: a window this long (or longer) replaces it entirely.
+const PACE_MEMORY: Duration = Duration::from_secs(1);
+
+/// Completions and sheds per second of a work budget, smoothed over about [`PACE_MEMORY`].
+#[derive(Debug)]
+struct Pace {
+    window_start: Instant,
+    completed_in_window: u64,
+    shed_in_window: u64,
+    /// Completions per second; `None` until a window closed with work done.
+    completions: Option<f64>,
+    /// Sheds per second.
+    sheds: f64,
+}
+
+impl Pace {
+    fn new(now: Instant) -> Self {
+        Self {
+            window_start: now,
+            completed_in_window: 0,
+            shed_in_window: 0,
+            completions: None,
+            sheds: 0.0,
+        }
+    }
+
+    fn completed(&mut self, now: Instant) {
+        self.roll(now);
+        self.completed_in_window += 1;
+    }
+
+    fn shed(&mut self, now: Instant) {
+        self.roll(now);
+        self.shed_in_window += 1;
+    }
+
+    /// Fold a finished window into the rates, weighted by its length.
+    fn roll(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.window_start);
+        if elapsed < PACE_WINDOW {
+            return;
+        }
+        let secs = elapsed.as_secs_f64();
+        let weight = (secs / PACE_MEMORY.as_secs_f64()).min(1.0);
+        let completions = self.completed_in_window as f64 / secs;
+        let sheds = self.shed_in_window as f64 / secs;
+        self.completions = match self.completions {
+            Some(rate) => Some(rate + weight * (completions - rate)),
+            None if self.completed_in_window > 0 => Some(completions),
+            // A first window with nothing done says nothing about the rate yet.
+            None => None,
+        };
+        self.sheds += weight * (sheds - self.sheds);
+        self.restart(now);
+    }
+
+    fn restart(&mut self, now: Instant) {
+        self.window_start = now;
+        self.completed_in_window = 0;
+        self.shed_in_window = 0;
+    }
+
+    /// How long until `backlog` requests (plus the ones shed over the last [`PACE_MEMORY`],
+    /// which come back) have been worked off at the current completion rate, between
+    /// [`MIN_RETRY_AFTER`] and `ceiling`. Without a known rate (nothing completed yet, a
+    /// stalled store) it is the ceiling.
+    fn drain_time(&mut self, backlog: usize, now: Instant, ceiling: Duration) -> Duration {
+        self.roll(now);
+        let ceiling = ceiling.max(MIN_RETRY_AFTER);
+        let rate = match self.completions {
+            Some(rate) if rate > 0.0 => rate,
+            _ => return ceiling,
+        };
+        let returning = self.sheds * PACE_MEMORY.as_secs_f64();
+        let secs = (backlog as f64 + returning) / rate;
+        Duration::try_from_secs_f64(secs)
+            .unwrap_or(ceiling)
+            .clamp(MIN_RETRY_AFTER, ceiling)
     }
 }
 
@@ -619,11 +769,12 @@ mod tests {
     #[tokio::test]
     async fn work_budget_sheds_with_a_jittered_retry_after() {
         let base = Duration::from_millis(1000);
-        let w = WorkBudget::new(1, Duration::from_millis(20), base);
+        let w = WorkBudget::new("test", 1, Duration::from_millis(20), base);
         let held = w.acquire().await.unwrap();
         let mut waits = std::collections::HashSet::new();
         for _ in 0..8 {
             let wait = w.acquire().await.unwrap_err();
+            // Nothing has completed yet: the drain time is unknown, so the ceiling.
             assert!(wait >= base && wait < base * 2, "{wait:?}");
             waits.insert(wait);
         }
@@ -635,7 +786,7 @@ mod tests {
 
     #[tokio::test]
     async fn work_budget_hands_a_freed_permit_to_a_waiter() {
-        let w = WorkBudget::new(1, Duration::from_secs(5), Duration::from_secs(1));
+        let w = WorkBudget::new("test", 1, Duration::from_secs(5), Duration::from_secs(1));
         let held = w.acquire().await.unwrap();
         let w2 = w.clone();
         let waiter = tokio::spawn(async move { w2.acquire().await.is_ok() });
@@ -643,5 +794,86 @@ mod tests {
         drop(held);
         assert!(waiter.await.unwrap());
         assert_eq!(w.shed(), 0);
+    }
+
+    const CEILING: Duration = Duration::from_secs(2);
+
+    /// A pace that saw `per_window` completions in each of `windows` windows from `start`.
+    fn steady(start: Instant, windows: u32, per_window: u64) -> (Pace, Instant) {
+        let mut pace = Pace::new(start);
+        let mut now = start;
+        for _ in 0..windows {
+            for _ in 0..per_window {
+                pace.completed(now);
+            }
+            now += PACE_WINDOW;
+        }
+        (pace, now)
+    }
+
+    #[test]
+    fn the_retry_after_follows_the_backlog_between_the_floor_and_the_ceiling() {
+        let start = Instant::now();
+        // 1,000 completions a second.
+        let (mut pace, now) = steady(start, 20, 100);
+        // 64 in flight drain in 64 ms: the floor.
+        assert_eq!(pace.drain_time(64, now, CEILING), MIN_RETRY_AFTER);
+        // 300 in 300 ms, 600 in twice that; 10,000 in more than the ceiling.
+        let short = pace.drain_time(300, now, CEILING);
+        assert!(
+            short > Duration::from_millis(250) && short < Duration::from_millis(350),
+            "{short:?}"
+        );
+        let longer = pace.drain_time(600, now, CEILING);
+        assert!(longer > short * 3 / 2 && longer < CEILING, "{longer:?}");
+        assert_eq!(pace.drain_time(10_000, now, CEILING), CEILING);
+        // A backlog of nothing still waits the floor.
+        assert_eq!(pace.drain_time(0, now, CEILING), MIN_RETRY_AFTER);
+    }
+
+    #[test]
+    fn agents_shed_lately_count_as_backlog() {
+        let start = Instant::now();
+        let (mut pace, mut now) = steady(start, 20, 100);
+        let quiet = pace.drain_time(200, now, CEILING);
+        // 300 sheds a second for a second, while the rate holds.
+        for _ in 0..10 {
+            for _ in 0..100 {
+                pace.completed(now);
+            }
+            for _ in 0..30 {
+                pace.shed(now);
+            }
+            now += PACE_WINDOW;
+        }
+        let busy = pace.drain_time(200, now, CEILING);
+        assert!(busy > quiet * 3 / 2, "{quiet:?} then {busy:?}");
+    }
+
+    #[test]
+    fn a_stalled_store_gets_the_ceiling() {
+        let start = Instant::now();
+        let fresh = Pace::new(start).drain_time(10, start + PACE_WINDOW, CEILING);
+        assert_eq!(fresh, CEILING, "no completion seen: the rate is unknown");
+        let (mut pace, now) = steady(start, 20, 100);
+        assert!(pace.drain_time(10, now, CEILING) < CEILING);
+        // Nothing completes for two seconds: the rate decays to nothing.
+        let later = now + Duration::from_secs(2);
+        assert_eq!(pace.drain_time(10, later, CEILING), CEILING);
+    }
+
+    #[tokio::test]
+    async fn a_budget_that_drains_fast_says_so_in_its_retry_after() {
+        let ceiling = Duration::from_secs(60);
+        let w = WorkBudget::new("test", 1, Duration::ZERO, ceiling);
+        // Work completes at some rate (well above one a minute on any machine).
+        let started = Instant::now();
+        while started.elapsed() < PACE_WINDOW * 3 {
+            drop(w.acquire().await.unwrap());
+            tokio::task::yield_now().await;
+        }
+        let _held = w.acquire().await.unwrap();
+        let wait = w.acquire().await.unwrap_err();
+        assert!(wait < ceiling, "{wait:?}: a fixed ceiling, not the backlog");
     }
 }

@@ -24,13 +24,19 @@ pub struct CollectorConfig {
     /// TLS handshakes in progress at once; beyond it new connections are refused, so that a
     /// reconnect storm cannot starve established sessions of CPU.
     pub max_handshakes: usize,
-    /// Requests doing database work at once (enrollments, hellos, uploads, command results).
+    /// Requests doing database work on the connection pool at once (hellos, enrollments,
+    /// pings, command results, certificate renewals).
     pub max_db_in_flight: usize,
+    /// Uploads (inventories, deltas, proxy events) handed to the store's group-commit writer at
+    /// once. The writer commits many in one transaction, so this is sized to its batches, not
+    /// to the pool; it bounds the uploads the collector holds in memory for the store.
+    pub max_uploads_in_flight: usize,
     /// How long a request may wait for its turn at the database before it is answered
     /// `unavailable` with a retry-after.
     pub db_wait: Duration,
-    /// Base of the retry-after in overload answers; each answer picks uniformly from
-    /// `[base, 2 × base)` so that shed agents do not return in lockstep.
+    /// Ceiling of the retry-after in overload answers. Below it the retry-after is the
+    /// backlog's estimated drain time; each answer picks uniformly from `[t, 2 × t)` so that
+    /// shed agents do not return in lockstep.
     pub overload_retry_after: Duration,
     /// QUIC keep-alive interval, keeping NAT bindings open and detecting dead peers.
     pub keep_alive: Duration,
@@ -69,6 +75,7 @@ impl Default for CollectorConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_handshakes: DEFAULT_MAX_HANDSHAKES,
             max_db_in_flight: DEFAULT_MAX_DB_IN_FLIGHT,
+            max_uploads_in_flight: DEFAULT_MAX_UPLOADS_IN_FLIGHT,
             db_wait: DEFAULT_DB_WAIT,
             overload_retry_after: DEFAULT_OVERLOAD_RETRY_AFTER,
             keep_alive: Duration::from_secs(10),
@@ -130,13 +137,18 @@ pub const DEFAULT_MAX_OPENING_PER_SOURCE: u32 = 64;
 /// Default of [`CollectorConfig::max_db_in_flight`]: four times the Postgres pool (16), so the
 /// pool stays busy while the queue in front of it stays short.
 pub const DEFAULT_MAX_DB_IN_FLIGHT: usize = 64;
+/// Default of [`CollectorConfig::max_uploads_in_flight`]: a full batch (512 jobs) for each of
+/// the four Postgres writers (four batches queued on SQLite's one), a quarter of one writer's
+/// queue, so the collector keeps the writers' batches full without filling their queues.
+pub const DEFAULT_MAX_UPLOADS_IN_FLIGHT: usize = 2_048;
 /// Default of [`CollectorConfig::enroll_failures_global_per_minute`]: far above what a fleet's
 /// mistakes produce (an expired token in an installer fails once per machine and backs off),
 /// far below what guessing needs.
 pub const DEFAULT_ENROLL_FAILURES_GLOBAL_PER_MINUTE: u32 = 1_000;
 /// Default of [`CollectorConfig::db_wait`].
 pub const DEFAULT_DB_WAIT: Duration = Duration::from_millis(250);
-/// Default of [`CollectorConfig::overload_retry_after`].
+/// Default of [`CollectorConfig::overload_retry_after`]: the ceiling, reached when the store
+/// stalls or its backlog takes that long to drain.
 pub const DEFAULT_OVERLOAD_RETRY_AFTER: Duration = Duration::from_secs(2);
 
 /// Errors that stop a collector.

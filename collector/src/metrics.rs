@@ -33,9 +33,9 @@ pub(crate) fn connection_refused(reason: &'static str) {
     counter!(REFUSED, "reason" => reason).increment(1);
 }
 
-/// A request was shed with retry-after (database work budget exhausted).
-pub(crate) fn request_shed() {
-    counter!(SHED).increment(1);
+/// A request was shed with retry-after (the `lane` budget, `reads` or `uploads`, exhausted).
+pub(crate) fn request_shed(lane: &'static str) {
+    counter!(SHED, "lane" => lane).increment(1);
 }
 
 /// An upload of `kind` (`inventory`, `delta`, `events`) was answered with `outcome`

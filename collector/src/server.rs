@@ -16,8 +16,8 @@ use crate::admission::{ConnectionBudget, WorkBudget};
 pub use crate::config::{
     CollectorConfig, CollectorError, DEFAULT_DB_WAIT, DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_DB_IN_FLIGHT, DEFAULT_MAX_HANDSHAKES,
-    DEFAULT_MAX_OPENING_PER_SOURCE, DEFAULT_OPENING_TIMEOUT, DEFAULT_OVERLOAD_RETRY_AFTER,
-    Transport,
+    DEFAULT_MAX_OPENING_PER_SOURCE, DEFAULT_MAX_UPLOADS_IN_FLIGHT, DEFAULT_OPENING_TIMEOUT,
+    DEFAULT_OVERLOAD_RETRY_AFTER, Transport,
 };
 use crate::liveness::Liveness;
 use crate::pki::CertificateAuthority;
@@ -68,9 +68,14 @@ impl<S: CollectorStore> Collector<S> {
         self.connections.clone()
     }
 
-    /// The database work budget (shed requests, for status and tests).
+    /// The database work budget on the connection pool (shed requests, for status and tests).
     pub fn work_budget(&self) -> Arc<WorkBudget> {
-        self.context.work.clone()
+        self.context.reads.clone()
+    }
+
+    /// The budget of uploads handed to the store's writer (shed uploads, for status and tests).
+    pub fn upload_budget(&self) -> Arc<WorkBudget> {
+        self.context.uploads.clone()
     }
 
     /// Serve until `shutdown` is cancelled, then close connections and return.
@@ -199,7 +204,7 @@ impl<S: CollectorStore> Collector<S> {
                     // A few refused connections at a time get an answer with a retry-after;
                     // beyond that they are closed unanswered and the agent backs off on its own.
                     if let Some(slot) = self.connections.try_refusal_answer() {
-                        let (work, acceptor) = (self.context.work.clone(), acceptor.clone());
+                        let (work, acceptor) = (self.context.reads.clone(), acceptor.clone());
                         tasks.spawn(async move {
                             let _slot = slot;
                             tcp::refuse(stream, acceptor, &work).await;

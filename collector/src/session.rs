@@ -54,7 +54,10 @@ pub(crate) struct Context<S> {
     pub(crate) liveness: Liveness,
     pub(crate) throttle: FailureThrottle,
     pub(crate) events: EventBudget,
-    pub(crate) work: Arc<WorkBudget>,
+    /// Work on the connection pool: hellos, enrollments, pings, command results, renewals.
+    pub(crate) reads: Arc<WorkBudget>,
+    /// Uploads for the store's group-commit writer: inventories, deltas, proxy events.
+    pub(crate) uploads: Arc<WorkBudget>,
 }
 
 /// Who is on the other end, as the TLS handshake established it.
@@ -96,8 +99,15 @@ impl<S: CollectorStore> Context<S> {
                 config.enroll_failures_global_per_minute,
             ),
             events: EventBudget::new(config.event_limits),
-            work: WorkBudget::new(
+            reads: WorkBudget::new(
+                "reads",
                 config.max_db_in_flight,
+                config.db_wait,
+                config.overload_retry_after,
+            ),
+            uploads: WorkBudget::new(
+                "uploads",
+                config.max_uploads_in_flight,
                 config.db_wait,
                 config.overload_retry_after,
             ),
@@ -200,7 +210,7 @@ impl<S: CollectorStore> Context<S> {
         prior_identity: Option<&PriorIdentity>,
     ) -> CollectorMessage {
         // Before signing: a shed enrollment should cost as little as possible.
-        let _permit = match self.work.acquire().await {
+        let _permit = match self.reads.acquire().await {
             Ok(p) => p,
             Err(wait) => return overloaded("collector busy: too many enrollments at once", wait),
         };
@@ -279,7 +289,7 @@ impl<S: CollectorStore> Context<S> {
             }
             Err(reply) => return refuse(reply, close::PROTOCOL),
         };
-        let _permit = match self.work.acquire().await {
+        let _permit = match self.reads.acquire().await {
             Ok(p) => p,
             Err(wait) => {
                 return refuse(
@@ -376,20 +386,24 @@ impl<S: CollectorStore> Session<S> {
     }
 
     /// Answer one request of the device (or the reply a transport made of an unreadable
-    /// frame). A request that needs the store and gets no turn in the work budget in time is
-    /// answered `unavailable` with a retry-after.
+    /// frame). A request that needs the store and gets no turn in its work budget in time
+    /// (uploads in the writer's, the rest in the pool's) is answered `unavailable` with a
+    /// retry-after.
     pub(crate) async fn answer(
         &self,
         request: Result<AgentMessage, CollectorMessage>,
     ) -> CollectorMessage {
-        let _permit = match &request {
-            Ok(message) if touches_store(message) => match self.context.work.acquire().await {
-                Ok(p) => Some(p),
-                Err(wait) => {
-                    return overloaded("collector busy: too much database work in flight", wait);
-                }
-            },
+        let budget = match &request {
+            Ok(message) if is_upload(message) => Some((&self.context.uploads, UPLOADS_BUSY)),
+            Ok(message) if touches_store(message) => Some((&self.context.reads, READS_BUSY)),
             _ => None,
+        };
+        let _permit = match budget {
+            Some((budget, busy)) => match budget.acquire().await {
+                Ok(p) => Some(p),
+                Err(wait) => return overloaded(busy, wait),
+            },
+            None => None,
         };
         self.answer_now(request).await
     }
@@ -700,7 +714,23 @@ impl Drop for Control {
     }
 }
 
-/// Whether answering `message` needs the store (and so a turn in the work budget). Kinds added
+/// What a shed request on the connection pool is told.
+const READS_BUSY: &str = "collector busy: too much database work in flight";
+/// What a shed upload is told.
+const UPLOADS_BUSY: &str = "collector busy: too many uploads waiting for the store";
+
+/// Whether `message` is an upload the store's group-commit writer takes (and so a turn in the
+/// uploads budget, not the pool's).
+fn is_upload(message: &AgentMessage) -> bool {
+    matches!(
+        message,
+        AgentMessage::InventorySnapshot { .. }
+            | AgentMessage::InventoryDelta { .. }
+            | AgentMessage::ProxyEvents { .. }
+    )
+}
+
+/// Whether answering `message` needs the store (and so a turn in a work budget). Kinds added
 /// later count as store work unless listed here.
 fn touches_store(message: &AgentMessage) -> bool {
     !matches!(

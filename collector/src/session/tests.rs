@@ -501,6 +501,7 @@ async fn requests_beyond_the_work_budget_are_shed_with_a_jittered_retry_after() 
     let base = Duration::from_millis(1000);
     let config = CollectorConfig {
         max_db_in_flight: 1,
+        max_uploads_in_flight: 1,
         db_wait: Duration::ZERO,
         overload_retry_after: base,
         ..CollectorConfig::default()
@@ -508,7 +509,11 @@ async fn requests_beyond_the_work_budget_are_shed_with_a_jittered_retry_after() 
     let h = Harness::with(MemoryStore::new(), &config);
     let device = h.enroll().await;
     let session = h.connect(&device).await;
-    let held = h.context.work.acquire().await.unwrap();
+    // No work has completed yet, so the backlog's drain time is unknown: the ceiling.
+    let held = (
+        h.context.reads.acquire().await.unwrap(),
+        h.context.uploads.acquire().await.unwrap(),
+    );
     for request in [snapshot(1, &inventory(&[])), AgentMessage::Ping] {
         let wait = retry_after(&session.answer(Ok(request)).await);
         assert!(wait >= base && wait < base * 2, "{wait:?}");
@@ -534,6 +539,45 @@ async fn requests_beyond_the_work_budget_are_shed_with_a_jittered_retry_after() 
         session.answer(Ok(snapshot(1, &inventory(&[])))).await,
         CollectorMessage::Ack { seq: 1 }
     );
+}
+
+#[tokio::test]
+async fn uploads_are_admitted_for_the_writer_while_the_pools_budget_is_full() {
+    let config = CollectorConfig {
+        max_db_in_flight: 1,
+        max_uploads_in_flight: 2,
+        db_wait: Duration::ZERO,
+        ..CollectorConfig::default()
+    };
+    let h = Harness::with(MemoryStore::new(), &config);
+    let device = h.enroll().await;
+    let session = h.connect(&device).await;
+    // Hellos, pings and enrollments fill the pool's budget: uploads still go to the writer,
+    // which batches them (one shared budget shed them here).
+    let held = h.context.reads.acquire().await.unwrap();
+    assert_eq!(
+        session.answer(Ok(snapshot(1, &inventory(&[])))).await,
+        CollectorMessage::Ack { seq: 1 }
+    );
+    retry_after(&session.answer(Ok(AgentMessage::Ping)).await);
+    drop(held);
+    // And the other way round: uploads filling theirs do not shed the pool's work.
+    let uploads = (
+        h.context.uploads.acquire().await.unwrap(),
+        h.context.uploads.acquire().await.unwrap(),
+    );
+    retry_after(&session.answer(Ok(snapshot(2, &inventory(&[])))).await);
+    assert!(matches!(
+        session.answer(Ok(AgentMessage::Ping)).await,
+        CollectorMessage::Pong { .. }
+    ));
+    assert!(matches!(
+        h.open(&device, Ok(hello())).await,
+        Opening::Accepted { .. }
+    ));
+    drop(uploads);
+    assert_eq!(h.context.uploads.shed(), 1);
+    assert_eq!(h.context.reads.shed(), 1);
 }
 
 #[tokio::test]

@@ -121,15 +121,20 @@ struct CollectorLimits {
     /// TLS handshakes in progress at once (a reconnect storm beyond it is spread by refusals).
     #[arg(long, env = "AGENT_BOM_COLLECTOR_MAX_HANDSHAKES", default_value_t = agent_bom_collector::server::DEFAULT_MAX_HANDSHAKES, value_parser = at_least_one())]
     max_handshakes: usize,
-    /// Requests doing database work at once (uploads, enrollments, hellos).
+    /// Requests doing database work on the connection pool at once (hellos, enrollments,
+    /// pings, command results).
     #[arg(long, env = "AGENT_BOM_COLLECTOR_MAX_DB_IN_FLIGHT", default_value_t = agent_bom_collector::server::DEFAULT_MAX_DB_IN_FLIGHT, value_parser = at_least_one())]
     max_db_in_flight: usize,
+    /// Uploads (inventories, deltas, proxy events) handed to the store's group-commit writer
+    /// at once; it bounds the uploads the collector holds for the store.
+    #[arg(long, env = "AGENT_BOM_COLLECTOR_MAX_UPLOADS_IN_FLIGHT", default_value_t = agent_bom_collector::server::DEFAULT_MAX_UPLOADS_IN_FLIGHT, value_parser = at_least_one())]
+    max_uploads_in_flight: usize,
     /// Milliseconds a request may wait for its turn at the database before it is answered
     /// `unavailable` with a retry-after.
     #[arg(long, env = "AGENT_BOM_COLLECTOR_DB_WAIT_MS", default_value_t = duration_ms(agent_bom_collector::server::DEFAULT_DB_WAIT))]
     db_wait_ms: u64,
-    /// Base retry-after of overload answers in milliseconds (each answer picks from base to
-    /// twice the base).
+    /// Ceiling of the retry-after of overload answers in milliseconds: below it a shed request
+    /// is told the backlog's estimated drain time (each answer picks from that to twice that).
     #[arg(long, env = "AGENT_BOM_COLLECTOR_OVERLOAD_RETRY_MS", default_value_t = duration_ms(agent_bom_collector::server::DEFAULT_OVERLOAD_RETRY_AFTER), value_parser = clap::value_parser!(u64).range(1..))]
     overload_retry_ms: u64,
     /// Connections from one address (an IPv6 /64) still in their handshake or first exchange;
@@ -164,6 +169,7 @@ impl CollectorLimits {
             max_connections: self.max_connections,
             max_handshakes: self.max_handshakes,
             max_db_in_flight: self.max_db_in_flight,
+            max_uploads_in_flight: self.max_uploads_in_flight,
             db_wait: Duration::from_millis(self.db_wait_ms),
             overload_retry_after: Duration::from_millis(self.overload_retry_ms),
             max_opening_per_source: self.max_opening_per_address,

@@ -175,6 +175,10 @@ pub(crate) async fn drain(b: &Backend, options: &Options) {
         drain_stats.summary()
     );
     println!(
+        "| shed during the drain, by request and reason | {} |",
+        drain_stats.shed_breakdown()
+    );
+    println!(
         "| canary sessions (every 500 ms): welcome / unavailable with retry-after / refused at the handshake / no answer in {} s | {} / {} / {} / {} (max answer {:.0} ms) |",
         CANARY_PATIENCE.as_secs(),
         canary.welcomed,

@@ -224,9 +224,9 @@ impl Fleet {
                 Ok(CollectorMessage::Error {
                     code: ErrorCode::Unavailable,
                     retry_after_ms,
-                    ..
+                    message,
                 }) => {
-                    stats.shed.fetch_add(1, Ordering::Relaxed);
+                    stats.shed("enroll", &message, retry_after_ms);
                     tokio::time::sleep(
                         retry_after_ms
                             .map(Duration::from_millis)
@@ -324,9 +324,9 @@ impl Fleet {
                 Ok(CollectorMessage::Error {
                     code: ErrorCode::Unavailable,
                     retry_after_ms,
-                    ..
+                    message,
                 }) => {
-                    stats.shed.fetch_add(1, Ordering::Relaxed);
+                    stats.shed("hello", &message, retry_after_ms);
                     tokio::time::sleep(
                         retry_after_ms
                             .map(Duration::from_millis)
@@ -387,6 +387,25 @@ pub struct PhaseStats {
     pub lost: AtomicU64,
     /// Requests answered `unavailable`.
     pub shed: AtomicU64,
+    /// The same, by request kind and the collector's reason: which budget turned them away.
+    sheds: std::sync::Mutex<std::collections::BTreeMap<(&'static str, String), ShedCount>>,
+}
+
+/// Requests of one kind shed for one reason, and the retry-after they were given.
+#[derive(Default, Clone, Copy)]
+struct ShedCount {
+    n: u64,
+    retry_after_ms: u64,
+}
+
+/// The kind of an upload, for the shed breakdown.
+pub fn kind_of(message: &AgentMessage) -> &'static str {
+    match message {
+        AgentMessage::InventorySnapshot { .. } => "inventory",
+        AgentMessage::InventoryDelta { .. } => "delta",
+        AgentMessage::ProxyEvents { .. } => "events",
+        _ => "other",
+    }
 }
 
 impl PhaseStats {
@@ -399,6 +418,36 @@ impl PhaseStats {
             self.lost.load(Ordering::Relaxed),
             self.shed.load(Ordering::Relaxed)
         )
+    }
+
+    /// Count a request of `kind` answered `unavailable` with `reason` and `retry_after_ms`.
+    pub fn shed(&self, kind: &'static str, reason: &str, retry_after_ms: Option<u64>) {
+        self.shed.fetch_add(1, Ordering::Relaxed);
+        // The reason without the variable tail ("; retry later"), so answers group.
+        let reason = reason.split(';').next().unwrap_or(reason).to_string();
+        let mut sheds = self.sheds.lock().unwrap_or_else(|p| p.into_inner());
+        let c = sheds.entry((kind, reason)).or_default();
+        c.n += 1;
+        c.retry_after_ms += retry_after_ms.unwrap_or(0);
+    }
+
+    /// `kind "reason": N (mean retry-after M ms)`, one per kind and reason, for the reports.
+    pub fn shed_breakdown(&self) -> String {
+        let sheds = self.sheds.lock().unwrap_or_else(|p| p.into_inner());
+        if sheds.is_empty() {
+            return "none".into();
+        }
+        sheds
+            .iter()
+            .map(|((kind, reason), c)| {
+                format!(
+                    "{kind} \"{reason}\": {} (mean retry-after {} ms)",
+                    c.n,
+                    c.retry_after_ms / c.n.max(1)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 }
 
@@ -418,9 +467,10 @@ pub async fn upload(
             Ok(CollectorMessage::Ack { seq: acked }) if acked == seq => return Ok(()),
             Ok(CollectorMessage::Error {
                 retry_after_ms: Some(ms),
+                message: why,
                 ..
             }) => {
-                stats.shed.fetch_add(1, Ordering::Relaxed);
+                stats.shed(kind_of(message), &why, Some(ms));
                 tokio::time::sleep(Duration::from_millis(ms)).await;
             }
             Ok(CollectorMessage::Error {

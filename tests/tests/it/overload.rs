@@ -185,6 +185,7 @@ fn tiny_budget() -> CollectorConfig {
         max_connections: 64,
         max_handshakes: 2,
         max_db_in_flight: 1,
+        max_uploads_in_flight: 1,
         db_wait: Duration::from_millis(20),
         overload_retry_after: Duration::from_millis(250),
         ..test_collector_config()
