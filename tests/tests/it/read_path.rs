@@ -11,7 +11,8 @@ use std::collections::BTreeSet;
 
 use agent_bom_collector::store::{CollectorStore, LastSeen};
 use agent_bom_control_plane::store::{
-    Backend, EndpointQuery, EndpointSort, EndpointStatus, LifecycleState, MetadataUpdate, Store,
+    Backend, EndpointQuery, EndpointSort, EndpointStatus, LifecycleState, MetadataUpdate,
+    SearchLimits, Store,
 };
 use agent_bom_protocol::{Inventory, ServerEntry, Transport};
 use agent_bom_tests::postgres::TestDatabase;
@@ -597,6 +598,8 @@ async fn filters_match_a_scan(store: Store) {
         (4, Some("bob"), Some("staging")),
         (5, None, Some("Production-US")),
         (6, Some("Zoë \"Quote\" 100%"), None),
+        (7, Some("CORP\\jdoe"), Some("dev_1")),
+        (8, Some("O'Brien"), Some("qa 50%")),
     ] {
         store
             .update_endpoint_metadata(
@@ -607,6 +610,31 @@ async fn filters_match_a_scan(store: Store) {
                     environment: Some(environment.map(String::from)),
                     tags: None,
                 },
+            )
+            .await
+            .unwrap();
+    }
+
+    // Another tenant whose endpoints match most searches: never in this tenant's answers.
+    let other = store.create_tenant("unlisted").await.unwrap();
+    let (_, other_token) = store
+        .create_enrollment_token(&other.id, "t", None, None)
+        .await
+        .unwrap();
+    for (id, hostname) in [("b-00", "Host-13"), ("b-01", "zz-other")] {
+        let session = agent_bom_tests::harness::enroll_in_store(&store, &other_token, id).await;
+        store
+            .apply_inventory(
+                &session,
+                "1.0",
+                1,
+                &inventory(
+                    hostname,
+                    &[
+                        ("srv-13", "srv-13", Transport::Stdio, false, false),
+                        ("Rare-Tool-9", "Rare-Tool-9", Transport::Stdio, false, false),
+                    ],
+                ),
             )
             .await
             .unwrap();
@@ -736,8 +764,29 @@ async fn filters_match_a_scan(store: Store) {
         "\"",
         "o OR b",
         "nothing-matches",
+        "\\",
+        "p\\j",
+        "v_1",
+        "_1",
+        "'",
+        "o'b",
+        "0%",
+        "-p",
+        "13",
+        "Sh",
+        "-",
+        "",
     ];
     assert_search_matches_scan(&store, &tenant.id, &searches).await;
+    // The same with the indexes' limits at their smallest: a search matching more than three
+    // endpoints, more than two server names or more than twelve of their rows tests the
+    // endpoints in sort order instead of looking its candidates up.
+    let mut walking = store.clone();
+    walking.set_search_limits(SearchLimits {
+        candidates: 3,
+        names: 2,
+    });
+    assert_search_matches_scan(&walking, &tenant.id, &searches).await;
 
     // Renames (a new inventory's hostname, a new owner), a cleared owner and deletes: the
     // index follows every write.
@@ -773,6 +822,7 @@ async fn filters_match_a_scan(store: Store) {
         "host-1",
     ];
     let found = assert_search_matches_scan(&store, &tenant.id, &after).await;
+    assert_search_matches_scan(&walking, &tenant.id, &after).await;
     assert_eq!(found["renamed"], 1, "{found:?}");
     assert_eq!(found["carol"], 1, "{found:?}");
     assert_eq!(found["bob"], 0, "{found:?}");
