@@ -255,10 +255,11 @@ pub(crate) async fn run(o: ListOptions) {
         for (name, q) in filters {
             cases.push((name.to_string(), page(q)));
         }
-        // The search, under every sort: a rare substring; 2 % of the fleet whose trigrams are
-        // common to every row (every owner starts with `owner-`); a server name on 2,000
-        // endpoints; two characters matching nothing (no trigram to look up), about 6 % of
-        // the fleet, and every endpoint.
+        // The search, under every sort: a rare substring (11 endpoints); 2 % of the fleet
+        // whose trigrams are common to every row (every owner starts with `owner-`); a server
+        // name on 2,000 endpoints; two characters (no trigram to look up) matching nothing,
+        // matching 6 % of the endpoints' own columns and 15 server names (a third of the
+        // fleet), and matching every endpoint.
         for text in ["host-4242", "owner-42", "server-123", "zq", "42", "er"] {
             for sort in SORTS {
                 cases.push((

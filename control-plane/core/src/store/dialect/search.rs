@@ -26,13 +26,19 @@ const SQLITE_SHORT_CANDIDATES: &str = "SELECT k.endpoint_id AS id FROM endpoint_
      OR c.c3 LIKE $2 ESCAPE '\\') AND k.tenant_id = $1 LIMIT $3";
 
 /// Postgres: the expression of the `endpoints_search_trgm` index (migration 1301), written the
-/// same way so the planner matches it, against the lowercase `LIKE` pattern `$2`. A text
-/// shorter than a trigram gives the index nothing to look up; the planner then scans the
-/// tenant's rows with the same test.
+/// same way so the planner matches it, against the lowercase `LIKE` pattern `$2`.
 const POSTGRES_CANDIDATES: &str = "SELECT id FROM endpoints WHERE tenant_id = $1 AND \
      (LOWER(hostname) || chr(10) || LOWER(COALESCE(owner, '')) || chr(10) || \
      LOWER(COALESCE(environment, '')) || chr(10) || LOWER(COALESCE(source_id, ''))) \
      LIKE $2 ESCAPE '\\' LIMIT $3";
+
+/// Postgres, a text shorter than a trigram: the index has nothing to look up, so the tenant's
+/// rows are scanned in storage order with the store's own predicate (the concatenation the
+/// index needs costs twice the four tests).
+const POSTGRES_SHORT_CANDIDATES: &str = "SELECT id FROM endpoints WHERE tenant_id = $1 AND \
+     (LOWER(hostname) LIKE $2 ESCAPE '\\' OR LOWER(COALESCE(owner, '')) LIKE $2 ESCAPE '\\' \
+     OR LOWER(COALESCE(environment, '')) LIKE $2 ESCAPE '\\' OR LOWER(COALESCE(source_id, '')) LIKE $2 ESCAPE '\\') \
+     LIMIT $3";
 
 impl Backend {
     /// The SQL that finds up to `$3` endpoints of tenant `$1` whose hostname, owner,
@@ -41,15 +47,15 @@ impl Backend {
     /// endpoint that matches the search's predicate on those columns is among them; some that
     /// do not may be too.
     pub(crate) fn search_candidates(self, lowered: &str, pattern: &str) -> (&'static str, String) {
+        let short = lowered.chars().count() < MIN_INDEXED_CHARS;
         match self {
-            Self::Sqlite if lowered.chars().count() < MIN_INDEXED_CHARS => {
-                (SQLITE_SHORT_CANDIDATES, pattern.to_string())
-            }
+            Self::Sqlite if short => (SQLITE_SHORT_CANDIDATES, pattern.to_string()),
             // An FTS5 phrase: a quoted string, quotes doubled; every other character is literal.
             Self::Sqlite => (
                 SQLITE_CANDIDATES,
                 format!("\"{}\"", lowered.replace('"', "\"\"")),
             ),
+            Self::Postgres if short => (POSTGRES_SHORT_CANDIDATES, pattern.to_string()),
             Self::Postgres => (POSTGRES_CANDIDATES, pattern.to_string()),
         }
     }
@@ -84,6 +90,10 @@ mod tests {
         assert_eq!(
             Backend::Sqlite.search_candidates("zqx", "%zqx%").0,
             SQLITE_CANDIDATES
+        );
+        assert_eq!(
+            Backend::Postgres.search_candidates("zq", "%zq%").0,
+            POSTGRES_SHORT_CANDIDATES
         );
     }
 }
