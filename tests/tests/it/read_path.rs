@@ -592,6 +592,14 @@ async fn filters_match_a_scan(store: Store) {
         .fleet_sync(&tenant.id, &push("rare-push", &["srv-1"]), None, None)
         .await
         .unwrap();
+    // A push whose source id is not its hostname: matched by the source id alone.
+    let named = json!({"source_id": "pushed-9_x", "agents": [
+        {"name": "cursor", "enrollment_name": "laptop-q", "mcp_servers": []}
+    ]});
+    store
+        .fleet_sync(&tenant.id, named.to_string().as_bytes(), None, None)
+        .await
+        .unwrap();
     // Owners and environments, some not ASCII, for the search's other columns.
     for (i, owner, environment) in [
         (3, Some("Alice Müller"), Some("production-eu")),
@@ -776,8 +784,22 @@ async fn filters_match_a_scan(store: Store) {
         "Sh",
         "-",
         "",
+        "9_",
+        "_x",
+        "d-9",
+        "laptop-q",
+        "srv",
+        "SRV-1",
     ];
-    assert_search_matches_scan(&store, &tenant.id, &searches).await;
+    let found = assert_search_matches_scan(&store, &tenant.id, &searches).await;
+    // Each way to match is exercised: the source id alone, short texts, the other tenant's
+    // matches left out.
+    assert_eq!(
+        (found["9_"], found["d-9"], found["laptop-q"]),
+        (1, 1, 1),
+        "{found:?}"
+    );
+    assert!(found["13"] > 0 && found["h"] > found["13"], "{found:?}");
     // The same with the indexes' limits at their smallest: a search matching more than three
     // endpoints, more than two server names or more than twelve of their rows tests the
     // endpoints in sort order instead of looking its candidates up.
