@@ -103,6 +103,18 @@ pub(crate) async fn seed(store: &Store, tenant: &str, n: usize, servers: usize) 
     sqlx::query("ANALYZE").execute(store.pool()).await.unwrap();
 }
 
+/// Every sort of the fleet list.
+const SORTS: [&str; 8] = [
+    "hostname",
+    "-hostname",
+    "last_seen",
+    "-last_seen",
+    "enrolled_at",
+    "-enrolled_at",
+    "server_count",
+    "-server_count",
+];
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[rank.min(sorted.len() - 1)]
@@ -165,16 +177,7 @@ pub(crate) async fn run(o: ListOptions) {
             ..q
         };
         let mut cases: Vec<(String, EndpointQuery)> = Vec::new();
-        for sort in [
-            "hostname",
-            "-hostname",
-            "last_seen",
-            "-last_seen",
-            "enrolled_at",
-            "-enrolled_at",
-            "server_count",
-            "-server_count",
-        ] {
+        for sort in SORTS {
             let sort_by = EndpointSort::parse(sort).unwrap();
             cases.push((
                 format!("sort={sort}"),
@@ -248,40 +251,26 @@ pub(crate) async fn run(o: ListOptions) {
                     ..Default::default()
                 },
             ),
-            (
-                "q=host-4242",
-                EndpointQuery {
-                    q: Some("host-4242".into()),
-                    ..Default::default()
-                },
-            ),
-            // 2 % of the fleet: more candidates than are tested by id.
-            (
-                "q=owner-42",
-                EndpointQuery {
-                    q: Some("owner-42".into()),
-                    ..Default::default()
-                },
-            ),
-            // A server name: its endpoints by the name index.
-            (
-                "q=server-123",
-                EndpointQuery {
-                    q: Some("server-123".into()),
-                    ..Default::default()
-                },
-            ),
-            // Shorter than a trigram and matching nothing: the worst case of the scan.
-            (
-                "q=zq",
-                EndpointQuery {
-                    q: Some("zq".into()),
-                    ..Default::default()
-                },
-            ),
         ];
         for (name, q) in filters {
             cases.push((name.to_string(), page(q)));
+        }
+        // The search, under every sort: a rare substring (11 endpoints); 2 % of the fleet
+        // whose trigrams are common to every row (every owner starts with `owner-`); a server
+        // name on 2,000 endpoints; two characters (no trigram to look up) matching nothing,
+        // matching 6 % of the endpoints' own columns and 15 server names (a third of the
+        // fleet), and matching every endpoint.
+        for text in ["host-4242", "owner-42", "server-123", "zq", "42", "er"] {
+            for sort in SORTS {
+                cases.push((
+                    format!("q={text} sort={sort}"),
+                    page(EndpointQuery {
+                        q: Some(text.into()),
+                        sort: EndpointSort::parse(sort).unwrap(),
+                        ..Default::default()
+                    }),
+                ));
+            }
         }
         for (name, q) in cases {
             let (p50, p95, deeper) = time(&store, &tenant.id, &q, o.runs).await;

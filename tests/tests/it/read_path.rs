@@ -11,7 +11,8 @@ use std::collections::BTreeSet;
 
 use agent_bom_collector::store::{CollectorStore, LastSeen};
 use agent_bom_control_plane::store::{
-    Backend, EndpointQuery, EndpointSort, EndpointStatus, LifecycleState, MetadataUpdate, Store,
+    Backend, EndpointQuery, EndpointSort, EndpointStatus, LifecycleState, MetadataUpdate,
+    SearchLimits, Store,
 };
 use agent_bom_protocol::{Inventory, ServerEntry, Transport};
 use agent_bom_tests::postgres::TestDatabase;
@@ -591,12 +592,22 @@ async fn filters_match_a_scan(store: Store) {
         .fleet_sync(&tenant.id, &push("rare-push", &["srv-1"]), None, None)
         .await
         .unwrap();
+    // A push whose source id is not its hostname: matched by the source id alone.
+    let named = json!({"source_id": "pushed-9_x", "agents": [
+        {"name": "cursor", "enrollment_name": "laptop-q", "mcp_servers": []}
+    ]});
+    store
+        .fleet_sync(&tenant.id, named.to_string().as_bytes(), None, None)
+        .await
+        .unwrap();
     // Owners and environments, some not ASCII, for the search's other columns.
     for (i, owner, environment) in [
         (3, Some("Alice Müller"), Some("production-eu")),
         (4, Some("bob"), Some("staging")),
         (5, None, Some("Production-US")),
         (6, Some("Zoë \"Quote\" 100%"), None),
+        (7, Some("CORP\\jdoe"), Some("dev_1")),
+        (8, Some("O'Brien"), Some("qa 50%")),
     ] {
         store
             .update_endpoint_metadata(
@@ -607,6 +618,31 @@ async fn filters_match_a_scan(store: Store) {
                     environment: Some(environment.map(String::from)),
                     tags: None,
                 },
+            )
+            .await
+            .unwrap();
+    }
+
+    // Another tenant whose endpoints match most searches: never in this tenant's answers.
+    let other = store.create_tenant("unlisted").await.unwrap();
+    let (_, other_token) = store
+        .create_enrollment_token(&other.id, "t", None, None)
+        .await
+        .unwrap();
+    for (id, hostname) in [("b-00", "Host-13"), ("b-01", "zz-other")] {
+        let session = agent_bom_tests::harness::enroll_in_store(&store, &other_token, id).await;
+        store
+            .apply_inventory(
+                &session,
+                "1.0",
+                1,
+                &inventory(
+                    hostname,
+                    &[
+                        ("srv-13", "srv-13", Transport::Stdio, false, false),
+                        ("Rare-Tool-9", "Rare-Tool-9", Transport::Stdio, false, false),
+                    ],
+                ),
             )
             .await
             .unwrap();
@@ -736,8 +772,43 @@ async fn filters_match_a_scan(store: Store) {
         "\"",
         "o OR b",
         "nothing-matches",
+        "\\",
+        "p\\j",
+        "v_1",
+        "_1",
+        "'",
+        "o'b",
+        "0%",
+        "-p",
+        "13",
+        "Sh",
+        "-",
+        "",
+        "9_",
+        "_x",
+        "d-9",
+        "laptop-q",
+        "srv",
+        "SRV-1",
     ];
-    assert_search_matches_scan(&store, &tenant.id, &searches).await;
+    let found = assert_search_matches_scan(&store, &tenant.id, &searches).await;
+    // Each way to match is exercised: the source id alone, short texts, the other tenant's
+    // matches left out.
+    assert_eq!(
+        (found["9_"], found["d-9"], found["laptop-q"]),
+        (1, 1, 1),
+        "{found:?}"
+    );
+    assert!(found["13"] > 0 && found["h"] > found["13"], "{found:?}");
+    // The same with the indexes' limits at their smallest: a search matching more than three
+    // endpoints, more than two server names or more than twelve of their rows tests the
+    // endpoints in sort order instead of looking its candidates up.
+    let mut walking = store.clone();
+    walking.set_search_limits(SearchLimits {
+        candidates: 3,
+        names: 2,
+    });
+    assert_search_matches_scan(&walking, &tenant.id, &searches).await;
 
     // Renames (a new inventory's hostname, a new owner), a cleared owner and deletes: the
     // index follows every write.
@@ -773,6 +844,7 @@ async fn filters_match_a_scan(store: Store) {
         "host-1",
     ];
     let found = assert_search_matches_scan(&store, &tenant.id, &after).await;
+    assert_search_matches_scan(&walking, &tenant.id, &after).await;
     assert_eq!(found["renamed"], 1, "{found:?}");
     assert_eq!(found["carol"], 1, "{found:?}");
     assert_eq!(found["bob"], 0, "{found:?}");

@@ -7,7 +7,6 @@ use sqlx::Row;
 use std::collections::BTreeSet;
 
 use super::dialect::Backend;
-use super::dialect::search::MIN_INDEXED_CHARS;
 use super::{Store, StoreError, now_ms};
 
 pub use super::fleet_change::ONLINE_WINDOW_MS;
@@ -413,22 +412,56 @@ struct Sql {
 
 impl Sql {
     fn p(&mut self, v: Param) -> String {
+        format!("${}", self.n(v))
+    }
+
+    /// Bind `v`; its parameter number.
+    fn n(&mut self, v: Param) -> usize {
         self.params.push(v);
-        format!("${}", self.params.len())
+        self.params.len()
     }
 }
 
 /// The server names of a tenant that a `q` search matches.
 enum ServerNameMatch {
-    /// At most [`FEW_NAMES`] names.
+    /// At most [`SearchLimits::names`] names.
     Few(Vec<String>),
     /// More than that.
     Many,
 }
 
-/// Up to this many matching server names are looked up by name; beyond, matches are common
-/// enough that testing endpoints in sort order fills a page sooner.
-const FEW_NAMES: usize = 64;
+/// How far the fleet search (`q=`) narrows through its indexes before it tests endpoints in sort
+/// order instead ([`Store::set_search_limits`]). Either way the answer is the same; the limits
+/// only choose the cheaper way to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SearchLimits {
+    /// Up to this many endpoints the search may match are looked up by id and sorted (default
+    /// 5,000); beyond, matches are common enough that testing endpoints in sort order fills a
+    /// page sooner: a page of 100 at that density is found within about 2,000 endpoints.
+    pub candidates: usize,
+    /// Up to this many matching server names are looked up by name (default 1,000).
+    pub names: usize,
+}
+
+impl Default for SearchLimits {
+    fn default() -> Self {
+        Self {
+            candidates: 5000,
+            names: 1000,
+        }
+    }
+}
+
+impl SearchLimits {
+    /// At most this many server rows of the matching names are read for the candidates: rows,
+    /// not distinct endpoints, so the read stops at the limit on both backends (a `DISTINCT` is
+    /// a hash of every row on Postgres). An endpoint configuring one name in several clients
+    /// counts several times; past the limit the search walks in sort order, which suits names
+    /// that common.
+    fn name_rows(self) -> usize {
+        self.candidates.saturating_mul(4)
+    }
+}
 
 /// The tenant's distinct server names matching the lowercase `LIKE` pattern. The names are
 /// walked with one seek of the name index each (a loose index scan), so the cost follows the
@@ -437,6 +470,7 @@ async fn matching_server_names(
     conn: &mut sqlx::AnyConnection,
     tenant_id: &str,
     pattern: &str,
+    limits: SearchLimits,
 ) -> Result<ServerNameMatch, StoreError> {
     let rows = sqlx::query(
         "WITH RECURSIVE names(name) AS ( \
@@ -447,10 +481,10 @@ async fn matching_server_names(
     )
     .bind(tenant_id)
     .bind(pattern)
-    .bind(FEW_NAMES as i64 + 1)
+    .bind(bound(limits.names))
     .fetch_all(conn)
     .await?;
-    if rows.len() > FEW_NAMES {
+    if rows.len() > limits.names {
         return Ok(ServerNameMatch::Many);
     }
     Ok(ServerNameMatch::Few(
@@ -460,16 +494,16 @@ async fn matching_server_names(
     ))
 }
 
-/// Up to this many endpoints a `q` search may match are tested by id; beyond, matches are
-/// common enough that testing endpoints in sort order fills a page sooner.
-const FEW_CANDIDATES: usize = 5000;
+/// `n + 1` as a SQL `LIMIT`: one row more than `n` tells that there are more.
+fn bound(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX - 1) + 1
+}
 
 /// The endpoints a `q` search may match, found through the indexes: the trigram index of the
 /// endpoints' own columns (see `dialect::search`) and the name index of the server names that
 /// match (`names`). Every endpoint the search matches is among them. `None` when the indexes
-/// cannot narrow the search: the text is shorter than a trigram, more than [`FEW_NAMES`] server
-/// names or more than [`FEW_CANDIDATES`] endpoints match; the search then tests endpoints in
-/// sort order.
+/// cannot narrow the search to a few ([`SearchLimits`]): too many server names, server rows
+/// of them or endpoints match; the search then tests endpoints in sort order.
 async fn search_candidates(
     conn: &mut sqlx::AnyConnection,
     backend: Backend,
@@ -477,21 +511,19 @@ async fn search_candidates(
     lowered: &str,
     pattern: &str,
     names: &ServerNameMatch,
-) -> Result<Option<Vec<String>>, StoreError> {
+    limits: SearchLimits,
+) -> Result<Option<BTreeSet<String>>, StoreError> {
     let ServerNameMatch::Few(names) = names else {
         return Ok(None);
     };
-    if lowered.chars().count() < MIN_INDEXED_CHARS {
-        return Ok(None);
-    }
-    let cap = i64::try_from(FEW_CANDIDATES + 1).unwrap_or(i64::MAX);
-    let own = sqlx::query(backend.search_candidates_sql())
+    let (sql, needle) = backend.search_candidates(lowered, pattern);
+    let own = sqlx::query(sql)
         .bind(tenant_id)
-        .bind(backend.search_needle(lowered, pattern))
-        .bind(cap)
+        .bind(needle)
+        .bind(bound(limits.candidates))
         .fetch_all(&mut *conn)
         .await?;
-    if own.len() > FEW_CANDIDATES {
+    if own.len() > limits.candidates {
         return Ok(None);
     }
     let mut ids = BTreeSet::new();
@@ -499,21 +531,25 @@ async fn search_candidates(
         ids.insert(r.try_get::<String, _>("id")?);
     }
     if !names.is_empty() {
-        let list = super::rows::placeholders(3, names.len());
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT DISTINCT endpoint_id FROM endpoint_servers WHERE tenant_id = $1 \
-             AND name IN ({list}) LIMIT $2"
+        // The names as one JSON parameter: one index range each, whatever their number.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT s.endpoint_id FROM endpoint_servers s WHERE s.tenant_id = $1 \
+             AND s.name IN (SELECT j.value FROM {}) LIMIT $2",
+            backend.json_values(3)
         )))
         .bind(tenant_id)
-        .bind(cap);
-        for n in names {
-            q = q.bind(n.clone());
+        .bind(bound(limits.name_rows()))
+        .bind(super::to_json_text(names))
+        .fetch_all(&mut *conn)
+        .await?;
+        if rows.len() > limits.name_rows() {
+            return Ok(None);
         }
-        for r in q.fetch_all(&mut *conn).await? {
+        for r in &rows {
             ids.insert(r.try_get::<String, _>("endpoint_id")?);
         }
     }
-    Ok((ids.len() <= FEW_CANDIDATES).then(|| ids.into_iter().collect()))
+    Ok((ids.len() <= limits.candidates).then_some(ids))
 }
 
 /// `LIKE` pattern matching `needle` literally inside a JSON string list (`"needle"`).
@@ -580,7 +616,8 @@ impl Store {
         let now = now_ms();
         let mut w = Sql::default();
         let t = w.p(Param::Text(tenant_id.to_string()));
-        w.text = format!("SELECT {SUMMARY_COLUMNS} FROM endpoints e WHERE tenant_id = {t}");
+        w.text = format!(" WHERE tenant_id = {t}");
+        let mut from = "endpoints e".to_string();
         let (column, _, desc) = query.sort.column();
         if let Some(cursor) = query.cursor.as_deref() {
             let (value, id) = decode_cursor(cursor, query.sort)?;
@@ -658,54 +695,50 @@ impl Store {
             ));
         }
         if let Some(q) = &query.q {
+            let backend = self.backend();
             let lowered = q.to_lowercase();
             let pattern = format!("%{}%", like_escape(&lowered));
-            let names = matching_server_names(&mut tx, tenant_id, &pattern).await?;
-            // Few candidates from the indexes: the predicate below is tested on just those.
-            if let Some(ids) = search_candidates(
-                &mut tx,
-                self.backend(),
-                tenant_id,
-                &lowered,
-                &pattern,
-                &names,
+            let limits = self.search_limits();
+            let names = matching_server_names(&mut tx, tenant_id, &pattern, limits).await?;
+            let candidates = search_candidates(
+                &mut tx, backend, tenant_id, &lowered, &pattern, &names, limits,
             )
-            .await?
-            {
-                if ids.is_empty() {
-                    w.text.push_str(" AND 1 = 0");
-                } else {
-                    let list = ids
-                        .into_iter()
-                        .map(|id| w.p(Param::Text(id)))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    w.text.push_str(&format!(" AND e.id IN ({list})"));
-                }
-            }
+            .await?;
             let a = w.p(Param::Text(pattern));
-            let servers = match names {
+            let servers = match (&candidates, names) {
                 // No server name matches: only the endpoint's own columns can.
-                ServerNameMatch::Few(names) if names.is_empty() => String::new(),
-                // A few names: their endpoints are index ranges of the name index.
-                ServerNameMatch::Few(names) => {
-                    let list = names
-                        .into_iter()
-                        .map(|n| w.p(Param::Text(n)))
-                        .collect::<Vec<_>>()
-                        .join(", ");
+                (_, ServerNameMatch::Few(names)) if names.is_empty() => String::new(),
+                // A few candidates: the endpoints of the names, read once from the name index.
+                (Some(_), ServerNameMatch::Few(names)) => {
+                    let n = w.n(Param::Text(super::to_json_text(&names)));
                     format!(
                         " OR e.id IN (SELECT s.endpoint_id FROM endpoint_servers s \
-                         WHERE s.tenant_id = {t} AND s.name IN ({list}))"
+                         WHERE s.tenant_id = {t} AND s.name IN (SELECT j.value FROM {}))",
+                        backend.json_values(n)
                     )
                 }
-                // Many names: matches are common, so the page fills after a few endpoints
-                // in sort order; test each one's servers.
-                ServerNameMatch::Many => format!(
+                // In sort order: matches are common, so the page fills after a few endpoints;
+                // test each one's own servers.
+                _ => format!(
                     " OR EXISTS (SELECT 1 FROM endpoint_servers s WHERE s.tenant_id = {t} AND s.endpoint_id = e.id \
                      AND LOWER(s.name) LIKE {a} ESCAPE '\\')"
                 ),
             };
+            match candidates {
+                Some(ids) if ids.is_empty() => w.text.push_str(" AND 1 = 0"),
+                // The candidates drive (one primary-key lookup each, then a sort of those that
+                // match), bound as one JSON parameter: a list of thousands of parameters may be
+                // planned as a walk of the sort's index testing each row against the list.
+                Some(ids) => {
+                    let n = w.n(Param::Text(super::to_json_text(&ids)));
+                    from = format!(
+                        "(SELECT j.value AS candidate FROM {}) c CROSS JOIN endpoints e",
+                        backend.json_values(n)
+                    );
+                    w.text.push_str(" AND e.id = c.candidate");
+                }
+                None => {}
+            }
             w.text.push_str(&format!(
                 " AND (LOWER(hostname) LIKE {a} ESCAPE '\\' OR LOWER(COALESCE(owner, '')) LIKE {a} ESCAPE '\\' \
                  OR LOWER(COALESCE(environment, '')) LIKE {a} ESCAPE '\\' OR LOWER(COALESCE(source_id, '')) LIKE {a} ESCAPE '\\'{servers})"
@@ -716,7 +749,7 @@ impl Store {
             " ORDER BY {column} {dir}, id {dir} LIMIT {}",
             limit + 1
         ));
-        let sql = sqlx::AssertSqlSafe(w.text);
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {SUMMARY_COLUMNS} FROM {from}{}", w.text));
         let mut q = sqlx::query(sql);
         for p in w.params {
             q = match p {

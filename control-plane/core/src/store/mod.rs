@@ -43,7 +43,8 @@ pub use dialect::Backend;
 pub use enrollment::EnrollmentToken;
 pub use fleet::{
     EndpointDetail, EndpointPage, EndpointQuery, EndpointSort, EndpointStatus, EndpointSummary,
-    LifecycleState, MAX_PAGE as FLEET_MAX_PAGE, MetadataUpdate, ServerGroup, ServerGroupPage,
+    LifecycleState, MAX_PAGE as FLEET_MAX_PAGE, MetadataUpdate, SearchLimits, ServerGroup,
+    ServerGroupPage,
 };
 pub use tenants::Tenant;
 pub use tx::Tx;
@@ -110,6 +111,8 @@ pub struct Store {
     fleet: changes::FleetFeed,
     /// Endpoints not seen for this long are `stale` (milliseconds).
     stale_after_ms: i64,
+    /// When the fleet search narrows through its indexes (see `fleet`).
+    search_limits: fleet::SearchLimits,
     /// The group-commit writers of agents' uploads (see `writer`), one per shard of devices.
     writers: writer::Writers,
 }
@@ -152,6 +155,7 @@ impl Store {
             notices: backend.notices(url),
             fleet: backend.fleet_feed(url),
             stale_after_ms: fleet::STALE_AFTER_MS,
+            search_limits: fleet::SearchLimits::default(),
             writers: writer::Writers::start(pools.write, backend),
         };
         backend.migrate(&store.pool).await?;
@@ -232,6 +236,18 @@ impl Store {
     /// list, its `status` filter and the detail. Applies to this handle and later clones.
     pub fn set_stale_after(&mut self, period: Duration) {
         self.stale_after_ms = i64::try_from(period.as_millis()).unwrap_or(i64::MAX);
+    }
+
+    /// Set when the fleet search (`q=`) narrows through its indexes and when it tests
+    /// endpoints in sort order instead (default [`SearchLimits::default`]). The answers are the
+    /// same either way. Applies to this handle and later clones.
+    pub fn set_search_limits(&mut self, limits: SearchLimits) {
+        self.search_limits = limits;
+    }
+
+    /// When the fleet search narrows through its indexes.
+    pub fn search_limits(&self) -> SearchLimits {
+        self.search_limits
     }
 
     /// The stale period in milliseconds.

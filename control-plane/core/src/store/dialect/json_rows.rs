@@ -15,6 +15,15 @@ impl Backend {
         }
     }
 
+    /// A `FROM` item (aliased `j`) with one text column `value` per string of the JSON array
+    /// bound to `$param` (a set of keys, e.g. ids to look up).
+    pub(crate) fn json_values(self, param: usize) -> String {
+        match self {
+            Self::Sqlite => format!("json_each(${param}) AS j"),
+            Self::Postgres => format!("jsonb_array_elements_text(${param}::jsonb) AS j(value)"),
+        }
+    }
+
     /// Column `i` of a [`Self::json_rows`] row as text (a JSON `null` is SQL `NULL`).
     pub(crate) fn json_text(self, i: usize) -> String {
         format!("(j.value ->> {i})")

@@ -6,13 +6,24 @@
 use super::Backend;
 
 /// A trigram index cannot look up fewer characters than this (FTS5's trigram tokenizer matches
-/// nothing, `pg_trgm` reads the whole index): shorter searches are answered by the scan.
-pub(crate) const MIN_INDEXED_CHARS: usize = 3;
+/// nothing, `pg_trgm` reads the whole index).
+const MIN_INDEXED_CHARS: usize = 3;
 
 /// SQLite: the keys of the endpoints whose indexed columns hold the phrase `$2`, for tenant `$1`.
 const SQLITE_CANDIDATES: &str = "SELECT k.endpoint_id AS id FROM endpoint_search f \
      JOIN endpoint_search_keys k ON k.id = f.rowid \
      WHERE endpoint_search MATCH $2 AND k.tenant_id = $1 LIMIT $3";
+
+/// SQLite, a text shorter than a trigram: `LIKE` (pattern `$2`) over the FTS5 table's copy of
+/// the four columns (its content table, about 20 bytes a row, read in order), instead of the
+/// endpoints themselves (hundreds of bytes a row, read in sort order, a page per row). Without
+/// `LOWER`: SQLite's `LIKE` already ignores ASCII case, the only case its `LOWER` folds, so this
+/// finds every endpoint the store's predicate (`LOWER(column) LIKE`) can match, at a third of
+/// the cost; the triggers of migration 1300 keep the copy equal to the columns.
+const SQLITE_SHORT_CANDIDATES: &str = "SELECT k.endpoint_id AS id FROM endpoint_search_content c \
+     CROSS JOIN endpoint_search_keys k ON k.id = c.id \
+     WHERE (c.c0 LIKE $2 ESCAPE '\\' OR c.c1 LIKE $2 ESCAPE '\\' OR c.c2 LIKE $2 ESCAPE '\\' \
+     OR c.c3 LIKE $2 ESCAPE '\\') AND k.tenant_id = $1 LIMIT $3";
 
 /// Postgres: the expression of the `endpoints_search_trgm` index (migration 1301), written the
 /// same way so the planner matches it, against the lowercase `LIKE` pattern `$2`.
@@ -21,25 +32,31 @@ const POSTGRES_CANDIDATES: &str = "SELECT id FROM endpoints WHERE tenant_id = $1
      LOWER(COALESCE(environment, '')) || chr(10) || LOWER(COALESCE(source_id, ''))) \
      LIKE $2 ESCAPE '\\' LIMIT $3";
 
-impl Backend {
-    /// The SQL that finds, through the trigram index, up to `$3` endpoints of tenant `$1` whose
-    /// hostname, owner, environment or source id may contain the needle `$2`
-    /// ([`Backend::search_needle`]), as column `id`. Every endpoint that matches the search's
-    /// predicate is among them; some that do not may be too.
-    pub(crate) fn search_candidates_sql(self) -> &'static str {
-        match self {
-            Self::Sqlite => SQLITE_CANDIDATES,
-            Self::Postgres => POSTGRES_CANDIDATES,
-        }
-    }
+/// Postgres, a text shorter than a trigram: the index has nothing to look up, so the tenant's
+/// rows are scanned in storage order with the store's own predicate (the concatenation the
+/// index needs costs twice the four tests).
+const POSTGRES_SHORT_CANDIDATES: &str = "SELECT id FROM endpoints WHERE tenant_id = $1 AND \
+     (LOWER(hostname) LIKE $2 ESCAPE '\\' OR LOWER(COALESCE(owner, '')) LIKE $2 ESCAPE '\\' \
+     OR LOWER(COALESCE(environment, '')) LIKE $2 ESCAPE '\\' OR LOWER(COALESCE(source_id, '')) LIKE $2 ESCAPE '\\') \
+     LIMIT $3";
 
-    /// The needle of [`Backend::search_candidates_sql`] for the search text `lowered` (already
-    /// lowercase) whose escaped `LIKE` pattern is `pattern`: an FTS5 phrase (a quoted string,
-    /// quotes doubled: every other character is literal) or the pattern itself.
-    pub(crate) fn search_needle(self, lowered: &str, pattern: &str) -> String {
+impl Backend {
+    /// The SQL that finds up to `$3` endpoints of tenant `$1` whose hostname, owner,
+    /// environment or source id may contain the search text `lowered` (already lowercase, its
+    /// escaped `LIKE` pattern `pattern`), as column `id`, and the value to bind as `$2`. Every
+    /// endpoint that matches the search's predicate on those columns is among them; some that
+    /// do not may be too.
+    pub(crate) fn search_candidates(self, lowered: &str, pattern: &str) -> (&'static str, String) {
+        let short = lowered.chars().count() < MIN_INDEXED_CHARS;
         match self {
-            Self::Sqlite => format!("\"{}\"", lowered.replace('"', "\"\"")),
-            Self::Postgres => pattern.to_string(),
+            Self::Sqlite if short => (SQLITE_SHORT_CANDIDATES, pattern.to_string()),
+            // An FTS5 phrase: a quoted string, quotes doubled; every other character is literal.
+            Self::Sqlite => (
+                SQLITE_CANDIDATES,
+                format!("\"{}\"", lowered.replace('"', "\"\"")),
+            ),
+            Self::Postgres if short => (POSTGRES_SHORT_CANDIDATES, pattern.to_string()),
+            Self::Postgres => (POSTGRES_CANDIDATES, pattern.to_string()),
         }
     }
 }
@@ -51,9 +68,32 @@ mod tests {
     #[test]
     fn phrases_are_quoted_literally() {
         assert_eq!(
-            Backend::Sqlite.search_needle("a\"b OR c*", "%x%"),
-            "\"a\"\"b OR c*\""
+            Backend::Sqlite.search_candidates("a\"b OR c*", "%x%"),
+            (SQLITE_CANDIDATES, "\"a\"\"b OR c*\"".to_string())
         );
-        assert_eq!(Backend::Postgres.search_needle("a_b", "%a\\_b%"), "%a\\_b%");
+        assert_eq!(
+            Backend::Postgres.search_candidates("a_b", "%a\\_b%"),
+            (POSTGRES_CANDIDATES, "%a\\_b%".to_string())
+        );
+    }
+
+    #[test]
+    fn short_texts_scan_the_index_content_with_the_pattern() {
+        assert_eq!(
+            Backend::Sqlite.search_candidates("é_", "%é\\_%"),
+            (SQLITE_SHORT_CANDIDATES, "%é\\_%".to_string())
+        );
+        assert_eq!(
+            Backend::Sqlite.search_candidates("zq", "%zq%").0,
+            SQLITE_SHORT_CANDIDATES
+        );
+        assert_eq!(
+            Backend::Sqlite.search_candidates("zqx", "%zqx%").0,
+            SQLITE_CANDIDATES
+        );
+        assert_eq!(
+            Backend::Postgres.search_candidates("zq", "%zq%").0,
+            POSTGRES_SHORT_CANDIDATES
+        );
     }
 }
