@@ -480,11 +480,20 @@ async fn counters_stay_exact(store: Store) {
         .enumerate()
     {
         store
-            .apply_inventory(&sessions[10], "1.5", 100 + seq as u64, &inventory("host-10", &mv(ids)))
+            .apply_inventory(
+                &sessions[10],
+                "1.5",
+                100 + seq as u64,
+                &inventory("host-10", &mv(ids)),
+            )
             .await
             .unwrap();
-        assert_exact(&store, &tenant.id, &format!("after the move-and-insert upsert {ids:?}"))
-            .await;
+        assert_exact(
+            &store,
+            &tenant.id,
+            &format!("after the move-and-insert upsert {ids:?}"),
+        )
+        .await;
     }
     // A plain update moving a row, then a plain insert of the identity it left, in one
     // transaction: the update's moves are not the insert's.
