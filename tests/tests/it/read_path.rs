@@ -466,6 +466,61 @@ async fn counters_stay_exact(store: Store) {
     }
     assert_exact(&store, &tenant.id, "after the fold of rollup rows").await;
 
+    // One upsert that both moves rows of a pair (an ordinal changing identity) and inserts
+    // rows of it: on Postgres the insert and the update triggers each see only their rows,
+    // and together must count the pair's endpoint once. [x] -> [y, y]: y is new though each
+    // trigger sees a row of y it did not write; [x] -> [y, x]: x stays though its only old
+    // row moved to y.
+    let mv = |ids: &[&'static str]| {
+        ids.iter()
+            .map(|id| (*id, format!("id-mv-{id}"), Transport::Stdio, false, false))
+            .collect::<Vec<_>>()
+    };
+    for (seq, ids) in [&["x"][..], &["y", "y"][..], &["x"][..], &["y", "x"][..]]
+        .into_iter()
+        .enumerate()
+    {
+        store
+            .apply_inventory(
+                &sessions[10],
+                "1.5",
+                100 + seq as u64,
+                &inventory("host-10", &mv(ids)),
+            )
+            .await
+            .unwrap();
+        assert_exact(
+            &store,
+            &tenant.id,
+            &format!("after the move-and-insert upsert {ids:?}"),
+        )
+        .await;
+    }
+    // A plain update moving a row, then a plain insert of the identity it left, in one
+    // transaction: the update's moves are not the insert's.
+    let mut tx = agent_bom_tests::harness::tenant_tx(&store, &tenant.id).await;
+    sqlx::query(
+        "UPDATE endpoint_servers SET server_id = 'id-mv-z' \
+         WHERE tenant_id = $1 AND endpoint_id = $2 AND ordinal = 0",
+    )
+    .bind(tenant.id.as_str())
+    .bind(ids[10].as_str())
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO endpoint_servers (tenant_id, endpoint_id, ordinal, server_id, name, client, \
+         scope, transport, args, env_keys, header_keys, enabled, risk_flags, config_path) \
+         VALUES ($1, $2, 7, 'id-mv-y', 'y', 'cursor', 'user', 'stdio', '[]', '[]', '[]', 1, '[]', '/h')",
+    )
+    .bind(tenant.id.as_str())
+    .bind(ids[10].as_str())
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_exact(&store, &tenant.id, "after a plain update and insert").await;
+
     // Many small writes pile up counter rows on Postgres; a read folds them, exactly.
     for i in 0..300u32 {
         let environment = if i.is_multiple_of(2) {

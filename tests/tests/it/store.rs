@@ -301,7 +301,7 @@ async fn unsupported_urls_are_refused_without_leaking_credentials() {
 /// (`store::dialect::schema`), read from a SQLite and a Postgres database it migrated. sqlx
 /// decides by exactly these two columns whether a recorded migration is known, so a fresh
 /// database recording the same pairs proves an existing one opens without re-running anything.
-const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 44] = [
+const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 45] = [
     (
         1,
         "604fda044c6654e64fa251f63bdf4696ba60a2771a9a9646be0cc20eacdd2b28fa51b45e386a9973c199636b88263644",
@@ -488,6 +488,11 @@ const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 44] = [
         1501,
         "c4632837247d14f9e4e7e012766f546698553281a186d9c60754ab56b6c3ee42cb3e2ca6093c8a966356317dc8394d41",
     ),
+    // Postgres at 100k endpoints: the server rollup's endpoint counts per statement.
+    (
+        1600,
+        "29f32fb4c08b2729572b1698e7ebc55ad15eb22e6d578a2fa09403885d49a69934d4d4ffbd7a7a46ce04ae4956ba55c2",
+    ),
 ];
 
 async fn recorded_migrations(store: &Store) -> Vec<(i64, String)> {
@@ -536,7 +541,7 @@ async fn postgres_databases_of_earlier_releases_are_recognised() {
         expected_records(&[
             1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 201, 202, 203, 204, 300, 301, 500, 501, 502,
             503, 600, 700, 701, 702, 800, 802, 803, 1000, 1001, 1002, 1301, 1303, 1304, 1305, 1500,
-            1501
+            1501, 1600
         ])
     );
     store.close().await;

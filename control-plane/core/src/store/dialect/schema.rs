@@ -65,7 +65,7 @@ struct Step {
 }
 
 /// Every migration, in version order. Gaps per backend are versions of the other backend.
-const STEPS: [Step; 44] = [
+const STEPS: [Step; 45] = [
     Step {
         version: 1,
         description: "init",
@@ -414,6 +414,15 @@ const STEPS: [Step; 44] = [
         on: On::Postgres,
         sql: Sql::File(include_str!(
             "../../../migrations/1501_posture_samples_rls_postgres.sql"
+        )),
+    },
+    // Postgres at 100k endpoints (issues 12 and 13): numbered from 1600.
+    Step {
+        version: 1600,
+        description: "server group endpoint counts per statement",
+        on: On::Postgres,
+        sql: Sql::File(include_str!(
+            "../../../migrations/1600_server_group_endpoints_per_statement_postgres.sql"
         )),
     },
 ];
@@ -846,7 +855,7 @@ mod tests {
                 vec![
                     1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 201, 202, 203, 204, 300, 301, 500,
                     501, 502, 503, 600, 700, 701, 702, 800, 802, 803, 1000, 1001, 1002, 1301, 1303,
-                    1304, 1305, 1500, 1501,
+                    1304, 1305, 1500, 1501, 1600,
                 ],
             ),
         ] {
