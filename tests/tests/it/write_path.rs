@@ -478,3 +478,83 @@ async fn postgres_pushes_of_a_batch_see_each_other() {
     let db = TestDatabase::create().await;
     pushes_of_a_batch_see_each_other(Store::connect(&db.url).await.unwrap()).await;
 }
+
+/// Two snapshots of each device sent at once (sequences 2 and 3 after 1): each is encoded
+/// before it is queued, against the stored state read then, and written only if that state is
+/// still the stored one. Whichever order they commit in, the timeline entry of sequence 3
+/// records what changed since the inventory actually stored before it: one server when
+/// sequence 2 was stored first, two when it came too late (refused as already applied).
+async fn snapshots_encoded_early_follow_the_stored_one(store: Store) {
+    let tenant = store.create_tenant("early").await.unwrap();
+    let (_, token) = store
+        .create_enrollment_token(&tenant.id, "t", None, None)
+        .await
+        .unwrap();
+    let v1 = inventory("h", &["cursor"], &["a"]);
+    let v2 = inventory("h", &["cursor"], &["a", "b"]);
+    let v3 = inventory("h", &["cursor"], &["a", "b", "c"]);
+    let mut sessions = Vec::new();
+    for i in 0..DEVICES {
+        let s = agent_bom_tests::harness::enroll_in_store(&store, &token, &format!("early-{i:02}"))
+            .await;
+        assert_eq!(
+            store.apply_inventory(&s, "1.0", 1, &v1).await.unwrap(),
+            ApplyOutcome::Applied
+        );
+        sessions.push(s);
+    }
+    let mut jobs = tokio::task::JoinSet::new();
+    for s in &sessions {
+        for (seq, inv) in [(2, v2.clone()), (3, v3.clone())] {
+            let (store, s) = (store.clone(), s.clone());
+            jobs.spawn(async move { (seq, store.apply_inventory(&s, "1.1", seq, &inv).await) });
+        }
+    }
+    for (seq, r) in jobs.join_all().await {
+        let r = r.unwrap();
+        assert!(
+            seq == 2 || r == ApplyOutcome::Applied,
+            "sequence 3 is always stored: {r:?}"
+        );
+    }
+    let (mut in_order, mut late) = (0, 0);
+    for s in &sessions {
+        let timeline = store
+            .inventory_timeline(&tenant.id, &s.agent_id, 10)
+            .await
+            .unwrap();
+        let items = timeline["items"].as_array().unwrap();
+        let changes_of = |seq: i64| {
+            items
+                .iter()
+                .find(|i| i["seq"].as_i64() == Some(seq))
+                .map(|i| i["changes"].as_array().unwrap().len())
+        };
+        assert_eq!(servers_of(&store, &tenant.id, &s.agent_id).await, 3);
+        match changes_of(2) {
+            Some(1) => {
+                in_order += 1;
+                assert_eq!(changes_of(3), Some(1), "{}: 3 after 2", s.agent_id);
+            }
+            None => {
+                late += 1;
+                assert_eq!(changes_of(3), Some(2), "{}: 3 after 1", s.agent_id);
+            }
+            other => panic!("{}: sequence 2's entry: {other:?}", s.agent_id),
+        }
+    }
+    assert_eq!(in_order + late, DEVICES);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_snapshots_encoded_early_follow_the_stored_one() {
+    let dir = tempfile::tempdir().unwrap();
+    snapshots_encoded_early_follow_the_stored_one(Store::open_sqlite(dir.path()).await.unwrap())
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_snapshots_encoded_early_follow_the_stored_one() {
+    let db = TestDatabase::create().await;
+    snapshots_encoded_early_follow_the_stored_one(Store::connect(&db.url).await.unwrap()).await;
+}
