@@ -15,6 +15,7 @@ use agent_bom_control_plane::store::{Backend, Store};
 use agent_bom_protocol::{ClientInfo, Inventory, ProxyEvent, ServerEntry, inventory_delta};
 use agent_bom_tests::postgres::TestDatabase;
 use sqlx::Row;
+use std::collections::BTreeSet;
 
 use crate::read_path::push;
 
@@ -278,4 +279,282 @@ async fn sqlite_a_failing_job_costs_the_others_nothing() {
 async fn postgres_a_failing_job_costs_the_others_nothing() {
     let db = TestDatabase::create().await;
     a_failing_job_costs_the_others_nothing(Store::connect(&db.url).await.unwrap()).await;
+}
+
+/// A push with `clients` (each with one server), labels and hostname set on its agents.
+fn labelled_push(
+    source: &str,
+    clients: &[&str],
+    host: &str,
+    owner: Option<&str>,
+    tags: &[&str],
+) -> Vec<u8> {
+    let agents: Vec<_> = clients
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "name": c, "source_id": source, "enrollment_name": host, "owner": owner, "tags": tags,
+                "mcp_servers": [{"name": format!("{c}-fs"), "command": "npx", "args": ["-y", c], "transport": "stdio"}],
+            })
+        })
+        .collect();
+    serde_json::json!({ "source_id": source, "agents": agents })
+        .to_string()
+        .into_bytes()
+}
+
+/// A text column of the endpoint of `source` (`NULL` as `None`).
+async fn source_column(store: &Store, tenant: &str, source: &str, column: &str) -> Option<String> {
+    let mut tx = agent_bom_tests::harness::tenant_tx(store, tenant).await;
+    let sql =
+        format!("SELECT {column} AS v FROM endpoints WHERE tenant_id = $1 AND source_id = $2");
+    let v = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(tenant)
+        .bind(source)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap()
+        .try_get("v")
+        .unwrap();
+    tx.commit().await.unwrap();
+    v
+}
+
+/// Pushes of two tenants with the same source ids, sent at once so they share batches: a batch
+/// reads its sources' endpoints once and writes stored endpoints' columns in one statement,
+/// and still every push sees the pushes before it (clients counted new once, one endpoint per
+/// source, labels a later push leaves unset kept), each tenant's rows only its own.
+async fn pushes_of_a_batch_see_each_other(store: Store) {
+    let tenants = [
+        store.create_tenant("push-a").await.unwrap().id,
+        store.create_tenant("push-b").await.unwrap().id,
+    ];
+    for t in &tenants {
+        for s in ["src-0", "src-1", "src-2"] {
+            let body = labelled_push(s, &["cursor"], &format!("h1-{t}"), Some("alice"), &["eng"]);
+            let r = store.fleet_sync(t, &body, None, None).await.unwrap();
+            assert_eq!((r.new, r.updated), (1, 0));
+        }
+    }
+    let mut jobs = tokio::task::JoinSet::new();
+    for t in &tenants {
+        let host = format!("h2-{t}");
+        let pushes = [
+            (
+                "src-0",
+                labelled_push("src-0", &["cursor", "claude"], &host, None, &[]),
+            ),
+            (
+                "src-1",
+                labelled_push("src-1", &["cursor", "claude"], &host, None, &[]),
+            ),
+            (
+                "src-1",
+                labelled_push("src-1", &["cursor", "claude"], &host, None, &[]),
+            ),
+            (
+                "src-3",
+                labelled_push("src-3", &["cursor"], &host, None, &[]),
+            ),
+            (
+                "src-3",
+                labelled_push("src-3", &["cursor"], &host, None, &[]),
+            ),
+            (
+                "src-4",
+                labelled_push("src-4", &["cursor"], &host, Some("bob"), &["ops"]),
+            ),
+        ];
+        for (source, body) in pushes {
+            let (store, t) = (store.clone(), t.clone());
+            jobs.spawn(async move {
+                let r = store.fleet_sync(&t, &body, None, None).await.unwrap();
+                (t, source, r)
+            });
+        }
+    }
+    let answers = jobs.join_all().await;
+    for t in &tenants {
+        let of = |source: &str| {
+            answers
+                .iter()
+                .filter(|(at, s, _)| at == t && *s == source)
+                .map(|(_, _, r)| r)
+                .collect::<Vec<_>>()
+        };
+        let new = |source: &str| of(source).iter().map(|r| r.new).collect::<Vec<_>>();
+        assert_eq!(new("src-0"), [1], "{t}: claude is new");
+        let mut twice = new("src-1");
+        twice.sort_unstable();
+        assert_eq!(
+            twice,
+            [0, 1],
+            "{t}: the second re-push saw the first's client"
+        );
+        let mut created = new("src-3");
+        created.sort_unstable();
+        assert_eq!(
+            created,
+            [0, 1],
+            "{t}: the second push saw the endpoint the first created"
+        );
+        let ids: BTreeSet<_> = of("src-3").iter().map(|r| r.endpoint_id.clone()).collect();
+        assert_eq!(
+            ids.len(),
+            1,
+            "{t}: one endpoint for a source pushed twice at once"
+        );
+        assert_eq!(new("src-4"), [1]);
+        let endpoints = scalar(
+            &store,
+            t,
+            "",
+            "SELECT COUNT(*) AS n FROM endpoints WHERE tenant_id = $1 AND source_id <> $2",
+        )
+        .await;
+        assert_eq!(endpoints, 5, "{t}: one endpoint per source");
+        for (source, clients, host, owner, tags) in [
+            ("src-0", 2, format!("h2-{t}"), "alice", r#"["eng"]"#),
+            ("src-1", 2, format!("h2-{t}"), "alice", r#"["eng"]"#),
+            ("src-2", 1, format!("h1-{t}"), "alice", r#"["eng"]"#),
+            ("src-4", 1, format!("h2-{t}"), "bob", r#"["ops"]"#),
+        ] {
+            let id = &source_column(&store, t, source, "id")
+                .await
+                .expect("an endpoint");
+            let n = scalar(&store, t, id, "SELECT COUNT(*) AS n FROM endpoint_clients WHERE tenant_id = $1 AND endpoint_id = $2").await;
+            assert_eq!(n, clients, "{t} {source}: clients");
+            assert_eq!(
+                servers_of(&store, t, id).await,
+                clients,
+                "{t} {source}: servers"
+            );
+            let server_count = scalar(
+                &store,
+                t,
+                id,
+                "SELECT server_count AS n FROM endpoints WHERE tenant_id = $1 AND id = $2",
+            )
+            .await;
+            assert_eq!(server_count, clients, "{t} {source}: server_count");
+            assert_eq!(
+                source_column(&store, t, source, "hostname")
+                    .await
+                    .as_deref(),
+                Some(host.as_str()),
+                "{t} {source}"
+            );
+            assert_eq!(
+                source_column(&store, t, source, "owner").await.as_deref(),
+                Some(owner),
+                "{t} {source}: owner"
+            );
+            assert_eq!(
+                source_column(&store, t, source, "tags").await.as_deref(),
+                Some(tags),
+                "{t} {source}: tags"
+            );
+            assert_eq!(
+                source_column(&store, t, source, "agent_version")
+                    .await
+                    .as_deref(),
+                Some("agent-bom fleet sync"),
+                "{t} {source}"
+            );
+            let seen = scalar(&store, t, id, "SELECT COALESCE(last_seen, 0) AS n FROM endpoints WHERE tenant_id = $1 AND id = $2").await;
+            assert!(seen > 0, "{t} {source}: last_seen");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_pushes_of_a_batch_see_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    pushes_of_a_batch_see_each_other(Store::open_sqlite(dir.path()).await.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_pushes_of_a_batch_see_each_other() {
+    let db = TestDatabase::create().await;
+    pushes_of_a_batch_see_each_other(Store::connect(&db.url).await.unwrap()).await;
+}
+
+/// Two snapshots of each device sent at once (sequences 2 and 3 after 1): each is encoded
+/// before it is queued, against the stored state read then, and written only if that state is
+/// still the stored one. Whichever order they commit in, the timeline entry of sequence 3
+/// records what changed since the inventory actually stored before it: one server when
+/// sequence 2 was stored first, two when it came too late (refused as already applied).
+async fn snapshots_encoded_early_follow_the_stored_one(store: Store) {
+    let tenant = store.create_tenant("early").await.unwrap();
+    let (_, token) = store
+        .create_enrollment_token(&tenant.id, "t", None, None)
+        .await
+        .unwrap();
+    let v1 = inventory("h", &["cursor"], &["a"]);
+    let v2 = inventory("h", &["cursor"], &["a", "b"]);
+    let v3 = inventory("h", &["cursor"], &["a", "b", "c"]);
+    let mut sessions = Vec::new();
+    for i in 0..DEVICES {
+        let s = agent_bom_tests::harness::enroll_in_store(&store, &token, &format!("early-{i:02}"))
+            .await;
+        assert_eq!(
+            store.apply_inventory(&s, "1.0", 1, &v1).await.unwrap(),
+            ApplyOutcome::Applied
+        );
+        sessions.push(s);
+    }
+    let mut jobs = tokio::task::JoinSet::new();
+    for s in &sessions {
+        for (seq, inv) in [(2, v2.clone()), (3, v3.clone())] {
+            let (store, s) = (store.clone(), s.clone());
+            jobs.spawn(async move { (seq, store.apply_inventory(&s, "1.1", seq, &inv).await) });
+        }
+    }
+    for (seq, r) in jobs.join_all().await {
+        let r = r.unwrap();
+        assert!(
+            seq == 2 || r == ApplyOutcome::Applied,
+            "sequence 3 is always stored: {r:?}"
+        );
+    }
+    let (mut in_order, mut late) = (0, 0);
+    for s in &sessions {
+        let timeline = store
+            .inventory_timeline(&tenant.id, &s.agent_id, 10)
+            .await
+            .unwrap();
+        let items = timeline["items"].as_array().unwrap();
+        let changes_of = |seq: i64| {
+            items
+                .iter()
+                .find(|i| i["seq"].as_i64() == Some(seq))
+                .map(|i| i["changes"].as_array().unwrap().len())
+        };
+        assert_eq!(servers_of(&store, &tenant.id, &s.agent_id).await, 3);
+        match changes_of(2) {
+            Some(1) => {
+                in_order += 1;
+                assert_eq!(changes_of(3), Some(1), "{}: 3 after 2", s.agent_id);
+            }
+            None => {
+                late += 1;
+                assert_eq!(changes_of(3), Some(2), "{}: 3 after 1", s.agent_id);
+            }
+            other => panic!("{}: sequence 2's entry: {other:?}", s.agent_id),
+        }
+    }
+    assert_eq!(in_order + late, DEVICES);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_snapshots_encoded_early_follow_the_stored_one() {
+    let dir = tempfile::tempdir().unwrap();
+    snapshots_encoded_early_follow_the_stored_one(Store::open_sqlite(dir.path()).await.unwrap())
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_snapshots_encoded_early_follow_the_stored_one() {
+    let db = TestDatabase::create().await;
+    snapshots_encoded_early_follow_the_stored_one(Store::connect(&db.url).await.unwrap()).await;
 }

@@ -376,12 +376,12 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {KEY_COLUMNS} FROM api_keys WHERE prefix = $1"
         ));
-        let mut tx = self.scope(super::CREDENTIAL_LOOKUP_SCOPE).await?;
-        let found = sqlx::query(sql)
-            .bind(prefix)
-            .fetch_optional(&mut *tx)
+        let found = self
+            .fetch_optional_scoped(
+                super::CREDENTIAL_LOOKUP_SCOPE,
+                sqlx::query(sql).bind(prefix),
+            )
             .await?;
-        tx.commit().await?;
         let Some(row) = found else {
             return Ok(None);
         };

@@ -227,7 +227,13 @@ impl Store {
         inventory: &Inventory,
     ) -> Result<(ApplyOutcome, IdentitySettled), Failure> {
         let seq = sequence(seq)?;
-        let job = Arc::new((device.clone(), agent_version.to_string(), inventory.clone()));
+        let ready = self.ready_snapshot(device, seq, inventory).await;
+        let job = Arc::new((
+            device.clone(),
+            agent_version.to_string(),
+            inventory.clone(),
+            ready,
+        ));
         let owner = device.clone();
         let outcome = self
             .grouped(
@@ -235,7 +241,24 @@ impl Store {
                 Box::new(move |batch| {
                     let job = job.clone();
                     Box::pin(async move {
-                        let (device, agent_version, inventory) = &*job;
+                        let (device, agent_version, inventory, ready) = &*job;
+                        if let Some(ready) = ready {
+                            let write = InventoryWrite {
+                                device,
+                                agent_version,
+                                seq,
+                                inventory,
+                                requires: Requires::Exactly {
+                                    seq: ready.seq,
+                                    hash: &ready.hash,
+                                },
+                                previous: None,
+                                encoded: Some(&ready.encoded),
+                            };
+                            if let Some(settled) = write.run(batch).await? {
+                                return Ok((ApplyOutcome::Applied, settled));
+                            }
+                        }
                         let write = InventoryWrite {
                             device,
                             agent_version,
@@ -243,6 +266,7 @@ impl Store {
                             inventory,
                             requires: Requires::Older,
                             previous: None,
+                            encoded: None,
                         };
                         if let Some(settled) = write.run(batch).await? {
                             return Ok((ApplyOutcome::Applied, settled));
@@ -285,12 +309,14 @@ impl Store {
             )
             .into());
         }
+        let ready = self.ready_delta(device, base_seq, &upload).await;
         let job = Arc::new((
             device.clone(),
             agent_version.to_string(),
             upload.base_hash.to_string(),
             upload.hash.to_string(),
             upload.changes.clone(),
+            ready,
         ));
         let owner = device.clone();
         let outcome = self
@@ -299,7 +325,29 @@ impl Store {
                 Box::new(move |batch| {
                     let job = job.clone();
                     Box::pin(async move {
-                        let (device, agent_version, base_hash, hash, changes) = &*job;
+                        let (device, agent_version, base_hash, hash, changes, ready) = &*job;
+                        if let Some(Ready {
+                            inventory: Some(inventory),
+                            encoded,
+                            ..
+                        }) = ready
+                        {
+                            let write = InventoryWrite {
+                                device,
+                                agent_version,
+                                seq,
+                                inventory,
+                                requires: Requires::Base {
+                                    seq: base_seq,
+                                    hash: base_hash,
+                                },
+                                previous: None,
+                                encoded: Some(encoded),
+                            };
+                            if let Some(settled) = write.run(batch).await? {
+                                return Ok((DeltaOutcome::Applied, settled));
+                            }
+                        }
                         let delta = StoredDelta {
                             device,
                             agent_version,
@@ -319,6 +367,87 @@ impl Store {
             self.announce_fleet(&owner.tenant_id, &owner.agent_id, ChangeKind::Inventory);
         }
         Ok(outcome)
+    }
+
+    /// The device's stored sequence, content hash and document, read outside the writer for
+    /// an upload to be encoded before it is queued ([`Ready`]); `None` when the device is
+    /// unknown, revoked, or the read failed (the job then decides in the writer).
+    async fn stored_state(
+        &self,
+        device: &DeviceSession,
+    ) -> Option<(Option<i64>, Option<String>, Option<String>)> {
+        let query = sqlx::query(
+            "SELECT last_seq, revoked_at, inventory_hash, inventory_doc FROM endpoints \
+             WHERE id = $1 AND tenant_id = $2",
+        )
+        .bind(&device.agent_id)
+        .bind(&device.tenant_id);
+        let row = self
+            .fetch_optional_scoped(&device.tenant_id, query)
+            .await
+            .ok()??;
+        if row.try_get::<Option<i64>, _>("revoked_at").ok()?.is_some() {
+            return None;
+        }
+        Some((
+            row.try_get("last_seq").ok()?,
+            row.try_get("inventory_hash").ok()?,
+            row.try_get("inventory_doc").ok()?,
+        ))
+    }
+
+    /// A snapshot encoded against the stored inventory it follows (its timeline entry), when
+    /// the stored state is older than it.
+    async fn ready_snapshot(
+        &self,
+        device: &DeviceSession,
+        seq: i64,
+        inventory: &Inventory,
+    ) -> Option<Ready> {
+        let (last_seq, hash, doc) = self.stored_state(device).await?;
+        if last_seq.is_some_and(|last| last >= seq) {
+            return None;
+        }
+        // As `stored_inventory` reads it: a document that no longer parses is no previous one.
+        let previous = doc.and_then(|d| serde_json::from_str::<Inventory>(&d).ok());
+        let encoded = Encoded::of(inventory, inventory.content_hash(), previous.as_ref()).ok()?;
+        Some(Ready {
+            inventory: None,
+            encoded,
+            seq: last_seq.unwrap_or(-1),
+            hash: hash.unwrap_or_default(),
+        })
+    }
+
+    /// A delta applied to its stored base and encoded, when the stored state is its base
+    /// (the checks of `StoredDelta::apply`, made before the job is queued).
+    async fn ready_delta(
+        &self,
+        device: &DeviceSession,
+        base_seq: i64,
+        upload: &DeltaUpload<'_>,
+    ) -> Option<Ready> {
+        let (last_seq, hash, doc) = self.stored_state(device).await?;
+        // The caller checked that the delta's sequence is above its base's.
+        if last_seq != Some(base_seq) || hash.as_deref() != Some(upload.base_hash) {
+            return None;
+        }
+        let base = serde_json::from_str::<Inventory>(&doc?).ok()?;
+        if base.content_hash() != upload.base_hash {
+            return None;
+        }
+        let inventory = inventory_delta::apply(&base, upload.changes).ok()?;
+        let applied = inventory.content_hash();
+        if applied != upload.hash {
+            return None;
+        }
+        let encoded = Encoded::of(&inventory, applied, Some(&base)).ok()?;
+        Some(Ready {
+            inventory: Some(inventory),
+            encoded,
+            seq: base_seq,
+            hash: upload.base_hash.to_string(),
+        })
     }
 
     async fn record_last_seen_inner(&self, seen: &[LastSeen]) -> Result<(), Failure> {
@@ -874,92 +1003,36 @@ enum Requires<'a> {
     Older,
     /// Exactly this base (a delta): its sequence and content hash.
     Base { seq: i64, hash: &'a str },
+    /// Exactly the state read before the job was queued (a snapshot encoded against it; see
+    /// [`Ready`]): its sequence (`-1`: none) and content hash (empty: none), and older than
+    /// this upload.
+    Exactly { seq: i64, hash: &'a str },
 }
 
-/// One device's inventory written in full: the endpoint row (host facts, sequence, content hash
-/// and document) and its clients, servers and scan errors.
-struct InventoryWrite<'a> {
-    device: &'a DeviceSession,
-    agent_version: &'a str,
-    seq: i64,
-    inventory: &'a Inventory,
-    requires: Requires<'a>,
-    /// The inventory this one follows, when known (a delta's base); a snapshot reads the
-    /// stored one. The endpoint's timeline records what changed between them.
-    previous: Option<&'a Inventory>,
+/// What storing an inventory writes that is made from it (and from the inventory it follows)
+/// without the database: its document, content hash, timeline entry and rows. This is an
+/// upload's CPU; where it can be made before the job is queued ([`Ready`]), the writer's one
+/// task does not make every upload's in turn.
+struct Encoded {
+    doc: String,
+    hash: String,
+    /// The timeline entry against the inventory this one follows.
+    history: Option<String>,
+    rows: rows::EndpointRows,
 }
 
-impl InventoryWrite<'_> {
-    /// Write in `batch` when the precondition holds (the endpoint row now, its rows with the
-    /// batch's); `None` (nothing written) otherwise.
-    async fn run(&self, batch: &mut Batch) -> Result<Option<IdentitySettled>, Failure> {
-        let tx = batch.conn();
-        let (tenant, agent) = (&self.device.tenant_id, &self.device.agent_id);
-        let (inventory, seq) = (self.inventory, self.seq);
-        let host = &inventory.host;
-        let now = now_ms();
-        let condition = match self.requires {
-            Requires::Older => "(last_seq IS NULL OR last_seq < $1)",
-            Requires::Base { .. } => "last_seq = $22 AND inventory_hash = $23 AND last_seq < $1",
-        };
-        let (owner, environment, tags) = endpoint_labels(host);
-        let stored_previous = match (self.previous, &self.requires) {
-            (None, Requires::Older) => stored_inventory(tx, tenant, agent).await?,
-            _ => None,
-        };
-        let previous = self.previous.or(stored_previous.as_ref());
-        let sql = sqlx::AssertSqlSafe(format!(
-            "UPDATE endpoints SET last_seq = $1, hostname = $2, os = $3, os_version = $4, arch = $5, \
-             kernel_version = $6, cpu_count = $7, memory_bytes = $8, uptime_secs = $9, agent_version = $10, \
-             last_inventory_at = $11, last_seen = $11, server_count = $12, users = $15, hardware_uuid = $16, \
-             inventory_hash = $17, inventory_doc = $18, \
-             owner = COALESCE($19, owner), environment = COALESCE($20, environment), \
-             tags = CASE WHEN $21 = '[]' THEN tags ELSE $21 END \
-             WHERE id = $13 AND tenant_id = $14 AND revoked_at IS NULL AND {condition} \
-             RETURNING first_hardware_uuid, cloned_identity"
-        ));
-        let mut update = sqlx::query(sql)
-            .bind(seq)
-            .bind(truncate(&host.hostname, 255))
-            .bind(truncate(&host.os, 32))
-            .bind(host.os_version.as_deref().map(|v| truncate(v, 255)))
-            .bind(truncate(&host.arch, 32))
-            .bind(host.kernel_version.as_deref().map(|v| truncate(v, 255)))
-            .bind(host.cpu_count.map(i64::from))
-            .bind(host.memory_bytes.and_then(|m| i64::try_from(m).ok()))
-            .bind(host.uptime_secs.and_then(|m| i64::try_from(m).ok()))
-            .bind(truncate(self.agent_version, 64))
-            .bind(now)
-            .bind(i64::try_from(inventory.servers.len()).unwrap_or(i64::MAX))
-            .bind(agent)
-            .bind(tenant)
-            .bind(json(&host.users))
-            .bind(host.hardware_uuid.as_deref().map(|v| truncate(v, 64)))
-            .bind(inventory.content_hash())
-            .bind(serde_json::to_string(inventory).map_err(|e| {
-                Failure::Refuse(CollectorStoreError::Invalid(format!(
-                    "inventory cannot be stored: {e}"
-                )))
-            })?)
-            .bind(owner)
-            .bind(environment)
-            .bind(tags);
-        if let Requires::Base { seq, hash } = self.requires {
-            update = update.bind(seq).bind(hash);
-        }
-        let Some(identity) = update.fetch_optional(&mut *tx).await? else {
-            return Ok(None);
-        };
-        // Whether the hardware-identity check after the commit has anything to do (see
-        // `identity`): read from the row this update returned, so an upload pays no read of
-        // its own for it.
-        let settled = match host.hardware_uuid.as_deref().map(|v| truncate(v, 64)) {
-            None => true,
-            Some(uuid) => match identity.try_get::<Option<String>, _>("first_hardware_uuid")? {
-                Some(first) => first == uuid || identity.try_get::<i64, _>("cloned_identity")? != 0,
-                None => false,
-            },
-        };
+impl Encoded {
+    /// `inventory` (whose content hash is `hash`) stored after `previous`.
+    fn of(
+        inventory: &Inventory,
+        hash: String,
+        previous: Option<&Inventory>,
+    ) -> Result<Self, Failure> {
+        let doc = serde_json::to_string(inventory).map_err(|e| {
+            Failure::Refuse(CollectorStoreError::Invalid(format!(
+                "inventory cannot be stored: {e}"
+            )))
+        })?;
         // The rows as sets: a few statements whatever the inventory's size, and only rows
         // past the new set are deleted.
         let clients: Vec<(String, String)> = inventory
@@ -1001,22 +1074,134 @@ impl InventoryWrite<'_> {
             .iter()
             .map(|e| (e.path.clone(), e.message.clone()))
             .collect();
-        let rows = batch.rows(tenant);
-        rows.replace_inventory(
-            agent,
-            rows::EndpointRows {
+        Ok(Self {
+            doc,
+            hash,
+            history: inventory_history::entry(previous, inventory),
+            rows: rows::EndpointRows {
                 clients,
                 servers,
                 errors,
             },
-        );
+        })
+    }
+}
+
+/// An upload encoded before its job was queued, against the device's stored state read then:
+/// the job writes it when its conditional `UPDATE` finds that state unchanged, and otherwise
+/// decides in the writer as if nothing had been made before (the stored state moved).
+struct Ready {
+    /// The inventory to store (a delta's: its base with the changes applied).
+    inventory: Option<Inventory>,
+    encoded: Encoded,
+    /// The stored sequence and content hash it was made against (`-1` and empty: none).
+    seq: i64,
+    hash: String,
+}
+
+/// One device's inventory written in full: the endpoint row (host facts, sequence, content hash
+/// and document) and its clients, servers and scan errors.
+struct InventoryWrite<'a> {
+    device: &'a DeviceSession,
+    agent_version: &'a str,
+    seq: i64,
+    inventory: &'a Inventory,
+    requires: Requires<'a>,
+    /// The inventory this one follows, when known (a delta's base); a snapshot reads the
+    /// stored one. The endpoint's timeline records what changed between them.
+    previous: Option<&'a Inventory>,
+    /// The inventory encoded before the job was queued (then `previous` is not used).
+    encoded: Option<&'a Encoded>,
+}
+
+impl InventoryWrite<'_> {
+    /// Write in `batch` when the precondition holds (the endpoint row now, its rows with the
+    /// batch's); `None` (nothing written) otherwise.
+    async fn run(&self, batch: &mut Batch) -> Result<Option<IdentitySettled>, Failure> {
+        let tx = batch.conn();
+        let (tenant, agent) = (&self.device.tenant_id, &self.device.agent_id);
+        let (inventory, seq) = (self.inventory, self.seq);
+        let host = &inventory.host;
+        let now = now_ms();
+        let condition = match self.requires {
+            Requires::Older => "(last_seq IS NULL OR last_seq < $1)",
+            Requires::Base { .. } => "last_seq = $22 AND inventory_hash = $23 AND last_seq < $1",
+            Requires::Exactly { .. } => {
+                "COALESCE(last_seq, -1) = $22 AND COALESCE(inventory_hash, '') = $23 \
+                 AND (last_seq IS NULL OR last_seq < $1)"
+            }
+        };
+        let (owner, environment, tags) = endpoint_labels(host);
+        let encoded_here;
+        let encoded = match self.encoded {
+            Some(encoded) => encoded,
+            None => {
+                let stored_previous = match (self.previous, &self.requires) {
+                    (None, Requires::Older) => stored_inventory(tx, tenant, agent).await?,
+                    _ => None,
+                };
+                let previous = self.previous.or(stored_previous.as_ref());
+                encoded_here = Encoded::of(inventory, inventory.content_hash(), previous)?;
+                &encoded_here
+            }
+        };
+        let sql = sqlx::AssertSqlSafe(format!(
+            "UPDATE endpoints SET last_seq = $1, hostname = $2, os = $3, os_version = $4, arch = $5, \
+             kernel_version = $6, cpu_count = $7, memory_bytes = $8, uptime_secs = $9, agent_version = $10, \
+             last_inventory_at = $11, last_seen = $11, server_count = $12, users = $15, hardware_uuid = $16, \
+             inventory_hash = $17, inventory_doc = $18, \
+             owner = COALESCE($19, owner), environment = COALESCE($20, environment), \
+             tags = CASE WHEN $21 = '[]' THEN tags ELSE $21 END \
+             WHERE id = $13 AND tenant_id = $14 AND revoked_at IS NULL AND {condition} \
+             RETURNING first_hardware_uuid, cloned_identity"
+        ));
+        let mut update = sqlx::query(sql)
+            .bind(seq)
+            .bind(truncate(&host.hostname, 255))
+            .bind(truncate(&host.os, 32))
+            .bind(host.os_version.as_deref().map(|v| truncate(v, 255)))
+            .bind(truncate(&host.arch, 32))
+            .bind(host.kernel_version.as_deref().map(|v| truncate(v, 255)))
+            .bind(host.cpu_count.map(i64::from))
+            .bind(host.memory_bytes.and_then(|m| i64::try_from(m).ok()))
+            .bind(host.uptime_secs.and_then(|m| i64::try_from(m).ok()))
+            .bind(truncate(self.agent_version, 64))
+            .bind(now)
+            .bind(i64::try_from(inventory.servers.len()).unwrap_or(i64::MAX))
+            .bind(agent)
+            .bind(tenant)
+            .bind(json(&host.users))
+            .bind(host.hardware_uuid.as_deref().map(|v| truncate(v, 64)))
+            .bind(encoded.hash.as_str())
+            .bind(encoded.doc.as_str())
+            .bind(owner)
+            .bind(environment)
+            .bind(tags);
+        if let Requires::Base { seq, hash } | Requires::Exactly { seq, hash } = self.requires {
+            update = update.bind(seq).bind(hash);
+        }
+        let Some(identity) = update.fetch_optional(&mut *tx).await? else {
+            return Ok(None);
+        };
+        // Whether the hardware-identity check after the commit has anything to do (see
+        // `identity`): read from the row this update returned, so an upload pays no read of
+        // its own for it.
+        let settled = match host.hardware_uuid.as_deref().map(|v| truncate(v, 64)) {
+            None => true,
+            Some(uuid) => match identity.try_get::<Option<String>, _>("first_hardware_uuid")? {
+                Some(first) => first == uuid || identity.try_get::<i64, _>("cloned_identity")? != 0,
+                None => false,
+            },
+        };
+        let rows = batch.rows(tenant);
+        rows.replace_inventory(agent, encoded.rows.clone());
         rows.touch_identities(inventory.servers.iter().map(|s| s.id.clone()), now);
-        if let Some(changes) = inventory_history::entry(previous, inventory) {
+        if let Some(changes) = &encoded.history {
             rows.history(rows::HistoryRow {
                 endpoint: agent.to_string(),
                 seq,
                 at: now,
-                changes,
+                changes: changes.clone(),
             });
         }
         Ok(Some(settled))
@@ -1228,6 +1413,7 @@ impl StoredDelta<'_> {
                 hash: self.base_hash,
             },
             previous: Some(&base),
+            encoded: None,
         };
         match write.run(batch).await? {
             Some(settled) => Ok((DeltaOutcome::Applied, settled)),

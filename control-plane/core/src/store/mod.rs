@@ -115,6 +115,8 @@ pub struct Store {
     search_limits: fleet::SearchLimits,
     /// The group-commit writers of agents' uploads (see `writer`), one per shard of devices.
     writers: writer::Writers,
+    /// Which fleet-sync sources this process stored: which writer a push goes to (see `sync`).
+    sync_routes: sync::SourceRoutes,
 }
 
 /// Row-level-security scope of the few lookups that find a tenant from a credential (API key
@@ -157,6 +159,7 @@ impl Store {
             stale_after_ms: fleet::STALE_AFTER_MS,
             search_limits: fleet::SearchLimits::default(),
             writers: writer::Writers::start(pools.write, backend),
+            sync_routes: sync::SourceRoutes::default(),
         };
         backend.migrate(&store.pool).await?;
         Ok(store)
@@ -185,6 +188,23 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         self.set_scope(&mut tx, tenant_id).await?;
         Ok(tx)
+    }
+
+    /// One read statement of `tenant_id`'s rows: in a transaction scoped to the tenant where
+    /// reads are scoped ([`Backend::scopes_reads`]), else alone on the pool (no `BEGIN` and
+    /// `COMMIT` around it). For hot single-statement reads (every API request's key lookup).
+    pub(crate) async fn fetch_optional_scoped(
+        &self,
+        tenant_id: &str,
+        query: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
+    ) -> Result<Option<sqlx::any::AnyRow>, sqlx::Error> {
+        if !self.backend.scopes_reads() {
+            return query.fetch_optional(&self.pool).await;
+        }
+        let mut tx = self.scope(tenant_id).await?;
+        let row = query.fetch_optional(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(row)
     }
 
     /// A write transaction scoped to one tenant (see [`Self::scope`] and `begin_write`).

@@ -135,11 +135,44 @@ pub(crate) struct HistoryRow {
     pub(crate) changes: String,
 }
 
+/// A fleet-sync push's columns of its endpoint row (one that was stored before the batch),
+/// written with the batch's other pushes in one statement.
+#[derive(Debug, Clone)]
+pub(crate) struct SyncedEndpoint {
+    pub(crate) hostname: String,
+    pub(crate) at: i64,
+    pub(crate) server_count: i64,
+    /// `None` keeps the stored one.
+    pub(crate) owner: Option<String>,
+    /// `None` keeps the stored one.
+    pub(crate) environment: Option<String>,
+    /// JSON text; `[]` keeps the stored tags.
+    pub(crate) tags: String,
+}
+
+impl SyncedEndpoint {
+    /// What the row holds after `self` and then `later` (a value `later` leaves unset stays
+    /// as `self` set it, as two updates one after the other would leave it).
+    fn then(self, later: Self) -> Self {
+        Self {
+            owner: later.owner.or(self.owner),
+            environment: later.environment.or(self.environment),
+            tags: if later.tags == "[]" {
+                self.tags
+            } else {
+                later.tags
+            },
+            ..later
+        }
+    }
+}
+
 /// The rows one tenant's jobs of a batch write. A later job's inventory for an endpoint replaces
 /// an earlier one's (jobs run in order, so the last is what the endpoint now holds); events,
 /// timeline entries and identities add up.
 #[derive(Debug, Default)]
 pub(crate) struct TenantRows {
+    synced: BTreeMap<String, SyncedEndpoint>,
     inventories: BTreeMap<String, EndpointRows>,
     identities: BTreeSet<String>,
     identities_at: i64,
@@ -149,16 +182,18 @@ pub(crate) struct TenantRows {
 }
 
 impl TenantRows {
+    /// Set a fleet-sync push's columns of `endpoint`'s row.
+    pub(crate) fn sync_endpoint(&mut self, endpoint: &str, update: SyncedEndpoint) {
+        let update = match self.synced.remove(endpoint) {
+            Some(earlier) => earlier.then(update),
+            None => update,
+        };
+        self.synced.insert(endpoint.to_string(), update);
+    }
+
     /// Make `endpoint`'s clients, servers and scan errors exactly `rows`.
     pub(crate) fn replace_inventory(&mut self, endpoint: &str, rows: EndpointRows) {
         self.inventories.insert(endpoint.to_string(), rows);
-    }
-
-    /// The client names an earlier job of the batch gave `endpoint`, not yet written.
-    pub(crate) fn pending_clients(&self, endpoint: &str) -> Option<BTreeSet<String>> {
-        self.inventories
-            .get(endpoint)
-            .map(|r| r.clients.iter().map(|(name, _)| name.clone()).collect())
     }
 
     /// Record that the tenant's servers `identities` were seen at `now` (see
@@ -201,7 +236,8 @@ impl TenantRows {
     }
 
     fn is_empty(&self) -> bool {
-        self.inventories.is_empty()
+        self.synced.is_empty()
+            && self.inventories.is_empty()
             && self.identities.is_empty()
             && self.history.is_empty()
             && self.events.is_empty()
@@ -210,6 +246,9 @@ impl TenantRows {
 
     /// Add a later job's rows.
     fn absorb(&mut self, later: Self) {
+        for (endpoint, update) in later.synced {
+            self.sync_endpoint(&endpoint, update);
+        }
         self.inventories.extend(later.inventories);
         self.identities.extend(later.identities);
         self.identities_at = self.identities_at.max(later.identities_at);
@@ -271,6 +310,7 @@ pub(crate) async fn write(
     rows: TenantRows,
 ) -> Result<(), sqlx::Error> {
     let TenantRows {
+        synced,
         inventories,
         identities,
         identities_at,
@@ -278,6 +318,9 @@ pub(crate) async fn write(
         events,
         tools,
     } = rows;
+    if !synced.is_empty() {
+        write_synced(conn, backend, tenant, &synced).await?;
+    }
     if !inventories.is_empty() {
         write_inventories(conn, backend, tenant, &inventories).await?;
     }
@@ -309,6 +352,49 @@ async fn execute(
     }
     query.execute(&mut *conn).await?;
     Ok(())
+}
+
+/// The batch's fleet-sync pushes' endpoint columns, one `UPDATE … FROM` for all of them.
+async fn write_synced(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    tenant: &str,
+    synced: &BTreeMap<String, SyncedEndpoint>,
+) -> Result<(), sqlx::Error> {
+    let rows = Value::Array(
+        synced
+            .iter()
+            .map(|(e, u)| {
+                json!([
+                    e,
+                    u.hostname,
+                    u.at,
+                    u.server_count,
+                    u.owner,
+                    u.environment,
+                    u.tags
+                ])
+            })
+            .collect(),
+    );
+    let (text, int) = (|i| backend.json_text(i), |i| backend.json_int(i));
+    let sql = backend.update_joined(
+        "endpoints",
+        &format!(
+            "hostname = {}, last_seen = {at}, last_inventory_at = {at}, server_count = {}, \
+             agent_version = 'agent-bom fleet sync', \
+             owner = COALESCE({}, endpoints.owner), environment = COALESCE({}, endpoints.environment), \
+             tags = CASE WHEN {tags} = '[]' THEN endpoints.tags ELSE {tags} END",
+            text(1),
+            int(3),
+            text(4),
+            text(5),
+            at = int(2),
+            tags = text(6),
+        ),
+        &format!("endpoints.id = {}", text(0)),
+    );
+    execute(conn, sql, tenant, &[&rows]).await
 }
 
 async fn write_inventories(
@@ -640,6 +726,33 @@ mod tests {
     }
 
     #[test]
+    fn a_later_push_keeps_what_it_leaves_unset() {
+        let push = |owner: Option<&str>, tags: &str, at| SyncedEndpoint {
+            hostname: format!("h{at}"),
+            at,
+            server_count: at,
+            owner: owner.map(str::to_string),
+            environment: None,
+            tags: tags.into(),
+        };
+        let mut rows = TenantRows::default();
+        rows.sync_endpoint("e", push(Some("a"), r#"["x"]"#, 1));
+        let mut later = TenantRows::default();
+        later.sync_endpoint("e", push(None, "[]", 2));
+        rows.absorb(later);
+        let merged = &rows.synced["e"];
+        assert_eq!(merged.owner.as_deref(), Some("a"));
+        assert_eq!(merged.tags, r#"["x"]"#);
+        assert_eq!((merged.hostname.as_str(), merged.at), ("h2", 2));
+        rows.sync_endpoint("e", push(Some("b"), r#"["y"]"#, 3));
+        let merged = &rows.synced["e"];
+        assert_eq!(
+            (merged.owner.as_deref(), merged.tags.as_str()),
+            (Some("b"), r#"["y"]"#)
+        );
+    }
+
+    #[test]
     fn a_later_job_replaces_an_endpoint_and_adds_calls() {
         let mut batch = RowSets::default();
         let calls = ToolCalls {
@@ -670,10 +783,12 @@ mod tests {
             batch.absorb(job);
         }
         let rows = batch.tenant("t");
-        assert_eq!(
-            rows.pending_clients("e"),
-            Some(BTreeSet::from(["c1".to_string()]))
-        );
+        let clients: Vec<&str> = rows.inventories["e"]
+            .clients
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect();
+        assert_eq!(clients, ["c1"]);
         let merged = rows.tools[&("e".into(), "s".into(), "tool".into())];
         assert_eq!((merged.first, merged.last, merged.calls), (4, 5, 2));
     }

@@ -9,13 +9,16 @@
 //! paths, `discovery_sources`, hostname, owner and environment as text. A tag holding a
 //! credential is dropped (a redacted tag would not be a valid tag).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use agent_bom_protocol::Transport;
 use agent_bom_protocol::sanitize::{sanitize_args, sanitize_command, sanitize_text, sanitize_url};
 use agent_bom_protocol::server_id::server_id;
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use sqlx::Row;
 
 use super::audit::NewEntry;
@@ -77,8 +80,55 @@ pub(crate) struct SyncWrite {
     key: Option<String>,
     /// SHA-256 of the body, compared on replays.
     body_hash: String,
-    /// The endpoint this source is stored as, if it pushed before.
-    existing: Option<String>,
+}
+
+/// A source's stored endpoint, as a batch read it (see [`stored_source`]).
+#[derive(Debug, Clone)]
+pub(crate) struct StoredSource {
+    endpoint_id: String,
+    clients: BTreeSet<String>,
+}
+
+/// The stored endpoints of a batch's sources, read once per tenant and batch: by tenant, then
+/// source; a source of a read tenant that is absent has no endpoint.
+#[derive(Debug, Default)]
+pub(crate) struct StoredSources(HashMap<String, HashMap<String, StoredSource>>);
+
+/// Which sources this process has stored: only where to send a push (see
+/// [`Store::write_sync`]), never what it writes. A fixed bit set of hashes, so its memory does
+/// not grow with the fleet; a collision sends a new source's push to its own writer instead of
+/// its tenant's, which costs at most a wait on the tenant's endpoint counter.
+#[derive(Debug, Clone)]
+pub(crate) struct SourceRoutes(Arc<[AtomicU64]>);
+
+/// Words of [`SourceRoutes`] (2^20 bits, 128 KiB).
+const ROUTE_WORDS: usize = 1 << 14;
+
+impl Default for SourceRoutes {
+    fn default() -> Self {
+        Self((0..ROUTE_WORDS).map(|_| AtomicU64::new(0)).collect())
+    }
+}
+
+impl SourceRoutes {
+    fn bit(tenant_id: &str, source_id: &str) -> (usize, u64) {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (tenant_id, source_id).hash(&mut h);
+        let h = h.finish();
+        let word = usize::try_from(h >> 6).unwrap_or(0) % ROUTE_WORDS;
+        (word, 1u64 << (h & 63))
+    }
+
+    /// Whether `source_id` of `tenant_id` was stored by this process (or collides with one).
+    fn stored(&self, tenant_id: &str, source_id: &str) -> bool {
+        let (word, bit) = Self::bit(tenant_id, source_id);
+        self.0[word].load(Ordering::Relaxed) & bit != 0
+    }
+
+    fn remember(&self, tenant_id: &str, source_id: &str) {
+        let (word, bit) = Self::bit(tenant_id, source_id);
+        self.0[word].fetch_or(bit, Ordering::Relaxed);
+    }
 }
 
 /// What a push needs.
@@ -363,21 +413,25 @@ impl Store {
         write: SyncWrite,
         audit: Option<SyncAudit>,
     ) -> Result<SyncResult, StoreError> {
-        let write = std::sync::Arc::new(write);
-        let job = std::sync::Arc::new((write.clone(), tenant_id.to_string(), audit));
+        let write = Arc::new(write);
+        let job = Arc::new((write.clone(), tenant_id.to_string(), audit));
+        let source_id = write.payload.source_id.as_str();
         // A push that creates an endpoint goes to its tenant's writer: on Postgres each batch
         // holds the tenant's endpoint counter from its first new endpoint to its commit, so
         // new endpoints spread over the shards would queue the shards behind each other. Once
-        // stored, a source's pushes go to its own writer (spread, in order per source).
-        let shard = match write.existing {
-            Some(_) => write.payload.source_id.as_str(),
-            None => tenant_id,
+        // stored, a source's pushes go to its own writer (spread, in order per source). Which
+        // one this is, is only known in the batch; the process remembers the sources it stored.
+        let shard = if self.sync_routes.stored(tenant_id, source_id) {
+            source_id
+        } else {
+            tenant_id
         };
         let outcome = self
             .writers
             .of(shard)
-            .write(
+            .write_keyed(
                 tenant_id,
+                Some(source_id.to_string()),
                 Box::new(move |batch: &mut Batch| {
                     let job = job.clone();
                     Box::pin(async move {
@@ -396,6 +450,7 @@ impl Store {
             .await;
         match outcome {
             Ok(result) => {
+                self.sync_routes.remember(tenant_id, source_id);
                 crate::metrics::committed(crate::metrics::Committed::FleetSync, 1);
                 self.announce_fleet(
                     tenant_id,
@@ -414,9 +469,9 @@ impl Store {
         }
     }
 
-    /// Parse and check a push, and do the reads that need no write lock: the replay of an
-    /// Idempotency-Key already answered, the endpoint the source is stored as. The endpoint
-    /// quota is checked where a new endpoint is inserted, in the write.
+    /// Parse and check a push, and answer the replay of an Idempotency-Key already answered.
+    /// The endpoint the source is stored as is read in the write, once for a batch's pushes,
+    /// and the endpoint quota is checked where a new endpoint is inserted.
     pub(crate) async fn prepare_sync(
         &self,
         tenant_id: &str,
@@ -441,21 +496,10 @@ impl Store {
             return Ok(PreparedSync::Replay(replay));
         }
         let payload = parse_payload(&body, header_source)?;
-        let mut read = self.scope(tenant_id).await?;
-        let existing =
-            sqlx::query("SELECT id FROM endpoints WHERE tenant_id = $1 AND source_id = $2")
-                .bind(tenant_id)
-                .bind(&payload.source_id)
-                .fetch_optional(&mut *read)
-                .await?
-                .map(|r| r.try_get::<String, _>("id"))
-                .transpose()?;
-        read.commit().await?;
         Ok(PreparedSync::Write(SyncWrite {
             payload,
             key,
             body_hash,
-            existing,
         }))
     }
 
@@ -481,16 +525,13 @@ impl Store {
         key: &str,
         body_hash: &str,
     ) -> Result<Option<SyncResult>, StoreError> {
-        let mut tx = self.scope(tenant_id).await?;
-        let Some(row) = sqlx::query(
+        let query = sqlx::query(
             "SELECT body_hash, response FROM idempotency_keys WHERE tenant_id = $1 AND route = $2 AND key = $3",
         )
         .bind(tenant_id)
         .bind(SYNC_ROUTE)
-        .bind(key)
-        .fetch_optional(&mut *tx)
-        .await?
-        else {
+        .bind(key);
+        let Some(row) = self.fetch_optional_scoped(tenant_id, query).await? else {
             return Ok(None);
         };
         let stored_hash: String = row.try_get("body_hash")?;
@@ -507,10 +548,58 @@ impl Store {
     }
 }
 
-/// Write a prepared push in `batch` (scoped to `tenant_id`): the endpoint row now, its
-/// clients, servers and identities with the batch's rows. `None` when a concurrent request
-/// with the same Idempotency-Key was stored first, decided before the push writes anything
-/// but a new endpoint (under a savepoint): answer with [`Store::replay_lost_race`].
+/// The endpoint `source_id` of `tenant_id` is stored as, and its clients, as of the batch's
+/// start or as an earlier push of the batch left them: the first push of a tenant in a batch reads
+/// the endpoints of every source the batch's pushes of that tenant declared, in one statement.
+async fn stored_source(
+    batch: &mut Batch,
+    tenant_id: &str,
+    source_id: &str,
+) -> Result<Option<StoredSource>, sqlx::Error> {
+    if let Some(read) = batch.sources().0.get(tenant_id) {
+        return Ok(read.get(source_id).cloned());
+    }
+    let mut sources: BTreeSet<&str> = batch
+        .declared(tenant_id)
+        .iter()
+        .map(String::as_str)
+        .collect();
+    sources.insert(source_id);
+    let wanted = Value::Array(sources.iter().map(|s| json!([s])).collect()).to_string();
+    let backend = batch.backend();
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT e.source_id AS source_id, e.id AS id, c.name AS client FROM {} \
+         CROSS JOIN endpoints e LEFT JOIN endpoint_clients c \
+         ON c.tenant_id = e.tenant_id AND c.endpoint_id = e.id \
+         WHERE e.tenant_id = $1 AND e.source_id = {}",
+        backend.json_rows(2),
+        backend.json_text(0)
+    ));
+    let rows = sqlx::query(sql)
+        .bind(tenant_id)
+        .bind(wanted)
+        .fetch_all(&mut *batch.conn())
+        .await?;
+    let mut read: HashMap<String, StoredSource> = HashMap::new();
+    for r in &rows {
+        let source: String = r.try_get("source_id")?;
+        let entry = read.entry(source).or_insert(StoredSource {
+            endpoint_id: r.try_get("id")?,
+            clients: BTreeSet::new(),
+        });
+        if let Some(client) = r.try_get::<Option<String>, _>("client")? {
+            entry.clients.insert(client);
+        }
+    }
+    let found = read.get(source_id).cloned();
+    batch.sources().0.insert(tenant_id.to_string(), read);
+    Ok(found)
+}
+
+/// Write a prepared push in `batch` (scoped to `tenant_id`): a new endpoint row now, the
+/// columns of a stored one, its clients, servers and identities with the batch's rows. `None`
+/// when a concurrent request with the same Idempotency-Key was stored first, decided before the
+/// push writes anything but a new endpoint: answer with [`Store::replay_lost_race`].
 async fn write_sync_in(
     batch: &mut Batch,
     tenant_id: &str,
@@ -520,32 +609,42 @@ async fn write_sync_in(
         payload,
         key,
         body_hash,
-        existing,
     } = write;
     let now = now_ms();
-    // The endpoint, and whether this push created it (then it has no clients yet).
-    let (endpoint_id, created) = match existing {
-        Some(id) => (id.clone(), false),
+    let server_count = i64::try_from(payload.servers.len()).unwrap_or(i64::MAX);
+    let tags = to_json_text(&payload.tags);
+    // The endpoint, whether this push created it (then its row is written in full and it has
+    // no clients yet), and the clients it had before the batch.
+    let stored = stored_source(batch, tenant_id, &payload.source_id).await?;
+    let (endpoint_id, created, stored_clients) = match stored {
+        Some(s) => (s.endpoint_id, false, Some(s.clients)),
         None => {
             // Admitted under the quota before the insert: a refusal has nothing to undo.
             batch.admit_endpoint(tenant_id).await?;
             let conn = batch.conn();
             let id = new_id();
             let inserted = sqlx::query(
-                "INSERT INTO endpoints (id, tenant_id, hostname, cert_fingerprint, enrolled_at, origin, source_id) \
-                 VALUES ($1, $2, $3, '', $4, 'fleet_sync', $5) ON CONFLICT (tenant_id, source_id) DO NOTHING",
+                "INSERT INTO endpoints (id, tenant_id, hostname, cert_fingerprint, enrolled_at, origin, source_id, \
+                 last_seen, last_inventory_at, server_count, agent_version, owner, environment, tags) \
+                 VALUES ($1, $2, $3, '', $4, 'fleet_sync', $5, $4, $4, $6, 'agent-bom fleet sync', $7, $8, $9) \
+                 ON CONFLICT (tenant_id, source_id) DO NOTHING",
             )
             .bind(&id)
             .bind(tenant_id)
             .bind(&payload.hostname)
             .bind(now)
             .bind(&payload.source_id)
+            .bind(server_count)
+            .bind(payload.owner.as_deref())
+            .bind(payload.environment.as_deref())
+            .bind(&tags)
             .execute(&mut *conn)
             .await?;
             if inserted.rows_affected() == 1 {
                 batch.endpoint_inserted(tenant_id);
-                (id, true)
+                (id, true, Some(BTreeSet::new()))
             } else {
+                // Stored since the batch read it (another process, or another writer).
                 let id =
                     sqlx::query("SELECT id FROM endpoints WHERE tenant_id = $1 AND source_id = $2")
                         .bind(tenant_id)
@@ -553,15 +652,13 @@ async fn write_sync_in(
                         .fetch_one(&mut *conn)
                         .await?
                         .try_get("id")?;
-                (id, false)
+                (id, false, None)
             }
         }
     };
-    // The clients this source had: an earlier push of the batch's, else the stored ones (an
-    // endpoint this push created has none).
-    let known: BTreeSet<String> = match batch.rows(tenant_id).pending_clients(&endpoint_id) {
-        Some(pending) => pending,
-        None if created => BTreeSet::new(),
+    // The clients this source had (as an earlier push of the batch left them, see below).
+    let known: BTreeSet<String> = match stored_clients {
+        Some(stored) => stored,
         None => sqlx::query(
             "SELECT name FROM endpoint_clients WHERE tenant_id = $1 AND endpoint_id = $2",
         )
@@ -624,25 +721,8 @@ async fn write_sync_in(
             return Ok(None);
         }
     }
-    sqlx::query(
-        "UPDATE endpoints SET hostname = $1, last_seen = $2, last_inventory_at = $2, server_count = $3, \
-         agent_version = 'agent-bom fleet sync', \
-         owner = COALESCE($4, owner), environment = COALESCE($5, environment), \
-         tags = CASE WHEN $6 = '[]' THEN tags ELSE $6 END \
-         WHERE tenant_id = $7 AND id = $8",
-    )
-    .bind(&payload.hostname)
-    .bind(now)
-    .bind(i64::try_from(payload.servers.len()).unwrap_or(i64::MAX))
-    .bind(payload.owner.as_deref())
-    .bind(payload.environment.as_deref())
-    .bind(to_json_text(&payload.tags))
-    .bind(tenant_id)
-    .bind(&result.endpoint_id)
-    .execute(&mut *conn)
-    .await?;
     // The rows as sets, with the batch's (see `rows`): a re-push of the same body deletes
-    // nothing.
+    // nothing. A stored endpoint's columns too (a new one was inserted with them).
     let servers: Vec<rows::ServerRow> = payload
         .servers
         .iter()
@@ -671,6 +751,19 @@ async fn write_sync_in(
         })
         .collect();
     let rows = batch.rows(tenant_id);
+    if !created {
+        rows.sync_endpoint(
+            &result.endpoint_id,
+            rows::SyncedEndpoint {
+                hostname: payload.hostname.clone(),
+                at: now,
+                server_count,
+                owner: payload.owner.clone(),
+                environment: payload.environment.clone(),
+                tags,
+            },
+        );
+    }
     rows.replace_inventory(
         &result.endpoint_id,
         rows::EndpointRows {
@@ -680,6 +773,18 @@ async fn write_sync_in(
         },
     );
     rows.touch_identities(payload.servers.iter().map(|s| s.id.clone()), now);
+    // A later push of this source in the batch counts its new clients against this one's
+    // (its rows are written with the batch's, after every push ran).
+    let pushed = StoredSource {
+        endpoint_id: result.endpoint_id.clone(),
+        clients: seen_clients,
+    };
+    batch
+        .sources()
+        .0
+        .entry(tenant_id.to_string())
+        .or_default()
+        .insert(payload.source_id.clone(), pushed);
     Ok(Some(result))
 }
 

@@ -11,6 +11,9 @@
 //! and *stages* its rows ([`Batch::rows`]); the writer merges the batch's staged rows and writes
 //! each table once for the whole batch (`rows`), then appends the batch's audit entries, then
 //! commits. So a batch costs a few statements per job plus a few per table, not ten per job.
+//! A job may declare a key when it is queued (a fleet-sync push: its source id), so that the
+//! first job of a tenant reads what is stored for every key of the batch at once
+//! ([`Batch::declared`]): a re-push then costs no statement of its own.
 //!
 //! Isolation: a job refuses (an unknown device, a stale base, a lost Idempotency-Key race)
 //! before its first write, so a refusal needs nothing undone; a job that must write before it
@@ -36,6 +39,7 @@ use super::StoreError;
 use super::audit::{self, NewEntry};
 use super::dialect::{Backend, TenantLock};
 use super::rows::{self, RowSets, TenantRows};
+use super::sync::StoredSources;
 use crate::metrics;
 
 /// Jobs waiting for the writer at most; beyond, writes are shed with retry-after.
@@ -73,6 +77,12 @@ pub(crate) struct Batch {
     /// Endpoints held and allowed, by tenant, once read in this batch (see
     /// [`Batch::admit_endpoint`]).
     usage: std::collections::HashMap<String, (i64, i64)>,
+    /// The keys the batch's jobs declared (fleet-sync source ids), by tenant: a job reads
+    /// what is stored for all of its tenant's at once ([`Batch::declared`]).
+    keys: std::collections::HashMap<String, Vec<String>>,
+    /// What was read for those keys in this batch (see `sync`); forgotten with `usage` when
+    /// a job's savepoint is rolled back.
+    sources: StoredSources,
 }
 
 impl Batch {
@@ -143,6 +153,16 @@ impl Batch {
         }
     }
 
+    /// The keys (fleet-sync source ids) the batch's jobs of `tenant_id` declared.
+    pub(crate) fn declared(&self, tenant_id: &str) -> &[String] {
+        self.keys.get(tenant_id).map_or(&[], Vec::as_slice)
+    }
+
+    /// What the batch read for its declared keys (see `sync`).
+    pub(crate) fn sources(&mut self) -> &mut StoredSources {
+        &mut self.sources
+    }
+
     /// The running job's rows of `tenant_id`, written with the batch's (see `rows`).
     pub(crate) fn rows(&mut self, tenant_id: &str) -> &mut TenantRows {
         self.staged.tenant(tenant_id)
@@ -183,6 +203,8 @@ enum Ran {
 /// A job type-erased, so one queue carries every kind.
 trait Pending: Send {
     fn tenant(&self) -> &str;
+    /// The key the job declared, if any (see [`Batch::declared`]).
+    fn key(&self) -> Option<&str>;
     /// Run the job's work in `batch`, keeping its outcome for the answer.
     fn run<'c>(&'c mut self, batch: &'c mut Batch) -> BoxFuture<'c, Ran>;
     /// The job's rows could not be written: it is answered with `e`.
@@ -194,6 +216,7 @@ trait Pending: Send {
 /// A job of result `T`, error `E`.
 struct Typed<T, E> {
     tenant_id: String,
+    key: Option<String>,
     work: Work<T, E>,
     outcome: Option<Result<T, WriteError<E>>>,
     reply: oneshot::Sender<Result<T, WriteError<E>>>,
@@ -202,6 +225,10 @@ struct Typed<T, E> {
 impl<T: Send + 'static, E: JobError + Send + 'static> Pending for Typed<T, E> {
     fn tenant(&self) -> &str {
         &self.tenant_id
+    }
+
+    fn key(&self) -> Option<&str> {
+        self.key.as_deref()
     }
 
     fn run<'c>(&'c mut self, batch: &'c mut Batch) -> BoxFuture<'c, Ran> {
@@ -288,9 +315,24 @@ impl Writer {
         T: Send + 'static,
         E: JobError + Send + 'static,
     {
+        self.write_keyed(tenant_id, None, work).await
+    }
+
+    /// [`Self::write`] for a job that declares `key` (see [`Batch::declared`]).
+    pub(crate) async fn write_keyed<T, E>(
+        &self,
+        tenant_id: &str,
+        key: Option<String>,
+        work: Work<T, E>,
+    ) -> Result<T, WriteError<E>>
+    where
+        T: Send + 'static,
+        E: JobError + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel::<Result<T, WriteError<E>>>();
         let job: Job = Box::new(Typed {
             tenant_id: tenant_id.to_string(),
+            key,
             work,
             outcome: None,
             reply,
@@ -407,6 +449,14 @@ async fn run_in(
     mode: Mode,
 ) -> Result<(), Retry> {
     let fatal = Retry::No;
+    let mut keys: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for job in batch.iter() {
+        if let Some(key) = job.key() {
+            keys.entry(job.tenant().to_string())
+                .or_default()
+                .push(key.to_string());
+        }
+    }
     let mut open = Batch {
         tx: backend.begin_write(pool).await.map_err(fatal)?,
         backend,
@@ -415,6 +465,8 @@ async fn run_in(
         staged: RowSets::default(),
         guarded: false,
         usage: std::collections::HashMap::new(),
+        keys,
+        sources: StoredSources::default(),
     };
     let mut rows = RowSets::default();
     for job in batch.iter_mut() {
@@ -443,9 +495,11 @@ async fn run_in(
             } else {
                 // Rolling back undoes a scope the job set inside its savepoint (Postgres
                 // restores the setting): scope the next job afresh. An endpoint it was
-                // admitted for is undone too: read the counters again.
+                // admitted for is undone too: read the counters again, and the sources (it
+                // may have inserted one).
                 open.scope = None;
                 open.usage.clear();
+                open.sources = StoredSources::default();
                 "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job"
             };
             sqlx::raw_sql(end)

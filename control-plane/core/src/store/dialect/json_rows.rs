@@ -3,6 +3,11 @@
 //! instead of binding every value. One parameter whatever the batch's size: no statement
 //! grows past a backend's parameter limit, and SQLite does not look up hundreds of parameter
 //! names per statement (`sqlite3_bind_parameter_name` walks the list, quadratic in its length).
+//!
+//! On SQLite the rows are expanded with `jsonb_each`, whose `value` of an inner array is binary
+//! JSON: each `->>` of a column then reads the row's blob. With `json_each` the value is JSON
+//! text, rendered again and parsed again for every column read (the release profile of an
+//! ingest showed SQLite's JSON rendering and parsing as its largest cost).
 
 use super::Backend;
 
@@ -10,7 +15,7 @@ impl Backend {
     /// A `FROM` item (aliased `j`) with one row per element of the JSON array bound to `$param`.
     pub(crate) fn json_rows(self, param: usize) -> String {
         match self {
-            Self::Sqlite => format!("json_each(${param}) AS j"),
+            Self::Sqlite => format!("jsonb_each(${param}) AS j"),
             Self::Postgres => format!("jsonb_array_elements(${param}::jsonb) AS j(value)"),
         }
     }
@@ -57,5 +62,20 @@ impl Backend {
                 self.json_rows(2)
             ),
         }
+    }
+
+    /// Update the rows of `table` of tenant `$1` that match
+    /// a row of the JSON array bound to `$2` (alias `j`) under `condition`, with `set` (which
+    /// may read `j`). As in [`Self::delete_joined`] the JSON rows drive: on SQLite the tenant
+    /// is an expression no index serves, so each JSON row is a seek of `condition`'s key.
+    pub(crate) fn update_joined(self, table: &str, set: &str, condition: &str) -> String {
+        let tenant = match self {
+            Self::Sqlite => format!("{table}.tenant_id || '' = $1"),
+            Self::Postgres => format!("{table}.tenant_id = $1"),
+        };
+        format!(
+            "UPDATE {table} SET {set} FROM {} WHERE {tenant} AND {condition}",
+            self.json_rows(2)
+        )
     }
 }

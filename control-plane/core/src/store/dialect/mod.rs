@@ -127,6 +127,10 @@ impl Backend {
         let options = || AnyPoolOptions::new().acquire_timeout(ACQUIRE_TIMEOUT);
         match self {
             Self::Sqlite => {
+                // No ping before each acquire: a SQLite connection is a file handle in this
+                // process, not a peer that can hang up, and the ping is a round trip to sqlx's
+                // worker thread (a wake-up and a context switch) on every read and batch.
+                let options = || options().test_before_acquire(false);
                 // `mode=rwc`: create the file if it is missing (`Store::open_sqlite` creates it
                 // 0600 first; a URL given by the operator may name a new file).
                 let sep = if url.contains('?') { '&' } else { '?' };
@@ -193,6 +197,13 @@ impl Backend {
             }
             Self::Postgres => FleetFeed::Listen(ListenUrl(url.to_string())),
         }
+    }
+
+    /// Whether a read must run in a transaction scoped to its tenant (Postgres: row-level
+    /// security). On SQLite the `tenant_id` in every query is the wall, and a lone statement
+    /// needs no transaction around it.
+    pub(crate) fn scopes_reads(self) -> bool {
+        self == Self::Postgres
     }
 
     /// How many group-commit writers a store runs (see `store::writer`). SQLite has one writer
