@@ -558,3 +558,59 @@ async fn postgres_snapshots_encoded_early_follow_the_stored_one() {
     let db = TestDatabase::create().await;
     snapshots_encoded_early_follow_the_stored_one(Store::connect(&db.url).await.unwrap()).await;
 }
+
+/// The last-seen flush runs beside the writer's batches and never waits for the rows a batch
+/// holds (on Postgres it skips them, and the next flush, whose snapshot holds every connected
+/// device again, records them): waiting queued the flush behind a batch and, holding the rows
+/// it had already updated, deadlocked it with the other writers' batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_the_last_seen_flush_skips_rows_a_batch_holds() {
+    use agent_bom_collector::store::LastSeen;
+    let db = TestDatabase::create().await;
+    let store = Store::connect(&db.url).await.unwrap();
+    let tenant = store.create_tenant("flush").await.unwrap();
+    let (_, token) = store
+        .create_enrollment_token(&tenant.id, "t", None, None)
+        .await
+        .unwrap();
+    for id in ["held", "free"] {
+        agent_bom_tests::harness::enroll_in_store(&store, &token, id).await;
+    }
+    let last_seen = |id| {
+        scalar(
+            &store,
+            &tenant.id,
+            id,
+            "SELECT COALESCE(last_seen, 0) AS n FROM endpoints WHERE tenant_id = $1 AND id = $2",
+        )
+    };
+    // A batch in flight: another transaction holds the row of `held`.
+    let mut batch = agent_bom_tests::harness::tenant_tx(&store, &tenant.id).await;
+    sqlx::query("UPDATE endpoints SET hostname = hostname WHERE tenant_id = $1 AND id = 'held'")
+        .bind(&tenant.id)
+        .execute(&mut *batch)
+        .await
+        .unwrap();
+    let at = 4_000_000_000_000;
+    let seen = |at_ms| {
+        ["held", "free"].map(|id| LastSeen {
+            tenant_id: tenant.id.clone(),
+            agent_id: id.into(),
+            at_ms,
+        })
+    };
+    // Bounded: a flush that waits for the held row would wait as long as the batch lasts.
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        store.record_last_seen(&seen(at)),
+    )
+    .await
+    .expect("the flush waited for a row a batch holds")
+    .unwrap();
+    assert_eq!(last_seen("free").await, at);
+    assert_ne!(last_seen("held").await, at);
+    batch.commit().await.unwrap();
+    store.record_last_seen(&seen(at + 1)).await.unwrap();
+    assert_eq!(last_seen("held").await, at + 1);
+    assert_eq!(last_seen("free").await, at + 1);
+}
