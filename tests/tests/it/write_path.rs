@@ -481,7 +481,8 @@ async fn postgres_pushes_of_a_batch_see_each_other() {
 
 /// Two snapshots of each device sent at once (sequences 2 and 3 after 1): each is encoded
 /// before it is queued, against the stored state read then, and written only if that state is
-/// still the stored one. Whichever order they commit in, the timeline entry of sequence 3
+/// still the stored one (SQLite; on Postgres every upload is encoded in the writer, which this
+/// checks too). Whichever order they commit in, the timeline entry of sequence 3
 /// records what changed since the inventory actually stored before it: one server when
 /// sequence 2 was stored first, two when it came too late (refused as already applied).
 async fn snapshots_encoded_early_follow_the_stored_one(store: Store) {

@@ -371,11 +371,15 @@ impl Store {
 
     /// The device's stored sequence, content hash and document, read outside the writer for
     /// an upload to be encoded before it is queued ([`Ready`]); `None` when the device is
-    /// unknown, revoked, or the read failed (the job then decides in the writer).
+    /// unknown, revoked, the read failed, or the backend does not encode early
+    /// (`Backend::encodes_uploads_early`): the job then decides in the writer.
     async fn stored_state(
         &self,
         device: &DeviceSession,
     ) -> Option<(Option<i64>, Option<String>, Option<String>)> {
+        if !self.backend.encodes_uploads_early() {
+            return None;
+        }
         let query = sqlx::query(
             "SELECT last_seq, revoked_at, inventory_hash, inventory_doc FROM endpoints \
              WHERE id = $1 AND tenant_id = $2",

@@ -551,6 +551,9 @@ impl Store {
 /// The endpoint `source_id` of `tenant_id` is stored as, and its clients, as of the batch's
 /// start or as an earlier push of the batch left them: the first push of a tenant in a batch reads
 /// the endpoints of every source the batch's pushes of that tenant declared, in one statement.
+/// Each source is a seek of `(tenant, source)`, its clients a seek of their endpoint: the
+/// clients' tenant is compared as an expression, which no index serves, so SQLite cannot pick
+/// the tenant's clients index instead and walk every client of the tenant per source.
 async fn stored_source(
     batch: &mut Batch,
     tenant_id: &str,
@@ -570,7 +573,7 @@ async fn stored_source(
     let sql = sqlx::AssertSqlSafe(format!(
         "SELECT e.source_id AS source_id, e.id AS id, c.name AS client FROM {} \
          CROSS JOIN endpoints e LEFT JOIN endpoint_clients c \
-         ON c.tenant_id = e.tenant_id AND c.endpoint_id = e.id \
+         ON c.endpoint_id = e.id AND c.tenant_id || '' = e.tenant_id \
          WHERE e.tenant_id = $1 AND e.source_id = {}",
         backend.json_rows(2),
         backend.json_text(0)

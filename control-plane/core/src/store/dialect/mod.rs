@@ -206,6 +206,16 @@ impl Backend {
         self == Self::Postgres
     }
 
+    /// Whether an inventory upload is read against the device's stored state and encoded
+    /// before its job is queued (see `store::collector`). On SQLite that read is one statement
+    /// beside the writer and takes the upload's CPU off the writer's one task; on Postgres it
+    /// is a transaction of its own (scoped for row-level security), more round trips than the
+    /// read inside the batch it replaces, and measured slower (docs/benchmarks.md, write path
+    /// run 4).
+    pub(crate) fn encodes_uploads_early(self) -> bool {
+        self == Self::Sqlite
+    }
+
     /// How many group-commit writers a store runs (see `store::writer`). SQLite has one writer
     /// connection, hence one. On Postgres one connection runs a batch's statements one after
     /// another, so a single writer would leave the database's other cores idle: four.
