@@ -9,7 +9,7 @@ use sqlx::Row;
 
 use super::changes::ChangeKind;
 use super::writer::{Batch, JobError, Work, WriteError};
-use super::{Backend, Store, StoreError, Tx, now_ms};
+use super::{Store, StoreError, Tx, now_ms};
 use super::{audit, inventory_history, rows};
 use crate::metrics;
 use crate::secrets::{self, ENROLL_TOKEN_KIND};
@@ -457,22 +457,16 @@ impl Store {
     async fn record_last_seen_inner(&self, seen: &[LastSeen]) -> Result<(), Failure> {
         for (tenant, chunk) in tenant_chunks(seen) {
             let at = chunk.iter().map(|s| s.at_ms).max().unwrap_or_else(now_ms);
-            let ids = rows::placeholders(3, chunk.len());
-            let sql = sqlx::AssertSqlSafe(match self.backend() {
-                Backend::Sqlite => {
-                    format!(
-                        "UPDATE endpoints SET last_seen = $1 WHERE tenant_id = $2 AND id IN ({ids})"
-                    )
-                }
-                // Rows a writer's batch holds are skipped, not waited for: waiting joined the
-                // flush to that batch's lock queue, and the flush, holding the rows it had
-                // already updated, deadlocked with the other writers' batches (seen in the
-                // reconnect drain). A skipped device is in the next flush's snapshot again.
-                Backend::Postgres => format!(
-                    "UPDATE endpoints SET last_seen = $1 WHERE tenant_id = $2 AND id IN \
-                     (SELECT id FROM endpoints WHERE tenant_id = $2 AND id IN ({ids}) FOR UPDATE SKIP LOCKED)"
-                ),
-            });
+            // Rows a writer's batch holds are skipped, not waited for: waiting joined the flush
+            // to that batch's lock queue, and the flush, holding the rows it had already
+            // updated, deadlocked with the other writers' batches (seen in the reconnect
+            // drain). A skipped device is in the next flush's snapshot again.
+            let free =
+                self.backend()
+                    .free_rows("endpoints", "$2", &rows::placeholders(3, chunk.len()));
+            let sql = sqlx::AssertSqlSafe(format!(
+                "UPDATE endpoints SET last_seen = $1 WHERE tenant_id = $2 AND {free}"
+            ));
             let mut query = sqlx::query(sql).bind(at).bind(tenant);
             for s in &chunk {
                 query = query.bind(&s.agent_id);

@@ -303,3 +303,19 @@ impl FromStr for Backend {
         }
     }
 }
+
+impl Backend {
+    /// A condition on `id` for rows of `table` of tenant `tenant` (a parameter) among `ids`
+    /// (placeholders) that no other transaction holds: for writes that may skip a row rather
+    /// than queue behind a writer's batch (a queued writer holding rows of its own can deadlock
+    /// with the batch). Postgres locks the free ones (`FOR UPDATE SKIP LOCKED`); SQLite has one
+    /// writer and no row locks, so every row of `ids` is free.
+    pub(crate) fn free_rows(self, table: &str, tenant: &str, ids: &str) -> String {
+        match self {
+            Self::Sqlite => format!("id IN ({ids})"),
+            Self::Postgres => format!(
+                "id IN (SELECT id FROM {table} WHERE tenant_id = {tenant} AND id IN ({ids}) FOR UPDATE SKIP LOCKED)"
+            ),
+        }
+    }
+}
