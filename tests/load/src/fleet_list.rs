@@ -103,18 +103,6 @@ pub(crate) async fn seed(store: &Store, tenant: &str, n: usize, servers: usize) 
     sqlx::query("ANALYZE").execute(store.pool()).await.unwrap();
 }
 
-/// Every sort of the fleet list.
-const SORTS: [&str; 8] = [
-    "hostname",
-    "-hostname",
-    "last_seen",
-    "-last_seen",
-    "enrolled_at",
-    "-enrolled_at",
-    "server_count",
-    "-server_count",
-];
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[rank.min(sorted.len() - 1)]
@@ -177,12 +165,11 @@ pub(crate) async fn run(o: ListOptions) {
             ..q
         };
         let mut cases: Vec<(String, EndpointQuery)> = Vec::new();
-        for sort in SORTS {
-            let sort_by = EndpointSort::parse(sort).unwrap();
+        for sort in EndpointSort::ALL {
             cases.push((
-                format!("sort={sort}"),
+                format!("sort={}", sort.name()),
                 page(EndpointQuery {
-                    sort: sort_by,
+                    sort,
                     ..Default::default()
                 }),
             ));
@@ -261,12 +248,12 @@ pub(crate) async fn run(o: ListOptions) {
         // matching 6 % of the endpoints' own columns and 15 server names (a third of the
         // fleet), and matching every endpoint.
         for text in ["host-4242", "owner-42", "server-123", "zq", "42", "er"] {
-            for sort in SORTS {
+            for sort in EndpointSort::ALL {
                 cases.push((
-                    format!("q={text} sort={sort}"),
+                    format!("q={text} sort={}", sort.name()),
                     page(EndpointQuery {
                         q: Some(text.into()),
-                        sort: EndpointSort::parse(sort).unwrap(),
+                        sort,
                         ..Default::default()
                     }),
                 ));

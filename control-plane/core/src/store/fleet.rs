@@ -184,6 +184,18 @@ pub enum EndpointSort {
 }
 
 impl EndpointSort {
+    /// Every sort order, ascending and descending per field.
+    pub const ALL: [Self; 8] = [
+        Self::Hostname,
+        Self::HostnameDesc,
+        Self::LastSeen,
+        Self::LastSeenDesc,
+        Self::EnrolledAt,
+        Self::EnrolledAtDesc,
+        Self::ServerCount,
+        Self::ServerCountDesc,
+    ];
+
     /// Parse the `sort` query value (`field` or `-field`).
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
@@ -199,7 +211,8 @@ impl EndpointSort {
         })
     }
 
-    fn name(self) -> &'static str {
+    /// The `sort` query value of this order (what [`Self::parse`] reads).
+    pub fn name(self) -> &'static str {
         match self {
             Self::Hostname => "hostname",
             Self::HostnameDesc => "-hostname",
