@@ -22,10 +22,8 @@ use std::time::{Duration, Instant};
 use agent_bom_control_plane::store::now_ms;
 use agent_bom_control_plane::store::posture_history::{SAMPLE_INTERVAL_MS, bucket_of};
 use agent_bom_tests::harness::TestServer;
-use agent_bom_tests::postgres::TestDatabase;
 
-use crate::ui_bench::{session, time};
-use serde_json::json;
+use crate::ui_bench::{fleet_scale_server, make_room, session, time};
 
 const SAMPLES: usize = 5;
 
@@ -109,28 +107,10 @@ async fn seed_history(server: &TestServer, tenant_id: &str, before: i64, endpoin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "seeds a large Postgres tenant; run by hand for docs/benchmarks.md"]
 async fn posture_history_at_fleet_scale() {
-    let endpoints: i64 = std::env::var("AGENT_BOM_BENCH_ENDPOINTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
-    let db = TestDatabase::create().await;
-    let server = TestServer::start(Some(db.url.clone())).await;
+    let (db, server, tenant, endpoints) = fleet_scale_server().await;
     let admin = server.admin_key.clone();
-    let tenant = server.store.tenant_by_name("default").await.unwrap();
     seed(&server, &tenant.id, endpoints).await;
-    let r = server
-        .request(
-            "PUT",
-            "/v1/tenants/default/quotas",
-            Some(&admin),
-            Some(
-                &json!({"max_endpoints": endpoints * 2, "max_api_keys": null,
-                         "rate_per_key_per_min": 1_000_000, "rate_per_tenant_per_min": 1_000_000}),
-            ),
-            &[],
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
+    make_room(&server, endpoints).await;
 
     // One sample's cost, against the posture counts it reads (the baseline), alternated.
     let now = bucket_of(now_ms());

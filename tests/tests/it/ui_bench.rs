@@ -124,24 +124,32 @@ pub(crate) async fn time(
     (times, body)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "seeds a large Postgres tenant; run by hand for docs/benchmarks.md"]
-async fn dashboard_pages_at_fleet_scale() {
+/// The benches' server: a fresh Postgres database behind a `TestServer`, its `default` tenant,
+/// and the fleet size to seed (`AGENT_BOM_BENCH_ENDPOINTS`, default 100,000).
+pub(crate) async fn fleet_scale_server() -> (
+    TestDatabase,
+    TestServer,
+    agent_bom_control_plane::store::Tenant,
+    i64,
+) {
     let endpoints: i64 = std::env::var("AGENT_BOM_BENCH_ENDPOINTS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
     let db = TestDatabase::create().await;
     let server = TestServer::start(Some(db.url.clone())).await;
-    let admin = server.admin_key.clone();
     let tenant = server.store.tenant_by_name("default").await.unwrap();
-    seed(&server, &tenant.id, endpoints).await;
-    // Room for the seed and for the benchmark's own request rate.
+    (db, server, tenant, endpoints)
+}
+
+/// Room in the `default` tenant's quotas for `endpoints` seeded endpoints and for a bench's own
+/// request rate.
+pub(crate) async fn make_room(server: &TestServer, endpoints: i64) {
     let r = server
         .request(
             "PUT",
             "/v1/tenants/default/quotas",
-            Some(&admin),
+            Some(&server.admin_key),
             Some(
                 &json!({"max_endpoints": endpoints * 2, "max_api_keys": null,
                          "rate_per_key_per_min": 1_000_000, "rate_per_tenant_per_min": 1_000_000}),
@@ -150,6 +158,15 @@ async fn dashboard_pages_at_fleet_scale() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "seeds a large Postgres tenant; run by hand for docs/benchmarks.md"]
+async fn dashboard_pages_at_fleet_scale() {
+    let (db, server, tenant, endpoints) = fleet_scale_server().await;
+    let admin = server.admin_key.clone();
+    seed(&server, &tenant.id, endpoints).await;
+    make_room(&server, endpoints).await;
     // Through the real ingest path as well.
     let r = server
         .post(
