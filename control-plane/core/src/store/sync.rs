@@ -24,6 +24,7 @@ use sqlx::Row;
 use super::audit::NewEntry;
 use super::fleet_ops::normalize_tags;
 use super::rows;
+use super::stored_sources::StoredSource;
 use super::writer::{Batch, JobError, WriteError};
 use super::{Store, StoreError, new_id, now_ms, sha256_hex, to_json_text};
 
@@ -81,18 +82,6 @@ pub(crate) struct SyncWrite {
     /// SHA-256 of the body, compared on replays.
     body_hash: String,
 }
-
-/// A source's stored endpoint, as a batch read it (see [`stored_source`]).
-#[derive(Debug, Clone)]
-pub(crate) struct StoredSource {
-    endpoint_id: String,
-    clients: BTreeSet<String>,
-}
-
-/// The stored endpoints of a batch's sources, read once per tenant and batch: by tenant, then
-/// source; a source of a read tenant that is absent has no endpoint.
-#[derive(Debug, Default)]
-pub(crate) struct StoredSources(HashMap<String, HashMap<String, StoredSource>>);
 
 /// Which sources this process has stored: only where to send a push (see
 /// [`Store::write_sync`]), never what it writes. A fixed bit set of hashes, so its memory does

@@ -39,7 +39,7 @@ use super::StoreError;
 use super::audit::{self, NewEntry};
 use super::dialect::{Backend, TenantLock};
 use super::rows::{self, RowSets, TenantRows};
-use super::sync::StoredSources;
+use super::stored_sources::StoredSources;
 use crate::metrics;
 
 /// Jobs waiting for the writer at most; beyond, writes are shed with retry-after.
