@@ -5,6 +5,9 @@
 //!   connection gets `error{unavailable, retry_after_ms}`.
 //! - [`WorkBudget`]: a cap on database work in flight; a request that waits too long for its turn
 //!   is answered `error{unavailable, retry_after_ms}` with a jittered retry-after.
+//! - [`FrameBudget`]: a cap on the bytes of request frames held at once, reserved from each
+//!   frame's header before its body is read; a frame that gets no reservation in time is
+//!   answered the same way, its body unread.
 //! - [`FailureThrottle`]: a source that presents too many invalid enrollment tokens, or everyone
 //!   once the collector has seen too many in total, is told to come back later, so tokens
 //!   cannot be brute-forced at line rate from one address or from many. Successful enrollments
@@ -505,6 +508,106 @@ impl WorkBudget {
     }
 
     /// Requests shed since start.
+    pub fn shed(&self) -> u64 {
+        self.shed.load(Ordering::Relaxed)
+    }
+}
+
+/// Bytes of request frames the collector holds at once, under a cap: from a frame's header
+/// (which announces its length) until the request is answered, so a frame's bytes, its decoded
+/// form and its wait for the store are all covered. The uploads budget counts requests, and a
+/// request may be up to [`agent_bom_protocol::MAX_FRAME_LEN`]; this one bounds what thousands
+/// of devices sending large frames at once (a fleet draining its spools after an outage, or a
+/// compromised device opening many streams) can make the collector hold. A frame that gets no
+/// reservation within the wait is answered `unavailable` with a retry-after and its body is
+/// never read. Counted in KiB, each frame at least one.
+#[derive(Debug)]
+pub struct FrameBudget {
+    max_kib: usize,
+    permits: Arc<tokio::sync::Semaphore>,
+    wait: Duration,
+    retry_after: Duration,
+    shed: AtomicU64,
+    warned_at_ms: AtomicU64,
+}
+
+/// The reservation of one frame's bytes in a [`FrameBudget`], released when dropped.
+#[derive(Debug)]
+pub struct FramePermit {
+    bytes: usize,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for FramePermit {
+    fn drop(&mut self) {
+        crate::metrics::request_bytes(-(self.bytes as f64));
+    }
+}
+
+impl FrameBudget {
+    /// At most `max_bytes` of request frames held at once (at least one KiB), each frame
+    /// waiting at most `wait` for its reservation; shed frames are told to retry after
+    /// `retry_after`, jittered.
+    pub fn new(max_bytes: usize, wait: Duration, retry_after: Duration) -> Arc<Self> {
+        // A reservation is a `u32` of permits; 4 TiB is beyond any collector's memory.
+        let max_kib = max_bytes.div_ceil(1024).clamp(1, u32::MAX as usize);
+        Arc::new(Self {
+            max_kib,
+            permits: Arc::new(tokio::sync::Semaphore::new(max_kib)),
+            wait,
+            retry_after,
+            shed: AtomicU64::new(0),
+            warned_at_ms: AtomicU64::new(0),
+        })
+    }
+
+    /// Reserve a frame of `len` bytes, or the retry-after to answer with when the reservation
+    /// did not come in time. A frame larger than the whole budget reserves all of it (it then
+    /// waits for every other frame to be answered), so any frame the protocol allows can pass.
+    pub async fn reserve(&self, len: usize) -> Result<FramePermit, Duration> {
+        let kib = len.div_ceil(1024).clamp(1, self.max_kib);
+        // Fits: `max_kib` is at most `u32::MAX`.
+        let kib32 = u32::try_from(kib).unwrap_or(u32::MAX);
+        let permit = match self.permits.clone().try_acquire_many_owned(kib32) {
+            Ok(p) => Some(p),
+            Err(_) if self.wait.is_zero() => None,
+            Err(_) => {
+                tokio::time::timeout(self.wait, self.permits.clone().acquire_many_owned(kib32))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            }
+        };
+        match permit {
+            Some(p) => {
+                let bytes = kib * 1024;
+                crate::metrics::request_bytes(bytes as f64);
+                Ok(FramePermit { bytes, _permit: p })
+            }
+            None => {
+                crate::metrics::request_shed("request_bytes");
+                let total = self.shed.fetch_add(1, Ordering::Relaxed) + 1;
+                let wait = jittered(self.retry_after);
+                if rate_limited(&self.warned_at_ms) {
+                    tracing::warn!(
+                        max_kib = self.max_kib,
+                        frame_bytes = len,
+                        shed_total = total,
+                        retry_after_ms = wait.as_millis() as u64,
+                        "request bytes budget exhausted; shedding frames with retry-after"
+                    );
+                }
+                Err(wait)
+            }
+        }
+    }
+
+    /// KiB reserved now.
+    pub fn reserved_kib(&self) -> usize {
+        self.max_kib - self.permits.available_permits().min(self.max_kib)
+    }
+
+    /// Frames shed since start.
     pub fn shed(&self) -> u64 {
         self.shed.load(Ordering::Relaxed)
     }

@@ -31,6 +31,10 @@ pub struct CollectorConfig {
     /// once. The writer commits many in one transaction, so this is sized to its batches, not
     /// to the pool; it bounds the uploads the collector holds in memory for the store.
     pub max_uploads_in_flight: usize,
+    /// Bytes of request frames held at once, from a frame's header until its request is
+    /// answered (its body, decoded form and wait for the store): what bounds the collector's
+    /// memory for uploads, since a frame may be up to 8 MiB.
+    pub max_request_bytes: usize,
     /// How long a request may wait for its turn at the database before it is answered
     /// `unavailable` with a retry-after.
     pub db_wait: Duration,
@@ -76,6 +80,7 @@ impl Default for CollectorConfig {
             max_handshakes: DEFAULT_MAX_HANDSHAKES,
             max_db_in_flight: DEFAULT_MAX_DB_IN_FLIGHT,
             max_uploads_in_flight: DEFAULT_MAX_UPLOADS_IN_FLIGHT,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             db_wait: DEFAULT_DB_WAIT,
             overload_retry_after: DEFAULT_OVERLOAD_RETRY_AFTER,
             keep_alive: Duration::from_secs(10),
@@ -141,6 +146,10 @@ pub const DEFAULT_MAX_DB_IN_FLIGHT: usize = 64;
 /// the four Postgres writers (four batches queued on SQLite's one), a quarter of one writer's
 /// queue, so the collector keeps the writers' batches full without filling their queues.
 pub const DEFAULT_MAX_UPLOADS_IN_FLIGHT: usize = 2_048;
+/// Default of [`CollectorConfig::max_request_bytes`]: 256 MiB, the uploads budget's 2,048 at
+/// 128 KiB each (a laptop's inventory or a batch of proxy events is tens of KiB), or 32 frames
+/// of the protocol's largest; a collector holding that much is far behind its store anyway.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 256 * 1024 * 1024;
 /// Default of [`CollectorConfig::enroll_failures_global_per_minute`]: far above what a fleet's
 /// mistakes produce (an expired token in an installer fails once per machine and backs off),
 /// far below what guessing needs.

@@ -11,6 +11,7 @@ const REFUSED: &str = "agent_bom_collector_connections_refused_total";
 const SHED: &str = "agent_bom_collector_requests_shed_total";
 const UPLOADS: &str = "agent_bom_collector_uploads_total";
 const COMMANDS: &str = "agent_bom_collector_commands_delivered_total";
+const REQUEST_BYTES: &str = "agent_bom_collector_request_bytes";
 
 /// A connection was admitted (its slot is held until [`connection_closed`]).
 pub(crate) fn connection_admitted() {
@@ -33,7 +34,8 @@ pub(crate) fn connection_refused(reason: &'static str) {
     counter!(REFUSED, "reason" => reason).increment(1);
 }
 
-/// A request was shed with retry-after (the `lane` budget, `reads` or `uploads`, exhausted).
+/// A request was shed with retry-after (the `lane` budget, `reads`, `uploads` or
+/// `request_bytes`, exhausted).
 pub(crate) fn request_shed(lane: &'static str) {
     counter!(SHED, "lane" => lane).increment(1);
 }
@@ -47,4 +49,10 @@ pub(crate) fn upload(kind: &'static str, outcome: &'static str) {
 /// A command was delivered to a connected agent.
 pub(crate) fn command_delivered() {
     counter!(COMMANDS).increment(1);
+}
+
+/// Bytes of request frames held changed by `delta` (reserved before a body is read, released
+/// once it is answered).
+pub(crate) fn request_bytes(delta: f64) {
+    gauge!(REQUEST_BYTES).increment(delta);
 }

@@ -166,8 +166,14 @@ async fn answer_stream<S: CollectorStore>(
     mut recv: quinn::RecvStream,
     request_timeout: Duration,
 ) {
-    let request = read_request(&mut recv, request_timeout).await;
-    let reply = session.answer(request).await;
+    let request = read_request(&mut recv, request_timeout, session.frame_budget()).await;
+    if request.unread > 0 {
+        // Shed before its body was read: the peer stops sending it.
+        let _ = recv.stop(quinn::VarInt::from_u32(0));
+    }
+    // Held until the reply is written: the request's bytes count until it is answered.
+    let _reservation = request.reservation;
+    let reply = session.answer(request.message).await;
     let _ = write_frame(&mut send, &reply).await;
     let _ = send.finish();
 }

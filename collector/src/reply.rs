@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use agent_bom_protocol::opening::{MAX_OPENING_FRAME_LEN, Opening, decode_opening};
 use agent_bom_protocol::{
-    AgentMessage, CollectorMessage, ErrorCode, FrameError, PROTOCOL_VERSION, close, read_frame,
-    read_frame_body,
+    AgentMessage, CollectorMessage, ErrorCode, FrameError, MAX_FRAME_LEN, PROTOCOL_VERSION, close,
+    decode_body, read_body, read_frame_body, read_frame_len,
 };
 
-use crate::admission::jittered;
+use crate::admission::{FrameBudget, FramePermit, jittered};
 use crate::store::StoreError;
 
 /// Base of the retry delay suggested when the store is unavailable (jittered up to twice this).
@@ -31,16 +31,71 @@ fn frame_timed_out() -> CollectorMessage {
     )
 }
 
-/// Read one request frame within `timeout`, mapping every failure to the reply the agent
-/// should get.
+/// What the overload answer to a frame shed by the [`FrameBudget`] says.
+const FRAME_BYTES_BUSY: &str = "collector busy: too many request bytes held";
+
+/// One request frame as read.
+#[derive(Debug)]
+pub(crate) struct Request {
+    /// The message, or the reply a failure to read it becomes.
+    pub(crate) message: Result<AgentMessage, CollectorMessage>,
+    /// The reservation of its bytes, held until it is answered.
+    pub(crate) reservation: Option<FramePermit>,
+    /// Bytes of its body left unread: a frame shed before its body was read. The transport
+    /// stops the stream (QUIC) or skips them (TCP, where the next frame follows).
+    pub(crate) unread: usize,
+}
+
+impl Request {
+    fn failed(reply: CollectorMessage, unread: usize) -> Self {
+        Self {
+            message: Err(reply),
+            reservation: None,
+            unread,
+        }
+    }
+}
+
+/// Read one request frame within `timeout`, its bytes reserved in `budget` before its body is
+/// read, mapping every failure to the reply the agent should get.
 pub(crate) async fn read_request<R: tokio::io::AsyncRead + Unpin>(
     recv: &mut R,
     timeout: Duration,
-) -> Result<AgentMessage, CollectorMessage> {
-    match tokio::time::timeout(timeout, read_frame(recv)).await {
-        Ok(Ok(msg)) => Ok(msg),
-        Ok(Err(e)) => Err(frame_error(&e)),
-        Err(_) => Err(frame_timed_out()),
+    budget: &FrameBudget,
+) -> Request {
+    let read = async {
+        let len = match read_frame_len(recv, MAX_FRAME_LEN).await {
+            Ok(len) => len,
+            Err(e) => return Request::failed(frame_error(&e), 0),
+        };
+        read_reserved_body(recv, len, budget).await
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Ok(request) => request,
+        Err(_) => Request::failed(frame_timed_out(), 0),
+    }
+}
+
+/// Reserve a frame of `len` bytes in `budget`, then read and decode its body (see
+/// [`read_request`]); a transport that reads the header itself (TLS/TCP, which waits for it
+/// under its idle timeout) continues here.
+pub(crate) async fn read_reserved_body<R: tokio::io::AsyncRead + Unpin>(
+    recv: &mut R,
+    len: usize,
+    budget: &FrameBudget,
+) -> Request {
+    let reservation = match budget.reserve(len).await {
+        Ok(r) => r,
+        Err(wait) => return Request::failed(overloaded(FRAME_BYTES_BUSY, wait), len),
+    };
+    let message = read_body(recv, len)
+        .await
+        .and_then(|body| decode_body(&body))
+        .map_err(|e| frame_error(&e));
+    Request {
+        message,
+        reservation: Some(reservation),
+        unread: 0,
     }
 }
 
@@ -252,9 +307,13 @@ mod tests {
             (&[0xff, 0xff, 0xff, 0xff], "exceeds"),
             (&[0, 0, 0, 9, 1], "stream ended inside a frame"),
         ];
+        let budget = FrameBudget::new(1 << 20, Duration::ZERO, Duration::from_secs(1));
         for (bytes, says) in cases {
             let mut input = bytes;
-            match read_request(&mut input, Duration::from_secs(1)).await {
+            match read_request(&mut input, Duration::from_secs(1), &budget)
+                .await
+                .message
+            {
                 Err(CollectorMessage::Error {
                     code: ErrorCode::MalformedFrame,
                     message,
@@ -268,7 +327,10 @@ mod tests {
     #[tokio::test]
     async fn a_late_frame_is_answered_retry_later_not_malformed() {
         let (_keep_open, mut silent) = tokio::io::duplex(64);
-        let late = read_request(&mut silent, Duration::from_millis(10)).await;
+        let budget = FrameBudget::new(1 << 20, Duration::ZERO, Duration::from_secs(1));
+        let late = read_request(&mut silent, Duration::from_millis(10), &budget)
+            .await
+            .message;
         let (_keep_open, mut silent) = tokio::io::duplex(64);
         let late_opening = read_opening(&mut silent, Duration::from_millis(10)).await;
         for reply in [late, late_opening] {
@@ -284,5 +346,87 @@ mod tests {
                 other => panic!("unexpected {other:?}"),
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_frame_beyond_the_byte_budget_is_shed_unread_and_a_reservation_is_held_until_dropped()
+    {
+        let ping = agent_bom_protocol::encode(&AgentMessage::Ping).unwrap();
+        let budget = FrameBudget::new(2048, Duration::ZERO, Duration::from_secs(1));
+        let mut input = &ping[..];
+        let first = read_request(&mut input, Duration::from_secs(1), &budget).await;
+        assert!(matches!(first.message, Ok(AgentMessage::Ping)));
+        assert_eq!((first.unread, budget.reserved_kib()), (0, 1));
+
+        // 2 KiB announced while 1 KiB is held: shed from the header, its body left unread.
+        let mut big = 2048u32.to_be_bytes().to_vec();
+        big.extend(vec![0u8; 2048]);
+        let mut input = &big[..];
+        let shed = read_request(&mut input, Duration::from_secs(1), &budget).await;
+        match shed.message {
+            Err(CollectorMessage::Error {
+                code: ErrorCode::Unavailable,
+                message,
+                retry_after_ms: Some(ms),
+            }) => {
+                assert!(message.contains("request bytes"), "{message}");
+                assert!((1_000..2_000).contains(&ms), "{ms}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(shed.reservation.is_none());
+        assert_eq!((shed.unread, input.len(), budget.shed()), (2048, 2048, 1));
+
+        // Once the first request is answered (its reservation dropped), the same frame fits.
+        drop(first.reservation);
+        assert_eq!(budget.reserved_kib(), 0);
+        let mut input = &big[..];
+        let again = read_request(&mut input, Duration::from_secs(1), &budget).await;
+        assert_eq!(
+            (again.unread, input.len(), budget.reserved_kib()),
+            (0, 0, 2)
+        );
+        assert!(
+            matches!(
+                again.message,
+                Err(CollectorMessage::Error {
+                    code: ErrorCode::MalformedFrame,
+                    ..
+                })
+            ),
+            "zeros are no message, but they were read: {:?}",
+            again.message
+        );
+    }
+
+    #[tokio::test]
+    async fn a_shed_frame_waits_for_a_reservation_within_the_wait() {
+        let budget = FrameBudget::new(1024, Duration::from_secs(5), Duration::from_secs(1));
+        let held = budget.reserve(1).await.unwrap();
+        let ping = agent_bom_protocol::encode(&AgentMessage::Ping).unwrap();
+        let reader = async {
+            let mut input = &ping[..];
+            read_request(&mut input, Duration::from_secs(5), &budget).await
+        };
+        let release = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            drop(held);
+        };
+        let (request, ()) = tokio::join!(reader, release);
+        assert!(matches!(request.message, Ok(AgentMessage::Ping)));
+        assert_eq!(budget.shed(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_frame_larger_than_the_whole_budget_reserves_all_of_it() {
+        let budget = FrameBudget::new(1024, Duration::ZERO, Duration::from_secs(1));
+        let mut big = 4096u32.to_be_bytes().to_vec();
+        big.extend(vec![0xc0u8; 4096]);
+        let mut input = &big[..];
+        let request = read_request(&mut input, Duration::from_secs(1), &budget).await;
+        assert_eq!(
+            (request.unread, input.len(), budget.reserved_kib()),
+            (0, 0, 1)
+        );
     }
 }

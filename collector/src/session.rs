@@ -23,7 +23,7 @@ use agent_bom_protocol::{
 };
 use rustls::pki_types::CertificateDer;
 
-use crate::admission::{FailureThrottle, WorkBudget, jittered};
+use crate::admission::{FailureThrottle, FrameBudget, WorkBudget, jittered};
 use crate::config::CollectorConfig;
 pub(crate) use crate::config::Transport;
 use crate::ingress::EventBudget;
@@ -58,6 +58,8 @@ pub(crate) struct Context<S> {
     pub(crate) reads: Arc<WorkBudget>,
     /// Uploads for the store's group-commit writer: inventories, deltas, proxy events.
     pub(crate) uploads: Arc<WorkBudget>,
+    /// Bytes of authenticated devices' request frames held, from header to answer.
+    pub(crate) frames: Arc<FrameBudget>,
 }
 
 /// Who is on the other end, as the TLS handshake established it.
@@ -108,6 +110,11 @@ impl<S: CollectorStore> Context<S> {
             uploads: WorkBudget::new(
                 "uploads",
                 config.max_uploads_in_flight,
+                config.db_wait,
+                config.overload_retry_after,
+            ),
+            frames: FrameBudget::new(
+                config.max_request_bytes,
                 config.db_wait,
                 config.overload_retry_after,
             ),
@@ -354,6 +361,12 @@ impl<S: CollectorStore> Session<S> {
     /// The authenticated device.
     pub(crate) fn device(&self) -> &DeviceSession {
         &self.device
+    }
+
+    /// The collector's budget for the bytes of request frames, which the transports reserve
+    /// from before reading a body.
+    pub(crate) fn frame_budget(&self) -> &FrameBudget {
+        &self.context.frames
     }
 
     /// Register the session as the device's live one (replacing, and so closing, any older

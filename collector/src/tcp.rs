@@ -7,13 +7,13 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent_bom_protocol::{AgentMessage, FrameError, read_frame, write_frame};
-use tokio::io::AsyncWriteExt;
+use agent_bom_protocol::{FrameError, MAX_FRAME_LEN, read_frame_len, write_frame};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::{ConnectionPermit, WorkBudget};
 use crate::config::Timeouts;
-use crate::reply::{frame_error, overloaded, read_opening};
+use crate::reply::{frame_error, overloaded, read_opening, read_reserved_body};
 use crate::session::{Context, Opening, Peer, Transport};
 use crate::store::CollectorStore;
 
@@ -84,13 +84,32 @@ pub(crate) async fn serve<S: CollectorStore>(
         let next = tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = control.next() => break,
-            next = tokio::time::timeout(timeouts.idle, read_frame::<_, AgentMessage>(&mut reader)) => next,
+            next = tokio::time::timeout(timeouts.idle, read_frame_len(&mut reader, MAX_FRAME_LEN)) => next,
         };
         let request = match next {
             Err(_) | Ok(Err(FrameError::Closed)) | Ok(Err(FrameError::Io(_))) => break,
-            Ok(result) => result.map_err(|e| frame_error(&e)),
+            // A header refused (a frame over the limit): answered, then the session ends,
+            // since the stream is no longer at a frame boundary.
+            Ok(Err(e)) => {
+                let _ = write_frame(&mut writer, &frame_error(&e)).await;
+                break;
+            }
+            Ok(Ok(len)) => {
+                let body = read_reserved_body(&mut reader, len, session.frame_budget());
+                match tokio::time::timeout(timeouts.request, body).await {
+                    Ok(request) => request,
+                    // The stream is inside a frame: nothing after it can be read.
+                    Err(_) => break,
+                }
+            }
         };
-        let reply = session.answer(request).await;
+        // A frame shed before its body was read: its bytes are skipped (never held), so
+        // the next frame can be read.
+        if request.unread > 0 && !skip(&mut reader, request.unread, timeouts.request).await {
+            break;
+        }
+        let _reservation = request.reservation;
+        let reply = session.answer(request.message).await;
         if write_frame(&mut writer, &reply).await.is_err() {
             break;
         }
@@ -121,4 +140,39 @@ pub(crate) async fn refuse(
         writer.shutdown().await.ok()
     };
     let _ = tokio::time::timeout(REFUSAL_ANSWER_TIMEOUT, answer).await;
+}
+
+/// Read and drop `len` bytes within `timeout`, a buffer at a time; false when they did not come.
+async fn skip<R: tokio::io::AsyncRead + Unpin>(
+    reader: &mut R,
+    len: usize,
+    timeout: Duration,
+) -> bool {
+    let (mut body, mut sink) = ((&mut *reader).take(len as u64), tokio::io::sink());
+    let drain = tokio::io::copy(&mut body, &mut sink);
+    matches!(tokio::time::timeout(timeout, drain).await, Ok(Ok(n)) if n == len as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agent_bom_protocol::{AgentMessage, read_frame};
+
+    #[tokio::test]
+    async fn a_skipped_body_leaves_the_stream_at_the_next_frame() {
+        let mut bytes = 5u32.to_be_bytes().to_vec();
+        bytes.extend(b"12345");
+        bytes.extend(agent_bom_protocol::encode(&AgentMessage::Ping).unwrap());
+        let mut input = &bytes[..];
+        assert_eq!(read_frame_len(&mut input, MAX_FRAME_LEN).await.unwrap(), 5);
+        assert!(skip(&mut input, 5, Duration::from_secs(1)).await);
+        let next: AgentMessage = read_frame(&mut input).await.unwrap();
+        assert!(matches!(next, AgentMessage::Ping));
+
+        let mut short = &b"123"[..];
+        assert!(
+            !skip(&mut short, 5, Duration::from_secs(1)).await,
+            "the stream ended early"
+        );
+    }
 }

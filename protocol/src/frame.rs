@@ -100,13 +100,29 @@ where
     T: DeserializeOwned,
 {
     let body = read_frame_body(reader, MAX_FRAME_LEN).await?;
-    Ok(rmp_serde::from_slice(&body)?)
+    decode_body(&body)
+}
+
+/// Decode a frame's body (without its header), as read by [`read_frame_body`] or [`read_body`].
+pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
+    Ok(rmp_serde::from_slice(body)?)
 }
 
 /// Read one frame's body, refusing (before reading it) a body announced larger than `max`
 /// (itself capped at [`MAX_FRAME_LEN`]): what a peer that has not authenticated yet may send
 /// is far smaller than what a device may.
 pub async fn read_frame_body<R>(reader: &mut R, max: u32) -> Result<Vec<u8>, FrameError>
+where
+    R: AsyncRead + Unpin,
+{
+    let len = read_frame_len(reader, max).await?;
+    read_body(reader, len).await
+}
+
+/// Read one frame's header: the length of the body that follows, refused when over `max`
+/// (itself capped at [`MAX_FRAME_LEN`]). With [`read_body`], for a reader that decides what to
+/// do with a body (reserve memory for it, or skip it) before reading it.
+pub async fn read_frame_len<R>(reader: &mut R, max: u32) -> Result<usize, FrameError>
 where
     R: AsyncRead + Unpin,
 {
@@ -131,7 +147,14 @@ where
             max,
         });
     }
-    let len = len as usize;
+    Ok(len as usize)
+}
+
+/// Read a frame body of `len` bytes (announced by [`read_frame_len`]).
+pub async fn read_body<R>(reader: &mut R, len: usize) -> Result<Vec<u8>, FrameError>
+where
+    R: AsyncRead + Unpin,
+{
     let mut body = Vec::with_capacity(len.min(INITIAL_BODY_CAPACITY));
     let read = (&mut *reader)
         .take(len as u64)

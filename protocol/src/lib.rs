@@ -34,7 +34,8 @@ pub mod server_id;
 pub use audit::ProxyEvent;
 pub use command::{CommandError, CommandKind};
 pub use frame::{
-    FrameError, MAX_FRAME_LEN, decode, encode, read_frame, read_frame_body, write_frame,
+    FrameError, MAX_FRAME_LEN, decode, decode_body, encode, read_body, read_frame, read_frame_body,
+    read_frame_len, write_frame,
 };
 pub use inventory::{ClientInfo, HostFacts, Inventory, ScanError, Scope, ServerEntry, Transport};
 pub use inventory_delta::{DeltaError, InventoryChanges, ListChange, ServerKey};

@@ -129,6 +129,11 @@ struct CollectorLimits {
     /// at once; it bounds the uploads the collector holds for the store.
     #[arg(long, env = "AGENT_BOM_COLLECTOR_MAX_UPLOADS_IN_FLIGHT", default_value_t = agent_bom_collector::server::DEFAULT_MAX_UPLOADS_IN_FLIGHT, value_parser = at_least_one())]
     max_uploads_in_flight: usize,
+    /// MiB of request frames held at once, from a frame's header until it is answered (a
+    /// frame over it waits briefly, then is answered `unavailable` with a retry-after, unread);
+    /// it bounds the collector's memory for uploads.
+    #[arg(long, env = "AGENT_BOM_COLLECTOR_MAX_REQUEST_MIB", default_value_t = agent_bom_collector::server::DEFAULT_MAX_REQUEST_BYTES / (1024 * 1024), value_parser = at_least_one())]
+    max_request_mib: usize,
     /// Milliseconds a request may wait for its turn at the database before it is answered
     /// `unavailable` with a retry-after.
     #[arg(long, env = "AGENT_BOM_COLLECTOR_DB_WAIT_MS", default_value_t = duration_ms(agent_bom_collector::server::DEFAULT_DB_WAIT))]
@@ -170,6 +175,7 @@ impl CollectorLimits {
             max_handshakes: self.max_handshakes,
             max_db_in_flight: self.max_db_in_flight,
             max_uploads_in_flight: self.max_uploads_in_flight,
+            max_request_bytes: self.max_request_mib.saturating_mul(1024 * 1024),
             db_wait: Duration::from_millis(self.db_wait_ms),
             overload_retry_after: Duration::from_millis(self.overload_retry_ms),
             max_opening_per_source: self.max_opening_per_address,

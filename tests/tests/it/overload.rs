@@ -319,6 +319,96 @@ async fn a_burst_is_shed_with_retry_after_and_every_inventory_lands_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_beyond_the_request_bytes_budget_are_shed_unread_and_land_once() {
+    const AGENTS: usize = 6;
+    // One KiB of request frames: an inventory is larger, so it reserves the whole budget and
+    // every other frame waits for it (20 ms) and is shed.
+    let config = CollectorConfig {
+        max_request_bytes: 1,
+        db_wait: Duration::from_millis(20),
+        overload_retry_after: Duration::from_millis(250),
+        ..test_collector_config()
+    };
+    let server = TestServer::start_with_collector(None, config).await;
+    let collector = server.collector.to_string();
+    let mut enrolled = Vec::new();
+    for _ in 0..AGENTS {
+        enrolled.push(
+            enroll_with_retry(
+                collector.clone(),
+                server.enrollment_token.clone(),
+                server.ca_pin.clone(),
+            )
+            .await,
+        );
+    }
+
+    // The database stalls, so the first upload holds its reservation while it waits on it.
+    let db = server.data_dir.path().join("agent-bom.db");
+    let mut blocker =
+        sqlx::sqlite::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    let home = fixture::home_linux();
+    let agents: Vec<RunningAgent> = enrolled
+        .into_iter()
+        .map(|(dir, _)| RunningAgent::start(dir, &home))
+        .collect();
+    let mut shed = std::collections::HashSet::new();
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(4) {
+        for (i, a) in agents.iter().enumerate() {
+            if a.uplink()
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("request bytes") && e.contains("retry later"))
+            {
+                shed.insert(i);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        shed.len() >= AGENTS / 2,
+        "only {} of {AGENTS} agents were told the request bytes are exhausted",
+        shed.len()
+    );
+
+    // The database returns: every inventory lands, exactly once.
+    sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
+    drop(blocker);
+    for a in &agents {
+        eventually(Duration::from_secs(60), "every inventory lands", || async {
+            (server_count(&server, &a.agent_id).await == Some(FIXTURE_SERVERS)).then_some(())
+        })
+        .await;
+    }
+    eventually(
+        Duration::from_secs(30),
+        "every upload acknowledged",
+        || async {
+            agents
+                .iter()
+                .all(|a| a.uplink().last_ack_seq == Some(1))
+                .then_some(())
+        },
+    )
+    .await;
+    let seqs = last_seqs(&server).await;
+    for a in &agents {
+        assert_eq!(seqs.get(&a.agent_id), Some(&Some(1)), "{}", a.agent_id);
+    }
+    for a in agents {
+        a.stop().await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_budget_are_refused_until_a_slot_frees() {
     let server = TestServer::start_with_collector(
         None,
