@@ -1,7 +1,8 @@
 //! Admission: what the collector takes on, and what it turns away with a retry-after.
 //!
 //! - [`ConnectionBudget`]: caps on live connections and on handshakes in progress; beyond them a
-//!   new QUIC connection is refused before any cryptography (`CONNECTION_REFUSED`), a new TCP
+//!   new QUIC connection waits a little for a handshake slot ([`WaitingRoom`]) or is refused
+//!   before any cryptography (`CONNECTION_REFUSED`), a new TCP
 //!   connection gets `error{unavailable, retry_after_ms}`.
 //! - [`WorkBudget`]: a cap on database work in flight; a request that waits too long for its turn
 //!   is answered `error{unavailable, retry_after_ms}` with a jittered retry-after.
@@ -13,7 +14,7 @@
 //!   cannot be brute-forced at line rate from one address or from many. Successful enrollments
 //!   never count, so a whole office behind one NAT can enroll at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -171,6 +172,8 @@ pub struct ConnectionBudget {
     refusal_answers: AtomicUsize,
     refused: AtomicU64,
     warned_at_ms: AtomicU64,
+    /// Woken when a QUIC handshake slot frees, for the connections waiting for one.
+    quic_handshake_freed: tokio::sync::Notify,
 }
 
 /// Why a new connection was not admitted.
@@ -235,6 +238,7 @@ impl ConnectionBudget {
             refusal_answers: AtomicUsize::new(0),
             refused: AtomicU64::new(0),
             warned_at_ms: AtomicU64::new(0),
+            quic_handshake_freed: tokio::sync::Notify::new(),
         })
     }
 
@@ -328,6 +332,99 @@ impl ConnectionBudget {
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
     }
+
+    /// Whether a new connection of `transport` would find its handshake budget full.
+    pub(crate) fn handshakes_full(&self, transport: Transport) -> bool {
+        self.handshakes(transport) >= self.max_handshakes
+    }
+
+    /// Count a connection refused because the handshake budget stayed full (it waited, or
+    /// found no room to wait).
+    pub(crate) fn refuse_for_handshakes(&self) {
+        self.refuse(Refusal::Handshakes);
+    }
+
+    /// Resolves once a QUIC handshake slot has freed since the last time it resolved.
+    pub(crate) async fn quic_handshake_freed(&self) {
+        self.quic_handshake_freed.notified().await;
+    }
+}
+
+/// New connections that found the handshake budget full, held unanswered in arrival order
+/// until a slot frees or their wait is over (then refused). A refused agent backs off for
+/// seconds, doubling with each refusal, and returns at a random moment, so a reconnect storm
+/// met with refusals runs in waves with idle slots between them; a held connection starts its
+/// handshake as soon as another ends. The wait stays well under an agent's patience for a
+/// handshake (5 s before it tries TLS/TCP), and the peer meanwhile retransmits its first
+/// packet, which the QUIC endpoint keeps for it. Only peers that proved their address are held
+/// (once the budget is half used, the others get a Retry first), so spoofed sources cannot fill
+/// it.
+#[derive(Debug)]
+pub struct WaitingRoom<T> {
+    queue: VecDeque<(T, Instant)>,
+    capacity: usize,
+    wait: Duration,
+}
+
+impl<T> WaitingRoom<T> {
+    /// At most `capacity` held at once, each for at most `wait`.
+    pub fn new(capacity: usize, wait: Duration) -> Self {
+        Self {
+            queue: VecDeque::new(),
+            capacity,
+            wait,
+        }
+    }
+
+    /// Nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Connections held.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Hold `item`, arrived at `arrived`, behind the others; it is given back when the room
+    /// is full.
+    pub fn hold(&mut self, item: T, arrived: Instant) -> Result<(), T> {
+        if self.queue.len() >= self.capacity {
+            return Err(item);
+        }
+        self.queue.push_back((item, arrived));
+        Ok(())
+    }
+
+    /// The longest held, with its arrival (put it back with [`WaitingRoom::put_back`] if its
+    /// turn has not come after all).
+    pub fn longest_waiting(&mut self) -> Option<(T, Instant)> {
+        self.queue.pop_front()
+    }
+
+    /// Put back at the front what [`WaitingRoom::longest_waiting`] gave.
+    pub fn put_back(&mut self, item: T, arrived: Instant) {
+        self.queue.push_front((item, arrived));
+    }
+
+    /// When the longest held has waited its time.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.queue.front().map(|(_, arrived)| *arrived + self.wait)
+    }
+
+    /// Take out everything that has waited its time by `now`, longest held first.
+    pub fn expired(&mut self, now: Instant) -> Vec<T> {
+        let mut out = Vec::new();
+        while let Some((_, arrived)) = self.queue.front() {
+            if now.saturating_duration_since(*arrived) < self.wait {
+                break;
+            }
+            if let Some((item, _)) = self.queue.pop_front() {
+                out.push(item);
+            }
+        }
+        out
+    }
 }
 
 /// An admitted connection; dropping it frees its slots.
@@ -347,6 +444,9 @@ impl ConnectionPermit {
     pub fn handshake_done(&mut self) {
         if std::mem::take(&mut self.handshaking) {
             self.budget.handshakes[slot(self.transport)].fetch_sub(1, Ordering::AcqRel);
+            if self.transport == Transport::Quic {
+                self.budget.quic_handshake_freed.notify_one();
+            }
         }
     }
 
@@ -726,6 +826,58 @@ fn rate_limited(last_ms: &AtomicU64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_waiting_room_holds_in_arrival_order_up_to_its_capacity_and_its_wait() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut room = WaitingRoom::new(2, ms(100));
+        assert_eq!(room.deadline(), None);
+        assert_eq!(room.hold("a", t0), Ok(()));
+        assert_eq!(room.hold("b", t0 + ms(30)), Ok(()));
+        assert_eq!(
+            room.hold("c", t0 + ms(40)),
+            Err("c"),
+            "full: given back to be refused"
+        );
+        assert_eq!(room.deadline(), Some(t0 + ms(100)));
+        // Its turn did not come after all: back at the front, keeping its place and deadline.
+        let (first, arrived) = room.longest_waiting().unwrap();
+        assert_eq!((first, arrived), ("a", t0));
+        room.put_back(first, arrived);
+        assert_eq!(room.expired(t0 + ms(99)), Vec::<&str>::new());
+        assert_eq!(room.expired(t0 + ms(100)), vec!["a"]);
+        assert_eq!((room.len(), room.deadline()), (1, Some(t0 + ms(130))));
+        assert_eq!(room.longest_waiting().map(|(b, _)| b), Some("b"));
+        assert!(room.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_freed_quic_handshake_slot_wakes_the_waiting() {
+        let budget = ConnectionBudget::new(10, 1, 10);
+        let local = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+        let mut permit = budget.try_admit(Transport::Quic, local).unwrap();
+        assert!(budget.handshakes_full(Transport::Quic));
+        let waiter = tokio::spawn({
+            let budget = budget.clone();
+            async move { budget.quic_handshake_freed().await }
+        });
+        tokio::task::yield_now().await;
+        permit.handshake_done();
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken")
+            .unwrap();
+        assert!(!budget.handshakes_full(Transport::Quic));
+        // A TLS/TCP handshake is not what QUIC waits for.
+        let mut tcp = budget.try_admit(Transport::Tcp, local).unwrap();
+        tcp.handshake_done();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), budget.quic_handshake_freed())
+                .await
+                .is_err()
+        );
+    }
 
     #[test]
     fn a_full_table_throttles_new_sources_together_instead_of_failing_open() {

@@ -12,6 +12,7 @@ const SHED: &str = "agent_bom_collector_requests_shed_total";
 const UPLOADS: &str = "agent_bom_collector_uploads_total";
 const COMMANDS: &str = "agent_bom_collector_commands_delivered_total";
 const REQUEST_BYTES: &str = "agent_bom_collector_request_bytes";
+const HANDSHAKES_WAITING: &str = "agent_bom_collector_handshakes_waiting";
 
 /// A connection was admitted (its slot is held until [`connection_closed`]).
 pub(crate) fn connection_admitted() {
@@ -55,4 +56,9 @@ pub(crate) fn command_delivered() {
 /// once it is answered).
 pub(crate) fn request_bytes(delta: f64) {
     gauge!(REQUEST_BYTES).increment(delta);
+}
+
+/// New QUIC connections waiting for a handshake slot now.
+pub(crate) fn handshakes_waiting(n: usize) {
+    gauge!(HANDSHAKES_WAITING).set(n as f64);
 }

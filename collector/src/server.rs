@@ -1,18 +1,19 @@
 //! The collector as a server: the sockets it listens on, and admission of
-//! new connections on both transports (refused before any cryptography when over budget).
+//! new connections on both transports (refused before any cryptography when over budget; a
+//! QUIC connection that finds only the handshake budget full waits a little for a slot).
 //!
 //! An admitted connection is handed to its transport (`quic`, `tcp`), which carries it through
 //! the one session state machine in [`crate::session`].
 
 use std::net::UdpSocket;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use agent_bom_protocol::close;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admission::{ConnectionBudget, WorkBudget};
+use crate::admission::{ConnectionBudget, WaitingRoom, WorkBudget};
 pub use crate::config::{
     CollectorConfig, CollectorError, DEFAULT_DB_WAIT, DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_DB_IN_FLIGHT, DEFAULT_MAX_HANDSHAKES,
@@ -25,7 +26,31 @@ use crate::quic_keys::QuicKeys;
 use crate::session::Context;
 use crate::store::CollectorStore;
 use crate::tls::server_config;
-use crate::{quic, tcp};
+use crate::{metrics, quic, tcp};
+
+/// How long a new QUIC connection may wait for a handshake slot before it is refused: well
+/// under the 5 s an agent gives a QUIC handshake before it tries TLS/TCP, and about the time
+/// a full budget of handshakes takes to complete on two cores.
+const HANDSHAKE_WAIT: Duration = Duration::from_secs(2);
+
+/// How many new QUIC connections may wait for a handshake slot: what a full budget completes
+/// within [`HANDSHAKE_WAIT`] (the default budget is about half a second of handshakes on two
+/// cores), and a few dozen at least. More would only wait to be refused.
+fn waiting_room_size(max_handshakes: usize) -> usize {
+    max_handshakes.saturating_mul(4).max(64)
+}
+
+/// What became of a new QUIC connection at admission.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "returned once per new connection and moved straight into the waiting room"
+)]
+enum Admission {
+    /// Answered: its handshake started, or it was refused or asked for a Retry.
+    Done,
+    /// The handshake budget is full: it may wait for a slot.
+    HandshakesFull(quinn::Incoming),
+}
 
 /// A collector bound to a store and a CA.
 pub struct Collector<S> {
@@ -120,50 +145,50 @@ impl<S: CollectorStore> Collector<S> {
                 shutdown.clone(),
             ));
         }
+        let mut waiting = WaitingRoom::new(
+            waiting_room_size(shared.config.max_handshakes),
+            HANDSHAKE_WAIT,
+        );
         loop {
+            let deadline = waiting.deadline();
             let incoming = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 incoming = endpoint.accept() => match incoming {
                     Some(i) => i,
                     None => break,
                 },
-            };
-            // Refused before any cryptography: CONNECTION_REFUSED costs one packet, and the
-            // agent answers it with a jittered backoff instead of a TCP fallback.
-            let remote = incoming.remote_address();
-            // Once half the handshake budget is in use, a peer first proves that it receives
-            // at its address (a Retry, one round trip, handled by every QUIC client): spoofed
-            // source addresses cannot hold handshake slots or dodge the per-address cap.
-            if !incoming.remote_address_validated()
-                && shared.connections.handshakes(Transport::Quic) * 2
-                    >= shared.config.max_handshakes
-            {
-                if let Err(e) = incoming.retry() {
-                    e.into_incoming().ignore();
+                // A handshake ended: the longest waiting start theirs.
+                () = shared.connections.quic_handshake_freed(), if !waiting.is_empty() => {
+                    shared.admit_waiting(&mut waiting, &tasks, &shutdown);
+                    continue;
                 }
-                continue;
-            }
-            let mut permit = match shared.connections.try_admit(Transport::Quic, remote.ip()) {
-                Ok(p) => p,
-                Err(why) => {
-                    tracing::debug!(%remote, reason = %why, "refusing connection");
-                    incoming.refuse();
+                () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => {
+                    for incoming in waiting.expired(Instant::now()) {
+                        shared.connections.refuse_for_handshakes();
+                        incoming.refuse();
+                    }
+                    metrics::handshakes_waiting(waiting.len());
                     continue;
                 }
             };
-            let (context, stop) = (shared.context.clone(), shutdown.clone());
-            let timeouts = shared.config.timeouts();
-            tasks.spawn(async move {
-                // A peer that stalls its handshake loses its slot after the deadline.
-                let handshake = tokio::time::timeout(timeouts.handshake, incoming).await;
-                permit.handshake_done();
-                crate::metrics::handshake("quic", handshake.is_ok());
-                match handshake {
-                    Ok(Ok(conn)) => quic::serve(context, conn, permit, timeouts, stop).await,
-                    Ok(Err(e)) => tracing::debug!(%remote, error = %e, "QUIC handshake failed"),
-                    Err(_) => tracing::debug!(%remote, "QUIC handshake timed out"),
+            // Behind those already waiting, so the longest waiting go first.
+            let incoming = if waiting.is_empty() {
+                match shared.admit_quic(incoming, &tasks, &shutdown) {
+                    Admission::Done => continue,
+                    Admission::HandshakesFull(incoming) => incoming,
                 }
-            });
+            } else {
+                incoming
+            };
+            if let Err(incoming) = waiting.hold(incoming, Instant::now()) {
+                tracing::debug!(remote = %incoming.remote_address(), "refusing connection: handshake budget exhausted and its waiting room full");
+                shared.connections.refuse_for_handshakes();
+                incoming.refuse();
+            }
+            metrics::handshakes_waiting(waiting.len());
+        }
+        while let Some((incoming, _)) = waiting.longest_waiting() {
+            incoming.refuse();
         }
         endpoint.close(
             quinn::VarInt::from_u32(close::SHUTDOWN),
@@ -173,6 +198,79 @@ impl<S: CollectorStore> Collector<S> {
         tasks.wait().await;
         endpoint.wait_idle().await;
         Ok(())
+    }
+
+    /// Admit a new QUIC connection: ask an unproven peer for a Retry when handshakes are
+    /// busy, refuse one over a budget, or start its handshake; one that finds the handshake
+    /// budget full is given back, to wait for a slot.
+    fn admit_quic(
+        self: &Arc<Self>,
+        incoming: quinn::Incoming,
+        tasks: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) -> Admission {
+        // Refused before any cryptography: CONNECTION_REFUSED costs one packet, and the
+        // agent answers it with a jittered backoff instead of a TCP fallback.
+        let remote = incoming.remote_address();
+        // Once half the handshake budget is in use, a peer first proves that it receives
+        // at its address (a Retry, one round trip, handled by every QUIC client): spoofed
+        // source addresses can neither hold handshake slots, nor wait for one, nor dodge the
+        // per-address cap.
+        if !incoming.remote_address_validated()
+            && self.connections.handshakes(Transport::Quic) * 2 >= self.config.max_handshakes
+        {
+            if let Err(e) = incoming.retry() {
+                e.into_incoming().ignore();
+            }
+            return Admission::Done;
+        }
+        if self.connections.handshakes_full(Transport::Quic) {
+            return Admission::HandshakesFull(incoming);
+        }
+        let mut permit = match self.connections.try_admit(Transport::Quic, remote.ip()) {
+            Ok(p) => p,
+            Err(why) => {
+                tracing::debug!(%remote, reason = %why, "refusing connection");
+                incoming.refuse();
+                return Admission::Done;
+            }
+        };
+        let (context, stop) = (self.context.clone(), shutdown.clone());
+        let timeouts = self.config.timeouts();
+        tasks.spawn(async move {
+            // A peer that stalls its handshake loses its slot after the deadline.
+            let handshake = tokio::time::timeout(timeouts.handshake, incoming).await;
+            permit.handshake_done();
+            crate::metrics::handshake("quic", handshake.is_ok());
+            match handshake {
+                Ok(Ok(conn)) => quic::serve(context, conn, permit, timeouts, stop).await,
+                Ok(Err(e)) => tracing::debug!(%remote, error = %e, "QUIC handshake failed"),
+                Err(_) => tracing::debug!(%remote, "QUIC handshake timed out"),
+            }
+        });
+        Admission::Done
+    }
+
+    /// Start the handshakes of the connections waiting for a slot, longest waiting first, as
+    /// long as slots are free; refuse those that waited their time.
+    fn admit_waiting(
+        self: &Arc<Self>,
+        waiting: &mut WaitingRoom<quinn::Incoming>,
+        tasks: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) {
+        for incoming in waiting.expired(Instant::now()) {
+            self.connections.refuse_for_handshakes();
+            incoming.refuse();
+        }
+        while let Some((incoming, arrived)) = waiting.longest_waiting() {
+            if let Admission::HandshakesFull(incoming) = self.admit_quic(incoming, tasks, shutdown)
+            {
+                waiting.put_back(incoming, arrived);
+                break;
+            }
+        }
+        metrics::handshakes_waiting(waiting.len());
     }
 
     /// Accept TLS/TCP connections within the connection budget until `shutdown`.

@@ -31,22 +31,28 @@ struct Running {
     tcp_addr: SocketAddr,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), CollectorError>>,
+    connections: Arc<ConnectionBudget>,
 }
 
 impl Running {
     async fn start() -> Self {
+        Self::start_with(CollectorConfig {
+            revocation_sweep: Duration::from_millis(50),
+            ..CollectorConfig::default()
+        })
+        .await
+    }
+
+    async fn start_with(config: CollectorConfig) -> Self {
         let store = Arc::new(MemoryStore::new());
         let ca = Arc::new(CertificateAuthority::generate("loopback").unwrap());
         let token = store.create_enrollment_token(TENANT, TokenLimits::default());
         let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (addr, tcp_addr) = (udp.local_addr().unwrap(), tcp.local_addr().unwrap());
-        let config = CollectorConfig {
-            revocation_sweep: Duration::from_millis(50),
-            ..CollectorConfig::default()
-        };
         let collector = Collector::new(store.clone(), ca.clone(), config);
         let liveness = collector.liveness();
+        let connections = collector.connection_budget();
         let shutdown = CancellationToken::new();
         let sockets = CollectorSockets {
             udp,
@@ -62,6 +68,7 @@ impl Running {
             tcp_addr,
             shutdown,
             task,
+            connections,
         }
     }
 
@@ -135,6 +142,38 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_handshake_budget_wait_for_a_slot_instead_of_being_refused() {
+    // One handshake at a time: a burst of enrollments each waits its turn (after a Retry, as
+    // the budget is in use) instead of being refused into a backoff.
+    let c = Running::start_with(CollectorConfig {
+        max_handshakes: 1,
+        ..CollectorConfig::default()
+    })
+    .await;
+    let (addr, ca, token) = (c.addr, c.ca.clone(), c.token.clone());
+    let burst: Vec<_> = (0..8)
+        .map(|_| {
+            let (ca, token) = (ca.clone(), token.clone());
+            tokio::spawn(async move {
+                let key = KeyPair::generate().unwrap();
+                let (_ep, conn) = quic_connect(addr, anonymous_client_config(&ca)).await;
+                let reply = quic_exchange(&conn, &enroll_message(&token, &key)).await;
+                conn.close(0u32.into(), b"enrolled");
+                enrolled(key, reply)
+            })
+        })
+        .collect();
+    for enrollment in burst {
+        tokio::time::timeout(PATIENCE, enrollment)
+            .await
+            .expect("enrolled in time")
+            .expect("enrolled, not refused");
+    }
+    assert_eq!(c.connections.refused(), 0);
+    c.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
