@@ -180,6 +180,36 @@ async fn last_seqs(server: &TestServer) -> HashMap<String, Option<i64>> {
         .collect()
 }
 
+/// Every agent's one inventory is stored and acknowledged, and applied exactly once.
+async fn every_inventory_lands_once(server: &TestServer, agents: &[RunningAgent]) {
+    for a in agents {
+        eventually(Duration::from_secs(60), "every inventory lands", || async {
+            (server_count(server, &a.agent_id).await == Some(FIXTURE_SERVERS)).then_some(())
+        })
+        .await;
+    }
+    eventually(
+        Duration::from_secs(30),
+        "every upload acknowledged",
+        || async {
+            agents
+                .iter()
+                .all(|a| a.uplink().last_ack_seq == Some(1))
+                .then_some(())
+        },
+    )
+    .await;
+    let seqs = last_seqs(server).await;
+    for a in agents {
+        assert_eq!(
+            seqs.get(&a.agent_id),
+            Some(&Some(1)),
+            "one upload applied for {}",
+            a.agent_id
+        );
+    }
+}
+
 fn tiny_budget() -> CollectorConfig {
     CollectorConfig {
         max_connections: 64,
@@ -282,32 +312,7 @@ async fn a_burst_is_shed_with_retry_after_and_every_inventory_lands_once() {
     // The database returns: every inventory lands, exactly once.
     sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
     drop(blocker);
-    for a in &agents {
-        eventually(Duration::from_secs(60), "every inventory lands", || async {
-            (server_count(&server, &a.agent_id).await == Some(FIXTURE_SERVERS)).then_some(())
-        })
-        .await;
-    }
-    eventually(
-        Duration::from_secs(30),
-        "every upload acknowledged",
-        || async {
-            agents
-                .iter()
-                .all(|a| a.uplink().last_ack_seq == Some(1))
-                .then_some(())
-        },
-    )
-    .await;
-    let seqs = last_seqs(&server).await;
-    for a in &agents {
-        assert_eq!(
-            seqs.get(&a.agent_id),
-            Some(&Some(1)),
-            "one upload applied for {}",
-            a.agent_id
-        );
-    }
+    every_inventory_lands_once(&server, &agents).await;
     // Once in, agents stay in: no more connection attempts.
     let settled = relay.attempts.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -381,27 +386,7 @@ async fn uploads_beyond_the_request_bytes_budget_are_shed_unread_and_land_once()
     // The database returns: every inventory lands, exactly once.
     sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
     drop(blocker);
-    for a in &agents {
-        eventually(Duration::from_secs(60), "every inventory lands", || async {
-            (server_count(&server, &a.agent_id).await == Some(FIXTURE_SERVERS)).then_some(())
-        })
-        .await;
-    }
-    eventually(
-        Duration::from_secs(30),
-        "every upload acknowledged",
-        || async {
-            agents
-                .iter()
-                .all(|a| a.uplink().last_ack_seq == Some(1))
-                .then_some(())
-        },
-    )
-    .await;
-    let seqs = last_seqs(&server).await;
-    for a in &agents {
-        assert_eq!(seqs.get(&a.agent_id), Some(&Some(1)), "{}", a.agent_id);
-    }
+    every_inventory_lands_once(&server, &agents).await;
     for a in agents {
         a.stop().await;
     }
