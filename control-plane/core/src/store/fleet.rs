@@ -746,11 +746,7 @@ impl Store {
                 // planned as a walk of the sort's index testing each row against the list.
                 Some(ids) => {
                     let n = w.n(Param::Text(super::to_json_text(&ids)));
-                    from = format!(
-                        "(SELECT j.value AS candidate FROM {}) c CROSS JOIN endpoints e",
-                        backend.json_values(n)
-                    );
-                    w.text.push_str(" AND e.id = c.candidate");
+                    from = backend.candidate_endpoints(n);
                 }
                 None => {}
             }
