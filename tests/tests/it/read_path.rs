@@ -864,6 +864,15 @@ async fn filters_match_a_scan(store: Store) {
         names: 2,
     });
     assert_search_matches_scan(&walking, &tenant.id, &searches).await;
+    // Walking in sort order with the matching server names known (more than twelve of their
+    // rows, at most 1,000 names): each endpoint's servers are tested against the names
+    // instead of the pattern.
+    let mut walking_named = store.clone();
+    walking_named.set_search_limits(SearchLimits {
+        candidates: 3,
+        names: 1000,
+    });
+    assert_search_matches_scan(&walking_named, &tenant.id, &searches).await;
 
     // Renames (a new inventory's hostname, a new owner), a cleared owner and deletes: the
     // index follows every write.
@@ -900,6 +909,7 @@ async fn filters_match_a_scan(store: Store) {
     ];
     let found = assert_search_matches_scan(&store, &tenant.id, &after).await;
     assert_search_matches_scan(&walking, &tenant.id, &after).await;
+    assert_search_matches_scan(&walking_named, &tenant.id, &after).await;
     assert_eq!(found["renamed"], 1, "{found:?}");
     assert_eq!(found["carol"], 1, "{found:?}");
     assert_eq!(found["bob"], 0, "{found:?}");

@@ -301,7 +301,7 @@ async fn unsupported_urls_are_refused_without_leaking_credentials() {
 /// (`store::dialect::schema`), read from a SQLite and a Postgres database it migrated. sqlx
 /// decides by exactly these two columns whether a recorded migration is known, so a fresh
 /// database recording the same pairs proves an existing one opens without re-running anything.
-const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 45] = [
+const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 46] = [
     (
         1,
         "604fda044c6654e64fa251f63bdf4696ba60a2771a9a9646be0cc20eacdd2b28fa51b45e386a9973c199636b88263644",
@@ -493,6 +493,11 @@ const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 45] = [
         1600,
         "29f32fb4c08b2729572b1698e7ebc55ad15eb22e6d578a2fa09403885d49a69934d4d4ffbd7a7a46ce04ae4956ba55c2",
     ),
+    // The fleet search's short texts on Postgres: the lowered text as a stored column.
+    (
+        1700,
+        "90de219acd421218928ec4c5f276eaa98d69b5bd3e6bbaf91964ea8b51d8e1a75e020c977403d1b73395cbe8fac500cc",
+    ),
 ];
 
 async fn recorded_migrations(store: &Store) -> Vec<(i64, String)> {
@@ -541,7 +546,7 @@ async fn postgres_databases_of_earlier_releases_are_recognised() {
         expected_records(&[
             1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 201, 202, 203, 204, 300, 301, 500, 501, 502,
             503, 600, 700, 701, 702, 800, 802, 803, 1000, 1001, 1002, 1301, 1303, 1304, 1305, 1500,
-            1501, 1600
+            1501, 1600, 1700
         ])
     );
     store.close().await;

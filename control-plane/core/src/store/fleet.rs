@@ -529,26 +529,14 @@ async fn search_candidates(
     let ServerNameMatch::Few(names) = names else {
         return Ok(None);
     };
-    let (sql, needle) = backend.search_candidates(lowered, pattern);
-    let own = sqlx::query(sql)
-        .bind(tenant_id)
-        .bind(needle)
-        .bind(bound(limits.candidates))
-        .fetch_all(&mut *conn)
-        .await?;
-    if own.len() > limits.candidates {
-        return Ok(None);
-    }
+    // The names' rows first: a few common names end the lookup before the endpoints' own
+    // columns are scanned.
     let mut ids = BTreeSet::new();
-    for r in &own {
-        ids.insert(r.try_get::<String, _>("id")?);
-    }
     if !names.is_empty() {
         // The names as one JSON parameter: one index range each, whatever their number.
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT s.endpoint_id FROM endpoint_servers s WHERE s.tenant_id = $1 \
-             AND s.name IN (SELECT j.value FROM {}) LIMIT $2",
-            backend.json_values(3)
+            "SELECT s.endpoint_id FROM endpoint_servers s WHERE s.tenant_id = $1 AND {} LIMIT $2",
+            backend.json_set_contains("s.name", 3)
         )))
         .bind(tenant_id)
         .bind(bound(limits.name_rows()))
@@ -561,6 +549,22 @@ async fn search_candidates(
         for r in &rows {
             ids.insert(r.try_get::<String, _>("endpoint_id")?);
         }
+        if ids.len() > limits.candidates {
+            return Ok(None);
+        }
+    }
+    let (sql, needle) = backend.search_candidates(lowered, pattern);
+    let own = sqlx::query(sql)
+        .bind(tenant_id)
+        .bind(needle)
+        .bind(bound(limits.candidates))
+        .fetch_all(&mut *conn)
+        .await?;
+    if own.len() > limits.candidates {
+        return Ok(None);
+    }
+    for r in &own {
+        ids.insert(r.try_get::<String, _>("id")?);
     }
     Ok((ids.len() <= limits.candidates).then_some(ids))
 }
@@ -718,23 +722,21 @@ impl Store {
             )
             .await?;
             let a = w.p(Param::Text(pattern));
-            let servers = match (&candidates, names) {
+            let servers = match names {
                 // No server name matches: only the endpoint's own columns can.
-                (_, ServerNameMatch::Few(names)) if names.is_empty() => String::new(),
-                // A few candidates: the endpoints of the names, read once from the name index.
-                (Some(_), ServerNameMatch::Few(names)) => {
+                ServerNameMatch::Few(names) if names.is_empty() => String::new(),
+                // The names that match are known (the walk tested each with the pattern):
+                // test the endpoint's servers against them, whether it is a candidate or
+                // walked in sort order, instead of the pattern against each server row.
+                ServerNameMatch::Few(names) => {
                     let n = w.n(Param::Text(super::to_json_text(&names)));
-                    format!(
-                        " OR e.id IN (SELECT s.endpoint_id FROM endpoint_servers s \
-                         WHERE s.tenant_id = {t} AND s.name IN (SELECT j.value FROM {}))",
-                        backend.json_values(n)
-                    )
+                    format!(" OR {}", backend.server_name_test(&t, n))
                 }
-                // In sort order: matches are common, so the page fills after a few endpoints;
-                // test each one's own servers.
-                _ => format!(
-                    " OR EXISTS (SELECT 1 FROM endpoint_servers s WHERE s.tenant_id = {t} AND s.endpoint_id = e.id \
-                     AND LOWER(s.name) LIKE {a} ESCAPE '\\')"
+                // Too many names to bind: matches are common, so the page fills after a few
+                // endpoints in sort order; test each one's own servers.
+                ServerNameMatch::Many => format!(
+                    " OR {}",
+                    backend.server_row_test(&t, &format!("LOWER(s.name) LIKE {a} ESCAPE '\\'"))
                 ),
             };
             match candidates {
@@ -744,11 +746,7 @@ impl Store {
                 // planned as a walk of the sort's index testing each row against the list.
                 Some(ids) => {
                     let n = w.n(Param::Text(super::to_json_text(&ids)));
-                    from = format!(
-                        "(SELECT j.value AS candidate FROM {}) c CROSS JOIN endpoints e",
-                        backend.json_values(n)
-                    );
-                    w.text.push_str(" AND e.id = c.candidate");
+                    from = backend.candidate_endpoints(n);
                 }
                 None => {}
             }

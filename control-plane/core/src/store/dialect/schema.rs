@@ -65,7 +65,7 @@ struct Step {
 }
 
 /// Every migration, in version order. Gaps per backend are versions of the other backend.
-const STEPS: [Step; 45] = [
+const STEPS: [Step; 46] = [
     Step {
         version: 1,
         description: "init",
@@ -423,6 +423,15 @@ const STEPS: [Step; 45] = [
         on: On::Postgres,
         sql: Sql::File(include_str!(
             "../../../migrations/1600_server_group_endpoints_per_statement_postgres.sql"
+        )),
+    },
+    // The fleet search at 100k endpoints (issues 12 and 13): numbered from 1700.
+    Step {
+        version: 1700,
+        description: "endpoint search text",
+        on: On::Postgres,
+        sql: Sql::File(include_str!(
+            "../../../migrations/1700_endpoint_search_text_postgres.sql"
         )),
     },
 ];
@@ -855,7 +864,7 @@ mod tests {
                 vec![
                     1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 201, 202, 203, 204, 300, 301, 500,
                     501, 502, 503, 600, 700, 701, 702, 800, 802, 803, 1000, 1001, 1002, 1301, 1303,
-                    1304, 1305, 1500, 1501, 1600,
+                    1304, 1305, 1500, 1501, 1600, 1700,
                 ],
             ),
         ] {
