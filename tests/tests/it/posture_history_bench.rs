@@ -1,13 +1,14 @@
 //! The Overview's trends at fleet scale: what one posture sample costs with 100k endpoints and
 //! 1M server rows in the tenant (the sampler's work per tenant and bucket), and the history read
 //! and the Overview with its charts over a full 30 days of samples. Ignored by default (it
-//! seeds a large Postgres tenant); run it with
+//! seeds a large tenant); run it in a release build with
 //!
 //! ```sh
-//! cargo test -p agent-bom-tests --test it posture_history_bench -- --ignored --nocapture
+//! cargo test --release -p agent-bom-tests --test it posture_history_bench -- --ignored --nocapture
 //! ```
 //!
-//! `AGENT_BOM_BENCH_ENDPOINTS` (default 100000) sets the size. Endpoints and server rows are
+//! `AGENT_BOM_BENCH_ENDPOINTS` (default 100000) sets the size, `AGENT_BOM_BENCH_BACKEND` the
+//! store (`postgres`, the default, or `sqlite`). Endpoints and server rows are
 //! bulk-written with SQL (the counters' triggers keep the posture exact); the samples are taken
 //! by the sampler's own code; the 30-day history behind the chart reads is bulk-written in the
 //! shape retention leaves (every five minutes for 48 hours, hourly before), since taking ~1,250
@@ -19,11 +20,11 @@
 
 use std::time::{Duration, Instant};
 
-use agent_bom_control_plane::store::now_ms;
 use agent_bom_control_plane::store::posture_history::{SAMPLE_INTERVAL_MS, bucket_of};
+use agent_bom_control_plane::store::{Backend, now_ms};
 use agent_bom_tests::harness::TestServer;
 
-use crate::ui_bench::{fleet_scale_server, make_room, session, time};
+use crate::ui_bench::{finish, fleet_scale_server, make_room, session, time};
 
 const SAMPLES: usize = 5;
 
@@ -45,7 +46,7 @@ async fn seed(server: &TestServer, tenant_id: &str, endpoints: i64) {
     let pool = server.store.pool();
     let now = now_ms();
     let started = Instant::now();
-    let statements = [
+    let postgres = [
         // A third online, a third offline (seen two days ago), a third stale (20 days ago).
         "INSERT INTO endpoints (id, tenant_id, hostname, os, arch, agent_version, cert_fingerprint, \
          enrolled_at, last_seen, server_count, origin, tags, owner, environment) \
@@ -66,14 +67,56 @@ async fn seed(server: &TestServer, tenant_id: &str, endpoints: i64) {
          SELECT $1, 'trend-' || e, c, '[]' \
          FROM generate_series(1, $3::bigint) e CROSS JOIN unnest(ARRAY['cursor','vscode']) c",
     ];
-    for sql in statements {
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(tenant_id)
-            .bind(now)
-            .bind(endpoints)
-            .execute(pool)
-            .await
-            .unwrap_or_else(|e| panic!("seed: {e}\n{sql}"));
+    // The same rows on SQLite (no `generate_series`, arrays or `lpad`), endpoints `$4..=$3`:
+    // written in chunks, so the server's own writers never wait long for the one write lock.
+    let sqlite = [
+        "WITH RECURSIVE g(n) AS (SELECT $4 UNION ALL SELECT n + 1 FROM g WHERE n < $3) \
+         INSERT INTO endpoints (id, tenant_id, hostname, os, arch, agent_version, cert_fingerprint, \
+         enrolled_at, last_seen, server_count, origin, tags, owner, environment) \
+         SELECT 'trend-' || n, $1, 'host-' || substr('000000' || n, -6), \
+         CASE n % 3 WHEN 0 THEN 'linux' WHEN 1 THEN 'macos' ELSE 'windows' END, 'x86_64', '0.1.0', \
+         'fp-' || n, $2 - 3456000000, \
+         $2 - (CASE n % 3 WHEN 0 THEN 0 WHEN 1 THEN 172800000 ELSE 1728000000 END), 10, 'agent', '[]', \
+         'owner', 'prod' \
+         FROM g",
+        "WITH RECURSIVE g(n) AS (SELECT $4 UNION ALL SELECT n + 1 FROM g WHERE n < $3), \
+         s(k) AS (SELECT 0 UNION ALL SELECT k + 1 FROM s WHERE k < 9) \
+         INSERT INTO endpoint_servers (tenant_id, endpoint_id, ordinal, server_id, name, client, scope, \
+         transport, command, args, env_keys, header_keys, enabled, risk_flags, config_path, wrapped, \
+         credential_names, launch_hash) \
+         SELECT $1, 'trend-' || n, k, 'srv-' || ((n * 7 + k) % 5000), 'server-' || ((n * 7 + k) % 5000), \
+         CASE k % 4 WHEN 0 THEN 'cursor' WHEN 1 THEN 'claude-desktop' WHEN 2 THEN 'vscode' ELSE 'claude-code' END, \
+         'user', CASE WHEN k % 5 = 0 THEN 'sse' ELSE 'stdio' END, 'npx', '[\"-y\"]', '[]', '[]', 1, \
+         CASE WHEN k % 3 = 0 THEN '[\"shell\"]' ELSE '[]' END, '/home/u/.cursor/mcp.json', \
+         CASE WHEN k % 4 = 0 THEN 1 ELSE 0 END, '[]', 'h' \
+         FROM g CROSS JOIN s",
+        "WITH RECURSIVE g(n) AS (SELECT $4 UNION ALL SELECT n + 1 FROM g WHERE n < $3) \
+         INSERT INTO endpoint_clients (tenant_id, endpoint_id, name, config_files) \
+         SELECT $1, 'trend-' || n, c, '[]' \
+         FROM g CROSS JOIN (SELECT 'cursor' AS c UNION ALL SELECT 'vscode')",
+    ];
+    let statements: &[&str] = match server.store.backend() {
+        Backend::Postgres => &postgres,
+        Backend::Sqlite => &sqlite,
+    };
+    let chunk = match server.store.backend() {
+        Backend::Postgres => endpoints,
+        Backend::Sqlite => 10_000,
+    };
+    for sql in statements.iter().copied() {
+        let mut first = 1;
+        while first <= endpoints {
+            let last = (first + chunk - 1).min(endpoints);
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(tenant_id)
+                .bind(now)
+                .bind(last)
+                .bind(first)
+                .execute(pool)
+                .await
+                .unwrap_or_else(|e| panic!("seed: {e}\n{sql}"));
+            first = last + 1;
+        }
     }
     sqlx::query("ANALYZE").execute(pool).await.unwrap();
     eprintln!(
@@ -86,7 +129,7 @@ async fn seed(server: &TestServer, tenant_id: &str, endpoints: i64) {
 /// 30 days of samples ending before `before`, as retention leaves them (buckets already
 /// sampled keep their sample).
 async fn seed_history(server: &TestServer, tenant_id: &str, before: i64, endpoints: i64) {
-    let sql = "INSERT INTO posture_samples (tenant_id, bucket, taken_at, endpoints, endpoints_online, \
+    let postgres = "INSERT INTO posture_samples (tenant_id, bucket, taken_at, endpoints, endpoints_online, \
          endpoints_stale, servers, server_entries, risky_servers, wrapped_servers, detections, \
          detections_total, audit_seq) \
          SELECT $1, b, b, $3, $3 / 3 + (b / 300000) % 500, $3 / 3, 5000, $3 * 10, $3 * 4, \
@@ -95,7 +138,21 @@ async fn seed_history(server: &TestServer, tenant_id: &str, before: i64, endpoin
                UNION ALL SELECT ($2 - 172800000) / 3600000 * 3600000 - g::bigint * 3600000 \
                FROM generate_series(0, 671) g) s \
          ON CONFLICT DO NOTHING";
-    sqlx::query(sql)
+    let sqlite = "WITH RECURSIVE f(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM f WHERE g < 576), \
+         h(g) AS (SELECT 0 UNION ALL SELECT g + 1 FROM h WHERE g < 671) \
+         INSERT INTO posture_samples (tenant_id, bucket, taken_at, endpoints, endpoints_online, \
+         endpoints_stale, servers, server_entries, risky_servers, wrapped_servers, detections, \
+         detections_total, audit_seq) \
+         SELECT $1, b, b, $3, $3 / 3 + (b / 300000) % 500, $3 / 3, 5000, $3 * 10, $3 * 4, \
+         $3 * 3 + (b / 3600000) % 1000, (b / 300000) % 7, (b / 300000) % 7, 0 \
+         FROM (SELECT $2 - g * 300000 AS b FROM f \
+               UNION ALL SELECT ($2 - 172800000) / 3600000 * 3600000 - g * 3600000 FROM h) \
+         WHERE true ON CONFLICT DO NOTHING";
+    let sql = match server.store.backend() {
+        Backend::Postgres => postgres,
+        Backend::Sqlite => sqlite,
+    };
+    sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(tenant_id)
         .bind(before)
         .bind(endpoints)
@@ -105,7 +162,7 @@ async fn seed_history(server: &TestServer, tenant_id: &str, before: i64, endpoin
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "seeds a large Postgres tenant; run by hand for docs/benchmarks.md"]
+#[ignore = "seeds a large tenant; run by hand for docs/benchmarks.md"]
 async fn posture_history_at_fleet_scale() {
     let (db, server, tenant, endpoints) = fleet_scale_server().await;
     let admin = server.admin_key.clone();
@@ -201,6 +258,5 @@ async fn posture_history_at_fleet_scale() {
             body.len() / 1024
         );
     }
-    server.stop().await;
-    db.drop_database().await;
+    finish(server, db).await;
 }

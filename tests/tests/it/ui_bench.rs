@@ -1,13 +1,14 @@
 //! Dashboard page times at fleet scale (DESIGN §7: every page p95 ≤ 100 ms server time with
-//! 100k endpoints and 1M server rows per tenant). Ignored by default (it seeds a large Postgres
-//! tenant); run it with
+//! 100k endpoints and 1M server rows per tenant). Ignored by default (it seeds a large tenant);
+//! run it in a release build (the numbers of the debug test profile are an upper bound) with
 //!
 //! ```sh
-//! cargo test -p agent-bom-tests --test it ui_bench -- --ignored --nocapture
+//! cargo test --release -p agent-bom-tests --test it ui_bench -- --ignored --nocapture
 //! ```
 //!
 //! `AGENT_BOM_BENCH_ENDPOINTS` (default 100000) sets the size; every endpoint has 10 server
-//! entries over 5,000 server identities. The bulk rows are written with SQL (`generate_series`):
+//! entries over 5,000 server identities. `AGENT_BOM_BENCH_BACKEND` picks the store: `postgres`
+//! (the default) or `sqlite` (the default deployment). The bulk rows are written with SQL:
 //! the ingest path's own speed is the collector load test's business; a real agent and a push
 //! are added through it so the pages also show what ingest writes. Each page is fetched through
 //! the dashboard (which calls the API on loopback, as in `agent-bom serve`), 3 warm-up rounds,
@@ -18,6 +19,7 @@
 
 use std::time::{Duration, Instant};
 
+use agent_bom_control_plane::store::Backend;
 use agent_bom_tests::harness::{PATIENCE, TestServer, eventually};
 use agent_bom_tests::postgres::TestDatabase;
 use serde_json::json;
@@ -37,7 +39,7 @@ async fn seed(server: &TestServer, tenant_id: &str, endpoints: i64) {
         .unwrap()
         .as_millis() as i64;
     let started = Instant::now();
-    let statements = [
+    let postgres = [
         "INSERT INTO endpoints (id, tenant_id, hostname, os, arch, agent_version, cert_fingerprint, \
          enrolled_at, last_seen, server_count, origin, tags, owner, environment) \
          SELECT 'bench-' || g, $1, 'host-' || lpad(g::text, 6, '0'), \
@@ -62,14 +64,60 @@ async fn seed(server: &TestServer, tenant_id: &str, endpoints: i64) {
          SELECT $1, 'srv-' || i, $2 - 86400000, $2 FROM generate_series(0, 4999) i \
          ON CONFLICT DO NOTHING",
     ];
-    for sql in statements {
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(tenant_id)
-            .bind(now)
-            .bind(endpoints)
-            .execute(pool)
-            .await
-            .unwrap_or_else(|e| panic!("seed: {e}\n{sql}"));
+    // The same rows on SQLite (no `generate_series`, arrays or `lpad`), endpoints `$4..=$3`:
+    // written in chunks, so the server's own writers never wait long for the one write lock.
+    let sqlite = [
+        "WITH RECURSIVE g(n) AS (SELECT $4 UNION ALL SELECT n + 1 FROM g WHERE n < $3) \
+         INSERT INTO endpoints (id, tenant_id, hostname, os, arch, agent_version, cert_fingerprint, \
+         enrolled_at, last_seen, server_count, origin, tags, owner, environment) \
+         SELECT 'bench-' || n, $1, 'host-' || substr('000000' || n, -6), \
+         CASE n % 3 WHEN 0 THEN 'linux' WHEN 1 THEN 'macos' ELSE 'windows' END, 'x86_64', '0.1.0', \
+         'fp-' || n, $2 - 86400000 - (n % 1000) * 60000, $2 - (n % 1000) * 1000 * (n % 9), 10, 'agent', \
+         CASE WHEN n % 10 = 0 THEN '[\"finance\"]' ELSE '[]' END, 'owner-' || (n % 500), \
+         CASE n % 2 WHEN 0 THEN 'dev' ELSE 'prod' END \
+         FROM g",
+        "WITH RECURSIVE g(n) AS (SELECT $4 UNION ALL SELECT n + 1 FROM g WHERE n < $3), \
+         s(k) AS (SELECT 0 UNION ALL SELECT k + 1 FROM s WHERE k < 9) \
+         INSERT INTO endpoint_servers (tenant_id, endpoint_id, ordinal, server_id, name, client, scope, \
+         transport, command, args, env_keys, header_keys, enabled, risk_flags, config_path, wrapped, \
+         credential_names, launch_hash) \
+         SELECT $1, 'bench-' || n, k, 'srv-' || ((n * 7 + k) % 5000), 'server-' || ((n * 7 + k) % 5000), \
+         CASE k % 4 WHEN 0 THEN 'cursor' WHEN 1 THEN 'claude-desktop' WHEN 2 THEN 'vscode' ELSE 'claude-code' END, \
+         'user', CASE WHEN k % 5 = 0 THEN 'sse' ELSE 'stdio' END, 'npx', '[\"-y\"]', '[\"TOKEN\"]', '[]', 1, \
+         CASE WHEN k % 3 = 0 THEN '[\"shell\"]' ELSE '[]' END, '/home/u/.cursor/mcp.json', \
+         CASE WHEN k % 4 = 0 THEN 1 ELSE 0 END, '[\"TOKEN\"]', 'h' \
+         FROM g CROSS JOIN s",
+        "WITH RECURSIVE g(n) AS (SELECT $4 UNION ALL SELECT n + 1 FROM g WHERE n < $3) \
+         INSERT INTO endpoint_clients (tenant_id, endpoint_id, name, config_files) \
+         SELECT $1, 'bench-' || n, c, '[\"/home/u/.cursor/mcp.json\"]' \
+         FROM g CROSS JOIN (SELECT 'cursor' AS c UNION ALL SELECT 'vscode')",
+        "WITH RECURSIVE i(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM i WHERE n < 4999) \
+         INSERT INTO server_identities (tenant_id, identity, first_seen, last_seen) \
+         SELECT $1, 'srv-' || n, $2 - 86400000, $2 FROM i WHERE true \
+         ON CONFLICT DO NOTHING",
+    ];
+    let statements: &[&str] = match server.store.backend() {
+        Backend::Postgres => &postgres,
+        Backend::Sqlite => &sqlite,
+    };
+    let chunk = match server.store.backend() {
+        Backend::Postgres => endpoints,
+        Backend::Sqlite => 10_000,
+    };
+    for sql in statements.iter().copied() {
+        let mut first = 1;
+        while first <= endpoints {
+            let last = (first + chunk - 1).min(endpoints);
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(tenant_id)
+                .bind(now)
+                .bind(last)
+                .bind(first)
+                .execute(pool)
+                .await
+                .unwrap_or_else(|e| panic!("seed: {e}\n{sql}"));
+            first = last + 1;
+        }
     }
     sqlx::query("ANALYZE").execute(pool).await.unwrap();
     eprintln!(
@@ -124,10 +172,12 @@ pub(crate) async fn time(
     (times, body)
 }
 
-/// The benches' server: a fresh Postgres database behind a `TestServer`, its `default` tenant,
-/// and the fleet size to seed (`AGENT_BOM_BENCH_ENDPOINTS`, default 100,000).
+/// The benches' server: a `TestServer` on the store `AGENT_BOM_BENCH_BACKEND` names (`sqlite`
+/// in its data directory, or `postgres`, the default, in a fresh database, returned to be
+/// dropped), its `default` tenant, and the fleet size to seed (`AGENT_BOM_BENCH_ENDPOINTS`,
+/// default 100,000).
 pub(crate) async fn fleet_scale_server() -> (
-    TestDatabase,
+    Option<TestDatabase>,
     TestServer,
     agent_bom_control_plane::store::Tenant,
     i64,
@@ -136,10 +186,32 @@ pub(crate) async fn fleet_scale_server() -> (
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
-    let db = TestDatabase::create().await;
-    let server = TestServer::start(Some(db.url.clone())).await;
+    let backend = std::env::var("AGENT_BOM_BENCH_BACKEND").unwrap_or_else(|_| "postgres".into());
+    let db = match backend.as_str() {
+        "postgres" => Some(TestDatabase::create().await),
+        "sqlite" => None,
+        other => panic!("AGENT_BOM_BENCH_BACKEND={other}: expected sqlite or postgres"),
+    };
+    let server = TestServer::start(db.as_ref().map(|d| d.url.clone())).await;
     let tenant = server.store.tenant_by_name("default").await.unwrap();
+    eprintln!(
+        "bench on {:?}, {} build",
+        server.store.backend(),
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    );
     (db, server, tenant, endpoints)
+}
+
+/// Stop the bench's server and drop its Postgres database, if any.
+pub(crate) async fn finish(server: TestServer, db: Option<TestDatabase>) {
+    server.stop().await;
+    if let Some(db) = db {
+        db.drop_database().await;
+    }
 }
 
 /// Room in the `default` tenant's quotas for `endpoints` seeded endpoints and for a bench's own
@@ -161,7 +233,7 @@ pub(crate) async fn make_room(server: &TestServer, endpoints: i64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "seeds a large Postgres tenant; run by hand for docs/benchmarks.md"]
+#[ignore = "seeds a large tenant; run by hand for docs/benchmarks.md"]
 async fn dashboard_pages_at_fleet_scale() {
     let (db, server, tenant, endpoints) = fleet_scale_server().await;
     let admin = server.admin_key.clone();
@@ -215,8 +287,12 @@ async fn dashboard_pages_at_fleet_scale() {
         "/v1/fleet/endpoints?limit=50",
         "/v1/fleet/endpoints?limit=50&q=host-04242",
         one_api.as_str(),
+        "/v1/fleet/endpoints?limit=5&sort=-last_seen",
         "/v1/fleet/servers?limit=100",
+        "/v1/policy/rollout?limit=50",
+        "/v1/posture/history?window=24h",
         "/v1/audit?limit=50",
+        "/v1/audit/verify",
     ];
     println!(
         "| Page (dashboard, {endpoints} endpoints, {} server rows) | median | p95 |",
@@ -268,6 +344,5 @@ async fn dashboard_pages_at_fleet_scale() {
         }
         b.quit().await;
     }
-    server.stop().await;
-    db.drop_database().await;
+    finish(server, db).await;
 }

@@ -65,7 +65,7 @@ struct Step {
 }
 
 /// Every migration, in version order. Gaps per backend are versions of the other backend.
-const STEPS: [Step; 46] = [
+const STEPS: [Step; 47] = [
     Step {
         version: 1,
         description: "init",
@@ -432,6 +432,15 @@ const STEPS: [Step; 46] = [
         on: On::Postgres,
         sql: Sql::File(include_str!(
             "../../../migrations/1700_endpoint_search_text_postgres.sql"
+        )),
+    },
+    // The dashboard's pages at 100k endpoints (issue 13): numbered from 1900.
+    Step {
+        version: 1900,
+        description: "policy rollout covering index",
+        on: On::Sqlite,
+        sql: Sql::File(include_str!(
+            "../../../migrations/1900_policy_rollout_covering_sqlite.sql"
         )),
     },
 ];
@@ -856,7 +865,7 @@ mod tests {
                 Backend::Sqlite,
                 vec![
                     1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 204, 300, 500, 502, 600, 700, 701, 800,
-                    801, 1001, 1300, 1302, 1500,
+                    801, 1001, 1300, 1302, 1500, 1900,
                 ],
             ),
             (
