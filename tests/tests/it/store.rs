@@ -493,6 +493,20 @@ const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 45] = [
         1600,
         "29f32fb4c08b2729572b1698e7ebc55ad15eb22e6d578a2fa09403885d49a69934d4d4ffbd7a7a46ce04ae4956ba55c2",
     ),
+    // Enrollments on Postgres at 100k endpoints: usage counters per statement, tenant moves,
+    // credential lookups in one statement.
+    (
+        1800,
+        "c87c87362bdce29bc8c1620ae00d3cf583278f1d4cfc14f0323c1ee7abcc7eb87971950fbdf3c3fb05c83598c7278dde",
+    ),
+    (
+        1801,
+        "a298550911c5bfc22484438501d856b785202c5638ff9fe7ff54cabbdce8d657540e3e700dfa39d5091cd034e8ebd415",
+    ),
+    (
+        1802,
+        "eaa37009be6ad7b259d4bf33a8644c24a6039d9db279bff832af9dcb533a1f4c9a46f18630c8effee0322d68e0f07a37",
+    ),
 ];
 
 async fn recorded_migrations(store: &Store) -> Vec<(i64, String)> {
@@ -526,7 +540,7 @@ async fn sqlite_databases_of_earlier_releases_are_recognised() {
         recorded_migrations(&store).await,
         expected_records(&[
             1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 204, 300, 500, 502, 600, 700, 701, 800, 801,
-            1001, 1300, 1302, 1500
+            1001, 1300, 1302, 1500, 1801
         ])
     );
     store.close().await;
@@ -541,7 +555,7 @@ async fn postgres_databases_of_earlier_releases_are_recognised() {
         expected_records(&[
             1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 201, 202, 203, 204, 300, 301, 500, 501, 502,
             503, 600, 700, 701, 702, 800, 802, 803, 1000, 1001, 1002, 1301, 1303, 1304, 1305, 1500,
-            1501, 1600
+            1501, 1600, 1800, 1802
         ])
     );
     store.close().await;
