@@ -224,3 +224,146 @@ async fn postgres_quotas_hold_under_concurrency() {
     race(Store::connect(&db.url).await.unwrap()).await;
     db.drop_database().await;
 }
+
+/// Each tenant's usage counter against `COUNT(*)` of its endpoints, read in the scope that
+/// sees every tenant (`*`, the credential-lookup scope).
+async fn usage_matches_rows(store: &Store, tenants: &[&str], step: &str) {
+    let mut tx = agent_bom_tests::harness::tenant_tx(store, "*").await;
+    for tenant in tenants {
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM endpoints WHERE tenant_id = $1")
+            .bind(*tenant)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        let counted: Option<i64> =
+            sqlx::query_scalar("SELECT endpoints FROM tenant_usage WHERE tenant_id = $1")
+                .bind(*tenant)
+                .fetch_optional(&mut *tx)
+                .await
+                .unwrap();
+        assert_eq!(counted.unwrap_or(0), rows, "tenant {tenant} after {step}");
+    }
+    tx.commit().await.unwrap();
+}
+
+/// One statement of `sql` (binding `tenant` as `$1`) in a transaction scoped to `scope`,
+/// committed or rolled back.
+async fn statement(store: &Store, scope: &str, sql: &str, tenant: &str, commit: bool) {
+    let mut tx = agent_bom_tests::harness::tenant_tx(store, scope).await;
+    sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    if commit {
+        tx.commit().await.unwrap();
+    } else {
+        tx.rollback().await.unwrap();
+    }
+}
+
+/// The usage counters stay equal to `COUNT(*)` through a sequence of bulk statements: many
+/// endpoints in one insert, several inserts in one transaction, an upsert that inserts some
+/// rows and updates others, a rolled-back insert, bulk deletes, and endpoints moved between
+/// tenants by an update of `tenant_id` (an operator's SQL; nothing else the counters see).
+async fn usage_follows_bulk_statements(store: Store) {
+    let a = store.create_tenant("bulk-a").await.unwrap().id;
+    let b = store.create_tenant("bulk-b").await.unwrap().id;
+    let both = [a.as_str(), b.as_str()];
+    let insert = |from: usize, to: usize, prefix: &str| {
+        let rows: Vec<String> = (from..to)
+            .map(|i| format!("('{prefix}-{i}', $1, 'host-{i}', 'fp-{prefix}-{i}', 0)"))
+            .collect();
+        format!(
+            "INSERT INTO endpoints (id, tenant_id, hostname, cert_fingerprint, enrolled_at) VALUES {}",
+            rows.join(", ")
+        )
+    };
+    usage_matches_rows(&store, &both, "nothing").await;
+    statement(&store, &a, &insert(0, 300, "a"), &a, true).await;
+    usage_matches_rows(&store, &both, "a bulk insert").await;
+
+    // Several bulk inserts in one transaction, in both tenants' scopes.
+    let mut tx = agent_bom_tests::harness::tenant_tx(&store, "*").await;
+    for (tenant, from, prefix) in [(&a, 300, "a"), (&b, 0, "b"), (&a, 400, "a"), (&b, 100, "b")] {
+        sqlx::query(sqlx::AssertSqlSafe(insert(from, from + 100, prefix)))
+            .bind(tenant)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    usage_matches_rows(&store, &both, "inserts in one transaction").await;
+
+    statement(&store, &b, &insert(200, 250, "rolled-back"), &b, false).await;
+    usage_matches_rows(&store, &both, "a rolled-back insert").await;
+
+    // An upsert: 50 rows exist (updated), 50 are new (inserted).
+    let upsert = format!(
+        "{} ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname",
+        insert(450, 550, "a")
+    );
+    statement(&store, &a, &upsert, &a, true).await;
+    usage_matches_rows(&store, &both, "an upsert").await;
+
+    statement(
+        &store,
+        &a,
+        "DELETE FROM endpoints WHERE tenant_id = $1 AND hostname LIKE 'host-1%'",
+        &a,
+        true,
+    )
+    .await;
+    usage_matches_rows(&store, &both, "a bulk delete").await;
+    statement(
+        &store,
+        &b,
+        "DELETE FROM endpoints WHERE tenant_id = $1 AND hostname LIKE 'host-2%'",
+        &b,
+        false,
+    )
+    .await;
+    usage_matches_rows(&store, &both, "a rolled-back delete").await;
+
+    // Moves, in the scope that sees both tenants.
+    let moved = format!(
+        "UPDATE endpoints SET tenant_id = '{b}' WHERE tenant_id = $1 AND hostname LIKE 'host-3%'"
+    );
+    statement(&store, "*", &moved, &a, true).await;
+    usage_matches_rows(&store, &both, "a move").await;
+    statement(
+        &store,
+        "*",
+        "UPDATE endpoints SET hostname = hostname || '-x' WHERE tenant_id = $1",
+        &b,
+        true,
+    )
+    .await;
+    usage_matches_rows(&store, &both, "an update that moves nothing").await;
+
+    statement(
+        &store,
+        &b,
+        "DELETE FROM endpoints WHERE tenant_id = $1",
+        &b,
+        true,
+    )
+    .await;
+    usage_matches_rows(&store, &both, "deleting every endpoint of a tenant").await;
+    assert_eq!(store.endpoint_count(&b).await.unwrap(), 0);
+    assert!(store.endpoint_count(&a).await.unwrap() > 0);
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_usage_follows_bulk_statements() {
+    let dir = tempfile::tempdir().unwrap();
+    usage_follows_bulk_statements(Store::open_sqlite(dir.path()).await.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_usage_follows_bulk_statements() {
+    let db = TestDatabase::create_with_app_role().await;
+    usage_follows_bulk_statements(Store::connect(&db.url).await.unwrap()).await;
+    db.drop_database().await;
+}

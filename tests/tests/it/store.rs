@@ -301,7 +301,7 @@ async fn unsupported_urls_are_refused_without_leaking_credentials() {
 /// (`store::dialect::schema`), read from a SQLite and a Postgres database it migrated. sqlx
 /// decides by exactly these two columns whether a recorded migration is known, so a fresh
 /// database recording the same pairs proves an existing one opens without re-running anything.
-const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 46] = [
+const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 50] = [
     (
         1,
         "604fda044c6654e64fa251f63bdf4696ba60a2771a9a9646be0cc20eacdd2b28fa51b45e386a9973c199636b88263644",
@@ -498,6 +498,25 @@ const RECORDED_BY_EARLIER_RELEASES: [(i64, &str); 46] = [
         1700,
         "90de219acd421218928ec4c5f276eaa98d69b5bd3e6bbaf91964ea8b51d8e1a75e020c977403d1b73395cbe8fac500cc",
     ),
+    // Enrollments on Postgres at 100k endpoints: usage counters per statement, tenant moves,
+    // credential lookups in one statement.
+    (
+        1800,
+        "c87c87362bdce29bc8c1620ae00d3cf583278f1d4cfc14f0323c1ee7abcc7eb87971950fbdf3c3fb05c83598c7278dde",
+    ),
+    (
+        1801,
+        "a298550911c5bfc22484438501d856b785202c5638ff9fe7ff54cabbdce8d657540e3e700dfa39d5091cd034e8ebd415",
+    ),
+    (
+        1802,
+        "eaa37009be6ad7b259d4bf33a8644c24a6039d9db279bff832af9dcb533a1f4c9a46f18630c8effee0322d68e0f07a37",
+    ),
+    // The dashboard at 100k endpoints: the policy rollout count's covering index (SQLite).
+    (
+        1900,
+        "21e4efb7a5be121da4d6329643e159f509857bc2f9dd65f2441b609e69d5b8fca6136f0b902ca1b30c25d5f65968faa1",
+    ),
 ];
 
 async fn recorded_migrations(store: &Store) -> Vec<(i64, String)> {
@@ -531,7 +550,7 @@ async fn sqlite_databases_of_earlier_releases_are_recognised() {
         recorded_migrations(&store).await,
         expected_records(&[
             1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 204, 300, 500, 502, 600, 700, 701, 800, 801,
-            1001, 1300, 1302, 1500
+            1001, 1300, 1302, 1500, 1801, 1900
         ])
     );
     store.close().await;
@@ -546,7 +565,7 @@ async fn postgres_databases_of_earlier_releases_are_recognised() {
         expected_records(&[
             1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 201, 202, 203, 204, 300, 301, 500, 501, 502,
             503, 600, 700, 701, 702, 800, 802, 803, 1000, 1001, 1002, 1301, 1303, 1304, 1305, 1500,
-            1501, 1600, 1700
+            1501, 1600, 1700, 1800, 1802
         ])
     );
     store.close().await;

@@ -374,13 +374,13 @@ impl Store {
             return Ok(None);
         };
         let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys WHERE prefix = $1"
+            "SELECT {KEY_COLUMNS} FROM {}",
+            self.backend
+                .credential_by_prefix(super::dialect::Credential::ApiKey)
         ));
-        let found = self
-            .fetch_optional_scoped(
-                super::CREDENTIAL_LOOKUP_SCOPE,
-                sqlx::query(sql).bind(prefix),
-            )
+        let found = sqlx::query(sql)
+            .bind(prefix)
+            .fetch_optional(&self.pool)
             .await?;
         let Some(row) = found else {
             return Ok(None);

@@ -8,6 +8,7 @@ use agent_bom_protocol::{Command, Inventory, ProxyEvent, inventory_delta};
 use sqlx::Row;
 
 use super::changes::ChangeKind;
+use super::enrollment_reads::TokenRow;
 use super::writer::{Batch, JobError, Work, WriteError};
 use super::{Store, StoreError, Tx, now_ms};
 use super::{audit, inventory_history, rows};
@@ -72,18 +73,24 @@ impl Store {
     /// Enrollments go through the group-commit writer like uploads: on SQLite its one connection
     /// would otherwise alternate between a batch and a single enrollment with a commit (an
     /// fsync) each. Enrollments of one token share a writer, so writers never wait on each
-    /// other for the token's use counter.
+    /// other for the token's use counter. A job is scoped to its token's tenant when this
+    /// process knows it (see `enrollment_reads`), else to the credential lookup.
     async fn enroll_device_inner(&self, request: EnrollmentRequest) -> Result<String, Failure> {
         let invalid = |m: &str| CollectorStoreError::InvalidToken(m.to_string());
         let Some(prefix) = secrets::prefix_of(ENROLL_TOKEN_KIND, &request.token) else {
             return Err(Failure::Refuse(invalid("malformed enrollment token")));
         };
-        let writer = self.writers.of(prefix).clone();
+        let prefix = prefix.to_string();
+        let writer = self.writers.of(&prefix).clone();
         let agent_id = request.agent_id.clone();
+        let known = self.token_tenants.of(&prefix);
+        let scope = known
+            .clone()
+            .unwrap_or_else(|| super::CREDENTIAL_LOOKUP_SCOPE.to_string());
         let Enrolled { tenant_id, retired } = writer
             .write(
-                super::CREDENTIAL_LOOKUP_SCOPE,
-                Box::new(move |batch| Box::pin(enroll_in(batch, request.clone()))),
+                &scope,
+                Box::new(move |batch| Box::pin(enroll_in(batch, request.clone(), known.clone()))),
             )
             .await
             .map_err(|e| match e {
@@ -93,6 +100,7 @@ impl Store {
                 )),
                 WriteError::Commit(e) => Failure::Db(e),
             })?;
+        self.token_tenants.remember(&prefix, &tenant_id);
         // After the commit: collectors drop the retired endpoint's sessions, event streams
         // show the new endpoint.
         if let Some(retired) = retired {
@@ -114,24 +122,26 @@ impl Store {
         let Some(prefix) = secrets::prefix_of(ENROLL_TOKEN_KIND, token) else {
             return Err(invalid("malformed enrollment token"));
         };
-        let mut tx = self.scope(super::CREDENTIAL_LOOKUP_SCOPE).await?;
-        let row = sqlx::query(
-            "SELECT secret_hash, expires_at, max_uses, uses, revoked_at \
-             FROM enrollment_tokens WHERE prefix = $1",
-        )
-        .bind(prefix)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| invalid("unknown enrollment token"))?;
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT tenant_id, secret_hash, expires_at, max_uses, uses, revoked_at FROM {}",
+            self.backend
+                .credential_by_prefix(super::dialect::Credential::EnrollmentToken)
+        ));
+        let row = sqlx::query(sql)
+            .bind(prefix)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| invalid("unknown enrollment token"))?;
         let stored_hash: String = row.try_get("secret_hash")?;
         let expires_at: Option<i64> = row.try_get("expires_at")?;
         let max_uses: Option<i64> = row.try_get("max_uses")?;
         let uses: i64 = row.try_get("uses")?;
         let revoked_at: Option<i64> = row.try_get("revoked_at")?;
-        tx.commit().await?;
+        let tenant_id: String = row.try_get("tenant_id")?;
         if !secrets::hashes_equal(&secrets::hash(token), &stored_hash) {
             return Err(invalid("unknown enrollment token"));
         }
+        self.token_tenants.remember(prefix, &tenant_id);
         if revoked_at.is_some() {
             return Err(invalid("enrollment token was revoked"));
         }
@@ -515,58 +525,48 @@ struct Enrolled {
     retired: Option<String>,
 }
 
-/// Enroll a device in a writer's batch (see `Store::enroll_device_inner`): the token's tenant
-/// is found in the credential-lookup scope, everything else runs scoped to that tenant.
-async fn enroll_in(batch: &mut Batch, request: EnrollmentRequest) -> Result<Enrolled, Failure> {
+/// Enroll a device in a writer's batch (see `Store::enroll_device_inner`): the token is read
+/// in `known`, the tenant the job was queued in, or else found in the credential-lookup scope;
+/// everything else runs scoped to the token's tenant. Every refusal comes before the first
+/// write (token, quota, then the conditional use), except a predecessor's retirement, which
+/// runs in a savepoint.
+async fn enroll_in(
+    batch: &mut Batch,
+    request: EnrollmentRequest,
+    known: Option<String>,
+) -> Result<Enrolled, Failure> {
     let invalid = |m: &str| CollectorStoreError::InvalidToken(m.to_string());
-    // The endpoint quota and the predecessor's retirement are decided after writes.
-    batch.guard().await?;
     let Some(prefix) = secrets::prefix_of(ENROLL_TOKEN_KIND, &request.token) else {
         return Err(Failure::Refuse(invalid("malformed enrollment token")));
     };
-    let tx = batch.scoped(super::CREDENTIAL_LOOKUP_SCOPE).await?;
-    let row = sqlx::query(
-        "SELECT id, tenant_id, secret_hash, expires_at, max_uses, uses, revoked_at \
-         FROM enrollment_tokens WHERE prefix = $1",
-    )
-    .bind(prefix)
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or_else(|| invalid("unknown enrollment token"))
-    .map_err(Failure::Refuse)?;
-    let token_id: String = row.try_get("id")?;
-    let tenant_id: String = row.try_get("tenant_id")?;
-    let stored_hash: String = row.try_get("secret_hash")?;
-    let expires_at: Option<i64> = row.try_get("expires_at")?;
-    let revoked_at: Option<i64> = row.try_get("revoked_at")?;
+    let token = match batch.enrollments().token(prefix) {
+        Some(token) => token.clone(),
+        None => {
+            let token = read_token(batch, prefix, known.as_deref())
+                .await?
+                .ok_or_else(|| Failure::Refuse(invalid("unknown enrollment token")))?;
+            batch.enrollments().keep_token(prefix, token.clone());
+            token
+        }
+    };
     let now = now_ms();
-    if !secrets::hashes_equal(&secrets::hash(&request.token), &stored_hash) {
+    if !secrets::hashes_equal(&secrets::hash(&request.token), &token.secret_hash) {
         return Err(Failure::Refuse(invalid("unknown enrollment token")));
     }
-    if revoked_at.is_some() {
+    if token.revoked_at.is_some() {
         return Err(Failure::Refuse(invalid("enrollment token was revoked")));
     }
-    if expires_at.is_some_and(|e| e <= now) {
+    if token.expires_at.is_some_and(|e| e <= now) {
         return Err(Failure::Refuse(invalid("enrollment token expired")));
+    }
+    let tenant_id = token.tenant_id.clone();
+    // A predecessor is checked again as it is retired, after this job's writes.
+    if token.replaces_endpoint_id.is_some() || request.continues.is_some() {
+        batch.guard().await?;
     }
     // From here on the transaction works inside the token's tenant only.
     let backend = batch.backend();
-    let tx = batch.scoped(&tenant_id).await?;
-    // The conditional update is the use counter and the race guard in one statement.
-    let used = sqlx::query(
-        "UPDATE enrollment_tokens SET uses = uses + 1 \
-         WHERE id = $1 AND tenant_id = $2 AND (max_uses IS NULL OR uses < max_uses)",
-    )
-    .bind(&token_id)
-    .bind(&tenant_id)
-    .execute(&mut *tx)
-    .await?;
-    if used.rows_affected() != 1 {
-        return Err(Failure::Refuse(invalid(
-            "enrollment token has no uses left",
-        )));
-    }
-    // Admitted under the endpoint quota before the insert (counted once per batch).
+    // Admitted under the endpoint quota before any write (counted once per batch).
     if let Err(e) = batch.admit_endpoint(&tenant_id).await {
         return Err(match e {
             StoreError::QuotaExceeded(m) => Failure::Refuse(CollectorStoreError::Invalid(m)),
@@ -575,6 +575,21 @@ async fn enroll_in(batch: &mut Batch, request: EnrollmentRequest) -> Result<Enro
         });
     }
     let tx = batch.scoped(&tenant_id).await?;
+    // The conditional update is the use counter and the race guard in one statement; it
+    // writes nothing when it refuses.
+    let used = sqlx::query(
+        "UPDATE enrollment_tokens SET uses = uses + 1 \
+         WHERE id = $1 AND tenant_id = $2 AND (max_uses IS NULL OR uses < max_uses)",
+    )
+    .bind(&token.id)
+    .bind(&tenant_id)
+    .execute(&mut *tx)
+    .await?;
+    if used.rows_affected() != 1 {
+        return Err(Failure::Refuse(invalid(
+            "enrollment token has no uses left",
+        )));
+    }
     sqlx::query(
         "INSERT INTO endpoints (id, tenant_id, hostname, cert_fingerprint, cert_not_after, enrollment_token_id, enrolled_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -584,20 +599,86 @@ async fn enroll_in(batch: &mut Batch, request: EnrollmentRequest) -> Result<Enro
     .bind(&request.hostname)
     .bind(&request.cert_fingerprint)
     .bind(request.cert_not_after.saturating_mul(1000))
-    .bind(&token_id)
+    .bind(&token.id)
     .bind(now)
     .execute(&mut *tx)
     .await?;
     batch.endpoint_inserted(&tenant_id);
+    let policy = match batch.enrollments().policy(&tenant_id) {
+        Some(policy) => policy.clone(),
+        None => {
+            let tx = batch.scoped(&tenant_id).await?;
+            backend
+                .lock_tenant(&mut *tx, super::dialect::TenantLock::Policy, &tenant_id)
+                .await?;
+            let policy = super::policies::policy_in_force(&mut *tx, &tenant_id).await?;
+            batch.enrollments().keep_policy(&tenant_id, policy.clone());
+            policy
+        }
+    };
     let tx = batch.scoped(&tenant_id).await?;
-    backend
-        .lock_tenant(&mut *tx, super::dialect::TenantLock::Policy, &tenant_id)
-        .await?;
-    super::policies::queue_current_policy(&mut *tx, &tenant_id, &request.agent_id).await?;
-    let retired =
-        super::succession::retire_predecessor(tx, backend, &tenant_id, &token_id, &request)
-            .await??;
+    if let Some(policy) = &policy {
+        super::policies::queue_policy(&mut *tx, &tenant_id, &request.agent_id, policy).await?;
+    }
+    let retired = super::succession::retire_predecessor(
+        tx,
+        backend,
+        &tenant_id,
+        &token.id,
+        token.replaces_endpoint_id.as_deref(),
+        &request,
+    )
+    .await??;
     Ok(Enrolled { tenant_id, retired })
+}
+
+/// The enrollment token of `prefix`, its row locked until the batch commits: read in the
+/// tenant the job was queued in (`known`), else (or when it is not there) in the
+/// credential-lookup scope.
+async fn read_token(
+    batch: &mut Batch,
+    prefix: &str,
+    known: Option<&str>,
+) -> Result<Option<TokenRow>, Failure> {
+    let lock = batch.backend().for_update_of("t");
+    if let Some(tenant_id) = known {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {TOKEN_ROW} FROM enrollment_tokens t WHERE t.tenant_id = $1 AND t.prefix = $2{lock}"
+        ));
+        let tx = batch.scoped(tenant_id).await?;
+        if let Some(row) = sqlx::query(sql)
+            .bind(tenant_id)
+            .bind(prefix)
+            .fetch_optional(&mut *tx)
+            .await?
+        {
+            return Ok(Some(token_row(&row)?));
+        }
+    }
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {TOKEN_ROW} FROM enrollment_tokens t WHERE t.prefix = $1{lock}"
+    ));
+    let tx = batch.scoped(super::CREDENTIAL_LOOKUP_SCOPE).await?;
+    let row = sqlx::query(sql)
+        .bind(prefix)
+        .fetch_optional(&mut *tx)
+        .await?;
+    row.map(|r| token_row(&r)).transpose().map_err(Failure::Db)
+}
+
+/// The columns of a [`TokenRow`].
+const TOKEN_ROW: &str =
+    "t.id, t.tenant_id, t.secret_hash, t.expires_at, t.revoked_at, t.replaces_endpoint_id";
+
+fn token_row(row: &sqlx::any::AnyRow) -> Result<TokenRow, sqlx::Error> {
+    Ok(TokenRow {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        secret_hash: row.try_get("secret_hash")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+        replaces_endpoint_id: row.try_get("replaces_endpoint_id")?,
+    })
 }
 
 impl CollectorStore for Store {

@@ -12,6 +12,7 @@ mod collector;
 mod deployment;
 pub mod dialect;
 mod enrollment;
+mod enrollment_reads;
 pub mod fleet;
 mod fleet_change;
 pub mod fleet_ops;
@@ -118,6 +119,8 @@ pub struct Store {
     writers: writer::Writers,
     /// Which fleet-sync sources this process stored: which writer a push goes to (see `sync`).
     sync_routes: sync::SourceRoutes,
+    /// Which tenant each enrollment token belongs to (see `enrollment_reads`).
+    token_tenants: enrollment_reads::TokenTenants,
 }
 
 /// Row-level-security scope of the few lookups that find a tenant from a credential (API key
@@ -161,6 +164,7 @@ impl Store {
             search_limits: fleet::SearchLimits::default(),
             writers: writer::Writers::start(pools.write, backend),
             sync_routes: sync::SourceRoutes::default(),
+            token_tenants: enrollment_reads::TokenTenants::default(),
         };
         backend.migrate(&store.pool).await?;
         Ok(store)
@@ -193,7 +197,7 @@ impl Store {
 
     /// One read statement of `tenant_id`'s rows: in a transaction scoped to the tenant where
     /// reads are scoped ([`Backend::scopes_reads`]), else alone on the pool (no `BEGIN` and
-    /// `COMMIT` around it). For hot single-statement reads (every API request's key lookup).
+    /// `COMMIT` around it). For hot single-statement reads (a device's stored state).
     pub(crate) async fn fetch_optional_scoped(
         &self,
         tenant_id: &str,

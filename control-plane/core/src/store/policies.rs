@@ -403,13 +403,12 @@ pub(crate) fn policy_payload(revision: i64, body: &str) -> String {
     .payload_json()
 }
 
-/// Queue the tenant's policy in force for a newly enrolled device, inside the enrollment
-/// transaction (which is scoped to the tenant).
-pub(crate) async fn queue_current_policy(
+/// The tenant's policy in force (revision and body), if any; read under the tenant's policy
+/// lock, it stays in force until the transaction ends.
+pub(crate) async fn policy_in_force(
     tx: &mut sqlx::AnyConnection,
     tenant_id: &str,
-    endpoint_id: &str,
-) -> Result<(), sqlx::Error> {
+) -> Result<Option<(i64, String)>, sqlx::Error> {
     let Some(row) = sqlx::query(
         "SELECT revision, body FROM policies WHERE tenant_id = $1 ORDER BY revision DESC LIMIT 1",
     )
@@ -417,10 +416,19 @@ pub(crate) async fn queue_current_policy(
     .fetch_optional(&mut *tx)
     .await?
     else {
-        return Ok(());
+        return Ok(None);
     };
-    let revision: i64 = row.try_get("revision")?;
-    let body: String = row.try_get("body")?;
+    Ok(Some((row.try_get("revision")?, row.try_get("body")?)))
+}
+
+/// Queue `policy` (the tenant's in force, [`policy_in_force`]) for a newly enrolled device,
+/// inside the enrollment transaction (which is scoped to the tenant).
+pub(crate) async fn queue_policy(
+    tx: &mut sqlx::AnyConnection,
+    tenant_id: &str,
+    endpoint_id: &str,
+    (revision, body): &(i64, String),
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO endpoint_commands (id, tenant_id, endpoint_id, kind, payload, status, created_at) \
          VALUES ($1, $2, $3, 'policy', $4, 'pending', $5)",
@@ -428,7 +436,7 @@ pub(crate) async fn queue_current_policy(
     .bind(format!("policy-{revision}-{endpoint_id}"))
     .bind(tenant_id)
     .bind(endpoint_id)
-    .bind(policy_payload(revision, &body))
+    .bind(policy_payload(*revision, body))
     .bind(now_ms())
     .execute(&mut *tx)
     .await?;

@@ -39,34 +39,28 @@ impl Grounds {
 
 /// Retire the endpoint `request` continues, if any, on the enrollment's transaction (after the
 /// new endpoint's row is written, and after the tenant's policy lock: the audit chain's lock
-/// comes last, as everywhere). Returns the retired endpoint's id; the inner error refuses the
+/// comes last, as everywhere). `bound` is the endpoint the enrollment token was issued to
+/// replace (a re-enroll token), read with the token. Returns the retired endpoint's id; the inner error refuses the
 /// enrollment (the transaction is then rolled back, the token's use with it).
 pub(super) async fn retire_predecessor(
     conn: &mut sqlx::AnyConnection,
     backend: Backend,
     tenant_id: &str,
     token_id: &str,
+    bound: Option<&str>,
     request: &EnrollmentRequest,
 ) -> Result<Result<Option<String>, CollectorStoreError>, sqlx::Error> {
     let unauthorized = |m: String| Ok(Err(CollectorStoreError::Unauthorized(m)));
-    let bound: Option<String> = sqlx::query(
-        "SELECT replaces_endpoint_id FROM enrollment_tokens WHERE tenant_id = $1 AND id = $2",
-    )
-    .bind(tenant_id)
-    .bind(token_id)
-    .fetch_one(&mut *conn)
-    .await?
-    .try_get("replaces_endpoint_id")?;
     let proven = request.continues.as_ref();
-    let (old_id, grounds) = match (&bound, proven) {
+    let (old_id, grounds) = match (bound, proven) {
         (None, None) => return Ok(Ok(None)),
-        (Some(b), Some(p)) if *b != p.agent_id => {
+        (Some(b), Some(p)) if b != p.agent_id => {
             return unauthorized(format!(
                 "this re-enroll token replaces endpoint {b}, but the device holds the identity of endpoint {}",
                 p.agent_id
             ));
         }
-        (Some(b), _) => (b.clone(), Grounds::ReenrollToken),
+        (Some(b), _) => (b.to_string(), Grounds::ReenrollToken),
         (None, Some(p)) => (p.agent_id.clone(), Grounds::DeviceKey),
     };
     let Some(old) = sqlx::query(

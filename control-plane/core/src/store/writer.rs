@@ -17,7 +17,8 @@
 //!
 //! Isolation: a job refuses (an unknown device, a stale base, a lost Idempotency-Key race)
 //! before its first write, so a refusal needs nothing undone; a job that must write before it
-//! can refuse (an enrollment's quota check) takes a savepoint first ([`Batch::guard`]). When
+//! can refuse (an enrollment that retires the endpoint it replaces) takes a savepoint first
+//! ([`Batch::guard`]). When
 //! anything else fails (a statement of a job, or the batch's row statements), the batch is run
 //! again with every job in its own savepoint and its rows written inside it: the failing job
 //! gets its error, the others commit. Jobs are therefore re-runnable ([`Work`] is `Fn`).
@@ -38,6 +39,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::StoreError;
 use super::audit::{self, NewEntry};
 use super::dialect::{Backend, TenantLock};
+use super::enrollment_reads::EnrollmentReads;
 use super::rows::{self, RowSets, TenantRows};
 use super::stored_sources::StoredSources;
 use crate::metrics;
@@ -83,6 +85,9 @@ pub(crate) struct Batch {
     /// What was read for those keys in this batch (see `sync`); forgotten with `usage` when
     /// a job's savepoint is rolled back.
     sources: StoredSources,
+    /// What the batch's enrollments read once (see `enrollment_reads`); forgotten with
+    /// `usage` when a job's savepoint is rolled back.
+    enrollments: EnrollmentReads,
 }
 
 impl Batch {
@@ -111,8 +116,8 @@ impl Batch {
     }
 
     /// Put the rest of the running job inside a savepoint: for a job that may refuse after it
-    /// wrote (an enrollment's quota is checked after its insert). Its refusal then undoes its
-    /// writes and costs the others nothing.
+    /// wrote (an enrollment's predecessor is checked again as it is retired). Its refusal then
+    /// undoes its writes and costs the others nothing.
     pub(crate) async fn guard(&mut self) -> Result<(), sqlx::Error> {
         if !self.guarded {
             sqlx::raw_sql("SAVEPOINT job")
@@ -161,6 +166,11 @@ impl Batch {
     /// What the batch read for its declared keys (see `sync`).
     pub(crate) fn sources(&mut self) -> &mut StoredSources {
         &mut self.sources
+    }
+
+    /// What the batch's enrollments read once (see `enrollment_reads`).
+    pub(crate) fn enrollments(&mut self) -> &mut EnrollmentReads {
+        &mut self.enrollments
     }
 
     /// The running job's rows of `tenant_id`, written with the batch's (see `rows`).
@@ -467,6 +477,7 @@ async fn run_in(
         usage: std::collections::HashMap::new(),
         keys,
         sources: StoredSources::default(),
+        enrollments: EnrollmentReads::default(),
     };
     let mut rows = RowSets::default();
     for job in batch.iter_mut() {
@@ -496,10 +507,12 @@ async fn run_in(
                 // Rolling back undoes a scope the job set inside its savepoint (Postgres
                 // restores the setting): scope the next job afresh. An endpoint it was
                 // admitted for is undone too: read the counters again, and the sources (it
-                // may have inserted one).
+                // may have inserted one); and the locks it took are released, so what was
+                // read under them is read again.
                 open.scope = None;
                 open.usage.clear();
                 open.sources = StoredSources::default();
+                open.enrollments = EnrollmentReads::default();
                 "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job"
             };
             sqlx::raw_sql(end)

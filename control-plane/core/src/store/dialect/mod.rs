@@ -67,6 +67,15 @@ pub(crate) struct Pools {
     pub(crate) write: AnyPool,
 }
 
+/// A credential found by its prefix before its tenant is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Credential {
+    /// An API key (`api_keys`).
+    ApiKey,
+    /// An enrollment token (`enrollment_tokens`).
+    EnrollmentToken,
+}
+
 /// Per-tenant work that must not interleave with other work of the same kind in the tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TenantLock {
@@ -255,6 +264,21 @@ impl Backend {
                 .execute(conn)
                 .await
                 .map(|_| ()),
+        }
+    }
+
+    /// The `FROM` clause of the rows of `credential` whose `prefix` is `$1`, read in the
+    /// credential-lookup scope by one statement outside any transaction: on Postgres through
+    /// migration 1802's function (which sets the scope for row-level security and reads); on
+    /// SQLite the table itself.
+    pub(crate) fn credential_by_prefix(self, credential: Credential) -> &'static str {
+        match (self, credential) {
+            (Self::Sqlite, Credential::ApiKey) => "api_keys WHERE prefix = $1",
+            (Self::Sqlite, Credential::EnrollmentToken) => "enrollment_tokens WHERE prefix = $1",
+            (Self::Postgres, Credential::ApiKey) => "agent_bom_api_key_by_prefix($1)",
+            (Self::Postgres, Credential::EnrollmentToken) => {
+                "agent_bom_enrollment_token_by_prefix($1)"
+            }
         }
     }
 

@@ -65,7 +65,7 @@ struct Step {
 }
 
 /// Every migration, in version order. Gaps per backend are versions of the other backend.
-const STEPS: [Step; 47] = [
+const STEPS: [Step; 50] = [
     Step {
         version: 1,
         description: "init",
@@ -432,6 +432,31 @@ const STEPS: [Step; 47] = [
         on: On::Postgres,
         sql: Sql::File(include_str!(
             "../../../migrations/1700_endpoint_search_text_postgres.sql"
+        )),
+    },
+    // Enrollments on Postgres at 100k endpoints (issue 12): numbered from 1800.
+    Step {
+        version: 1800,
+        description: "tenant usage counters per statement",
+        on: On::Postgres,
+        sql: Sql::File(include_str!(
+            "../../../migrations/1800_tenant_usage_per_statement_postgres.sql"
+        )),
+    },
+    Step {
+        version: 1801,
+        description: "tenant usage counters follow tenant moves",
+        on: On::Sqlite,
+        sql: Sql::File(include_str!(
+            "../../../migrations/1801_tenant_usage_moves_sqlite.sql"
+        )),
+    },
+    Step {
+        version: 1802,
+        description: "credential lookups in one statement",
+        on: On::Postgres,
+        sql: Sql::File(include_str!(
+            "../../../migrations/1802_credential_lookups_postgres.sql"
         )),
     },
     // The dashboard's pages at 100k endpoints (issue 13): numbered from 1900.
@@ -865,7 +890,7 @@ mod tests {
                 Backend::Sqlite,
                 vec![
                     1, 2, 4, 5, 7, 8, 10, 11, 13, 200, 203, 204, 300, 500, 502, 600, 700, 701, 800,
-                    801, 1001, 1300, 1302, 1500, 1900,
+                    801, 1001, 1300, 1302, 1500, 1801, 1900,
                 ],
             ),
             (
@@ -873,7 +898,7 @@ mod tests {
                 vec![
                     1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 201, 202, 203, 204, 300, 301, 500,
                     501, 502, 503, 600, 700, 701, 702, 800, 802, 803, 1000, 1001, 1002, 1301, 1303,
-                    1304, 1305, 1500, 1501, 1600, 1700,
+                    1304, 1305, 1500, 1501, 1600, 1700, 1800, 1802,
                 ],
             ),
         ] {
