@@ -4,7 +4,7 @@ use agent_bom_collector::store::{
     ApplyOutcome, CollectorStore, DeltaOutcome, DeltaUpload, DeviceSession, EnrollmentRequest,
     LastSeen, StoreError as CollectorStoreError,
 };
-use agent_bom_protocol::{Command, Inventory, ProxyEvent, inventory_delta};
+use agent_bom_protocol::{Command, Inventory, ProxyEvent, ServerEntry, inventory_delta};
 use sqlx::Row;
 
 use super::changes::ChangeKind;
@@ -1100,6 +1100,35 @@ enum Requires<'a> {
     Exactly { seq: i64, hash: &'a str },
 }
 
+/// An inventory server's `endpoint_servers` row, as the agent reported it.
+impl From<&ServerEntry> for rows::ServerRow {
+    fn from(s: &ServerEntry) -> Self {
+        Self {
+            server_id: s.id.clone(),
+            name: s.name.clone(),
+            client: s.client.clone(),
+            scope: s.scope.as_str().to_string(),
+            transport: s.transport.as_str().to_string(),
+            command: s.command.clone(),
+            args: json(&s.args),
+            url: s.url.clone(),
+            env_keys: json(&s.env_keys),
+            header_keys: json(&s.header_keys),
+            cwd: s.cwd.clone(),
+            enabled: i64::from(s.enabled),
+            project: s.project.clone(),
+            risk_flags: json(&s.risk_flags),
+            config_path: s.config_path.clone(),
+            wrapped: i64::from(s.wrapped),
+            auto_approve: json(&s.auto_approve),
+            credential_names: json(&s.credential_names),
+            launch_hash: s.launch_hash.clone(),
+            owner: s.user.clone(),
+            gateway: s.gateway.clone(),
+        }
+    }
+}
+
 /// What storing an inventory writes that is made from it (and from the inventory it follows)
 /// without the database: its document, content hash, timeline entry and rows. This is an
 /// upload's CPU; where it can be made before the job is queued ([`Ready`]), the writer's one
@@ -1136,29 +1165,7 @@ impl Encoded {
         let servers: Vec<rows::ServerRow> = inventory
             .servers
             .iter()
-            .map(|s| rows::ServerRow {
-                server_id: s.id.clone(),
-                name: s.name.clone(),
-                client: s.client.clone(),
-                scope: s.scope.as_str().to_string(),
-                transport: s.transport.as_str().to_string(),
-                command: s.command.clone(),
-                args: json(&s.args),
-                url: s.url.clone(),
-                env_keys: json(&s.env_keys),
-                header_keys: json(&s.header_keys),
-                cwd: s.cwd.clone(),
-                enabled: i64::from(s.enabled),
-                project: s.project.clone(),
-                risk_flags: json(&s.risk_flags),
-                config_path: s.config_path.clone(),
-                wrapped: i64::from(s.wrapped),
-                auto_approve: json(&s.auto_approve),
-                credential_names: json(&s.credential_names),
-                launch_hash: s.launch_hash.clone(),
-                owner: s.user.clone(),
-                gateway: s.gateway.clone(),
-            })
+            .map(rows::ServerRow::from)
             .collect();
         let errors: Vec<(String, String)> = inventory
             .errors

@@ -30,6 +30,7 @@ pub mod server_groups;
 mod stored_sources;
 mod succession;
 pub mod sync;
+mod sync_payload;
 pub mod tenants;
 mod tx;
 mod writer;

@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde::ser::{Serialize, SerializeTuple, Serializer};
 use serde_json::{Value, json};
 use sqlx::AnyConnection;
 
@@ -344,11 +345,11 @@ async fn execute(
     conn: &mut AnyConnection,
     sql: String,
     tenant: &str,
-    params: &[&Value],
+    params: &[&str],
 ) -> Result<(), sqlx::Error> {
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant);
     for p in params {
-        query = query.bind(p.to_string());
+        query = query.bind(*p);
     }
     query.execute(&mut *conn).await?;
     Ok(())
@@ -361,22 +362,17 @@ async fn write_synced(
     tenant: &str,
     synced: &BTreeMap<String, SyncedEndpoint>,
 ) -> Result<(), sqlx::Error> {
-    let rows = Value::Array(
-        synced
-            .iter()
-            .map(|(e, u)| {
-                json!([
-                    e,
-                    u.hostname,
-                    u.at,
-                    u.server_count,
-                    u.owner,
-                    u.environment,
-                    u.tags
-                ])
-            })
-            .collect(),
-    );
+    let rows = json_text(synced.iter().map(|(e, u)| {
+        (
+            e,
+            &u.hostname,
+            u.at,
+            u.server_count,
+            &u.owner,
+            &u.environment,
+            &u.tags,
+        )
+    }));
     let (text, int) = (|i| backend.json_text(i), |i| backend.json_int(i));
     let sql = backend.update_joined(
         "endpoints",
@@ -397,25 +393,27 @@ async fn write_synced(
     execute(conn, sql, tenant, &[&rows]).await
 }
 
+/// JSON text of `rows` (each a tuple or a [`ServerJson`], written as a JSON array): the
+/// statements' row parameters, encoded without building a `Value` of them.
+fn json_text<T: Serialize>(rows: impl Iterator<Item = T>) -> String {
+    let rows: Vec<T> = rows.collect();
+    serde_json::to_string(&rows).unwrap_or_else(|_| "[]".into())
+}
+
 async fn write_inventories(
     conn: &mut AnyConnection,
     backend: Backend,
     tenant: &str,
     inventories: &BTreeMap<String, EndpointRows>,
 ) -> Result<(), sqlx::Error> {
-    let endpoints = Value::Array(inventories.keys().map(|e| json!([e])).collect());
+    let endpoints = json_text(inventories.keys().map(|e| (e,)));
     // Clients: upsert the new sets, then delete the endpoints' clients not in them.
-    let clients = Value::Array(
+    let clients = json_text(
         inventories
             .iter()
-            .flat_map(|(e, r)| {
-                r.clients
-                    .iter()
-                    .map(move |(name, files)| json!([e, name, files]))
-            })
-            .collect(),
+            .flat_map(|(e, r)| r.clients.iter().map(move |(name, files)| (e, name, files))),
     );
-    if clients.as_array().is_some_and(|c| !c.is_empty()) {
+    if clients != "[]" {
         let sql = format!(
             "INSERT INTO endpoint_clients (tenant_id, endpoint_id, name, config_files) \
              SELECT $1, {} FROM {} WHERE true \
@@ -437,18 +435,17 @@ async fn write_inventories(
     );
     execute(conn, sql, tenant, &[&endpoints, &clients]).await?;
     // Servers and scan errors: upsert by ordinal, then delete the ordinals past each new set.
-    let servers = Value::Array(
-        inventories
+    let servers = json_text(inventories.iter().flat_map(|(e, r)| {
+        r.servers
             .iter()
-            .flat_map(|(e, r)| {
-                r.servers
-                    .iter()
-                    .enumerate()
-                    .map(move |(i, s)| server_json(e, ordinal(i), s))
+            .enumerate()
+            .map(move |(i, row)| ServerJson {
+                endpoint: e,
+                ordinal: ordinal(i),
+                row,
             })
-            .collect(),
-    );
-    if servers.as_array().is_some_and(|s| !s.is_empty()) {
+    }));
+    if servers != "[]" {
         let updates = SERVER_COLUMNS[3..]
             .iter()
             .map(|c| format!("{c} = excluded.{c}"))
@@ -464,12 +461,7 @@ async fn write_inventories(
         execute(conn, sql, tenant, &[&servers]).await?;
     }
     let counts = |n: fn(&EndpointRows) -> usize| {
-        Value::Array(
-            inventories
-                .iter()
-                .map(|(e, r)| json!([e, ordinal(n(r))]))
-                .collect(),
-        )
+        json_text(inventories.iter().map(|(e, r)| (e, ordinal(n(r)))))
     };
     delete_past(
         conn,
@@ -479,18 +471,13 @@ async fn write_inventories(
         &counts(|r| r.servers.len()),
     )
     .await?;
-    let errors = Value::Array(
-        inventories
+    let errors = json_text(inventories.iter().flat_map(|(e, r)| {
+        r.errors
             .iter()
-            .flat_map(|(e, r)| {
-                r.errors
-                    .iter()
-                    .enumerate()
-                    .map(move |(i, (path, message))| json!([e, ordinal(i), path, message]))
-            })
-            .collect(),
-    );
-    if errors.as_array().is_some_and(|e| !e.is_empty()) {
+            .enumerate()
+            .map(move |(i, (path, message))| (e, ordinal(i), path, message))
+    }));
+    if errors != "[]" {
         let sql = format!(
             "INSERT INTO endpoint_scan_errors (tenant_id, endpoint_id, ordinal, path, message) \
              SELECT $1, {} FROM {} WHERE true \
@@ -517,7 +504,7 @@ async fn delete_past(
     backend: Backend,
     tenant: &str,
     table: &str,
-    counts: &Value,
+    counts: &str,
 ) -> Result<(), sqlx::Error> {
     let sql = backend.delete_joined(
         table,
@@ -533,32 +520,40 @@ async fn delete_past(
 /// Kinds of [`SERVER_COLUMNS`] after the tenant (see [`json_columns`]).
 const SERVER_KINDS: &str = "titttttttttttitttittttt";
 
-fn server_json(endpoint: &str, ordinal: i64, s: &ServerRow) -> Value {
-    json!([
-        endpoint,
-        ordinal,
-        s.server_id,
-        s.name,
-        s.client,
-        s.scope,
-        s.transport,
-        s.command,
-        s.args,
-        s.url,
-        s.env_keys,
-        s.header_keys,
-        s.cwd,
-        s.enabled,
-        s.project,
-        s.risk_flags,
-        s.config_path,
-        s.wrapped,
-        s.auto_approve,
-        s.credential_names,
-        s.launch_hash,
-        s.owner,
-        s.gateway,
-    ])
+/// A server row as a JSON row: its endpoint, ordinal, then the columns of [`SERVER_KINDS`].
+struct ServerJson<'a> {
+    endpoint: &'a str,
+    ordinal: i64,
+    row: &'a ServerRow,
+}
+
+impl Serialize for ServerJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let s = self.row;
+        let mut t = serializer.serialize_tuple(SERVER_KINDS.len())?;
+        t.serialize_element(self.endpoint)?;
+        t.serialize_element(&self.ordinal)?;
+        for text in [&s.server_id, &s.name, &s.client, &s.scope, &s.transport] {
+            t.serialize_element(text)?;
+        }
+        t.serialize_element(&s.command)?;
+        t.serialize_element(&s.args)?;
+        t.serialize_element(&s.url)?;
+        t.serialize_element(&s.env_keys)?;
+        t.serialize_element(&s.header_keys)?;
+        t.serialize_element(&s.cwd)?;
+        t.serialize_element(&s.enabled)?;
+        t.serialize_element(&s.project)?;
+        t.serialize_element(&s.risk_flags)?;
+        t.serialize_element(&s.config_path)?;
+        t.serialize_element(&s.wrapped)?;
+        for text in [&s.auto_approve, &s.credential_names, &s.launch_hash] {
+            t.serialize_element(text)?;
+        }
+        t.serialize_element(&s.owner)?;
+        t.serialize_element(&s.gateway)?;
+        t.end()
+    }
 }
 
 /// Timeline entries, then each endpoint's entries beyond the newest
@@ -581,7 +576,7 @@ async fn write_history(
         json_columns(backend, "tiit"),
         backend.json_rows(2)
     );
-    execute(conn, sql, tenant, &[&entries]).await?;
+    execute(conn, sql, tenant, &[&entries.to_string()]).await?;
     let sql = sqlx::AssertSqlSafe(format!(
         "DELETE FROM endpoint_inventory_changes WHERE tenant_id = $1 AND (endpoint_id, seq) IN \
          (SELECT r.endpoint_id, r.seq FROM (SELECT c.endpoint_id, c.seq, \
@@ -633,7 +628,7 @@ async fn write_events(
         json_columns(backend, "titttttttiii"),
         backend.json_rows(2)
     );
-    execute(conn, sql, tenant, &[&rows]).await
+    execute(conn, sql, tenant, &[&rows.to_string()]).await
 }
 
 async fn write_tools(
@@ -659,7 +654,7 @@ async fn write_tools(
         json_columns(backend, "tttiiii"),
         backend.json_rows(2)
     );
-    execute(conn, sql, tenant, &[&rows]).await
+    execute(conn, sql, tenant, &[&rows.to_string()]).await
 }
 
 /// An identity seen within this long is not written again: its `last_seen` is accurate to
@@ -721,7 +716,12 @@ mod tests {
     #[test]
     fn every_server_column_has_a_kind_and_a_value() {
         assert_eq!(SERVER_KINDS.len() + 1, SERVER_COLUMNS.len());
-        let row = server_json("e", 0, &ServerRow::default());
+        let row = ServerJson {
+            endpoint: "e",
+            ordinal: 0,
+            row: &ServerRow::default(),
+        };
+        let row = serde_json::to_value(&row).unwrap();
         assert_eq!(row.as_array().map(Vec::len), Some(SERVER_KINDS.len()));
     }
 

@@ -2,42 +2,30 @@
 //!
 //! One push describes one machine (its `source_id`) and the MCP clients ("agents") found on it,
 //! each with its `mcp_servers`. The machine becomes one endpoint of origin `fleet_sync`, keyed by
-//! `(tenant, source_id)`; its clients and servers replace the previous push's. Only names of
-//! environment variables and headers are kept (agent-bom already redacts values; we never read
-//! them), and every text field goes through the sanitizer the agent uses
-//! (`agent_bom_protocol::sanitize`): arguments, URL and command by their own rules, names,
-//! paths, `discovery_sources`, hostname, owner and environment as text. A tag holding a
-//! credential is dropped (a redacted tag would not be a valid tag).
+//! `(tenant, source_id)`; its clients and servers replace the previous push's. The body is
+//! read and checked in `sync_payload`; this module writes it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use agent_bom_protocol::Transport;
-use agent_bom_protocol::sanitize::{sanitize_args, sanitize_command, sanitize_text, sanitize_url};
-use agent_bom_protocol::server_id::server_id;
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use sqlx::Row;
 
 use super::audit::NewEntry;
-use super::fleet_ops::normalize_tags;
 use super::rows;
 use super::stored_sources::StoredSource;
+use super::sync_payload::{Body, SyncPayload, bounded};
 use super::writer::{Batch, JobError, WriteError};
 use super::{Store, StoreError, new_id, now_ms, sha256_hex, to_json_text};
 
 /// Route name used in idempotency records.
 pub const SYNC_ROUTE: &str = "/v1/fleet/sync";
-/// Longest accepted `source_id` (agent-bom's own limit).
-pub const MAX_SOURCE_ID: usize = 200;
-/// Most agents (clients) in one push.
-pub const MAX_AGENTS: usize = 1_000;
+pub use super::sync_payload::{MAX_AGENTS, MAX_SERVERS, MAX_SOURCE_ID};
 /// How long an Idempotency-Key is remembered.
 pub const IDEMPOTENCY_TTL_MS: i64 = 24 * 3_600_000;
-/// Most servers in one push.
-pub const MAX_SERVERS: usize = 10_000;
 
 /// The answer to a sync (agent-bom's shape plus our endpoint id).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -57,29 +45,19 @@ pub struct SyncResult {
     pub idempotent_replay: bool,
 }
 
-/// One parsed server of a push.
-#[derive(Debug, Clone)]
-struct SyncServer {
-    id: String,
-    name: String,
-    client: String,
-    transport: Transport,
-    command: Option<String>,
-    args: Vec<String>,
-    url: Option<String>,
-    env_keys: Vec<String>,
-    header_keys: Vec<String>,
-    risk_flags: Vec<String>,
-    config_path: String,
-}
-
 /// A push parsed, checked and ready to write ([`Store::prepare_sync`]).
 #[derive(Debug, Clone)]
 pub(crate) struct SyncWrite {
     payload: SyncPayload,
     /// The Idempotency-Key, if any.
-    key: Option<String>,
-    /// SHA-256 of the body, compared on replays.
+    key: Option<IdempotencyKey>,
+}
+
+/// A push's Idempotency-Key and what a replay of it is compared with.
+#[derive(Debug, Clone)]
+struct IdempotencyKey {
+    key: String,
+    /// SHA-256 of the body (hashed only for a push with a key).
     body_hash: String,
 }
 
@@ -160,215 +138,6 @@ impl From<StoreError> for SyncRefusal {
     fn from(e: StoreError) -> Self {
         Self::Store(e)
     }
-}
-
-/// A validated push.
-#[derive(Debug, Clone)]
-struct SyncPayload {
-    source_id: String,
-    hostname: String,
-    owner: Option<String>,
-    environment: Option<String>,
-    tags: Vec<String>,
-    clients: Vec<(String, Vec<String>)>,
-    servers: Vec<SyncServer>,
-}
-
-fn invalid(m: impl Into<String>) -> StoreError {
-    StoreError::Invalid(m.into())
-}
-
-fn opt_str<'a>(o: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, StoreError> {
-    match o.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.as_str())),
-        Some(_) => Err(invalid(format!("{key} must be a string"))),
-    }
-}
-
-fn str_list(o: &Map<String, Value>, key: &str) -> Result<Vec<String>, StoreError> {
-    match o.get(key) {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| {
-                v.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| invalid(format!("{key} must be a list of strings")))
-            })
-            .collect(),
-        Some(_) => Err(invalid(format!("{key} must be a list of strings"))),
-    }
-}
-
-fn bounded(field: &str, v: &str, max: usize) -> Result<String, StoreError> {
-    if v.len() > max || v.chars().any(char::is_control) {
-        return Err(invalid(format!(
-            "{field} must be at most {max} printable characters"
-        )));
-    }
-    Ok(v.to_string())
-}
-
-fn transport_of(s: Option<&str>, url: Option<&str>) -> Transport {
-    match s {
-        Some("stdio") => Transport::Stdio,
-        Some("sse") => Transport::Sse,
-        Some("streamable-http" | "http" | "streamable_http") => Transport::StreamableHttp,
-        Some("ws" | "websocket") => Transport::Ws,
-        _ if url.is_some() => Transport::StreamableHttp,
-        _ => Transport::Unknown,
-    }
-}
-
-fn parse_payload(body: &Value, header_source: Option<&str>) -> Result<SyncPayload, StoreError> {
-    let root = body
-        .as_object()
-        .ok_or_else(|| invalid("the body must be a JSON object"))?;
-    let agents = match root.get("agents") {
-        Some(Value::Array(a)) => a.as_slice(),
-        None | Some(Value::Null) => &[],
-        Some(_) => return Err(invalid("agents must be a list")),
-    };
-    if agents.len() > MAX_AGENTS {
-        return Err(invalid(format!("at most {MAX_AGENTS} agents per push")));
-    }
-    let first_agent_source = agents
-        .iter()
-        .find_map(|a| a.get("source_id").and_then(Value::as_str))
-        .filter(|s| !s.is_empty());
-    // agent-bom puts the configured `--source-id` on every agent and a hash of the hostname on
-    // the root; the configured one is the stable endpoint identity, so it wins.
-    let source_id = first_agent_source
-        .or(opt_str(root, "source_id")?.filter(|s| !s.is_empty()))
-        .or(header_source.filter(|s| !s.is_empty()))
-        .ok_or_else(|| {
-            invalid("source_id is required (in the body or the X-Agent-Bom-Source-Id header)")
-        })?;
-    let source_id = sanitize_text(&bounded("source_id", source_id, MAX_SOURCE_ID)?);
-    let mut hostname = None;
-    let (mut owner, mut environment, mut tags) = (None, None, BTreeSet::new());
-    let mut clients = Vec::new();
-    let mut servers = Vec::new();
-    for agent in agents {
-        let a = agent
-            .as_object()
-            .ok_or_else(|| invalid("each agent must be an object"))?;
-        let name = opt_str(a, "name")?
-            .filter(|n| !n.is_empty())
-            .ok_or_else(|| invalid("each agent needs a non-empty name"))?;
-        let name = sanitize_text(&bounded("agent name", name, 200)?);
-        if hostname.is_none() {
-            hostname = opt_str(a, "enrollment_name")?
-                .filter(|s| !s.is_empty())
-                .map(|s| bounded("enrollment_name", s, 255).map(|s| sanitize_text(&s)))
-                .transpose()?;
-        }
-        if owner.is_none() {
-            owner = opt_str(a, "owner")?
-                .filter(|s| !s.is_empty())
-                .map(|s| bounded("owner", s, 200).map(|s| sanitize_text(&s)))
-                .transpose()?;
-        }
-        if environment.is_none() {
-            environment = opt_str(a, "environment")?
-                .filter(|s| !s.is_empty())
-                .map(|s| bounded("environment", s, 200).map(|s| sanitize_text(&s)))
-                .transpose()?;
-        }
-        tags.extend(
-            str_list(a, "tags")?
-                .into_iter()
-                .filter(|t| sanitize_text(t) == *t),
-        );
-        let list = match a.get("mcp_servers") {
-            Some(Value::Array(s)) => s.as_slice(),
-            None | Some(Value::Null) => &[],
-            Some(_) => return Err(invalid("mcp_servers must be a list")),
-        };
-        let mut files = BTreeSet::new();
-        for server in list {
-            let s = server
-                .as_object()
-                .ok_or_else(|| invalid("each MCP server must be an object"))?;
-            let sname = opt_str(s, "name")?
-                .filter(|n| !n.is_empty())
-                .ok_or_else(|| invalid("each MCP server needs a non-empty name"))?;
-            let command = opt_str(s, "command")?
-                .filter(|c| !c.is_empty())
-                .map(|c| bounded("command", c, 4096).map(|c| sanitize_command(&c)))
-                .transpose()?;
-            let url = opt_str(s, "url")?
-                .filter(|u| !u.is_empty())
-                .map(|u| bounded("url", u, 4096).map(|u| sanitize_url(&u)))
-                .transpose()?;
-            let args = sanitize_args(&str_list(s, "args")?);
-            let transport = transport_of(opt_str(s, "transport")?, url.as_deref());
-            let mut env_keys: BTreeSet<String> = str_list(s, "credential_names")?
-                .iter()
-                .map(|k| sanitize_text(k))
-                .collect();
-            if let Some(Value::Object(env)) = s.get("env") {
-                // Names only: values never leave this function.
-                env_keys.extend(env.keys().map(|k| sanitize_text(k)));
-            }
-            let header_keys = match s.get("connection_metadata") {
-                Some(Value::Object(m)) => str_list(m, "header_names")?
-                    .iter()
-                    .map(|h| sanitize_text(h))
-                    .collect(),
-                _ => Vec::new(),
-            };
-            let sources = str_list(s, "discovery_sources")?;
-            let config_path = sources
-                .first()
-                .map(|d| sanitize_text(d.split_once(':').map_or(d.as_str(), |(_, p)| p)))
-                .unwrap_or_default();
-            if !config_path.is_empty() {
-                files.insert(config_path.clone());
-            }
-            let mut risk_flags = Vec::new();
-            if s.get("security_blocked").and_then(Value::as_bool) == Some(true) {
-                risk_flags.push("security-blocked".to_string());
-            }
-            if s.get("security_warnings")
-                .and_then(Value::as_array)
-                .is_some_and(|w| !w.is_empty())
-            {
-                risk_flags.push("security-warnings".to_string());
-            }
-            if !env_keys.is_empty() {
-                risk_flags.push("credential-env".to_string());
-            }
-            servers.push(SyncServer {
-                id: server_id(transport, command.as_deref(), &args, url.as_deref()),
-                name: sanitize_text(&bounded("server name", sname, 200)?),
-                client: name.clone(),
-                transport,
-                command,
-                args,
-                url,
-                env_keys: env_keys.into_iter().collect(),
-                header_keys,
-                risk_flags,
-                config_path,
-            });
-            if servers.len() > MAX_SERVERS {
-                return Err(invalid(format!("at most {MAX_SERVERS} servers per push")));
-            }
-        }
-        clients.push((name, files.into_iter().collect()));
-    }
-    let tags: Vec<String> = tags.into_iter().collect();
-    Ok(SyncPayload {
-        hostname: hostname.unwrap_or_else(|| source_id.clone()),
-        source_id,
-        owner,
-        environment,
-        tags: normalize_tags(&tags)?,
-        clients,
-        servers,
-    })
 }
 
 impl Store {
@@ -468,28 +237,24 @@ impl Store {
         header_source: Option<&str>,
         idempotency_key: Option<&str>,
     ) -> Result<PreparedSync, StoreError> {
-        let body: Value = serde_json::from_slice(raw_body)
-            .map_err(|e| invalid(format!("the body is not valid JSON: {e}")))?;
-        let body_key = body
-            .get("idempotency_key")
-            .and_then(Value::as_str)
-            .filter(|k| !k.is_empty());
+        let body = Body::read(raw_body)?;
         let key = idempotency_key
-            .or(body_key)
+            .or(body.idempotency_key())
             .map(|k| bounded("Idempotency-Key", k, 200))
-            .transpose()?;
-        let body_hash = sha256_hex(raw_body);
+            .transpose()?
+            .map(|k| IdempotencyKey {
+                key: k.to_string(),
+                body_hash: sha256_hex(raw_body),
+            });
         if let Some(k) = &key
-            && let Some(replay) = self.idempotent_replay(tenant_id, k, &body_hash).await?
+            && let Some(replay) = self
+                .idempotent_replay(tenant_id, &k.key, &k.body_hash)
+                .await?
         {
             return Ok(PreparedSync::Replay(replay));
         }
-        let payload = parse_payload(&body, header_source)?;
-        Ok(PreparedSync::Write(SyncWrite {
-            payload,
-            key,
-            body_hash,
-        }))
+        let payload = body.check(header_source)?;
+        Ok(PreparedSync::Write(SyncWrite { payload, key }))
     }
 
     /// The answer to a push whose `write_sync_in` lost the race for its
@@ -501,9 +266,9 @@ impl Store {
     ) -> Result<SyncResult, StoreError> {
         let key = write
             .key
-            .as_deref()
+            .as_ref()
             .ok_or_else(|| StoreError::Conflict("concurrent push; retry".into()))?;
-        self.idempotent_replay(tenant_id, key, &write.body_hash)
+        self.idempotent_replay(tenant_id, &key.key, &key.body_hash)
             .await?
             .ok_or_else(|| StoreError::Conflict("Idempotency-Key race; retry".into()))
     }
@@ -530,8 +295,9 @@ impl Store {
             ));
         }
         let response: String = row.try_get("response")?;
-        let mut result: SyncResult = serde_json::from_str(&response)
-            .map_err(|e| invalid(format!("stored idempotent response is unreadable: {e}")))?;
+        let mut result: SyncResult = serde_json::from_str(&response).map_err(|e| {
+            StoreError::Invalid(format!("stored idempotent response is unreadable: {e}"))
+        })?;
         result.idempotent_replay = true;
         Ok(Some(result))
     }
@@ -597,11 +363,7 @@ async fn write_sync_in(
     tenant_id: &str,
     write: &SyncWrite,
 ) -> Result<Option<SyncResult>, StoreError> {
-    let SyncWrite {
-        payload,
-        key,
-        body_hash,
-    } = write;
+    let SyncWrite { payload, key } = write;
     let now = now_ms();
     let server_count = i64::try_from(payload.servers.len()).unwrap_or(i64::MAX);
     let tags = to_json_text(&payload.tags);
@@ -702,8 +464,8 @@ async fn write_sync_in(
         )
         .bind(tenant_id)
         .bind(SYNC_ROUTE)
-        .bind(k)
-        .bind(body_hash)
+        .bind(&k.key)
+        .bind(&k.body_hash)
         .bind(to_json_text(&result))
         .bind(now)
         .execute(&mut *conn)
@@ -715,33 +477,7 @@ async fn write_sync_in(
     }
     // The rows as sets, with the batch's (see `rows`): a re-push of the same body deletes
     // nothing. A stored endpoint's columns too (a new one was inserted with them).
-    let servers: Vec<rows::ServerRow> = payload
-        .servers
-        .iter()
-        .map(|s| rows::ServerRow {
-            server_id: s.id.clone(),
-            name: s.name.clone(),
-            client: s.client.clone(),
-            scope: "user".into(),
-            transport: s.transport.as_str().to_string(),
-            command: s.command.clone(),
-            args: to_json_text(&s.args),
-            url: s.url.clone(),
-            env_keys: to_json_text(&s.env_keys),
-            header_keys: to_json_text(&s.header_keys),
-            cwd: None,
-            enabled: 1,
-            project: None,
-            risk_flags: to_json_text(&s.risk_flags),
-            config_path: s.config_path.clone(),
-            wrapped: 0,
-            auto_approve: "[]".into(),
-            credential_names: "[]".into(),
-            launch_hash: String::new(),
-            owner: None,
-            gateway: None,
-        })
-        .collect();
+    let servers: Vec<rows::ServerRow> = payload.servers.iter().map(rows::ServerRow::from).collect();
     let rows = batch.rows(tenant_id);
     if !created {
         rows.sync_endpoint(
@@ -778,32 +514,4 @@ async fn write_sync_in(
         .or_default()
         .insert(payload.source_id.clone(), pushed);
     Ok(Some(result))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_the_recorded_agent_bom_payload() {
-        let text = include_str!("../../../../tests/fixtures/agent-bom-fleet-sync-payload.json");
-        let body: Value = serde_json::from_str(text).unwrap();
-        let p = parse_payload(&body, None).unwrap();
-        assert_eq!(p.source_id, "compat-laptop-01");
-        assert!(p.clients.iter().any(|(n, _)| n == "claude-desktop"));
-        assert!(!p.servers.is_empty());
-        let json =
-            serde_json::to_string(&p.servers.iter().map(|s| &s.env_keys).collect::<Vec<_>>())
-                .unwrap();
-        assert!(!json.contains("REDACTED"));
-    }
-
-    #[test]
-    fn rejects_bad_shapes() {
-        assert!(parse_payload(&serde_json::json!([]), None).is_err());
-        assert!(parse_payload(&serde_json::json!({"agents": []}), None).is_err());
-        assert!(parse_payload(&serde_json::json!({"source_id": "x", "agents": 3}), None).is_err());
-        assert!(parse_payload(&serde_json::json!({"source_id": "x".repeat(201)}), None).is_err());
-        assert!(parse_payload(&serde_json::json!({"agents": []}), Some("hdr")).is_ok());
-    }
 }
