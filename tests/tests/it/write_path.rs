@@ -615,3 +615,144 @@ async fn postgres_the_last_seen_flush_skips_rows_a_batch_holds() {
     assert_eq!(last_seen("held").await, at + 1);
     assert_eq!(last_seen("free").await, at + 1);
 }
+
+/// A delta of `from` to `to` at `seq`, based on `seq - 1`.
+async fn send_delta(
+    store: &Store,
+    s: &DeviceSession,
+    seq: u64,
+    from: &Inventory,
+    to: &Inventory,
+) -> Result<DeltaOutcome, CollectorStoreError> {
+    let changes = inventory_delta::diff(from, to);
+    let (base_hash, hash) = (from.content_hash(), to.content_hash());
+    let upload = DeltaUpload {
+        seq,
+        base_seq: seq - 1,
+        base_hash: &base_hash,
+        hash: &hash,
+        changes: &changes,
+    };
+    store.apply_inventory_delta(s, "1.1", upload).await
+}
+
+/// A batch's deltas are checked against the stored state its first delta job read for every
+/// device at once, and still against the state an earlier job of the batch left: each device
+/// queues, in this order, sequence 2 (base 1), sequence 3 (base 2), a replay of 2 and a
+/// delta on a base it never had, while other devices are revoked. Where both deltas are queued
+/// before either is written (`ordered`: the store reads nothing before queueing, Postgres),
+/// sequence 3 is applied after 2 in whichever batch; otherwise it may come first and be told
+/// to send a snapshot. Every applied sequence is stored once, the replay is acknowledged, the
+/// unknown base and the revoked devices are refused.
+async fn deltas_of_a_batch_follow_each_other(store: Store) {
+    let ordered = store.backend() == Backend::Postgres;
+    let tenant = store.create_tenant("deltas").await.unwrap();
+    let (_, token) = store
+        .create_enrollment_token(&tenant.id, "t", None, None)
+        .await
+        .unwrap();
+    let v1 = inventory("h", &["cursor"], &["a", "b"]);
+    let v2 = inventory("h", &["cursor"], &["a", "b", "c"]);
+    let v3 = inventory("h", &["cursor", "claude"], &["a", "c"]);
+    let never = inventory("h", &["cursor"], &["z"]);
+    let mut sessions = Vec::new();
+    for i in 0..DEVICES {
+        let s = agent_bom_tests::harness::enroll_in_store(&store, &token, &format!("delta-{i:02}"))
+            .await;
+        assert_eq!(
+            store.apply_inventory(&s, "1.0", 1, &v1).await.unwrap(),
+            ApplyOutcome::Applied
+        );
+        sessions.push(s);
+    }
+    let revoked: Vec<_> = sessions.iter().step_by(6).cloned().collect();
+    for s in &revoked {
+        store.revoke_device(&tenant.id, &s.agent_id).await.unwrap();
+    }
+    let mut jobs = tokio::task::JoinSet::new();
+    for s in sessions.clone() {
+        let (store, v1, v2, v3, never) = (
+            store.clone(),
+            v1.clone(),
+            v2.clone(),
+            v3.clone(),
+            never.clone(),
+        );
+        jobs.spawn(async move {
+            // Polled in order: on Postgres each is queued at its first poll.
+            let (two, three, replay, stale) = tokio::join!(
+                send_delta(&store, &s, 2, &v1, &v2),
+                send_delta(&store, &s, 3, &v2, &v3),
+                send_delta(&store, &s, 2, &v1, &v2),
+                send_delta(&store, &s, 4, &never, &v1),
+            );
+            (s, two, three, replay, stale)
+        });
+    }
+    for (s, two, three, replay, stale) in jobs.join_all().await {
+        let id = &s.agent_id;
+        if revoked.iter().any(|r| r.agent_id == *id) {
+            for r in [two, three, replay, stale] {
+                assert!(
+                    matches!(r, Err(CollectorStoreError::Unauthorized(_))),
+                    "{id}: revoked: {r:?}"
+                );
+            }
+            continue;
+        }
+        let (two, three, replay) = (two.unwrap(), three.unwrap(), replay.unwrap());
+        let mut twice = [two, replay];
+        twice.sort_by_key(|o| *o != DeltaOutcome::Applied);
+        assert_eq!(
+            twice,
+            [DeltaOutcome::Applied, DeltaOutcome::AlreadyApplied],
+            "{id}: sequence 2 is applied once, its replay acknowledged"
+        );
+        if ordered {
+            assert_eq!(two, DeltaOutcome::Applied, "{id}: 2 was queued first");
+            assert_eq!(three, DeltaOutcome::Applied, "{id}: 3 follows 2");
+        }
+        let stale = stale.unwrap();
+        assert_eq!(
+            stale,
+            DeltaOutcome::SnapshotRequired,
+            "{id}: a base never stored is refused"
+        );
+        let (seq, servers) = match three {
+            DeltaOutcome::Applied => (3, 2),
+            _ => (2, 3),
+        };
+        let stored = scalar(
+            &store,
+            &tenant.id,
+            id,
+            "SELECT last_seq AS n FROM endpoints WHERE tenant_id = $1 AND id = $2",
+        )
+        .await;
+        assert_eq!(stored, seq, "{id}: the last applied sequence is stored");
+        assert_eq!(servers_of(&store, &tenant.id, id).await, servers);
+        let entries = scalar(
+            &store,
+            &tenant.id,
+            id,
+            "SELECT COUNT(*) AS n FROM endpoint_inventory_changes WHERE tenant_id = $1 AND endpoint_id = $2",
+        )
+        .await;
+        assert_eq!(
+            entries, seq,
+            "{id}: one timeline entry per applied sequence"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_deltas_of_a_batch_follow_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    deltas_of_a_batch_follow_each_other(Store::open_sqlite(dir.path()).await.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_deltas_of_a_batch_follow_each_other() {
+    let db = TestDatabase::create().await;
+    deltas_of_a_batch_follow_each_other(Store::connect(&db.url).await.unwrap()).await;
+}

@@ -9,6 +9,7 @@ use sqlx::Row;
 
 use super::changes::ChangeKind;
 use super::enrollment_reads::TokenRow;
+use super::stored_bases::StoredBase;
 use super::writer::{Batch, JobError, Work, WriteError};
 use super::{Store, StoreError, Tx, now_ms};
 use super::{audit, inventory_history, rows};
@@ -216,17 +217,32 @@ impl Store {
         device: &DeviceSession,
         work: Work<T, Failure>,
     ) -> Result<T, Failure> {
-        self.writers
-            .of(&device.agent_id)
-            .write(&device.tenant_id, work)
-            .await
-            .map_err(|e| match e {
-                WriteError::Job(f) => f,
-                WriteError::Shed => Failure::Refuse(CollectorStoreError::Unavailable(
-                    "the store's write queue is full".into(),
-                )),
-                WriteError::Commit(e) => Failure::Db(e),
-            })
+        self.grouped_declaring(device, false, work).await
+    }
+
+    /// [`Self::grouped`]; `declare`: the job reads the device's stored state in the writer
+    /// (a delta), declared so that the batch reads every such device's at once.
+    async fn grouped_declaring<T: Send + 'static>(
+        &self,
+        device: &DeviceSession,
+        declare: bool,
+        work: Work<T, Failure>,
+    ) -> Result<T, Failure> {
+        let writer = self.writers.of(&device.agent_id);
+        let written = if declare {
+            writer
+                .write_delta(&device.tenant_id, &device.agent_id, work)
+                .await
+        } else {
+            writer.write(&device.tenant_id, work).await
+        };
+        written.map_err(|e| match e {
+            WriteError::Job(f) => f,
+            WriteError::Shed => Failure::Refuse(CollectorStoreError::Unavailable(
+                "the store's write queue is full".into(),
+            )),
+            WriteError::Commit(e) => Failure::Db(e),
+        })
     }
 
     async fn apply_inventory_inner(
@@ -262,7 +278,6 @@ impl Store {
                                     seq: ready.seq,
                                     hash: &ready.hash,
                                 },
-                                previous: None,
                                 encoded: Some(&ready.encoded),
                             };
                             if let Some(settled) = write.run(batch).await? {
@@ -275,7 +290,6 @@ impl Store {
                             seq,
                             inventory,
                             requires: Requires::Older,
-                            previous: None,
                             encoded: None,
                         };
                         if let Some(settled) = write.run(batch).await? {
@@ -320,6 +334,7 @@ impl Store {
             .into());
         }
         let ready = self.ready_delta(device, base_seq, &upload).await;
+        let declare = ready.is_none();
         let job = Arc::new((
             device.clone(),
             agent_version.to_string(),
@@ -330,8 +345,9 @@ impl Store {
         ));
         let owner = device.clone();
         let outcome = self
-            .grouped(
+            .grouped_declaring(
                 &owner,
+                declare,
                 Box::new(move |batch| {
                     let job = job.clone();
                     Box::pin(async move {
@@ -351,7 +367,6 @@ impl Store {
                                     seq: base_seq,
                                     hash: base_hash,
                                 },
-                                previous: None,
                                 encoded: Some(encoded),
                             };
                             if let Some(settled) = write.run(batch).await? {
@@ -446,10 +461,8 @@ impl Store {
         if last_seq != Some(base_seq) || hash.as_deref() != Some(upload.base_hash) {
             return None;
         }
+        // The base is not hashed again: the result's hash is checked (see `StoredDelta::apply`).
         let base = serde_json::from_str::<Inventory>(&doc?).ok()?;
-        if base.content_hash() != upload.base_hash {
-            return None;
-        }
         let inventory = inventory_delta::apply(&base, upload.changes).ok()?;
         let applied = inventory.content_hash();
         if applied != upload.hash {
@@ -1139,6 +1152,9 @@ struct Encoded {
     /// The timeline entry against the inventory this one follows.
     history: Option<String>,
     rows: rows::EndpointRows,
+    /// The rows of the inventory this one follows (what the endpoint's rows hold when the
+    /// write is conditional on that inventory's hash).
+    before: Option<rows::StoredShape>,
 }
 
 impl Encoded {
@@ -1172,9 +1188,15 @@ impl Encoded {
             .iter()
             .map(|e| (e.path.clone(), e.message.clone()))
             .collect();
+        let before = previous.map(|p| rows::StoredShape {
+            clients: p.clients.iter().map(|c| c.name.clone()).collect(),
+            servers: p.servers.len(),
+            errors: p.errors.len(),
+        });
         Ok(Self {
             doc,
             hash,
+            before,
             history: inventory_history::entry(previous, inventory),
             rows: rows::EndpointRows {
                 clients,
@@ -1205,10 +1227,8 @@ struct InventoryWrite<'a> {
     seq: i64,
     inventory: &'a Inventory,
     requires: Requires<'a>,
-    /// The inventory this one follows, when known (a delta's base); a snapshot reads the
-    /// stored one. The endpoint's timeline records what changed between them.
-    previous: Option<&'a Inventory>,
-    /// The inventory encoded before the job was queued (then `previous` is not used).
+    /// The inventory encoded already (before the job was queued, or a delta's against its
+    /// base); `None`: encoded here, its timeline entry against the stored inventory.
     encoded: Option<&'a Encoded>,
 }
 
@@ -1234,12 +1254,8 @@ impl InventoryWrite<'_> {
         let encoded = match self.encoded {
             Some(encoded) => encoded,
             None => {
-                let stored_previous = match (self.previous, &self.requires) {
-                    (None, Requires::Older) => stored_inventory(tx, tenant, agent).await?,
-                    _ => None,
-                };
-                let previous = self.previous.or(stored_previous.as_ref());
-                encoded_here = Encoded::of(inventory, inventory.content_hash(), previous)?;
+                let previous = stored_inventory(tx, tenant, agent).await?;
+                encoded_here = Encoded::of(inventory, inventory.content_hash(), previous.as_ref())?;
                 &encoded_here
             }
         };
@@ -1292,7 +1308,13 @@ impl InventoryWrite<'_> {
             },
         };
         let rows = batch.rows(tenant);
-        rows.replace_inventory(agent, encoded.rows.clone());
+        // The stored rows are known only where the write required the stored hash of the
+        // inventory they were encoded against.
+        let before = match self.requires {
+            Requires::Older => None,
+            Requires::Base { .. } | Requires::Exactly { .. } => encoded.before.clone(),
+        };
+        rows.replace_known_inventory(agent, encoded.rows.clone(), before);
         rows.touch_identities(inventory.servers.iter().map(|s| s.id.clone()), now);
         if let Some(changes) = &encoded.history {
             rows.history(rows::HistoryRow {
@@ -1460,39 +1482,64 @@ struct StoredDelta<'a> {
 }
 
 impl StoredDelta<'_> {
-    /// Check the base, apply the changes and write the result, in `batch`.
+    /// Check the base, apply the changes and write the result, in `batch`: against the stored
+    /// state the batch read for its declared devices when it applies there, else (or when
+    /// that read is older than an earlier job of the batch) against the state read now.
     async fn apply(&self, batch: &mut Batch) -> Result<(DeltaOutcome, IdentitySettled), Failure> {
         let (tenant, agent) = (&self.device.tenant_id, &self.device.agent_id);
-        let conn = batch.conn();
+        if let Some(base) = stored_base(batch, tenant, agent).await? {
+            let outcome = self.apply_to(batch, base).await?;
+            if outcome.0 == DeltaOutcome::Applied {
+                return Ok(outcome);
+            }
+            // Nothing was written: decided again below on the row as it is now.
+        }
         let row = sqlx::query(
             "SELECT last_seq, revoked_at, inventory_hash, inventory_doc FROM endpoints WHERE id = $1 AND tenant_id = $2",
         )
         .bind(agent)
         .bind(tenant)
-        .fetch_optional(&mut *conn)
+        .fetch_optional(&mut *batch.conn())
         .await?
         .ok_or_else(|| CollectorStoreError::Unauthorized("unknown device".into()))?;
-        if row.try_get::<Option<i64>, _>("revoked_at")?.is_some() {
+        let base = StoredBase {
+            last_seq: row.try_get("last_seq")?,
+            revoked: row.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
+            hash: row.try_get("inventory_hash")?,
+            doc: row.try_get("inventory_doc")?,
+        };
+        self.apply_to(batch, base).await
+    }
+
+    /// [`Self::apply`] against the stored state `stored`. The write is conditional on that
+    /// state (sequence and hash), so a `stored` the row has moved past writes nothing.
+    async fn apply_to(
+        &self,
+        batch: &mut Batch,
+        stored: StoredBase,
+    ) -> Result<(DeltaOutcome, IdentitySettled), Failure> {
+        if stored.revoked {
             return Err(CollectorStoreError::Unauthorized("device was revoked".into()).into());
         }
-        let last_seq: Option<i64> = row.try_get("last_seq")?;
         // A replay of an applied upload is acknowledged before the base is looked at: by then
         // the stored state is past the base, and the agent only needs the ack it lost.
-        if last_seq.is_some_and(|last| last >= self.seq) {
+        if stored.last_seq.is_some_and(|last| last >= self.seq) {
             return Ok((DeltaOutcome::AlreadyApplied, true));
         }
-        let stored_hash: Option<String> = row.try_get("inventory_hash")?;
-        if last_seq != Some(self.base_seq) || stored_hash.as_deref() != Some(self.base_hash) {
+        if stored.last_seq != Some(self.base_seq) || stored.hash.as_deref() != Some(self.base_hash)
+        {
             // Behind the base (restored from a backup), ahead of it (the agent lost an ack),
             // or never recorded (stored before deltas existed).
             return Ok((DeltaOutcome::SnapshotRequired, true));
         }
-        let doc: Option<String> = row.try_get("inventory_doc")?;
-        let base = doc
-            .and_then(|d| serde_json::from_str::<Inventory>(&d).ok())
-            .filter(|b| b.content_hash() == self.base_hash);
+        // The stored document is not hashed again against its recorded hash: the result's
+        // hash is checked against the agent's below, so what is stored is the agent's
+        // inventory whatever the base held.
+        let base = stored
+            .doc
+            .and_then(|d| serde_json::from_str::<Inventory>(&d).ok());
         let Some(base) = base else {
-            tracing::warn!(agent_id = %agent, "stored inventory does not match its recorded hash");
+            tracing::warn!(agent_id = %self.device.agent_id, "stored inventory does not parse");
             return Ok((DeltaOutcome::SnapshotRequired, true));
         };
         let inventory = match inventory_delta::apply(&base, self.changes) {
@@ -1501,6 +1548,8 @@ impl StoredDelta<'_> {
             // in a way the hash did not show. A snapshot settles it.
             Ok(_) | Err(_) => return Ok((DeltaOutcome::SnapshotRequired, true)),
         };
+        // Encoded with the hash just checked, not hashed a second time.
+        let encoded = Encoded::of(&inventory, self.hash.to_string(), Some(&base))?;
         let write = InventoryWrite {
             device: self.device,
             agent_version: self.agent_version,
@@ -1510,8 +1559,7 @@ impl StoredDelta<'_> {
                 seq: self.base_seq,
                 hash: self.base_hash,
             },
-            previous: Some(&base),
-            encoded: None,
+            encoded: Some(&encoded),
         };
         match write.run(batch).await? {
             Some(settled) => Ok((DeltaOutcome::Applied, settled)),
@@ -1519,6 +1567,52 @@ impl StoredDelta<'_> {
             None => Ok((DeltaOutcome::SnapshotRequired, true)),
         }
     }
+}
+
+/// The stored state of `agent`'s endpoint as the batch read it, taken (a later job of the
+/// device reads its own): the first delta job of a tenant in a batch reads the state of every
+/// device the batch's deltas of that tenant declared, in one statement. `None` when the batch
+/// has no state of the device (unknown, or taken).
+async fn stored_base(
+    batch: &mut Batch,
+    tenant: &str,
+    agent: &str,
+) -> Result<Option<StoredBase>, sqlx::Error> {
+    if let Some(read) = batch.bases().0.get_mut(tenant) {
+        return Ok(read.remove(agent));
+    }
+    let mut devices: std::collections::BTreeSet<&str> = batch
+        .declared_devices(tenant)
+        .iter()
+        .map(String::as_str)
+        .collect();
+    devices.insert(agent);
+    let wanted = serde_json::Value::from(devices.into_iter().collect::<Vec<_>>()).to_string();
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT id, last_seq, revoked_at, inventory_hash, inventory_doc FROM endpoints \
+         WHERE tenant_id = $1 AND id IN (SELECT j.value FROM {})",
+        batch.backend().json_values(2)
+    ));
+    let rows = sqlx::query(sql)
+        .bind(tenant)
+        .bind(wanted)
+        .fetch_all(&mut *batch.conn())
+        .await?;
+    let mut read = std::collections::HashMap::with_capacity(rows.len());
+    for r in &rows {
+        read.insert(
+            r.try_get::<String, _>("id")?,
+            StoredBase {
+                last_seq: r.try_get("last_seq")?,
+                revoked: r.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
+                hash: r.try_get("inventory_hash")?,
+                doc: r.try_get("inventory_doc")?,
+            },
+        );
+    }
+    let found = read.remove(agent);
+    batch.bases().0.insert(tenant.to_string(), read);
+    Ok(found)
 }
 
 /// A wire sequence as the database stores it.

@@ -27,6 +27,7 @@ pub mod rate_windows;
 pub mod releases;
 mod rows;
 pub mod server_groups;
+mod stored_bases;
 mod stored_sources;
 mod succession;
 pub mod sync;

@@ -92,6 +92,31 @@ pub(crate) struct EndpointRows {
     pub(crate) errors: Vec<(String, String)>,
 }
 
+/// What an endpoint's stored rows hold, when the writer knows it: the inventory it follows was
+/// read and the write is conditional on its content hash (a delta's base), and the rows are
+/// only ever written with the document in one transaction. Rows the new set cannot leave
+/// behind then need no delete.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StoredShape {
+    /// Client names.
+    pub(crate) clients: BTreeSet<String>,
+    pub(crate) servers: usize,
+    pub(crate) errors: usize,
+}
+
+impl StoredShape {
+    /// Whether replacing rows of this shape by `rows` leaves any row to delete.
+    fn outlives(&self, rows: &EndpointRows) -> bool {
+        self.servers > rows.servers.len()
+            || self.errors > rows.errors.len()
+            || self.clients.len() > rows.clients.len()
+            || self
+                .clients
+                .iter()
+                .any(|c| !rows.clients.iter().any(|(name, _)| name == c))
+    }
+}
+
 /// One `proxy_events` row (the columns after tenant and endpoint).
 #[derive(Debug, Clone)]
 pub(crate) struct EventRow {
@@ -175,6 +200,9 @@ impl SyncedEndpoint {
 pub(crate) struct TenantRows {
     synced: BTreeMap<String, SyncedEndpoint>,
     inventories: BTreeMap<String, EndpointRows>,
+    /// What the inventories' endpoints held before the batch, where known (see
+    /// [`StoredShape`]): the first write of an endpoint in the batch sets it.
+    before: BTreeMap<String, Option<StoredShape>>,
     identities: BTreeSet<String>,
     identities_at: i64,
     history: Vec<HistoryRow>,
@@ -194,6 +222,18 @@ impl TenantRows {
 
     /// Make `endpoint`'s clients, servers and scan errors exactly `rows`.
     pub(crate) fn replace_inventory(&mut self, endpoint: &str, rows: EndpointRows) {
+        self.replace_known_inventory(endpoint, rows, None);
+    }
+
+    /// [`Self::replace_inventory`] of an endpoint whose stored rows are known to be `before`
+    /// (`None`: not known).
+    pub(crate) fn replace_known_inventory(
+        &mut self,
+        endpoint: &str,
+        rows: EndpointRows,
+        before: Option<StoredShape>,
+    ) {
+        self.before.entry(endpoint.to_string()).or_insert(before);
         self.inventories.insert(endpoint.to_string(), rows);
     }
 
@@ -251,6 +291,9 @@ impl TenantRows {
             self.sync_endpoint(&endpoint, update);
         }
         self.inventories.extend(later.inventories);
+        for (endpoint, before) in later.before {
+            self.before.entry(endpoint).or_insert(before);
+        }
         self.identities.extend(later.identities);
         self.identities_at = self.identities_at.max(later.identities_at);
         self.history.extend(later.history);
@@ -313,6 +356,7 @@ pub(crate) async fn write(
     let TenantRows {
         synced,
         inventories,
+        before,
         identities,
         identities_at,
         history,
@@ -323,7 +367,7 @@ pub(crate) async fn write(
         write_synced(conn, backend, tenant, &synced).await?;
     }
     if !inventories.is_empty() {
-        write_inventories(conn, backend, tenant, &inventories).await?;
+        write_inventories(conn, backend, tenant, &inventories, &before).await?;
     }
     if !identities.is_empty() {
         touch_server_identities(conn, backend, tenant, &identities, identities_at).await?;
@@ -405,8 +449,19 @@ async fn write_inventories(
     backend: Backend,
     tenant: &str,
     inventories: &BTreeMap<String, EndpointRows>,
+    before: &BTreeMap<String, Option<StoredShape>>,
 ) -> Result<(), sqlx::Error> {
-    let endpoints = json_text(inventories.keys().map(|e| (e,)));
+    // Only endpoints that may hold rows past their new sets are looked at by the deletes (a
+    // delta changes a server or two and removes none: its batch then deletes nothing, and
+    // sends no delete).
+    let shrinking: BTreeMap<&String, &EndpointRows> = inventories
+        .iter()
+        .filter(|(e, rows)| match before.get(*e) {
+            Some(Some(shape)) => shape.outlives(rows),
+            _ => true,
+        })
+        .collect();
+    let endpoints = json_text(shrinking.keys().map(|e| (e,)));
     // Clients: upsert the new sets, then delete the endpoints' clients not in them.
     let clients = json_text(
         inventories
@@ -424,16 +479,23 @@ async fn write_inventories(
         );
         execute(conn, sql, tenant, &[&clients]).await?;
     }
-    let sql = backend.delete_joined(
-        "endpoint_clients",
-        &format!(
-            "r.endpoint_id = {} AND (r.endpoint_id, r.name) NOT IN (SELECT {} FROM {})",
-            backend.json_text(0),
-            json_columns(backend, "tt"),
-            backend.json_rows(3)
-        ),
-    );
-    execute(conn, sql, tenant, &[&endpoints, &clients]).await?;
+    if !shrinking.is_empty() {
+        let kept = json_text(
+            shrinking
+                .iter()
+                .flat_map(|(e, r)| r.clients.iter().map(move |(name, _)| (e, name))),
+        );
+        let sql = backend.delete_joined(
+            "endpoint_clients",
+            &format!(
+                "r.endpoint_id = {} AND (r.endpoint_id, r.name) NOT IN (SELECT {} FROM {})",
+                backend.json_text(0),
+                json_columns(backend, "tt"),
+                backend.json_rows(3)
+            ),
+        );
+        execute(conn, sql, tenant, &[&endpoints, &kept]).await?;
+    }
     // Servers and scan errors: upsert by ordinal, then delete the ordinals past each new set.
     let servers = json_text(inventories.iter().flat_map(|(e, r)| {
         r.servers
@@ -446,14 +508,31 @@ async fn write_inventories(
             })
     }));
     if servers != "[]" {
-        let updates = SERVER_COLUMNS[3..]
+        let updated = &SERVER_COLUMNS[3..];
+        let updates = updated
             .iter()
             .map(|c| format!("{c} = excluded.{c}"))
             .collect::<Vec<_>>()
             .join(", ");
+        // A server the upload left as it was is not rewritten: an inventory changes a server
+        // or two of its set, and every rewritten row is a new row version, index entries and
+        // (Postgres) rows for the rollup triggers. The conflicting row is locked either way,
+        // so two transactions writing an endpoint's servers still queue on its ordinal 0.
+        let differs = backend.row_differs(
+            &updated
+                .iter()
+                .map(|c| format!("endpoint_servers.{c}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            &updated
+                .iter()
+                .map(|c| format!("excluded.{c}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
         let sql = format!(
             "INSERT INTO endpoint_servers ({}) SELECT $1, {} FROM {} WHERE true \
-             ON CONFLICT (endpoint_id, ordinal) DO UPDATE SET {updates}",
+             ON CONFLICT (endpoint_id, ordinal) DO UPDATE SET {updates} WHERE {differs}",
             SERVER_COLUMNS.join(", "),
             json_columns(backend, SERVER_KINDS),
             backend.json_rows(2)
@@ -461,16 +540,18 @@ async fn write_inventories(
         execute(conn, sql, tenant, &[&servers]).await?;
     }
     let counts = |n: fn(&EndpointRows) -> usize| {
-        json_text(inventories.iter().map(|(e, r)| (e, ordinal(n(r)))))
+        json_text(shrinking.iter().map(|(e, r)| (e, ordinal(n(r)))))
     };
-    delete_past(
-        conn,
-        backend,
-        tenant,
-        "endpoint_servers",
-        &counts(|r| r.servers.len()),
-    )
-    .await?;
+    if !shrinking.is_empty() {
+        delete_past(
+            conn,
+            backend,
+            tenant,
+            "endpoint_servers",
+            &counts(|r| r.servers.len()),
+        )
+        .await?;
+    }
     let errors = json_text(inventories.iter().flat_map(|(e, r)| {
         r.errors
             .iter()
@@ -486,6 +567,9 @@ async fn write_inventories(
             backend.json_rows(2)
         );
         execute(conn, sql, tenant, &[&errors]).await?;
+    }
+    if shrinking.is_empty() {
+        return Ok(());
     }
     delete_past(
         conn,
@@ -750,6 +834,51 @@ mod tests {
             (merged.owner.as_deref(), merged.tags.as_str()),
             (Some("b"), r#"["y"]"#)
         );
+    }
+
+    #[test]
+    fn rows_are_deleted_only_where_a_set_may_shrink() {
+        let rows = |clients: &[&str], servers: usize| EndpointRows {
+            clients: clients
+                .iter()
+                .map(|c| (c.to_string(), "[]".into()))
+                .collect(),
+            servers: vec![ServerRow::default(); servers],
+            errors: Vec::new(),
+        };
+        let shape = |clients: &[&str], servers: usize| StoredShape {
+            clients: clients.iter().map(|c| c.to_string()).collect(),
+            servers,
+            errors: 0,
+        };
+        assert!(!shape(&["a"], 2).outlives(&rows(&["a", "b"], 2)));
+        assert!(shape(&["a"], 3).outlives(&rows(&["a"], 2)), "a server less");
+        assert!(
+            shape(&["a", "b"], 2).outlives(&rows(&["a", "c"], 2)),
+            "b gone"
+        );
+        assert!(shape(&["a", "b"], 2).outlives(&rows(&["a"], 2)));
+        let errors = StoredShape {
+            errors: 1,
+            ..shape(&[], 0)
+        };
+        assert!(errors.outlives(&rows(&[], 0)), "an error less");
+        // The batch writes its last job's rows over what the endpoint held before its first.
+        let mut batch = RowSets::default();
+        for (before, servers) in [(Some(shape(&["a"], 3)), 2), (Some(shape(&["a"], 2)), 2)] {
+            let mut job = RowSets::default();
+            job.tenant("t")
+                .replace_known_inventory("e", rows(&["a"], servers), before);
+            batch.absorb(job);
+        }
+        let t = batch.tenant("t");
+        let first = t.before["e"].as_ref().unwrap();
+        assert!(
+            first.outlives(&t.inventories["e"]),
+            "3 servers stored, 2 written"
+        );
+        t.replace_inventory("f", rows(&["a"], 1));
+        assert!(t.before["f"].is_none(), "a push's endpoint: not known");
     }
 
     #[test]

@@ -13,7 +13,9 @@
 //! commits. So a batch costs a few statements per job plus a few per table, not ten per job.
 //! A job may declare a key when it is queued (a fleet-sync push: its source id), so that the
 //! first job of a tenant reads what is stored for every key of the batch at once
-//! ([`Batch::declared`]): a re-push then costs no statement of its own.
+//! ([`Batch::declared`]): a re-push then costs no statement of its own. An inventory delta
+//! declares its device the same way, and the first delta job of a tenant reads the stored
+//! state of every declared device at once ([`Batch::declared_devices`]).
 //!
 //! Isolation: a job refuses (an unknown device, a stale base, a lost Idempotency-Key race)
 //! before its first write, so a refusal needs nothing undone; a job that must write before it
@@ -41,6 +43,7 @@ use super::audit::{self, NewEntry};
 use super::dialect::{Backend, TenantLock};
 use super::enrollment_reads::EnrollmentReads;
 use super::rows::{self, RowSets, TenantRows};
+use super::stored_bases::StoredBases;
 use super::stored_sources::StoredSources;
 use crate::metrics;
 
@@ -88,6 +91,12 @@ pub(crate) struct Batch {
     /// What the batch's enrollments read once (see `enrollment_reads`); forgotten with
     /// `usage` when a job's savepoint is rolled back.
     enrollments: EnrollmentReads,
+    /// The devices the batch's inventory deltas declared, by tenant (see
+    /// [`Batch::declared_devices`]).
+    devices: std::collections::HashMap<String, Vec<String>>,
+    /// What was read for those devices in this batch (see `collector`); forgotten like
+    /// `sources`.
+    bases: StoredBases,
 }
 
 impl Batch {
@@ -173,6 +182,16 @@ impl Batch {
         &mut self.enrollments
     }
 
+    /// The devices the batch's inventory deltas of `tenant_id` declared.
+    pub(crate) fn declared_devices(&self, tenant_id: &str) -> &[String] {
+        self.devices.get(tenant_id).map_or(&[], Vec::as_slice)
+    }
+
+    /// What the batch read for its declared devices (see `collector`).
+    pub(crate) fn bases(&mut self) -> &mut StoredBases {
+        &mut self.bases
+    }
+
     /// The running job's rows of `tenant_id`, written with the batch's (see `rows`).
     pub(crate) fn rows(&mut self, tenant_id: &str) -> &mut TenantRows {
         self.staged.tenant(tenant_id)
@@ -210,11 +229,20 @@ enum Ran {
     Failed,
 }
 
+/// What a job declares when it is queued, so that the batch reads for all its jobs at once.
+#[derive(Debug, Clone)]
+enum Key {
+    /// A fleet-sync source id (see [`Batch::declared`]).
+    Source(String),
+    /// The device of an inventory delta (see [`Batch::declared_devices`]).
+    Device(String),
+}
+
 /// A job type-erased, so one queue carries every kind.
 trait Pending: Send {
     fn tenant(&self) -> &str;
-    /// The key the job declared, if any (see [`Batch::declared`]).
-    fn key(&self) -> Option<&str>;
+    /// The key the job declared, if any.
+    fn key(&self) -> Option<&Key>;
     /// Run the job's work in `batch`, keeping its outcome for the answer.
     fn run<'c>(&'c mut self, batch: &'c mut Batch) -> BoxFuture<'c, Ran>;
     /// The job's rows could not be written: it is answered with `e`.
@@ -226,7 +254,7 @@ trait Pending: Send {
 /// A job of result `T`, error `E`.
 struct Typed<T, E> {
     tenant_id: String,
-    key: Option<String>,
+    key: Option<Key>,
     work: Work<T, E>,
     outcome: Option<Result<T, WriteError<E>>>,
     reply: oneshot::Sender<Result<T, WriteError<E>>>,
@@ -237,8 +265,8 @@ impl<T: Send + 'static, E: JobError + Send + 'static> Pending for Typed<T, E> {
         &self.tenant_id
     }
 
-    fn key(&self) -> Option<&str> {
-        self.key.as_deref()
+    fn key(&self) -> Option<&Key> {
+        self.key.as_ref()
     }
 
     fn run<'c>(&'c mut self, batch: &'c mut Batch) -> BoxFuture<'c, Ran> {
@@ -325,7 +353,7 @@ impl Writer {
         T: Send + 'static,
         E: JobError + Send + 'static,
     {
-        self.write_keyed(tenant_id, None, work).await
+        self.write_declaring(tenant_id, None, work).await
     }
 
     /// [`Self::write`] for a job that declares `key` (see [`Batch::declared`]).
@@ -333,6 +361,36 @@ impl Writer {
         &self,
         tenant_id: &str,
         key: Option<String>,
+        work: Work<T, E>,
+    ) -> Result<T, WriteError<E>>
+    where
+        T: Send + 'static,
+        E: JobError + Send + 'static,
+    {
+        self.write_declaring(tenant_id, key.map(Key::Source), work)
+            .await
+    }
+
+    /// [`Self::write`] for an inventory delta of device `agent_id` (see
+    /// [`Batch::declared_devices`]).
+    pub(crate) async fn write_delta<T, E>(
+        &self,
+        tenant_id: &str,
+        agent_id: &str,
+        work: Work<T, E>,
+    ) -> Result<T, WriteError<E>>
+    where
+        T: Send + 'static,
+        E: JobError + Send + 'static,
+    {
+        self.write_declaring(tenant_id, Some(Key::Device(agent_id.to_string())), work)
+            .await
+    }
+
+    async fn write_declaring<T, E>(
+        &self,
+        tenant_id: &str,
+        key: Option<Key>,
         work: Work<T, E>,
     ) -> Result<T, WriteError<E>>
     where
@@ -460,12 +518,17 @@ async fn run_in(
 ) -> Result<(), Retry> {
     let fatal = Retry::No;
     let mut keys: std::collections::HashMap<String, Vec<String>> = Default::default();
+    let mut devices: std::collections::HashMap<String, Vec<String>> = Default::default();
     for job in batch.iter() {
-        if let Some(key) = job.key() {
-            keys.entry(job.tenant().to_string())
-                .or_default()
-                .push(key.to_string());
-        }
+        let (declared, key) = match job.key() {
+            Some(Key::Source(key)) => (&mut keys, key),
+            Some(Key::Device(key)) => (&mut devices, key),
+            None => continue,
+        };
+        declared
+            .entry(job.tenant().to_string())
+            .or_default()
+            .push(key.clone());
     }
     let mut open = Batch {
         tx: backend.begin_write(pool).await.map_err(fatal)?,
@@ -478,6 +541,8 @@ async fn run_in(
         keys,
         sources: StoredSources::default(),
         enrollments: EnrollmentReads::default(),
+        devices,
+        bases: StoredBases::default(),
     };
     let mut rows = RowSets::default();
     for job in batch.iter_mut() {
@@ -507,12 +572,13 @@ async fn run_in(
                 // Rolling back undoes a scope the job set inside its savepoint (Postgres
                 // restores the setting): scope the next job afresh. An endpoint it was
                 // admitted for is undone too: read the counters again, and the sources (it
-                // may have inserted one); and the locks it took are released, so what was
-                // read under them is read again.
+                // may have inserted one), the delta bases (it may have taken one), and the
+                // locks it took are released, so what was read under them is read again.
                 open.scope = None;
                 open.usage.clear();
                 open.sources = StoredSources::default();
                 open.enrollments = EnrollmentReads::default();
+                open.bases = StoredBases::default();
                 "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job"
             };
             sqlx::raw_sql(end)

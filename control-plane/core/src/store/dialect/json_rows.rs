@@ -58,6 +58,16 @@ impl Backend {
 }
 
 impl Backend {
+    /// Whether the row values `a` and `b` (column lists of the same length) differ, a `NULL`
+    /// equal to a `NULL`: an upsert's `WHERE` that leaves a row holding the same values
+    /// unwritten (the conflicting row is still locked).
+    pub(crate) fn row_differs(self, a: &str, b: &str) -> String {
+        match self {
+            Self::Sqlite => format!("({a}) IS NOT ({b})"),
+            Self::Postgres => format!("ROW({a}) IS DISTINCT FROM ROW({b})"),
+        }
+    }
+
     /// Delete the rows of `table` (alias `r`) of tenant `$1` that match a row of the JSON array
     /// bound to `$2` (alias `j`) under `condition`. Written so the JSON rows drive, each a seek
     /// of `r`'s key, never a walk of the tenant's index: Postgres joins with `USING` (its
