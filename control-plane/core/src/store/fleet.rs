@@ -529,9 +529,22 @@ async fn search_candidates(
     let ServerNameMatch::Few(names) = names else {
         return Ok(None);
     };
-    // The names' rows first: a few common names end the lookup before the endpoints' own
-    // columns are scanned.
+    // The endpoints' own columns first: on both backends their scan stops at the limit,
+    // after a few rows when the text is common, before the names' rows are read.
+    let (sql, needle) = backend.search_candidates(lowered, pattern);
+    let own = sqlx::query(sql)
+        .bind(tenant_id)
+        .bind(needle)
+        .bind(bound(limits.candidates))
+        .fetch_all(&mut *conn)
+        .await?;
+    if own.len() > limits.candidates {
+        return Ok(None);
+    }
     let mut ids = BTreeSet::new();
+    for r in &own {
+        ids.insert(r.try_get::<String, _>("id")?);
+    }
     if !names.is_empty() {
         // The names as one JSON parameter: one index range each, whatever their number.
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -549,22 +562,6 @@ async fn search_candidates(
         for r in &rows {
             ids.insert(r.try_get::<String, _>("endpoint_id")?);
         }
-        if ids.len() > limits.candidates {
-            return Ok(None);
-        }
-    }
-    let (sql, needle) = backend.search_candidates(lowered, pattern);
-    let own = sqlx::query(sql)
-        .bind(tenant_id)
-        .bind(needle)
-        .bind(bound(limits.candidates))
-        .fetch_all(&mut *conn)
-        .await?;
-    if own.len() > limits.candidates {
-        return Ok(None);
-    }
-    for r in &own {
-        ids.insert(r.try_get::<String, _>("id")?);
     }
     Ok((ids.len() <= limits.candidates).then_some(ids))
 }
