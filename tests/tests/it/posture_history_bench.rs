@@ -24,7 +24,7 @@ use agent_bom_control_plane::store::posture_history::{SAMPLE_INTERVAL_MS, bucket
 use agent_bom_control_plane::store::{Backend, now_ms};
 use agent_bom_tests::harness::TestServer;
 
-use crate::ui_bench::{finish, fleet_scale_server, make_room, session, time};
+use crate::ui_bench::{finish, fleet_scale_server, make_room, run_seed, session, time};
 
 const SAMPLES: usize = 5;
 
@@ -43,7 +43,6 @@ fn ms(d: Duration) -> String {
 }
 
 async fn seed(server: &TestServer, tenant_id: &str, endpoints: i64) {
-    let pool = server.store.pool();
     let now = now_ms();
     let started = Instant::now();
     let postgres = [
@@ -95,30 +94,7 @@ async fn seed(server: &TestServer, tenant_id: &str, endpoints: i64) {
          SELECT $1, 'trend-' || n, c, '[]' \
          FROM g CROSS JOIN (SELECT 'cursor' AS c UNION ALL SELECT 'vscode')",
     ];
-    let statements: &[&str] = match server.store.backend() {
-        Backend::Postgres => &postgres,
-        Backend::Sqlite => &sqlite,
-    };
-    let chunk = match server.store.backend() {
-        Backend::Postgres => endpoints,
-        Backend::Sqlite => 10_000,
-    };
-    for sql in statements.iter().copied() {
-        let mut first = 1;
-        while first <= endpoints {
-            let last = (first + chunk - 1).min(endpoints);
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(tenant_id)
-                .bind(now)
-                .bind(last)
-                .bind(first)
-                .execute(pool)
-                .await
-                .unwrap_or_else(|e| panic!("seed: {e}\n{sql}"));
-            first = last + 1;
-        }
-    }
-    sqlx::query("ANALYZE").execute(pool).await.unwrap();
+    run_seed(server, tenant_id, now, endpoints, &postgres, &sqlite).await;
     eprintln!(
         "seeded {endpoints} endpoints, {} server rows in {:?}",
         endpoints * 10,

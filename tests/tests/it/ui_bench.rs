@@ -33,7 +33,6 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 async fn seed(server: &TestServer, tenant_id: &str, endpoints: i64) {
-    let pool = server.store.pool();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -96,13 +95,30 @@ async fn seed(server: &TestServer, tenant_id: &str, endpoints: i64) {
          SELECT $1, 'srv-' || n, $2 - 86400000, $2 FROM i WHERE true \
          ON CONFLICT DO NOTHING",
     ];
-    let statements: &[&str] = match server.store.backend() {
-        Backend::Postgres => &postgres,
-        Backend::Sqlite => &sqlite,
-    };
-    let chunk = match server.store.backend() {
-        Backend::Postgres => endpoints,
-        Backend::Sqlite => 10_000,
+    run_seed(server, tenant_id, now, endpoints, &postgres, &sqlite).await;
+    eprintln!(
+        "seeded {endpoints} endpoints, {} server rows in {:?}",
+        endpoints * 10,
+        started.elapsed()
+    );
+}
+
+/// Run the seeding statements of the server's backend (each bound to tenant, now, and the
+/// last and first endpoint numbers of a range), over all `endpoints` at once on Postgres and in
+/// ranges of 10,000 on SQLite, so the server's own writers never wait long for the write lock;
+/// then `ANALYZE`.
+pub(crate) async fn run_seed(
+    server: &TestServer,
+    tenant_id: &str,
+    now: i64,
+    endpoints: i64,
+    postgres: &[&str],
+    sqlite: &[&str],
+) {
+    let pool = server.store.pool();
+    let (statements, chunk) = match server.store.backend() {
+        Backend::Postgres => (postgres, endpoints),
+        Backend::Sqlite => (sqlite, 10_000),
     };
     for sql in statements.iter().copied() {
         let mut first = 1;
@@ -120,11 +136,6 @@ async fn seed(server: &TestServer, tenant_id: &str, endpoints: i64) {
         }
     }
     sqlx::query("ANALYZE").execute(pool).await.unwrap();
-    eprintln!(
-        "seeded {endpoints} endpoints, {} server rows in {:?}",
-        endpoints * 10,
-        started.elapsed()
-    );
 }
 
 /// The session cookie of a dashboard session signed in with `key` (through the one-time link).
