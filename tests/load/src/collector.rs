@@ -60,6 +60,14 @@ pub fn child_main() {
         if let Some(d) = secs("AGENT_BOM_LOAD_SWEEP_SECS") {
             config.revocation_sweep = d;
         }
+        // And the admission budgets (what the drain sheds or makes wait).
+        let number = |name: &str| std::env::var(name).ok().and_then(|v| v.parse().ok());
+        if let Some(n) = number("AGENT_BOM_LOAD_MAX_UPLOADS") {
+            config.max_uploads_in_flight = n;
+        }
+        if let Some(n) = number("AGENT_BOM_LOAD_DB_WAIT_MS") {
+            config.db_wait = Duration::from_millis(n as u64);
+        }
         agent_bom_control_plane::server::run_collector(&url, &dir, sockets, config, None, shutdown)
             .await
             .unwrap();
