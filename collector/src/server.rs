@@ -164,26 +164,21 @@ impl<S: CollectorStore> Collector<S> {
                 }
                 () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => {
                     for incoming in waiting.expired(Instant::now()) {
-                        shared.connections.refuse_for_handshakes();
-                        incoming.refuse();
+                        shared.refuse_for_handshakes(incoming);
                     }
                     metrics::handshakes_waiting(waiting.len());
                     continue;
                 }
             };
             // Behind those already waiting, so the longest waiting go first.
-            let incoming = if waiting.is_empty() {
-                match shared.admit_quic(incoming, &tasks, &shutdown) {
-                    Admission::Done => continue,
-                    Admission::HandshakesFull(incoming) => incoming,
-                }
-            } else {
-                incoming
+            let incoming = match shared.admit_quic(incoming, &tasks, &shutdown, !waiting.is_empty())
+            {
+                Admission::Done => continue,
+                Admission::HandshakesFull(incoming) => incoming,
             };
             if let Err(incoming) = waiting.hold(incoming, Instant::now()) {
                 tracing::debug!(remote = %incoming.remote_address(), "refusing connection: handshake budget exhausted and its waiting room full");
-                shared.connections.refuse_for_handshakes();
-                incoming.refuse();
+                shared.refuse_for_handshakes(incoming);
             }
             metrics::handshakes_waiting(waiting.len());
         }
@@ -202,12 +197,14 @@ impl<S: CollectorStore> Collector<S> {
 
     /// Admit a new QUIC connection: ask an unproven peer for a Retry when handshakes are
     /// busy, refuse one over a budget, or start its handshake; one that finds the handshake
-    /// budget full is given back, to wait for a slot.
+    /// budget full, or `others_waiting` for a slot before it, is given back to wait (only once
+    /// its address is proven).
     fn admit_quic(
         self: &Arc<Self>,
         incoming: quinn::Incoming,
         tasks: &TaskTracker,
         shutdown: &CancellationToken,
+        others_waiting: bool,
     ) -> Admission {
         // Refused before any cryptography: CONNECTION_REFUSED costs one packet, and the
         // agent answers it with a jittered backoff instead of a TCP fallback.
@@ -224,7 +221,7 @@ impl<S: CollectorStore> Collector<S> {
             }
             return Admission::Done;
         }
-        if self.connections.handshakes_full(Transport::Quic) {
+        if others_waiting || self.connections.handshakes_full(Transport::Quic) {
             return Admission::HandshakesFull(incoming);
         }
         let mut permit = match self.connections.try_admit(Transport::Quic, remote.ip()) {
@@ -251,6 +248,13 @@ impl<S: CollectorStore> Collector<S> {
         Admission::Done
     }
 
+    /// Refuse a connection whose wait for a handshake slot is over (or that found no room to
+    /// wait), counted as refused for the handshake budget.
+    fn refuse_for_handshakes(&self, incoming: quinn::Incoming) {
+        self.connections.refuse_for_handshakes();
+        incoming.refuse();
+    }
+
     /// Start the handshakes of the connections waiting for a slot, longest waiting first, as
     /// long as slots are free; refuse those that waited their time.
     fn admit_waiting(
@@ -260,11 +264,11 @@ impl<S: CollectorStore> Collector<S> {
         shutdown: &CancellationToken,
     ) {
         for incoming in waiting.expired(Instant::now()) {
-            self.connections.refuse_for_handshakes();
-            incoming.refuse();
+            self.refuse_for_handshakes(incoming);
         }
         while let Some((incoming, arrived)) = waiting.longest_waiting() {
-            if let Admission::HandshakesFull(incoming) = self.admit_quic(incoming, tasks, shutdown)
+            if let Admission::HandshakesFull(incoming) =
+                self.admit_quic(incoming, tasks, shutdown, false)
             {
                 waiting.put_back(incoming, arrived);
                 break;
