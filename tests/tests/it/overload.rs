@@ -180,6 +180,21 @@ async fn last_seqs(server: &TestServer) -> HashMap<String, Option<i64>> {
         .collect()
 }
 
+/// A connection holding the server's SQLite write lock (an open `BEGIN IMMEDIATE`): the
+/// database stalls for every writer until it rolls back.
+async fn hold_the_write_lock(server: &TestServer) -> sqlx::sqlite::SqliteConnection {
+    let db = server.data_dir.path().join("agent-bom.db");
+    let mut blocker =
+        sqlx::sqlite::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    blocker
+}
+
 /// Every agent's one inventory is stored and acknowledged, and applied exactly once.
 async fn every_inventory_lands_once(server: &TestServer, agents: &[RunningAgent]) {
     for a in agents {
@@ -251,15 +266,7 @@ async fn a_burst_is_shed_with_retry_after_and_every_inventory_lands_once() {
 
     // The database stalls: a writer holds SQLite's write lock, so the one upload admitted to
     // the database waits on it and every other request is shed.
-    let db = server.data_dir.path().join("agent-bom.db");
-    let mut blocker =
-        sqlx::sqlite::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
-            .await
-            .unwrap();
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut blocker)
-        .await
-        .unwrap();
+    let mut blocker = hold_the_write_lock(&server).await;
 
     let home = fixture::home_linux();
     let before = relay.attempts.load(Ordering::Relaxed);
@@ -349,15 +356,7 @@ async fn uploads_beyond_the_request_bytes_budget_are_shed_unread_and_land_once()
     }
 
     // The database stalls, so the first upload holds its reservation while it waits on it.
-    let db = server.data_dir.path().join("agent-bom.db");
-    let mut blocker =
-        sqlx::sqlite::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
-            .await
-            .unwrap();
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut blocker)
-        .await
-        .unwrap();
+    let mut blocker = hold_the_write_lock(&server).await;
     let home = fixture::home_linux();
     let agents: Vec<RunningAgent> = enrolled
         .into_iter()
