@@ -591,7 +591,10 @@ impl<'de> Deserialize<'de> for Key<'de> {
     }
 }
 
-/// A value nothing reads: checked as JSON and dropped.
+/// A value nothing reads: checked as JSON and dropped. Not serde's `IgnoredAny`: serde_json
+/// skips that without decoding it, so a number out of range or a lone surrogate escape would
+/// pass where the JSON reader refuses them (see the test
+/// `text_that_is_not_json_is_refused_as_the_json_reader_refuses_it`).
 struct Skip;
 
 impl<'de> Deserialize<'de> for Skip {
