@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 
-use agent_bom_collector::store::{CollectorStore, LastSeen};
+use agent_bom_collector::store::{CollectorStore, DeltaOutcome, DeltaUpload, LastSeen};
 use agent_bom_control_plane::store::{
     Backend, EndpointQuery, EndpointSort, EndpointStatus, LifecycleState, MetadataUpdate,
     SearchLimits, Store,
@@ -325,6 +325,7 @@ async fn counters_stay_exact(store: Store) {
     // Fourth uploads at once, every device carrying the same popular identities: the writer's
     // shards write rows of shared identities concurrently (the rollup's hot-row case).
     let mut uploads = tokio::task::JoinSet::new();
+    let mut fourth = Vec::new();
     for (i, s) in sessions.iter().enumerate() {
         let (store, s) = (store.clone(), s.clone());
         let mut servers = first(i + 3, "");
@@ -341,6 +342,7 @@ async fn counters_stay_exact(store: Store) {
             ));
         }
         let inv = inventory(&format!("host-{i:02}"), &servers);
+        fourth.push(inv.clone());
         uploads.spawn(async move { store.apply_inventory(&s, "1.3", 4, &inv).await.unwrap() });
     }
     uploads.join_all().await;
@@ -350,6 +352,48 @@ async fn counters_stay_exact(store: Store) {
         "after concurrent uploads of shared identities",
     )
     .await;
+
+    // Deltas at once against those inventories: the writer knows each endpoint's stored rows
+    // and sends only the rows a delta changes (and ordinal 0). One server's flags flip, the
+    // last one moves to another identity, and every third device drops a server.
+    let mut uploads = tokio::task::JoinSet::new();
+    for (i, (s, base)) in sessions.iter().zip(&fourth).enumerate() {
+        let mut next = base.clone();
+        if let Some(server) = next.servers.get_mut(1) {
+            server.wrapped = !server.wrapped;
+            server.risk_flags = if server.risk_flags.is_empty() {
+                vec!["shell_access".into()]
+            } else {
+                vec![]
+            };
+        }
+        if let Some(last) = next.servers.last_mut() {
+            last.id = format!("id-moved-{}", i % 3);
+        }
+        if i.is_multiple_of(3) {
+            next.servers.remove(next.servers.len() / 2);
+        }
+        let (store, s, base) = (store.clone(), s.clone(), base.clone());
+        uploads.spawn(async move {
+            let changes = agent_bom_protocol::inventory_delta::diff(&base, &next);
+            let (base_hash, hash) = (base.content_hash(), next.content_hash());
+            let upload = DeltaUpload {
+                seq: 5,
+                base_seq: 4,
+                base_hash: &base_hash,
+                hash: &hash,
+                changes: &changes,
+            };
+            store
+                .apply_inventory_delta(&s, "1.4", upload)
+                .await
+                .unwrap()
+        });
+    }
+    for outcome in uploads.join_all().await {
+        assert_eq!(outcome, DeltaOutcome::Applied);
+    }
+    assert_exact(&store, &tenant.id, "after concurrent deltas").await;
 
     // Pushes, one replaced by a smaller one.
     for (source, servers) in [

@@ -756,3 +756,143 @@ async fn postgres_deltas_of_a_batch_follow_each_other() {
     let db = TestDatabase::create().await;
     deltas_of_a_batch_follow_each_other(Store::connect(&db.url).await.unwrap()).await;
 }
+
+/// The endpoint's timeline entries of sequences above `above`.
+async fn entries_above(store: &Store, tenant: &str, endpoint: &str, above: i64) -> i64 {
+    let sql = format!(
+        "SELECT COUNT(*) AS n FROM endpoint_inventory_changes \
+         WHERE tenant_id = $1 AND endpoint_id = $2 AND seq > {above}"
+    );
+    scalar(store, tenant, endpoint, &sql).await
+}
+
+/// Each device's timeline keeps its newest entries however many deltas it sends: the writer
+/// cuts it back to `KEPT_PER_ENDPOINT` when a write's sequences cross a multiple of
+/// `TRIM_EVERY` (16), so it never holds more than 115 entries, and always every entry of its
+/// newest 100 sequences.
+async fn timelines_are_cut_back_in_passes(store: Store) {
+    const KEPT: i64 = agent_bom_control_plane::store::inventory_history::KEPT_PER_ENDPOINT;
+    let tenant = store.create_tenant("timeline").await.unwrap();
+    let (_, token) = store
+        .create_enrollment_token(&tenant.id, "t", None, None)
+        .await
+        .unwrap();
+    let s = agent_bom_tests::harness::enroll_in_store(&store, &token, "busy").await;
+    let versions = [
+        inventory("h", &["cursor"], &["a", "b"]),
+        inventory("h", &["cursor"], &["a", "b", "c"]),
+    ];
+    assert_eq!(
+        store
+            .apply_inventory(&s, "1.0", 1, &versions[1])
+            .await
+            .unwrap(),
+        ApplyOutcome::Applied
+    );
+    let mut most = 0;
+    for seq in 2..=170_i64 {
+        let (from, to) = (
+            &versions[(seq as usize + 1) % 2],
+            &versions[seq as usize % 2],
+        );
+        assert_eq!(
+            send_delta(&store, &s, seq as u64, from, to).await.unwrap(),
+            DeltaOutcome::Applied
+        );
+        let stored = entries_above(&store, &tenant.id, &s.agent_id, 0).await;
+        // Every sequence from 1 made an entry: the newest `KEPT` are all there.
+        let newest = entries_above(&store, &tenant.id, &s.agent_id, (seq - KEPT).max(0)).await;
+        assert_eq!(newest, seq.min(KEPT), "after {seq}: the newest entries");
+        assert!(stored < KEPT + 16, "after {seq}: {stored} entries stored");
+        most = most.max(stored);
+        if seq % 16 == 0 {
+            assert_eq!(stored, seq.min(KEPT), "after {seq}: cut back");
+        }
+    }
+    assert!(
+        most > KEPT,
+        "entries past the newest 100 wait for the next cut"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_timelines_are_cut_back_in_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    timelines_are_cut_back_in_passes(Store::open_sqlite(dir.path()).await.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_timelines_are_cut_back_in_passes() {
+    let db = TestDatabase::create().await;
+    timelines_are_cut_back_in_passes(Store::connect(&db.url).await.unwrap()).await;
+}
+
+/// An inventory upload leaves a fresh `last_seen` alone (the liveness flush keeps it for a
+/// connected device, and an unchanged sort key lets Postgres update the row in place) and
+/// moves a stale one to the upload's time; `last_inventory_at` is always the upload's.
+async fn uploads_keep_a_fresh_last_seen(store: Store) {
+    use agent_bom_collector::store::LastSeen;
+    use agent_bom_control_plane::store::now_ms;
+    let tenant = store.create_tenant("seen").await.unwrap();
+    let (_, token) = store
+        .create_enrollment_token(&tenant.id, "t", None, None)
+        .await
+        .unwrap();
+    let s = agent_bom_tests::harness::enroll_in_store(&store, &token, "seen").await;
+    let column = |name: &'static str| {
+        scalar(
+            &store,
+            &tenant.id,
+            &s.agent_id,
+            if name == "last_seen" {
+                "SELECT COALESCE(last_seen, 0) AS n FROM endpoints WHERE tenant_id = $1 AND id = $2"
+            } else {
+                "SELECT COALESCE(last_inventory_at, 0) AS n FROM endpoints WHERE tenant_id = $1 AND id = $2"
+            },
+        )
+    };
+    let flush = |at_ms| {
+        let seen = [LastSeen {
+            tenant_id: tenant.id.clone(),
+            agent_id: s.agent_id.clone(),
+            at_ms,
+        }];
+        let store = store.clone();
+        async move { store.record_last_seen(&seen).await }
+    };
+    let (v1, v2) = (
+        inventory("h", &["cursor"], &["a"]),
+        inventory("h", &["cursor"], &["a", "b"]),
+    );
+    let fresh = now_ms() - 3_000;
+    flush(fresh).await.unwrap();
+    let before = now_ms();
+    store.apply_inventory(&s, "1.0", 1, &v1).await.unwrap();
+    assert_eq!(
+        column("last_seen").await,
+        fresh,
+        "a fresh last_seen is kept"
+    );
+    assert!(column("last_inventory_at").await >= before);
+    let stale = now_ms() - 60_000;
+    flush(stale).await.unwrap();
+    let before = now_ms();
+    assert_eq!(
+        send_delta(&store, &s, 2, &v1, &v2).await.unwrap(),
+        DeltaOutcome::Applied
+    );
+    assert!(column("last_seen").await >= before, "a stale one moves");
+    assert!(column("last_inventory_at").await >= before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_uploads_keep_a_fresh_last_seen() {
+    let dir = tempfile::tempdir().unwrap();
+    uploads_keep_a_fresh_last_seen(Store::open_sqlite(dir.path()).await.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_uploads_keep_a_fresh_last_seen() {
+    let db = TestDatabase::create().await;
+    uploads_keep_a_fresh_last_seen(Store::connect(&db.url).await.unwrap()).await;
+}

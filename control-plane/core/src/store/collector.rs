@@ -20,6 +20,14 @@ use std::sync::Arc;
 /// Devices per `last_seen` statement.
 const LAST_SEEN_CHUNK: usize = 500;
 
+/// An inventory upload leaves the endpoint's `last_seen` as it is when it is at most this old.
+/// The device is connected while it uploads, so the collector's liveness flush keeps its
+/// `last_seen` anyway (every 5 s by default); and `last_seen` is a key of the fleet's sort
+/// indexes, so writing the upload's time into it made every upload's row update a new entry in
+/// each of the endpoint row's indexes, the trigram search index included. Left unchanged, the
+/// update touches no indexed column and Postgres updates the row in place (a HOT update).
+const UPLOAD_KEEPS_LAST_SEEN_MS: i64 = 10_000;
+
 fn classify(e: StoreError) -> CollectorStoreError {
     if e.is_unavailable() {
         CollectorStoreError::Unavailable(e.to_string())
@@ -1262,12 +1270,14 @@ impl InventoryWrite<'_> {
         let sql = sqlx::AssertSqlSafe(format!(
             "UPDATE endpoints SET last_seq = $1, hostname = $2, os = $3, os_version = $4, arch = $5, \
              kernel_version = $6, cpu_count = $7, memory_bytes = $8, uptime_secs = $9, agent_version = $10, \
-             last_inventory_at = $11, last_seen = $11, server_count = $12, users = $15, hardware_uuid = $16, \
+             last_inventory_at = $11, \
+             last_seen = CASE WHEN last_seen >= $11 - {kept} THEN last_seen ELSE $11 END, server_count = $12, users = $15, hardware_uuid = $16, \
              inventory_hash = $17, inventory_doc = $18, \
              owner = COALESCE($19, owner), environment = COALESCE($20, environment), \
              tags = CASE WHEN $21 = '[]' THEN tags ELSE $21 END \
              WHERE id = $13 AND tenant_id = $14 AND revoked_at IS NULL AND {condition} \
-             RETURNING first_hardware_uuid, cloned_identity"
+             RETURNING first_hardware_uuid, cloned_identity",
+            kept = UPLOAD_KEEPS_LAST_SEEN_MS,
         ));
         let mut update = sqlx::query(sql)
             .bind(seq)
@@ -1316,6 +1326,13 @@ impl InventoryWrite<'_> {
         };
         rows.replace_known_inventory(agent, encoded.rows.clone(), before);
         rows.touch_identities(inventory.servers.iter().map(|s| s.id.clone()), now);
+        let stored_seq = match self.requires {
+            Requires::Older => None,
+            Requires::Base { seq, .. } | Requires::Exactly { seq, .. } => Some(seq),
+        };
+        if rows::trims_timeline(stored_seq, seq) {
+            rows.trim_history(agent);
+        }
         if let Some(changes) = &encoded.history {
             rows.history(rows::HistoryRow {
                 endpoint: agent.to_string(),

@@ -16,8 +16,25 @@ use sqlx::AnyConnection;
 use super::dialect::Backend;
 
 /// Timeline entries kept per endpoint (`inventory_history`); older ones are dropped as new
-/// ones come.
+/// ones come, in passes (see [`TRIM_EVERY`]).
 pub const KEPT_PER_ENDPOINT: i64 = 100;
+
+/// An endpoint's timeline is cut back to [`KEPT_PER_ENDPOINT`] entries by the write whose
+/// sequences cross a multiple of this, not by every write: a cut reads the endpoint's whole
+/// timeline, and cutting at every delta was a sixth of Postgres's time per delta. An endpoint's
+/// writes move its stored sequence upwards, each over its own range, so every multiple falls in
+/// one write's range; between two cuts fewer than this many sequences (and entries) are added,
+/// and at most `KEPT_PER_ENDPOINT + TRIM_EVERY - 1` entries are ever stored.
+pub(crate) const TRIM_EVERY: i64 = 16;
+
+/// Whether the write that moves an endpoint's stored sequence from `stored` (`None`: not known
+/// to the writer) to `seq` cuts its timeline back (see [`TRIM_EVERY`]).
+pub(crate) fn trims_timeline(stored: Option<i64>, seq: i64) -> bool {
+    match stored {
+        None => true,
+        Some(stored) => seq.div_euclid(TRIM_EVERY) > stored.div_euclid(TRIM_EVERY),
+    }
+}
 
 /// One `endpoint_servers` row (the columns after tenant, endpoint and ordinal).
 #[derive(Debug, Clone, Default)]
@@ -206,6 +223,8 @@ pub(crate) struct TenantRows {
     identities: BTreeSet<String>,
     identities_at: i64,
     history: Vec<HistoryRow>,
+    /// Endpoints whose timelines are cut back after the batch's entries (see [`TRIM_EVERY`]).
+    trims: BTreeSet<String>,
     events: Vec<(String, EventRow)>,
     tools: BTreeMap<(String, String, String), ToolCalls>,
 }
@@ -253,6 +272,12 @@ impl TenantRows {
         self.history.push(entry);
     }
 
+    /// Cut `endpoint`'s timeline back to its newest [`KEPT_PER_ENDPOINT`] entries once the
+    /// batch's are added.
+    pub(crate) fn trim_history(&mut self, endpoint: &str) {
+        self.trims.insert(endpoint.to_string());
+    }
+
     /// Add `endpoint`'s proxy events.
     pub(crate) fn events(&mut self, endpoint: &str, events: Vec<EventRow>) {
         self.events
@@ -281,6 +306,7 @@ impl TenantRows {
             && self.inventories.is_empty()
             && self.identities.is_empty()
             && self.history.is_empty()
+            && self.trims.is_empty()
             && self.events.is_empty()
             && self.tools.is_empty()
     }
@@ -297,6 +323,7 @@ impl TenantRows {
         self.identities.extend(later.identities);
         self.identities_at = self.identities_at.max(later.identities_at);
         self.history.extend(later.history);
+        self.trims.extend(later.trims);
         self.events.extend(later.events);
         for ((endpoint, server, tool), calls) in later.tools {
             self.tool_calls(&endpoint, &server, &tool, calls);
@@ -360,6 +387,7 @@ pub(crate) async fn write(
         identities,
         identities_at,
         history,
+        trims,
         events,
         tools,
     } = rows;
@@ -372,8 +400,8 @@ pub(crate) async fn write(
     if !identities.is_empty() {
         touch_server_identities(conn, backend, tenant, &identities, identities_at).await?;
     }
-    if !history.is_empty() {
-        write_history(conn, backend, tenant, &history).await?;
+    if !history.is_empty() || !trims.is_empty() {
+        write_history(conn, backend, tenant, &history, &trims).await?;
     }
     if !events.is_empty() {
         write_events(conn, backend, tenant, &events).await?;
@@ -640,27 +668,33 @@ impl Serialize for ServerJson<'_> {
     }
 }
 
-/// Timeline entries, then each endpoint's entries beyond the newest
+/// Timeline entries, then the entries of `trims`' endpoints beyond their newest
 /// [`KEPT_PER_ENDPOINT`] deleted.
 async fn write_history(
     conn: &mut AnyConnection,
     backend: Backend,
     tenant: &str,
     history: &[HistoryRow],
+    trims: &BTreeSet<String>,
 ) -> Result<(), sqlx::Error> {
-    let entries = Value::Array(
-        history
-            .iter()
-            .map(|h| json!([h.endpoint, h.seq, h.at, h.changes]))
-            .collect(),
-    );
-    let sql = format!(
-        "INSERT INTO endpoint_inventory_changes (tenant_id, endpoint_id, seq, at, changes) \
-         SELECT $1, {} FROM {} WHERE true ON CONFLICT (endpoint_id, seq) DO NOTHING",
-        json_columns(backend, "tiit"),
-        backend.json_rows(2)
-    );
-    execute(conn, sql, tenant, &[&entries.to_string()]).await?;
+    if !history.is_empty() {
+        let entries = Value::Array(
+            history
+                .iter()
+                .map(|h| json!([h.endpoint, h.seq, h.at, h.changes]))
+                .collect(),
+        );
+        let sql = format!(
+            "INSERT INTO endpoint_inventory_changes (tenant_id, endpoint_id, seq, at, changes) \
+             SELECT $1, {} FROM {} WHERE true ON CONFLICT (endpoint_id, seq) DO NOTHING",
+            json_columns(backend, "tiit"),
+            backend.json_rows(2)
+        );
+        execute(conn, sql, tenant, &[&entries.to_string()]).await?;
+    }
+    if trims.is_empty() {
+        return Ok(());
+    }
     let sql = sqlx::AssertSqlSafe(format!(
         "DELETE FROM endpoint_inventory_changes WHERE tenant_id = $1 AND (endpoint_id, seq) IN \
          (SELECT r.endpoint_id, r.seq FROM (SELECT c.endpoint_id, c.seq, \
@@ -672,7 +706,7 @@ async fn write_history(
     ));
     sqlx::query(sql)
         .bind(tenant)
-        .bind(entries.to_string())
+        .bind(json_text(trims.iter().map(|e| (e,))))
         .bind(KEPT_PER_ENDPOINT)
         .execute(&mut *conn)
         .await?;
