@@ -7,6 +7,12 @@
 //! The price of batching: tokens a replica claimed but did not spend before the window ends are
 //! lost, so the effective limit can fall short by at most `replicas × (batch - 1)` per window;
 //! the batch is a 64th of the limit (at most 256), so that is small, and exact for small limits.
+//!
+//! One claim per bucket is in flight at a time: calls that find the local tokens spent while
+//! another call claims wait for that claim and spend from it. Every claim updates one counter
+//! row, so concurrent claims of a bucket queue on its row lock, each behind the other's commit:
+//! 64 requests arriving at once with no tokens left made 64 claims in a row (issue 12's push
+//! benchmark: 14 ms a claim, the p99 of every request behind them).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,13 +36,40 @@ pub enum Decision {
     },
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Local {
     window_start: i64,
     /// Tokens claimed and not yet spent.
     tokens: i64,
     /// The store granted nothing in this window: refuse locally until it ends.
     exhausted: bool,
+    /// Held while a claim of this bucket is in flight.
+    claiming: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Local {
+    fn new(window_start: i64) -> Self {
+        Self {
+            window_start,
+            tokens: 0,
+            exhausted: false,
+            claiming: Arc::default(),
+        }
+    }
+
+    /// Spend a token of `window_start`'s window if there is one, or tell that the window is
+    /// exhausted; `None`: a claim is needed.
+    fn spend(&mut self, window_start: i64, retry_after_s: u64) -> Option<Decision> {
+        if self.window_start != window_start {
+            return None;
+        }
+        if self.tokens > 0 {
+            self.tokens -= 1;
+            return Some(Decision::Allowed);
+        }
+        self.exhausted
+            .then_some(Decision::Limited { retry_after_s })
+    }
 }
 
 /// The tokens one claim asks for, for a per-window `limit`.
@@ -77,21 +110,28 @@ impl SharedLimiter {
             return Ok(Decision::Limited { retry_after_s });
         }
         let key = (tenant_id.to_string(), bucket.to_string());
-        {
+        let claiming = {
             let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
             if local.len() > MAX_LOCAL {
                 local.retain(|_, l| l.window_start == window_start);
             }
-            if let Some(l) = local.get_mut(&key)
-                && l.window_start == window_start
+            let entry = local
+                .entry(key.clone())
+                .or_insert_with(|| Local::new(window_start));
+            if let Some(decision) = entry.spend(window_start, retry_after_s) {
+                return Ok(decision);
+            }
+            entry.claiming.clone()
+        };
+        // Wait for a claim in flight, then spend from it if it left tokens.
+        let _claiming = claiming.lock().await;
+        {
+            let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(decision) = local
+                .get_mut(&key)
+                .and_then(|l| l.spend(window_start, retry_after_s))
             {
-                if l.tokens > 0 {
-                    l.tokens -= 1;
-                    return Ok(Decision::Allowed);
-                }
-                if l.exhausted {
-                    return Ok(Decision::Limited { retry_after_s });
-                }
+                return Ok(decision);
             }
         }
         let grant = self
@@ -99,16 +139,11 @@ impl SharedLimiter {
             .claim_rate_tokens(tenant_id, bucket, window_start, limit, batch_for(limit))
             .await?;
         let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = local.entry(key).or_insert(Local {
-            window_start,
-            tokens: 0,
-            exhausted: false,
-        });
+        let entry = local.entry(key).or_insert_with(|| Local::new(window_start));
         if entry.window_start != window_start {
             *entry = Local {
-                window_start,
-                tokens: 0,
-                exhausted: false,
+                claiming: entry.claiming.clone(),
+                ..Local::new(window_start)
             };
         }
         if grant.granted == 0 {

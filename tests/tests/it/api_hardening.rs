@@ -636,3 +636,55 @@ async fn the_gateway_answers_oversized_heads_with_the_envelope() {
     gateway.stop().await;
     server.stop().await;
 }
+
+/// Requests of one key arriving together do not queue behind each other's write of its
+/// `last_used_at`: a request finding the row held by another transaction skips the write
+/// (Postgres), and the write happens on a later request once the row is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_never_waits_on_its_keys_last_use() {
+    use agent_bom_control_plane::store::{Role, Store};
+    use sqlx::Row;
+    let db = agent_bom_tests::postgres::TestDatabase::create().await;
+    let store = Store::connect(&db.url).await.unwrap();
+    let tenant = store.create_tenant("keys").await.unwrap();
+    let (key, secret) = store
+        .create_api_key(&tenant.id, "busy", Role::Admin, None, None)
+        .await
+        .unwrap();
+    let last_used = || async {
+        let mut tx = agent_bom_tests::harness::tenant_tx(&store, &tenant.id).await;
+        let at: Option<i64> = sqlx::query("SELECT last_used_at FROM api_keys WHERE id = $1")
+            .bind(&key.id)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap()
+            .try_get("last_used_at")
+            .unwrap();
+        tx.commit().await.unwrap();
+        at
+    };
+    assert_eq!(last_used().await, None);
+    // Another request's transaction holds the key's row.
+    let mut held = agent_bom_tests::harness::tenant_tx(&store, &tenant.id).await;
+    sqlx::query("UPDATE api_keys SET name = name WHERE id = $1")
+        .bind(&key.id)
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    // Bounded: a request that waits for the row would wait as long as it is held.
+    let found = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        store.authenticate_api_key(&secret),
+    )
+    .await
+    .expect("authentication waited for a row another transaction holds")
+    .unwrap()
+    .expect("the key authenticates");
+    assert_eq!(found.id, key.id);
+    assert_eq!(last_used().await, None, "skipped while held");
+    held.commit().await.unwrap();
+    store.authenticate_api_key(&secret).await.unwrap().unwrap();
+    assert!(last_used().await.is_some(), "written once the row is free");
+    store.close().await;
+    db.drop_database().await;
+}

@@ -729,6 +729,55 @@ async fn shared_rate_windows_grant_exactly_the_limit_under_contention() {
     db.drop_database().await;
 }
 
+/// Calls that find a replica's tokens spent at once share one claim: 64 concurrent calls of a
+/// bucket whose batch is 100 tokens make one claim of the window, not one each (each claim
+/// updates the window's row, and claims of one row queue behind each other's commits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_of_a_bucket_share_one_claim() {
+    use agent_bom_control_plane::ratelimit::{WINDOW_MS, batch_for};
+    let db = TestDatabase::create_with_app_role().await;
+    let store = agent_bom_control_plane::store::Store::connect(&db.url)
+        .await
+        .unwrap();
+    let tenant = store.create_tenant("claims").await.unwrap();
+    let limit = 6_400;
+    assert_eq!(batch_for(limit), 100);
+    // A window that turns during the calls splits them over two claims; try again then.
+    for attempt in 0.. {
+        assert!(attempt < 3, "the window turned during every attempt");
+        let bucket = format!("burst-{attempt}");
+        let window = |now: i64| now - now.rem_euclid(WINDOW_MS);
+        let started = window(agent_bom_control_plane::store::now_ms());
+        let limiter = SharedLimiter::new(store.clone());
+        let calls: Vec<_> = (0..64)
+            .map(|_| {
+                let (limiter, tenant, bucket) =
+                    (limiter.clone(), tenant.id.clone(), bucket.clone());
+                tokio::spawn(async move { limiter.acquire(&tenant, &bucket, limit).await.unwrap() })
+            })
+            .collect();
+        for call in calls {
+            assert_eq!(call.await.unwrap(), Decision::Allowed);
+        }
+        if window(agent_bom_control_plane::store::now_ms()) != started {
+            continue;
+        }
+        // What the window counted: the claims' tokens, plus this probe's one.
+        let probe = store
+            .claim_rate_tokens(&tenant.id, &bucket, started, limit, 1)
+            .await
+            .unwrap();
+        assert_eq!(
+            probe.used,
+            100 + 1,
+            "one claim of 100 tokens served 64 calls"
+        );
+        break;
+    }
+    store.close().await;
+    db.drop_database().await;
+}
+
 /// A user logs in with the MCP authorization flow: the SDK's OAuth client meets the gateway's
 /// 401, discovers its protected-resource metadata and the authorization server, registers,
 /// runs the authorization-code flow with PKCE, and calls tools with the access token; the audit

@@ -335,10 +335,23 @@ impl Backend {
     /// with the batch). Postgres locks the free ones (`FOR UPDATE SKIP LOCKED`); SQLite has one
     /// writer and no row locks, so every row of `ids` is free.
     pub(crate) fn free_rows(self, table: &str, tenant: &str, ids: &str) -> String {
+        self.free_rows_where(table, tenant, ids, "TRUE")
+    }
+
+    /// [`Self::free_rows`] among the rows that meet `condition` too: on Postgres a row that does
+    /// not is neither locked nor waited for.
+    pub(crate) fn free_rows_where(
+        self,
+        table: &str,
+        tenant: &str,
+        ids: &str,
+        condition: &str,
+    ) -> String {
         match self {
-            Self::Sqlite => format!("id IN ({ids})"),
+            Self::Sqlite => format!("id IN ({ids}) AND {condition}"),
             Self::Postgres => format!(
-                "id IN (SELECT id FROM {table} WHERE tenant_id = {tenant} AND id IN ({ids}) FOR UPDATE SKIP LOCKED)"
+                "id IN (SELECT id FROM {table} WHERE tenant_id = {tenant} AND id IN ({ids}) AND {condition} \
+                 FOR UPDATE SKIP LOCKED)"
             ),
         }
     }
