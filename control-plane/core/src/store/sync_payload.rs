@@ -226,6 +226,18 @@ pub(crate) fn bounded<'v>(field: &str, v: &'v str, max: usize) -> Result<&'v str
     Ok(v)
 }
 
+/// The identity a push's endpoint is stored under. A source id the sanitizer would redact in
+/// part (a long random hex run: a systemd machine-id, an MD5 of the hostname) is not stored, but
+/// a name derived from it is: redacted, every such machine would share one endpoint,
+/// `<redacted>`. The digest keeps them apart and says nothing of the value.
+fn endpoint_source_id(source_id: &str) -> String {
+    if sanitize_text(source_id) == source_id {
+        return source_id.to_string();
+    }
+    let digest = crate::secrets::hash(source_id);
+    format!("redacted-{}", &digest[..16])
+}
+
 /// The non-empty text of an optional field, checked and sanitized.
 fn opt_text(field: &Field<Text<'_>>, key: &str, max: usize) -> Result<Option<String>, StoreError> {
     opt_str(field, key)?
@@ -273,7 +285,7 @@ impl Body<'_> {
             .ok_or_else(|| {
                 invalid("source_id is required (in the body or the X-Agent-Bom-Source-Id header)")
             })?;
-        let source_id = sanitize_text(bounded("source_id", source_id, MAX_SOURCE_ID)?);
+        let source_id = endpoint_source_id(bounded("source_id", source_id, MAX_SOURCE_ID)?);
         let mut hostname = None;
         let (mut owner, mut environment, mut tags) = (None, None, BTreeSet::new());
         let mut clients = Vec::new();
@@ -684,6 +696,38 @@ mod tests {
         assert!(!json.contains("REDACTED"));
         assert!(p.servers.iter().any(|s| !s.env_keys.is_empty()));
         assert!(p.servers.iter().any(|s| !s.config_path.is_empty()));
+    }
+
+    #[test]
+    fn a_source_id_that_looks_like_a_credential_keeps_its_machines_apart() {
+        use serde_json::json;
+        let machine_ids = [
+            "4c4c4544004e3510804cb4c04f4d4b32",
+            "0f2a6e1c9b7d4e3fa1c2b3d4e5f60718",
+        ];
+        let stored: Vec<String> = machine_ids
+            .iter()
+            .map(|id| {
+                check(&json!({"source_id": id, "agents": []}), None)
+                    .unwrap()
+                    .source_id
+            })
+            .collect();
+        assert_ne!(stored[0], stored[1], "two machines, two endpoints");
+        for (id, s) in machine_ids.iter().zip(&stored) {
+            assert!(s.starts_with("redacted-") && !s.contains(id), "{s}");
+            let again = check(&json!({"source_id": id, "agents": []}), None).unwrap();
+            assert_eq!(&again.source_id, s, "the same machine, the same endpoint");
+        }
+        // agent-bom's own ids (12 hex digits of a hostname digest) and UUIDs are kept as sent.
+        for id in ["5bce98f73f3e", "3f2504e0-4f89-11d3-9a0c-0305e82c3301"] {
+            assert_eq!(
+                check(&json!({"source_id": id, "agents": []}), None)
+                    .unwrap()
+                    .source_id,
+                id
+            );
+        }
     }
 
     #[test]
