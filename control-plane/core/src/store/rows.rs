@@ -239,13 +239,14 @@ impl TenantRows {
         self.synced.insert(endpoint.to_string(), update);
     }
 
-    /// Make `endpoint`'s clients, servers and scan errors exactly `rows`.
+    /// [`Self::replace_known_inventory`] of an endpoint whose stored rows are not known.
+    #[cfg(test)]
     pub(crate) fn replace_inventory(&mut self, endpoint: &str, rows: EndpointRows) {
         self.replace_known_inventory(endpoint, rows, None);
     }
 
-    /// [`Self::replace_inventory`] of an endpoint whose stored rows are known to be `before`
-    /// (`None`: not known).
+    /// Make `endpoint`'s clients, servers and scan errors exactly `rows`, where its stored
+    /// rows are known to be `before` (`None`: not known).
     pub(crate) fn replace_known_inventory(
         &mut self,
         endpoint: &str,

@@ -492,13 +492,15 @@ async fn write_sync_in(
             },
         );
     }
-    rows.replace_inventory(
+    // An endpoint this push created holds no rows yet: none to delete.
+    rows.replace_known_inventory(
         &result.endpoint_id,
         rows::EndpointRows {
             clients,
             servers,
             errors: Vec::new(),
         },
+        created.then(rows::StoredShape::default),
     );
     rows.touch_identities(payload.servers.iter().map(|s| s.id.clone()), now);
     // A later push of this source in the batch counts its new clients against this one's
