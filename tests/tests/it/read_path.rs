@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 
-use agent_bom_collector::store::{CollectorStore, DeltaOutcome, DeltaUpload, LastSeen};
+use agent_bom_collector::store::{CollectorStore, DeltaOutcome, LastSeen};
 use agent_bom_control_plane::store::{
     Backend, EndpointQuery, EndpointSort, EndpointStatus, LifecycleState, MetadataUpdate,
     SearchLimits, Store,
@@ -375,17 +375,7 @@ async fn counters_stay_exact(store: Store) {
         }
         let (store, s, base) = (store.clone(), s.clone(), base.clone());
         uploads.spawn(async move {
-            let changes = agent_bom_protocol::inventory_delta::diff(&base, &next);
-            let (base_hash, hash) = (base.content_hash(), next.content_hash());
-            let upload = DeltaUpload {
-                seq: 5,
-                base_seq: 4,
-                base_hash: &base_hash,
-                hash: &hash,
-                changes: &changes,
-            };
-            store
-                .apply_inventory_delta(&s, "1.4", upload)
+            crate::write_path::send_delta(&store, &s, 5, &base, &next)
                 .await
                 .unwrap()
         });

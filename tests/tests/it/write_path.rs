@@ -617,7 +617,7 @@ async fn postgres_the_last_seen_flush_skips_rows_a_batch_holds() {
 }
 
 /// A delta of `from` to `to` at `seq`, based on `seq - 1`.
-async fn send_delta(
+pub(crate) async fn send_delta(
     store: &Store,
     s: &DeviceSession,
     seq: u64,
