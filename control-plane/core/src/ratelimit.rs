@@ -57,6 +57,16 @@ impl Local {
         }
     }
 
+    /// Count from `window_start`'s window on, if it is not the one counted already (the claim
+    /// lock stays: a caller may be waiting on it).
+    fn enter(&mut self, window_start: i64) {
+        if self.window_start != window_start {
+            self.window_start = window_start;
+            self.tokens = 0;
+            self.exhausted = false;
+        }
+    }
+
     /// Spend a token of `window_start`'s window if there is one, or tell that the window is
     /// exhausted; `None`: a claim is needed.
     fn spend(&mut self, window_start: i64, retry_after_s: u64) -> Option<Decision> {
@@ -140,12 +150,7 @@ impl SharedLimiter {
             .await?;
         let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
         let entry = local.entry(key).or_insert_with(|| Local::new(window_start));
-        if entry.window_start != window_start {
-            *entry = Local {
-                claiming: entry.claiming.clone(),
-                ..Local::new(window_start)
-            };
-        }
+        entry.enter(window_start);
         if grant.granted == 0 {
             entry.exhausted = true;
             return Ok(Decision::Limited { retry_after_s });

@@ -1121,6 +1121,17 @@ enum Requires<'a> {
     Exactly { seq: i64, hash: &'a str },
 }
 
+impl Requires<'_> {
+    /// The stored sequence the write required, where it required one: the endpoint's rows and
+    /// timeline are then known to follow that state.
+    fn stored_seq(&self) -> Option<i64> {
+        match *self {
+            Self::Older => None,
+            Self::Base { seq, .. } | Self::Exactly { seq, .. } => Some(seq),
+        }
+    }
+}
+
 /// An inventory server's `endpoint_servers` row, as the agent reported it.
 impl From<&ServerEntry> for rows::ServerRow {
     fn from(s: &ServerEntry) -> Self {
@@ -1320,16 +1331,10 @@ impl InventoryWrite<'_> {
         let rows = batch.rows(tenant);
         // The stored rows are known only where the write required the stored hash of the
         // inventory they were encoded against.
-        let before = match self.requires {
-            Requires::Older => None,
-            Requires::Base { .. } | Requires::Exactly { .. } => encoded.before.clone(),
-        };
+        let stored_seq = self.requires.stored_seq();
+        let before = stored_seq.and(encoded.before.clone());
         rows.replace_known_inventory(agent, encoded.rows.clone(), before);
         rows.touch_identities(inventory.servers.iter().map(|s| s.id.clone()), now);
-        let stored_seq = match self.requires {
-            Requires::Older => None,
-            Requires::Base { seq, .. } | Requires::Exactly { seq, .. } => Some(seq),
-        };
         if rows::trims_timeline(stored_seq, seq) {
             rows.trim_history(agent);
         }
