@@ -778,6 +778,76 @@ async fn concurrent_calls_of_a_bucket_share_one_claim() {
     db.drop_database().await;
 }
 
+/// A replica claims its next batch before its tokens run out: a call that leaves fewer than
+/// the low water (a quarter of the batch) in hand claims in the background, so a steady stream
+/// of calls never waits on the store for its tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_running_low_claims_its_next_batch_ahead() {
+    use agent_bom_control_plane::ratelimit::{WINDOW_MS, batch_for, low_water_for};
+    use agent_bom_tests::harness::tenant_tx;
+    let db = TestDatabase::create_with_app_role().await;
+    let store = agent_bom_control_plane::store::Store::connect(&db.url)
+        .await
+        .unwrap();
+    let tenant = store.create_tenant("refills").await.unwrap();
+    let limit = 6_400;
+    let (batch, low_water) = (batch_for(limit), low_water_for(limit));
+    assert_eq!((batch, low_water), (100, 25));
+    let window = |now: i64| now - now.rem_euclid(WINDOW_MS);
+    // A window that turns during the calls counts them in two windows; try again then.
+    for attempt in 0.. {
+        assert!(attempt < 3, "the window turned during every attempt");
+        let bucket = format!("steady-{attempt}");
+        let started = window(agent_bom_control_plane::store::now_ms());
+        let used = |store: agent_bom_control_plane::store::Store, bucket: String| {
+            let tenant = tenant.id.clone();
+            async move {
+                let mut tx = tenant_tx(&store, &tenant).await;
+                let used: Option<i64> = sqlx::query_scalar(
+                    "SELECT used FROM rate_windows WHERE tenant_id = $1 AND bucket = $2 AND window_start = $3",
+                )
+                .bind(&tenant)
+                .bind(&bucket)
+                .bind(started)
+                .fetch_optional(&mut *tx)
+                .await
+                .unwrap();
+                tx.commit().await.unwrap();
+                used.unwrap_or(0)
+            }
+        };
+        let limiter = SharedLimiter::new(store.clone());
+        // One call claims the first batch and keeps 99; spending down to the low water claims
+        // nothing more.
+        for _ in 0..batch - low_water {
+            assert_eq!(
+                limiter.acquire(&tenant.id, &bucket, limit).await.unwrap(),
+                Decision::Allowed
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let at_low_water = used(store.clone(), bucket.clone()).await;
+        // The next call leaves fewer than the low water and claims ahead.
+        assert_eq!(
+            limiter.acquire(&tenant.id, &bucket, limit).await.unwrap(),
+            Decision::Allowed
+        );
+        let refilled = eventually(PATIENCE, "the background claim", || {
+            let (store, bucket) = (store.clone(), bucket.clone());
+            async move { Some(used(store, bucket).await).filter(|&u| u > batch) }
+        })
+        .await;
+        if window(agent_bom_control_plane::store::now_ms()) != started {
+            continue;
+        }
+        assert_eq!(at_low_water, batch, "one claim served the first 75 calls");
+        assert_eq!(refilled, 2 * batch, "the 76th call claimed one batch ahead");
+        break;
+    }
+    store.close().await;
+    db.drop_database().await;
+}
+
 /// A user logs in with the MCP authorization flow: the SDK's OAuth client meets the gateway's
 /// 401, discovers its protected-resource metadata and the authorization server, registers,
 /// runs the authorization-code flow with PKCE, and calls tools with the access token; the audit
