@@ -68,13 +68,16 @@ pub fn events() -> Vec<ProxyEvent> {
     events_from(1_800_000_000_000, EVENTS_PER_BATCH)
 }
 
-/// `n` proxy-event calls over 7 servers and 23 tools, timestamped `first_ts_ms`, +1 ms each.
+/// `n` proxy-event calls of 23 tools over 7 servers (tool `k` is served by server `k % 7`, as a
+/// tool belongs to one server), timestamped `first_ts_ms`, +1 ms each. Before 2026-12-08 the
+/// server was `i % 7` independently of the tool, so 100 events named 100 distinct server/tool
+/// pairs, and each batch wrote a tool row per event (docs/benchmarks.md, fifth run).
 pub fn events_from(first_ts_ms: i64, n: usize) -> Vec<ProxyEvent> {
     (0..n)
         .map(|i| ProxyEvent {
             ts_ms: first_ts_ms + i as i64,
             kind: "call".into(),
-            server_id: format!("srv-{}", i % 7),
+            server_id: format!("srv-{}", i % 23 % 7),
             client: Some("claude-desktop".into()),
             era: "handshake".into(),
             method: Some("tools/call".into()),
