@@ -127,16 +127,30 @@ impl Device {
 
 /// A TLS client configuration without a client certificate (for enrollment).
 pub(crate) fn anonymous_client_config(ca: &CertificateAuthority) -> rustls::ClientConfig {
-    with_alpn(client_builder(ca).with_no_client_auth())
+    anonymous_client_config_with(ca, rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// [`anonymous_client_config`] offering what `provider` offers (its cipher suites, say).
+pub(crate) fn anonymous_client_config_with(
+    ca: &CertificateAuthority,
+    provider: rustls::crypto::CryptoProvider,
+) -> rustls::ClientConfig {
+    with_alpn(client_builder_with(ca, provider).with_no_client_auth())
 }
 
 fn client_builder(
     ca: &CertificateAuthority,
 ) -> rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert> {
+    client_builder_with(ca, rustls::crypto::aws_lc_rs::default_provider())
+}
+
+fn client_builder_with(
+    ca: &CertificateAuthority,
+    provider: rustls::crypto::CryptoProvider,
+) -> rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.cert_der().clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    rustls::ClientConfig::builder_with_provider(provider)
+    rustls::ClientConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()
         .with_root_certificates(roots)

@@ -105,24 +105,19 @@ mod tests {
         );
         let server = server_config(&ca, &[]).unwrap();
         assert_eq!(
-            negotiated(server.clone(), client.clone()).suite(),
+            negotiated(server.clone(), client).suite(),
             rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
         );
         // A client that offers only AES-256 is still served.
-        let mut only_256 = client;
-        let mut provider = (**only_256.crypto_provider()).clone();
-        provider.cipher_suites =
-            vec![rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_256_GCM_SHA384];
-        only_256 = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .with_root_certificates({
-                let mut roots = RootCertStore::empty();
-                roots.add(ca.cert_der().clone()).unwrap();
-                roots
-            })
-            .with_no_client_auth();
-        only_256.alpn_protocols = vec![agent_bom_protocol::ALPN.to_vec()];
+        let only_256 = crate::testing::anonymous_client_config_with(
+            &ca,
+            rustls::crypto::CryptoProvider {
+                cipher_suites: vec![
+                    rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_256_GCM_SHA384,
+                ],
+                ..rustls::crypto::aws_lc_rs::default_provider()
+            },
+        );
         assert_eq!(
             negotiated(server, only_256).suite(),
             rustls::CipherSuite::TLS13_AES_256_GCM_SHA384
