@@ -565,6 +565,22 @@ pub async fn tenant_tx(store: &Store, tenant: &str) -> sqlx::Transaction<'static
     tx
 }
 
+/// The first column of the one row `sql` returns, read in a transaction scoped to `tenant`
+/// ([`tenant_tx`]), with `binds` as its text parameters `$1`, `$2`, ….
+pub async fn tenant_value<T>(store: &Store, tenant: &str, sql: &str, binds: &[&str]) -> T
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    let mut tx = tenant_tx(store, tenant).await;
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()));
+    for bind in binds {
+        query = query.bind(*bind);
+    }
+    let value = sqlx::Row::try_get(&query.fetch_one(&mut *tx).await.unwrap(), 0).unwrap();
+    tx.commit().await.unwrap();
+    value
+}
+
 /// Enrolls device `id` straight into `store` with `token` (no collector, no real certificate:
 /// a fingerprint derived from the id) and returns its authenticated session.
 pub async fn enroll_in_store(

@@ -643,7 +643,6 @@ async fn the_gateway_answers_oversized_heads_with_the_envelope() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_never_waits_on_its_keys_last_use() {
     use agent_bom_control_plane::store::{Role, Store};
-    use sqlx::Row;
     let db = agent_bom_tests::postgres::TestDatabase::create().await;
     let store = Store::connect(&db.url).await.unwrap();
     let tenant = store.create_tenant("keys").await.unwrap();
@@ -652,16 +651,13 @@ async fn a_request_never_waits_on_its_keys_last_use() {
         .await
         .unwrap();
     let last_used = || async {
-        let mut tx = agent_bom_tests::harness::tenant_tx(&store, &tenant.id).await;
-        let at: Option<i64> = sqlx::query("SELECT last_used_at FROM api_keys WHERE id = $1")
-            .bind(&key.id)
-            .fetch_one(&mut *tx)
-            .await
-            .unwrap()
-            .try_get("last_used_at")
-            .unwrap();
-        tx.commit().await.unwrap();
-        at
+        agent_bom_tests::harness::tenant_value::<Option<i64>>(
+            &store,
+            &tenant.id,
+            "SELECT last_used_at FROM api_keys WHERE id = $1",
+            &[&key.id],
+        )
+        .await
     };
     assert_eq!(last_used().await, None);
     // Another request's transaction holds the key's row.

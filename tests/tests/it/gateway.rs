@@ -784,7 +784,7 @@ async fn concurrent_calls_of_a_bucket_share_one_claim() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bucket_running_low_claims_its_next_batch_ahead() {
     use agent_bom_control_plane::ratelimit::{WINDOW_MS, batch_for, low_water_for};
-    use agent_bom_tests::harness::tenant_tx;
+    use agent_bom_tests::harness::tenant_value;
     let db = TestDatabase::create_with_app_role().await;
     let store = agent_bom_control_plane::store::Store::connect(&db.url)
         .await
@@ -799,22 +799,16 @@ async fn a_bucket_running_low_claims_its_next_batch_ahead() {
         assert!(attempt < 3, "the window turned during every attempt");
         let bucket = format!("steady-{attempt}");
         let started = window(agent_bom_control_plane::store::now_ms());
+        // Tokens the window counted for the bucket (0 before its first claim).
         let used = |store: agent_bom_control_plane::store::Store, bucket: String| {
-            let tenant = tenant.id.clone();
-            async move {
-                let mut tx = tenant_tx(&store, &tenant).await;
-                let used: Option<i64> = sqlx::query_scalar(
-                    "SELECT used FROM rate_windows WHERE tenant_id = $1 AND bucket = $2 AND window_start = $3",
-                )
-                .bind(&tenant)
-                .bind(&bucket)
-                .bind(started)
-                .fetch_optional(&mut *tx)
-                .await
-                .unwrap();
-                tx.commit().await.unwrap();
-                used.unwrap_or(0)
-            }
+            let (tenant, sql) = (
+                tenant.id.clone(),
+                format!(
+                    "SELECT COALESCE(MAX(used), 0) FROM rate_windows \
+                     WHERE tenant_id = $1 AND bucket = $2 AND window_start = {started}"
+                ),
+            );
+            async move { tenant_value::<i64>(&store, &tenant, &sql, &[&tenant, &bucket]).await }
         };
         let limiter = SharedLimiter::new(store.clone());
         // One call claims the first batch and keeps 99; spending down to the low water claims

@@ -60,16 +60,7 @@ pub(crate) fn push(source: &str, servers: &[&str]) -> Vec<u8> {
 
 /// `sql` (a `COUNT` named `n`, `$1` the tenant) in a transaction scoped to the tenant.
 async fn scalar(store: &Store, tenant: &str, sql: &str) -> i64 {
-    let mut tx = agent_bom_tests::harness::tenant_tx(store, tenant).await;
-    let n = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
-        .bind(tenant)
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap()
-        .try_get("n")
-        .unwrap();
-    tx.commit().await.unwrap();
-    n
+    agent_bom_tests::harness::tenant_value(store, tenant, sql, &[tenant]).await
 }
 
 /// Every posture number against a `COUNT` over the rows, as the counts were taken before the

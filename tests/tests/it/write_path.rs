@@ -59,17 +59,7 @@ fn event(server: &str, decision: &str) -> ProxyEvent {
 
 /// `sql` (a scalar named `n`, `$1` the tenant, `$2` an endpoint) scoped to the tenant.
 async fn scalar(store: &Store, tenant: &str, endpoint: &str, sql: &str) -> i64 {
-    let mut tx = agent_bom_tests::harness::tenant_tx(store, tenant).await;
-    let n = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
-        .bind(tenant)
-        .bind(endpoint)
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap()
-        .try_get("n")
-        .unwrap();
-    tx.commit().await.unwrap();
-    n
+    agent_bom_tests::harness::tenant_value(store, tenant, sql, &[tenant, endpoint]).await
 }
 
 async fn servers_of(store: &Store, tenant: &str, endpoint: &str) -> i64 {
