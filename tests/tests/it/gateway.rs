@@ -588,6 +588,18 @@ async fn one_tenant_hits_its_rate_limit_across_replicas_another_does_not() {
     let g1 = TestGateway::start(server.store.clone(), test_options()).await;
     let g2 = TestGateway::start(server.store.clone(), test_options()).await;
 
+    // The limit counts in one-minute windows: tenant A's calls below, its SDK client's last
+    // one included, must fall in one. Start early in a window (they take seconds; a window
+    // that turned between them gave tenant A a fresh budget and failed the last check).
+    let window = |now: i64| now - now.rem_euclid(agent_bom_control_plane::ratelimit::WINDOW_MS);
+    let into_window = agent_bom_control_plane::store::now_ms()
+        .rem_euclid(agent_bom_control_plane::ratelimit::WINDOW_MS);
+    if into_window > 15_000 {
+        let left = agent_bom_control_plane::ratelimit::WINDOW_MS - into_window;
+        tokio::time::sleep(Duration::from_millis(u64::try_from(left).unwrap() + 100)).await;
+    }
+    let started = window(agent_bom_control_plane::store::now_ms());
+
     // Tenant A: eight calls alternating between the replicas; five pass in all.
     let mut steps = Vec::new();
     for i in 0..8 {
@@ -639,6 +651,11 @@ async fn one_tenant_hits_its_rate_limit_across_replicas_another_does_not() {
         &[("AGENT_BOM_TOKEN", &key_a)],
     )
     .await;
+    assert_eq!(
+        window(agent_bom_control_plane::store::now_ms()),
+        started,
+        "tenant A's calls took longer than the 45 s left in their window"
+    );
     assert!(run.steps[0].get("text").is_none(), "{:#?}", run.steps);
     g1.stop().await;
     g2.stop().await;
